@@ -1,0 +1,35 @@
+//! Wire protocol between the dockerfuse host program and its satellite.
+//!
+//! The two sides talk over the stdin/stdout of a `docker exec`: a byte
+//! stream with no message boundaries. This crate holds everything both
+//! sides must agree on and nothing else:
+//!
+//! * [`frame`]: the framing (`u32 length | u64 id | payload`, little endian),
+//!   with the length checked against [`MAX_PAYLOAD`] *before* any buffer is
+//!   sized from it;
+//! * [`msg`]: the request and response types (speedy-encoded payloads),
+//!   which mirror the FUSE low-level API on node ids;
+//! * [`errno`]: the Linux errno numbers that travel in error replies.
+//!
+//! No I/O policy lives here: the satellite reads frames with blocking
+//! `std::io`, the host with an async incremental decoder; both use the same
+//! header parser and limits.
+
+pub mod errno;
+pub mod frame;
+pub mod msg;
+
+pub use errno::Errno;
+pub use frame::{FrameError, FrameHeader, HEADER_LEN, MAX_PAYLOAD};
+pub use msg::*;
+
+/// Version of the wire protocol; both hellos carry it and a mismatch
+/// fails the mount.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest read or write carried in one request (FUSE's max_write with
+/// max_pages = 256).
+pub const MAX_IO: u32 = 1 << 20;
+
+/// Frame id used by the two hello frames; requests use ids from 1 up.
+pub const HELLO_ID: u64 = 0;
