@@ -29,6 +29,7 @@ impl Errno {
     pub const EOPNOTSUPP: Errno = Errno(95);
     pub const ENOTCONN: Errno = Errno(107);
     pub const ETIMEDOUT: Errno = Errno(110);
+    pub const ESTALE: Errno = Errno(116);
 
     /// Turns an `io::Error` into the errno it carries, EIO when it has none.
     pub fn from_io(err: &std::io::Error) -> Errno {

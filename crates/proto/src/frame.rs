@@ -98,13 +98,19 @@ pub fn read_frame<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<Option<u6
     while got < HEADER_LEN {
         match r.read(&mut header[got..]) {
             Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, FrameError::Truncated)),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    FrameError::Truncated,
+                ))
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    let h = FrameHeader::parse(&header).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let h =
+        FrameHeader::parse(&header).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     buf.clear();
     buf.resize(h.len as usize, 0);
     r.read_exact(buf)?;
@@ -184,15 +190,25 @@ mod tests {
         let mut buf = Vec::new();
         let err = read_frame(&mut r, &mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(buf.capacity() < 1024, "nothing was allocated for the payload");
+        assert!(
+            buf.capacity() < 1024,
+            "nothing was allocated for the payload"
+        );
     }
 
     #[test]
     fn frames_survive_any_chunking() {
         let mut stream = Vec::new();
         let reqs: Vec<Request<'_>> = vec![
-            Request::Lookup { parent: 1, name: b"etc".as_slice().into() },
-            Request::Write { fh: 3, offset: 10, data: vec![7u8; 5000].into() },
+            Request::Lookup {
+                parent: 1,
+                name: b"etc".as_slice().into(),
+            },
+            Request::Write {
+                fh: 3,
+                offset: 10,
+                data: vec![7u8; 5000].into(),
+            },
             Request::Shutdown,
         ];
         for (i, r) in reqs.iter().enumerate() {
@@ -209,7 +225,11 @@ mod tests {
                 }
             }
             assert_eq!(d.pending(), 0);
-            let want: Vec<_> = reqs.iter().enumerate().map(|(i, r)| (i as u64 + 1, r.clone().into_owned())).collect();
+            let want: Vec<_> = reqs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as u64 + 1, r.clone().into_owned()))
+                .collect();
             assert_eq!(seen, want, "chunk size {chunk}");
         }
     }

@@ -56,44 +56,160 @@ pub struct SetAttr {
 #[derive(Readable, Writable, Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
     Hello(HostHello),
-    Lookup { parent: u64, name: Cow<'a, [u8]> },
+    Lookup {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+    },
     /// Drops `count` lookups of each node.
-    Forget { nodes: Vec<(u64, u64)> },
-    GetAttr { node: u64, fh: Option<u64> },
-    SetAttr { node: u64, fh: Option<u64>, attr: SetAttr },
-    ReadLink { node: u64 },
-    Symlink { parent: u64, name: Cow<'a, [u8]>, target: Cow<'a, [u8]> },
-    Mknod { parent: u64, name: Cow<'a, [u8]>, mode: u32, rdev: u64 },
-    Mkdir { parent: u64, name: Cow<'a, [u8]>, mode: u32 },
-    Unlink { parent: u64, name: Cow<'a, [u8]> },
-    Rmdir { parent: u64, name: Cow<'a, [u8]> },
-    Rename { parent: u64, name: Cow<'a, [u8]>, new_parent: u64, new_name: Cow<'a, [u8]>, flags: u32 },
-    Link { node: u64, new_parent: u64, new_name: Cow<'a, [u8]> },
+    Forget {
+        nodes: Vec<(u64, u64)>,
+    },
+    GetAttr {
+        node: u64,
+        fh: Option<u64>,
+    },
+    SetAttr {
+        node: u64,
+        fh: Option<u64>,
+        attr: SetAttr,
+    },
+    ReadLink {
+        node: u64,
+    },
+    Symlink {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+        target: Cow<'a, [u8]>,
+    },
+    Mknod {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+        mode: u32,
+        rdev: u64,
+    },
+    Mkdir {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+        mode: u32,
+    },
+    Unlink {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+    },
+    Rmdir {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+    },
+    Rename {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+        new_parent: u64,
+        new_name: Cow<'a, [u8]>,
+        flags: u32,
+    },
+    Link {
+        node: u64,
+        new_parent: u64,
+        new_name: Cow<'a, [u8]>,
+    },
     /// `flags` are open(2) flags.
-    Open { node: u64, flags: i32 },
-    Create { parent: u64, name: Cow<'a, [u8]>, mode: u32, flags: i32 },
-    Read { fh: u64, offset: u64, size: u32 },
-    Write { fh: u64, offset: u64, data: Cow<'a, [u8]> },
-    Flush { fh: u64 },
-    Release { fh: u64 },
-    Fsync { fh: u64, datasync: bool },
-    OpenDir { node: u64 },
+    Open {
+        node: u64,
+        flags: i32,
+    },
+    Create {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+        mode: u32,
+        flags: i32,
+    },
+    Read {
+        fh: u64,
+        offset: u64,
+        size: u32,
+    },
+    Write {
+        fh: u64,
+        offset: u64,
+        data: Cow<'a, [u8]>,
+    },
+    Flush {
+        fh: u64,
+    },
+    Release {
+        fh: u64,
+    },
+    Fsync {
+        fh: u64,
+        datasync: bool,
+    },
+    OpenDir {
+        node: u64,
+    },
     /// `size` is the kernel's reply buffer; `plus` asks for an entry (and a
     /// lookup reference) with each name but `.` and `..`.
-    ReadDir { fh: u64, offset: u64, size: u32, plus: bool },
-    ReleaseDir { fh: u64 },
-    FsyncDir { fh: u64, datasync: bool },
-    StatFs { node: u64 },
-    Access { node: u64, mask: i32 },
-    GetXattr { node: u64, name: Cow<'a, [u8]>, size: u32 },
-    ListXattr { node: u64, size: u32 },
-    SetXattr { node: u64, name: Cow<'a, [u8]>, value: Cow<'a, [u8]>, flags: i32 },
-    RemoveXattr { node: u64, name: Cow<'a, [u8]> },
-    Fallocate { fh: u64, offset: u64, length: u64, mode: i32 },
-    Lseek { fh: u64, offset: i64, whence: i32 },
-    CopyFileRange { fh_in: u64, offset_in: u64, fh_out: u64, offset_out: u64, len: u64, flags: u32 },
+    ReadDir {
+        fh: u64,
+        offset: u64,
+        size: u32,
+        plus: bool,
+    },
+    ReleaseDir {
+        fh: u64,
+    },
+    FsyncDir {
+        fh: u64,
+        datasync: bool,
+    },
+    StatFs {
+        node: u64,
+    },
+    Access {
+        node: u64,
+        mask: i32,
+    },
+    GetXattr {
+        node: u64,
+        name: Cow<'a, [u8]>,
+        size: u32,
+    },
+    ListXattr {
+        node: u64,
+        size: u32,
+    },
+    SetXattr {
+        node: u64,
+        name: Cow<'a, [u8]>,
+        value: Cow<'a, [u8]>,
+        flags: i32,
+    },
+    RemoveXattr {
+        node: u64,
+        name: Cow<'a, [u8]>,
+    },
+    Fallocate {
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    },
+    Lseek {
+        fh: u64,
+        offset: i64,
+        whence: i32,
+    },
+    CopyFileRange {
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+        flags: u32,
+    },
     /// Removes files by absolute path (left-overs of failed uploads).
-    RemovePaths { paths: Vec<Cow<'a, [u8]>> },
+    RemovePaths {
+        paths: Vec<Cow<'a, [u8]>>,
+    },
     /// Ends the satellite.
     Shutdown,
 }
@@ -162,8 +278,13 @@ pub enum Response<'a> {
     Attr(Attr),
     Data(Cow<'a, [u8]>),
     Written(u32),
-    Opened { fh: u64 },
-    Created { entry: Entry, fh: u64 },
+    Opened {
+        fh: u64,
+    },
+    Created {
+        entry: Entry,
+        fh: u64,
+    },
     Dir(Vec<DirEntry<'a>>),
     StatFs(StatFs),
     /// The size an xattr value or list would need (for a size-0 probe).
@@ -181,43 +302,157 @@ impl Request<'_> {
         use Request::*;
         match self {
             Hello(h) => Hello(h),
-            Lookup { parent, name } => Lookup { parent, name: own(name) },
+            Lookup { parent, name } => Lookup {
+                parent,
+                name: own(name),
+            },
             Forget { nodes } => Forget { nodes },
             GetAttr { node, fh } => GetAttr { node, fh },
             SetAttr { node, fh, attr } => SetAttr { node, fh, attr },
             ReadLink { node } => ReadLink { node },
-            Symlink { parent, name, target } => Symlink { parent, name: own(name), target: own(target) },
-            Mknod { parent, name, mode, rdev } => Mknod { parent, name: own(name), mode, rdev },
-            Mkdir { parent, name, mode } => Mkdir { parent, name: own(name), mode },
-            Unlink { parent, name } => Unlink { parent, name: own(name) },
-            Rmdir { parent, name } => Rmdir { parent, name: own(name) },
-            Rename { parent, name, new_parent, new_name, flags } => {
-                Rename { parent, name: own(name), new_parent, new_name: own(new_name), flags }
-            }
-            Link { node, new_parent, new_name } => Link { node, new_parent, new_name: own(new_name) },
+            Symlink {
+                parent,
+                name,
+                target,
+            } => Symlink {
+                parent,
+                name: own(name),
+                target: own(target),
+            },
+            Mknod {
+                parent,
+                name,
+                mode,
+                rdev,
+            } => Mknod {
+                parent,
+                name: own(name),
+                mode,
+                rdev,
+            },
+            Mkdir { parent, name, mode } => Mkdir {
+                parent,
+                name: own(name),
+                mode,
+            },
+            Unlink { parent, name } => Unlink {
+                parent,
+                name: own(name),
+            },
+            Rmdir { parent, name } => Rmdir {
+                parent,
+                name: own(name),
+            },
+            Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                flags,
+            } => Rename {
+                parent,
+                name: own(name),
+                new_parent,
+                new_name: own(new_name),
+                flags,
+            },
+            Link {
+                node,
+                new_parent,
+                new_name,
+            } => Link {
+                node,
+                new_parent,
+                new_name: own(new_name),
+            },
             Open { node, flags } => Open { node, flags },
-            Create { parent, name, mode, flags } => Create { parent, name: own(name), mode, flags },
+            Create {
+                parent,
+                name,
+                mode,
+                flags,
+            } => Create {
+                parent,
+                name: own(name),
+                mode,
+                flags,
+            },
             Read { fh, offset, size } => Read { fh, offset, size },
-            Write { fh, offset, data } => Write { fh, offset, data: own(data) },
+            Write { fh, offset, data } => Write {
+                fh,
+                offset,
+                data: own(data),
+            },
             Flush { fh } => Flush { fh },
             Release { fh } => Release { fh },
             Fsync { fh, datasync } => Fsync { fh, datasync },
             OpenDir { node } => OpenDir { node },
-            ReadDir { fh, offset, size, plus } => ReadDir { fh, offset, size, plus },
+            ReadDir {
+                fh,
+                offset,
+                size,
+                plus,
+            } => ReadDir {
+                fh,
+                offset,
+                size,
+                plus,
+            },
             ReleaseDir { fh } => ReleaseDir { fh },
             FsyncDir { fh, datasync } => FsyncDir { fh, datasync },
             StatFs { node } => StatFs { node },
             Access { node, mask } => Access { node, mask },
-            GetXattr { node, name, size } => GetXattr { node, name: own(name), size },
+            GetXattr { node, name, size } => GetXattr {
+                node,
+                name: own(name),
+                size,
+            },
             ListXattr { node, size } => ListXattr { node, size },
-            SetXattr { node, name, value, flags } => SetXattr { node, name: own(name), value: own(value), flags },
-            RemoveXattr { node, name } => RemoveXattr { node, name: own(name) },
-            Fallocate { fh, offset, length, mode } => Fallocate { fh, offset, length, mode },
+            SetXattr {
+                node,
+                name,
+                value,
+                flags,
+            } => SetXattr {
+                node,
+                name: own(name),
+                value: own(value),
+                flags,
+            },
+            RemoveXattr { node, name } => RemoveXattr {
+                node,
+                name: own(name),
+            },
+            Fallocate {
+                fh,
+                offset,
+                length,
+                mode,
+            } => Fallocate {
+                fh,
+                offset,
+                length,
+                mode,
+            },
             Lseek { fh, offset, whence } => Lseek { fh, offset, whence },
-            CopyFileRange { fh_in, offset_in, fh_out, offset_out, len, flags } => {
-                CopyFileRange { fh_in, offset_in, fh_out, offset_out, len, flags }
-            }
-            RemovePaths { paths } => RemovePaths { paths: paths.into_iter().map(own).collect() },
+            CopyFileRange {
+                fh_in,
+                offset_in,
+                fh_out,
+                offset_out,
+                len,
+                flags,
+            } => CopyFileRange {
+                fh_in,
+                offset_in,
+                fh_out,
+                offset_out,
+                len,
+                flags,
+            },
+            RemovePaths { paths } => RemovePaths {
+                paths: paths.into_iter().map(own).collect(),
+            },
             Shutdown => Shutdown,
         }
     }
@@ -286,26 +521,67 @@ mod tests {
 
     #[test]
     fn requests_round_trip() {
-        round_trip_req(Request::Hello(HostHello { protocol: 1, version: "x".into(), max_io: 4096 }));
-        round_trip_req(Request::Forget { nodes: vec![(2, 3), (4, 1)] });
+        round_trip_req(Request::Hello(HostHello {
+            protocol: 1,
+            version: "x".into(),
+            max_io: 4096,
+        }));
+        round_trip_req(Request::Forget {
+            nodes: vec![(2, 3), (4, 1)],
+        });
         round_trip_req(Request::SetAttr {
             node: 9,
             fh: Some(2),
-            attr: SetAttr { mode: Some(0o600), size: Some(0), mtime: Some(SetTime::At { sec: -5, nsec: 7 }), atime: Some(SetTime::Now), ..Default::default() },
+            attr: SetAttr {
+                mode: Some(0o600),
+                size: Some(0),
+                mtime: Some(SetTime::At { sec: -5, nsec: 7 }),
+                atime: Some(SetTime::Now),
+                ..Default::default()
+            },
         });
-        round_trip_req(Request::Rename { parent: 1, name: b"a".as_slice().into(), new_parent: 2, new_name: b"b\xff".as_slice().into(), flags: 1 });
-        round_trip_req(Request::RemovePaths { paths: vec![b"/tmp/x".as_slice().into()] });
+        round_trip_req(Request::Rename {
+            parent: 1,
+            name: b"a".as_slice().into(),
+            new_parent: 2,
+            new_name: b"b\xff".as_slice().into(),
+            flags: 1,
+        });
+        round_trip_req(Request::RemovePaths {
+            paths: vec![b"/tmp/x".as_slice().into()],
+        });
         round_trip_req(Request::Shutdown);
     }
 
     #[test]
     fn responses_round_trip() {
-        let attr = Attr { ino: 3, size: 10, mode: 0o100644, nlink: 1, ..Default::default() };
+        let attr = Attr {
+            ino: 3,
+            size: 10,
+            mode: 0o100644,
+            nlink: 1,
+            ..Default::default()
+        };
         round_trip_resp(Response::Error(2));
-        round_trip_resp(Response::Created { entry: Entry { node: 3, attr }, fh: 8 });
+        round_trip_resp(Response::Created {
+            entry: Entry { node: 3, attr },
+            fh: 8,
+        });
         round_trip_resp(Response::Dir(vec![
-            DirEntry { name: b".".as_slice().into(), offset: 1, kind: 0o040000, ino: 5, entry: None },
-            DirEntry { name: b"f".as_slice().into(), offset: 2, kind: 0o100000, ino: 6, entry: Some(Entry { node: 3, attr }) },
+            DirEntry {
+                name: b".".as_slice().into(),
+                offset: 1,
+                kind: 0o040000,
+                ino: 5,
+                entry: None,
+            },
+            DirEntry {
+                name: b"f".as_slice().into(),
+                offset: 2,
+                kind: 0o100000,
+                ino: 6,
+                entry: Some(Entry { node: 3, attr }),
+            },
         ]));
         round_trip_resp(Response::Data(vec![1, 2, 3].into()));
         round_trip_resp(Response::Hello(SatelliteHello {

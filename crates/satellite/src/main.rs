@@ -1,0 +1,71 @@
+//! dockerfuse satellite: the file server that runs inside the container.
+//!
+//! The host uploads this static binary, starts it with `docker exec`
+//! (no TTY) and speaks the `dockerfuse-proto` protocol over its
+//! stdin/stdout. Logs go to stderr only. It removes its own executable as
+//! soon as it runs (`--delete-self`), so neither a crash nor `kill -9`
+//! leaves a file behind, and it exits when stdin closes or a shutdown
+//! frame arrives.
+//!
+//! Usage: `dockerfuse-satellite [--root PATH] [--delete-self]`
+
+mod handles;
+mod nodes;
+mod ops;
+mod server;
+mod sys;
+
+use std::fs::File;
+use std::io::BufReader;
+use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
+
+fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut root: Vec<u8> = b"/".to_vec();
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_bytes() {
+            b"--delete-self" => {
+                if let Err(e) = std::fs::remove_file(&args[0]) {
+                    eprintln!("dockerfuse-satellite: cannot remove {:?}: {e}", args[0]);
+                }
+            }
+            b"--root" if i + 1 < args.len() => {
+                i += 1;
+                root = args[i].as_bytes().to_vec();
+            }
+            other => {
+                eprintln!(
+                    "dockerfuse-satellite: unknown argument {:?}",
+                    String::from_utf8_lossy(other)
+                );
+                std::process::exit(2);
+            }
+        }
+        i += 1;
+    }
+    // Modes arrive with the caller's umask already applied by the kernel.
+    sys::set_umask_zero();
+    let fs = match ops::Fs::open(&root) {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!(
+                "dockerfuse-satellite: cannot open {:?}: {e}",
+                String::from_utf8_lossy(&root)
+            );
+            std::process::exit(1);
+        }
+    };
+    // SAFETY: fds 0 and 1 are the exec's stdin and stdout, owned by nobody
+    // else in this process (Rust's std handles are never used here).
+    let input = BufReader::with_capacity(256 * 1024, unsafe { File::from_raw_fd(0) });
+    let output = unsafe { File::from_raw_fd(1) };
+    match server::serve(fs, input, output) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("dockerfuse-satellite: {e}");
+            std::process::exit(1);
+        }
+    }
+}

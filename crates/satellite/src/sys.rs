@@ -1,0 +1,346 @@
+//! Thin, safe wrappers over the system calls the satellite makes.
+//!
+//! Every function returns `Result<_, Errno>` with the errno of the failed
+//! call, so the operations above can forward it to the host unchanged.
+//! Names are byte strings from the wire; a name holding a NUL byte is
+//! refused with EINVAL before it reaches the kernel.
+
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use dockerfuse_proto::Errno;
+
+pub type SysResult<T> = Result<T, Errno>;
+
+fn last_errno() -> Errno {
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
+}
+
+fn check(ret: libc::c_int) -> SysResult<libc::c_int> {
+    if ret < 0 {
+        Err(last_errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_size(ret: libc::ssize_t) -> SysResult<usize> {
+    if ret < 0 {
+        Err(last_errno())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// A name from the wire as a C string.
+pub fn cstr(bytes: &[u8]) -> SysResult<CString> {
+    CString::new(bytes).map_err(|_| Errno::EINVAL)
+}
+
+/// The path through which an O_PATH descriptor can be reopened.
+pub fn proc_fd_path(fd: RawFd) -> CString {
+    CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a number")
+}
+
+pub fn openat(dir: RawFd, name: &CString, flags: i32, mode: u32) -> SysResult<OwnedFd> {
+    // SAFETY: name is a valid C string; the returned fd is fresh and owned.
+    let fd = check(unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn empty() -> &'static std::ffi::CStr {
+    c""
+}
+
+pub fn fstatat(dir: RawFd, name: &std::ffi::CStr, flags: i32) -> SysResult<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: st points to writable memory of the right size.
+    check(unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+/// stat of what an O_PATH descriptor refers to, not following symlinks.
+pub fn stat_fd(fd: RawFd) -> SysResult<libc::stat> {
+    fstatat(fd, empty(), libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+}
+
+pub fn mkdirat(dir: RawFd, name: &CString, mode: u32) -> SysResult<()> {
+    check(unsafe { libc::mkdirat(dir, name.as_ptr(), mode) }).map(drop)
+}
+
+pub fn mknodat(dir: RawFd, name: &CString, mode: u32, rdev: u64) -> SysResult<()> {
+    check(unsafe { libc::mknodat(dir, name.as_ptr(), mode, rdev as libc::dev_t) }).map(drop)
+}
+
+pub fn symlinkat(target: &CString, dir: RawFd, name: &CString) -> SysResult<()> {
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir, name.as_ptr()) }).map(drop)
+}
+
+pub fn unlinkat(dir: RawFd, name: &CString, flags: i32) -> SysResult<()> {
+    check(unsafe { libc::unlinkat(dir, name.as_ptr(), flags) }).map(drop)
+}
+
+pub fn renameat2(
+    old_dir: RawFd,
+    old: &CString,
+    new_dir: RawFd,
+    new: &CString,
+    flags: u32,
+) -> SysResult<()> {
+    if flags == 0 {
+        return check(unsafe { libc::renameat(old_dir, old.as_ptr(), new_dir, new.as_ptr()) })
+            .map(drop);
+    }
+    // Called through syscall(): older musl builds have no renameat2 wrapper.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            old_dir,
+            old.as_ptr(),
+            new_dir,
+            new.as_ptr(),
+            flags as libc::c_uint,
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
+pub fn linkat(
+    old_dir: RawFd,
+    old: &std::ffi::CStr,
+    new_dir: RawFd,
+    new: &CString,
+    flags: i32,
+) -> SysResult<()> {
+    check(unsafe { libc::linkat(old_dir, old.as_ptr(), new_dir, new.as_ptr(), flags) }).map(drop)
+}
+
+pub fn readlinkat(fd: RawFd, buf: &mut Vec<u8>) -> SysResult<()> {
+    buf.resize(libc::PATH_MAX as usize + 1, 0);
+    let n = check_size(unsafe {
+        libc::readlinkat(fd, empty().as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+    })?;
+    buf.truncate(n);
+    Ok(())
+}
+
+pub fn fchmodat(path: &CString, mode: u32) -> SysResult<()> {
+    check(unsafe { libc::fchmodat(libc::AT_FDCWD, path.as_ptr(), mode, 0) }).map(drop)
+}
+
+pub fn fchmod(fd: RawFd, mode: u32) -> SysResult<()> {
+    check(unsafe { libc::fchmod(fd, mode) }).map(drop)
+}
+
+pub fn fchown_path_fd(fd: RawFd, uid: u32, gid: u32) -> SysResult<()> {
+    check(unsafe {
+        libc::fchownat(
+            fd,
+            empty().as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+pub fn ftruncate(fd: RawFd, size: u64) -> SysResult<()> {
+    check(unsafe { libc::ftruncate(fd, size as libc::off_t) }).map(drop)
+}
+
+pub fn truncate(path: &CString, size: u64) -> SysResult<()> {
+    check(unsafe { libc::truncate(path.as_ptr(), size as libc::off_t) }).map(drop)
+}
+
+pub fn utimensat(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    times: &[libc::timespec; 2],
+    flags: i32,
+) -> SysResult<()> {
+    check(unsafe { libc::utimensat(dir, path.as_ptr(), times.as_ptr(), flags) }).map(drop)
+}
+
+pub fn futimens(fd: RawFd, times: &[libc::timespec; 2]) -> SysResult<()> {
+    check(unsafe { libc::futimens(fd, times.as_ptr()) }).map(drop)
+}
+
+pub fn fstat(fd: RawFd) -> SysResult<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    check(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> SysResult<usize> {
+    loop {
+        let r = unsafe {
+            libc::pread(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                offset as libc::off_t,
+            )
+        };
+        match check_size(r) {
+            Err(Errno(libc::EINTR)) => continue,
+            other => return other,
+        }
+    }
+}
+
+pub fn pwrite(fd: RawFd, buf: &[u8], offset: u64) -> SysResult<usize> {
+    loop {
+        let r = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), offset as libc::off_t) };
+        match check_size(r) {
+            Err(Errno(libc::EINTR)) => continue,
+            other => return other,
+        }
+    }
+}
+
+pub fn fsync(fd: RawFd, datasync: bool) -> SysResult<()> {
+    check(unsafe {
+        if datasync {
+            libc::fdatasync(fd)
+        } else {
+            libc::fsync(fd)
+        }
+    })
+    .map(drop)
+}
+
+pub fn fstatfs(fd: RawFd) -> SysResult<libc::statfs> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    check(unsafe { libc::fstatfs(fd, st.as_mut_ptr()) })?;
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn faccessat(path: &CString, mask: i32) -> SysResult<()> {
+    check(unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), mask, 0) }).map(drop)
+}
+
+pub fn lseek(fd: RawFd, offset: i64, whence: i32) -> SysResult<u64> {
+    let r = unsafe { libc::lseek(fd, offset as libc::off_t, whence) };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(r as u64)
+    }
+}
+
+pub fn fallocate(fd: RawFd, mode: i32, offset: u64, len: u64) -> SysResult<()> {
+    check(unsafe { libc::fallocate(fd, mode, offset as libc::off_t, len as libc::off_t) }).map(drop)
+}
+
+pub fn copy_file_range(
+    fd_in: RawFd,
+    off_in: u64,
+    fd_out: RawFd,
+    off_out: u64,
+    len: u64,
+    flags: u32,
+) -> SysResult<usize> {
+    let mut oi = off_in as libc::loff_t;
+    let mut oo = off_out as libc::loff_t;
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_copy_file_range,
+            fd_in,
+            &mut oi as *mut libc::loff_t,
+            fd_out,
+            &mut oo as *mut libc::loff_t,
+            len as libc::size_t,
+            flags as libc::c_uint,
+        )
+    };
+    check_size(r as libc::ssize_t)
+}
+
+pub fn getxattr(path: &CString, name: &CString, buf: &mut [u8]) -> SysResult<usize> {
+    check_size(unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })
+}
+
+pub fn listxattr(path: &CString, buf: &mut [u8]) -> SysResult<usize> {
+    check_size(unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+pub fn setxattr(path: &CString, name: &CString, value: &[u8], flags: i32) -> SysResult<()> {
+    check(unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+pub fn removexattr(path: &CString, name: &CString) -> SysResult<()> {
+    check(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// Reads raw `linux_dirent64` records into `buf`; returns the bytes filled.
+pub fn getdents64(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    let r = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+    check_size(r as libc::ssize_t)
+}
+
+/// One record parsed out of a getdents64 buffer.
+pub struct RawDirent<'a> {
+    pub ino: u64,
+    pub next_offset: u64,
+    pub dtype: u8,
+    pub name: &'a [u8],
+}
+
+/// Iterates over the records of a getdents64 buffer. A malformed record
+/// (which the kernel never produces) ends the iteration.
+pub fn parse_dirents(buf: &[u8]) -> impl Iterator<Item = RawDirent<'_>> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        if pos + 19 > buf.len() {
+            return None;
+        }
+        let rec = &buf[pos..];
+        let ino = u64::from_ne_bytes(rec[0..8].try_into().ok()?);
+        let next_offset = u64::from_ne_bytes(rec[8..16].try_into().ok()?);
+        let reclen = u16::from_ne_bytes(rec[16..18].try_into().ok()?) as usize;
+        if reclen < 19 || reclen > rec.len() {
+            return None;
+        }
+        let dtype = rec[18];
+        let raw = &rec[19..reclen];
+        let name = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+        pos += reclen;
+        Some(RawDirent {
+            ino,
+            next_offset,
+            dtype,
+            name,
+        })
+    })
+}
+
+pub fn set_umask_zero() {
+    unsafe {
+        libc::umask(0);
+    }
+}
+
+pub fn getuid_gid() -> (u32, u32) {
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}

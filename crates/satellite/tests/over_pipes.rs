@@ -1,0 +1,459 @@
+//! Runs the satellite binary as a local child process over pipes, as the
+//! host does through `docker exec`, and drives it with real frames.
+
+use std::io::{BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use dockerfuse_proto::frame::{decode, encode, read_frame};
+use dockerfuse_proto::*;
+
+struct Sat {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+    next: u64,
+    buf: Vec<u8>,
+}
+
+impl Sat {
+    fn start(root: &std::path::Path) -> (Sat, SatelliteHello) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dockerfuse-satellite"))
+            .arg("--root")
+            .arg(root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("satellite starts");
+        let input = child.stdin.take().unwrap();
+        let output = BufReader::new(child.stdout.take().unwrap());
+        let mut s = Sat {
+            child,
+            input,
+            output,
+            next: 1,
+            buf: Vec::new(),
+        };
+        assert_eq!(
+            read_frame(&mut s.output, &mut s.buf).unwrap(),
+            Some(HELLO_ID)
+        );
+        let hello = match decode::<Response<'_>>(&s.buf).unwrap() {
+            Response::Hello(h) => h,
+            other => panic!("expected hello, got {other:?}"),
+        };
+        s.send_raw(
+            HELLO_ID,
+            &Request::Hello(HostHello {
+                protocol: PROTOCOL_VERSION,
+                version: "test".into(),
+                max_io: MAX_IO,
+            }),
+        );
+        (s, hello)
+    }
+
+    fn send_raw(&mut self, id: u64, req: &Request<'_>) {
+        let mut f = Vec::new();
+        encode(id, req, &mut f).unwrap();
+        self.input.write_all(&f).unwrap();
+        self.input.flush().unwrap();
+    }
+
+    fn call(&mut self, req: Request<'_>) -> Response<'static> {
+        let id = self.next;
+        self.next += 1;
+        self.send_raw(id, &req);
+        let got = read_frame(&mut self.output, &mut self.buf)
+            .unwrap()
+            .expect("a reply");
+        assert_eq!(got, id);
+        into_static(decode::<Response<'_>>(&self.buf).unwrap())
+    }
+
+    fn entry(&mut self, req: Request<'_>) -> Entry {
+        match self.call(req) {
+            Response::Entry(e) => e,
+            other => panic!("expected entry, got {other:?}"),
+        }
+    }
+}
+
+fn into_static(r: Response<'_>) -> Response<'static> {
+    match r {
+        Response::Data(d) => Response::Data(d.into_owned().into()),
+        Response::Dir(v) => Response::Dir(
+            v.into_iter()
+                .map(|e| DirEntry {
+                    name: e.name.into_owned().into(),
+                    offset: e.offset,
+                    kind: e.kind,
+                    ino: e.ino,
+                    entry: e.entry,
+                })
+                .collect(),
+        ),
+        Response::Hello(h) => Response::Hello(h),
+        Response::Error(e) => Response::Error(e),
+        Response::Ok => Response::Ok,
+        Response::Entry(e) => Response::Entry(e),
+        Response::Attr(a) => Response::Attr(a),
+        Response::Written(n) => Response::Written(n),
+        Response::Opened { fh } => Response::Opened { fh },
+        Response::Created { entry, fh } => Response::Created { entry, fh },
+        Response::StatFs(s) => Response::StatFs(s),
+        Response::XattrSize(n) => Response::XattrSize(n),
+        Response::Offset(o) => Response::Offset(o),
+    }
+}
+
+fn name(s: &str) -> std::borrow::Cow<'_, [u8]> {
+    s.as_bytes().into()
+}
+
+#[test]
+fn hello_names_arch_and_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, hello) = Sat::start(dir.path());
+    assert_eq!(hello.protocol, PROTOCOL_VERSION);
+    assert_eq!(hello.arch, std::env::consts::ARCH);
+    assert_eq!(hello.max_io, MAX_IO);
+    s.send_raw(9, &Request::Shutdown);
+    assert!(s.child.wait().unwrap().success());
+}
+
+#[test]
+fn file_lifecycle_matches_the_real_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("existing"), b"hello world").unwrap();
+    let (mut s, _) = Sat::start(dir.path());
+
+    // lookup + read of a file made outside
+    let e = s.entry(Request::Lookup {
+        parent: ROOT_NODE,
+        name: name("existing"),
+    });
+    assert_eq!(e.attr.size, 11);
+    assert_eq!(e.attr.ino, e.node, "st_ino is the node id");
+    let fh = match s.call(Request::Open {
+        node: e.node,
+        flags: libc::O_RDONLY,
+    }) {
+        Response::Opened { fh } => fh,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(
+        s.call(Request::Read {
+            fh,
+            offset: 6,
+            size: 100
+        }),
+        Response::Data(b"world".to_vec().into())
+    );
+    // FLUSH must not close: a read after it still works.
+    assert_eq!(s.call(Request::Flush { fh }), Response::Ok);
+    assert_eq!(
+        s.call(Request::Read {
+            fh,
+            offset: 0,
+            size: 5
+        }),
+        Response::Data(b"hello".to_vec().into())
+    );
+    assert_eq!(s.call(Request::Release { fh }), Response::Ok);
+    assert_eq!(
+        s.call(Request::Release { fh }),
+        Response::Error(libc::EBADF)
+    );
+
+    // create + write + setattr, seen on disk
+    let (c, cfh) = match s.call(Request::Create {
+        parent: ROOT_NODE,
+        name: name("new"),
+        mode: libc::S_IFREG | 0o640,
+        flags: libc::O_WRONLY | libc::O_EXCL,
+    }) {
+        Response::Created { entry, fh } => (entry, fh),
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(
+        c.attr.mode & 0o7777,
+        0o640,
+        "umask of the satellite does not apply"
+    );
+    assert_eq!(
+        s.call(Request::Write {
+            fh: cfh,
+            offset: 0,
+            data: name("abcdef")
+        }),
+        Response::Written(6)
+    );
+    let a = match s.call(Request::SetAttr {
+        node: c.node,
+        fh: None,
+        attr: SetAttr {
+            size: Some(3),
+            mode: Some(0o600),
+            mtime: Some(SetTime::At {
+                sec: 1_600_000_000,
+                nsec: 123_456_789,
+            }),
+            ..Default::default()
+        },
+    }) {
+        Response::Attr(a) => a,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(
+        (a.size, a.mode & 0o7777, a.mtime, a.mtime_nsec),
+        (3, 0o600, 1_600_000_000, 123_456_789)
+    );
+    s.call(Request::Release { fh: cfh });
+    let md = std::fs::metadata(dir.path().join("new")).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("new")).unwrap(), b"abc");
+    assert_eq!((md.mode() & 0o7777, md.mtime_nsec()), (0o600, 123_456_789));
+    // O_EXCL on an existing name
+    assert_eq!(
+        s.call(Request::Create {
+            parent: ROOT_NODE,
+            name: name("new"),
+            mode: libc::S_IFREG | 0o600,
+            flags: libc::O_WRONLY | libc::O_EXCL
+        }),
+        Response::Error(libc::EEXIST)
+    );
+
+    // hard link: same node, nlink 2
+    let l = s.entry(Request::Link {
+        node: c.node,
+        new_parent: ROOT_NODE,
+        new_name: name("hard"),
+    });
+    assert_eq!(l.node, c.node);
+    assert_eq!(l.attr.nlink, 2);
+
+    // mkdir, symlink, rename, readlink
+    let d = s.entry(Request::Mkdir {
+        parent: ROOT_NODE,
+        name: name("d"),
+        mode: 0o755,
+    });
+    assert_eq!(d.attr.mode & libc::S_IFMT, libc::S_IFDIR);
+    let sl = s.entry(Request::Symlink {
+        parent: d.node,
+        name: name("ln"),
+        target: name("../new"),
+    });
+    assert_eq!(
+        s.call(Request::ReadLink { node: sl.node }),
+        Response::Data(b"../new".to_vec().into())
+    );
+    assert_eq!(
+        s.call(Request::Rename {
+            parent: ROOT_NODE,
+            name: name("new"),
+            new_parent: d.node,
+            new_name: name("moved"),
+            flags: 0
+        }),
+        Response::Ok
+    );
+    assert!(dir.path().join("d/moved").exists());
+    // The node survives the rename: getattr still works through its fd.
+    assert!(matches!(
+        s.call(Request::GetAttr {
+            node: c.node,
+            fh: None
+        }),
+        Response::Attr(_)
+    ));
+    assert_eq!(
+        s.call(Request::Rename {
+            parent: d.node,
+            name: name("moved"),
+            new_parent: ROOT_NODE,
+            new_name: name("hard"),
+            flags: libc::RENAME_NOREPLACE
+        }),
+        Response::Error(libc::EEXIST)
+    );
+
+    // errors carry errno
+    assert_eq!(
+        s.call(Request::Lookup {
+            parent: ROOT_NODE,
+            name: name("nope")
+        }),
+        Response::Error(libc::ENOENT)
+    );
+    assert_eq!(
+        s.call(Request::Rmdir {
+            parent: ROOT_NODE,
+            name: name("d")
+        }),
+        Response::Error(libc::ENOTEMPTY)
+    );
+    assert_eq!(
+        s.call(Request::GetAttr {
+            node: 999_999,
+            fh: None
+        }),
+        Response::Error(libc::ESTALE)
+    );
+    assert_eq!(
+        s.call(Request::Lookup {
+            parent: ROOT_NODE,
+            name: name("a/b")
+        }),
+        Response::Error(libc::EINVAL)
+    );
+
+    // forget drops the node
+    s.send_raw(
+        0xFFFF,
+        &Request::Forget {
+            nodes: vec![(sl.node, 1)],
+        },
+    );
+    assert_eq!(
+        s.call(Request::ReadLink { node: sl.node }),
+        Response::Error(libc::ESTALE)
+    );
+
+    drop(s.input);
+    assert!(s.child.wait().unwrap().success(), "exits 0 on stdin EOF");
+}
+
+#[test]
+fn readdirplus_lists_everything_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..500 {
+        std::fs::write(dir.path().join(format!("file-{i:04}")), b"x").unwrap();
+    }
+    let (mut s, _) = Sat::start(dir.path());
+    let fh = match s.call(Request::OpenDir { node: ROOT_NODE }) {
+        Response::Opened { fh } => fh,
+        o => panic!("{o:?}"),
+    };
+    let mut names = Vec::new();
+    let mut offset = 0;
+    let mut calls = 0;
+    loop {
+        let entries = match s.call(Request::ReadDir {
+            fh,
+            offset,
+            size: 4096,
+            plus: true,
+        }) {
+            Response::Dir(v) => v,
+            o => panic!("{o:?}"),
+        };
+        if entries.is_empty() {
+            break;
+        }
+        calls += 1;
+        for e in entries {
+            offset = e.offset;
+            let n = String::from_utf8(e.name.into_owned()).unwrap();
+            if n != "." && n != ".." {
+                let ent = e.entry.expect("plus entries carry attributes");
+                assert_eq!(ent.attr.size, 1);
+            } else {
+                assert!(e.entry.is_none());
+            }
+            names.push(n);
+        }
+    }
+    names.sort();
+    assert_eq!(names.len(), 502);
+    assert_eq!(names[2], "file-0000");
+    assert!(calls > 10, "a 4 KiB budget needs many chunks, got {calls}");
+    s.call(Request::ReleaseDir { fh });
+}
+
+#[test]
+fn a_slow_operation_does_not_stall_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert_eq!(
+        unsafe {
+            libc::mkfifo(
+                std::ffi::CString::new(fifo.to_str().unwrap())
+                    .unwrap()
+                    .as_ptr(),
+                0o600,
+            )
+        },
+        0
+    );
+    let (mut s, _) = Sat::start(dir.path());
+    let f = s.entry(Request::Lookup {
+        parent: ROOT_NODE,
+        name: name("fifo"),
+    });
+    // Opening a FIFO for reading blocks until a writer comes: send it
+    // without waiting for the reply...
+    s.send_raw(
+        1000,
+        &Request::Open {
+            node: f.node,
+            flags: libc::O_RDONLY,
+        },
+    );
+    // ...and other requests must still be answered.
+    for _ in 0..3 {
+        assert!(matches!(
+            s.call(Request::GetAttr {
+                node: ROOT_NODE,
+                fh: None
+            }),
+            Response::Attr(_)
+        ));
+    }
+    s.send_raw(1001, &Request::Shutdown);
+    assert!(s.child.wait().unwrap().success());
+}
+
+#[test]
+fn garbage_input_does_not_crash_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = Sat::start(dir.path());
+    // A frame whose payload is not a request gets EPROTO for its id.
+    let mut f = Vec::new();
+    f.extend_from_slice(&5u32.to_le_bytes());
+    f.extend_from_slice(&77u64.to_le_bytes());
+    f.extend_from_slice(&[0xff; 5]);
+    s.input.write_all(&f).unwrap();
+    assert_eq!(read_frame(&mut s.output, &mut s.buf).unwrap(), Some(77));
+    assert_eq!(
+        decode::<Response<'_>>(&s.buf).unwrap(),
+        Response::Error(libc::EPROTO)
+    );
+    // An oversize length ends the session instead of allocating it.
+    let mut f = Vec::new();
+    f.extend_from_slice(&u32::MAX.to_le_bytes());
+    f.extend_from_slice(&1u64.to_le_bytes());
+    s.input.write_all(&f).unwrap();
+    let status = s.child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn delete_self_removes_the_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("sat");
+    std::fs::copy(env!("CARGO_BIN_EXE_dockerfuse-satellite"), &exe).unwrap();
+    let mut child = Command::new(&exe)
+        .args(["--delete-self", "--root", "/"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut buf = Vec::new();
+    assert_eq!(read_frame(&mut out, &mut buf).unwrap(), Some(HELLO_ID));
+    assert!(!exe.exists(), "the binary is gone while it runs");
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
