@@ -1,0 +1,88 @@
+//! The error type of setup and lifecycle, and the exit codes it maps to.
+//!
+//! Filesystem operations carry a bare errno (`dockerfuse_proto::Errno`);
+//! this type is for everything around them: a message meant for the user,
+//! a kind that decides the exit status, and an errno where one exists.
+
+use std::fmt;
+
+/// Exit status of a clean unmount.
+pub const EXIT_OK: i32 = 0;
+/// Exit status when the mount could not be set up.
+pub const EXIT_SETUP: i32 = 1;
+/// Exit status for bad usage (clap's own).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status when the container or satellite went away while mounted.
+pub const EXIT_LOST: i32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Before the mount is up: engine, container, satellite, mountpoint.
+    Setup,
+    /// The mount was up and the other side went away.
+    Lost,
+}
+
+#[derive(Debug)]
+pub struct Error {
+    pub kind: Kind,
+    pub message: String,
+    pub errno: Option<i32>,
+}
+
+impl Error {
+    pub fn setup(message: impl Into<String>) -> Error {
+        Error {
+            kind: Kind::Setup,
+            message: message.into(),
+            errno: None,
+        }
+    }
+
+    pub fn lost(message: impl Into<String>) -> Error {
+        Error {
+            kind: Kind::Lost,
+            message: message.into(),
+            errno: Some(libc::EIO),
+        }
+    }
+
+    pub fn with_errno(mut self, errno: i32) -> Error {
+        self.errno = Some(errno);
+        self
+    }
+
+    /// Adds what was being done in front of the message.
+    pub fn context(mut self, what: impl fmt::Display) -> Error {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            Kind::Setup => EXIT_SETUP,
+            Kind::Lost => EXIT_LOST,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        let errno = e.raw_os_error();
+        Error {
+            kind: Kind::Setup,
+            message: e.to_string(),
+            errno,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

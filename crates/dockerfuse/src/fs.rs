@@ -1,0 +1,561 @@
+//! The filesystem core: turns filesystem operations into requests and the
+//! satellite's responses into checked, typed results.
+//!
+//! It knows nothing of fuser or the kernel (the adapter in `fuse.rs` does
+//! that), so tests drive it through a fake [`Transport`]. Every response is
+//! validated here, because the satellite is not trusted: a reply of the
+//! wrong kind becomes EIO, node id 0 is refused, data longer than asked is
+//! cut, a count larger than sent is refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dockerfuse_proto::{Attr, DirEntry, Entry, Errno, Request, Response, SetAttr, StatFs};
+
+use crate::rpc::Transport;
+
+/// Caching and I/O choices of a mount.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long the kernel may trust names and attributes.
+    pub ttl: Duration,
+    /// The kernel caches writes (open flags are adjusted for it).
+    pub writeback: bool,
+}
+
+/// Outcome callback of one operation.
+pub type Cb<T> = Box<dyn FnOnce(Result<T, Errno>) + Send>;
+/// Outcome callback of an operation whose data borrows the receive buffer.
+pub type BytesCb = Box<dyn for<'a> FnOnce(Result<&'a [u8], Errno>) + Send>;
+/// Outcome callback of a readdir.
+pub type DirCb = Box<dyn for<'a> FnOnce(Result<Vec<DirEntry<'a>>, Errno>) + Send>;
+/// Outcome of getxattr/listxattr: `Ok(Err(n))` answers a size probe.
+pub type XattrCb = Box<dyn for<'a> FnOnce(Result<Result<&'a [u8], u32>, Errno>) + Send>;
+
+pub struct Core<T: Transport> {
+    pub rpc: Arc<T>,
+    pub opts: Options,
+}
+
+fn unexpected(r: Response<'_>) -> Errno {
+    match r {
+        Response::Error(n) if n > 0 && n < 4096 => Errno(n),
+        _ => Errno::EIO,
+    }
+}
+
+fn entry(r: Response<'_>) -> Result<Entry, Errno> {
+    match r {
+        Response::Entry(e) => checked_entry(e),
+        r => Err(unexpected(r)),
+    }
+}
+
+fn checked_entry(mut e: Entry) -> Result<Entry, Errno> {
+    if e.node == 0 {
+        return Err(Errno::EIO);
+    }
+    e.attr.ino = e.node;
+    Ok(e)
+}
+
+fn ok(r: Response<'_>) -> Result<(), Errno> {
+    match r {
+        Response::Ok => Ok(()),
+        r => Err(unexpected(r)),
+    }
+}
+
+fn fh(r: Response<'_>) -> Result<u64, Errno> {
+    match r {
+        Response::Opened { fh } => Ok(fh),
+        r => Err(unexpected(r)),
+    }
+}
+
+impl<T: Transport> Core<T> {
+    pub fn new(rpc: T, opts: Options) -> Self {
+        Core {
+            rpc: Arc::new(rpc),
+            opts,
+        }
+    }
+
+    /// A handle that drops lookup references later, from a callback.
+    pub fn forgetter(&self) -> impl FnOnce(Vec<(u64, u64)>) + Send + 'static {
+        let rpc = self.rpc.clone();
+        move |nodes| {
+            if !nodes.is_empty() {
+                rpc.post(&Request::Forget { nodes });
+            }
+        }
+    }
+
+    /// Sends `req` and maps its response with `map` into `cb`.
+    fn call<R: 'static>(
+        &self,
+        req: Request<'_>,
+        map: fn(Response<'_>) -> Result<R, Errno>,
+        cb: Cb<R>,
+    ) {
+        self.rpc.call(&req, Box::new(move |r| cb(r.and_then(map))));
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8], cb: Cb<Entry>) {
+        self.call(
+            Request::Lookup {
+                parent,
+                name: name.into(),
+            },
+            entry,
+            cb,
+        )
+    }
+
+    pub fn forget(&self, nodes: Vec<(u64, u64)>) {
+        if !nodes.is_empty() {
+            self.rpc.post(&Request::Forget { nodes });
+        }
+    }
+
+    pub fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<Attr>) {
+        self.rpc.call(
+            &Request::GetAttr { node, fh },
+            Box::new(move |r| {
+                cb(r.and_then(|r| match r {
+                    Response::Attr(mut a) => {
+                        a.ino = node;
+                        Ok(a)
+                    }
+                    r => Err(unexpected(r)),
+                }))
+            }),
+        );
+    }
+
+    pub fn setattr(&self, node: u64, fh: Option<u64>, attr: SetAttr, cb: Cb<Attr>) {
+        self.rpc.call(
+            &Request::SetAttr { node, fh, attr },
+            Box::new(move |r| {
+                cb(r.and_then(|r| match r {
+                    Response::Attr(mut a) => {
+                        a.ino = node;
+                        Ok(a)
+                    }
+                    r => Err(unexpected(r)),
+                }))
+            }),
+        );
+    }
+
+    pub fn readlink(&self, node: u64, cb: BytesCb) {
+        self.rpc.call(
+            &Request::ReadLink { node },
+            Box::new(move |r| match r {
+                Ok(Response::Data(d)) => cb(Ok(&d)),
+                Ok(r) => cb(Err(unexpected(r))),
+                Err(e) => cb(Err(e)),
+            }),
+        );
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cb: Cb<Entry>) {
+        self.call(
+            Request::Symlink {
+                parent,
+                name: name.into(),
+                target: target.into(),
+            },
+            entry,
+            cb,
+        )
+    }
+
+    pub fn mknod(&self, parent: u64, name: &[u8], mode: u32, rdev: u64, cb: Cb<Entry>) {
+        self.call(
+            Request::Mknod {
+                parent,
+                name: name.into(),
+                mode,
+                rdev,
+            },
+            entry,
+            cb,
+        )
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cb: Cb<Entry>) {
+        self.call(
+            Request::Mkdir {
+                parent,
+                name: name.into(),
+                mode,
+            },
+            entry,
+            cb,
+        )
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8], cb: Cb<()>) {
+        self.call(
+            Request::Unlink {
+                parent,
+                name: name.into(),
+            },
+            ok,
+            cb,
+        )
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8], cb: Cb<()>) {
+        self.call(
+            Request::Rmdir {
+                parent,
+                name: name.into(),
+            },
+            ok,
+            cb,
+        )
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: u32,
+        cb: Cb<()>,
+    ) {
+        self.call(
+            Request::Rename {
+                parent,
+                name: name.into(),
+                new_parent,
+                new_name: new_name.into(),
+                flags,
+            },
+            ok,
+            cb,
+        )
+    }
+
+    pub fn link(&self, node: u64, new_parent: u64, new_name: &[u8], cb: Cb<Entry>) {
+        self.call(
+            Request::Link {
+                node,
+                new_parent,
+                new_name: new_name.into(),
+            },
+            entry,
+            cb,
+        )
+    }
+
+    /// open(2) flags as the satellite should use them. With a writeback
+    /// cache the kernel may read back pages of a write-only file and does
+    /// appends itself, so O_WRONLY becomes O_RDWR and O_APPEND goes.
+    pub fn open_flags(&self, flags: i32) -> i32 {
+        if self.opts.writeback {
+            let mut f = flags & !libc::O_APPEND;
+            if f & libc::O_ACCMODE == libc::O_WRONLY {
+                f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+            f
+        } else {
+            flags
+        }
+    }
+
+    pub fn open(&self, node: u64, flags: i32, cb: Cb<u64>) {
+        self.call(
+            Request::Open {
+                node,
+                flags: self.open_flags(flags),
+            },
+            fh,
+            cb,
+        )
+    }
+
+    pub fn create(&self, parent: u64, name: &[u8], mode: u32, flags: i32, cb: Cb<(Entry, u64)>) {
+        self.call(
+            Request::Create {
+                parent,
+                name: name.into(),
+                mode,
+                flags: self.open_flags(flags),
+            },
+            |r| match r {
+                Response::Created { entry, fh } => Ok((checked_entry(entry)?, fh)),
+                r => Err(unexpected(r)),
+            },
+            cb,
+        )
+    }
+
+    /// Reads up to `size` bytes; never hands on more than asked.
+    pub fn read(&self, fh: u64, offset: u64, size: u32, cb: BytesCb) {
+        self.rpc.call(
+            &Request::Read { fh, offset, size },
+            Box::new(move |r| match r {
+                Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
+                Ok(r) => cb(Err(unexpected(r))),
+                Err(e) => cb(Err(e)),
+            }),
+        );
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
+        let len = data.len() as u64;
+        self.rpc.call(
+            &Request::Write {
+                fh,
+                offset,
+                data: data.into(),
+            },
+            Box::new(move |r| {
+                cb(r.and_then(|r| match r {
+                    Response::Written(n) if n as u64 <= len => Ok(n),
+                    Response::Written(_) => Err(Errno::EIO),
+                    r => Err(unexpected(r)),
+                }))
+            }),
+        );
+    }
+
+    pub fn flush(&self, fh: u64, cb: Cb<()>) {
+        self.call(Request::Flush { fh }, ok, cb)
+    }
+
+    pub fn release(&self, fh: u64, cb: Cb<()>) {
+        self.call(Request::Release { fh }, ok, cb)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool, cb: Cb<()>) {
+        self.call(Request::Fsync { fh, datasync }, ok, cb)
+    }
+
+    pub fn opendir(&self, node: u64, cb: Cb<u64>) {
+        self.call(Request::OpenDir { node }, fh, cb)
+    }
+
+    pub fn readdir(&self, fh: u64, offset: u64, size: u32, plus: bool, cb: DirCb) {
+        self.rpc.call(
+            &Request::ReadDir {
+                fh,
+                offset,
+                size,
+                plus,
+            },
+            Box::new(move |r| match r {
+                Ok(Response::Dir(v)) => cb(Ok(v)),
+                Ok(r) => cb(Err(unexpected(r))),
+                Err(e) => cb(Err(e)),
+            }),
+        );
+    }
+
+    pub fn releasedir(&self, fh: u64, cb: Cb<()>) {
+        self.call(Request::ReleaseDir { fh }, ok, cb)
+    }
+
+    pub fn fsyncdir(&self, fh: u64, datasync: bool, cb: Cb<()>) {
+        self.call(Request::FsyncDir { fh, datasync }, ok, cb)
+    }
+
+    pub fn statfs(&self, node: u64, cb: Cb<StatFs>) {
+        self.call(
+            Request::StatFs { node },
+            |r| match r {
+                Response::StatFs(s) => Ok(s),
+                r => Err(unexpected(r)),
+            },
+            cb,
+        )
+    }
+
+    pub fn access(&self, node: u64, mask: i32, cb: Cb<()>) {
+        self.call(Request::Access { node, mask }, ok, cb)
+    }
+
+    pub fn xattr_get(&self, req: Request<'_>, size: u32, cb: XattrCb) {
+        self.rpc.call(
+            &req,
+            Box::new(move |r| match r {
+                Ok(Response::XattrSize(n)) => cb(Ok(Err(n))),
+                Ok(Response::Data(d)) if d.len() <= size as usize => cb(Ok(Ok(&d))),
+                Ok(Response::Data(_)) => cb(Err(Errno::ERANGE)),
+                Ok(r) => cb(Err(unexpected(r))),
+                Err(e) => cb(Err(e)),
+            }),
+        );
+    }
+
+    pub fn simple(&self, req: Request<'_>, cb: Cb<()>) {
+        self.call(req, ok, cb)
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32, cb: Cb<i64>) {
+        self.call(
+            Request::Lseek { fh, offset, whence },
+            |r| match r {
+                Response::Offset(o) => i64::try_from(o).map_err(|_| Errno::EIO),
+                r => Err(unexpected(r)),
+            },
+            cb,
+        )
+    }
+
+    pub fn copy_file_range(&self, req: Request<'_>, len: u64, cb: Cb<u32>) {
+        self.rpc.call(
+            &req,
+            Box::new(move |r| {
+                cb(r.and_then(|r| match r {
+                    Response::Written(n) if n as u64 <= len => Ok(n),
+                    Response::Written(_) => Err(Errno::EIO),
+                    r => Err(unexpected(r)),
+                }))
+            }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::Done;
+    use std::sync::Mutex;
+
+    /// Answers every request with a canned response, recording requests.
+    struct Canned {
+        answer: Box<dyn Fn(&Request<'_>) -> Response<'static> + Send + Sync>,
+        seen: Arc<Mutex<Vec<Request<'static>>>>,
+    }
+
+    impl Transport for Canned {
+        fn call(&self, req: &Request<'_>, done: Done) {
+            self.seen.lock().unwrap().push(req.clone().into_owned());
+            done(Ok((self.answer)(req)))
+        }
+        fn post(&self, req: &Request<'_>) {
+            self.seen.lock().unwrap().push(req.clone().into_owned());
+        }
+    }
+
+    fn core(
+        answer: impl Fn(&Request<'_>) -> Response<'static> + Send + Sync + 'static,
+        writeback: bool,
+    ) -> (Core<Canned>, Arc<Mutex<Vec<Request<'static>>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let c = Core::new(
+            Canned {
+                answer: Box::new(answer),
+                seen: seen.clone(),
+            },
+            Options {
+                ttl: Duration::from_secs(1),
+                writeback,
+            },
+        );
+        (c, seen)
+    }
+
+    type Slot<T> = Arc<Mutex<Option<Result<T, Errno>>>>;
+
+    fn capture<T: Send + 'static>() -> (Cb<T>, Slot<T>) {
+        let slot = Arc::new(Mutex::new(None));
+        let s = slot.clone();
+        (Box::new(move |r| *s.lock().unwrap() = Some(r)), slot)
+    }
+
+    #[test]
+    fn wrong_kind_of_reply_is_eio_and_errno_passes_through() {
+        let (c, _) = core(|_| Response::Ok, false);
+        let (cb, got) = capture();
+        c.lookup(1, b"x", cb);
+        assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+
+        let (c, _) = core(|_| Response::Error(libc::ENOENT), false);
+        let (cb, got) = capture();
+        c.lookup(1, b"x", cb);
+        assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ENOENT)));
+
+        // A negative or absurd errno from the satellite is not trusted.
+        let (c, _) = core(|_| Response::Error(-3), false);
+        let (cb, got) = capture();
+        c.unlink(1, b"x", cb);
+        assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+    }
+
+    #[test]
+    fn entries_report_node_id_as_inode_and_refuse_node_zero() {
+        let (c, _) = core(
+            |_| {
+                Response::Entry(Entry {
+                    node: 42,
+                    attr: Attr {
+                        ino: 7,
+                        ..Default::default()
+                    },
+                })
+            },
+            false,
+        );
+        let (cb, got) = capture();
+        c.lookup(1, b"x", cb);
+        assert_eq!(got.lock().unwrap().take().unwrap().unwrap().attr.ino, 42);
+
+        let (c, _) = core(
+            |_| {
+                Response::Entry(Entry {
+                    node: 0,
+                    attr: Attr::default(),
+                })
+            },
+            false,
+        );
+        let (cb, got) = capture();
+        c.mkdir(1, b"x", 0o755, cb);
+        assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+    }
+
+    #[test]
+    fn read_never_returns_more_than_asked_and_write_counts_are_checked() {
+        let (c, _) = core(|_| Response::Data(vec![1u8; 100].into()), false);
+        let len = Arc::new(Mutex::new(0));
+        let l = len.clone();
+        c.read(
+            3,
+            0,
+            10,
+            Box::new(move |r| *l.lock().unwrap() = r.unwrap().len()),
+        );
+        assert_eq!(*len.lock().unwrap(), 10);
+
+        let (c, _) = core(|_| Response::Written(11), false);
+        let (cb, got) = capture();
+        c.write(3, 0, b"0123456789", cb);
+        assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+    }
+
+    #[test]
+    fn writeback_cache_adjusts_open_flags() {
+        let (c, seen) = core(|_| Response::Opened { fh: 9 }, true);
+        let (cb, got) = capture();
+        c.open(5, libc::O_WRONLY | libc::O_APPEND, cb);
+        assert_eq!(got.lock().unwrap().take(), Some(Ok(9)));
+        assert_eq!(
+            seen.lock().unwrap()[0],
+            Request::Open {
+                node: 5,
+                flags: libc::O_RDWR
+            }
+        );
+        let (c, _) = core(|_| Response::Opened { fh: 9 }, false);
+        assert_eq!(
+            c.open_flags(libc::O_WRONLY | libc::O_APPEND),
+            libc::O_WRONLY | libc::O_APPEND
+        );
+    }
+}

@@ -1,0 +1,778 @@
+//! The fuser adapter: one method per kernel operation, each a call into
+//! the [`Core`] whose callback answers the kernel.
+//!
+//! Nothing here blocks: every reply is completed later, from the RPC
+//! reader, so the session loop goes straight back to reading the next
+//! request. This is the only module that knows fuser's types.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dockerfuse_proto::{Attr, Errno, Request, SetAttr, SetTime};
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, TimeOrNow, WriteFlags,
+};
+
+use crate::fs::Core;
+use crate::rpc::Transport;
+
+type FuseRequest = fuser::Request;
+
+pub struct FuseFs<T: Transport> {
+    core: Core<T>,
+}
+
+impl<T: Transport> FuseFs<T> {
+    pub fn new(core: Core<T>) -> Self {
+        FuseFs { core }
+    }
+
+    fn ttl(&self) -> Duration {
+        self.core.opts.ttl
+    }
+}
+
+fn errno(e: Errno) -> fuser::Errno {
+    fuser::Errno::from_i32(e.0)
+}
+
+fn time(sec: i64, nsec: u32) -> SystemTime {
+    let nsec = Duration::from_nanos(u64::from(nsec.min(999_999_999)));
+    let t = if sec >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(sec as u64))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(sec.unsigned_abs()))
+    };
+    t.and_then(|t| t.checked_add(nsec)).unwrap_or(UNIX_EPOCH)
+}
+
+fn kind(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// Wire attributes to fuser's.
+pub fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: time(a.atime, a.atime_nsec),
+        mtime: time(a.mtime, a.mtime_nsec),
+        ctime: time(a.ctime, a.ctime_nsec),
+        crtime: UNIX_EPOCH,
+        kind: kind(a.mode),
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev as u32,
+        blksize: if a.blksize == 0 { 4096 } else { a.blksize },
+        flags: 0,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => SetTime::At {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                // Before the epoch: floor the seconds, keep nanos positive.
+                let (mut sec, mut nsec) = (-(d.as_secs() as i64), d.subsec_nanos());
+                if nsec > 0 {
+                    sec -= 1;
+                    nsec = 1_000_000_000 - nsec;
+                }
+                SetTime::At { sec, nsec }
+            }
+        },
+    })
+}
+
+fn bytes(s: &OsStr) -> &[u8] {
+    s.as_bytes()
+}
+
+macro_rules! empty_reply {
+    ($reply:ident) => {
+        Box::new(move |r: Result<(), Errno>| match r {
+            Ok(()) => $reply.ok(),
+            Err(e) => $reply.error(errno(e)),
+        })
+    };
+}
+
+macro_rules! entry_reply {
+    ($self:ident, $reply:ident) => {{
+        let ttl = $self.ttl();
+        Box::new(move |r: Result<dockerfuse_proto::Entry, Errno>| match r {
+            Ok(e) => $reply.entry(&ttl, &file_attr(&e.attr), Generation(0)),
+            Err(e) => $reply.error(errno(e)),
+        })
+    }};
+}
+
+macro_rules! attr_reply {
+    ($self:ident, $reply:ident) => {{
+        let ttl = $self.ttl();
+        Box::new(move |r: Result<Attr, Errno>| match r {
+            Ok(a) => $reply.attr(&ttl, &file_attr(&a)),
+            Err(e) => $reply.error(errno(e)),
+        })
+    }};
+}
+
+impl<T: Transport> Filesystem for FuseFs<T> {
+    fn init(&mut self, _req: &FuseRequest, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(dockerfuse_proto::MAX_IO);
+        let _ = config.set_max_readahead(dockerfuse_proto::MAX_IO);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        let mut wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_AUTO_INVAL_DATA
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_ASYNC_DIO;
+        if self.core.opts.writeback {
+            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        let available = config.capabilities();
+        let missing = wanted & !available;
+        if !missing.is_empty() {
+            tracing::debug!(?missing, "kernel lacks some FUSE capabilities");
+        }
+        let _ = config.add_capabilities(wanted & available);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let ttl = self.ttl();
+        self.core.lookup(
+            parent.0,
+            bytes(name),
+            Box::new(move |r| match r {
+                Ok(e) => reply.entry(&ttl, &file_attr(&e.attr), Generation(0)),
+                // A negative entry: the kernel remembers the name is absent.
+                Err(Errno::ENOENT) if !ttl.is_zero() => {
+                    reply.entry(&ttl, &file_attr(&Attr::default()), Generation(0))
+                }
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn forget(&self, _req: &FuseRequest, ino: INodeNo, nlookup: u64) {
+        self.core.forget(vec![(ino.0, nlookup)]);
+    }
+
+    fn getattr(&self, _req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.core
+            .getattr(ino.0, fh.map(|f| f.0), attr_reply!(self, reply));
+    }
+
+    fn setattr(
+        &self,
+        _req: &FuseRequest,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let attr = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+        };
+        self.core
+            .setattr(ino.0, fh.map(|f| f.0), attr, attr_reply!(self, reply));
+    }
+
+    fn readlink(&self, _req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
+        self.core.readlink(
+            ino.0,
+            Box::new(move |r| match r {
+                Ok(d) => reply.data(d),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn mknod(
+        &self,
+        _req: &FuseRequest,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        self.core.mknod(
+            parent.0,
+            bytes(name),
+            mode,
+            u64::from(rdev),
+            entry_reply!(self, reply),
+        );
+    }
+
+    fn mkdir(
+        &self,
+        _req: &FuseRequest,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.core
+            .mkdir(parent.0, bytes(name), mode, entry_reply!(self, reply));
+    }
+
+    fn unlink(&self, _req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.core.unlink(parent.0, bytes(name), empty_reply!(reply));
+    }
+
+    fn rmdir(&self, _req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.core.rmdir(parent.0, bytes(name), empty_reply!(reply));
+    }
+
+    fn symlink(
+        &self,
+        _req: &FuseRequest,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        self.core.symlink(
+            parent.0,
+            bytes(link_name),
+            target.as_os_str().as_bytes(),
+            entry_reply!(self, reply),
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &FuseRequest,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.core.rename(
+            parent.0,
+            bytes(name),
+            newparent.0,
+            bytes(newname),
+            flags.bits(),
+            empty_reply!(reply),
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &FuseRequest,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.core.link(
+            ino.0,
+            newparent.0,
+            bytes(newname),
+            entry_reply!(self, reply),
+        );
+    }
+
+    fn open(&self, _req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.core.open(
+            ino.0,
+            flags.0,
+            Box::new(move |r| match r {
+                // The kernel drops cached pages itself when it sees size or
+                // mtime change (FUSE_AUTO_INVAL_DATA), so keep them on open.
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.core.read(
+            fh.0,
+            offset,
+            size,
+            Box::new(move |r| match r {
+                Ok(d) => reply.data(d),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        self.core.write(
+            fh.0,
+            offset,
+            data,
+            Box::new(move |r| match r {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn flush(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.core.flush(fh.0, empty_reply!(reply));
+    }
+
+    fn release(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.core.release(fh.0, empty_reply!(reply));
+    }
+
+    fn fsync(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.core.fsync(fh.0, datasync, empty_reply!(reply));
+    }
+
+    fn opendir(&self, _req: &FuseRequest, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.core.opendir(
+            ino.0,
+            Box::new(move |r| match r {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn readdir(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        // fuser sizes the reply buffer from the kernel's request; ask the
+        // satellite for what a 4 KiB page holds at least.
+        self.core.readdir(
+            fh.0,
+            offset,
+            4096,
+            false,
+            Box::new(move |r| match r {
+                Ok(entries) => {
+                    for e in entries {
+                        let ino = if e.ino == 0 { u64::MAX } else { e.ino };
+                        if reply.add(
+                            INodeNo(ino),
+                            e.offset,
+                            kind(e.kind),
+                            OsStr::from_bytes(&e.name),
+                        ) {
+                            break;
+                        }
+                    }
+                    reply.ok()
+                }
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let ttl = self.ttl();
+        let forget = self.core.forgetter();
+        self.core.readdir(
+            fh.0,
+            offset,
+            4096,
+            true,
+            Box::new(move |r| match r {
+                Ok(entries) => {
+                    let mut full = false;
+                    let mut unused = Vec::new();
+                    for e in entries {
+                        let name = OsStr::from_bytes(&e.name);
+                        match e.entry {
+                            Some(ent) if full => unused.push((ent.node, 1)),
+                            Some(ent) => {
+                                let mut attr = ent.attr;
+                                attr.ino = ent.node;
+                                if ent.node == 0
+                                    || reply.add(
+                                        INodeNo(ent.node),
+                                        e.offset,
+                                        name,
+                                        &ttl,
+                                        &file_attr(&attr),
+                                        Generation(0),
+                                    )
+                                {
+                                    full = true;
+                                    if ent.node != 0 {
+                                        unused.push((ent.node, 1));
+                                    }
+                                }
+                            }
+                            // `.` and `..`: the kernel takes no reference.
+                            None if !full && (&e.name[..] == b"." || &e.name[..] == b"..") => {
+                                let attr = Attr {
+                                    ino: e.ino.max(1),
+                                    mode: libc::S_IFDIR,
+                                    ..Default::default()
+                                };
+                                full = reply.add(
+                                    INodeNo(attr.ino),
+                                    e.offset,
+                                    name,
+                                    &Duration::ZERO,
+                                    &file_attr(&attr),
+                                    Generation(0),
+                                );
+                            }
+                            // Vanished between getdents and lookup, or
+                            // after the buffer filled: leave it out.
+                            None => {}
+                        }
+                    }
+                    // Entries the kernel never saw must not keep their lookup reference.
+                    forget(unused);
+                    reply.ok()
+                }
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn releasedir(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.core.releasedir(fh.0, empty_reply!(reply));
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.core.fsyncdir(fh.0, datasync, empty_reply!(reply));
+    }
+
+    fn statfs(&self, _req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {
+        self.core.statfs(
+            ino.0,
+            Box::new(move |r| match r {
+                Ok(s) => reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+                ),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &FuseRequest,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        self.core.simple(
+            Request::SetXattr {
+                node: ino.0,
+                name: bytes(name).into(),
+                value: value.into(),
+                flags,
+            },
+            empty_reply!(reply),
+        );
+    }
+
+    fn getxattr(
+        &self,
+        _req: &FuseRequest,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        self.core.xattr_get(
+            Request::GetXattr {
+                node: ino.0,
+                name: bytes(name).into(),
+                size,
+            },
+            size,
+            Box::new(move |r| match r {
+                Ok(Err(n)) => reply.size(n),
+                Ok(Ok(d)) => reply.data(d),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn listxattr(&self, _req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.core.xattr_get(
+            Request::ListXattr { node: ino.0, size },
+            size,
+            Box::new(move |r| match r {
+                Ok(Err(n)) => reply.size(n),
+                Ok(Ok(d)) => reply.data(d),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn removexattr(&self, _req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.core.simple(
+            Request::RemoveXattr {
+                node: ino.0,
+                name: bytes(name).into(),
+            },
+            empty_reply!(reply),
+        );
+    }
+
+    fn access(&self, _req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.core.access(ino.0, mask.bits(), empty_reply!(reply));
+    }
+
+    fn create(
+        &self,
+        _req: &FuseRequest,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let ttl = self.ttl();
+        self.core.create(
+            parent.0,
+            bytes(name),
+            mode,
+            flags,
+            Box::new(move |r| match r {
+                Ok((e, fh)) => reply.created(
+                    &ttl,
+                    &file_attr(&e.attr),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn fallocate(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.core.simple(
+            Request::Fallocate {
+                fh: fh.0,
+                offset,
+                length,
+                mode,
+            },
+            empty_reply!(reply),
+        );
+    }
+
+    fn lseek(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        self.core.lseek(
+            fh.0,
+            offset,
+            whence,
+            Box::new(move |r| match r {
+                Ok(o) => reply.offset(o),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &FuseRequest,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let req = Request::CopyFileRange {
+            fh_in: fh_in.0,
+            offset_in,
+            fh_out: fh_out.0,
+            offset_out,
+            len,
+            flags: flags.bits() as u32,
+        };
+        self.core.copy_file_range(
+            req,
+            len,
+            Box::new(move |r| match r {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(e)),
+            }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_through_set_time() {
+        for (sec, nsec) in [
+            (0i64, 0u32),
+            (1_600_000_000, 123_456_789),
+            (-5, 250_000_000),
+            (-1, 0),
+        ] {
+            let st = time(sec, nsec);
+            assert_eq!(
+                set_time(Some(TimeOrNow::SpecificTime(st))),
+                Some(SetTime::At { sec, nsec })
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_times_do_not_panic() {
+        let _ = time(i64::MAX, u32::MAX);
+        let _ = time(i64::MIN, u32::MAX);
+    }
+
+    #[test]
+    fn attrs_keep_type_and_permission_bits() {
+        let a = Attr {
+            ino: 9,
+            mode: libc::S_IFREG | 0o4755,
+            nlink: 2,
+            ..Default::default()
+        };
+        let f = file_attr(&a);
+        assert_eq!(f.kind, FileType::RegularFile);
+        assert_eq!(f.perm, 0o4755);
+        assert_eq!(f.ino, INodeNo(9));
+        assert_eq!(f.blksize, 4096);
+    }
+}

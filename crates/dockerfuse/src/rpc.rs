@@ -1,0 +1,302 @@
+//! The pipelined RPC client.
+//!
+//! [`Rpc::call`] frames a request with a fresh id, records its completion
+//! callback and queues the frame; it never blocks, so the FUSE session
+//! loop never waits on the network. A writer task drains the queue into
+//! the exec's stdin, coalescing frames; a reader task reassembles frames
+//! from the exec's stdout (Docker's multiplexed chunks do not line up with
+//! frames) and completes each callback with the decoded response, which
+//! borrows from the receive buffer.
+//!
+//! The satellite is not trusted: an oversize frame or a broken stream ends
+//! the connection; a reply to an unknown id is dropped with a warning; an
+//! undecodable reply fails its own request with EIO. When the connection
+//! ends, for whatever reason, every pending and every later request fails
+//! with EIO at once and the `closed` notification fires.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dockerfuse_proto::frame::{self, FrameDecoder};
+use dockerfuse_proto::{Errno, Request, Response, SatelliteHello, HELLO_ID};
+use futures_util::{AsyncWriteExt, StreamExt};
+use smol::channel::{Receiver, Sender};
+use tracing::{debug, warn};
+
+use crate::engine::{Input, Output};
+
+/// Completion of one request. The response may borrow from the receive
+/// buffer, so it is handed over by reference to the callback.
+pub type Done = Box<dyn for<'a> FnOnce(Result<Response<'a>, Errno>) + Send>;
+
+/// What the filesystem core needs from a transport (lets tests drive the
+/// core without a satellite).
+pub trait Transport: Send + Sync + 'static {
+    /// Sends a request; `done` runs exactly once with its outcome.
+    fn call(&self, req: &Request<'_>, done: Done);
+    /// Sends a request that has no reply (forget).
+    fn post(&self, req: &Request<'_>);
+}
+
+struct Pending {
+    map: HashMap<u64, Done>,
+    closed: Option<String>,
+}
+
+struct Inner {
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+    tx: Sender<Vec<u8>>,
+    closed_tx: Sender<String>,
+}
+
+/// The client end of one satellite connection.
+#[derive(Clone)]
+pub struct Rpc {
+    inner: Arc<Inner>,
+}
+
+/// Handles returned by [`Rpc::start`].
+pub struct Started {
+    pub rpc: Rpc,
+    /// Yields the satellite's hello, or nothing if the stream ended first.
+    pub hello: Receiver<SatelliteHello>,
+    /// Fires once with the reason when the connection ends.
+    pub closed: Receiver<String>,
+    /// Satellite stderr lines collected before the hello (start failures).
+    pub early_stderr: Arc<Mutex<String>>,
+    /// The reader and writer tasks; run them on an executor.
+    pub tasks: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl Rpc {
+    /// Wires a client to an exec's attached streams.
+    pub fn start(output: Output, input: Input) -> Started {
+        let (tx, rx) = smol::channel::unbounded();
+        let (closed_tx, closed) = smol::channel::bounded(1);
+        let (hello_tx, hello) = smol::channel::bounded(1);
+        let inner = Arc::new(Inner {
+            pending: Mutex::new(Pending {
+                map: HashMap::new(),
+                closed: None,
+            }),
+            next_id: AtomicU64::new(HELLO_ID + 1),
+            tx,
+            closed_tx,
+        });
+        let early_stderr = Arc::new(Mutex::new(String::new()));
+        let rpc = Rpc { inner };
+        let r = rpc.clone();
+        let w = rpc.clone();
+        let es = early_stderr.clone();
+        let tasks = Box::pin(async move {
+            let reader = async move {
+                let why = read_loop(&r, output, hello_tx, es).await;
+                r.close(why);
+            };
+            let writer = async move {
+                let why = write_loop(rx, input).await;
+                if let Some(why) = why {
+                    w.close(why);
+                }
+            };
+            futures_util::future::join(reader, writer).await;
+        });
+        Started {
+            rpc,
+            hello,
+            closed,
+            early_stderr,
+            tasks,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a frame with a given id (the hello).
+    pub fn send_frame(&self, id: u64, req: &Request<'_>) -> Result<(), Errno> {
+        let mut buf = Vec::new();
+        frame::encode(id, req, &mut buf).map_err(|_| Errno::EINVAL)?;
+        self.inner.tx.try_send(buf).map_err(|_| Errno::EIO)
+    }
+
+    /// Ends the connection: every pending request fails with EIO, later
+    /// ones fail at once, and the closed notification fires (once).
+    pub fn close(&self, why: String) {
+        let drained: Vec<Done> = {
+            let mut p = self.lock();
+            if p.closed.is_some() {
+                return;
+            }
+            debug!(reason = %why, pending = p.map.len(), "satellite connection closed");
+            p.closed = Some(why.clone());
+            p.map.drain().map(|(_, d)| d).collect()
+        };
+        for d in drained {
+            d(Err(Errno::EIO));
+        }
+        self.inner.tx.close();
+        let _ = self.inner.closed_tx.try_send(why);
+    }
+
+    /// Asks the satellite to exit, then closes its stdin.
+    pub fn shutdown(&self) {
+        let _ = self.send_frame(u64::MAX, &Request::Shutdown);
+        self.inner.tx.close();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    /// Requests awaiting a reply.
+    pub fn in_flight(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    fn complete(&self, id: u64, payload: &[u8]) {
+        let done = self.lock().map.remove(&id);
+        match done {
+            Some(done) => match frame::decode::<Response<'_>>(payload) {
+                Ok(resp) => done(Ok(resp)),
+                Err(e) => {
+                    warn!(id, error = %e, "undecodable reply");
+                    done(Err(Errno::EIO))
+                }
+            },
+            None => warn!(id, "reply to no pending request dropped"),
+        }
+    }
+}
+
+impl Transport for Rpc {
+    fn call(&self, req: &Request<'_>, done: Done) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut buf = Vec::new();
+        if frame::encode(id, req, &mut buf).is_err() {
+            return done(Err(Errno::EINVAL));
+        }
+        {
+            let mut p = self.lock();
+            if p.closed.is_some() {
+                drop(p);
+                return done(Err(Errno::EIO));
+            }
+            p.map.insert(id, done);
+        }
+        if self.inner.tx.try_send(buf).is_err() {
+            if let Some(done) = self.lock().map.remove(&id) {
+                done(Err(Errno::EIO));
+            }
+        }
+    }
+
+    fn post(&self, req: &Request<'_>) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = self.send_frame(id, req);
+    }
+}
+
+/// Largest write to the exec's stdin in one go.
+const MAX_BATCH: usize = 4 << 20;
+
+async fn write_loop(rx: Receiver<Vec<u8>>, input: Input) -> Option<String> {
+    let mut input = async_compat::Compat::new(input);
+    let mut batch: Vec<u8> = Vec::new();
+    while let Ok(first) = rx.recv().await {
+        if rx.is_empty() {
+            batch = first;
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+        }
+        if let Err(e) = input.write_all(&batch).await {
+            return Some(format!("writing to the satellite failed: {e}"));
+        }
+        if let Err(e) = input.flush().await {
+            return Some(format!("writing to the satellite failed: {e}"));
+        }
+    }
+    // Queue closed: shutdown was asked. Half-close stdin as well.
+    let _ = input.close().await;
+    None
+}
+
+/// Longest satellite stderr line kept (the rest is cut).
+const MAX_LOG_LINE: usize = 4096;
+
+async fn read_loop(
+    rpc: &Rpc,
+    mut output: Output,
+    hello_tx: Sender<SatelliteHello>,
+    early: Arc<Mutex<String>>,
+) -> String {
+    let mut dec = FrameDecoder::new();
+    let mut said_hello = false;
+    let mut line = Vec::new();
+    loop {
+        let chunk = match output.next().await {
+            None => return "the satellite's output ended".into(),
+            Some(Err(e)) => return format!("reading from the satellite failed: {e}"),
+            Some(Ok(c)) => c,
+        };
+        use bollard::container::LogOutput as L;
+        match chunk {
+            L::StdOut { message } => {
+                dec.push(&message);
+                loop {
+                    match dec.next_frame() {
+                        Ok(None) => break,
+                        Ok(Some((HELLO_ID, payload))) if !said_hello => {
+                            said_hello = true;
+                            match frame::decode::<Response<'_>>(payload) {
+                                Ok(Response::Hello(h)) => {
+                                    let _ = hello_tx.try_send(h);
+                                }
+                                _ => return "the satellite's first frame is not a hello".into(),
+                            }
+                        }
+                        Ok(Some((id, payload))) => rpc.complete(id, payload),
+                        Err(e) => return format!("protocol error from the satellite: {e}"),
+                    }
+                }
+            }
+            L::StdErr { message } => {
+                for &b in message.iter() {
+                    if b == b'\n' {
+                        let text = String::from_utf8_lossy(&line).into_owned();
+                        if !said_hello {
+                            let mut e = early.lock().unwrap_or_else(|p| p.into_inner());
+                            if e.len() < 16 * 1024 {
+                                e.push_str(&text);
+                                e.push('\n');
+                            }
+                        }
+                        warn!(target: "dockerfuse::satellite", "{text}");
+                        line.clear();
+                    } else if line.len() < MAX_LOG_LINE {
+                        line.push(b);
+                    }
+                }
+            }
+            // Unframed output: the engine's own error text when the exec
+            // could not start (exec format error, permission denied...).
+            L::Console { message } => {
+                let text = String::from_utf8_lossy(&message[..message.len().min(MAX_LOG_LINE)])
+                    .trim()
+                    .to_owned();
+                return format!("the exec failed: {text}");
+            }
+            L::StdIn { .. } => {}
+        }
+    }
+}
