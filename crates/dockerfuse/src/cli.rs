@@ -70,7 +70,7 @@ pub struct Cli {
     pub satellite_arch: Option<Arch>,
 
     /// Directory in the container to upload the satellite to (default: the
-    /// first of /tmp, /dev/shm, /run, /var/tmp, / that works).
+    /// first of /tmp, /run, /var/tmp, / that works).
     #[arg(long, value_name = "DIR")]
     pub satellite_dir: Option<String>,
 

@@ -20,8 +20,10 @@ use crate::rpc::{Rpc, Started, Transport};
 use crate::satellites::Arch;
 use crate::tarball;
 
-/// Directories tried for the upload, in order.
-pub const UPLOAD_DIRS: &[&str] = &["/tmp", "/dev/shm", "/run", "/var/tmp", "/"];
+/// Directories tried for the upload, in order. /dev/shm is not among
+/// them: the archive API writes beneath a tmpfs mount, into the hidden
+/// directory of the image, where the container cannot see the file.
+pub const UPLOAD_DIRS: &[&str] = &["/tmp", "/run", "/var/tmp", "/"];
 
 pub struct Launch<'a> {
     pub engine: &'a Engine,
