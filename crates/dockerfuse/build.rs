@@ -43,6 +43,9 @@ fn main() {
             Some(p) => PathBuf::from(p),
             None => build(&workspace, &out, triple),
         };
+        // A copy of a read-only store file is read-only: remove the old
+        // copy first so a rebuild can replace it.
+        let _ = std::fs::remove_file(&dest);
         std::fs::copy(&src, &dest).unwrap_or_else(|e| {
             panic!(
                 "cannot copy satellite {} to {}: {e}",
