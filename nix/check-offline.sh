@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Offline checks of the Nix side of dockerfuse, for machines that cannot
+# evaluate nixpkgs or build with Nix (no network, Debian's nix-bin 2.8):
+#
+#  (a) every *.nix file in the repository parses (`nix-instantiate --parse`,
+#      which also rejects undefined variables);
+#  (b) flake.lock is a valid version-7 lock whose nodes match the inputs
+#      flake.nix declares and the pinned revisions below (copied from
+#      shared/nix-facts.md, and compared with it when it is present); the
+#      alpine tarballs nix/images.nix fetches are the pinned ones;
+#  (c) nix/module.nix maps its options to the CLI flags it should, and, with
+#      DOCKERFUSE=/path/to/dockerfuse set, every --flag it passes appears in
+#      `$DOCKERFUSE --help`.
+#
+# Usage: [DOCKERFUSE=target/debug/dockerfuse] nix/check-offline.sh
+# Prints one line per check and "N passed, N failed"; exits 1 on failure.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root" || exit 2
+
+pass=0
+fail=0
+ok() {
+  pass=$((pass + 1))
+  printf 'ok   %s\n' "$*"
+}
+bad() {
+  fail=$((fail + 1))
+  printf 'FAIL %s\n' "$*"
+}
+# expect DESCRIPTION ACTUAL EXPECTED
+expect() {
+  if [ "$2" = "$3" ]; then
+    ok "$1"
+  else
+    bad "$1: got '$2', want '$3'"
+  fi
+}
+
+# need COMMAND DEBIAN-PACKAGE: install the package with apt when missing.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian package $2 (for $1)" >&2
+    apt-get update -qq >/dev/null 2>&1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null 2>&1
+  fi
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "error: $1 not found and Debian package $2 could not be installed" >&2
+    exit 2
+  fi
+}
+need nix-instantiate nix-bin
+need jq jq
+
+# nix-instantiate wants a state directory; keep it out of the way (and
+# writable for non-root users).
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+if [ "$(id -u)" != 0 ]; then
+  export NIX_STATE_DIR="$tmp/state" NIX_LOG_DIR="$tmp/log"
+fi
+
+# ---------------------------------------------------------------------------
+echo "== (a) every .nix file parses"
+
+mapfile -d '' nix_files < <(
+  find . \( -name .git -o -name target \) -prune -o -type f -name '*.nix' -print0 | sort -z
+)
+if [ "${#nix_files[@]}" -eq 0 ]; then
+  bad "no .nix files found under $root"
+fi
+for f in "${nix_files[@]}"; do
+  f=${f#./}
+  if out=$(nix-instantiate --parse "$f" 2>&1 >/dev/null); then
+    ok "parse $f"
+  else
+    bad "parse $f"
+    printf '%s\n' "$out" | sed 's/^/       /'
+  fi
+done
+
+# ---------------------------------------------------------------------------
+echo "== (b) flake.lock"
+
+# The pinned inputs: name, original URL, rev, narHash, lastModified. Source:
+# shared/nix-facts.md ("flake.lock nodes"). Update both together.
+declare -A want_url want_rev want_nar want_mod
+while read -r name url rev nar mod; do
+  want_url[$name]=$url want_rev[$name]=$rev want_nar[$name]=$nar want_mod[$name]=$mod
+done <<'EOF'
+nixpkgs github:NixOS/nixpkgs/nixos-25.11 8fd9daa3db09ced9700431c5b7ad0e8ba199b575 sha256-Ti+ZBvW6yrWWAg2szExVTwCd4qOJ3KlVr1tFHfyfi8Q= 1778430510
+crane github:ipetkov/crane/v0.23.4 10e6e3cb966f7cfcc789fe5eee7a85f3188ce08b sha256-nnGD2f8OlAZT2i5OfwikJsw+ifWfiA4d6A8BWlgOXV0= 1779041105
+rust-overlay github:oxalica/rust-overlay 4852a8aa041c94af55e136cde5b8b6d42c3563e8 sha256-NTZzJ7xJvMXOonYqut3WLUhryeZj5QuuL0ANcqS7d30= 1778469574
+EOF
+
+# When shared/nix-facts.md sits beside the repository (CI, developers), the
+# table above must still agree with it.
+facts=${DOCKERFUSE_NIX_FACTS:-$root/../shared/nix-facts.md}
+if [ -f "$facts" ]; then
+  for name in "${!want_rev[@]}"; do
+    line=$(grep -E "^\| $name \|" "$facts" | head -n1)
+    if [ -z "$line" ]; then
+      bad "nix-facts.md has no row for $name"
+      continue
+    fi
+    IFS='|' read -r _ _ f_url f_rev f_nar f_mod _ <<<"$line"
+    f_url=$(echo "$f_url" | tr -d ' `')
+    expect "table agrees with nix-facts.md: $name" \
+      "${want_url[$name]} ${want_rev[$name]} ${want_nar[$name]} ${want_mod[$name]}" \
+      "$f_url $(echo "$f_rev" | tr -d ' ') $(echo "$f_nar" | tr -d ' ') $(echo "$f_mod" | tr -d ' ')"
+  done
+else
+  echo "note: $facts not found; using the built-in table only"
+fi
+
+lock=flake.lock
+if ! jq -e . "$lock" >/dev/null 2>&1; then
+  bad "$lock is valid JSON"
+else
+  ok "$lock is valid JSON"
+  expect "$lock version" "$(jq -r '.version' "$lock")" 7
+  expect "$lock root" "$(jq -r '.root' "$lock")" root
+  expect "$lock root node has inputs" "$(jq -r '.nodes.root.inputs | type' "$lock")" object
+
+  # The inputs flake.nix declares, evaluated (flake.nix is a plain attribute
+  # set; `outputs` is never forced).
+  if inputs_json=$(nix-instantiate --eval --strict --json \
+    -E '(import ./flake.nix).inputs' 2>"$tmp/eval.err"); then
+    ok "flake.nix inputs evaluate"
+  else
+    bad "flake.nix inputs evaluate"
+    sed 's/^/       /' "$tmp/eval.err"
+    inputs_json='{}'
+  fi
+  mapfile -t inputs < <(jq -r 'keys[]' <<<"$inputs_json")
+
+  expect "flake.nix inputs are the pinned set" \
+    "$(printf '%s\n' "${inputs[@]}" | sort | tr '\n' ' ')" \
+    "$(printf '%s\n' "${!want_rev[@]}" | sort | tr '\n' ' ')"
+  expect "root node lists exactly flake.nix's inputs" \
+    "$(jq -r '.nodes.root.inputs | keys[]' "$lock" | sort | tr '\n' ' ')" \
+    "$(printf '%s\n' "${inputs[@]}" | sort | tr '\n' ' ')"
+
+  node_names=(root)
+  for name in "${inputs[@]}"; do
+    node=$(jq -r --arg n "$name" '.nodes.root.inputs[$n] | if type == "string" then . else "" end' "$lock")
+    if [ -z "$node" ] || [ "$(jq -r --arg n "$node" '.nodes | has($n)' "$lock")" != true ]; then
+      bad "$name: root input points at an existing node"
+      continue
+    fi
+    ok "$name: root input points at node '$node'"
+    node_names+=("$node")
+    n=".nodes[\"$node\"]"
+
+    rev=$(jq -r "$n.locked.rev // \"\"" "$lock")
+    nar=$(jq -r "$n.locked.narHash // \"\"" "$lock")
+    mod=$(jq -r "$n.locked.lastModified | if type == \"number\" then tostring else \"\" end" "$lock")
+    if [[ $rev =~ ^[0-9a-f]{40}$ ]]; then ok "$name: locked.rev is 40 hex"; else bad "$name: locked.rev '$rev' is not 40 hex"; fi
+    if [[ $nar =~ ^sha256-[A-Za-z0-9+/]{43}=$ ]]; then ok "$name: locked.narHash is sha256-<base64>"; else bad "$name: locked.narHash '$nar' is not sha256-<base64>"; fi
+    if [[ $mod =~ ^[0-9]+$ ]]; then ok "$name: locked.lastModified is a number"; else bad "$name: locked.lastModified missing or not a number"; fi
+    expect "$name: pinned rev/narHash/lastModified" "$rev $nar $mod" \
+      "${want_rev[$name]:-?} ${want_nar[$name]:-?} ${want_mod[$name]:-?}"
+
+    # locked/original agree with the input's URL (github:OWNER/REPO[/REF]).
+    url=$(jq -r --arg n "$name" '.[$n].url // ""' <<<"$inputs_json")
+    expect "$name: flake.nix url" "$url" "${want_url[$name]:-?}"
+    if [[ $url =~ ^github:([^/]+)/([^/]+)(/(.+))?$ ]]; then
+      owner=${BASH_REMATCH[1]} repo=${BASH_REMATCH[2]} ref=${BASH_REMATCH[4]}
+      expect "$name: locked is github:$owner/$repo" \
+        "$(jq -r "$n.locked | [.type, .owner, .repo] | join(\" \")" "$lock")" "github $owner $repo"
+      expect "$name: locked has exactly lastModified narHash owner repo rev type" \
+        "$(jq -r "$n.locked | keys | join(\" \")" "$lock")" "lastModified narHash owner repo rev type"
+      expect "$name: original matches the url" \
+        "$(jq -cS "$n.original" "$lock")" \
+        "$(jq -cSn --arg o "$owner" --arg r "$repo" --arg ref "$ref" \
+          '{owner: $o} + (if $ref == "" then {} else {ref: $ref} end) + {repo: $r, type: "github"}')"
+    else
+      bad "$name: url '$url' is not github:OWNER/REPO[/REF]"
+    fi
+
+    # Nested inputs: exactly the `follows` flake.nix declares (crane has no
+    # inputs at all, so its node must have no "inputs" key).
+    want_follows=$(jq -cS --arg n "$name" '
+      (.[$n].inputs // {}) | with_entries(.value |= (.follows | split("/")))
+      | if . == {} then null else . end' <<<"$inputs_json")
+    expect "$name: nested inputs follow flake.nix" "$(jq -cS "$n.inputs // null" "$lock")" "$want_follows"
+  done
+
+  expect "$lock has no nodes besides root and the inputs" \
+    "$(jq -r '.nodes | keys[]' "$lock" | sort | tr '\n' ' ')" \
+    "$(printf '%s\n' "${node_names[@]}" | sort -u | tr '\n' ' ')"
+fi
+
+# The alpine minirootfs tarballs the VM tests fetch (nix-facts.md, "Container
+# images for tests").
+declare -A want_tarball=(
+  [https://dl-cdn.alpinelinux.org/alpine/v3.20/releases/x86_64/alpine-minirootfs-3.20.3-x86_64.tar.gz]=d4e6fd67dcf75e40c451560ac7265166c2b72a0f38ddc9aae756a7de3d1efa0c
+  [https://dl-cdn.alpinelinux.org/alpine/v3.20/releases/aarch64/alpine-minirootfs-3.20.3-aarch64.tar.gz]=041fa34a81788242df9e78fa69b97ab45b8ec47ddbf88864755610414a7bf3de
+)
+for url in "${!want_tarball[@]}"; do
+  # The url line and the sha256 line of one fetchurl, as written in images.nix.
+  got=$(grep -A1 -F "url = \"$url\";" nix/images.nix | sed -n 's/.*sha256 = "\([0-9a-f]*\)";.*/\1/p')
+  expect "nix/images.nix pins ${url##*/}" "$got" "${want_tarball[$url]}"
+  sums=$root/../shared/images/SHA256SUMS
+  if [ -f "$sums" ]; then
+    expect "shared/images/SHA256SUMS agrees on ${url##*/}" \
+      "$(awk -v f="${url##*/}" '$2 == f || $2 == "*" f { print $1 }' "$sums")" "${want_tarball[$url]}"
+  fi
+done
+
+# ---------------------------------------------------------------------------
+echo "== (c) nix/module.nix option -> CLI flag mapping"
+
+module=nix/module.nix
+# Whitespace-collapsed text of the module, to match expressions across lines.
+flat=$(tr -s ' \n\t' ' ' <"$module")
+while IFS='|' read -r option expr; do
+  if [[ $flat == *"$expr"* ]]; then
+    ok "$option -> $expr"
+  else
+    bad "$option is not passed as: $expr"
+  fi
+done <<'EOF'
+container|"--id" m.container
+mountPoint|"--mount" m.mountPoint
+path|"--path" m.path
+readOnly|lib.optional m.readOnly "--read-only"
+allowOther|lib.optional m.allowOther "--allow-other"
+extraArgs|++ m.extraArgs;
+EOF
+
+mapfile -t flags < <(grep -oE '"--[a-z][a-z0-9-]*"' "$module" | tr -d '"' | sort -u)
+if [ "${#flags[@]}" -eq 0 ]; then
+  bad "no --flags found in $module"
+fi
+
+if [ -z "${DOCKERFUSE:-}" ]; then
+  echo "skip: DOCKERFUSE is not set, so the ${#flags[@]} flags in $module" \
+    "(${flags[*]}) are not checked against --help;" \
+    "run with DOCKERFUSE=/path/to/dockerfuse to check them"
+elif ! help=$("$DOCKERFUSE" --help 2>&1); then
+  bad "\$DOCKERFUSE --help ($DOCKERFUSE) exits 0"
+  printf '%s\n' "$help" | sed 's/^/       /'
+else
+  ok "\$DOCKERFUSE --help exits 0 ($DOCKERFUSE)"
+  for flag in "${flags[@]}"; do
+    if grep -qE -- "(^|[^[:alnum:]-])$flag([^[:alnum:]-]|$)" <<<"$help"; then
+      ok "$flag is in dockerfuse --help"
+    else
+      bad "$module passes $flag, which dockerfuse --help does not list"
+    fi
+  done
+fi
+
+# ---------------------------------------------------------------------------
+printf '%d passed, %d failed\n' "$pass" "$fail"
+[ "$fail" -eq 0 ]
