@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Prepare this machine for dockerfuse's integration tests, idempotently:
+#   1. install the Debian packages the tests need (unless DOCKERFUSE_SKIP_INSTALL=1,
+#      e.g. in the NixOS VM, which has no apt);
+#   2. make a Docker engine answer: start dockerd in the background when
+#      `docker info` fails (log: $DOCKERFUSE_DOCKERD_LOG, default
+#      /var/log/dockerfuse-dockerd.log) and wait up to 60 s for it;
+#   3. make /dev/fuse and fusermount3 usable;
+#   4. mount binfmt_misc and register qemu-aarch64 with the F flag, so arm64
+#      containers run under qemu-user (the F flag makes the kernel open the
+#      interpreter now, so it works inside a container's mount namespace);
+#   5. build/load the four test images and check each one runs with the
+#      right `uname -m` (integration/images.sh, usable on its own).
+# Every step either works or stops the script with a non-zero status and a
+# message saying what is wrong; nothing is skipped silently.
+# Runs as root (or with sudo available). A second run takes a few seconds.
+set -euo pipefail
+
+say() { printf '[setup-engine] %s\n' "$*" >&2; }
+die() {
+	printf '[setup-engine] ERROR: %s\n' "$*" >&2
+	exit 1
+}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# (procps: dockerd runs the host's `ps` for `docker top`; curl: alpine
+# tarballs when no local copy; the rest of what the scripts use is essential)
+PACKAGES=(docker.io fuse3 qemu-user-static busybox-static binfmt-support
+	procps ca-certificates curl)
+DOCKERD_LOG=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}
+BINFMT_DIR=/proc/sys/fs/binfmt_misc
+
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null 2>&1 || die "must run as root (or with sudo available)"
+	exec sudo -n -E bash "${BASH_SOURCE[0]}" "$@"
+fi
+
+install_packages() {
+	if [ "${DOCKERFUSE_SKIP_INSTALL:-0}" = 1 ]; then
+		say "DOCKERFUSE_SKIP_INSTALL=1: not installing packages"
+		return
+	fi
+	command -v apt-get >/dev/null 2>&1 ||
+		die "apt-get not found: install ${PACKAGES[*]} yourself and set DOCKERFUSE_SKIP_INSTALL=1"
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] ||
+			missing+=("$p")
+	done
+	if [ "${#missing[@]}" -eq 0 ]; then
+		say "packages present"
+		return
+	fi
+	say "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get -o DPkg::Lock::Timeout=300 update -qq || die "apt-get update failed"
+	apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" ||
+		die "apt-get install ${missing[*]} failed"
+}
+
+need_commands() {
+	local c
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 || die "required command '$c' not found"
+	done
+}
+
+engine_up() { timeout 20 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1; }
+
+start_engine() {
+	if engine_up; then
+		say "docker engine up ($(docker info --format '{{.ServerVersion}} {{.Architecture}}'))"
+		return
+	fi
+	case "${DOCKER_HOST:-unix:///var/run/docker.sock}" in
+	unix:///var/run/docker.sock | unix:///run/docker.sock) ;;
+	*) die "DOCKER_HOST=$DOCKER_HOST does not answer; not starting a local dockerd for a remote engine" ;;
+	esac
+	if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+		say "starting docker.service"
+		systemctl start docker.service || say "systemctl start docker failed; starting dockerd by hand"
+	fi
+	local pid=
+	if ! engine_up; then
+		need_commands dockerd
+		if [ -s /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+			pid=$(cat /var/run/docker.pid)
+			say "dockerd already running (pid $pid); waiting for it"
+		else
+			say "starting dockerd (log: $DOCKERD_LOG)"
+			mkdir -p "$(dirname "$DOCKERD_LOG")"
+			# setsid: dockerd outlives this script and its process group
+			# (Ctrl-C on the test run must not take the engine down).
+			setsid dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+			pid=$!
+		fi
+	fi
+	local i
+	for ((i = 0; i < 60; i++)); do
+		engine_up && break
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+			tail -n 30 "$DOCKERD_LOG" >&2 || true
+			die "dockerd exited during startup (log above, full log: $DOCKERD_LOG)"
+		fi
+		sleep 1
+	done
+	if ! engine_up; then
+		tail -n 30 "$DOCKERD_LOG" >&2 2>/dev/null || true
+		die "docker engine not answering after 60 s (log: $DOCKERD_LOG)"
+	fi
+	say "docker engine up ($(docker info --format '{{.ServerVersion}} {{.Architecture}}'))"
+}
+
+ensure_fuse() {
+	need_commands fusermount3
+	if [ ! -c /dev/fuse ]; then
+		modprobe fuse 2>/dev/null || true
+		[ -c /dev/fuse ] || die "/dev/fuse missing and 'modprobe fuse' did not create it"
+	fi
+	say "fuse ok"
+}
+
+# binfmt_entry_for MACHINE: print the binfmt_misc entry file matching ELF
+# executables of MACHINE (aarch64|x86_64), whatever its name (Debian says
+# qemu-aarch64, NixOS aarch64-linux).
+binfmt_entry_for() {
+	local emachine f
+	case "$1" in
+	aarch64) emachine=b700 ;;
+	x86_64) emachine=3e00 ;;
+	*) die "no binfmt magic known for $1" ;;
+	esac
+	for f in "$BINFMT_DIR"/*; do
+		case "${f##*/}" in register | status) continue ;; esac
+		if grep -Eq "^magic 7f454c4602010100[0-9a-f]{16}0200$emachine\$" "$f" 2>/dev/null; then
+			printf '%s\n' "$f"
+			return
+		fi
+	done
+}
+
+ensure_binfmt() {
+	local host foreign entry conf line name type offset magic mask interp flags
+	host=$(uname -m)
+	case "$host" in
+	x86_64) foreign=aarch64 ;;
+	aarch64) foreign=x86_64 ;;
+	*) die "unsupported host architecture $host" ;;
+	esac
+	if [ ! -e "$BINFMT_DIR/register" ]; then
+		modprobe binfmt_misc 2>/dev/null || true
+		mount -t binfmt_misc binfmt_misc "$BINFMT_DIR" ||
+			die "cannot mount binfmt_misc on $BINFMT_DIR"
+	fi
+	[ "$(cat "$BINFMT_DIR/status")" = enabled ] || echo 1 >"$BINFMT_DIR/status"
+	entry=$(binfmt_entry_for "$foreign")
+	if [ -n "$entry" ]; then
+		if ! grep -qx enabled "$entry"; then
+			say "enabling ${entry##*/}"
+			echo 1 >"$entry"
+		fi
+		if grep -Eq '^flags: .*F' "$entry"; then
+			say "binfmt ok: ${entry##*/} ($(grep '^interpreter' "$entry"), $(grep '^flags' "$entry"))"
+			return
+		fi
+		# Without F the interpreter path is looked up inside the container,
+		# where it does not exist: re-register from the package's file.
+		say "${entry##*/} lacks the F flag; re-registering it"
+	fi
+	conf=/usr/lib/binfmt.d/qemu-$foreign.conf
+	[ -f "$conf" ] ||
+		die "qemu-$foreign is not registered in binfmt_misc and $conf is missing (install qemu-user-static, or register it with the F flag)"
+	line=$(grep -Ev '^[[:space:]]*(#|$)' "$conf" | head -n 1)
+	IFS=: read -r _ name type offset magic mask interp flags <<<"$line"
+	[ -x "$interp" ] || interp=$(command -v "qemu-$foreign-static" || true)
+	[ -x "${interp:-/nonexistent}" ] || die "no qemu-$foreign interpreter found (from $conf or qemu-$foreign-static)"
+	case "$flags" in *F*) ;; *) flags="${flags}F" ;; esac
+	[ -z "$entry" ] || echo -1 >"$entry"
+	[ ! -e "$BINFMT_DIR/$name" ] || echo -1 >"$BINFMT_DIR/$name"
+	printf ':%s:%s:%s:%s:%s:%s:%s' "$name" "$type" "$offset" "$magic" "$mask" "$interp" "$flags" |
+		cat >"$BINFMT_DIR/register" ||
+		die "registering $name in binfmt_misc failed"
+	entry=$(binfmt_entry_for "$foreign")
+	grep -Eqs '^flags: .*F' "${entry:-/nonexistent}" ||
+		die "qemu-$foreign registration did not take effect"
+	say "binfmt ok: registered $name ($interp, flags $flags)"
+}
+
+main() {
+	install_packages
+	need_commands docker timeout sha256sum tar gzip
+	start_engine
+	ensure_fuse
+	ensure_binfmt
+	bash "$HERE/images.sh"
+	say "engine ready"
+}
+
+main "$@"
