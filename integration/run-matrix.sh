@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Integration test driver: runs the scenarios against a real Docker engine
+# for every (container arch, satellite arch) pair and adds up the results.
+#
+#   core            alpine:<carch> container, --satellite-arch <sarch>, for each
+#                   pair in the matrix (amd64|arm64 x amd64|arm64)
+#   busybox         core again on busybox:<carch> (static busybox, no libc),
+#                   satellite <carch> (off with DOCKERFUSE_TEST_BUSYBOX=0)
+#   container-stop  once per container arch, on a fresh container
+#   errors          once
+#
+# Each scenario runs in its own process under a watchdog, on containers
+# named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
+# exit path (Ctrl-C included), as are any mounts left below the scratch dir.
+# A scenario counts as failed when it exits non-zero. The last line printed
+# is the total, alone on its line: "N passed, N failed". Exit 1 when
+# anything failed or no assertion ran. Nothing is ever skipped: no engine,
+# no image or no binary is a loud failure.
+#
+# Environment:
+#   DOCKERFUSE                  the dockerfuse binary (required)
+#   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
+#                               (default: all four)
+#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors
+#   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
+#   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
+#   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+say() { printf '[matrix] %s\n' "$*"; }
+die() {
+	printf '[matrix] ERROR: %s\n' "$*" >&2
+	exit 1
+}
+
+# --- inputs ----------------------------------------------------------------------------
+[ -n "${DOCKERFUSE:-}" ] || die "DOCKERFUSE must name the dockerfuse binary (e.g. DOCKERFUSE=target/release/dockerfuse $0)"
+if [ ! -f "$DOCKERFUSE" ] || [ ! -x "$DOCKERFUSE" ]; then
+	die "DOCKERFUSE=$DOCKERFUSE is not an executable file"
+fi
+DOCKERFUSE=$(realpath "$DOCKERFUSE")
+export DOCKERFUSE
+
+read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors}")"
+[ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
+[ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
+CARCHES=() # container arches in matrix order, each once
+for pair in "${MATRIX[@]}"; do
+	[[ "$pair" =~ ^(amd64|arm64):(amd64|arm64)$ ]] || die "bad DOCKERFUSE_MATRIX entry '$pair' (want carch:sarch, each amd64 or arm64)"
+	[[ " ${CARCHES[*]} " == *" ${pair%%:*} "* ]] || CARCHES+=("${pair%%:*}")
+done
+for s in "${SCENARIOS[@]}"; do
+	case "$s" in
+	core | busybox | container-stop | errors) ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors)" ;;
+	esac
+done
+want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
+if [ "${DOCKERFUSE_TEST_BUSYBOX:-1}" = 0 ] && want busybox; then
+	say "DOCKERFUSE_TEST_BUSYBOX=0: not running the busybox scenarios"
+	SCENARIOS=("${SCENARIOS[@]/busybox/}")
+fi
+SCENARIO_TIMEOUT=${DFIT_SCENARIO_TIMEOUT:-600}
+
+command -v fusermount3 >/dev/null 2>&1 || die "fusermount3 not found (run integration/setup-engine.sh)"
+timeout 30 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 ||
+	die "the docker engine does not answer (docker info failed): run integration/setup-engine.sh"
+for kind in alpine busybox; do
+	[ "$kind" = alpine ] || want busybox || continue
+	for arch in "${CARCHES[@]}"; do
+		got=$(docker image inspect -f '{{.Architecture}}' "dockerfuse-test/$kind:$arch" 2>/dev/null || true)
+		[ "$got" = "$arch" ] || die "image dockerfuse-test/$kind:$arch missing or not $arch: run integration/setup-engine.sh"
+	done
+done
+
+# --- state and cleanup -------------------------------------------------------------------
+RUN_ID=$$
+LABEL=dfit.run=$RUN_ID
+BASE=$(mktemp -d "${TMPDIR:-/tmp}/dfit-matrix.XXXXXX")
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+REPORT=()
+ALL_RAN=0
+CUR_PID= # the running scenario's watchdog (timeout) process
+TAIL_PID=
+
+mounts_below() { awk -v b="$BASE/" 'index($2, b) == 1 { print $2 }' /proc/mounts | sort -r; }
+
+cleanup() {
+	local rc=$? m p
+	trap - EXIT INT TERM HUP
+	set +e
+	if [ "$ALL_RAN" != 1 ]; then
+		TOTAL_FAILED=$((TOTAL_FAILED + 1))
+		REPORT+=("run interrupted (exit $rc): not every scenario ran")
+	fi
+	if [ -n "$CUR_PID" ] && kill -0 "$CUR_PID" 2>/dev/null; then
+		say "stopping the running scenario"
+		kill -TERM "$CUR_PID" 2>/dev/null
+		wait "$CUR_PID" 2>/dev/null
+	fi
+	[ -z "$TAIL_PID" ] || kill "$TAIL_PID" 2>/dev/null
+	docker ps -aq --filter "label=$LABEL" | xargs -r docker rm -f >/dev/null 2>&1
+	# Backstops: the scenarios take their mounts down themselves.
+	for p in /proc/[0-9]*; do
+		[ "$(readlink "$p/exe" 2>/dev/null)" = "$DOCKERFUSE" ] || continue
+		[[ "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" == *"$BASE/"* ]] || continue
+		say "killing leftover dockerfuse ${p#/proc/}"
+		kill -TERM "${p#/proc/}" 2>/dev/null
+	done
+	for m in $(mounts_below); do
+		say "unmounting leftover $m"
+		timeout 10 fusermount3 -u "$m" 2>/dev/null || timeout 10 umount -l "$m" 2>/dev/null
+	done
+	if [ -z "$(mounts_below)" ]; then
+		rm -rf --one-file-system "$BASE"
+	else
+		say "NOT removing $BASE: still mounted below it"
+		TOTAL_FAILED=$((TOTAL_FAILED + 1))
+	fi
+	echo
+	say "results:"
+	for m in "${REPORT[@]}"; do printf '  %s\n' "$m"; done
+	printf '%d passed, %d failed\n' "$TOTAL_PASSED" "$TOTAL_FAILED"
+	if [ "$TOTAL_FAILED" -gt 0 ] || [ "$TOTAL_PASSED" -eq 0 ]; then exit 1; fi
+	exit 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# start_container NAME IMAGE CMD...: docker run -d, labelled; fails loudly
+# into the report (the scenario using it then counts as failed).
+start_container() {
+	local name=$1 image=$2
+	shift 2
+	local out
+	# (its output only matters when it fails: it warns about every arm64 image)
+	if out=$(timeout 120 docker run -d --name "$name" --label "$LABEL" --network none "$image" "$@" 2>&1); then
+		return 0
+	fi
+	say "could not start $name from $image:"
+	printf '%s\n' "$out"
+	return 1
+}
+
+# run_scenario TITLE SCRIPT [VAR=VALUE...]: run one scenario in its own
+# process (under a watchdog), stream its output, and add its counts.
+SEQ=0
+run_scenario() {
+	local title=$1 scenario=$2 workdir log status=0 line p=0 f=0 note=
+	shift 2
+	SEQ=$((SEQ + 1))
+	workdir=$BASE/$SEQ-$scenario
+	mkdir -p "$workdir"
+	log=$workdir/output.log
+	: >"$log"
+	echo
+	say "=== $title"
+	env "$@" WORKDIR="$workdir" DFIT_LABEL="$LABEL" \
+		timeout -k 60 "$SCENARIO_TIMEOUT" bash "$HERE/scenarios/$scenario.sh" >"$log" 2>&1 </dev/null &
+	CUR_PID=$!
+	tail -n +1 -f --pid="$CUR_PID" "$log" &
+	TAIL_PID=$!
+	wait "$CUR_PID" || status=$?
+	CUR_PID=
+	wait "$TAIL_PID" || true
+	TAIL_PID=
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)
+	if [ -n "$line" ]; then
+		read -r p _ f _ <<<"$line"
+	fi
+	if [ "$status" -eq 124 ]; then note=" (watchdog: killed after ${SCENARIO_TIMEOUT}s)"; fi
+	if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1 # the scenario failed without an assertion saying so
+		note="$note (exited $status without a failed assertion)"
+	fi
+	TOTAL_PASSED=$((TOTAL_PASSED + p))
+	TOTAL_FAILED=$((TOTAL_FAILED + f))
+	REPORT+=("$(printf '%-44s %3d passed, %3d failed%s' "$title" "$p" "$f" "$note")")
+}
+
+# setup_failed TITLE: count a scenario whose container could not start.
+setup_failed() {
+	TOTAL_FAILED=$((TOTAL_FAILED + 1))
+	REPORT+=("$(printf '%-44s not run: its container did not start' "$1")")
+}
+
+# with_container NAME TITLE SCENARIO IMAGE [VAR=VALUE...]: a fresh container
+# sleeping forever, one scenario on it, the container removed.
+with_container() {
+	local name=$1-$RUN_ID title=$2 scenario=$3 image=$4 forever=infinity
+	shift 4
+	# busybox's sleep takes no "infinity"
+	[[ "$image" != */busybox:* ]] || forever=1000000000
+	if start_container "$name" "$image" sleep "$forever"; then
+		run_scenario "$title" "$scenario" CONTAINER="$name" "$@"
+	else
+		setup_failed "$title"
+	fi
+	docker rm -f "$name" >/dev/null 2>&1 || true
+}
+
+# --- the runs ------------------------------------------------------------------------------
+say "dockerfuse: $DOCKERFUSE"
+say "matrix: ${MATRIX[*]}; scenarios: ${SCENARIOS[*]}; scratch: $BASE"
+if want core; then
+	for pair in "${MATRIX[@]}"; do
+		c=${pair%%:*} s=${pair##*:}
+		with_container "dfit-$c-$s" "core alpine:$c satellite $s" core "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$s"
+	done
+fi
+if want busybox; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-busybox-$c" "core busybox:$c satellite $c" core "dockerfuse-test/busybox:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want container-stop; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-stop-$c" "container-stop alpine:$c" container-stop "dockerfuse-test/alpine:$c"
+	done
+fi
+if want errors; then
+	with_container dfit-errors "errors alpine:${CARCHES[0]}" errors "dockerfuse-test/alpine:${CARCHES[0]}"
+fi
+ALL_RAN=1
+# cleanup (the EXIT trap) prints the report and the total line.

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The project's one test command (the README gives it, .ci/run runs it):
+#   1. integration/setup-engine.sh   dockerd, binfmt_misc/qemu, fuse, test images
+#   2. cargo fmt --check, clippy -D warnings, cargo test (whole workspace)
+#   3. release build of dockerfuse (both satellites embedded)
+#   4. integration/run-matrix.sh against that binary (amd64/arm64 matrix)
+#   5. nix/check-offline.sh, when it exists
+# Stops at the first failing step with a non-zero status and names it.
+# Works from any directory. Extra environment is passed through to the
+# steps (DOCKERFUSE_MATRIX, DOCKERFUSE_TEST_SCENARIOS, DOCKERFUSE_SKIP_INSTALL...).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+START=$SECONDS
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-/root}/.cargo/env" ]; then
+	# shellcheck source=/dev/null
+	. "${HOME:-/root}/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || {
+	echo "test.sh: cargo not found (install rustup)" >&2
+	exit 1
+}
+
+# step NAME CMD...: run one step, timed; stop everything if it fails.
+step() {
+	local name=$1 t0=$SECONDS rc=0
+	shift
+	printf '\n==> %s\n' "$name"
+	"$@" || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		printf '\ntest.sh: FAILED at step "%s" (exit %d, after %ds)\n' "$name" "$rc" $((SECONDS - START)) >&2
+		exit 1
+	fi
+	printf '==> %s: ok (%ds)\n' "$name" $((SECONDS - t0))
+}
+
+step "engine setup" bash integration/setup-engine.sh
+step "cargo fmt" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test" cargo test --workspace
+step "release build" cargo build --release -p dockerfuse
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/dockerfuse
+step "integration tests" env DOCKERFUSE="$BIN" bash integration/run-matrix.sh
+if [ -f nix/check-offline.sh ]; then
+	step "nix offline check" env DOCKERFUSE="$BIN" bash nix/check-offline.sh
+fi
+printf '\ntest.sh: all steps passed (%ds)\n' $((SECONDS - START))
