@@ -78,6 +78,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 20.0, value_name = "SECONDS")]
     pub start_timeout: f64,
 
+    /// Seconds an operation may wait on a satellite that answers nothing
+    /// (a paused container) before it fails with EIO.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub op_timeout: f64,
+
     /// Log at debug level (RUST_LOG overrides).
     #[arg(long)]
     pub debug: bool,
@@ -96,31 +101,14 @@ Single-dash long flags work too: dockerfuse -id web -mount ./mnt
 Exit status: 0 unmounted cleanly, 1 setup failed, 2 bad usage,
 3 the container or its satellite went away while mounted.";
 
-/// Long flag names that may be written with a single dash.
-const LONG: &[&str] = &[
-    "id",
-    "mount",
-    "path",
-    "daemonize",
-    "pid-file",
-    "log-file",
-    "read-only",
-    "allow-other",
-    "ttl",
-    "writeback-cache",
-    "host",
-    "user",
-    "satellite-arch",
-    "satellite-dir",
-    "start-timeout",
-    "debug",
-    "json",
-    "version",
-    "help",
-];
-
 /// Rewrites `-id` / `-id=web` into `--id` / `--id=web`.
 pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let long: Vec<&str> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .chain(["help"])
+        .collect();
     let mut out = Vec::new();
     let mut rest = false;
     for a in args {
@@ -133,7 +121,7 @@ pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
             rest = true;
         } else if let Some(body) = s.strip_prefix('-').filter(|b| !b.starts_with('-')) {
             let name = body.split('=').next().unwrap_or("");
-            if name.len() > 1 && LONG.contains(&name) {
+            if name.len() > 1 && long.contains(&name) {
                 out.push(OsString::from(format!("-{s}")));
                 continue;
             }

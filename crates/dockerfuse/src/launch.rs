@@ -33,6 +33,8 @@ pub struct Launch<'a> {
     pub user: &'a str,
     pub root: &'a str,
     pub timeout: Duration,
+    /// How long requests may wait on a silent satellite.
+    pub stall: Duration,
 }
 
 /// A running satellite.
@@ -113,7 +115,7 @@ impl Launch<'_> {
             closed,
             early_stderr,
             tasks,
-        } = Rpc::start(output, input);
+        } = Rpc::start(output, input, self.stall);
         std::thread::Builder::new()
             .name("rpc".into())
             .spawn(move || smol::block_on(async_compat::Compat::new(tasks)))
@@ -151,12 +153,9 @@ impl Launch<'_> {
                 },
             );
         };
-        if h.protocol != PROTOCOL_VERSION {
-            rpc.close("protocol mismatch".into());
-            return Err(Error::setup(format!(
-                "the satellite speaks protocol {}, this dockerfuse {PROTOCOL_VERSION} (satellite {})",
-                h.protocol, h.version
-            )));
+        if let Err(e) = check_hello(&h) {
+            rpc.close("bad hello".into());
+            return Err(e);
         }
         if h.arch != arch.rust_name() {
             debug!(expected = arch.rust_name(), got = %h.arch, "satellite reports another arch");
@@ -180,6 +179,26 @@ impl Launch<'_> {
     }
 }
 
+/// Refuses a hello this client cannot work with.
+pub fn check_hello(h: &SatelliteHello) -> Result<()> {
+    if h.protocol != PROTOCOL_VERSION {
+        return Err(Error::setup(format!(
+            "the satellite speaks protocol {}, this dockerfuse {PROTOCOL_VERSION} (satellite {})",
+            h.protocol,
+            h.version.chars().take(64).collect::<String>()
+        ))
+        .with_errno(libc::EPROTO));
+    }
+    if h.max_io < 4096 {
+        return Err(Error::setup(format!(
+            "the satellite offers I/O of {} bytes, too small",
+            h.max_io
+        ))
+        .with_errno(libc::EPROTO));
+    }
+    Ok(())
+}
+
 /// A short random suffix for upload names (no rand crate for this).
 fn nonce() -> String {
     let t = std::time::SystemTime::now()
@@ -191,4 +210,30 @@ fn nonce() -> String {
     x = x.wrapping_mul(0xff51afd7ed558ccd);
     x ^= x >> 33;
     format!("{:08x}", x as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(protocol: u32, max_io: u32) -> SatelliteHello {
+        SatelliteHello {
+            protocol,
+            version: "v".repeat(10_000),
+            arch: "x86_64".into(),
+            uid: 0,
+            gid: 0,
+            pid: 1,
+            max_io,
+        }
+    }
+
+    #[test]
+    fn a_lying_hello_is_refused_with_a_short_message() {
+        let e = check_hello(&hello(PROTOCOL_VERSION + 1, MAX_IO)).unwrap_err();
+        assert!(e.message.contains("protocol"), "{}", e.message);
+        assert!(e.message.len() < 200, "the satellite's text is cut");
+        assert!(check_hello(&hello(PROTOCOL_VERSION, 0)).is_err());
+        assert!(check_hello(&hello(PROTOCOL_VERSION, MAX_IO)).is_ok());
+    }
 }

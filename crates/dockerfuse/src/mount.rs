@@ -159,6 +159,7 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
             user: &cli.user,
             root: &cli.path,
             timeout: Duration::from_secs_f64(cli.start_timeout.max(1.0)),
+            stall: Duration::from_secs_f64(cli.op_timeout.max(0.2)),
         };
         let running = launch.run().await?;
         Ok::<_, Error>((engine, container, running))

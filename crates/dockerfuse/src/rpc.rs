@@ -13,13 +13,22 @@
 //! undecodable reply fails its own request with EIO. When the connection
 //! ends, for whatever reason, every pending and every later request fails
 //! with EIO at once and the `closed` notification fires.
+//!
+//! A satellite that stops answering without closing (a paused container)
+//! is caught by a watchdog: when requests have waited longer than the stall
+//! limit and nothing at all has arrived for that long, they fail with EIO;
+//! the connection stays up, so work resumes once the satellite does. A
+//! request that may legitimately wait forever (a read from an empty FIFO)
+//! is not mistaken for a stall: before the limit, the watchdog sends a
+//! cheap probe, and any frame coming back proves the satellite alive.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dockerfuse_proto::frame::{self, FrameDecoder};
-use dockerfuse_proto::{Errno, Request, Response, SatelliteHello, HELLO_ID};
+use dockerfuse_proto::{Errno, Request, Response, SatelliteHello, HELLO_ID, ROOT_NODE};
 use futures_util::{AsyncWriteExt, StreamExt};
 use smol::channel::{Receiver, Sender};
 use tracing::{debug, warn};
@@ -40,13 +49,16 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 struct Pending {
-    map: HashMap<u64, Done>,
+    map: HashMap<u64, (Done, Instant)>,
     closed: Option<String>,
 }
 
 struct Inner {
     pending: Mutex<Pending>,
     next_id: AtomicU64,
+    /// When the last bytes came from the satellite (ms since `epoch`).
+    last_rx: AtomicU64,
+    epoch: Instant,
     tx: Sender<Vec<u8>>,
     closed_tx: Sender<String>,
 }
@@ -71,8 +83,9 @@ pub struct Started {
 }
 
 impl Rpc {
-    /// Wires a client to an exec's attached streams.
-    pub fn start(output: Output, input: Input) -> Started {
+    /// Wires a client to an exec's attached streams. Requests that wait
+    /// longer than `stall` on a silent satellite fail with EIO.
+    pub fn start(output: Output, input: Input, stall: Duration) -> Started {
         let (tx, rx) = smol::channel::unbounded();
         let (closed_tx, closed) = smol::channel::bounded(1);
         let (hello_tx, hello) = smol::channel::bounded(1);
@@ -82,6 +95,8 @@ impl Rpc {
                 closed: None,
             }),
             next_id: AtomicU64::new(HELLO_ID + 1),
+            last_rx: AtomicU64::new(0),
+            epoch: Instant::now(),
             tx,
             closed_tx,
         });
@@ -90,6 +105,7 @@ impl Rpc {
         let r = rpc.clone();
         let w = rpc.clone();
         let es = early_stderr.clone();
+        let watch = rpc.clone();
         let tasks = Box::pin(async move {
             let reader = async move {
                 let why = read_loop(&r, output, hello_tx, es).await;
@@ -101,7 +117,8 @@ impl Rpc {
                     w.close(why);
                 }
             };
-            futures_util::future::join(reader, writer).await;
+            let watchdog = async move { watch.watchdog(stall).await };
+            futures_util::future::join3(reader, writer, watchdog).await;
         });
         Started {
             rpc,
@@ -133,7 +150,7 @@ impl Rpc {
             }
             debug!(reason = %why, pending = p.map.len(), "satellite connection closed");
             p.closed = Some(why.clone());
-            p.map.drain().map(|(_, d)| d).collect()
+            p.map.drain().map(|(_, (d, _))| d).collect()
         };
         for d in drained {
             d(Err(Errno::EIO));
@@ -157,8 +174,71 @@ impl Rpc {
         self.lock().map.len()
     }
 
+    fn saw_traffic(&self) {
+        let ms = self.inner.epoch.elapsed().as_millis() as u64;
+        self.inner.last_rx.store(ms, Ordering::Relaxed);
+    }
+
+    fn since_traffic(&self) -> Duration {
+        let last = Duration::from_millis(self.inner.last_rx.load(Ordering::Relaxed));
+        self.inner.epoch.elapsed().saturating_sub(last)
+    }
+
+    /// Fails the requests that have waited longer than `stall` while the
+    /// satellite said nothing; probes it at half that.
+    async fn watchdog(&self, stall: Duration) {
+        let tick = (stall / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut probing = false;
+        loop {
+            smol::Timer::after(tick).await;
+            let oldest = {
+                let p = self.lock();
+                if p.closed.is_some() {
+                    return;
+                }
+                p.map.values().map(|(_, t)| t.elapsed()).max()
+            };
+            let Some(oldest) = oldest else {
+                probing = false;
+                continue;
+            };
+            let quiet = self.since_traffic();
+            if oldest > stall && quiet > stall {
+                let stalled: Vec<Done> = {
+                    let mut p = self.lock();
+                    let ids: Vec<u64> = p
+                        .map
+                        .iter()
+                        .filter(|(_, (_, t))| t.elapsed() > stall)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    ids.iter()
+                        .filter_map(|id| p.map.remove(id))
+                        .map(|(d, _)| d)
+                        .collect()
+                };
+                warn!(requests = stalled.len(), waited = ?stall, "the satellite does not answer (container paused?): failing requests with EIO");
+                for d in stalled {
+                    d(Err(Errno::EIO));
+                }
+                probing = false;
+            } else if oldest > stall / 2 && quiet > stall / 2 && !probing {
+                probing = true;
+                self.call(
+                    &Request::GetAttr {
+                        node: ROOT_NODE,
+                        fh: None,
+                    },
+                    Box::new(|_| {}),
+                );
+            } else if quiet < stall / 2 {
+                probing = false;
+            }
+        }
+    }
+
     fn complete(&self, id: u64, payload: &[u8]) {
-        let done = self.lock().map.remove(&id);
+        let done = self.lock().map.remove(&id).map(|(d, _)| d);
         match done {
             Some(done) => match frame::decode::<Response<'_>>(payload) {
                 Ok(resp) => done(Ok(resp)),
@@ -185,10 +265,10 @@ impl Transport for Rpc {
                 drop(p);
                 return done(Err(Errno::EIO));
             }
-            p.map.insert(id, done);
+            p.map.insert(id, (done, Instant::now()));
         }
         if self.inner.tx.try_send(buf).is_err() {
-            if let Some(done) = self.lock().map.remove(&id) {
+            if let Some((done, _)) = self.lock().map.remove(&id) {
                 done(Err(Errno::EIO));
             }
         }
@@ -249,6 +329,7 @@ async fn read_loop(
             Some(Err(e)) => return format!("reading from the satellite failed: {e}"),
             Some(Ok(c)) => c,
         };
+        rpc.saw_traffic();
         use bollard::container::LogOutput as L;
         match chunk {
             L::StdOut { message } => {
