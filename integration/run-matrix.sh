@@ -43,7 +43,7 @@ DOCKERFUSE=$(realpath "$DOCKERFUSE")
 export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -53,8 +53,8 @@ for pair in "${MATRIX[@]}"; do
 done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
-	core | busybox | container-stop | errors) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors)" ;;
+	core | busybox | container-stop | errors | faults) ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -221,6 +221,11 @@ fi
 if want container-stop; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-stop-$c" "container-stop alpine:$c" container-stop "dockerfuse-test/alpine:$c"
+	done
+fi
+if want faults; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-faults-$c" "faults alpine:$c" faults "dockerfuse-test/alpine:$c"
 	done
 fi
 if want errors; then

@@ -244,7 +244,7 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
             // The engine may need a moment to see the container's end.
             let state = smol::block_on(async_compat::Compat::new(async {
                 let mut last = engine.inspect(&container.id).await;
-                for _ in 0..10 {
+                for _ in 0..5 {
                     match &last {
                         Ok(c) if c.running => {
                             smol::Timer::after(Duration::from_millis(100)).await;
