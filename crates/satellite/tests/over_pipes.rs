@@ -457,3 +457,99 @@ fn delete_self_removes_the_executable() {
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn random_requests_get_answers_and_never_kill_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"data").unwrap();
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    let (mut s, _) = Sat::start(dir.path());
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let names = ["f", "d", "g", "..", ".", "", "a/b", "d/../f"];
+    for _ in 0..3000 {
+        // Small ids so that some hit real nodes and handles.
+        let (a, b, c) = (next() % 8, next() % 8, next());
+        let name = name(names[(c % names.len() as u64) as usize]);
+        let req = match next() % 16 {
+            0 => Request::Lookup { parent: a, name },
+            1 => Request::GetAttr {
+                node: a,
+                fh: Some(b),
+            },
+            2 => Request::Open {
+                node: a,
+                flags: (c % 4) as i32,
+            },
+            3 => Request::Read {
+                fh: a,
+                offset: c % 100,
+                size: (c % 5000) as u32,
+            },
+            4 => Request::Write {
+                fh: a,
+                offset: c % 100,
+                data: name,
+            },
+            5 => Request::Release { fh: a },
+            6 => Request::OpenDir { node: a },
+            7 => Request::ReadDir {
+                fh: a,
+                offset: c % 5,
+                size: (c % 10_000) as u32,
+                plus: c % 2 == 0,
+            },
+            8 => Request::Mkdir {
+                parent: a,
+                name,
+                mode: 0o755,
+            },
+            9 => Request::Unlink { parent: a, name },
+            10 => Request::Rename {
+                parent: a,
+                name: name.clone(),
+                new_parent: b,
+                new_name: name,
+                flags: (c % 8) as u32,
+            },
+            11 => Request::SetAttr {
+                node: a,
+                fh: None,
+                attr: SetAttr {
+                    size: Some(c % 10),
+                    ..Default::default()
+                },
+            },
+            12 => Request::ReadLink { node: a },
+            13 => Request::Link {
+                node: a,
+                new_parent: b,
+                new_name: name,
+            },
+            14 => Request::GetXattr {
+                node: a,
+                name,
+                size: (c % 100) as u32,
+            },
+            _ => Request::StatFs { node: a },
+        };
+        assert!(
+            !matches!(s.call(req), Response::Hello(_)),
+            "a hello in the middle"
+        );
+    }
+    assert!(matches!(
+        s.call(Request::GetAttr {
+            node: ROOT_NODE,
+            fh: None
+        }),
+        Response::Attr(_)
+    ));
+    drop(s.input);
+    assert!(s.child.wait().unwrap().success());
+}
