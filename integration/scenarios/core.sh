@@ -272,6 +272,21 @@ assert_eq "the mount point is left empty" "" "$got"
 check "the mount point is reusable" run_sh 'touch "$MNT/probe" && rm "$MNT/probe"'
 check_not "the log file reports no panic" grep -qi panic "$DF_LOG"
 
+# --- a second mount: read-only, absolute symlinks rewritten (opt-in) ----------------
+mount_daemon "$MNT" --read-only --rewrite-absolute-links
+assert_eq "mounts again with --read-only --rewrite-absolute-links" 0 "$DF_STATUS"
+cap want dx readlink /bin/sh
+case "$want" in
+/*) cap got readlink "$MNT/bin/sh"
+	assert_eq "an absolute symlink is shown under the mount point" "$MNT$want" "$got" ;;
+*) pass "(/bin/sh -> $want is relative; nothing to rewrite)" ;;
+esac
+cap got readlink "$MNT/etc/passwd"
+assert_match "a regular file is not a link" "exit" "$got"
+check_not "writing to a read-only mount fails" run_sh 'echo x >"$MNT/tmp/dfit-ro"'
+check "fusermount3 -u (read-only mount)" fusermount3 -u "$MNT"
+check "dockerfuse exits after the read-only unmount" wait_until 5 pid_gone "$DF_PID"
+
 # --- nothing left in the container ---------------------------------------------------
 check "no process left in the container besides its init (within 5 s)" wait_until 5 no_extra_procs
 if ! no_extra_procs; then ctr_extra_procs | detail; fi

@@ -53,6 +53,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     pub ttl: f64,
 
+    /// Show absolute symlinks under the mount point (default: as they are
+    /// in the container, which points into the host's tree).
+    #[arg(long)]
+    pub rewrite_absolute_links: bool,
+
     /// Let the kernel cache writes and send them in large batches.
     #[arg(long)]
     pub writeback_cache: bool,

@@ -21,6 +21,57 @@ pub struct Options {
     pub ttl: Duration,
     /// The kernel caches writes (open flags are adjusted for it).
     pub writeback: bool,
+    /// Opt-in: show absolute symlinks under the mount point.
+    pub links: Option<LinkRewrite>,
+}
+
+/// Rewriting of absolute symlink targets between the container's view and
+/// the host's. By default targets are shown as they are (so an absolute
+/// one points into the host's tree when followed); with this, a target
+/// under the mounted directory is shown under the mount point instead, and
+/// a symlink created through the mount is stored in the container's terms.
+/// Nothing is ever resolved on the host side: only the text changes.
+#[derive(Clone, Debug)]
+pub struct LinkRewrite {
+    /// The mounted directory in the container (`--path`), e.g. `/`.
+    pub root: Vec<u8>,
+    /// The mount point on the host (absolute).
+    pub mountpoint: Vec<u8>,
+}
+
+/// `rest` when `path` is `prefix` or lies under it (component-wise).
+fn under<'a>(path: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let prefix = prefix.strip_suffix(b"/").unwrap_or(prefix);
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest[0] == b'/').then_some(rest)
+}
+
+impl LinkRewrite {
+    /// Container target -> what the host is shown.
+    pub fn to_host(&self, target: &[u8]) -> Option<Vec<u8>> {
+        if !target.starts_with(b"/") {
+            return None;
+        }
+        let rest = under(target, &self.root)?;
+        let mut out = self
+            .mountpoint
+            .strip_suffix(b"/")
+            .unwrap_or(&self.mountpoint)
+            .to_vec();
+        out.extend_from_slice(if rest.is_empty() { b"/" } else { rest });
+        Some(out)
+    }
+
+    /// Host target -> what the container stores.
+    pub fn to_container(&self, target: &[u8]) -> Option<Vec<u8>> {
+        let rest = under(target, &self.mountpoint)?;
+        let mut out = self.root.strip_suffix(b"/").unwrap_or(&self.root).to_vec();
+        out.extend_from_slice(rest);
+        if out.is_empty() {
+            out.push(b'/');
+        }
+        Some(out)
+    }
 }
 
 /// Outcome callback of one operation.
@@ -149,10 +200,14 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn readlink(&self, node: u64, cb: BytesCb) {
+        let links = self.opts.links.clone();
         self.rpc.call(
             &Request::ReadLink { node },
             Box::new(move |r| match r {
-                Ok(Response::Data(d)) => cb(Ok(&d)),
+                Ok(Response::Data(d)) => match links.as_ref().and_then(|l| l.to_host(&d)) {
+                    Some(host) => cb(Ok(&host)),
+                    None => cb(Ok(&d)),
+                },
                 Ok(r) => cb(Err(unexpected(r))),
                 Err(e) => cb(Err(e)),
             }),
@@ -456,6 +511,7 @@ mod tests {
             Options {
                 ttl: Duration::from_secs(1),
                 writeback,
+                links: None,
             },
         );
         (c, seen)
@@ -537,6 +593,53 @@ mod tests {
         let (cb, got) = capture();
         c.write(3, 0, b"0123456789", cb);
         assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+    }
+
+    #[test]
+    fn absolute_links_are_rewritten_only_when_asked_and_only_under_the_root() {
+        let l = LinkRewrite {
+            root: b"/".to_vec(),
+            mountpoint: b"/home/u/mnt".to_vec(),
+        };
+        assert_eq!(
+            l.to_host(b"/etc/passwd").as_deref(),
+            Some(&b"/home/u/mnt/etc/passwd"[..])
+        );
+        assert_eq!(l.to_host(b"/").as_deref(), Some(&b"/home/u/mnt/"[..]));
+        assert_eq!(l.to_host(b"rel/x"), None);
+        assert_eq!(
+            l.to_container(b"/home/u/mnt/etc").as_deref(),
+            Some(&b"/etc"[..])
+        );
+        assert_eq!(l.to_container(b"/home/u/mntx/etc"), None);
+        assert_eq!(l.to_container(b"/home/u/mnt").as_deref(), Some(&b"/"[..]));
+        let sub = LinkRewrite {
+            root: b"/srv/app".to_vec(),
+            mountpoint: b"/m".to_vec(),
+        };
+        assert_eq!(
+            sub.to_host(b"/srv/app/conf").as_deref(),
+            Some(&b"/m/conf"[..])
+        );
+        assert_eq!(sub.to_host(b"/srv/application"), None);
+        assert_eq!(
+            sub.to_host(b"/etc/x"),
+            None,
+            "outside the mounted tree: unchanged"
+        );
+        assert_eq!(
+            sub.to_container(b"/m/conf").as_deref(),
+            Some(&b"/srv/app/conf"[..])
+        );
+
+        let (c, _) = core(|_| Response::Data(b"/etc/x".to_vec().into()), false);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        c.readlink(
+            5,
+            Box::new(move |r| *g.lock().unwrap() = r.unwrap().to_vec()),
+        );
+        assert_eq!(&got.lock().unwrap()[..], b"/etc/x", "unchanged by default");
     }
 
     #[test]

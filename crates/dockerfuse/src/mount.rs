@@ -19,7 +19,7 @@ use crate::cli::Cli;
 use crate::daemon::Notifier;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::fs::{Core, Options};
+use crate::fs::{Core, LinkRewrite, Options};
 use crate::fuse::FuseFs;
 use crate::launch::{Launch, UPLOAD_DIRS};
 use crate::satellites::{self, Arch};
@@ -170,9 +170,14 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         container.name.clone()
     };
 
+    let links = cli.rewrite_absolute_links.then(|| LinkRewrite {
+        root: cli.path.as_bytes().to_vec(),
+        mountpoint: mountpoint.as_os_str().as_encoded_bytes().to_vec(),
+    });
     let opts = Options {
         ttl: Duration::from_secs_f64(cli.ttl),
         writeback: cli.writeback_cache,
+        links,
     };
     let fs = FuseFs::new(Core::new(running.rpc.clone(), opts));
     let mut config = Config::default();
