@@ -7,8 +7,9 @@
 # one written through the mount by the root satellite is root's. Then the
 # same container with `dockerfuse --user 1000:1000`: what it writes is
 # uid 1000's, root-only files stay closed, and the satellite (uploaded as
-# 1000:1000 into the sticky /tmp) still removes its own file. `docker diff`
-# is clean at the end.
+# 1000:1000 into the sticky /tmp) still removes its own file; the same
+# with `--user nobody` (a name: the upload's owner comes from the
+# container's /etc/passwd). `docker diff` is clean at the end.
 # Environment: DOCKERFUSE, WORKDIR, CARCH (amd64|arm64); DFIT_LABEL optional.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../lib.sh
@@ -55,6 +56,16 @@ if real_mount "$MNT" --user 1000:1000; then
 	cap got stat -c %u "$MNT$D/byroot"
 	assert_eq "root's file still shows root" 0 "$got"
 	real_rw "$MNT" /tmp
+	real_unmount "$MNT"
+fi
+
+# --- dockerfuse --user nobody: a name, looked up in the container's /etc/passwd -----
+if real_mount "$MNT" --user nobody; then
+	check "the mount writes /tmp/dfreal-nobody-$$" run_sh "echo n >'$MNT/tmp/dfreal-nobody-$$'"
+	cap got dx stat -c %u "/tmp/dfreal-nobody-$$"
+	assert_eq "the container sees it owned by nobody (65534)" 65534 "$got"
+	check "the mount removes it" rm -f "$MNT/tmp/dfreal-nobody-$$"
+	# (the satellite, uploaded as 65534, could remove itself from the sticky /tmp)
 	real_unmount "$MNT"
 fi
 

@@ -348,6 +348,28 @@ impl Engine {
             .map_err(|e| Error::setup(format!("refused: {e}")))
     }
 
+    /// A small regular file of the container (read through the archive
+    /// API: no shell or exec needed), `None` when it is missing, not a
+    /// plain file or larger than `max` bytes.
+    pub async fn read_small_file(
+        &self,
+        container: &str,
+        path: &str,
+        max: usize,
+    ) -> Option<Vec<u8>> {
+        use futures_util::StreamExt;
+        let opts = bollard::query_parameters::DownloadFromContainerOptions { path: path.into() };
+        let mut stream = self.docker.download_from_container(container, Some(opts));
+        let mut tar = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            tar.extend_from_slice(&chunk.ok()?);
+            if tar.len() > max + 2048 {
+                return None;
+            }
+        }
+        crate::tarball::first_file(&tar).map(<[u8]>::to_vec)
+    }
+
     /// Starts `cmd` with stdin/stdout/stderr attached and no TTY (a binary
     /// stream needs Docker's multiplexed framing).
     pub async fn exec_attached(

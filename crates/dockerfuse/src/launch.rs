@@ -179,14 +179,35 @@ fn plan(dirs: &[String], tmpfs: &[String], explicit: bool) -> (Vec<Place>, Vec<S
     (places, skipped)
 }
 
-/// The owner to give an uploaded file: the numeric `uid[:gid]` of
-/// `--user`. A user given by name keeps root (0:0).
-fn owner_of(user: &str) -> Option<(u32, u32)> {
+/// The owner to give an uploaded file: `--user` as numbers, names looked
+/// up in the container's /etc/passwd and /etc/group (`passwd`, `group`:
+/// their contents, when readable). A uid without a group takes its
+/// primary group from passwd, else 0, as `docker exec` does. `None` when a
+/// name is unknown.
+fn owner_of(user: &str, passwd: &str, group: &str) -> Option<(u32, u32)> {
+    let field = |db: &str, name: &str, at: usize| -> Option<u32> {
+        db.lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name))
+            .and_then(|f| f.get(at)?.parse().ok())
+    };
     let mut it = user.splitn(2, ':');
-    let uid = it.next()?.parse().ok()?;
+    let u = it.next()?;
+    let uid = match u.parse() {
+        Ok(n) => n,
+        Err(_) => field(passwd, u, 2)?,
+    };
     let gid = match it.next() {
-        None => 0,
-        Some(g) => g.parse().ok()?,
+        Some(g) => match g.parse() {
+            Ok(n) => n,
+            Err(_) => field(group, g, 2)?,
+        },
+        None => passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.get(2).and_then(|x| x.parse::<u32>().ok()) == Some(uid))
+            .and_then(|f| f.get(3)?.parse().ok())
+            .unwrap_or(0),
     };
     Some((uid, gid))
 }
@@ -214,7 +235,7 @@ impl Launch<'_> {
             .map(String::as_str)
             .ne(UPLOAD_DIRS.iter().copied());
         let (places, mut tried) = plan(&self.dirs, &facts.tmpfs, explicit);
-        let (uid, gid) = owner_of(self.user).unwrap_or((0, 0));
+        let (uid, gid) = self.owner().await;
         let mut dead: HashSet<Place> = HashSet::new();
         let mut shell_missing = false;
         let mut leftovers: Vec<String> = Vec::new();
@@ -289,6 +310,32 @@ impl Launch<'_> {
             self.user,
             tried.join("\n  ")
         )))
+    }
+
+    /// Who the satellite runs as, in numbers: the owner its uploaded file
+    /// must have so that it can remove it from a sticky directory.
+    async fn owner(&self) -> (u32, u32) {
+        let numeric = self
+            .user
+            .split(':')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let (mut passwd, mut group) = (String::new(), String::new());
+        if !numeric || !self.user.contains(':') {
+            let read = |p| self.engine.read_small_file(self.container, p, 1 << 20);
+            passwd = String::from_utf8_lossy(&read("/etc/passwd").await.unwrap_or_default())
+                .into_owned();
+            if !numeric {
+                group = String::from_utf8_lossy(&read("/etc/group").await.unwrap_or_default())
+                    .into_owned();
+            }
+        }
+        owner_of(self.user, &passwd, &group).unwrap_or_else(|| {
+            debug!(
+                user = self.user,
+                "user not found in /etc/passwd or /etc/group: uploading as root"
+            );
+            (0, 0)
+        })
     }
 
     /// Runs `cmd` in the container as the satellite's user, feeds it
@@ -583,11 +630,17 @@ mod tests {
 
     #[test]
     fn owners() {
-        assert_eq!(owner_of("0"), Some((0, 0)));
-        assert_eq!(owner_of("1000:1000"), Some((1000, 1000)));
-        assert_eq!(owner_of("1000"), Some((1000, 0)));
-        assert_eq!(owner_of("nobody"), None);
-        assert_eq!(owner_of("1000:staff"), None);
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65533:nobody:/:/sbin/nologin\napp:x:1000:1001::/home/app:/bin/sh\n";
+        let group = "root:x:0:\nstaff:x:50:\nnogroup:x:65533:\n";
+        assert_eq!(owner_of("0", "", ""), Some((0, 0)));
+        assert_eq!(owner_of("1000:1000", "", ""), Some((1000, 1000)));
+        assert_eq!(owner_of("1000", "", ""), Some((1000, 0)));
+        assert_eq!(owner_of("1000", passwd, group), Some((1000, 1001)));
+        assert_eq!(owner_of("nobody", passwd, group), Some((65534, 65533)));
+        assert_eq!(owner_of("app:staff", passwd, group), Some((1000, 50)));
+        assert_eq!(owner_of("1000:staff", passwd, group), Some((1000, 50)));
+        assert_eq!(owner_of("ghost", passwd, group), None);
+        assert_eq!(owner_of("app:ghosts", passwd, group), None);
     }
 
     #[test]
