@@ -15,6 +15,8 @@
 #                   scenarios/real-*.sh)
 #   real-tls        once: the engine behind TLS on 127.0.0.1, reached by
 #                   DOCKER_HOST, -H and docker contexts
+#   real-podman     once, only when asked for (needs podman): a container
+#                   of `podman system service`, plain and --read-only
 #
 # Each scenario runs in its own process under a watchdog, on containers
 # named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
@@ -31,6 +33,7 @@
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
+#                               real-podman (not in the default list)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
@@ -64,8 +67,8 @@ done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
 	core | busybox | container-stop | errors) ;;
-	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors $REAL_SCENARIOS)" ;;
+	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -249,6 +252,9 @@ for real in real-user real-readonly real-noexec real-distroless real-caps; do
 done
 if want real-tls; then
 	run_scenario "real-tls alpine:${CARCHES[0]}" real-tls CARCH="${CARCHES[0]}"
+fi
+if want real-podman; then
+	run_scenario "real-podman alpine:${CARCHES[0]}" real-podman CARCH="${CARCHES[0]}"
 fi
 ALL_RAN=1
 # cleanup (the EXIT trap) prints the report and the total line.
