@@ -92,7 +92,7 @@ mod tests {
         let data = b"root:x:0:0:root:/root:/bin/sh\n".to_vec();
         let t = single_file("passwd", &data, 0o644, 0, 0);
         assert_eq!(first_file(&t), Some(&data[..]));
-        assert_eq!(first_file(&t[..600]), None, "truncated");
+        assert_eq!(first_file(&t[..520]), None, "truncated");
         let mut dir = t.clone();
         dir[156] = b'5';
         assert_eq!(first_file(&dir), None, "not a regular file");
