@@ -8,6 +8,15 @@
 #                   satellite <carch> (off with DOCKERFUSE_TEST_BUSYBOX=0)
 #   container-stop  once per container arch, on a fresh container
 #   errors          once
+#   real-user, real-readonly, real-noexec, real-distroless, real-caps
+#                   once per container arch, on containers they start
+#                   themselves (dfreal-*: non-root user, --read-only,
+#                   noexec/no /tmp, no shell, --cap-drop ALL...; see
+#                   scenarios/real-*.sh)
+#   real-tls        once: the engine behind TLS on 127.0.0.1, reached by
+#                   DOCKER_HOST, -H and docker contexts
+#   real-podman     once, only when asked for (needs podman): a container
+#                   of `podman system service`, plain and --read-only
 #
 # Each scenario runs in its own process under a watchdog, on containers
 # named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
@@ -22,6 +31,9 @@
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors
+#                               real-user real-readonly real-noexec
+#                               real-distroless real-caps real-tls
+#                               real-podman (not in the default list)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
@@ -43,7 +55,8 @@ DOCKERFUSE=$(realpath "$DOCKERFUSE")
 export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults}")"
+REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults $REAL_SCENARIOS}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -54,7 +67,8 @@ done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
 	core | busybox | container-stop | errors | faults) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults)" ;;
+	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -67,8 +81,11 @@ SCENARIO_TIMEOUT=${DFIT_SCENARIO_TIMEOUT:-600}
 command -v fusermount3 >/dev/null 2>&1 || die "fusermount3 not found (run integration/setup-engine.sh)"
 timeout 30 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 ||
 	die "the docker engine does not answer (docker info failed): run integration/setup-engine.sh"
+wants_busybox() {
+	want busybox || want real-readonly || want real-noexec || want real-distroless
+}
 for kind in alpine busybox; do
-	[ "$kind" = alpine ] || want busybox || continue
+	[ "$kind" = alpine ] || wants_busybox || continue
 	for arch in "${CARCHES[@]}"; do
 		got=$(docker image inspect -f '{{.Architecture}}' "dockerfuse-test/$kind:$arch" 2>/dev/null || true)
 		[ "$got" = "$arch" ] || die "image dockerfuse-test/$kind:$arch missing or not $arch: run integration/setup-engine.sh"
@@ -230,6 +247,19 @@ if want faults; then
 fi
 if want errors; then
 	with_container dfit-errors "errors alpine:${CARCHES[0]}" errors "dockerfuse-test/alpine:${CARCHES[0]}"
+fi
+# The real-* scenarios start their own containers (dfreal-*, labelled).
+for real in real-user real-readonly real-noexec real-distroless real-caps; do
+	want "$real" || continue
+	for c in "${CARCHES[@]}"; do
+		run_scenario "$real $c" "$real" CARCH="$c"
+	done
+done
+if want real-tls; then
+	run_scenario "real-tls alpine:${CARCHES[0]}" real-tls CARCH="${CARCHES[0]}"
+fi
+if want real-podman; then
+	run_scenario "real-podman alpine:${CARCHES[0]}" real-podman CARCH="${CARCHES[0]}"
 fi
 ALL_RAN=1
 # cleanup (the EXIT trap) prints the report and the total line.

@@ -2,10 +2,17 @@
 //!
 //! bollard runs on tokio; the rest of the program runs on smol, so every
 //! call here is awaited inside `async_compat::Compat` by the caller. The
-//! connection honours `-H`, else DOCKER_HOST (unix://, tcp://, with
-//! DOCKER_TLS_VERIFY and DOCKER_CERT_PATH), else the local socket, and
-//! negotiates the API version so older engines answer.
+//! engine is chosen the way the docker CLI chooses it (see [`resolve`]):
+//! `-H`, else DOCKER_HOST (unix://, tcp://, with DOCKER_TLS_VERIFY and
+//! DOCKER_CERT_PATH), else the context named by DOCKER_CONTEXT, else the
+//! `currentContext` of `~/.docker/config.json`, else the local socket. The
+//! connection negotiates the API version so older engines answer.
+//!
+//! bollard's own `connect_with_defaults` knows nothing of contexts and
+//! reads the TLS environment even for a context, so the endpoint is
+//! resolved here (pure functions, unit-tested) and bollard only connects.
 
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use bollard::container::LogOutput;
@@ -30,6 +37,179 @@ pub struct Container {
     pub status: String,
     pub image_arch: Option<String>,
     pub pid: i64,
+    /// `--read-only`: the archive upload is refused everywhere on the rootfs.
+    pub read_only: bool,
+    /// Where tmpfs filesystems are mounted (`--tmpfs`, `--mount
+    /// type=tmpfs`). The archive API writes into the rootfs *beneath* such
+    /// a mount, where the container cannot see the file.
+    pub tmpfs: Vec<String>,
+}
+
+/// Where the engine is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `unix:///path` or `tcp://host:port`.
+    pub host: String,
+    /// Client TLS material; `None` for plain HTTP or a unix socket.
+    pub tls: Option<TlsFiles>,
+    /// What chose this endpoint, for messages: "-H", "DOCKER_HOST",
+    /// "context NAME (DOCKER_CONTEXT)", "default socket"...
+    pub source: String,
+}
+
+/// The CA that signs the engine's certificate and the client's own pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    fn in_dir(dir: &Path) -> TlsFiles {
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        }
+    }
+}
+
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// The docker CLI's configuration directory: `$DOCKER_CONFIG`, else
+/// `$HOME/.docker`.
+fn config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(d) = env("DOCKER_CONFIG") {
+        return Some(PathBuf::from(d));
+    }
+    env("HOME").map(|h| Path::new(&h).join(".docker"))
+}
+
+/// TLS for a host given by `-H` or DOCKER_HOST: on when DOCKER_TLS_VERIFY
+/// is set (and not empty, as for the CLI) or the scheme is https://; the
+/// files come from DOCKER_CERT_PATH, else the config directory.
+fn env_tls(host: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<TlsFiles> {
+    let tcp = host.starts_with("tcp://") || host.starts_with("https://");
+    if !tcp || (env("DOCKER_TLS_VERIFY").is_none() && !host.starts_with("https://")) {
+        return None;
+    }
+    let dir = env("DOCKER_CERT_PATH")
+        .map(PathBuf::from)
+        .or_else(|| config_dir(env))
+        .unwrap_or_else(|| PathBuf::from(".docker"));
+    Some(TlsFiles::in_dir(&dir))
+}
+
+/// Lowercase hex sha256 of a context name: the directory the CLI keeps
+/// the context in.
+pub fn context_dir_name(name: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Picks the engine like the docker CLI: `-H` > DOCKER_HOST >
+/// DOCKER_CONTEXT > `currentContext` in config.json > the default socket.
+/// `env` reads an environment variable (empty counts as unset).
+pub fn resolve(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint> {
+    let env = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(h) = flag.filter(|h| !h.is_empty()) {
+        return Ok(Endpoint {
+            host: h.to_owned(),
+            tls: env_tls(h, &env),
+            source: "-H".into(),
+        });
+    }
+    if let Some(h) = env("DOCKER_HOST") {
+        return Ok(Endpoint {
+            tls: env_tls(&h, &env),
+            host: h,
+            source: "DOCKER_HOST".into(),
+        });
+    }
+    let dir = config_dir(&env);
+    let (name, from) = match env("DOCKER_CONTEXT") {
+        Some(n) => (Some(n), "DOCKER_CONTEXT"),
+        None => (
+            match dir.as_deref() {
+                Some(d) => current_context(d)?,
+                None => None,
+            },
+            "currentContext in config.json",
+        ),
+    };
+    match name {
+        Some(n) if n != "default" => {
+            let dir = dir.ok_or_else(|| {
+                Error::setup(format!(
+                    "docker context {n} ({from}): no HOME or DOCKER_CONFIG to find it in"
+                ))
+            })?;
+            read_context(&dir, &n, from)
+        }
+        _ => Ok(Endpoint {
+            host: DEFAULT_HOST.into(),
+            tls: None,
+            source: "the default socket".into(),
+        }),
+    }
+}
+
+/// `currentContext` of `DIR/config.json`, `Ok(None)` when there is none.
+fn current_context(dir: &Path) -> Result<Option<String>> {
+    let path = dir.join("config.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::setup(format!("cannot read {}: {e}", path.display()))),
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::setup(format!("{} is not valid JSON: {e}", path.display())))?;
+    Ok(v.get("currentContext")
+        .and_then(|c| c.as_str())
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned))
+}
+
+/// Reads context `name` from the CLI's store under `dir`:
+/// `contexts/meta/<sha256>/meta.json` holds `Endpoints.docker.Host`,
+/// `contexts/tls/<sha256>/docker/{ca,cert,key}.pem` the TLS material.
+fn read_context(dir: &Path, name: &str, from: &str) -> Result<Endpoint> {
+    let hash = context_dir_name(name);
+    let meta = dir.join("contexts/meta").join(&hash).join("meta.json");
+    let text = std::fs::read_to_string(&meta).map_err(|e| {
+        Error::setup(format!(
+            "docker context {name} ({from}) not found: cannot read {}: {e}",
+            meta.display()
+        ))
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::setup(format!("{} is not valid JSON: {e}", meta.display())))?;
+    let ep = &v["Endpoints"]["docker"];
+    let host = ep["Host"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .unwrap_or(DEFAULT_HOST)
+        .to_owned();
+    if ep["SkipTLSVerify"].as_bool() == Some(true) {
+        return Err(Error::setup(format!(
+            "docker context {name} ({from}) skips TLS verification, which dockerfuse does not do: \
+             give it a CA (docker context update {name} --docker ca=...)"
+        )));
+    }
+    let tls_dir = dir.join("contexts/tls").join(&hash).join("docker");
+    let tls = (host.starts_with("tcp://") || host.starts_with("https://"))
+        .then(|| TlsFiles::in_dir(&tls_dir))
+        .filter(|t| t.ca.exists() || t.cert.exists() || host.starts_with("https://"));
+    Ok(Endpoint {
+        host,
+        tls,
+        source: format!("docker context {name} ({from})"),
+    })
+}
+
+fn os_env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
 }
 
 #[derive(Clone)]
@@ -38,24 +218,68 @@ pub struct Engine {
     pub host: String,
 }
 
-fn engine_error(host: &str, e: bollard::errors::Error) -> Error {
-    Error::setup(format!("cannot reach the Docker engine at {host}: {e}"))
+fn engine_error(ep: &Endpoint, e: impl std::fmt::Display) -> Error {
+    let tls = match &ep.tls {
+        Some(t) => format!(
+            " over TLS (ca {}, cert {}, key {})",
+            t.ca.display(),
+            t.cert.display(),
+            t.key.display()
+        ),
+        None => String::new(),
+    };
+    Error::setup(format!(
+        "cannot reach the Docker engine at {} (from {}){tls}: {e}",
+        ep.host, ep.source
+    ))
+}
+
+/// A bollard client for `ep` (no request made yet).
+fn client(ep: &Endpoint) -> Result<Docker> {
+    const TIMEOUT: u64 = 120;
+    let v = bollard::API_DEFAULT_VERSION;
+    match &ep.tls {
+        Some(t) => {
+            // bollard reads the client pair only during the handshake and
+            // turns a missing file into an anonymous "handshake failure":
+            // name the missing file up front instead.
+            for f in [&t.ca, &t.cert, &t.key] {
+                if let Err(e) = std::fs::metadata(f) {
+                    return Err(engine_error(ep, format!("TLS file {}: {e}", f.display())));
+                }
+            }
+            let addr = ep.host.replacen("https://", "tcp://", 1);
+            Docker::connect_with_ssl(&addr, &t.key, &t.cert, &t.ca, TIMEOUT, v)
+                .map_err(|e| engine_error(ep, e))
+        }
+        None if ep.host.starts_with("unix://") => {
+            Docker::connect_with_unix(&ep.host, TIMEOUT, v).map_err(|e| engine_error(ep, e))
+        }
+        None if ep.host.starts_with("tcp://") || ep.host.starts_with("http://") => {
+            Docker::connect_with_http(&ep.host, TIMEOUT, v).map_err(|e| engine_error(ep, e))
+        }
+        None => Err(engine_error(
+            ep,
+            "unsupported address (dockerfuse speaks unix://, tcp://, http:// and https://)",
+        )),
+    }
 }
 
 impl Engine {
     /// Connects and checks the engine answers.
     pub async fn connect(host: Option<&str>) -> Result<Engine> {
-        let host = host
-            .map(str::to_owned)
-            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-        let docker = Docker::connect_with_host(&host).map_err(|e| engine_error(&host, e))?;
+        let ep = resolve(host, &os_env)?;
+        tracing::debug!(host = %ep.host, source = %ep.source, tls = ep.tls.is_some(), "engine");
+        let docker = client(&ep)?;
         let docker = docker
             .negotiate_version()
             .await
-            .map_err(|e| engine_error(&host, e))?;
-        docker.ping().await.map_err(|e| engine_error(&host, e))?;
-        Ok(Engine { docker, host })
+            .map_err(|e| engine_error(&ep, e))?;
+        docker.ping().await.map_err(|e| engine_error(&ep, e))?;
+        Ok(Engine {
+            docker,
+            host: ep.host,
+        })
     }
 
     /// The engine's own CPU architecture.
@@ -76,6 +300,17 @@ impl Engine {
                 e => Error::setup(format!("cannot inspect container {id}: {e}")),
             })?;
         let state = c.state.unwrap_or_default();
+        let hc = c.host_config.unwrap_or_default();
+        let mut tmpfs: Vec<String> = hc.tmpfs.unwrap_or_default().into_keys().collect();
+        tmpfs.extend(
+            c.mounts
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| m.typ.as_deref() == Some("tmpfs"))
+                .filter_map(|m| m.destination),
+        );
+        tmpfs.sort();
+        tmpfs.dedup();
         let image_arch = match c.image.as_deref() {
             Some(img) => self
                 .docker
@@ -99,6 +334,8 @@ impl Engine {
                 .unwrap_or_else(|| "unknown".into()),
             image_arch,
             pid: state.pid.unwrap_or(0),
+            read_only: hc.readonly_rootfs.unwrap_or(false),
+            tmpfs,
         })
     }
 
@@ -108,7 +345,29 @@ impl Engine {
         self.docker
             .upload_to_container(container, Some(opts), bollard::body_full(tar.into()))
             .await
-            .map_err(|e| Error::setup(format!("upload to {dir} failed: {e}")))
+            .map_err(|e| Error::setup(format!("refused: {e}")))
+    }
+
+    /// A small regular file of the container (read through the archive
+    /// API: no shell or exec needed), `None` when it is missing, not a
+    /// plain file or larger than `max` bytes.
+    pub async fn read_small_file(
+        &self,
+        container: &str,
+        path: &str,
+        max: usize,
+    ) -> Option<Vec<u8>> {
+        use futures_util::StreamExt;
+        let opts = bollard::query_parameters::DownloadFromContainerOptions { path: path.into() };
+        let mut stream = self.docker.download_from_container(container, Some(opts));
+        let mut tar = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            tar.extend_from_slice(&chunk.ok()?);
+            if tar.len() > max + 2048 {
+                return None;
+            }
+        }
+        crate::tarball::first_file(&tar).map(<[u8]>::to_vec)
     }
 
     /// Starts `cmd` with stdin/stdout/stderr attached and no TTY (a binary
@@ -160,5 +419,203 @@ impl Engine {
             return None;
         }
         i.exit_code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// An environment made of `pairs`, with HOME set to `home`.
+    fn env_of<'a>(
+        home: &'a Path,
+        pairs: &'a [(&'a str, &'a str)],
+    ) -> impl Fn(&str) -> Option<String> + 'a {
+        let mut m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        m.entry("HOME".into())
+            .or_insert_with(|| home.display().to_string());
+        move |k| m.get(k).cloned()
+    }
+
+    /// Writes a context the way `docker context create` does.
+    fn make_context(home: &Path, name: &str, host: &str, tls: bool) {
+        let hash = context_dir_name(name);
+        let meta = home.join(".docker/contexts/meta").join(&hash);
+        std::fs::create_dir_all(&meta).unwrap();
+        std::fs::write(
+            meta.join("meta.json"),
+            format!(
+                r#"{{"Name":"{name}","Metadata":{{}},"Endpoints":{{"docker":{{"Host":"{host}","SkipTLSVerify":false}}}}}}"#
+            ),
+        )
+        .unwrap();
+        if tls {
+            let t = home.join(".docker/contexts/tls").join(&hash).join("docker");
+            std::fs::create_dir_all(&t).unwrap();
+            for f in ["ca.pem", "cert.pem", "key.pem"] {
+                std::fs::write(t.join(f), "x").unwrap();
+            }
+        }
+    }
+
+    fn set_current(home: &Path, name: &str) {
+        std::fs::create_dir_all(home.join(".docker")).unwrap();
+        std::fs::write(
+            home.join(".docker/config.json"),
+            format!(r#"{{"auths":{{}},"currentContext":"{name}"}}"#),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn context_dir_is_the_sha256_of_the_name() {
+        // echo -n default | sha256sum
+        assert_eq!(
+            context_dir_name("default"),
+            "37a8eec1ce19687d132fe29051dca629d164e2c4958ba141d5f4133a33f0688f"
+        );
+    }
+
+    #[test]
+    fn nothing_set_gives_the_default_socket() {
+        let home = tempfile::tempdir().unwrap();
+        let ep = resolve(None, &env_of(home.path(), &[])).unwrap();
+        assert_eq!(ep.host, DEFAULT_HOST);
+        assert_eq!(ep.tls, None);
+    }
+
+    #[test]
+    fn precedence_flag_host_context_current() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        make_context(h, "ctx-env", "tcp://10.0.0.1:2376", false);
+        make_context(h, "ctx-cur", "unix:///run/cur.sock", false);
+        set_current(h, "ctx-cur");
+        let all = [
+            ("DOCKER_HOST", "unix:///run/env.sock"),
+            ("DOCKER_CONTEXT", "ctx-env"),
+        ];
+        let ep = resolve(Some("tcp://flag:1"), &env_of(h, &all)).unwrap();
+        assert_eq!(
+            (ep.host.as_str(), ep.source.as_str()),
+            ("tcp://flag:1", "-H")
+        );
+        let ep = resolve(None, &env_of(h, &all)).unwrap();
+        assert_eq!(ep.host, "unix:///run/env.sock");
+        let ep = resolve(None, &env_of(h, &all[1..])).unwrap();
+        assert_eq!(ep.host, "tcp://10.0.0.1:2376");
+        assert!(ep.source.contains("ctx-env") && ep.source.contains("DOCKER_CONTEXT"));
+        let ep = resolve(None, &env_of(h, &[])).unwrap();
+        assert_eq!(ep.host, "unix:///run/cur.sock");
+        assert!(ep.source.contains("currentContext"));
+        // Empty values count as unset, as for the CLI.
+        let ep = resolve(
+            Some(""),
+            &env_of(h, &[("DOCKER_HOST", ""), ("DOCKER_CONTEXT", "")]),
+        )
+        .unwrap();
+        assert_eq!(ep.host, "unix:///run/cur.sock");
+        // "default" is the default socket even when currentContext says otherwise.
+        let ep = resolve(None, &env_of(h, &[("DOCKER_CONTEXT", "default")])).unwrap();
+        assert_eq!(ep.host, DEFAULT_HOST);
+    }
+
+    #[test]
+    fn context_tls_material_comes_from_the_store() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        make_context(h, "secure", "tcp://127.0.0.1:2376", true);
+        // The environment's TLS settings do not apply to a context.
+        let env = env_of(
+            h,
+            &[
+                ("DOCKER_CONTEXT", "secure"),
+                ("DOCKER_TLS_VERIFY", "1"),
+                ("DOCKER_CERT_PATH", "/elsewhere"),
+            ],
+        );
+        let ep = resolve(None, &env).unwrap();
+        let dir = h
+            .join(".docker/contexts/tls")
+            .join(context_dir_name("secure"))
+            .join("docker");
+        assert_eq!(ep.tls, Some(TlsFiles::in_dir(&dir)));
+        make_context(h, "plain", "tcp://127.0.0.1:2375", false);
+        let ep = resolve(None, &env_of(h, &[("DOCKER_CONTEXT", "plain")])).unwrap();
+        assert_eq!(ep.tls, None);
+    }
+
+    #[test]
+    fn docker_config_moves_the_store() {
+        let home = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        make_context(other.path(), "moved", "tcp://1.2.3.4:5", false);
+        // make_context writes below DIR/.docker: point DOCKER_CONFIG there.
+        let cfg = other.path().join(".docker");
+        let cfg = cfg.to_str().unwrap();
+        let ep = resolve(
+            None,
+            &env_of(
+                home.path(),
+                &[("DOCKER_CONFIG", cfg), ("DOCKER_CONTEXT", "moved")],
+            ),
+        )
+        .unwrap();
+        assert_eq!(ep.host, "tcp://1.2.3.4:5");
+    }
+
+    #[test]
+    fn env_tls_for_host_and_flag() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        let env = env_of(
+            h,
+            &[
+                ("DOCKER_HOST", "tcp://e:2376"),
+                ("DOCKER_TLS_VERIFY", "1"),
+                ("DOCKER_CERT_PATH", "/certs"),
+            ],
+        );
+        let ep = resolve(None, &env).unwrap();
+        assert_eq!(ep.tls, Some(TlsFiles::in_dir(Path::new("/certs"))));
+        let ep = resolve(Some("tcp://f:2376"), &env).unwrap();
+        assert_eq!(ep.tls, Some(TlsFiles::in_dir(Path::new("/certs"))));
+        // Without DOCKER_CERT_PATH: ~/.docker.
+        let ep = resolve(
+            None,
+            &env_of(
+                h,
+                &[("DOCKER_HOST", "tcp://e:2376"), ("DOCKER_TLS_VERIFY", "1")],
+            ),
+        )
+        .unwrap();
+        assert_eq!(ep.tls, Some(TlsFiles::in_dir(&h.join(".docker"))));
+        // No TLS without DOCKER_TLS_VERIFY, nor for a unix socket.
+        let ep = resolve(None, &env_of(h, &[("DOCKER_HOST", "tcp://e:2375")])).unwrap();
+        assert_eq!(ep.tls, None);
+        let ep = resolve(Some("unix:///x.sock"), &env).unwrap();
+        assert_eq!(ep.tls, None);
+    }
+
+    #[test]
+    fn missing_context_names_the_file_tried() {
+        let home = tempfile::tempdir().unwrap();
+        let e = resolve(None, &env_of(home.path(), &[("DOCKER_CONTEXT", "nope")])).unwrap_err();
+        assert!(
+            e.message.contains("nope") && e.message.contains(&context_dir_name("nope")),
+            "{}",
+            e.message
+        );
+        set_current(home.path(), "gone");
+        let e = resolve(None, &env_of(home.path(), &[])).unwrap_err();
+        assert!(
+            e.message.contains("gone") && e.message.contains("currentContext"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -36,6 +36,21 @@ pub fn single_file(name: &str, data: &[u8], mode: u32, uid: u32, gid: u32) -> Ve
     out
 }
 
+/// The contents of the first entry of a tar archive when it is a regular
+/// file (what the Engine API's archive download gives for one file), or
+/// `None` for anything else or a truncated archive.
+pub fn first_file(tar: &[u8]) -> Option<&[u8]> {
+    let h = tar.get(..512)?;
+    if !matches!(h[156], b'0' | 0) {
+        return None;
+    }
+    let size = std::str::from_utf8(&h[124..136])
+        .ok()?
+        .trim_matches(|c: char| c == '\0' || c == ' ');
+    let size = usize::from_str_radix(size, 8).ok()?;
+    tar.get(512..512usize.checked_add(size)?)
+}
+
 /// Writes `v` as zero-padded octal, NUL-terminated, filling `field`.
 fn octal(field: &mut [u8], v: u64) {
     let digits = field.len() - 1;
@@ -70,5 +85,16 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o755);
+    }
+
+    #[test]
+    fn first_file_reads_back_what_single_file_wrote() {
+        let data = b"root:x:0:0:root:/root:/bin/sh\n".to_vec();
+        let t = single_file("passwd", &data, 0o644, 0, 0);
+        assert_eq!(first_file(&t), Some(&data[..]));
+        assert_eq!(first_file(&t[..520]), None, "truncated");
+        let mut dir = t.clone();
+        dir[156] = b'5';
+        assert_eq!(first_file(&dir), None, "not a regular file");
     }
 }
