@@ -48,18 +48,26 @@ real_stop_dockerd() {
 		umount -l "$m" 2>/dev/null || true
 	done
 	rm -rf --one-file-system "$d/data" "$d/exec" 2>/dev/null || true
+	ip link delete "$REAL_BRIDGE" 2>/dev/null || true
 }
+
+# The second engine gets a bridge of its own: with --bridge=none dockerd
+# deletes the *default* bridge (docker0) at start, which breaks every
+# container the first engine starts afterwards.
+REAL_BRIDGE=dfreal-br0
 
 # real_second_dockerd DIR PORT: start it and wait (60 s) until it answers.
 real_second_dockerd() {
 	local d=$1 port=$2 pid
 	mkdir -p "$d/data" "$d/exec"
 	on_exit "$(printf 'real_stop_dockerd %q' "$d")"
+	ip link add "$REAL_BRIDGE" type bridge 2>/dev/null || true
+	ip link set "$REAL_BRIDGE" up
 	REAL_SOCK=unix://$d/docker.sock
 	dockerd --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/docker.pid" \
 		-H "$REAL_SOCK" -H "tcp://127.0.0.1:$port" \
 		--tlsverify --tlscacert "$d/certs/ca.pem" --tlscert "$d/certs/server-cert.pem" --tlskey "$d/certs/server-key.pem" \
-		--bridge=none --iptables=false --ip-masq=false --storage-driver=overlay2 \
+		--bridge="$REAL_BRIDGE" --iptables=false --ip-masq=false --storage-driver=overlay2 \
 		>"$d/dockerd.log" 2>&1 </dev/null &
 	pid=$!
 	up() { pid_alive "$pid" && timeout 10 docker -H "$REAL_SOCK" version >/dev/null 2>&1; }

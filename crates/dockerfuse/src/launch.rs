@@ -491,9 +491,11 @@ impl Launch<'_> {
         let Some(h) = got else {
             rpc.close("start failed".into());
             let code = self.engine.exec_exit_code(&exec_id).await;
-            let reason = match (code, closed.try_recv()) {
-                // The runtime's own message went to stdout, where it reads
-                // as a bad frame: say what these codes mean instead.
+            let said = closed.try_recv();
+            let reason = match (code, said) {
+                // The runtime's own words, when they came through.
+                (_, Ok(why)) if why.starts_with("the exec failed") => why,
+                // Otherwise say what these codes mean.
                 (Some(126), _) => "the runtime could not execute it (exit 126: a noexec mount, a directory the user cannot enter, or the wrong architecture)".to_owned(),
                 (Some(127), _) => "the runtime did not find it (exit 127: the file is not visible in the container)".to_owned(),
                 (Some(_), Ok(why)) => why,

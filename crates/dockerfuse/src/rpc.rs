@@ -311,6 +311,12 @@ async fn write_loop(rx: Receiver<Vec<u8>>, input: Input) -> Option<String> {
     None
 }
 
+fn looks_like_text(b: &[u8]) -> bool {
+    !b.is_empty()
+        && b.iter()
+            .all(|&c| c == b'\n' || c == b'\r' || c == b'\t' || (0x20..0x7f).contains(&c))
+}
+
 /// Longest satellite stderr line kept (the rest is cut).
 const MAX_LOG_LINE: usize = 4096;
 
@@ -322,6 +328,7 @@ async fn read_loop(
 ) -> String {
     let mut dec = FrameDecoder::new();
     let mut said_hello = false;
+    let mut prehello = Vec::new();
     let mut line = Vec::new();
     loop {
         let chunk = match output.next().await {
@@ -333,6 +340,9 @@ async fn read_loop(
         use bollard::container::LogOutput as L;
         match chunk {
             L::StdOut { message } => {
+                if !said_hello && prehello.len() < 512 {
+                    prehello.extend_from_slice(&message[..message.len().min(512 - prehello.len())]);
+                }
                 dec.push(&message);
                 loop {
                     match dec.next_frame() {
@@ -347,6 +357,14 @@ async fn read_loop(
                             }
                         }
                         Ok(Some((id, payload))) => rpc.complete(id, payload),
+                        // Text instead of a hello: the runtime's own error
+                        // (exec format error, permission denied...).
+                        Err(_) if !said_hello && looks_like_text(&prehello) => {
+                            return format!(
+                                "the exec failed: {}",
+                                String::from_utf8_lossy(&prehello).trim()
+                            );
+                        }
                         Err(e) => return format!("protocol error from the satellite: {e}"),
                     }
                 }

@@ -286,3 +286,21 @@ fn unframed_console_output_is_reported_not_parsed() {
     let why = smol::block_on(p.closed.recv()).unwrap();
     assert!(why.contains("exec format error"), "{why}");
 }
+
+#[test]
+fn runtime_error_text_on_stdout_before_the_hello_is_reported_as_such() {
+    let (out, rx) = smol::channel::unbounded::<Chunk>();
+    let started = Rpc::start(
+        Box::pin(rx),
+        Box::pin(Sink::default()),
+        Duration::from_secs(30),
+    );
+    std::thread::spawn(move || smol::block_on(started.tasks));
+    let _ = out.try_send(Ok(LogOutput::StdOut {
+        message: Bytes::from_static(
+            b"OCI runtime exec failed: exec failed: exec format error: unknown\r\n",
+        ),
+    }));
+    let why = smol::block_on(started.closed.recv()).unwrap();
+    assert!(why.contains("exec format error"), "{why}");
+}
