@@ -1,0 +1,998 @@
+#!/usr/bin/env python3
+"""dockerfuse benchmark driver (stdlib only). Started by bench/run.sh, which
+owns the container and the scratch directory and cleans up after us too.
+
+Every workload runs through up to three paths:
+  dockerfuse  the FUSE mount of the container's root
+  direct      /proc/<pid>/root of the container (the local physical limit)
+  transport   what Docker itself offers without a mount: docker exec cat,
+              docker exec -i sh -c 'cat > f', docker cp, docker exec tar...
+Each path runs `warmup` unmeasured rounds then `repeats` measured ones; the
+paths are interleaved round by round so background load hits all of them.
+Samples are wall-clock seconds; the table shows medians and ratios of
+medians, and compares them with the targets of issue 5.
+"""
+
+import argparse
+import datetime
+import errno
+import hashlib
+import io
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+
+MiB = 1 << 20
+BIG_SIZE = 256 * MiB
+TREE_DIRS = 100
+TREE_FILES = 100  # per directory: 10,000 files
+TREE_FILE_SIZE = 1000
+CREATE_COUNT = 2000
+CREATE_SIZE = 64
+RAND_READS = 2048  # single thread; the 4-thread run does 4 x RAND_READS/4
+RAND_EXEC_READS = 5  # docker exec dd per round (one exec per 4 KiB read)
+RTT_OPS = 2000
+ENV = dict(os.environ, LC_ALL="C")
+DEVNULL = subprocess.DEVNULL
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+GROUPS = ["ready", "walk", "tar", "read", "write", "create", "random", "rtt"]
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run(argv, timeout=600, check=True, stdin=None, stdout=DEVNULL, **kw):
+    try:
+        r = subprocess.run(argv, stdin=stdin if stdin is not None else DEVNULL,
+                           stdout=stdout, stderr=subprocess.PIPE,
+                           timeout=timeout, env=ENV, **kw)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"timed out after {timeout}s: {shlex.join(argv)}") from e
+    if check and r.returncode != 0:
+        err = r.stderr.decode(errors="replace").strip()[-800:]
+        raise BenchError(f"exit {r.returncode}: {shlex.join(argv)}\n{err}")
+    return r
+
+
+def out(argv, timeout=120):
+    return run(argv, timeout=timeout, stdout=subprocess.PIPE).stdout.decode().strip()
+
+
+def timed(argv, timeout=600, stdin=None):
+    """Wall seconds of one command (output to /dev/null)."""
+    t0 = time.perf_counter()
+    run(argv, timeout=timeout, stdin=stdin)
+    return time.perf_counter() - t0
+
+
+def bash(code):
+    return ["bash", "-euo", "pipefail", "-c", code]
+
+
+# --- processes: RSS and CPU -------------------------------------------------
+
+
+def proc_status(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])  # kB
+    except OSError:
+        return None
+    return None
+
+
+def proc_cpu(pid):
+    """(self, reaped children) CPU seconds of a process, or (0, 0)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return 0.0, 0.0
+    fields = s[s.rindex(")") + 2:].split()
+    ut, st, cut, cst = (int(x) for x in fields[11:15])
+    return (ut + st) / CLK_TCK, (cut + cst) / CLK_TCK
+
+
+def pidof(name):
+    """The longest-running process of that name, as a list (empty if none):
+    short-lived helpers of the same name come and go during a run."""
+    best = None
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() != name:
+                    continue
+            with open(f"/proc/{p}/stat") as f:
+                s = f.read()
+            start = int(s[s.rindex(")") + 2:].split()[19])
+        except (OSError, ValueError, IndexError):
+            continue
+        if best is None or start < best[0]:
+            best = (start, int(p))
+    return [best[1]] if best else []
+
+
+def ppid(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    return int(s[s.rindex(")") + 2:].split()[1])
+
+
+def find_satellite(container_id):
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            # exe: a native satellite; cmdline: one run by qemu-user (binfmt)
+            exe = os.readlink(f"/proc/{p}/exe")
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read()
+            if ".dockerfuse-satellite-" not in exe and b"/.dockerfuse-satellite-" not in cmd:
+                continue
+            with open(f"/proc/{p}/cgroup") as f:
+                if container_id in f.read():
+                    return int(p)
+        except OSError:
+            pass
+    return None
+
+
+class Cpu:
+    """CPU seconds used by the parties of a run, between start() and stop()."""
+
+    def __init__(self, ctx, mount=None):
+        self.pids = {"dockerd": pidof("dockerd"), "containerd": pidof("containerd"),
+                     "shim": [ctx.shim_pid]}
+        if mount is not None:
+            self.pids["dockerfuse"] = [mount.pid]
+            sat = find_satellite(ctx.container_id)
+            self.pids["satellite"] = [sat] if sat else []
+
+    def snap(self):
+        d = {}
+        for k, pids in self.pids.items():
+            # dockerd and containerd with the helpers they reaped (docker cp's tar)
+            d[k] = sum(sum(proc_cpu(p)) if k in ("dockerd", "containerd") else proc_cpu(p)[0] for p in pids)
+        # processes the shim reaped: runc and the tools a docker exec ran
+        d["exec'd in container"] = proc_cpu(self.pids["shim"][0])[1]
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+        d["client tools"] = me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+        return d
+
+    def start(self):
+        self.a = self.snap()
+        return self
+
+    def stop(self):
+        b = self.snap()
+        return {k: round(b[k] - self.a[k], 3) for k in b}
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.max_kb, self.stop_ev = pid, 0, threading.Event()
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            v = proc_status(self.pid, "VmRSS")
+            if v:
+                self.max_kb = max(self.max_kb, v)
+            self.stop_ev.wait(0.01)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.join()
+        return self.max_kb
+
+
+# --- mounts --------------------------------------------------------------------
+
+
+class Mount:
+    live = []
+    counter = 0
+
+    def __init__(self, ctx, extra=()):
+        Mount.counter += 1
+        self.ctx = ctx
+        self.dir = os.path.join(ctx.work, f"mnt{Mount.counter}")
+        os.makedirs(self.dir, exist_ok=True)
+        base = os.path.join(ctx.work, f"df{Mount.counter}")
+        self.pidfile, self.logfile, self.outfile = base + ".pid", base + ".log", base + ".out"
+        self.argv = [ctx.dockerfuse, "-id", ctx.container, "-mount", self.dir, "-daemonize",
+                     "--pid-file", self.pidfile, "--log-file", self.logfile]
+        if ctx.satellite_arch:
+            self.argv += ["--satellite-arch", ctx.satellite_arch]
+        self.argv += list(extra) + ctx.df_flags
+        self.pid = None
+
+    def start(self):
+        """Mounts; returns the seconds from start to the command's exit 0."""
+        Mount.live.append(self)
+        with open(self.outfile, "w") as o:
+            t0 = time.perf_counter()
+            try:
+                r = subprocess.run(self.argv, stdin=DEVNULL, stdout=o, stderr=o,
+                                   timeout=180, env=ENV)
+            except subprocess.TimeoutExpired as e:
+                raise BenchError(f"dockerfuse did not get ready in 180 s: {shlex.join(self.argv)}") from e
+            dt = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise BenchError(f"dockerfuse exit {r.returncode}: {shlex.join(self.argv)}\n"
+                             + open(self.outfile).read()[-800:] + tail(self.logfile))
+        with open(self.pidfile) as f:
+            self.pid = int(f.read().strip())
+        return dt
+
+    def path(self, p):
+        return self.dir + p
+
+    def satellite_arch(self):
+        m = re.search(r"satellite started arch=(\w+)", tail(self.logfile, 4000))
+        return m.group(1) if m else None
+
+    def stop(self):
+        if self not in Mount.live:
+            return
+        for _ in range(3):
+            if not is_mounted(self.dir):
+                break
+            r = subprocess.run(["fusermount3", "-u", self.dir], stdout=DEVNULL, stderr=DEVNULL, timeout=30)
+            if r.returncode != 0:
+                time.sleep(0.5)
+        if is_mounted(self.dir):
+            subprocess.run(["fusermount3", "-uz", self.dir], stdout=DEVNULL, stderr=DEVNULL, timeout=30)
+        if self.pid:
+            for _ in range(100):
+                if not pid_alive(self.pid):
+                    break
+                time.sleep(0.05)
+            else:
+                if is_ours(self.pid, self.dir):
+                    os.kill(self.pid, signal.SIGTERM)
+        Mount.live.remove(self)
+
+
+def tail(path, n=800):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+def is_mounted(d):
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == d for line in f)
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def is_ours(pid, mnt):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return mnt.encode() in f.read()
+    except OSError:
+        return False
+
+
+# --- results ---------------------------------------------------------------------
+
+
+class Workload:
+    """One row of the table. metric: 'MB/s' | 'IOPS' | 's' | 'us/op' | 'MB'.
+    Each path: label, amount (bytes or ops per sample), samples (seconds,
+    or MB for 'MB'), cpu (per sample dicts, optional)."""
+
+    def __init__(self, key, title, metric, note=""):
+        self.key, self.title, self.metric, self.note = key, title, metric, note
+        self.paths = {}
+        self.checks = []
+
+    def path(self, name, label, amount=1):
+        self.paths.setdefault(name, {"label": label, "amount": amount, "samples": [], "cpu": []})
+        return self.paths[name]
+
+    def add(self, name, label, value, amount=1, cpu=None, measured=True):
+        p = self.path(name, label, amount)
+        if measured:
+            p["samples"].append(round(value, 6))
+            if cpu is not None:
+                p["cpu"].append(cpu)
+
+    def check(self, against, kind, limit, text):
+        self.checks.append({"against": against, "kind": kind, "limit": limit, "target": text})
+
+    def median(self, name):
+        s = self.paths[name]["samples"]
+        return statistics.median(s) if s else None
+
+    def value(self, name):
+        """Median in the row's display unit."""
+        m = self.median(name)
+        if m is None:
+            return None
+        amt = self.paths[name]["amount"]
+        return {"MB/s": lambda: amt / m / 1e6, "IOPS": lambda: amt / m,
+                "s": lambda: m, "us/op": lambda: m / amt * 1e6, "MB": lambda: m}[self.metric]()
+
+    def higher_is_better(self):
+        return self.metric in ("MB/s", "IOPS")
+
+    def ratio(self, other):
+        """dockerfuse relative to another path: a fraction of its speed for
+        speed metrics (1.0 = as fast), a multiple of its time otherwise."""
+        a, b = self.value("dockerfuse"), self.value(other)
+        if a is None or b is None or b == 0 or a == 0:
+            return None
+        return a / b
+
+    def evaluate(self):
+        for c in self.checks:
+            if c["kind"] == "abs":
+                s = self.paths["dockerfuse"]["samples"]
+                c["value"] = max(s) if s else None
+                c["pass"] = c["value"] is not None and c["value"] <= c["limit"]
+            else:
+                r = self.ratio(c["against"])
+                c["value"] = r
+                if r is None:
+                    c["pass"] = None
+                elif c["kind"] == "speed":
+                    c["pass"] = r >= c["limit"]
+                else:
+                    c["pass"] = r <= c["limit"]
+
+    def to_json(self):
+        d = {"title": self.title, "metric": self.metric, "note": self.note, "paths": {}}
+        for name, p in self.paths.items():
+            q = dict(p)
+            q["median"] = self.median(name)
+            q["median_" + self.metric] = self.value(name)
+            if name != "dockerfuse" and "dockerfuse" in self.paths and self.metric != "MB":
+                q["dockerfuse_ratio"] = self.ratio(name)
+                q["ratio_meaning"] = ("dockerfuse speed / this path's speed" if self.higher_is_better()
+                                      else "dockerfuse time / this path's time")
+            if not q["cpu"]:
+                del q["cpu"]
+            d["paths"][name] = q
+        d["checks"] = self.checks
+        return d
+
+
+def fmt_value(metric, v):
+    if v is None:
+        return "n/a"
+    if metric == "MB/s":
+        return f"{v:.0f} MB/s" if v >= 10 else f"{v:.1f} MB/s"
+    if metric == "IOPS":
+        return f"{v:.0f} IOPS" if v >= 10 else f"{v:.1f} IOPS"
+    if metric == "s":
+        return f"{v:.2f} s" if v >= 1 else f"{v * 1000:.0f} ms"
+    if metric == "us/op":
+        return f"{v:.0f} µs/op" if v < 10000 else f"{v / 1000:.0f} ms/op"
+    if metric == "MB":
+        return f"{v:.1f} MB"
+    return str(v)
+
+
+def fmt_ratio(w, r):
+    if r is None:
+        return "n/a"
+    if w.higher_is_better():
+        return f"{r * 100:.0f}%"
+    if r >= 100:
+        return f"{r:.0f}×"
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×"
+
+
+# --- the benchmark --------------------------------------------------------------
+
+
+class Ctx:
+    pass
+
+
+def drop_caches(ctx):
+    """Empty the page, dentry and inode caches (host and container share the
+    kernel), then load the tools again so no path pays for reading them."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+    run(["docker", "exec", ctx.container, "true"], timeout=120)
+    run(bash("cat --version; ls --version; find --version; tar --version; " +
+             ("fio --version" if ctx.fio else "true")))
+
+
+def prepare(ctx):
+    """Workload files, made on the host and sent with docker cp (fast for
+    an emulated arm64 container too): /bench/big (256 MiB random),
+    /bench/tree/dN/fM (100 x 100 files of 1000 bytes)."""
+    log("preparing the workloads in the container (/bench)")
+    ctx.src = os.path.join(ctx.work, "src")  # also the source of the write test
+    with open(ctx.src, "wb") as f:
+        for _ in range(BIG_SIZE // MiB):
+            f.write(os.urandom(MiB))
+    run(["docker", "exec", ctx.container, "rm", "-rf", "/bench"])
+    p = subprocess.Popen(["docker", "cp", "-", f"{ctx.container}:/"], stdin=subprocess.PIPE,
+                         stdout=DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    now = time.time()
+    with tarfile.open(fileobj=p.stdin, mode="w|", format=tarfile.GNU_FORMAT) as t:
+        def d(name):
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, now
+            t.addfile(ti)
+        d("bench")
+        ti = tarfile.TarInfo("bench/big")
+        ti.size, ti.mode, ti.mtime = BIG_SIZE, 0o644, now
+        with open(ctx.src, "rb") as f:
+            t.addfile(ti, f)
+        d("bench/tree")
+        line = (b"dockerfuse benchmark tree " * 40)[:TREE_FILE_SIZE - 1] + b"\n"
+        for i in range(TREE_DIRS):
+            d(f"bench/tree/d{i}")
+            for j in range(TREE_FILES):
+                ti = tarfile.TarInfo(f"bench/tree/d{i}/f{j}")
+                ti.size, ti.mode, ti.mtime = len(line), 0o644, now
+                t.addfile(ti, io.BytesIO(line))
+    p.stdin.close()
+    err = p.stderr.read().decode(errors="replace")
+    if p.wait(timeout=600) != 0:
+        raise BenchError(f"docker cp of the workload tree failed: {err}")
+    got = out(["docker", "exec", ctx.container, "sh", "-c",
+               "find /bench/tree -type f | wc -l; wc -c < /bench/big"]).split()
+    if got != [str(TREE_DIRS * TREE_FILES), str(BIG_SIZE)]:
+        raise BenchError(f"workload files not as expected in the container: {got}")
+    # tar of CREATE_COUNT small files for the docker cp side of the create test
+    ctx.create_tar = os.path.join(ctx.work, "create.tar")
+    with tarfile.open(ctx.create_tar, "w", format=tarfile.GNU_FORMAT) as t:
+        for j in range(CREATE_COUNT):
+            ti = tarfile.TarInfo(f"f{j}")
+            ti.size, ti.mode, ti.mtime = CREATE_SIZE, 0o644, now
+            t.addfile(ti, io.BytesIO(b"x" * CREATE_SIZE))
+    os.sync()
+
+
+def rounds(ctx):
+    """(round index, measured?) for warm-up then measured rounds."""
+    for i in range(ctx.warmup + ctx.repeats):
+        yield i, i >= ctx.warmup
+
+
+def w_ready(ctx, res):
+    w = Workload("mount_ready", "mount to ready", "s",
+                 "dockerfuse -daemonize until exit 0, vs one docker cp of a small file + one docker exec true")
+    w.check("transport", "time", 2.0, "≤ 2× docker cp + exec")
+    res.append(w)
+    small = os.path.join(ctx.work, "hostname.copy")
+    for i, m in rounds(ctx):
+        mt = Mount(ctx)
+        w.add("dockerfuse", "dockerfuse -daemonize", mt.start(), measured=m)
+        ctx.sat_arch = mt.satellite_arch() or ctx.sat_arch
+        mt.stop()
+        t0 = time.perf_counter()
+        run(["docker", "cp", f"{ctx.container}:/etc/hostname", small])
+        run(["docker", "exec", ctx.container, "true"])
+        w.add("transport", "docker cp small file + docker exec true", time.perf_counter() - t0, measured=m)
+        os.unlink(small)
+
+
+def w_walk(ctx, res):
+    tree = "/bench/tree"
+    ttl = [] if any(f.startswith("--ttl") for f in ctx.df_flags) else ["--ttl", str(ctx.walk_ttl)]
+    ttl_txt = "ttl from BENCH_DF_FLAGS" if not ttl else f"--ttl {ctx.walk_ttl}"
+    ls_c = Workload("ls_cold", "ls -lR 10k files, cold", "s",
+                    f"fresh mount ({ttl_txt}) and caches dropped; direct/exec: caches dropped")
+    ls_w = Workload("ls_warm", "ls -lR 10k files, warm", "s", "again right after the cold run (within the TTL)")
+    fd_c = Workload("find_cold", "find 10k files, cold", "s", ls_c.note)
+    fd_w = Workload("find_warm", "find 10k files, warm", "s", ls_w.note)
+    ls_c.check("direct", "time", 3.0, "≤ 3× direct")
+    ls_w.check("direct", "time", 1.5, "≤ 1.5× direct")
+    idle = Workload("rss_idle", "client RSS idle", "MB", "VmRSS of the dockerfuse process 1 s after the mount is ready (max over rounds)")
+    walk = Workload("rss_walk", "client RSS during the walk", "MB",
+                    "VmHWM after a cold + warm ls -lR of 10k files, and the VmRSS sampled every 10 ms (max over rounds)")
+    idle.check("dockerfuse", "abs", 15.0, "≤ 15 MB")
+    walk.check("dockerfuse", "abs", 50.0, "≤ 50 MB")
+    res += [ls_c, ls_w, fd_c, fd_w, idle, walk]
+    for i, m in rounds(ctx):
+        for tool, wc, ww in (("ls", ls_c, ls_w), ("find", fd_c, fd_w)):
+            def cmd(p):
+                return ["ls", "-lR", p] if tool == "ls" else ["find", p]
+            # dockerfuse: fresh mount each time
+            mt = Mount(ctx, ttl)
+            mt.start()
+            if tool == "ls":
+                time.sleep(1)
+                idle.add("dockerfuse", "VmRSS idle", proc_status(mt.pid, "VmRSS") / 1000, measured=m)
+            drop_caches(ctx)
+            sampler = RssSampler(mt.pid)
+            sampler.start()
+            cpu = Cpu(ctx, mt).start()
+            wc.add("dockerfuse", "dockerfuse mount", timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m)
+            cpu = Cpu(ctx, mt).start()
+            ww.add("dockerfuse", "dockerfuse mount", timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m)
+            peak = sampler.stop()
+            if tool == "ls":
+                hwm = proc_status(mt.pid, "VmHWM") or 0
+                walk.add("dockerfuse", "VmHWM / max VmRSS", max(hwm, peak) / 1000, measured=m)
+            mt.stop()
+            # direct
+            drop_caches(ctx)
+            wc.add("direct", "/proc/<pid>/root", timed(cmd(ctx.direct + tree)), measured=m)
+            ww.add("direct", "/proc/<pid>/root", timed(cmd(ctx.direct + tree)), measured=m)
+            # transport: the same tool inside the container (busybox)
+            label = f"docker exec {'ls -lR' if tool == 'ls' else 'find'}"
+            drop_caches(ctx)
+            cpu = Cpu(ctx).start()
+            wc.add("transport", label, timed(["docker", "exec", ctx.container] + cmd(tree)), cpu=cpu.stop(), measured=m)
+            cpu = Cpu(ctx).start()
+            ww.add("transport", label, timed(["docker", "exec", ctx.container] + cmd(tree)), cpu=cpu.stop(), measured=m)
+
+
+def w_tar(ctx, res):
+    w = Workload("tar_cold", "tar c of the 10k-file tree, cold", "s",
+                 "tar cf - | cat >/dev/null after dropping caches (dockerfuse: fresh mount); "
+                 "vs docker cp C:/bench/tree - and docker exec tar cf -")
+    res.append(w)
+    for i, m in rounds(ctx):
+        mt = Mount(ctx)
+        mt.start()
+        drop_caches(ctx)
+        cpu = Cpu(ctx, mt).start()
+        w.add("dockerfuse", "dockerfuse mount",
+              timed(bash(f"tar cf - -C {shlex.quote(mt.path('/bench'))} tree | cat >/dev/null")),
+              cpu=cpu.stop(), measured=m)
+        mt.stop()
+        drop_caches(ctx)
+        w.add("direct", "/proc/<pid>/root",
+              timed(bash(f"tar cf - -C {ctx.direct}/bench tree | cat >/dev/null")), measured=m)
+        drop_caches(ctx)
+        cpu = Cpu(ctx).start()
+        w.add("transport", "docker cp C:/bench/tree -",
+              timed(["docker", "cp", f"{ctx.container}:/bench/tree", "-"]), cpu=cpu.stop(), measured=m)
+        drop_caches(ctx)
+        cpu = Cpu(ctx).start()
+        w.add("transport_exec", "docker exec tar cf -",
+              timed(["docker", "exec", ctx.container, "tar", "cf", "-", "-C", "/bench", "tree"]),
+              cpu=cpu.stop(), measured=m)
+
+
+def w_read(ctx, res, mt):
+    first = Workload("read_first", "seq read 256 MiB, first", "MB/s",
+                     "cat FILE >/dev/null after dropping caches (host and container page cache)")
+    again = Workload("read_again", "seq read 256 MiB, re-read", "MB/s", "the same read again, caches warm")
+    first.check("transport", "speed", 0.9, "≥ 90% of docker exec cat")
+    again.check("direct", "speed", 0.8, "≥ 80% of direct")
+    res += [first, again]
+    big = "/bench/big"
+    paths = [("dockerfuse", "dockerfuse mount", ["cat", mt.path(big)], mt),
+             ("direct", "/proc/<pid>/root", ["cat", ctx.direct + big], None),
+             ("transport", "docker exec cat", ["docker", "exec", ctx.container, "cat", big], None)]
+    for i, m in rounds(ctx):
+        for name, label, argv, mnt in paths:
+            drop_caches(ctx)
+            for w in (first, again):
+                # pages of the file in the host page cache before the run
+                # (fincore; the re-read is slower when some were evicted)
+                res_mb = resident_mb(mnt.path(big) if mnt else ctx.direct + big)
+                cpu = Cpu(ctx, mnt).start()
+                t = timed(argv)
+                c = cpu.stop()
+                if res_mb is not None:
+                    c["resident MB before"] = res_mb
+                w.add(name, label, t, amount=BIG_SIZE, cpu=c, measured=m)
+
+
+def resident_mb(path):
+    """MB of the file in the page cache (util-linux fincore), or None."""
+    if not shutil.which("fincore"):
+        return None
+    r = run(["fincore", "-b", "-n", "-o", "RES", path], check=False, stdout=subprocess.PIPE)
+    try:
+        return round(int(r.stdout.split()[0]) / 1e6, 1)
+    except (IndexError, ValueError):
+        return None
+
+
+def w_write(ctx, res, mt):
+    w = Workload("write", "seq write 256 MiB", "MB/s",
+                 "cat SRC > FILE (new file, 128 KiB writes, no fsync; SRC in the host page cache)")
+    w.check("transport", "speed", 0.8, "≥ 80% of docker exec -i cat")
+    res.append(w)
+    with open(ctx.src, "rb") as f:  # into the page cache
+        while f.read(8 * MiB):
+            pass
+
+    def host_write(dst):
+        def go():
+            return timed(bash(f"cat {shlex.quote(ctx.src)} > {shlex.quote(dst)}"))
+
+        def rm():
+            if os.path.exists(dst):
+                os.unlink(dst)
+        return go, rm, lambda: os.stat(dst).st_size
+
+    df_go, df_rm, df_size = host_write(mt.path("/bench/w-dockerfuse"))
+    di_go, di_rm, di_size = host_write(ctx.direct + "/bench/w-direct")
+
+    def tr_go():
+        with open(ctx.src, "rb") as f:
+            return timed(["docker", "exec", "-i", ctx.container, "sh", "-c", "cat > /bench/w-transport"], stdin=f)
+
+    def tr_rm():
+        run(["docker", "exec", ctx.container, "rm", "-f", "/bench/w-transport"])
+
+    paths = [("dockerfuse", "dockerfuse mount", df_go, df_rm, df_size, mt),
+             ("direct", "/proc/<pid>/root", di_go, di_rm, di_size, None),
+             ("transport", "docker exec -i sh -c 'cat > f'", tr_go, tr_rm,
+              lambda: os.stat(ctx.direct + "/bench/w-transport").st_size, None)]
+    for i, m in rounds(ctx):
+        for name, label, go, rm, size, mnt in paths:
+            rm()
+            os.sync()
+            cpu = Cpu(ctx, mnt).start()
+            t = go()
+            w.add(name, label, t, amount=BIG_SIZE, cpu=cpu.stop(), measured=m)
+            if size() != BIG_SIZE:
+                raise BenchError(f"{name}: written file has {size()} bytes, not {BIG_SIZE}")
+    for p in paths:
+        p[3]()
+
+
+def w_create(ctx, res, mt):
+    w = Workload("create", f"create {CREATE_COUNT} small files", "s",
+                 f"open/write {CREATE_SIZE} B/close, one after the other, in a new directory; "
+                 "transport: docker cp - of a tar of the same files")
+    w.check("direct", "time", 4.0, "≤ 4× direct")
+    res.append(w)
+    data = b"x" * CREATE_SIZE
+
+    def py_create(d):
+        # os.open/write/close: python's open() would add an isatty ioctl per file
+        t0 = time.perf_counter()
+        for j in range(CREATE_COUNT):
+            fd = os.open(f"{d}/f{j}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+        return time.perf_counter() - t0
+
+    n = 0
+    for i, m in rounds(ctx):
+        for name in ("dockerfuse", "direct", "transport"):
+            n += 1
+            rel = f"/bench/create-{name}-{n}"
+            os.mkdir(ctx.direct + rel)
+            os.sync()
+            if name == "dockerfuse":
+                cpu = Cpu(ctx, mt).start()
+                w.add(name, "dockerfuse mount", py_create(mt.path(rel)), cpu=cpu.stop(), measured=m)
+            elif name == "direct":
+                w.add(name, "/proc/<pid>/root", py_create(ctx.direct + rel), measured=m)
+            else:
+                cpu = Cpu(ctx).start()
+                with open(ctx.create_tar, "rb") as f:
+                    t = timed(["docker", "cp", "-", f"{ctx.container}:{rel}"], stdin=f)
+                w.add(name, "docker cp - (tar of the files)", t, cpu=cpu.stop(), measured=m)
+            got = len(os.listdir(ctx.direct + rel))
+            if got != CREATE_COUNT:
+                raise BenchError(f"{name}: {got} files created, not {CREATE_COUNT}")
+            shutil.rmtree(ctx.direct + rel)
+
+
+def rand_offsets(n, seed):
+    r = random.Random(seed)
+    return [r.randrange(BIG_SIZE // 4096) * 4096 for _ in range(n)]
+
+
+def rand_read(ctx, path, threads, seed):
+    """Seconds for RAND_READS random 4 KiB reads split over `threads`, and details."""
+    if ctx.fio:
+        per = RAND_READS // threads
+        argv = ["fio", "--name=randread", f"--filename={path}", "--readonly", "--rw=randread",
+                "--bs=4k", f"--size={BIG_SIZE}", f"--io_size={per * 4096}", "--ioengine=psync",
+                "--iodepth=1", f"--numjobs={threads}", "--thread", "--group_reporting",
+                "--randrepeat=0", f"--randseed={seed}", "--fadvise_hint=1", "--invalidate=1",
+                "--output-format=json"]
+        r = run(argv, timeout=600, stdout=subprocess.PIPE)
+        j = json.loads(r.stdout.decode()[r.stdout.decode().index("{"):])["jobs"][0]["read"]
+        if j["total_ios"] != per * threads or j["iops"] <= 0:
+            raise BenchError(f"fio did {j['total_ios']} reads, not {per * threads}")
+        pct = j["clat_ns"].get("percentile", {})
+        return j["total_ios"] / j["iops"], {
+            "clat_mean_us": round(j["clat_ns"]["mean"] / 1000, 1),
+            "clat_p99_us": round(pct.get("99.000000", 0) / 1000, 1)}
+    offs = rand_offsets(RAND_READS, seed)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        chunks = [offs[k::threads] for k in range(threads)]
+
+        def work(c):
+            for o in c:
+                os.pread(fd, 4096, o)
+        ts = [threading.Thread(target=work, args=(c,)) for c in chunks]
+        t0 = time.perf_counter()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return time.perf_counter() - t0, {}
+    finally:
+        os.close(fd)
+
+
+def w_random(ctx, res, mt):
+    tool = "fio psync" if ctx.fio else "python os.pread"
+    ws = []
+    for threads in (1, 4):
+        w = Workload(f"randread_{threads}t", f"random 4 KiB reads, {threads} thread{'s' if threads > 1 else ''}",
+                     "IOPS", f"{RAND_READS} reads of 4 KiB at random offsets of the 256 MiB file, caches dropped "
+                     f"first, {tool}, POSIX_FADV_RANDOM; transport: one docker exec dd per read")
+        res.append(w)
+        ws.append((threads, w))
+    seed = 0
+    for i, m in rounds(ctx):
+        for threads, w in ws:
+            for name, label, path, mnt in (("dockerfuse", "dockerfuse mount", mt.path("/bench/big"), mt),
+                                           ("direct", "/proc/<pid>/root", ctx.direct + "/bench/big", None)):
+                seed += 1
+                drop_caches(ctx)
+                cpu = Cpu(ctx, mnt).start()
+                t, det = rand_read(ctx, path, threads, seed)
+                c = cpu.stop()
+                c.update(det)
+                w.add(name, label, t, amount=RAND_READS, cpu=c, measured=m)
+            if threads == 1:  # one exec per read: the same figure for any thread count
+                drop_caches(ctx)
+                offs = rand_offsets(RAND_EXEC_READS, seed)
+                t0 = time.perf_counter()
+                for o in offs:
+                    run(["docker", "exec", ctx.container, "dd", "if=/bench/big", "of=/dev/null",
+                         "bs=4096", "count=1", f"skip={o // 4096}"])
+                w.add("transport", "docker exec dd (one exec per read)", (time.perf_counter() - t0) / RAND_EXEC_READS,
+                      amount=1, measured=m)
+
+
+def w_rtt(ctx, res, mt):
+    w = Workload("rtt", "one round trip (getxattr, no such attr)", "us/op",
+                 f"{RTT_OPS} getxattr(user.dfbench) on /bench/big (ENODATA: never cached by the kernel); "
+                 "transport: one docker exec true")
+    res.append(w)
+
+    def gx(path):
+        t0 = time.perf_counter()
+        for _ in range(RTT_OPS):
+            try:
+                os.getxattr(path, "user.dfbench")
+            except OSError as e:
+                if e.errno != errno.ENODATA:
+                    raise BenchError(f"getxattr on {path}: {e} (expected ENODATA)") from e
+        return time.perf_counter() - t0
+
+    for i, m in rounds(ctx):
+        cpu = Cpu(ctx, mt).start()
+        w.add("dockerfuse", "dockerfuse mount", gx(mt.path("/bench/big")), amount=RTT_OPS, cpu=cpu.stop(), measured=m)
+        w.add("direct", "/proc/<pid>/root", gx(ctx.direct + "/bench/big"), amount=RTT_OPS, measured=m)
+        w.add("transport", "docker exec true", timed(["docker", "exec", ctx.container, "true"]), amount=1, measured=m)
+
+
+# --- report -------------------------------------------------------------------------
+
+
+def table(results):
+    """Markdown table of medians, ratios and targets."""
+    rows = [["workload", "dockerfuse", "direct", "transport ceiling", "vs direct", "vs transport", "target", "result"]]
+    for w in results:
+        df = fmt_value(w.metric, w.value("dockerfuse")) if "dockerfuse" in w.paths else "n/a"
+        di = fmt_value(w.metric, w.value("direct")) if "direct" in w.paths else "–"
+        trs = [n for n in w.paths if n.startswith("transport")]
+        tr = "; ".join(f"{fmt_value(w.metric, w.value(n))} ({w.paths[n]['label']})" for n in trs) or "–"
+        vd = fmt_ratio(w, w.ratio("direct")) if "direct" in w.paths else "–"
+        vt = "; ".join(fmt_ratio(w, w.ratio(n)) for n in trs) or "–"
+        if w.metric == "MB":
+            vd = vt = "–"
+        tg = "; ".join(c["target"] for c in w.checks) or "–"
+        rs = []
+        for c in w.checks:
+            if c["pass"] is None:
+                rs.append("n/a")
+            elif c["kind"] == "abs":
+                rs.append(f"{'PASS' if c['pass'] else 'MISS'} (max {c['value']:.1f} MB)")
+            else:
+                rs.append(f"{'PASS' if c['pass'] else 'MISS'} ({fmt_ratio(w, c['value'])})")
+        rows.append([w.title, df, di, tr, vd, vt, tg, "; ".join(rs) or "–"])
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(widths[k]) for k, c in enumerate(r)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (wd + 2) for wd in widths) + "|")
+    return "\n".join(lines)
+
+
+def cpu_table(results):
+    """Median CPU seconds per run of each party, for the rows that have them
+    (dockerd/containerd include the helpers they reaped; "exec'd in
+    container": runc and the tools of docker exec, reaped by the shim), and
+    for the reads the MB of the file already in the page cache."""
+    parties = ["client tools", "dockerfuse", "satellite", "dockerd", "containerd", "shim", "exec'd in container",
+               "resident MB before"]
+    rows = [["workload / path", "wall"] + parties]
+    for w in results:
+        for name, p in w.paths.items():
+            if not p["cpu"]:
+                continue
+            cells = [f"{w.title} / {p['label']}", fmt_value("s", w.median(name))]
+            for k in parties:
+                vals = [c.get(k) for c in p["cpu"] if c.get(k) is not None]
+                cells.append(f"{statistics.median(vals):.2f}" if vals and k in p["cpu"][0] else "–")
+            rows.append(cells)
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(widths[k]) for k, c in enumerate(r)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (wd + 2) for wd in widths) + "|")
+    return "\n".join(lines)
+
+
+def machine(ctx):
+    def first(path, key):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(key):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            return None
+    m = {"nproc": os.cpu_count(), "cpu": first("/proc/cpuinfo", "model name"),
+         "memory": first("/proc/meminfo", "MemTotal"), "kernel": platform.release(),
+         "docker": out(["docker", "version", "--format", "client {{.Client.Version}}, server {{.Server.Version}}"]),
+         "storage_driver": out(["docker", "info", "--format", "{{.Driver}}"]),
+         "python": platform.python_version(),
+         "fio": out(["fio", "--version"]) if ctx.fio else None}
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--container", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--dockerfuse", required=True)
+    ap.add_argument("--arch", required=True)
+    ap.add_argument("--satellite-arch", default="")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--df-flags", default="")
+    ap.add_argument("--walk-ttl", type=int, default=60)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--table-out", required=True)
+    a = ap.parse_args()
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+
+    ctx = Ctx()
+    ctx.container, ctx.work, ctx.dockerfuse = a.container, a.work, a.dockerfuse
+    ctx.satellite_arch, ctx.repeats, ctx.warmup = a.satellite_arch, a.repeats, a.warmup
+    ctx.df_flags = shlex.split(a.df_flags)
+    ctx.walk_ttl = a.walk_ttl
+    ctx.fio = shutil.which("fio") is not None
+    ctx.sat_arch = None
+    only = [g for g in re.split(r"[ ,]+", a.only) if g] or GROUPS
+    for g in only:
+        if g not in GROUPS:
+            raise BenchError(f"unknown workload group {g!r} (known: {' '.join(GROUPS)})")
+    info = json.loads(out(["docker", "inspect", "--format", "{{json .}}", ctx.container]))
+    ctx.container_id = info["Id"]
+    ctx.cpid = info["State"]["Pid"]
+    ctx.shim_pid = ppid(ctx.cpid)
+    ctx.direct = f"/proc/{ctx.cpid}/root"
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load0 = open("/proc/loadavg").read().split()[:3]
+    t_start = time.perf_counter()
+    results = []
+    try:
+        prepare(ctx)
+        for g in [g for g in GROUPS if g in only and g in ("ready", "walk", "tar")]:
+            log(f"workload group: {g}")
+            {"ready": w_ready, "walk": w_walk, "tar": w_tar}[g](ctx, results)
+        rest = [g for g in GROUPS if g in only and g not in ("ready", "walk", "tar")]
+        if rest:
+            mt = Mount(ctx)  # one mount for the data workloads, default TTL
+            mt.start()
+            ctx.sat_arch = mt.satellite_arch() or ctx.sat_arch
+            for g in rest:
+                log(f"workload group: {g}")
+                {"read": w_read, "write": w_write, "create": w_create, "random": w_random,
+                 "rtt": w_rtt}[g](ctx, results, mt)
+            mt.stop()
+    finally:
+        for mt in list(Mount.live):
+            try:
+                mt.stop()
+            except Exception as e:  # keep cleaning up
+                log(f"unmounting {mt.dir}: {e}")
+
+    for w in results:
+        w.evaluate()
+    version = out([ctx.dockerfuse, "-version"])
+    doc = {
+        "date": started.isoformat(timespec="seconds"),
+        "duration_s": round(time.perf_counter() - t_start, 1),
+        "machine": machine(ctx),
+        "load_average": {"start": load0, "end": open("/proc/loadavg").read().split()[:3]},
+        "dockerfuse": {"version": version, "binary": ctx.dockerfuse,
+                       "sha256": hashlib.sha256(open(ctx.dockerfuse, "rb").read()).hexdigest(),
+                       "binary_mtime": datetime.datetime.fromtimestamp(
+                           os.stat(ctx.dockerfuse).st_mtime, datetime.timezone.utc).isoformat(timespec="seconds"),
+                       "flags": ctx.df_flags, "walk_ttl": ctx.walk_ttl,
+                       "satellite_arch": ctx.sat_arch},
+        "container": {"image": info["Config"]["Image"], "arch": a.arch},
+        "repeats": ctx.repeats, "warmup": ctx.warmup,
+        "random_read_tool": "fio" if ctx.fio else "python",
+        "workloads": {w.key: w.to_json() for w in results},
+    }
+    git = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "describe", "--always", "--dirty"],
+                         stdout=subprocess.PIPE, stderr=DEVNULL)
+    if git.returncode == 0:  # the work tree's HEAD now: the binary may be older (binary_mtime)
+        doc["dockerfuse"]["git"] = git.stdout.decode().strip()
+
+    head = (f"dockerfuse benchmark — {doc['date']} — {a.arch} container, satellite {ctx.sat_arch}, "
+            f"flags: {' '.join(ctx.df_flags) or '(none)'} — {version} ({doc['dockerfuse'].get('git', '?')})\n"
+            f"machine: {doc['machine']['nproc']} CPUs, {doc['machine']['memory']}, kernel {doc['machine']['kernel']}, "
+            f"docker {doc['machine']['docker']}; load avg {' '.join(load0)} → {' '.join(doc['load_average']['end'])}\n"
+            f"medians of {ctx.repeats} runs after {ctx.warmup} warm-up; ratios: % = dockerfuse speed as a share "
+            f"of the other path's, × = dockerfuse time as a multiple of the other path's\n")
+    text = head + "\n" + table(results) + "\n\nCPU seconds per run (median):\n\n" + cpu_table(results) + "\n"
+    print(text)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(doc, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    with open(a.table_out, "w") as f:
+        f.write(text)
+    log(f"wrote {a.out} and {a.table_out} ({doc['duration_s']} s)")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BenchError as e:
+        log(f"ERROR: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)

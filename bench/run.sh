@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2317 # cleanup runs from the EXIT trap
+# dockerfuse benchmark: one command. Starts a container (dfbench-<arch>-<pid>),
+# puts the workloads in it, runs each through the dockerfuse mount, direct
+# access (/proc/<pid>/root) and the transport's ceiling (docker exec / docker
+# cp), prints a table of medians, ratios and PASS/MISS against the targets of
+# issue 5, and writes JSON plus the table as text. See bench/README.md.
+#
+#   bench/run.sh [--arch amd64|arm64] [--repeats N] [--warmup N] [--out FILE.json]
+#                [--df-flags "FLAGS"] [--dockerfuse BIN] [--only GROUPS]
+#
+# Environment (flags win):
+#   DOCKERFUSE            binary (default target/release/dockerfuse, built when missing)
+#   BENCH_ARCH            container arch: amd64 (default) or arm64 (emulated with qemu-user)
+#   BENCH_SATELLITE_ARCH  force --satellite-arch (default: dockerfuse chooses)
+#   BENCH_REPEATS         measured runs per workload and path (default 3)
+#   BENCH_WARMUP          unmeasured runs before them (default 1)
+#   BENCH_OUT             JSON path (default bench/results/<date>-<arch>[-<flags>].json;
+#                         the table goes next to it as .txt)
+#   BENCH_DF_FLAGS        extra dockerfuse flags for every mount, e.g. --writeback-cache
+#   BENCH_WALK_TTL        --ttl of the ls -lR / find mounts (default 60; not added when
+#                         BENCH_DF_FLAGS has --ttl)
+#   BENCH_ONLY            subset of: ready walk tar read write create random rtt
+#
+# Needs root (drop_caches, /proc/<pid>/root), a Docker engine, fusermount3,
+# python3 and the local image dockerfuse-test/alpine:<arch>
+# (integration/setup-engine.sh loads it). fio is used for the random reads
+# when installed (apt-get install -y fio), else a python os.pread loop.
+# Everything it starts is removed on every exit path, Ctrl-C included.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+say() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+	printf '[bench] ERROR: %s\n' "$*" >&2
+	exit 1
+}
+usage() { sed -n '3,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+DOCKERFUSE=${DOCKERFUSE:-}
+ARCH=${BENCH_ARCH:-amd64}
+SAT_ARCH=${BENCH_SATELLITE_ARCH:-}
+REPEATS=${BENCH_REPEATS:-3}
+WARMUP=${BENCH_WARMUP:-1}
+OUT=${BENCH_OUT:-}
+DF_FLAGS=${BENCH_DF_FLAGS:-}
+WALK_TTL=${BENCH_WALK_TTL:-60}
+ONLY=${BENCH_ONLY:-}
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--arch) ARCH=${2:?}; shift 2 ;;
+	--satellite-arch) SAT_ARCH=${2:?}; shift 2 ;;
+	--repeats) REPEATS=${2:?}; shift 2 ;;
+	--warmup) WARMUP=${2:?}; shift 2 ;;
+	--out) OUT=${2:?}; shift 2 ;;
+	--df-flags) DF_FLAGS=${2?}; shift 2 ;;
+	--dockerfuse) DOCKERFUSE=${2:?}; shift 2 ;;
+	--only) ONLY=${2?}; shift 2 ;;
+	-h | --help) usage; exit 0 ;;
+	*) usage >&2; die "unknown argument: $1" ;;
+	esac
+done
+
+# --- inputs and the machine ----------------------------------------------------
+[[ "$ARCH" =~ ^(amd64|arm64)$ ]] || die "BENCH_ARCH must be amd64 or arm64, not '$ARCH'"
+[[ -z "$SAT_ARCH" || "$SAT_ARCH" =~ ^(amd64|arm64)$ ]] || die "BENCH_SATELLITE_ARCH must be amd64 or arm64"
+[[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEATS must be a positive number"
+[[ "$WARMUP" =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a number"
+[[ "$WALK_TTL" =~ ^[0-9]+$ ]] || die "BENCH_WALK_TTL must be a number of seconds"
+[ "$(id -u)" = 0 ] || die "run as root (drop_caches and /proc/<pid>/root need it)"
+for t in docker fusermount3 python3 tar; do
+	command -v "$t" >/dev/null 2>&1 || die "$t not found (integration/setup-engine.sh installs the engine and fuse3)"
+done
+timeout 30 docker info >/dev/null 2>&1 || die "the docker engine does not answer (docker info failed)"
+IMAGE=dockerfuse-test/alpine:$ARCH
+got=$(docker image inspect -f '{{.Architecture}}' "$IMAGE" 2>/dev/null || true)
+[ "$got" = "$ARCH" ] || die "image $IMAGE missing or not $ARCH: run integration/setup-engine.sh"
+
+if [ -z "$DOCKERFUSE" ]; then
+	DOCKERFUSE=$ROOT/target/release/dockerfuse
+	if [ ! -x "$DOCKERFUSE" ]; then
+		say "building $DOCKERFUSE"
+		(cd "$ROOT" && cargo build --release -p dockerfuse) || die "cargo build failed"
+	fi
+fi
+if [ ! -f "$DOCKERFUSE" ] || [ ! -x "$DOCKERFUSE" ]; then
+	die "DOCKERFUSE=$DOCKERFUSE is not an executable file"
+fi
+DOCKERFUSE=$(realpath "$DOCKERFUSE")
+"$DOCKERFUSE" -version >/dev/null || die "$DOCKERFUSE -version failed"
+command -v fio >/dev/null 2>&1 || say "fio not installed: random reads use a python os.pread loop (apt-get install -y fio for fio)"
+
+if [ -z "$OUT" ]; then
+	suffix=$(printf '%s' "$DF_FLAGS${SAT_ARCH:+ sat-$SAT_ARCH}" | tr -c 'A-Za-z0-9.=_-' '-' | tr -s '-' | sed 's/^-*//; s/-*$//')
+	OUT=$HERE/results/$(date +%Y-%m-%d)-$ARCH${suffix:+-$suffix}.json
+fi
+mkdir -p "$(dirname "$OUT")"
+OUT=$(realpath "$OUT")
+TABLE=${OUT%.json}.txt
+
+# --- state and cleanup, on every exit path ----------------------------------------
+RUN_ID=$$
+LABEL=dfbench.run=$RUN_ID
+NAME=dfbench-$ARCH-$RUN_ID
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dfbench.XXXXXX")
+PY_PID=
+
+mounts_below() { awk -v b="$WORK/" 'index($2, b) == 1 { print $2 }' /proc/mounts | sort -r; }
+
+cleanup() {
+	local rc=$? p m
+	trap - EXIT INT TERM HUP
+	set +e
+	if [ -n "$PY_PID" ] && kill -0 "$PY_PID" 2>/dev/null; then
+		say "stopping the benchmark (pid $PY_PID)"
+		kill -TERM "$PY_PID" 2>/dev/null
+		for _ in $(seq 100); do kill -0 "$PY_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -0 "$PY_PID" 2>/dev/null && kill -KILL "$PY_PID" 2>/dev/null
+		wait "$PY_PID" 2>/dev/null
+	fi
+	# Backstops: bench.py unmounts what it mounted.
+	for m in $(mounts_below); do
+		say "unmounting leftover $m"
+		timeout 10 fusermount3 -u "$m" 2>/dev/null || timeout 10 fusermount3 -uz "$m" 2>/dev/null || timeout 10 umount -l "$m" 2>/dev/null
+	done
+	for p in /proc/[0-9]*; do
+		[ "$(readlink "$p/exe" 2>/dev/null)" = "$DOCKERFUSE" ] || continue
+		[[ "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" == *"$WORK/"* ]] || continue
+		say "stopping leftover dockerfuse ${p#/proc/}"
+		kill -TERM "${p#/proc/}" 2>/dev/null
+	done
+	docker ps -aq --filter "label=$LABEL" | xargs -r docker rm -f >/dev/null 2>&1
+	if [ -z "$(mounts_below)" ]; then
+		rm -rf --one-file-system "$WORK"
+	else
+		say "NOT removing $WORK: still mounted below it"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# --- the container and the run -------------------------------------------------------
+say "container $NAME ($IMAGE), scratch $WORK"
+docker run -d --name "$NAME" --label "$LABEL" --network none "$IMAGE" sleep infinity >/dev/null ||
+	die "docker run $IMAGE failed"
+[ "$(docker inspect -f '{{.State.Running}}' "$NAME")" = true ] || die "container $NAME is not running"
+
+# In the background so that a signal reaches our trap at once (bash runs
+# traps only between foreground commands); bench.py cleans up on SIGTERM.
+python3 "$HERE/bench.py" --container "$NAME" --work "$WORK" --dockerfuse "$DOCKERFUSE" \
+	--arch "$ARCH" --satellite-arch="$SAT_ARCH" --repeats "$REPEATS" --warmup "$WARMUP" \
+	--df-flags="$DF_FLAGS" --walk-ttl "$WALK_TTL" --only="$ONLY" \
+	--out "$OUT" --table-out "$TABLE" </dev/null &
+PY_PID=$!
+rc=0
+wait "$PY_PID" || rc=$?
+PY_PID=
+exit "$rc"
