@@ -7,8 +7,9 @@
 //! wrong kind becomes EIO, node id 0 is refused, data longer than asked is
 //! cut, a count larger than sent is refused.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dockerfuse_proto::{Attr, DirEntry, Entry, Errno, Request, Response, SetAttr, StatFs};
 
@@ -86,6 +87,49 @@ pub type XattrCb = Box<dyn for<'a> FnOnce(Result<Result<&'a [u8], u32>, Errno>) 
 pub struct Core<T: Transport> {
     pub rpc: Arc<T>,
     pub opts: Options,
+    no_xattrs: Arc<NoXattrs>,
+}
+
+/// Nodes known to have no extended attributes, until when. `ls -l` asks
+/// for two xattrs of every file; answered from here, a listing needs no
+/// round trip per file. Filled from the entries the satellite sends
+/// (lookup, readdirplus, create...), valid for the attribute TTL, dropped
+/// by any xattr change made through the mount.
+#[derive(Default)]
+struct NoXattrs {
+    until: Mutex<HashMap<u64, Instant>>,
+}
+
+/// Bound on remembered nodes; past it the memory starts over.
+const NO_XATTRS_MAX: usize = 200_000;
+
+impl NoXattrs {
+    fn note(&self, e: &Entry, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let mut m = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if e.no_xattrs {
+            if m.len() >= NO_XATTRS_MAX {
+                m.clear();
+            }
+            m.insert(e.node, Instant::now() + ttl);
+        } else {
+            m.remove(&e.node);
+        }
+    }
+
+    fn known_empty(&self, node: u64) -> bool {
+        let m = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&node).is_some_and(|t| *t > Instant::now())
+    }
+
+    fn forget(&self, node: u64) {
+        self.until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&node);
+    }
 }
 
 fn unexpected(r: Response<'_>) -> Errno {
@@ -129,7 +173,19 @@ impl<T: Transport> Core<T> {
         Core {
             rpc: Arc::new(rpc),
             opts,
+            no_xattrs: Arc::default(),
         }
+    }
+
+    /// Wraps an entry callback so that the entry is remembered first.
+    fn noting(&self, cb: Cb<Entry>) -> Cb<Entry> {
+        let (cache, ttl) = (self.no_xattrs.clone(), self.opts.ttl);
+        Box::new(move |r| {
+            if let Ok(e) = &r {
+                cache.note(e, ttl);
+            }
+            cb(r)
+        })
     }
 
     /// A handle that drops lookup references later, from a callback.
@@ -159,7 +215,7 @@ impl<T: Transport> Core<T> {
                 name: name.into(),
             },
             entry,
-            cb,
+            self.noting(cb),
         )
     }
 
@@ -222,7 +278,7 @@ impl<T: Transport> Core<T> {
                 target: target.into(),
             },
             entry,
-            cb,
+            self.noting(cb),
         )
     }
 
@@ -235,7 +291,7 @@ impl<T: Transport> Core<T> {
                 rdev,
             },
             entry,
-            cb,
+            self.noting(cb),
         )
     }
 
@@ -247,7 +303,7 @@ impl<T: Transport> Core<T> {
                 mode,
             },
             entry,
-            cb,
+            self.noting(cb),
         )
     }
 
@@ -303,7 +359,7 @@ impl<T: Transport> Core<T> {
                 new_name: new_name.into(),
             },
             entry,
-            cb,
+            self.noting(cb),
         )
     }
 
@@ -379,12 +435,17 @@ impl<T: Transport> Core<T> {
         );
     }
 
-    pub fn flush(&self, fh: u64, cb: Cb<()>) {
-        self.call(Request::Flush { fh }, ok, cb)
+    /// FLUSH needs no round trip: the satellite's flush closes nothing and
+    /// writes are already in the container when they are acknowledged.
+    pub fn flush(&self, _fh: u64, cb: Cb<()>) {
+        cb(Ok(()))
     }
 
+    /// RELEASE is answered at once (the kernel ignores its outcome); the
+    /// satellite closes the file when the request gets there.
     pub fn release(&self, fh: u64, cb: Cb<()>) {
-        self.call(Request::Release { fh }, ok, cb)
+        self.rpc.call(&Request::Release { fh }, Box::new(|_| {}));
+        cb(Ok(()))
     }
 
     pub fn fsync(&self, fh: u64, datasync: bool, cb: Cb<()>) {
@@ -396,6 +457,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn readdir(&self, fh: u64, offset: u64, size: u32, plus: bool, cb: DirCb) {
+        let (cache, ttl) = (self.no_xattrs.clone(), self.opts.ttl);
         self.rpc.call(
             &Request::ReadDir {
                 fh,
@@ -404,7 +466,12 @@ impl<T: Transport> Core<T> {
                 plus,
             },
             Box::new(move |r| match r {
-                Ok(Response::Dir(v)) => cb(Ok(v)),
+                Ok(Response::Dir(v)) => {
+                    for e in v.iter().filter_map(|d| d.entry.as_ref()) {
+                        cache.note(e, ttl);
+                    }
+                    cb(Ok(v))
+                }
                 Ok(r) => cb(Err(unexpected(r))),
                 Err(e) => cb(Err(e)),
             }),
@@ -412,7 +479,8 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn releasedir(&self, fh: u64, cb: Cb<()>) {
-        self.call(Request::ReleaseDir { fh }, ok, cb)
+        self.rpc.call(&Request::ReleaseDir { fh }, Box::new(|_| {}));
+        cb(Ok(()))
     }
 
     pub fn fsyncdir(&self, fh: u64, datasync: bool, cb: Cb<()>) {
@@ -435,6 +503,15 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn xattr_get(&self, req: Request<'_>, size: u32, cb: XattrCb) {
+        match req {
+            Request::GetXattr { node, .. } if self.no_xattrs.known_empty(node) => {
+                return cb(Err(Errno::ENODATA));
+            }
+            Request::ListXattr { node, .. } if self.no_xattrs.known_empty(node) => {
+                return cb(Ok(if size == 0 { Err(0) } else { Ok(&[]) }));
+            }
+            _ => {}
+        }
         self.rpc.call(
             &req,
             Box::new(move |r| match r {
@@ -448,6 +525,9 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn simple(&self, req: Request<'_>, cb: Cb<()>) {
+        if let Request::SetXattr { node, .. } | Request::RemoveXattr { node, .. } = req {
+            self.no_xattrs.forget(node);
+        }
         self.call(req, ok, cb)
     }
 
@@ -554,6 +634,7 @@ mod tests {
                         ino: 7,
                         ..Default::default()
                     },
+                    no_xattrs: false,
                 })
             },
             false,
@@ -567,6 +648,7 @@ mod tests {
                 Response::Entry(Entry {
                     node: 0,
                     attr: Attr::default(),
+                    no_xattrs: false,
                 })
             },
             false,
@@ -574,6 +656,57 @@ mod tests {
         let (cb, got) = capture();
         c.mkdir(1, b"x", 0o755, cb);
         assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+    }
+
+    #[test]
+    fn getxattr_of_a_node_known_to_have_none_needs_no_round_trip() {
+        let (c, seen) = core(
+            |r| match r {
+                Request::Lookup { .. } => Response::Entry(Entry {
+                    node: 9,
+                    attr: Attr::default(),
+                    no_xattrs: true,
+                }),
+                _ => Response::Error(libc::ENODATA),
+            },
+            false,
+        );
+        let (cb, _) = capture();
+        c.lookup(1, b"f", cb);
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        let req = Request::GetXattr {
+            node: 9,
+            name: b"security.capability".as_slice().into(),
+            size: 0,
+        };
+        c.xattr_get(
+            req.clone(),
+            0,
+            Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
+        );
+        assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ENODATA)));
+        assert_eq!(seen.lock().unwrap().len(), 1, "only the lookup went out");
+        // A change through the mount makes it ask again.
+        let (cb, _) = capture();
+        c.simple(
+            Request::SetXattr {
+                node: 9,
+                name: b"user.a".as_slice().into(),
+                value: b"1".as_slice().into(),
+                flags: 0,
+            },
+            cb,
+        );
+        c.xattr_get(req, 0, Box::new(|_| {}));
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        // Other nodes are always asked.
+        c.xattr_get(
+            Request::ListXattr { node: 10, size: 0 },
+            0,
+            Box::new(|_| {}),
+        );
+        assert_eq!(seen.lock().unwrap().len(), 4);
     }
 
     #[test]

@@ -201,6 +201,7 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
     })?;
     let mut session = session;
     let mut unmounter = session.unmount_callable();
+    raise_readahead(&mountpoint);
 
     let (tx, rx) = mpsc::channel::<Event>();
     let tx_session = tx.clone();
@@ -278,6 +279,25 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         let _ = std::fs::remove_file(p);
     }
     outcome
+}
+
+/// The kernel gives a FUSE mount 128 KiB of readahead whatever the
+/// filesystem asks for at init; 1 MiB keeps several large reads in flight
+/// (measured: 78-87 -> 106-112 MB/s for a first read). Needs root; a
+/// failure only costs speed.
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = md.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    let kb = (dockerfuse_proto::MAX_IO / 1024).to_string();
+    if let Err(e) = std::fs::write(&knob, kb) {
+        tracing::debug!(%knob, error = %e, "readahead left as the kernel set it");
+    }
 }
 
 fn unmount(unmounter: &mut fuser::SessionUnmounter, mountpoint: &Path) {

@@ -240,6 +240,9 @@ pub struct Attr {
 pub struct Entry {
     pub node: u64,
     pub attr: Attr,
+    /// The inode has no extended attributes at all (so the host can answer
+    /// the getxattr calls of `ls -l` itself until the entry expires).
+    pub no_xattrs: bool,
 }
 
 /// One directory entry.
@@ -564,7 +567,11 @@ mod tests {
         };
         round_trip_resp(Response::Error(2));
         round_trip_resp(Response::Created {
-            entry: Entry { node: 3, attr },
+            entry: Entry {
+                node: 3,
+                attr,
+                no_xattrs: false,
+            },
             fh: 8,
         });
         round_trip_resp(Response::Dir(vec![
@@ -580,7 +587,11 @@ mod tests {
                 offset: 2,
                 kind: 0o100000,
                 ino: 6,
-                entry: Some(Entry { node: 3, attr }),
+                entry: Some(Entry {
+                    node: 3,
+                    attr,
+                    no_xattrs: true,
+                }),
             },
         ]));
         round_trip_resp(Response::Data(vec![1, 2, 3].into()));

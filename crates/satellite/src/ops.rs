@@ -227,12 +227,14 @@ impl Fs {
                     0,
                 )?;
                 let st = sys::fstat(fd.as_raw_fd())?;
+                let no_xattrs = has_no_xattrs(path_fd.as_raw_fd(), &st);
                 let id = self.nodes.add_ref(key_of(&st), path_fd, false);
                 let fh = self.handles.insert(Handle::File(fd));
                 Response::Created {
                     entry: Entry {
                         node: id,
                         attr: attr_of(&st, id),
+                        no_xattrs,
                     },
                     fh,
                 }
@@ -410,10 +412,12 @@ impl Fs {
         }
         let fd = sys::openat(dir, &sys::cstr(name)?, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let st = sys::stat_fd(fd.as_raw_fd())?;
+        let no_xattrs = has_no_xattrs(fd.as_raw_fd(), &st);
         let id = self.nodes.add_ref(key_of(&st), fd, is_symlink(&st));
         Ok(Entry {
             node: id,
             attr: attr_of(&st, id),
+            no_xattrs,
         })
     }
 
@@ -517,6 +521,13 @@ impl Fs {
         }
         Ok(out)
     }
+}
+
+/// True when the inode certainly has no extended attributes. One local
+/// listxattr here saves the host a round trip for each getxattr that
+/// `ls -l` makes per file. Symlinks are not asked (the call would follow).
+fn has_no_xattrs(fd: RawFd, st: &libc::stat) -> bool {
+    !is_symlink(st) && sys::listxattr(&sys::proc_fd_path(fd), &mut []) == Ok(0)
 }
 
 /// A real descriptor for the inode behind an O_PATH one.
