@@ -286,18 +286,26 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
 /// (measured: 78-87 -> 106-112 MB/s for a first read). Needs root; a
 /// failure only costs speed.
 fn raise_readahead(mountpoint: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(md) = std::fs::metadata(mountpoint) else {
+    // The device number comes from mountinfo: a stat of the mount point
+    // would be a FUSE request, and the session loop is not running yet.
+    let Some(dev) = mount_device(mountpoint) else {
         return;
     };
-    let dev = md.dev();
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
     let kb = (dockerfuse_proto::MAX_IO / 1024).to_string();
     if let Err(e) = std::fs::write(&knob, kb) {
         tracing::debug!(%knob, error = %e, "readahead left as the kernel set it");
     }
+}
+
+/// `major:minor` of the filesystem mounted on `path` (the last such mount).
+fn mount_device(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.as_os_str().as_encoded_bytes();
+    info.lines()
+        .rev()
+        .filter(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(want))
+        .find_map(|l| l.split(' ').nth(2).map(str::to_owned))
 }
 
 fn unmount(unmounter: &mut fuser::SessionUnmounter, mountpoint: &Path) {
@@ -343,6 +351,12 @@ mod tests {
         assert!(is_mount_point(Path::new("/")));
         let d = tempfile::tempdir().unwrap();
         assert!(!is_mount_point(&d.path().canonicalize().unwrap()));
+    }
+
+    #[test]
+    fn the_root_mount_has_a_device_number() {
+        let dev = mount_device(Path::new("/")).expect("/ is mounted");
+        assert!(dev.contains(':'), "{dev}");
     }
 
     #[test]
