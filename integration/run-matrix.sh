@@ -30,10 +30,11 @@
 #   DOCKERFUSE                  the dockerfuse binary (required)
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
-#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors
+#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors faults
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
 #                               real-podman (not in the default list)
+#                               engine-restart (restarts dockerd; runs last)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
@@ -56,7 +57,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults $REAL_SCENARIOS}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -66,9 +67,9 @@ for pair in "${MATRIX[@]}"; do
 done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
-	core | busybox | container-stop | errors | faults) ;;
+	core | busybox | container-stop | errors | faults | engine-restart) ;;
 	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults $REAL_SCENARIOS real-podman)" ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults engine-restart $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -260,6 +261,10 @@ if want real-tls; then
 fi
 if want real-podman; then
 	run_scenario "real-podman alpine:${CARCHES[0]}" real-podman CARCH="${CARCHES[0]}"
+fi
+# Last: it restarts the engine (and waits until it answers again).
+if want engine-restart; then
+	with_container dfit-restart "engine-restart alpine:${CARCHES[0]}" engine-restart "dockerfuse-test/alpine:${CARCHES[0]}"
 fi
 ALL_RAN=1
 # cleanup (the EXIT trap) prints the report and the total line.
