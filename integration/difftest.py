@@ -186,6 +186,12 @@ def gen_op(r, known=()):
         return [k, p, rand_data(r).hex()]
     if k == "mkfifo":
         return [k, p, r.choice([0o644, 0o600])]
+    if k == "mknod":
+        return [k, p, r.choice(["chr", "sock", "fifo"]), r.choice([0o644, 0o600, 0o666])]
+    if k == "lxattr":
+        # (not trusted.*: that needs CAP_SYS_ADMIN, which root in a Docker
+        # container lacks; see docs/SEMANTICS.md)
+        return [k, p, r.choice(["user.a", "user.b"]), r.randbytes(r.choice([1, 20])).hex(), r.choice(["set", "get", "list", "remove"])]
     # unlink, rmdir, read, stat, listdir, readlink, listxattr, fsync
     return [k, p]
 
@@ -196,6 +202,7 @@ OPS_WEIGHTED = (
     + ["symlink"] * 3 + ["chmod"] * 4 + ["chown"] * 3 + ["utimens"] * 4
     + ["setxattr"] * 4 + ["removexattr"] * 2 + ["getxattr"] * 3 + ["listxattr"] * 2
     + ["fallocate"] * 3 + ["seek"] * 2 + ["copy_range"] * 2 + ["owur"] * 2 + ["mkfifo"] * 1
+    + ["mknod"] * 1 + ["lxattr"] * 3 + ["statfs"] * 1
     + ["read"] * 5 + ["stat"] * 5 + ["listdir"] * 3 + ["readlink"] * 1 + ["fsync"] * 2
 )
 
@@ -406,6 +413,30 @@ def _apply(root, op):
             os.close(fd)
     if k == "stat":
         return statsig(os.lstat(P(args[0])))
+    if k == "statfs":
+        sv = os.statvfs(P(args[0]))
+        return [sv.f_bsize, sv.f_frsize, sv.f_blocks, sv.f_files, sv.f_namemax]
+    if k == "mknod":
+        p, kind, mode = args
+        bits = {"chr": stat.S_IFCHR, "sock": stat.S_IFSOCK, "fifo": stat.S_IFIFO}[kind]
+        os.mknod(P(p), bits | mode, os.makedev(1, 3) if kind == "chr" else 0)
+        st = os.lstat(P(p))
+        if kind == "chr":
+            # FUSE mounts are nodev: opening a device node through the mount
+            # is EACCES by design, so device nodes do not outlive this op.
+            os.unlink(P(p))
+        return statsig(st) + [st.st_rdev]
+    if k == "lxattr":  # xattrs on the entry itself, symlinks included
+        p, name, value, what = args
+        if what == "set":
+            os.setxattr(P(p), name, bytes.fromhex(value), follow_symlinks=False)
+            return None
+        if what == "get":
+            return os.getxattr(P(p), name, follow_symlinks=False).hex()
+        if what == "remove":
+            os.removexattr(P(p), name, follow_symlinks=False)
+            return None
+        return sorted(os.listxattr(P(p), follow_symlinks=False))
     if k == "listdir":
         return sorted(os.listdir(P(args[0])))
     if k == "readlink":
@@ -432,11 +463,14 @@ def tree(root):
                     e.append(digest(f.read()))
             if stat.S_ISLNK(st.st_mode):
                 e.append(os.readlink(full))
-            else:
-                try:
-                    e.append({n: os.getxattr(full, n).hex() for n in sorted(os.listxattr(full)) if n.startswith("user.")})
-                except OSError as ex:
-                    e.append(errno.errorcode.get(ex.errno))
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                e.append(st.st_rdev)
+            try:
+                names = sorted(os.listxattr(full, follow_symlinks=False))
+                e.append({n: os.getxattr(full, n, follow_symlinks=False).hex() for n in names
+                          if n.startswith(("user.", "trusted."))})
+            except OSError as ex:
+                e.append(errno.errorcode.get(ex.errno))
             if not stat.S_ISLNK(st.st_mode) and (st.st_mtime_ns < OLD * 10**9):
                 e.append(["mtime", st.st_mtime_ns])
             out[rel] = e

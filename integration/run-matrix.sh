@@ -8,6 +8,10 @@
 #                   satellite <carch> (off with DOCKERFUSE_TEST_BUSYBOX=0)
 #   container-stop  once per container arch, on a fresh container
 #   errors          once
+#   differential    once per container arch (satellite of the same arch): a
+#                   seeded random op sequence through the mount vs. directly
+#   programs        once per container arch (satellite of the same arch): git,
+#                   tar, rsync, sqlite3 WAL, an editor-style save
 #
 # Each scenario runs in its own process under a watchdog, on containers
 # named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
@@ -22,9 +26,11 @@
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors
+#                               differential programs
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
+#   DFIT_DIFF_OPS, DFIT_DIFF_SEED: see scenarios/differential.sh
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,7 +49,7 @@ DOCKERFUSE=$(realpath "$DOCKERFUSE")
 export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors differential programs}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -53,8 +59,8 @@ for pair in "${MATRIX[@]}"; do
 done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
-	core | busybox | container-stop | errors) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors)" ;;
+	core | busybox | container-stop | errors | differential | programs) ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors differential programs)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -225,6 +231,16 @@ if want container-stop; then
 fi
 if want errors; then
 	with_container dfit-errors "errors alpine:${CARCHES[0]}" errors "dockerfuse-test/alpine:${CARCHES[0]}"
+fi
+if want differential; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-diff-$c" "differential alpine:$c satellite $c" differential "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want programs; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-prog-$c" "programs alpine:$c satellite $c" programs "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
 fi
 ALL_RAN=1
 # cleanup (the EXIT trap) prints the report and the total line.
