@@ -21,6 +21,32 @@ pub struct Options {
     pub ttl: Duration,
     /// The kernel caches writes (open flags are adjusted for it).
     pub writeback: bool,
+    /// Perform each request as the host user who made it (`--allow-other`):
+    /// requests are wrapped in `Request::As` with the caller set by
+    /// [`with_caller`].
+    pub per_caller: bool,
+}
+
+thread_local! {
+    /// The host user (uid, gid) of the kernel request being handled on this
+    /// thread; set by the FUSE adapter around each call into [`Core`].
+    static CALLER: std::cell::Cell<Option<(u32, u32)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets the caller of the requests sent from this thread until the guard
+/// drops. Calls into [`Core`] are synchronous up to the send, so a
+/// thread-local is exact even when the session runs on several threads.
+pub fn with_caller(uid: u32, gid: u32) -> CallerGuard {
+    CALLER.with(|c| c.set(Some((uid, gid))));
+    CallerGuard(())
+}
+
+pub struct CallerGuard(());
+
+impl Drop for CallerGuard {
+    fn drop(&mut self) {
+        CALLER.with(|c| c.set(None));
+    }
 }
 
 /// Outcome callback of one operation.
@@ -91,6 +117,27 @@ impl<T: Transport> Core<T> {
         }
     }
 
+    /// Sends `req`, wrapped as the current caller's when the mount performs
+    /// requests per caller (forget is never wrapped: it has no reply).
+    fn send(&self, req: &Request<'_>, done: crate::rpc::Done) {
+        let who = if self.opts.per_caller {
+            CALLER.with(|c| c.get())
+        } else {
+            None
+        };
+        match who {
+            Some((uid, gid)) if !matches!(req, Request::Forget { .. }) => self.rpc.call(
+                &Request::As {
+                    uid,
+                    gid,
+                    req: Box::new(req.clone()),
+                },
+                done,
+            ),
+            _ => self.rpc.call(req, done),
+        }
+    }
+
     /// Sends `req` and maps its response with `map` into `cb`.
     fn call<R: 'static>(
         &self,
@@ -98,7 +145,7 @@ impl<T: Transport> Core<T> {
         map: fn(Response<'_>) -> Result<R, Errno>,
         cb: Cb<R>,
     ) {
-        self.rpc.call(&req, Box::new(move |r| cb(r.and_then(map))));
+        self.send(&req, Box::new(move |r| cb(r.and_then(map))));
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8], cb: Cb<Entry>) {
@@ -119,7 +166,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<Attr>) {
-        self.rpc.call(
+        self.send(
             &Request::GetAttr { node, fh },
             Box::new(move |r| {
                 cb(r.and_then(|r| match r {
@@ -134,7 +181,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn setattr(&self, node: u64, fh: Option<u64>, attr: SetAttr, cb: Cb<Attr>) {
-        self.rpc.call(
+        self.send(
             &Request::SetAttr { node, fh, attr },
             Box::new(move |r| {
                 cb(r.and_then(|r| match r {
@@ -149,7 +196,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn readlink(&self, node: u64, cb: BytesCb) {
-        self.rpc.call(
+        self.send(
             &Request::ReadLink { node },
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => cb(Ok(&d)),
@@ -296,7 +343,7 @@ impl<T: Transport> Core<T> {
 
     /// Reads up to `size` bytes; never hands on more than asked.
     pub fn read(&self, fh: u64, offset: u64, size: u32, cb: BytesCb) {
-        self.rpc.call(
+        self.send(
             &Request::Read { fh, offset, size },
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
@@ -308,7 +355,7 @@ impl<T: Transport> Core<T> {
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
         let len = data.len() as u64;
-        self.rpc.call(
+        self.send(
             &Request::Write {
                 fh,
                 offset,
@@ -341,7 +388,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn readdir(&self, fh: u64, offset: u64, size: u32, plus: bool, cb: DirCb) {
-        self.rpc.call(
+        self.send(
             &Request::ReadDir {
                 fh,
                 offset,
@@ -380,7 +427,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn xattr_get(&self, req: Request<'_>, size: u32, cb: XattrCb) {
-        self.rpc.call(
+        self.send(
             &req,
             Box::new(move |r| match r {
                 Ok(Response::XattrSize(n)) => cb(Ok(Err(n))),
@@ -408,7 +455,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn copy_file_range(&self, req: Request<'_>, len: u64, cb: Cb<u32>) {
-        self.rpc.call(
+        self.send(
             &req,
             Box::new(move |r| {
                 cb(r.and_then(|r| match r {
@@ -456,6 +503,7 @@ mod tests {
             Options {
                 ttl: Duration::from_secs(1),
                 writeback,
+                per_caller: true,
             },
         );
         (c, seen)
@@ -537,6 +585,24 @@ mod tests {
         let (cb, got) = capture();
         c.write(3, 0, b"0123456789", cb);
         assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+    }
+
+    #[test]
+    fn requests_carry_the_caller_when_asked_and_forget_never_does() {
+        let (c, seen) = core(|_| Response::Ok, false);
+        {
+            let _as = with_caller(1000, 100);
+            c.unlink(1, b"x", Box::new(|_| {}));
+            c.forget(vec![(5, 1)]);
+        }
+        c.unlink(1, b"y", Box::new(|_| {}));
+        let seen = seen.lock().unwrap();
+        assert!(matches!(
+            &seen[0],
+            Request::As { uid: 1000, gid: 100, req } if matches!(**req, Request::Unlink { .. })
+        ));
+        assert!(matches!(seen[1], Request::Forget { .. }));
+        assert!(matches!(seen[2], Request::Unlink { .. }));
     }
 
     #[test]

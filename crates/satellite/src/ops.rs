@@ -18,6 +18,7 @@ use dockerfuse_proto::{
 };
 
 use crate::handles::{DirStream, Handle, Handles};
+use crate::ident::Identity;
 use crate::nodes::{Node, Nodes};
 use crate::sys::{self, SysResult};
 
@@ -25,6 +26,7 @@ use crate::sys::{self, SysResult};
 pub struct Fs {
     pub nodes: Nodes,
     pub handles: Handles,
+    pub ident: Identity,
 }
 
 /// Converts a stat to wire attributes, reporting `node` as the inode
@@ -96,6 +98,7 @@ impl Fs {
         Ok(Fs {
             nodes: Nodes::new(fd, key_of(&st)),
             handles: Handles::default(),
+            ident: Identity::current(),
         })
     }
 
@@ -393,6 +396,13 @@ impl Fs {
                     }
                 }
                 Response::Ok
+            }
+            R::As { uid, gid, req } => {
+                if matches!(*req, R::As { .. } | R::Forget { .. }) {
+                    return Err(Errno::EINVAL);
+                }
+                let _as = self.ident.switch(uid, gid)?;
+                return self.dispatch(*req, buf);
             }
             R::Hello(_) | R::Shutdown => return Err(Errno::EINVAL),
         })

@@ -349,3 +349,40 @@ pub fn set_umask_zero() {
 pub fn getuid_gid() -> (u32, u32) {
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
+
+/// The calling thread's supplementary groups.
+pub fn getgroups() -> Vec<libc::gid_t> {
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut v = vec![0 as libc::gid_t; n as usize];
+    let n = unsafe { libc::getgroups(n, v.as_mut_ptr()) };
+    v.truncate(n.max(0) as usize);
+    v
+}
+
+/// Sets the supplementary groups of the calling THREAD only. The raw
+/// system call is per thread; libc's wrapper would apply it to every
+/// thread of the process.
+pub fn set_thread_groups(groups: &[libc::gid_t]) -> SysResult<()> {
+    let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    check(r as libc::c_int).map(drop)
+}
+
+/// Sets the calling thread's filesystem uid and gid (both per thread, as
+/// system calls) and checks that they took: setfsuid reports no error, it
+/// only returns the previous value, so ask again with an invalid id.
+pub fn set_thread_fs_ids(uid: u32, gid: u32) -> SysResult<()> {
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+        let now_gid = libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32;
+        let now_uid = libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32;
+        if now_uid == uid && now_gid == gid {
+            Ok(())
+        } else {
+            Err(Errno(libc::EPERM))
+        }
+    }
+}

@@ -457,3 +457,120 @@ fn delete_self_removes_the_executable() {
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
 }
+
+/// `Request::As` performs a request as another user when the satellite is
+/// root (the test then checks the owner and a permission refusal), and as
+/// the satellite itself otherwise.
+#[test]
+fn requests_as_a_caller_get_its_owner_and_its_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), b"s").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let (mut s, hello) = Sat::start(dir.path());
+    let as_user = |req: Request<'static>| Request::As {
+        uid: 4321,
+        gid: 4322,
+        req: Box::new(req),
+    };
+    let d = s.entry(as_user(Request::Mkdir {
+        parent: ROOT_NODE,
+        name: name("made-as-user").into_owned().into(),
+        mode: 0o755,
+    }));
+    let meta = std::fs::metadata(dir.path().join("made-as-user")).unwrap();
+    let secret = s.entry(Request::Lookup {
+        parent: ROOT_NODE,
+        name: name("secret"),
+    });
+    let open_secret = s.call(as_user(Request::Open {
+        node: secret.node,
+        flags: libc::O_RDONLY,
+    }));
+    if hello.uid == 0 {
+        assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+        assert_eq!((d.attr.uid, d.attr.gid), (4321, 4322));
+        assert_eq!(open_secret, Response::Error(libc::EACCES));
+    } else {
+        assert_eq!(meta.uid(), hello.uid);
+        assert!(matches!(open_secret, Response::Opened { .. }));
+    }
+    // The worker is root again afterwards: a plain request can read it.
+    assert!(matches!(
+        s.call(Request::Open {
+            node: secret.node,
+            flags: libc::O_RDONLY,
+        }),
+        Response::Opened { .. }
+    ));
+    // Nested or forget-wrapping requests are refused.
+    assert_eq!(
+        s.call(as_user(as_user(Request::StatFs { node: ROOT_NODE }))),
+        Response::Error(libc::EINVAL)
+    );
+}
+
+/// 100,000 entries list completely in chunks, and offsets stay valid while
+/// entries are added and removed between the chunks: every entry present
+/// from start to end is listed exactly once.
+#[test]
+fn a_huge_directory_lists_completely_while_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    const N: usize = 100_000;
+    for i in 0..N {
+        std::fs::File::create(dir.path().join(format!("f{i:06}"))).unwrap();
+    }
+    let (mut s, _) = Sat::start(dir.path());
+    let fh = match s.call(Request::OpenDir { node: ROOT_NODE }) {
+        Response::Opened { fh } => fh,
+        o => panic!("{o:?}"),
+    };
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    let (mut offset, mut chunks, mut removed) = (0u64, 0usize, Vec::new());
+    loop {
+        let entries = match s.call(Request::ReadDir {
+            fh,
+            offset,
+            size: 64 * 1024,
+            plus: false,
+        }) {
+            Response::Dir(v) => v,
+            o => panic!("{o:?}"),
+        };
+        if entries.is_empty() {
+            break;
+        }
+        chunks += 1;
+        for e in entries {
+            offset = e.offset;
+            *seen
+                .entry(String::from_utf8(e.name.into_owned()).unwrap())
+                .or_default() += 1;
+        }
+        // Between chunks: add a new entry, remove one (seen or not).
+        std::fs::File::create(dir.path().join(format!("new{chunks:06}"))).unwrap();
+        let victim = format!("f{:06}", (chunks * 7919) % N);
+        if std::fs::remove_file(dir.path().join(&victim)).is_ok() {
+            removed.push(victim);
+        }
+    }
+    s.call(Request::ReleaseDir { fh });
+    assert!(chunks > 20, "64 KiB chunks: expected many, got {chunks}");
+    let dup: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(dup.is_empty(), "listed more than once: {dup:?}");
+    for i in 0..N {
+        let n = format!("f{i:06}");
+        assert!(
+            seen.contains_key(&n) || removed.contains(&n),
+            "{n} was never listed"
+        );
+    }
+}
