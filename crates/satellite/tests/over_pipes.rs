@@ -18,13 +18,33 @@ struct Sat {
 
 impl Sat {
     fn start(root: &std::path::Path) -> (Sat, SatelliteHello) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dockerfuse-satellite"))
-            .arg("--root")
+        Sat::start_with_nofile(root, None)
+    }
+
+    /// Starts it with RLIMIT_NOFILE set to `nofile` (soft and hard).
+    fn start_with_nofile(root: &std::path::Path, nofile: Option<u64>) -> (Sat, SatelliteHello) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockerfuse-satellite"));
+        cmd.arg("--root")
             .arg(root)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("satellite starts");
+            .stdout(Stdio::piped());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("satellite starts");
         let input = child.stdin.take().unwrap();
         let output = BufReader::new(child.stdout.take().unwrap());
         let mut s = Sat {
@@ -573,4 +593,86 @@ fn a_huge_directory_lists_completely_while_it_changes() {
             "{n} was never listed"
         );
     }
+}
+
+/// With few descriptors, nodes past the budget keep none: they still work,
+/// follow renames made through the satellite, and go stale (ESTALE, not a
+/// wrong file) when the name is taken by something else.
+#[test]
+fn nodes_past_the_descriptor_budget_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..400 {
+        std::fs::write(dir.path().join(format!("f{i:03}")), format!("{i}")).unwrap();
+    }
+    // 128 descriptors: 64 for nodes, far fewer than the 400 files.
+    let (mut s, _) = Sat::start_with_nofile(dir.path(), Some(128));
+    let mut nodes = Vec::new();
+    for i in 0..400 {
+        nodes.push(s.entry(Request::Lookup {
+            parent: ROOT_NODE,
+            name: format!("f{i:03}").into_bytes().into(),
+        }));
+    }
+    for (i, e) in nodes.iter().enumerate() {
+        match s.call(Request::GetAttr {
+            node: e.node,
+            fh: None,
+        }) {
+            Response::Attr(a) => assert_eq!(a.size, format!("{i}").len() as u64),
+            o => panic!("getattr f{i:03}: {o:?}"),
+        }
+    }
+    let last = nodes[399].node;
+    let fh = match s.call(Request::Open {
+        node: last,
+        flags: libc::O_RDONLY,
+    }) {
+        Response::Opened { fh } => fh,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(
+        s.call(Request::Read {
+            fh,
+            offset: 0,
+            size: 10
+        }),
+        Response::Data(b"399".to_vec().into())
+    );
+    // Renamed through the satellite: the node follows.
+    assert_eq!(
+        s.call(Request::Rename {
+            parent: ROOT_NODE,
+            name: name("f399"),
+            new_parent: ROOT_NODE,
+            new_name: name("moved"),
+            flags: 0,
+        }),
+        Response::Ok
+    );
+    assert!(matches!(
+        s.call(Request::SetAttr {
+            node: last,
+            fh: None,
+            attr: SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        }),
+        Response::Attr(a) if a.mode & 0o777 == 0o600
+    ));
+    let meta = std::fs::metadata(dir.path().join("moved")).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    // Replaced behind its back: stale, never the other file.
+    let victim = nodes[398].node;
+    std::fs::remove_file(dir.path().join("f398")).unwrap();
+    std::fs::write(dir.path().join("f398"), b"imposter").unwrap();
+    assert_eq!(
+        s.call(Request::GetAttr {
+            node: victim,
+            fh: None
+        }),
+        Response::Error(libc::ESTALE)
+    );
+    // The open file is unaffected.
+    assert!(matches!(s.call(Request::Release { fh }), Response::Ok));
 }
