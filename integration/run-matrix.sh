@@ -12,6 +12,9 @@
 #                   seeded random op sequence through the mount vs. directly
 #   programs        once per container arch (satellite of the same arch): git,
 #                   tar, rsync, sqlite3 WAL, an editor-style save
+#   posix           once per container arch (satellite of the same arch):
+#                   --allow-other identity, st_ino, statfs, ns times, O_APPEND,
+#                   locks, a 100,000-entry directory
 #
 # Each scenario runs in its own process under a watchdog, on containers
 # named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
@@ -26,7 +29,7 @@
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors
-#                               differential programs
+#                               differential programs posix
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
@@ -49,7 +52,7 @@ DOCKERFUSE=$(realpath "$DOCKERFUSE")
 export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors differential programs}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors differential programs posix}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -59,8 +62,8 @@ for pair in "${MATRIX[@]}"; do
 done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
-	core | busybox | container-stop | errors | differential | programs) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors differential programs)" ;;
+	core | busybox | container-stop | errors | differential | programs | posix) ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors differential programs posix)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -240,6 +243,11 @@ fi
 if want programs; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-prog-$c" "programs alpine:$c satellite $c" programs "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want posix; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-posix-$c" "posix alpine:$c satellite $c" posix "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
 	done
 fi
 ALL_RAN=1
