@@ -23,13 +23,17 @@ set -euo pipefail
 require_env DOCKERFUSE CONTAINER SATELLITE_ARCH WORKDIR
 running='' cpid='' got='' want='' # set by cap
 
-MNT=$WORKDIR/mnt-posix
+# The other user must reach the mount point: WORKDIR's parents may be 0700,
+# so it lives in a directory of its own (removed at the end).
+MNT_BASE=$(mktemp -d "${TMPDIR:-/tmp}/dfit-posix-mnt.XXXXXX")
+chmod 755 "$MNT_BASE"
+on_exit "$(printf 'rmdir %q/mnt %q' "$MNT_BASE" "$MNT_BASE")"
+MNT=$MNT_BASE/mnt
 T=/tmp/dfit-posix-$$
 H=$MNT$T
 OTHER=4321 # a host uid/gid that is nobody in particular
 export MNT T H OTHER CONTAINER
 mkdir -p "$MNT"
-chmod 755 "$WORKDIR" # the other user must reach the mount point
 
 [ "$(id -u)" -eq 0 ] || abort "must run as root"
 for c in setpriv flock python3; do
