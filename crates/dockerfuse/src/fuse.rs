@@ -544,25 +544,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
                                     Generation(0),
                                 );
                             }
-                            // No attributes (the satellite saves descriptors,
-                            // or the name vanished after getdents): the name
-                            // alone, node id 0, which the kernel lists
-                            // without creating an inode.
-                            None if !full => {
-                                let attr = Attr {
-                                    ino: 0,
-                                    mode: e.kind,
-                                    ..Default::default()
-                                };
-                                full = reply.add(
-                                    INodeNo(0),
-                                    e.offset,
-                                    name,
-                                    &Duration::ZERO,
-                                    &file_attr(&attr),
-                                    Generation(0),
-                                );
-                            }
+                            // Vanished between getdents and lookup, or
+                            // after the buffer filled: leave it out.
                             None => {}
                         }
                     }
