@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2016 # quoted code runs in a child shell
+# shellcheck disable=SC2016,SC2317 # quoted code runs in a child shell; helpers run via check
 # POSIX scenario: the parts of docs/SEMANTICS.md that the differential test
 # cannot check one operation at a time.
 #   - identity: with --allow-other, a host user's request is performed as
