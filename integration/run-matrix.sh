@@ -17,6 +17,13 @@
 #                   DOCKER_HOST, -H and docker contexts
 #   real-podman     once, only when asked for (needs podman): a container
 #                   of `podman system service`, plain and --read-only
+#   differential    once per container arch (satellite of the same arch): a
+#                   seeded random op sequence through the mount vs. directly
+#   programs        once per container arch (satellite of the same arch): git,
+#                   tar, rsync, sqlite3 WAL, an editor-style save
+#   posix           once per container arch (satellite of the same arch):
+#                   --allow-other identity, st_ino, statfs, ns times, O_APPEND,
+#                   locks, a 100,000-entry directory
 #
 # Each scenario runs in its own process under a watchdog, on containers
 # named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
@@ -31,6 +38,7 @@
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors faults
+#                               differential programs posix
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
 #                               real-podman (not in the default list)
@@ -38,6 +46,7 @@
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
+#   DFIT_DIFF_OPS, DFIT_DIFF_SEED: see scenarios/differential.sh
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,7 +66,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults differential programs posix $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -68,8 +77,9 @@ done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
 	core | busybox | container-stop | errors | faults | engine-restart) ;;
+	differential | programs | posix) ;;
 	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults engine-restart $REAL_SCENARIOS real-podman)" ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -248,6 +258,21 @@ if want faults; then
 fi
 if want errors; then
 	with_container dfit-errors "errors alpine:${CARCHES[0]}" errors "dockerfuse-test/alpine:${CARCHES[0]}"
+fi
+if want differential; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-diff-$c" "differential alpine:$c satellite $c" differential "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want programs; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-prog-$c" "programs alpine:$c satellite $c" programs "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want posix; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-posix-$c" "posix alpine:$c satellite $c" posix "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
 fi
 # The real-* scenarios start their own containers (dfreal-*, labelled).
 for real in real-user real-readonly real-noexec real-distroless real-caps; do

@@ -26,7 +26,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # (procps: dockerd runs the host's `ps` for `docker top`; curl: alpine
 # tarballs when no local copy; the rest of what the scripts use is essential)
 PACKAGES=(docker.io fuse3 qemu-user-static busybox-static binfmt-support
-	procps ca-certificates curl)
+	procps ca-certificates curl
+	python3 git rsync sqlite3) # differential and programs scenarios
 DOCKERD_LOG=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}
 BINFMT_DIR=/proc/sys/fs/binfmt_misc
 

@@ -24,6 +24,32 @@ pub struct Options {
     pub writeback: bool,
     /// Opt-in: show absolute symlinks under the mount point.
     pub links: Option<LinkRewrite>,
+    /// Perform each request as the host user who made it (`--allow-other`):
+    /// requests are wrapped in `Request::As` with the caller set by
+    /// [`with_caller`].
+    pub per_caller: bool,
+}
+
+thread_local! {
+    /// The host user (uid, gid) of the kernel request being handled on this
+    /// thread; set by the FUSE adapter around each call into [`Core`].
+    static CALLER: std::cell::Cell<Option<(u32, u32)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets the caller of the requests sent from this thread until the guard
+/// drops. Calls into [`Core`] are synchronous up to the send, so a
+/// thread-local is exact even when the session runs on several threads.
+pub fn with_caller(uid: u32, gid: u32) -> CallerGuard {
+    CALLER.with(|c| c.set(Some((uid, gid))));
+    CallerGuard(())
+}
+
+pub struct CallerGuard(());
+
+impl Drop for CallerGuard {
+    fn drop(&mut self) {
+        CALLER.with(|c| c.set(None));
+    }
 }
 
 /// Rewriting of absolute symlink targets between the container's view and
@@ -198,6 +224,27 @@ impl<T: Transport> Core<T> {
         }
     }
 
+    /// Sends `req`, wrapped as the current caller's when the mount performs
+    /// requests per caller (forget is never wrapped: it has no reply).
+    fn send(&self, req: &Request<'_>, done: crate::rpc::Done) {
+        let who = if self.opts.per_caller {
+            CALLER.with(|c| c.get())
+        } else {
+            None
+        };
+        match who {
+            Some((uid, gid)) if !matches!(req, Request::Forget { .. }) => self.rpc.call(
+                &Request::As {
+                    uid,
+                    gid,
+                    req: Box::new(req.clone()),
+                },
+                done,
+            ),
+            _ => self.rpc.call(req, done),
+        }
+    }
+
     /// Sends `req` and maps its response with `map` into `cb`.
     fn call<R: 'static>(
         &self,
@@ -205,7 +252,7 @@ impl<T: Transport> Core<T> {
         map: fn(Response<'_>) -> Result<R, Errno>,
         cb: Cb<R>,
     ) {
-        self.rpc.call(&req, Box::new(move |r| cb(r.and_then(map))));
+        self.send(&req, Box::new(move |r| cb(r.and_then(map))));
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8], cb: Cb<Entry>) {
@@ -226,7 +273,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<Attr>) {
-        self.rpc.call(
+        self.send(
             &Request::GetAttr { node, fh },
             Box::new(move |r| {
                 cb(r.and_then(|r| match r {
@@ -241,7 +288,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn setattr(&self, node: u64, fh: Option<u64>, attr: SetAttr, cb: Cb<Attr>) {
-        self.rpc.call(
+        self.send(
             &Request::SetAttr { node, fh, attr },
             Box::new(move |r| {
                 cb(r.and_then(|r| match r {
@@ -257,7 +304,7 @@ impl<T: Transport> Core<T> {
 
     pub fn readlink(&self, node: u64, cb: BytesCb) {
         let links = self.opts.links.clone();
-        self.rpc.call(
+        self.send(
             &Request::ReadLink { node },
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => match links.as_ref().and_then(|l| l.to_host(&d)) {
@@ -407,7 +454,7 @@ impl<T: Transport> Core<T> {
 
     /// Reads up to `size` bytes; never hands on more than asked.
     pub fn read(&self, fh: u64, offset: u64, size: u32, cb: BytesCb) {
-        self.rpc.call(
+        self.send(
             &Request::Read { fh, offset, size },
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
@@ -419,7 +466,7 @@ impl<T: Transport> Core<T> {
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
         let len = data.len() as u64;
-        self.rpc.call(
+        self.send(
             &Request::Write {
                 fh,
                 offset,
@@ -458,7 +505,7 @@ impl<T: Transport> Core<T> {
 
     pub fn readdir(&self, fh: u64, offset: u64, size: u32, plus: bool, cb: DirCb) {
         let (cache, ttl) = (self.no_xattrs.clone(), self.opts.ttl);
-        self.rpc.call(
+        self.send(
             &Request::ReadDir {
                 fh,
                 offset,
@@ -512,7 +559,7 @@ impl<T: Transport> Core<T> {
             }
             _ => {}
         }
-        self.rpc.call(
+        self.send(
             &req,
             Box::new(move |r| match r {
                 Ok(Response::XattrSize(n)) => cb(Ok(Err(n))),
@@ -543,7 +590,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn copy_file_range(&self, req: Request<'_>, len: u64, cb: Cb<u32>) {
-        self.rpc.call(
+        self.send(
             &req,
             Box::new(move |r| {
                 cb(r.and_then(|r| match r {
@@ -592,6 +639,7 @@ mod tests {
                 ttl: Duration::from_secs(1),
                 writeback,
                 links: None,
+                per_caller: true,
             },
         );
         (c, seen)
@@ -773,6 +821,24 @@ mod tests {
             Box::new(move |r| *g.lock().unwrap() = r.unwrap().to_vec()),
         );
         assert_eq!(&got.lock().unwrap()[..], b"/etc/x", "unchanged by default");
+    }
+
+    #[test]
+    fn requests_carry_the_caller_when_asked_and_forget_never_does() {
+        let (c, seen) = core(|_| Response::Ok, false);
+        {
+            let _as = with_caller(1000, 100);
+            c.unlink(1, b"x", Box::new(|_| {}));
+            c.forget(vec![(5, 1)]);
+        }
+        c.unlink(1, b"y", Box::new(|_| {}));
+        let seen = seen.lock().unwrap();
+        assert!(matches!(
+            &seen[0],
+            Request::As { uid: 1000, gid: 100, req } if matches!(**req, Request::Unlink { .. })
+        ));
+        assert!(matches!(seen[1], Request::Forget { .. }));
+        assert!(matches!(seen[2], Request::Unlink { .. }));
     }
 
     #[test]

@@ -35,6 +35,15 @@ impl<T: Transport> FuseFs<T> {
     fn ttl(&self) -> Duration {
         self.core.opts.ttl
     }
+
+    /// Makes the kernel request's user the caller of what this thread
+    /// sends next (only used with `--allow-other`; see fs::with_caller).
+    fn caller(&self, req: &FuseRequest) -> Option<crate::fs::CallerGuard> {
+        self.core
+            .opts
+            .per_caller
+            .then(|| crate::fs::with_caller(req.uid(), req.gid()))
+    }
 }
 
 fn errno(e: Errno) -> fuser::Errno {
@@ -162,7 +171,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         Ok(())
     }
 
-    fn lookup(&self, _req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _as = self.caller(req);
         let ttl = self.ttl();
         self.core.lookup(
             parent.0,
@@ -182,14 +192,15 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         self.core.forget(vec![(ino.0, nlookup)]);
     }
 
-    fn getattr(&self, _req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _as = self.caller(req);
         self.core
             .getattr(ino.0, fh.map(|f| f.0), attr_reply!(self, reply));
     }
 
     fn setattr(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -205,6 +216,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _as = self.caller(req);
         let attr = SetAttr {
             mode,
             uid,
@@ -217,7 +229,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             .setattr(ino.0, fh.map(|f| f.0), attr, attr_reply!(self, reply));
     }
 
-    fn readlink(&self, _req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
+        let _as = self.caller(req);
         self.core.readlink(
             ino.0,
             Box::new(move |r| match r {
@@ -229,7 +242,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn mknod(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -237,6 +250,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _as = self.caller(req);
         self.core.mknod(
             parent.0,
             bytes(name),
@@ -248,33 +262,37 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn mkdir(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _as = self.caller(req);
         self.core
             .mkdir(parent.0, bytes(name), mode, entry_reply!(self, reply));
     }
 
-    fn unlink(&self, _req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _as = self.caller(req);
         self.core.unlink(parent.0, bytes(name), empty_reply!(reply));
     }
 
-    fn rmdir(&self, _req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _as = self.caller(req);
         self.core.rmdir(parent.0, bytes(name), empty_reply!(reply));
     }
 
     fn symlink(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _as = self.caller(req);
         self.core.symlink(
             parent.0,
             bytes(link_name),
@@ -285,7 +303,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn rename(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -293,6 +311,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _as = self.caller(req);
         self.core.rename(
             parent.0,
             bytes(name),
@@ -305,12 +324,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn link(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _as = self.caller(req);
         self.core.link(
             ino.0,
             newparent.0,
@@ -319,7 +339,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         );
     }
 
-    fn open(&self, _req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _as = self.caller(req);
         self.core.open(
             ino.0,
             flags.0,
@@ -334,7 +355,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn read(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -343,6 +364,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _as = self.caller(req);
         self.core.read(
             fh.0,
             offset,
@@ -356,7 +378,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn write(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -366,6 +388,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _as = self.caller(req);
         self.core.write(
             fh.0,
             offset,
@@ -379,18 +402,19 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn flush(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _as = self.caller(req);
         self.core.flush(fh.0, empty_reply!(reply));
     }
 
     fn release(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -398,21 +422,24 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _as = self.caller(req);
         self.core.release(fh.0, empty_reply!(reply));
     }
 
     fn fsync(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _as = self.caller(req);
         self.core.fsync(fh.0, datasync, empty_reply!(reply));
     }
 
-    fn opendir(&self, _req: &FuseRequest, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &FuseRequest, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _as = self.caller(req);
         self.core.opendir(
             ino.0,
             Box::new(move |r| match r {
@@ -424,12 +451,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn readdir(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _as = self.caller(req);
         // fuser sizes the reply buffer from the kernel's request; ask the
         // satellite for what a 4 KiB page holds at least.
         self.core.readdir(
@@ -459,12 +487,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn readdirplus(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _as = self.caller(req);
         let ttl = self.ttl();
         let forget = self.core.forgetter();
         self.core.readdir(
@@ -531,27 +560,30 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn releasedir(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _as = self.caller(req);
         self.core.releasedir(fh.0, empty_reply!(reply));
     }
 
     fn fsyncdir(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _as = self.caller(req);
         self.core.fsyncdir(fh.0, datasync, empty_reply!(reply));
     }
 
-    fn statfs(&self, _req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {
+        let _as = self.caller(req);
         self.core.statfs(
             ino.0,
             Box::new(move |r| match r {
@@ -565,7 +597,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn setxattr(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -573,6 +605,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _as = self.caller(req);
         self.core.simple(
             Request::SetXattr {
                 node: ino.0,
@@ -586,12 +619,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn getxattr(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         ino: INodeNo,
         name: &OsStr,
         size: u32,
         reply: ReplyXattr,
     ) {
+        let _as = self.caller(req);
         self.core.xattr_get(
             Request::GetXattr {
                 node: ino.0,
@@ -607,7 +641,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         );
     }
 
-    fn listxattr(&self, _req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _as = self.caller(req);
         self.core.xattr_get(
             Request::ListXattr { node: ino.0, size },
             size,
@@ -619,7 +654,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         );
     }
 
-    fn removexattr(&self, _req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _as = self.caller(req);
         self.core.simple(
             Request::RemoveXattr {
                 node: ino.0,
@@ -629,13 +665,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         );
     }
 
-    fn access(&self, _req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _as = self.caller(req);
         self.core.access(ino.0, mask.bits(), empty_reply!(reply));
     }
 
     fn create(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -643,6 +680,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _as = self.caller(req);
         let ttl = self.ttl();
         self.core.create(
             parent.0,
@@ -664,7 +702,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn fallocate(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -672,6 +710,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _as = self.caller(req);
         self.core.simple(
             Request::Fallocate {
                 fh: fh.0,
@@ -685,13 +724,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn lseek(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _as = self.caller(req);
         self.core.lseek(
             fh.0,
             offset,
@@ -705,7 +745,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn copy_file_range(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -716,6 +756,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _as = self.caller(req);
         let req = Request::CopyFileRange {
             fh_in: fh_in.0,
             offset_in,

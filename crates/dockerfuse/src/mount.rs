@@ -178,6 +178,7 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         ttl: Duration::from_secs_f64(cli.ttl),
         writeback: cli.writeback_cache,
         links,
+        per_caller: cli.allow_other,
     };
     let fs = FuseFs::new(Core::new(running.rpc.clone(), opts));
     let mut config = Config::default();

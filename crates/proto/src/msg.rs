@@ -212,6 +212,16 @@ pub enum Request<'a> {
     },
     /// Ends the satellite.
     Shutdown,
+    /// Runs `req` as host user `uid`/`gid` (with `--allow-other`): a root
+    /// satellite switches the worker thread's fsuid/fsgid (per thread, so
+    /// the pool serves several callers at once) and drops its
+    /// supplementary groups for the request. Never nested; never wraps a
+    /// forget.
+    As {
+        uid: u32,
+        gid: u32,
+        req: Box<Request<'a>>,
+    },
 }
 
 /// File attributes as the kernel wants them; `ino` is the node id.
@@ -457,6 +467,11 @@ impl Request<'_> {
                 paths: paths.into_iter().map(own).collect(),
             },
             Shutdown => Shutdown,
+            As { uid, gid, req } => As {
+                uid,
+                gid,
+                req: Box::new(req.into_owned()),
+            },
         }
     }
 
@@ -499,6 +514,7 @@ impl Request<'_> {
             CopyFileRange { .. } => "copy_file_range",
             RemovePaths { .. } => "remove_paths",
             Shutdown => "shutdown",
+            As { req, .. } => req.name(),
         }
     }
 }
@@ -554,6 +570,15 @@ mod tests {
             paths: vec![b"/tmp/x".as_slice().into()],
         });
         round_trip_req(Request::Shutdown);
+        round_trip_req(Request::As {
+            uid: 1000,
+            gid: 100,
+            req: Box::new(Request::Mkdir {
+                parent: 1,
+                name: b"d".as_slice().into(),
+                mode: 0o755,
+            }),
+        });
     }
 
     #[test]

@@ -11,6 +11,8 @@ use dockerfuse_proto::Errno;
 /// seek + getdents pair of one readdir.
 pub struct DirStream {
     pub fd: OwnedFd,
+    /// The directory's node (the parent of what readdirplus looks up).
+    pub node: u64,
     pub lock: Mutex<()>,
 }
 

@@ -10,6 +10,7 @@
 //! Usage: `dockerfuse-satellite [--root PATH] [--delete-self]`
 
 mod handles;
+mod ident;
 mod nodes;
 mod ops;
 mod server;

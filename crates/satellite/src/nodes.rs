@@ -7,6 +7,14 @@
 //! each holds the number of lookups the kernel has not yet forgotten.
 //! Node ids are never reused: a forgotten file that is looked up again gets
 //! a fresh id.
+//!
+//! Descriptors are limited (RLIMIT_NOFILE, 20,000 under some engines) and
+//! the kernel keeps every inode of a listed directory. Past a budget, a
+//! non-directory node keeps no descriptor: it remembers its parent node and
+//! name (updated by each lookup and by renames through the mount) and is
+//! reopened `O_PATH` for each operation, checked against its (st_dev,
+//! st_ino). Such a node renamed or removed by someone else gives ESTALE
+//! until the kernel looks it up again.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -14,15 +22,33 @@ use std::sync::{Arc, Mutex};
 
 use dockerfuse_proto::{Errno, ROOT_NODE};
 
+use crate::sys;
+
 /// One inode known to the kernel.
 pub struct Node {
-    pub fd: OwnedFd,
+    fd: Option<OwnedFd>,
+    pub is_symlink: bool,
+    key: (u64, u64),
+    /// Parent and name of a node without a descriptor.
+    place: Mutex<Option<(Arc<Node>, Vec<u8>)>>,
+    /// Birth time of a node without a descriptor (see sys::birth_time).
+    born: Option<(i64, u32)>,
+}
+
+/// A node resolved for one operation: its own descriptor, or a temporary
+/// one (closed when this drops: keep it alive while using `raw()`).
+pub struct NodeRef {
+    node: Arc<Node>,
+    tmp: Option<OwnedFd>,
     pub is_symlink: bool,
 }
 
-impl Node {
+impl NodeRef {
     pub fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        match (&self.tmp, &self.node.fd) {
+            (Some(fd), _) | (None, Some(fd)) => fd.as_raw_fd(),
+            (None, None) => -1,
+        }
     }
 }
 
@@ -37,16 +63,29 @@ struct Inner {
     by_id: HashMap<u64, Slot>,
     by_key: HashMap<(u64, u64), u64>,
     next_id: u64,
+    /// Nodes holding a descriptor.
+    with_fd: usize,
 }
 
 /// The table, shared by the worker threads.
 pub struct Nodes {
     inner: Mutex<Inner>,
+    /// Nodes that may hold a descriptor; beyond, non-directories hold none.
+    fd_budget: usize,
 }
+
+/// Where a node was found: parent node id and name.
+pub type Place<'a> = Option<(u64, &'a [u8])>;
 
 impl Nodes {
     /// A table holding only the root, which is never forgotten.
+    #[cfg(test)]
     pub fn new(root: OwnedFd, root_key: (u64, u64)) -> Nodes {
+        Nodes::with_budget(root, root_key, usize::MAX)
+    }
+
+    /// Same, with at most `fd_budget` nodes holding a descriptor.
+    pub fn with_budget(root: OwnedFd, root_key: (u64, u64), fd_budget: usize) -> Nodes {
         let mut inner = Inner {
             next_id: ROOT_NODE + 1,
             ..Default::default()
@@ -56,15 +95,20 @@ impl Nodes {
             ROOT_NODE,
             Slot {
                 node: Arc::new(Node {
-                    fd: root,
+                    fd: Some(root),
                     is_symlink: false,
+                    key: root_key,
+                    place: Mutex::new(None),
+                    born: None,
                 }),
                 key: root_key,
                 refs: u64::MAX / 2,
             },
         );
+        inner.with_fd = 1;
         Nodes {
             inner: Mutex::new(inner),
+            fd_budget,
         }
     }
 
@@ -74,23 +118,84 @@ impl Nodes {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn get(&self, id: u64) -> Result<Arc<Node>, Errno> {
-        self.lock()
+    pub fn get(&self, id: u64) -> Result<NodeRef, Errno> {
+        let node = self
+            .lock()
             .by_id
             .get(&id)
             .map(|s| s.node.clone())
-            .ok_or(Errno::ESTALE)
+            .ok_or(Errno::ESTALE)?;
+        let is_symlink = node.is_symlink;
+        if node.fd.is_some() {
+            return Ok(NodeRef {
+                node,
+                tmp: None,
+                is_symlink,
+            });
+        }
+        let place = node.place.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (parent, name) = place.ok_or(Errno::ESTALE)?;
+        let dir = parent.fd.as_ref().ok_or(Errno::ESTALE)?;
+        let fd = sys::openat(
+            dir.as_raw_fd(),
+            &sys::cstr(&name)?,
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(|_| Errno::ESTALE)?;
+        let st = sys::stat_fd(fd.as_raw_fd())?;
+        if (st.st_dev as u64, st.st_ino as u64) != node.key
+            || sys::birth_time(fd.as_raw_fd()) != node.born
+        {
+            return Err(Errno::ESTALE);
+        }
+        Ok(NodeRef {
+            node,
+            tmp: Some(fd),
+            is_symlink,
+        })
     }
 
-    /// Registers one more lookup of the inode `key`, opened as `fd`; returns
-    /// its node id. When the inode is already known, `fd` is dropped.
-    pub fn add_ref(&self, key: (u64, u64), fd: OwnedFd, is_symlink: bool) -> u64 {
+    /// Registers one more lookup of the inode `key`, opened as `fd` and
+    /// found as `place`; returns its node id. When the inode is already
+    /// known, `fd` is dropped (a descriptor-less node learns the new place).
+    pub fn add_ref(
+        &self,
+        key: (u64, u64),
+        fd: OwnedFd,
+        is_symlink: bool,
+        is_dir: bool,
+        place: Place<'_>,
+    ) -> u64 {
         let mut t = self.lock();
+        let parent = place.and_then(|(p, n)| {
+            let node = t.by_id.get(&p)?.node.clone();
+            node.fd.is_some().then(|| (node, n.to_vec()))
+        });
         if let Some(&id) = t.by_key.get(&key) {
             if let Some(slot) = t.by_id.get_mut(&id) {
                 slot.refs = slot.refs.saturating_add(1);
+                if slot.node.fd.is_none() && parent.is_some() {
+                    *slot.node.place.lock().unwrap_or_else(|p| p.into_inner()) = parent;
+                }
                 return id;
             }
+        }
+        let keep_fd = is_dir || parent.is_none() || t.with_fd < self.fd_budget;
+        let born = if keep_fd {
+            None
+        } else {
+            sys::birth_time(fd.as_raw_fd())
+        };
+        let node = Node {
+            born,
+            fd: keep_fd.then_some(fd),
+            is_symlink,
+            key,
+            place: Mutex::new(if keep_fd { None } else { parent }),
+        };
+        if keep_fd {
+            t.with_fd += 1;
         }
         let id = t.next_id;
         t.next_id += 1;
@@ -98,12 +203,30 @@ impl Nodes {
         t.by_id.insert(
             id,
             Slot {
-                node: Arc::new(Node { fd, is_symlink }),
+                node: Arc::new(node),
                 key,
                 refs: 1,
             },
         );
         id
+    }
+
+    /// After a rename through the mount: a descriptor-less node found at
+    /// (parent, name) is now at (new_parent, new_name).
+    pub fn moved(&self, key: (u64, u64), new_parent: u64, new_name: &[u8]) {
+        let t = self.lock();
+        let Some(slot) = t.by_key.get(&key).and_then(|id| t.by_id.get(id)) else {
+            return;
+        };
+        if slot.node.fd.is_some() {
+            return;
+        }
+        if let Some(p) = t.by_id.get(&new_parent) {
+            if p.node.fd.is_some() {
+                *slot.node.place.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((p.node.clone(), new_name.to_vec()));
+            }
+        }
     }
 
     /// Drops `count` lookups of `id`; the node goes when none are left.
@@ -120,7 +243,11 @@ impl Nodes {
             None => None,
         };
         if let Some(key) = gone {
-            t.by_id.remove(&id);
+            if let Some(slot) = t.by_id.remove(&id) {
+                if slot.node.fd.is_some() {
+                    t.with_fd -= 1;
+                }
+            }
             if t.by_key.get(&key) == Some(&id) {
                 t.by_key.remove(&key);
             }
@@ -129,7 +256,7 @@ impl Nodes {
 
     /// Nodes in the table (root included).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.lock().by_id.len()
     }
 }
@@ -146,16 +273,16 @@ mod tests {
     #[test]
     fn hard_links_share_a_node_and_forget_drops_it() {
         let t = Nodes::new(fd(), (1, 1));
-        let a = t.add_ref((1, 50), fd(), false);
-        let b = t.add_ref((1, 50), fd(), false);
+        let a = t.add_ref((1, 50), fd(), false, false, None);
+        let b = t.add_ref((1, 50), fd(), false, false, None);
         assert_eq!(a, b);
-        assert_eq!(t.len(), 2);
+        assert_eq!(t.count(), 2);
         t.forget(a, 1);
         assert!(t.get(a).is_ok());
         t.forget(a, 1);
         assert!(t.get(a).is_err());
-        assert_eq!(t.len(), 1);
-        let c = t.add_ref((1, 50), fd(), false);
+        assert_eq!(t.count(), 1);
+        let c = t.add_ref((1, 50), fd(), false, false, None);
         assert_ne!(c, a, "ids are never reused");
     }
 
@@ -164,6 +291,6 @@ mod tests {
         let t = Nodes::new(fd(), (1, 1));
         t.forget(ROOT_NODE, u64::MAX);
         assert!(t.get(ROOT_NODE).is_ok());
-        assert_eq!(t.add_ref((1, 1), fd(), false), ROOT_NODE);
+        assert_eq!(t.add_ref((1, 1), fd(), false, true, None), ROOT_NODE);
     }
 }

@@ -18,13 +18,15 @@ use dockerfuse_proto::{
 };
 
 use crate::handles::{DirStream, Handle, Handles};
-use crate::nodes::{Node, Nodes};
+use crate::ident::Identity;
+use crate::nodes::{NodeRef, Nodes};
 use crate::sys::{self, SysResult};
 
 /// The satellite's file server state.
 pub struct Fs {
     pub nodes: Nodes,
     pub handles: Handles,
+    pub ident: Identity,
 }
 
 /// Converts a stat to wire attributes, reporting `node` as the inode
@@ -93,9 +95,13 @@ impl Fs {
         let path = sys::cstr(root)?;
         let fd = sys::openat(libc::AT_FDCWD, &path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
         let st = sys::stat_fd(fd.as_raw_fd())?;
+        // Nodes may hold half the descriptors; the rest are for open
+        // files, directory streams and temporary reopenings.
+        let budget = (sys::raise_nofile() / 2).max(64) as usize;
         Ok(Fs {
-            nodes: Nodes::new(fd, key_of(&st)),
+            nodes: Nodes::with_budget(fd, key_of(&st), budget),
             handles: Handles::default(),
+            ident: Identity::current(),
         })
     }
 
@@ -169,13 +175,18 @@ impl Fs {
                 flags,
             } => {
                 let (p, np) = (self.nodes.get(parent)?, self.nodes.get(new_parent)?);
-                sys::renameat2(
-                    p.raw(),
-                    &sys::cstr(&name)?,
-                    np.raw(),
-                    &sys::cstr(&new_name)?,
-                    flags,
-                )?;
+                let (old, new) = (sys::cstr(&name)?, sys::cstr(&new_name)?);
+                let nofollow = libc::AT_SYMLINK_NOFOLLOW;
+                let moving = sys::fstatat(p.raw(), &old, nofollow).map(|st| key_of(&st));
+                let other = sys::fstatat(np.raw(), &new, nofollow).map(|st| key_of(&st));
+                sys::renameat2(p.raw(), &old, np.raw(), &new, flags)?;
+                // Descriptor-less nodes follow renames made through the mount.
+                if let Ok(k) = moving {
+                    self.nodes.moved(k, new_parent, &new_name);
+                }
+                if let (Ok(k), true) = (other, flags & libc::RENAME_EXCHANGE != 0) {
+                    self.nodes.moved(k, parent, &name);
+                }
                 Response::Ok
             }
             R::Link {
@@ -228,7 +239,9 @@ impl Fs {
                 )?;
                 let st = sys::fstat(fd.as_raw_fd())?;
                 let no_xattrs = has_no_xattrs(path_fd.as_raw_fd(), &st);
-                let id = self.nodes.add_ref(key_of(&st), path_fd, false);
+                let id =
+                    self.nodes
+                        .add_ref(key_of(&st), path_fd, false, false, Some((parent, &name)));
                 let fh = self.handles.insert(Handle::File(fd));
                 Response::Created {
                     entry: Entry {
@@ -291,6 +304,7 @@ impl Fs {
                 Response::Opened {
                     fh: self.handles.insert(Handle::Dir(DirStream {
                         fd,
+                        node,
                         lock: Default::default(),
                     })),
                 }
@@ -322,7 +336,8 @@ impl Fs {
                 Response::Ok
             }
             R::GetXattr { node, name, size } => {
-                let path = sys::proc_fd_path(self.nodes.get(node)?.raw());
+                let n = self.nodes.get(node)?;
+                let path = sys::proc_fd_path(n.raw());
                 let name = sys::cstr(&name)?;
                 if size == 0 {
                     Response::XattrSize(sys::getxattr(&path, &name, &mut [])? as u32)
@@ -333,7 +348,8 @@ impl Fs {
                 }
             }
             R::ListXattr { node, size } => {
-                let path = sys::proc_fd_path(self.nodes.get(node)?.raw());
+                let n = self.nodes.get(node)?;
+                let path = sys::proc_fd_path(n.raw());
                 if size == 0 {
                     Response::XattrSize(sys::listxattr(&path, &mut [])? as u32)
                 } else {
@@ -348,12 +364,14 @@ impl Fs {
                 value,
                 flags,
             } => {
-                let path = sys::proc_fd_path(self.nodes.get(node)?.raw());
+                let n = self.nodes.get(node)?;
+                let path = sys::proc_fd_path(n.raw());
                 sys::setxattr(&path, &sys::cstr(&name)?, &value, flags)?;
                 Response::Ok
             }
             R::RemoveXattr { node, name } => {
-                let path = sys::proc_fd_path(self.nodes.get(node)?.raw());
+                let n = self.nodes.get(node)?;
+                let path = sys::proc_fd_path(n.raw());
                 sys::removexattr(&path, &sys::cstr(&name)?)?;
                 Response::Ok
             }
@@ -396,6 +414,13 @@ impl Fs {
                 }
                 Response::Ok
             }
+            R::As { uid, gid, req } => {
+                if matches!(*req, R::As { .. } | R::Forget { .. }) {
+                    return Err(Errno::EINVAL);
+                }
+                let _as = self.ident.switch(uid, gid)?;
+                return self.dispatch(*req, buf);
+            }
             R::Hello(_) | R::Shutdown => return Err(Errno::EINVAL),
         })
     }
@@ -403,17 +428,26 @@ impl Fs {
     /// Looks `name` up in `parent` and takes one reference on the result.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> SysResult<Entry> {
         let p = self.nodes.get(parent)?;
-        self.lookup_at(p.raw(), name)
+        self.lookup_at(parent, p.raw(), name)
     }
 
-    fn lookup_at(&self, dir: RawFd, name: &[u8]) -> SysResult<Entry> {
+    /// Looks `name` up in the directory `dir_fd` of node `dir`.
+    fn lookup_at(&self, dir: u64, dir_fd: RawFd, name: &[u8]) -> SysResult<Entry> {
         if name.contains(&b'/') || name.is_empty() {
             return Err(Errno::EINVAL);
         }
-        let fd = sys::openat(dir, &sys::cstr(name)?, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let fd = sys::openat(
+            dir_fd,
+            &sys::cstr(name)?,
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+        )?;
         let st = sys::stat_fd(fd.as_raw_fd())?;
         let no_xattrs = has_no_xattrs(fd.as_raw_fd(), &st);
-        let id = self.nodes.add_ref(key_of(&st), fd, is_symlink(&st));
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let id = self
+            .nodes
+            .add_ref(key_of(&st), fd, is_symlink(&st), is_dir, Some((dir, name)));
         Ok(Entry {
             node: id,
             attr: attr_of(&st, id),
@@ -492,7 +526,9 @@ impl Fs {
         sys::lseek(fd, offset as i64, libc::SEEK_SET)?;
         let mut out = Vec::new();
         let mut used = 0usize;
-        buf.resize(32 * 1024, 0);
+        // Read about twice what the reply can hold: each call seeks and
+        // reads afresh, and what does not fit is read again next time.
+        buf.resize((size * 2).clamp(4096, 32 * 1024), 0);
         'fill: loop {
             let n = sys::getdents64(fd, buf)?;
             if n == 0 {
@@ -506,7 +542,7 @@ impl Fs {
                 used += need;
                 let dot = e.name == b"." || e.name == b"..";
                 let entry = if plus && !dot {
-                    self.lookup_at(fd, e.name).ok()
+                    self.lookup_at(d.node, fd, e.name).ok()
                 } else {
                     None
                 };
@@ -531,7 +567,7 @@ fn has_no_xattrs(fd: RawFd, st: &libc::stat) -> bool {
 }
 
 /// A real descriptor for the inode behind an O_PATH one.
-fn reopen(n: &Node, flags: i32) -> SysResult<OwnedFd> {
+fn reopen(n: &NodeRef, flags: i32) -> SysResult<OwnedFd> {
     sys::openat(libc::AT_FDCWD, &sys::proc_fd_path(n.raw()), flags, 0)
 }
 

@@ -349,3 +349,87 @@ pub fn set_umask_zero() {
 pub fn getuid_gid() -> (u32, u32) {
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
+
+/// The calling thread's supplementary groups.
+pub fn getgroups() -> Vec<libc::gid_t> {
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut v = vec![0 as libc::gid_t; n as usize];
+    let n = unsafe { libc::getgroups(n, v.as_mut_ptr()) };
+    v.truncate(n.max(0) as usize);
+    v
+}
+
+/// Sets the supplementary groups of the calling THREAD only. The raw
+/// system call is per thread; libc's wrapper would apply it to every
+/// thread of the process.
+pub fn set_thread_groups(groups: &[libc::gid_t]) -> SysResult<()> {
+    let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    check(r as libc::c_int).map(drop)
+}
+
+/// Sets the calling thread's filesystem uid and gid (both per thread, as
+/// system calls) and checks that they took: setfsuid reports no error, it
+/// only returns the previous value, so ask again with an invalid id.
+pub fn set_thread_fs_ids(uid: u32, gid: u32) -> SysResult<()> {
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+        let now_gid = libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32;
+        let now_uid = libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32;
+        if now_uid == uid && now_gid == gid {
+            Ok(())
+        } else {
+            Err(Errno(libc::EPERM))
+        }
+    }
+}
+
+/// Raises the soft limit of open descriptors to the hard one (every node
+/// the kernel knows holds one); returns the soft limit now in force.
+pub fn raise_nofile() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 1024;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                rl.rlim_cur = rl.rlim_max;
+            }
+        }
+    }
+    rl.rlim_cur as u64
+}
+
+/// The birth time of what an O_PATH descriptor refers to, where the
+/// filesystem records one: with (st_dev, st_ino) it tells an inode from a
+/// later one that reuses its number.
+pub fn birth_time(fd: RawFd) -> Option<(i64, u32)> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // Called through syscall(): older musl builds have no statx wrapper.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            fd,
+            empty().as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BTIME,
+            stx.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let stx = unsafe { stx.assume_init() };
+    (stx.stx_mask & libc::STATX_BTIME != 0).then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec))
+}

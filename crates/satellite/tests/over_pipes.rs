@@ -18,13 +18,33 @@ struct Sat {
 
 impl Sat {
     fn start(root: &std::path::Path) -> (Sat, SatelliteHello) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dockerfuse-satellite"))
-            .arg("--root")
+        Sat::start_with_nofile(root, None)
+    }
+
+    /// Starts it with RLIMIT_NOFILE set to `nofile` (soft and hard).
+    fn start_with_nofile(root: &std::path::Path, nofile: Option<u64>) -> (Sat, SatelliteHello) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockerfuse-satellite"));
+        cmd.arg("--root")
             .arg(root)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("satellite starts");
+            .stdout(Stdio::piped());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("satellite starts");
         let input = child.stdin.take().unwrap();
         let output = BufReader::new(child.stdout.take().unwrap());
         let mut s = Sat {
@@ -552,4 +572,203 @@ fn random_requests_get_answers_and_never_kill_it() {
     ));
     drop(s.input);
     assert!(s.child.wait().unwrap().success());
+}
+
+/// `Request::As` performs a request as another user when the satellite is
+/// root (the test then checks the owner and a permission refusal), and as
+/// the satellite itself otherwise.
+#[test]
+fn requests_as_a_caller_get_its_owner_and_its_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), b"s").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let (mut s, hello) = Sat::start(dir.path());
+    let as_user = |req: Request<'static>| Request::As {
+        uid: 4321,
+        gid: 4322,
+        req: Box::new(req),
+    };
+    let d = s.entry(as_user(Request::Mkdir {
+        parent: ROOT_NODE,
+        name: name("made-as-user").into_owned().into(),
+        mode: 0o755,
+    }));
+    let meta = std::fs::metadata(dir.path().join("made-as-user")).unwrap();
+    let secret = s.entry(Request::Lookup {
+        parent: ROOT_NODE,
+        name: name("secret"),
+    });
+    let open_secret = s.call(as_user(Request::Open {
+        node: secret.node,
+        flags: libc::O_RDONLY,
+    }));
+    if hello.uid == 0 {
+        assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
+        assert_eq!((d.attr.uid, d.attr.gid), (4321, 4322));
+        assert_eq!(open_secret, Response::Error(libc::EACCES));
+    } else {
+        assert_eq!(meta.uid(), hello.uid);
+        assert!(matches!(open_secret, Response::Opened { .. }));
+    }
+    // The worker is root again afterwards: a plain request can read it.
+    assert!(matches!(
+        s.call(Request::Open {
+            node: secret.node,
+            flags: libc::O_RDONLY,
+        }),
+        Response::Opened { .. }
+    ));
+    // Nested or forget-wrapping requests are refused.
+    assert_eq!(
+        s.call(as_user(as_user(Request::StatFs { node: ROOT_NODE }))),
+        Response::Error(libc::EINVAL)
+    );
+}
+
+/// 100,000 entries list completely in chunks, and offsets stay valid while
+/// entries are added and removed between the chunks: every entry present
+/// from start to end is listed exactly once.
+#[test]
+fn a_huge_directory_lists_completely_while_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    const N: usize = 100_000;
+    for i in 0..N {
+        std::fs::File::create(dir.path().join(format!("f{i:06}"))).unwrap();
+    }
+    let (mut s, _) = Sat::start(dir.path());
+    let fh = match s.call(Request::OpenDir { node: ROOT_NODE }) {
+        Response::Opened { fh } => fh,
+        o => panic!("{o:?}"),
+    };
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    let (mut offset, mut chunks, mut removed) = (0u64, 0usize, Vec::new());
+    loop {
+        let entries = match s.call(Request::ReadDir {
+            fh,
+            offset,
+            size: 64 * 1024,
+            plus: false,
+        }) {
+            Response::Dir(v) => v,
+            o => panic!("{o:?}"),
+        };
+        if entries.is_empty() {
+            break;
+        }
+        chunks += 1;
+        for e in entries {
+            offset = e.offset;
+            *seen
+                .entry(String::from_utf8(e.name.into_owned()).unwrap())
+                .or_default() += 1;
+        }
+        // Between chunks: add a new entry, remove one (seen or not).
+        std::fs::File::create(dir.path().join(format!("new{chunks:06}"))).unwrap();
+        let victim = format!("f{:06}", (chunks * 7919) % N);
+        if std::fs::remove_file(dir.path().join(&victim)).is_ok() {
+            removed.push(victim);
+        }
+    }
+    s.call(Request::ReleaseDir { fh });
+    assert!(chunks > 20, "64 KiB chunks: expected many, got {chunks}");
+    let dup: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(dup.is_empty(), "listed more than once: {dup:?}");
+    for i in 0..N {
+        let n = format!("f{i:06}");
+        assert!(
+            seen.contains_key(&n) || removed.contains(&n),
+            "{n} was never listed"
+        );
+    }
+}
+
+/// With few descriptors, nodes past the budget keep none: they still work,
+/// follow renames made through the satellite, and go stale (ESTALE, not a
+/// wrong file) when the name is taken by something else.
+#[test]
+fn nodes_past_the_descriptor_budget_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..400 {
+        std::fs::write(dir.path().join(format!("f{i:03}")), format!("{i}")).unwrap();
+    }
+    // 128 descriptors: 64 for nodes, far fewer than the 400 files.
+    let (mut s, _) = Sat::start_with_nofile(dir.path(), Some(128));
+    let mut nodes = Vec::new();
+    for i in 0..400 {
+        nodes.push(s.entry(Request::Lookup {
+            parent: ROOT_NODE,
+            name: format!("f{i:03}").into_bytes().into(),
+        }));
+    }
+    for (i, e) in nodes.iter().enumerate() {
+        match s.call(Request::GetAttr {
+            node: e.node,
+            fh: None,
+        }) {
+            Response::Attr(a) => assert_eq!(a.size, format!("{i}").len() as u64),
+            o => panic!("getattr f{i:03}: {o:?}"),
+        }
+    }
+    let last = nodes[399].node;
+    let fh = match s.call(Request::Open {
+        node: last,
+        flags: libc::O_RDONLY,
+    }) {
+        Response::Opened { fh } => fh,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(
+        s.call(Request::Read {
+            fh,
+            offset: 0,
+            size: 10
+        }),
+        Response::Data(b"399".to_vec().into())
+    );
+    // Renamed through the satellite: the node follows.
+    assert_eq!(
+        s.call(Request::Rename {
+            parent: ROOT_NODE,
+            name: name("f399"),
+            new_parent: ROOT_NODE,
+            new_name: name("moved"),
+            flags: 0,
+        }),
+        Response::Ok
+    );
+    assert!(matches!(
+        s.call(Request::SetAttr {
+            node: last,
+            fh: None,
+            attr: SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        }),
+        Response::Attr(a) if a.mode & 0o777 == 0o600
+    ));
+    let meta = std::fs::metadata(dir.path().join("moved")).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    // Replaced behind its back: stale, never the other file.
+    let victim = nodes[398].node;
+    std::fs::remove_file(dir.path().join("f398")).unwrap();
+    std::fs::write(dir.path().join("f398"), b"imposter").unwrap();
+    assert_eq!(
+        s.call(Request::GetAttr {
+            node: victim,
+            fh: None
+        }),
+        Response::Error(libc::ESTALE)
+    );
+    // The open file is unaffected.
+    assert!(matches!(s.call(Request::Release { fh }), Response::Ok));
 }

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2016 # quoted code runs in a child shell
+# Differential scenario: a seeded random sequence of file operations is
+# applied in lockstep through the mount and directly (from the host, through
+# /proc/<pid>/root) to twin directories in the SAME container; every
+# operation's result and errno, and at the end of each sequence the whole
+# trees, must be identical. See integration/difftest.py for the operations
+# and the comparison; a divergence prints the seed and the shortest failing
+# operation list it found (delta debugging).
+#
+# Environment:
+#   DOCKERFUSE, CONTAINER, SATELLITE_ARCH, WORKDIR   as for core.sh (required)
+#   DFIT_DIFF_OPS     operations in total (default 10000: about 20-40 s on
+#                     amd64; the arm64 satellite under qemu is about as fast)
+#   DFIT_DIFF_SEED    first seed (default 1; sequences use SEED, SEED+1, ...)
+#   DFIT_DIFF_SEQ     operations per sequence (fresh twins each; default 250)
+#   DFIT_DIFF_TIMEOUT bound on the whole run in s (default 900)
+# Must run as root (it reads /proc/<pid>/root). Writes only below
+# /tmp/dfit-diff-<pid> in the container, removed at the end.
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+require_env DOCKERFUSE CONTAINER SATELLITE_ARCH WORKDIR
+running='' cpid='' out='' # set by cap
+
+OPS=${DFIT_DIFF_OPS:-10000}
+SEED=${DFIT_DIFF_SEED:-1}
+SEQ=${DFIT_DIFF_SEQ:-250}
+RUN_TIMEOUT=${DFIT_DIFF_TIMEOUT:-900}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MNT=$WORKDIR/mnt-diff
+T=/tmp/dfit-diff-$$
+mkdir -p "$MNT"
+
+[ "$(id -u)" -eq 0 ] || abort "must run as root (reads /proc/<pid>/root)"
+command -v python3 >/dev/null 2>&1 || abort "python3 not found"
+cap running docker inspect -f '{{.State.Running}}' "$CONTAINER"
+[ "$running" = true ] || abort "container $CONTAINER is not running ($running)"
+cap cpid docker inspect -f '{{.State.Pid}}' "$CONTAINER"
+[ -d "/proc/$cpid/root/tmp" ] || abort "cannot reach the container's root at /proc/$cpid/root"
+log "container $CONTAINER, satellite $SATELLITE_ARCH, $OPS ops from seed $SEED, $SEQ per sequence"
+
+on_exit "$(printf 'dx rm -rf %q >/dev/null 2>&1' "$T")"
+check "twin directories created in the container" dx mkdir -p "$T/m" "$T/d"
+
+mount_daemon "$MNT"
+if [ "$DF_STATUS" -ne 0 ] || ! is_fuse_mounted "$MNT"; then
+	fail "dockerfuse -daemonize mounts (exit $DF_STATUS)"
+	show_file "dockerfuse output" "$DF_OUT"
+	show_file "dockerfuse log" "$DF_LOG"
+	stop_here
+fi
+pass "dockerfuse -daemonize mounts"
+
+REPORT=$WORKDIR/difftest.out
+rc=0
+timeout -k 10 "$RUN_TIMEOUT" python3 "$HERE/difftest.py" \
+	--mount-dir "$MNT$T/m" --direct-dir "/proc/$cpid/root$T/d" \
+	--seed "$SEED" --ops "$OPS" --seq-len "$SEQ" >"$REPORT" 2>&1 || rc=$?
+summary=$(grep -E '^difftest: ' "$REPORT" | tail -n 1 || true)
+log "${summary:-no summary line}"
+case "$rc" in
+0) pass "no divergence between the mount and direct access (${summary#difftest: })" ;;
+1)
+	fail "the mount diverges from direct access (seed $SEED; ${summary#difftest: })"
+	cut -c1-400 "$REPORT" | detail
+	;;
+124 | 137)
+	fail "difftest timed out after ${RUN_TIMEOUT}s"
+	tail -n 20 "$REPORT" | detail
+	stop_here
+	;;
+*)
+	fail "difftest failed to run (exit $rc)"
+	tail -n 20 "$REPORT" | detail
+	;;
+esac
+cap out dx sh -c "ls -A '$T/m' '$T/d' | grep -v '^$T' | grep -c . || true"
+assert_eq "both twins empty afterwards" 0 "$out"
+
+check "fusermount3 -u" fusermount3 -u "$MNT"
+check "dockerfuse exits after the unmount" wait_until 20 pid_gone "$DF_PID"
+finish

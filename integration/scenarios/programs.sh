@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2016 # quoted code runs in a child shell
+# Programs scenario: real programs on the host use the mount the way they
+# use a local disk, and the container sees the result.
+#   - git init / add / commit / fsck, then the container reads the objects;
+#   - tar c | tar x round trip into the mount, keeping hard links, modes
+#     (setuid, setgid, sticky) and mtimes;
+#   - rsync -a into the mount, a second run transfers nothing;
+#   - sqlite3 in WAL mode (fsync, shared-memory file, locks within one
+#     host process), PRAGMA integrity_check, then read back from the
+#     container's own view;
+#   - an editor-style save: write a temp file, fsync it, rename over the
+#     original, fsync the directory.
+#
+# Environment (required): DOCKERFUSE, CONTAINER, SATELLITE_ARCH, WORKDIR.
+# Needs git, tar, rsync, sqlite3 on the host (integration/setup-engine.sh
+# installs them). Writes only below /tmp/dfit-prog-<pid> in the container.
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/../lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+require_env DOCKERFUSE CONTAINER SATELLITE_ARCH WORKDIR
+running='' want='' got='' # set by cap
+
+MNT=$WORKDIR/mnt-prog
+T=/tmp/dfit-prog-$$
+H=$MNT$T
+SRC=$WORKDIR/src
+export MNT T H SRC CONTAINER
+mkdir -p "$MNT"
+
+for c in git tar rsync sqlite3; do
+	command -v "$c" >/dev/null 2>&1 || abort "$c not found on the host (run integration/setup-engine.sh)"
+done
+cap running docker inspect -f '{{.State.Running}}' "$CONTAINER"
+[ "$running" = true ] || abort "container $CONTAINER is not running ($running)"
+log "container $CONTAINER, satellite $SATELLITE_ARCH"
+
+on_exit "$(printf 'dx rm -rf %q >/dev/null 2>&1' "$T")"
+check "test directory created in the container" dx mkdir -p "$T"
+mount_daemon "$MNT"
+if [ "$DF_STATUS" -ne 0 ] || ! is_fuse_mounted "$MNT"; then
+	fail "dockerfuse -daemonize mounts (exit $DF_STATUS)"
+	show_file "dockerfuse output" "$DF_OUT"
+	show_file "dockerfuse log" "$DF_LOG"
+	stop_here
+fi
+pass "dockerfuse -daemonize mounts"
+
+# --- git ------------------------------------------------------------------------------
+check "git init, add, commit in the mount" run_sh '
+	cd "$H" && mkdir repo && cd repo
+	export GIT_CONFIG_NOSYSTEM=1 HOME=$PWD/.. GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@t GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@t
+	git init -q -b main .
+	for i in $(seq 1 40); do echo "line $i" >"f$i.txt"; done
+	mkdir sub && echo x >sub/y && chmod +x sub/y
+	git add -A && git commit -q -m first
+	echo changed >>f1.txt && git commit -q -am second
+	git fsck --strict --no-progress
+	test "$(git rev-list --count HEAD)" = 2
+	test -z "$(git status --porcelain)"'
+cap got dx sh -c "cd $T/repo && ls .git/objects | grep -c '^[0-9a-f][0-9a-f]\$'"
+assert_match "the container sees the git objects" '^[1-9][0-9]*$' "$got"
+cap want run_sh 'cd "$H/repo" && git -c safe.directory="*" cat-file -p HEAD:f1.txt'
+cap got dx cat "$T/repo/f1.txt"
+assert_eq "the committed file as the container reads it" "$want" "$got"
+
+# --- tar round trip ----------------------------------------------------------------------
+rm -rf "$SRC" && mkdir -p "$SRC/t/d"
+printf 'one\n' >"$SRC/t/a"
+ln "$SRC/t/a" "$SRC/t/d/a-link"
+ln "$SRC/t/a" "$SRC/t/a-link2"
+head -c 300000 /dev/urandom >"$SRC/t/big"
+printf 'x' >"$SRC/t/suid" && chmod 4755 "$SRC/t/suid"
+printf 'x' >"$SRC/t/sgid" && chmod 2711 "$SRC/t/sgid"
+mkdir -p "$SRC/t/sticky" && chmod 1777 "$SRC/t/sticky"
+ln -s a "$SRC/t/sym"
+mkfifo "$SRC/t/fifo"
+touch -d '2001-02-03 04:05:06.123456789' "$SRC/t/a" "$SRC/t/d"
+# listing: name type mode links size mtime (or link target)
+tar_listing='cd "$1" && find . -mindepth 1 | LC_ALL=C sort | while IFS= read -r p; do
+	if [ -L "$p" ]; then echo "$p -> $(readlink "$p")"
+	else stat -c "%n %F %a %h %s %Y" "$p" | sed "s/regular empty file/regular file/"; fi
+done'
+check "tar c | tar x into the mount" run_sh 'tar -C "$SRC" -cf - t | tar -C "$H" -xpf -'
+cap want run_sh "bash -c '$tar_listing' sh '$SRC/t'"
+cap got run_sh "bash -c '$tar_listing' sh '$H/t'"
+assert_eq "tree after tar x: types, modes, link counts, sizes, mtimes" "$want" "$got"
+cap got run_sh 'stat -c %i "$H/t/a" "$H/t/d/a-link" "$H/t/a-link2" | sort -u | wc -l'
+assert_eq "hard links share one inode number in the mount" 1 "$got"
+cap got dx stat -c '%h %a' "$T/t/d/a-link" "$T/t/suid" "$T/t/sgid" "$T/t/sticky"
+assert_eq "the container sees nlink and the setuid/setgid/sticky modes" $'3 644\n1 4755\n1 2711\n2 1777' "$got"
+check "tar c from the mount | tar x back to the host is identical" run_sh '
+	rm -rf "$SRC/back" && mkdir "$SRC/back"
+	tar -C "$H" -cf - t | tar -C "$SRC/back" -xpf -
+	cmp "$SRC/t/big" "$SRC/back/t/big"
+	test "$(stat -c %i "$SRC/back/t/a")" = "$(stat -c %i "$SRC/back/t/d/a-link")"'
+
+# --- rsync -------------------------------------------------------------------------------
+check "rsync -a into the mount" timeout -k 5 "$DFIT_OP_TIMEOUT" rsync -aH "$SRC/t/" "$H/r/"
+cap want run_sh "bash -c '$tar_listing' sh '$SRC/t'"
+cap got run_sh "bash -c '$tar_listing' sh '$H/r'"
+assert_eq "tree after rsync -aH" "$want" "$got"
+cap got timeout -k 5 "$DFIT_OP_TIMEOUT" rsync -aHi --dry-run "$SRC/t/" "$H/r/"
+assert_eq "a second rsync -a finds nothing to transfer" "" "$got"
+cap want sha256sum <"$SRC/t/big"
+cap got dx sh -c "sha256sum <$T/r/big"
+assert_eq "the container reads the rsynced file" "$want" "$got"
+
+# --- sqlite3 in WAL mode ----------------------------------------------------------------------
+check "sqlite3: WAL database with 2000 rows in the mount" run_sh '
+	db="$H/db.sqlite"
+	sqlite3 "$db" "PRAGMA journal_mode=WAL;" | grep -qx wal
+	{
+		echo "PRAGMA synchronous=FULL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);"
+		echo "BEGIN;"
+		for i in $(seq 1 1000); do echo "INSERT INTO t(v) VALUES (hex(randomblob(40)));"; done
+		echo "COMMIT;"
+		for i in $(seq 1 20); do echo "INSERT INTO t(v) SELECT v FROM t WHERE id <= 50;"; done
+	} | sqlite3 "$db"
+	test "$(sqlite3 "$db" "SELECT count(*) FROM t;")" = 2000'
+cap got run_sh 'sqlite3 "$H/db.sqlite" "PRAGMA integrity_check;"'
+assert_eq "sqlite3 PRAGMA integrity_check in the mount" ok "$got"
+check "sqlite3: checkpoint and leave WAL mode" run_sh 'sqlite3 "$H/db.sqlite" "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE;" | tail -n 1 | grep -qx delete'
+check "the database copied out of the container is intact" run_sh '
+	docker cp "$CONTAINER:$T/db.sqlite" "$SRC/copy.sqlite" >/dev/null
+	test "$(sqlite3 "$SRC/copy.sqlite" "PRAGMA integrity_check; SELECT count(*) FROM t;" | tr "\n" " ")" = "ok 2000 "'
+
+# --- editor-style save ---------------------------------------------------------------------
+check "write the original" run_sh 'printf "version 1\n" >"$H/config.yml" && chmod 640 "$H/config.yml"'
+check "save: temp file, fsync, rename over, fsync the directory" python3 -c '
+import os, sys
+d, name = os.environ["H"], "config.yml"
+tmp = os.path.join(d, ".config.yml.swp")
+fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, b"version 2\n")
+os.fchmod(fd, os.stat(os.path.join(d, name)).st_mode & 0o7777)
+os.fsync(fd)
+os.close(fd)
+os.rename(tmp, os.path.join(d, name))
+dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+os.fsync(dfd)
+os.close(dfd)
+'
+cap got dx sh -c "cat $T/config.yml; stat -c %a $T/config.yml; ls -A $T | grep -c swp || true"
+assert_eq "the container sees the saved file, its mode, and no temp file" $'version 2\n640\n0' "$got"
+cap got cat "$H/config.yml"
+assert_eq "the mount reads the saved content" "version 2" "$got"
+
+check "fusermount3 -u" fusermount3 -u "$MNT"
+check "dockerfuse exits after the unmount" wait_until 20 pid_gone "$DF_PID"
+finish
