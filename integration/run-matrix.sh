@@ -15,7 +15,7 @@
 #                   scenarios/real-*.sh)
 #   real-tls        once: the engine behind TLS on 127.0.0.1, reached by
 #                   DOCKER_HOST, -H and docker contexts
-#   real-podman     once, only when asked for (needs podman): a container
+#   real-podman     once (podman from setup-engine.sh): a container
 #                   of `podman system service`, plain and --read-only
 #   differential    once per container arch (satellite of the same arch): a
 #                   seeded random op sequence through the mount vs. directly
@@ -41,7 +41,7 @@
 #                               differential programs posix
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
-#                               real-podman (not in the default list)
+#                               real-podman
 #                               engine-restart (restarts dockerd; runs last)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
@@ -65,7 +65,7 @@ DOCKERFUSE=$(realpath "$DOCKERFUSE")
 export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
-REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls"
+REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
 read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults differential programs posix $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"

@@ -27,7 +27,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # tarballs when no local copy; the rest of what the scripts use is essential)
 PACKAGES=(docker.io fuse3 qemu-user-static busybox-static binfmt-support
 	procps ca-certificates curl
-	python3 git rsync sqlite3) # differential and programs scenarios
+	python3 git rsync sqlite3 # differential and programs scenarios
+	openssl podman)           # real-tls certificates; real-podman's engine
 DOCKERD_LOG=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}
 BINFMT_DIR=/proc/sys/fs/binfmt_misc
 

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Real containers, Podman (opt-in: not in run-matrix's default list, as
-# setup-engine.sh does not install podman): `podman system service` on a
+# Real containers, Podman (setup-engine.sh installs it): `podman system service` on a
 # unix socket, with its own --root/--runroot/--tmpdir in the scratch
 # directory, answers the Docker API; dockerfuse mounts a podman container
 # through it with -H and with DOCKER_HOST:
