@@ -28,7 +28,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PACKAGES=(docker.io fuse3 qemu-user-static busybox-static binfmt-support
 	procps ca-certificates curl
 	python3 git rsync sqlite3 # differential and programs scenarios
-	openssl podman)           # real-tls certificates; real-podman's engine
+	openssl)                  # real-tls certificates
+# Installed with their recommended packages, as they were tested.
+PACKAGES_WITH_RECOMMENDS=(podman) # real-podman's engine
 DOCKERD_LOG=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}
 BINFMT_DIR=/proc/sys/fs/binfmt_misc
 
@@ -44,20 +46,30 @@ install_packages() {
 	fi
 	command -v apt-get >/dev/null 2>&1 ||
 		die "apt-get not found: install ${PACKAGES[*]} yourself and set DOCKERFUSE_SKIP_INSTALL=1"
-	local missing=() p
+	local missing=() missing_rec=() p
 	for p in "${PACKAGES[@]}"; do
 		[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] ||
 			missing+=("$p")
 	done
-	if [ "${#missing[@]}" -eq 0 ]; then
+	for p in "${PACKAGES_WITH_RECOMMENDS[@]}"; do
+		[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] ||
+			missing_rec+=("$p")
+	done
+	if [ "${#missing[@]}" -eq 0 ] && [ "${#missing_rec[@]}" -eq 0 ]; then
 		say "packages present"
 		return
 	fi
-	say "installing: ${missing[*]}"
+	say "installing: ${missing[*]} ${missing_rec[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get -o DPkg::Lock::Timeout=300 update -qq || die "apt-get update failed"
-	apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" ||
-		die "apt-get install ${missing[*]} failed"
+	if [ "${#missing[@]}" -gt 0 ]; then
+		apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" ||
+			die "apt-get install ${missing[*]} failed"
+	fi
+	if [ "${#missing_rec[@]}" -gt 0 ]; then
+		apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing_rec[@]}" ||
+			die "apt-get install ${missing_rec[*]} failed"
+	fi
 }
 
 need_commands() {
