@@ -180,6 +180,19 @@ fn checked_entry(mut e: Entry) -> Result<Entry, Errno> {
     Ok(e)
 }
 
+/// Completion of getattr/setattr: the attributes, reported under `node`.
+fn attr_of_node(node: u64, cb: Cb<Attr>) -> crate::rpc::Done {
+    Box::new(move |r| {
+        cb(r.and_then(|r| match r {
+            Response::Attr(mut a) => {
+                a.ino = node;
+                Ok(a)
+            }
+            r => Err(unexpected(r)),
+        }))
+    })
+}
+
 fn ok(r: Response<'_>) -> Result<(), Errno> {
     match r {
         Response::Ok => Ok(()),
@@ -273,33 +286,11 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<Attr>) {
-        self.send(
-            &Request::GetAttr { node, fh },
-            Box::new(move |r| {
-                cb(r.and_then(|r| match r {
-                    Response::Attr(mut a) => {
-                        a.ino = node;
-                        Ok(a)
-                    }
-                    r => Err(unexpected(r)),
-                }))
-            }),
-        );
+        self.send(&Request::GetAttr { node, fh }, attr_of_node(node, cb));
     }
 
     pub fn setattr(&self, node: u64, fh: Option<u64>, attr: SetAttr, cb: Cb<Attr>) {
-        self.send(
-            &Request::SetAttr { node, fh, attr },
-            Box::new(move |r| {
-                cb(r.and_then(|r| match r {
-                    Response::Attr(mut a) => {
-                        a.ino = node;
-                        Ok(a)
-                    }
-                    r => Err(unexpected(r)),
-                }))
-            }),
-        );
+        self.send(&Request::SetAttr { node, fh, attr }, attr_of_node(node, cb));
     }
 
     pub fn readlink(&self, node: u64, cb: BytesCb) {
@@ -491,7 +482,12 @@ impl<T: Transport> Core<T> {
     /// RELEASE is answered at once (the kernel ignores its outcome); the
     /// satellite closes the file when the request gets there.
     pub fn release(&self, fh: u64, cb: Cb<()>) {
-        self.rpc.call(&Request::Release { fh }, Box::new(|_| {}));
+        self.send_and_ack(&Request::Release { fh }, cb)
+    }
+
+    /// Sends a request whose outcome nobody waits for and answers `cb` now.
+    fn send_and_ack(&self, req: &Request<'_>, cb: Cb<()>) {
+        self.rpc.call(req, Box::new(|_| {}));
         cb(Ok(()))
     }
 
@@ -526,8 +522,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn releasedir(&self, fh: u64, cb: Cb<()>) {
-        self.rpc.call(&Request::ReleaseDir { fh }, Box::new(|_| {}));
-        cb(Ok(()))
+        self.send_and_ack(&Request::ReleaseDir { fh }, cb)
     }
 
     pub fn fsyncdir(&self, fh: u64, datasync: bool, cb: Cb<()>) {
