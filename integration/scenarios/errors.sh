@@ -7,6 +7,10 @@
 #   that does not exist, mount point already mounted, engine unreachable
 #   (DOCKER_HOST=tcp://127.0.0.1:1), the same with -daemonize, and bad usage
 #   (exit 2).
+# The messages are for people: `dockerfuse: ...` plus a `hint:` line (the
+# running containers for an unknown name, `mkdir` for a missing mount
+# point, user_allow_other for --allow-other as a plain user), no timestamps;
+# colour only on a terminal (script(1)) and never with NO_COLOR.
 # Environment: DOCKERFUSE, CONTAINER (running; used for the mount point
 # cases), WORKDIR; SATELLITE_ARCH optional; DFIT_LABEL optional (a
 # key=value label put on the stopped container this scenario creates, so
@@ -25,7 +29,7 @@ ERR_TIMEOUT=${DFIT_ERR_TIMEOUT:-60}
 # (run through `env ENV_ARGS...`) exits non-zero in time with a message
 # matching ERE, and leaves nothing mounted. Sets ERR_STATUS.
 expect_error() {
-	local desc=$1 re=$2 out envs=()
+	local desc=$1 re=$2 envs=()
 	shift 2
 	while [ "$1" != -- ]; do
 		envs+=("$1")
@@ -53,6 +57,9 @@ args() {
 }
 args "dfit-does-not-exist-$$" "$MNT"
 expect_error "no such container" 'no such container|not found|does not exist' -- "${A[@]}"
+assert_match "no such container: the first line is 'dockerfuse: ...'" '^dockerfuse: no such container' "$out"
+assert_match "no such container: the hint names the running $CONTAINER" "^hint: running containers: .*\\b$CONTAINER\\b" "$out"
+check_not "no such container: no timestamp, level or colour" grep -Eq $'^[0-9]{4}-|ERROR|\e' <<<"$out"
 expect_error "no such container, -daemonize" 'no such container|not found|does not exist' -- \
 	"${A[@]}" -daemonize --pid-file "$WORKDIR/err.pid" --log-file "$WORKDIR/err.log"
 
@@ -69,6 +76,32 @@ expect_error "stopped container" 'not running|stopped|exited' -- "${A[@]}"
 
 args "$CONTAINER" "$WORKDIR/does-not-exist"
 expect_error "mount point that does not exist" 'mount ?point' -- "${A[@]}"
+assert_match "missing mount point: the hint says mkdir" '^hint: .*mkdir -p' "$out"
+
+# Colour: only on a terminal, never with NO_COLOR.
+args "dfit-does-not-exist-$$" "$MNT"
+tty_run() { timeout -k 5 "$ERR_TIMEOUT" script -qec "$(printf '%q ' "$@")" /dev/null </dev/null 2>&1 || true; }
+out=$(tty_run env -u NO_COLOR "$DOCKERFUSE" "${A[@]}")
+check "on a terminal the message is coloured" grep -q $'\e\\[' <<<"$out"
+out=$(tty_run env NO_COLOR=1 "$DOCKERFUSE" "${A[@]}")
+assert_match "on a terminal with NO_COLOR: the same message" 'no such container' "$out"
+check_not "on a terminal with NO_COLOR: no colour" grep -q $'\e\\[' <<<"$out"
+
+# --allow-other as a plain user, without user_allow_other in /etc/fuse.conf.
+if ! grep -Eq '^[[:space:]]*user_allow_other' /etc/fuse.conf 2>/dev/null; then
+	NOBODY_MNT=$(mktemp -d "${TMPDIR:-/tmp}/dfit-errors-nobody.XXXXXX")
+	on_exit "$(printf 'rmdir %q' "$NOBODY_MNT")"
+	chmod 0777 "$NOBODY_MNT"
+	ERR_STATUS=0
+	out=$(timeout -k 5 "$ERR_TIMEOUT" setpriv --reuid=nobody --regid=nogroup --clear-groups \
+		"$DOCKERFUSE" -id "$CONTAINER" -mount "$NOBODY_MNT" --allow-other 2>&1 </dev/null) || ERR_STATUS=$?
+	assert_eq "--allow-other as nobody: exit status 1" 1 "$ERR_STATUS"
+	assert_match "--allow-other as nobody: the hint names user_allow_other in /etc/fuse.conf" \
+		'^hint: .*user_allow_other.*/etc/fuse.conf' "$out"
+	check "--allow-other as nobody: nothing mounted" not_mounted "$NOBODY_MNT"
+else
+	fail "--allow-other as nobody: /etc/fuse.conf must not set user_allow_other on a test machine"
+fi
 
 args "$CONTAINER" "$MNT"
 expect_error "engine unreachable (DOCKER_HOST=tcp://127.0.0.1:1)" 'engine|connect|refused' \
@@ -86,6 +119,7 @@ mount_daemon "$MNT"
 if [ "$DF_STATUS" -eq 0 ] && is_fuse_mounted "$MNT"; then
 	pass "first mount for the 'already mounted' case"
 	KEEP_MOUNT=1 expect_error "mount point already mounted" 'already|busy' -- "${A[@]}"
+	assert_match "already mounted: the hint says how to unmount" '^hint: .*unmount' "$out"
 	check "the first mount still works" test -d "$MNT/etc"
 	check "fusermount3 -u of the first mount" fusermount3 -u "$MNT"
 	check "its dockerfuse exits" wait_until 5 pid_gone "$DF_PID"

@@ -50,7 +50,7 @@ pub struct Cli {
     pub allow_other: bool,
 
     /// Seconds the kernel may cache names and attributes (0: none).
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS", value_parser = seconds)]
     pub ttl: f64,
 
     /// Show absolute symlinks under the mount point (default: as they are
@@ -80,12 +80,12 @@ pub struct Cli {
     pub satellite_dir: Option<String>,
 
     /// Seconds to wait for the satellite to start.
-    #[arg(long, default_value_t = 20.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 20.0, value_name = "SECONDS", value_parser = seconds)]
     pub start_timeout: f64,
 
     /// Seconds an operation may wait on a satellite that answers nothing
     /// (a paused container) before it fails with EIO.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = seconds)]
     pub op_timeout: f64,
 
     /// Log at debug level (RUST_LOG overrides).
@@ -105,6 +105,14 @@ const AFTER_HELP: &str = "\
 Single-dash long flags work too: dockerfuse -id web -mount ./mnt
 Exit status: 0 unmounted cleanly, 1 setup failed, 2 bad usage,
 3 the container or its satellite went away while mounted.";
+
+/// A number of seconds: finite, not negative, below a million.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1e6).contains(&v) => Ok(v),
+        _ => Err(format!("{s} is not a number of seconds (0 to 999999)")),
+    }
+}
 
 /// Rewrites `-id` / `-id=web` into `--id` / `--id=web`.
 pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
@@ -136,9 +144,30 @@ pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
     out
 }
 
+/// What to mount where, once the flags are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Container name or id.
+    pub container: String,
+    /// Directory inside the container.
+    pub path: String,
+    /// Directory on the host.
+    pub mountpoint: PathBuf,
+}
+
 impl Cli {
     pub fn parse_args() -> Cli {
         Cli::parse_from(normalize(std::env::args_os()))
+    }
+
+    /// The container, path and mount point (`None` only with -version,
+    /// which clap lets through without them).
+    pub fn target(&self) -> Option<Target> {
+        Some(Target {
+            container: self.id.clone()?,
+            path: self.path.clone(),
+            mountpoint: self.mount.clone()?,
+        })
     }
 }
 

@@ -31,6 +31,7 @@ pub fn spawn_and_wait() -> i32 {
     // SAFETY: read_fd is ours and not used elsewhere.
     let mut reader = unsafe { File::from_raw_fd(read_fd) };
     // The child must inherit the write end: clear its close-on-exec flag.
+    // SAFETY: write_fd is a descriptor we own; F_SETFD takes an int.
     unsafe { libc::fcntl(write_fd, libc::F_SETFD, 0) };
     let exe = match std::env::current_exe() {
         Ok(e) => e,
@@ -70,7 +71,7 @@ fn parse_word(msg: &str) -> Option<i32> {
     }
     let rest = line.strip_prefix("err ")?;
     let (code, text) = rest.split_once(' ').unwrap_or((rest, ""));
-    eprintln!("dockerfuse: {}", text.replace("\\n", "\n"));
+    crate::report::print_text(&text.replace("\\n", "\n"));
     Some(code.parse().ok().filter(|c| *c != 0).unwrap_or(EXIT_SETUP))
 }
 
@@ -85,9 +86,12 @@ impl Notifier {
         std::env::remove_var(READY_FD);
         Notifier(fd.filter(|&fd| fd > 2).map(|fd| {
             // Leave the shell's session: no SIGHUP when the terminal closes.
+            // SAFETY: setsid has no memory-safety preconditions; it fails
+            // harmlessly if we already lead a process group.
             unsafe { libc::setsid() };
             // SAFETY: the parent handed this descriptor to us alone.
             let f = unsafe { File::from_raw_fd(fd) };
+            // SAFETY: fd is open (owned by f); F_SETFD takes an int.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             f
         }))

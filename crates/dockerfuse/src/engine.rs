@@ -228,10 +228,23 @@ fn engine_error(ep: &Endpoint, e: impl std::fmt::Display) -> Error {
         ),
         None => String::new(),
     };
+    let text = e.to_string();
+    let hint = if text.contains("ermission denied") && ep.host.starts_with("unix://") {
+        "add your user to the docker group (then log in again) or run as root".to_owned()
+    } else if ep.tls.is_some() {
+        format!(
+            "check that the engine at {} serves TLS and that the CA signs its certificate",
+            ep.host
+        )
+    } else {
+        "is dockerd running? (docker info); choose another engine with -H, DOCKER_HOST or --context"
+            .to_owned()
+    };
     Error::setup(format!(
         "cannot reach the Docker engine at {} (from {}){tls}: {e}",
         ep.host, ep.source
     ))
+    .with_hint(hint)
 }
 
 /// A bollard client for `ep` (no request made yet).
@@ -298,7 +311,15 @@ impl Engine {
                     status_code: 404, ..
                 } => Error::setup(format!("no such container: {id}")).with_errno(libc::ENOENT),
                 e => Error::setup(format!("cannot inspect container {id}: {e}")),
-            })?;
+            });
+        let c = match c {
+            Ok(c) => c,
+            Err(e) if e.errno == Some(libc::ENOENT) => {
+                let names = self.running_names().await.unwrap_or_default();
+                return Err(e.with_hint(running_hint(&names)));
+            }
+            Err(e) => return Err(e),
+        };
         let state = c.state.unwrap_or_default();
         let hc = c.host_config.unwrap_or_default();
         let mut tmpfs: Vec<String> = hc.tmpfs.unwrap_or_default().into_keys().collect();
@@ -337,6 +358,22 @@ impl Engine {
             read_only: hc.readonly_rootfs.unwrap_or(false),
             tmpfs,
         })
+    }
+
+    /// The names of the running containers, sorted.
+    pub async fn running_names(&self) -> Result<Vec<String>> {
+        let list = self
+            .docker
+            .list_containers(None::<bollard::query_parameters::ListContainersOptions>)
+            .await
+            .map_err(|e| Error::setup(format!("cannot list containers: {e}")))?;
+        let mut names: Vec<String> = list
+            .into_iter()
+            .filter_map(|c| c.names?.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// Extracts a tar archive into `dir` in the container.
@@ -422,10 +459,37 @@ impl Engine {
     }
 }
 
+/// The hint for an unknown container: what is running.
+fn running_hint(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    match names.len() {
+        0 => "no container is running on this engine (docker ps)".to_owned(),
+        n if n <= SHOWN => format!("running containers: {}", names.join(", ")),
+        n => format!(
+            "running containers: {}, and {} more (docker ps)",
+            names[..SHOWN].join(", "),
+            n - SHOWN
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn the_running_hint_names_a_few() {
+        assert!(running_hint(&[]).contains("no container"));
+        let few: Vec<String> = ["db", "web"].map(String::from).to_vec();
+        assert_eq!(running_hint(&few), "running containers: db, web");
+        let many: Vec<String> = (0..12).map(|i| format!("c{i:02}")).collect();
+        let h = running_hint(&many);
+        assert!(
+            h.contains("c09") && !h.contains("c10") && h.contains("2 more"),
+            "{h}"
+        );
+    }
 
     /// An environment made of `pairs`, with HOME set to `home`.
     fn env_of<'a>(

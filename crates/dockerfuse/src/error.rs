@@ -2,7 +2,8 @@
 //!
 //! Filesystem operations carry a bare errno (`dockerfuse_proto::Errno`);
 //! this type is for everything around them: a message meant for the user,
-//! a kind that decides the exit status, and an errno where one exists.
+//! a kind that decides the exit status, an errno where one exists, and a
+//! hint: what the user can do about it, printed on a line of its own.
 
 use std::fmt;
 
@@ -28,6 +29,8 @@ pub struct Error {
     pub kind: Kind,
     pub message: String,
     pub errno: Option<i32>,
+    /// What to try next, when there is something useful to say.
+    pub hint: Option<String>,
 }
 
 impl Error {
@@ -36,6 +39,7 @@ impl Error {
             kind: Kind::Setup,
             message: message.into(),
             errno: None,
+            hint: None,
         }
     }
 
@@ -44,12 +48,26 @@ impl Error {
             kind: Kind::Lost,
             message: message.into(),
             errno: Some(libc::EIO),
+            hint: None,
         }
     }
 
     pub fn with_errno(mut self, errno: i32) -> Error {
         self.errno = Some(errno);
         self
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The message and, on a line of its own, the hint.
+    pub fn full_text(&self) -> String {
+        match &self.hint {
+            Some(h) => format!("{}\nhint: {h}", self.message),
+            None => self.message.clone(),
+        }
     }
 
     /// Adds what was being done in front of the message.
@@ -81,6 +99,7 @@ impl From<std::io::Error> for Error {
             kind: Kind::Setup,
             message: e.to_string(),
             errno,
+            hint: None,
         }
     }
 }

@@ -9,7 +9,8 @@
 //! * [`fs`] — the filesystem core (requests out, checked results in);
 //! * [`fuse`] — the thin fuser adapter over the core;
 //! * [`mount`] — lifecycle: ready, signals, unmount, loss of the container;
-//! * [`daemon`], [`signals`], [`logging`], [`error`] — process plumbing.
+//! * [`daemon`], [`signals`], [`logging`], [`error`] — process plumbing;
+//! * [`report`] — error messages for people.
 
 pub mod cli;
 pub mod daemon;
@@ -20,6 +21,7 @@ pub mod fuse;
 pub mod launch;
 pub mod logging;
 pub mod mount;
+pub mod report;
 pub mod rpc;
 pub mod satellites;
 pub mod signals;

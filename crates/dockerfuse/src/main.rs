@@ -1,42 +1,57 @@
 //! The `dockerfuse` command; everything lives in the library.
 
 use dockerfuse::cli::Cli;
-use dockerfuse::{daemon, error, logging, mount, satellites::Arch, signals};
+use dockerfuse::logging::Style;
+use dockerfuse::{daemon, error, logging, mount, report, satellites::Arch, signals};
 
 fn main() {
     let cli = Cli::parse_args();
     if cli.version {
-        println!(
-            "dockerfuse {} (protocol {})",
-            env!("CARGO_PKG_VERSION"),
-            dockerfuse_proto::PROTOCOL_VERSION
-        );
-        if cli.debug {
-            for a in Arch::ALL {
-                println!("satellite {a}: {} bytes", a.binary().len());
-            }
-        }
+        print_version(cli.debug);
         return;
     }
+    let Some(target) = cli.target() else {
+        // clap requires both unless -version: not reached.
+        report::print_text("a container and a mount point are needed (see --help)");
+        std::process::exit(error::EXIT_USAGE);
+    };
     if cli.daemonize && !daemon::is_child() {
         std::process::exit(daemon::spawn_and_wait());
     }
     let mut notifier = daemon::Notifier::from_env();
     signals::block();
     let log_file = cli.log_file.as_deref();
-    if let Err(e) = logging::init(cli.debug, cli.json, log_file) {
-        eprintln!("dockerfuse: cannot set up logging: {e}");
-    }
-    let code = match mount::run(&cli, &mut notifier) {
+    let style = logging::init(cli.debug, cli.json, log_file).unwrap_or_else(|e| {
+        report::print_text(&format!("cannot set up logging: {e}"));
+        Style::Plain
+    });
+    let code = match mount::run(&cli, &target, &mut notifier) {
         Ok(()) => error::EXIT_OK,
         Err(e) => {
-            tracing::error!(errno = e.errno, "{e}");
-            if !notifier.is_child() && log_file.is_some() {
-                eprintln!("dockerfuse: {e}");
+            // -debug/-json keep their log lines; people get plain ones.
+            let logged_to_stderr = log_file.is_none() && style != Style::Plain;
+            if log_file.is_some() || logged_to_stderr {
+                tracing::error!(errno = e.errno, hint = e.hint.as_deref(), "{e}");
             }
-            notifier.failed(e.exit_code(), &e.message);
+            if !notifier.is_child() && !logged_to_stderr {
+                report::print(&e);
+            }
+            notifier.failed(e.exit_code(), &e.full_text());
             e.exit_code()
         }
     };
     std::process::exit(code);
+}
+
+fn print_version(debug: bool) {
+    println!(
+        "dockerfuse {} (protocol {})",
+        env!("CARGO_PKG_VERSION"),
+        dockerfuse_proto::PROTOCOL_VERSION
+    );
+    if debug {
+        for a in Arch::ALL {
+            println!("satellite {a}: {} bytes", a.binary().len());
+        }
+    }
 }

@@ -15,13 +15,13 @@ use std::time::Duration;
 use fuser::{Config, MountOption, SessionACL};
 use tracing::{info, warn};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Target};
 use crate::daemon::Notifier;
-use crate::engine::Engine;
+use crate::engine::{Container, Engine};
 use crate::error::{Error, Result};
 use crate::fs::{Core, LinkRewrite, Options};
 use crate::fuse::FuseFs;
-use crate::launch::{Launch, UPLOAD_DIRS};
+use crate::launch::{Launch, Running, UPLOAD_DIRS};
 use crate::satellites::{self, Arch};
 
 enum Event {
@@ -66,25 +66,42 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 }
 
 /// Checks what can be checked before talking to the engine.
-pub fn preflight(mount: &Path) -> Result<PathBuf> {
+pub fn preflight(mount: &Path, allow_other: bool) -> Result<PathBuf> {
     if !Path::new("/dev/fuse").exists() {
-        return Err(Error::setup("no /dev/fuse on this host: load the fuse module (modprobe fuse) or pass --device /dev/fuse to this container").with_errno(libc::ENODEV));
+        return Err(Error::setup("no /dev/fuse on this host")
+            .with_errno(libc::ENODEV)
+            .with_hint(
+                "load the fuse module (modprobe fuse), or in a container pass --device /dev/fuse",
+            ));
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0
-        && which("fusermount3").is_none()
-        && which("fusermount").is_none()
-    {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && which("fusermount3").is_none() && which("fusermount").is_none() {
         return Err(Error::setup(
-            "fusermount3 not found in PATH: install fuse3 (needed to mount as a non-root user)",
-        ));
+            "fusermount3 not found in PATH (a user other than root mounts through it)",
+        )
+        .with_hint("install fuse3 (apt-get install fuse3, dnf install fuse3)"));
+    }
+    if allow_other && !root && !fuse_conf_allows_other(FUSE_CONF) {
+        return Err(Error::setup(format!(
+            "--allow-other is refused to users other than root: {FUSE_CONF} does not set user_allow_other"
+        ))
+        .with_errno(libc::EPERM)
+        .with_hint(format!(
+            "add a line user_allow_other to {FUSE_CONF} (as root), or mount without --allow-other"
+        )));
     }
     let canon = mount.canonicalize().map_err(|e| {
-        Error::setup(format!(
+        let err = Error::setup(format!(
             "mount point {} is not usable: {e}",
             mount.display()
         ))
-        .with_errno(e.raw_os_error().unwrap_or(libc::ENOENT))
+        .with_errno(e.raw_os_error().unwrap_or(libc::ENOENT));
+        if e.kind() == std::io::ErrorKind::NotFound {
+            err.with_hint(format!("create it first: mkdir -p {}", mount.display()))
+        } else {
+            err
+        }
     })?;
     if !canon.is_dir() {
         return Err(Error::setup(format!(
@@ -95,13 +112,26 @@ pub fn preflight(mount: &Path) -> Result<PathBuf> {
     }
     if is_mount_point(&canon) {
         return Err(Error::setup(format!(
-            "mount point {} is already a mount (busy): unmount it first (fusermount3 -u {})",
-            canon.display(),
+            "mount point {} is already a mount (busy)",
             canon.display()
         ))
-        .with_errno(libc::EBUSY));
+        .with_errno(libc::EBUSY)
+        .with_hint(format!(
+            "unmount it first: dockerfuse unmount {0} (or fusermount3 -u {0})",
+            canon.display()
+        )));
     }
     Ok(canon)
+}
+
+const FUSE_CONF: &str = "/etc/fuse.conf";
+
+/// True when the FUSE configuration file has a `user_allow_other` line.
+fn fuse_conf_allows_other(path: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split('#').next().unwrap_or("").trim() == "user_allow_other")
+    })
 }
 
 fn which(bin: &str) -> Option<PathBuf> {
@@ -112,75 +142,88 @@ fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Mounts, serves until the end, and says how it ended.
-pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
-    let id = cli
-        .id
-        .as_deref()
-        .ok_or_else(|| Error::setup("--id is required"))?;
-    let mount = cli
-        .mount
-        .as_deref()
-        .ok_or_else(|| Error::setup("--mount is required"))?;
-    let mountpoint = preflight(mount)?;
-    if !(cli.ttl >= 0.0 && cli.ttl < 1e6) {
-        return Err(Error::setup(format!(
-            "--ttl {} is not a number of seconds",
-            cli.ttl
-        )));
-    }
+type MountSession = fuser::Session<FuseFs<crate::rpc::Rpc>>;
 
-    let (engine, container, running) = smol::block_on(async_compat::Compat::new(async {
-        let engine = Engine::connect(cli.host.as_deref()).await?;
-        let container = engine.inspect(id).await?;
-        if !container.running {
-            return Err(Error::setup(format!(
-                "container {id} is not running (status: {})",
-                container.status
-            )));
+/// The engine side of a mount: the container and its running satellite.
+struct Remote {
+    engine: Engine,
+    container: Container,
+    running: Running,
+    /// The container's name, for messages.
+    name: String,
+}
+
+/// Mounts, serves until the end, and says how it ended.
+pub fn run(cli: &Cli, target: &Target, notifier: &mut Notifier) -> Result<()> {
+    let mountpoint = preflight(&target.mountpoint, cli.allow_other)?;
+    let remote = smol::block_on(async_compat::Compat::new(start_satellite(cli, target)))?;
+    let (session, mut unmounter) = mount_session(cli, target, &remote, &mountpoint)?;
+    raise_readahead(&mountpoint);
+    let events = serve(session, &remote)?;
+    if let Some(p) = &cli.pid_file {
+        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+            warn!(file = %p.display(), error = %e, "cannot write the pid file");
         }
-        let native = engine.native_arch().await;
-        let image = container.image_arch.as_deref().and_then(Arch::parse);
-        if cli.satellite_arch.is_none() && native.is_none() && image.is_none() {
-            return Err(Error::setup(format!(
-                "unsupported architecture: the engine and image {} are neither amd64 nor arm64",
-                container.image_arch.as_deref().unwrap_or("(unknown)")
-            )));
-        }
-        let dirs = match &cli.satellite_dir {
-            Some(d) => vec![d.clone()],
-            None => UPLOAD_DIRS.iter().map(|s| s.to_string()).collect(),
-        };
-        let launch = Launch {
-            engine: &engine,
-            container: &container.id,
-            archs: satellites::candidates(cli.satellite_arch, native, image),
-            dirs,
-            user: &cli.user,
-            root: &cli.path,
-            timeout: Duration::from_secs_f64(cli.start_timeout.max(1.0)),
-            stall: Duration::from_secs_f64(cli.op_timeout.max(0.2)),
-        };
-        let running = launch.run().await?;
-        Ok::<_, Error>((engine, container, running))
-    }))?;
+    }
+    info!(container = %remote.name, mountpoint = %mountpoint.display(), satellite = %remote.running.arch, "mounted");
+    notifier.ready();
+    let outcome = wait_for_end(&events, &remote, &mut unmounter, &mountpoint);
+    finish(&remote, cli.pid_file.as_deref());
+    outcome
+}
+
+/// Connects to the engine, checks the container, uploads and starts the
+/// satellite.
+async fn start_satellite(cli: &Cli, target: &Target) -> Result<Remote> {
+    let id = target.container.as_str();
+    let engine = Engine::connect(cli.host.as_deref()).await?;
+    let container = engine.inspect(id).await?;
+    if !container.running {
+        return Err(Error::setup(format!(
+            "container {id} is not running (status: {})",
+            container.status
+        ))
+        .with_hint(format!("start it first: docker start {id}")));
+    }
+    let native = engine.native_arch().await;
+    let image = container.image_arch.as_deref().and_then(Arch::parse);
+    if cli.satellite_arch.is_none() && native.is_none() && image.is_none() {
+        return Err(Error::setup(format!(
+            "unsupported architecture: the engine and image {} are neither amd64 nor arm64",
+            container.image_arch.as_deref().unwrap_or("(unknown)")
+        ))
+        .with_hint("force one with --satellite-arch amd64 or --satellite-arch arm64"));
+    }
+    let dirs = match &cli.satellite_dir {
+        Some(d) => vec![d.clone()],
+        None => UPLOAD_DIRS.iter().map(|s| s.to_string()).collect(),
+    };
+    let launch = Launch {
+        engine: &engine,
+        container: &container.id,
+        archs: satellites::candidates(cli.satellite_arch, native, image),
+        dirs,
+        user: &cli.user,
+        root: &target.path,
+        timeout: Duration::from_secs_f64(cli.start_timeout.max(1.0)),
+        stall: Duration::from_secs_f64(cli.op_timeout.max(0.2)),
+    };
+    let running = launch.run().await?;
     let name = if container.name.is_empty() {
         id.to_owned()
     } else {
         container.name.clone()
     };
+    Ok(Remote {
+        engine,
+        container,
+        running,
+        name,
+    })
+}
 
-    let links = cli.rewrite_absolute_links.then(|| LinkRewrite {
-        root: cli.path.as_bytes().to_vec(),
-        mountpoint: mountpoint.as_os_str().as_encoded_bytes().to_vec(),
-    });
-    let opts = Options {
-        ttl: Duration::from_secs_f64(cli.ttl),
-        writeback: cli.writeback_cache,
-        links,
-        per_caller: cli.allow_other,
-    };
-    let fs = FuseFs::new(Core::new(running.rpc.clone(), opts));
+/// The FUSE mount options for these flags.
+fn fuse_config(cli: &Cli, name: &str) -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("dockerfuse:{name}")),
@@ -195,15 +238,48 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         config.mount_options.push(MountOption::DefaultPermissions);
         config.acl = SessionACL::All;
     }
-    let session = fuser::Session::new(fs, &mountpoint, &config).map_err(|e| {
-        running.rpc.shutdown();
-        Error::setup(format!("cannot mount on {}: {e}", mountpoint.display()))
-            .with_errno(e.raw_os_error().unwrap_or(libc::EIO))
-    })?;
-    let mut session = session;
-    let mut unmounter = session.unmount_callable();
-    raise_readahead(&mountpoint);
+    config
+}
 
+/// Mounts the filesystem (the kernel starts sending requests once the
+/// session runs).
+fn mount_session(
+    cli: &Cli,
+    target: &Target,
+    remote: &Remote,
+    mountpoint: &Path,
+) -> Result<(MountSession, fuser::SessionUnmounter)> {
+    let links = cli.rewrite_absolute_links.then(|| LinkRewrite {
+        root: target.path.as_bytes().to_vec(),
+        mountpoint: mountpoint.as_os_str().as_encoded_bytes().to_vec(),
+    });
+    let opts = Options {
+        ttl: Duration::from_secs_f64(cli.ttl),
+        writeback: cli.writeback_cache,
+        links,
+        per_caller: cli.allow_other,
+    };
+    let fs = FuseFs::new(Core::new(remote.running.rpc.clone(), opts));
+    let mut session = fuser::Session::new(fs, mountpoint, &fuse_config(cli, &remote.name))
+        .map_err(|e| {
+            remote.running.rpc.shutdown();
+            let err = Error::setup(format!("cannot mount on {}: {e}", mountpoint.display()))
+                .with_errno(e.raw_os_error().unwrap_or(libc::EIO));
+            if cli.allow_other {
+                err.with_hint(format!(
+                    "--allow-other needs root or user_allow_other in {FUSE_CONF}"
+                ))
+            } else {
+                err
+            }
+        })?;
+    let unmounter = session.unmount_callable();
+    Ok((session, unmounter))
+}
+
+/// Runs the session, watches the satellite and takes signals, each in its
+/// own thread; all three end up as events on the returned channel.
+fn serve(session: MountSession, remote: &Remote) -> Result<mpsc::Receiver<Event>> {
     let (tx, rx) = mpsc::channel::<Event>();
     let tx_session = tx.clone();
     std::thread::Builder::new()
@@ -216,7 +292,7 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         })
         .map_err(|e| Error::setup(format!("cannot start the FUSE thread: {e}")))?;
     let tx_lost = tx.clone();
-    let closed = running.closed.clone();
+    let closed = remote.running.closed.clone();
     std::thread::Builder::new()
         .name("watch".into())
         .spawn(move || {
@@ -226,21 +302,22 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         })
         .map_err(|e| Error::setup(format!("cannot start a thread: {e}")))?;
     crate::signals::forward(tx);
+    Ok(rx)
+}
 
-    let pid_file = cli.pid_file.clone();
-    if let Some(p) = &pid_file {
-        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            warn!(file = %p.display(), error = %e, "cannot write the pid file");
-        }
-    }
-    info!(container = %name, mountpoint = %mountpoint.display(), satellite = %running.arch, "mounted");
-    notifier.ready();
-
-    let outcome = match rx.recv() {
+/// Waits for the first event that ends the mount and unmounts if the
+/// kernel has not already.
+fn wait_for_end(
+    events: &mpsc::Receiver<Event>,
+    remote: &Remote,
+    unmounter: &mut fuser::SessionUnmounter,
+    mountpoint: &Path,
+) -> Result<()> {
+    match events.recv() {
         Ok(Event::Signal(sig)) => {
             info!(signal = crate::signals::name(sig), "unmounting");
-            unmount(&mut unmounter, &mountpoint);
-            wait_unmounted(&rx, Duration::from_secs(10));
+            unmount(unmounter, mountpoint);
+            wait_unmounted(events, Duration::from_secs(10));
             Ok(())
         }
         Ok(Event::Unmounted) | Err(_) => {
@@ -248,38 +325,45 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
             Ok(())
         }
         Ok(Event::Lost(why)) => {
-            // The engine may need a moment to see the container's end.
-            let state = smol::block_on(async_compat::Compat::new(async {
-                let mut last = engine.inspect(&container.id).await;
-                for _ in 0..5 {
-                    match &last {
-                        Ok(c) if c.running => {
-                            smol::Timer::after(Duration::from_millis(100)).await;
-                            last = engine.inspect(&container.id).await;
-                        }
-                        _ => break,
-                    }
-                }
-                last
-            }));
-            let cause = match state {
-                Ok(c) if !c.running => format!("container {name} stopped (status: {})", c.status),
-                Ok(_) => format!("lost the satellite in container {name}: {why}"),
-                Err(e) => format!("lost container {name}: {e}"),
-            };
+            let cause = smol::block_on(async_compat::Compat::new(lost_cause(remote, &why)));
             warn!(%cause, "unmounting");
-            unmount(&mut unmounter, &mountpoint);
-            wait_unmounted(&rx, Duration::from_secs(5));
+            unmount(unmounter, mountpoint);
+            wait_unmounted(events, Duration::from_secs(5));
             Err(Error::lost(cause))
         }
-    };
-    running.rpc.shutdown();
-    // Give the writer a moment to deliver the shutdown frame.
+    }
+}
+
+/// Why the satellite went away, in words: the engine may need a moment to
+/// see the container's end, so ask it a few times.
+async fn lost_cause(remote: &Remote, why: &str) -> String {
+    let (engine, id, name) = (&remote.engine, &remote.container.id, &remote.name);
+    let mut last = engine.inspect(id).await;
+    for _ in 0..5 {
+        match &last {
+            Ok(c) if c.running => {
+                smol::Timer::after(Duration::from_millis(100)).await;
+                last = engine.inspect(id).await;
+            }
+            _ => break,
+        }
+    }
+    match last {
+        Ok(c) if !c.running => format!("container {name} stopped (status: {})", c.status),
+        Ok(_) => format!("lost the satellite in container {name}: {why}"),
+        Err(e) => format!("lost container {name}: {e}"),
+    }
+}
+
+/// Tells the satellite to exit and removes the pid file.
+fn finish(remote: &Remote, pid_file: Option<&Path>) {
+    remote.running.rpc.shutdown();
+    // The shutdown frame is queued, not yet written: give the writer
+    // thread a moment to deliver it before the process exits.
     std::thread::sleep(Duration::from_millis(50));
-    if let Some(p) = &pid_file {
+    if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
     }
-    outcome
 }
 
 /// The kernel gives a FUSE mount 128 KiB of readahead whatever the
@@ -362,7 +446,20 @@ mod tests {
 
     #[test]
     fn preflight_names_a_missing_mount_point() {
-        let e = preflight(Path::new("/nonexistent/dockerfuse-test")).unwrap_err();
+        let e = preflight(Path::new("/nonexistent/dockerfuse-test"), false).unwrap_err();
         assert!(e.message.contains("mount point"), "{}", e.message);
+        assert!(e.hint.unwrap_or_default().contains("mkdir"));
+    }
+
+    #[test]
+    fn user_allow_other_is_read_from_fuse_conf() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("fuse.conf");
+        let f = f.to_str().unwrap();
+        std::fs::write(f, "# user_allow_other\nmount_max = 1000\n").unwrap();
+        assert!(!fuse_conf_allows_other(f));
+        std::fs::write(f, "mount_max = 1000\n  user_allow_other  \n").unwrap();
+        assert!(fuse_conf_allows_other(f));
+        assert!(!fuse_conf_allows_other("/nonexistent/fuse.conf"));
     }
 }
