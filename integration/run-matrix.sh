@@ -8,6 +8,8 @@
 #                   satellite <carch> (off with DOCKERFUSE_TEST_BUSYBOX=0)
 #   container-stop  once per container arch, on a fresh container
 #   errors          once
+#   cli-plugin      once: `docker mount` through the real docker CLI (plugin
+#                   install, metadata, --help, contexts) and --context
 #   real-user, real-readonly, real-noexec, real-distroless, real-caps
 #                   once per container arch, on containers they start
 #                   themselves (dfreal-*: non-root user, --read-only,
@@ -38,6 +40,7 @@
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors faults
+#                               cli-plugin
 #                               differential programs posix
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
@@ -66,7 +69,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults differential programs posix $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults cli-plugin differential programs posix $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -77,9 +80,10 @@ done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
 	core | busybox | container-stop | errors | faults | engine-restart) ;;
+	cli-plugin) ;;
 	differential | programs | posix) ;;
 	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults cli-plugin differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -258,6 +262,9 @@ if want faults; then
 fi
 if want errors; then
 	with_container dfit-errors "errors alpine:${CARCHES[0]}" errors "dockerfuse-test/alpine:${CARCHES[0]}"
+fi
+if want cli-plugin; then
+	with_container dfit-plugin "cli-plugin alpine:${CARCHES[0]}" cli-plugin "dockerfuse-test/alpine:${CARCHES[0]}"
 fi
 if want differential; then
 	for c in "${CARCHES[@]}"; do

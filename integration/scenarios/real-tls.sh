@@ -142,6 +142,31 @@ tls_mount "DOCKER_CONTEXT=dfreal-ctx beats the current context" DOCKER_CONTEXT=d
 tls_mount "DOCKER_HOST beats DOCKER_CONTEXT=dfreal-main" \
 	DOCKER_CONTEXT=dfreal-main DOCKER_HOST="$TCP" DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$CERTS" --
 tls_error "unknown context" 'context dfreal-nope.*not found' DOCKER_CONTEXT=dfreal-nope --
+tls_mount "--context dfreal-ctx beats DOCKER_CONTEXT=dfreal-main" DOCKER_CONTEXT=dfreal-main -- --context dfreal-ctx
+
+# --- the docker CLI plugin over TLS ----------------------------------------------------------
+check "dockerfuse install-plugin in the test HOME" "$DOCKERFUSE" install-plugin --dir "$HOME_DIR/.docker/cli-plugins"
+# plugin_tls DESC DOCKER_ARGS...: `docker DOCKER_ARGS... mount -d ...` mounts.
+plugin_tls() {
+	local desc=$1 status=0
+	shift
+	rm -f "$WORKDIR/tls.pid"
+	on_exit "$(printf 'dfit_unmount %q %q' "$MNT" "$WORKDIR/tls.pid")"
+	ctx "$@" mount -d --pid-file "$WORKDIR/tls.pid" "$CONTAINER:/etc" "$MNT" >"$WORKDIR/tls.out" 2>&1 </dev/null || status=$?
+	if [ "$status" -eq 0 ] && is_fuse_mounted "$MNT"; then
+		pass "$desc: mounted"
+		cap got cat "$MNT/alpine-release"
+		assert_match "$desc: reads /etc/alpine-release" '^3\.' "$got"
+		check "$desc: unmounted" timeout 10 fusermount3 -u "$MNT"
+		check "$desc: the process exits" wait_until 10 pid_gone "$(cat "$WORKDIR/tls.pid")"
+	else
+		fail "$desc: mounted (exit $status)"
+		show_file "docker mount output" "$WORKDIR/tls.out"
+	fi
+}
+plugin_tls "docker --context dfreal-ctx mount (TLS context)" --context dfreal-ctx
+plugin_tls "docker -H tcp --tlsverify --tlscacert/--tlscert/--tlskey mount" -H "$TCP" --tlsverify \
+	--tlscacert "$CERTS/ca.pem" --tlscert "$CERTS/cert.pem" --tlskey "$CERTS/key.pem"
 
 real_diff_clean "$before"
 finish

@@ -10,18 +10,28 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::engine::EngineFlags;
 use crate::satellites::Arch;
 
 /// Mount the filesystem of a running Docker container through FUSE.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "dockerfuse", disable_version_flag = true, after_help = AFTER_HELP)]
 pub struct Cli {
+    /// The container (name or id, must be running) and optionally the
+    /// directory in it to mount: web, web:/etc.
+    #[arg(value_name = "CONTAINER[:PATH]", conflicts_with = "id")]
+    pub source: Option<String>,
+
+    /// Directory to mount on (must exist and not be a mount already).
+    #[arg(value_name = "MOUNTPOINT", conflicts_with = "mount")]
+    pub mountpoint: Option<PathBuf>,
+
     /// Container name or id (must be running).
-    #[arg(short = 'i', long = "id", required_unless_present = "version")]
+    #[arg(short = 'i', long = "id", required_unless_present_any = ["version", "source"])]
     pub id: Option<String>,
 
     /// Directory to mount on (must exist and not be a mount already).
-    #[arg(short = 'm', long = "mount", required_unless_present = "version")]
+    #[arg(short = 'm', long = "mount", required_unless_present_any = ["version", "mountpoint"])]
     pub mount: Option<PathBuf>,
 
     /// Directory inside the container to mount.
@@ -62,9 +72,15 @@ pub struct Cli {
     #[arg(long)]
     pub writeback_cache: bool,
 
-    /// Docker engine to use (default: $DOCKER_HOST, else the local socket).
+    /// Docker engine to use (default: $DOCKER_HOST, else the context, else
+    /// the local socket).
     #[arg(short = 'H', long, value_name = "URL")]
     pub host: Option<String>,
+
+    /// Docker context to use (overrides DOCKER_HOST, DOCKER_CONTEXT and
+    /// `docker context use`).
+    #[arg(short = 'c', long, value_name = "NAME", conflicts_with = "host")]
+    pub context: Option<String>,
 
     /// User the satellite runs as inside the container.
     #[arg(long, default_value = "0", value_name = "USER[:GROUP]")]
@@ -160,14 +176,32 @@ impl Cli {
         Cli::parse_from(normalize(std::env::args_os()))
     }
 
-    /// The container, path and mount point (`None` only with -version,
-    /// which clap lets through without them).
+    /// The container, path and mount point, from the positional form or
+    /// the flags (`None` only with -version, which clap lets through
+    /// without them).
     pub fn target(&self) -> Option<Target> {
+        let (container, path) = match &self.source {
+            Some(s) => match s.split_once(':') {
+                Some((c, p)) if !p.is_empty() => (c.to_owned(), p.to_owned()),
+                Some((c, _)) => (c.to_owned(), self.path.clone()),
+                None => (s.clone(), self.path.clone()),
+            },
+            None => (self.id.clone()?, self.path.clone()),
+        };
         Some(Target {
-            container: self.id.clone()?,
-            path: self.path.clone(),
-            mountpoint: self.mount.clone()?,
+            container,
+            path,
+            mountpoint: self.mountpoint.clone().or_else(|| self.mount.clone())?,
         })
+    }
+
+    /// The flags that choose the engine.
+    pub fn engine_flags(&self) -> EngineFlags {
+        EngineFlags {
+            host: self.host.clone(),
+            context: self.context.clone(),
+            ..EngineFlags::default()
+        }
     }
 }
 
@@ -237,6 +271,37 @@ mod tests {
         // A value that looks like a flag name is not rewritten when it is
         // a short cluster: -dH is not a long name.
         assert_eq!(normalize(["x", "-dH"].map(OsString::from))[1], "-dH");
+    }
+
+    #[test]
+    fn positional_form_gives_the_same_target() {
+        let a = parse(&["d", "web:/etc", "./mnt"]).target().unwrap();
+        let b = parse(&["d", "-id", "web", "-path", "/etc", "-mount", "./mnt"])
+            .target()
+            .unwrap();
+        assert_eq!(a, b);
+        let c = parse(&["d", "web", "./mnt", "-p", "/var"])
+            .target()
+            .unwrap();
+        assert_eq!((c.container.as_str(), c.path.as_str()), ("web", "/var"));
+        assert!(Cli::try_parse_from(["d", "web"]).is_err(), "no mount point");
+        assert!(Cli::try_parse_from(["d", "web", "m", "--id", "x"]).is_err());
+    }
+
+    #[test]
+    fn context_and_host_conflict() {
+        assert_eq!(
+            parse(&["d", "w", "m", "--context", "x"])
+                .engine_flags()
+                .context
+                .as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            parse(&["d", "w", "m", "-context", "x"]).context.as_deref(),
+            Some("x")
+        );
+        assert!(Cli::try_parse_from(["d", "w", "m", "-c", "x", "-H", "unix:///s"]).is_err());
     }
 
     #[test]

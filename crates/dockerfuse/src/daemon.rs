@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use crate::error::{EXIT_OK, EXIT_SETUP};
@@ -40,8 +41,14 @@ pub fn spawn_and_wait() -> i32 {
             return EXIT_SETUP;
         }
     };
-    let spawned = Command::new(exe)
-        .args(std::env::args_os().skip(1))
+    let mut argv = std::env::args_os();
+    let mut cmd = Command::new(exe);
+    // The same argv[0]: the docker CLI plugin is recognised by its name.
+    if let Some(arg0) = argv.next() {
+        cmd.arg0(arg0);
+    }
+    let spawned = cmd
+        .args(argv)
         .env(READY_FD, write_fd.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -77,6 +77,33 @@ impl TlsFiles {
 
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
+/// The docker CLI's global flags that choose the engine (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineFlags {
+    /// `-H`/`--host`.
+    pub host: Option<String>,
+    /// `--context`/`-c`.
+    pub context: Option<String>,
+    /// `--config`: the CLI's configuration directory.
+    pub config: Option<PathBuf>,
+    /// `--tlsverify` (`Some(false)`: `--tlsverify=false`).
+    pub tls_verify: Option<bool>,
+    /// `--tlscacert`, `--tlscert`, `--tlskey`.
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl EngineFlags {
+    /// Only `-H` (and the environment).
+    pub fn host(h: Option<&str>) -> EngineFlags {
+        EngineFlags {
+            host: h.map(str::to_owned),
+            ..EngineFlags::default()
+        }
+    }
+}
+
 /// The docker CLI's configuration directory: `$DOCKER_CONFIG`, else
 /// `$HOME/.docker`.
 fn config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
@@ -86,19 +113,32 @@ fn config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     env("HOME").map(|h| Path::new(&h).join(".docker"))
 }
 
-/// TLS for a host given by `-H` or DOCKER_HOST: on when DOCKER_TLS_VERIFY
-/// is set (and not empty, as for the CLI) or the scheme is https://; the
-/// files come from DOCKER_CERT_PATH, else the config directory.
-fn env_tls(host: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<TlsFiles> {
+/// TLS for a host given by `-H` or DOCKER_HOST: on when `--tlsverify` or
+/// DOCKER_TLS_VERIFY is set (and not empty, as for the CLI) or the scheme
+/// is https://; the files come from `--tlscacert`/`--tlscert`/`--tlskey`,
+/// else DOCKER_CERT_PATH, else the config directory.
+fn env_tls(
+    host: &str,
+    flags: &EngineFlags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<TlsFiles> {
     let tcp = host.starts_with("tcp://") || host.starts_with("https://");
-    if !tcp || (env("DOCKER_TLS_VERIFY").is_none() && !host.starts_with("https://")) {
+    let verify = flags
+        .tls_verify
+        .unwrap_or_else(|| env("DOCKER_TLS_VERIFY").is_some());
+    if !tcp || (!verify && !host.starts_with("https://")) {
         return None;
     }
     let dir = env("DOCKER_CERT_PATH")
         .map(PathBuf::from)
         .or_else(|| config_dir(env))
         .unwrap_or_else(|| PathBuf::from(".docker"));
-    Some(TlsFiles::in_dir(&dir))
+    let d = TlsFiles::in_dir(&dir);
+    Some(TlsFiles {
+        ca: flags.tls_ca.clone().unwrap_or(d.ca),
+        cert: flags.tls_cert.clone().unwrap_or(d.cert),
+        key: flags.tls_key.clone().unwrap_or(d.key),
+    })
 }
 
 /// Lowercase hex sha256 of a context name: the directory the CLI keeps
@@ -108,29 +148,46 @@ pub fn context_dir_name(name: &str) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Picks the engine like the docker CLI: `-H` > DOCKER_HOST >
-/// DOCKER_CONTEXT > `currentContext` in config.json > the default socket.
+/// Picks the engine like the docker CLI: `--context`, then `-H`, then
+/// DOCKER_HOST, DOCKER_CONTEXT, `currentContext` in config.json, and last
+/// the default socket.
 /// `env` reads an environment variable (empty counts as unset).
-pub fn resolve(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint> {
-    let env = |k: &str| env(k).filter(|v| !v.is_empty());
-    if let Some(h) = flag.filter(|h| !h.is_empty()) {
+pub fn resolve(flags: &EngineFlags, env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint> {
+    let config = flags.config.as_ref().map(|c| c.display().to_string());
+    let env = |k: &str| match (k, &config) {
+        ("DOCKER_CONFIG", Some(c)) => Some(c.clone()),
+        _ => env(k).filter(|v| !v.is_empty()),
+    };
+    let flag = flags.host.as_deref().filter(|h| !h.is_empty());
+    let context = flags.context.as_deref().filter(|c| !c.is_empty());
+    if let (Some(_), Some(_)) = (flag, context) {
+        return Err(
+            Error::setup("conflicting options: cannot specify both --host and --context")
+                .with_hint("give one of them"),
+        );
+    }
+    if let Some(h) = flag {
         return Ok(Endpoint {
             host: h.to_owned(),
-            tls: env_tls(h, &env),
+            tls: env_tls(h, flags, &env),
             source: "-H".into(),
         });
     }
-    if let Some(h) = env("DOCKER_HOST") {
-        return Ok(Endpoint {
-            tls: env_tls(&h, &env),
-            host: h,
-            source: "DOCKER_HOST".into(),
-        });
+    // The default context's endpoint is DOCKER_HOST when it is set.
+    if context.is_none_or(|c| c == "default") {
+        if let Some(h) = env("DOCKER_HOST") {
+            return Ok(Endpoint {
+                tls: env_tls(&h, flags, &env),
+                host: h,
+                source: "DOCKER_HOST".into(),
+            });
+        }
     }
     let dir = config_dir(&env);
-    let (name, from) = match env("DOCKER_CONTEXT") {
-        Some(n) => (Some(n), "DOCKER_CONTEXT"),
-        None => (
+    let (name, from) = match (context, env("DOCKER_CONTEXT")) {
+        (Some(n), _) => (Some(n.to_owned()), "--context"),
+        (None, Some(n)) => (Some(n), "DOCKER_CONTEXT"),
+        (None, None) => (
             match dir.as_deref() {
                 Some(d) => current_context(d)?,
                 None => None,
@@ -182,6 +239,7 @@ fn read_context(dir: &Path, name: &str, from: &str) -> Result<Endpoint> {
             "docker context {name} ({from}) not found: cannot read {}: {e}",
             meta.display()
         ))
+        .with_hint("docker context ls lists the contexts")
     })?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::setup(format!("{} is not valid JSON: {e}", meta.display())))?;
@@ -280,8 +338,8 @@ fn client(ep: &Endpoint) -> Result<Docker> {
 
 impl Engine {
     /// Connects and checks the engine answers.
-    pub async fn connect(host: Option<&str>) -> Result<Engine> {
-        let ep = resolve(host, &os_env)?;
+    pub async fn connect(flags: &EngineFlags) -> Result<Engine> {
+        let ep = resolve(flags, &os_env)?;
         tracing::debug!(host = %ep.host, source = %ep.source, tls = ep.tls.is_some(), "engine");
         let docker = client(&ep)?;
         let docker = docker
@@ -547,7 +605,7 @@ mod tests {
     #[test]
     fn nothing_set_gives_the_default_socket() {
         let home = tempfile::tempdir().unwrap();
-        let ep = resolve(None, &env_of(home.path(), &[])).unwrap();
+        let ep = resolve(&EngineFlags::default(), &env_of(home.path(), &[])).unwrap();
         assert_eq!(ep.host, DEFAULT_HOST);
         assert_eq!(ep.tls, None);
     }
@@ -563,29 +621,100 @@ mod tests {
             ("DOCKER_HOST", "unix:///run/env.sock"),
             ("DOCKER_CONTEXT", "ctx-env"),
         ];
-        let ep = resolve(Some("tcp://flag:1"), &env_of(h, &all)).unwrap();
+        let ep = resolve(&EngineFlags::host(Some("tcp://flag:1")), &env_of(h, &all)).unwrap();
         assert_eq!(
             (ep.host.as_str(), ep.source.as_str()),
             ("tcp://flag:1", "-H")
         );
-        let ep = resolve(None, &env_of(h, &all)).unwrap();
+        let ep = resolve(&EngineFlags::default(), &env_of(h, &all)).unwrap();
         assert_eq!(ep.host, "unix:///run/env.sock");
-        let ep = resolve(None, &env_of(h, &all[1..])).unwrap();
+        let ep = resolve(&EngineFlags::default(), &env_of(h, &all[1..])).unwrap();
         assert_eq!(ep.host, "tcp://10.0.0.1:2376");
         assert!(ep.source.contains("ctx-env") && ep.source.contains("DOCKER_CONTEXT"));
-        let ep = resolve(None, &env_of(h, &[])).unwrap();
+        let ep = resolve(&EngineFlags::default(), &env_of(h, &[])).unwrap();
         assert_eq!(ep.host, "unix:///run/cur.sock");
         assert!(ep.source.contains("currentContext"));
         // Empty values count as unset, as for the CLI.
         let ep = resolve(
-            Some(""),
+            &EngineFlags::host(Some("")),
             &env_of(h, &[("DOCKER_HOST", ""), ("DOCKER_CONTEXT", "")]),
         )
         .unwrap();
         assert_eq!(ep.host, "unix:///run/cur.sock");
         // "default" is the default socket even when currentContext says otherwise.
-        let ep = resolve(None, &env_of(h, &[("DOCKER_CONTEXT", "default")])).unwrap();
+        let ep = resolve(
+            &EngineFlags::default(),
+            &env_of(h, &[("DOCKER_CONTEXT", "default")]),
+        )
+        .unwrap();
         assert_eq!(ep.host, DEFAULT_HOST);
+    }
+
+    #[test]
+    fn the_context_flag_beats_everything_and_conflicts_with_host() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        make_context(h, "flagged", "tcp://10.9.9.9:2375", false);
+        make_context(h, "ctx-env", "tcp://10.0.0.1:2376", false);
+        let all = [
+            ("DOCKER_HOST", "unix:///run/env.sock"),
+            ("DOCKER_CONTEXT", "ctx-env"),
+        ];
+        let flags = EngineFlags {
+            context: Some("flagged".into()),
+            ..EngineFlags::default()
+        };
+        let ep = resolve(&flags, &env_of(h, &all)).unwrap();
+        assert_eq!(ep.host, "tcp://10.9.9.9:2375");
+        assert!(ep.source.contains("--context"), "{}", ep.source);
+        let both = EngineFlags {
+            host: Some("tcp://x:1".into()),
+            ..flags.clone()
+        };
+        let e = resolve(&both, &env_of(h, &all)).unwrap_err();
+        assert!(e.message.contains("conflicting"), "{}", e.message);
+        // --context default is DOCKER_HOST when set, else the socket.
+        let default = EngineFlags {
+            context: Some("default".into()),
+            ..EngineFlags::default()
+        };
+        assert_eq!(
+            resolve(&default, &env_of(h, &all)).unwrap().host,
+            "unix:///run/env.sock"
+        );
+        assert_eq!(
+            resolve(&default, &env_of(h, &all[1..])).unwrap().host,
+            DEFAULT_HOST
+        );
+    }
+
+    #[test]
+    fn config_and_tls_flags_override_the_environment() {
+        let home = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        make_context(other.path(), "there", "tcp://5.6.7.8:9", false);
+        let flags = EngineFlags {
+            config: Some(other.path().join(".docker")),
+            ..EngineFlags::default()
+        };
+        let env = env_of(home.path(), &[("DOCKER_CONTEXT", "there")]);
+        assert_eq!(resolve(&flags, &env).unwrap().host, "tcp://5.6.7.8:9");
+        let flags = EngineFlags {
+            host: Some("tcp://h:2376".into()),
+            tls_verify: Some(true),
+            tls_ca: Some("/c/ca".into()),
+            ..EngineFlags::default()
+        };
+        let ep = resolve(&flags, &env_of(home.path(), &[("DOCKER_CERT_PATH", "/d")])).unwrap();
+        let tls = ep.tls.unwrap();
+        assert_eq!(tls.ca, Path::new("/c/ca"));
+        assert_eq!(tls.cert, Path::new("/d/cert.pem"));
+        let off = EngineFlags {
+            tls_verify: Some(false),
+            ..flags
+        };
+        let env = env_of(home.path(), &[("DOCKER_TLS_VERIFY", "1")]);
+        assert_eq!(resolve(&off, &env).unwrap().tls, None);
     }
 
     #[test]
@@ -602,14 +731,18 @@ mod tests {
                 ("DOCKER_CERT_PATH", "/elsewhere"),
             ],
         );
-        let ep = resolve(None, &env).unwrap();
+        let ep = resolve(&EngineFlags::default(), &env).unwrap();
         let dir = h
             .join(".docker/contexts/tls")
             .join(context_dir_name("secure"))
             .join("docker");
         assert_eq!(ep.tls, Some(TlsFiles::in_dir(&dir)));
         make_context(h, "plain", "tcp://127.0.0.1:2375", false);
-        let ep = resolve(None, &env_of(h, &[("DOCKER_CONTEXT", "plain")])).unwrap();
+        let ep = resolve(
+            &EngineFlags::default(),
+            &env_of(h, &[("DOCKER_CONTEXT", "plain")]),
+        )
+        .unwrap();
         assert_eq!(ep.tls, None);
     }
 
@@ -622,7 +755,7 @@ mod tests {
         let cfg = other.path().join(".docker");
         let cfg = cfg.to_str().unwrap();
         let ep = resolve(
-            None,
+            &EngineFlags::default(),
             &env_of(
                 home.path(),
                 &[("DOCKER_CONFIG", cfg), ("DOCKER_CONTEXT", "moved")],
@@ -644,13 +777,13 @@ mod tests {
                 ("DOCKER_CERT_PATH", "/certs"),
             ],
         );
-        let ep = resolve(None, &env).unwrap();
+        let ep = resolve(&EngineFlags::default(), &env).unwrap();
         assert_eq!(ep.tls, Some(TlsFiles::in_dir(Path::new("/certs"))));
-        let ep = resolve(Some("tcp://f:2376"), &env).unwrap();
+        let ep = resolve(&EngineFlags::host(Some("tcp://f:2376")), &env).unwrap();
         assert_eq!(ep.tls, Some(TlsFiles::in_dir(Path::new("/certs"))));
         // Without DOCKER_CERT_PATH: ~/.docker.
         let ep = resolve(
-            None,
+            &EngineFlags::default(),
             &env_of(
                 h,
                 &[("DOCKER_HOST", "tcp://e:2376"), ("DOCKER_TLS_VERIFY", "1")],
@@ -659,23 +792,31 @@ mod tests {
         .unwrap();
         assert_eq!(ep.tls, Some(TlsFiles::in_dir(&h.join(".docker"))));
         // No TLS without DOCKER_TLS_VERIFY, nor for a unix socket.
-        let ep = resolve(None, &env_of(h, &[("DOCKER_HOST", "tcp://e:2375")])).unwrap();
+        let ep = resolve(
+            &EngineFlags::default(),
+            &env_of(h, &[("DOCKER_HOST", "tcp://e:2375")]),
+        )
+        .unwrap();
         assert_eq!(ep.tls, None);
-        let ep = resolve(Some("unix:///x.sock"), &env).unwrap();
+        let ep = resolve(&EngineFlags::host(Some("unix:///x.sock")), &env).unwrap();
         assert_eq!(ep.tls, None);
     }
 
     #[test]
     fn missing_context_names_the_file_tried() {
         let home = tempfile::tempdir().unwrap();
-        let e = resolve(None, &env_of(home.path(), &[("DOCKER_CONTEXT", "nope")])).unwrap_err();
+        let e = resolve(
+            &EngineFlags::default(),
+            &env_of(home.path(), &[("DOCKER_CONTEXT", "nope")]),
+        )
+        .unwrap_err();
         assert!(
             e.message.contains("nope") && e.message.contains(&context_dir_name("nope")),
             "{}",
             e.message
         );
         set_current(home.path(), "gone");
-        let e = resolve(None, &env_of(home.path(), &[])).unwrap_err();
+        let e = resolve(&EngineFlags::default(), &env_of(home.path(), &[])).unwrap_err();
         assert!(
             e.message.contains("gone") && e.message.contains("currentContext"),
             "{}",

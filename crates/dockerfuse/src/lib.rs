@@ -2,6 +2,7 @@
 //!
 //! Modules, in the order a mount uses them:
 //! * [`cli`] — flags (classic single-dash and `--long` forms);
+//! * [`commands`], [`plugin`] — the other subcommands, `docker mount`;
 //! * [`engine`] — the Docker Engine API (bollard, driven from smol);
 //! * [`satellites`], [`tarball`], [`launch`] — the embedded satellites,
 //!   their upload and start;
@@ -13,6 +14,7 @@
 //! * [`report`] — error messages for people.
 
 pub mod cli;
+pub mod commands;
 pub mod daemon;
 pub mod engine;
 pub mod error;
@@ -21,6 +23,7 @@ pub mod fuse;
 pub mod launch;
 pub mod logging;
 pub mod mount;
+pub mod plugin;
 pub mod report;
 pub mod rpc;
 pub mod satellites;

@@ -1,14 +1,49 @@
 //! The `dockerfuse` command; everything lives in the library.
+//!
+//! One binary, several faces: the docker CLI plugin (`docker mount`), a
+//! subcommand (`dockerfuse install-plugin`...), or a mount.
+
+use std::ffi::OsString;
 
 use dockerfuse::cli::Cli;
+use dockerfuse::engine::EngineFlags;
 use dockerfuse::logging::Style;
-use dockerfuse::{daemon, error, logging, mount, report, satellites::Arch, signals};
+use dockerfuse::{
+    commands, daemon, error, logging, mount, plugin, report, satellites::Arch, signals,
+};
 
 fn main() {
-    let cli = Cli::parse_args();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let (cli, engine) = if plugin::invoked(&args) {
+        match plugin::parse(&args) {
+            Ok(plugin::Call::Metadata) => {
+                println!("{}", plugin::metadata());
+                return;
+            }
+            Ok(plugin::Call::Mount(cli, engine)) => (*cli, engine),
+            Err(e) => {
+                report::print(&e);
+                std::process::exit(error::EXIT_USAGE);
+            }
+        }
+    } else if let Some(cmd) = commands::parse(&args) {
+        let code = commands::run(cmd).unwrap_or_else(|e| {
+            report::print(&e);
+            e.exit_code()
+        });
+        std::process::exit(code);
+    } else {
+        let cli = Cli::parse_args();
+        let engine = cli.engine_flags();
+        (cli, engine)
+    };
+    mount_and_serve(cli, &engine);
+}
+
+fn mount_and_serve(cli: Cli, engine: &EngineFlags) -> ! {
     if cli.version {
         print_version(cli.debug);
-        return;
+        std::process::exit(error::EXIT_OK);
     }
     let Some(target) = cli.target() else {
         // clap requires both unless -version: not reached.
@@ -25,7 +60,7 @@ fn main() {
         report::print_text(&format!("cannot set up logging: {e}"));
         Style::Plain
     });
-    let code = match mount::run(&cli, &target, &mut notifier) {
+    let code = match mount::run(&cli, &target, engine, &mut notifier) {
         Ok(()) => error::EXIT_OK,
         Err(e) => {
             // -debug/-json keep their log lines; people get plain ones.

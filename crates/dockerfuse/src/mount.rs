@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::cli::{Cli, Target};
 use crate::daemon::Notifier;
-use crate::engine::{Container, Engine};
+use crate::engine::{Container, Engine, EngineFlags};
 use crate::error::{Error, Result};
 use crate::fs::{Core, LinkRewrite, Options};
 use crate::fuse::FuseFs;
@@ -154,9 +154,16 @@ struct Remote {
 }
 
 /// Mounts, serves until the end, and says how it ended.
-pub fn run(cli: &Cli, target: &Target, notifier: &mut Notifier) -> Result<()> {
+pub fn run(
+    cli: &Cli,
+    target: &Target,
+    engine: &EngineFlags,
+    notifier: &mut Notifier,
+) -> Result<()> {
     let mountpoint = preflight(&target.mountpoint, cli.allow_other)?;
-    let remote = smol::block_on(async_compat::Compat::new(start_satellite(cli, target)))?;
+    let remote = smol::block_on(async_compat::Compat::new(start_satellite(
+        cli, target, engine,
+    )))?;
     let (session, mut unmounter) = mount_session(cli, target, &remote, &mountpoint)?;
     raise_readahead(&mountpoint);
     let events = serve(session, &remote)?;
@@ -174,9 +181,9 @@ pub fn run(cli: &Cli, target: &Target, notifier: &mut Notifier) -> Result<()> {
 
 /// Connects to the engine, checks the container, uploads and starts the
 /// satellite.
-async fn start_satellite(cli: &Cli, target: &Target) -> Result<Remote> {
+async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Result<Remote> {
     let id = target.container.as_str();
-    let engine = Engine::connect(cli.host.as_deref()).await?;
+    let engine = Engine::connect(flags).await?;
     let container = engine.inspect(id).await?;
     if !container.running {
         return Err(Error::setup(format!(
