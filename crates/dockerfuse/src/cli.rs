@@ -112,6 +112,11 @@ pub struct Cli {
     #[arg(long)]
     pub json: bool,
 
+    /// Mount options, comma separated, as mount(8) passes them (`-o
+    /// ro,allow_other,ttl=2`): each flag has one; implies --daemonize.
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+
     /// Print the version (with -debug: the satellites' sizes too).
     #[arg(long)]
     pub version: bool,
@@ -123,7 +128,7 @@ Exit status: 0 unmounted cleanly, 1 setup failed, 2 bad usage,
 3 the container or its satellite went away while mounted.";
 
 /// A number of seconds: finite, not negative, below a million.
-fn seconds(s: &str) -> Result<f64, String> {
+pub(crate) fn seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..1e6).contains(&v) => Ok(v),
         _ => Err(format!("{s} is not a number of seconds (0 to 999999)")),
@@ -173,7 +178,13 @@ pub struct Target {
 
 impl Cli {
     pub fn parse_args() -> Cli {
-        Cli::parse_from(normalize(std::env::args_os()))
+        let mut cli = Cli::parse_from(normalize(std::env::args_os()));
+        if let Err(e) = crate::helper::apply(&mut cli) {
+            <Cli as clap::CommandFactory>::command()
+                .error(clap::error::ErrorKind::ValueValidation, e)
+                .exit();
+        }
+        cli
     }
 
     /// The container, path and mount point, from the positional form or

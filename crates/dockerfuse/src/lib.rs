@@ -2,7 +2,8 @@
 //!
 //! Modules, in the order a mount uses them:
 //! * [`cli`] — flags (classic single-dash and `--long` forms);
-//! * [`commands`], [`plugin`] — the other subcommands, `docker mount`;
+//! * [`commands`], [`plugin`], [`helper`] — the other subcommands,
+//!   `docker mount`, `mount -t fuse.dockerfuse`;
 //! * [`engine`] — the Docker Engine API (bollard, driven from smol);
 //! * [`satellites`], [`tarball`], [`launch`] — the embedded satellites,
 //!   their upload and start;
@@ -10,6 +11,7 @@
 //! * [`fs`] — the filesystem core (requests out, checked results in);
 //! * [`fuse`] — the thin fuser adapter over the core;
 //! * [`mount`] — lifecycle: ready, signals, unmount, loss of the container;
+//!   [`kernel_mount`] — the mount(2) call as root (type fuse.dockerfuse);
 //! * [`daemon`], [`signals`], [`logging`], [`error`] — process plumbing;
 //! * [`report`] — error messages for people.
 
@@ -20,6 +22,8 @@ pub mod engine;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod helper;
+pub mod kernel_mount;
 pub mod launch;
 pub mod logging;
 pub mod mount;

@@ -9,10 +9,11 @@ use dockerfuse::cli::Cli;
 use dockerfuse::engine::EngineFlags;
 use dockerfuse::logging::Style;
 use dockerfuse::{
-    commands, daemon, error, logging, mount, plugin, report, satellites::Arch, signals,
+    commands, daemon, error, helper, logging, mount, plugin, report, satellites::Arch, signals,
 };
 
 fn main() {
+    helper::ensure_path();
     let args: Vec<OsString> = std::env::args_os().collect();
     let (cli, engine) = if plugin::invoked(&args) {
         match plugin::parse(&args) {

@@ -21,6 +21,7 @@ use crate::engine::{Container, Engine, EngineFlags};
 use crate::error::{Error, Result};
 use crate::fs::{Core, LinkRewrite, Options};
 use crate::fuse::FuseFs;
+use crate::kernel_mount;
 use crate::launch::{Launch, Running, UPLOAD_DIRS};
 use crate::satellites::{self, Arch};
 
@@ -255,7 +256,7 @@ fn mount_session(
     target: &Target,
     remote: &Remote,
     mountpoint: &Path,
-) -> Result<(MountSession, fuser::SessionUnmounter)> {
+) -> Result<(MountSession, Unmounter)> {
     let links = cli.rewrite_absolute_links.then(|| LinkRewrite {
         root: target.path.as_bytes().to_vec(),
         mountpoint: mountpoint.as_os_str().as_encoded_bytes().to_vec(),
@@ -267,21 +268,49 @@ fn mount_session(
         per_caller: cli.allow_other,
     };
     let fs = FuseFs::new(Core::new(remote.running.rpc.clone(), opts));
-    let mut session = fuser::Session::new(fs, mountpoint, &fuse_config(cli, &remote.name))
-        .map_err(|e| {
-            remote.running.rpc.shutdown();
-            let err = Error::setup(format!("cannot mount on {}: {e}", mountpoint.display()))
-                .with_errno(e.raw_os_error().unwrap_or(libc::EIO));
-            if cli.allow_other {
-                err.with_hint(format!(
-                    "--allow-other needs root or user_allow_other in {FUSE_CONF}"
-                ))
-            } else {
-                err
-            }
-        })?;
-    let unmounter = session.unmount_callable();
-    Ok((session, unmounter))
+    let config = fuse_config(cli, &remote.name);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let made = if root {
+        // As root the mount(2) call is ours, with type fuse.dockerfuse.
+        let fsname = format!("dockerfuse:{}", remote.name);
+        kernel_mount::mount(&kernel_mount::Request {
+            mountpoint,
+            fsname: &fsname,
+            read_only: cli.read_only,
+            allow_other: cli.allow_other,
+        })
+        .and_then(|fd| {
+            fuser::Session::from_fd(fs, fd, config.acl, config.clone()).inspect_err(|_| {
+                let _ = kernel_mount::unmount(mountpoint);
+            })
+        })
+        .map(|s| (s, Unmounter::Direct(mountpoint.to_path_buf())))
+    } else {
+        fuser::Session::new(fs, mountpoint, &config).map(|mut s| {
+            let u = s.unmount_callable();
+            (s, Unmounter::Fuser(u))
+        })
+    };
+    made.map_err(|e| {
+        remote.running.rpc.shutdown();
+        let err = Error::setup(format!("cannot mount on {}: {e}", mountpoint.display()))
+            .with_errno(e.raw_os_error().unwrap_or(libc::EIO));
+        if cli.allow_other {
+            err.with_hint(format!(
+                "--allow-other needs root or user_allow_other in {FUSE_CONF}"
+            ))
+        } else {
+            err
+        }
+    })
+}
+
+/// How to take the mount down: fuser's own way (through fusermount3) or,
+/// for a mount made with [`kernel_mount`], umount2.
+enum Unmounter {
+    Fuser(fuser::SessionUnmounter),
+    Direct(PathBuf),
 }
 
 /// Runs the session, watches the satellite and takes signals, each in its
@@ -317,7 +346,7 @@ fn serve(session: MountSession, remote: &Remote) -> Result<mpsc::Receiver<Event>
 fn wait_for_end(
     events: &mpsc::Receiver<Event>,
     remote: &Remote,
-    unmounter: &mut fuser::SessionUnmounter,
+    unmounter: &mut Unmounter,
     mountpoint: &Path,
 ) -> Result<()> {
     match events.recv() {
@@ -400,13 +429,17 @@ fn mount_device(path: &Path) -> Option<String> {
         .find_map(|l| l.split(' ').nth(2).map(str::to_owned))
 }
 
-fn unmount(unmounter: &mut fuser::SessionUnmounter, mountpoint: &Path) {
-    if let Err(e) = unmounter.unmount() {
+fn unmount(unmounter: &mut Unmounter, mountpoint: &Path) {
+    let res = match unmounter {
+        Unmounter::Fuser(u) => u.unmount(),
+        Unmounter::Direct(p) => kernel_mount::unmount(p),
+    };
+    if let Err(e) = res {
         // Busy (a shell's cwd inside, say): detach it lazily instead.
         warn!(error = %e, "unmount failed, detaching lazily");
         let c =
             std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).unwrap_or_default();
-        // SAFETY: a valid C string.
+        // SAFETY: a valid NUL-terminated path that outlives the call.
         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
             let _ = std::process::Command::new("fusermount3")
                 .arg("-u")

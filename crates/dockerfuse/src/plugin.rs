@@ -127,6 +127,11 @@ pub fn parse(args: &[OsString]) -> Result<Call> {
     let argv = std::iter::once(OsString::from(format!("docker {NAME}"))).chain(rest);
     let matches = cmd.get_matches_from(normalize(argv));
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = crate::helper::apply(&mut cli) {
+        command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit();
+    }
     cli.debug |= debug;
     // Flags after `mount` win over the global ones.
     let own = cli.engine_flags();

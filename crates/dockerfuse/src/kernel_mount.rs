@@ -1,0 +1,96 @@
+//! The mount(2) call itself, as root: filesystem type `fuse.dockerfuse`.
+//!
+//! fuser mounts as root with type `fuse` whatever subtype it is given (only
+//! fusermount3, used for other users, applies `subtype=`). mount(8),
+//! findmnt and `dockerfuse list` know a dockerfuse mount by its type, so as
+//! root the mount is made here, with the options fuser would use, and the
+//! session is built on the returned `/dev/fuse` descriptor.
+
+use std::ffi::CString;
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The filesystem type of a dockerfuse mount.
+pub const FSTYPE: &str = "fuse.dockerfuse";
+
+/// What to mount and how.
+pub struct Request<'a> {
+    pub mountpoint: &'a Path,
+    /// Shown as the source (`dockerfuse:web`).
+    pub fsname: &'a str,
+    pub read_only: bool,
+    pub allow_other: bool,
+}
+
+fn cstring(s: &[u8]) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Opens `/dev/fuse` and mounts it on the mount point; the descriptor
+/// then carries the session (the kernel's INIT request is already queued).
+pub fn mount(req: &Request) -> io::Result<OwnedFd> {
+    let dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")?;
+    let root_mode = std::fs::metadata(req.mountpoint)?.mode() & libc::S_IFMT;
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={}",
+        dev.as_raw_fd(),
+        root_mode,
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        unsafe { libc::getuid() },
+        // SAFETY: as above.
+        unsafe { libc::getgid() },
+    );
+    if req.allow_other {
+        data.push_str(",default_permissions,allow_other");
+    }
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if req.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    let source = cstring(req.fsname.as_bytes())?;
+    let target = cstring(req.mountpoint.as_os_str().as_encoded_bytes())?;
+    let fstype = cstring(FSTYPE.as_bytes())?;
+    let data = cstring(data.as_bytes())?;
+    // SAFETY: every pointer is a NUL-terminated string that outlives the
+    // call; mount(2) reads them and keeps none.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(dev.into())
+}
+
+/// Unmounts `mountpoint`; a busy mount (a shell's cwd inside) is detached
+/// lazily instead.
+pub fn unmount(mountpoint: &Path) -> io::Result<()> {
+    let target = cstring(mountpoint.as_os_str().as_encoded_bytes())?;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::umount2(target.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EBUSY) {
+        return Err(err);
+    }
+    // SAFETY: as above.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
