@@ -31,6 +31,29 @@ pub enum Command {
         #[arg(long)]
         copy: bool,
     },
+    /// List the dockerfuse mounts: container, path, mount point, pid,
+    /// transport, since when.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unmount dockerfuse mounts and wait for their processes to exit.
+    Unmount {
+        /// Mount points to unmount.
+        #[arg(
+            value_name = "DIR",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        dirs: Vec<PathBuf>,
+        /// Every mount of this user that `dockerfuse list` shows with a pid.
+        #[arg(long)]
+        all: bool,
+        /// Seconds to wait for each serving process to exit.
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = crate::cli::seconds)]
+        timeout: f64,
+    },
 }
 
 /// The subcommands, as clap knows them (for help, completions, man page).
@@ -58,5 +81,11 @@ pub fn run(cmd: Command) -> Result<i32> {
             println!("installed {}: try docker mount --help", made.display());
             Ok(EXIT_OK)
         }
+        Command::List { json } => crate::manage::list(json).map(|()| EXIT_OK),
+        Command::Unmount { dirs, all, timeout } => Ok(crate::manage::unmount(
+            &dirs,
+            all,
+            std::time::Duration::from_secs_f64(timeout),
+        )),
     }
 }

@@ -75,6 +75,17 @@ pub fn mount(req: &Request) -> io::Result<OwnedFd> {
     Ok(dev.into())
 }
 
+/// Unmounts `mountpoint`, failing with EBUSY when it is in use.
+pub fn unmount_strict(mountpoint: &Path) -> io::Result<()> {
+    let target = cstring(mountpoint.as_os_str().as_encoded_bytes())?;
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::umount2(target.as_ptr(), 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Unmounts `mountpoint`; a busy mount (a shell's cwd inside) is detached
 /// lazily instead.
 pub fn unmount(mountpoint: &Path) -> io::Result<()> {

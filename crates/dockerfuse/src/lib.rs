@@ -13,7 +13,8 @@
 //! * [`mount`] — lifecycle: ready, signals, unmount, loss of the container;
 //!   [`kernel_mount`] — the mount(2) call as root (type fuse.dockerfuse);
 //! * [`daemon`], [`signals`], [`logging`], [`error`] — process plumbing;
-//! * [`report`] — error messages for people.
+//! * [`report`] — error messages for people;
+//! * [`state`], [`mountinfo`], [`manage`] — the live mounts: `list`, `unmount`.
 
 pub mod cli;
 pub mod commands;
@@ -26,10 +27,13 @@ pub mod helper;
 pub mod kernel_mount;
 pub mod launch;
 pub mod logging;
+pub mod manage;
 pub mod mount;
+pub mod mountinfo;
 pub mod plugin;
 pub mod report;
 pub mod rpc;
 pub mod satellites;
 pub mod signals;
+pub mod state;
 pub mod tarball;

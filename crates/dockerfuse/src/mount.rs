@@ -23,7 +23,9 @@ use crate::fs::{Core, LinkRewrite, Options};
 use crate::fuse::FuseFs;
 use crate::kernel_mount;
 use crate::launch::{Launch, Running, UPLOAD_DIRS};
+use crate::mountinfo;
 use crate::satellites::{self, Arch};
+use crate::state;
 
 enum Event {
     Signal(i32),
@@ -39,31 +41,7 @@ impl From<i32> for Event {
 
 /// True when `path` is itself a mount point (per /proc/self/mountinfo).
 fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.as_os_str().as_encoded_bytes();
-    info.lines()
-        .any(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(want))
-}
-
-fn unescape_mountinfo(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
+    mountinfo::find(path).is_some()
 }
 
 /// Checks what can be checked before talking to the engine.
@@ -173,6 +151,15 @@ pub fn run(
             warn!(file = %p.display(), error = %e, "cannot write the pid file");
         }
     }
+    let _registration = state::Registration::new(&state::Record {
+        container: remote.name.clone(),
+        container_id: remote.container.id.clone(),
+        path: target.path.clone(),
+        mountpoint: mountpoint.clone(),
+        pid: std::process::id(),
+        transport: "exec".into(),
+        since: state::now(),
+    });
     info!(container = %remote.name, mountpoint = %mountpoint.display(), satellite = %remote.running.arch, "mounted");
     notifier.ready();
     let outcome = wait_for_end(&events, &remote, &mut unmounter, &mountpoint);
@@ -421,12 +408,7 @@ fn raise_readahead(mountpoint: &Path) {
 
 /// `major:minor` of the filesystem mounted on `path` (the last such mount).
 fn mount_device(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = path.as_os_str().as_encoded_bytes();
-    info.lines()
-        .rev()
-        .filter(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(want))
-        .find_map(|l| l.split(' ').nth(2).map(str::to_owned))
+    mountinfo::find(path).map(|e| e.device)
 }
 
 fn unmount(unmounter: &mut Unmounter, mountpoint: &Path) {
@@ -463,13 +445,6 @@ fn wait_unmounted(rx: &mpsc::Receiver<Event>, limit: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), b"/a b");
-        assert_eq!(unescape_mountinfo("/plain"), b"/plain");
-        assert_eq!(unescape_mountinfo("/x\\"), b"/x\\");
-    }
 
     #[test]
     fn root_is_a_mount_point_and_a_fresh_dir_is_not() {
