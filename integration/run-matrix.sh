@@ -12,6 +12,7 @@
 #                   install, metadata, --help, contexts) and --context
 #   mount-helper    once: `mount -t fuse.dockerfuse`, an fstab line, umount
 #   list-unmount    once: `dockerfuse list [--json]`, `dockerfuse unmount`
+#   completions     once: bash/zsh/fish completions (container names), man page
 #   real-user, real-readonly, real-noexec, real-distroless, real-caps
 #                   once per container arch, on containers they start
 #                   themselves (dfreal-*: non-root user, --read-only,
@@ -42,7 +43,7 @@
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors faults
-#                               cli-plugin mount-helper list-unmount
+#                               cli-plugin mount-helper list-unmount completions
 #                               differential programs posix
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
@@ -71,7 +72,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults cli-plugin mount-helper list-unmount differential programs posix $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults cli-plugin mount-helper list-unmount completions differential programs posix $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -82,10 +83,10 @@ done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
 	core | busybox | container-stop | errors | faults | engine-restart) ;;
-	cli-plugin | mount-helper | list-unmount) ;;
+	cli-plugin | mount-helper | list-unmount | completions) ;;
 	differential | programs | posix) ;;
 	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults cli-plugin mount-helper list-unmount differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults cli-plugin mount-helper list-unmount completions differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -273,6 +274,9 @@ if want mount-helper; then
 fi
 if want list-unmount; then
 	with_container dfit-list "list-unmount alpine:${CARCHES[0]}" list-unmount "dockerfuse-test/alpine:${CARCHES[0]}"
+fi
+if want completions; then
+	with_container dfit-compl "completions alpine:${CARCHES[0]}" completions "dockerfuse-test/alpine:${CARCHES[0]}"
 fi
 if want differential; then
 	for c in "${CARCHES[@]}"; do

@@ -28,7 +28,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PACKAGES=(docker.io fuse3 qemu-user-static busybox-static binfmt-support
 	procps ca-certificates curl
 	python3 git rsync sqlite3 # differential and programs scenarios
-	openssl)                  # real-tls certificates
+	openssl                   # real-tls certificates
+	jq                        # cli-plugin, list-unmount: JSON answers
+	systemd                   # mount-helper: systemd-fstab-generator
+	zsh fish man-db)          # completions scenario
 # Installed with their recommended packages, as they were tested.
 PACKAGES_WITH_RECOMMENDS=(podman) # real-podman's engine
 DOCKERD_LOG=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}

@@ -23,106 +23,126 @@ pub struct Cli {
     pub source: Option<String>,
 
     /// Directory to mount on (must exist and not be a mount already).
-    #[arg(value_name = "MOUNTPOINT", conflicts_with = "mount")]
+    #[arg(value_name = "MOUNTPOINT", conflicts_with = "mount", value_hint = clap::ValueHint::DirPath)]
     pub mountpoint: Option<PathBuf>,
 
     /// Container name or id (must be running).
-    #[arg(short = 'i', long = "id", required_unless_present_any = ["version", "source"])]
+    #[arg(short = 'i', long = "id", required_unless_present_any = ["version", "source"], help_heading = ARGS)]
     pub id: Option<String>,
 
     /// Directory to mount on (must exist and not be a mount already).
-    #[arg(short = 'm', long = "mount", required_unless_present_any = ["version", "mountpoint"])]
+    #[arg(short = 'm', long = "mount", required_unless_present_any = ["version", "mountpoint"], help_heading = ARGS)]
     pub mount: Option<PathBuf>,
 
     /// Directory inside the container to mount.
-    #[arg(short = 'p', long = "path", default_value = "/")]
+    #[arg(short = 'p', long = "path", default_value = "/", help_heading = ARGS)]
     pub path: String,
 
     /// Return once the mount is ready and keep serving in the background.
-    #[arg(short = 'd', long)]
+    #[arg(short = 'd', long, help_heading = RUN)]
     pub daemonize: bool,
 
     /// Write the serving process's pid here.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = RUN)]
     pub pid_file: Option<PathBuf>,
 
     /// Send logs to this file (the default with -daemonize is nowhere).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = RUN)]
     pub log_file: Option<PathBuf>,
 
     /// Mount read-only.
-    #[arg(long)]
+    #[arg(long, help_heading = MOUNT)]
     pub read_only: bool,
 
     /// Let other users see the mount (needs user_allow_other in
     /// /etc/fuse.conf when not root).
-    #[arg(long)]
+    #[arg(long, help_heading = MOUNT)]
     pub allow_other: bool,
 
     /// Seconds the kernel may cache names and attributes (0: none).
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS", value_parser = seconds)]
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS", value_parser = seconds, help_heading = MOUNT)]
     pub ttl: f64,
 
     /// Show absolute symlinks under the mount point (default: as they are
     /// in the container, which points into the host's tree).
-    #[arg(long)]
+    #[arg(long, help_heading = MOUNT)]
     pub rewrite_absolute_links: bool,
 
     /// Let the kernel cache writes and send them in large batches.
-    #[arg(long)]
+    #[arg(long, help_heading = MOUNT)]
     pub writeback_cache: bool,
 
     /// Docker engine to use (default: $DOCKER_HOST, else the context, else
     /// the local socket).
-    #[arg(short = 'H', long, value_name = "URL")]
+    #[arg(short = 'H', long, value_name = "URL", help_heading = ENGINE)]
     pub host: Option<String>,
 
     /// Docker context to use (overrides DOCKER_HOST, DOCKER_CONTEXT and
     /// `docker context use`).
-    #[arg(short = 'c', long, value_name = "NAME", conflicts_with = "host")]
+    #[arg(short = 'c', long, value_name = "NAME", conflicts_with = "host", help_heading = ENGINE)]
     pub context: Option<String>,
 
     /// User the satellite runs as inside the container.
-    #[arg(long, default_value = "0", value_name = "USER[:GROUP]")]
+    #[arg(long, default_value = "0", value_name = "USER[:GROUP]", help_heading = SATELLITE)]
     pub user: String,
 
     /// Use this satellite instead of choosing one.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help_heading = SATELLITE)]
     pub satellite_arch: Option<Arch>,
 
     /// Directory in the container to upload the satellite to (default: the
     /// first of /tmp, /run, /var/tmp, / that works).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = SATELLITE)]
     pub satellite_dir: Option<String>,
 
     /// Seconds to wait for the satellite to start.
-    #[arg(long, default_value_t = 20.0, value_name = "SECONDS", value_parser = seconds)]
+    #[arg(long, default_value_t = 20.0, value_name = "SECONDS", value_parser = seconds, help_heading = SATELLITE)]
     pub start_timeout: f64,
 
     /// Seconds an operation may wait on a satellite that answers nothing
     /// (a paused container) before it fails with EIO.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = seconds)]
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = seconds, help_heading = SATELLITE)]
     pub op_timeout: f64,
 
     /// Log at debug level (RUST_LOG overrides).
-    #[arg(long)]
+    #[arg(long, help_heading = RUN)]
     pub debug: bool,
 
     /// Log as JSON lines.
-    #[arg(long)]
+    #[arg(long, help_heading = RUN)]
     pub json: bool,
 
     /// Mount options, comma separated, as mount(8) passes them (`-o
     /// ro,allow_other,ttl=2`): each flag has one; implies --daemonize.
-    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append, help_heading = MOUNT)]
     pub options: Vec<String>,
 
     /// Print the version (with -debug: the satellites' sizes too).
-    #[arg(long)]
+    #[arg(long, help_heading = RUN)]
     pub version: bool,
 }
 
+const ARGS: &str = "What to mount";
+const MOUNT: &str = "Mount options";
+const ENGINE: &str = "Docker engine";
+const SATELLITE: &str = "Satellite (the file server in the container)";
+const RUN: &str = "Process and logs";
+
 const AFTER_HELP: &str = "\
+Examples:
+  dockerfuse web ./mnt                      mount container web on ./mnt (Ctrl-C ends it)
+  dockerfuse web:/etc ./mnt -d --read-only  /etc of web, read-only, in the background
+  dockerfuse --context remote web ./mnt     through a docker context
+  mount -t fuse.dockerfuse web:/etc /mnt/web -o ro,allow_other
+  docker mount web ./mnt                    as a docker CLI plugin (dockerfuse install-plugin)
+
+Other commands:
+  dockerfuse list [--json]                  the mounts: container, path, pid, since...
+  dockerfuse unmount DIR...|--all           unmount and wait for the process to exit
+  dockerfuse install-plugin [--dir DIR]     install as the docker CLI plugin `docker mount`
+  dockerfuse completions bash|zsh|fish      shell completions (container names included)
+  dockerfuse man                            the manual page
+
 Single-dash long flags work too: dockerfuse -id web -mount ./mnt
 Exit status: 0 unmounted cleanly, 1 setup failed, 2 bad usage,
 3 the container or its satellite went away while mounted.";

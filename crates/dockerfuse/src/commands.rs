@@ -54,6 +54,16 @@ pub enum Command {
         #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = crate::cli::seconds)]
         timeout: f64,
     },
+    /// Print a shell completion script (container names included).
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::completions::Shell,
+    },
+    /// Print the manual page (roff): dockerfuse man | man -l -
+    Man,
+    /// The running containers' names, one a line (used by the completions).
+    #[command(hide = true)]
+    CompleteContainers,
 }
 
 /// The subcommands, as clap knows them (for help, completions, man page).
@@ -81,11 +91,42 @@ pub fn run(cmd: Command) -> Result<i32> {
             println!("installed {}: try docker mount --help", made.display());
             Ok(EXIT_OK)
         }
+        Command::Completions { shell } => crate::completions::print(shell)
+            .map(|()| EXIT_OK)
+            .map_err(Into::into),
+        Command::Man => crate::completions::man()
+            .map(|()| EXIT_OK)
+            .map_err(Into::into),
+        Command::CompleteContainers => {
+            crate::completions::containers();
+            Ok(EXIT_OK)
+        }
         Command::List { json } => crate::manage::list(json).map(|()| EXIT_OK),
         Command::Unmount { dirs, all, timeout } => Ok(crate::manage::unmount(
             &dirs,
             all,
             std::time::Duration::from_secs_f64(timeout),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn subcommands_only_by_their_first_word() {
+        assert!(matches!(
+            parse(&os(&["dockerfuse", "list", "--json"])),
+            Some(Command::List { json: true })
+        ));
+        // A container named like a subcommand stays reachable.
+        assert!(parse(&os(&["dockerfuse", "-id", "list", "-mount", "m"])).is_none());
+        assert!(parse(&os(&["dockerfuse", "web", "list"])).is_none());
+        assert!(parse(&os(&["dockerfuse"])).is_none());
     }
 }

@@ -3,7 +3,8 @@
 //! Modules, in the order a mount uses them:
 //! * [`cli`] — flags (classic single-dash and `--long` forms);
 //! * [`commands`], [`plugin`], [`helper`] — the other subcommands,
-//!   `docker mount`, `mount -t fuse.dockerfuse`;
+//!   `docker mount`, `mount -t fuse.dockerfuse`; [`completions`] — shell
+//!   completions and the man page;
 //! * [`engine`] — the Docker Engine API (bollard, driven from smol);
 //! * [`satellites`], [`tarball`], [`launch`] — the embedded satellites,
 //!   their upload and start;
@@ -18,6 +19,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod completions;
 pub mod daemon;
 pub mod engine;
 pub mod error;
