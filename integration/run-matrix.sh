@@ -13,6 +13,7 @@
 #   mount-helper    once: `mount -t fuse.dockerfuse`, an fstab line, umount
 #   list-unmount    once: `dockerfuse list [--json]`, `dockerfuse unmount`
 #   completions     once: bash/zsh/fish completions (container names), man page
+#   ssh-engine      once: ssh:// engines through a scenario-owned sshd
 #   real-user, real-readonly, real-noexec, real-distroless, real-caps
 #                   once per container arch, on containers they start
 #                   themselves (dfreal-*: non-root user, --read-only,
@@ -44,6 +45,7 @@
 #                               (default: all four)
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors faults
 #                               cli-plugin mount-helper list-unmount completions
+#                               ssh-engine
 #                               differential programs posix
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
@@ -72,7 +74,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults cli-plugin mount-helper list-unmount completions differential programs posix $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -83,10 +85,10 @@ done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
 	core | busybox | container-stop | errors | faults | engine-restart) ;;
-	cli-plugin | mount-helper | list-unmount | completions) ;;
+	cli-plugin | mount-helper | list-unmount | completions | ssh-engine) ;;
 	differential | programs | posix) ;;
 	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults cli-plugin mount-helper list-unmount completions differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -277,6 +279,9 @@ if want list-unmount; then
 fi
 if want completions; then
 	with_container dfit-compl "completions alpine:${CARCHES[0]}" completions "dockerfuse-test/alpine:${CARCHES[0]}"
+fi
+if want ssh-engine; then
+	with_container dfit-ssh "ssh-engine alpine:${CARCHES[0]}" ssh-engine "dockerfuse-test/alpine:${CARCHES[0]}"
 fi
 if want differential; then
 	for c in "${CARCHES[@]}"; do

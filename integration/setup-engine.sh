@@ -31,7 +31,8 @@ PACKAGES=(docker.io fuse3 qemu-user-static busybox-static binfmt-support
 	openssl                   # real-tls certificates
 	jq                        # cli-plugin, list-unmount: JSON answers
 	systemd                   # mount-helper: systemd-fstab-generator
-	zsh fish man-db)          # completions scenario
+	zsh fish man-db           # completions scenario
+	openssh-server)           # ssh-engine scenario (its own sshd)
 # Installed with their recommended packages, as they were tested.
 PACKAGES_WITH_RECOMMENDS=(podman) # real-podman's engine
 DOCKERD_LOG=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}

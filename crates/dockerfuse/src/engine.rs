@@ -274,6 +274,9 @@ fn os_env(k: &str) -> Option<String> {
 pub struct Engine {
     docker: Docker,
     pub host: String,
+    /// For an ssh:// engine: the socket bollard talks to (kept open as
+    /// long as the engine is used).
+    _ssh: Option<std::sync::Arc<crate::ssh::Bridge>>,
 }
 
 fn engine_error(ep: &Endpoint, e: impl std::fmt::Display) -> Error {
@@ -331,9 +334,30 @@ fn client(ep: &Endpoint) -> Result<Docker> {
         }
         None => Err(engine_error(
             ep,
-            "unsupported address (dockerfuse speaks unix://, tcp://, http:// and https://)",
+            "unsupported address (dockerfuse speaks unix://, tcp://, http://, https:// and ssh://)",
         )),
     }
+}
+
+/// A bollard client for an ssh:// engine, through a [`crate::ssh::Bridge`].
+fn ssh_client(ep: &Endpoint) -> Result<(Docker, crate::ssh::Bridge)> {
+    let target = crate::ssh::parse(&ep.host).map_err(|e| engine_error(ep, e))?;
+    crate::ssh::check(&target).map_err(|e| {
+        let hint = e.hint.clone();
+        let err = Error::setup(format!(
+            "cannot reach the Docker engine at {} (from {}): {}",
+            ep.host, ep.source, e.message
+        ));
+        match hint {
+            Some(h) => err.with_hint(h),
+            None => err,
+        }
+    })?;
+    let bridge = crate::ssh::Bridge::start(target)
+        .map_err(|e| engine_error(ep, format!("cannot listen for the ssh bridge: {e}")))?;
+    let docker = Docker::connect_with_unix(&bridge.url(), 120, bollard::API_DEFAULT_VERSION)
+        .map_err(|e| engine_error(ep, e))?;
+    Ok((docker, bridge))
 }
 
 impl Engine {
@@ -341,7 +365,12 @@ impl Engine {
     pub async fn connect(flags: &EngineFlags) -> Result<Engine> {
         let ep = resolve(flags, &os_env)?;
         tracing::debug!(host = %ep.host, source = %ep.source, tls = ep.tls.is_some(), "engine");
-        let docker = client(&ep)?;
+        let (docker, ssh) = if ep.host.starts_with("ssh://") {
+            let (docker, bridge) = ssh_client(&ep)?;
+            (docker, Some(std::sync::Arc::new(bridge)))
+        } else {
+            (client(&ep)?, None)
+        };
         let docker = docker
             .negotiate_version()
             .await
@@ -350,6 +379,7 @@ impl Engine {
         Ok(Engine {
             docker,
             host: ep.host,
+            _ssh: ssh,
         })
     }
 

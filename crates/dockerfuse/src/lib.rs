@@ -5,7 +5,8 @@
 //! * [`commands`], [`plugin`], [`helper`] — the other subcommands,
 //!   `docker mount`, `mount -t fuse.dockerfuse`; [`completions`] — shell
 //!   completions and the man page;
-//! * [`engine`] — the Docker Engine API (bollard, driven from smol);
+//! * [`engine`] — the Docker Engine API (bollard, driven from smol), and
+//!   [`ssh`] for ssh:// engines;
 //! * [`satellites`], [`tarball`], [`launch`] — the embedded satellites,
 //!   their upload and start;
 //! * [`rpc`] — the pipelined client over the exec's stdin/stdout;
@@ -37,5 +38,6 @@ pub mod report;
 pub mod rpc;
 pub mod satellites;
 pub mod signals;
+pub mod ssh;
 pub mod state;
 pub mod tarball;
