@@ -107,6 +107,28 @@ args "$CONTAINER" "$MNT"
 expect_error "engine unreachable (DOCKER_HOST=tcp://127.0.0.1:1)" 'engine|connect|refused' \
 	-u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH -u DOCKER_CONTEXT DOCKER_HOST=tcp://127.0.0.1:1 -- "${A[@]}"
 
+# An engine that accepts connections and never answers: Ctrl-C (SIGINT)
+# must still end the setup at once.
+HANG_PORT=$((30000 + $$ % 20000))
+python3 -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16); time.sleep(120)' "$HANG_PORT" &
+HANG_PID=$!
+on_exit "kill $HANG_PID 2>/dev/null"
+hang_listening() { ss -ltn | grep -q "127.0.0.1:$HANG_PORT "; }
+check "a listener that never answers on 127.0.0.1:$HANG_PORT" wait_until 30 hang_listening
+env -u DOCKER_CONTEXT DOCKER_HOST="tcp://127.0.0.1:$HANG_PORT" "$DOCKERFUSE" "${A[@]}" >"$WORKDIR/hang.out" 2>&1 </dev/null &
+HUNG=$!
+sleep 2
+check "engine that never answers: dockerfuse is still waiting" pid_alive "$HUNG"
+kill -INT "$HUNG" 2>/dev/null || true
+ERR_STATUS=0
+timeout 10 tail --pid="$HUNG" -f /dev/null || true
+wait "$HUNG" || ERR_STATUS=$?
+assert_eq "engine that never answers: SIGINT ends it with status 1" 1 "$ERR_STATUS"
+assert_match "engine that never answers: says it was interrupted" '^dockerfuse: interrupted by SIGINT' "$(cat "$WORKDIR/hang.out")"
+check "engine that never answers: nothing mounted" not_mounted "$MNT"
+
 expect_error "no -id (usage)" 'usage|required|-id' -- -mount "$MNT"
 assert_eq "no -id: exit status 2 (usage)" 2 "$ERR_STATUS"
 expect_error "--satellite-arch bogus (usage)" 'bogus|invalid|possible' -- \

@@ -9,7 +9,8 @@
 //! cause with a non-zero exit status.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
@@ -31,12 +32,6 @@ enum Event {
     Signal(i32),
     Unmounted,
     Lost(String),
-}
-
-impl From<i32> for Event {
-    fn from(sig: i32) -> Event {
-        Event::Signal(sig)
-    }
 }
 
 /// True when `path` is itself a mount point (per /proc/self/mountinfo).
@@ -139,13 +134,18 @@ pub fn run(
     engine: &EngineFlags,
     notifier: &mut Notifier,
 ) -> Result<()> {
+    let (tx, events) = mpsc::channel::<Event>();
+    let mounted = Arc::new(AtomicBool::new(false));
+    take_signals(tx.clone(), mounted.clone())?;
     let mountpoint = preflight(&target.mountpoint, cli.allow_other)?;
     let remote = smol::block_on(async_compat::Compat::new(start_satellite(
         cli, target, engine,
     )))?;
     let (session, mut unmounter) = mount_session(cli, target, &remote, &mountpoint)?;
+    // From here a signal unmounts instead of ending the process.
+    mounted.store(true, Ordering::SeqCst);
     raise_readahead(&mountpoint);
-    let events = serve(session, &remote)?;
+    serve(session, &remote, tx)?;
     if let Some(p) = &cli.pid_file {
         if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
             warn!(file = %p.display(), error = %e, "cannot write the pid file");
@@ -165,6 +165,38 @@ pub fn run(
     let outcome = wait_for_end(&events, &remote, &mut unmounter, &mountpoint);
     finish(&remote, cli.pid_file.as_deref());
     outcome
+}
+
+/// Takes SIGINT, SIGTERM and SIGHUP (blocked since main started) in a
+/// thread: before the mount exists they end the process at once (an
+/// engine or satellite that does not answer must not make Ctrl-C useless;
+/// the satellite sees its stream close and exits); once `mounted` is set
+/// they become events, and the mount is taken down.
+fn take_signals(tx: mpsc::Sender<Event>, mounted: Arc<AtomicBool>) -> Result<()> {
+    let (sig_tx, sig_rx) = mpsc::channel::<i32>();
+    crate::signals::forward(sig_tx);
+    std::thread::Builder::new()
+        .name("signal-events".into())
+        .spawn(move || {
+            for sig in sig_rx {
+                if !mounted.load(Ordering::SeqCst) {
+                    crate::report::print(&interrupted(sig));
+                    std::process::exit(crate::error::EXIT_SETUP);
+                }
+                if tx.send(Event::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Error::setup(format!("cannot start a thread: {e}")))
+}
+
+fn interrupted(sig: i32) -> Error {
+    Error::setup(format!(
+        "interrupted by {} before the mount was ready",
+        crate::signals::name(sig)
+    ))
 }
 
 /// Connects to the engine, checks the container, uploads and starts the
@@ -300,10 +332,9 @@ enum Unmounter {
     Direct(PathBuf),
 }
 
-/// Runs the session, watches the satellite and takes signals, each in its
-/// own thread; all three end up as events on the returned channel.
-fn serve(session: MountSession, remote: &Remote) -> Result<mpsc::Receiver<Event>> {
-    let (tx, rx) = mpsc::channel::<Event>();
+/// Runs the session and watches the satellite, each in its own thread;
+/// both end up as events on `tx` (where the signals arrive too).
+fn serve(session: MountSession, remote: &Remote, tx: mpsc::Sender<Event>) -> Result<()> {
     let tx_session = tx.clone();
     std::thread::Builder::new()
         .name("fuse".into())
@@ -324,8 +355,8 @@ fn serve(session: MountSession, remote: &Remote) -> Result<mpsc::Receiver<Event>
             }
         })
         .map_err(|e| Error::setup(format!("cannot start a thread: {e}")))?;
-    crate::signals::forward(tx);
-    Ok(rx)
+    drop(tx);
+    Ok(())
 }
 
 /// Waits for the first event that ends the mount and unmounts if the
