@@ -12,23 +12,17 @@ use std::fmt;
 pub struct Errno(pub i32);
 
 impl Errno {
-    pub const EPERM: Errno = Errno(1);
     pub const ENOENT: Errno = Errno(2);
     pub const EIO: Errno = Errno(5);
     pub const EBADF: Errno = Errno(9);
-    pub const ENOMEM: Errno = Errno(12);
-    pub const EACCES: Errno = Errno(13);
     pub const EEXIST: Errno = Errno(17);
     pub const ENOTDIR: Errno = Errno(20);
     pub const EISDIR: Errno = Errno(21);
     pub const EINVAL: Errno = Errno(22);
     pub const ERANGE: Errno = Errno(34);
-    pub const ENOSYS: Errno = Errno(38);
     pub const ENODATA: Errno = Errno(61);
     pub const EPROTO: Errno = Errno(71);
     pub const EOPNOTSUPP: Errno = Errno(95);
-    pub const ENOTCONN: Errno = Errno(107);
-    pub const ETIMEDOUT: Errno = Errno(110);
     pub const ESTALE: Errno = Errno(116);
 
     /// Turns an `io::Error` into the errno it carries, EIO when it has none.
