@@ -94,7 +94,7 @@ fn wrong_kind_of_reply_is_eio_and_errno_passes_through() {
     let (c, _) = core(|_| Response::Error(libc::EACCES));
     let (cb, got) = capture();
     c.unlink(1, b"x", cb);
-    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EACCES)));
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::EACCES))));
 
     // A negative or absurd errno from the satellite is not trusted.
     let (c, _) = core(|_| Response::Error(-3));
