@@ -1,0 +1,70 @@
+//! Model test of the filesystem core against the real satellite.
+//!
+//! Random sequences of operations (create, write, truncate, rename with
+//! flags, link, unlink, mkdir/rmdir, symlink, chmod, utimens, user xattrs,
+//! fallocate...) on a small namespace run twice: through [`Core`] over a
+//! satellite child process serving temp dir A, and directly with libc on
+//! temp dir B. Every step must give the same result or errno, and the two
+//! trees must agree at the end, read on disk and through the core. No
+//! root, FUSE or Docker is needed.
+//!
+//! If the temp dir's filesystem refuses `user.` xattrs, both sides must
+//! refuse them with the same errno: nothing is skipped.
+//!
+//! `DOCKERFUSE_MODEL_CASES` sets the number of random sequences (default
+//! [`DEFAULT_CASES`]), `DOCKERFUSE_MODEL_OPS` their longest length
+//! (default [`DEFAULT_OPS`]). A failure is shrunk to a short sequence:
+//! keep it as a named test in [`regressions`].
+//!
+//! [`Core`]: crate::fs::Core
+
+mod direct;
+mod ops;
+mod regressions;
+mod run;
+mod satellite;
+mod through_core;
+mod tree;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// Random sequences in a default run.
+const DEFAULT_CASES: u32 = 64;
+/// Longest sequence in a default run.
+const DEFAULT_OPS: usize = 60;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}")),
+        Err(_) => default,
+    }
+}
+
+#[test]
+fn random_sequences_agree_through_the_core_and_directly() {
+    let cases = env_or("DOCKERFUSE_MODEL_CASES", DEFAULT_CASES);
+    let max_ops = env_or("DOCKERFUSE_MODEL_OPS", DEFAULT_OPS);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        // Shrunk failures are kept as named tests, not in files.
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let total = std::sync::atomic::AtomicUsize::new(0);
+    let started = std::time::Instant::now();
+    let result = runner.run(&proptest::collection::vec(ops::op(), 1..=max_ops), |seq| {
+        total.fetch_add(seq.len(), std::sync::atomic::Ordering::Relaxed);
+        run::run(&seq).map_err(TestCaseError::fail)
+    });
+    eprintln!(
+        "model: {cases} sequences, {} operations in {:.1?}",
+        total.into_inner(),
+        started.elapsed()
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
