@@ -116,7 +116,33 @@ impl Direct {
                 buf.truncate(n);
                 Ok(Out::Bytes(buf))
             }
-            Op::Truncate { path, size } => {
+            Op::Truncate {
+                path,
+                size,
+                via_fd: true,
+            } => {
+                let fd = self.open(path, libc::O_WRONLY, 0)?;
+                // SAFETY: plain syscall on our descriptor.
+                check(unsafe { libc::ftruncate(fd.0, *size as i64) })?;
+                Ok(Out::Done)
+            }
+            Op::Fsync { path, datasync } => {
+                let fd = self.open(path, libc::O_RDONLY, 0)?;
+                // SAFETY: plain syscalls on our descriptor.
+                check(unsafe {
+                    if *datasync {
+                        libc::fdatasync(fd.0)
+                    } else {
+                        libc::fsync(fd.0)
+                    }
+                })?;
+                Ok(Out::Done)
+            }
+            Op::Truncate {
+                path,
+                size,
+                via_fd: false,
+            } => {
                 let p = self.c(path);
                 // SAFETY: p is a valid C string.
                 check(unsafe { libc::truncate(p.as_ptr(), *size as i64) })?;

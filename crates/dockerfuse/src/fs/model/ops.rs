@@ -55,10 +55,16 @@ pub(crate) enum Op {
         path: &'static str,
         offset: u64,
     },
-    /// truncate(2) (follows symlinks).
+    /// truncate(2) (follows symlinks), or open(O_WRONLY) + ftruncate.
     Truncate {
         path: &'static str,
         size: u64,
+        via_fd: bool,
+    },
+    /// open(O_RDONLY), fsync or fdatasync, close (directories too).
+    Fsync {
+        path: &'static str,
+        datasync: bool,
     },
     /// open(O_WRONLY), fallocate (mode 0 or FALLOC_FL_KEEP_SIZE), close.
     Fallocate {
@@ -134,7 +140,7 @@ pub(crate) enum Op {
 }
 
 fn path() -> impl Strategy<Value = &'static str> {
-    prop_oneof![2 => select(&TOP[..]), 1 => select(&NESTED[..])]
+    prop_oneof![3 => select(&TOP[..]), 1 => select(&NESTED[..])]
 }
 
 fn time() -> impl Strategy<Value = Time> {
@@ -166,12 +172,14 @@ fn xattr_flags() -> impl Strategy<Value = i32> {
 /// One operation, weighted towards those that change the tree.
 pub(crate) fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (path(), select(&[0o644u32, 0o600, 0o755][..]))
+        5 => (path(), select(&[0o644u32, 0o600, 0o755][..]))
             .prop_map(|(path, mode)| Op::Create { path, mode }),
-        3 => (path(), 0u64..20_000, 0usize..5_000, any::<u8>())
+        4 => (path(), 0u64..20_000, 0usize..5_000, any::<u8>())
             .prop_map(|(path, offset, len, byte)| Op::Write { path, offset, len, byte }),
         1 => (path(), 0u64..20_000).prop_map(|(path, offset)| Op::Read { path, offset }),
-        2 => (path(), 0u64..30_000).prop_map(|(path, size)| Op::Truncate { path, size }),
+        2 => (path(), 0u64..30_000, any::<bool>())
+            .prop_map(|(path, size, via_fd)| Op::Truncate { path, size, via_fd }),
+        1 => (path(), any::<bool>()).prop_map(|(path, datasync)| Op::Fsync { path, datasync }),
         1 => (path(), 0u64..20_000, 0u64..20_000, any::<bool>())
             .prop_map(|(path, offset, len, keep_size)| Op::Fallocate { path, offset, len, keep_size }),
         3 => (path(), select(&[0o755u32, 0o700, 0o1777][..]))
@@ -187,7 +195,7 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(path, atime, mtime, follow)| Op::Utimens { path, atime, mtime, follow }),
         2 => (path(), select(&XATTRS[..]), proptest::collection::vec(any::<u8>(), 0..40), xattr_flags())
             .prop_map(|(path, name, value, flags)| Op::SetXattr { path, name, value, flags }),
-        1 => (path(), select(&XATTRS[..]), any::<bool>())
+        2 => (path(), select(&XATTRS[..]), any::<bool>())
             .prop_map(|(path, name, probe)| Op::GetXattr { path, name, probe }),
         1 => (path(), any::<bool>()).prop_map(|(path, probe)| Op::ListXattr { path, probe }),
         1 => (path(), select(&XATTRS[..])).prop_map(|(path, name)| Op::RemoveXattr { path, name }),

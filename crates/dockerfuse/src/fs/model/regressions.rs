@@ -82,6 +82,7 @@ fn hard_links_share_contents_and_count() {
         Op::Truncate {
             path: "c/a",
             size: 10,
+            via_fd: true,
         },
         Op::Stat {
             path: "b",

@@ -8,8 +8,9 @@ use super::through_core::Driver;
 use super::tree;
 
 /// Runs `ops` through the core (over a real satellite serving temp dir A)
-/// and directly on temp dir B; describes the first divergence.
-pub(crate) fn run(ops: &[Op]) -> Result<(), String> {
+/// and directly on temp dir B; describes the first divergence. With
+/// `keep`, the lookups of all steps are held until the end.
+pub(crate) fn run(keep: bool, ops: &[Op]) -> Result<(), String> {
     let tmp = tempfile::Builder::new()
         .prefix("dockerfuse-model-")
         .tempdir()
@@ -19,7 +20,7 @@ pub(crate) fn run(ops: &[Op]) -> Result<(), String> {
     std::fs::create_dir(&b).expect("create B");
     let served = Served::start(&a);
     let twin = Direct::new(b.clone());
-    let mut driver = Driver::new(&served.core);
+    let mut driver = Driver::new(&served.core, keep);
     for (i, op) in ops.iter().enumerate() {
         let want = twin.apply(op);
         let got = driver.apply(op);
@@ -29,6 +30,7 @@ pub(crate) fn run(ops: &[Op]) -> Result<(), String> {
             ));
         }
     }
+    driver.forget_all();
     let want = tree::on_disk(&b);
     if let Some(d) = tree::differences(&want, &tree::on_disk(&a)) {
         return Err(format!("the served tree on disk differs:{d}"));
@@ -41,9 +43,12 @@ pub(crate) fn run(ops: &[Op]) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `ops` and panics with the divergence, for named tests.
+/// Runs `ops` both ways (lookups forgotten after each step, and held to
+/// the end) and panics with the divergence, for named tests.
 pub(crate) fn check(ops: &[Op]) {
-    if let Err(e) = run(ops) {
-        panic!("{e}");
+    for keep in [false, true] {
+        if let Err(e) = run(keep, ops) {
+            panic!("(lookups held to the end: {keep}) {e}");
+        }
     }
 }

@@ -70,20 +70,25 @@ fn umask() -> u32 {
         .expect("a Umask line in /proc/self/status")
 }
 
-/// Drives one core; holds the lookup references of the current operation.
+/// Drives one core; holds the lookup references of the current operation
+/// (or of the whole sequence, as the kernel keeps cached entries: the
+/// satellite then serves nodes renamed or unlinked since their lookup).
 pub(super) struct Driver<'a> {
     core: &'a Core<Rpc>,
     held: Vec<u64>,
+    keep: bool,
     /// Applied to creation modes here, as the kernel does before sending
     /// them (the mount does not ask for FUSE_DONT_MASK).
     umask: u32,
 }
 
 impl<'a> Driver<'a> {
-    pub(super) fn new(core: &'a Core<Rpc>) -> Self {
+    /// `keep`: forget lookups only when the driver drops.
+    pub(super) fn new(core: &'a Core<Rpc>, keep: bool) -> Self {
         Driver {
             core,
             held: Vec::new(),
+            keep,
             umask: umask(),
         }
     }
@@ -92,6 +97,11 @@ impl<'a> Driver<'a> {
     fn settle(&mut self) {
         let nodes = self.held.drain(..).map(|n| (n, 1)).collect();
         self.core.forget(nodes);
+    }
+
+    /// Forgets every lookup still held.
+    pub(super) fn forget_all(&mut self) {
+        self.settle();
     }
 
     fn hold(&mut self, e: Entry) -> Entry {
@@ -165,17 +175,17 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// Opens the file at `path` (following symlinks), runs `f` on the
-    /// handle, releases it.
+    /// Opens the file at `path` (following symlinks), runs `f` on its
+    /// node and handle, releases it.
     fn with_open<T>(
         &mut self,
         path: &str,
         flags: i32,
-        f: impl FnOnce(&Core<Rpc>, u64) -> Result<T, Errno>,
+        f: impl FnOnce(&Core<Rpc>, u64, u64) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         let e = self.walk(path, true)?;
         let fh = wait(|cb| self.core.open(e.node, flags, cb))?;
-        let r = f(self.core, fh);
+        let r = f(self.core, e.node, fh);
         wait(|cb| self.core.release(fh, cb))?;
         r
     }
@@ -187,7 +197,9 @@ impl<'a> Driver<'a> {
 
     pub(super) fn apply(&mut self, op: &Op) -> Outcome {
         let r = self.apply_held(op);
-        self.settle();
+        if !self.keep {
+            self.settle();
+        }
         r
     }
 
@@ -207,12 +219,12 @@ impl<'a> Driver<'a> {
                 offset,
                 len,
                 byte,
-            } => self.with_open(path, libc::O_WRONLY, |core, fh| {
+            } => self.with_open(path, libc::O_WRONLY, |core, _, fh| {
                 let data = pattern(*byte, *len);
                 let n = wait(|cb| core.write(fh, *offset, &data, cb))?;
                 Ok(Out::Count(n.into()))
             }),
-            Op::Read { path, offset } => self.with_open(path, libc::O_RDONLY, |core, fh| {
+            Op::Read { path, offset } => self.with_open(path, libc::O_RDONLY, |core, _, fh| {
                 let (tx, rx) = mpsc::sync_channel(1);
                 core.read(
                     fh,
@@ -225,7 +237,40 @@ impl<'a> Driver<'a> {
                 let d = rx.recv_timeout(CALL_LIMIT).expect("the core answers")?;
                 Ok(Out::Bytes(d))
             }),
-            Op::Truncate { path, size } => {
+            Op::Truncate {
+                path,
+                size,
+                via_fd: true,
+            } => self.with_open(path, libc::O_WRONLY, |core, node, fh| {
+                let attr = SetAttr {
+                    size: Some(*size),
+                    ..Default::default()
+                };
+                wait(|cb| core.setattr(node, Some(fh), attr, cb))?;
+                Ok(Out::Done)
+            }),
+            Op::Fsync { path, datasync } => {
+                let e = self.walk(path, true)?;
+                // The kernel opens a directory with opendir and syncs it
+                // with fsyncdir.
+                if is(&e.attr, libc::S_IFDIR) {
+                    let fh = wait(|cb| core.opendir(e.node, cb))?;
+                    let r = wait(|cb| core.fsyncdir(fh, *datasync, cb));
+                    wait(|cb| core.releasedir(fh, cb))?;
+                    r?;
+                } else {
+                    let fh = wait(|cb| core.open(e.node, libc::O_RDONLY, cb))?;
+                    let r = wait(|cb| core.fsync(fh, *datasync, cb));
+                    wait(|cb| core.release(fh, cb))?;
+                    r?;
+                }
+                Ok(Out::Done)
+            }
+            Op::Truncate {
+                path,
+                size,
+                via_fd: false,
+            } => {
                 let attr = SetAttr {
                     size: Some(*size),
                     ..Default::default()
@@ -238,7 +283,7 @@ impl<'a> Driver<'a> {
                 offset,
                 len,
                 keep_size,
-            } => self.with_open(path, libc::O_WRONLY, |core, fh| {
+            } => self.with_open(path, libc::O_WRONLY, |core, _, fh| {
                 let mode = if *keep_size {
                     libc::FALLOC_FL_KEEP_SIZE
                 } else {
