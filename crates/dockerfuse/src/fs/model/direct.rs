@@ -7,11 +7,13 @@ use std::path::PathBuf;
 
 use dockerfuse_proto::Errno;
 
-use super::ops::{pattern, Op, Out, Outcome, Stat, Time};
+use super::ops::{pattern, Op, Out, Outcome, Stat, Time, SLOTS};
 
-/// A local directory the operations run in.
+/// A local directory the operations run in, and the descriptors a
+/// sequence keeps open.
 pub(super) struct Direct {
     root: PathBuf,
+    slots: [Option<Fd>; SLOTS],
 }
 
 fn last_errno() -> Errno {
@@ -63,7 +65,10 @@ fn timespec(t: Time) -> libc::timespec {
 
 impl Direct {
     pub(super) fn new(root: PathBuf) -> Direct {
-        Direct { root }
+        Direct {
+            root,
+            slots: Default::default(),
+        }
     }
 
     fn c(&self, path: &str) -> CString {
@@ -86,8 +91,64 @@ impl Direct {
         Ok(st)
     }
 
-    pub(super) fn apply(&self, op: &Op) -> Outcome {
+    fn slot(&self, slot: usize) -> Result<libc::c_int, Errno> {
+        self.slots[slot].as_ref().map(|f| f.0).ok_or(Errno::EBADF)
+    }
+
+    pub(super) fn apply(&mut self, op: &Op) -> Outcome {
         match op {
+            Op::Open { slot, path, write } => {
+                self.slots[*slot] = None;
+                let flags = if *write { libc::O_RDWR } else { libc::O_RDONLY };
+                self.slots[*slot] = Some(self.open(path, flags, 0)?);
+                Ok(Out::Done)
+            }
+            Op::FdWrite {
+                slot,
+                offset,
+                len,
+                byte,
+            } => {
+                let fd = self.slot(*slot)?;
+                let data = pattern(*byte, *len);
+                // SAFETY: data is valid for len bytes.
+                let n = check_size(unsafe {
+                    libc::pwrite(fd, data.as_ptr().cast(), data.len(), *offset as i64)
+                })?;
+                Ok(Out::Count(n as u64))
+            }
+            Op::FdRead { slot, offset } => {
+                let fd = self.slot(*slot)?;
+                let mut buf = vec![0u8; 64 * 1024];
+                // SAFETY: buf is valid for its length.
+                let n = check_size(unsafe {
+                    libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), *offset as i64)
+                })?;
+                buf.truncate(n);
+                Ok(Out::Bytes(buf))
+            }
+            Op::FdStat { slot } => {
+                let fd = self.slot(*slot)?;
+                // SAFETY: an all-zero stat is a valid value to be overwritten.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: st is a valid out-pointer.
+                check(unsafe { libc::fstat(fd, &mut st) })?;
+                Ok(Out::Stat(Stat::new(
+                    st.st_mode,
+                    st.st_size as u64,
+                    st.st_nlink as u32,
+                )))
+            }
+            Op::FdTruncate { slot, size } => {
+                let fd = self.slot(*slot)?;
+                // SAFETY: plain syscall on our descriptor.
+                check(unsafe { libc::ftruncate(fd, *size as i64) })?;
+                Ok(Out::Done)
+            }
+            Op::Close { slot } => {
+                self.slots[*slot].take().ok_or(Errno::EBADF)?;
+                Ok(Out::Done)
+            }
             Op::Create { path, mode } => {
                 self.open(path, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, *mode)?;
                 Ok(Out::Done)

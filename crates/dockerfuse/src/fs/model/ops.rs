@@ -16,6 +16,8 @@ const NESTED: [&str; 9] = [
 ];
 /// What symlinks point at: names that exist often, and one that never does.
 const TARGETS: [&str; 5] = ["a", "b", "c/a", "a/b", "nowhere"];
+/// Descriptor slots a sequence can keep open.
+pub(super) const SLOTS: usize = 2;
 /// Extended attribute names (the `user.` namespace needs no privilege).
 pub(super) const XATTRS: [&str; 2] = ["user.x", "user.y"];
 
@@ -137,6 +139,39 @@ pub(crate) enum Op {
         path: &'static str,
         follow: bool,
     },
+    /// open(2) into a descriptor slot (closing what it held first):
+    /// O_RDWR when `write`, else O_RDONLY. The descriptor outlives later
+    /// renames and unlinks of its name.
+    Open {
+        slot: usize,
+        path: &'static str,
+        write: bool,
+    },
+    /// pwrite on a slot's descriptor.
+    FdWrite {
+        slot: usize,
+        offset: u64,
+        len: usize,
+        byte: u8,
+    },
+    /// pread of up to 64 KiB on a slot's descriptor.
+    FdRead {
+        slot: usize,
+        offset: u64,
+    },
+    /// fstat on a slot's descriptor.
+    FdStat {
+        slot: usize,
+    },
+    /// ftruncate on a slot's descriptor.
+    FdTruncate {
+        slot: usize,
+        size: u64,
+    },
+    /// close(2) of a slot's descriptor.
+    Close {
+        slot: usize,
+    },
 }
 
 fn path() -> impl Strategy<Value = &'static str> {
@@ -200,6 +235,14 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
         1 => (path(), any::<bool>()).prop_map(|(path, probe)| Op::ListXattr { path, probe }),
         1 => (path(), select(&XATTRS[..])).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
         1 => (path(), any::<bool>()).prop_map(|(path, follow)| Op::Stat { path, follow }),
+        2 => (0..SLOTS, path(), any::<bool>())
+            .prop_map(|(slot, path, write)| Op::Open { slot, path, write }),
+        2 => (0..SLOTS, 0u64..20_000, 0usize..5_000, any::<u8>())
+            .prop_map(|(slot, offset, len, byte)| Op::FdWrite { slot, offset, len, byte }),
+        1 => (0..SLOTS, 0u64..20_000).prop_map(|(slot, offset)| Op::FdRead { slot, offset }),
+        1 => (0..SLOTS).prop_map(|slot| Op::FdStat { slot }),
+        1 => (0..SLOTS, 0u64..30_000).prop_map(|(slot, size)| Op::FdTruncate { slot, size }),
+        1 => (0..SLOTS).prop_map(|slot| Op::Close { slot }),
     ]
 }
 

@@ -2,7 +2,7 @@
 //! errno of every step, then the whole trees.
 
 use super::direct::Direct;
-use super::ops::Op;
+use super::ops::{Op, SLOTS};
 use super::satellite::Served;
 use super::through_core::Driver;
 use super::tree;
@@ -19,7 +19,7 @@ pub(crate) fn run(keep: bool, ops: &[Op]) -> Result<(), String> {
     std::fs::create_dir(&a).expect("create A");
     std::fs::create_dir(&b).expect("create B");
     let served = Served::start(&a);
-    let twin = Direct::new(b.clone());
+    let mut twin = Direct::new(b.clone());
     let mut driver = Driver::new(&served.core, keep);
     for (i, op) in ops.iter().enumerate() {
         let want = twin.apply(op);
@@ -27,6 +27,15 @@ pub(crate) fn run(keep: bool, ops: &[Op]) -> Result<(), String> {
         if want != got {
             return Err(format!(
                 "step {i}, {op:?}: directly {want:?}, through the core {got:?}"
+            ));
+        }
+    }
+    for slot in 0..SLOTS {
+        let close = Op::Close { slot };
+        let (want, got) = (twin.apply(&close), driver.apply(&close));
+        if want != got {
+            return Err(format!(
+                "closing at the end, {close:?}: directly {want:?}, through the core {got:?}"
             ));
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, ROOT_NODE};
 
 use super::direct::split_names;
-use super::ops::{pattern, Op, Out, Outcome, Stat, Time};
+use super::ops::{pattern, Op, Out, Outcome, Stat, Time, SLOTS};
 use crate::fs::{Cb, Core, Lookup, Xattr};
 use crate::rpc::Rpc;
 
@@ -70,6 +70,15 @@ fn umask() -> u32 {
         .expect("a Umask line in /proc/self/status")
 }
 
+/// A file or directory the sequence keeps open, as the kernel holds it:
+/// one lookup reference on its node and one handle.
+struct Open {
+    node: u64,
+    fh: u64,
+    dir: bool,
+    write: bool,
+}
+
 /// Drives one core; holds the lookup references of the current operation
 /// (or of the whole sequence, as the kernel keeps cached entries: the
 /// satellite then serves nodes renamed or unlinked since their lookup).
@@ -77,6 +86,7 @@ pub(super) struct Driver<'a> {
     core: &'a Core<Rpc>,
     held: Vec<u64>,
     keep: bool,
+    slots: [Option<Open>; SLOTS],
     /// Applied to creation modes here, as the kernel does before sending
     /// them (the mount does not ask for FUSE_DONT_MASK).
     umask: u32,
@@ -89,6 +99,7 @@ impl<'a> Driver<'a> {
             core,
             held: Vec::new(),
             keep,
+            slots: Default::default(),
             umask: umask(),
         }
     }
@@ -99,9 +110,61 @@ impl<'a> Driver<'a> {
         self.core.forget(nodes);
     }
 
-    /// Forgets every lookup still held.
+    /// Closes what the slots hold and forgets every lookup still held.
     pub(super) fn forget_all(&mut self) {
+        for slot in 0..SLOTS {
+            let _ = self.close(slot);
+        }
         self.settle();
+    }
+
+    /// Releases a slot's handle and forgets its node.
+    fn close(&mut self, slot: usize) -> Result<(), Errno> {
+        let o = self.slots[slot].take().ok_or(Errno::EBADF)?;
+        if o.dir {
+            wait(|cb| self.core.releasedir(o.fh, cb))?;
+        } else {
+            wait(|cb| self.core.release(o.fh, cb))?;
+        }
+        self.core.forget(vec![(o.node, 1)]);
+        Ok(())
+    }
+
+    fn slot(&self, slot: usize) -> Result<&Open, Errno> {
+        self.slots[slot].as_ref().ok_or(Errno::EBADF)
+    }
+
+    /// Opens `path` into `slot`, as open(2) through the kernel: a
+    /// directory with opendir (never for writing), a file with open.
+    fn open_slot(&mut self, slot: usize, path: &str, write: bool) -> Result<(), Errno> {
+        if self.slots[slot].is_some() {
+            self.close(slot)?;
+        }
+        let e = self.walk(path, true)?;
+        let dir = is(&e.attr, libc::S_IFDIR);
+        let fh = if dir {
+            if write {
+                return Err(Errno::EISDIR);
+            }
+            wait(|cb| self.core.opendir(e.node, cb))?
+        } else {
+            let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
+            wait(|cb| self.core.open(e.node, flags, cb))?
+        };
+        // The slot takes over the final lookup's reference.
+        let at = self
+            .held
+            .iter()
+            .rposition(|&n| n == e.node)
+            .expect("the walk holds its entry");
+        self.held.remove(at);
+        self.slots[slot] = Some(Open {
+            node: e.node,
+            fh,
+            dir,
+            write,
+        });
+        Ok(())
     }
 
     fn hold(&mut self, e: Entry) -> Entry {
@@ -206,6 +269,67 @@ impl<'a> Driver<'a> {
     fn apply_held(&mut self, op: &Op) -> Outcome {
         let core = self.core;
         match op {
+            Op::Open { slot, path, write } => {
+                self.open_slot(*slot, path, *write)?;
+                Ok(Out::Done)
+            }
+            // What the VFS refuses itself: writes on a read-only
+            // descriptor (EBADF), reads of a directory (EISDIR), ftruncate
+            // of anything but a file open for writing (EINVAL).
+            Op::FdWrite {
+                slot,
+                offset,
+                len,
+                byte,
+            } => {
+                let o = self.slot(*slot)?;
+                if !o.write {
+                    return Err(Errno::EBADF);
+                }
+                let data = pattern(*byte, *len);
+                let n = wait(|cb| core.write(o.fh, *offset, &data, cb))?;
+                Ok(Out::Count(n.into()))
+            }
+            Op::FdRead { slot, offset } => {
+                let o = self.slot(*slot)?;
+                if o.dir {
+                    return Err(Errno::EISDIR);
+                }
+                let (tx, rx) = mpsc::sync_channel(1);
+                core.read(
+                    o.fh,
+                    *offset,
+                    64 * 1024,
+                    Box::new(move |r: Result<&[u8], Errno>| {
+                        let _ = tx.send(r.map(<[u8]>::to_vec));
+                    }),
+                );
+                let d = rx.recv_timeout(CALL_LIMIT).expect("the core answers")?;
+                Ok(Out::Bytes(d))
+            }
+            Op::FdStat { slot } => {
+                let o = self.slot(*slot)?;
+                // The kernel passes the handle for regular files only.
+                let fh = (!o.dir).then_some(o.fh);
+                let a = wait(|cb| core.getattr(o.node, fh, cb))?;
+                Ok(Out::Stat(Stat::new(a.mode, a.size, a.nlink)))
+            }
+            Op::FdTruncate { slot, size } => {
+                let o = self.slot(*slot)?;
+                if o.dir || !o.write {
+                    return Err(Errno::EINVAL);
+                }
+                let attr = SetAttr {
+                    size: Some(*size),
+                    ..Default::default()
+                };
+                wait(|cb| core.setattr(o.node, Some(o.fh), attr, cb))?;
+                Ok(Out::Done)
+            }
+            Op::Close { slot } => {
+                self.close(*slot)?;
+                Ok(Out::Done)
+            }
             Op::Create { path, mode } => {
                 let (parent, name) = self.parent(path)?;
                 let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
