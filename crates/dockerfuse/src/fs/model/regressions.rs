@@ -176,3 +176,58 @@ fn creation_modes_carry_the_callers_umask_once() {
         },
     ]);
 }
+
+#[test]
+fn descriptors_outlive_renames_and_unlinks_of_their_names() {
+    check(&[
+        create("a"),
+        Op::Open {
+            slot: 0,
+            path: "a",
+            write: true,
+        },
+        rename("a", "b", 0),
+        Op::FdWrite {
+            slot: 0,
+            offset: 5,
+            len: 10,
+            byte: 3,
+        },
+        Op::Unlink { path: "b" },
+        Op::FdStat { slot: 0 },
+        Op::FdTruncate { slot: 0, size: 2 },
+        Op::FdRead { slot: 0, offset: 0 },
+        mkdir("c"),
+        Op::Open {
+            slot: 1,
+            path: "c",
+            write: false,
+        },
+        Op::Rmdir { path: "c" },
+        Op::FdStat { slot: 1 },
+        Op::FdRead { slot: 1, offset: 0 },
+        Op::Close { slot: 1 },
+        Op::Close { slot: 1 },
+    ]);
+}
+
+#[test]
+fn a_symlink_shows_its_own_xattrs_not_its_targets() {
+    check(&[
+        create("a"),
+        Op::SetXattr {
+            path: "a",
+            name: "user.x",
+            value: b"on the file".to_vec(),
+            flags: 0,
+        },
+        Op::Symlink {
+            target: "a",
+            path: "b",
+        },
+        Op::ListXattr {
+            path: "b",
+            probe: false,
+        },
+    ]);
+}
