@@ -295,14 +295,10 @@ impl Direct {
                     libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), flags)
                 })?;
                 let st = self.stat(path, *follow)?;
-                let pick = |t: &Time, sec, nsec| match t {
-                    Time::At(..) => Some((sec, nsec as u32)),
+                Ok(Out::Mtime(match mtime {
+                    Time::At(..) => Some((st.st_mtime, st.st_mtime_nsec as u32)),
                     _ => None,
-                };
-                Ok(Out::Times(
-                    pick(atime, st.st_atime, st.st_atime_nsec),
-                    pick(mtime, st.st_mtime, st.st_mtime_nsec),
-                ))
+                }))
             }
             Op::SetXattr {
                 path,

@@ -262,8 +262,11 @@ pub(super) enum Out {
     /// xattr names, sorted.
     Names(Vec<Vec<u8>>),
     Stat(Stat),
-    /// The explicit times a utimens set, read back (None: not explicit).
-    Times(Option<(i64, u32)>, Option<(i64, u32)>),
+    /// The mtime a utimens set explicitly, read back (None: not
+    /// explicit). The atime is set but not compared: any read of the
+    /// inode, even a path walk through a symlink, may stamp it again
+    /// (relatime), and the two sides read at different moments.
+    Mtime(Option<(i64, u32)>),
 }
 
 /// What a stat reports that both sides must agree on (inode numbers and

@@ -231,3 +231,29 @@ fn a_symlink_shows_its_own_xattrs_not_its_targets() {
         },
     ]);
 }
+
+/// Found by the random test, an artefact of the model: reading a set
+/// atime back walks through the very symlink that was changed (`c` and
+/// `a/a` are one symlink inode), which stamps its atime again. Atimes are
+/// set but no longer compared.
+#[test]
+fn a_walk_through_a_symlink_restamps_its_atime() {
+    check(&[
+        Op::Symlink {
+            target: "a",
+            path: "a",
+        },
+        mkdir("c"),
+        Op::Link {
+            from: "a",
+            to: "c/a",
+        },
+        rename("a", "c", EXCHANGE),
+        Op::Utimens {
+            path: "c/a",
+            atime: Time::At(1_000_000, 0),
+            mtime: Time::At(1_000_001, 7),
+            follow: false,
+        },
+    ]);
+}

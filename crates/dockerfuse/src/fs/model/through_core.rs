@@ -476,14 +476,10 @@ impl<'a> Driver<'a> {
                     ..Default::default()
                 };
                 let a = self.setattr(path, *follow, attr)?;
-                let pick = |t: &Time, sec, nsec| match t {
-                    Time::At(..) => Some((sec, nsec)),
+                Ok(Out::Mtime(match mtime {
+                    Time::At(..) => Some((a.mtime, a.mtime_nsec)),
                     _ => None,
-                };
-                Ok(Out::Times(
-                    pick(atime, a.atime, a.atime_nsec),
-                    pick(mtime, a.mtime, a.mtime_nsec),
-                ))
+                }))
             }
             Op::SetXattr {
                 path,
