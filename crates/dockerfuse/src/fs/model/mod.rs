@@ -44,6 +44,29 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// Whether the temp dirs' filesystem takes `user.` xattrs (either way,
+/// both sides must give the same results).
+fn user_xattrs() -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let f = tempfile::NamedTempFile::new().expect("a temp file");
+    let p = std::ffi::CString::new(f.path().as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid C strings, a one-byte value.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            c"user.probe".as_ptr(),
+            b"1".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    if r == 0 {
+        "supported".into()
+    } else {
+        format!("refused ({})", std::io::Error::last_os_error())
+    }
+}
+
 #[test]
 fn random_sequences_agree_through_the_core_and_directly() {
     let cases = env_or("DOCKERFUSE_MODEL_CASES", DEFAULT_CASES);
@@ -65,9 +88,10 @@ fn random_sequences_agree_through_the_core_and_directly() {
         run::run(keep, &seq).map_err(TestCaseError::fail)
     });
     eprintln!(
-        "model: {cases} sequences, {} operations in {:.1?}",
+        "model: {cases} sequences, {} operations in {:.1?}; user xattrs in temp dirs: {}",
         total.into_inner(),
-        started.elapsed()
+        started.elapsed(),
+        user_xattrs()
     );
     if let Err(e) = result {
         panic!("{e}");
