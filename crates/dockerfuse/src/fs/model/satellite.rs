@@ -49,8 +49,10 @@ pub(super) struct Served {
 }
 
 impl Served {
-    pub(super) fn start(root: &Path) -> Served {
-        let mut child = spawn(root);
+    /// Starts a satellite serving `root`, with RLIMIT_NOFILE at `nofile`
+    /// when given (the satellite lets nodes hold half of it).
+    pub(super) fn start(root: &Path, nofile: Option<u64>) -> Served {
+        let mut child = spawn(root, nofile);
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let Started {
@@ -90,10 +92,28 @@ impl Served {
 
 /// Starts the satellite; retries while another test thread's fork still
 /// holds the freshly written binary open for writing (ETXTBSY).
-fn spawn(root: &Path) -> smol::process::Child {
+fn spawn(root: &Path, nofile: Option<u64>) -> smol::process::Child {
     let mut tries = 0;
     loop {
-        let r = smol::process::Command::new(binary())
+        let mut cmd = std::process::Command::new(binary());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let r = smol::process::Command::from(cmd)
             .arg("--root")
             .arg(root)
             .stdin(std::process::Stdio::piped())
