@@ -36,7 +36,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 /// Random sequences in a default run.
-const DEFAULT_CASES: u32 = 200;
+const DEFAULT_CASES: u32 = 300;
 /// Longest sequence in a default run.
 const DEFAULT_OPS: usize = 60;
 
