@@ -24,6 +24,8 @@ mod transport;
 mod xattr_cache;
 
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
