@@ -172,8 +172,16 @@ impl Nodes {
             let node = t.by_id.get(&p)?.node.clone();
             node.fd.is_some().then(|| (node, n.to_vec()))
         });
+        // A node without a descriptor is the same file only if it was born
+        // at the same time: a new file may reuse a deleted one's inode
+        // number at once (ext4 does), and must then get a node of its own.
+        let fresh_born = sys::birth_time(fd.as_raw_fd());
         if let Some(&id) = t.by_key.get(&key) {
-            if let Some(slot) = t.by_id.get_mut(&id) {
+            if let Some(slot) = t
+                .by_id
+                .get_mut(&id)
+                .filter(|s| s.node.fd.is_some() || s.node.born == fresh_born)
+            {
                 slot.refs = slot.refs.saturating_add(1);
                 if slot.node.fd.is_none() && parent.is_some() {
                     *slot.node.place.lock().unwrap_or_else(|p| p.into_inner()) = parent;
@@ -182,11 +190,7 @@ impl Nodes {
             }
         }
         let keep_fd = is_dir || parent.is_none() || t.with_fd < self.fd_budget;
-        let born = if keep_fd {
-            None
-        } else {
-            sys::birth_time(fd.as_raw_fd())
-        };
+        let born = if keep_fd { None } else { fresh_born };
         let node = Node {
             born,
             fd: keep_fd.then_some(fd),

@@ -34,20 +34,26 @@ impl Fs {
         fh: Option<u64>,
         a: &SetAttr,
     ) -> SysResult<Response<'static>> {
-        let n = self.nodes.get(node)?;
         let handle = fh.and_then(|fh| self.handles.get(fh).ok());
         let file_fd = handle.as_ref().and_then(|h| h.file().ok());
-        let proc_path = sys::proc_fd_path(n.raw());
+        // With an open file, mode, size and times go through it, so an
+        // unlinked file whose node keeps no descriptor still works; chown
+        // and the path-based fallbacks need the node.
+        let n = match file_fd {
+            Some(_) if a.uid.is_none() && a.gid.is_none() => self.nodes.get(node).ok(),
+            _ => Some(self.nodes.get(node)?),
+        };
+        let need = || n.as_ref().ok_or(Errno::ESTALE);
         if let Some(mode) = a.mode {
             match file_fd {
                 Some(fd) => sys::fchmod(fd, mode & 0o7777)?,
-                None if n.is_symlink => return Err(Errno::EOPNOTSUPP),
-                None => sys::fchmodat(&proc_path, mode & 0o7777)?,
+                None if need()?.is_symlink => return Err(Errno::EOPNOTSUPP),
+                None => sys::fchmodat(&sys::proc_fd_path(need()?.raw()), mode & 0o7777)?,
             }
         }
         if a.uid.is_some() || a.gid.is_some() {
             sys::fchown_path_fd(
-                n.raw(),
+                need()?.raw(),
                 a.uid.unwrap_or(u32::MAX),
                 a.gid.unwrap_or(u32::MAX),
             )?;
@@ -55,14 +61,17 @@ impl Fs {
         if let Some(size) = a.size {
             match file_fd {
                 Some(fd) => sys::ftruncate(fd, size)?,
-                None => sys::truncate(&proc_path, size)?,
+                None => sys::truncate(&sys::proc_fd_path(need()?.raw()), size)?,
             }
         }
         if a.atime.is_some() || a.mtime.is_some() {
             let times = [timespec(a.atime), timespec(a.mtime)];
             match file_fd {
                 Some(fd) => sys::futimens(fd, &times)?,
-                None => set_node_times(&n, &proc_path, &times)?,
+                None => {
+                    let n = need()?;
+                    set_node_times(n, &sys::proc_fd_path(n.raw()), &times)?
+                }
             }
         }
         self.getattr(node, fh)

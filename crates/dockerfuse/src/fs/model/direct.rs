@@ -17,7 +17,11 @@ pub(super) struct Direct {
 }
 
 fn last_errno() -> Errno {
-    Errno::from_io(&std::io::Error::last_os_error())
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
 }
 
 fn check(ret: libc::c_int) -> Result<libc::c_int, Errno> {

@@ -259,17 +259,15 @@ fn a_walk_through_a_symlink_restamps_its_atime() {
 }
 
 /// Satellite bug, found by the random test on a satellite short of
-/// descriptors: a node without a descriptor is keyed by (st_dev, st_ino)
-/// and outlives its file while the kernel holds it. When a new file gets
-/// the deleted one's inode number (ext4 and overlayfs reuse them at
-/// once), `Nodes::add_ref` (crates/satellite/src/nodes.rs) hands out the
-/// old node id without comparing birth times, and `Nodes::get`, which
-/// does compare them, answers ESTALE to every operation on the new file
-/// until the kernel forgets the old node. Files are created and deleted
+/// descriptors (fixed): a node without a descriptor is keyed by (st_dev,
+/// st_ino) and outlives its file while the kernel holds it. When a new file
+/// got the deleted one's inode number (ext4 and overlayfs reuse them at
+/// once), `Nodes::add_ref` handed out the old node id without comparing
+/// birth times, and every operation on the new file answered ESTALE
+/// until the kernel forgot the old node. Files are created and deleted
 /// a few times to meet a reused number; on a filesystem that does not
 /// reuse them (tmpfs) this passes by luck.
 #[test]
-#[ignore = "satellite bug: a reused inode number maps a new file to a deleted descriptor-less node (ESTALE)"]
 fn a_reused_inode_number_is_a_new_node() {
     let mut ops = Vec::new();
     for _ in 0..20 {
@@ -286,12 +284,11 @@ fn a_reused_inode_number_is_a_new_node() {
 }
 
 /// Satellite bug, found by the random test on a satellite short of
-/// descriptors: `setattr` (crates/satellite/src/ops.rs) resolves the node
-/// before it looks at the file handle, so ftruncate (and fchmod, futimens)
-/// on an open file whose name was unlinked answers ESTALE when the node
-/// has no descriptor, though the handle alone would do.
+/// descriptors (fixed): `setattr` resolved the node before it looked at
+/// the file handle, so ftruncate (and fchmod, futimens) on an open file
+/// whose name was unlinked answered ESTALE when the node had no
+/// descriptor, though the handle alone would do.
 #[test]
-#[ignore = "satellite bug: setattr with a handle on an unlinked descriptor-less node answers ESTALE"]
 fn ftruncate_of_an_unlinked_file_uses_its_handle() {
     check_mode(
         Mode::Tight,

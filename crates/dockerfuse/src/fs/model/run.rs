@@ -83,11 +83,9 @@ pub(crate) fn run(mode: Mode, ops: &[Op]) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `Tight` sequences run too (`DOCKERFUSE_MODEL_TIGHT=1`): not by
-/// default while the satellite's nodes without a descriptor fail them
-/// (the ignored tests in `regressions` show how).
+/// Whether `Tight` sequences run too (on unless `DOCKERFUSE_MODEL_TIGHT=0`).
 pub(crate) fn tight_too() -> bool {
-    std::env::var("DOCKERFUSE_MODEL_TIGHT").is_ok_and(|v| v == "1")
+    std::env::var("DOCKERFUSE_MODEL_TIGHT").map_or(true, |v| v != "0")
 }
 
 /// Runs `ops` in one mode and panics with the divergence.
@@ -97,7 +95,7 @@ pub(crate) fn check_mode(mode: Mode, ops: &[Op]) {
     }
 }
 
-/// Runs `ops` in every mode (`Tight` when asked) and panics with the
+/// Runs `ops` in every mode (`Tight` unless turned off) and panics with the
 /// divergence, for named tests.
 pub(crate) fn check(ops: &[Op]) {
     check_mode(Mode::Forget, ops);
