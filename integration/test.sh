@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (the README gives it, .ci/run runs it):
 #   1. integration/setup-engine.sh   dockerd, binfmt_misc/qemu, fuse, test images
-#   2. cargo fmt --check, clippy -D warnings, cargo test (whole workspace)
+#   2. shellcheck over every script, cargo fmt --check, clippy -D warnings,
+#      cargo test (whole workspace)
 #   3. debug build of dockerfuse (both satellites embedded)
 #   4. integration/run-matrix.sh against that binary (amd64/arm64 matrix)
 #   5. nix/check-offline.sh, when it exists
@@ -37,6 +38,12 @@ step() {
 }
 
 step "engine setup" bash integration/setup-engine.sh
+# Every shell script of the project: by name, and by its bash shebang.
+mapfile -t SCRIPTS < <({
+	git ls-files '*.sh' .ci/run
+	git grep -lI '^#!.*bash' -- ':!*.sh' ':!*.md' ':!*.rs' ':!*.nix' ':!*.py' || true
+} | sort -u)
+step "shellcheck (${#SCRIPTS[@]} scripts)" shellcheck -x "${SCRIPTS[@]}"
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test" cargo test --workspace

@@ -272,9 +272,9 @@ assert_eq "the mount point is left empty" "" "$got"
 check "the mount point is reusable" run_sh 'touch "$MNT/probe" && rm "$MNT/probe"'
 check_not "the log file reports no panic" grep -qi panic "$DF_LOG"
 
-# --- a second mount: read-only, absolute symlinks rewritten (opt-in) ----------------
-mount_daemon "$MNT" --read-only --rewrite-absolute-links
-assert_eq "mounts again with --read-only --rewrite-absolute-links" 0 "$DF_STATUS"
+# --- a second mount: absolute symlinks rewritten (opt-in), both ways ------------------
+mount_daemon "$MNT" --rewrite-absolute-links
+assert_eq "mounts again with --rewrite-absolute-links" 0 "$DF_STATUS"
 cap want dx readlink /bin/sh
 case "$want" in
 /*) cap got readlink "$MNT/bin/sh"
@@ -283,6 +283,29 @@ case "$want" in
 esac
 cap got readlink "$MNT/etc/passwd"
 assert_match "a regular file is not a link" "exit" "$got"
+L=/tmp/dfit-links-$$
+check "mkdir for links through the mount" mkdir "$MNT$L"
+check "ln -s to a target under the mount point" ln -s "$MNT/etc/hostname" "$MNT$L/in"
+check "ln -s to a target outside the mount point" ln -s /nonexistent/x "$MNT$L/out"
+check "ln -s to a relative target" ln -s ../etc/hostname "$MNT$L/rel"
+cap got dx readlink "$L/in"
+assert_eq "container: a link made to a path under the mount point is stored in its terms" "/etc/hostname" "$got"
+cap got readlink "$MNT$L/in"
+assert_eq "host: the same link is shown under the mount point" "$MNT/etc/hostname" "$got"
+cap got dx readlink "$L/out"
+assert_eq "container: a target outside the mount point is stored as given" "/nonexistent/x" "$got"
+cap got dx readlink "$L/rel"
+assert_eq "container: a relative target is stored as given" "../etc/hostname" "$got"
+cap want dx cat /etc/hostname
+cap got cat "$MNT$L/in"
+assert_eq "host: following the rewritten link reads the container's file" "$want" "$got"
+check "rm -rf the links through the mount" rm -rf "$MNT$L"
+check "fusermount3 -u (link-rewriting mount)" fusermount3 -u "$MNT"
+check "dockerfuse exits after that unmount" wait_until 5 pid_gone "$DF_PID"
+
+# --- a third mount: read-only ----------------------------------------------------------
+mount_daemon "$MNT" --read-only
+assert_eq "mounts again with --read-only" 0 "$DF_STATUS"
 check_not "writing to a read-only mount fails" run_sh 'echo x >"$MNT/tmp/dfit-ro"'
 check "fusermount3 -u (read-only mount)" fusermount3 -u "$MNT"
 check "dockerfuse exits after the read-only unmount" wait_until 5 pid_gone "$DF_PID"

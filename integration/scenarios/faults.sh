@@ -101,6 +101,7 @@ kill -TERM "$DF_PID"
 wait "$ddjob" || true
 check "the process exits after SIGTERM" wait_until 15 pid_gone "$DF_PID"
 ddrc=$(cat "$WORKDIR/dd.rc")
+size= # set by cap
 cap size dx stat -c %s /tmp/dfit-sigterm.bin
 if [ "$ddrc" -eq 0 ]; then
 	assert_eq "dd reported success, so all 128 MiB are in the container" 134217728 "$size"

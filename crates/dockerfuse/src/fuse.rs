@@ -10,7 +10,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dockerfuse_proto::{Attr, Errno, Request, SetAttr, SetTime};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
@@ -18,29 +17,29 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::Core;
-use crate::rpc::Transport;
+use crate::fs::{Attr, CallerGuard, Core, Errno, Lookup, SetAttr, SetTime, Transport, Xattr};
 
 type FuseRequest = fuser::Request;
 
-pub struct FuseFs<T: Transport> {
+/// The fuser `Filesystem` of one mount.
+pub(crate) struct FuseFs<T: Transport> {
     core: Core<T>,
 }
 
 impl<T: Transport> FuseFs<T> {
-    pub fn new(core: Core<T>) -> Self {
+    pub(crate) fn new(core: Core<T>) -> Self {
         FuseFs { core }
     }
 
     fn ttl(&self) -> Duration {
-        self.core.opts.ttl
+        self.core.ttl()
     }
 
     /// Makes the kernel request's user the caller of what this thread
     /// sends next (only used with `--allow-other`; see fs::with_caller).
-    fn caller(&self, req: &FuseRequest) -> Option<crate::fs::CallerGuard> {
+    fn caller(&self, req: &FuseRequest) -> Option<CallerGuard> {
         self.core
-            .opts
+            .options()
             .per_caller
             .then(|| crate::fs::with_caller(req.uid(), req.gid()))
     }
@@ -72,8 +71,8 @@ fn kind(mode: u32) -> FileType {
     }
 }
 
-/// Wire attributes to fuser's.
-pub fn file_attr(a: &Attr) -> FileAttr {
+/// The core's attributes as fuser's.
+fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
@@ -119,6 +118,15 @@ fn bytes(s: &OsStr) -> &[u8] {
     s.as_bytes()
 }
 
+/// Answers a getxattr/listxattr: a size probe or the data.
+fn xattr_reply(reply: ReplyXattr) -> crate::fs::XattrCb {
+    Box::new(move |r| match r {
+        Ok(Xattr::Size(n)) => reply.size(n),
+        Ok(Xattr::Data(d)) => reply.data(d),
+        Err(e) => reply.error(errno(e)),
+    })
+}
+
 macro_rules! empty_reply {
     ($reply:ident) => {
         Box::new(move |r: Result<(), Errno>| match r {
@@ -131,7 +139,7 @@ macro_rules! empty_reply {
 macro_rules! entry_reply {
     ($self:ident, $reply:ident) => {{
         let ttl = $self.ttl();
-        Box::new(move |r: Result<dockerfuse_proto::Entry, Errno>| match r {
+        Box::new(move |r: Result<crate::fs::Entry, Errno>| match r {
             Ok(e) => $reply.entry(&ttl, &file_attr(&e.attr), Generation(0)),
             Err(e) => $reply.error(errno(e)),
         })
@@ -159,7 +167,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_ASYNC_DIO;
-        if self.core.opts.writeback {
+        if self.core.options().writeback {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
         let available = config.capabilities();
@@ -178,9 +186,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             parent.0,
             bytes(name),
             Box::new(move |r| match r {
-                Ok(e) => reply.entry(&ttl, &file_attr(&e.attr), Generation(0)),
+                Ok(Lookup::Found(e)) => reply.entry(&ttl, &file_attr(&e.attr), Generation(0)),
                 // A negative entry: the kernel remembers the name is absent.
-                Err(Errno::ENOENT) if !ttl.is_zero() => {
+                Ok(Lookup::Absent) => {
                     reply.entry(&ttl, &file_attr(&Attr::default()), Generation(0))
                 }
                 Err(e) => reply.error(errno(e)),
@@ -313,10 +321,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let _as = self.caller(req);
         self.core.rename(
-            parent.0,
-            bytes(name),
-            newparent.0,
-            bytes(newname),
+            (parent.0, bytes(name)),
+            (newparent.0, bytes(newname)),
             flags.bits(),
             empty_reply!(reply),
         );
@@ -464,17 +470,11 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             fh.0,
             offset,
             4096,
-            false,
             Box::new(move |r| match r {
-                Ok(entries) => {
-                    for e in entries {
-                        let ino = if e.ino == 0 { u64::MAX } else { e.ino };
-                        if reply.add(
-                            INodeNo(ino),
-                            e.offset,
-                            kind(e.kind),
-                            OsStr::from_bytes(&e.name),
-                        ) {
+                Ok(items) => {
+                    for i in items {
+                        let name = OsStr::from_bytes(&i.name);
+                        if reply.add(INodeNo(i.ino), i.offset, kind(i.kind), name) {
                             break;
                         }
                     }
@@ -494,66 +494,35 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         mut reply: ReplyDirectoryPlus,
     ) {
         let _as = self.caller(req);
-        let ttl = self.ttl();
-        let forget = self.core.forgetter();
-        self.core.readdir(
+        self.core.readdirplus(
             fh.0,
             offset,
             4096,
-            true,
             Box::new(move |r| match r {
-                Ok(entries) => {
-                    let mut full = false;
-                    let mut unused = Vec::new();
-                    for e in entries {
-                        let name = OsStr::from_bytes(&e.name);
-                        match e.entry {
-                            Some(ent) if full => unused.push((ent.node, 1)),
-                            Some(ent) => {
-                                let mut attr = ent.attr;
-                                attr.ino = ent.node;
-                                if ent.node == 0
-                                    || reply.add(
-                                        INodeNo(ent.node),
-                                        e.offset,
-                                        name,
-                                        &ttl,
-                                        &file_attr(&attr),
-                                        Generation(0),
-                                    )
-                                {
-                                    full = true;
-                                    if ent.node != 0 {
-                                        unused.push((ent.node, 1));
-                                    }
-                                }
-                            }
-                            // `.` and `..`: the kernel takes no reference.
-                            None if !full && (&e.name[..] == b"." || &e.name[..] == b"..") => {
-                                let attr = Attr {
-                                    ino: e.ino.max(1),
-                                    mode: libc::S_IFDIR,
-                                    ..Default::default()
-                                };
-                                full = reply.add(
-                                    INodeNo(attr.ino),
-                                    e.offset,
-                                    name,
-                                    &Duration::ZERO,
-                                    &file_attr(&attr),
-                                    Generation(0),
-                                );
-                            }
-                            // Vanished between getdents and lookup, or
-                            // after the buffer filled: leave it out.
-                            None => {}
+                Ok(items) => {
+                    let mut taken = 0;
+                    for i in items {
+                        let name = OsStr::from_bytes(&i.name);
+                        let attr = file_attr(&i.attr);
+                        if reply.add(
+                            INodeNo(i.node),
+                            i.offset,
+                            name,
+                            &i.ttl,
+                            &attr,
+                            Generation(0),
+                        ) {
+                            break;
                         }
+                        taken += 1;
                     }
-                    // Entries the kernel never saw must not keep their lookup reference.
-                    forget(unused);
-                    reply.ok()
+                    reply.ok();
+                    taken
                 }
-                Err(e) => reply.error(errno(e)),
+                Err(e) => {
+                    reply.error(errno(e));
+                    0
+                }
             }),
         );
     }
@@ -606,15 +575,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEmpty,
     ) {
         let _as = self.caller(req);
-        self.core.simple(
-            Request::SetXattr {
-                node: ino.0,
-                name: bytes(name).into(),
-                value: value.into(),
-                flags,
-            },
-            empty_reply!(reply),
-        );
+        self.core
+            .setxattr(ino.0, bytes(name), value, flags, empty_reply!(reply));
     }
 
     fn getxattr(
@@ -626,43 +588,19 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyXattr,
     ) {
         let _as = self.caller(req);
-        self.core.xattr_get(
-            Request::GetXattr {
-                node: ino.0,
-                name: bytes(name).into(),
-                size,
-            },
-            size,
-            Box::new(move |r| match r {
-                Ok(Err(n)) => reply.size(n),
-                Ok(Ok(d)) => reply.data(d),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core
+            .getxattr(ino.0, bytes(name), size, xattr_reply(reply));
     }
 
     fn listxattr(&self, req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _as = self.caller(req);
-        self.core.xattr_get(
-            Request::ListXattr { node: ino.0, size },
-            size,
-            Box::new(move |r| match r {
-                Ok(Err(n)) => reply.size(n),
-                Ok(Ok(d)) => reply.data(d),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core.listxattr(ino.0, size, xattr_reply(reply));
     }
 
     fn removexattr(&self, req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _as = self.caller(req);
-        self.core.simple(
-            Request::RemoveXattr {
-                node: ino.0,
-                name: bytes(name).into(),
-            },
-            empty_reply!(reply),
-        );
+        self.core
+            .removexattr(ino.0, bytes(name), empty_reply!(reply));
     }
 
     fn access(&self, req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -711,15 +649,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEmpty,
     ) {
         let _as = self.caller(req);
-        self.core.simple(
-            Request::Fallocate {
-                fh: fh.0,
-                offset,
-                length,
-                mode,
-            },
-            empty_reply!(reply),
-        );
+        self.core
+            .fallocate(fh.0, offset, length, mode, empty_reply!(reply));
     }
 
     fn lseek(
@@ -757,17 +688,11 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyWrite,
     ) {
         let _as = self.caller(req);
-        let req = Request::CopyFileRange {
-            fh_in: fh_in.0,
-            offset_in,
-            fh_out: fh_out.0,
-            offset_out,
-            len,
-            flags: flags.bits() as u32,
-        };
         self.core.copy_file_range(
-            req,
+            (fh_in.0, offset_in),
+            (fh_out.0, offset_out),
             len,
+            flags.bits() as u32,
             Box::new(move |r| match r {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(e)),

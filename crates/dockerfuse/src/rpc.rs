@@ -1,12 +1,15 @@
-//! The pipelined RPC client.
+//! The pipelined RPC client: the core's [`Transport`] over a satellite
+//! connection.
 //!
 //! [`Rpc::call`] frames a request with a fresh id, records its completion
 //! callback and queues the frame; it never blocks, so the FUSE session
 //! loop never waits on the network. A writer task drains the queue into
-//! the exec's stdin, coalescing frames; a reader task reassembles frames
-//! from the exec's stdout (Docker's multiplexed chunks do not line up with
+//! the satellite's input, coalescing frames; a reader task reassembles
+//! frames from its output (Docker's multiplexed chunks do not line up with
 //! frames) and completes each callback with the decoded response, which
-//! borrows from the receive buffer.
+//! borrows from the receive buffer. The connection is either an exec's
+//! attached streams ([`Rpc::start`]) or any pair of byte streams, such as
+//! a child's pipes ([`Rpc::start_bytes`]).
 //!
 //! The satellite is not trusted: an oversize frame or a broken stream ends
 //! the connection; a reply to an unknown id is dropped with a warning; an
@@ -29,24 +32,28 @@ use std::time::{Duration, Instant};
 
 use dockerfuse_proto::frame::{self, FrameDecoder};
 use dockerfuse_proto::{Errno, Request, Response, SatelliteHello, HELLO_ID, ROOT_NODE};
-use futures_util::{AsyncWriteExt, StreamExt};
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::{AsyncRead, AsyncWrite, AsyncWriteExt, Stream, StreamExt};
 use smol::channel::{Receiver, Sender};
 use tracing::{debug, warn};
 
 use crate::engine::{Input, Output};
+pub use crate::fs::{Done, Transport};
 
-/// Completion of one request. The response may borrow from the receive
-/// buffer, so it is handed over by reference to the callback.
-pub type Done = Box<dyn for<'a> FnOnce(Result<Response<'a>, Errno>) + Send>;
-
-/// What the filesystem core needs from a transport (lets tests drive the
-/// core without a satellite).
-pub trait Transport: Send + Sync + 'static {
-    /// Sends a request; `done` runs exactly once with its outcome.
-    fn call(&self, req: &Request<'_>, done: Done);
-    /// Sends a request that has no reply (forget).
-    fn post(&self, req: &Request<'_>);
+/// One piece of what the satellite's side sends.
+enum Chunk {
+    /// Protocol bytes (the exec's stdout).
+    Out(Bytes),
+    /// Log lines (the exec's stderr).
+    Err(Bytes),
+    /// Unframed text: the engine's own error when the exec could not start.
+    Console(Bytes),
 }
+
+type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<Chunk>> + Send>>;
+type Outgoing = Pin<Box<dyn AsyncWrite + Send>>;
 
 struct Pending {
     map: HashMap<u64, (Done, Instant)>,
@@ -86,6 +93,48 @@ impl Rpc {
     /// Wires a client to an exec's attached streams. Requests that wait
     /// longer than `stall` on a silent satellite fail with EIO.
     pub fn start(output: Output, input: Input, stall: Duration) -> Started {
+        use bollard::container::LogOutput as L;
+        let incoming = output.map(|c| {
+            c.map(|c| match c {
+                L::StdOut { message } => Chunk::Out(message),
+                L::StdErr { message } => Chunk::Err(message),
+                L::Console { message } => Chunk::Console(message),
+                L::StdIn { .. } => Chunk::Out(Bytes::new()),
+            })
+            .map_err(std::io::Error::other)
+        });
+        Self::start_chunks(
+            Box::pin(incoming),
+            Box::pin(async_compat::Compat::new(input)),
+            stall,
+        )
+    }
+
+    /// Wires a client to plain byte streams (a child's pipes, a socket):
+    /// everything read is protocol, there is no log channel.
+    pub fn start_bytes(
+        reader: impl AsyncRead + Send + 'static,
+        writer: impl AsyncWrite + Send + 'static,
+        stall: Duration,
+    ) -> Started {
+        let incoming = futures_util::stream::unfold(
+            (Box::pin(reader), vec![0u8; 256 * 1024]),
+            |(mut r, mut buf)| async move {
+                use futures_util::AsyncReadExt;
+                match r.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        let chunk = Bytes::copy_from_slice(&buf[..n]);
+                        Some((Ok(Chunk::Out(chunk)), (r, buf)))
+                    }
+                    Err(e) => Some((Err(e), (r, buf))),
+                }
+            },
+        );
+        Self::start_chunks(Box::pin(incoming), Box::pin(writer), stall)
+    }
+
+    fn start_chunks(output: Incoming, input: Outgoing, stall: Duration) -> Started {
         let (tx, rx) = smol::channel::unbounded();
         let (closed_tx, closed) = smol::channel::bounded(1);
         let (hello_tx, hello) = smol::channel::bounded(1);
@@ -283,8 +332,7 @@ impl Transport for Rpc {
 /// Largest write to the exec's stdin in one go.
 const MAX_BATCH: usize = 4 << 20;
 
-async fn write_loop(rx: Receiver<Vec<u8>>, input: Input) -> Option<String> {
-    let mut input = async_compat::Compat::new(input);
+async fn write_loop(rx: Receiver<Vec<u8>>, mut input: Outgoing) -> Option<String> {
     let mut batch: Vec<u8> = Vec::new();
     while let Ok(first) = rx.recv().await {
         if rx.is_empty() {
@@ -322,7 +370,7 @@ const MAX_LOG_LINE: usize = 4096;
 
 async fn read_loop(
     rpc: &Rpc,
-    mut output: Output,
+    mut output: Incoming,
     hello_tx: Sender<SatelliteHello>,
     early: Arc<Mutex<String>>,
 ) -> String {
@@ -337,9 +385,8 @@ async fn read_loop(
             Some(Ok(c)) => c,
         };
         rpc.saw_traffic();
-        use bollard::container::LogOutput as L;
         match chunk {
-            L::StdOut { message } => {
+            Chunk::Out(message) => {
                 if !said_hello && prehello.len() < 512 {
                     prehello.extend_from_slice(&message[..message.len().min(512 - prehello.len())]);
                 }
@@ -369,7 +416,7 @@ async fn read_loop(
                     }
                 }
             }
-            L::StdErr { message } => {
+            Chunk::Err(message) => {
                 for &b in message.iter() {
                     if b == b'\n' {
                         let text = String::from_utf8_lossy(&line).into_owned();
@@ -389,13 +436,12 @@ async fn read_loop(
             }
             // Unframed output: the engine's own error text when the exec
             // could not start (exec format error, permission denied...).
-            L::Console { message } => {
+            Chunk::Console(message) => {
                 let text = String::from_utf8_lossy(&message[..message.len().min(MAX_LOG_LINE)])
                     .trim()
                     .to_owned();
                 return format!("the exec failed: {text}");
             }
-            L::StdIn { .. } => {}
         }
     }
 }

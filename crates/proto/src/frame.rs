@@ -43,14 +43,14 @@ impl std::error::Error for FrameError {}
 
 /// A parsed frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameHeader {
-    pub len: u32,
-    pub id: u64,
+struct FrameHeader {
+    len: u32,
+    id: u64,
 }
 
 impl FrameHeader {
     /// Parses and checks a header.
-    pub fn parse(bytes: &[u8; HEADER_LEN]) -> Result<FrameHeader, FrameError> {
+    fn parse(bytes: &[u8; HEADER_LEN]) -> Result<FrameHeader, FrameError> {
         let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
         let id = u64::from_le_bytes(bytes[4..12].try_into().expect("8 bytes"));
         if len > MAX_PAYLOAD {

@@ -4,11 +4,13 @@
 //! stream with no message boundaries. This crate holds everything both
 //! sides must agree on and nothing else:
 //!
-//! * [`frame`]: the framing (`u32 length | u64 id | payload`, little endian),
-//!   with the length checked against [`MAX_PAYLOAD`] *before* any buffer is
-//!   sized from it;
+//! * [`frame`]: the framing (`u32 length | u64 id | payload`, little
+//!   endian), with the length checked against [`frame::MAX_PAYLOAD`]
+//!   *before* any buffer is sized from it;
 //! * [`msg`]: the request and response types (speedy-encoded payloads),
-//!   which mirror the FUSE low-level API on node ids;
+//!   which mirror the FUSE low-level API on node ids, and
+//!   [`msg::variant_tag`], which tells a payload's kind from its first
+//!   four bytes;
 //! * [`errno`]: the Linux errno numbers that travel in error replies.
 //!
 //! No I/O policy lives here: the satellite reads frames with blocking
@@ -20,7 +22,6 @@ pub mod frame;
 pub mod msg;
 
 pub use errno::Errno;
-pub use frame::{FrameError, FrameHeader, HEADER_LEN, MAX_PAYLOAD};
 pub use msg::*;
 
 /// Version of the wire protocol; both hellos carry it and a mismatch

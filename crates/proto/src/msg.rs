@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use speedy::{Readable, Writable};
+use speedy::{LittleEndian, Readable, Writable};
 
 /// Node id of the mount's root directory (FUSE_ROOT_ID).
 pub const ROOT_NODE: u64 = 1;
@@ -305,12 +305,30 @@ pub enum Response<'a> {
     Offset(u64),
 }
 
+/// The variant tag at the start of an encoded enum: speedy writes it
+/// first, as a little-endian `u32`, so a reader can tell what kind of
+/// message a payload holds without decoding the rest. `None` for a payload
+/// too short to hold one.
+pub fn variant_tag(payload: &[u8]) -> Option<u32> {
+    let tag: [u8; 4] = payload.get(..4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(tag))
+}
+
 fn own(c: Cow<'_, [u8]>) -> Cow<'static, [u8]> {
     Cow::Owned(c.into_owned())
 }
 
 impl Request<'_> {
-    /// Detaches the request from the buffer it was decoded from.
+    /// The [`variant_tag`] of [`Request::Shutdown`], taken from its
+    /// encoding so that it follows the order of the variants.
+    pub fn shutdown_tag() -> u32 {
+        let bytes = Writable::<LittleEndian>::write_to_vec(&Request::Shutdown)
+            .expect("a unit variant encodes");
+        variant_tag(&bytes).expect("an encoded enum starts with its tag")
+    }
+
+    /// Detaches the request from the buffer it was decoded from (tests of
+    /// both sides keep the requests they see).
     pub fn into_owned(self) -> Request<'static> {
         use Request::*;
         match self {
@@ -474,49 +492,6 @@ impl Request<'_> {
             },
         }
     }
-
-    /// A short name for logs.
-    pub fn name(&self) -> &'static str {
-        use Request::*;
-        match self {
-            Hello(_) => "hello",
-            Lookup { .. } => "lookup",
-            Forget { .. } => "forget",
-            GetAttr { .. } => "getattr",
-            SetAttr { .. } => "setattr",
-            ReadLink { .. } => "readlink",
-            Symlink { .. } => "symlink",
-            Mknod { .. } => "mknod",
-            Mkdir { .. } => "mkdir",
-            Unlink { .. } => "unlink",
-            Rmdir { .. } => "rmdir",
-            Rename { .. } => "rename",
-            Link { .. } => "link",
-            Open { .. } => "open",
-            Create { .. } => "create",
-            Read { .. } => "read",
-            Write { .. } => "write",
-            Flush { .. } => "flush",
-            Release { .. } => "release",
-            Fsync { .. } => "fsync",
-            OpenDir { .. } => "opendir",
-            ReadDir { .. } => "readdir",
-            ReleaseDir { .. } => "releasedir",
-            FsyncDir { .. } => "fsyncdir",
-            StatFs { .. } => "statfs",
-            Access { .. } => "access",
-            GetXattr { .. } => "getxattr",
-            ListXattr { .. } => "listxattr",
-            SetXattr { .. } => "setxattr",
-            RemoveXattr { .. } => "removexattr",
-            Fallocate { .. } => "fallocate",
-            Lseek { .. } => "lseek",
-            CopyFileRange { .. } => "copy_file_range",
-            RemovePaths { .. } => "remove_paths",
-            Shutdown => "shutdown",
-            As { req, .. } => req.name(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -579,6 +554,218 @@ mod tests {
                 mode: 0o755,
             }),
         });
+    }
+
+    /// One request of every kind, in the order of the variants.
+    fn one_of_each() -> Vec<Request<'static>> {
+        let name = || Cow::Borrowed(b"n".as_slice());
+        vec![
+            Request::Hello(HostHello {
+                protocol: 1,
+                version: "x".into(),
+                max_io: 1,
+            }),
+            Request::Lookup {
+                parent: 1,
+                name: name(),
+            },
+            Request::Forget {
+                nodes: vec![(2, 1)],
+            },
+            Request::GetAttr { node: 1, fh: None },
+            Request::SetAttr {
+                node: 1,
+                fh: Some(2),
+                attr: SetAttr::default(),
+            },
+            Request::ReadLink { node: 1 },
+            Request::Symlink {
+                parent: 1,
+                name: name(),
+                target: name(),
+            },
+            Request::Mknod {
+                parent: 1,
+                name: name(),
+                mode: 0o10644,
+                rdev: 0,
+            },
+            Request::Mkdir {
+                parent: 1,
+                name: name(),
+                mode: 0o755,
+            },
+            Request::Unlink {
+                parent: 1,
+                name: name(),
+            },
+            Request::Rmdir {
+                parent: 1,
+                name: name(),
+            },
+            Request::Rename {
+                parent: 1,
+                name: name(),
+                new_parent: 1,
+                new_name: name(),
+                flags: 0,
+            },
+            Request::Link {
+                node: 2,
+                new_parent: 1,
+                new_name: name(),
+            },
+            Request::Open { node: 2, flags: 0 },
+            Request::Create {
+                parent: 1,
+                name: name(),
+                mode: 0o644,
+                flags: 0,
+            },
+            Request::Read {
+                fh: 1,
+                offset: 0,
+                size: 10,
+            },
+            Request::Write {
+                fh: 1,
+                offset: 0,
+                data: name(),
+            },
+            Request::Flush { fh: 1 },
+            Request::Release { fh: 1 },
+            Request::Fsync {
+                fh: 1,
+                datasync: true,
+            },
+            Request::OpenDir { node: 1 },
+            Request::ReadDir {
+                fh: 1,
+                offset: 0,
+                size: 4096,
+                plus: true,
+            },
+            Request::ReleaseDir { fh: 1 },
+            Request::FsyncDir {
+                fh: 1,
+                datasync: false,
+            },
+            Request::StatFs { node: 1 },
+            Request::Access { node: 1, mask: 4 },
+            Request::GetXattr {
+                node: 1,
+                name: name(),
+                size: 0,
+            },
+            Request::ListXattr { node: 1, size: 0 },
+            Request::SetXattr {
+                node: 1,
+                name: name(),
+                value: name(),
+                flags: 0,
+            },
+            Request::RemoveXattr {
+                node: 1,
+                name: name(),
+            },
+            Request::Fallocate {
+                fh: 1,
+                offset: 0,
+                length: 1,
+                mode: 0,
+            },
+            Request::Lseek {
+                fh: 1,
+                offset: 0,
+                whence: 3,
+            },
+            Request::CopyFileRange {
+                fh_in: 1,
+                offset_in: 0,
+                fh_out: 2,
+                offset_out: 0,
+                len: 1,
+                flags: 0,
+            },
+            Request::RemovePaths {
+                paths: vec![name()],
+            },
+            Request::Shutdown,
+            Request::As {
+                uid: 1,
+                gid: 1,
+                req: Box::new(Request::Shutdown),
+            },
+        ]
+    }
+
+    /// Fails to compile when a variant is added, until [`one_of_each`]
+    /// gets a sample of it.
+    fn variant_index(r: &Request<'_>) -> u32 {
+        use Request::*;
+        match r {
+            Hello(_) => 0,
+            Lookup { .. } => 1,
+            Forget { .. } => 2,
+            GetAttr { .. } => 3,
+            SetAttr { .. } => 4,
+            ReadLink { .. } => 5,
+            Symlink { .. } => 6,
+            Mknod { .. } => 7,
+            Mkdir { .. } => 8,
+            Unlink { .. } => 9,
+            Rmdir { .. } => 10,
+            Rename { .. } => 11,
+            Link { .. } => 12,
+            Open { .. } => 13,
+            Create { .. } => 14,
+            Read { .. } => 15,
+            Write { .. } => 16,
+            Flush { .. } => 17,
+            Release { .. } => 18,
+            Fsync { .. } => 19,
+            OpenDir { .. } => 20,
+            ReadDir { .. } => 21,
+            ReleaseDir { .. } => 22,
+            FsyncDir { .. } => 23,
+            StatFs { .. } => 24,
+            Access { .. } => 25,
+            GetXattr { .. } => 26,
+            ListXattr { .. } => 27,
+            SetXattr { .. } => 28,
+            RemoveXattr { .. } => 29,
+            Fallocate { .. } => 30,
+            Lseek { .. } => 31,
+            CopyFileRange { .. } => 32,
+            RemovePaths { .. } => 33,
+            Shutdown => 34,
+            As { .. } => 35,
+        }
+    }
+
+    #[test]
+    fn the_tag_tells_every_request_kind_apart() {
+        let all = one_of_each();
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(variant_index(r), i as u32, "samples follow the variants");
+            let mut buf = Vec::new();
+            encode(9, r, &mut buf).unwrap();
+            let tag = variant_tag(&buf[HEADER_LEN..]);
+            assert_eq!(
+                tag,
+                Some(i as u32),
+                "speedy tags variants by position: {r:?}"
+            );
+            let shutdown = tag == Some(Request::shutdown_tag());
+            assert_eq!(shutdown, matches!(r, Request::Shutdown), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_short_payload_has_no_tag() {
+        assert_eq!(variant_tag(&[]), None);
+        assert_eq!(variant_tag(&[34, 0, 0]), None);
+        assert_eq!(variant_tag(&[34, 0, 0, 0, 0xff]), Some(34));
     }
 
     #[test]

@@ -9,27 +9,27 @@ use dockerfuse_proto::Errno;
 
 /// A directory stream: the descriptor and a lock that serialises the
 /// seek + getdents pair of one readdir.
-pub struct DirStream {
-    pub fd: OwnedFd,
+pub(crate) struct DirStream {
+    pub(crate) fd: OwnedFd,
     /// The directory's node (the parent of what readdirplus looks up).
-    pub node: u64,
-    pub lock: Mutex<()>,
+    pub(crate) node: u64,
+    pub(crate) lock: Mutex<()>,
 }
 
-pub enum Handle {
+pub(crate) enum Handle {
     File(OwnedFd),
     Dir(DirStream),
 }
 
 impl Handle {
-    pub fn file(&self) -> Result<RawFd, Errno> {
+    pub(crate) fn file(&self) -> Result<RawFd, Errno> {
         match self {
             Handle::File(fd) => Ok(fd.as_raw_fd()),
             Handle::Dir(_) => Err(Errno::EISDIR),
         }
     }
 
-    pub fn dir(&self) -> Result<&DirStream, Errno> {
+    pub(crate) fn dir(&self) -> Result<&DirStream, Errno> {
         match self {
             Handle::Dir(d) => Ok(d),
             Handle::File(_) => Err(Errno::ENOTDIR),
@@ -44,7 +44,7 @@ struct Inner {
 }
 
 #[derive(Default)]
-pub struct Handles {
+pub(crate) struct Handles {
     inner: Mutex<Inner>,
 }
 
@@ -53,7 +53,7 @@ impl Handles {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn insert(&self, h: Handle) -> u64 {
+    pub(crate) fn insert(&self, h: Handle) -> u64 {
         let mut t = self.lock();
         t.next += 1;
         let id = t.next;
@@ -61,18 +61,18 @@ impl Handles {
         id
     }
 
-    pub fn get(&self, id: u64) -> Result<Arc<Handle>, Errno> {
+    pub(crate) fn get(&self, id: u64) -> Result<Arc<Handle>, Errno> {
         self.lock().map.get(&id).cloned().ok_or(Errno::EBADF)
     }
 
     /// Removes a handle; its descriptor closes when the last in-flight
     /// operation using it is done.
-    pub fn remove(&self, id: u64) -> Result<(), Errno> {
+    pub(crate) fn remove(&self, id: u64) -> Result<(), Errno> {
         self.lock().map.remove(&id).map(drop).ok_or(Errno::EBADF)
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().map.len()
     }
 }

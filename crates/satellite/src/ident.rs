@@ -14,13 +14,13 @@ use dockerfuse_proto::Errno;
 use crate::sys;
 
 /// Who the satellite is, captured once at start.
-pub struct Identity {
+pub(crate) struct Identity {
     root: bool,
     groups: Vec<libc::gid_t>,
 }
 
 impl Identity {
-    pub fn current() -> Identity {
+    pub(crate) fn current() -> Identity {
         let (uid, _) = sys::getuid_gid();
         Identity {
             root: uid == 0,
@@ -29,7 +29,7 @@ impl Identity {
     }
 
     /// Switches the calling thread to `uid`/`gid` until the guard drops.
-    pub fn switch(&self, uid: u32, gid: u32) -> Result<Switched<'_>, Errno> {
+    pub(crate) fn switch(&self, uid: u32, gid: u32) -> Result<Switched<'_>, Errno> {
         if !self.root || (uid == 0 && gid == 0) {
             return Ok(Switched { id: None });
         }
@@ -41,7 +41,7 @@ impl Identity {
 }
 
 /// Restores root's filesystem ids and groups on drop.
-pub struct Switched<'a> {
+pub(crate) struct Switched<'a> {
     id: Option<&'a Identity>,
 }
 

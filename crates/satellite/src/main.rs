@@ -8,11 +8,20 @@
 //! frame arrives.
 //!
 //! Usage: `dockerfuse-satellite [--root PATH] [--delete-self]`
+//!
+//! Modules: [`server`] (handshake and reader), [`pool`] (workers and the
+//! output lock), [`ops`] (the operations, by concern in its submodules),
+//! [`nodes`] and [`handles`] (the tables of node and handle ids),
+//! [`ident`] (acting as the host's user) and [`sys`] (system calls).
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(unreachable_pub)]
 
 mod handles;
 mod ident;
 mod nodes;
 mod ops;
+mod pool;
 mod server;
 mod sys;
 
@@ -22,6 +31,37 @@ use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 
 fn main() {
+    let root = parse_args();
+    // Modes arrive with the caller's umask already applied by the kernel.
+    sys::set_umask_zero();
+    let fs = match ops::Fs::open(&root) {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!(
+                "dockerfuse-satellite: cannot open {:?}: {e}",
+                String::from_utf8_lossy(&root)
+            );
+            std::process::exit(1);
+        }
+    };
+    // SAFETY: fd 0 is the exec's stdin, owned by nobody else in this
+    // process (Rust's std handles are never used here).
+    let input = BufReader::with_capacity(256 * 1024, unsafe { File::from_raw_fd(0) });
+    // SAFETY: fd 1 is the exec's stdout, likewise owned by nobody else
+    // (nothing here prints to stdout).
+    let output = unsafe { File::from_raw_fd(1) };
+    match server::serve(fs, input, output) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("dockerfuse-satellite: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Reads the command line, removing the executable at `--delete-self`;
+/// returns the root to serve. Exits on an unknown argument.
+fn parse_args() -> Vec<u8> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut root: Vec<u8> = b"/".to_vec();
     let mut i = 1;
@@ -46,27 +86,5 @@ fn main() {
         }
         i += 1;
     }
-    // Modes arrive with the caller's umask already applied by the kernel.
-    sys::set_umask_zero();
-    let fs = match ops::Fs::open(&root) {
-        Ok(fs) => fs,
-        Err(e) => {
-            eprintln!(
-                "dockerfuse-satellite: cannot open {:?}: {e}",
-                String::from_utf8_lossy(&root)
-            );
-            std::process::exit(1);
-        }
-    };
-    // SAFETY: fds 0 and 1 are the exec's stdin and stdout, owned by nobody
-    // else in this process (Rust's std handles are never used here).
-    let input = BufReader::with_capacity(256 * 1024, unsafe { File::from_raw_fd(0) });
-    let output = unsafe { File::from_raw_fd(1) };
-    match server::serve(fs, input, output) {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            eprintln!("dockerfuse-satellite: {e}");
-            std::process::exit(1);
-        }
-    }
+    root
 }

@@ -25,9 +25,9 @@ use dockerfuse_proto::{Errno, ROOT_NODE};
 use crate::sys;
 
 /// One inode known to the kernel.
-pub struct Node {
+pub(crate) struct Node {
     fd: Option<OwnedFd>,
-    pub is_symlink: bool,
+    pub(crate) is_symlink: bool,
     key: (u64, u64),
     /// Parent and name of a node without a descriptor.
     place: Mutex<Option<(Arc<Node>, Vec<u8>)>>,
@@ -37,14 +37,14 @@ pub struct Node {
 
 /// A node resolved for one operation: its own descriptor, or a temporary
 /// one (closed when this drops: keep it alive while using `raw()`).
-pub struct NodeRef {
+pub(crate) struct NodeRef {
     node: Arc<Node>,
     tmp: Option<OwnedFd>,
-    pub is_symlink: bool,
+    pub(crate) is_symlink: bool,
 }
 
 impl NodeRef {
-    pub fn raw(&self) -> RawFd {
+    pub(crate) fn raw(&self) -> RawFd {
         match (&self.tmp, &self.node.fd) {
             (Some(fd), _) | (None, Some(fd)) => fd.as_raw_fd(),
             (None, None) => -1,
@@ -68,24 +68,24 @@ struct Inner {
 }
 
 /// The table, shared by the worker threads.
-pub struct Nodes {
+pub(crate) struct Nodes {
     inner: Mutex<Inner>,
     /// Nodes that may hold a descriptor; beyond, non-directories hold none.
     fd_budget: usize,
 }
 
 /// Where a node was found: parent node id and name.
-pub type Place<'a> = Option<(u64, &'a [u8])>;
+pub(crate) type Place<'a> = Option<(u64, &'a [u8])>;
 
 impl Nodes {
     /// A table holding only the root, which is never forgotten.
     #[cfg(test)]
-    pub fn new(root: OwnedFd, root_key: (u64, u64)) -> Nodes {
+    pub(crate) fn new(root: OwnedFd, root_key: (u64, u64)) -> Nodes {
         Nodes::with_budget(root, root_key, usize::MAX)
     }
 
     /// Same, with at most `fd_budget` nodes holding a descriptor.
-    pub fn with_budget(root: OwnedFd, root_key: (u64, u64), fd_budget: usize) -> Nodes {
+    pub(crate) fn with_budget(root: OwnedFd, root_key: (u64, u64), fd_budget: usize) -> Nodes {
         let mut inner = Inner {
             next_id: ROOT_NODE + 1,
             ..Default::default()
@@ -118,7 +118,7 @@ impl Nodes {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn get(&self, id: u64) -> Result<NodeRef, Errno> {
+    pub(crate) fn get(&self, id: u64) -> Result<NodeRef, Errno> {
         let node = self
             .lock()
             .by_id
@@ -159,7 +159,7 @@ impl Nodes {
     /// Registers one more lookup of the inode `key`, opened as `fd` and
     /// found as `place`; returns its node id. When the inode is already
     /// known, `fd` is dropped (a descriptor-less node learns the new place).
-    pub fn add_ref(
+    pub(crate) fn add_ref(
         &self,
         key: (u64, u64),
         fd: OwnedFd,
@@ -172,8 +172,16 @@ impl Nodes {
             let node = t.by_id.get(&p)?.node.clone();
             node.fd.is_some().then(|| (node, n.to_vec()))
         });
+        // A node without a descriptor is the same file only if it was born
+        // at the same time: a new file may reuse a deleted one's inode
+        // number at once (ext4 does), and must then get a node of its own.
+        let fresh_born = sys::birth_time(fd.as_raw_fd());
         if let Some(&id) = t.by_key.get(&key) {
-            if let Some(slot) = t.by_id.get_mut(&id) {
+            if let Some(slot) = t
+                .by_id
+                .get_mut(&id)
+                .filter(|s| s.node.fd.is_some() || s.node.born == fresh_born)
+            {
                 slot.refs = slot.refs.saturating_add(1);
                 if slot.node.fd.is_none() && parent.is_some() {
                     *slot.node.place.lock().unwrap_or_else(|p| p.into_inner()) = parent;
@@ -182,11 +190,7 @@ impl Nodes {
             }
         }
         let keep_fd = is_dir || parent.is_none() || t.with_fd < self.fd_budget;
-        let born = if keep_fd {
-            None
-        } else {
-            sys::birth_time(fd.as_raw_fd())
-        };
+        let born = if keep_fd { None } else { fresh_born };
         let node = Node {
             born,
             fd: keep_fd.then_some(fd),
@@ -213,7 +217,7 @@ impl Nodes {
 
     /// After a rename through the mount: a descriptor-less node found at
     /// (parent, name) is now at (new_parent, new_name).
-    pub fn moved(&self, key: (u64, u64), new_parent: u64, new_name: &[u8]) {
+    pub(crate) fn moved(&self, key: (u64, u64), new_parent: u64, new_name: &[u8]) {
         let t = self.lock();
         let Some(slot) = t.by_key.get(&key).and_then(|id| t.by_id.get(id)) else {
             return;
@@ -230,7 +234,7 @@ impl Nodes {
     }
 
     /// Drops `count` lookups of `id`; the node goes when none are left.
-    pub fn forget(&self, id: u64, count: u64) {
+    pub(crate) fn forget(&self, id: u64, count: u64) {
         if id == ROOT_NODE {
             return;
         }
@@ -256,7 +260,7 @@ impl Nodes {
 
     /// Nodes in the table (root included).
     #[cfg(test)]
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.lock().by_id.len()
     }
 }

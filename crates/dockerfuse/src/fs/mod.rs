@@ -1,0 +1,545 @@
+//! The filesystem core: typed operations on node ids, turned into
+//! requests to the satellite, with the satellite's replies checked and
+//! typed on the way back.
+//!
+//! It knows nothing of fuser or the kernel (the adapter in `fuse.rs` maps
+//! kernel requests to these methods and results to replies) and nothing
+//! of Docker (it talks to a [`Transport`]), so tests drive it with canned
+//! answers or with the real satellite over pipes. Besides the mapping it
+//! holds the mount's policies:
+//! * negative entries: an absent name is remembered by the kernel for the
+//!   TTL ([`Lookup::Absent`]);
+//! * xattr absence: `ls -l`'s getxattr calls are answered here for nodes
+//!   the satellite said have none ([`xattr_cache`]);
+//! * readdirplus references: entries the kernel did not take are forgotten
+//!   ([`listing`]);
+//! * symlink targets are rewritten both ways when asked ([`links`]);
+//! * the caller's identity rides with each request when asked ([`caller`]).
+
+mod caller;
+mod links;
+mod listing;
+mod replies;
+mod transport;
+mod xattr_cache;
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
+use dockerfuse_proto::{Request, Response};
+
+pub(crate) use caller::{with_caller, CallerGuard};
+pub(crate) use links::LinkRewrite;
+pub(crate) use listing::{DirItem, PlusItem};
+pub use transport::{Done, Transport};
+
+use replies::unexpected;
+use xattr_cache::NoXattrs;
+
+/// Caching and I/O choices of a mount.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    /// How long the kernel may trust names and attributes.
+    pub(crate) ttl: Duration,
+    /// The kernel caches writes (open flags are adjusted for it).
+    pub(crate) writeback: bool,
+    /// Opt-in: show absolute symlinks under the mount point.
+    pub(crate) links: Option<LinkRewrite>,
+    /// Perform each request as the host user who made it (`--allow-other`).
+    pub(crate) per_caller: bool,
+}
+
+/// Outcome callback of one operation.
+pub(crate) type Cb<T> = Box<dyn FnOnce(Result<T, Errno>) + Send>;
+/// Outcome callback of an operation whose data borrows the receive buffer.
+pub(crate) type BytesCb = Box<dyn for<'a> FnOnce(Result<&'a [u8], Errno>) + Send>;
+/// Outcome callback of a plain readdir.
+pub(crate) type DirCb = Box<dyn for<'a> FnOnce(Result<Vec<DirItem<'a>>, Errno>) + Send>;
+/// Outcome callback of a readdirplus: returns how many of the items the
+/// kernel took (the rest are forgotten).
+pub(crate) type PlusCb = Box<dyn for<'a> FnOnce(Result<&[PlusItem<'a>], Errno>) -> usize + Send>;
+
+/// Outcome of getxattr/listxattr.
+pub(crate) enum Xattr<'a> {
+    /// The value (or the list of names).
+    Data(&'a [u8]),
+    /// The size a size probe (size 0) asked for.
+    Size(u32),
+}
+/// Outcome callback of getxattr/listxattr.
+pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Errno>) + Send>;
+
+/// Outcome of a lookup.
+pub(crate) enum Lookup {
+    Found(Entry),
+    /// The name does not exist; the kernel may remember that for the TTL.
+    Absent,
+}
+
+/// The filesystem core of one mount.
+pub(crate) struct Core<T: Transport> {
+    rpc: Arc<T>,
+    opts: Options,
+    no_xattrs: Arc<NoXattrs>,
+}
+
+impl<T: Transport> Core<T> {
+    pub(crate) fn new(rpc: T, opts: Options) -> Self {
+        Core {
+            rpc: Arc::new(rpc),
+            opts,
+            no_xattrs: Arc::default(),
+        }
+    }
+
+    /// How long the kernel may keep names and attributes.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.opts.ttl
+    }
+
+    pub(crate) fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Sends `req`, wrapped as the current caller's when the mount performs
+    /// requests per caller.
+    fn send(&self, req: &Request<'_>, done: Done) {
+        match self.opts.per_caller.then(caller::current).flatten() {
+            Some((uid, gid)) => self.rpc.call(
+                &Request::As {
+                    uid,
+                    gid,
+                    req: Box::new(req.clone()),
+                },
+                done,
+            ),
+            None => self.rpc.call(req, done),
+        }
+    }
+
+    /// Sends `req` and maps its response with `map` into `cb`.
+    fn call<R: 'static>(
+        &self,
+        req: Request<'_>,
+        map: fn(Response<'_>) -> Result<R, Errno>,
+        cb: Cb<R>,
+    ) {
+        self.send(&req, Box::new(move |r| cb(r.and_then(map))));
+    }
+
+    /// Sends a request whose reply is an entry, remembering its xattr news.
+    fn call_entry(&self, req: Request<'_>, cb: Cb<Entry>) {
+        let (cache, ttl) = (self.no_xattrs.clone(), self.opts.ttl);
+        self.send(
+            &req,
+            Box::new(move |r| {
+                let r = r.and_then(replies::entry);
+                if let Ok(e) = &r {
+                    cache.note(e, ttl);
+                }
+                cb(r)
+            }),
+        );
+    }
+
+    /// Sends a request whose outcome nobody waits for and answers `cb` now.
+    fn send_and_ack(&self, req: &Request<'_>, cb: Cb<()>) {
+        self.rpc.call(req, Box::new(|_| {}));
+        cb(Ok(()))
+    }
+
+    pub(crate) fn lookup(&self, parent: u64, name: &[u8], cb: Cb<Lookup>) {
+        let negative = !self.opts.ttl.is_zero();
+        self.call_entry(
+            Request::Lookup {
+                parent,
+                name: name.into(),
+            },
+            Box::new(move |r| {
+                cb(match r {
+                    Ok(e) => Ok(Lookup::Found(e)),
+                    Err(Errno::ENOENT) if negative => Ok(Lookup::Absent),
+                    Err(e) => Err(e),
+                })
+            }),
+        )
+    }
+
+    /// Drops `count` lookups of each node (never sent as a caller: it has
+    /// no reply and no permission check).
+    pub(crate) fn forget(&self, nodes: Vec<(u64, u64)>) {
+        if !nodes.is_empty() {
+            self.rpc.post(&Request::Forget { nodes });
+        }
+    }
+
+    pub(crate) fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<Attr>) {
+        self.call_attr(Request::GetAttr { node, fh }, node, cb)
+    }
+
+    pub(crate) fn setattr(&self, node: u64, fh: Option<u64>, attr: SetAttr, cb: Cb<Attr>) {
+        self.call_attr(Request::SetAttr { node, fh, attr }, node, cb)
+    }
+
+    /// getattr/setattr: the attributes, reported under `node`.
+    fn call_attr(&self, req: Request<'_>, node: u64, cb: Cb<Attr>) {
+        self.send(
+            &req,
+            Box::new(move |r| {
+                cb(r.and_then(replies::attr).map(|mut a| {
+                    a.ino = node;
+                    a
+                }))
+            }),
+        );
+    }
+
+    pub(crate) fn readlink(&self, node: u64, cb: BytesCb) {
+        let links = self.opts.links.clone();
+        self.send(
+            &Request::ReadLink { node },
+            Box::new(move |r| match r {
+                Ok(Response::Data(d)) => match links.as_ref().and_then(|l| l.to_host(&d)) {
+                    Some(host) => cb(Ok(&host)),
+                    None => cb(Ok(&d)),
+                },
+                Ok(r) => cb(Err(unexpected(r))),
+                Err(e) => cb(Err(e)),
+            }),
+        );
+    }
+
+    /// Creates a symlink; with link rewriting, a target under the mount
+    /// point is stored in the container's terms.
+    pub(crate) fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cb: Cb<Entry>) {
+        let stored = self
+            .opts
+            .links
+            .as_ref()
+            .and_then(|l| l.to_container(target));
+        self.call_entry(
+            Request::Symlink {
+                parent,
+                name: name.into(),
+                target: stored.as_deref().unwrap_or(target).into(),
+            },
+            cb,
+        )
+    }
+
+    pub(crate) fn mknod(&self, parent: u64, name: &[u8], mode: u32, rdev: u64, cb: Cb<Entry>) {
+        self.call_entry(
+            Request::Mknod {
+                parent,
+                name: name.into(),
+                mode,
+                rdev,
+            },
+            cb,
+        )
+    }
+
+    pub(crate) fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cb: Cb<Entry>) {
+        self.call_entry(
+            Request::Mkdir {
+                parent,
+                name: name.into(),
+                mode,
+            },
+            cb,
+        )
+    }
+
+    pub(crate) fn unlink(&self, parent: u64, name: &[u8], cb: Cb<()>) {
+        let name = name.into();
+        self.call(Request::Unlink { parent, name }, replies::ok, cb)
+    }
+
+    pub(crate) fn rmdir(&self, parent: u64, name: &[u8], cb: Cb<()>) {
+        let name = name.into();
+        self.call(Request::Rmdir { parent, name }, replies::ok, cb)
+    }
+
+    pub(crate) fn rename(
+        &self,
+        (parent, name): (u64, &[u8]),
+        (new_parent, new_name): (u64, &[u8]),
+        flags: u32,
+        cb: Cb<()>,
+    ) {
+        self.call(
+            Request::Rename {
+                parent,
+                name: name.into(),
+                new_parent,
+                new_name: new_name.into(),
+                flags,
+            },
+            replies::ok,
+            cb,
+        )
+    }
+
+    pub(crate) fn link(&self, node: u64, new_parent: u64, new_name: &[u8], cb: Cb<Entry>) {
+        self.call_entry(
+            Request::Link {
+                node,
+                new_parent,
+                new_name: new_name.into(),
+            },
+            cb,
+        )
+    }
+
+    /// open(2) flags as the satellite should use them. With a writeback
+    /// cache the kernel may read back pages of a write-only file and does
+    /// appends itself, so O_WRONLY becomes O_RDWR and O_APPEND goes.
+    fn open_flags(&self, flags: i32) -> i32 {
+        if !self.opts.writeback {
+            return flags;
+        }
+        let mut f = flags & !libc::O_APPEND;
+        if f & libc::O_ACCMODE == libc::O_WRONLY {
+            f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
+        }
+        f
+    }
+
+    pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<u64>) {
+        let flags = self.open_flags(flags);
+        self.call(Request::Open { node, flags }, replies::fh, cb)
+    }
+
+    pub(crate) fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        cb: Cb<(Entry, u64)>,
+    ) {
+        let (cache, ttl) = (self.no_xattrs.clone(), self.opts.ttl);
+        let req = Request::Create {
+            parent,
+            name: name.into(),
+            mode,
+            flags: self.open_flags(flags),
+        };
+        self.send(
+            &req,
+            Box::new(move |r| {
+                let r = r.and_then(replies::created);
+                if let Ok((e, _)) = &r {
+                    cache.note(e, ttl);
+                }
+                cb(r)
+            }),
+        );
+    }
+
+    /// Reads up to `size` bytes; never hands on more than asked.
+    pub(crate) fn read(&self, fh: u64, offset: u64, size: u32, cb: BytesCb) {
+        self.send(
+            &Request::Read { fh, offset, size },
+            Box::new(move |r| match r {
+                Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
+                Ok(r) => cb(Err(unexpected(r))),
+                Err(e) => cb(Err(e)),
+            }),
+        );
+    }
+
+    pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
+        let len = data.len() as u64;
+        let req = Request::Write {
+            fh,
+            offset,
+            data: data.into(),
+        };
+        self.send(
+            &req,
+            Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
+        );
+    }
+
+    /// FLUSH needs no round trip: the satellite's flush closes nothing and
+    /// writes are already in the container when they are acknowledged.
+    pub(crate) fn flush(&self, _fh: u64, cb: Cb<()>) {
+        cb(Ok(()))
+    }
+
+    /// RELEASE is answered at once (the kernel ignores its outcome); the
+    /// satellite closes the file when the request gets there.
+    pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
+        self.send_and_ack(&Request::Release { fh }, cb)
+    }
+
+    pub(crate) fn fsync(&self, fh: u64, datasync: bool, cb: Cb<()>) {
+        self.call(Request::Fsync { fh, datasync }, replies::ok, cb)
+    }
+
+    pub(crate) fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32, cb: Cb<()>) {
+        let req = Request::Fallocate {
+            fh,
+            offset,
+            length,
+            mode,
+        };
+        self.call(req, replies::ok, cb)
+    }
+
+    pub(crate) fn lseek(&self, fh: u64, offset: i64, whence: i32, cb: Cb<i64>) {
+        let req = Request::Lseek { fh, offset, whence };
+        self.call(req, replies::offset, cb)
+    }
+
+    /// Copies inside the container; never reports more than `len` copied.
+    pub(crate) fn copy_file_range(
+        &self,
+        (fh_in, offset_in): (u64, u64),
+        (fh_out, offset_out): (u64, u64),
+        len: u64,
+        flags: u32,
+        cb: Cb<u32>,
+    ) {
+        let req = Request::CopyFileRange {
+            fh_in,
+            offset_in,
+            fh_out,
+            offset_out,
+            len,
+            flags,
+        };
+        self.send(
+            &req,
+            Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
+        );
+    }
+
+    pub(crate) fn opendir(&self, node: u64, cb: Cb<u64>) {
+        self.call(Request::OpenDir { node }, replies::fh, cb)
+    }
+
+    pub(crate) fn readdir(&self, fh: u64, offset: u64, size: u32, cb: DirCb) {
+        let req = Request::ReadDir {
+            fh,
+            offset,
+            size,
+            plus: false,
+        };
+        self.send(
+            &req,
+            Box::new(move |r| match r {
+                Ok(Response::Dir(v)) => cb(Ok(listing::plain(v))),
+                Ok(r) => cb(Err(unexpected(r))),
+                Err(e) => cb(Err(e)),
+            }),
+        );
+    }
+
+    /// A readdirplus chunk: `cb` gives the items to the kernel and returns
+    /// how many it took; the lookups of the others are dropped.
+    pub(crate) fn readdirplus(&self, fh: u64, offset: u64, size: u32, cb: PlusCb) {
+        let (cache, ttl, rpc) = (self.no_xattrs.clone(), self.opts.ttl, self.rpc.clone());
+        let req = Request::ReadDir {
+            fh,
+            offset,
+            size,
+            plus: true,
+        };
+        self.send(
+            &req,
+            Box::new(move |r| match r {
+                Ok(Response::Dir(v)) => {
+                    for e in v.iter().filter_map(|d| d.entry.as_ref()) {
+                        cache.note(e, ttl);
+                    }
+                    let items = listing::plus(v, ttl);
+                    let taken = cb(Ok(&items));
+                    let nodes = listing::untaken(&items, taken);
+                    if !nodes.is_empty() {
+                        rpc.post(&Request::Forget { nodes });
+                    }
+                }
+                Ok(r) => {
+                    cb(Err(unexpected(r)));
+                }
+                Err(e) => {
+                    cb(Err(e));
+                }
+            }),
+        );
+    }
+
+    pub(crate) fn releasedir(&self, fh: u64, cb: Cb<()>) {
+        self.send_and_ack(&Request::ReleaseDir { fh }, cb)
+    }
+
+    pub(crate) fn fsyncdir(&self, fh: u64, datasync: bool, cb: Cb<()>) {
+        self.call(Request::FsyncDir { fh, datasync }, replies::ok, cb)
+    }
+
+    pub(crate) fn statfs(&self, node: u64, cb: Cb<StatFs>) {
+        self.call(Request::StatFs { node }, replies::statfs, cb)
+    }
+
+    pub(crate) fn access(&self, node: u64, mask: i32, cb: Cb<()>) {
+        self.call(Request::Access { node, mask }, replies::ok, cb)
+    }
+
+    pub(crate) fn getxattr(&self, node: u64, name: &[u8], size: u32, cb: XattrCb) {
+        if self.no_xattrs.known_empty(node) {
+            return cb(Err(Errno::ENODATA));
+        }
+        let name = name.into();
+        self.call_xattr(Request::GetXattr { node, name, size }, size, cb)
+    }
+
+    pub(crate) fn listxattr(&self, node: u64, size: u32, cb: XattrCb) {
+        if self.no_xattrs.known_empty(node) {
+            return cb(Ok(if size == 0 {
+                Xattr::Size(0)
+            } else {
+                Xattr::Data(&[])
+            }));
+        }
+        self.call_xattr(Request::ListXattr { node, size }, size, cb)
+    }
+
+    /// getxattr/listxattr: a value that does not fit `size` is ERANGE.
+    fn call_xattr(&self, req: Request<'_>, size: u32, cb: XattrCb) {
+        self.send(
+            &req,
+            Box::new(move |r| match r {
+                Ok(Response::XattrSize(n)) => cb(Ok(Xattr::Size(n))),
+                Ok(Response::Data(d)) if d.len() <= size as usize => cb(Ok(Xattr::Data(&d))),
+                Ok(Response::Data(_)) => cb(Err(Errno::ERANGE)),
+                Ok(r) => cb(Err(unexpected(r))),
+                Err(e) => cb(Err(e)),
+            }),
+        );
+    }
+
+    pub(crate) fn setxattr(&self, node: u64, name: &[u8], value: &[u8], flags: i32, cb: Cb<()>) {
+        self.no_xattrs.forget(node);
+        let req = Request::SetXattr {
+            node,
+            name: name.into(),
+            value: value.into(),
+            flags,
+        };
+        self.call(req, replies::ok, cb)
+    }
+
+    pub(crate) fn removexattr(&self, node: u64, name: &[u8], cb: Cb<()>) {
+        self.no_xattrs.forget(node);
+        let name = name.into();
+        self.call(Request::RemoveXattr { node, name }, replies::ok, cb)
+    }
+}

@@ -1,0 +1,378 @@
+//! The twin: each operation applied directly to a temp dir with libc, as
+//! a program on a local filesystem would.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use dockerfuse_proto::Errno;
+
+use super::ops::{pattern, Op, Out, Outcome, Stat, Time, SLOTS};
+
+/// A local directory the operations run in, and the descriptors a
+/// sequence keeps open.
+pub(super) struct Direct {
+    root: PathBuf,
+    slots: [Option<Fd>; SLOTS],
+}
+
+fn last_errno() -> Errno {
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
+}
+
+fn check(ret: libc::c_int) -> Result<libc::c_int, Errno> {
+    if ret < 0 {
+        Err(last_errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_size(ret: libc::ssize_t) -> Result<usize, Errno> {
+    if ret < 0 {
+        Err(last_errno())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// An open descriptor, closed on drop.
+struct Fd(libc::c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is ours and closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn timespec(t: Time) -> libc::timespec {
+    match t {
+        Time::Omit => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Time::Now => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Time::At(sec, nsec) => libc::timespec {
+            tv_sec: sec as libc::time_t,
+            tv_nsec: nsec as _,
+        },
+    }
+}
+
+impl Direct {
+    pub(super) fn new(root: PathBuf) -> Direct {
+        Direct {
+            root,
+            slots: Default::default(),
+        }
+    }
+
+    fn c(&self, path: &str) -> CString {
+        CString::new(self.root.join(path).as_os_str().as_bytes()).expect("no NUL in paths")
+    }
+
+    fn open(&self, path: &str, flags: i32, mode: u32) -> Result<Fd, Errno> {
+        let p = self.c(path);
+        // SAFETY: p is a valid C string.
+        check(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC, mode) }).map(Fd)
+    }
+
+    fn stat(&self, path: &str, follow: bool) -> Result<libc::stat, Errno> {
+        let p = self.c(path);
+        // SAFETY: an all-zero stat is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+        // SAFETY: p is a valid C string, st a valid out-pointer.
+        check(unsafe { libc::fstatat(libc::AT_FDCWD, p.as_ptr(), &mut st, flags) })?;
+        Ok(st)
+    }
+
+    fn slot(&self, slot: usize) -> Result<libc::c_int, Errno> {
+        self.slots[slot].as_ref().map(|f| f.0).ok_or(Errno::EBADF)
+    }
+
+    pub(super) fn apply(&mut self, op: &Op) -> Outcome {
+        match op {
+            Op::Open { slot, path, write } => {
+                self.slots[*slot] = None;
+                let flags = if *write { libc::O_RDWR } else { libc::O_RDONLY };
+                self.slots[*slot] = Some(self.open(path, flags, 0)?);
+                Ok(Out::Done)
+            }
+            Op::FdWrite {
+                slot,
+                offset,
+                len,
+                byte,
+            } => {
+                let fd = self.slot(*slot)?;
+                let data = pattern(*byte, *len);
+                // SAFETY: data is valid for len bytes.
+                let n = check_size(unsafe {
+                    libc::pwrite(fd, data.as_ptr().cast(), data.len(), *offset as i64)
+                })?;
+                Ok(Out::Count(n as u64))
+            }
+            Op::FdRead { slot, offset } => {
+                let fd = self.slot(*slot)?;
+                let mut buf = vec![0u8; 64 * 1024];
+                // SAFETY: buf is valid for its length.
+                let n = check_size(unsafe {
+                    libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), *offset as i64)
+                })?;
+                buf.truncate(n);
+                Ok(Out::Bytes(buf))
+            }
+            Op::FdStat { slot } => {
+                let fd = self.slot(*slot)?;
+                // SAFETY: an all-zero stat is a valid value to be overwritten.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: st is a valid out-pointer.
+                check(unsafe { libc::fstat(fd, &mut st) })?;
+                Ok(Out::Stat(Stat::new(
+                    st.st_mode,
+                    st.st_size as u64,
+                    st.st_nlink as u32,
+                )))
+            }
+            Op::FdTruncate { slot, size } => {
+                let fd = self.slot(*slot)?;
+                // SAFETY: plain syscall on our descriptor.
+                check(unsafe { libc::ftruncate(fd, *size as i64) })?;
+                Ok(Out::Done)
+            }
+            Op::Close { slot } => {
+                self.slots[*slot].take().ok_or(Errno::EBADF)?;
+                Ok(Out::Done)
+            }
+            Op::Create { path, mode } => {
+                self.open(path, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, *mode)?;
+                Ok(Out::Done)
+            }
+            Op::Write {
+                path,
+                offset,
+                len,
+                byte,
+            } => {
+                let fd = self.open(path, libc::O_WRONLY, 0)?;
+                let data = pattern(*byte, *len);
+                // SAFETY: data is valid for len bytes.
+                let n = check_size(unsafe {
+                    libc::pwrite(fd.0, data.as_ptr().cast(), data.len(), *offset as i64)
+                })?;
+                Ok(Out::Count(n as u64))
+            }
+            Op::Read { path, offset } => {
+                let fd = self.open(path, libc::O_RDONLY, 0)?;
+                let mut buf = vec![0u8; 64 * 1024];
+                // SAFETY: buf is valid for its length.
+                let n = check_size(unsafe {
+                    libc::pread(fd.0, buf.as_mut_ptr().cast(), buf.len(), *offset as i64)
+                })?;
+                buf.truncate(n);
+                Ok(Out::Bytes(buf))
+            }
+            Op::Truncate {
+                path,
+                size,
+                via_fd: true,
+            } => {
+                let fd = self.open(path, libc::O_WRONLY, 0)?;
+                // SAFETY: plain syscall on our descriptor.
+                check(unsafe { libc::ftruncate(fd.0, *size as i64) })?;
+                Ok(Out::Done)
+            }
+            Op::Fsync { path, datasync } => {
+                let fd = self.open(path, libc::O_RDONLY, 0)?;
+                // SAFETY: plain syscalls on our descriptor.
+                check(unsafe {
+                    if *datasync {
+                        libc::fdatasync(fd.0)
+                    } else {
+                        libc::fsync(fd.0)
+                    }
+                })?;
+                Ok(Out::Done)
+            }
+            Op::Truncate {
+                path,
+                size,
+                via_fd: false,
+            } => {
+                let p = self.c(path);
+                // SAFETY: p is a valid C string.
+                check(unsafe { libc::truncate(p.as_ptr(), *size as i64) })?;
+                Ok(Out::Done)
+            }
+            Op::Fallocate {
+                path,
+                offset,
+                len,
+                keep_size,
+            } => {
+                let fd = self.open(path, libc::O_WRONLY, 0)?;
+                let mode = if *keep_size {
+                    libc::FALLOC_FL_KEEP_SIZE
+                } else {
+                    0
+                };
+                // SAFETY: plain syscall on our descriptor.
+                check(unsafe { libc::fallocate(fd.0, mode, *offset as i64, *len as i64) })?;
+                Ok(Out::Done)
+            }
+            Op::Mkdir { path, mode } => {
+                let p = self.c(path);
+                // SAFETY: p is a valid C string.
+                check(unsafe { libc::mkdir(p.as_ptr(), *mode) })?;
+                Ok(Out::Done)
+            }
+            Op::Rmdir { path } => {
+                let p = self.c(path);
+                // SAFETY: p is a valid C string.
+                check(unsafe { libc::rmdir(p.as_ptr()) })?;
+                Ok(Out::Done)
+            }
+            Op::Unlink { path } => {
+                let p = self.c(path);
+                // SAFETY: p is a valid C string.
+                check(unsafe { libc::unlink(p.as_ptr()) })?;
+                Ok(Out::Done)
+            }
+            Op::Symlink { target, path } => {
+                let (t, p) = (CString::new(*target).unwrap(), self.c(path));
+                // SAFETY: both are valid C strings.
+                check(unsafe { libc::symlink(t.as_ptr(), p.as_ptr()) })?;
+                Ok(Out::Done)
+            }
+            Op::Link { from, to } => {
+                let (f, t) = (self.c(from), self.c(to));
+                // SAFETY: both are valid C strings.
+                check(unsafe {
+                    libc::linkat(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), 0)
+                })?;
+                Ok(Out::Done)
+            }
+            Op::Rename { from, to, flags } => {
+                let (f, t) = (self.c(from), self.c(to));
+                // SAFETY: both are valid C strings.
+                check(unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        f.as_ptr(),
+                        libc::AT_FDCWD,
+                        t.as_ptr(),
+                        *flags,
+                    )
+                })?;
+                Ok(Out::Done)
+            }
+            Op::Chmod { path, mode } => {
+                let p = self.c(path);
+                // SAFETY: p is a valid C string.
+                check(unsafe { libc::chmod(p.as_ptr(), *mode) })?;
+                Ok(Out::Done)
+            }
+            Op::Utimens {
+                path,
+                atime,
+                mtime,
+                follow,
+            } => {
+                let p = self.c(path);
+                let times = [timespec(*atime), timespec(*mtime)];
+                let flags = if *follow {
+                    0
+                } else {
+                    libc::AT_SYMLINK_NOFOLLOW
+                };
+                // SAFETY: p is a valid C string, times two timespecs.
+                check(unsafe {
+                    libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), flags)
+                })?;
+                let st = self.stat(path, *follow)?;
+                Ok(Out::Mtime(match mtime {
+                    Time::At(..) => Some((st.st_mtime, st.st_mtime_nsec as u32)),
+                    _ => None,
+                }))
+            }
+            Op::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } => {
+                let (p, n) = (self.c(path), CString::new(*name).unwrap());
+                // SAFETY: valid C strings, value valid for its length.
+                check(unsafe {
+                    libc::setxattr(
+                        p.as_ptr(),
+                        n.as_ptr(),
+                        value.as_ptr().cast(),
+                        value.len(),
+                        *flags,
+                    )
+                })?;
+                Ok(Out::Done)
+            }
+            Op::GetXattr { path, name, probe } => {
+                let (p, n) = (self.c(path), CString::new(*name).unwrap());
+                let mut buf = vec![0u8; if *probe { 0 } else { 256 }];
+                // SAFETY: valid C strings, buf valid for its length.
+                let got = check_size(unsafe {
+                    libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+                })?;
+                if *probe {
+                    return Ok(Out::Count(got as u64));
+                }
+                buf.truncate(got);
+                Ok(Out::Bytes(buf))
+            }
+            Op::ListXattr { path, probe } => {
+                let p = self.c(path);
+                let mut buf = vec![0u8; if *probe { 0 } else { 4096 }];
+                // SAFETY: a valid C string, buf valid for its length.
+                let got = check_size(unsafe {
+                    libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+                })?;
+                if *probe {
+                    return Ok(Out::Count(got as u64));
+                }
+                Ok(Out::Names(split_names(&buf[..got])))
+            }
+            Op::RemoveXattr { path, name } => {
+                let (p, n) = (self.c(path), CString::new(*name).unwrap());
+                // SAFETY: valid C strings.
+                check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) })?;
+                Ok(Out::Done)
+            }
+            Op::Stat { path, follow } => {
+                let st = self.stat(path, *follow)?;
+                Ok(Out::Stat(Stat::new(
+                    st.st_mode,
+                    st.st_size as u64,
+                    st.st_nlink as u32,
+                )))
+            }
+        }
+    }
+}
+
+/// The names of a listxattr buffer (NUL-terminated), sorted.
+pub(super) fn split_names(buf: &[u8]) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = buf
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,300 @@
+//! The operations of the model test and how proptest generates them.
+//!
+//! Paths come from a namespace of a few names at depth one or two, so that
+//! collisions (EEXIST, ENOTEMPTY, EISDIR, ENOTDIR...) and absences
+//! (ENOENT) happen often. Symlink targets are relative and never climb
+//! out of the tree, so both sides resolve them to the same place.
+
+use proptest::prelude::*;
+use proptest::sample::select;
+
+/// Paths at depth one.
+const TOP: [&str; 3] = ["a", "b", "c"];
+/// Paths at depth two.
+const NESTED: [&str; 9] = [
+    "a/a", "a/b", "a/c", "b/a", "b/b", "b/c", "c/a", "c/b", "c/c",
+];
+/// What symlinks point at: names that exist often, and one that never does.
+const TARGETS: [&str; 5] = ["a", "b", "c/a", "a/b", "nowhere"];
+/// Descriptor slots a sequence can keep open.
+pub(super) const SLOTS: usize = 2;
+/// Extended attribute names (the `user.` namespace needs no privilege).
+pub(super) const XATTRS: [&str; 2] = ["user.x", "user.y"];
+
+/// Seconds of explicit times: far in the past, so an mtime in this range
+/// can only come from an explicit set (any write or entry change stamps
+/// the current time).
+pub(super) const EXPLICIT_BEFORE: i64 = 100_000_000;
+
+/// A time for utimensat / setattr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Time {
+    /// UTIME_OMIT (no change).
+    Omit,
+    /// UTIME_NOW.
+    Now,
+    /// An explicit time (seconds below [`EXPLICIT_BEFORE`]).
+    At(i64, u32),
+}
+
+/// One step of a sequence: what a program would do through the mount.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    /// open(O_CREAT | O_EXCL | O_RDWR, mode), then close.
+    Create {
+        path: &'static str,
+        mode: u32,
+    },
+    /// open(O_WRONLY), pwrite of `len` bytes from `byte` on, close.
+    Write {
+        path: &'static str,
+        offset: u64,
+        len: usize,
+        byte: u8,
+    },
+    /// open(O_RDONLY), pread of up to 64 KiB, close.
+    Read {
+        path: &'static str,
+        offset: u64,
+    },
+    /// truncate(2) (follows symlinks), or open(O_WRONLY) + ftruncate.
+    Truncate {
+        path: &'static str,
+        size: u64,
+        via_fd: bool,
+    },
+    /// open(O_RDONLY), fsync or fdatasync, close (directories too).
+    Fsync {
+        path: &'static str,
+        datasync: bool,
+    },
+    /// open(O_WRONLY), fallocate (mode 0 or FALLOC_FL_KEEP_SIZE), close.
+    Fallocate {
+        path: &'static str,
+        offset: u64,
+        len: u64,
+        keep_size: bool,
+    },
+    Mkdir {
+        path: &'static str,
+        mode: u32,
+    },
+    Rmdir {
+        path: &'static str,
+    },
+    Unlink {
+        path: &'static str,
+    },
+    Symlink {
+        target: &'static str,
+        path: &'static str,
+    },
+    /// link(2): the old name is not followed.
+    Link {
+        from: &'static str,
+        to: &'static str,
+    },
+    /// renameat2 with 0, RENAME_NOREPLACE, RENAME_EXCHANGE (or both).
+    Rename {
+        from: &'static str,
+        to: &'static str,
+        flags: u32,
+    },
+    /// chmod(2) (follows symlinks).
+    Chmod {
+        path: &'static str,
+        mode: u32,
+    },
+    /// utimensat; `follow: false` is AT_SYMLINK_NOFOLLOW.
+    Utimens {
+        path: &'static str,
+        atime: Time,
+        mtime: Time,
+        follow: bool,
+    },
+    /// setxattr(2) with 0, XATTR_CREATE or XATTR_REPLACE.
+    SetXattr {
+        path: &'static str,
+        name: &'static str,
+        value: Vec<u8>,
+        flags: i32,
+    },
+    /// getxattr(2); `probe` asks the size only (size 0).
+    GetXattr {
+        path: &'static str,
+        name: &'static str,
+        probe: bool,
+    },
+    /// listxattr(2); `probe` asks the size only (size 0).
+    ListXattr {
+        path: &'static str,
+        probe: bool,
+    },
+    RemoveXattr {
+        path: &'static str,
+        name: &'static str,
+    },
+    /// stat / lstat.
+    Stat {
+        path: &'static str,
+        follow: bool,
+    },
+    /// open(2) into a descriptor slot (closing what it held first):
+    /// O_RDWR when `write`, else O_RDONLY. The descriptor outlives later
+    /// renames and unlinks of its name.
+    Open {
+        slot: usize,
+        path: &'static str,
+        write: bool,
+    },
+    /// pwrite on a slot's descriptor.
+    FdWrite {
+        slot: usize,
+        offset: u64,
+        len: usize,
+        byte: u8,
+    },
+    /// pread of up to 64 KiB on a slot's descriptor.
+    FdRead {
+        slot: usize,
+        offset: u64,
+    },
+    /// fstat on a slot's descriptor.
+    FdStat {
+        slot: usize,
+    },
+    /// ftruncate on a slot's descriptor.
+    FdTruncate {
+        slot: usize,
+        size: u64,
+    },
+    /// close(2) of a slot's descriptor.
+    Close {
+        slot: usize,
+    },
+}
+
+fn path() -> impl Strategy<Value = &'static str> {
+    prop_oneof![3 => select(&TOP[..]), 1 => select(&NESTED[..])]
+}
+
+fn time() -> impl Strategy<Value = Time> {
+    prop_oneof![
+        1 => Just(Time::Omit),
+        1 => Just(Time::Now),
+        3 => (1_000_000i64..1_000_100, prop_oneof![Just(0u32), 0u32..1_000_000_000])
+            .prop_map(|(s, n)| Time::At(s, n)),
+    ]
+}
+
+fn mode() -> impl Strategy<Value = u32> {
+    select(&[0o644u32, 0o600, 0o755, 0o4755, 0o1777, 0o000][..])
+}
+
+fn rename_flags() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        4 => Just(0),
+        3 => Just(libc::RENAME_NOREPLACE),
+        3 => Just(libc::RENAME_EXCHANGE),
+        1 => Just(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE),
+    ]
+}
+
+fn xattr_flags() -> impl Strategy<Value = i32> {
+    select(&[0, libc::XATTR_CREATE, libc::XATTR_REPLACE][..])
+}
+
+/// One operation, weighted towards those that change the tree.
+pub(crate) fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (path(), select(&[0o644u32, 0o600, 0o755][..]))
+            .prop_map(|(path, mode)| Op::Create { path, mode }),
+        4 => (path(), 0u64..20_000, 0usize..5_000, any::<u8>())
+            .prop_map(|(path, offset, len, byte)| Op::Write { path, offset, len, byte }),
+        1 => (path(), 0u64..20_000).prop_map(|(path, offset)| Op::Read { path, offset }),
+        2 => (path(), 0u64..30_000, any::<bool>())
+            .prop_map(|(path, size, via_fd)| Op::Truncate { path, size, via_fd }),
+        1 => (path(), any::<bool>()).prop_map(|(path, datasync)| Op::Fsync { path, datasync }),
+        1 => (path(), 0u64..20_000, 0u64..20_000, any::<bool>())
+            .prop_map(|(path, offset, len, keep_size)| Op::Fallocate { path, offset, len, keep_size }),
+        3 => (path(), select(&[0o755u32, 0o700, 0o1777][..]))
+            .prop_map(|(path, mode)| Op::Mkdir { path, mode }),
+        2 => path().prop_map(|path| Op::Rmdir { path }),
+        2 => path().prop_map(|path| Op::Unlink { path }),
+        2 => (select(&TARGETS[..]), path()).prop_map(|(target, path)| Op::Symlink { target, path }),
+        2 => (path(), path()).prop_map(|(from, to)| Op::Link { from, to }),
+        4 => (path(), path(), rename_flags())
+            .prop_map(|(from, to, flags)| Op::Rename { from, to, flags }),
+        1 => (path(), mode()).prop_map(|(path, mode)| Op::Chmod { path, mode }),
+        2 => (path(), time(), time(), any::<bool>())
+            .prop_map(|(path, atime, mtime, follow)| Op::Utimens { path, atime, mtime, follow }),
+        2 => (path(), select(&XATTRS[..]), proptest::collection::vec(any::<u8>(), 0..40), xattr_flags())
+            .prop_map(|(path, name, value, flags)| Op::SetXattr { path, name, value, flags }),
+        2 => (path(), select(&XATTRS[..]), any::<bool>())
+            .prop_map(|(path, name, probe)| Op::GetXattr { path, name, probe }),
+        1 => (path(), any::<bool>()).prop_map(|(path, probe)| Op::ListXattr { path, probe }),
+        1 => (path(), select(&XATTRS[..])).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
+        1 => (path(), any::<bool>()).prop_map(|(path, follow)| Op::Stat { path, follow }),
+        2 => (0..SLOTS, path(), any::<bool>())
+            .prop_map(|(slot, path, write)| Op::Open { slot, path, write }),
+        2 => (0..SLOTS, 0u64..20_000, 0usize..5_000, any::<u8>())
+            .prop_map(|(slot, offset, len, byte)| Op::FdWrite { slot, offset, len, byte }),
+        1 => (0..SLOTS, 0u64..20_000).prop_map(|(slot, offset)| Op::FdRead { slot, offset }),
+        1 => (0..SLOTS).prop_map(|slot| Op::FdStat { slot }),
+        1 => (0..SLOTS, 0u64..30_000).prop_map(|(slot, size)| Op::FdTruncate { slot, size }),
+        1 => (0..SLOTS).prop_map(|slot| Op::Close { slot }),
+    ]
+}
+
+/// The bytes a write of `len` bytes starting with `byte` puts down.
+pub(super) fn pattern(byte: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| byte.wrapping_add(i as u8)).collect()
+}
+
+/// The outcome of one operation, as both sides report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Out {
+    Done,
+    /// Bytes written, or the size a probe asked for.
+    Count(u64),
+    /// Data read, or an xattr value.
+    Bytes(Vec<u8>),
+    /// xattr names, sorted.
+    Names(Vec<Vec<u8>>),
+    Stat(Stat),
+    /// The mtime a utimens set explicitly, read back (None: not
+    /// explicit). The atime is set but not compared: any read of the
+    /// inode, even a path walk through a symlink, may stamp it again
+    /// (relatime), and the two sides read at different moments.
+    Mtime(Option<(i64, u32)>),
+}
+
+/// What a stat reports that both sides must agree on (inode numbers and
+/// ctime/atime differ by nature; the size of a directory depends on the
+/// filesystem's block allocation, so it is left out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Stat {
+    pub(super) kind: u32,
+    pub(super) perm: u32,
+    pub(super) size: Option<u64>,
+    pub(super) nlink: u32,
+}
+
+impl Stat {
+    pub(super) fn new(mode: u32, size: u64, nlink: u32) -> Stat {
+        let kind = mode & libc::S_IFMT;
+        Stat {
+            kind,
+            perm: mode & 0o7777,
+            size: (kind != libc::S_IFDIR).then_some(size),
+            nlink,
+        }
+    }
+}
+
+/// The explicit part of a time: (sec, nsec) when set explicitly.
+pub(super) fn explicit(sec: i64, nsec: u32) -> Option<(i64, u32)> {
+    (sec < EXPLICIT_BEFORE).then_some((sec, nsec))
+}
+
+pub(super) type Outcome = Result<Out, dockerfuse_proto::Errno>;

@@ -1,0 +1,106 @@
+//! Runs one sequence on both sides and compares them: the outcome and
+//! errno of every step, then the whole trees.
+
+use super::direct::Direct;
+use super::ops::{Op, SLOTS};
+use super::satellite::Served;
+use super::through_core::Driver;
+use super::tree;
+
+/// How the core side runs a sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Each step's lookups are forgotten after it.
+    Forget,
+    /// All lookups are held to the end, as the kernel's cache holds them.
+    Keep,
+    /// As `Keep`, with a satellite short of descriptors whose node budget
+    /// is used up first by held nodes of deleted files: the nodes of the
+    /// sequence hold no descriptor and are reopened by parent and name.
+    Tight,
+}
+
+/// RLIMIT_NOFILE of a `Tight` satellite: a budget of 64 nodes.
+const TIGHT_NOFILE: u64 = 128;
+/// Files created, held and deleted to use that budget up.
+const TIGHT_FILLER: usize = 64;
+
+/// Runs `ops` through the core (over a real satellite serving temp dir A)
+/// and directly on temp dir B; describes the first divergence.
+pub(crate) fn run(mode: Mode, ops: &[Op]) -> Result<(), String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("dockerfuse-model-")
+        .tempdir()
+        .expect("a temp dir");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir(&a).expect("create A");
+    std::fs::create_dir(&b).expect("create B");
+    let tight = matches!(mode, Mode::Tight);
+    let served = Served::start(&a, tight.then_some(TIGHT_NOFILE));
+    let mut twin = Direct::new(b.clone());
+    let mut driver = Driver::new(&served.core, !matches!(mode, Mode::Forget));
+    if tight {
+        for _ in 0..TIGHT_FILLER {
+            let create = Op::Create {
+                path: "a",
+                mode: 0o644,
+            };
+            for op in [create, Op::Unlink { path: "a" }] {
+                driver
+                    .apply(&op)
+                    .map_err(|e| format!("filling the node budget, {op:?}: {e}"))?;
+            }
+        }
+    }
+    for (i, op) in ops.iter().enumerate() {
+        let want = twin.apply(op);
+        let got = driver.apply(op);
+        if want != got {
+            return Err(format!(
+                "step {i}, {op:?}: directly {want:?}, through the core {got:?}"
+            ));
+        }
+    }
+    for slot in 0..SLOTS {
+        let close = Op::Close { slot };
+        let (want, got) = (twin.apply(&close), driver.apply(&close));
+        if want != got {
+            return Err(format!(
+                "closing at the end, {close:?}: directly {want:?}, through the core {got:?}"
+            ));
+        }
+    }
+    driver.forget_all();
+    let want = tree::on_disk(&b);
+    if let Some(d) = tree::differences(&want, &tree::on_disk(&a)) {
+        return Err(format!("the served tree on disk differs:{d}"));
+    }
+    let seen = tree::through_core(&served.core)
+        .map_err(|e| format!("reading the tree through the core failed: {e}"))?;
+    if let Some(d) = tree::differences(&want, &seen) {
+        return Err(format!("the tree seen through the core differs:{d}"));
+    }
+    Ok(())
+}
+
+/// Whether `Tight` sequences run too (on unless `DOCKERFUSE_MODEL_TIGHT=0`).
+pub(crate) fn tight_too() -> bool {
+    std::env::var("DOCKERFUSE_MODEL_TIGHT").map_or(true, |v| v != "0")
+}
+
+/// Runs `ops` in one mode and panics with the divergence.
+pub(crate) fn check_mode(mode: Mode, ops: &[Op]) {
+    if let Err(e) = run(mode, ops) {
+        panic!("({mode:?}) {e}");
+    }
+}
+
+/// Runs `ops` in every mode (`Tight` unless turned off) and panics with the
+/// divergence, for named tests.
+pub(crate) fn check(ops: &[Op]) {
+    check_mode(Mode::Forget, ops);
+    check_mode(Mode::Keep, ops);
+    if tight_too() {
+        check_mode(Mode::Tight, ops);
+    }
+}

@@ -1,0 +1,140 @@
+//! The real satellite as a child process serving a temp dir over pipes,
+//! with a [`Core`] wired to it, as a mount has one over `docker exec`.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use dockerfuse_proto::{HostHello, Request, HELLO_ID, MAX_IO, PROTOCOL_VERSION};
+
+use crate::fs::{Core, Options};
+use crate::rpc::{Rpc, Started};
+use crate::satellites::Arch;
+
+/// How long a request may wait on a silent satellite.
+const STALL: Duration = Duration::from_secs(30);
+
+/// The embedded satellite for this host's architecture, written once per
+/// test process next to the test binary (same content is reused).
+fn binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let arch = Arch::parse(std::env::consts::ARCH).expect("a host arch with a satellite");
+        let bin = arch.binary();
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let dir = exe.parent().expect("the test binary's directory");
+        let path = dir.join(format!("model-satellite-{arch}"));
+        if std::fs::read(&path).ok().as_deref() != Some(bin) {
+            // Written under a private name, then renamed: a concurrent
+            // test process never executes a half-written file.
+            let tmp = dir.join(format!("model-satellite-{arch}.{}", std::process::id()));
+            let mut f = std::fs::File::create(&tmp).expect("write the satellite");
+            f.write_all(bin).expect("write the satellite");
+            f.set_permissions(std::fs::Permissions::from_mode(0o755))
+                .expect("make the satellite executable");
+            drop(f);
+            std::fs::rename(&tmp, &path).expect("put the satellite in place");
+        }
+        path
+    })
+}
+
+/// A satellite serving one directory, and the core that talks to it.
+pub(super) struct Served {
+    pub(super) core: Core<Rpc>,
+    rpc: Rpc,
+    child: smol::process::Child,
+}
+
+impl Served {
+    /// Starts a satellite serving `root`, with RLIMIT_NOFILE at `nofile`
+    /// when given (the satellite lets nodes hold half of it).
+    pub(super) fn start(root: &Path, nofile: Option<u64>) -> Served {
+        let mut child = spawn(root, nofile);
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let Started {
+            rpc, hello, tasks, ..
+        } = Rpc::start_bytes(stdout, stdin, STALL);
+        std::thread::Builder::new()
+            .name("model-rpc".into())
+            .spawn(move || smol::block_on(tasks))
+            .expect("start the rpc thread");
+        let got = smol::block_on(smol::future::or(async { hello.recv().await.ok() }, async {
+            smol::Timer::after(Duration::from_secs(20)).await;
+            None
+        }));
+        let h = got.expect("the satellite says hello");
+        crate::launch::check_hello(&h).expect("an acceptable hello");
+        rpc.send_frame(
+            HELLO_ID,
+            &Request::Hello(HostHello {
+                protocol: PROTOCOL_VERSION,
+                version: env!("CARGO_PKG_VERSION").into(),
+                max_io: MAX_IO,
+            }),
+        )
+        .expect("send the hello");
+        let core = Core::new(
+            rpc.clone(),
+            Options {
+                ttl: Duration::from_secs(1),
+                writeback: false,
+                links: None,
+                per_caller: false,
+            },
+        );
+        Served { core, rpc, child }
+    }
+}
+
+/// Starts the satellite; retries while another test thread's fork still
+/// holds the freshly written binary open for writing (ETXTBSY).
+fn spawn(root: &Path, nofile: Option<u64>) -> smol::process::Child {
+    let mut tries = 0;
+    loop {
+        let mut cmd = std::process::Command::new(binary());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let r = smol::process::Command::from(cmd)
+            .arg("--root")
+            .arg(root)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        match r {
+            Ok(c) => return c,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("cannot start the satellite: {e}"),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.rpc.shutdown();
+        let _ = self.child.kill();
+    }
+}

@@ -1,0 +1,519 @@
+//! The operations run through the filesystem core, as the kernel would
+//! issue them on a mount: paths resolved by lookups from the root (symlinks
+//! followed as the VFS does), files opened and released around I/O, and
+//! every lookup reference forgotten once the operation is over.
+
+use std::collections::VecDeque;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, ROOT_NODE};
+
+use super::direct::split_names;
+use super::ops::{pattern, Op, Out, Outcome, Stat, Time, SLOTS};
+use crate::fs::{Cb, Core, Lookup, Xattr};
+use crate::rpc::Rpc;
+
+/// How many symlinks one path walk may follow (the kernel's MAXSYMLINKS).
+const MAX_SYMLINKS: u32 = 40;
+
+/// How long one call may take before the test calls it a hang.
+const CALL_LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs one core call and waits for its callback.
+fn wait<T: Send + 'static>(start: impl FnOnce(Cb<T>)) -> Result<T, Errno> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    start(Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    rx.recv_timeout(CALL_LIMIT)
+        .expect("the core answers every call")
+}
+
+/// Runs a getxattr/listxattr and copies its outcome out.
+fn wait_xattr(start: impl FnOnce(crate::fs::XattrCb)) -> Outcome {
+    let (tx, rx) = mpsc::sync_channel(1);
+    start(Box::new(move |r: Result<Xattr<'_>, Errno>| {
+        let _ = tx.send(r.map(|x| match x {
+            Xattr::Size(n) => Err(n),
+            Xattr::Data(d) => Ok(d.to_vec()),
+        }));
+    }));
+    match rx
+        .recv_timeout(CALL_LIMIT)
+        .expect("the core answers every call")?
+    {
+        Err(n) => Ok(Out::Count(n.into())),
+        Ok(d) => Ok(Out::Bytes(d)),
+    }
+}
+
+fn is(attr: &Attr, kind: u32) -> bool {
+    attr.mode & libc::S_IFMT == kind
+}
+
+fn set_time(t: Time) -> Option<SetTime> {
+    match t {
+        Time::Omit => None,
+        Time::Now => Some(SetTime::Now),
+        Time::At(sec, nsec) => Some(SetTime::At { sec, nsec }),
+    }
+}
+
+/// This process's umask (read without changing it).
+fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .expect("a Umask line in /proc/self/status")
+}
+
+/// A file or directory the sequence keeps open, as the kernel holds it:
+/// one lookup reference on its node and one handle.
+struct Open {
+    node: u64,
+    fh: u64,
+    dir: bool,
+    write: bool,
+}
+
+/// Drives one core; holds the lookup references of the current operation
+/// (or of the whole sequence, as the kernel keeps cached entries: the
+/// satellite then serves nodes renamed or unlinked since their lookup).
+pub(super) struct Driver<'a> {
+    core: &'a Core<Rpc>,
+    held: Vec<u64>,
+    keep: bool,
+    slots: [Option<Open>; SLOTS],
+    /// Applied to creation modes here, as the kernel does before sending
+    /// them (the mount does not ask for FUSE_DONT_MASK).
+    umask: u32,
+}
+
+impl<'a> Driver<'a> {
+    /// `keep`: forget lookups only when the driver drops.
+    pub(super) fn new(core: &'a Core<Rpc>, keep: bool) -> Self {
+        Driver {
+            core,
+            held: Vec::new(),
+            keep,
+            slots: Default::default(),
+            umask: umask(),
+        }
+    }
+
+    /// Forgets every node looked up since the last call.
+    fn settle(&mut self) {
+        let nodes = self.held.drain(..).map(|n| (n, 1)).collect();
+        self.core.forget(nodes);
+    }
+
+    /// Closes what the slots hold and forgets every lookup still held.
+    pub(super) fn forget_all(&mut self) {
+        for slot in 0..SLOTS {
+            let _ = self.close(slot);
+        }
+        self.settle();
+    }
+
+    /// Releases a slot's handle and forgets its node.
+    fn close(&mut self, slot: usize) -> Result<(), Errno> {
+        let o = self.slots[slot].take().ok_or(Errno::EBADF)?;
+        if o.dir {
+            wait(|cb| self.core.releasedir(o.fh, cb))?;
+        } else {
+            wait(|cb| self.core.release(o.fh, cb))?;
+        }
+        self.core.forget(vec![(o.node, 1)]);
+        Ok(())
+    }
+
+    fn slot(&self, slot: usize) -> Result<&Open, Errno> {
+        self.slots[slot].as_ref().ok_or(Errno::EBADF)
+    }
+
+    /// Opens `path` into `slot`, as open(2) through the kernel: a
+    /// directory with opendir (never for writing), a file with open.
+    fn open_slot(&mut self, slot: usize, path: &str, write: bool) -> Result<(), Errno> {
+        if self.slots[slot].is_some() {
+            self.close(slot)?;
+        }
+        let e = self.walk(path, true)?;
+        let dir = is(&e.attr, libc::S_IFDIR);
+        let fh = if dir {
+            if write {
+                return Err(Errno::EISDIR);
+            }
+            wait(|cb| self.core.opendir(e.node, cb))?
+        } else {
+            let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
+            wait(|cb| self.core.open(e.node, flags, cb))?
+        };
+        // The slot takes over the final lookup's reference.
+        let at = self
+            .held
+            .iter()
+            .rposition(|&n| n == e.node)
+            .expect("the walk holds its entry");
+        self.held.remove(at);
+        self.slots[slot] = Some(Open {
+            node: e.node,
+            fh,
+            dir,
+            write,
+        });
+        Ok(())
+    }
+
+    fn hold(&mut self, e: Entry) -> Entry {
+        self.held.push(e.node);
+        e
+    }
+
+    fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<Entry, Errno> {
+        match wait(|cb| self.core.lookup(parent, name, cb))? {
+            Lookup::Found(e) => Ok(self.hold(e)),
+            Lookup::Absent => Err(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, node: u64) -> Result<Vec<u8>, Errno> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.core.readlink(
+            node,
+            Box::new(move |r: Result<&[u8], Errno>| {
+                let _ = tx.send(r.map(<[u8]>::to_vec));
+            }),
+        );
+        rx.recv_timeout(CALL_LIMIT)
+            .expect("the core answers every call")
+    }
+
+    /// Resolves `path` from the root: symlinks met on the way are followed
+    /// (their targets are relative to the directory holding them), the
+    /// last one only when `follow`. Returns the entry of the last name.
+    fn walk(&mut self, path: &str, follow: bool) -> Result<Entry, Errno> {
+        let mut todo: VecDeque<Vec<u8>> = path.split('/').map(|c| c.as_bytes().to_vec()).collect();
+        let (mut dir, mut links) = (ROOT_NODE, 0);
+        loop {
+            let name = todo.pop_front().expect("paths are not empty");
+            let e = self.lookup(dir, &name)?;
+            let last = todo.is_empty();
+            if is(&e.attr, libc::S_IFLNK) && (!last || follow) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(Errno(libc::ELOOP));
+                }
+                let target = self.readlink(e.node)?;
+                for c in target.split(|&b| b == b'/').rev() {
+                    if !c.is_empty() {
+                        todo.push_front(c.to_vec());
+                    }
+                }
+                continue;
+            }
+            if last {
+                return Ok(e);
+            }
+            if !is(&e.attr, libc::S_IFDIR) {
+                return Err(Errno::ENOTDIR);
+            }
+            dir = e.node;
+        }
+    }
+
+    /// The parent directory's node and the last name of `path`.
+    fn parent<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8]), Errno> {
+        match path.rsplit_once('/') {
+            None => Ok((ROOT_NODE, path.as_bytes())),
+            Some((dir, name)) => {
+                let d = self.walk(dir, true)?;
+                if !is(&d.attr, libc::S_IFDIR) {
+                    return Err(Errno::ENOTDIR);
+                }
+                Ok((d.node, name.as_bytes()))
+            }
+        }
+    }
+
+    /// Opens the file at `path` (following symlinks), runs `f` on its
+    /// node and handle, releases it.
+    fn with_open<T>(
+        &mut self,
+        path: &str,
+        flags: i32,
+        f: impl FnOnce(&Core<Rpc>, u64, u64) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let e = self.walk(path, true)?;
+        let fh = wait(|cb| self.core.open(e.node, flags, cb))?;
+        let r = f(self.core, e.node, fh);
+        wait(|cb| self.core.release(fh, cb))?;
+        r
+    }
+
+    fn setattr(&mut self, path: &str, follow: bool, attr: SetAttr) -> Result<Attr, Errno> {
+        let e = self.walk(path, follow)?;
+        wait(|cb| self.core.setattr(e.node, None, attr, cb))
+    }
+
+    pub(super) fn apply(&mut self, op: &Op) -> Outcome {
+        let r = self.apply_held(op);
+        if !self.keep {
+            self.settle();
+        }
+        r
+    }
+
+    fn apply_held(&mut self, op: &Op) -> Outcome {
+        let core = self.core;
+        match op {
+            Op::Open { slot, path, write } => {
+                self.open_slot(*slot, path, *write)?;
+                Ok(Out::Done)
+            }
+            // What the VFS refuses itself: writes on a read-only
+            // descriptor (EBADF), reads of a directory (EISDIR), ftruncate
+            // of anything but a file open for writing (EINVAL).
+            Op::FdWrite {
+                slot,
+                offset,
+                len,
+                byte,
+            } => {
+                let o = self.slot(*slot)?;
+                if !o.write {
+                    return Err(Errno::EBADF);
+                }
+                let data = pattern(*byte, *len);
+                let n = wait(|cb| core.write(o.fh, *offset, &data, cb))?;
+                Ok(Out::Count(n.into()))
+            }
+            Op::FdRead { slot, offset } => {
+                let o = self.slot(*slot)?;
+                if o.dir {
+                    return Err(Errno::EISDIR);
+                }
+                let (tx, rx) = mpsc::sync_channel(1);
+                core.read(
+                    o.fh,
+                    *offset,
+                    64 * 1024,
+                    Box::new(move |r: Result<&[u8], Errno>| {
+                        let _ = tx.send(r.map(<[u8]>::to_vec));
+                    }),
+                );
+                let d = rx.recv_timeout(CALL_LIMIT).expect("the core answers")?;
+                Ok(Out::Bytes(d))
+            }
+            Op::FdStat { slot } => {
+                let o = self.slot(*slot)?;
+                // The kernel passes the handle for regular files only.
+                let fh = (!o.dir).then_some(o.fh);
+                let a = wait(|cb| core.getattr(o.node, fh, cb))?;
+                Ok(Out::Stat(Stat::new(a.mode, a.size, a.nlink)))
+            }
+            Op::FdTruncate { slot, size } => {
+                let o = self.slot(*slot)?;
+                if o.dir || !o.write {
+                    return Err(Errno::EINVAL);
+                }
+                let attr = SetAttr {
+                    size: Some(*size),
+                    ..Default::default()
+                };
+                wait(|cb| core.setattr(o.node, Some(o.fh), attr, cb))?;
+                Ok(Out::Done)
+            }
+            Op::Close { slot } => {
+                self.close(*slot)?;
+                Ok(Out::Done)
+            }
+            Op::Create { path, mode } => {
+                let (parent, name) = self.parent(path)?;
+                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
+                let (e, fh) = wait(|cb| core.create(parent, name, mode & !self.umask, flags, cb))?;
+                self.hold(e);
+                wait(|cb| core.release(fh, cb))?;
+                Ok(Out::Done)
+            }
+            Op::Write {
+                path,
+                offset,
+                len,
+                byte,
+            } => self.with_open(path, libc::O_WRONLY, |core, _, fh| {
+                let data = pattern(*byte, *len);
+                let n = wait(|cb| core.write(fh, *offset, &data, cb))?;
+                Ok(Out::Count(n.into()))
+            }),
+            Op::Read { path, offset } => self.with_open(path, libc::O_RDONLY, |core, _, fh| {
+                let (tx, rx) = mpsc::sync_channel(1);
+                core.read(
+                    fh,
+                    *offset,
+                    64 * 1024,
+                    Box::new(move |r: Result<&[u8], Errno>| {
+                        let _ = tx.send(r.map(<[u8]>::to_vec));
+                    }),
+                );
+                let d = rx.recv_timeout(CALL_LIMIT).expect("the core answers")?;
+                Ok(Out::Bytes(d))
+            }),
+            Op::Truncate {
+                path,
+                size,
+                via_fd: true,
+            } => self.with_open(path, libc::O_WRONLY, |core, node, fh| {
+                let attr = SetAttr {
+                    size: Some(*size),
+                    ..Default::default()
+                };
+                wait(|cb| core.setattr(node, Some(fh), attr, cb))?;
+                Ok(Out::Done)
+            }),
+            Op::Fsync { path, datasync } => {
+                let e = self.walk(path, true)?;
+                // The kernel opens a directory with opendir and syncs it
+                // with fsyncdir.
+                if is(&e.attr, libc::S_IFDIR) {
+                    let fh = wait(|cb| core.opendir(e.node, cb))?;
+                    let r = wait(|cb| core.fsyncdir(fh, *datasync, cb));
+                    wait(|cb| core.releasedir(fh, cb))?;
+                    r?;
+                } else {
+                    let fh = wait(|cb| core.open(e.node, libc::O_RDONLY, cb))?;
+                    let r = wait(|cb| core.fsync(fh, *datasync, cb));
+                    wait(|cb| core.release(fh, cb))?;
+                    r?;
+                }
+                Ok(Out::Done)
+            }
+            Op::Truncate {
+                path,
+                size,
+                via_fd: false,
+            } => {
+                let attr = SetAttr {
+                    size: Some(*size),
+                    ..Default::default()
+                };
+                self.setattr(path, true, attr)?;
+                Ok(Out::Done)
+            }
+            Op::Fallocate {
+                path,
+                offset,
+                len,
+                keep_size,
+            } => self.with_open(path, libc::O_WRONLY, |core, _, fh| {
+                let mode = if *keep_size {
+                    libc::FALLOC_FL_KEEP_SIZE
+                } else {
+                    0
+                };
+                wait(|cb| core.fallocate(fh, *offset, *len, mode, cb))?;
+                Ok(Out::Done)
+            }),
+            Op::Mkdir { path, mode } => {
+                let (parent, name) = self.parent(path)?;
+                let e = wait(|cb| core.mkdir(parent, name, mode & !self.umask, cb))?;
+                self.hold(e);
+                Ok(Out::Done)
+            }
+            Op::Rmdir { path } => {
+                let (parent, name) = self.parent(path)?;
+                wait(|cb| core.rmdir(parent, name, cb))?;
+                Ok(Out::Done)
+            }
+            Op::Unlink { path } => {
+                let (parent, name) = self.parent(path)?;
+                wait(|cb| core.unlink(parent, name, cb))?;
+                Ok(Out::Done)
+            }
+            Op::Symlink { target, path } => {
+                let (parent, name) = self.parent(path)?;
+                let e = wait(|cb| core.symlink(parent, name, target.as_bytes(), cb))?;
+                self.hold(e);
+                Ok(Out::Done)
+            }
+            Op::Link { from, to } => {
+                let old = self.walk(from, false)?;
+                let (parent, name) = self.parent(to)?;
+                let e = wait(|cb| core.link(old.node, parent, name, cb))?;
+                self.hold(e);
+                Ok(Out::Done)
+            }
+            Op::Rename { from, to, flags } => {
+                // The VFS refuses contradictory flags before any lookup.
+                let both = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE;
+                if flags & both == both {
+                    return Err(Errno::EINVAL);
+                }
+                let (p, name) = self.parent(from)?;
+                let (np, new_name) = self.parent(to)?;
+                wait(|cb| core.rename((p, name), (np, new_name), *flags, cb))?;
+                Ok(Out::Done)
+            }
+            Op::Chmod { path, mode } => {
+                let attr = SetAttr {
+                    mode: Some(*mode),
+                    ..Default::default()
+                };
+                self.setattr(path, true, attr)?;
+                Ok(Out::Done)
+            }
+            Op::Utimens {
+                path,
+                atime,
+                mtime,
+                follow,
+            } => {
+                let attr = SetAttr {
+                    atime: set_time(*atime),
+                    mtime: set_time(*mtime),
+                    ..Default::default()
+                };
+                let a = self.setattr(path, *follow, attr)?;
+                Ok(Out::Mtime(match mtime {
+                    Time::At(..) => Some((a.mtime, a.mtime_nsec)),
+                    _ => None,
+                }))
+            }
+            Op::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } => {
+                let e = self.walk(path, true)?;
+                wait(|cb| core.setxattr(e.node, name.as_bytes(), value, *flags, cb))?;
+                Ok(Out::Done)
+            }
+            Op::GetXattr { path, name, probe } => {
+                let e = self.walk(path, true)?;
+                let size = if *probe { 0 } else { 256 };
+                wait_xattr(|cb| core.getxattr(e.node, name.as_bytes(), size, cb))
+            }
+            Op::ListXattr { path, probe } => {
+                let e = self.walk(path, true)?;
+                let size = if *probe { 0 } else { 4096 };
+                match wait_xattr(|cb| core.listxattr(e.node, size, cb))? {
+                    Out::Bytes(d) => Ok(Out::Names(split_names(&d))),
+                    other => Ok(other),
+                }
+            }
+            Op::RemoveXattr { path, name } => {
+                let e = self.walk(path, true)?;
+                wait(|cb| core.removexattr(e.node, name.as_bytes(), cb))?;
+                Ok(Out::Done)
+            }
+            Op::Stat { path, follow } => {
+                let e = self.walk(path, *follow)?;
+                let a = wait(|cb| core.getattr(e.node, None, cb))?;
+                Ok(Out::Stat(Stat::new(a.mode, a.size, a.nlink)))
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Validation of the satellite's replies: each helper turns a response of
+//! the expected kind into a typed value and anything else into an errno.
+//!
+//! The satellite is not trusted: a reply of the wrong kind becomes EIO,
+//! node id 0 is refused, an errno outside 1..4096 becomes EIO, a count
+//! larger than what was sent is refused.
+
+use dockerfuse_proto::{Attr, Entry, Errno, Response, StatFs};
+
+/// The errno a response of the wrong kind stands for.
+pub(super) fn unexpected(r: Response<'_>) -> Errno {
+    match r {
+        Response::Error(n) if n > 0 && n < 4096 => Errno(n),
+        _ => Errno::EIO,
+    }
+}
+
+pub(super) fn entry(r: Response<'_>) -> Result<Entry, Errno> {
+    match r {
+        Response::Entry(e) => checked_entry(e),
+        r => Err(unexpected(r)),
+    }
+}
+
+/// An entry whose attributes report its node id as the inode number.
+pub(super) fn checked_entry(mut e: Entry) -> Result<Entry, Errno> {
+    if e.node == 0 {
+        return Err(Errno::EIO);
+    }
+    e.attr.ino = e.node;
+    Ok(e)
+}
+
+pub(super) fn attr(r: Response<'_>) -> Result<Attr, Errno> {
+    match r {
+        Response::Attr(a) => Ok(a),
+        r => Err(unexpected(r)),
+    }
+}
+
+pub(super) fn ok(r: Response<'_>) -> Result<(), Errno> {
+    match r {
+        Response::Ok => Ok(()),
+        r => Err(unexpected(r)),
+    }
+}
+
+pub(super) fn fh(r: Response<'_>) -> Result<u64, Errno> {
+    match r {
+        Response::Opened { fh } => Ok(fh),
+        r => Err(unexpected(r)),
+    }
+}
+
+pub(super) fn created(r: Response<'_>) -> Result<(Entry, u64), Errno> {
+    match r {
+        Response::Created { entry, fh } => Ok((checked_entry(entry)?, fh)),
+        r => Err(unexpected(r)),
+    }
+}
+
+pub(super) fn statfs(r: Response<'_>) -> Result<StatFs, Errno> {
+    match r {
+        Response::StatFs(s) => Ok(s),
+        r => Err(unexpected(r)),
+    }
+}
+
+pub(super) fn offset(r: Response<'_>) -> Result<i64, Errno> {
+    match r {
+        Response::Offset(o) => i64::try_from(o).map_err(|_| Errno::EIO),
+        r => Err(unexpected(r)),
+    }
+}
+
+/// A count of bytes written, at most `len`.
+pub(super) fn written(r: Response<'_>, len: u64) -> Result<u32, Errno> {
+    match r {
+        Response::Written(n) if u64::from(n) <= len => Ok(n),
+        Response::Written(_) => Err(Errno::EIO),
+        r => Err(unexpected(r)),
+    }
+}

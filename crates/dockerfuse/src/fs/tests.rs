@@ -1,0 +1,364 @@
+//! Unit tests of the core against a transport with canned answers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dockerfuse_proto::{DirEntry, Request, Response};
+
+use super::*;
+
+/// Answers every request with a canned response, recording requests.
+struct Canned {
+    answer: Box<dyn Fn(&Request<'_>) -> Response<'static> + Send + Sync>,
+    seen: Arc<Mutex<Vec<Request<'static>>>>,
+}
+
+impl Transport for Canned {
+    fn call(&self, req: &Request<'_>, done: Done) {
+        self.seen.lock().unwrap().push(req.clone().into_owned());
+        done(Ok((self.answer)(req)))
+    }
+    fn post(&self, req: &Request<'_>) {
+        self.seen.lock().unwrap().push(req.clone().into_owned());
+    }
+}
+
+type Seen = Arc<Mutex<Vec<Request<'static>>>>;
+
+fn core_with(
+    answer: impl Fn(&Request<'_>) -> Response<'static> + Send + Sync + 'static,
+    opts: Options,
+) -> (Core<Canned>, Seen) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let c = Core::new(
+        Canned {
+            answer: Box::new(answer),
+            seen: seen.clone(),
+        },
+        opts,
+    );
+    (c, seen)
+}
+
+fn opts() -> Options {
+    Options {
+        ttl: Duration::from_secs(1),
+        writeback: false,
+        links: None,
+        per_caller: true,
+    }
+}
+
+fn core(
+    answer: impl Fn(&Request<'_>) -> Response<'static> + Send + Sync + 'static,
+) -> (Core<Canned>, Seen) {
+    core_with(answer, opts())
+}
+
+type Slot<T> = Arc<Mutex<Option<Result<T, Errno>>>>;
+
+fn capture<T: Send + 'static>() -> (Cb<T>, Slot<T>) {
+    let slot = Arc::new(Mutex::new(None));
+    let s = slot.clone();
+    (Box::new(move |r| *s.lock().unwrap() = Some(r)), slot)
+}
+
+fn entry(node: u64, no_xattrs: bool) -> Entry {
+    Entry {
+        node,
+        attr: Attr {
+            ino: 7,
+            ..Default::default()
+        },
+        no_xattrs,
+    }
+}
+
+fn found(got: &Slot<Lookup>) -> Option<u64> {
+    match got.lock().unwrap().take() {
+        Some(Ok(Lookup::Found(e))) => Some(e.attr.ino),
+        _ => None,
+    }
+}
+
+#[test]
+fn wrong_kind_of_reply_is_eio_and_errno_passes_through() {
+    let (c, _) = core(|_| Response::Ok);
+    let (cb, got) = capture();
+    c.mkdir(1, b"x", 0o755, cb);
+    assert_eq!(
+        got.lock().unwrap().take().map(|r| r.err()),
+        Some(Some(Errno::EIO))
+    );
+
+    let (c, _) = core(|_| Response::Error(libc::EACCES));
+    let (cb, got) = capture();
+    c.unlink(1, b"x", cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::EACCES))));
+
+    // A negative or absurd errno from the satellite is not trusted.
+    let (c, _) = core(|_| Response::Error(-3));
+    let (cb, got) = capture();
+    c.unlink(1, b"x", cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+}
+
+#[test]
+fn entries_report_node_id_as_inode_and_refuse_node_zero() {
+    let (c, _) = core(|_| Response::Entry(entry(42, false)));
+    let (cb, got) = capture();
+    c.lookup(1, b"x", cb);
+    assert_eq!(found(&got), Some(42));
+
+    let (c, _) = core(|_| Response::Entry(entry(0, false)));
+    let (cb, got) = capture();
+    c.mkdir(1, b"x", 0o755, cb);
+    assert!(matches!(got.lock().unwrap().take(), Some(Err(Errno::EIO))));
+}
+
+#[test]
+fn absent_names_are_negative_entries_only_with_a_ttl() {
+    let (c, _) = core(|_| Response::Error(libc::ENOENT));
+    let (cb, got) = capture();
+    c.lookup(1, b"x", cb);
+    assert!(matches!(
+        got.lock().unwrap().take(),
+        Some(Ok(Lookup::Absent))
+    ));
+
+    let mut o = opts();
+    o.ttl = Duration::ZERO;
+    let (c, _) = core_with(|_| Response::Error(libc::ENOENT), o);
+    let (cb, got) = capture();
+    c.lookup(1, b"x", cb);
+    assert!(matches!(
+        got.lock().unwrap().take(),
+        Some(Err(Errno::ENOENT))
+    ));
+}
+
+#[test]
+fn getxattr_of_a_node_known_to_have_none_needs_no_round_trip() {
+    let (c, seen) = core(|r| match r {
+        Request::As { req, .. } if matches!(**req, Request::Lookup { .. }) => {
+            Response::Entry(entry(9, true))
+        }
+        Request::Lookup { .. } => Response::Entry(entry(9, true)),
+        Request::SetXattr { .. } => Response::Ok,
+        _ => Response::Error(libc::ENODATA),
+    });
+    let (cb, _) = capture();
+    c.lookup(1, b"f", cb);
+    let got = Arc::new(Mutex::new(None));
+    let g = got.clone();
+    c.getxattr(
+        9,
+        b"security.capability",
+        0,
+        Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ENODATA)));
+    let g = got.clone();
+    c.listxattr(
+        9,
+        0,
+        Box::new(move |r| {
+            *g.lock().unwrap() = Some(match r {
+                Ok(Xattr::Size(0)) => Ok(()),
+                _ => Err(Errno::EIO),
+            })
+        }),
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+    assert_eq!(seen.lock().unwrap().len(), 1, "only the lookup went out");
+    // A change through the mount makes it ask again.
+    let (cb, _) = capture();
+    c.setxattr(9, b"user.a", b"1", 0, cb);
+    c.getxattr(9, b"security.capability", 0, Box::new(|_| {}));
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    // Other nodes are always asked.
+    c.listxattr(10, 0, Box::new(|_| {}));
+    assert_eq!(seen.lock().unwrap().len(), 4);
+}
+
+#[test]
+fn an_xattr_value_larger_than_the_buffer_is_erange() {
+    let (c, _) = core(|_| Response::Data(vec![1u8; 10].into()));
+    let got = Arc::new(Mutex::new(None));
+    let g = got.clone();
+    c.getxattr(
+        3,
+        b"user.x",
+        4,
+        Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ERANGE)));
+}
+
+#[test]
+fn read_never_returns_more_than_asked_and_write_counts_are_checked() {
+    let (c, _) = core(|_| Response::Data(vec![1u8; 100].into()));
+    let len = Arc::new(Mutex::new(0));
+    let l = len.clone();
+    c.read(
+        3,
+        0,
+        10,
+        Box::new(move |r| *l.lock().unwrap() = r.unwrap().len()),
+    );
+    assert_eq!(*len.lock().unwrap(), 10);
+
+    let (c, _) = core(|_| Response::Written(11));
+    let (cb, got) = capture();
+    c.write(3, 0, b"0123456789", cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+
+    let (c, _) = core(|_| Response::Written(11));
+    let (cb, got) = capture();
+    c.copy_file_range((3, 0), (4, 0), 10, 0, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+}
+
+#[test]
+fn links_are_shown_and_stored_in_the_right_terms() {
+    let (c, _) = core(|_| Response::Data(b"/etc/x".to_vec().into()));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    c.readlink(
+        5,
+        Box::new(move |r| *g.lock().unwrap() = r.unwrap().to_vec()),
+    );
+    assert_eq!(&got.lock().unwrap()[..], b"/etc/x", "unchanged by default");
+
+    let mut o = opts();
+    o.per_caller = false;
+    o.links = Some(LinkRewrite {
+        root: b"/".to_vec(),
+        mountpoint: b"/mnt/c".to_vec(),
+    });
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::ReadLink { .. } => Response::Data(b"/etc/x".to_vec().into()),
+            _ => Response::Entry(entry(8, false)),
+        },
+        o,
+    );
+    let g = got.clone();
+    c.readlink(
+        5,
+        Box::new(move |r| *g.lock().unwrap() = r.unwrap().to_vec()),
+    );
+    assert_eq!(&got.lock().unwrap()[..], b"/mnt/c/etc/x");
+    c.symlink(1, b"l", b"/mnt/c/etc/y", Box::new(|_| {}));
+    c.symlink(1, b"m", b"/elsewhere", Box::new(|_| {}));
+    c.symlink(1, b"n", b"rel/z", Box::new(|_| {}));
+    let seen = seen.lock().unwrap();
+    let targets: Vec<Vec<u8>> = seen
+        .iter()
+        .filter_map(|r| match r {
+            Request::Symlink { target, .. } => Some(target.to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets, [&b"/etc/y"[..], b"/elsewhere", b"rel/z"]);
+}
+
+#[test]
+fn requests_carry_the_caller_when_asked_and_forget_never_does() {
+    let (c, seen) = core(|_| Response::Ok);
+    {
+        let _as = with_caller(1000, 100);
+        c.unlink(1, b"x", Box::new(|_| {}));
+        c.forget(vec![(5, 1)]);
+    }
+    c.unlink(1, b"y", Box::new(|_| {}));
+    let seen = seen.lock().unwrap();
+    assert!(matches!(
+        &seen[0],
+        Request::As { uid: 1000, gid: 100, req } if matches!(**req, Request::Unlink { .. })
+    ));
+    assert!(matches!(seen[1], Request::Forget { .. }));
+    assert!(matches!(seen[2], Request::Unlink { .. }));
+}
+
+#[test]
+fn writeback_cache_adjusts_open_flags() {
+    let mut o = opts();
+    o.writeback = true;
+    o.per_caller = false;
+    let (c, seen) = core_with(|_| Response::Opened { fh: 9 }, o);
+    let (cb, got) = capture();
+    c.open(5, libc::O_WRONLY | libc::O_APPEND, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(9)));
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        Request::Open {
+            node: 5,
+            flags: libc::O_RDWR
+        }
+    );
+    let (c, _) = core(|_| Response::Opened { fh: 9 });
+    assert_eq!(
+        c.open_flags(libc::O_WRONLY | libc::O_APPEND),
+        libc::O_WRONLY | libc::O_APPEND
+    );
+}
+
+#[test]
+fn readdirplus_forgets_what_the_kernel_did_not_take() {
+    let mut o = opts();
+    o.per_caller = false;
+    let (c, seen) = core_with(
+        |_| {
+            let e = |name: &'static [u8], node: Option<u64>| DirEntry {
+                name: name.into(),
+                offset: 1,
+                kind: libc::S_IFREG,
+                ino: 3,
+                entry: node.map(|n| entry(n, true)),
+            };
+            Response::Dir(vec![
+                e(b".", None),
+                e(b"..", None),
+                e(b"a", Some(10)),
+                e(b"b", Some(11)),
+                e(b"c", Some(12)),
+            ])
+        },
+        o,
+    );
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let n = names.clone();
+    c.readdirplus(
+        7,
+        0,
+        4096,
+        Box::new(move |r| {
+            let items = r.unwrap();
+            n.lock()
+                .unwrap()
+                .extend(items.iter().map(|i| (i.name.to_vec(), i.attr.ino)));
+            3 // the kernel's buffer held ".", ".." and "a"
+        }),
+    );
+    assert_eq!(names.lock().unwrap().len(), 5);
+    assert_eq!(names.lock().unwrap()[2], (b"a".to_vec(), 10));
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[1],
+        Request::Forget {
+            nodes: vec![(11, 1), (12, 1)]
+        }
+    );
+    // The entries' xattr news was kept: no round trip for `ls -l`.
+    drop(seen);
+    let got = Arc::new(Mutex::new(None));
+    let g = got.clone();
+    c.getxattr(
+        12,
+        b"security.selinux",
+        0,
+        Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ENODATA)));
+}

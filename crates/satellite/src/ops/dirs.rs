@@ -1,0 +1,113 @@
+//! Directory streams: opendir, readdir(plus) and fsyncdir (releasedir is
+//! the release of [`super::file_data`]).
+
+use std::borrow::Cow;
+use std::os::fd::AsRawFd;
+
+use dockerfuse_proto::{DirEntry, Response};
+
+use super::{reopen, Fs};
+use crate::handles::{DirStream, Handle};
+use crate::sys::{self, SysResult};
+
+impl Fs {
+    pub(super) fn opendir(&self, node: u64) -> SysResult<Response<'static>> {
+        let n = self.nodes.get(node)?;
+        let fd = reopen(&n, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        Ok(Response::Opened {
+            fh: self.handles.insert(Handle::Dir(DirStream {
+                fd,
+                node,
+                lock: Default::default(),
+            })),
+        })
+    }
+
+    pub(super) fn fsyncdir(&self, fh: u64, datasync: bool) -> SysResult<Response<'static>> {
+        sys::fsync(self.handles.get(fh)?.dir()?.fd.as_raw_fd(), datasync)?;
+        Ok(Response::Ok)
+    }
+
+    /// The entries from `offset` on that fit the kernel's `size`-byte
+    /// buffer; with `plus`, each name but `.` and `..` is looked up too.
+    pub(super) fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        plus: bool,
+        buf: &mut Vec<u8>,
+    ) -> SysResult<Response<'static>> {
+        let h = self.handles.get(fh)?;
+        let entries = self.read_entries(h.dir()?, offset, size as usize, plus, buf)?;
+        Ok(Response::Dir(entries))
+    }
+
+    fn read_entries(
+        &self,
+        d: &DirStream,
+        offset: u64,
+        size: usize,
+        plus: bool,
+        buf: &mut Vec<u8>,
+    ) -> SysResult<Vec<DirEntry<'static>>> {
+        let _serial = d.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let fd = d.fd.as_raw_fd();
+        sys::lseek(fd, offset as i64, libc::SEEK_SET)?;
+        let mut out = Vec::new();
+        let mut used = 0usize;
+        // Read about twice what the reply can hold: each call seeks and
+        // reads afresh, and what does not fit is read again next time.
+        buf.resize((size * 2).clamp(4096, 32 * 1024), 0);
+        'fill: loop {
+            let filled = sys::getdents64(fd, buf)?;
+            if filled.is_empty() {
+                break;
+            }
+            for e in sys::parse_dirents(filled) {
+                let need = dirent_size(e.name.len(), plus);
+                if used + need > size {
+                    break 'fill;
+                }
+                used += need;
+                let dot = e.name == b"." || e.name == b"..";
+                let entry = if plus && !dot {
+                    self.lookup_at(d.node, fd, e.name).ok()
+                } else {
+                    None
+                };
+                out.push(DirEntry {
+                    name: Cow::Owned(e.name.to_vec()),
+                    offset: e.next_offset,
+                    kind: (e.dtype as u32) << 12,
+                    ino: e.ino,
+                    entry,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Size the kernel gives a dirent of this name in a readdir(plus) reply.
+fn dirent_size(name_len: usize, plus: bool) -> usize {
+    let base = (24 + name_len + 7) & !7;
+    if plus {
+        base + 128
+    } else {
+        base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirent_sizes_match_the_kernel_layout() {
+        assert_eq!(dirent_size(1, false), 32);
+        assert_eq!(dirent_size(8, false), 32);
+        assert_eq!(dirent_size(9, false), 40);
+        assert_eq!(dirent_size(1, true), 160);
+    }
+}

@@ -1,0 +1,153 @@
+//! Names in directories: lookup, the calls that make or remove a name
+//! (symlink, mknod, mkdir, unlink, rmdir, rename, link) and readlink.
+//!
+//! Each call that makes a name answers with the entry of what it made,
+//! looked up afresh, so the kernel gets one reference on it as with a
+//! lookup.
+
+use std::borrow::Cow;
+use std::os::fd::{AsRawFd, RawFd};
+
+use dockerfuse_proto::{Entry, Errno, Response};
+
+use super::attrs::{attr_of, is_symlink, key_of};
+use super::xattrs::has_no_xattrs;
+use super::Fs;
+use crate::sys::{self, SysResult};
+
+impl Fs {
+    pub(super) fn lookup(&self, parent: u64, name: &[u8]) -> SysResult<Response<'static>> {
+        Ok(Response::Entry(self.entry(parent, name)?))
+    }
+
+    pub(super) fn readlink<'b>(&self, node: u64, buf: &'b mut Vec<u8>) -> SysResult<Response<'b>> {
+        let n = self.nodes.get(node)?;
+        sys::readlinkat(n.raw(), buf)?;
+        Ok(Response::Data(Cow::Borrowed(&buf[..])))
+    }
+
+    pub(super) fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+    ) -> SysResult<Response<'static>> {
+        let p = self.nodes.get(parent)?;
+        sys::symlinkat(&sys::cstr(target)?, p.raw(), &sys::cstr(name)?)?;
+        self.lookup(parent, name)
+    }
+
+    pub(super) fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+    ) -> SysResult<Response<'static>> {
+        let p = self.nodes.get(parent)?;
+        sys::mknodat(p.raw(), &sys::cstr(name)?, mode, rdev)?;
+        self.lookup(parent, name)
+    }
+
+    pub(super) fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+    ) -> SysResult<Response<'static>> {
+        let p = self.nodes.get(parent)?;
+        sys::mkdirat(p.raw(), &sys::cstr(name)?, mode)?;
+        self.lookup(parent, name)
+    }
+
+    /// unlink, or rmdir with `AT_REMOVEDIR` in `flags`.
+    pub(super) fn unlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        flags: i32,
+    ) -> SysResult<Response<'static>> {
+        sys::unlinkat(self.nodes.get(parent)?.raw(), &sys::cstr(name)?, flags)?;
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: u32,
+    ) -> SysResult<Response<'static>> {
+        let (p, np) = (self.nodes.get(parent)?, self.nodes.get(new_parent)?);
+        let (old, new) = (sys::cstr(name)?, sys::cstr(new_name)?);
+        let nofollow = libc::AT_SYMLINK_NOFOLLOW;
+        let moving = sys::fstatat(p.raw(), &old, nofollow).map(|st| key_of(&st));
+        let other = sys::fstatat(np.raw(), &new, nofollow).map(|st| key_of(&st));
+        sys::renameat2(p.raw(), &old, np.raw(), &new, flags)?;
+        // Descriptor-less nodes follow renames made through the mount.
+        if let Ok(k) = moving {
+            self.nodes.moved(k, new_parent, new_name);
+        }
+        if let (Ok(k), true) = (other, flags & libc::RENAME_EXCHANGE != 0) {
+            self.nodes.moved(k, parent, name);
+        }
+        Ok(Response::Ok)
+    }
+
+    /// Links through `/proc/self/fd/N`, or through `AT_EMPTY_PATH` when
+    /// that fails for a reason other than EEXIST.
+    pub(super) fn link(
+        &self,
+        node: u64,
+        new_parent: u64,
+        new_name: &[u8],
+    ) -> SysResult<Response<'static>> {
+        let (n, np) = (self.nodes.get(node)?, self.nodes.get(new_parent)?);
+        let new = sys::cstr(new_name)?;
+        let via_proc = sys::linkat(
+            libc::AT_FDCWD,
+            &sys::proc_fd_path(n.raw()),
+            np.raw(),
+            &new,
+            libc::AT_SYMLINK_FOLLOW,
+        );
+        if let Err(e) = via_proc {
+            if e == Errno::EEXIST {
+                return Err(e);
+            }
+            sys::linkat(n.raw(), sys::empty(), np.raw(), &new, libc::AT_EMPTY_PATH)?;
+        }
+        self.lookup(new_parent, new_name)
+    }
+
+    /// Looks `name` up in `parent` and takes one reference on the result.
+    pub(super) fn entry(&self, parent: u64, name: &[u8]) -> SysResult<Entry> {
+        let p = self.nodes.get(parent)?;
+        self.lookup_at(parent, p.raw(), name)
+    }
+
+    /// Looks `name` up in the directory `dir_fd` of node `dir`.
+    pub(super) fn lookup_at(&self, dir: u64, dir_fd: RawFd, name: &[u8]) -> SysResult<Entry> {
+        if name.contains(&b'/') || name.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let fd = sys::openat(
+            dir_fd,
+            &sys::cstr(name)?,
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+        )?;
+        let st = sys::stat_fd(fd.as_raw_fd())?;
+        let no_xattrs = has_no_xattrs(fd.as_raw_fd(), &st);
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let id = self
+            .nodes
+            .add_ref(key_of(&st), fd, is_symlink(&st), is_dir, Some((dir, name)));
+        Ok(Entry {
+            node: id,
+            attr: attr_of(&st, id),
+            no_xattrs,
+        })
+    }
+}

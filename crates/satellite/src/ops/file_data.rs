@@ -1,0 +1,158 @@
+//! Open files: open, create, read, write, flush, release, fsync,
+//! fallocate, lseek and copy_file_range, on handle ids.
+
+use std::borrow::Cow;
+use std::os::fd::AsRawFd;
+
+use dockerfuse_proto::{Entry, Response, MAX_IO};
+
+use super::attrs::{attr_of, key_of};
+use super::xattrs::has_no_xattrs;
+use super::{reopen, Fs};
+use crate::handles::Handle;
+use crate::sys::{self, SysResult};
+
+/// Flags that make no sense when reopening an existing inode.
+const REOPEN_DROP: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW;
+
+impl Fs {
+    /// open(2) of an existing node, `flags` being open(2) flags.
+    pub(super) fn open_file(&self, node: u64, flags: i32) -> SysResult<Response<'static>> {
+        let n = self.nodes.get(node)?;
+        let fd = reopen(&n, flags & !REOPEN_DROP)?;
+        Ok(Response::Opened {
+            fh: self.handles.insert(Handle::File(fd)),
+        })
+    }
+
+    /// Creates and opens `name` in `parent`; the new node gets an `O_PATH`
+    /// descriptor of its own, opened through the new file's.
+    pub(super) fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+    ) -> SysResult<Response<'static>> {
+        let p = self.nodes.get(parent)?;
+        let fd = sys::openat(
+            p.raw(),
+            &sys::cstr(name)?,
+            (flags & !libc::O_NOCTTY) | libc::O_CREAT,
+            mode,
+        )?;
+        let path_fd = sys::openat(
+            libc::AT_FDCWD,
+            &sys::proc_fd_path(fd.as_raw_fd()),
+            libc::O_PATH,
+            0,
+        )?;
+        let st = sys::fstat(fd.as_raw_fd())?;
+        let no_xattrs = has_no_xattrs(path_fd.as_raw_fd(), &st);
+        let id = self
+            .nodes
+            .add_ref(key_of(&st), path_fd, false, false, Some((parent, name)));
+        let fh = self.handles.insert(Handle::File(fd));
+        Ok(Response::Created {
+            entry: Entry {
+                node: id,
+                attr: attr_of(&st, id),
+                no_xattrs,
+            },
+            fh,
+        })
+    }
+
+    /// Reads up to `size` bytes (at most [`MAX_IO`]) into `buf`; short
+    /// only at the end of the file.
+    pub(super) fn read<'b>(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        buf: &'b mut Vec<u8>,
+    ) -> SysResult<Response<'b>> {
+        let h = self.handles.get(fh)?;
+        let fd = h.file()?;
+        let want = size.min(MAX_IO) as usize;
+        buf.resize(want, 0);
+        let mut got = 0;
+        while got < want {
+            let n = sys::pread(fd, &mut buf[got..want], offset + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        Ok(Response::Data(Cow::Borrowed(&buf[..got])))
+    }
+
+    pub(super) fn write(&self, fh: u64, offset: u64, data: &[u8]) -> SysResult<Response<'static>> {
+        let h = self.handles.get(fh)?;
+        let fd = h.file()?;
+        let mut done = 0;
+        while done < data.len() {
+            let n = sys::pwrite(fd, &data[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(Response::Written(done as u32))
+    }
+
+    /// FLUSH comes on every close() of every duplicate: it must not close
+    /// anything. Only RELEASE does.
+    pub(super) fn flush(&self, fh: u64) -> SysResult<Response<'static>> {
+        self.handles.get(fh)?;
+        Ok(Response::Ok)
+    }
+
+    /// Release of a file or a directory stream.
+    pub(super) fn release(&self, fh: u64) -> SysResult<Response<'static>> {
+        self.handles.remove(fh)?;
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn fsync(&self, fh: u64, datasync: bool) -> SysResult<Response<'static>> {
+        sys::fsync(self.handles.get(fh)?.file()?, datasync)?;
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn fallocate(
+        &self,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> SysResult<Response<'static>> {
+        sys::fallocate(self.handles.get(fh)?.file()?, mode, offset, length)?;
+        Ok(Response::Ok)
+    }
+
+    pub(super) fn lseek(&self, fh: u64, offset: i64, whence: i32) -> SysResult<Response<'static>> {
+        let fd = self.handles.get(fh)?.file()?;
+        Ok(Response::Offset(sys::lseek(fd, offset, whence)?))
+    }
+
+    /// Copies up to `len` bytes (at most `u32::MAX`, what a reply can
+    /// count) between two open files, each given as (handle, offset).
+    pub(super) fn copy_file_range(
+        &self,
+        (fh_in, offset_in): (u64, u64),
+        (fh_out, offset_out): (u64, u64),
+        len: u64,
+        flags: u32,
+    ) -> SysResult<Response<'static>> {
+        let (a, b) = (self.handles.get(fh_in)?, self.handles.get(fh_out)?);
+        let n = sys::copy_file_range(
+            a.file()?,
+            offset_in,
+            b.file()?,
+            offset_out,
+            len.min(u32::MAX as u64),
+            flags,
+        )?;
+        Ok(Response::Written(n as u32))
+    }
+}

@@ -1,0 +1,177 @@
+//! The worker pool: a queue of request frames, the workers that decode
+//! and run them, and the output lock each response frame is written under.
+//!
+//! The pool starts with [`START_WORKERS`] and grows (up to
+//! [`MAX_WORKERS`]) whenever a frame arrives while every worker is busy,
+//! so a slow operation — a read from a FIFO, a huge directory — never
+//! stalls the others. Frame buffers go back to the reader for reuse.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use dockerfuse_proto::frame;
+use dockerfuse_proto::{Errno, Request, Response, MAX_IO};
+
+use crate::ops::Fs;
+
+const START_WORKERS: usize = 4;
+const MAX_WORKERS: usize = 32;
+
+/// One request frame waiting for a worker.
+struct Job {
+    id: u64,
+    frame: Vec<u8>,
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    idle: usize,
+    workers: usize,
+    /// Frame buffers handed back by workers, reused by the reader.
+    spare: Vec<Vec<u8>>,
+}
+
+struct Shared<W> {
+    fs: Fs,
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    out: Mutex<W>,
+}
+
+impl<W> Shared<W> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // Every change to the queue is complete under the lock: a panicked
+        // holder cannot have left it half-changed.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The pool, as the reader sees it.
+pub(crate) struct Pool<W> {
+    sh: Arc<Shared<W>>,
+}
+
+impl<W: Write + Send + 'static> Pool<W> {
+    /// A pool with no workers yet, serving `fs` and answering on `out`.
+    pub(crate) fn new(fs: Fs, out: W) -> Pool<W> {
+        let queue = Queue {
+            jobs: VecDeque::new(),
+            idle: 0,
+            workers: 0,
+            spare: Vec::new(),
+        };
+        Pool {
+            sh: Arc::new(Shared {
+                fs,
+                queue: Mutex::new(queue),
+                ready: Condvar::new(),
+                out: Mutex::new(out),
+            }),
+        }
+    }
+
+    /// Writes one response frame from the reader's side (the handshake).
+    pub(crate) fn reply(&self, id: u64, resp: &Response<'_>) {
+        send(&self.sh.out, id, resp, &mut Vec::new());
+    }
+
+    /// Starts the first workers.
+    pub(crate) fn start(&self) {
+        for _ in 0..START_WORKERS {
+            if spawn_worker(&self.sh) {
+                self.sh.queue().workers += 1;
+            }
+        }
+    }
+
+    /// A buffer to read the next frame into.
+    pub(crate) fn spare_buffer(&self) -> Vec<u8> {
+        self.sh.queue().spare.pop().unwrap_or_default()
+    }
+
+    /// Queues a request frame, adding a worker if none is idle.
+    pub(crate) fn submit(&self, id: u64, frame: Vec<u8>) {
+        let grow = {
+            let mut q = self.sh.queue();
+            q.jobs.push_back(Job { id, frame });
+            let grow = q.idle < q.jobs.len() && q.workers < MAX_WORKERS;
+            if grow {
+                q.workers += 1;
+            }
+            grow
+        };
+        self.sh.ready.notify_one();
+        if grow && !spawn_worker(&self.sh) {
+            self.sh.queue().workers -= 1;
+        }
+    }
+}
+
+fn spawn_worker<W: Write + Send + 'static>(sh: &Arc<Shared<W>>) -> bool {
+    let sh2 = sh.clone();
+    std::thread::Builder::new()
+        .name("worker".into())
+        .stack_size(256 * 1024)
+        .spawn(move || worker(&sh2))
+        .is_ok()
+}
+
+/// A worker's life: take a job, run it, hand its buffer back.
+fn worker<W: Write>(sh: &Shared<W>) {
+    let mut data = Vec::new();
+    let mut scratch = Vec::new();
+    loop {
+        let job = next_job(sh);
+        run(sh, &job, &mut data, &mut scratch);
+        // Keep big buffers from growing without bound across requests.
+        if data.capacity() > 2 * MAX_IO as usize {
+            data = Vec::new();
+        }
+        let mut q = sh.queue();
+        if q.spare.len() < 2 * MAX_WORKERS {
+            q.spare.push(job.frame);
+        }
+    }
+}
+
+/// Waits, counted as idle, for the next job.
+fn next_job<W>(sh: &Shared<W>) -> Job {
+    let mut q = sh.queue();
+    q.idle += 1;
+    while q.jobs.is_empty() {
+        q = sh.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+    }
+    q.idle -= 1;
+    q.jobs.pop_front().expect("not empty")
+}
+
+/// Decodes and runs one request and sends its response; a forget has none.
+fn run<W: Write>(sh: &Shared<W>, job: &Job, data: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+    let resp = match frame::decode::<Request<'_>>(&job.frame) {
+        Ok(Request::Forget { nodes }) => {
+            sh.fs.forget(&nodes);
+            return;
+        }
+        Ok(req) => sh.fs.handle(req, data),
+        Err(e) => {
+            eprintln!("dockerfuse-satellite: bad request {}: {e}", job.id);
+            Response::Error(Errno::EPROTO.0)
+        }
+    };
+    send(&sh.out, job.id, &resp, scratch);
+}
+
+/// Writes one response frame; a failed write means the host is gone.
+fn send<W: Write>(out: &Mutex<W>, id: u64, resp: &Response<'_>, scratch: &mut Vec<u8>) {
+    scratch.clear();
+    if let Err(e) = frame::encode(id, resp, scratch) {
+        eprintln!("dockerfuse-satellite: cannot encode reply {id}: {e}");
+        scratch.clear();
+        frame::encode(id, &Response::Error(Errno::EIO.0), scratch).expect("a small frame encodes");
+    }
+    let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+    if w.write_all(scratch).and_then(|_| w.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
