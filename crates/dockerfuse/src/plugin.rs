@@ -55,7 +55,7 @@ pub fn metadata() -> String {
         "Vendor": "dockerfuse",
         "Version": env!("CARGO_PKG_VERSION"),
         "ShortDescription": "Mount a container's filesystem on the host (FUSE)",
-        "URL": "https://github.com/dockerfuse/dockerfuse",
+        "URL": env!("CARGO_PKG_REPOSITORY"),
     })
     .to_string()
 }
