@@ -1,7 +1,7 @@
 //! The `dockerfuse` command; everything lives in the library.
 
 use dockerfuse::cli::Cli;
-use dockerfuse::{daemon, error, logging, mount, satellites::Arch, signals};
+use dockerfuse::{daemon, error, logging, mount, satellites, signals};
 
 fn main() {
     let cli = Cli::parse_args();
@@ -12,9 +12,7 @@ fn main() {
             dockerfuse_proto::PROTOCOL_VERSION
         );
         if cli.debug {
-            for a in Arch::ALL {
-                println!("satellite {a}: {} bytes", a.binary().len());
-            }
+            print!("{}", satellites::report());
         }
         return;
     }

@@ -140,13 +140,16 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
             )));
         }
         let native = engine.native_arch().await;
-        let image = container.image_arch.as_deref().and_then(Arch::parse);
-        if cli.satellite_arch.is_none() && native.is_none() && image.is_none() {
-            return Err(Error::setup(format!(
-                "unsupported architecture: the engine and image {} are neither amd64 nor arm64",
-                container.image_arch.as_deref().unwrap_or("(unknown)")
-            )));
-        }
+        let image = container
+            .image_arch
+            .as_deref()
+            .and_then(|a| Arch::parse_with_variant(a, container.image_variant.as_deref()));
+        let archs = satellites::candidates(cli.satellite_arch, native, image).map_err(|why| {
+            Error::setup(format!(
+                "{why} (image architecture: {})",
+                container.image_arch.as_deref().unwrap_or("unknown")
+            ))
+        })?;
         let dirs = match &cli.satellite_dir {
             Some(d) => vec![d.clone()],
             None => UPLOAD_DIRS.iter().map(|s| s.to_string()).collect(),
@@ -154,7 +157,7 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         let launch = Launch {
             engine: &engine,
             container: &container.id,
-            archs: satellites::candidates(cli.satellite_arch, native, image),
+            archs,
             dirs,
             user: &cli.user,
             root: &cli.path,
