@@ -166,38 +166,48 @@ fn targets_with_std<'a>(wanted: &[&'a Satellite], require_all: bool) -> Vec<&'a 
         .copied()
         .filter(|s| !has_std(&root, s.triple))
         .collect();
-    let mut rustup_said = String::new();
-    if !missing.is_empty() {
-        // One at a time: a target the dist server lacks must not keep the
-        // others from being added.
-        for s in &missing {
-            let mut cmd = Command::new("rustup");
-            cmd.args(["target", "add", s.triple]);
-            // Set by the rustup proxy that started cargo: add the target
-            // to the toolchain in use, not to the default one.
-            if let Some(t) = env::var_os("RUSTUP_TOOLCHAIN") {
-                cmd.arg("--toolchain").arg(t);
+    // Why each missing target could not be added, by triple.
+    let mut why_not: Vec<(&str, String)> = Vec::new();
+    let mut rustup_missing = false;
+    // One at a time: a target the dist server lacks must not keep the
+    // others from being added.
+    for s in &missing {
+        if rustup_missing {
+            why_not.push((s.triple, "rustup is not installed".into()));
+            continue;
+        }
+        let mut cmd = Command::new("rustup");
+        cmd.args(["target", "add", s.triple]);
+        // Set by the rustup proxy that started cargo: add the target to
+        // the toolchain in use, not to the default one.
+        if let Some(t) = env::var_os("RUSTUP_TOOLCHAIN") {
+            cmd.arg("--toolchain").arg(t);
+        }
+        match cmd.output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                let text = String::from_utf8_lossy(&o.stderr);
+                let first = text
+                    .lines()
+                    .find(|l| l.contains("error"))
+                    .unwrap_or("failed")
+                    .trim()
+                    .to_owned();
+                why_not.push((s.triple, format!("`rustup target add` said: {first}")));
             }
-            match cmd.output() {
-                Ok(o) if o.status.success() => {}
-                Ok(o) => {
-                    let text = String::from_utf8_lossy(&o.stderr);
-                    let first = text
-                        .lines()
-                        .find(|l| l.contains("error"))
-                        .unwrap_or("failed");
-                    let _ = writeln!(rustup_said, "  rustup target add {}: {first}", s.triple);
-                }
-                Err(e) => {
-                    let _ = writeln!(
-                        rustup_said,
-                        "  rustup target add {}: cannot run rustup ({e})",
-                        s.triple
-                    );
-                }
+            Err(e) => {
+                rustup_missing = e.kind() == std::io::ErrorKind::NotFound;
+                why_not.push((s.triple, format!("cannot run rustup: {e}")));
             }
         }
     }
+    let why = |triple: &str| {
+        why_not
+            .iter()
+            .find(|(t, _)| *t == triple)
+            .map(|(_, w)| w.clone())
+            .unwrap_or_else(|| "not installed".into())
+    };
     let root = sysroot();
     let mut ok = Vec::new();
     for s in wanted {
@@ -205,10 +215,11 @@ fn targets_with_std<'a>(wanted: &[&'a Satellite], require_all: bool) -> Vec<&'a 
             ok.push(*s);
         } else if s.required || require_all {
             panic!(
-                "the Rust standard library for {t} is not installed and could not be added:\n\
-                 {rustup_said}Install it with `rustup target add {t}` (or your distribution's \
+                "the Rust standard library for {t} is not installed and could not be added \
+                 ({why}). Install it with `rustup target add {t}` (or your distribution's \
                  rust-std package for {t}), or set {var} to a prebuilt static satellite.",
                 t = s.triple,
+                why = why(s.triple),
                 var = s.var()
             );
         } else {
@@ -217,11 +228,7 @@ fn targets_with_std<'a>(wanted: &[&'a Satellite], require_all: bool) -> Vec<&'a 
                  This build mounts containers on such engines only when another satellite runs there.",
                 s.name,
                 s.triple,
-                rustup_said
-                    .lines()
-                    .find(|l| l.contains(s.triple))
-                    .map(str::trim)
-                    .unwrap_or("not installed"),
+                why(s.triple),
             );
         }
     }
