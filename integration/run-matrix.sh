@@ -6,6 +6,11 @@
 #                   pair in the matrix (amd64|arm64 x amd64|arm64)
 #   busybox         core again on busybox:<carch> (static busybox, no libc),
 #                   satellite <carch> (off with DOCKERFUSE_TEST_BUSYBOX=0)
+#   arches          the short arch scenario (scenarios/arch.sh) on busybox:<tag>
+#                   for each tag of DOCKERFUSE_TEST_ARCHES, with the satellite
+#                   of that arch forced; for an arch this build has no
+#                   satellite for: that forcing it fails plainly and the
+#                   automatic choice mounts
 #   container-stop  once per container arch, on a fresh container
 #   errors          once
 #   cli-plugin      once: `docker mount` through the real docker CLI (plugin
@@ -43,7 +48,7 @@
 #   DOCKERFUSE                  the dockerfuse binary (required)
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
-#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors faults
+#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox arches container-stop errors faults
 #                               cli-plugin mount-helper list-unmount completions
 #                               ssh-engine
 #                               differential programs posix
@@ -52,6 +57,8 @@
 #                               real-podman
 #                               engine-restart (restarts dockerd; runs last)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
+#   DOCKERFUSE_TEST_ARCHES      busybox image tags for `arches` (default:
+#                               386 armv7 armv6 ppc64le s390x)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
 #   DFIT_DIFF_OPS, DFIT_DIFF_SEED: see scenarios/differential.sh
@@ -74,7 +81,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -84,11 +91,11 @@ for pair in "${MATRIX[@]}"; do
 done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
-	core | busybox | container-stop | errors | faults | engine-restart) ;;
+	core | busybox | arches | container-stop | errors | faults | engine-restart) ;;
 	cli-plugin | mount-helper | list-unmount | completions | ssh-engine) ;;
 	differential | programs | posix) ;;
 	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox arches container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -112,6 +119,19 @@ for kind in alpine busybox; do
 	done
 done
 
+# The arches scenario: image tag -> the satellite's --satellite-arch name.
+declare -A ARCH_SATELLITE=([386]=386 [armv7]=arm/v7 [armv6]=arm/v6 [ppc64le]=ppc64le
+	[riscv64]=riscv64 [s390x]=s390x [amd64]=amd64 [arm64]=arm64)
+read -r -a TEST_ARCHES <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_ARCHES:-386 armv7 armv6 ppc64le s390x}")"
+if want arches; then
+	for t in "${TEST_ARCHES[@]}"; do
+		[ -n "${ARCH_SATELLITE[$t]:-}" ] || die "unknown arch '$t' in DOCKERFUSE_TEST_ARCHES (${!ARCH_SATELLITE[*]})"
+		docker image inspect "dockerfuse-test/busybox:$t" >/dev/null 2>&1 ||
+			die "image dockerfuse-test/busybox:$t missing: run integration/setup-engine.sh"
+	done
+	# The satellites this dockerfuse carries ("satellite NAME (TARGET): ...").
+	EMBEDDED=$("$DOCKERFUSE" -version -debug | awk '$1 == "satellite" && $3 ~ /^\(/ { sub(/:$/, "", $2); print $2 }')
+fi
 # --- state and cleanup -------------------------------------------------------------------
 RUN_ID=$$
 LABEL=dfit.run=$RUN_ID
@@ -253,6 +273,18 @@ fi
 if want busybox; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-busybox-$c" "core busybox:$c satellite $c" core "dockerfuse-test/busybox:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want arches; then
+	for t in "${TEST_ARCHES[@]}"; do
+		sat=${ARCH_SATELLITE[$t]}
+		if grep -qx "$sat" <<<"$EMBEDDED"; then
+			with_container "dfit-arch-$t" "arch busybox:$t satellite $sat" arch \
+				"dockerfuse-test/busybox:$t" SATELLITE_ARCH="$sat" DFIT_BIG_MIB=16
+		else
+			with_container "dfit-arch-$t" "arch busybox:$t (no $sat satellite: auto)" arch \
+				"dockerfuse-test/busybox:$t" SATELLITE_ARCH= MISSING_ARCH="$sat" DFIT_BIG_MIB=16
+		fi
 	done
 fi
 if want container-stop; then

@@ -213,14 +213,17 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         .with_hint(format!("start it first: docker start {id}")));
     }
     let native = engine.native_arch().await;
-    let image = container.image_arch.as_deref().and_then(Arch::parse);
-    if cli.satellite_arch.is_none() && native.is_none() && image.is_none() {
-        return Err(Error::setup(format!(
-            "unsupported architecture: the engine and image {} are neither amd64 nor arm64",
-            container.image_arch.as_deref().unwrap_or("(unknown)")
+    let image = container
+        .image_arch
+        .as_deref()
+        .and_then(|a| Arch::parse_with_variant(a, container.image_variant.as_deref()));
+    let archs = satellites::candidates(cli.satellite_arch, native, image).map_err(|why| {
+        Error::setup(format!(
+            "{why} (image architecture: {})",
+            container.image_arch.as_deref().unwrap_or("unknown")
         ))
-        .with_hint("force one with --satellite-arch amd64 or --satellite-arch arm64"));
-    }
+        .with_hint("force one that can run in the container with --satellite-arch")
+    })?;
     let dirs = match &cli.satellite_dir {
         Some(d) => vec![d.clone()],
         None => UPLOAD_DIRS.iter().map(|s| s.to_string()).collect(),
@@ -228,7 +231,7 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
     let launch = Launch {
         engine: &engine,
         container: &container.id,
-        archs: satellites::candidates(cli.satellite_arch, native, image),
+        archs,
         dirs,
         user: &cli.user,
         root: &target.path,
