@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub(crate) mod fs;
 pub(crate) mod fuse;
+pub(crate) mod groups;
 pub mod launch;
 pub mod logging;
 pub mod mount;

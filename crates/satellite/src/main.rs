@@ -13,6 +13,7 @@ mod handles;
 mod ident;
 mod nodes;
 mod ops;
+mod privs;
 mod server;
 mod sys;
 

@@ -414,11 +414,16 @@ impl Fs {
                 }
                 Response::Ok
             }
-            R::As { uid, gid, req } => {
+            R::As {
+                uid,
+                gid,
+                groups,
+                req,
+            } => {
                 if matches!(*req, R::As { .. } | R::Forget { .. }) {
                     return Err(Errno::EINVAL);
                 }
-                let _as = self.ident.switch(uid, gid)?;
+                let _as = self.ident.switch(uid, gid, &groups)?;
                 return self.dispatch(*req, buf);
             }
             R::Hello(_) | R::Shutdown => return Err(Errno::EINVAL),
@@ -485,6 +490,8 @@ impl Fs {
                 a.uid.unwrap_or(u32::MAX),
                 a.gid.unwrap_or(u32::MAX),
             )?;
+        } else if *a == SetAttr::default() {
+            crate::privs::empty_setattr(n.raw())?;
         }
         if let Some(size) = a.size {
             match file_fd {

@@ -14,7 +14,8 @@
 //! * readdirplus references: entries the kernel did not take are forgotten
 //!   ([`listing`]);
 //! * symlink targets are rewritten both ways when asked ([`links`]);
-//! * the caller's identity rides with each request when asked ([`caller`]).
+//! * the caller's identity (uid, gid, groups) rides with each request when
+//!   asked ([`caller`]).
 
 mod caller;
 mod links;
@@ -32,7 +33,7 @@ use std::time::Duration;
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
 use dockerfuse_proto::{Request, Response};
 
-pub(crate) use caller::{with_caller, CallerGuard};
+pub(crate) use caller::{with_caller, Caller, CallerGuard};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
@@ -109,10 +110,11 @@ impl<T: Transport> Core<T> {
     /// requests per caller.
     fn send(&self, req: &Request<'_>, done: Done) {
         match self.opts.per_caller.then(caller::current).flatten() {
-            Some((uid, gid)) => self.rpc.call(
+            Some(c) => self.rpc.call(
                 &Request::As {
-                    uid,
-                    gid,
+                    uid: c.uid,
+                    gid: c.gid,
+                    groups: c.groups.to_vec(),
                     req: Box::new(req.clone()),
                 },
                 done,

@@ -267,7 +267,11 @@ fn links_are_shown_and_stored_in_the_right_terms() {
 fn requests_carry_the_caller_when_asked_and_forget_never_does() {
     let (c, seen) = core(|_| Response::Ok);
     {
-        let _as = with_caller(1000, 100);
+        let _as = with_caller(Caller {
+            uid: 1000,
+            gid: 100,
+            groups: vec![10, 20].into(),
+        });
         c.unlink(1, b"x", Box::new(|_| {}));
         c.forget(vec![(5, 1)]);
     }
@@ -275,7 +279,8 @@ fn requests_carry_the_caller_when_asked_and_forget_never_does() {
     let seen = seen.lock().unwrap();
     assert!(matches!(
         &seen[0],
-        Request::As { uid: 1000, gid: 100, req } if matches!(**req, Request::Unlink { .. })
+        Request::As { uid: 1000, gid: 100, groups, req }
+            if groups == &[10, 20] && matches!(**req, Request::Unlink { .. })
     ));
     assert!(matches!(seen[1], Request::Forget { .. }));
     assert!(matches!(seen[2], Request::Unlink { .. }));
