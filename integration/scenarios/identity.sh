@@ -8,8 +8,7 @@
 #   - setuid/setgid cleared, never EPERM, when it writes, truncates or
 #     O_TRUNC-opens a file of someone else that it may write;
 #   - chown of its own setuid/setgid files clears the bits by Linux's rules
-#     (setgid only when group-executable or not its group; directories keep
-#     them);
+#     (setgid only when group-executable; directories keep them);
 #   - search permission on the directories above a name is checked also
 #     while the names below are cached.
 #
