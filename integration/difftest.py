@@ -181,6 +181,11 @@ def gen_id_op(r, known):
     op = gen_op(r, known)
     if op[0] == "chown":
         op = ["chown", op[1], r.choice(ids), r.choice(gids), op[4]]
+        if op[2] == op[3] == -1:
+            # Known, documented: chown(f, -1, -1) of a setuid/setgid file the
+            # user does not own succeeds without effect through the mount
+            # (EPERM on Linux); see docs/SEMANTICS.md, Identity.
+            op[3] = gid
     elif op[0] == "chmod" and r.random() < 0.5:
         op = ["chmod", op[1], r.choice([0o6777, 0o2777, 0o4755, 0o2775, 0o2767, 0o777])]
     elif op[0] in ("mkdir", "create") and r.random() < 0.3:

@@ -52,6 +52,31 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// Runs `f` with the satellite's own credentials when the thread is
+    /// switched to a caller, then switches back. For what the kernel gates
+    /// on the host already: the entries of a readdirplus in a directory the
+    /// caller may read but not search (direct access lists those names; the
+    /// host kernel checks search permission on every path walk to them).
+    pub fn as_self<R>(&self, f: impl FnOnce() -> R) -> R {
+        let (uid, gid) = sys::thread_fs_ids();
+        if !self.root || (uid == 0 && gid == 0) {
+            return f();
+        }
+        let groups = sys::getgroups();
+        let restore = |ok: Result<(), Errno>| {
+            if ok.is_err() {
+                eprintln!("dockerfuse-satellite: cannot switch credentials; exiting");
+                std::process::exit(1);
+            }
+        };
+        restore(sys::set_thread_fs_ids(0, 0).and_then(|_| sys::set_thread_groups(&self.groups)));
+        let r = f();
+        restore(sys::set_thread_groups(&groups).and_then(|_| sys::set_thread_fs_ids(uid, gid)));
+        r
+    }
+}
+
 /// Restores root's filesystem ids and groups on drop.
 pub struct Switched<'a> {
     id: Option<&'a Identity>,

@@ -549,7 +549,13 @@ impl Fs {
                 used += need;
                 let dot = e.name == b"." || e.name == b"..";
                 let entry = if plus && !dot {
-                    self.lookup_at(d.node, fd, e.name).ok()
+                    match self.lookup_at(d.node, fd, e.name) {
+                        Err(Errno::EACCES) => self
+                            .ident
+                            .as_self(|| self.lookup_at(d.node, fd, e.name))
+                            .ok(),
+                        r => r.ok(),
+                    }
                 } else {
                     None
                 };
