@@ -10,7 +10,10 @@
 #   - chown of its own setuid/setgid files clears the bits by Linux's rules
 #     (setgid only when group-executable; directories keep them);
 #   - search permission on the directories above a name is checked also
-#     while the names below are cached.
+#     while the names below are cached; a readable, unsearchable directory
+#     lists its names;
+#   - with --writeback-cache too, a non-owner's write, touch and truncate
+#     work and an explicit time stays refused.
 #
 # Environment (required): DOCKERFUSE, CONTAINER, SATELLITE_ARCH, WORKDIR.
 # Runs as root (setpriv for the user). Writes only below
@@ -176,7 +179,29 @@ check "the user reaches it through its supplementary group" as_user cat "$H/sp/s
 check_not "but cannot list the directory (no r)" as_user ls "$H/sp"
 check "the directory moves to group 2002" chgrp 2002 "$H/sp"
 check_not "the user no longer reaches the name below" as_user cat "$H/sp/sub/f"
+check "root leaves it readable but not searchable (0754)" chmod 754 "$H/sp"
+cap got as_user ls "$H/sp"
+assert_eq "the user lists its names (r without x), as directly" "sub" "$got"
+check_not "but cannot stat them" as_user stat "$H/sp/sub"
 
 check "fusermount3 -u" fusermount3 -u "$MNT"
 check "dockerfuse exits after the unmount" wait_until 20 pid_gone "$DF_PID"
+
+# --- with the writeback cache -------------------------------------------------------------
+check "a root file everyone may write" dx sh -c "echo data >$T/wb && chmod 666 $T/wb"
+mount_daemon "$MNT" --allow-other --writeback-cache
+if [ "$DF_STATUS" -ne 0 ] || ! is_fuse_mounted "$MNT"; then
+	fail "dockerfuse -daemonize --allow-other --writeback-cache mounts (exit $DF_STATUS)"
+	show_file "dockerfuse output" "$DF_OUT"
+	stop_here
+fi
+pass "dockerfuse -daemonize --allow-other --writeback-cache mounts"
+check "the user writes it and closes it (the kernel's mtime is not refused)" as_user sh -c "echo more >>'$H/wb'"
+check "the user touches it (write permission suffices for now)" as_user touch "$H/wb"
+check "the user truncates it" as_user truncate -s 2 "$H/wb"
+cap got dx sh -c "stat -c '%s %u' $T/wb"
+assert_eq "the container has the truncated file, still root's" "2 0" "$got"
+check_not "the user may not set an explicit time" as_user touch -d 2001-01-01 "$H/wb"
+check "fusermount3 -u (writeback)" fusermount3 -u "$MNT"
+check "dockerfuse exits after the unmount (writeback)" wait_until 20 pid_gone "$DF_PID"
 finish
