@@ -750,6 +750,42 @@ fn requests_as_a_caller_carry_its_groups() {
     let mode = std::fs::metadata(p("suid")).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o777, "setuid and setgid cleared by the write");
 
+    // A directory the caller may read but not search: readdirplus still
+    // gives its entries (the host kernel checks search permission on the
+    // walks to them).
+    std::fs::create_dir(p("ronly")).unwrap();
+    std::fs::write(p("ronly/inner"), b"i").unwrap();
+    std::fs::set_permissions(p("ronly"), PermissionsExt::from_mode(0o754)).unwrap();
+    let ronly = node(&mut s, "ronly");
+    assert_eq!(
+        s.call(as_user(
+            &[],
+            Request::Lookup {
+                parent: ronly,
+                name: name("inner"),
+            }
+        )),
+        Response::Error(libc::EACCES)
+    );
+    let dh = match s.call(as_user(&[], Request::OpenDir { node: ronly })) {
+        Response::Opened { fh } => fh,
+        other => panic!("expected an open directory, got {other:?}"),
+    };
+    let listed = s.call(as_user(
+        &[],
+        Request::ReadDir {
+            fh: dh,
+            offset: 0,
+            size: 4096,
+            plus: true,
+        },
+    ));
+    let Response::Dir(entries) = listed else {
+        panic!("expected entries, got {listed:?}");
+    };
+    let inner = entries.iter().find(|e| &e.name[..] == b"inner").unwrap();
+    assert!(inner.entry.is_some());
+
     // The worker is root again, with root's groups.
     assert!(matches!(s.call(open(grp)), Response::Opened { .. }));
 }
