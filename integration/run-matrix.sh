@@ -35,6 +35,10 @@
 #   posix           once per container arch (satellite of the same arch):
 #                   --allow-other identity, st_ino, statfs, ns times, O_APPEND,
 #                   locks, a 100,000-entry directory
+#   identity        once per container arch (satellite of the same arch):
+#                   --allow-other as a user with supplementary groups: group
+#                   rights, chgrp, setuid/setgid clearing, search permission
+#                   above cached names, against direct access
 #
 # Each scenario runs in its own process under a watchdog, on containers
 # named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
@@ -51,7 +55,7 @@
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox arches container-stop errors faults
 #                               cli-plugin mount-helper list-unmount completions
 #                               ssh-engine
-#                               differential programs posix
+#                               differential programs posix identity
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
 #                               real-podman
@@ -81,7 +85,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix identity $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -93,9 +97,9 @@ for s in "${SCENARIOS[@]}"; do
 	case "$s" in
 	core | busybox | arches | container-stop | errors | faults | engine-restart) ;;
 	cli-plugin | mount-helper | list-unmount | completions | ssh-engine) ;;
-	differential | programs | posix) ;;
+	differential | programs | posix | identity) ;;
 	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox arches container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox arches container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix identity engine-restart $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -328,6 +332,11 @@ fi
 if want posix; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-posix-$c" "posix alpine:$c satellite $c" posix "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want identity; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-ident-$c" "identity alpine:$c satellite $c" identity "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
 	done
 fi
 # The real-* scenarios start their own containers (dfreal-*, labelled).

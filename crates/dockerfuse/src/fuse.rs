@@ -18,17 +18,21 @@ use fuser::{
 };
 
 use crate::fs::{Attr, CallerGuard, Core, Errno, Lookup, SetAttr, SetTime, Transport, Xattr};
+use crate::groups::CallerGroups;
 
 type FuseRequest = fuser::Request;
 
 /// The fuser `Filesystem` of one mount.
 pub(crate) struct FuseFs<T: Transport> {
     core: Core<T>,
+    /// Callers' supplementary groups (with `--allow-other` only).
+    groups: Option<CallerGroups>,
 }
 
 impl<T: Transport> FuseFs<T> {
     pub(crate) fn new(core: Core<T>) -> Self {
-        FuseFs { core }
+        let groups = core.options().per_caller.then(CallerGroups::default);
+        FuseFs { core, groups }
     }
 
     fn ttl(&self) -> Duration {
@@ -38,10 +42,12 @@ impl<T: Transport> FuseFs<T> {
     /// Makes the kernel request's user the caller of what this thread
     /// sends next (only used with `--allow-other`; see fs::with_caller).
     fn caller(&self, req: &FuseRequest) -> Option<CallerGuard> {
-        self.core
-            .options()
-            .per_caller
-            .then(|| crate::fs::with_caller(req.uid(), req.gid()))
+        let groups = self.groups.as_ref()?;
+        Some(crate::fs::with_caller(groups.caller(
+            req.pid(),
+            req.uid(),
+            req.gid(),
+        )))
     }
 }
 
@@ -169,6 +175,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             | InitFlags::FUSE_ASYNC_DIO;
         if self.core.options().writeback {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        if self.core.options().per_caller {
+            // Writes, truncations and chowns are performed as the caller,
+            // whose missing CAP_FSETID makes the container's kernel clear
+            // setuid/setgid itself. Without this flag the kernel would
+            // send a chmod first, which only the owner may make.
+            wanted |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         }
         let available = config.capabilities();
         let missing = wanted & !available;

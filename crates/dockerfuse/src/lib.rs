@@ -26,6 +26,7 @@ pub mod engine;
 pub mod error;
 pub(crate) mod fs;
 pub(crate) mod fuse;
+pub(crate) mod groups;
 pub mod helper;
 pub mod kernel_mount;
 pub mod launch;

@@ -212,14 +212,15 @@ pub enum Request<'a> {
     },
     /// Ends the satellite.
     Shutdown,
-    /// Runs `req` as host user `uid`/`gid` (with `--allow-other`): a root
-    /// satellite switches the worker thread's fsuid/fsgid (per thread, so
-    /// the pool serves several callers at once) and drops its
-    /// supplementary groups for the request. Never nested; never wraps a
-    /// forget.
+    /// Runs `req` as host user `uid`/`gid` with supplementary `groups`
+    /// (with `--allow-other`): a root satellite switches the worker
+    /// thread's fsuid, fsgid and groups (per thread, so the pool serves
+    /// several callers at once) for the request. At most [`crate::MAX_GROUPS`]
+    /// groups (more is EINVAL). Never nested; never wraps a forget.
     As {
         uid: u32,
         gid: u32,
+        groups: Vec<u32>,
         req: Box<Request<'a>>,
     },
 }
@@ -485,9 +486,15 @@ impl Request<'_> {
                 paths: paths.into_iter().map(own).collect(),
             },
             Shutdown => Shutdown,
-            As { uid, gid, req } => As {
+            As {
                 uid,
                 gid,
+                groups,
+                req,
+            } => As {
+                uid,
+                gid,
+                groups,
                 req: Box::new(req.into_owned()),
             },
         }
@@ -548,6 +555,7 @@ mod tests {
         round_trip_req(Request::As {
             uid: 1000,
             gid: 100,
+            groups: vec![10, 20, 65534],
             req: Box::new(Request::Mkdir {
                 parent: 1,
                 name: b"d".as_slice().into(),
@@ -694,6 +702,7 @@ mod tests {
             Request::As {
                 uid: 1,
                 gid: 1,
+                groups: vec![2, 3],
                 req: Box::new(Request::Shutdown),
             },
         ]

@@ -22,6 +22,7 @@ mod ident;
 mod nodes;
 mod ops;
 mod pool;
+mod privs;
 mod server;
 mod sys;
 

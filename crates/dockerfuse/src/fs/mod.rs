@@ -14,7 +14,8 @@
 //! * readdirplus references: entries the kernel did not take are forgotten
 //!   ([`listing`]);
 //! * symlink targets are rewritten both ways when asked ([`links`]);
-//! * the caller's identity rides with each request when asked ([`caller`]).
+//! * the caller's identity (uid, gid, groups) rides with each request when
+//!   asked ([`caller`]).
 
 mod caller;
 mod links;
@@ -34,7 +35,7 @@ use std::time::Duration;
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
 use dockerfuse_proto::{Request, Response};
 
-pub(crate) use caller::{with_caller, CallerGuard};
+pub(crate) use caller::{with_caller, Caller, CallerGuard};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
@@ -110,11 +111,21 @@ impl<T: Transport> Core<T> {
     /// Sends `req`, wrapped as the current caller's when the mount performs
     /// requests per caller.
     fn send(&self, req: &Request<'_>, done: Done) {
-        match self.opts.per_caller.then(caller::current).flatten() {
-            Some((uid, gid)) => self.rpc.call(
+        self.send_as(req, done, true)
+    }
+
+    /// Sends `req` as the current caller's when `as_caller` (and the mount
+    /// performs requests per caller), else as the satellite's own.
+    fn send_as(&self, req: &Request<'_>, done: Done, as_caller: bool) {
+        let caller = (as_caller && self.opts.per_caller)
+            .then(caller::current)
+            .flatten();
+        match caller {
+            Some(c) => self.rpc.call(
                 &Request::As {
-                    uid,
-                    gid,
+                    uid: c.uid,
+                    gid: c.gid,
+                    groups: c.groups.to_vec(),
                     req: Box::new(req.clone()),
                 },
                 done,
@@ -183,21 +194,71 @@ impl<T: Transport> Core<T> {
         self.call_attr(Request::GetAttr { node, fh }, node, cb)
     }
 
+    /// With the writeback cache the kernel keeps a written file's mtime
+    /// itself and always sends it as an explicit time: alone on close and
+    /// fsync, with the new size on a truncation, in place of "now" in a
+    /// utimensat. Setting an explicit time needs the owner, where the write,
+    /// truncation or "now" needed only write permission, which the kernel
+    /// has checked (`default_permissions`; it also refuses an explicit time
+    /// from anyone but the owner). So the mtime is sent as the satellite's,
+    /// as without `--allow-other`, after the rest of the setattr succeeded
+    /// as the caller.
     pub(crate) fn setattr(&self, node: u64, fh: Option<u64>, attr: SetAttr, cb: Cb<Attr>) {
-        self.call_attr(Request::SetAttr { node, fh, attr }, node, cb)
+        let kernel_mtime = self.opts.writeback
+            && self.opts.per_caller
+            && matches!(attr.mtime, Some(SetTime::At { .. }));
+        if !kernel_mtime {
+            return self.call_attr(Request::SetAttr { node, fh, attr }, node, cb);
+        }
+        let mtime = SetAttr {
+            mtime: attr.mtime,
+            ..Default::default()
+        };
+        // A utimensat(now, now), which needs only write permission, reaches
+        // here as (now, explicit): the caller's part stays (now, now), as
+        // (now, omit) would need the owner.
+        let rest = SetAttr {
+            mtime: (attr.atime == Some(SetTime::Now)).then_some(SetTime::Now),
+            ..attr
+        };
+        if rest == SetAttr::default() {
+            let req = Request::SetAttr {
+                node,
+                fh,
+                attr: mtime,
+            };
+            return self.send_attr(req, node, cb, false);
+        }
+        let rpc = self.rpc.clone();
+        let then_mtime: Cb<Attr> = Box::new(move |r| match r {
+            Ok(_) => {
+                let req = Request::SetAttr {
+                    node,
+                    fh,
+                    attr: mtime,
+                };
+                rpc.call(&req, attr_done(node, cb))
+            }
+            Err(e) => cb(Err(e)),
+        });
+        self.call_attr(
+            Request::SetAttr {
+                node,
+                fh,
+                attr: rest,
+            },
+            node,
+            then_mtime,
+        )
     }
 
     /// getattr/setattr: the attributes, reported under `node`.
     fn call_attr(&self, req: Request<'_>, node: u64, cb: Cb<Attr>) {
-        self.send(
-            &req,
-            Box::new(move |r| {
-                cb(r.and_then(replies::attr).map(|mut a| {
-                    a.ino = node;
-                    a
-                }))
-            }),
-        );
+        self.send_attr(req, node, cb, true)
+    }
+
+    fn send_attr(&self, req: Request<'_>, node: u64, cb: Cb<Attr>, as_caller: bool) {
+        self.send_as(&req, attr_done(node, cb), as_caller);
     }
 
     pub(crate) fn readlink(&self, node: u64, cb: BytesCb) {
@@ -542,4 +603,15 @@ impl<T: Transport> Core<T> {
         let name = name.into();
         self.call(Request::RemoveXattr { node, name }, replies::ok, cb)
     }
+}
+
+/// The completion of a getattr/setattr: the attributes, reported under
+/// `node`.
+fn attr_done(node: u64, cb: Cb<Attr>) -> Done {
+    Box::new(move |r| {
+        cb(r.and_then(replies::attr).map(|mut a| {
+            a.ino = node;
+            a
+        }))
+    })
 }

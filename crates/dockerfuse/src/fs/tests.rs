@@ -267,7 +267,11 @@ fn links_are_shown_and_stored_in_the_right_terms() {
 fn requests_carry_the_caller_when_asked_and_forget_never_does() {
     let (c, seen) = core(|_| Response::Ok);
     {
-        let _as = with_caller(1000, 100);
+        let _as = with_caller(Caller {
+            uid: 1000,
+            gid: 100,
+            groups: vec![10, 20].into(),
+        });
         c.unlink(1, b"x", Box::new(|_| {}));
         c.forget(vec![(5, 1)]);
     }
@@ -275,10 +279,68 @@ fn requests_carry_the_caller_when_asked_and_forget_never_does() {
     let seen = seen.lock().unwrap();
     assert!(matches!(
         &seen[0],
-        Request::As { uid: 1000, gid: 100, req } if matches!(**req, Request::Unlink { .. })
+        Request::As { uid: 1000, gid: 100, groups, req }
+            if groups == &[10, 20] && matches!(**req, Request::Unlink { .. })
     ));
     assert!(matches!(seen[1], Request::Forget { .. }));
     assert!(matches!(seen[2], Request::Unlink { .. }));
+}
+
+#[test]
+fn the_kernels_mtime_flush_is_not_sent_as_the_caller() {
+    let mut o = opts();
+    o.writeback = true;
+    let (c, seen) = core_with(|_| Response::Attr(Attr::default()), o);
+    let mtime = |mtime| SetAttr {
+        mtime: Some(mtime),
+        ..Default::default()
+    };
+    let at = SetTime::At { sec: 5, nsec: 6 };
+    {
+        let _as = with_caller(Caller {
+            uid: 1000,
+            gid: 100,
+            groups: vec![].into(),
+        });
+        // The kernel's flush: an explicit mtime alone, with or without the
+        // open file.
+        c.setattr(3, Some(7), mtime(at), Box::new(|_| {}));
+        c.setattr(3, None, mtime(at), Box::new(|_| {}));
+        // "now" is sent as it is, as the caller.
+        c.setattr(3, Some(7), mtime(SetTime::Now), Box::new(|_| {}));
+        let mut truncate = mtime(at);
+        truncate.size = Some(0);
+        c.setattr(3, Some(7), truncate, Box::new(|_| {}));
+        // utimensat(now, now) of a writer: the kernel made the mtime explicit.
+        let mut touch = mtime(at);
+        touch.atime = Some(SetTime::Now);
+        c.setattr(3, None, touch, Box::new(|_| {}));
+    }
+    let seen = seen.lock().unwrap();
+    assert!(matches!(seen[0], Request::SetAttr { fh: Some(7), .. }));
+    assert!(matches!(seen[1], Request::SetAttr { fh: None, .. }));
+    assert!(matches!(seen[2], Request::As { .. }));
+    // A truncation: the size as the caller, then the kernel's mtime.
+    let size_only = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    assert!(matches!(
+        &seen[3],
+        Request::As { req, .. } if matches!(&**req, Request::SetAttr { attr, .. } if *attr == size_only)
+    ));
+    assert!(matches!(&seen[4], Request::SetAttr { attr, .. } if *attr == mtime(at)));
+    let now = SetAttr {
+        atime: Some(SetTime::Now),
+        mtime: Some(SetTime::Now),
+        ..Default::default()
+    };
+    assert!(matches!(
+        &seen[5],
+        Request::As { req, .. } if matches!(&**req, Request::SetAttr { attr, .. } if *attr == now)
+    ));
+    assert!(matches!(&seen[6], Request::SetAttr { attr, .. } if *attr == mtime(at)));
+    assert_eq!(seen.len(), 7);
 }
 
 #[test]
