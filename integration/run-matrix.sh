@@ -47,6 +47,11 @@
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
 #   DFIT_DIFF_OPS, DFIT_DIFF_SEED: see scenarios/differential.sh
+#
+# `run-matrix.sh --known-scenarios` prints the scenario names it accepts.
+# A command that is not on PATH is a failure of its own ("MISSING TOOL",
+# counted in the total), whichever scenario ran it: nix/vm-matrix.sh runs
+# this script with PATH restricted to what the NixOS VM test provides.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,6 +62,14 @@ die() {
 }
 
 # --- inputs ----------------------------------------------------------------------------
+KNOWN_SCENARIOS=(core busybox container-stop errors faults differential programs posix
+	real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman
+	engine-restart)
+if [ "${1:-}" = --known-scenarios ]; then
+	printf '%s\n' "${KNOWN_SCENARIOS[@]}"
+	exit 0
+fi
+[ "$#" -eq 0 ] || die "usage: $0 [--known-scenarios] (everything else comes from the environment)"
 [ -n "${DOCKERFUSE:-}" ] || die "DOCKERFUSE must name the dockerfuse binary (e.g. DOCKERFUSE=target/release/dockerfuse $0)"
 if [ ! -f "$DOCKERFUSE" ] || [ ! -x "$DOCKERFUSE" ]; then
 	die "DOCKERFUSE=$DOCKERFUSE is not an executable file"
@@ -75,12 +88,8 @@ for pair in "${MATRIX[@]}"; do
 	[[ " ${CARCHES[*]} " == *" ${pair%%:*} "* ]] || CARCHES+=("${pair%%:*}")
 done
 for s in "${SCENARIOS[@]}"; do
-	case "$s" in
-	core | busybox | container-stop | errors | faults | engine-restart) ;;
-	differential | programs | posix) ;;
-	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
-	esac
+	[[ " ${KNOWN_SCENARIOS[*]} " == *" $s "* ]] ||
+		die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (known: ${KNOWN_SCENARIOS[*]})"
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
 if [ "${DOCKERFUSE_TEST_BUSYBOX:-1}" = 0 ] && want busybox; then
@@ -88,6 +97,14 @@ if [ "${DOCKERFUSE_TEST_BUSYBOX:-1}" = 0 ] && want busybox; then
 	SCENARIOS=("${SCENARIOS[@]/busybox/}")
 fi
 SCENARIO_TIMEOUT=${DFIT_SCENARIO_TIMEOUT:-600}
+
+# A command not found on PATH, here or in any scenario (lib.sh defines the
+# same handler), is named on stderr and recorded in $DFIT_MISSING_TOOLS.
+command_not_found_handle() {
+	printf 'MISSING TOOL: %s is not on PATH (PATH=%s)\n' "$1" "$PATH" >&2
+	[ -z "${DFIT_MISSING_TOOLS:-}" ] || printf '%s\n' "$1" >>"$DFIT_MISSING_TOOLS"
+	return 127
+}
 
 command -v fusermount3 >/dev/null 2>&1 || die "fusermount3 not found (run integration/setup-engine.sh)"
 timeout 30 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 ||
@@ -107,6 +124,7 @@ done
 RUN_ID=$$
 LABEL=dfit.run=$RUN_ID
 BASE=$(mktemp -d "${TMPDIR:-/tmp}/dfit-matrix.XXXXXX")
+export DFIT_MISSING_TOOLS=$BASE/missing-tools
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 REPORT=()
@@ -130,6 +148,10 @@ cleanup() {
 		wait "$CUR_PID" 2>/dev/null
 	fi
 	[ -z "$TAIL_PID" ] || kill "$TAIL_PID" 2>/dev/null
+	if [ -s "$DFIT_MISSING_TOOLS" ]; then
+		TOTAL_FAILED=$((TOTAL_FAILED + 1))
+		REPORT+=("MISSING TOOLS (not on PATH): $(sort -u "$DFIT_MISSING_TOOLS" | tr '\n' ' ')")
+	fi
 	docker ps -aq --filter "label=$LABEL" | xargs -r docker rm -f >/dev/null 2>&1
 	# Backstops: the scenarios take their mounts down themselves.
 	for p in /proc/[0-9]*; do
