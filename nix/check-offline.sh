@@ -228,6 +228,8 @@ mountPoint|"--mount" m.mountPoint
 path|"--path" m.path
 readOnly|lib.optional m.readOnly "--read-only"
 allowOther|lib.optional m.allowOther "--allow-other"
+transport|lib.optionals (m.transport != "auto") [ "--transport" m.transport ]
+reconnect|lib.optional m.reconnect "--reconnect"
 extraArgs|++ m.extraArgs;
 EOF
 
