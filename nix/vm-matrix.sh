@@ -144,6 +144,7 @@ host_binary() {
 make_path() {
 	local dir=$1 b p missing=()
 	mkdir -p "$dir"
+	chmod 755 "$dir"
 	for b in "${BINS[@]}"; do
 		if p=$(host_binary "$b"); then
 			ln -sfn "$p" "$dir/$b"
@@ -176,6 +177,9 @@ run() {
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/dfit-vm-path.XXXXXX")
 	# shellcheck disable=SC2064 # expand now: tmp is local
 	trap "rm -rf '$tmp'" EXIT
+	# World-readable, like the VM's /run/current-system/sw/bin: scenarios
+	# run commands as other users (setpriv) through this PATH.
+	chmod 755 "$tmp"
 	make_path "$tmp/bin"
 	for i in "${!ENV_NAMES[@]}"; do envs+=("${ENV_NAMES[i]}=${ENV_VALUES[i]}"); done
 	if [ "${#vm[@]}" -gt 0 ]; then
