@@ -110,6 +110,10 @@ testers.runNixOSTest {
         # The classic image store, as on CI's Debian dockerd: a foreign-arch
         # image then runs without --platform (run-matrix.sh passes none).
         docker.daemon.settings.features.containerd-snapshotter = false;
+        # No live-restore, as on CI (NixOS defaults it to true): the
+        # engine-restart scenario expects the container to die with the
+        # engine (container loss: exit 3).
+        docker.liveRestore = false;
         # Podman from NixOS's own module (policy.json, registries.conf,
         # conmon, the OCI runtime); the real-podman scenario runs `podman
         # system service` with its own storage. Not dockerCompat: `docker`
