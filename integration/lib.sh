@@ -165,6 +165,20 @@ assert_match() {
 	fi
 }
 
+# require_tools CMD...: stop (counted as a failure) when a command is not on
+# PATH, naming every missing one the way command_not_found_handle does (on
+# CI: integration/setup-engine.sh installs them; for the NixOS VM test:
+# nix/vm-matrix.txt lists them).
+require_tools() {
+	local c missing=()
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 || missing+=("$c")
+	done
+	[ "${#missing[@]}" -eq 0 ] && return 0
+	[ -z "${DFIT_MISSING_TOOLS:-}" ] || printf '%s\n' "${missing[@]}" >>"$DFIT_MISSING_TOOLS"
+	abort "MISSING TOOL: ${missing[*]} not on PATH (PATH=$PATH)"
+}
+
 # require_env NAME...: stop (counted as a failure) when a variable is unset.
 require_env() {
 	local v

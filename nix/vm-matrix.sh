@@ -186,7 +186,9 @@ run() {
 		say "run 1: the VM's scenarios (${vm[*]}), PATH=$tmp/bin (only the ${#BINS[@]} binaries in ${LIST#"$ROOT"/}), ${envs[*]}"
 		env "${envs[@]}" PATH="$tmp/bin" DOCKERFUSE="$DOCKERFUSE" DOCKERFUSE_TEST_SCENARIOS="${vm[*]}" \
 			"$tmp/bin/bash" "$ROOT/integration/run-matrix.sh" || rc=1
-		[ "$rc" = 0 ] || say "run 1 (the VM's scenarios under the VM's PATH) FAILED"
+		[ "$rc" = 0 ] || say "run 1 (the VM's scenarios under the VM's PATH) FAILED." \
+			"A 'MISSING TOOL' line above names a command a scenario runs that ${LIST#"$ROOT"/}" \
+			"does not give the VM: add it there (tool ATTR BIN), so the VM test has it too."
 	fi
 	if [ "${#rest[@]}" -gt 0 ]; then
 		say "run 2: the scenarios the VM does not run (${rest[*]}), normal PATH"
