@@ -35,7 +35,8 @@ PACKAGES=(docker.io fuse3 qemu-user-static busybox-static binfmt-support
 	jq                        # cli-plugin, list-unmount: JSON answers
 	systemd                   # mount-helper: systemd-fstab-generator
 	zsh fish man-db           # completions scenario
-	openssh-server)           # ssh-engine scenario (its own sshd)
+	openssh-server            # ssh-engine scenario (its own sshd)
+	shellcheck)               # test.sh checks every script
 # Installed with their recommended packages, as they were tested.
 PACKAGES_WITH_RECOMMENDS=(podman) # real-podman's engine
 DOCKERD_LOG=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}
@@ -68,15 +69,31 @@ install_packages() {
 	fi
 	say "installing: ${missing[*]} ${missing_rec[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get -o DPkg::Lock::Timeout=300 update -qq || die "apt-get update failed"
-	if [ "${#missing[@]}" -gt 0 ]; then
-		apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" ||
-			die "apt-get install ${missing[*]} failed"
+	apt_install --no-install-recommends "${missing[@]}"
+	apt_install "${missing_rec[@]}"
+}
+
+# apt_install [--no-install-recommends] PACKAGE...: install, tolerating a
+# mirror that is mid-sync: a failed `apt-get update` is a warning (the
+# lists already on the machine may do), and the install is tried again
+# after a fresh update, three times in all, before it counts as failed.
+apt_install() {
+	local opts=() try
+	if [ "${1:-}" = --no-install-recommends ]; then
+		opts+=("$1")
+		shift
 	fi
-	if [ "${#missing_rec[@]}" -gt 0 ]; then
-		apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing_rec[@]}" ||
-			die "apt-get install ${missing_rec[*]} failed"
-	fi
+	[ "$#" -gt 0 ] || return 0
+	for try in 1 2 3; do
+		apt-get -o DPkg::Lock::Timeout=300 update -qq ||
+			say "WARNING: apt-get update failed (try $try of 3; a mirror may be syncing): going on with the lists there are"
+		if apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${opts[@]}" "$@"; then
+			return 0
+		fi
+		say "WARNING: apt-get install $* failed (try $try of 3)"
+		sleep $((try * 10))
+	done
+	die "apt-get install $* failed three times"
 }
 
 need_commands() {

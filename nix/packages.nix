@@ -140,9 +140,22 @@ let
       # --prefix: where a setuid fusermount3 is already on PATH (NixOS's
       # /run/wrappers/bin, a distro's /usr/bin) it must win, or non-root
       # mounts fail with EPERM; ours is the fallback (enough for root).
+      #
+      # mount.fuse.dockerfuse: the helper `mount -t fuse.dockerfuse` (and so
+      # an fstab / NixOS fileSystems entry) runs. fuse3's mount.fuse3 takes
+      # the type from its argv[0] ("mount.fuse.<type>"), drops the options
+      # only mount knows (_netdev, nofail, noauto...) and runs
+      # `dockerfuse SOURCE MOUNTPOINT -o OPTIONS` through /bin/sh: PATH
+      # starts with this package's bin so that is this dockerfuse.
       postInstall = ''
         wrapProgram $out/bin/dockerfuse \
           --suffix PATH : ${lib.makeBinPath [ pkgs.fuse3 ]}
+        cat > $out/bin/mount.fuse.dockerfuse <<EOF
+        #!${pkgs.runtimeShell}
+        export PATH=$out/bin:\$PATH
+        exec -a "\$0" ${pkgs.fuse3}/bin/mount.fuse3 "\$@"
+        EOF
+        chmod 755 $out/bin/mount.fuse.dockerfuse
       '';
       passthru = { inherit satellites satellite-x86_64 satellite-aarch64; };
       meta = {

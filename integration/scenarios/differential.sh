@@ -41,7 +41,7 @@ T=/tmp/dfit-diff-$$
 mkdir -p "$MNT"
 
 [ "$(id -u)" -eq 0 ] || abort "must run as root (reads /proc/<pid>/root)"
-command -v python3 >/dev/null 2>&1 || abort "python3 not found"
+require_tools python3
 cap running docker inspect -f '{{.State.Running}}' "$CONTAINER"
 [ "$running" = true ] || abort "container $CONTAINER is not running ($running)"
 cap cpid docker inspect -f '{{.State.Pid}}' "$CONTAINER"

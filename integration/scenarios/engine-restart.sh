@@ -5,8 +5,9 @@
 # new operations get EIO, the mount is removed, dockerfuse exits 3 with a
 # message naming the container; the engine must answer again afterwards
 # (the scenario waits for it, so runs after this one are not hurt).
-# Runs dockerd again with its own command line, or through systemd when
-# docker.service is active. Run it last.
+# The restart is lib.sh's engine_restart (systemctl where systemd runs the
+# engine, dockerd run again with its own command line elsewhere). Run it
+# last.
 # Environment: DOCKERFUSE, CONTAINER (running), WORKDIR.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../lib.sh
@@ -16,29 +17,13 @@ require_env DOCKERFUSE CONTAINER WORKDIR
 MNT=$WORKDIR/mnt-restart
 mkdir -p "$MNT"
 ms() { date +%s%3N; }
-DOCKERD_LOG=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}
-
-restart_engine() {
-	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker.service 2>/dev/null; then
-		systemctl restart docker.service
-		return
-	fi
-	local pid
-	pid=$(pidof dockerd | awk '{print $1}')
-	[ -n "$pid" ] || return 1
-	local -a cmd
-	mapfile -d '' -t cmd <"/proc/$pid/cmdline"
-	kill -TERM "$pid"
-	wait_until 30 pid_gone "$pid" || return 1
-	setsid "${cmd[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null &
-}
 engine_answers() { timeout 5 docker info >/dev/null 2>&1; }
 
 mount_fg "$MNT"
 wait_mounted "$MNT" "$DF_PID" || abort "mount before the engine restart"
 check "reading works before the restart" test -s "$MNT/etc/passwd"
 t0=$(ms)
-restart_engine || abort "could not restart the engine"
+engine_restart || abort "could not restart the engine"
 rc=0
 if wait_until 30 pid_gone "$DF_PID"; then
 	wait "$DF_PID" || rc=$?
