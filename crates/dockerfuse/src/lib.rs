@@ -6,8 +6,11 @@
 //! * [`satellites`], [`tarball`], [`launch`] — the embedded satellites,
 //!   their upload and start;
 //! * [`rpc`] — the pipelined client over the exec's stdin/stdout;
+//! * [`local`] — on a local engine, the channel that bypasses it and the
+//!   satellite's descriptors for FUSE passthrough;
 //! * [`fs`] — the filesystem core (requests out, checked results in);
-//! * [`fuse`] — the thin fuser adapter over the core;
+//! * [`fuse`] — the thin fuser adapter over the core, and [`passthrough`]
+//!   — which inode is backed by which file;
 //! * [`mount`] — lifecycle: ready, signals, unmount, loss of the container;
 //! * [`daemon`], [`signals`], [`logging`], [`error`] — process plumbing.
 
@@ -18,8 +21,10 @@ pub mod error;
 pub(crate) mod fs;
 pub(crate) mod fuse;
 pub mod launch;
+pub mod local;
 pub mod logging;
 pub mod mount;
+pub(crate) mod passthrough;
 pub mod rpc;
 pub mod satellites;
 pub mod signals;

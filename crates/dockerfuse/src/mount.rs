@@ -130,7 +130,7 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         )));
     }
 
-    let (engine, container, running) = smol::block_on(async_compat::Compat::new(async {
+    let (engine, container, running, link) = smol::block_on(async_compat::Compat::new(async {
         let engine = Engine::connect(cli.host.as_deref()).await?;
         let container = engine.inspect(id).await?;
         if !container.running {
@@ -162,7 +162,15 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
             stall: Duration::from_secs_f64(cli.op_timeout.max(0.2)),
         };
         let running = launch.run().await?;
-        Ok::<_, Error>((engine, container, running))
+        let want = crate::local::Want {
+            choice: cli.transport,
+            no_passthrough: cli.no_passthrough,
+            writeback: cli.writeback_cache,
+            stall: launch.stall,
+            timeout: launch.timeout,
+        };
+        let link = crate::local::connect(&engine, &running, &want).await?;
+        Ok::<_, Error>((engine, container, running, link))
     }))?;
     let name = if container.name.is_empty() {
         id.to_owned()
@@ -180,7 +188,10 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         links,
         per_caller: cli.allow_other,
     };
-    let fs = FuseFs::new(Core::new(running.rpc.clone(), opts));
+    let fs = FuseFs::new(
+        Core::new(link.channel.clone(), opts),
+        link.passthrough.is_ok(),
+    );
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("dockerfuse:{name}")),
@@ -196,7 +207,7 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         config.acl = SessionACL::All;
     }
     let session = fuser::Session::new(fs, &mountpoint, &config).map_err(|e| {
-        running.rpc.shutdown();
+        link.shutdown();
         Error::setup(format!("cannot mount on {}: {e}", mountpoint.display()))
             .with_errno(e.raw_os_error().unwrap_or(libc::EIO))
     })?;
@@ -216,7 +227,7 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         })
         .map_err(|e| Error::setup(format!("cannot start the FUSE thread: {e}")))?;
     let tx_lost = tx.clone();
-    let closed = running.closed.clone();
+    let closed = link.closed.clone();
     std::thread::Builder::new()
         .name("watch".into())
         .spawn(move || {
@@ -273,7 +284,7 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
             Err(Error::lost(cause))
         }
     };
-    running.rpc.shutdown();
+    link.shutdown();
     // Give the writer a moment to deliver the shutdown frame.
     std::thread::sleep(Duration::from_millis(50));
     if let Some(p) = &pid_file {

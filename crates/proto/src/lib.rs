@@ -25,7 +25,7 @@ pub use msg::*;
 
 /// Version of the wire protocol; both hellos carry it and a mismatch
 /// fails the mount.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest read or write carried in one request (FUSE's max_write with
 /// max_pages = 256).

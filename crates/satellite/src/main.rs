@@ -9,6 +9,7 @@
 //!
 //! Usage: `dockerfuse-satellite [--root PATH] [--delete-self]`
 
+mod direct;
 mod handles;
 mod ident;
 mod nodes;

@@ -214,9 +214,8 @@ impl Fs {
             R::Open { node, flags } => {
                 let n = self.nodes.get(node)?;
                 let fd = reopen(&n, flags & !REOPEN_DROP)?;
-                Response::Opened {
-                    fh: self.handles.insert(Handle::File(fd)),
-                }
+                let raw = fd.as_raw_fd();
+                crate::direct::opened(self.handles.insert(Handle::File(fd)), raw)
             }
             R::Create {
                 parent,
@@ -242,15 +241,14 @@ impl Fs {
                 let id =
                     self.nodes
                         .add_ref(key_of(&st), path_fd, false, false, Some((parent, &name)));
+                let raw = fd.as_raw_fd();
                 let fh = self.handles.insert(Handle::File(fd));
-                Response::Created {
-                    entry: Entry {
-                        node: id,
-                        attr: attr_of(&st, id),
-                        no_xattrs,
-                    },
-                    fh,
-                }
+                let entry = Entry {
+                    node: id,
+                    attr: attr_of(&st, id),
+                    no_xattrs,
+                };
+                crate::direct::created(entry, fh, raw)
             }
             R::Read { fh, offset, size } => {
                 let h = self.handles.get(fh)?;
@@ -421,7 +419,9 @@ impl Fs {
                 let _as = self.ident.switch(uid, gid)?;
                 return self.dispatch(*req, buf);
             }
-            R::Hello(_) | R::Shutdown => return Err(Errno::EINVAL),
+            R::Hello(_) | R::Shutdown | R::OpenChannel | R::UseChannel { .. } => {
+                return Err(Errno::EINVAL)
+            }
         })
     }
 

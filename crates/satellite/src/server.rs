@@ -4,7 +4,9 @@
 //! frames; workers decode and run them and write each response as one
 //! frame under the output lock. The pool grows (up to [`MAX_WORKERS`])
 //! when every worker is busy, so a slow operation — a read from a FIFO,
-//! a huge directory — never stalls the others.
+//! a huge directory — never stalls the others. After a switch to a
+//! private channel (`direct`), a second reader serves that channel and
+//! every response goes there; stdin stays the lifeline.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -33,15 +35,18 @@ struct Queue {
     spare: Vec<Vec<u8>>,
 }
 
-struct Shared<W> {
-    fs: Fs,
+/// Where responses go: stdout, or the private channel after a switch.
+pub(crate) type Out = Box<dyn Write + Send>;
+
+pub(crate) struct Shared {
+    pub(crate) fs: Fs,
     queue: Mutex<Queue>,
     ready: Condvar,
-    out: Mutex<W>,
+    pub(crate) out: Mutex<Out>,
 }
 
 /// Writes one response frame; a failed write means the host is gone.
-fn send<W: Write>(out: &Mutex<W>, id: u64, resp: &Response<'_>, scratch: &mut Vec<u8>) {
+pub(crate) fn send(out: &Mutex<Out>, id: u64, resp: &Response<'_>, scratch: &mut Vec<u8>) {
     scratch.clear();
     if let Err(e) = frame::encode(id, resp, scratch) {
         eprintln!("dockerfuse-satellite: cannot encode reply {id}: {e}");
@@ -54,7 +59,7 @@ fn send<W: Write>(out: &Mutex<W>, id: u64, resp: &Response<'_>, scratch: &mut Ve
     }
 }
 
-fn worker<W: Write>(sh: Arc<Shared<W>>) {
+fn worker(sh: Arc<Shared>) {
     let mut data = Vec::new();
     let mut scratch = Vec::new();
     loop {
@@ -94,7 +99,7 @@ fn worker<W: Write>(sh: Arc<Shared<W>>) {
     }
 }
 
-fn spawn_worker<W: Write + Send + 'static>(sh: &Arc<Shared<W>>) -> bool {
+fn spawn_worker(sh: &Arc<Shared>) -> bool {
     let sh2 = sh.clone();
     std::thread::Builder::new()
         .name("worker".into())
@@ -103,14 +108,10 @@ fn spawn_worker<W: Write + Send + 'static>(sh: &Arc<Shared<W>>) -> bool {
         .is_ok()
 }
 
-/// Serves requests until the input ends or a shutdown frame arrives.
-pub fn serve<R: Read, W: Write + Send + 'static>(
-    fs: Fs,
-    mut input: R,
-    output: W,
-) -> io::Result<()> {
+/// Who and what this satellite is (the first frame on every channel).
+pub(crate) fn hello() -> SatelliteHello {
     let (uid, gid) = crate::sys::getuid_gid();
-    let hello = SatelliteHello {
+    SatelliteHello {
         protocol: PROTOCOL_VERSION,
         version: env!("CARGO_PKG_VERSION").into(),
         arch: std::env::consts::ARCH.into(),
@@ -118,7 +119,16 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
         gid,
         pid: std::process::id(),
         max_io: MAX_IO,
-    };
+    }
+}
+
+/// Serves requests until the input ends or a shutdown frame arrives.
+pub fn serve<R: Read, W: Write + Send + 'static>(
+    fs: Fs,
+    mut input: R,
+    output: W,
+) -> io::Result<()> {
+    let hello = hello();
     let sh = Arc::new(Shared {
         fs,
         queue: Mutex::new(Queue {
@@ -128,7 +138,7 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
             spare: Vec::new(),
         }),
         ready: Condvar::new(),
-        out: Mutex::new(output),
+        out: Mutex::new(Box::new(output) as Out),
     });
     let mut scratch = Vec::new();
     send(&sh.out, HELLO_ID, &Response::Hello(hello), &mut scratch);
@@ -163,6 +173,12 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
             sh.queue.lock().unwrap_or_else(|p| p.into_inner()).workers += 1;
         }
     }
+    pump(&sh, &mut input)
+}
+
+/// Reads request frames from `input` and queues them for the workers
+/// until the input ends or a shutdown frame arrives.
+pub(crate) fn pump<R: Read>(sh: &Arc<Shared>, input: &mut R) -> io::Result<()> {
     loop {
         let mut frame = sh
             .queue
@@ -171,12 +187,21 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
             .spare
             .pop()
             .unwrap_or_default();
-        let id = match read_frame(&mut input, &mut frame)? {
+        let id = match read_frame(input, &mut frame)? {
             None => return Ok(()),
             Some(id) => id,
         };
-        if matches!(frame::decode::<Request<'_>>(&frame), Ok(Request::Shutdown)) {
-            return Ok(());
+        match frame::decode::<Request<'_>>(&frame) {
+            Ok(Request::Shutdown) => return Ok(()),
+            Ok(Request::OpenChannel) => {
+                crate::direct::open_channel(sh, id);
+                continue;
+            }
+            Ok(Request::UseChannel { fds }) => {
+                crate::direct::use_channel(sh, id, fds);
+                continue;
+            }
+            _ => {}
         }
         let grow = {
             let mut q = sh.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -188,7 +213,7 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
             grow
         };
         sh.ready.notify_one();
-        if grow && !spawn_worker(&sh) {
+        if grow && !spawn_worker(sh) {
             sh.queue.lock().unwrap_or_else(|p| p.into_inner()).workers -= 1;
         }
     }
