@@ -24,6 +24,17 @@
 #   posix           once per container arch (satellite of the same arch):
 #                   --allow-other identity, st_ino, statfs, ns times, O_APPEND,
 #                   locks, a 100,000-entry directory
+#   local           once per container arch (satellite of the same arch):
+#                   --transport local, FUSE passthrough, descriptors, pause
+#                   with open files, --no-passthrough, --transport exec
+#
+# Transports: every run uses dockerfuse's default (--transport auto: the
+# local channel and passthrough when the engine is on this host and the
+# run is root, else the exec stream), or DFIT_TRANSPORT when set. Then
+# core, faults and differential run once more per container arch with
+# DFIT_TRANSPORT=exec ("[exec]" in the report), so both paths are covered
+# without running the whole matrix twice (off with DOCKERFUSE_TEST_EXEC=0,
+# and not done when DFIT_TRANSPORT=exec already).
 #
 # Each scenario runs in its own process under a watchdog, on containers
 # named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
@@ -38,12 +49,15 @@
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors faults
-#                               differential programs posix
+#                               differential programs posix local
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
 #                               real-podman
 #                               engine-restart (restarts dockerd; runs last)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
+#   DOCKERFUSE_TEST_EXEC        0 to leave out the extra exec-transport runs (default 1)
+#   DFIT_TRANSPORT              --transport for every mount (auto, exec, local;
+#                               default: dockerfuse's own, auto)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
 #   DFIT_DIFF_OPS, DFIT_DIFF_SEED: see scenarios/differential.sh
@@ -66,7 +80,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults differential programs posix $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults differential programs posix local $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -77,9 +91,9 @@ done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
 	core | busybox | container-stop | errors | faults | engine-restart) ;;
-	differential | programs | posix) ;;
+	differential | programs | posix | local) ;;
 	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults differential programs posix local engine-restart $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -234,7 +248,7 @@ with_container() {
 
 # --- the runs ------------------------------------------------------------------------------
 say "dockerfuse: $DOCKERFUSE"
-say "matrix: ${MATRIX[*]}; scenarios: ${SCENARIOS[*]}; scratch: $BASE"
+say "matrix: ${MATRIX[*]}; scenarios: ${SCENARIOS[*]}; transport: ${DFIT_TRANSPORT:-auto}; scratch: $BASE"
 if want core; then
 	for pair in "${MATRIX[@]}"; do
 		c=${pair%%:*} s=${pair##*:}
@@ -272,6 +286,24 @@ fi
 if want posix; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-posix-$c" "posix alpine:$c satellite $c" posix "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want local; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-local-$c" "local alpine:$c satellite $c" local "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if [ "${DOCKERFUSE_TEST_EXEC:-1}" != 0 ] && [ "${DFIT_TRANSPORT:-auto}" != exec ]; then
+	for c in "${CARCHES[@]}"; do
+		if want core; then
+			with_container "dfit-exec-$c" "core alpine:$c satellite $c [exec]" core "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
+		fi
+		if want faults; then
+			with_container "dfit-exec-faults-$c" "faults alpine:$c [exec]" faults "dockerfuse-test/alpine:$c" DFIT_TRANSPORT=exec
+		fi
+		if want differential; then
+			with_container "dfit-exec-diff-$c" "differential alpine:$c satellite $c [exec]" differential "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
+		fi
 	done
 fi
 # The real-* scenarios start their own containers (dfreal-*, labelled).

@@ -266,10 +266,18 @@ async fn prepare(
     running: &Running,
     limit: Duration,
 ) -> std::result::Result<(Pidfd, OwnedFd), String> {
-    let pid = engine
-        .exec_pid(&running.exec_id)
-        .await
-        .ok_or("the engine did not tell the satellite's pid")?;
+    // The engine records the pid once the runtime returns from starting
+    // the process, which can be a moment after the process said hello.
+    let deadline = std::time::Instant::now() + limit;
+    let pid = loop {
+        if let Some(pid) = engine.exec_pid(&running.exec_id).await {
+            break pid;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err("the engine did not tell the satellite's pid".into());
+        }
+        smol::Timer::after(Duration::from_millis(10)).await;
+    };
     let pidfd = Pidfd::open(pid).map_err(|e| format!("pidfd_open of pid {pid} failed: {e}"))?;
     verify(&pidfd, &running.hello, &running.path)?;
     let fd = ask(
