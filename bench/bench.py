@@ -916,6 +916,8 @@ def table(results, transports):
         for c in w.checks:
             for d, r in c.get("results", {}).items():
                 who = f"{short[d]}: " if len(dfs) > 1 or c["only"] else ""
+                if c["only"]:  # the local transport's own target
+                    who = f"{short[d]} {c['target'].split(': ', 1)[-1]}: "
                 if r["pass"] is None:
                     rs.append(f"{who}n/a")
                 elif c["kind"] == "abs":

@@ -26,6 +26,8 @@ set -euo pipefail
 require_env DOCKERFUSE CONTAINER WORKDIR
 want='' got='' # set by cap
 
+# This scenario names the transport of each mount itself.
+DFIT_TRANSPORT=
 MNT=$WORKDIR/mnt-local
 mkdir -p "$MNT"
 diff_before=$(docker diff "$CONTAINER" | sort)
