@@ -333,10 +333,12 @@ dfit_unmount() {
 	return 0
 }
 
-# df_args MNT: the common dockerfuse arguments, in the array DF_ARGS.
+# df_args MNT: the common dockerfuse arguments, in the array DF_ARGS
+# (--transport $DFIT_TRANSPORT when set: auto, exec or local).
 df_args() {
 	DF_ARGS=(-id "$CONTAINER" -mount "$1")
 	[ -z "${SATELLITE_ARCH:-}" ] || DF_ARGS+=(--satellite-arch "$SATELLITE_ARCH")
+	[ -z "${DFIT_TRANSPORT:-}" ] || DF_ARGS+=(--transport "$DFIT_TRANSPORT")
 }
 
 # mount_daemon MNT [EXTRA_ARGS...]: `dockerfuse ... -daemonize` with a pid

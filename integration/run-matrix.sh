@@ -41,6 +41,17 @@
 #                   --allow-other as a user with supplementary groups: group
 #                   rights, chgrp, setuid/setgid clearing, search permission
 #                   above cached names, against direct access
+#   local           once per container arch (satellite of the same arch):
+#                   --transport local, FUSE passthrough, descriptors, pause
+#                   with open files, --no-passthrough, --transport exec
+#
+# Transports: every run uses dockerfuse's default (--transport auto: the
+# local channel and passthrough when the engine is on this host and the
+# run is root, else the exec stream), or DFIT_TRANSPORT when set. Then
+# core, faults and differential run once more per container arch with
+# DFIT_TRANSPORT=exec ("[exec]" in the report), so both paths are covered
+# without running the whole matrix twice (off with DOCKERFUSE_TEST_EXEC=0,
+# and not done when DFIT_TRANSPORT=exec already).
 #
 # Each scenario runs in its own process under a watchdog, on containers
 # named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
@@ -57,7 +68,7 @@
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox arches container-stop errors faults
 #                               cli-plugin mount-helper list-unmount completions
 #                               ssh-engine
-#                               differential programs posix identity
+#                               differential programs posix identity local
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
 #                               real-podman
@@ -66,6 +77,9 @@
 #   DOCKERFUSE_TEST_ARCHES      busybox image tags for `arches` (default: 386)
 #   DOCKERFUSE_TEST_QEMU_ARCHES busybox image tags for `arches-qemu` (default:
 #                               armv7 armv6 ppc64le s390x)
+#   DOCKERFUSE_TEST_EXEC        0 to leave out the extra exec-transport runs (default 1)
+#   DFIT_TRANSPORT              --transport for every mount (auto, exec, local;
+#                               default: dockerfuse's own, auto)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
 #   DFIT_DIFF_OPS, DFIT_DIFF_SEED: see scenarios/differential.sh
@@ -86,7 +100,7 @@ die() {
 # --- inputs ----------------------------------------------------------------------------
 KNOWN_SCENARIOS=(core busybox arches arches-qemu container-stop errors faults
 	cli-plugin mount-helper list-unmount completions ssh-engine
-	differential programs posix identity
+	differential programs posix identity local
 	real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman
 	engine-restart)
 if [ "${1:-}" = --known-scenarios ]; then
@@ -103,7 +117,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches arches-qemu container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix identity $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches arches-qemu container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix identity local $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -302,7 +316,7 @@ with_container() {
 
 # --- the runs ------------------------------------------------------------------------------
 say "dockerfuse: $DOCKERFUSE"
-say "matrix: ${MATRIX[*]}; scenarios: ${SCENARIOS[*]}; scratch: $BASE"
+say "matrix: ${MATRIX[*]}; scenarios: ${SCENARIOS[*]}; transport: ${DFIT_TRANSPORT:-auto}; scratch: $BASE"
 if want core; then
 	for pair in "${MATRIX[@]}"; do
 		c=${pair%%:*} s=${pair##*:}
@@ -372,6 +386,22 @@ fi
 if want identity; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-ident-$c" "identity alpine:$c satellite $c" identity "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+if want local; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-local-$c" "local alpine:$c satellite $c" local "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if [ "${DOCKERFUSE_TEST_EXEC:-1}" != 0 ] && [ "${DFIT_TRANSPORT:-auto}" != exec ]; then
+	for c in "${CARCHES[@]}"; do
+		if want core; then
+			with_container "dfit-exec-$c" "core alpine:$c satellite $c [exec]" core "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
+		fi
+		if want faults; then
+			with_container "dfit-exec-faults-$c" "faults alpine:$c [exec]" faults "dockerfuse-test/alpine:$c" DFIT_TRANSPORT=exec
+		fi
+		if want differential; then
+			with_container "dfit-exec-diff-$c" "differential alpine:$c satellite $c [exec]" differential "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
+		fi
 	done
 fi
 # The real-* scenarios start their own containers (dfreal-*, labelled).

@@ -538,6 +538,12 @@ impl Engine {
         }
     }
 
+    /// The host pid of a running exec's process, if the engine tells it.
+    pub async fn exec_pid(&self, exec_id: &str) -> Option<u32> {
+        let i = self.docker.inspect_exec(exec_id).await.ok()?;
+        u32::try_from(i.pid?).ok().filter(|&p| p > 0)
+    }
+
     /// Exit code of a finished exec, if the engine knows it.
     pub async fn exec_exit_code(&self, exec_id: &str) -> Option<i64> {
         let i = self.docker.inspect_exec(exec_id).await.ok()?;

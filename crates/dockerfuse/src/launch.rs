@@ -92,6 +92,8 @@ pub struct Launch<'a> {
 /// A running satellite.
 pub struct Running {
     pub rpc: Rpc,
+    /// The exec the satellite runs in.
+    pub exec_id: String,
     pub hello: SatelliteHello,
     pub closed: smol::channel::Receiver<String>,
     pub arch: Arch,
@@ -549,6 +551,7 @@ impl Launch<'_> {
         self.greet(&rpc, &h, arch)?;
         Ok(Attempt::Up(Running {
             rpc,
+            exec_id,
             hello: h,
             closed,
             arch,

@@ -116,13 +116,16 @@ fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-type MountSession = fuser::Session<FuseFs<crate::rpc::Rpc>>;
+type MountSession = fuser::Session<FuseFs<crate::local::Channel>>;
 
 /// The engine side of a mount: the container and its running satellite.
 struct Remote {
     engine: Engine,
     container: Container,
     running: Running,
+    /// How the core reaches the satellite: the exec stream or the local
+    /// channel.
+    link: crate::local::Link,
     /// The container's name, for messages.
     name: String,
 }
@@ -157,7 +160,7 @@ pub fn run(
         path: target.path.clone(),
         mountpoint: mountpoint.clone(),
         pid: std::process::id(),
-        transport: "exec".into(),
+        transport: remote.link.transport_name().into(),
         since: state::now(),
     });
     info!(container = %remote.name, mountpoint = %mountpoint.display(), satellite = %remote.running.arch, "mounted");
@@ -239,6 +242,14 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         stall: Duration::from_secs_f64(cli.op_timeout.max(0.2)),
     };
     let running = launch.run().await?;
+    let want = crate::local::Want {
+        choice: cli.transport,
+        no_passthrough: cli.no_passthrough,
+        writeback: cli.writeback_cache,
+        stall: launch.stall,
+        timeout: launch.timeout,
+    };
+    let link = crate::local::connect(&engine, &running, &want).await?;
     let name = if container.name.is_empty() {
         id.to_owned()
     } else {
@@ -248,6 +259,7 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         engine,
         container,
         running,
+        link,
         name,
     })
 }
@@ -289,7 +301,10 @@ fn mount_session(
         links,
         per_caller: cli.allow_other,
     };
-    let fs = FuseFs::new(Core::new(remote.running.rpc.clone(), opts));
+    let fs = FuseFs::new(
+        Core::new(remote.link.channel.clone(), opts),
+        remote.link.passthrough.is_ok(),
+    );
     let config = fuse_config(cli, &remote.name);
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -315,7 +330,7 @@ fn mount_session(
         })
     };
     made.map_err(|e| {
-        remote.running.rpc.shutdown();
+        remote.link.shutdown();
         let err = Error::setup(format!("cannot mount on {}: {e}", mountpoint.display()))
             .with_errno(e.raw_os_error().unwrap_or(libc::EIO));
         if cli.allow_other {
@@ -349,7 +364,7 @@ fn serve(session: MountSession, remote: &Remote, tx: mpsc::Sender<Event>) -> Res
         })
         .map_err(|e| Error::setup(format!("cannot start the FUSE thread: {e}")))?;
     let tx_lost = tx.clone();
-    let closed = remote.running.closed.clone();
+    let closed = remote.link.closed.clone();
     std::thread::Builder::new()
         .name("watch".into())
         .spawn(move || {
@@ -414,7 +429,7 @@ async fn lost_cause(remote: &Remote, why: &str) -> String {
 
 /// Tells the satellite to exit and removes the pid file.
 fn finish(remote: &Remote, pid_file: Option<&Path>) {
-    remote.running.rpc.shutdown();
+    remote.link.shutdown();
     // The shutdown frame is queued, not yet written: give the writer
     // thread a moment to deliver it before the process exits.
     std::thread::sleep(Duration::from_millis(50));

@@ -17,6 +17,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(unreachable_pub)]
 
+mod direct;
 mod handles;
 mod ident;
 mod nodes;

@@ -108,6 +108,7 @@ impl Fs {
             R::RemovePaths { paths } => Ok(remove_paths(&paths)),
             R::As { uid, gid, groups, req } => self.as_user((uid, gid, &groups), *req, buf),
             R::Hello(_) | R::Shutdown | R::Forget { .. } => Err(Errno::EINVAL),
+            R::OpenChannel | R::UseChannel { .. } => Err(Errno::EINVAL),
         }
     }
 

@@ -124,7 +124,100 @@ fn into_static(r: Response<'_>) -> Response<'static> {
         Response::StatFs(s) => Response::StatFs(s),
         Response::XattrSize(n) => Response::XattrSize(n),
         Response::Offset(o) => Response::Offset(o),
+        Response::Channel { fd } => Response::Channel { fd },
+        Response::OpenedFd { fh, fd } => Response::OpenedFd { fh, fd },
+        Response::CreatedFd { entry, fh, fd } => Response::CreatedFd { entry, fh, fd },
     }
+}
+
+/// `pidfd_getfd`: a copy of descriptor `fd` of process `pid`.
+fn take_fd(pid: u32, fd: u32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: raw syscalls with integer arguments; the results are new
+    // descriptors owned here.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        use std::os::fd::AsRawFd;
+        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd as i32, 0);
+        assert!(got >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+        std::os::fd::OwnedFd::from_raw_fd(got as i32)
+    }
+}
+
+#[test]
+fn the_conversation_moves_to_the_channel_and_opens_carry_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"through the kernel").unwrap();
+    let (mut s, hello) = Sat::start(dir.path());
+    // Before the switch, opens carry no descriptor.
+    let f = s.entry(Request::Lookup {
+        parent: ROOT_NODE,
+        name: name("f"),
+    });
+    assert!(matches!(
+        s.call(Request::Open {
+            node: f.node,
+            flags: libc::O_RDONLY
+        }),
+        Response::Opened { .. }
+    ));
+    let fd = match s.call(Request::OpenChannel) {
+        Response::Channel { fd } => fd,
+        other => panic!("expected a channel, got {other:?}"),
+    };
+    let sock = take_fd(s.child.id(), fd);
+    assert_eq!(s.call(Request::UseChannel { fds: true }), Response::Ok);
+    let mut sock_in = std::os::unix::net::UnixStream::from(sock);
+    let mut sock_out = BufReader::new(sock_in.try_clone().unwrap());
+    let mut buf = Vec::new();
+    assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(HELLO_ID));
+    assert_eq!(
+        decode::<Response<'_>>(&buf).unwrap(),
+        Response::Hello(hello)
+    );
+    // Answers now come over the socket, with the file's descriptor.
+    let mut frame = Vec::new();
+    encode(
+        40,
+        &Request::Open {
+            node: f.node,
+            flags: libc::O_RDONLY,
+        },
+        &mut frame,
+    )
+    .unwrap();
+    sock_in.write_all(&frame).unwrap();
+    assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(40));
+    let (fh, fd) = match decode::<Response<'_>>(&buf).unwrap() {
+        Response::OpenedFd { fh, fd } => (fh, fd),
+        other => panic!("expected an open with a descriptor, got {other:?}"),
+    };
+    assert!(fh > 0);
+    let file = std::fs::File::from(take_fd(s.child.id(), fd));
+    let mut text = String::new();
+    use std::io::Read;
+    (&file).read_to_string(&mut text).unwrap();
+    assert_eq!(text, "through the kernel");
+    // A second switch is refused.
+    frame.clear();
+    encode(41, &Request::OpenChannel, &mut frame).unwrap();
+    sock_in.write_all(&frame).unwrap();
+    assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(41));
+    assert_eq!(
+        decode::<Response<'_>>(&buf).unwrap(),
+        Response::Error(libc::EINVAL)
+    );
+    // Closing the channel ends the satellite, as closing stdin does.
+    drop(sock_in);
+    drop(sock_out);
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 fn name(s: &str) -> std::borrow::Cow<'_, [u8]> {

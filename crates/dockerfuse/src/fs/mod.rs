@@ -15,8 +15,11 @@
 //!   ([`listing`]);
 //! * symlink targets are rewritten both ways when asked ([`links`]);
 //! * the caller's identity (uid, gid, groups) rides with each request when
-//!   asked ([`caller`]).
+//!   asked ([`caller`]);
+//! * on the local channel, open files come with the satellite's descriptor
+//!   for FUSE passthrough, checked before use ([`backing`]).
 
+mod backing;
 mod caller;
 mod links;
 mod listing;
@@ -29,6 +32,7 @@ mod model;
 #[cfg(test)]
 mod tests;
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +79,13 @@ pub(crate) enum Xattr<'a> {
 }
 /// Outcome callback of getxattr/listxattr.
 pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Errno>) + Send>;
+
+/// An open file: the satellite's handle and, on the local channel, a
+/// copy of the satellite's descriptor that may back the file in the kernel.
+pub(crate) struct Opened {
+    pub(crate) fh: u64,
+    pub(crate) backing: Option<OwnedFd>,
+}
 
 /// Outcome of a lookup.
 pub(crate) enum Lookup {
@@ -372,9 +383,18 @@ impl<T: Transport> Core<T> {
         f
     }
 
-    pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<u64>) {
+    pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {
         let flags = self.open_flags(flags);
-        self.call(Request::Open { node, flags }, replies::fh, cb)
+        let rpc = self.rpc.clone();
+        self.send(
+            &Request::Open { node, flags },
+            Box::new(move |r| {
+                cb(r.and_then(replies::opened).map(|(fh, fd)| Opened {
+                    fh,
+                    backing: fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                }))
+            }),
+        )
     }
 
     pub(crate) fn create(
@@ -383,23 +403,27 @@ impl<T: Transport> Core<T> {
         name: &[u8],
         mode: u32,
         flags: i32,
-        cb: Cb<(Entry, u64)>,
+        cb: Cb<(Entry, Opened)>,
     ) {
-        let (cache, ttl) = (self.no_xattrs.clone(), self.opts.ttl);
+        let (cache, ttl, rpc) = (self.no_xattrs.clone(), self.opts.ttl, self.rpc.clone());
+        let flags = self.open_flags(flags);
         let req = Request::Create {
             parent,
             name: name.into(),
             mode,
-            flags: self.open_flags(flags),
+            flags,
         };
         self.send(
             &req,
             Box::new(move |r| {
                 let r = r.and_then(replies::created);
-                if let Ok((e, _)) = &r {
+                if let Ok((e, _, _)) = &r {
                     cache.note(e, ttl);
                 }
-                cb(r)
+                cb(r.map(|(e, fh, fd)| {
+                    let backing = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    (e, Opened { fh, backing })
+                }))
             }),
         );
     }

@@ -350,7 +350,11 @@ fn writeback_cache_adjusts_open_flags() {
     o.per_caller = false;
     let (c, seen) = core_with(|_| Response::Opened { fh: 9 }, o);
     let (cb, got) = capture();
-    c.open(5, libc::O_WRONLY | libc::O_APPEND, cb);
+    c.open(
+        5,
+        libc::O_WRONLY | libc::O_APPEND,
+        Box::new(move |r| cb(r.map(|o| o.fh))),
+    );
     assert_eq!(got.lock().unwrap().take(), Some(Ok(9)));
     assert_eq!(
         seen.lock().unwrap()[0],
@@ -423,4 +427,57 @@ fn readdirplus_forgets_what_the_kernel_did_not_take() {
         Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
     );
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ENODATA)));
+}
+
+/// A transport whose satellite "opened" a file read-only as descriptor 7.
+struct HandsOut {
+    file: std::path::PathBuf,
+}
+
+impl Transport for HandsOut {
+    fn call(&self, req: &Request<'_>, done: Done) {
+        done(Ok(match req {
+            Request::Open { .. } => Response::OpenedFd { fh: 3, fd: 7 },
+            _ => Response::Error(libc::ENOSYS),
+        }))
+    }
+    fn post(&self, _req: &Request<'_>) {}
+    fn take_fd(&self, fd: u32) -> Option<std::os::fd::OwnedFd> {
+        assert_eq!(fd, 7);
+        Some(std::fs::File::open(&self.file).ok()?.into())
+    }
+}
+
+#[test]
+fn a_handed_descriptor_backs_only_an_open_of_its_access_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"data").unwrap();
+    let c = Core::new(HandsOut { file }, opts());
+    for (flags, backed) in [
+        (libc::O_RDONLY, true),
+        (libc::O_RDWR, false),
+        (libc::O_WRONLY, false),
+    ] {
+        let (cb, got) = capture();
+        c.open(
+            1,
+            flags,
+            Box::new(move |r| cb(r.map(|o| (o.fh, o.backing.is_some())))),
+        );
+        assert_eq!(
+            got.lock().unwrap().take(),
+            Some(Ok((3, backed))),
+            "flags {flags:#o}"
+        );
+    }
+    // Without a way to take descriptors the number is ignored.
+    let (c, _) = core(|_| Response::OpenedFd { fh: 4, fd: 7 });
+    let (cb, got) = capture();
+    c.open(
+        1,
+        libc::O_RDONLY,
+        Box::new(move |r| cb(r.map(|o| (o.fh, o.backing.is_some())))),
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Ok((4, false))));
 }
