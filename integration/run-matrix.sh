@@ -386,6 +386,8 @@ fi
 if want identity; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-ident-$c" "identity alpine:$c satellite $c" identity "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
 if want local; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-local-$c" "local alpine:$c satellite $c" local "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
