@@ -246,6 +246,7 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         choice: cli.transport,
         no_passthrough: cli.no_passthrough,
         writeback: cli.writeback_cache,
+        per_caller: cli.allow_other,
         stall: launch.stall,
         timeout: launch.timeout,
     };

@@ -123,13 +123,14 @@ impl Link {
 }
 
 /// What the kernel and this process allow for passthrough.
-fn passthrough_facts(local: bool, disabled: bool, writeback: bool) -> PassthroughFacts {
+fn passthrough_facts(local: bool, want: &Want) -> PassthroughFacts {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     PassthroughFacts {
         local,
-        disabled,
-        writeback,
+        disabled: want.no_passthrough,
+        writeback: want.writeback,
+        per_caller: want.per_caller,
         sys_admin: select::has_capability(&status, CAP_SYS_ADMIN),
         kernel: select::kernel_version(release.trim()),
     }
@@ -140,6 +141,8 @@ pub(crate) struct Want {
     pub(crate) choice: TransportChoice,
     pub(crate) no_passthrough: bool,
     pub(crate) writeback: bool,
+    /// `--allow-other`: requests are performed as their callers.
+    pub(crate) per_caller: bool,
     /// How long to wait for each answer of the switch, and the stall limit
     /// of the channel's client.
     pub(crate) stall: Duration,
@@ -151,11 +154,7 @@ pub(crate) struct Want {
 /// the satellite broke off in the middle of the switch).
 pub(crate) async fn connect(engine: &Engine, running: &Running, want: &Want) -> Result<Link> {
     let exec = running.rpc.clone();
-    let pt_if_local = select::passthrough_wanted(&passthrough_facts(
-        true,
-        want.no_passthrough,
-        want.writeback,
-    ));
+    let pt_if_local = select::passthrough_wanted(&passthrough_facts(true, want));
     let attempt = match select::channel_wanted(want.choice, &engine.host) {
         Ok(()) => prepare(engine, running, want.timeout).await,
         Err(why) => Err(why),
@@ -180,11 +179,7 @@ pub(crate) async fn connect(engine: &Engine, running: &Running, want: &Want) -> 
                     "--transport local: cannot bypass the engine: {why}"
                 )));
             }
-            let pt = select::passthrough_wanted(&passthrough_facts(
-                false,
-                want.no_passthrough,
-                want.writeback,
-            ));
+            let pt = select::passthrough_wanted(&passthrough_facts(false, want));
             (None, Err(why), pt)
         }
     };

@@ -40,6 +40,8 @@ pub(crate) struct PassthroughFacts {
     pub(crate) local: bool,
     pub(crate) disabled: bool,
     pub(crate) writeback: bool,
+    /// Requests are performed as their callers (`--allow-other`).
+    pub(crate) per_caller: bool,
     /// CAP_SYS_ADMIN is in the effective set.
     pub(crate) sys_admin: bool,
     /// (major, minor) of the running kernel, when known.
@@ -57,6 +59,15 @@ pub(crate) fn passthrough_wanted(f: &PassthroughFacts) -> Result<(), String> {
     if f.writeback {
         return Err(
             "--writeback-cache was asked (the kernel allows no passthrough with it)".into(),
+        );
+    }
+    if f.per_caller {
+        // The kernel writes to a backing file with the credentials of the
+        // process that registered it: a write by an unprivileged caller
+        // would keep setuid/setgid bits it must clear.
+        return Err(
+            "--allow-other was asked (writes through the kernel would run with dockerfuse's privileges, not the caller's)"
+                .into(),
         );
     }
     if !f.sys_admin {
@@ -117,6 +128,7 @@ mod tests {
             local: true,
             disabled: false,
             writeback: false,
+            per_caller: false,
             sys_admin: true,
             kernel: Some((6, 18)),
         }
@@ -155,7 +167,7 @@ mod tests {
             ..facts()
         })
         .is_ok());
-        let cases: [(PassthroughFacts, &str); 6] = [
+        let cases: [(PassthroughFacts, &str); 7] = [
             (
                 PassthroughFacts {
                     local: false,
@@ -176,6 +188,13 @@ mod tests {
                     ..facts()
                 },
                 "--writeback-cache",
+            ),
+            (
+                PassthroughFacts {
+                    per_caller: true,
+                    ..facts()
+                },
+                "--allow-other",
             ),
             (
                 PassthroughFacts {
