@@ -23,9 +23,14 @@ pub use errno::Errno;
 pub use frame::{FrameError, FrameHeader, HEADER_LEN, MAX_PAYLOAD};
 pub use msg::*;
 
-/// Version of the wire protocol; both hellos carry it and a mismatch
-/// fails the mount.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version of the wire protocol; both hellos carry it. Version 3 added
+/// the change feed ([`Request::Watch`], [`Response::Changes`]).
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// Oldest protocol either side still speaks: a host and a satellite
+/// agree on the lower of their two versions, and nothing newer than that
+/// is sent (a version-2 satellite has no change feed).
+pub const MIN_PROTOCOL_VERSION: u32 = 2;
 
 /// Largest read or write carried in one request (FUSE's max_write with
 /// max_pages = 256).
@@ -33,3 +38,10 @@ pub const MAX_IO: u32 = 1 << 20;
 
 /// Frame id used by the two hello frames; requests use ids from 1 up.
 pub const HELLO_ID: u64 = 0;
+
+/// Frame id of the satellite's unsolicited change batches (after the
+/// hello; no request ever has this id).
+pub const EVENT_ID: u64 = 0;
+
+/// Most changes in one [`Response::Changes`] frame.
+pub const MAX_CHANGES: usize = 4096;

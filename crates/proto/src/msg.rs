@@ -222,6 +222,10 @@ pub enum Request<'a> {
         gid: u32,
         req: Box<Request<'a>>,
     },
+    /// Turns the change feed on: from the reply on, the satellite watches
+    /// the nodes the kernel holds and sends [`Response::Changes`] frames
+    /// with id [`crate::EVENT_ID`]. An error reply means there is no feed.
+    Watch,
 }
 
 /// File attributes as the kernel wants them; `ino` is the node id.
@@ -303,6 +307,34 @@ pub enum Response<'a> {
     /// The size an xattr value or list would need (for a size-0 probe).
     XattrSize(u32),
     Offset(u64),
+    /// Unsolicited (frame id [`crate::EVENT_ID`]): changes seen in the
+    /// container since the last batch.
+    Changes(Vec<Change<'a>>),
+}
+
+/// One change the satellite saw in the container, on nodes the kernel
+/// holds.
+#[derive(Readable, Writable, Debug, Clone, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The name `name` in directory `dir` was created, removed or renamed
+    /// (the directory's own attributes and listing changed with it).
+    Entry { dir: u64, name: Cow<'a, [u8]> },
+    /// The name `name` in directory `dir`, which was node `node`, is gone.
+    Removed {
+        dir: u64,
+        name: Cow<'a, [u8]>,
+        node: u64,
+    },
+    /// The attributes of `node` changed (mode, owner, times, links, xattrs).
+    Attr { node: u64 },
+    /// The contents (and so size and times) of `node` changed.
+    Data { node: u64 },
+    /// `node` cannot be watched (no watch left, or its watch was lost):
+    /// it must not be cached for long. Sent before the reply that
+    /// introduces the node.
+    Unwatched { node: u64 },
+    /// Events were lost: anything may have changed.
+    All,
 }
 
 fn own(c: Cow<'_, [u8]>) -> Cow<'static, [u8]> {
@@ -472,6 +504,7 @@ impl Request<'_> {
                 gid,
                 req: Box::new(req.into_owned()),
             },
+            Watch => Watch,
         }
     }
 
@@ -515,6 +548,7 @@ impl Request<'_> {
             RemovePaths { .. } => "remove_paths",
             Shutdown => "shutdown",
             As { req, .. } => req.name(),
+            Watch => "watch",
         }
     }
 }
@@ -570,6 +604,7 @@ mod tests {
             paths: vec![b"/tmp/x".as_slice().into()],
         });
         round_trip_req(Request::Shutdown);
+        round_trip_req(Request::Watch);
         round_trip_req(Request::As {
             uid: 1000,
             gid: 100,
@@ -620,6 +655,21 @@ mod tests {
             },
         ]));
         round_trip_resp(Response::Data(vec![1, 2, 3].into()));
+        round_trip_resp(Response::Changes(vec![
+            Change::Entry {
+                dir: 1,
+                name: b"a".as_slice().into(),
+            },
+            Change::Removed {
+                dir: 1,
+                name: b"b".as_slice().into(),
+                node: 9,
+            },
+            Change::Attr { node: 2 },
+            Change::Data { node: 3 },
+            Change::Unwatched { node: 4 },
+            Change::All,
+        ]));
         round_trip_resp(Response::Hello(SatelliteHello {
             protocol: 1,
             version: "0.1.0".into(),

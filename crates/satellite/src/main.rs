@@ -9,12 +9,16 @@
 //!
 //! Usage: `dockerfuse-satellite [--root PATH] [--delete-self]`
 
+mod coalesce;
 mod handles;
 mod ident;
+mod inotify;
 mod nodes;
 mod ops;
+mod output;
 mod server;
 mod sys;
+mod watch;
 
 use std::fs::File;
 use std::io::BufReader;

@@ -229,10 +229,11 @@ impl Nodes {
         }
     }
 
-    /// Drops `count` lookups of `id`; the node goes when none are left.
-    pub fn forget(&self, id: u64, count: u64) {
+    /// Drops `count` lookups of `id`; the node goes when none are left
+    /// (then true).
+    pub fn forget(&self, id: u64, count: u64) -> bool {
         if id == ROOT_NODE {
-            return;
+            return false;
         }
         let mut t = self.lock();
         let gone = match t.by_id.get_mut(&id) {
@@ -251,7 +252,9 @@ impl Nodes {
             if t.by_key.get(&key) == Some(&id) {
                 t.by_key.remove(&key);
             }
+            return true;
         }
+        false
     }
 
     /// Nodes in the table (root included).

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use dockerfuse_proto::{
     Attr, DirEntry, Entry, Errno, Request, Response, SetAttr, SetTime, StatFs, MAX_IO,
@@ -27,6 +28,7 @@ pub struct Fs {
     pub nodes: Nodes,
     pub handles: Handles,
     pub ident: Identity,
+    pub watch: Arc<crate::watch::Watch>,
 }
 
 /// Converts a stat to wire attributes, reporting `node` as the inode
@@ -102,6 +104,7 @@ impl Fs {
             nodes: Nodes::with_budget(fd, key_of(&st), budget),
             handles: Handles::default(),
             ident: Identity::current(),
+            watch: Arc::default(),
         })
     }
 
@@ -120,7 +123,7 @@ impl Fs {
             R::Lookup { parent, name } => Response::Entry(self.lookup(parent, &name)?),
             R::Forget { nodes } => {
                 for (id, n) in nodes {
-                    self.nodes.forget(id, n);
+                    self.forget(id, n);
                 }
                 Response::Ok
             }
@@ -242,6 +245,7 @@ impl Fs {
                 let id =
                     self.nodes
                         .add_ref(key_of(&st), path_fd, false, false, Some((parent, &name)));
+                self.note_held(id, libc::S_IFREG, Some((parent, &name)));
                 let fh = self.handles.insert(Handle::File(fd));
                 Response::Created {
                     entry: Entry {
@@ -421,6 +425,10 @@ impl Fs {
                 let _as = self.ident.switch(uid, gid)?;
                 return self.dispatch(*req, buf);
             }
+            R::Watch => {
+                self.start_watch()?;
+                Response::Ok
+            }
             R::Hello(_) | R::Shutdown => return Err(Errno::EINVAL),
         })
     }
@@ -448,6 +456,7 @@ impl Fs {
         let id = self
             .nodes
             .add_ref(key_of(&st), fd, is_symlink(&st), is_dir, Some((dir, name)));
+        self.note_held(id, st.st_mode as u32 & libc::S_IFMT, Some((dir, name)));
         Ok(Entry {
             node: id,
             attr: attr_of(&st, id),

@@ -12,10 +12,12 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use dockerfuse_proto::frame::{self, read_frame};
 use dockerfuse_proto::{
-    Errno, HostHello, Request, Response, SatelliteHello, HELLO_ID, MAX_IO, PROTOCOL_VERSION,
+    Errno, HostHello, Request, Response, SatelliteHello, HELLO_ID, MAX_IO, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 
 use crate::ops::Fs;
+use crate::output::Output;
 
 const START_WORKERS: usize = 4;
 pub const MAX_WORKERS: usize = 32;
@@ -37,19 +39,18 @@ struct Shared<W> {
     fs: Fs,
     queue: Mutex<Queue>,
     ready: Condvar,
-    out: Mutex<W>,
+    out: Arc<Output<W>>,
 }
 
 /// Writes one response frame; a failed write means the host is gone.
-fn send<W: Write>(out: &Mutex<W>, id: u64, resp: &Response<'_>, scratch: &mut Vec<u8>) {
+fn send<W: Write>(out: &Output<W>, id: u64, resp: &Response<'_>, scratch: &mut Vec<u8>) {
     scratch.clear();
     if let Err(e) = frame::encode(id, resp, scratch) {
         eprintln!("dockerfuse-satellite: cannot encode reply {id}: {e}");
         scratch.clear();
         frame::encode(id, &Response::Error(Errno::EIO.0), scratch).expect("a small frame encodes");
     }
-    let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-    if w.write_all(scratch).and_then(|_| w.flush()).is_err() {
+    if !out.send(scratch) {
         std::process::exit(0);
     }
 }
@@ -70,7 +71,7 @@ fn worker<W: Write>(sh: Arc<Shared<W>>) {
         let resp = match frame::decode::<Request<'_>>(&job.frame) {
             Ok(Request::Forget { nodes }) => {
                 for (id, n) in nodes {
-                    sh.fs.nodes.forget(id, n);
+                    sh.fs.forget(id, n);
                 }
                 None
             }
@@ -128,18 +129,20 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
             spare: Vec::new(),
         }),
         ready: Condvar::new(),
-        out: Mutex::new(output),
+        out: Arc::new(Output::new(output)),
     });
+    let feed_out = sh.out.clone();
+    sh.fs
+        .watch
+        .set_sink(Arc::new(move |frames: &[u8]| feed_out.send(frames)));
     let mut scratch = Vec::new();
     send(&sh.out, HELLO_ID, &Response::Hello(hello), &mut scratch);
 
     let mut buf = Vec::new();
     match read_frame(&mut input, &mut buf)? {
         Some(HELLO_ID) => match frame::decode::<Request<'_>>(&buf) {
-            Ok(Request::Hello(HostHello {
-                protocol: PROTOCOL_VERSION,
-                ..
-            })) => {}
+            Ok(Request::Hello(HostHello { protocol, .. }))
+                if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) => {}
             Ok(Request::Hello(h)) => {
                 send(
                     &sh.out,
