@@ -78,6 +78,26 @@ impl Coalescer {
         self.out.clear();
     }
 
+    /// The changes that may leave now: those not about a node for which
+    /// `waiting` holds stay for the next batch (an overflow leaves at once).
+    pub fn take_ready(&mut self, waiting: impl Fn(u64) -> bool) -> Vec<Change<'static>> {
+        if self.all {
+            return self.take();
+        }
+        let (stay, go): (Vec<_>, Vec<_>) = self.take().into_iter().partition(|c| match c {
+            Change::Entry { dir, .. } => waiting(*dir),
+            Change::Removed { dir, node, .. } => waiting(*dir) || waiting(*node),
+            Change::Attr { node } | Change::Data { node } | Change::Unwatched { node } => {
+                waiting(*node)
+            }
+            Change::All => false,
+        });
+        for c in stay {
+            self.push(c);
+        }
+        go
+    }
+
     /// The batch to send (empty when nothing happened); starts a new one.
     pub fn take(&mut self) -> Vec<Change<'static>> {
         let out = if self.all {
@@ -125,6 +145,22 @@ mod tests {
         );
         assert!(c.is_empty());
         assert!(c.take().is_empty());
+    }
+
+    #[test]
+    fn changes_of_nodes_still_being_introduced_wait() {
+        let mut c = Coalescer::default();
+        c.push(Change::Data { node: 5 });
+        c.push(entry(6, "x"));
+        c.push(Change::Attr { node: 7 });
+        let go = c.take_ready(|n| n == 5 || n == 6);
+        assert_eq!(go, vec![Change::Attr { node: 7 }]);
+        assert!(!c.is_empty());
+        assert_eq!(
+            c.take_ready(|_| false),
+            vec![Change::Data { node: 5 }, entry(6, "x")]
+        );
+        assert!(c.is_empty());
     }
 
     #[test]

@@ -84,6 +84,7 @@ fn worker<W: Write>(sh: Arc<Shared<W>>) {
         if let Some(resp) = resp {
             send(&sh.out, job.id, &resp, &mut scratch);
         }
+        sh.fs.watch.replied();
         // Keep big buffers from growing without bound across requests.
         if data.capacity() > 2 * MAX_IO as usize {
             data = Vec::new();

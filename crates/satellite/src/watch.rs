@@ -13,6 +13,7 @@
 //! `Response::Changes` frames with the reserved id `EVENT_ID`; a queue
 //! overflow becomes `Change::All`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -42,7 +43,16 @@ struct State {
     /// Where each node was last looked up, and the reverse.
     place_of: HashMap<u64, (u64, Vec<u8>)>,
     child_at: HashMap<(u64, Vec<u8>), u64>,
+    /// Nodes whose introducing reply has not left yet: their changes wait
+    /// (a change sent before that reply would reach the host before the
+    /// node, and be dropped there).
+    replying: HashMap<u64, u32>,
     unwatched: u64,
+}
+
+thread_local! {
+    /// Nodes the request this worker is serving introduced.
+    static INTRODUCED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The feed of one satellite.
@@ -90,12 +100,15 @@ impl Watch {
         Ok(())
     }
 
-    /// A node got a lookup reference (found as `place`): watch it.
-    pub fn held(&self, node: u64, fd: RawFd, kind: u32, place: Option<(u64, &[u8])>) {
+    /// A node got a lookup reference (found as `place`): watch it. True
+    /// when a watch began now (attributes read before it may be stale).
+    pub fn held(&self, node: u64, fd: RawFd, kind: u32, place: Option<(u64, &[u8])>) -> bool {
         let Some(ino) = self.ino.get() else {
-            return;
+            return false;
         };
         let mut s = self.lock();
+        *s.replying.entry(node).or_default() += 1;
+        INTRODUCED.with(|v| v.borrow_mut().push(node));
         if let Some((dir, name)) = place {
             if s.child_at.len() < MAX_NAMES || s.place_of.contains_key(&node) {
                 if let Some(old) = s.place_of.insert(node, (dir, name.to_vec())) {
@@ -107,7 +120,7 @@ impl Watch {
             }
         }
         if kind == libc::S_IFLNK || s.wd_of.contains_key(&node) {
-            return;
+            return false;
         }
         let is_dir = kind == libc::S_IFDIR;
         match ino.add(fd, if is_dir { DIR_MASK } else { FILE_MASK }) {
@@ -118,6 +131,7 @@ impl Watch {
                     s.wd_of.remove(&other);
                 }
                 s.wd_of.insert(node, wd);
+                true
             }
             Err(e) => {
                 s.unwatched += 1;
@@ -129,6 +143,24 @@ impl Watch {
                     );
                 }
                 self.send(vec![Change::Unwatched { node }]);
+                false
+            }
+        }
+    }
+
+    /// The worker sent its reply: the nodes it introduced are the host's.
+    pub fn replied(&self) {
+        let nodes = INTRODUCED.with(|v| std::mem::take(&mut *v.borrow_mut()));
+        if nodes.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        for n in nodes {
+            if let Some(c) = s.replying.get_mut(&n) {
+                *c -= 1;
+                if *c == 0 {
+                    s.replying.remove(&n);
+                }
             }
         }
     }
@@ -169,8 +201,9 @@ impl Watch {
         };
         let mut buf = vec![0u8; 64 * 1024];
         let mut batch = Coalescer::default();
+        let mut held_back = false;
         loop {
-            ino.wait(-1);
+            ino.wait(if held_back { WINDOW_MS } else { -1 });
             let until =
                 std::time::Instant::now() + std::time::Duration::from_millis(WINDOW_MS as u64);
             loop {
@@ -188,8 +221,13 @@ impl Watch {
                     break;
                 }
             }
-            if !batch.is_empty() {
-                self.send(batch.take());
+            let ready = {
+                let s = self.lock();
+                batch.take_ready(|n| s.replying.contains_key(&n))
+            };
+            held_back = !batch.is_empty();
+            if !ready.is_empty() {
+                self.send(ready);
             }
         }
     }
@@ -256,12 +294,14 @@ fn translate(s: &mut State, ev: &RawEvent<'_>, out: &mut Coalescer) {
 /// Hooks of the file operations into the feed.
 impl crate::ops::Fs {
     /// A node got a lookup reference (lookup, readdirplus, create...).
-    pub fn note_held(&self, node: u64, kind: u32, place: Option<(u64, &[u8])>) {
+    /// True when its watch began now.
+    pub fn note_held(&self, node: u64, kind: u32, place: Option<(u64, &[u8])>) -> bool {
         if self.watch.ino.get().is_none() {
-            return;
+            return false;
         }
-        if let Ok(n) = self.nodes.get(node) {
-            self.watch.held(node, n.raw(), kind, place);
+        match self.nodes.get(node) {
+            Ok(n) => self.watch.held(node, n.raw(), kind, place),
+            Err(_) => false,
         }
     }
 
