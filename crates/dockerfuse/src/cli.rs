@@ -50,8 +50,15 @@ pub struct Cli {
     pub allow_other: bool,
 
     /// Seconds the kernel may cache names and attributes (0: none).
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
-    pub ttl: f64,
+    /// Default: what the change feed watches is kept until it changes,
+    /// anything else for 1 s. Given, it applies to everything.
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<f64>,
+
+    /// Do not ask the satellite for its change feed (every cache then
+    /// lasts the TTL only).
+    #[arg(long)]
+    pub no_change_feed: bool,
 
     /// Show absolute symlinks under the mount point (default: as they are
     /// in the container, which points into the host's tree).

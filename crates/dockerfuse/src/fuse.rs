@@ -17,7 +17,7 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, CallerGuard, Core, Errno, Lookup, SetAttr, SetTime, Transport, Xattr};
+use crate::fs::{Attr, CallerGuard, Core, Errno, Lookup, SetAttr, SetTime, Transport, Ttl, Xattr};
 
 type FuseRequest = fuser::Request;
 
@@ -29,10 +29,6 @@ pub(crate) struct FuseFs<T: Transport> {
 impl<T: Transport> FuseFs<T> {
     pub(crate) fn new(core: Core<T>) -> Self {
         FuseFs { core }
-    }
-
-    fn ttl(&self) -> Duration {
-        self.core.ttl()
     }
 
     /// Makes the kernel request's user the caller of what this thread
@@ -138,9 +134,10 @@ macro_rules! empty_reply {
 
 macro_rules! entry_reply {
     ($self:ident, $reply:ident) => {{
-        let ttl = $self.ttl();
-        Box::new(move |r: Result<crate::fs::Entry, Errno>| match r {
-            Ok(e) => $reply.entry(&ttl, &file_attr(&e.attr), Generation(0)),
+        Box::new(move |r: Result<(crate::fs::Entry, Ttl), Errno>| match r {
+            Ok((e, t)) => {
+                $reply.entry_with_ttls(&t.attr, &t.entry, &file_attr(&e.attr), Generation(0))
+            }
             Err(e) => $reply.error(errno(e)),
         })
     }};
@@ -148,9 +145,8 @@ macro_rules! entry_reply {
 
 macro_rules! attr_reply {
     ($self:ident, $reply:ident) => {{
-        let ttl = $self.ttl();
-        Box::new(move |r: Result<Attr, Errno>| match r {
-            Ok(a) => $reply.attr(&ttl, &file_attr(&a)),
+        Box::new(move |r: Result<(Attr, Duration), Errno>| match r {
+            Ok((a, ttl)) => $reply.attr(&ttl, &file_attr(&a)),
             Err(e) => $reply.error(errno(e)),
         })
     }};
@@ -181,14 +177,15 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn lookup(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _as = self.caller(req);
-        let ttl = self.ttl();
         self.core.lookup(
             parent.0,
             bytes(name),
             Box::new(move |r| match r {
-                Ok(Lookup::Found(e)) => reply.entry(&ttl, &file_attr(&e.attr), Generation(0)),
+                Ok(Lookup::Found(e, t)) => {
+                    reply.entry_with_ttls(&t.attr, &t.entry, &file_attr(&e.attr), Generation(0))
+                }
                 // A negative entry: the kernel remembers the name is absent.
-                Ok(Lookup::Absent) => {
+                Ok(Lookup::Absent(ttl)) => {
                     reply.entry(&ttl, &file_attr(&Attr::default()), Generation(0))
                 }
                 Err(e) => reply.error(errno(e)),
@@ -449,7 +446,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         self.core.opendir(
             ino.0,
             Box::new(move |r| match r {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                // A watched directory's listing stays in the kernel's
+                // readdir cache until the feed invalidates the directory.
+                Ok((fh, true)) => reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                ),
+                Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(e)),
             }),
         );
@@ -488,13 +491,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     fn readdirplus(
         &self,
         req: &FuseRequest,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let _as = self.caller(req);
         self.core.readdirplus(
+            ino.0,
             fh.0,
             offset,
             4096,
@@ -619,15 +623,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyCreate,
     ) {
         let _as = self.caller(req);
-        let ttl = self.ttl();
         self.core.create(
             parent.0,
             bytes(name),
             mode,
             flags,
             Box::new(move |r| match r {
-                Ok((e, fh)) => reply.created(
-                    &ttl,
+                Ok((e, ttl, fh)) => reply.created(
+                    &ttl.min(),
                     &file_attr(&e.attr),
                     Generation(0),
                     FileHandle(fh),

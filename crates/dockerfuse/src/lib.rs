@@ -15,6 +15,7 @@ pub mod cli;
 pub mod daemon;
 pub mod engine;
 pub mod error;
+pub(crate) mod feed;
 pub(crate) mod fs;
 pub(crate) mod fuse;
 pub mod launch;

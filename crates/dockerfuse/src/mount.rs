@@ -123,10 +123,10 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         .as_deref()
         .ok_or_else(|| Error::setup("--mount is required"))?;
     let mountpoint = preflight(mount)?;
-    if !(cli.ttl >= 0.0 && cli.ttl < 1e6) {
+    let ttl = cli.ttl.unwrap_or(1.0);
+    if !(0.0..1e6).contains(&ttl) {
         return Err(Error::setup(format!(
-            "--ttl {} is not a number of seconds",
-            cli.ttl
+            "--ttl {ttl} is not a number of seconds"
         )));
     }
 
@@ -175,12 +175,17 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         mountpoint: mountpoint.as_os_str().as_encoded_bytes().to_vec(),
     });
     let opts = Options {
-        ttl: Duration::from_secs_f64(cli.ttl),
+        ttl: Duration::from_secs_f64(ttl),
+        fixed_ttl: cli.ttl.is_some(),
         writeback: cli.writeback_cache,
         links,
         per_caller: cli.allow_other,
     };
-    let fs = FuseFs::new(Core::new(running.rpc.clone(), opts));
+    let core = Core::new(running.rpc.clone(), opts);
+    let feed = (!cli.no_change_feed && running.hello.protocol >= 3)
+        .then(|| crate::feed::Feed::enable_on(&core, &running.rpc))
+        .flatten();
+    let fs = FuseFs::new(core);
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("dockerfuse:{name}")),
@@ -202,6 +207,11 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
     })?;
     let mut session = session;
     let mut unmounter = session.unmount_callable();
+    if let Some(feed) = &feed {
+        if let Err(e) = feed.start(session.notifier()) {
+            warn!(error = %e, "cannot start the notification thread");
+        }
+    }
     raise_readahead(&mountpoint);
 
     let (tx, rx) = mpsc::channel::<Event>();

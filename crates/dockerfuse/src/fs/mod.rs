@@ -7,8 +7,8 @@
 //! of Docker (it talks to a [`Transport`]), so tests drive it with canned
 //! answers or with the real satellite over pipes. Besides the mapping it
 //! holds the mount's policies:
-//! * negative entries: an absent name is remembered by the kernel for the
-//!   TTL ([`Lookup::Absent`]);
+//! * TTLs: short, or long for what the satellite's change feed watches
+//!   ([`coherence`]); negative entries likewise ([`Lookup::Absent`]);
 //! * xattr absence: `ls -l`'s getxattr calls are answered here for nodes
 //!   the satellite said have none ([`xattr_cache`]);
 //! * readdirplus references: entries the kernel did not take are forgotten
@@ -17,6 +17,7 @@
 //! * the caller's identity rides with each request when asked ([`caller`]).
 
 mod caller;
+mod coherence;
 mod links;
 mod listing;
 mod replies;
@@ -33,6 +34,7 @@ pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
 use dockerfuse_proto::{Request, Response};
 
 pub(crate) use caller::{with_caller, CallerGuard};
+pub(crate) use coherence::{Coherence, Inval, Ttl};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
@@ -43,8 +45,11 @@ use xattr_cache::NoXattrs;
 /// Caching and I/O choices of a mount.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
-    /// How long the kernel may trust names and attributes.
+    /// How long the kernel may trust names and attributes (without the
+    /// change feed, or for what it does not watch).
     pub(crate) ttl: Duration,
+    /// `ttl` was chosen by the user: it applies even with the feed.
+    pub(crate) fixed_ttl: bool,
     /// The kernel caches writes (open flags are adjusted for it).
     pub(crate) writeback: bool,
     /// Opt-in: show absolute symlinks under the mount point.
@@ -75,9 +80,9 @@ pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Errno>) + Sen
 
 /// Outcome of a lookup.
 pub(crate) enum Lookup {
-    Found(Entry),
+    Found(Entry, Ttl),
     /// The name does not exist; the kernel may remember that for the TTL.
-    Absent,
+    Absent(Duration),
 }
 
 /// The filesystem core of one mount.
@@ -85,20 +90,29 @@ pub(crate) struct Core<T: Transport> {
     rpc: Arc<T>,
     opts: Options,
     no_xattrs: Arc<NoXattrs>,
+    coherence: Arc<Coherence>,
 }
 
 impl<T: Transport> Core<T> {
     pub(crate) fn new(rpc: T, opts: Options) -> Self {
+        let coherence = Arc::new(Coherence::new(opts.ttl, opts.fixed_ttl));
+        let no_xattrs = coherence.no_xattrs();
         Core {
             rpc: Arc::new(rpc),
             opts,
-            no_xattrs: Arc::default(),
+            no_xattrs,
+            coherence,
         }
     }
 
-    /// How long the kernel may keep names and attributes.
-    pub(crate) fn ttl(&self) -> Duration {
-        self.opts.ttl
+    /// The cache policy and what the kernel holds (for the change feed).
+    pub(crate) fn coherence(&self) -> Arc<Coherence> {
+        self.coherence.clone()
+    }
+
+    /// The transport (to ask for the change feed).
+    pub(crate) fn transport(&self) -> &T {
+        &self.rpc
     }
 
     pub(crate) fn options(&self) -> &Options {
@@ -131,17 +145,23 @@ impl<T: Transport> Core<T> {
         self.send(&req, Box::new(move |r| cb(r.and_then(map))));
     }
 
-    /// Sends a request whose reply is an entry, remembering its xattr news.
-    fn call_entry(&self, req: Request<'_>, cb: Cb<Entry>) {
-        let (cache, ttl) = (self.no_xattrs.clone(), self.opts.ttl);
+    /// Sends a request whose reply is an entry found as `name` in
+    /// `parent`: the kernel takes a reference, the TTLs are chosen and the
+    /// xattr news remembered.
+    fn call_entry(&self, req: Request<'_>, parent: u64, name: &[u8], cb: Cb<(Entry, Ttl)>) {
+        let (cache, coh, name) = (
+            self.no_xattrs.clone(),
+            self.coherence.clone(),
+            name.to_vec(),
+        );
         self.send(
             &req,
             Box::new(move |r| {
-                let r = r.and_then(replies::entry);
-                if let Ok(e) = &r {
-                    cache.note(e, ttl);
-                }
-                cb(r)
+                cb(r.and_then(replies::entry).map(|e| {
+                    let ttl = coh.entry(parent, &name, e.node, e.attr.mode);
+                    cache.note(&e, ttl.attr);
+                    (e, ttl)
+                }))
             }),
         );
     }
@@ -153,16 +173,22 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn lookup(&self, parent: u64, name: &[u8], cb: Cb<Lookup>) {
-        let negative = !self.opts.ttl.is_zero();
+        let coh = self.coherence.clone();
+        let absent = name.to_vec();
         self.call_entry(
             Request::Lookup {
                 parent,
                 name: name.into(),
             },
+            parent,
+            name,
             Box::new(move |r| {
                 cb(match r {
-                    Ok(e) => Ok(Lookup::Found(e)),
-                    Err(Errno::ENOENT) if negative => Ok(Lookup::Absent),
+                    Ok((e, ttl)) => Ok(Lookup::Found(e, ttl)),
+                    Err(Errno::ENOENT) => match coh.absent(parent, &absent) {
+                        ttl if ttl.is_zero() => Err(Errno::ENOENT),
+                        ttl => Ok(Lookup::Absent(ttl)),
+                    },
                     Err(e) => Err(e),
                 })
             }),
@@ -172,27 +198,37 @@ impl<T: Transport> Core<T> {
     /// Drops `count` lookups of each node (never sent as a caller: it has
     /// no reply and no permission check).
     pub(crate) fn forget(&self, nodes: Vec<(u64, u64)>) {
+        for &(node, count) in &nodes {
+            self.coherence.forgotten(node, count);
+        }
         if !nodes.is_empty() {
             self.rpc.post(&Request::Forget { nodes });
         }
     }
 
-    pub(crate) fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<Attr>) {
+    pub(crate) fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<(Attr, Duration)>) {
         self.call_attr(Request::GetAttr { node, fh }, node, cb)
     }
 
-    pub(crate) fn setattr(&self, node: u64, fh: Option<u64>, attr: SetAttr, cb: Cb<Attr>) {
+    pub(crate) fn setattr(
+        &self,
+        node: u64,
+        fh: Option<u64>,
+        attr: SetAttr,
+        cb: Cb<(Attr, Duration)>,
+    ) {
         self.call_attr(Request::SetAttr { node, fh, attr }, node, cb)
     }
 
-    /// getattr/setattr: the attributes, reported under `node`.
-    fn call_attr(&self, req: Request<'_>, node: u64, cb: Cb<Attr>) {
+    /// getattr/setattr: the attributes, reported under `node`, and their TTL.
+    fn call_attr(&self, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>) {
+        let coh = self.coherence.clone();
         self.send(
             &req,
             Box::new(move |r| {
                 cb(r.and_then(replies::attr).map(|mut a| {
                     a.ino = node;
-                    a
+                    (a, coh.attr_ttl(node, a.mode))
                 }))
             }),
         );
@@ -215,7 +251,7 @@ impl<T: Transport> Core<T> {
 
     /// Creates a symlink; with link rewriting, a target under the mount
     /// point is stored in the container's terms.
-    pub(crate) fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cb: Cb<Entry>) {
+    pub(crate) fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cb: Cb<(Entry, Ttl)>) {
         let stored = self
             .opts
             .links
@@ -227,11 +263,20 @@ impl<T: Transport> Core<T> {
                 name: name.into(),
                 target: stored.as_deref().unwrap_or(target).into(),
             },
+            parent,
+            name,
             cb,
         )
     }
 
-    pub(crate) fn mknod(&self, parent: u64, name: &[u8], mode: u32, rdev: u64, cb: Cb<Entry>) {
+    pub(crate) fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        cb: Cb<(Entry, Ttl)>,
+    ) {
         self.call_entry(
             Request::Mknod {
                 parent,
@@ -239,17 +284,21 @@ impl<T: Transport> Core<T> {
                 mode,
                 rdev,
             },
+            parent,
+            name,
             cb,
         )
     }
 
-    pub(crate) fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cb: Cb<Entry>) {
+    pub(crate) fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cb: Cb<(Entry, Ttl)>) {
         self.call_entry(
             Request::Mkdir {
                 parent,
                 name: name.into(),
                 mode,
             },
+            parent,
+            name,
             cb,
         )
     }
@@ -284,13 +333,15 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    pub(crate) fn link(&self, node: u64, new_parent: u64, new_name: &[u8], cb: Cb<Entry>) {
+    pub(crate) fn link(&self, node: u64, new_parent: u64, new_name: &[u8], cb: Cb<(Entry, Ttl)>) {
         self.call_entry(
             Request::Link {
                 node,
                 new_parent,
                 new_name: new_name.into(),
             },
+            new_parent,
+            new_name,
             cb,
         )
     }
@@ -320,9 +371,13 @@ impl<T: Transport> Core<T> {
         name: &[u8],
         mode: u32,
         flags: i32,
-        cb: Cb<(Entry, u64)>,
+        cb: Cb<(Entry, Ttl, u64)>,
     ) {
-        let (cache, ttl) = (self.no_xattrs.clone(), self.opts.ttl);
+        let (cache, coh, owned) = (
+            self.no_xattrs.clone(),
+            self.coherence.clone(),
+            name.to_vec(),
+        );
         let req = Request::Create {
             parent,
             name: name.into(),
@@ -332,11 +387,11 @@ impl<T: Transport> Core<T> {
         self.send(
             &req,
             Box::new(move |r| {
-                let r = r.and_then(replies::created);
-                if let Ok((e, _)) = &r {
-                    cache.note(e, ttl);
-                }
-                cb(r)
+                cb(r.and_then(replies::created).map(|(e, fh)| {
+                    let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
+                    cache.note(&e, ttl.attr);
+                    (e, ttl, fh)
+                }))
             }),
         );
     }
@@ -420,8 +475,14 @@ impl<T: Transport> Core<T> {
         );
     }
 
-    pub(crate) fn opendir(&self, node: u64, cb: Cb<u64>) {
-        self.call(Request::OpenDir { node }, replies::fh, cb)
+    /// Opens a directory; true with the handle when the kernel may keep
+    /// its listing (the feed watches it).
+    pub(crate) fn opendir(&self, node: u64, cb: Cb<(u64, bool)>) {
+        let coh = self.coherence.clone();
+        self.send(
+            &Request::OpenDir { node },
+            Box::new(move |r| cb(r.and_then(replies::fh).map(|fh| (fh, coh.cache_dir(node))))),
+        );
     }
 
     pub(crate) fn readdir(&self, fh: u64, offset: u64, size: u32, cb: DirCb) {
@@ -443,8 +504,12 @@ impl<T: Transport> Core<T> {
 
     /// A readdirplus chunk: `cb` gives the items to the kernel and returns
     /// how many it took; the lookups of the others are dropped.
-    pub(crate) fn readdirplus(&self, fh: u64, offset: u64, size: u32, cb: PlusCb) {
-        let (cache, ttl, rpc) = (self.no_xattrs.clone(), self.opts.ttl, self.rpc.clone());
+    pub(crate) fn readdirplus(&self, dir: u64, fh: u64, offset: u64, size: u32, cb: PlusCb) {
+        let (cache, coh, rpc) = (
+            self.no_xattrs.clone(),
+            self.coherence.clone(),
+            self.rpc.clone(),
+        );
         let req = Request::ReadDir {
             fh,
             offset,
@@ -455,12 +520,21 @@ impl<T: Transport> Core<T> {
             &req,
             Box::new(move |r| match r {
                 Ok(Response::Dir(v)) => {
-                    for e in v.iter().filter_map(|d| d.entry.as_ref()) {
-                        cache.note(e, ttl);
+                    let ttl = coh.short();
+                    let mut items = listing::plus(v, ttl);
+                    // The kernel takes them in order; register each as it
+                    // would be taken (those it leaves are forgotten below).
+                    for i in items.iter_mut().filter(|i| i.counted) {
+                        i.ttl = coh.entry(dir, &i.name, i.node, i.attr.mode).min();
+                        if i.no_xattrs {
+                            cache.note_empty(i.node, i.ttl);
+                        }
                     }
-                    let items = listing::plus(v, ttl);
                     let taken = cb(Ok(&items));
                     let nodes = listing::untaken(&items, taken);
+                    for &(node, count) in &nodes {
+                        coh.forgotten(node, count);
+                    }
                     if !nodes.is_empty() {
                         rpc.post(&Request::Forget { nodes });
                     }

@@ -43,6 +43,7 @@ fn core_with(
 fn opts() -> Options {
     Options {
         ttl: Duration::from_secs(1),
+        fixed_ttl: false,
         writeback: false,
         links: None,
         per_caller: true,
@@ -76,7 +77,7 @@ fn entry(node: u64, no_xattrs: bool) -> Entry {
 
 fn found(got: &Slot<Lookup>) -> Option<u64> {
     match got.lock().unwrap().take() {
-        Some(Ok(Lookup::Found(e))) => Some(e.attr.ino),
+        Some(Ok(Lookup::Found(e, _))) => Some(e.attr.ino),
         _ => None,
     }
 }
@@ -123,7 +124,7 @@ fn absent_names_are_negative_entries_only_with_a_ttl() {
     c.lookup(1, b"x", cb);
     assert!(matches!(
         got.lock().unwrap().take(),
-        Some(Ok(Lookup::Absent))
+        Some(Ok(Lookup::Absent(_)))
     ));
 
     let mut o = opts();
@@ -330,6 +331,7 @@ fn readdirplus_forgets_what_the_kernel_did_not_take() {
     let names = Arc::new(Mutex::new(Vec::new()));
     let n = names.clone();
     c.readdirplus(
+        1,
         7,
         0,
         4096,
@@ -361,4 +363,42 @@ fn readdirplus_forgets_what_the_kernel_did_not_take() {
         Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
     );
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ENODATA)));
+}
+
+#[test]
+fn with_the_feed_replies_carry_long_ttls_and_only_held_nodes_are_invalidated() {
+    use super::coherence::LONG_TTL;
+    use dockerfuse_proto::Change;
+    let (c, _) = core(|r| match r {
+        Request::Lookup { .. } => Response::Entry(Entry {
+            node: 5,
+            attr: Attr {
+                mode: libc::S_IFREG | 0o644,
+                ..Default::default()
+            },
+            no_xattrs: true,
+        }),
+        _ => Response::Ok,
+    });
+    let (cb, got) = capture();
+    c.lookup(1, b"f", cb);
+    match got.lock().unwrap().take() {
+        Some(Ok(Lookup::Found(_, t))) => assert_eq!(t.attr, Duration::from_secs(1)),
+        _ => panic!("expected an entry"),
+    }
+    c.coherence().feed_on();
+    let (cb, got) = capture();
+    c.lookup(1, b"f", cb);
+    match got.lock().unwrap().take() {
+        Some(Ok(Lookup::Found(e, t))) => {
+            assert_eq!(e.node, 5);
+            assert_eq!((t.attr, t.entry), (LONG_TTL, LONG_TTL));
+        }
+        _ => panic!("expected an entry"),
+    }
+    let coh = c.coherence();
+    assert_eq!(coh.apply(&[Change::Data { node: 5 }]).len(), 1);
+    // The kernel forgets both lookups: the node's changes are dropped.
+    c.forget(vec![(5, 2)]);
+    assert!(coh.apply(&[Change::Data { node: 5 }]).is_empty());
 }
