@@ -38,7 +38,7 @@
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors faults
-#                               differential programs posix
+#                               differential coherence programs posix
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
 #                               real-podman
@@ -47,6 +47,7 @@
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
 #   DFIT_DIFF_OPS, DFIT_DIFF_SEED: see scenarios/differential.sh
+#   DFIT_COHERENCE_ROUNDS, DFIT_COHERENCE_BOUND: see scenarios/coherence.sh
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -66,7 +67,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults differential programs posix $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults differential coherence programs posix $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -77,9 +78,9 @@ done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
 	core | busybox | container-stop | errors | faults | engine-restart) ;;
-	differential | programs | posix) ;;
+	differential | coherence | programs | posix) ;;
 	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults differential coherence programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -262,6 +263,11 @@ fi
 if want differential; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-diff-$c" "differential alpine:$c satellite $c" differential "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want coherence; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-coh-$c" "coherence alpine:$c satellite $c" coherence "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
 	done
 fi
 if want programs; then
