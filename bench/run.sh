@@ -18,9 +18,10 @@
 #   BENCH_OUT             JSON path (default bench/results/<date>-<arch>[-<flags>].json;
 #                         the table goes next to it as .txt)
 #   BENCH_DF_FLAGS        extra dockerfuse flags for every mount, e.g. --writeback-cache
-#   BENCH_WALK_TTL        --ttl of the ls -lR / find mounts (default 60; not added when
+#   BENCH_WALK_TTL        --ttl of the ls -lR / find mounts (default none: the change
+#                         feed decides; not added when
 #                         BENCH_DF_FLAGS has --ttl)
-#   BENCH_ONLY            subset of: ready walk tar read write create random rtt
+#   BENCH_ONLY            subset of: ready walk tar read write dd create random rtt latency
 #
 # Needs root (drop_caches, /proc/<pid>/root), a Docker engine, fusermount3,
 # python3 and the local image dockerfuse-test/alpine:<arch>
@@ -45,7 +46,7 @@ REPEATS=${BENCH_REPEATS:-3}
 WARMUP=${BENCH_WARMUP:-1}
 OUT=${BENCH_OUT:-}
 DF_FLAGS=${BENCH_DF_FLAGS:-}
-WALK_TTL=${BENCH_WALK_TTL:-60}
+WALK_TTL=${BENCH_WALK_TTL:-}
 ONLY=${BENCH_ONLY:-}
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -67,7 +68,7 @@ done
 [[ -z "$SAT_ARCH" || "$SAT_ARCH" =~ ^(amd64|arm64)$ ]] || die "BENCH_SATELLITE_ARCH must be amd64 or arm64"
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEATS must be a positive number"
 [[ "$WARMUP" =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a number"
-[[ "$WALK_TTL" =~ ^[0-9]+$ ]] || die "BENCH_WALK_TTL must be a number of seconds"
+[[ "$WALK_TTL" =~ ^[0-9]*$ ]] || die "BENCH_WALK_TTL must be a number of seconds"
 [ "$(id -u)" = 0 ] || die "run as root (drop_caches and /proc/<pid>/root need it)"
 for t in docker fusermount3 python3 tar; do
 	command -v "$t" >/dev/null 2>&1 || die "$t not found (integration/setup-engine.sh installs the engine and fuse3)"

@@ -66,8 +66,16 @@ pub struct Cli {
     pub rewrite_absolute_links: bool,
 
     /// Let the kernel cache writes and send them in large batches.
-    #[arg(long)]
+    /// Default: on with the change feed, unless --allow-other is given or
+    /// the satellite does not run as root (where the kernel's O_WRONLY ->
+    /// O_RDWR and explicit-time utimensat would refuse what direct access
+    /// allows).
+    #[arg(long, conflicts_with = "no_writeback_cache")]
     pub writeback_cache: bool,
+
+    /// Never let the kernel cache writes.
+    #[arg(long)]
+    pub no_writeback_cache: bool,
 
     /// Docker engine to use (default: $DOCKER_HOST, else the local socket).
     #[arg(short = 'H', long, value_name = "URL")]

@@ -128,7 +128,13 @@ impl Fs {
                 Response::Ok
             }
             R::GetAttr { node, fh } => Response::Attr(self.getattr(node, fh)?),
-            R::SetAttr { node, fh, attr } => Response::Attr(self.setattr(node, fh, &attr)?),
+            R::SetAttr { node, fh, attr } => {
+                let a = self.setattr(node, fh, &attr)?;
+                if let Ok(n) = self.nodes.get(node) {
+                    self.watch.own_change(n.raw());
+                }
+                Response::Attr(a)
+            }
             R::ReadLink { node } => {
                 let n = self.nodes.get(node)?;
                 sys::readlinkat(n.raw(), buf)?;
@@ -286,6 +292,7 @@ impl Fs {
                     }
                     done += n;
                 }
+                self.watch.own_change(fd);
                 Response::Written(done as u32)
             }
             // FLUSH comes on every close() of every duplicate: it must not
@@ -389,7 +396,9 @@ impl Fs {
                 length,
                 mode,
             } => {
-                sys::fallocate(self.handles.get(fh)?.file()?, mode, offset, length)?;
+                let fd = self.handles.get(fh)?.file()?;
+                sys::fallocate(fd, mode, offset, length)?;
+                self.watch.own_change(fd);
                 Response::Ok
             }
             R::Lseek { fh, offset, whence } => {
@@ -412,6 +421,7 @@ impl Fs {
                     len.min(u32::MAX as u64),
                     flags,
                 )?;
+                self.watch.own_change(b.file()?);
                 Response::Written(n as u32)
             }
             R::RemovePaths { paths } => {

@@ -132,10 +132,11 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
         ready: Condvar::new(),
         out: Arc::new(Output::new(output)),
     });
-    let feed_out = sh.out.clone();
-    sh.fs
-        .watch
-        .set_sink(Arc::new(move |frames: &[u8]| feed_out.send(frames)));
+    let (feed_out, feed_fs) = (sh.out.clone(), sh.clone());
+    sh.fs.watch.set_sink(
+        Arc::new(move |frames: &[u8]| feed_out.send(frames)),
+        Arc::new(move |node| feed_fs.fs.stat_node(node)),
+    );
     let mut scratch = Vec::new();
     send(&sh.out, HELLO_ID, &Response::Hello(hello), &mut scratch);
 

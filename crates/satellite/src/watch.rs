@@ -35,6 +35,34 @@ const MAX_NAMES: usize = 500_000;
 
 /// Where encoded frames go (the satellite's output).
 pub type Sink = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+/// The current stat of a node, if it can be had.
+pub type StatNode = Arc<dyn Fn(u64) -> Option<libc::stat> + Send + Sync>;
+/// Files whose state after the satellite's own change is remembered.
+const MAX_OWN: usize = 100_000;
+
+/// What a file looked like right after the satellite itself changed it:
+/// an event that finds it still so is the echo of that change, which the
+/// kernel already knows (it made it), and is not sent. Any later change
+/// moves the ctime (fine-grained once queried, on current kernels).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+// libc's stat field types differ between targets.
+#[allow(clippy::unnecessary_cast)]
+fn stamp_of(st: &libc::stat) -> ((u64, u64), Stamp) {
+    (
+        (st.st_dev as u64, st.st_ino as u64),
+        Stamp {
+            size: st.st_size as i64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        },
+    )
+}
 
 #[derive(Default)]
 struct State {
@@ -60,7 +88,9 @@ thread_local! {
 pub struct Watch {
     ino: OnceLock<Inotify>,
     sink: OnceLock<Sink>,
+    stat: OnceLock<StatNode>,
     state: Mutex<State>,
+    own: Mutex<HashMap<(u64, u64), Stamp>>,
 }
 
 impl Watch {
@@ -68,9 +98,39 @@ impl Watch {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Where change frames are to be written.
-    pub fn set_sink(&self, sink: Sink) {
+    /// Where change frames are to be written, and how nodes are stat'ed.
+    pub fn set_sink(&self, sink: Sink, stat: StatNode) {
         let _ = self.sink.set(sink);
+        let _ = self.stat.set(stat);
+    }
+
+    /// The satellite itself just changed the file behind `fd` (a write,
+    /// a truncate...): remember what it looks like now.
+    pub fn own_change(&self, fd: RawFd) {
+        if self.ino.get().is_none() {
+            return;
+        }
+        if let Ok(st) = crate::sys::stat_fd(fd) {
+            let (key, stamp) = stamp_of(&st);
+            let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+            if own.len() >= MAX_OWN {
+                own.clear();
+            }
+            own.insert(key, stamp);
+        }
+    }
+
+    /// A data or attribute change that only echoes the satellite's own.
+    fn is_echo(&self, c: &Change<'_>) -> bool {
+        let (Change::Data { node } | Change::Attr { node }) = c else {
+            return false;
+        };
+        let Some(st) = self.stat.get().and_then(|f| f(*node)) else {
+            return false;
+        };
+        let (key, stamp) = stamp_of(&st);
+        let own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        own.get(&key) == Some(&stamp)
     }
 
     /// Turns the feed on (again: a no-op), watching the root `root_fd`.
@@ -226,6 +286,8 @@ impl Watch {
                 batch.take_ready(|n| s.replying.contains_key(&n))
             };
             held_back = !batch.is_empty();
+            let ready: Vec<Change<'static>> =
+                ready.into_iter().filter(|c| !self.is_echo(c)).collect();
             if !ready.is_empty() {
                 self.send(ready);
             }
@@ -310,6 +372,12 @@ impl crate::ops::Fs {
         if self.nodes.forget(node, count) {
             self.watch.dropped(node);
         }
+    }
+
+    /// The current stat of a node.
+    pub fn stat_node(&self, node: u64) -> Option<libc::stat> {
+        let n = self.nodes.get(node).ok()?;
+        crate::sys::stat_fd(n.raw()).ok()
     }
 
     /// Turns the feed on.
