@@ -65,17 +65,12 @@ pub struct Cli {
     #[arg(long)]
     pub rewrite_absolute_links: bool,
 
-    /// Let the kernel cache writes and send them in large batches.
-    /// Default: on with the change feed, unless --allow-other is given or
-    /// the satellite does not run as root (where the kernel's O_WRONLY ->
-    /// O_RDWR and explicit-time utimensat would refuse what direct access
-    /// allows).
-    #[arg(long, conflicts_with = "no_writeback_cache")]
-    pub writeback_cache: bool,
-
-    /// Never let the kernel cache writes.
+    /// Let the kernel cache writes and send them in large batches. The
+    /// kernel then trusts its own size and mtime of a file it caches:
+    /// changes of them made inside the container show only once it drops
+    /// the inode (see docs/SEMANTICS.md).
     #[arg(long)]
-    pub no_writeback_cache: bool,
+    pub writeback_cache: bool,
 
     /// Docker engine to use (default: $DOCKER_HOST, else the local socket).
     #[arg(short = 'H', long, value_name = "URL")]

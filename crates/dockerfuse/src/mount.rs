@@ -174,17 +174,11 @@ pub fn run(cli: &Cli, notifier: &mut Notifier) -> Result<()> {
         root: cli.path.as_bytes().to_vec(),
         mountpoint: mountpoint.as_os_str().as_encoded_bytes().to_vec(),
     });
-    // The writeback cache is the default with the change feed where it
-    // cannot refuse what direct access allows (see Cli::writeback_cache).
     let feed_wanted = !cli.no_change_feed && running.hello.protocol >= 3;
     let opts = Options {
         ttl: Duration::from_secs_f64(ttl),
         fixed_ttl: cli.ttl.is_some(),
-        writeback: cli.writeback_cache
-            || (!cli.no_writeback_cache
-                && feed_wanted
-                && running.hello.uid == 0
-                && !cli.allow_other),
+        writeback: cli.writeback_cache,
         links,
         per_caller: cli.allow_other,
     };
