@@ -18,6 +18,7 @@
 
 mod caller;
 mod coherence;
+mod lazy_dir;
 mod links;
 mod listing;
 mod replies;
@@ -39,6 +40,7 @@ pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
 
+use lazy_dir::LazyDirs;
 use replies::unexpected;
 use xattr_cache::NoXattrs;
 
@@ -91,6 +93,7 @@ pub(crate) struct Core<T: Transport> {
     opts: Options,
     no_xattrs: Arc<NoXattrs>,
     coherence: Arc<Coherence>,
+    dirs: Arc<LazyDirs>,
 }
 
 impl<T: Transport> Core<T> {
@@ -102,6 +105,7 @@ impl<T: Transport> Core<T> {
             opts,
             no_xattrs,
             coherence,
+            dirs: Arc::default(),
         }
     }
 
@@ -478,6 +482,9 @@ impl<T: Transport> Core<T> {
     /// Opens a directory; true with the handle when the kernel may keep
     /// its listing (the feed watches it).
     pub(crate) fn opendir(&self, node: u64, cb: Cb<(u64, bool)>) {
+        if !self.opts.per_caller && self.coherence.cache_dir(node) {
+            return cb(Ok((self.dirs.open(node), true)));
+        }
         let coh = self.coherence.clone();
         self.send(
             &Request::OpenDir { node },
@@ -485,15 +492,38 @@ impl<T: Transport> Core<T> {
         );
     }
 
+    /// Sends a request on the satellite's handle of directory handle
+    /// `fh` (opening it in the container first for a host handle).
+    fn on_dir(
+        &self,
+        fh: u64,
+        req: impl FnOnce(u64) -> Request<'static> + Send + 'static,
+        done: Done,
+    ) {
+        if !LazyDirs::is_host(fh) {
+            return self.send(&req(fh), done);
+        }
+        let rpc = self.rpc.clone();
+        self.dirs.with_remote(
+            &self.rpc,
+            fh,
+            Box::new(move |r| match r {
+                Ok(remote) => rpc.call(&req(remote), done),
+                Err(e) => done(Err(e)),
+            }),
+        );
+    }
+
     pub(crate) fn readdir(&self, fh: u64, offset: u64, size: u32, cb: DirCb) {
-        let req = Request::ReadDir {
+        let req = move |fh| Request::ReadDir {
             fh,
             offset,
             size,
             plus: false,
         };
-        self.send(
-            &req,
+        self.on_dir(
+            fh,
+            req,
             Box::new(move |r| match r {
                 Ok(Response::Dir(v)) => cb(Ok(listing::plain(v))),
                 Ok(r) => cb(Err(unexpected(r))),
@@ -510,14 +540,15 @@ impl<T: Transport> Core<T> {
             self.coherence.clone(),
             self.rpc.clone(),
         );
-        let req = Request::ReadDir {
+        let req = move |fh| Request::ReadDir {
             fh,
             offset,
             size,
             plus: true,
         };
-        self.send(
-            &req,
+        self.on_dir(
+            fh,
+            req,
             Box::new(move |r| match r {
                 Ok(Response::Dir(v)) => {
                     let ttl = coh.short();
@@ -550,11 +581,21 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn releasedir(&self, fh: u64, cb: Cb<()>) {
-        self.send_and_ack(&Request::ReleaseDir { fh }, cb)
+        if !LazyDirs::is_host(fh) {
+            return self.send_and_ack(&Request::ReleaseDir { fh }, cb);
+        }
+        match self.dirs.release(fh) {
+            Some(remote) => self.send_and_ack(&Request::ReleaseDir { fh: remote }, cb),
+            None => cb(Ok(())),
+        }
     }
 
     pub(crate) fn fsyncdir(&self, fh: u64, datasync: bool, cb: Cb<()>) {
-        self.call(Request::FsyncDir { fh, datasync }, replies::ok, cb)
+        self.on_dir(
+            fh,
+            move |fh| Request::FsyncDir { fh, datasync },
+            Box::new(move |r| cb(r.and_then(replies::ok))),
+        );
     }
 
     pub(crate) fn statfs(&self, node: u64, cb: Cb<StatFs>) {

@@ -402,3 +402,64 @@ fn with_the_feed_replies_carry_long_ttls_and_only_held_nodes_are_invalidated() {
     c.forget(vec![(5, 2)]);
     assert!(coh.apply(&[Change::Data { node: 5 }]).is_empty());
 }
+
+#[test]
+fn a_watched_directory_is_opened_in_the_container_only_when_read() {
+    let mut o = opts();
+    o.per_caller = false;
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::OpenDir { .. } => Response::Opened { fh: 77 },
+            Request::ReadDir { .. } => Response::Dir(vec![]),
+            _ => Response::Ok,
+        },
+        o,
+    );
+    // Without the feed: opened in the container at once.
+    let (cb, got) = capture();
+    c.opendir(1, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok((77, false))));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    seen.lock().unwrap().clear();
+
+    c.coherence().feed_on();
+    let (cb, got) = capture();
+    c.opendir(1, cb);
+    let fh = match got.lock().unwrap().take() {
+        Some(Ok((fh, true))) => fh,
+        other => panic!(
+            "expected a cached host handle, got {:?}",
+            other.map(|r| r.err())
+        ),
+    };
+    assert_ne!(fh, 77);
+    assert!(seen.lock().unwrap().is_empty(), "nothing sent for the open");
+    // Released unread: nothing sent either.
+    let (cb, _) = capture();
+    c.releasedir(fh, cb);
+    assert!(seen.lock().unwrap().is_empty());
+
+    // Read: opened first, then read on the satellite's handle, closed at
+    // release.
+    let (cb, got) = capture();
+    c.opendir(1, cb);
+    let fh = match got.lock().unwrap().take() {
+        Some(Ok((fh, true))) => fh,
+        _ => panic!("expected a host handle"),
+    };
+    let n = Arc::new(Mutex::new(None));
+    let n2 = n.clone();
+    c.readdir(
+        fh,
+        0,
+        4096,
+        Box::new(move |r| *n2.lock().unwrap() = Some(r.map(|v| v.len()))),
+    );
+    assert_eq!(n.lock().unwrap().take(), Some(Ok(0)));
+    let (cb, _) = capture();
+    c.releasedir(fh, cb);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0], Request::OpenDir { node: 1 });
+    assert!(matches!(seen[1], Request::ReadDir { fh: 77, .. }));
+    assert_eq!(seen[2], Request::ReleaseDir { fh: 77 });
+}
