@@ -263,10 +263,13 @@ mod tests {
             },
             Change::Data { node: 12345 },
         ]));
-        let got = wait_for(&rec, 5);
+        let got = wait_for(&rec, 6);
         assert_eq!(
             got,
             vec![
+                // A file's data change drops its name too: the next open
+                // looks it up and learns the new size.
+                "entry 1 f",
                 "inode 2 0 0",
                 "inode 1 -1 0",
                 "delete 1 2 f",

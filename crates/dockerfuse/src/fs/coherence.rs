@@ -83,6 +83,10 @@ struct Held {
     nodes: HashMap<u64, u64>,
     /// Names given the long TTL: (parent, name) → node (0: absent).
     names: HashMap<(u64, Box<[u8]>), u64>,
+    /// Where each node was last found (its name is dropped with its data,
+    /// so that the next open looks it up and learns its size: the kernel
+    /// appends at its own idea of the end of file).
+    place: HashMap<u64, (u64, Box<[u8]>)>,
     unwatched: HashSet<u64>,
     /// Too many unwatched nodes to track: none is kept for long.
     degraded: bool,
@@ -162,6 +166,9 @@ impl Coherence {
         let attr = self.attr_ttl(node, mode);
         let mut h = self.lock();
         *h.nodes.entry(node).or_default() += 1;
+        if mode & libc::S_IFMT == libc::S_IFREG && valid_name(name) {
+            h.place.insert(node, (parent, name.into()));
+        }
         let entry = self.name_ttl(&mut h, parent, name, node);
         Ttl { attr, entry }
     }
@@ -196,6 +203,7 @@ impl Coherence {
             if *c == 0 {
                 h.nodes.remove(&node);
                 h.unwatched.remove(&node);
+                h.place.remove(&node);
             }
         }
     }
@@ -245,6 +253,12 @@ impl Coherence {
                 }
                 Change::Data { node } if knows(&h, *node) => {
                     self.no_xattrs.forget(*node);
+                    if let Some((parent, name)) = h.place.get(node) {
+                        out.push(Inval::Entry {
+                            parent: *parent,
+                            name: name.to_vec(),
+                        });
+                    }
                     out.push(Inval::Data(*node));
                     true
                 }
@@ -408,6 +422,7 @@ mod tests {
                     child: 3,
                     name: b"f".to_vec()
                 },
+                e(2, "f"),
                 Inval::Data(3),
                 Inval::Attr(2),
                 // A removal of an unknown child is a plain entry change.

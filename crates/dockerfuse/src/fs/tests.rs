@@ -397,7 +397,8 @@ fn with_the_feed_replies_carry_long_ttls_and_only_held_nodes_are_invalidated() {
         _ => panic!("expected an entry"),
     }
     let coh = c.coherence();
-    assert_eq!(coh.apply(&[Change::Data { node: 5 }]).len(), 1);
+    // Its name and its data.
+    assert_eq!(coh.apply(&[Change::Data { node: 5 }]).len(), 2);
     // The kernel forgets both lookups: the node's changes are dropped.
     c.forget(vec![(5, 2)]);
     assert!(coh.apply(&[Change::Data { node: 5 }]).is_empty());
