@@ -4,7 +4,8 @@
 # applied in lockstep through the mount and directly (from the host, through
 # /proc/<pid>/root) to twin directories in the SAME container; every
 # operation's result and errno, and at the end of each sequence the whole
-# trees, must be identical. See integration/difftest.py for the operations
+# trees, must be identical; then again with third-party changes made to
+# the twins behind the mount's back. See integration/difftest.py for the operations
 # and the comparison; a divergence prints the seed and the shortest failing
 # operation list it found (delta debugging).
 #
@@ -15,6 +16,10 @@
 #   DFIT_DIFF_SEED    first seed (default 1; sequences use SEED, SEED+1, ...)
 #   DFIT_DIFF_SEQ     operations per sequence (fresh twins each; default 250)
 #   DFIT_DIFF_TIMEOUT bound on the whole run in s (default 900)
+#   DFIT_DIFF_THIRD_OPS, DFIT_DIFF_THIRD_EVERY, DFIT_DIFF_SETTLE  a second run of
+#                     2000 operations (seed SEED+1000) with a third-party change
+#                     to both twins, made directly, every 10 operations; the
+#                     mount gets 0.2 s to see each
 # Must run as root (it reads /proc/<pid>/root). Writes only below
 # /tmp/dfit-diff-<pid> in the container, removed at the end.
 set -euo pipefail
@@ -27,6 +32,9 @@ OPS=${DFIT_DIFF_OPS:-10000}
 SEED=${DFIT_DIFF_SEED:-1}
 SEQ=${DFIT_DIFF_SEQ:-250}
 RUN_TIMEOUT=${DFIT_DIFF_TIMEOUT:-900}
+THIRD_OPS=${DFIT_DIFF_THIRD_OPS:-2000}
+THIRD_EVERY=${DFIT_DIFF_THIRD_EVERY:-10}
+SETTLE=${DFIT_DIFF_SETTLE:-0.2}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MNT=$WORKDIR/mnt-diff
 T=/tmp/dfit-diff-$$
@@ -73,6 +81,26 @@ case "$rc" in
 *)
 	fail "difftest failed to run (exit $rc)"
 	tail -n 20 "$REPORT" | detail
+	;;
+esac
+
+# Third-party changes: every DFIT_DIFF_THIRD_EVERY operations a random
+# change is made to both twins directly (behind the mount's back, as a
+# process in the container would); after DFIT_DIFF_SETTLE seconds the mount
+# must see it (the change feed), or the next operations diverge.
+REPORT3=$WORKDIR/difftest-third.out
+rc=0
+timeout -k 10 "$RUN_TIMEOUT" python3 "$HERE/difftest.py" \
+	--mount-dir "$MNT$T/m" --direct-dir "/proc/$cpid/root$T/d" \
+	--third-party-dir "/proc/$cpid/root$T/m" --third-party-every "$THIRD_EVERY" --settle "$SETTLE" \
+	--seed "$((SEED + 1000))" --ops "$THIRD_OPS" --seq-len "$SEQ" >"$REPORT3" 2>&1 || rc=$?
+summary=$(grep -E '^difftest: ' "$REPORT3" | tail -n 1 || true)
+log "third-party changes: ${summary:-no summary line}"
+case "$rc" in
+0) pass "no divergence with third-party changes every $THIRD_EVERY ops, ${SETTLE}s to settle (${summary#difftest: })" ;;
+*)
+	fail "the mount diverges after third-party changes (exit $rc; ${summary#difftest: })"
+	cut -c1-400 "$REPORT3" | detail
 	;;
 esac
 cap out dx sh -c "ls -A '$T/m' '$T/d' | grep -v '^$T' | grep -c . || true"
