@@ -12,12 +12,12 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dockerfuse_proto::{Request, Response};
+use dockerfuse_proto::{Request, Response, MAX_CHANGES};
 use fuser::INodeNo;
 use tracing::debug;
 
@@ -25,6 +25,10 @@ use crate::fs::{Coherence, Inval, Transport};
 
 /// Batches of notifications waiting for the notifier thread.
 const QUEUE: usize = 256;
+/// Bytes of change frames whose notifications may wait; past this (or a
+/// frame with more than MAX_CHANGES changes) everything is invalidated
+/// instead, so a flood costs bounded memory.
+const QUEUED_BYTES: usize = 8 << 20;
 
 /// What the notifier thread needs of the kernel (fuser's `Notifier`;
 /// tests record the calls).
@@ -54,9 +58,10 @@ impl Kernel for fuser::Notifier {
 /// The receiving half of one mount's feed.
 pub(crate) struct Feed {
     coherence: Arc<Coherence>,
-    tx: SyncSender<Vec<Inval>>,
-    rx: Mutex<Option<Receiver<Vec<Inval>>>>,
+    tx: SyncSender<(Vec<Inval>, usize)>,
+    rx: Mutex<Option<Receiver<(Vec<Inval>, usize)>>>,
     overflowed: Arc<AtomicBool>,
+    queued: AtomicUsize,
 }
 
 impl Feed {
@@ -67,6 +72,7 @@ impl Feed {
             tx,
             rx: Mutex::new(Some(rx)),
             overflowed: Arc::default(),
+            queued: AtomicUsize::new(0),
         })
     }
 
@@ -74,11 +80,16 @@ impl Feed {
     /// never blocks).
     pub(crate) fn frame(&self, payload: &[u8]) {
         let changes = match dockerfuse_proto::frame::decode::<Response<'_>>(payload) {
-            Ok(Response::Changes(c)) => c,
+            Ok(Response::Changes(c))
+                if c.len() <= MAX_CHANGES
+                    && self.queued.load(Ordering::SeqCst) + payload.len() <= QUEUED_BYTES =>
+            {
+                c
+            }
             _ => {
-                debug!("undecodable change frame dropped: invalidating everything");
+                debug!("change frame undecodable, too large or over the queue's budget: invalidating everything");
                 self.overflowed.store(true, Ordering::SeqCst);
-                let _ = self.tx.try_send(Vec::new());
+                let _ = self.tx.try_send((Vec::new(), 0));
                 return;
             }
         };
@@ -86,9 +97,11 @@ impl Feed {
         if invals.is_empty() {
             return;
         }
-        match self.tx.try_send(invals) {
+        self.queued.fetch_add(payload.len(), Ordering::SeqCst);
+        match self.tx.try_send((invals, payload.len())) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(payload.len(), Ordering::SeqCst);
                 // The thread will invalidate everything when it gets here.
                 if !self.overflowed.swap(true, Ordering::SeqCst) {
                     debug!("change queue full: everything will be invalidated");
@@ -146,11 +159,13 @@ impl Feed {
             .map(|_| ())
     }
 
-    fn run(&self, rx: Receiver<Vec<Inval>>, kernel: impl Kernel) {
-        while let Ok(batch) = rx.recv() {
+    fn run(&self, rx: Receiver<(Vec<Inval>, usize)>, kernel: impl Kernel) {
+        while let Ok((batch, bytes)) = rx.recv() {
             self.deliver(&kernel, &batch);
-            while let Ok(more) = rx.try_recv() {
+            self.queued.fetch_sub(bytes, Ordering::SeqCst);
+            while let Ok((more, bytes)) = rx.try_recv() {
                 self.deliver(&kernel, &more);
+                self.queued.fetch_sub(bytes, Ordering::SeqCst);
             }
             if self.overflowed.swap(false, Ordering::SeqCst) {
                 let all = self.coherence.everything();
@@ -302,6 +317,11 @@ mod tests {
         let feed = Feed::new(c);
         feed.start(rec2.clone()).unwrap();
         feed.frame(b"\xff\xff\xff\xffgarbage");
+        // A frame with more changes than a batch may hold: the same.
+        let big: Vec<Change<'static>> = (0..MAX_CHANGES as u64 + 1)
+            .map(|node| Change::Attr { node })
+            .collect();
+        feed.frame(&payload(big));
         let got = wait_for(&rec2, 3);
         assert!(got.contains(&"entry 1 g".to_string()), "{got:?}");
         assert!(got.contains(&"inode 3 0 0".to_string()));
