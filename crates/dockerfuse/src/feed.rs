@@ -30,6 +30,10 @@ const QUEUE: usize = 256;
 /// instead, so a flood costs bounded memory.
 const QUEUED_BYTES: usize = 8 << 20;
 
+/// One queued batch: notifications, and the bytes of the frame they came
+/// from (counted against [`QUEUED_BYTES`]).
+type Batch = (Vec<Inval>, usize);
+
 /// What the notifier thread needs of the kernel (fuser's `Notifier`;
 /// tests record the calls).
 pub(crate) trait Kernel: Send + 'static {
@@ -58,8 +62,8 @@ impl Kernel for fuser::Notifier {
 /// The receiving half of one mount's feed.
 pub(crate) struct Feed {
     coherence: Arc<Coherence>,
-    tx: SyncSender<(Vec<Inval>, usize)>,
-    rx: Mutex<Option<Receiver<(Vec<Inval>, usize)>>>,
+    tx: SyncSender<Batch>,
+    rx: Mutex<Option<Receiver<Batch>>>,
     overflowed: Arc<AtomicBool>,
     queued: AtomicUsize,
 }
@@ -159,7 +163,7 @@ impl Feed {
             .map(|_| ())
     }
 
-    fn run(&self, rx: Receiver<(Vec<Inval>, usize)>, kernel: impl Kernel) {
+    fn run(&self, rx: Receiver<Batch>, kernel: impl Kernel) {
         while let Ok((batch, bytes)) = rx.recv() {
             self.deliver(&kernel, &batch);
             self.queued.fetch_sub(bytes, Ordering::SeqCst);
