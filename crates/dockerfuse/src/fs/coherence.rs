@@ -263,7 +263,8 @@ impl Coherence {
                     true
                 }
                 Change::Unwatched { node } => {
-                    self.counts.unwatched.fetch_add(1, Ordering::Relaxed);
+                    let n = self.counts.unwatched.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::debug!(node, unwatched = n, "node not watched: short TTL");
                     if h.unwatched.len() >= MAX_UNWATCHED {
                         h.degraded = true;
                     } else {
