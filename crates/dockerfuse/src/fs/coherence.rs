@@ -97,6 +97,8 @@ pub(crate) struct Coherence {
     short: Duration,
     fixed: bool,
     feed: AtomicBool,
+    /// Bumped by every batch of changes from the container.
+    generation: AtomicU64,
     held: Mutex<Held>,
     no_xattrs: Arc<NoXattrs>,
     pub(crate) counts: Counts,
@@ -114,6 +116,7 @@ impl Coherence {
             short: ttl,
             fixed,
             feed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             held: Mutex::default(),
             no_xattrs: Arc::default(),
             counts: Counts::default(),
@@ -137,6 +140,12 @@ impl Coherence {
     /// The feed is on and the TTLs are ours to choose.
     pub(crate) fn feeding(&self) -> bool {
         !self.fixed && self.feed.load(Ordering::SeqCst)
+    }
+
+    /// Changes the container reported so far (entries fetched before a
+    /// change may be stale).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The short TTL (`--ttl`).
@@ -217,6 +226,7 @@ impl Coherence {
     /// nodes the kernel does not hold are dropped; `Unwatched` only
     /// updates the policy (it precedes the node's reply).
     pub(crate) fn apply(&self, changes: &[Change<'_>]) -> Vec<Inval> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let mut out = Vec::new();
         let mut dirs = HashSet::new();
         let mut h = self.lock();

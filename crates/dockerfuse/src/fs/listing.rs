@@ -40,6 +40,16 @@ pub(crate) struct PlusItem<'a> {
     pub(super) no_xattrs: bool,
 }
 
+impl PlusItem<'_> {
+    /// Detaches the item from the receive buffer.
+    pub(super) fn into_owned(self) -> PlusItem<'static> {
+        PlusItem {
+            name: Cow::Owned(self.name.into_owned()),
+            ..self
+        }
+    }
+}
+
 pub(super) fn plain(v: Vec<DirEntry<'_>>) -> Vec<DirItem<'_>> {
     v.into_iter()
         .map(|e| DirItem {

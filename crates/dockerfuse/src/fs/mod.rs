@@ -21,6 +21,7 @@ mod coherence;
 mod lazy_dir;
 mod links;
 mod listing;
+mod prefetch;
 mod replies;
 mod transport;
 mod xattr_cache;
@@ -41,6 +42,7 @@ pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
 
 use lazy_dir::LazyDirs;
+use prefetch::{Buffer, Prefetched};
 use replies::unexpected;
 use xattr_cache::NoXattrs;
 
@@ -94,6 +96,7 @@ pub(crate) struct Core<T: Transport> {
     no_xattrs: Arc<NoXattrs>,
     coherence: Arc<Coherence>,
     dirs: Arc<LazyDirs>,
+    prefetched: Arc<Prefetched>,
 }
 
 impl<T: Transport> Core<T> {
@@ -106,6 +109,7 @@ impl<T: Transport> Core<T> {
             no_xattrs,
             coherence,
             dirs: Arc::default(),
+            prefetched: Arc::default(),
         }
     }
 
@@ -534,41 +538,46 @@ impl<T: Transport> Core<T> {
 
     /// A readdirplus chunk: `cb` gives the items to the kernel and returns
     /// how many it took; the lookups of the others are dropped.
-    pub(crate) fn readdirplus(&self, dir: u64, fh: u64, offset: u64, size: u32, cb: PlusCb) {
-        let (cache, coh, rpc) = (
-            self.no_xattrs.clone(),
-            self.coherence.clone(),
-            self.rpc.clone(),
-        );
+    pub(crate) fn readdirplus(&self, dir: u64, fh: u64, offset: u64, _size: u32, cb: PlusCb) {
+        let giver = Giver {
+            dir,
+            fh,
+            cache: self.no_xattrs.clone(),
+            coh: self.coherence.clone(),
+            prefetched: self.prefetched.clone(),
+        };
+        let stale = match self
+            .prefetched
+            .take(fh, offset, self.coherence.generation())
+        {
+            Ok(buf) => return giver.give(buf, cb),
+            Err(stale) => stale,
+        };
+        if !stale.is_empty() {
+            self.rpc.post(&Request::Forget { nodes: stale });
+        }
         let req = move |fh| Request::ReadDir {
             fh,
             offset,
-            size,
+            size: prefetch::PREFETCH,
             plus: true,
         };
+        let generation = self.coherence.generation();
         self.on_dir(
             fh,
             req,
             Box::new(move |r| match r {
                 Ok(Response::Dir(v)) => {
-                    let ttl = coh.short();
-                    let mut items = listing::plus(v, ttl);
-                    // The kernel takes them in order; register each as it
-                    // would be taken (those it leaves are forgotten below).
-                    for i in items.iter_mut().filter(|i| i.counted) {
-                        i.ttl = coh.entry(dir, &i.name, i.node, i.attr.mode).min();
-                        if i.no_xattrs {
-                            cache.note_empty(i.node, i.ttl);
-                        }
-                    }
-                    let taken = cb(Ok(&items));
-                    let nodes = listing::untaken(&items, taken);
-                    for &(node, count) in &nodes {
-                        coh.forgotten(node, count);
-                    }
-                    if !nodes.is_empty() {
-                        rpc.post(&Request::Forget { nodes });
-                    }
+                    let items = listing::plus(v, giver.coh.short())
+                        .into_iter()
+                        .map(listing::PlusItem::into_owned)
+                        .collect();
+                    let buf = Buffer {
+                        next: offset,
+                        generation,
+                        items,
+                    };
+                    giver.give(buf, cb)
                 }
                 Ok(r) => {
                     cb(Err(unexpected(r)));
@@ -581,6 +590,10 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn releasedir(&self, fh: u64, cb: Cb<()>) {
+        let nodes = self.prefetched.release(fh);
+        if !nodes.is_empty() {
+            self.rpc.post(&Request::Forget { nodes });
+        }
         if !LazyDirs::is_host(fh) {
             return self.send_and_ack(&Request::ReleaseDir { fh }, cb);
         }
@@ -654,5 +667,39 @@ impl<T: Transport> Core<T> {
         self.no_xattrs.forget(node);
         let name = name.into();
         self.call(Request::RemoveXattr { node, name }, replies::ok, cb)
+    }
+}
+
+/// Hands prefetched readdirplus entries to the kernel a chunk at a time.
+struct Giver {
+    dir: u64,
+    fh: u64,
+    cache: Arc<NoXattrs>,
+    coh: Arc<Coherence>,
+    prefetched: Arc<Prefetched>,
+}
+
+impl Giver {
+    /// Offers the first entries of `buf`; keeps what the kernel leaves for
+    /// its next chunk.
+    fn give(&self, mut buf: Buffer, cb: PlusCb) {
+        let n = buf.items.len().min(prefetch::OFFER);
+        // The kernel takes them in order; register each as it would be
+        // taken (those it leaves are unregistered below and stay buffered).
+        for i in buf.items[..n].iter_mut().filter(|i| i.counted) {
+            i.ttl = self.coh.entry(self.dir, &i.name, i.node, i.attr.mode).min();
+            if i.no_xattrs {
+                self.cache.note_empty(i.node, i.ttl);
+            }
+        }
+        let taken = cb(Ok(&buf.items[..n])).min(n);
+        for &(node, count) in &listing::untaken(&buf.items[..n], taken) {
+            self.coh.forgotten(node, count);
+        }
+        if taken > 0 {
+            buf.next = buf.items[taken - 1].offset;
+            buf.items.drain(..taken);
+        }
+        self.prefetched.put(self.fh, buf);
     }
 }

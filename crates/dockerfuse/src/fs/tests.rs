@@ -306,52 +306,88 @@ fn writeback_cache_adjusts_open_flags() {
 }
 
 #[test]
-fn readdirplus_forgets_what_the_kernel_did_not_take() {
+fn readdirplus_fetches_a_whole_directory_and_forgets_what_the_kernel_did_not_take() {
     let mut o = opts();
     o.per_caller = false;
     let (c, seen) = core_with(
-        |_| {
-            let e = |name: &'static [u8], node: Option<u64>| DirEntry {
-                name: name.into(),
-                offset: 1,
-                kind: libc::S_IFREG,
-                ino: 3,
-                entry: node.map(|n| entry(n, true)),
-            };
-            Response::Dir(vec![
-                e(b".", None),
-                e(b"..", None),
-                e(b"a", Some(10)),
-                e(b"b", Some(11)),
-                e(b"c", Some(12)),
-            ])
+        |r| match r {
+            Request::ReadDir { offset: 0, .. } => {
+                let e = |name: &'static [u8], off: u64, node: Option<u64>| DirEntry {
+                    name: name.into(),
+                    offset: off,
+                    kind: libc::S_IFREG,
+                    ino: 3,
+                    entry: node.map(|n| entry(n, true)),
+                };
+                Response::Dir(vec![
+                    e(b".", 1, None),
+                    e(b"..", 2, None),
+                    e(b"a", 3, Some(10)),
+                    e(b"b", 4, Some(11)),
+                    e(b"c", 5, Some(12)),
+                ])
+            }
+            Request::ReadDir { .. } => Response::Dir(vec![]),
+            _ => Response::Ok,
         },
         o,
     );
     let names = Arc::new(Mutex::new(Vec::new()));
-    let n = names.clone();
-    c.readdirplus(
-        1,
-        7,
-        0,
-        4096,
-        Box::new(move |r| {
-            let items = r.unwrap();
-            n.lock()
-                .unwrap()
-                .extend(items.iter().map(|i| (i.name.to_vec(), i.attr.ino)));
-            3 // the kernel's buffer held ".", ".." and "a"
-        }),
-    );
-    assert_eq!(names.lock().unwrap().len(), 5);
+    let chunk = |offset: u64, take: usize| {
+        let n = names.clone();
+        c.readdirplus(
+            1,
+            7,
+            offset,
+            4096,
+            Box::new(move |r| {
+                let items = r.unwrap();
+                n.lock().unwrap().extend(
+                    items
+                        .iter()
+                        .take(take)
+                        .map(|i| (i.name.to_vec(), i.attr.ino)),
+                );
+                take
+            }),
+        );
+    };
+    chunk(0, 3); // the kernel's page held ".", ".." and "a"
+    assert!(matches!(
+        seen.lock().unwrap()[0],
+        Request::ReadDir { offset: 0, size, plus: true, .. } if size > 4096
+    ));
+    chunk(3, 1); // "b", from what was fetched
+    assert_eq!(seen.lock().unwrap().len(), 1, "one round trip so far");
+    assert_eq!(names.lock().unwrap().len(), 4);
     assert_eq!(names.lock().unwrap()[2], (b"a".to_vec(), 10));
-    let seen = seen.lock().unwrap();
-    assert_eq!(
-        seen[1],
-        Request::Forget {
-            nodes: vec![(11, 1), (12, 1)]
-        }
-    );
+    assert_eq!(names.lock().unwrap()[3], (b"b".to_vec(), 11));
+    // Another offset: the rest ("c") is forgotten, the satellite asked.
+    chunk(99, 0);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[1],
+            Request::Forget {
+                nodes: vec![(12, 1)]
+            }
+        );
+        assert!(matches!(seen[2], Request::ReadDir { offset: 99, .. }));
+    }
+    // Fetched again from the start and released with entries left over.
+    chunk(0, 3);
+    let (cb, _) = capture();
+    c.releasedir(7, cb);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[4],
+            Request::Forget {
+                nodes: vec![(11, 1), (12, 1)]
+            }
+        );
+        assert_eq!(seen[5], Request::ReleaseDir { fh: 7 });
+    }
     // The entries' xattr news was kept: no round trip for `ls -l`.
     drop(seen);
     let got = Arc::new(Mutex::new(None));
