@@ -13,6 +13,14 @@ whole trees are compared: types, modes, sizes, contents, owners, nlink, the
 hard-link partition (which names share an inode), symlink targets, user.*
 xattrs and explicitly set mtimes.
 
+With --third-party-dir (the mount's twin reached directly, not through the
+mount) and --third-party-every N, every N operations one more random
+operation is made by a third party: applied directly to both twins, so the
+mount's twin changes behind the mount's back (as a process in the
+container would change it). After --settle seconds the sequence goes on
+through the mount, which must then see the change: a stale cache shows as
+a divergence.
+
 On a divergence the sequence is replayed from empty twins and shrunk with
 delta debugging (ddmin) to the shortest list of operations that still
 diverges; that list is printed with the seed, as Python-like calls, and
@@ -603,6 +611,9 @@ def clear(root):
 
 
 STATS = {}
+# Third-party mode: the mount's twin reached directly, and the time given
+# to the mount to see a change made there.
+THIRD = {"dir": None, "settle": 0.1}
 
 
 def run_seq(mnt, direct, ops, stop_at_first=True):
@@ -610,8 +621,13 @@ def run_seq(mnt, direct, ops, stop_at_first=True):
     clear(mnt)
     clear(direct)
     for i, op in enumerate(ops):
-        a = apply(mnt, op)
-        b = apply(direct, op)
+        if op[0] == "third":
+            a = apply(THIRD["dir"], op[1])
+            b = apply(direct, op[1])
+            time.sleep(THIRD["settle"])
+        else:
+            a = apply(mnt, op)
+            b = apply(direct, op)
         st = STATS.setdefault(op[0], {})
         st[a[0]] = st.get(a[0], 0) + 1
         if a != b:
@@ -626,6 +642,8 @@ def run_seq(mnt, direct, ops, stop_at_first=True):
 def fmt(op):
     if op[0] == "@root":
         return "@root " + fmt(op[1:])
+    if op[0] == "third":
+        return "third-party " + fmt(op[1])
     args = []
     for a in op[1:]:
         if isinstance(a, str) and len(a) > 40:
@@ -675,6 +693,9 @@ def main():
     ap.add_argument("--stats", action="store_true", help="print results per operation kind")
     ap.add_argument("--replay", help="JSON file with a list of ops to replay")
     ap.add_argument("--as-user", help="UID:GID:G1,G2,... to run the operations as (see above)")
+    ap.add_argument("--third-party-dir", help="the mount's twin reached directly (third-party changes go there)")
+    ap.add_argument("--third-party-every", type=int, default=0, help="a third-party change every N operations")
+    ap.add_argument("--settle", type=float, default=0.1, help="seconds the mount gets to see a third-party change")
     a = ap.parse_args()
     os.umask(0o022)
     for d in (a.mount_dir, a.direct_dir):
@@ -691,6 +712,10 @@ def main():
         # Descriptors opened as root: the user reaches both twins through them.
         fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in (a.mount_dir, a.direct_dir)]
         a.mount_dir, a.direct_dir = (f"/proc/self/fd/{fd}" for fd in fds)
+    THIRD["dir"], THIRD["settle"] = a.third_party_dir, a.settle
+    if a.third_party_every and not (a.third_party_dir and os.path.isdir(a.third_party_dir)):
+        print("difftest: --third-party-every needs --third-party-dir, a directory", file=sys.stderr)
+        return 2
     if a.replay:
         with open(a.replay) as f:
             ops = json.load(f)
@@ -704,6 +729,13 @@ def main():
         r = random.Random(seq_seed)
         n = min(a.seq_len, a.ops - total)
         ops = gen_seq(r, n)
+        if a.third_party_every:
+            mixed = []
+            for i, op in enumerate(ops):
+                mixed.append(op)
+                if i % a.third_party_every == a.third_party_every - 1:
+                    mixed.append(["third", gen_op(r, [o[1] for o in ops[:i + 1] if isinstance(o[1], str)])])
+            ops = mixed
         res = run_seq(a.mount_dir, a.direct_dir, ops)
         seqs += 1
         if res is None:

@@ -68,7 +68,7 @@
 #   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox arches container-stop errors faults
 #                               cli-plugin mount-helper list-unmount completions
 #                               ssh-engine
-#                               differential programs posix identity local
+#                               differential coherence programs posix identity local
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
 #                               real-podman
@@ -83,6 +83,7 @@
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
 #   DFIT_DIFF_OPS, DFIT_DIFF_SEED: see scenarios/differential.sh
+#   DFIT_COHERENCE_ROUNDS, DFIT_COHERENCE_BOUND: see scenarios/coherence.sh
 #
 # `run-matrix.sh --known-scenarios` prints the scenario names it accepts.
 # A command that is not on PATH is a failure of its own ("MISSING TOOL",
@@ -100,7 +101,7 @@ die() {
 # --- inputs ----------------------------------------------------------------------------
 KNOWN_SCENARIOS=(core busybox arches arches-qemu container-stop errors faults
 	cli-plugin mount-helper list-unmount completions ssh-engine
-	differential programs posix identity local
+	differential coherence programs posix identity local
 	real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman
 	engine-restart)
 if [ "${1:-}" = --known-scenarios ]; then
@@ -117,7 +118,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches arches-qemu container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix identity local $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches arches-qemu container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential coherence programs posix identity local $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -371,6 +372,11 @@ fi
 if want differential; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-diff-$c" "differential alpine:$c satellite $c" differential "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want coherence; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-coh-$c" "coherence alpine:$c satellite $c" coherence "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
 	done
 fi
 if want programs; then

@@ -21,6 +21,10 @@
 #                     groups 2000 and 2001 on both twins, mixed with root's
 #                     (setuid/setgid files, group-owned setgid directories,
 #                     chown/chgrp to own and foreign groups)
+#   DFIT_DIFF_THIRD_OPS, DFIT_DIFF_THIRD_EVERY, DFIT_DIFF_SETTLE  a third run of
+#                     2000 operations (seed SEED+1000) with a third-party change
+#                     to both twins, made directly, every 10 operations; the
+#                     mount gets 0.2 s to see each (the change feed)
 # Must run as root (it reads /proc/<pid>/root). Writes only below
 # /tmp/dfit-diff-<pid> in the container, removed at the end.
 set -euo pipefail
@@ -35,6 +39,9 @@ SEQ=${DFIT_DIFF_SEQ:-250}
 RUN_TIMEOUT=${DFIT_DIFF_TIMEOUT:-900}
 ID_OPS=${DFIT_DIFF_ID_OPS:-4000}
 ID_USER=3000:3000:2000,2001
+THIRD_OPS=${DFIT_DIFF_THIRD_OPS:-2000}
+THIRD_EVERY=${DFIT_DIFF_THIRD_EVERY:-10}
+SETTLE=${DFIT_DIFF_SETTLE:-0.2}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MNT=$WORKDIR/mnt-diff
 T=/tmp/dfit-diff-$$
@@ -94,6 +101,15 @@ mount_or_stop() {
 
 mount_or_stop "$MNT"
 difftest_run "$MNT" root "$OPS"
+# Third-party changes: every THIRD_EVERY operations a random change is made
+# to both twins directly (behind the mount's back, as a process in the
+# container would); after SETTLE seconds the mount must see it, or the next
+# operations diverge.
+if [ "$THIRD_OPS" -gt 0 ]; then
+	difftest_run "$MNT" third-party "$THIRD_OPS" \
+		--third-party-dir "/proc/$cpid/root$T/m" --third-party-every "$THIRD_EVERY" \
+		--settle "$SETTLE" --seed "$((SEED + 1000))"
+fi
 check "fusermount3 -u" fusermount3 -u "$MNT"
 check "dockerfuse exits after the unmount" wait_until 20 pid_gone "$DF_PID"
 

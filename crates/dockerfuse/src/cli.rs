@@ -60,15 +60,25 @@ pub struct Cli {
     pub allow_other: bool,
 
     /// Seconds the kernel may cache names and attributes (0: none).
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS", value_parser = seconds, help_heading = MOUNT)]
-    pub ttl: f64,
+    /// Default: what the change feed watches is kept until it changes,
+    /// anything else for 1 s. Given, it applies to everything.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, help_heading = MOUNT)]
+    pub ttl: Option<f64>,
+
+    /// Do not ask the satellite for its change feed (every cache then
+    /// lasts the TTL only).
+    #[arg(long, help_heading = MOUNT)]
+    pub no_change_feed: bool,
 
     /// Show absolute symlinks under the mount point (default: as they are
     /// in the container, which points into the host's tree).
     #[arg(long, help_heading = MOUNT)]
     pub rewrite_absolute_links: bool,
 
-    /// Let the kernel cache writes and send them in large batches.
+    /// Let the kernel cache writes and send them in large batches. The
+    /// kernel then trusts its own size and mtime of a file it caches:
+    /// changes of them made inside the container show only once it drops
+    /// the inode (see docs/SEMANTICS.md).
     #[arg(long, help_heading = MOUNT)]
     pub writeback_cache: bool,
 

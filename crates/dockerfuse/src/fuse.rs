@@ -24,7 +24,7 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, CallerGuard, Core, Errno, Lookup, SetAttr, SetTime, Transport, Xattr};
+use crate::fs::{Attr, CallerGuard, Core, Errno, Lookup, SetAttr, SetTime, Transport, Ttl, Xattr};
 use crate::groups::CallerGroups;
 use crate::passthrough::{Backings, Mode};
 
@@ -74,10 +74,6 @@ impl<T: Transport> FuseFs<T> {
         }
         tracing::info!("passthrough on: open files are read and written by the kernel directly");
         self.passthrough = Some(Arc::default());
-    }
-
-    fn ttl(&self) -> Duration {
-        self.core.ttl()
     }
 
     /// Makes the kernel request's user the caller of what this thread
@@ -185,9 +181,10 @@ macro_rules! empty_reply {
 
 macro_rules! entry_reply {
     ($self:ident, $reply:ident) => {{
-        let ttl = $self.ttl();
-        Box::new(move |r: Result<crate::fs::Entry, Errno>| match r {
-            Ok(e) => $reply.entry(&ttl, &file_attr(&e.attr), Generation(0)),
+        Box::new(move |r: Result<(crate::fs::Entry, Ttl), Errno>| match r {
+            Ok((e, t)) => {
+                $reply.entry_with_ttls(&t.attr, &t.entry, &file_attr(&e.attr), Generation(0))
+            }
             Err(e) => $reply.error(errno(e)),
         })
     }};
@@ -195,9 +192,8 @@ macro_rules! entry_reply {
 
 macro_rules! attr_reply {
     ($self:ident, $reply:ident) => {{
-        let ttl = $self.ttl();
-        Box::new(move |r: Result<Attr, Errno>| match r {
-            Ok(a) => $reply.attr(&ttl, &file_attr(&a)),
+        Box::new(move |r: Result<(Attr, Duration), Errno>| match r {
+            Ok((a, ttl)) => $reply.attr(&ttl, &file_attr(&a)),
             Err(e) => $reply.error(errno(e)),
         })
     }};
@@ -236,14 +232,15 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn lookup(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _as = self.caller(req);
-        let ttl = self.ttl();
         self.core.lookup(
             parent.0,
             bytes(name),
             Box::new(move |r| match r {
-                Ok(Lookup::Found(e)) => reply.entry(&ttl, &file_attr(&e.attr), Generation(0)),
+                Ok(Lookup::Found(e, t)) => {
+                    reply.entry_with_ttls(&t.attr, &t.entry, &file_attr(&e.attr), Generation(0))
+                }
                 // A negative entry: the kernel remembers the name is absent.
-                Ok(Lookup::Absent) => {
+                Ok(Lookup::Absent(ttl)) => {
                     reply.entry(&ttl, &file_attr(&Attr::default()), Generation(0))
                 }
                 Err(e) => reply.error(errno(e)),
@@ -525,7 +522,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         self.core.opendir(
             ino.0,
             Box::new(move |r| match r {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                // A watched directory's listing stays in the kernel's
+                // readdir cache until the feed invalidates the directory.
+                Ok((fh, true)) => reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                ),
+                Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(e)),
             }),
         );
@@ -564,13 +567,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     fn readdirplus(
         &self,
         req: &FuseRequest,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let _as = self.caller(req);
         self.core.readdirplus(
+            ino.0,
             fh.0,
             offset,
             4096,
@@ -695,7 +699,6 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyCreate,
     ) {
         let _as = self.caller(req);
-        let ttl = self.ttl();
         let (pt, core) = (self.passthrough.clone(), self.core.clone());
         self.core.create(
             parent.0,
@@ -703,7 +706,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             mode,
             flags,
             Box::new(move |r| match r {
-                Ok((e, o)) => {
+                Ok((e, ttl, o)) => {
+                    let ttl = ttl.min();
                     let (fh, attr) = (FileHandle(o.fh), file_attr(&e.attr));
                     let mode = match &pt {
                         Some(pt) => pt.open(e.node, o.fh, o.backing, |fd| reply.open_backing(fd)),

@@ -115,7 +115,7 @@ pub fn apply(cli: &mut Cli) -> Result<(), String> {
                 cli.daemonize = false
             }
             "path" => cli.path = need(value)?,
-            "ttl" => cli.ttl = secs(value)?,
+            "ttl" => cli.ttl = Some(secs(value)?),
             "start_timeout" => cli.start_timeout = secs(value)?,
             "op_timeout" => cli.op_timeout = secs(value)?,
             "user" => cli.user = need(value)?,
@@ -173,7 +173,7 @@ mod tests {
         .unwrap();
         assert!(c.daemonize && c.read_only && c.allow_other);
         assert!(c.writeback_cache && c.rewrite_absolute_links);
-        assert_eq!(c.ttl, 2.5);
+        assert_eq!(c.ttl, Some(2.5));
         assert_eq!(c.user, "1000:1000");
         assert_eq!(c.satellite_arch, Some(Arch::Arm64));
         assert_eq!(c.context.as_deref(), Some("remote"));

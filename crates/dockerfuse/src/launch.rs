@@ -35,7 +35,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use dockerfuse_proto::{HostHello, Request, SatelliteHello, HELLO_ID, MAX_IO, PROTOCOL_VERSION};
+use dockerfuse_proto::{
+    HostHello, Request, SatelliteHello, HELLO_ID, MAX_IO, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use futures_util::{AsyncWriteExt, StreamExt};
 use tracing::{debug, info};
 
@@ -617,7 +619,9 @@ impl Launch<'_> {
         rpc.send_frame(
             HELLO_ID,
             &Request::Hello(HostHello {
-                protocol: PROTOCOL_VERSION,
+                // The lower of the two: an older satellite is spoken to in
+                // its own version (without the change feed).
+                protocol: h.protocol.min(PROTOCOL_VERSION),
                 version: env!("CARGO_PKG_VERSION").into(),
                 max_io: MAX_IO,
             }),
@@ -665,9 +669,9 @@ fn why_not_started(
 
 /// Refuses a hello this client cannot work with.
 pub fn check_hello(h: &SatelliteHello) -> Result<()> {
-    if h.protocol != PROTOCOL_VERSION {
+    if h.protocol < MIN_PROTOCOL_VERSION {
         return Err(Error::setup(format!(
-            "the satellite speaks protocol {}, this dockerfuse {PROTOCOL_VERSION} (satellite {})",
+            "the satellite speaks protocol {}, this dockerfuse {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION} (satellite {})",
             h.protocol,
             h.version.chars().take(64).collect::<String>()
         ))
@@ -721,8 +725,13 @@ mod tests {
 
     #[test]
     fn a_lying_hello_is_refused_with_a_short_message() {
-        let e = check_hello(&hello(PROTOCOL_VERSION + 1, MAX_IO)).unwrap_err();
+        let e = check_hello(&hello(MIN_PROTOCOL_VERSION - 1, MAX_IO)).unwrap_err();
         assert!(e.message.contains("protocol"), "{}", e.message);
+        assert!(check_hello(&hello(MIN_PROTOCOL_VERSION, MAX_IO)).is_ok());
+        assert!(
+            check_hello(&hello(PROTOCOL_VERSION + 1, MAX_IO)).is_ok(),
+            "a newer satellite is spoken to in this host's version"
+        );
         assert!(e.message.len() < 200, "the satellite's text is cut");
         assert!(check_hello(&hello(PROTOCOL_VERSION, 0)).is_err());
         assert!(check_hello(&hello(PROTOCOL_VERSION, MAX_IO)).is_ok());

@@ -27,6 +27,7 @@ pub mod completions;
 pub mod daemon;
 pub mod engine;
 pub mod error;
+pub(crate) mod feed;
 pub(crate) mod fs;
 pub(crate) mod fuse;
 pub(crate) mod groups;

@@ -296,16 +296,20 @@ fn mount_session(
         root: target.path.as_bytes().to_vec(),
         mountpoint: mountpoint.as_os_str().as_encoded_bytes().to_vec(),
     });
+    // The change feed came with protocol 4; an older satellite has none.
+    let feed_wanted = !cli.no_change_feed && remote.running.hello.protocol >= 4;
     let opts = Options {
-        ttl: Duration::from_secs_f64(cli.ttl),
+        ttl: Duration::from_secs_f64(cli.ttl.unwrap_or(1.0)),
+        fixed_ttl: cli.ttl.is_some(),
         writeback: cli.writeback_cache,
         links,
         per_caller: cli.allow_other,
     };
-    let fs = FuseFs::new(
-        Core::new(remote.link.channel.clone(), opts),
-        remote.link.passthrough.is_ok(),
-    );
+    let core = Core::new(remote.link.channel.clone(), opts);
+    let feed = feed_wanted
+        .then(|| crate::feed::Feed::enable_on(&core, remote.link.channel.rpc()))
+        .flatten();
+    let fs = FuseFs::new(core, remote.link.passthrough.is_ok());
     let config = fuse_config(cli, &remote.name);
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -330,7 +334,7 @@ fn mount_session(
             (s, Unmounter::Fuser(u))
         })
     };
-    made.map_err(|e| {
+    let (session, unmounter) = made.map_err(|e| {
         remote.link.shutdown();
         let err = Error::setup(format!("cannot mount on {}: {e}", mountpoint.display()))
             .with_errno(e.raw_os_error().unwrap_or(libc::EIO));
@@ -341,7 +345,13 @@ fn mount_session(
         } else {
             err
         }
-    })
+    })?;
+    if let Some(feed) = &feed {
+        if let Err(e) = feed.start(session.notifier()) {
+            warn!(error = %e, "cannot start the notification thread");
+        }
+    }
+    Ok((session, unmounter))
 }
 
 /// How to take the mount down: fuser's own way (through fusermount3) or,

@@ -17,6 +17,11 @@
 //! ends, for whatever reason, every pending and every later request fails
 //! with EIO at once and the `closed` notification fires.
 //!
+//! Frames with the reserved id `EVENT_ID` after the hello are not replies
+//! but the satellite's change feed: they go to the handler set with
+//! [`Rpc::on_events`], on the reader's thread, in stream order with the
+//! replies.
+//!
 //! A satellite that stops answering without closing (a paused container)
 //! is caught by a watchdog: when requests have waited longer than the stall
 //! limit and nothing at all has arrived for that long, they fail with EIO;
@@ -31,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dockerfuse_proto::frame::{self, FrameDecoder};
-use dockerfuse_proto::{Errno, Request, Response, SatelliteHello, HELLO_ID, ROOT_NODE};
+use dockerfuse_proto::{Errno, Request, Response, SatelliteHello, EVENT_ID, HELLO_ID, ROOT_NODE};
 use std::pin::Pin;
 
 use bytes::Bytes;
@@ -68,7 +73,11 @@ struct Inner {
     epoch: Instant,
     tx: Sender<Vec<u8>>,
     closed_tx: Sender<String>,
+    events: Mutex<Option<EventHandler>>,
 }
+
+/// Receives the payload of each change frame (must not block).
+pub type EventHandler = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 /// The client end of one satellite connection.
 #[derive(Clone)]
@@ -148,6 +157,7 @@ impl Rpc {
             epoch: Instant::now(),
             tx,
             closed_tx,
+            events: Mutex::new(None),
         });
         let early_stderr = Arc::new(Mutex::new(String::new()));
         let rpc = Rpc { inner };
@@ -175,6 +185,18 @@ impl Rpc {
             closed,
             early_stderr,
             tasks,
+        }
+    }
+
+    /// Routes the satellite's change frames to `handler`.
+    pub fn on_events(&self, handler: EventHandler) {
+        *self.inner.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    fn event(&self, payload: &[u8]) {
+        match &*self.inner.events.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(h) => h(payload),
+            None => debug!("change frame without a feed dropped"),
         }
     }
 
@@ -403,6 +425,7 @@ async fn read_loop(
                                 _ => return "the satellite's first frame is not a hello".into(),
                             }
                         }
+                        Ok(Some((EVENT_ID, payload))) => rpc.event(payload),
                         Ok(Some((id, payload))) => rpc.complete(id, payload),
                         // Text instead of a hello: the runtime's own error
                         // (exec format error, permission denied...).

@@ -398,8 +398,12 @@ mod tests {
             };
             assert_eq!(m, machine(a), "{a}");
             assert!(!has_interpreter(b), "{a} satellite is static");
+            // The size profile keeps a musl satellite near half a megabyte
+            // (x86_64 533,152 bytes with the change feed and the local
+            // channel); this bound catches a dependency or a formatting
+            // path that would add tens of kilobytes.
             if a != Arch::S390x {
-                assert!(b.len() <= 500 * 1024, "{a} satellite is {} bytes", b.len());
+                assert!(b.len() <= 560 * 1024, "{a} satellite is {} bytes", b.len());
             }
         }
         for a in Arch::ALL {

@@ -304,3 +304,35 @@ fn runtime_error_text_on_stdout_before_the_hello_is_reported_as_such() {
     let why = smol::block_on(started.closed.recv()).unwrap();
     assert!(why.contains("exec format error"), "{why}");
 }
+
+#[test]
+fn change_frames_reach_the_feed_in_stream_order_and_never_end_the_connection() {
+    use dockerfuse_proto::{Change, EVENT_ID};
+    let p = Peer::start(Duration::from_secs(30));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let out = Outcome::default();
+    let o = out.clone();
+    p.rpc.on_events(Box::new(move |payload| {
+        // The reply that follows in the stream has not completed yet.
+        s.lock()
+            .unwrap()
+            .push((payload.len(), o.lock().unwrap().len()));
+    }));
+    call(&p, &out);
+    let id = p.wait_sent(1)[0];
+    let mut bytes = reply(EVENT_ID, &Response::Changes(vec![Change::Attr { node: 5 }]));
+    bytes.extend(reply(EVENT_ID, &Response::Error(1))); // not changes: the feed's to judge
+    let mut garbage = Vec::new();
+    garbage.extend_from_slice(&7u32.to_le_bytes());
+    garbage.extend_from_slice(&EVENT_ID.to_le_bytes());
+    garbage.extend_from_slice(&[0xff; 7]);
+    bytes.extend(garbage);
+    bytes.extend(reply(id, &Response::Ok));
+    p.feed(bytes);
+    assert_eq!(wait_for(&out, 1, Duration::from_secs(5)).len(), 1);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.iter().all(|&(_, done)| done == 0), "{seen:?}");
+    assert!(!p.rpc.is_closed());
+}

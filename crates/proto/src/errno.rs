@@ -21,6 +21,7 @@ impl Errno {
     pub const ENOTDIR: Errno = Errno(20);
     pub const EISDIR: Errno = Errno(21);
     pub const EINVAL: Errno = Errno(22);
+    pub const ENOSYS: Errno = Errno(38);
     pub const ERANGE: Errno = Errno(34);
     pub const ENODATA: Errno = Errno(61);
     pub const EPROTO: Errno = Errno(71);

@@ -24,9 +24,15 @@ pub mod msg;
 pub use errno::Errno;
 pub use msg::*;
 
-/// Version of the wire protocol; both hellos carry it and a mismatch
-/// fails the mount.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version of the wire protocol; both hellos carry it. Version 3 added
+/// the caller's groups, the local channel and passthrough descriptors;
+/// version 4 the change feed ([`Request::Watch`], [`Response::Changes`]).
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// Oldest protocol either side still speaks: a host and a satellite
+/// agree on the lower of their two versions, and nothing newer than that
+/// is sent (a satellite before version 4 has no change feed).
+pub const MIN_PROTOCOL_VERSION: u32 = 3;
 
 /// Largest read or write carried in one request (FUSE's max_write with
 /// max_pages = 256).
@@ -38,3 +44,10 @@ pub const MAX_GROUPS: usize = 64;
 
 /// Frame id used by the two hello frames; requests use ids from 1 up.
 pub const HELLO_ID: u64 = 0;
+
+/// Frame id of the satellite's unsolicited change batches (after the
+/// hello; no request ever has this id).
+pub const EVENT_ID: u64 = 0;
+
+/// Most changes in one [`Response::Changes`] frame.
+pub const MAX_CHANGES: usize = 4096;

@@ -237,6 +237,10 @@ pub enum Request<'a> {
     UseChannel {
         fds: bool,
     },
+    /// Turns the change feed on: from the reply on, the satellite watches
+    /// the nodes the kernel holds and sends [`Response::Changes`] frames
+    /// with id [`crate::EVENT_ID`]. An error reply means there is no feed.
+    Watch,
 }
 
 /// File attributes as the kernel wants them; `ino` is the node id.
@@ -335,6 +339,34 @@ pub enum Response<'a> {
         fh: u64,
         fd: u32,
     },
+    /// Unsolicited (frame id [`crate::EVENT_ID`]): changes seen in the
+    /// container since the last batch.
+    Changes(Vec<Change<'a>>),
+}
+
+/// One change the satellite saw in the container, on nodes the kernel
+/// holds.
+#[derive(Readable, Writable, Debug, Clone, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The name `name` in directory `dir` was created, removed or renamed
+    /// (the directory's own attributes and listing changed with it).
+    Entry { dir: u64, name: Cow<'a, [u8]> },
+    /// The name `name` in directory `dir`, which was node `node`, is gone.
+    Removed {
+        dir: u64,
+        name: Cow<'a, [u8]>,
+        node: u64,
+    },
+    /// The attributes of `node` changed (mode, owner, times, links, xattrs).
+    Attr { node: u64 },
+    /// The contents (and so size and times) of `node` changed.
+    Data { node: u64 },
+    /// `node` cannot be watched (no watch left, or its watch was lost):
+    /// it must not be cached for long. Sent before the reply that
+    /// introduces the node.
+    Unwatched { node: u64 },
+    /// Events were lost: anything may have changed.
+    All,
 }
 
 /// The variant tag at the start of an encoded enum: speedy writes it
@@ -534,6 +566,7 @@ impl Request<'_> {
             },
             OpenChannel => OpenChannel,
             UseChannel { fds } => UseChannel { fds },
+            Watch => Watch,
         }
     }
 }
@@ -591,6 +624,7 @@ mod tests {
         round_trip_req(Request::Shutdown);
         round_trip_req(Request::OpenChannel);
         round_trip_req(Request::UseChannel { fds: true });
+        round_trip_req(Request::Watch);
         round_trip_req(Request::As {
             uid: 1000,
             gid: 100,
@@ -746,6 +780,7 @@ mod tests {
             },
             Request::OpenChannel,
             Request::UseChannel { fds: true },
+            Request::Watch,
         ]
     }
 
@@ -792,6 +827,7 @@ mod tests {
             As { .. } => 35,
             OpenChannel => 36,
             UseChannel { .. } => 37,
+            Watch => 38,
         }
     }
 
@@ -870,6 +906,21 @@ mod tests {
             fh: 5,
             fd: 13,
         });
+        round_trip_resp(Response::Changes(vec![
+            Change::Entry {
+                dir: 1,
+                name: b"a".as_slice().into(),
+            },
+            Change::Removed {
+                dir: 1,
+                name: b"b".as_slice().into(),
+                node: 9,
+            },
+            Change::Attr { node: 2 },
+            Change::Data { node: 3 },
+            Change::Unwatched { node: 4 },
+            Change::All,
+        ]));
         round_trip_resp(Response::Hello(SatelliteHello {
             protocol: 1,
             version: "0.1.0".into(),

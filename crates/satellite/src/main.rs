@@ -17,15 +17,19 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(unreachable_pub)]
 
+mod coalesce;
 mod direct;
 mod handles;
 mod ident;
+mod inotify;
 mod nodes;
 mod ops;
+mod output;
 mod pool;
 mod privs;
 mod server;
 mod sys;
+mod watch;
 
 use std::fs::File;
 use std::io::BufReader;

@@ -233,10 +233,11 @@ impl Nodes {
         }
     }
 
-    /// Drops `count` lookups of `id`; the node goes when none are left.
-    pub(crate) fn forget(&self, id: u64, count: u64) {
+    /// Drops `count` lookups of `id`; the node goes when none are left
+    /// (then true).
+    pub(crate) fn forget(&self, id: u64, count: u64) -> bool {
         if id == ROOT_NODE {
-            return;
+            return false;
         }
         let mut t = self.lock();
         let gone = match t.by_id.get_mut(&id) {
@@ -255,7 +256,9 @@ impl Nodes {
             if t.by_key.get(&key) == Some(&id) {
                 t.by_key.remove(&key);
             }
+            return true;
         }
+        false
     }
 
     /// Nodes in the table (root included).

@@ -17,6 +17,7 @@ mod file_data;
 mod xattrs;
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use dockerfuse_proto::{Errno, Request, Response};
 
@@ -27,9 +28,11 @@ use crate::sys::{self, SysResult};
 
 /// The satellite's file server state.
 pub(crate) struct Fs {
-    nodes: Nodes,
-    handles: Handles,
-    ident: Identity,
+    pub(crate) nodes: Nodes,
+    pub(crate) handles: Handles,
+    pub(crate) ident: Identity,
+    /// The change feed: inotify on what the kernel holds.
+    pub(crate) watch: Arc<crate::watch::Watch>,
 }
 
 impl Fs {
@@ -45,13 +48,17 @@ impl Fs {
             nodes: Nodes::with_budget(fd, attrs::key_of(&st), budget),
             handles: Handles::default(),
             ident: Identity::current(),
+            watch: Arc::default(),
         })
     }
 
     /// Drops `count` lookups of each `(node, count)`.
     pub(crate) fn forget(&self, nodes: &[(u64, u64)]) {
         for &(id, n) in nodes {
-            self.nodes.forget(id, n);
+            // The node's watch goes with its last lookup.
+            if self.nodes.forget(id, n) {
+                self.watch.dropped(id);
+            }
         }
     }
 
@@ -109,6 +116,7 @@ impl Fs {
             R::As { uid, gid, groups, req } => self.as_user((uid, gid, &groups), *req, buf),
             R::Hello(_) | R::Shutdown | R::Forget { .. } => Err(Errno::EINVAL),
             R::OpenChannel | R::UseChannel { .. } => Err(Errno::EINVAL),
+            R::Watch => self.start_watch().map(|()| Response::Ok),
         }
     }
 

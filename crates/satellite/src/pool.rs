@@ -14,6 +14,7 @@ use dockerfuse_proto::frame;
 use dockerfuse_proto::{Errno, Request, Response, MAX_IO};
 
 use crate::ops::Fs;
+use crate::output::Output;
 
 const START_WORKERS: usize = 4;
 const MAX_WORKERS: usize = 32;
@@ -39,7 +40,8 @@ struct Shared {
     fs: Fs,
     queue: Mutex<Queue>,
     ready: Condvar,
-    out: Mutex<Out>,
+    /// Shared with the change feed, which sends its frames through it.
+    out: Arc<Output<Out>>,
 }
 
 impl Shared {
@@ -70,7 +72,7 @@ impl Pool {
                 fs,
                 queue: Mutex::new(queue),
                 ready: Condvar::new(),
-                out: Mutex::new(out),
+                out: Arc::new(Output::new(out)),
             }),
         }
     }
@@ -80,11 +82,20 @@ impl Pool {
         send(&self.sh.out, id, resp, &mut Vec::new());
     }
 
-    /// Runs `f` on the output with the output lock held: no response can
-    /// be written meanwhile (the switch to the private channel).
-    pub(crate) fn with_output<T>(&self, f: impl FnOnce(&mut Out) -> T) -> T {
-        let mut out = self.sh.out.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut out)
+    /// Runs `f` on the output once everything queued for it is written,
+    /// with no response written meanwhile (the switch to the private
+    /// channel).
+    pub(crate) fn with_output(&self, f: impl FnOnce(&mut Out)) {
+        self.sh.out.switch(f)
+    }
+
+    /// Lets the change feed send its frames on the output and stat nodes.
+    pub(crate) fn connect_feed(&self) {
+        let (out, sh) = (self.sh.out.clone(), self.sh.clone());
+        self.sh.fs.watch.set_sink(
+            Arc::new(move |frames: &[u8]| out.send(frames)),
+            Arc::new(move |node| sh.fs.stat_node(node)),
+        );
     }
 
     /// Starts the first workers.
@@ -162,27 +173,30 @@ fn run(sh: &Shared, job: &Job, data: &mut Vec<u8>, scratch: &mut Vec<u8>) {
     let resp = match frame::decode::<Request<'_>>(&job.frame) {
         Ok(Request::Forget { nodes }) => {
             sh.fs.forget(&nodes);
-            return;
+            None
         }
-        Ok(req) => sh.fs.handle(req, data),
+        Ok(req) => Some(sh.fs.handle(req, data)),
         Err(e) => {
             eprintln!("dockerfuse-satellite: bad request {}: {e}", job.id);
-            Response::Error(Errno::EPROTO.0)
+            Some(Response::Error(Errno::EPROTO.0))
         }
     };
-    send(&sh.out, job.id, &resp, scratch);
+    if let Some(resp) = resp {
+        send(&sh.out, job.id, &resp, scratch);
+    }
+    // Changes held back until this reply left may go now.
+    sh.fs.watch.replied();
 }
 
 /// Writes one response frame; a failed write means the host is gone.
-fn send(out: &Mutex<Out>, id: u64, resp: &Response<'_>, scratch: &mut Vec<u8>) {
+fn send(out: &Output<Out>, id: u64, resp: &Response<'_>, scratch: &mut Vec<u8>) {
     scratch.clear();
     if let Err(e) = frame::encode(id, resp, scratch) {
         eprintln!("dockerfuse-satellite: cannot encode reply {id}: {e}");
         scratch.clear();
         frame::encode(id, &Response::Error(Errno::EIO.0), scratch).expect("a small frame encodes");
     }
-    let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-    if w.write_all(scratch).and_then(|_| w.flush()).is_err() {
+    if !out.send(scratch) {
         std::process::exit(0);
     }
 }

@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use dockerfuse_proto::frame::{self, read_frame};
 use dockerfuse_proto::{
     variant_tag, Errno, HostHello, Request, Response, SatelliteHello, HELLO_ID, MAX_IO,
-    PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 use crate::ops::Fs;
@@ -25,6 +25,7 @@ pub(crate) fn serve<R: Read, W: Write + Send + 'static>(
     output: W,
 ) -> io::Result<()> {
     let pool = Pool::new(fs, Box::new(output));
+    pool.connect_feed();
     pool.reply(HELLO_ID, &Response::Hello(hello()));
     if !host_hello(&pool, &mut input)? {
         return Ok(());
@@ -58,10 +59,11 @@ fn host_hello<R: Read>(pool: &Pool, input: &mut R) -> io::Result<bool> {
         Some(_) => return Err(io::Error::other("first frame is not a hello")),
     }
     match frame::decode::<Request<'_>>(&buf) {
-        Ok(Request::Hello(HostHello {
-            protocol: PROTOCOL_VERSION,
-            ..
-        })) => Ok(true),
+        Ok(Request::Hello(HostHello { protocol, .. }))
+            if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) =>
+        {
+            Ok(true)
+        }
         Ok(Request::Hello(h)) => {
             pool.reply(HELLO_ID, &Response::Error(Errno::EPROTO.0));
             Err(io::Error::other(format!(

@@ -127,6 +127,25 @@ fn into_static(r: Response<'_>) -> Response<'static> {
         Response::Channel { fd } => Response::Channel { fd },
         Response::OpenedFd { fh, fd } => Response::OpenedFd { fh, fd },
         Response::CreatedFd { entry, fh, fd } => Response::CreatedFd { entry, fh, fd },
+        Response::Changes(v) => Response::Changes(
+            v.into_iter()
+                .map(|c| match c {
+                    Change::Entry { dir, name } => Change::Entry {
+                        dir,
+                        name: name.into_owned().into(),
+                    },
+                    Change::Removed { dir, name, node } => Change::Removed {
+                        dir,
+                        name: name.into_owned().into(),
+                        node,
+                    },
+                    Change::Attr { node } => Change::Attr { node },
+                    Change::Data { node } => Change::Data { node },
+                    Change::Unwatched { node } => Change::Unwatched { node },
+                    Change::All => Change::All,
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -1020,4 +1039,111 @@ fn nodes_past_the_descriptor_budget_still_work() {
     );
     // The open file is unaffected.
     assert!(matches!(s.call(Request::Release { fh }), Response::Ok));
+}
+
+impl Sat {
+    /// Reads frames until one carries changes; replies seen on the way are
+    /// returned too. Gives up after `limit`.
+    fn next_changes(&mut self, limit: std::time::Duration) -> Vec<Change<'static>> {
+        let t = std::time::Instant::now();
+        let mut got = Vec::new();
+        while t.elapsed() < limit && got.is_empty() {
+            let id = read_frame(&mut self.output, &mut self.buf)
+                .unwrap()
+                .expect("a frame");
+            if id == EVENT_ID {
+                if let Response::Changes(v) = into_static(decode(&self.buf).unwrap()) {
+                    got = v;
+                }
+            }
+        }
+        got
+    }
+}
+
+#[test]
+fn the_feed_reports_changes_of_held_nodes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    std::fs::write(dir.path().join("d/f"), b"one").unwrap();
+    std::fs::write(dir.path().join("other"), b"x").unwrap();
+    let (mut s, hello) = Sat::start(dir.path());
+    assert_eq!(hello.protocol, PROTOCOL_VERSION);
+    assert_eq!(s.call(Request::Watch), Response::Ok);
+    let d = s.entry(Request::Lookup {
+        parent: ROOT_NODE,
+        name: name("d"),
+    });
+    let f = s.entry(Request::Lookup {
+        parent: d.node,
+        name: name("f"),
+    });
+
+    // A file not held by the kernel changes: nothing for it.
+    std::fs::write(dir.path().join("other"), b"yy").unwrap();
+    // Contents of a held file.
+    std::fs::write(dir.path().join("d/f"), b"two").unwrap();
+    let c = s.next_changes(std::time::Duration::from_secs(5));
+    assert!(c.contains(&Change::Data { node: f.node }), "{c:?}");
+    assert!(
+        !c.iter()
+            .any(|c| matches!(c, Change::Data { node } if *node != f.node)),
+        "{c:?}"
+    );
+
+    // A name created in a held directory.
+    std::fs::write(dir.path().join("d/new"), b"").unwrap();
+    let c = s.next_changes(std::time::Duration::from_secs(5));
+    assert!(
+        c.contains(&Change::Entry {
+            dir: d.node,
+            name: name("new").into_owned().into()
+        }),
+        "{c:?}"
+    );
+
+    // Removal of a held name names the node that went.
+    std::fs::remove_file(dir.path().join("d/f")).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.extend(s.next_changes(std::time::Duration::from_secs(2)));
+        if seen.iter().any(|c| matches!(c, Change::Removed { .. })) {
+            break;
+        }
+    }
+    assert!(
+        seen.contains(&Change::Removed {
+            dir: d.node,
+            name: name("f").into_owned().into(),
+            node: f.node
+        }),
+        "{seen:?}"
+    );
+
+    // Once forgotten, a directory is no longer watched.
+    s.send_raw(
+        99_999,
+        &Request::Forget {
+            nodes: vec![(d.node, 1)],
+        },
+    );
+    let _ = s.call(Request::GetAttr {
+        node: ROOT_NODE,
+        fh: None,
+    });
+    std::fs::write(dir.path().join("d/later"), b"").unwrap();
+    std::fs::write(dir.path().join("root-new"), b"").unwrap();
+    let c = s.next_changes(std::time::Duration::from_secs(5));
+    assert!(
+        c.iter()
+            .all(|c| !matches!(c, Change::Entry { dir, .. } if *dir == d.node)),
+        "{c:?}"
+    );
+    assert!(
+        c.contains(&Change::Entry {
+            dir: ROOT_NODE,
+            name: name("root-new").into_owned().into()
+        }),
+        "{c:?}"
+    );
 }

@@ -36,6 +36,18 @@ pub(crate) struct PlusItem<'a> {
     pub(crate) ttl: Duration,
     /// The satellite counted a lookup for it (not for `.` and `..`).
     pub(super) counted: bool,
+    /// The inode has no extended attributes.
+    pub(super) no_xattrs: bool,
+}
+
+impl PlusItem<'_> {
+    /// Detaches the item from the receive buffer.
+    pub(super) fn into_owned(self) -> PlusItem<'static> {
+        PlusItem {
+            name: Cow::Owned(self.name.into_owned()),
+            ..self
+        }
+    }
 }
 
 pub(super) fn plain(v: Vec<DirEntry<'_>>) -> Vec<DirItem<'_>> {
@@ -63,6 +75,7 @@ pub(super) fn plus(v: Vec<DirEntry<'_>>, ttl: Duration) -> Vec<PlusItem<'_>> {
                     attr,
                     ttl,
                     counted: true,
+                    no_xattrs: ent.no_xattrs,
                 })
             }
             None if &e.name[..] == b"." || &e.name[..] == b".." => {
@@ -78,6 +91,7 @@ pub(super) fn plus(v: Vec<DirEntry<'_>>, ttl: Duration) -> Vec<PlusItem<'_>> {
                     },
                     ttl: Duration::ZERO,
                     counted: false,
+                    no_xattrs: false,
                 })
             }
             _ => None,

@@ -7,8 +7,8 @@
 //! of Docker (it talks to a [`Transport`]), so tests drive it with canned
 //! answers or with the real satellite over pipes. Besides the mapping it
 //! holds the mount's policies:
-//! * negative entries: an absent name is remembered by the kernel for the
-//!   TTL ([`Lookup::Absent`]);
+//! * TTLs: short, or long for what the satellite's change feed watches
+//!   ([`coherence`]); negative entries likewise ([`Lookup::Absent`]);
 //! * xattr absence: `ls -l`'s getxattr calls are answered here for nodes
 //!   the satellite said have none ([`xattr_cache`]);
 //! * readdirplus references: entries the kernel did not take are forgotten
@@ -21,8 +21,11 @@
 
 mod backing;
 mod caller;
+mod coherence;
+mod lazy_dir;
 mod links;
 mod listing;
+mod prefetch;
 mod replies;
 mod transport;
 mod xattr_cache;
@@ -40,18 +43,24 @@ pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
 use dockerfuse_proto::{Request, Response};
 
 pub(crate) use caller::{with_caller, Caller, CallerGuard};
+pub(crate) use coherence::{Coherence, Inval, Ttl};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
 
+use lazy_dir::LazyDirs;
+use prefetch::{Buffer, Prefetched};
 use replies::unexpected;
 use xattr_cache::NoXattrs;
 
 /// Caching and I/O choices of a mount.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
-    /// How long the kernel may trust names and attributes.
+    /// How long the kernel may trust names and attributes (without the
+    /// change feed, or for what it does not watch).
     pub(crate) ttl: Duration,
+    /// `ttl` was chosen by the user: it applies even with the feed.
+    pub(crate) fixed_ttl: bool,
     /// The kernel caches writes (open flags are adjusted for it).
     pub(crate) writeback: bool,
     /// Opt-in: show absolute symlinks under the mount point.
@@ -89,9 +98,9 @@ pub(crate) struct Opened {
 
 /// Outcome of a lookup.
 pub(crate) enum Lookup {
-    Found(Entry),
+    Found(Entry, Ttl),
     /// The name does not exist; the kernel may remember that for the TTL.
-    Absent,
+    Absent(Duration),
 }
 
 /// The filesystem core of one mount.
@@ -99,20 +108,33 @@ pub(crate) struct Core<T: Transport> {
     rpc: Arc<T>,
     opts: Options,
     no_xattrs: Arc<NoXattrs>,
+    coherence: Arc<Coherence>,
+    dirs: Arc<LazyDirs>,
+    prefetched: Arc<Prefetched>,
 }
 
 impl<T: Transport> Core<T> {
     pub(crate) fn new(rpc: T, opts: Options) -> Self {
+        let coherence = Arc::new(Coherence::new(opts.ttl, opts.fixed_ttl));
+        let no_xattrs = coherence.no_xattrs();
         Core {
             rpc: Arc::new(rpc),
             opts,
-            no_xattrs: Arc::default(),
+            no_xattrs,
+            coherence,
+            dirs: Arc::default(),
+            prefetched: Arc::default(),
         }
     }
 
-    /// How long the kernel may keep names and attributes.
-    pub(crate) fn ttl(&self) -> Duration {
-        self.opts.ttl
+    /// The cache policy and what the kernel holds (for the change feed).
+    pub(crate) fn coherence(&self) -> Arc<Coherence> {
+        self.coherence.clone()
+    }
+
+    /// The transport (to ask for the change feed).
+    pub(crate) fn transport(&self) -> &T {
+        &self.rpc
     }
 
     pub(crate) fn options(&self) -> &Options {
@@ -155,17 +177,23 @@ impl<T: Transport> Core<T> {
         self.send(&req, Box::new(move |r| cb(r.and_then(map))));
     }
 
-    /// Sends a request whose reply is an entry, remembering its xattr news.
-    fn call_entry(&self, req: Request<'_>, cb: Cb<Entry>) {
-        let (cache, ttl) = (self.no_xattrs.clone(), self.opts.ttl);
+    /// Sends a request whose reply is an entry found as `name` in
+    /// `parent`: the kernel takes a reference, the TTLs are chosen and the
+    /// xattr news remembered.
+    fn call_entry(&self, req: Request<'_>, parent: u64, name: &[u8], cb: Cb<(Entry, Ttl)>) {
+        let (cache, coh, name) = (
+            self.no_xattrs.clone(),
+            self.coherence.clone(),
+            name.to_vec(),
+        );
         self.send(
             &req,
             Box::new(move |r| {
-                let r = r.and_then(replies::entry);
-                if let Ok(e) = &r {
-                    cache.note(e, ttl);
-                }
-                cb(r)
+                cb(r.and_then(replies::entry).map(|e| {
+                    let ttl = coh.entry(parent, &name, e.node, e.attr.mode);
+                    cache.note(&e, ttl.attr);
+                    (e, ttl)
+                }))
             }),
         );
     }
@@ -177,16 +205,22 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn lookup(&self, parent: u64, name: &[u8], cb: Cb<Lookup>) {
-        let negative = !self.opts.ttl.is_zero();
+        let coh = self.coherence.clone();
+        let absent = name.to_vec();
         self.call_entry(
             Request::Lookup {
                 parent,
                 name: name.into(),
             },
+            parent,
+            name,
             Box::new(move |r| {
                 cb(match r {
-                    Ok(e) => Ok(Lookup::Found(e)),
-                    Err(Errno::ENOENT) if negative => Ok(Lookup::Absent),
+                    Ok((e, ttl)) => Ok(Lookup::Found(e, ttl)),
+                    Err(Errno::ENOENT) => match coh.absent(parent, &absent) {
+                        ttl if ttl.is_zero() => Err(Errno::ENOENT),
+                        ttl => Ok(Lookup::Absent(ttl)),
+                    },
                     Err(e) => Err(e),
                 })
             }),
@@ -196,12 +230,15 @@ impl<T: Transport> Core<T> {
     /// Drops `count` lookups of each node (never sent as a caller: it has
     /// no reply and no permission check).
     pub(crate) fn forget(&self, nodes: Vec<(u64, u64)>) {
+        for &(node, count) in &nodes {
+            self.coherence.forgotten(node, count);
+        }
         if !nodes.is_empty() {
             self.rpc.post(&Request::Forget { nodes });
         }
     }
 
-    pub(crate) fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<Attr>) {
+    pub(crate) fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<(Attr, Duration)>) {
         self.call_attr(Request::GetAttr { node, fh }, node, cb)
     }
 
@@ -214,7 +251,13 @@ impl<T: Transport> Core<T> {
     /// from anyone but the owner). So the mtime is sent as the satellite's,
     /// as without `--allow-other`, after the rest of the setattr succeeded
     /// as the caller.
-    pub(crate) fn setattr(&self, node: u64, fh: Option<u64>, attr: SetAttr, cb: Cb<Attr>) {
+    pub(crate) fn setattr(
+        &self,
+        node: u64,
+        fh: Option<u64>,
+        attr: SetAttr,
+        cb: Cb<(Attr, Duration)>,
+    ) {
         let kernel_mtime = self.opts.writeback
             && self.opts.per_caller
             && matches!(attr.mtime, Some(SetTime::At { .. }));
@@ -240,15 +283,15 @@ impl<T: Transport> Core<T> {
             };
             return self.send_attr(req, node, cb, false);
         }
-        let rpc = self.rpc.clone();
-        let then_mtime: Cb<Attr> = Box::new(move |r| match r {
+        let (rpc, coh) = (self.rpc.clone(), self.coherence.clone());
+        let then_mtime: Cb<(Attr, Duration)> = Box::new(move |r| match r {
             Ok(_) => {
                 let req = Request::SetAttr {
                     node,
                     fh,
                     attr: mtime,
                 };
-                rpc.call(&req, attr_done(node, cb))
+                rpc.call(&req, attr_done(node, coh, cb))
             }
             Err(e) => cb(Err(e)),
         });
@@ -263,13 +306,14 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    /// getattr/setattr: the attributes, reported under `node`.
-    fn call_attr(&self, req: Request<'_>, node: u64, cb: Cb<Attr>) {
+    /// getattr/setattr: the attributes, reported under `node`, and their TTL.
+    fn call_attr(&self, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>) {
         self.send_attr(req, node, cb, true)
     }
 
-    fn send_attr(&self, req: Request<'_>, node: u64, cb: Cb<Attr>, as_caller: bool) {
-        self.send_as(&req, attr_done(node, cb), as_caller);
+    fn send_attr(&self, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>, as_caller: bool) {
+        let coh = self.coherence.clone();
+        self.send_as(&req, attr_done(node, coh, cb), as_caller);
     }
 
     pub(crate) fn readlink(&self, node: u64, cb: BytesCb) {
@@ -289,7 +333,7 @@ impl<T: Transport> Core<T> {
 
     /// Creates a symlink; with link rewriting, a target under the mount
     /// point is stored in the container's terms.
-    pub(crate) fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cb: Cb<Entry>) {
+    pub(crate) fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cb: Cb<(Entry, Ttl)>) {
         let stored = self
             .opts
             .links
@@ -301,11 +345,20 @@ impl<T: Transport> Core<T> {
                 name: name.into(),
                 target: stored.as_deref().unwrap_or(target).into(),
             },
+            parent,
+            name,
             cb,
         )
     }
 
-    pub(crate) fn mknod(&self, parent: u64, name: &[u8], mode: u32, rdev: u64, cb: Cb<Entry>) {
+    pub(crate) fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        cb: Cb<(Entry, Ttl)>,
+    ) {
         self.call_entry(
             Request::Mknod {
                 parent,
@@ -313,17 +366,21 @@ impl<T: Transport> Core<T> {
                 mode,
                 rdev,
             },
+            parent,
+            name,
             cb,
         )
     }
 
-    pub(crate) fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cb: Cb<Entry>) {
+    pub(crate) fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cb: Cb<(Entry, Ttl)>) {
         self.call_entry(
             Request::Mkdir {
                 parent,
                 name: name.into(),
                 mode,
             },
+            parent,
+            name,
             cb,
         )
     }
@@ -358,13 +415,15 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    pub(crate) fn link(&self, node: u64, new_parent: u64, new_name: &[u8], cb: Cb<Entry>) {
+    pub(crate) fn link(&self, node: u64, new_parent: u64, new_name: &[u8], cb: Cb<(Entry, Ttl)>) {
         self.call_entry(
             Request::Link {
                 node,
                 new_parent,
                 new_name: new_name.into(),
             },
+            new_parent,
+            new_name,
             cb,
         )
     }
@@ -403,9 +462,14 @@ impl<T: Transport> Core<T> {
         name: &[u8],
         mode: u32,
         flags: i32,
-        cb: Cb<(Entry, Opened)>,
+        cb: Cb<(Entry, Ttl, Opened)>,
     ) {
-        let (cache, ttl, rpc) = (self.no_xattrs.clone(), self.opts.ttl, self.rpc.clone());
+        let (cache, coh, owned, rpc) = (
+            self.no_xattrs.clone(),
+            self.coherence.clone(),
+            name.to_vec(),
+            self.rpc.clone(),
+        );
         let flags = self.open_flags(flags);
         let req = Request::Create {
             parent,
@@ -416,13 +480,11 @@ impl<T: Transport> Core<T> {
         self.send(
             &req,
             Box::new(move |r| {
-                let r = r.and_then(replies::created);
-                if let Ok((e, _, _)) = &r {
-                    cache.note(e, ttl);
-                }
-                cb(r.map(|(e, fh, fd)| {
+                cb(r.and_then(replies::created).map(|(e, fh, fd)| {
+                    let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
+                    cache.note(&e, ttl.attr);
                     let backing = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
-                    (e, Opened { fh, backing })
+                    (e, ttl, Opened { fh, backing })
                 }))
             }),
         );
@@ -507,19 +569,51 @@ impl<T: Transport> Core<T> {
         );
     }
 
-    pub(crate) fn opendir(&self, node: u64, cb: Cb<u64>) {
-        self.call(Request::OpenDir { node }, replies::fh, cb)
+    /// Opens a directory; true with the handle when the kernel may keep
+    /// its listing (the feed watches it).
+    pub(crate) fn opendir(&self, node: u64, cb: Cb<(u64, bool)>) {
+        if !self.opts.per_caller && self.coherence.cache_dir(node) {
+            return cb(Ok((self.dirs.open(node), true)));
+        }
+        let coh = self.coherence.clone();
+        self.send(
+            &Request::OpenDir { node },
+            Box::new(move |r| cb(r.and_then(replies::fh).map(|fh| (fh, coh.cache_dir(node))))),
+        );
+    }
+
+    /// Sends a request on the satellite's handle of directory handle
+    /// `fh` (opening it in the container first for a host handle).
+    fn on_dir(
+        &self,
+        fh: u64,
+        req: impl FnOnce(u64) -> Request<'static> + Send + 'static,
+        done: Done,
+    ) {
+        if !LazyDirs::is_host(fh) {
+            return self.send(&req(fh), done);
+        }
+        let rpc = self.rpc.clone();
+        self.dirs.with_remote(
+            &self.rpc,
+            fh,
+            Box::new(move |r| match r {
+                Ok(remote) => rpc.call(&req(remote), done),
+                Err(e) => done(Err(e)),
+            }),
+        );
     }
 
     pub(crate) fn readdir(&self, fh: u64, offset: u64, size: u32, cb: DirCb) {
-        let req = Request::ReadDir {
+        let req = move |fh| Request::ReadDir {
             fh,
             offset,
             size,
             plus: false,
         };
-        self.send(
-            &req,
+        self.on_dir(
+            fh,
+            req,
             Box::new(move |r| match r {
                 Ok(Response::Dir(v)) => cb(Ok(listing::plain(v))),
                 Ok(r) => cb(Err(unexpected(r))),
@@ -530,27 +624,46 @@ impl<T: Transport> Core<T> {
 
     /// A readdirplus chunk: `cb` gives the items to the kernel and returns
     /// how many it took; the lookups of the others are dropped.
-    pub(crate) fn readdirplus(&self, fh: u64, offset: u64, size: u32, cb: PlusCb) {
-        let (cache, ttl, rpc) = (self.no_xattrs.clone(), self.opts.ttl, self.rpc.clone());
-        let req = Request::ReadDir {
+    pub(crate) fn readdirplus(&self, dir: u64, fh: u64, offset: u64, _size: u32, cb: PlusCb) {
+        let giver = Giver {
+            dir,
+            fh,
+            cache: self.no_xattrs.clone(),
+            coh: self.coherence.clone(),
+            prefetched: self.prefetched.clone(),
+        };
+        let stale = match self
+            .prefetched
+            .take(fh, offset, self.coherence.generation())
+        {
+            Ok(buf) => return giver.give(buf, cb),
+            Err(stale) => stale,
+        };
+        if !stale.is_empty() {
+            self.rpc.post(&Request::Forget { nodes: stale });
+        }
+        let req = move |fh| Request::ReadDir {
             fh,
             offset,
-            size,
+            size: prefetch::PREFETCH,
             plus: true,
         };
-        self.send(
-            &req,
+        let generation = self.coherence.generation();
+        self.on_dir(
+            fh,
+            req,
             Box::new(move |r| match r {
                 Ok(Response::Dir(v)) => {
-                    for e in v.iter().filter_map(|d| d.entry.as_ref()) {
-                        cache.note(e, ttl);
-                    }
-                    let items = listing::plus(v, ttl);
-                    let taken = cb(Ok(&items));
-                    let nodes = listing::untaken(&items, taken);
-                    if !nodes.is_empty() {
-                        rpc.post(&Request::Forget { nodes });
-                    }
+                    let items = listing::plus(v, giver.coh.short())
+                        .into_iter()
+                        .map(listing::PlusItem::into_owned)
+                        .collect();
+                    let buf = Buffer {
+                        next: offset,
+                        generation,
+                        items,
+                    };
+                    giver.give(buf, cb)
                 }
                 Ok(r) => {
                     cb(Err(unexpected(r)));
@@ -563,11 +676,25 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn releasedir(&self, fh: u64, cb: Cb<()>) {
-        self.send_and_ack(&Request::ReleaseDir { fh }, cb)
+        let nodes = self.prefetched.release(fh);
+        if !nodes.is_empty() {
+            self.rpc.post(&Request::Forget { nodes });
+        }
+        if !LazyDirs::is_host(fh) {
+            return self.send_and_ack(&Request::ReleaseDir { fh }, cb);
+        }
+        match self.dirs.release(fh) {
+            Some(remote) => self.send_and_ack(&Request::ReleaseDir { fh: remote }, cb),
+            None => cb(Ok(())),
+        }
     }
 
     pub(crate) fn fsyncdir(&self, fh: u64, datasync: bool, cb: Cb<()>) {
-        self.call(Request::FsyncDir { fh, datasync }, replies::ok, cb)
+        self.on_dir(
+            fh,
+            move |fh| Request::FsyncDir { fh, datasync },
+            Box::new(move |r| cb(r.and_then(replies::ok))),
+        );
     }
 
     pub(crate) fn statfs(&self, node: u64, cb: Cb<StatFs>) {
@@ -629,13 +756,47 @@ impl<T: Transport> Core<T> {
     }
 }
 
+/// Hands prefetched readdirplus entries to the kernel a chunk at a time.
+struct Giver {
+    dir: u64,
+    fh: u64,
+    cache: Arc<NoXattrs>,
+    coh: Arc<Coherence>,
+    prefetched: Arc<Prefetched>,
+}
+
+impl Giver {
+    /// Offers the first entries of `buf`; keeps what the kernel leaves for
+    /// its next chunk.
+    fn give(&self, mut buf: Buffer, cb: PlusCb) {
+        let n = buf.items.len().min(prefetch::OFFER);
+        // The kernel takes them in order; register each as it would be
+        // taken (those it leaves are unregistered below and stay buffered).
+        for i in buf.items[..n].iter_mut().filter(|i| i.counted) {
+            i.ttl = self.coh.entry(self.dir, &i.name, i.node, i.attr.mode).min();
+            if i.no_xattrs {
+                self.cache.note_empty(i.node, i.ttl);
+            }
+        }
+        let taken = cb(Ok(&buf.items[..n])).min(n);
+        for &(node, count) in &listing::untaken(&buf.items[..n], taken) {
+            self.coh.forgotten(node, count);
+        }
+        if taken > 0 {
+            buf.next = buf.items[taken - 1].offset;
+            buf.items.drain(..taken);
+        }
+        self.prefetched.put(self.fh, buf);
+    }
+}
+
 /// The completion of a getattr/setattr: the attributes, reported under
-/// `node`.
-fn attr_done(node: u64, cb: Cb<Attr>) -> Done {
+/// `node`, and how long the kernel may keep them.
+fn attr_done(node: u64, coh: Arc<Coherence>, cb: Cb<(Attr, Duration)>) -> Done {
     Box::new(move |r| {
         cb(r.and_then(replies::attr).map(|mut a| {
             a.ino = node;
-            a
+            (a, coh.attr_ttl(node, a.mode))
         }))
     })
 }

@@ -43,6 +43,7 @@ fn core_with(
 fn opts() -> Options {
     Options {
         ttl: Duration::from_secs(1),
+        fixed_ttl: false,
         writeback: false,
         links: None,
         per_caller: true,
@@ -76,7 +77,7 @@ fn entry(node: u64, no_xattrs: bool) -> Entry {
 
 fn found(got: &Slot<Lookup>) -> Option<u64> {
     match got.lock().unwrap().take() {
-        Some(Ok(Lookup::Found(e))) => Some(e.attr.ino),
+        Some(Ok(Lookup::Found(e, _))) => Some(e.attr.ino),
         _ => None,
     }
 }
@@ -123,7 +124,7 @@ fn absent_names_are_negative_entries_only_with_a_ttl() {
     c.lookup(1, b"x", cb);
     assert!(matches!(
         got.lock().unwrap().take(),
-        Some(Ok(Lookup::Absent))
+        Some(Ok(Lookup::Absent(_)))
     ));
 
     let mut o = opts();
@@ -371,51 +372,88 @@ fn writeback_cache_adjusts_open_flags() {
 }
 
 #[test]
-fn readdirplus_forgets_what_the_kernel_did_not_take() {
+fn readdirplus_fetches_a_whole_directory_and_forgets_what_the_kernel_did_not_take() {
     let mut o = opts();
     o.per_caller = false;
     let (c, seen) = core_with(
-        |_| {
-            let e = |name: &'static [u8], node: Option<u64>| DirEntry {
-                name: name.into(),
-                offset: 1,
-                kind: libc::S_IFREG,
-                ino: 3,
-                entry: node.map(|n| entry(n, true)),
-            };
-            Response::Dir(vec![
-                e(b".", None),
-                e(b"..", None),
-                e(b"a", Some(10)),
-                e(b"b", Some(11)),
-                e(b"c", Some(12)),
-            ])
+        |r| match r {
+            Request::ReadDir { offset: 0, .. } => {
+                let e = |name: &'static [u8], off: u64, node: Option<u64>| DirEntry {
+                    name: name.into(),
+                    offset: off,
+                    kind: libc::S_IFREG,
+                    ino: 3,
+                    entry: node.map(|n| entry(n, true)),
+                };
+                Response::Dir(vec![
+                    e(b".", 1, None),
+                    e(b"..", 2, None),
+                    e(b"a", 3, Some(10)),
+                    e(b"b", 4, Some(11)),
+                    e(b"c", 5, Some(12)),
+                ])
+            }
+            Request::ReadDir { .. } => Response::Dir(vec![]),
+            _ => Response::Ok,
         },
         o,
     );
     let names = Arc::new(Mutex::new(Vec::new()));
-    let n = names.clone();
-    c.readdirplus(
-        7,
-        0,
-        4096,
-        Box::new(move |r| {
-            let items = r.unwrap();
-            n.lock()
-                .unwrap()
-                .extend(items.iter().map(|i| (i.name.to_vec(), i.attr.ino)));
-            3 // the kernel's buffer held ".", ".." and "a"
-        }),
-    );
-    assert_eq!(names.lock().unwrap().len(), 5);
+    let chunk = |offset: u64, take: usize| {
+        let n = names.clone();
+        c.readdirplus(
+            1,
+            7,
+            offset,
+            4096,
+            Box::new(move |r| {
+                let items = r.unwrap();
+                n.lock().unwrap().extend(
+                    items
+                        .iter()
+                        .take(take)
+                        .map(|i| (i.name.to_vec(), i.attr.ino)),
+                );
+                take
+            }),
+        );
+    };
+    chunk(0, 3); // the kernel's page held ".", ".." and "a"
+    assert!(matches!(
+        seen.lock().unwrap()[0],
+        Request::ReadDir { offset: 0, size, plus: true, .. } if size > 4096
+    ));
+    chunk(3, 1); // "b", from what was fetched
+    assert_eq!(seen.lock().unwrap().len(), 1, "one round trip so far");
+    assert_eq!(names.lock().unwrap().len(), 4);
     assert_eq!(names.lock().unwrap()[2], (b"a".to_vec(), 10));
-    let seen = seen.lock().unwrap();
-    assert_eq!(
-        seen[1],
-        Request::Forget {
-            nodes: vec![(11, 1), (12, 1)]
-        }
-    );
+    assert_eq!(names.lock().unwrap()[3], (b"b".to_vec(), 11));
+    // Another offset: the rest ("c") is forgotten, the satellite asked.
+    chunk(99, 0);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[1],
+            Request::Forget {
+                nodes: vec![(12, 1)]
+            }
+        );
+        assert!(matches!(seen[2], Request::ReadDir { offset: 99, .. }));
+    }
+    // Fetched again from the start and released with entries left over.
+    chunk(0, 3);
+    let (cb, _) = capture();
+    c.releasedir(7, cb);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[4],
+            Request::Forget {
+                nodes: vec![(11, 1), (12, 1)]
+            }
+        );
+        assert_eq!(seen[5], Request::ReleaseDir { fh: 7 });
+    }
     // The entries' xattr news was kept: no round trip for `ls -l`.
     drop(seen);
     let got = Arc::new(Mutex::new(None));
@@ -480,4 +518,104 @@ fn a_handed_descriptor_backs_only_an_open_of_its_access_mode() {
         Box::new(move |r| cb(r.map(|o| (o.fh, o.backing.is_some())))),
     );
     assert_eq!(got.lock().unwrap().take(), Some(Ok((4, false))));
+}
+
+#[test]
+fn with_the_feed_replies_carry_long_ttls_and_only_held_nodes_are_invalidated() {
+    use super::coherence::LONG_TTL;
+    use dockerfuse_proto::Change;
+    let (c, _) = core(|r| match r {
+        Request::Lookup { .. } => Response::Entry(Entry {
+            node: 5,
+            attr: Attr {
+                mode: libc::S_IFREG | 0o644,
+                ..Default::default()
+            },
+            no_xattrs: true,
+        }),
+        _ => Response::Ok,
+    });
+    let (cb, got) = capture();
+    c.lookup(1, b"f", cb);
+    match got.lock().unwrap().take() {
+        Some(Ok(Lookup::Found(_, t))) => assert_eq!(t.attr, Duration::from_secs(1)),
+        _ => panic!("expected an entry"),
+    }
+    c.coherence().feed_on();
+    let (cb, got) = capture();
+    c.lookup(1, b"f", cb);
+    match got.lock().unwrap().take() {
+        Some(Ok(Lookup::Found(e, t))) => {
+            assert_eq!(e.node, 5);
+            assert_eq!((t.attr, t.entry), (LONG_TTL, LONG_TTL));
+        }
+        _ => panic!("expected an entry"),
+    }
+    let coh = c.coherence();
+    // Its name and its data.
+    assert_eq!(coh.apply(&[Change::Data { node: 5 }]).len(), 2);
+    // The kernel forgets both lookups: the node's changes are dropped.
+    c.forget(vec![(5, 2)]);
+    assert!(coh.apply(&[Change::Data { node: 5 }]).is_empty());
+}
+
+#[test]
+fn a_watched_directory_is_opened_in_the_container_only_when_read() {
+    let mut o = opts();
+    o.per_caller = false;
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::OpenDir { .. } => Response::Opened { fh: 77 },
+            Request::ReadDir { .. } => Response::Dir(vec![]),
+            _ => Response::Ok,
+        },
+        o,
+    );
+    // Without the feed: opened in the container at once.
+    let (cb, got) = capture();
+    c.opendir(1, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok((77, false))));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    seen.lock().unwrap().clear();
+
+    c.coherence().feed_on();
+    let (cb, got) = capture();
+    c.opendir(1, cb);
+    let fh = match got.lock().unwrap().take() {
+        Some(Ok((fh, true))) => fh,
+        other => panic!(
+            "expected a cached host handle, got {:?}",
+            other.map(|r| r.err())
+        ),
+    };
+    assert_ne!(fh, 77);
+    assert!(seen.lock().unwrap().is_empty(), "nothing sent for the open");
+    // Released unread: nothing sent either.
+    let (cb, _) = capture();
+    c.releasedir(fh, cb);
+    assert!(seen.lock().unwrap().is_empty());
+
+    // Read: opened first, then read on the satellite's handle, closed at
+    // release.
+    let (cb, got) = capture();
+    c.opendir(1, cb);
+    let fh = match got.lock().unwrap().take() {
+        Some(Ok((fh, true))) => fh,
+        _ => panic!("expected a host handle"),
+    };
+    let n = Arc::new(Mutex::new(None));
+    let n2 = n.clone();
+    c.readdir(
+        fh,
+        0,
+        4096,
+        Box::new(move |r| *n2.lock().unwrap() = Some(r.map(|v| v.len()))),
+    );
+    assert_eq!(n.lock().unwrap().take(), Some(Ok(0)));
+    let (cb, _) = capture();
+    c.releasedir(fh, cb);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0], Request::OpenDir { node: 1 });
+    assert!(matches!(seen[1], Request::ReadDir { fh: 77, .. }));
+    assert_eq!(seen[2], Request::ReleaseDir { fh: 77 });
 }

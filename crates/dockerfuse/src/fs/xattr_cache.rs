@@ -3,7 +3,8 @@
 //! `ls -l` asks for two xattrs of every file; answered from here, a
 //! listing needs no round trip per file. Filled from the entries the
 //! satellite sends (lookup, readdirplus, create...), valid for the
-//! attribute TTL, dropped by any xattr change made through the mount.
+//! attribute TTL, dropped by any xattr change made through the mount and
+//! by any attribute change the change feed reports.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -38,6 +39,23 @@ impl NoXattrs {
         } else {
             m.remove(&e.node);
         }
+    }
+
+    /// Remembers that `node` has no xattrs, for `ttl`.
+    pub(super) fn note_empty(&self, node: u64, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let mut m = self.map();
+        if m.len() >= NO_XATTRS_MAX {
+            m.clear();
+        }
+        m.insert(node, Instant::now() + ttl);
+    }
+
+    /// Forgets everything (after lost change events).
+    pub(super) fn clear(&self) {
+        self.map().clear();
     }
 
     pub(super) fn known_empty(&self, node: u64) -> bool {

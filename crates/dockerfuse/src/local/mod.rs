@@ -56,6 +56,13 @@ pub(crate) struct Channel {
     satellite: Option<Arc<Pidfd>>,
 }
 
+impl Channel {
+    /// The RPC client that carries the conversation now.
+    pub(crate) fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+}
+
 impl Transport for Channel {
     fn call(&self, req: &Request<'_>, done: Done) {
         self.rpc.call(req, done)

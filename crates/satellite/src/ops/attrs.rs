@@ -76,6 +76,12 @@ impl Fs {
                 }
             }
         }
+        // The feed must not report this change back as the container's.
+        match (&n, file_fd) {
+            (Some(n), _) => self.watch.own_change(n.raw()),
+            (None, Some(fd)) => self.watch.own_change(fd),
+            (None, None) => {}
+        }
         self.getattr(node, fh)
     }
 

@@ -138,12 +138,16 @@ impl Fs {
             libc::O_PATH | libc::O_NOFOLLOW,
             0,
         )?;
-        let st = sys::stat_fd(fd.as_raw_fd())?;
+        let mut st = sys::stat_fd(fd.as_raw_fd())?;
         let no_xattrs = has_no_xattrs(fd.as_raw_fd(), &st);
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let id = self
             .nodes
             .add_ref(key_of(&st), fd, is_symlink(&st), is_dir, Some((dir, name)));
+        if self.note_held(id, st.st_mode & libc::S_IFMT, Some((dir, name))) {
+            // Attributes from after the watch began: nothing is missed.
+            st = sys::stat_fd(self.nodes.get(id)?.raw())?;
+        }
         Ok(Entry {
             node: id,
             attr: attr_of(&st, id),

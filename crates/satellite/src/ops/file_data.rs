@@ -54,6 +54,11 @@ impl Fs {
         let id = self
             .nodes
             .add_ref(key_of(&st), path_fd, false, false, Some((parent, name)));
+        // Attributes from after the watch began: nothing is missed.
+        let st = match self.note_held(id, libc::S_IFREG, Some((parent, name))) {
+            true => sys::fstat(fd.as_raw_fd())?,
+            false => st,
+        };
         let raw = fd.as_raw_fd();
         let fh = self.handles.insert(Handle::File(fd));
         let entry = Entry {
@@ -99,6 +104,7 @@ impl Fs {
             }
             done += n;
         }
+        self.watch.own_change(fd);
         Ok(Response::Written(done as u32))
     }
 
@@ -127,7 +133,9 @@ impl Fs {
         length: u64,
         mode: i32,
     ) -> SysResult<Response<'static>> {
-        sys::fallocate(self.handles.get(fh)?.file()?, mode, offset, length)?;
+        let fd = self.handles.get(fh)?.file()?;
+        sys::fallocate(fd, mode, offset, length)?;
+        self.watch.own_change(fd);
         Ok(Response::Ok)
     }
 
@@ -154,6 +162,7 @@ impl Fs {
             len.min(u32::MAX as u64),
             flags,
         )?;
+        self.watch.own_change(b.file()?);
         Ok(Response::Written(n as u32))
     }
 }

@@ -83,6 +83,7 @@ impl Served {
             rpc.clone(),
             Options {
                 ttl: Duration::from_secs(1),
+                fixed_ttl: false,
                 writeback: false,
                 links: None,
                 per_caller: false,

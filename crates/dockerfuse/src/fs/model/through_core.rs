@@ -146,7 +146,7 @@ impl<'a> Driver<'a> {
             if write {
                 return Err(Errno::EISDIR);
             }
-            wait(|cb| self.core.opendir(e.node, cb))?
+            wait(|cb| self.core.opendir(e.node, cb))?.0
         } else {
             let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
             wait(|cb| self.core.open(e.node, flags, cb))?.fh
@@ -174,8 +174,8 @@ impl<'a> Driver<'a> {
 
     fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<Entry, Errno> {
         match wait(|cb| self.core.lookup(parent, name, cb))? {
-            Lookup::Found(e) => Ok(self.hold(e)),
-            Lookup::Absent => Err(Errno::ENOENT),
+            Lookup::Found(e, _) => Ok(self.hold(e)),
+            Lookup::Absent(_) => Err(Errno::ENOENT),
         }
     }
 
@@ -255,7 +255,7 @@ impl<'a> Driver<'a> {
 
     fn setattr(&mut self, path: &str, follow: bool, attr: SetAttr) -> Result<Attr, Errno> {
         let e = self.walk(path, follow)?;
-        wait(|cb| self.core.setattr(e.node, None, attr, cb))
+        wait(|cb| self.core.setattr(e.node, None, attr, cb)).map(|(a, _)| a)
     }
 
     pub(super) fn apply(&mut self, op: &Op) -> Outcome {
@@ -311,7 +311,7 @@ impl<'a> Driver<'a> {
                 let o = self.slot(*slot)?;
                 // The kernel passes the handle for regular files only.
                 let fh = (!o.dir).then_some(o.fh);
-                let a = wait(|cb| core.getattr(o.node, fh, cb))?;
+                let (a, _) = wait(|cb| core.getattr(o.node, fh, cb))?;
                 Ok(Out::Stat(Stat::new(a.mode, a.size, a.nlink)))
             }
             Op::FdTruncate { slot, size } => {
@@ -333,7 +333,7 @@ impl<'a> Driver<'a> {
             Op::Create { path, mode } => {
                 let (parent, name) = self.parent(path)?;
                 let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
-                let (e, opened) =
+                let (e, _, opened) =
                     wait(|cb| core.create(parent, name, mode & !self.umask, flags, cb))?;
                 let fh = opened.fh;
                 self.hold(e);
@@ -380,7 +380,7 @@ impl<'a> Driver<'a> {
                 // The kernel opens a directory with opendir and syncs it
                 // with fsyncdir.
                 if is(&e.attr, libc::S_IFDIR) {
-                    let fh = wait(|cb| core.opendir(e.node, cb))?;
+                    let (fh, _) = wait(|cb| core.opendir(e.node, cb))?;
                     let r = wait(|cb| core.fsyncdir(fh, *datasync, cb));
                     wait(|cb| core.releasedir(fh, cb))?;
                     r?;
@@ -420,7 +420,7 @@ impl<'a> Driver<'a> {
             }),
             Op::Mkdir { path, mode } => {
                 let (parent, name) = self.parent(path)?;
-                let e = wait(|cb| core.mkdir(parent, name, mode & !self.umask, cb))?;
+                let (e, _) = wait(|cb| core.mkdir(parent, name, mode & !self.umask, cb))?;
                 self.hold(e);
                 Ok(Out::Done)
             }
@@ -436,14 +436,14 @@ impl<'a> Driver<'a> {
             }
             Op::Symlink { target, path } => {
                 let (parent, name) = self.parent(path)?;
-                let e = wait(|cb| core.symlink(parent, name, target.as_bytes(), cb))?;
+                let (e, _) = wait(|cb| core.symlink(parent, name, target.as_bytes(), cb))?;
                 self.hold(e);
                 Ok(Out::Done)
             }
             Op::Link { from, to } => {
                 let old = self.walk(from, false)?;
                 let (parent, name) = self.parent(to)?;
-                let e = wait(|cb| core.link(old.node, parent, name, cb))?;
+                let (e, _) = wait(|cb| core.link(old.node, parent, name, cb))?;
                 self.hold(e);
                 Ok(Out::Done)
             }
@@ -513,7 +513,7 @@ impl<'a> Driver<'a> {
             }
             Op::Stat { path, follow } => {
                 let e = self.walk(path, *follow)?;
-                let a = wait(|cb| core.getattr(e.node, None, cb))?;
+                let (a, _) = wait(|cb| core.getattr(e.node, None, cb))?;
                 Ok(Out::Stat(Stat::new(a.mode, a.size, a.nlink)))
             }
         }

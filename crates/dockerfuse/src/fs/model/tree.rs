@@ -176,12 +176,13 @@ struct Listed {
 /// references of the entries are kept (the callback takes them all) and
 /// returned for the caller to forget.
 fn list(core: &Core<Rpc>, dir: u64) -> Result<Vec<Listed>, Errno> {
-    let fh = wait(|cb| core.opendir(dir, cb))?;
+    let (fh, _) = wait(|cb| core.opendir(dir, cb))?;
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
         let (tx, rx) = mpsc::sync_channel(1);
         core.readdirplus(
+            dir,
             fh,
             offset,
             LISTING_CHUNK,

@@ -1,0 +1,333 @@
+//! The change feed, host side: from the satellite's change frames to the
+//! kernel's cache invalidations.
+//!
+//! The RPC reader hands each change frame to [`Feed::frame`], which maps
+//! it to notifications with the core's [`Coherence`] (dropping what names
+//! nodes the kernel does not hold) and queues them on a bounded channel.
+//! One thread of its own sends them to the kernel: a notification writes
+//! to /dev/fuse and may wait on an inode the kernel has locked for a
+//! request in flight, so it must never run on the thread that completes
+//! requests. A full queue is not waited on: it is counted and the thread
+//! then invalidates everything it holds, which is always correct.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dockerfuse_proto::{Request, Response, MAX_CHANGES};
+use fuser::INodeNo;
+use tracing::debug;
+
+use crate::fs::{Coherence, Inval, Transport};
+
+/// Batches of notifications waiting for the notifier thread.
+const QUEUE: usize = 256;
+/// Bytes of change frames whose notifications may wait; past this (or a
+/// frame with more than MAX_CHANGES changes) everything is invalidated
+/// instead, so a flood costs bounded memory.
+const QUEUED_BYTES: usize = 8 << 20;
+
+/// One queued batch: notifications, and the bytes of the frame they came
+/// from (counted against [`QUEUED_BYTES`]).
+type Batch = (Vec<Inval>, usize);
+
+/// What the notifier thread needs of the kernel (fuser's `Notifier`;
+/// tests record the calls).
+pub(crate) trait Kernel: Send + 'static {
+    fn inval_entry(&self, parent: u64, name: &[u8]) -> std::io::Result<()>;
+    fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> std::io::Result<()>;
+    fn delete(&self, parent: u64, child: u64, name: &[u8]) -> std::io::Result<()>;
+}
+
+impl Kernel for fuser::Notifier {
+    fn inval_entry(&self, parent: u64, name: &[u8]) -> std::io::Result<()> {
+        fuser::Notifier::inval_entry(self, INodeNo(parent), OsStr::from_bytes(name))
+    }
+    fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> std::io::Result<()> {
+        fuser::Notifier::inval_inode(self, INodeNo(ino), offset, len)
+    }
+    fn delete(&self, parent: u64, child: u64, name: &[u8]) -> std::io::Result<()> {
+        fuser::Notifier::delete(
+            self,
+            INodeNo(parent),
+            INodeNo(child),
+            OsStr::from_bytes(name),
+        )
+    }
+}
+
+/// The receiving half of one mount's feed.
+pub(crate) struct Feed {
+    coherence: Arc<Coherence>,
+    tx: SyncSender<Batch>,
+    rx: Mutex<Option<Receiver<Batch>>>,
+    overflowed: Arc<AtomicBool>,
+    queued: AtomicUsize,
+}
+
+impl Feed {
+    pub(crate) fn new(coherence: Arc<Coherence>) -> Arc<Feed> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        Arc::new(Feed {
+            coherence,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            overflowed: Arc::default(),
+            queued: AtomicUsize::new(0),
+        })
+    }
+
+    /// One change frame from the satellite (on the RPC reader's thread:
+    /// never blocks).
+    pub(crate) fn frame(&self, payload: &[u8]) {
+        let changes = match dockerfuse_proto::frame::decode::<Response<'_>>(payload) {
+            Ok(Response::Changes(c))
+                if c.len() <= MAX_CHANGES
+                    && self.queued.load(Ordering::SeqCst) + payload.len() <= QUEUED_BYTES =>
+            {
+                c
+            }
+            _ => {
+                debug!("change frame undecodable, too large or over the queue's budget: invalidating everything");
+                self.overflowed.store(true, Ordering::SeqCst);
+                let _ = self.tx.try_send((Vec::new(), 0));
+                return;
+            }
+        };
+        let invals = self.coherence.apply(&changes);
+        if invals.is_empty() {
+            return;
+        }
+        self.queued.fetch_add(payload.len(), Ordering::SeqCst);
+        match self.tx.try_send((invals, payload.len())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(payload.len(), Ordering::SeqCst);
+                // The thread will invalidate everything when it gets here.
+                if !self.overflowed.swap(true, Ordering::SeqCst) {
+                    debug!("change queue full: everything will be invalidated");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Asks the satellite for its feed, waiting at most `limit` for the
+    /// answer; true when the feed is on.
+    pub(crate) fn enable<T: Transport>(&self, rpc: &T, limit: Duration) -> bool {
+        let (tx, rx) = mpsc::channel();
+        rpc.call(
+            &Request::Watch,
+            Box::new(move |r| {
+                let _ = tx.send(matches!(r, Ok(Response::Ok)));
+            }),
+        );
+        let on = rx.recv_timeout(limit).unwrap_or(false);
+        if on {
+            self.coherence.feed_on();
+        }
+        on
+    }
+
+    /// Wires the feed of a mount: change frames from `rpc` go to a new
+    /// feed of `core`, and the satellite is asked to start it. None when
+    /// it cannot (the mount then caches for the TTL only).
+    pub(crate) fn enable_on<T: Transport>(
+        core: &crate::fs::Core<T>,
+        rpc: &crate::rpc::Rpc,
+    ) -> Option<Arc<Feed>> {
+        let feed = Feed::new(core.coherence());
+        let sink = feed.clone();
+        rpc.on_events(Box::new(move |payload| sink.frame(payload)));
+        if feed.enable(core.transport(), Duration::from_secs(10)) {
+            debug!("change feed on");
+            Some(feed)
+        } else {
+            tracing::info!("the satellite offers no change feed: caching for the TTL only");
+            None
+        }
+    }
+
+    /// Starts the thread that sends notifications to `kernel`.
+    pub(crate) fn start(self: &Arc<Self>, kernel: impl Kernel) -> std::io::Result<()> {
+        let Some(rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(());
+        };
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("notify".into())
+            .spawn(move || me.run(rx, kernel))
+            .map(|_| ())
+    }
+
+    fn run(&self, rx: Receiver<Batch>, kernel: impl Kernel) {
+        while let Ok((batch, bytes)) = rx.recv() {
+            self.deliver(&kernel, &batch);
+            self.queued.fetch_sub(bytes, Ordering::SeqCst);
+            while let Ok((more, bytes)) = rx.try_recv() {
+                self.deliver(&kernel, &more);
+                self.queued.fetch_sub(bytes, Ordering::SeqCst);
+            }
+            if self.overflowed.swap(false, Ordering::SeqCst) {
+                let all = self.coherence.everything();
+                self.deliver(&kernel, &all);
+            }
+        }
+    }
+
+    fn deliver(&self, kernel: &impl Kernel, batch: &[Inval]) {
+        let mut failed = 0usize;
+        for i in batch {
+            let r = match i {
+                Inval::Entry { parent, name } => kernel.inval_entry(*parent, name),
+                Inval::Delete {
+                    parent,
+                    child,
+                    name,
+                } => kernel
+                    .delete(*parent, *child, name)
+                    .or_else(|_| kernel.inval_entry(*parent, name)),
+                Inval::Attr(ino) => kernel.inval_inode(*ino, -1, 0),
+                Inval::Data(ino) => kernel.inval_inode(*ino, 0, 0),
+            };
+            if r.is_err() {
+                failed += 1;
+            }
+        }
+        let c = &self.coherence.counts;
+        debug!(
+            notifications = batch.len(),
+            failed,
+            changes = c.changes.load(Ordering::Relaxed),
+            dropped = c.dropped.load(Ordering::Relaxed),
+            everything = c.everything.load(Ordering::Relaxed),
+            unwatched = c.unwatched.load(Ordering::Relaxed),
+            "cache invalidations sent"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dockerfuse_proto::frame::{encode, HEADER_LEN};
+    use dockerfuse_proto::Change;
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl Kernel for Recorder {
+        fn inval_entry(&self, parent: u64, name: &[u8]) -> std::io::Result<()> {
+            let n = String::from_utf8_lossy(name);
+            self.0.lock().unwrap().push(format!("entry {parent} {n}"));
+            Ok(())
+        }
+        fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> std::io::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("inode {ino} {offset} {len}"));
+            Ok(())
+        }
+        fn delete(&self, parent: u64, child: u64, name: &[u8]) -> std::io::Result<()> {
+            let n = String::from_utf8_lossy(name);
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("delete {parent} {child} {n}"));
+            // The kernel refuses when the name is bound to another inode.
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+    }
+
+    fn payload(changes: Vec<Change<'static>>) -> Vec<u8> {
+        let mut b = Vec::new();
+        encode(0, &Response::Changes(changes), &mut b).unwrap();
+        b.split_off(HEADER_LEN)
+    }
+
+    fn wait_for(rec: &Recorder, n: usize) -> Vec<String> {
+        for _ in 0..200 {
+            if rec.0.lock().unwrap().len() >= n {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        rec.0.lock().unwrap().clone()
+    }
+
+    fn fed() -> Arc<Coherence> {
+        let c = Arc::new(Coherence::new(Duration::from_secs(1), false));
+        c.feed_on();
+        c
+    }
+
+    #[test]
+    fn changes_reach_the_kernel_from_their_own_thread() {
+        let c = fed();
+        c.entry(1, b"f", 2, libc::S_IFREG);
+        let feed = Feed::new(c);
+        let rec = Recorder::default();
+        feed.start(rec.clone()).unwrap();
+        feed.frame(&payload(vec![
+            Change::Data { node: 2 },
+            Change::Attr { node: 1 },
+            Change::Removed {
+                dir: 1,
+                name: b"f".to_vec().into(),
+                node: 2,
+            },
+            Change::Data { node: 12345 },
+        ]));
+        let got = wait_for(&rec, 6);
+        assert_eq!(
+            got,
+            vec![
+                // A file's data change drops its name too: the next open
+                // looks it up and learns the new size.
+                "entry 1 f",
+                "inode 2 0 0",
+                "inode 1 -1 0",
+                "delete 1 2 f",
+                "entry 1 f",
+                "inode 1 0 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn garbage_or_a_full_queue_invalidates_everything_held() {
+        let c = fed();
+        c.entry(1, b"f", 2, libc::S_IFREG);
+        let feed = Feed::new(c);
+        // Fill the queue before the thread runs.
+        for _ in 0..QUEUE + 10 {
+            feed.frame(&payload(vec![Change::Attr { node: 2 }]));
+        }
+        assert!(feed.overflowed.load(Ordering::SeqCst));
+        let rec = Recorder::default();
+        feed.start(rec.clone()).unwrap();
+        let got = wait_for(&rec, QUEUE + 3);
+        assert!(got.contains(&"entry 1 f".to_string()), "{got:?}");
+        assert!(got.contains(&"inode 2 0 0".to_string()));
+        assert!(got.contains(&"inode 1 0 0".to_string()));
+
+        let rec2 = Recorder::default();
+        let c = fed();
+        c.entry(1, b"g", 3, libc::S_IFREG);
+        let feed = Feed::new(c);
+        feed.start(rec2.clone()).unwrap();
+        feed.frame(b"\xff\xff\xff\xffgarbage");
+        // A frame with more changes than a batch may hold: the same.
+        let big: Vec<Change<'static>> = (0..MAX_CHANGES as u64 + 1)
+            .map(|node| Change::Attr { node })
+            .collect();
+        feed.frame(&payload(big));
+        let got = wait_for(&rec2, 3);
+        assert!(got.contains(&"entry 1 g".to_string()), "{got:?}");
+        assert!(got.contains(&"inode 3 0 0".to_string()));
+    }
+}

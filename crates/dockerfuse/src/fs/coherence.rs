@@ -1,0 +1,497 @@
+//! What the kernel may cache, for how long, and what a change in the
+//! container invalidates.
+//!
+//! Without the satellite's change feed every name and attribute is kept
+//! for the short TTL (`--ttl`, 1 s by default). With the feed on, a node
+//! the satellite watches keeps its attributes, and a name in a watched
+//! directory its entry (positive or negative), for [`LONG_TTL`]: until a
+//! change says otherwise. An explicit `--ttl` fixes every TTL instead.
+//!
+//! The host tracks what it handed to the kernel — the nodes it holds (with
+//! their lookup counts) and the names given the long TTL — so that a
+//! change naming anything else is dropped (the container is untrusted),
+//! and so that "everything changed" (a lost event) can be turned into
+//! invalidations of all of it. Both are bounded: past [`MAX_NAMES`] names
+//! new entries get the short TTL; past [`MAX_UNWATCHED`] unwatched nodes
+//! every node does.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dockerfuse_proto::{Change, ROOT_NODE};
+
+use super::xattr_cache::NoXattrs;
+
+/// How long a watched node's names and attributes are kept.
+pub(crate) const LONG_TTL: Duration = Duration::from_secs(3600);
+/// Names remembered for invalidation (about 100 bytes each).
+pub(crate) const MAX_NAMES: usize = 200_000;
+/// Unwatched nodes remembered; past this every node gets the short TTL.
+pub(crate) const MAX_UNWATCHED: usize = 100_000;
+/// Longest name a change may carry.
+const NAME_MAX: usize = 255;
+
+/// How long the kernel may keep what one reply carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ttl {
+    /// The node's attributes.
+    pub(crate) attr: Duration,
+    /// The name → node binding (or the name's absence).
+    pub(crate) entry: Duration,
+}
+
+impl Ttl {
+    /// One TTL for both (readdirplus entries carry one).
+    pub(crate) fn min(&self) -> Duration {
+        self.attr.min(self.entry)
+    }
+}
+
+/// One notification for the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Inval {
+    /// Forget the name (positive or negative) in `parent`.
+    Entry { parent: u64, name: Vec<u8> },
+    /// The name in `parent`, which was `child`, is gone (also tells the
+    /// host's inotify watchers); falls back to `Entry`.
+    Delete {
+        parent: u64,
+        child: u64,
+        name: Vec<u8>,
+    },
+    /// The node's attributes are stale.
+    Attr(u64),
+    /// The node's attributes and cached contents (pages, directory
+    /// listing) are stale.
+    Data(u64),
+}
+
+/// Counters shown in debug logs.
+#[derive(Default, Debug)]
+pub(crate) struct Counts {
+    pub(crate) changes: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) everything: AtomicU64,
+    pub(crate) unwatched: AtomicU64,
+}
+
+#[derive(Default)]
+struct Held {
+    /// Lookup references the kernel holds on each node.
+    nodes: HashMap<u64, u64>,
+    /// Names given the long TTL: (parent, name) → node (0: absent).
+    names: HashMap<(u64, Box<[u8]>), u64>,
+    /// Where each node was last found (its name is dropped with its data,
+    /// so that the next open looks it up and learns its size: the kernel
+    /// appends at its own idea of the end of file).
+    place: HashMap<u64, (u64, Box<[u8]>)>,
+    unwatched: HashSet<u64>,
+    /// Too many unwatched nodes to track: none is kept for long.
+    degraded: bool,
+}
+
+/// The cache policy of one mount and what the kernel holds.
+pub(crate) struct Coherence {
+    short: Duration,
+    fixed: bool,
+    feed: AtomicBool,
+    /// Bumped by every batch of changes from the container.
+    generation: AtomicU64,
+    held: Mutex<Held>,
+    no_xattrs: Arc<NoXattrs>,
+    pub(crate) counts: Counts,
+}
+
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.len() <= NAME_MAX && !name.contains(&b'/') && !name.contains(&0)
+}
+
+impl Coherence {
+    /// `ttl` is the short TTL; `fixed` when the user chose it, so that it
+    /// applies to everything.
+    pub(crate) fn new(ttl: Duration, fixed: bool) -> Self {
+        Coherence {
+            short: ttl,
+            fixed,
+            feed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            held: Mutex::default(),
+            no_xattrs: Arc::default(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// The xattr cache that attribute changes correct.
+    pub(super) fn no_xattrs(&self) -> Arc<NoXattrs> {
+        self.no_xattrs.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The satellite's feed is on: long TTLs may be given from now.
+    pub(crate) fn feed_on(&self) {
+        self.feed.store(true, Ordering::SeqCst);
+    }
+
+    /// The feed is on and the TTLs are ours to choose.
+    pub(crate) fn feeding(&self) -> bool {
+        !self.fixed && self.feed.load(Ordering::SeqCst)
+    }
+
+    /// Changes the container reported so far (entries fetched before a
+    /// change may be stale).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The short TTL (`--ttl`).
+    pub(crate) fn short(&self) -> Duration {
+        self.short
+    }
+
+    fn watched(h: &Held, node: u64) -> bool {
+        !h.degraded && !h.unwatched.contains(&node)
+    }
+
+    /// TTL of a node's attributes (`mode` tells symlinks, never watched).
+    pub(crate) fn attr_ttl(&self, node: u64, mode: u32) -> Duration {
+        if !self.feeding() || mode & libc::S_IFMT == libc::S_IFLNK {
+            return self.short;
+        }
+        if Self::watched(&self.lock(), node) {
+            LONG_TTL
+        } else {
+            self.short
+        }
+    }
+
+    /// The kernel takes one reference on `node`, found as `name` in
+    /// `parent`; returns the TTLs for the reply.
+    pub(crate) fn entry(&self, parent: u64, name: &[u8], node: u64, mode: u32) -> Ttl {
+        let attr = self.attr_ttl(node, mode);
+        let mut h = self.lock();
+        *h.nodes.entry(node).or_default() += 1;
+        if mode & libc::S_IFMT == libc::S_IFREG && valid_name(name) {
+            h.place.insert(node, (parent, name.into()));
+        }
+        let entry = self.name_ttl(&mut h, parent, name, node);
+        Ttl { attr, entry }
+    }
+
+    /// TTL of the absence of `name` in `parent`.
+    pub(crate) fn absent(&self, parent: u64, name: &[u8]) -> Duration {
+        let mut h = self.lock();
+        self.name_ttl(&mut h, parent, name, 0)
+    }
+
+    fn name_ttl(&self, h: &mut Held, parent: u64, name: &[u8], node: u64) -> Duration {
+        if !self.feeding() || !Self::watched(h, parent) || !valid_name(name) {
+            return self.short;
+        }
+        if h.names.len() >= MAX_NAMES {
+            // Drop the names of forgotten nodes before giving up.
+            let Held { names, nodes, .. } = &mut *h;
+            names.retain(|_, n| *n == 0 || nodes.contains_key(n));
+            if h.names.len() >= MAX_NAMES * 3 / 4 {
+                return self.short;
+            }
+        }
+        h.names.insert((parent, name.into()), node);
+        LONG_TTL
+    }
+
+    /// The kernel dropped `count` references of `node`.
+    pub(crate) fn forgotten(&self, node: u64, count: u64) {
+        let mut h = self.lock();
+        if let Some(c) = h.nodes.get_mut(&node) {
+            *c = c.saturating_sub(count);
+            if *c == 0 {
+                h.nodes.remove(&node);
+                h.unwatched.remove(&node);
+                h.place.remove(&node);
+            }
+        }
+    }
+
+    /// The directory's listing may be kept in the kernel's readdir cache.
+    pub(crate) fn cache_dir(&self, node: u64) -> bool {
+        self.feeding() && Self::watched(&self.lock(), node)
+    }
+
+    /// The notifications a batch of changes calls for. Changes naming
+    /// nodes the kernel does not hold are dropped; `Unwatched` only
+    /// updates the policy (it precedes the node's reply).
+    pub(crate) fn apply(&self, changes: &[Change<'_>]) -> Vec<Inval> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut out = Vec::new();
+        let mut dirs = HashSet::new();
+        let mut h = self.lock();
+        let knows = |h: &Held, n: u64| n == ROOT_NODE || h.nodes.contains_key(&n);
+        for c in changes {
+            self.counts.changes.fetch_add(1, Ordering::Relaxed);
+            let ok = match c {
+                Change::Entry { dir, name } | Change::Removed { dir, name, .. }
+                    if knows(&h, *dir) && valid_name(name) =>
+                {
+                    h.names.remove(&(*dir, Box::from(&name[..])));
+                    match c {
+                        Change::Removed { node, .. } if knows(&h, *node) => {
+                            out.push(Inval::Delete {
+                                parent: *dir,
+                                child: *node,
+                                name: name.to_vec(),
+                            })
+                        }
+                        _ => out.push(Inval::Entry {
+                            parent: *dir,
+                            name: name.to_vec(),
+                        }),
+                    }
+                    if dirs.insert(*dir) {
+                        out.push(Inval::Data(*dir));
+                    }
+                    true
+                }
+                Change::Attr { node } if knows(&h, *node) => {
+                    self.no_xattrs.forget(*node);
+                    out.push(Inval::Attr(*node));
+                    true
+                }
+                Change::Data { node } if knows(&h, *node) => {
+                    self.no_xattrs.forget(*node);
+                    if let Some((parent, name)) = h.place.get(node) {
+                        out.push(Inval::Entry {
+                            parent: *parent,
+                            name: name.to_vec(),
+                        });
+                    }
+                    out.push(Inval::Data(*node));
+                    true
+                }
+                Change::Unwatched { node } => {
+                    let n = self.counts.unwatched.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::debug!(node, unwatched = n, "node not watched: short TTL");
+                    if h.unwatched.len() >= MAX_UNWATCHED {
+                        h.degraded = true;
+                    } else {
+                        h.unwatched.insert(*node);
+                    }
+                    true
+                }
+                Change::All => {
+                    drop(h);
+                    out.extend(self.everything());
+                    h = self.lock();
+                    true
+                }
+                _ => false,
+            };
+            if !ok {
+                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        out
+    }
+
+    /// Invalidations of everything the kernel may hold from us (after a
+    /// lost event or a full queue).
+    pub(crate) fn everything(&self) -> Vec<Inval> {
+        self.counts.everything.fetch_add(1, Ordering::Relaxed);
+        self.no_xattrs.clear();
+        let mut h = self.lock();
+        let mut out: Vec<Inval> = h
+            .names
+            .drain()
+            .map(|((parent, name), _)| Inval::Entry {
+                parent,
+                name: name.into_vec(),
+            })
+            .collect();
+        out.push(Inval::Data(ROOT_NODE));
+        out.extend(h.nodes.keys().map(|&n| Inval::Data(n)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: u32 = libc::S_IFREG | 0o644;
+    const DIR: u32 = libc::S_IFDIR | 0o755;
+
+    fn short() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn fed() -> Coherence {
+        let c = Coherence::new(short(), false);
+        c.feed_on();
+        c
+    }
+
+    fn entry(dir: u64, name: &str) -> Change<'static> {
+        Change::Entry {
+            dir,
+            name: name.as_bytes().to_vec().into(),
+        }
+    }
+
+    #[test]
+    fn without_the_feed_or_with_a_fixed_ttl_everything_gets_the_short_ttl() {
+        let off = Coherence::new(short(), false);
+        assert_eq!(
+            off.entry(1, b"a", 2, FILE),
+            Ttl {
+                attr: short(),
+                entry: short()
+            }
+        );
+        assert_eq!(off.absent(1, b"b"), short());
+        assert!(!off.cache_dir(1));
+        let fixed = Coherence::new(Duration::from_secs(7), true);
+        fixed.feed_on();
+        assert_eq!(fixed.entry(1, b"a", 2, FILE).min(), Duration::from_secs(7));
+        assert_eq!(fixed.absent(1, b"b"), Duration::from_secs(7));
+        assert!(!fixed.cache_dir(1));
+    }
+
+    #[test]
+    fn with_the_feed_watched_nodes_are_kept_long_and_others_short() {
+        let c = fed();
+        assert_eq!(
+            c.entry(1, b"a", 2, FILE),
+            Ttl {
+                attr: LONG_TTL,
+                entry: LONG_TTL
+            }
+        );
+        assert_eq!(c.absent(1, b"none"), LONG_TTL);
+        assert!(c.cache_dir(1));
+        // Symlinks are not watched: their own attributes stay short.
+        assert_eq!(c.entry(1, b"l", 3, libc::S_IFLNK | 0o777).attr, short());
+        // An unwatched node, and names inside it if it is a directory.
+        assert!(c.apply(&[Change::Unwatched { node: 4 }]).is_empty());
+        let t = c.entry(1, b"d", 4, DIR);
+        assert_eq!(
+            t,
+            Ttl {
+                attr: short(),
+                entry: LONG_TTL
+            }
+        );
+        assert_eq!(c.entry(4, b"x", 5, FILE).entry, short());
+        assert_eq!(c.absent(4, b"y"), short());
+        assert!(!c.cache_dir(4));
+        // Forgotten and found again: watched anew.
+        c.forgotten(4, 1);
+        assert_eq!(c.attr_ttl(4, DIR), LONG_TTL);
+    }
+
+    #[test]
+    fn changes_become_notifications_and_unknown_nodes_are_dropped() {
+        let c = fed();
+        c.entry(1, b"d", 2, DIR);
+        c.entry(2, b"f", 3, FILE);
+        let got = c.apply(&[
+            entry(2, "new"),
+            entry(2, "other"),
+            Change::Removed {
+                dir: 2,
+                name: b"f".to_vec().into(),
+                node: 3,
+            },
+            Change::Data { node: 3 },
+            Change::Attr { node: 2 },
+            // Unknown nodes, bad names: dropped.
+            entry(99, "x"),
+            entry(2, "a/b"),
+            entry(2, ""),
+            Change::Data { node: 77 },
+            Change::Removed {
+                dir: 2,
+                name: b"g".to_vec().into(),
+                node: 78,
+            },
+        ]);
+        let e = |p: u64, n: &str| Inval::Entry {
+            parent: p,
+            name: n.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            got,
+            vec![
+                e(2, "new"),
+                Inval::Data(2),
+                e(2, "other"),
+                Inval::Delete {
+                    parent: 2,
+                    child: 3,
+                    name: b"f".to_vec()
+                },
+                e(2, "f"),
+                Inval::Data(3),
+                Inval::Attr(2),
+                // A removal of an unknown child is a plain entry change.
+                e(2, "g"),
+            ]
+        );
+        assert_eq!(c.counts.dropped.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_lost_event_invalidates_every_name_and_node_held() {
+        let c = fed();
+        c.entry(1, b"d", 2, DIR);
+        c.entry(2, b"f", 3, FILE);
+        c.absent(2, b"missing");
+        let mut got = c.apply(&[Change::All]);
+        got.sort_by_key(|i| format!("{i:?}"));
+        let mut want = vec![
+            Inval::Entry {
+                parent: 1,
+                name: b"d".to_vec(),
+            },
+            Inval::Entry {
+                parent: 2,
+                name: b"f".to_vec(),
+            },
+            Inval::Entry {
+                parent: 2,
+                name: b"missing".to_vec(),
+            },
+            Inval::Data(1),
+            Inval::Data(2),
+            Inval::Data(3),
+        ];
+        want.sort_by_key(|i| format!("{i:?}"));
+        assert_eq!(got, want);
+        // The names were handed back: a second loss has only nodes to do.
+        assert_eq!(c.everything().len(), 3);
+    }
+
+    #[test]
+    fn too_many_unwatched_nodes_degrade_everything_to_the_short_ttl() {
+        let c = fed();
+        let flood: Vec<Change<'static>> = (0..MAX_UNWATCHED as u64 + 1)
+            .map(|node| Change::Unwatched { node: node + 1000 })
+            .collect();
+        c.apply(&flood);
+        assert_eq!(c.attr_ttl(5, FILE), short());
+        assert!(!c.cache_dir(ROOT_NODE));
+    }
+
+    #[test]
+    fn names_are_bounded() {
+        let c = fed();
+        for i in 0..MAX_NAMES as u64 {
+            c.absent(1, format!("n{i}").as_bytes());
+        }
+        assert_eq!(c.absent(1, b"one-more"), short());
+        assert!(c.lock().names.len() <= MAX_NAMES);
+    }
+}

@@ -1,0 +1,102 @@
+//! Directory handles opened on the host, and in the container only when
+//! a listing is actually read.
+//!
+//! With the change feed, a watched directory's listing stays in the
+//! kernel's readdir cache, so most opendir calls are followed by no
+//! readdir at all: the kernel lists from its cache and releases the
+//! handle. Such an opendir is answered here with a handle of our own
+//! (high bit set, never a satellite handle); the satellite's directory
+//! stream is opened on the first readdir and closed on release. Used only
+//! when requests are not performed per caller (the only error an opendir
+//! in the container could then give, the directory vanishing, shows on
+//! the first readdir instead).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dockerfuse_proto::{Errno, Request};
+
+use super::{replies, Transport};
+
+/// Bit that marks a host-side directory handle.
+pub(super) const HOST_FH: u64 = 1 << 63;
+
+enum State {
+    /// Not opened in the container yet: the directory's node.
+    Unopened(u64),
+    /// The satellite's handle.
+    Open(u64),
+}
+
+/// Continuation with the satellite's handle of a directory.
+pub(super) type Then = Box<dyn FnOnce(Result<u64, Errno>) + Send>;
+
+#[derive(Default)]
+pub(super) struct LazyDirs {
+    next: AtomicU64,
+    map: Mutex<HashMap<u64, State>>,
+}
+
+impl LazyDirs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, State>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn is_host(fh: u64) -> bool {
+        fh & HOST_FH != 0
+    }
+
+    /// A host handle for directory `node`.
+    pub(super) fn open(&self, node: u64) -> u64 {
+        let fh = HOST_FH | (self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        self.lock().insert(fh, State::Unopened(node));
+        fh
+    }
+
+    /// Runs `then` with the satellite's handle of `fh`, opening the
+    /// directory in the container first when needed.
+    pub(super) fn with_remote<T: Transport>(self: &Arc<Self>, rpc: &Arc<T>, fh: u64, then: Then) {
+        let node = match self.lock().get(&fh) {
+            None => return then(Err(Errno::EBADF)),
+            Some(State::Open(r)) => return then(Ok(*r)),
+            Some(State::Unopened(node)) => *node,
+        };
+        let (me, rpc2) = (self.clone(), rpc.clone());
+        rpc.call(
+            &Request::OpenDir { node },
+            Box::new(move |r| match r.and_then(replies::fh) {
+                Ok(remote) => {
+                    let use_fh = {
+                        let mut m = me.lock();
+                        match m.get_mut(&fh) {
+                            Some(s @ State::Unopened(_)) => {
+                                *s = State::Open(remote);
+                                Ok(remote)
+                            }
+                            // Opened twice at once: keep the first.
+                            Some(State::Open(first)) => Err(Some(*first)),
+                            None => Err(None),
+                        }
+                    };
+                    match use_fh {
+                        Ok(r) => then(Ok(r)),
+                        Err(first) => {
+                            rpc2.post(&Request::ReleaseDir { fh: remote });
+                            then(first.ok_or(Errno::EBADF))
+                        }
+                    }
+                }
+                Err(e) => then(Err(e)),
+            }),
+        );
+    }
+
+    /// Forgets `fh`; the satellite's handle to close, if it was opened.
+    pub(super) fn release(&self, fh: u64) -> Option<u64> {
+        match self.lock().remove(&fh) {
+            Some(State::Open(r)) => Some(r),
+            _ => None,
+        }
+    }
+}
