@@ -16,7 +16,7 @@ use crate::satellites::Arch;
 /// Mount the filesystem of a running Docker container through FUSE.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "dockerfuse", disable_version_flag = true, after_help = AFTER_HELP)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The container (name or id, must be running) and optionally the
     /// directory in it to mount: web, web:/etc.
     #[arg(value_name = "CONTAINER[:PATH]", conflicts_with = "id")]
@@ -178,7 +178,7 @@ pub(crate) fn seconds(s: &str) -> Result<f64, String> {
 }
 
 /// Rewrites `-id` / `-id=web` into `--id` / `--id=web`.
-pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
+pub(crate) fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
     let cmd = <Cli as clap::CommandFactory>::command();
     let long: Vec<&str> = cmd
         .get_arguments()
@@ -209,7 +209,7 @@ pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
 
 /// What to mount where, once the flags are read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// Container name or id.
     pub container: String,
     /// Directory inside the container.
@@ -219,7 +219,7 @@ pub struct Target {
 }
 
 impl Cli {
-    pub fn parse_args() -> Cli {
+    pub(crate) fn parse_args() -> Cli {
         let mut cli = Cli::parse_from(normalize(std::env::args_os()));
         if let Err(e) = crate::helper::apply(&mut cli) {
             <Cli as clap::CommandFactory>::command()
@@ -232,7 +232,7 @@ impl Cli {
     /// The container, path and mount point, from the positional form or
     /// the flags (`None` only with -version, which clap lets through
     /// without them).
-    pub fn target(&self) -> Option<Target> {
+    pub(crate) fn target(&self) -> Option<Target> {
         let (container, path) = match &self.source {
             Some(s) => match s.split_once(':') {
                 Some((c, p)) if !p.is_empty() => (c.to_owned(), p.to_owned()),
@@ -249,7 +249,7 @@ impl Cli {
     }
 
     /// The flags that choose the engine.
-    pub fn engine_flags(&self) -> EngineFlags {
+    pub(crate) fn engine_flags(&self) -> EngineFlags {
         EngineFlags {
             host: self.host.clone(),
             context: self.context.clone(),

@@ -20,7 +20,7 @@ struct Tool {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Install dockerfuse as the docker CLI plugin `docker mount`.
     InstallPlugin {
         /// Plugin directory (default: $DOCKER_CONFIG/cli-plugins, else
@@ -67,7 +67,7 @@ pub enum Command {
 }
 
 /// The subcommands, as clap knows them (for help, completions, man page).
-pub fn subcommands() -> Vec<clap::Command> {
+pub(crate) fn subcommands() -> Vec<clap::Command> {
     <Tool as clap::CommandFactory>::command()
         .get_subcommands()
         .cloned()
@@ -75,7 +75,7 @@ pub fn subcommands() -> Vec<clap::Command> {
 }
 
 /// The subcommand named by `args[1]`, parsed (clap exits on bad usage).
-pub fn parse(args: &[OsString]) -> Option<Command> {
+pub(crate) fn parse(args: &[OsString]) -> Option<Command> {
     let first = args.get(1)?.to_str()?;
     if !subcommands().iter().any(|c| c.get_name() == first) {
         return None;
@@ -84,7 +84,7 @@ pub fn parse(args: &[OsString]) -> Option<Command> {
 }
 
 /// Runs a subcommand; the exit status.
-pub fn run(cmd: Command) -> Result<i32> {
+pub(crate) fn run(cmd: Command) -> Result<i32> {
     match cmd {
         Command::InstallPlugin { dir, copy } => {
             let made = crate::plugin::install(dir.as_deref(), copy)?;

@@ -15,14 +15,14 @@ use crate::cli::Cli;
 
 /// The shells with completion scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Shell {
+pub(crate) enum Shell {
     Bash,
     Zsh,
     Fish,
 }
 
 /// The whole command line: mount flags and subcommands.
-pub fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     crate::commands::subcommands()
         .into_iter()
         .fold(Cli::command(), |cmd, sub| cmd.subcommand(sub))
@@ -66,7 +66,7 @@ complete -c dockerfuse -n '__fish_is_first_arg' -f -a '(dockerfuse complete-cont
 "#;
 
 /// The completion script for `shell`.
-pub fn script(shell: Shell) -> String {
+pub(crate) fn script(shell: Shell) -> String {
     let mut cmd = command();
     let mut out = Vec::new();
     let gen = match shell {
@@ -112,12 +112,12 @@ pub fn script(shell: Shell) -> String {
 }
 
 /// `dockerfuse completions SHELL`.
-pub fn print(shell: Shell) -> std::io::Result<()> {
+pub(crate) fn print(shell: Shell) -> std::io::Result<()> {
     std::io::stdout().write_all(script(shell).as_bytes())
 }
 
 /// `dockerfuse man`: the manual page (roff) on stdout.
-pub fn man() -> std::io::Result<()> {
+pub(crate) fn man() -> std::io::Result<()> {
     let mut out = Vec::new();
     clap_mangen::Man::new(command()).render(&mut out)?;
     std::io::stdout().write_all(&out)
@@ -125,7 +125,7 @@ pub fn man() -> std::io::Result<()> {
 
 /// `dockerfuse complete-containers`: the running containers' names, one a
 /// line; silent when the engine cannot be reached.
-pub fn containers() {
+pub(crate) fn containers() {
     let names = smol::block_on(async_compat::Compat::new(async {
         let engine = crate::engine::Engine::connect(&crate::engine::EngineFlags::default()).await?;
         engine.running_names().await

@@ -18,7 +18,7 @@ use crate::error::{EXIT_OK, EXIT_SETUP};
 const READY_FD: &str = "DOCKERFUSE_READY_FD";
 
 /// In the parent: starts the serving child and waits for its word.
-pub fn spawn_and_wait() -> i32 {
+pub(crate) fn spawn_and_wait() -> i32 {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds has room for two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -83,10 +83,10 @@ fn parse_word(msg: &str) -> Option<i32> {
 }
 
 /// In the serving process: the parent's pipe, if there is one.
-pub struct Notifier(Option<File>);
+pub(crate) struct Notifier(Option<File>);
 
 impl Notifier {
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         let fd = std::env::var(READY_FD)
             .ok()
             .and_then(|v| v.parse::<RawFd>().ok());
@@ -104,17 +104,17 @@ impl Notifier {
         }))
     }
 
-    pub fn is_child(&self) -> bool {
+    pub(crate) fn is_child(&self) -> bool {
         self.0.is_some()
     }
 
-    pub fn ready(&mut self) {
+    pub(crate) fn ready(&mut self) {
         if let Some(mut f) = self.0.take() {
             let _ = f.write_all(b"ok\n");
         }
     }
 
-    pub fn failed(&mut self, code: i32, message: &str) {
+    pub(crate) fn failed(&mut self, code: i32, message: &str) {
         if let Some(mut f) = self.0.take() {
             let _ = writeln!(f, "err {code} {}", message.replace('\n', "\\n"));
         }
@@ -122,7 +122,7 @@ impl Notifier {
 }
 
 /// True in the background child (which must not daemonize again).
-pub fn is_child() -> bool {
+pub(crate) fn is_child() -> bool {
     std::env::var_os(READY_FD).is_some()
 }
 

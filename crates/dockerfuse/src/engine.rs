@@ -25,12 +25,13 @@ use futures_util::Stream;
 use crate::error::{Error, Result};
 use crate::satellites::Arch;
 
-pub type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
-pub type Input = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+pub(crate) type Output =
+    Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+pub(crate) type Input = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
 /// What we need to know about the container.
 #[derive(Debug, Clone)]
-pub struct Container {
+pub(crate) struct Container {
     pub id: String,
     pub name: String,
     pub running: bool,
@@ -38,7 +39,6 @@ pub struct Container {
     pub image_arch: Option<String>,
     /// The image's CPU variant (`v7` of `arm/v7`), when it names one.
     pub image_variant: Option<String>,
-    pub pid: i64,
     /// `--read-only`: the archive upload is refused everywhere on the rootfs.
     pub read_only: bool,
     /// Where tmpfs filesystems are mounted (`--tmpfs`, `--mount
@@ -49,7 +49,7 @@ pub struct Container {
 
 /// Where the engine is and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// `unix:///path` or `tcp://host:port`.
     pub host: String,
     /// Client TLS material; `None` for plain HTTP or a unix socket.
@@ -61,7 +61,7 @@ pub struct Endpoint {
 
 /// The CA that signs the engine's certificate and the client's own pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -77,11 +77,11 @@ impl TlsFiles {
     }
 }
 
-pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+pub(crate) const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// The docker CLI's global flags that choose the engine (all optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EngineFlags {
+pub(crate) struct EngineFlags {
     /// `-H`/`--host`.
     pub host: Option<String>,
     /// `--context`/`-c`.
@@ -98,7 +98,8 @@ pub struct EngineFlags {
 
 impl EngineFlags {
     /// Only `-H` (and the environment).
-    pub fn host(h: Option<&str>) -> EngineFlags {
+    #[cfg(test)]
+    pub(crate) fn host(h: Option<&str>) -> EngineFlags {
         EngineFlags {
             host: h.map(str::to_owned),
             ..EngineFlags::default()
@@ -145,7 +146,7 @@ fn env_tls(
 
 /// Lowercase hex sha256 of a context name: the directory the CLI keeps
 /// the context in.
-pub fn context_dir_name(name: &str) -> String {
+pub(crate) fn context_dir_name(name: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -154,7 +155,10 @@ pub fn context_dir_name(name: &str) -> String {
 /// DOCKER_HOST, DOCKER_CONTEXT, `currentContext` in config.json, and last
 /// the default socket.
 /// `env` reads an environment variable (empty counts as unset).
-pub fn resolve(flags: &EngineFlags, env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint> {
+pub(crate) fn resolve(
+    flags: &EngineFlags,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Endpoint> {
     let config = flags.config.as_ref().map(|c| c.display().to_string());
     let env = |k: &str| match (k, &config) {
         ("DOCKER_CONFIG", Some(c)) => Some(c.clone()),
@@ -273,7 +277,7 @@ fn os_env(k: &str) -> Option<String> {
 }
 
 #[derive(Clone)]
-pub struct Engine {
+pub(crate) struct Engine {
     docker: Docker,
     pub host: String,
     /// For an ssh:// engine: the socket bollard talks to (kept open as
@@ -364,7 +368,7 @@ fn ssh_client(ep: &Endpoint) -> Result<(Docker, crate::ssh::Bridge)> {
 
 impl Engine {
     /// Connects and checks the engine answers.
-    pub async fn connect(flags: &EngineFlags) -> Result<Engine> {
+    pub(crate) async fn connect(flags: &EngineFlags) -> Result<Engine> {
         let ep = resolve(flags, &os_env)?;
         tracing::debug!(host = %ep.host, source = %ep.source, tls = ep.tls.is_some(), "engine");
         let (docker, ssh) = if ep.host.starts_with("ssh://") {
@@ -386,12 +390,12 @@ impl Engine {
     }
 
     /// The engine's own CPU architecture.
-    pub async fn native_arch(&self) -> Option<Arch> {
+    pub(crate) async fn native_arch(&self) -> Option<Arch> {
         let info = self.docker.info().await.ok()?;
         Arch::parse(info.architecture.as_deref()?)
     }
 
-    pub async fn inspect(&self, id: &str) -> Result<Container> {
+    pub(crate) async fn inspect(&self, id: &str) -> Result<Container> {
         let c = self
             .docker
             .inspect_container(id, None)
@@ -443,14 +447,13 @@ impl Engine {
                 .unwrap_or_else(|| "unknown".into()),
             image_arch,
             image_variant,
-            pid: state.pid.unwrap_or(0),
             read_only: hc.readonly_rootfs.unwrap_or(false),
             tmpfs,
         })
     }
 
     /// The names of the running containers, sorted.
-    pub async fn running_names(&self) -> Result<Vec<String>> {
+    pub(crate) async fn running_names(&self) -> Result<Vec<String>> {
         let list = self
             .docker
             .list_containers(None::<bollard::query_parameters::ListContainersOptions>)
@@ -466,7 +469,7 @@ impl Engine {
     }
 
     /// Extracts a tar archive into `dir` in the container.
-    pub async fn upload(&self, container: &str, dir: &str, tar: Vec<u8>) -> Result<()> {
+    pub(crate) async fn upload(&self, container: &str, dir: &str, tar: Vec<u8>) -> Result<()> {
         let opts = UploadToContainerOptionsBuilder::new().path(dir).build();
         self.docker
             .upload_to_container(container, Some(opts), bollard::body_full(tar.into()))
@@ -477,7 +480,7 @@ impl Engine {
     /// A small regular file of the container (read through the archive
     /// API: no shell or exec needed), `None` when it is missing, not a
     /// plain file or larger than `max` bytes.
-    pub async fn read_small_file(
+    pub(crate) async fn read_small_file(
         &self,
         container: &str,
         path: &str,
@@ -498,7 +501,7 @@ impl Engine {
 
     /// Starts `cmd` with stdin/stdout/stderr attached and no TTY (a binary
     /// stream needs Docker's multiplexed framing).
-    pub async fn exec_attached(
+    pub(crate) async fn exec_attached(
         &self,
         container: &str,
         cmd: Vec<String>,
@@ -539,13 +542,13 @@ impl Engine {
     }
 
     /// The host pid of a running exec's process, if the engine tells it.
-    pub async fn exec_pid(&self, exec_id: &str) -> Option<u32> {
+    pub(crate) async fn exec_pid(&self, exec_id: &str) -> Option<u32> {
         let i = self.docker.inspect_exec(exec_id).await.ok()?;
         u32::try_from(i.pid?).ok().filter(|&p| p > 0)
     }
 
     /// Exit code of a finished exec, if the engine knows it.
-    pub async fn exec_exit_code(&self, exec_id: &str) -> Option<i64> {
+    pub(crate) async fn exec_exit_code(&self, exec_id: &str) -> Option<i64> {
         let i = self.docker.inspect_exec(exec_id).await.ok()?;
         if i.running == Some(true) {
             return None;

@@ -8,16 +8,16 @@
 use std::fmt;
 
 /// Exit status of a clean unmount.
-pub const EXIT_OK: i32 = 0;
+pub(crate) const EXIT_OK: i32 = 0;
 /// Exit status when the mount could not be set up.
-pub const EXIT_SETUP: i32 = 1;
+pub(crate) const EXIT_SETUP: i32 = 1;
 /// Exit status for bad usage (clap's own).
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 /// Exit status when the container or satellite went away while mounted.
-pub const EXIT_LOST: i32 = 3;
+pub(crate) const EXIT_LOST: i32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Before the mount is up: engine, container, satellite, mountpoint.
     Setup,
     /// The mount was up and the other side went away.
@@ -25,7 +25,7 @@ pub enum Kind {
 }
 
 #[derive(Debug)]
-pub struct Error {
+pub(crate) struct Error {
     pub kind: Kind,
     pub message: String,
     pub errno: Option<i32>,
@@ -34,7 +34,7 @@ pub struct Error {
 }
 
 impl Error {
-    pub fn setup(message: impl Into<String>) -> Error {
+    pub(crate) fn setup(message: impl Into<String>) -> Error {
         Error {
             kind: Kind::Setup,
             message: message.into(),
@@ -43,7 +43,7 @@ impl Error {
         }
     }
 
-    pub fn lost(message: impl Into<String>) -> Error {
+    pub(crate) fn lost(message: impl Into<String>) -> Error {
         Error {
             kind: Kind::Lost,
             message: message.into(),
@@ -52,18 +52,18 @@ impl Error {
         }
     }
 
-    pub fn with_errno(mut self, errno: i32) -> Error {
+    pub(crate) fn with_errno(mut self, errno: i32) -> Error {
         self.errno = Some(errno);
         self
     }
 
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Error {
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Error {
         self.hint = Some(hint.into());
         self
     }
 
     /// The message and, on a line of its own, the hint.
-    pub fn full_text(&self) -> String {
+    pub(crate) fn full_text(&self) -> String {
         match &self.hint {
             Some(h) => format!("{}\nhint: {h}", self.message),
             None => self.message.clone(),
@@ -71,12 +71,12 @@ impl Error {
     }
 
     /// Adds what was being done in front of the message.
-    pub fn context(mut self, what: impl fmt::Display) -> Error {
+    pub(crate) fn context(mut self, what: impl fmt::Display) -> Error {
         self.message = format!("{what}: {}", self.message);
         self
     }
 
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self.kind {
             Kind::Setup => EXIT_SETUP,
             Kind::Lost => EXIT_LOST,
@@ -104,4 +104,4 @@ impl From<std::io::Error> for Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

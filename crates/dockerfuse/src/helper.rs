@@ -54,7 +54,7 @@ fn ignored(opt: &str) -> bool {
 }
 
 /// Applies the `-o` options to `cli`. An unknown option is an error naming it.
-pub fn apply(cli: &mut Cli) -> Result<(), String> {
+pub(crate) fn apply(cli: &mut Cli) -> Result<(), String> {
     if cli.options.is_empty() {
         return Ok(());
     }
@@ -141,7 +141,7 @@ pub fn apply(cli: &mut Cli) -> Result<(), String> {
 
 /// mount(8) runs helpers with no PATH; give the usual one so that
 /// fusermount3, ssh and the like are found.
-pub fn ensure_path() {
+pub(crate) fn ensure_path() {
     if std::env::var_os("PATH").is_none() {
         // Called first thing in main, before any thread starts.
         std::env::set_var("PATH", DEFAULT_PATH);

@@ -14,10 +14,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// The filesystem type of a dockerfuse mount.
-pub const FSTYPE: &str = "fuse.dockerfuse";
+pub(crate) const FSTYPE: &str = "fuse.dockerfuse";
 
 /// What to mount and how.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub mountpoint: &'a Path,
     /// Shown as the source (`dockerfuse:web`).
     pub fsname: &'a str,
@@ -31,7 +31,7 @@ fn cstring(s: &[u8]) -> io::Result<CString> {
 
 /// Opens `/dev/fuse` and mounts it on the mount point; the descriptor
 /// then carries the session (the kernel's INIT request is already queued).
-pub fn mount(req: &Request) -> io::Result<OwnedFd> {
+pub(crate) fn mount(req: &Request) -> io::Result<OwnedFd> {
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
@@ -76,7 +76,7 @@ pub fn mount(req: &Request) -> io::Result<OwnedFd> {
 }
 
 /// Unmounts `mountpoint`, failing with EBUSY when it is in use.
-pub fn unmount_strict(mountpoint: &Path) -> io::Result<()> {
+pub(crate) fn unmount_strict(mountpoint: &Path) -> io::Result<()> {
     let target = cstring(mountpoint.as_os_str().as_encoded_bytes())?;
     // SAFETY: a NUL-terminated path that outlives the call.
     if unsafe { libc::umount2(target.as_ptr(), 0) } == 0 {
@@ -88,7 +88,7 @@ pub fn unmount_strict(mountpoint: &Path) -> io::Result<()> {
 
 /// Unmounts `mountpoint`; a busy mount (a shell's cwd inside) is detached
 /// lazily instead.
-pub fn unmount(mountpoint: &Path) -> io::Result<()> {
+pub(crate) fn unmount(mountpoint: &Path) -> io::Result<()> {
     let target = cstring(mountpoint.as_os_str().as_encoded_bytes())?;
     // SAFETY: a NUL-terminated path that outlives the call.
     if unsafe { libc::umount2(target.as_ptr(), 0) } == 0 {

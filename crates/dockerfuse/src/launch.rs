@@ -50,7 +50,7 @@ use crate::tarball;
 /// Directories tried for the upload, in order. /dev/shm is not among
 /// them: the archive API writes beneath a tmpfs mount, into the hidden
 /// directory of the image, where the container cannot see the file.
-pub const UPLOAD_DIRS: &[&str] = &["/tmp", "/run", "/var/tmp", "/"];
+pub(crate) const UPLOAD_DIRS: &[&str] = &["/tmp", "/run", "/var/tmp", "/"];
 
 /// Mounts every Docker container has that are not the rootfs: never a
 /// target for the archive upload.
@@ -79,7 +79,7 @@ chmod 700 "$f" || { rm -f "$f"; exit 5; }
 [ -x "$f" ] || { rm -f "$f"; echo "$d does not allow execution (mounted noexec)" >&2; exit 6; }
 "#;
 
-pub struct Launch<'a> {
+pub(crate) struct Launch<'a> {
     pub engine: &'a Engine,
     pub container: &'a str,
     pub archs: Vec<Arch>,
@@ -92,7 +92,7 @@ pub struct Launch<'a> {
 }
 
 /// A running satellite.
-pub struct Running {
+pub(crate) struct Running {
     pub rpc: Rpc,
     /// The exec the satellite runs in.
     pub exec_id: String,
@@ -246,7 +246,7 @@ struct Tries {
 }
 
 impl Launch<'_> {
-    pub async fn run(&self) -> Result<Running> {
+    pub(crate) async fn run(&self) -> Result<Running> {
         let facts = self.engine.inspect(self.container).await?;
         let (places, skipped) = plan(&self.dirs, &facts.tmpfs, self.dirs_are_explicit());
         let owner = self.owner().await;
@@ -668,7 +668,7 @@ fn why_not_started(
 }
 
 /// Refuses a hello this client cannot work with.
-pub fn check_hello(h: &SatelliteHello) -> Result<()> {
+pub(crate) fn check_hello(h: &SatelliteHello) -> Result<()> {
     if h.protocol < MIN_PROTOCOL_VERSION {
         return Err(Error::setup(format!(
             "the satellite speaks protocol {}, this dockerfuse {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION} (satellite {})",

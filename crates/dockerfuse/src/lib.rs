@@ -1,5 +1,8 @@
 //! dockerfuse: mount the filesystem of a running Docker container.
 //!
+//! The binary calls [`run`]; [`rpc`] is public for the tests that drive the
+//! RPC client against a hostile peer. Everything else is crate-private.
+//!
 //! Modules, in the order a mount uses them:
 //! * [`cli`] — flags (classic single-dash and `--long` forms);
 //! * [`commands`], [`plugin`], [`helper`] — the other subcommands,
@@ -21,30 +24,36 @@
 //! * [`report`] — error messages for people;
 //! * [`state`], [`mountinfo`], [`manage`] — the live mounts: `list`, `unmount`.
 
-pub mod cli;
-pub mod commands;
-pub mod completions;
-pub mod daemon;
-pub mod engine;
-pub mod error;
+#![warn(unreachable_pub)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub use entry::run;
+
+pub(crate) mod cli;
+pub(crate) mod commands;
+pub(crate) mod completions;
+pub(crate) mod daemon;
+pub(crate) mod engine;
+mod entry;
+pub(crate) mod error;
 pub(crate) mod feed;
 pub(crate) mod fs;
 pub(crate) mod fuse;
 pub(crate) mod groups;
-pub mod helper;
-pub mod kernel_mount;
-pub mod launch;
-pub mod local;
-pub mod logging;
-pub mod manage;
-pub mod mount;
-pub mod mountinfo;
+pub(crate) mod helper;
+pub(crate) mod kernel_mount;
+pub(crate) mod launch;
+pub(crate) mod local;
+pub(crate) mod logging;
+pub(crate) mod manage;
+pub(crate) mod mount;
+pub(crate) mod mountinfo;
 pub(crate) mod passthrough;
-pub mod plugin;
-pub mod report;
+pub(crate) mod plugin;
+pub(crate) mod report;
 pub mod rpc;
-pub mod satellites;
-pub mod signals;
-pub mod ssh;
-pub mod state;
-pub mod tarball;
+pub(crate) mod satellites;
+pub(crate) mod signals;
+pub(crate) mod ssh;
+pub(crate) mod state;
+pub(crate) mod tarball;

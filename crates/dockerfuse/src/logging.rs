@@ -18,14 +18,14 @@ use tracing_subscriber::EnvFilter;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(crate) enum Style {
     Json,
     Full { ansi: bool },
     Plain,
 }
 
 /// The style for these flags, given where the lines go.
-pub fn style(debug: bool, json: bool, to_file: bool) -> Style {
+pub(crate) fn style(debug: bool, json: bool, to_file: bool) -> Style {
     if json {
         Style::Json
     } else if to_file {
@@ -64,7 +64,7 @@ where
     }
 }
 
-pub fn init(debug: bool, json: bool, file: Option<&Path>) -> std::io::Result<Style> {
+pub(crate) fn init(debug: bool, json: bool, file: Option<&Path>) -> std::io::Result<Style> {
     let default = if debug {
         "dockerfuse=debug,fuser=info,info"
     } else {

@@ -12,7 +12,7 @@ use crate::state::{self, Record};
 
 /// One mount as `list` shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Listed {
+pub(crate) struct Listed {
     pub container: Option<String>,
     pub container_id: Option<String>,
     pub path: Option<String>,
@@ -29,7 +29,7 @@ pub struct Listed {
 /// process alive and their mount in the table; stale files are removed),
 /// then the ones in the mount table without one (another user's, or
 /// mounted by an older dockerfuse), with only what the table says.
-pub fn mounts() -> Vec<Listed> {
+pub(crate) fn mounts() -> Vec<Listed> {
     let table: Vec<mountinfo::Entry> = mountinfo::read()
         .into_iter()
         .filter(mountinfo::Entry::is_dockerfuse)
@@ -76,7 +76,7 @@ fn from_record(r: Record) -> Listed {
 }
 
 /// The table `dockerfuse list` prints.
-pub fn table(list: &[Listed]) -> String {
+pub(crate) fn table(list: &[Listed]) -> String {
     let dash = || "-".to_owned();
     let rows: Vec<[String; 7]> = list
         .iter()
@@ -125,7 +125,7 @@ pub fn table(list: &[Listed]) -> String {
 }
 
 /// `dockerfuse list [--json]`.
-pub fn list(json: bool) -> Result<()> {
+pub(crate) fn list(json: bool) -> Result<()> {
     let l = mounts();
     if json {
         let text = serde_json::to_string_pretty(&l)
@@ -140,7 +140,7 @@ pub fn list(json: bool) -> Result<()> {
 /// `dockerfuse unmount DIR...` / `--all`: unmounts each and waits for its
 /// serving process to exit. Goes on after a failure (printed); the exit
 /// status is 1 when anything failed.
-pub fn unmount(dirs: &[PathBuf], all: bool, timeout: Duration) -> i32 {
+pub(crate) fn unmount(dirs: &[PathBuf], all: bool, timeout: Duration) -> i32 {
     let listed = mounts();
     let targets: Vec<PathBuf> = if all {
         listed

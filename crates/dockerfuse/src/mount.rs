@@ -40,7 +40,7 @@ fn is_mount_point(path: &Path) -> bool {
 }
 
 /// Checks what can be checked before talking to the engine.
-pub fn preflight(mount: &Path, allow_other: bool) -> Result<PathBuf> {
+pub(crate) fn preflight(mount: &Path, allow_other: bool) -> Result<PathBuf> {
     if !Path::new("/dev/fuse").exists() {
         return Err(Error::setup("no /dev/fuse on this host")
             .with_errno(libc::ENODEV)
@@ -131,7 +131,7 @@ struct Remote {
 }
 
 /// Mounts, serves until the end, and says how it ended.
-pub fn run(
+pub(crate) fn run(
     cli: &Cli,
     target: &Target,
     engine: &EngineFlags,

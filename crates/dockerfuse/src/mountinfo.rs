@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// One line of mountinfo: what we use of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// `major:minor` of the mounted filesystem.
     pub device: String,
     pub mount_point: PathBuf,
@@ -19,14 +19,14 @@ pub struct Entry {
 impl Entry {
     /// A dockerfuse mount: type `fuse.dockerfuse`, or `fuse` with a
     /// `dockerfuse:` source (made by an older dockerfuse as root).
-    pub fn is_dockerfuse(&self) -> bool {
+    pub(crate) fn is_dockerfuse(&self) -> bool {
         self.fstype == crate::kernel_mount::FSTYPE
             || (self.fstype == "fuse" && self.source.starts_with("dockerfuse:"))
     }
 }
 
 /// Decodes the octal escapes (`\040` for a space) of a mountinfo field.
-pub fn unescape(s: &str) -> Vec<u8> {
+pub(crate) fn unescape(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -51,7 +51,7 @@ fn os_path(bytes: Vec<u8>) -> PathBuf {
 }
 
 /// Parses mountinfo text; lines that do not parse are skipped.
-pub fn parse(text: &str) -> Vec<Entry> {
+pub(crate) fn parse(text: &str) -> Vec<Entry> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
@@ -68,14 +68,14 @@ pub fn parse(text: &str) -> Vec<Entry> {
 }
 
 /// The current mount table (empty when it cannot be read).
-pub fn read() -> Vec<Entry> {
+pub(crate) fn read() -> Vec<Entry> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .map(|t| parse(&t))
         .unwrap_or_default()
 }
 
 /// The last mount on `path`, if any.
-pub fn find(path: &Path) -> Option<Entry> {
+pub(crate) fn find(path: &Path) -> Option<Entry> {
     read().into_iter().rev().find(|e| e.mount_point == path)
 }
 

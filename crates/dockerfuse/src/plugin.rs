@@ -20,15 +20,15 @@ use crate::engine::EngineFlags;
 use crate::error::{Error, Result};
 
 /// The plugin's name: the docker subcommand.
-pub const NAME: &str = "mount";
+pub(crate) const NAME: &str = "mount";
 /// The file the docker CLI looks for.
-pub const FILE: &str = "docker-mount";
+pub(crate) const FILE: &str = "docker-mount";
 const METADATA_ARG: &str = "docker-cli-plugin-metadata";
 const PLUGIN_ENV: &str = "DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND";
 
 /// What the docker CLI asked for.
 #[derive(Debug)]
-pub enum Call {
+pub(crate) enum Call {
     /// `docker-mount docker-cli-plugin-metadata`.
     Metadata,
     /// `docker [GLOBAL] mount ARGS`: the mount flags and the global flags.
@@ -38,7 +38,7 @@ pub enum Call {
 /// True when this process runs as the docker CLI plugin: started as
 /// `docker-mount`, asked for its metadata, or run by the docker CLI for
 /// `docker ... mount`.
-pub fn invoked(args: &[OsString]) -> bool {
+pub(crate) fn invoked(args: &[OsString]) -> bool {
     let as_plugin = args
         .first()
         .and_then(|a| Path::new(a).file_name())
@@ -49,7 +49,7 @@ pub fn invoked(args: &[OsString]) -> bool {
 }
 
 /// The JSON the docker CLI expects from `docker-cli-plugin-metadata`.
-pub fn metadata() -> String {
+pub(crate) fn metadata() -> String {
     serde_json::json!({
         "SchemaVersion": "0.1.0",
         "Vendor": "dockerfuse",
@@ -117,7 +117,7 @@ fn split_globals(args: &[OsString]) -> Result<(EngineFlags, bool, Vec<OsString>)
 }
 
 /// Reads the command line the docker CLI gave.
-pub fn parse(args: &[OsString]) -> Result<Call> {
+pub(crate) fn parse(args: &[OsString]) -> Result<Call> {
     if args.get(1).is_some_and(|a| a == METADATA_ARG) {
         return Ok(Call::Metadata);
     }
@@ -143,7 +143,7 @@ pub fn parse(args: &[OsString]) -> Result<Call> {
 }
 
 /// The mount command as `docker mount` shows it in its help.
-pub fn command() -> clap::Command {
+pub(crate) fn command() -> clap::Command {
     Cli::command()
         .name("docker mount")
         .bin_name("docker mount")
@@ -153,7 +153,7 @@ pub fn command() -> clap::Command {
 /// `dockerfuse install-plugin`: a symlink `docker-mount` to this binary
 /// (or a copy) in `dir`, by default `$DOCKER_CONFIG/cli-plugins` or
 /// `~/.docker/cli-plugins`. Returns the path made.
-pub fn install(dir: Option<&Path>, copy: bool) -> Result<PathBuf> {
+pub(crate) fn install(dir: Option<&Path>, copy: bool) -> Result<PathBuf> {
     let dir = match dir {
         Some(d) => d.to_path_buf(),
         None => default_dir().ok_or_else(|| {

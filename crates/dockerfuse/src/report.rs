@@ -10,18 +10,18 @@ use std::io::{IsTerminal, Write};
 use crate::error::Error;
 
 /// True when stderr is a terminal and `NO_COLOR` does not forbid colour.
-pub fn colour() -> bool {
+pub(crate) fn colour() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
 /// The lines printed for `e`, coloured or not.
-pub fn render(e: &Error, colour: bool) -> String {
+pub(crate) fn render(e: &Error, colour: bool) -> String {
     render_text(&e.message, e.hint.as_deref(), colour)
 }
 
 /// The lines for a message and an optional hint (the hint may also be the
 /// message's own second line, as a background process sends it).
-pub fn render_text(message: &str, hint: Option<&str>, colour: bool) -> String {
+pub(crate) fn render_text(message: &str, hint: Option<&str>, colour: bool) -> String {
     let (message, inline_hint) = match message.split_once("\nhint: ") {
         Some((m, h)) => (m, Some(h)),
         None => (message, None),
@@ -39,12 +39,12 @@ pub fn render_text(message: &str, hint: Option<&str>, colour: bool) -> String {
 }
 
 /// Prints `e` to stderr.
-pub fn print(e: &Error) {
+pub(crate) fn print(e: &Error) {
     let _ = std::io::stderr().write_all(render(e, colour()).as_bytes());
 }
 
 /// Prints a message (with an optional `\nhint: ` line) to stderr.
-pub fn print_text(message: &str) {
+pub(crate) fn print_text(message: &str) {
     let _ = std::io::stderr().write_all(render_text(message, None, colour()).as_bytes());
 }
 

@@ -240,11 +240,6 @@ impl Rpc {
         self.lock().closed.is_some()
     }
 
-    /// Requests awaiting a reply.
-    pub fn in_flight(&self) -> usize {
-        self.lock().map.len()
-    }
-
     fn saw_traffic(&self) {
         let ms = self.inner.epoch.elapsed().as_millis() as u64;
         self.inner.last_rx.store(ms, Ordering::Relaxed);

@@ -11,7 +11,7 @@ include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 /// CPU architectures a satellite can exist for. Which ones this build
 /// carries: [`Arch::embedded`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum Arch {
+pub(crate) enum Arch {
     #[value(name = "amd64", alias = "x86_64")]
     Amd64,
     #[value(name = "arm64", alias = "aarch64")]
@@ -31,7 +31,7 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 8] = [
+    pub(crate) const ALL: [Arch; 8] = [
         Arch::Amd64,
         Arch::Arm64,
         Arch::ArmV7,
@@ -45,7 +45,7 @@ impl Arch {
     /// Parses an architecture as Docker (`amd64`, `arm64/v8`, `arm/v7`,
     /// `386`) or the kernel (`x86_64`, `aarch64`, `armv7l`, `i686`) spells
     /// it. A bare `arm` is taken as v7, as Docker does.
-    pub fn parse(s: &str) -> Option<Arch> {
+    pub(crate) fn parse(s: &str) -> Option<Arch> {
         let s = s.to_ascii_lowercase();
         let (arch, variant) = match s.split_once('/') {
             Some((a, v)) => (a, Some(v)),
@@ -55,7 +55,7 @@ impl Arch {
     }
 
     /// Parses Docker's `Architecture` and `Variant` image fields.
-    pub fn parse_with_variant(arch: &str, variant: Option<&str>) -> Option<Arch> {
+    pub(crate) fn parse_with_variant(arch: &str, variant: Option<&str>) -> Option<Arch> {
         let arch = arch.to_ascii_lowercase();
         let variant = variant.map(str::to_ascii_lowercase);
         Some(match arch.as_str() {
@@ -83,7 +83,7 @@ impl Arch {
     }
 
     /// The architectures this build has a satellite for.
-    pub fn embedded() -> Vec<Arch> {
+    pub(crate) fn embedded() -> Vec<Arch> {
         Arch::ALL
             .into_iter()
             .filter(|a| a.entry().is_some())
@@ -93,7 +93,7 @@ impl Arch {
     /// The satellite binary for this architecture, decompressed once.
     /// `None` when this build has none (or it cannot be decompressed,
     /// which only a broken build can cause).
-    pub fn binary(self) -> Option<&'static [u8]> {
+    pub(crate) fn binary(self) -> Option<&'static [u8]> {
         static CACHE: [OnceLock<Option<Vec<u8>>>; 8] = [const { OnceLock::new() }; 8];
         let i = Arch::ALL.iter().position(|a| *a == self)?;
         CACHE[i]
@@ -111,12 +111,12 @@ impl Arch {
     }
 
     /// Sizes of this build's satellite: (raw, embedded).
-    pub fn sizes(self) -> Option<(usize, usize)> {
+    pub(crate) fn sizes(self) -> Option<(usize, usize)> {
         self.entry().map(|e| (e.2, e.3.len()))
     }
 
     /// The Rust target the satellite was built for.
-    pub fn target(self) -> Option<&'static str> {
+    pub(crate) fn target(self) -> Option<&'static str> {
         self.entry().map(|e| e.1)
     }
 
@@ -135,7 +135,7 @@ impl Arch {
     }
 
     /// What the satellite reports in its hello (`std::env::consts::ARCH`).
-    pub fn rust_name(self) -> &'static str {
+    pub(crate) fn rust_name(self) -> &'static str {
         match self {
             Arch::Amd64 => "x86_64",
             Arch::Arm64 => "aarch64",
@@ -192,7 +192,7 @@ fn unpack(packed: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
 
 /// One line per architecture for `-version -debug`: its target and sizes,
 /// or that this build has none.
-pub fn report() -> String {
+pub(crate) fn report() -> String {
     let mut s = String::new();
     for a in Arch::ALL {
         match (a.sizes(), a.target()) {
@@ -213,7 +213,7 @@ pub fn report() -> String {
 ///   then the image's and its compatible ones, then the rest.
 ///
 /// Fails, saying why, when no satellite of this build fits.
-pub fn candidates(
+pub(crate) fn candidates(
     forced: Option<Arch>,
     engine: Option<Arch>,
     image: Option<Arch>,

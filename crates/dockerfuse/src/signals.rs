@@ -19,7 +19,7 @@ fn set() -> libc::sigset_t {
 }
 
 /// Blocks the signals in the calling thread (call first thing in main).
-pub fn block() {
+pub(crate) fn block() {
     let s = set();
     // SAFETY: a valid set; the old mask is not needed.
     unsafe {
@@ -28,7 +28,7 @@ pub fn block() {
 }
 
 /// Sends the number of each signal that arrives to `tx`.
-pub fn forward<T: From<i32> + Send + 'static>(tx: Sender<T>) {
+pub(crate) fn forward<T: From<i32> + Send + 'static>(tx: Sender<T>) {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -42,7 +42,7 @@ pub fn forward<T: From<i32> + Send + 'static>(tx: Sender<T>) {
         .expect("spawn the signal thread");
 }
 
-pub fn name(sig: i32) -> &'static str {
+pub(crate) fn name(sig: i32) -> &'static str {
     match sig {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",

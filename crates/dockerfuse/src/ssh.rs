@@ -20,14 +20,14 @@ use crate::error::{Error, Result};
 
 /// Where an `ssh://` URL points.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub user: Option<String>,
     pub host: String,
     pub port: Option<u16>,
 }
 
 /// Parses `ssh://[user@]host[:port]` (a path is refused, as by the CLI).
-pub fn parse(url: &str) -> Result<Target, String> {
+pub(crate) fn parse(url: &str) -> Result<Target, String> {
     let rest = url
         .strip_prefix("ssh://")
         .ok_or_else(|| format!("{url} is not an ssh:// address"))?;
@@ -67,7 +67,7 @@ pub fn parse(url: &str) -> Result<Target, String> {
 
 impl Target {
     /// The ssh command line running `remote` on the target.
-    pub fn command(&self, remote: &[&str]) -> Command {
+    pub(crate) fn command(&self, remote: &[&str]) -> Command {
         let mut c = Command::new("ssh");
         c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=30", "-T"]);
         if let Some(u) = &self.user {
@@ -92,7 +92,7 @@ impl Target {
 }
 
 /// What ssh's or the remote's words mean, as an error with a hint.
-pub fn explain(t: &Target, status: Option<i32>, stderr: &str) -> Error {
+pub(crate) fn explain(t: &Target, status: Option<i32>, stderr: &str) -> Error {
     let said = stderr.trim();
     let base = |what: &str| {
         Error::setup(format!(
@@ -135,7 +135,7 @@ pub fn explain(t: &Target, status: Option<i32>, stderr: &str) -> Error {
 }
 
 /// Runs `docker version` on the target once; the error says what is wrong.
-pub fn check(t: &Target) -> Result<()> {
+pub(crate) fn check(t: &Target) -> Result<()> {
     let out = t
         .command(&["docker", "version", "--format", "{{.Server.Version}}"])
         .stdin(Stdio::null())
@@ -155,14 +155,14 @@ pub fn check(t: &Target) -> Result<()> {
 }
 
 /// A unix socket whose every connection is an ssh dial-stdio session.
-pub struct Bridge {
+pub(crate) struct Bridge {
     dir: PathBuf,
     socket: PathBuf,
 }
 
 impl Bridge {
     /// Listens in a new private directory and serves in a thread.
-    pub fn start(t: Target) -> std::io::Result<Bridge> {
+    pub(crate) fn start(t: Target) -> std::io::Result<Bridge> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = std::env::temp_dir().join(format!(
             "dockerfuse-ssh-{}-{}",
@@ -193,7 +193,7 @@ impl Bridge {
     }
 
     /// `unix://...` of the socket, for bollard.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
 }

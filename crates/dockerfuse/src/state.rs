@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// What is recorded about one mount.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     pub container: String,
     pub container_id: String,
     pub path: String,
@@ -28,7 +28,7 @@ pub struct Record {
 }
 
 /// The runtime directory (not created).
-pub fn dir() -> PathBuf {
+pub(crate) fn dir() -> PathBuf {
     if let Some(d) = std::env::var_os("DOCKERFUSE_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
@@ -48,7 +48,7 @@ fn file_of(dir: &Path, pid: u32) -> PathBuf {
 }
 
 /// Writes the record of this process (atomically: a temporary file renamed).
-pub fn write(dir: &Path, r: &Record) -> std::io::Result<PathBuf> {
+pub(crate) fn write(dir: &Path, r: &Record) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -63,7 +63,7 @@ pub fn write(dir: &Path, r: &Record) -> std::io::Result<PathBuf> {
 }
 
 /// Every record in `dir` with the file it came from (unreadable ones skipped).
-pub fn read_all(dir: &Path) -> Vec<(PathBuf, Record)> {
+pub(crate) fn read_all(dir: &Path) -> Vec<(PathBuf, Record)> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -82,7 +82,7 @@ pub fn read_all(dir: &Path) -> Vec<(PathBuf, Record)> {
 }
 
 /// True when `pid` names a live process.
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };
@@ -97,11 +97,11 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// The record of a running mount, removed by [`Registration::drop`].
-pub struct Registration(Option<PathBuf>);
+pub(crate) struct Registration(Option<PathBuf>);
 
 impl Registration {
     /// Records the mount; a failure only costs the entry in `list`.
-    pub fn new(r: &Record) -> Registration {
+    pub(crate) fn new(r: &Record) -> Registration {
         match write(&dir(), r) {
             Ok(p) => Registration(Some(p)),
             Err(e) => {
@@ -121,7 +121,7 @@ impl Drop for Registration {
 }
 
 /// Seconds since the epoch, now.
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -129,7 +129,7 @@ pub fn now() -> u64 {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of seconds since the epoch.
-pub fn utc(secs: u64) -> String {
+pub(crate) fn utc(secs: u64) -> String {
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     // Howard Hinnant's civil_from_days.

@@ -3,7 +3,7 @@
 //! than pulling in a tar crate for one file.
 
 /// Builds a tar holding `name` (no directories) with `data`, mode and owner.
-pub fn single_file(name: &str, data: &[u8], mode: u32, uid: u32, gid: u32) -> Vec<u8> {
+pub(crate) fn single_file(name: &str, data: &[u8], mode: u32, uid: u32, gid: u32) -> Vec<u8> {
     assert!(
         name.len() < 100 && !name.contains('/'),
         "a short plain file name"
@@ -39,7 +39,7 @@ pub fn single_file(name: &str, data: &[u8], mode: u32, uid: u32, gid: u32) -> Ve
 /// The contents of the first entry of a tar archive when it is a regular
 /// file (what the Engine API's archive download gives for one file), or
 /// `None` for anything else or a truncated archive.
-pub fn first_file(tar: &[u8]) -> Option<&[u8]> {
+pub(crate) fn first_file(tar: &[u8]) -> Option<&[u8]> {
     let h = tar.get(..512)?;
     if !matches!(h[156], b'0' | 0) {
         return None;

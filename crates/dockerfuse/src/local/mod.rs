@@ -42,7 +42,7 @@ use crate::rpc::{Rpc, Started};
 
 use pidfd::Pidfd;
 use select::PassthroughFacts;
-pub use select::TransportChoice;
+pub(crate) use select::TransportChoice;
 
 /// CAP_SYS_ADMIN's bit number.
 const CAP_SYS_ADMIN: u32 = 21;

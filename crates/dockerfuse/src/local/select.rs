@@ -9,7 +9,7 @@
 
 /// How the host talks to the satellite.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TransportChoice {
+pub(crate) enum TransportChoice {
     /// The local channel when the engine is on this host and allows it,
     /// else the exec stream.
     #[default]
