@@ -10,6 +10,7 @@
 //! * [`satellites`], [`tarball`], [`launch`] — the embedded satellites,
 //!   their upload and start;
 //! * [`rpc`] — the pipelined client over the exec's stdin/stdout;
+//!   [`relink`] — a transport that survives the satellite's restart;
 //! * [`fs`] — the filesystem core (requests out, checked results in);
 //! * [`fuse`] — the thin fuser adapter over the core;
 //! * [`mount`] — lifecycle: ready, signals, unmount, loss of the container;
@@ -34,6 +35,7 @@ pub mod manage;
 pub mod mount;
 pub mod mountinfo;
 pub mod plugin;
+pub(crate) mod relink;
 pub mod report;
 pub mod rpc;
 pub mod satellites;
