@@ -10,7 +10,8 @@
 //! * [`satellites`], [`tarball`], [`launch`] — the embedded satellites,
 //!   their upload and start;
 //! * [`rpc`] — the pipelined client over the exec's stdin/stdout;
-//!   [`relink`] — a transport that survives the satellite's restart;
+//!   [`relink`] — a transport that survives the satellite's restart,
+//!   [`reconnect`] — waiting for the container to come back;
 //! * [`fs`] — the filesystem core (requests out, checked results in);
 //! * [`fuse`] — the thin fuser adapter over the core;
 //! * [`mount`] — lifecycle: ready, signals, unmount, loss of the container;
@@ -35,6 +36,7 @@ pub mod manage;
 pub mod mount;
 pub mod mountinfo;
 pub mod plugin;
+pub(crate) mod reconnect;
 pub(crate) mod relink;
 pub mod report;
 pub mod rpc;

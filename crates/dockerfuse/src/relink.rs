@@ -123,14 +123,32 @@ struct Shared<T> {
 /// What a reply needs to be translated.
 enum Ctx {
     Plain,
-    Entry { parent: u64, name: Vec<u8> },
-    Attr { id: u64 },
+    Entry {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    Attr {
+        id: u64,
+    },
     Open,
-    OpenDir { id: u64 },
-    Plus { dir: u64 },
-    Rename { from: (u64, Vec<u8>), to: (u64, Vec<u8>), exchange: bool },
-    Remove { parent: u64, name: Vec<u8> },
-    ReleaseDir { fh: u64 },
+    OpenDir {
+        id: u64,
+    },
+    Plus {
+        dir: u64,
+    },
+    Rename {
+        from: (u64, Vec<u8>),
+        to: (u64, Vec<u8>),
+        exchange: bool,
+    },
+    Remove {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    ReleaseDir {
+        fh: u64,
+    },
     /// Answered here: the release of a handle of a satellite that is gone.
     Gone,
 }
@@ -172,10 +190,7 @@ impl<T: Transport> Relink<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The connection is lost: requests wait from now on.

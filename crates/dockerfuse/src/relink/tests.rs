@@ -84,9 +84,9 @@ impl Transport for Sat {
         self.seen.lock().unwrap().push(req.clone().into_owned());
         let mut t = self.tree.lock().unwrap();
         let resp = match req {
-            Request::Lookup { parent, name } => {
-                t.entry(*parent, name).map_or(err(libc::ENOENT), Response::Entry)
-            }
+            Request::Lookup { parent, name } => t
+                .entry(*parent, name)
+                .map_or(err(libc::ENOENT), Response::Entry),
             Request::GetAttr { node, .. } => Response::Attr(Attr {
                 ino: *node,
                 ..Attr::default()
@@ -181,9 +181,13 @@ fn into(slot: &Slot) -> Done {
             Ok(Response::Attr(a)) => Got::Attr(a.ino),
             Ok(Response::Opened { fh }) => Got::Fh(fh),
             Ok(Response::Data(d)) => Got::Data(d.to_vec()),
-            Ok(Response::Dir(items)) => {
-                Got::Dir(items.iter().filter_map(|i| i.entry).map(|e| e.node).collect())
-            }
+            Ok(Response::Dir(items)) => Got::Dir(
+                items
+                    .iter()
+                    .filter_map(|i| i.entry)
+                    .map(|e| e.node)
+                    .collect(),
+            ),
             Ok(Response::Ok) => Got::Ok,
             Ok(Response::Error(e)) => Got::Err(Errno(e)),
             Ok(_) => Got::Other,
@@ -275,7 +279,9 @@ fn after_a_reconnect_old_ids_are_looked_up_again_by_path_and_keep_their_number()
     let sent = take(&seen);
     assert_eq!(sent.len(), 3, "{sent:?}");
     assert!(matches!(&sent[0], Request::Lookup { parent: 1, name } if &name[..] == b"d"));
-    assert!(matches!(&sent[1], Request::Lookup { parent, name } if *parent > 500 && &name[..] == b"f"));
+    assert!(
+        matches!(&sent[1], Request::Lookup { parent, name } if *parent > 500 && &name[..] == b"f")
+    );
     assert!(matches!(&sent[2], Request::GetAttr { node, .. } if *node > 500));
     // Bound now: no more lookups.
     assert_eq!(ask(&r, getattr(d)), Got::Attr(d));
@@ -330,9 +336,15 @@ fn handles_from_before_the_gap_fail_and_release_quietly() {
     let Got::Fh(new) = ask(&r, Request::Open { node: a, flags: 0 }) else {
         panic!()
     };
-    assert_ne!(new, old, "the new handle differs though the satellite's is 7 again");
+    assert_ne!(
+        new, old,
+        "the new handle differs though the satellite's is 7 again"
+    );
     assert_eq!(ask(&r, read(new)), Got::Data(b"data".to_vec()));
-    assert!(matches!(take(&seen).last(), Some(Request::Read { fh: 7, .. })));
+    assert!(matches!(
+        take(&seen).last(),
+        Some(Request::Read { fh: 7, .. })
+    ));
 }
 
 #[test]
@@ -369,7 +381,9 @@ fn forgets_give_the_satellite_back_only_what_it_gave() {
         nodes: vec![(a, 1)],
     });
     let sent = take(&seen);
-    assert!(matches!(&sent[..], [Request::Forget { nodes }] if nodes.len() == 1 && nodes[0].1 == 1 && nodes[0].0 > 100));
+    assert!(
+        matches!(&sent[..], [Request::Forget { nodes }] if nodes.len() == 1 && nodes[0].1 == 1 && nodes[0].0 > 100)
+    );
     // Two references after the reconnect, one lookup on the new satellite.
     assert_eq!(id_of(lookup(&r, ROOT_NODE, "a")), a);
     let seen = restart(&r, &["a"]);
@@ -438,7 +452,10 @@ fn readdirplus_and_create_entries_get_our_ids() {
     let s = slot();
     r.call(&create, into(&s));
     let got = std::mem::take(&mut *s.lock().unwrap());
-    assert!(matches!(got[..], [Got::Fh(_), Got::Entry(n, _)] if n < 100), "{got:?}");
+    assert!(
+        matches!(got[..], [Got::Fh(_), Got::Entry(n, _)] if n < 100),
+        "{got:?}"
+    );
     let Got::Entry(n, _) = got[1] else { panic!() };
     let _ = restart(&r, &["a", "b", "n"]);
     assert_eq!(ask(&r, getattr(n)), Got::Attr(n));
