@@ -7,6 +7,8 @@
 #   busybox         core again on busybox:<carch> (static busybox, no libc),
 #                   satellite <carch> (off with DOCKERFUSE_TEST_BUSYBOX=0)
 #   container-stop  once per container arch, on a fresh container
+#   reconnect       once: --reconnect across `docker restart`, its timeout
+#                   after `docker stop`, and exit 3 without it
 #   errors          once
 #   cli-plugin      once: `docker mount` through the real docker CLI (plugin
 #                   install, metadata, --help, contexts) and --context
@@ -43,7 +45,7 @@
 #   DOCKERFUSE                  the dockerfuse binary (required)
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
-#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop errors faults
+#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop reconnect errors faults
 #                               cli-plugin mount-helper list-unmount completions
 #                               ssh-engine
 #                               differential programs posix
@@ -74,7 +76,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop reconnect errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -84,11 +86,11 @@ for pair in "${MATRIX[@]}"; do
 done
 for s in "${SCENARIOS[@]}"; do
 	case "$s" in
-	core | busybox | container-stop | errors | faults | engine-restart) ;;
+	core | busybox | container-stop | reconnect | errors | faults | engine-restart) ;;
 	cli-plugin | mount-helper | list-unmount | completions | ssh-engine) ;;
 	differential | programs | posix) ;;
 	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
+	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop reconnect errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
 	esac
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
@@ -259,6 +261,9 @@ if want container-stop; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-stop-$c" "container-stop alpine:$c" container-stop "dockerfuse-test/alpine:$c"
 	done
+fi
+if want reconnect; then
+	with_container dfit-reconn "reconnect alpine:${CARCHES[0]}" reconnect "dockerfuse-test/alpine:${CARCHES[0]}"
 fi
 if want faults; then
 	for c in "${CARCHES[@]}"; do
