@@ -3,7 +3,9 @@
 # Reconnect scenario: the container restarts under a live mount.
 #   Part 1: --reconnect, `docker restart`: the process stays, the mount
 #           stays; files open before the restart give EIO; reads by path,
-#           writes, ls work again; st_ino of a file is the same.
+#           writes, ls work again; st_ino of a file is the same. Then
+#           `docker stop`: an operation meanwhile waits and succeeds once
+#           `docker start` has run.
 #   Part 2: --reconnect --reconnect-timeout 2, `docker stop`: after the
 #           timeout the mount ends as without --reconnect (exit 3, gone).
 #   Part 3: no --reconnect, `docker restart`: exit 3 as always.
@@ -76,6 +78,20 @@ cap got ls "/proc/$cd_pid/cwd/"
 assert_match "a directory held as cwd across the restart resolves again" "(^|[[:space:]])passwd($|[[:space:]])" "$got"
 kill "$cd_pid" 2>/dev/null || true
 wait "$cd_pid" 2>/dev/null || true
+
+log "part 1b: docker stop, an operation meanwhile, docker start"
+cap want dx cat /etc/os-release
+check "docker stop -t 1" timeout 60 docker stop -t 1 "$CONTAINER"
+timeout 30 cat "$MNT/etc/os-release" >"$WORKDIR/waiting.out" 2>&1 &
+waiter=$!
+sleep 1
+check "the operation waits while the container is stopped" pid_alive "$waiter"
+check "docker start" timeout 60 docker start "$CONTAINER"
+rc=0
+wait "$waiter" || rc=$?
+assert_eq "the waiting operation succeeds once the container runs (exit)" 0 "$rc"
+assert_eq "the waiting operation reads the file" "$want" "$(cat "$WORKDIR/waiting.out")"
+check "the process (pid $DF_PID) is still alive" pid_alive "$DF_PID"
 check "unmount after the reconnect" dfit_unmount "$MNT" "$DF_PIDFILE"
 check "the daemon is gone after the unmount" wait_until 10 pid_gone "$DF_PID"
 

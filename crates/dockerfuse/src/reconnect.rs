@@ -5,6 +5,7 @@
 //! failed once they have waited `--op-timeout`. An engine that does not
 //! answer (restarting) is asked again until the time is up.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -16,6 +17,8 @@ use crate::rpc::Rpc;
 
 /// How often the engine is asked whether the container runs again.
 const POLL: Duration = Duration::from_millis(250);
+/// How often waiting requests are checked against the operation timeout.
+const EXPIRE_TICK: Duration = Duration::from_millis(100);
 
 /// How a wait for the container ended.
 pub(crate) enum Outcome<E> {
@@ -39,16 +42,33 @@ pub(crate) fn come_back<E>(
     relink.disconnect();
     let deadline = Instant::now() + timeout;
     info!(waiting = ?timeout, "waiting for the container to run again");
+    let waiting = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        // Waiting requests time out even while a start attempt runs.
+        scope.spawn(|| {
+            while waiting.load(Ordering::Relaxed) {
+                relink.expire();
+                std::thread::sleep(EXPIRE_TICK);
+            }
+        });
+        let outcome = wait(launch, relink, deadline, &mut pause);
+        waiting.store(false, Ordering::Relaxed);
+        outcome
+    })
+}
+
+fn wait<E>(
+    launch: &Launch<'_>,
+    relink: &Relink<Rpc>,
+    deadline: Instant,
+    pause: &mut impl FnMut(Duration) -> Option<E>,
+) -> Outcome<E> {
+    let block_on = |f| smol::block_on(async_compat::Compat::new(f));
     while Instant::now() < deadline {
-        relink.expire();
         if let Some(e) = pause(POLL) {
             return Outcome::Interrupted(e);
         }
-        relink.expire();
-        if !smol::block_on(async_compat::Compat::new(runs(
-            launch.engine,
-            launch.container,
-        ))) {
+        if !block_on(runs(launch.engine, launch.container)) {
             continue;
         }
         match smol::block_on(async_compat::Compat::new(launch.run())) {
