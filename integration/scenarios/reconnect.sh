@@ -5,7 +5,8 @@
 #           stays; files open before the restart give EIO; reads by path,
 #           writes, ls work again; st_ino of a file is the same. Then
 #           `docker stop`: an operation meanwhile waits and succeeds once
-#           `docker start` has run.
+#           `docker start` has run. Then the satellite alone is killed: a
+#           new one takes over at once.
 #   Part 2: --reconnect --reconnect-timeout 2, `docker stop`: after the
 #           timeout the mount ends as without --reconnect (exit 3, gone).
 #   Part 3: no --reconnect, `docker restart`: exit 3 as always.
@@ -91,6 +92,17 @@ rc=0
 wait "$waiter" || rc=$?
 assert_eq "the waiting operation succeeds once the container runs (exit)" 0 "$rc"
 assert_eq "the waiting operation reads the file" "$want" "$(cat "$WORKDIR/waiting.out")"
+check "the process (pid $DF_PID) is still alive" pid_alive "$DF_PID"
+
+log "part 1c: the satellite is killed, the container runs on"
+reconnects() { grep -c "satellite reconnected" "$DF_LOG" || true; }
+before=$(reconnects)
+third() { [ "$(reconnects)" -gt "$before" ]; }
+dx pkill -9 -f dockerfuse-satellite || true
+check "a new satellite takes over within 15 s" wait_until 15 third
+check "reads work again after the satellite was killed" wait_until 15 reads_again
+cap got cat "$MNT/tmp/reconnect-new.txt"
+assert_eq "a file written before reads back" "written" "$got"
 check "the process (pid $DF_PID) is still alive" pid_alive "$DF_PID"
 check "unmount after the reconnect" dfit_unmount "$MNT" "$DF_PIDFILE"
 check "the daemon is gone after the unmount" wait_until 10 pid_gone "$DF_PID"
