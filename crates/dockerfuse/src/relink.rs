@@ -530,312 +530,137 @@ impl<T: Transport> State<T> {
         Ok(((self.epoch & 0xffff) << FH_BITS) | sfh)
     }
 
-    /// The request for the satellite, and what its reply needs.
+    /// The request for the satellite, and what its reply needs: the
+    /// request's own ids and handles replaced by the satellite's.
     fn outbound<'a>(&self, req: &Request<'a>) -> Result<(Request<'a>, Ctx), Errno> {
+        let mut out = req.clone();
+        let ctx = self.rewrite(&mut out)?;
+        Ok((out, ctx))
+    }
+
+    fn rewrite(&self, req: &mut Request<'_>) -> Result<Ctx, Errno> {
         use Request as R;
         let entry = |parent: u64, name: &[u8]| Ctx::Entry {
             parent,
             name: name.to_vec(),
         };
-        let fh_opt = |fh: &Option<u64>| fh.map(|f| self.sfh(f)).transpose();
-        Ok(match req.clone() {
-            R::As { uid, gid, req } => {
-                let (inner, ctx) = self.outbound(&req)?;
-                let req = Box::new(inner);
-                (R::As { uid, gid, req }, ctx)
+        let fh_opt = |fh: &mut Option<u64>| -> Result<(), Errno> {
+            if let Some(f) = fh {
+                *f = self.sfh(*f)?;
             }
-            R::Lookup { parent, name } => (
-                R::Lookup {
-                    parent: self.sid(parent)?,
-                    name: name.clone(),
-                },
-                entry(parent, &name),
-            ),
-            R::Symlink {
-                parent,
-                name,
-                target,
-            } => (
-                R::Symlink {
-                    parent: self.sid(parent)?,
-                    name: name.clone(),
-                    target,
-                },
-                entry(parent, &name),
-            ),
-            R::Mknod {
-                parent,
-                name,
-                mode,
-                rdev,
-            } => (
-                R::Mknod {
-                    parent: self.sid(parent)?,
-                    name: name.clone(),
-                    mode,
-                    rdev,
-                },
-                entry(parent, &name),
-            ),
-            R::Mkdir { parent, name, mode } => (
-                R::Mkdir {
-                    parent: self.sid(parent)?,
-                    name: name.clone(),
-                    mode,
-                },
-                entry(parent, &name),
-            ),
-            R::Create {
-                parent,
-                name,
-                mode,
-                flags,
-            } => (
-                R::Create {
-                    parent: self.sid(parent)?,
-                    name: name.clone(),
-                    mode,
-                    flags,
-                },
-                entry(parent, &name),
-            ),
+            Ok(())
+        };
+        Ok(match req {
+            R::As { req, .. } => self.rewrite(req)?,
+            R::Lookup { parent, name }
+            | R::Symlink { parent, name, .. }
+            | R::Mknod { parent, name, .. }
+            | R::Mkdir { parent, name, .. }
+            | R::Create { parent, name, .. } => {
+                let ctx = entry(*parent, name);
+                *parent = self.sid(*parent)?;
+                ctx
+            }
             R::Link {
                 node,
                 new_parent,
                 new_name,
-            } => (
-                R::Link {
-                    node: self.sid(node)?,
-                    new_parent: self.sid(new_parent)?,
-                    new_name: new_name.clone(),
-                },
-                entry(new_parent, &new_name),
-            ),
-            R::Unlink { parent, name } => (
-                R::Unlink {
-                    parent: self.sid(parent)?,
-                    name: name.clone(),
-                },
-                Ctx::Remove {
-                    parent,
+            } => {
+                let ctx = entry(*new_parent, new_name);
+                *node = self.sid(*node)?;
+                *new_parent = self.sid(*new_parent)?;
+                ctx
+            }
+            R::Unlink { parent, name } | R::Rmdir { parent, name } => {
+                let ctx = Ctx::Remove {
+                    parent: *parent,
                     name: name.to_vec(),
-                },
-            ),
-            R::Rmdir { parent, name } => (
-                R::Rmdir {
-                    parent: self.sid(parent)?,
-                    name: name.clone(),
-                },
-                Ctx::Remove {
-                    parent,
-                    name: name.to_vec(),
-                },
-            ),
+                };
+                *parent = self.sid(*parent)?;
+                ctx
+            }
             R::Rename {
                 parent,
                 name,
                 new_parent,
                 new_name,
                 flags,
-            } => (
-                R::Rename {
-                    parent: self.sid(parent)?,
-                    name: name.clone(),
-                    new_parent: self.sid(new_parent)?,
-                    new_name: new_name.clone(),
-                    flags,
-                },
-                Ctx::Rename {
-                    from: (parent, name.to_vec()),
-                    to: (new_parent, new_name.to_vec()),
-                    exchange: flags & libc::RENAME_EXCHANGE != 0,
-                },
-            ),
-            R::GetAttr { node, fh } => (
-                R::GetAttr {
-                    node: self.sid(node)?,
-                    fh: fh_opt(&fh)?,
-                },
-                Ctx::Attr { id: node },
-            ),
-            R::SetAttr { node, fh, attr } => (
-                R::SetAttr {
-                    node: self.sid(node)?,
-                    fh: fh_opt(&fh)?,
-                    attr,
-                },
-                Ctx::Attr { id: node },
-            ),
-            R::ReadLink { node } => (
-                R::ReadLink {
-                    node: self.sid(node)?,
-                },
-                Ctx::Plain,
-            ),
-            R::Open { node, flags } => (
-                R::Open {
-                    node: self.sid(node)?,
-                    flags,
-                },
-                Ctx::Open,
-            ),
-            R::OpenDir { node } => (
-                R::OpenDir {
-                    node: self.sid(node)?,
-                },
-                Ctx::OpenDir { id: node },
-            ),
-            R::StatFs { node } => (
-                R::StatFs {
-                    node: self.sid(node)?,
-                },
-                Ctx::Plain,
-            ),
-            R::Access { node, mask } => (
-                R::Access {
-                    node: self.sid(node)?,
-                    mask,
-                },
-                Ctx::Plain,
-            ),
-            R::GetXattr { node, name, size } => (
-                R::GetXattr {
-                    node: self.sid(node)?,
-                    name,
-                    size,
-                },
-                Ctx::Plain,
-            ),
-            R::ListXattr { node, size } => (
-                R::ListXattr {
-                    node: self.sid(node)?,
-                    size,
-                },
-                Ctx::Plain,
-            ),
-            R::SetXattr {
-                node,
-                name,
-                value,
-                flags,
-            } => (
-                R::SetXattr {
-                    node: self.sid(node)?,
-                    name,
-                    value,
-                    flags,
-                },
-                Ctx::Plain,
-            ),
-            R::RemoveXattr { node, name } => (
-                R::RemoveXattr {
-                    node: self.sid(node)?,
-                    name,
-                },
-                Ctx::Plain,
-            ),
-            R::Read { fh, offset, size } => (
-                R::Read {
-                    fh: self.sfh(fh)?,
-                    offset,
-                    size,
-                },
-                Ctx::Plain,
-            ),
-            R::Write { fh, offset, data } => (
-                R::Write {
-                    fh: self.sfh(fh)?,
-                    offset,
-                    data,
-                },
-                Ctx::Plain,
-            ),
-            R::Flush { fh } => (R::Flush { fh: self.sfh(fh)? }, Ctx::Plain),
-            R::Fsync { fh, datasync } => (
-                R::Fsync {
-                    fh: self.sfh(fh)?,
-                    datasync,
-                },
-                Ctx::Plain,
-            ),
-            R::FsyncDir { fh, datasync } => (
-                R::FsyncDir {
-                    fh: self.sfh(fh)?,
-                    datasync,
-                },
-                Ctx::Plain,
-            ),
-            R::Fallocate {
-                fh,
-                offset,
-                length,
-                mode,
-            } => (
-                R::Fallocate {
-                    fh: self.sfh(fh)?,
-                    offset,
-                    length,
-                    mode,
-                },
-                Ctx::Plain,
-            ),
-            R::Lseek { fh, offset, whence } => (
-                R::Lseek {
-                    fh: self.sfh(fh)?,
-                    offset,
-                    whence,
-                },
-                Ctx::Plain,
-            ),
-            R::CopyFileRange {
-                fh_in,
-                offset_in,
-                fh_out,
-                offset_out,
-                len,
-                flags,
-            } => (
-                R::CopyFileRange {
-                    fh_in: self.sfh(fh_in)?,
-                    offset_in,
-                    fh_out: self.sfh(fh_out)?,
-                    offset_out,
-                    len,
-                    flags,
-                },
-                Ctx::Plain,
-            ),
-            R::ReadDir {
-                fh,
-                offset,
-                size,
-                plus,
             } => {
-                let dir = if plus {
-                    *self.dirs.get(&fh).ok_or(Errno::EIO)?
+                let ctx = Ctx::Rename {
+                    from: (*parent, name.to_vec()),
+                    to: (*new_parent, new_name.to_vec()),
+                    exchange: *flags & libc::RENAME_EXCHANGE != 0,
+                };
+                *parent = self.sid(*parent)?;
+                *new_parent = self.sid(*new_parent)?;
+                ctx
+            }
+            R::GetAttr { node, fh } | R::SetAttr { node, fh, .. } => {
+                let id = *node;
+                *node = self.sid(id)?;
+                fh_opt(fh)?;
+                Ctx::Attr { id }
+            }
+            R::Open { node, .. } => {
+                *node = self.sid(*node)?;
+                Ctx::Open
+            }
+            R::OpenDir { node } => {
+                let id = *node;
+                *node = self.sid(id)?;
+                Ctx::OpenDir { id }
+            }
+            R::ReadLink { node }
+            | R::StatFs { node }
+            | R::Access { node, .. }
+            | R::GetXattr { node, .. }
+            | R::ListXattr { node, .. }
+            | R::SetXattr { node, .. }
+            | R::RemoveXattr { node, .. } => {
+                *node = self.sid(*node)?;
+                Ctx::Plain
+            }
+            R::Read { fh, .. }
+            | R::Write { fh, .. }
+            | R::Flush { fh }
+            | R::Fsync { fh, .. }
+            | R::FsyncDir { fh, .. }
+            | R::Fallocate { fh, .. }
+            | R::Lseek { fh, .. } => {
+                *fh = self.sfh(*fh)?;
+                Ctx::Plain
+            }
+            R::CopyFileRange { fh_in, fh_out, .. } => {
+                *fh_in = self.sfh(*fh_in)?;
+                *fh_out = self.sfh(*fh_out)?;
+                Ctx::Plain
+            }
+            R::ReadDir { fh, plus, .. } => {
+                let dir = if *plus {
+                    *self.dirs.get(fh).ok_or(Errno::EIO)?
                 } else {
                     0
                 };
-                (
-                    R::ReadDir {
-                        fh: self.sfh(fh)?,
-                        offset,
-                        size,
-                        plus,
-                    },
-                    Ctx::Plus { dir },
-                )
+                *fh = self.sfh(*fh)?;
+                Ctx::Plus { dir }
             }
             // A handle of the satellite that is gone: nothing to release.
-            R::Release { fh } => match self.sfh(fh) {
-                Ok(s) => (R::Release { fh: s }, Ctx::Plain),
-                Err(_) => (req.clone(), Ctx::Gone),
+            R::Release { fh } => match self.sfh(*fh) {
+                Ok(s) => {
+                    *fh = s;
+                    Ctx::Plain
+                }
+                Err(_) => Ctx::Gone,
             },
-            R::ReleaseDir { fh } => match self.sfh(fh) {
-                Ok(s) => (R::ReleaseDir { fh: s }, Ctx::ReleaseDir { fh }),
-                Err(_) => (req.clone(), Ctx::Gone),
+            R::ReleaseDir { fh } => match self.sfh(*fh) {
+                Ok(s) => {
+                    let ctx = Ctx::ReleaseDir { fh: *fh };
+                    *fh = s;
+                    ctx
+                }
+                Err(_) => Ctx::Gone,
             },
-            other => (other, Ctx::Plain),
+            _ => Ctx::Plain,
         })
     }
 
@@ -851,13 +676,13 @@ impl<T: Transport> State<T> {
         }
         match (ctx, &mut resp) {
             (Ctx::Entry { parent, name }, Response::Entry(e)) => self.entry(parent, name, e),
-            (Ctx::Entry { parent, name }, Response::Created { entry, fh }) => {
+            (Ctx::Entry { parent, name }, Response::Created { entry, fh, .. }) => {
                 *fh = self.fh(*fh)?;
                 self.entry(parent, name, entry)
             }
             (Ctx::Attr { id }, Response::Attr(a)) => a.ino = id,
-            (Ctx::Open, Response::Opened { fh }) => *fh = self.fh(*fh)?,
-            (Ctx::OpenDir { id }, Response::Opened { fh }) => {
+            (Ctx::Open, Response::Opened { fh, .. }) => *fh = self.fh(*fh)?,
+            (Ctx::OpenDir { id }, Response::Opened { fh, .. }) => {
                 *fh = self.fh(*fh)?;
                 self.dirs.insert(*fh, id);
             }
