@@ -1,9 +1,11 @@
 //! Unit tests of id translation, handles and queueing against fake
 //! satellites that number their nodes each in their own way.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use dockerfuse_proto::{Attr, DirEntry};
+use dockerfuse_proto::{Attr, DirEntry, ROOT_NODE};
 
 use super::*;
 
@@ -14,6 +16,16 @@ const FILE: u32 = 0o100644;
 struct Sat {
     tree: Mutex<Tree>,
     seen: Arc<Mutex<Vec<Request<'static>>>>,
+    /// The connection has ended: every call fails with EIO.
+    ended: Arc<AtomicBool>,
+    /// The connection ends under the next call.
+    dies: Arc<AtomicBool>,
+}
+
+impl Ends for Sat {
+    fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
 }
 
 struct Tree {
@@ -38,6 +50,8 @@ impl Sat {
             Sat {
                 tree: Mutex::new(t),
                 seen: seen.clone(),
+                ended: Arc::default(),
+                dies: Arc::default(),
             },
             seen,
         )
@@ -82,6 +96,12 @@ fn err(e: i32) -> Response<'static> {
 impl Transport for Sat {
     fn call(&self, req: &Request<'_>, done: Done) {
         self.seen.lock().unwrap().push(req.clone().into_owned());
+        if self.dies.load(Ordering::SeqCst) {
+            self.ended.store(true, Ordering::SeqCst);
+        }
+        if self.has_ended() {
+            return done(Err(Errno::EIO));
+        }
         let mut t = self.tree.lock().unwrap();
         let resp = match req {
             Request::Lookup { parent, name } => t
@@ -482,4 +502,30 @@ fn per_caller_requests_are_translated_inside() {
         matches!(sent.last(), Some(Request::As { req, .. }) if matches!(**req, Request::GetAttr { node, .. } if node > 500)),
         "{sent:?}"
     );
+}
+
+#[test]
+fn an_ended_connection_makes_requests_wait_and_lookups_caught_in_flight_go_again() {
+    let (sat, _) = Sat::new(100, &["a"]);
+    let (ended, dies) = (sat.ended.clone(), sat.dies.clone());
+    let r = Relink::new(sat, Duration::from_secs(30));
+    let a = id_of(lookup(&r, ROOT_NODE, "a"));
+    // The connection ends under a lookup: it is not failed but waits.
+    dies.store(true, Ordering::SeqCst);
+    let s = slot();
+    r.call(
+        &Request::Lookup {
+            parent: ROOT_NODE,
+            name: b"a".as_slice().into(),
+        },
+        into(&s),
+    );
+    assert!(ended.load(Ordering::SeqCst));
+    assert!(s.lock().unwrap().is_empty(), "the lookup waits");
+    // Sent after the end, before the loss is handled: waits too.
+    r.call(&getattr(a), into(&s));
+    assert_eq!(r.queued(), 2);
+    let _ = restart(&r, &["a"]);
+    let got = std::mem::take(&mut *s.lock().unwrap());
+    assert_eq!(got, vec![Got::Entry(a, a), Got::Attr(a)]);
 }
