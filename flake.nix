@@ -22,6 +22,15 @@
       rust-overlay,
       ...
     }:
+    # crane v0.23 (flake.lock) documents Nix 2.31.2 as its minimum; stop with
+    # a plain sentence instead of an obscure error further in. README.md and
+    # nix/README.md say the same.
+    let
+      minimumNixVersion = "2.31.2";
+    in
+    assert
+      builtins.compareVersions builtins.nixVersion minimumNixVersion >= 0
+      || throw "This flake needs Nix ${minimumNixVersion} or newer (crane v0.23 requires it), but this is Nix ${builtins.nixVersion}. Upgrade Nix and try again.";
     let
       inherit (nixpkgs) lib;
 

@@ -2,15 +2,18 @@
 """dockerfuse benchmark driver (stdlib only). Started by bench/run.sh, which
 owns the container and the scratch directory and cleans up after us too.
 
-Every workload runs through up to three paths:
-  dockerfuse  the FUSE mount of the container's root
+Every workload runs through up to three kinds of path:
+  dockerfuse  the FUSE mount of the container's root, once per transport
+              asked for (--transports "exec local": paths dockerfuse-exec
+              and dockerfuse-local, side by side)
   direct      /proc/<pid>/root of the container (the local physical limit)
   transport   what Docker itself offers without a mount: docker exec cat,
               docker exec -i sh -c 'cat > f', docker cp, docker exec tar...
 Each path runs `warmup` unmeasured rounds then `repeats` measured ones; the
 paths are interleaved round by round so background load hits all of them.
 Samples are wall-clock seconds; the table shows medians and ratios of
-medians, and compares them with the targets of issue 5.
+medians, and compares them with the targets of issue 5 (every
+transport) and of the local transport (dockerfuse-local only).
 """
 
 import argparse
@@ -140,7 +143,8 @@ def ppid(pid):
     return int(s[s.rindex(")") + 2:].split()[1])
 
 
-def find_satellite(container_id):
+def find_satellite(container_id, path=None):
+    """A satellite of the container (the one started from `path` if given)."""
     for p in os.listdir("/proc"):
         if not p.isdigit():
             continue
@@ -150,6 +154,8 @@ def find_satellite(container_id):
             with open(f"/proc/{p}/cmdline", "rb") as f:
                 cmd = f.read()
             if ".dockerfuse-satellite-" not in exe and b"/.dockerfuse-satellite-" not in cmd:
+                continue
+            if path and path.encode() not in cmd:
                 continue
             with open(f"/proc/{p}/cgroup") as f:
                 if container_id in f.read():
@@ -167,7 +173,7 @@ class Cpu:
                      "shim": [ctx.shim_pid]}
         if mount is not None:
             self.pids["dockerfuse"] = [mount.pid]
-            sat = find_satellite(ctx.container_id)
+            sat = find_satellite(ctx.container_id, mount.satellite_path())
             self.pids["satellite"] = [sat] if sat else []
 
     def snap(self):
@@ -216,7 +222,7 @@ class Mount:
     live = []
     counter = 0
 
-    def __init__(self, ctx, extra=()):
+    def __init__(self, ctx, extra=(), transport=""):
         Mount.counter += 1
         self.ctx = ctx
         self.dir = os.path.join(ctx.work, f"mnt{Mount.counter}")
@@ -227,6 +233,8 @@ class Mount:
                      "--pid-file", self.pidfile, "--log-file", self.logfile]
         if ctx.satellite_arch:
             self.argv += ["--satellite-arch", ctx.satellite_arch]
+        if transport:
+            self.argv += ["--transport", transport]
         self.argv += list(extra) + ctx.df_flags
         self.pid = None
 
@@ -250,6 +258,10 @@ class Mount:
 
     def path(self, p):
         return self.dir + p
+
+    def satellite_path(self):
+        m = re.search(r"satellite started arch=\w+ path=(\S+)", tail(self.logfile, 4000))
+        return m.group(1) if m else None
 
     def satellite_arch(self):
         m = re.search(r"satellite started arch=(\w+)", tail(self.logfile, 4000))
@@ -330,8 +342,14 @@ class Workload:
             if cpu is not None:
                 p["cpu"].append(cpu)
 
-    def check(self, against, kind, limit, text):
-        self.checks.append({"against": against, "kind": kind, "limit": limit, "target": text})
+    def check(self, against, kind, limit, text, only=None):
+        """A target; `only`: the transport it is for (default: every one)."""
+        self.checks.append({"against": against, "kind": kind, "limit": limit, "target": text,
+                            "only": only})
+
+    def dfs(self):
+        """The dockerfuse paths of this row (one per transport)."""
+        return [n for n in self.paths if n.startswith("dockerfuse")]
 
     def median(self, name):
         s = self.paths[name]["samples"]
@@ -349,29 +367,40 @@ class Workload:
     def higher_is_better(self):
         return self.metric in ("MB/s", "IOPS")
 
-    def ratio(self, other):
+    def ratio(self, other, df="dockerfuse"):
         """dockerfuse relative to another path: a fraction of its speed for
         speed metrics (1.0 = as fast), a multiple of its time otherwise."""
-        a, b = self.value("dockerfuse"), self.value(other)
+        if df not in self.paths or other not in self.paths:
+            return None
+        a, b = self.value(df), self.value(other)
         if a is None or b is None or b == 0 or a == 0:
             return None
         return a / b
 
     def evaluate(self):
+        """Each check gets, per dockerfuse path it applies to, a value and
+        whether it passes ("results": {path: {"value", "pass"}})."""
         for c in self.checks:
-            if c["kind"] == "abs":
-                s = self.paths["dockerfuse"]["samples"]
-                c["value"] = max(s) if s else None
-                c["pass"] = c["value"] is not None and c["value"] <= c["limit"]
-            else:
-                r = self.ratio(c["against"])
-                c["value"] = r
-                if r is None:
-                    c["pass"] = None
-                elif c["kind"] == "speed":
-                    c["pass"] = r >= c["limit"]
+            c["results"] = {}
+            for df in self.dfs():
+                if c["only"] and df != "dockerfuse-" + c["only"]:
+                    continue
+                if c["kind"] == "abs":
+                    s = self.paths[df]["samples"]
+                    v = max(s) if s else None
+                    ok = v is not None and v <= c["limit"]
+                elif c["kind"] == "abs_us":
+                    v = self.value(df)
+                    ok = v is not None and v <= c["limit"]
                 else:
-                    c["pass"] = r <= c["limit"]
+                    v = self.ratio(c["against"], df)
+                    if v is None:
+                        ok = None
+                    elif c["kind"] == "speed":
+                        ok = v >= c["limit"]
+                    else:
+                        ok = v <= c["limit"]
+                c["results"][df] = {"value": v, "pass": ok}
 
     def to_json(self):
         d = {"title": self.title, "metric": self.metric, "note": self.note, "paths": {}}
@@ -379,8 +408,8 @@ class Workload:
             q = dict(p)
             q["median"] = self.median(name)
             q["median_" + self.metric] = self.value(name)
-            if name != "dockerfuse" and "dockerfuse" in self.paths and self.metric != "MB":
-                q["dockerfuse_ratio"] = self.ratio(name)
+            if not name.startswith("dockerfuse") and self.dfs() and self.metric != "MB":
+                q["dockerfuse_ratio"] = {df: self.ratio(name, df) for df in self.dfs()}
                 q["ratio_meaning"] = ("dockerfuse speed / this path's speed" if self.higher_is_better()
                                       else "dockerfuse time / this path's time")
             if not q["cpu"]:
@@ -483,6 +512,15 @@ def prepare(ctx):
     os.sync()
 
 
+def df_name(t):
+    """Path name of the mount on transport `t` ("" = dockerfuse's default)."""
+    return f"dockerfuse-{t}" if t else "dockerfuse"
+
+
+def df_label(t, what="dockerfuse mount"):
+    return f"{what} ({t})" if t else what
+
+
 def rounds(ctx):
     """(round index, measured?) for warm-up then measured rounds."""
     for i in range(ctx.warmup + ctx.repeats):
@@ -496,10 +534,11 @@ def w_ready(ctx, res):
     res.append(w)
     small = os.path.join(ctx.work, "hostname.copy")
     for i, m in rounds(ctx):
-        mt = Mount(ctx)
-        w.add("dockerfuse", "dockerfuse -daemonize", mt.start(), measured=m)
-        ctx.sat_arch = mt.satellite_arch() or ctx.sat_arch
-        mt.stop()
+        for t in ctx.transports:
+            mt = Mount(ctx, transport=t)
+            w.add(df_name(t), df_label(t, "dockerfuse -daemonize"), mt.start(), measured=m)
+            ctx.sat_arch = mt.satellite_arch() or ctx.sat_arch
+            mt.stop()
         t0 = time.perf_counter()
         run(["docker", "cp", f"{ctx.container}:/etc/hostname", small])
         run(["docker", "exec", ctx.container, "true"])
@@ -518,6 +557,8 @@ def w_walk(ctx, res):
     fd_w = Workload("find_warm", "find 10k files, warm", "s", ls_w.note)
     ls_c.check("direct", "time", 3.0, "≤ 3× direct")
     ls_w.check("direct", "time", 1.5, "≤ 1.5× direct")
+    ls_c.check("direct", "time", 1.5, "local: ≤ 1.5× direct", only="local")
+    ls_w.check("direct", "time", 1.2, "local: ≤ 1.2× direct", only="local")
     idle = Workload("rss_idle", "client RSS idle", "MB", "VmRSS of the dockerfuse process 1 s after the mount is ready (max over rounds)")
     walk = Workload("rss_walk", "client RSS during the walk", "MB",
                     "VmHWM after a cold + warm ls -lR of 10k files, and the VmRSS sampled every 10 ms (max over rounds)")
@@ -528,24 +569,26 @@ def w_walk(ctx, res):
         for tool, wc, ww in (("ls", ls_c, ls_w), ("find", fd_c, fd_w)):
             def cmd(p):
                 return ["ls", "-lR", p] if tool == "ls" else ["find", p]
-            # dockerfuse: fresh mount each time
-            mt = Mount(ctx, ttl)
-            mt.start()
-            if tool == "ls":
-                time.sleep(1)
-                idle.add("dockerfuse", "VmRSS idle", proc_status(mt.pid, "VmRSS") / 1000, measured=m)
-            drop_caches(ctx)
-            sampler = RssSampler(mt.pid)
-            sampler.start()
-            cpu = Cpu(ctx, mt).start()
-            wc.add("dockerfuse", "dockerfuse mount", timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m)
-            cpu = Cpu(ctx, mt).start()
-            ww.add("dockerfuse", "dockerfuse mount", timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m)
-            peak = sampler.stop()
-            if tool == "ls":
-                hwm = proc_status(mt.pid, "VmHWM") or 0
-                walk.add("dockerfuse", "VmHWM / max VmRSS", max(hwm, peak) / 1000, measured=m)
-            mt.stop()
+            for t in ctx.transports:
+                # dockerfuse: fresh mount each time
+                name, label = df_name(t), df_label(t)
+                mt = Mount(ctx, ttl, transport=t)
+                mt.start()
+                if tool == "ls":
+                    time.sleep(1)
+                    idle.add(name, df_label(t, "VmRSS idle"), proc_status(mt.pid, "VmRSS") / 1000, measured=m)
+                drop_caches(ctx)
+                sampler = RssSampler(mt.pid)
+                sampler.start()
+                cpu = Cpu(ctx, mt).start()
+                wc.add(name, label, timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m)
+                cpu = Cpu(ctx, mt).start()
+                ww.add(name, label, timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m)
+                peak = sampler.stop()
+                if tool == "ls":
+                    hwm = proc_status(mt.pid, "VmHWM") or 0
+                    walk.add(name, df_label(t, "VmHWM / max VmRSS"), max(hwm, peak) / 1000, measured=m)
+                mt.stop()
             # direct
             drop_caches(ctx)
             wc.add("direct", "/proc/<pid>/root", timed(cmd(ctx.direct + tree)), measured=m)
@@ -563,16 +606,18 @@ def w_tar(ctx, res):
     w = Workload("tar_cold", "tar c of the 10k-file tree, cold", "s",
                  "tar cf - | cat >/dev/null after dropping caches (dockerfuse: fresh mount); "
                  "vs docker cp C:/bench/tree - and docker exec tar cf -")
+    w.check("direct", "time", 1.5, "local: ≤ 1.5× direct", only="local")
     res.append(w)
     for i, m in rounds(ctx):
-        mt = Mount(ctx)
-        mt.start()
-        drop_caches(ctx)
-        cpu = Cpu(ctx, mt).start()
-        w.add("dockerfuse", "dockerfuse mount",
-              timed(bash(f"tar cf - -C {shlex.quote(mt.path('/bench'))} tree | cat >/dev/null")),
-              cpu=cpu.stop(), measured=m)
-        mt.stop()
+        for t in ctx.transports:
+            mt = Mount(ctx, transport=t)
+            mt.start()
+            drop_caches(ctx)
+            cpu = Cpu(ctx, mt).start()
+            w.add(df_name(t), df_label(t),
+                  timed(bash(f"tar cf - -C {shlex.quote(mt.path('/bench'))} tree | cat >/dev/null")),
+                  cpu=cpu.stop(), measured=m)
+            mt.stop()
         drop_caches(ctx)
         w.add("direct", "/proc/<pid>/root",
               timed(bash(f"tar cf - -C {ctx.direct}/bench tree | cat >/dev/null")), measured=m)
@@ -587,16 +632,18 @@ def w_tar(ctx, res):
               cpu=cpu.stop(), measured=m)
 
 
-def w_read(ctx, res, mt):
+def w_read(ctx, res, mts):
     first = Workload("read_first", "seq read 256 MiB, first", "MB/s",
                      "cat FILE >/dev/null after dropping caches (host and container page cache)")
     again = Workload("read_again", "seq read 256 MiB, re-read", "MB/s", "the same read again, caches warm")
     first.check("transport", "speed", 0.9, "≥ 90% of docker exec cat")
     again.check("direct", "speed", 0.8, "≥ 80% of direct")
+    first.check("direct", "speed", 0.8, "local: ≥ 80% of direct", only="local")
+    again.check("direct", "speed", 0.9, "local: ≥ 90% of direct", only="local")
     res += [first, again]
     big = "/bench/big"
-    paths = [("dockerfuse", "dockerfuse mount", ["cat", mt.path(big)], mt),
-             ("direct", "/proc/<pid>/root", ["cat", ctx.direct + big], None),
+    paths = [(df_name(t), df_label(t), ["cat", mt.path(big)], mt) for t, mt in mts.items()]
+    paths += [("direct", "/proc/<pid>/root", ["cat", ctx.direct + big], None),
              ("transport", "docker exec cat", ["docker", "exec", ctx.container, "cat", big], None)]
     for i, m in rounds(ctx):
         for name, label, argv, mnt in paths:
@@ -624,10 +671,11 @@ def resident_mb(path):
         return None
 
 
-def w_write(ctx, res, mt):
+def w_write(ctx, res, mts):
     w = Workload("write", "seq write 256 MiB", "MB/s",
                  "cat SRC > FILE (new file, 128 KiB writes, no fsync; SRC in the host page cache)")
     w.check("transport", "speed", 0.8, "≥ 80% of docker exec -i cat")
+    w.check("direct", "speed", 0.7, "local: ≥ 70% of direct", only="local")
     res.append(w)
     with open(ctx.src, "rb") as f:  # into the page cache
         while f.read(8 * MiB):
@@ -642,7 +690,6 @@ def w_write(ctx, res, mt):
                 os.unlink(dst)
         return go, rm, lambda: os.stat(dst).st_size
 
-    df_go, df_rm, df_size = host_write(mt.path("/bench/w-dockerfuse"))
     di_go, di_rm, di_size = host_write(ctx.direct + "/bench/w-direct")
 
     def tr_go():
@@ -652,8 +699,9 @@ def w_write(ctx, res, mt):
     def tr_rm():
         run(["docker", "exec", ctx.container, "rm", "-f", "/bench/w-transport"])
 
-    paths = [("dockerfuse", "dockerfuse mount", df_go, df_rm, df_size, mt),
-             ("direct", "/proc/<pid>/root", di_go, di_rm, di_size, None),
+    paths = [(df_name(t), df_label(t)) + host_write(mt.path(f"/bench/w-{df_name(t)}")) + (mt,)
+             for t, mt in mts.items()]
+    paths += [("direct", "/proc/<pid>/root", di_go, di_rm, di_size, None),
              ("transport", "docker exec -i sh -c 'cat > f'", tr_go, tr_rm,
               lambda: os.stat(ctx.direct + "/bench/w-transport").st_size, None)]
     for i, m in rounds(ctx):
@@ -669,11 +717,12 @@ def w_write(ctx, res, mt):
         p[3]()
 
 
-def w_create(ctx, res, mt):
+def w_create(ctx, res, mts):
     w = Workload("create", f"create {CREATE_COUNT} small files", "s",
                  f"open/write {CREATE_SIZE} B/close, one after the other, in a new directory; "
                  "transport: docker cp - of a tar of the same files")
     w.check("direct", "time", 4.0, "≤ 4× direct")
+    w.check("direct", "time", 2.0, "local: ≤ 2× direct", only="local")
     res.append(w)
     data = b"x" * CREATE_SIZE
 
@@ -688,14 +737,16 @@ def w_create(ctx, res, mt):
 
     n = 0
     for i, m in rounds(ctx):
-        for name in ("dockerfuse", "direct", "transport"):
+        for name in [df_name(t) for t in mts] + ["direct", "transport"]:
             n += 1
             rel = f"/bench/create-{name}-{n}"
             os.mkdir(ctx.direct + rel)
             os.sync()
-            if name == "dockerfuse":
+            if name.startswith("dockerfuse"):
+                t = name[len("dockerfuse-"):]
+                mt = mts[t]
                 cpu = Cpu(ctx, mt).start()
-                w.add(name, "dockerfuse mount", py_create(mt.path(rel)), cpu=cpu.stop(), measured=m)
+                w.add(name, df_label(t), py_create(mt.path(rel)), cpu=cpu.stop(), measured=m)
             elif name == "direct":
                 w.add(name, "/proc/<pid>/root", py_create(ctx.direct + rel), measured=m)
             else:
@@ -751,20 +802,22 @@ def rand_read(ctx, path, threads, seed):
         os.close(fd)
 
 
-def w_random(ctx, res, mt):
+def w_random(ctx, res, mts):
     tool = "fio psync" if ctx.fio else "python os.pread"
     ws = []
     for threads in (1, 4):
         w = Workload(f"randread_{threads}t", f"random 4 KiB reads, {threads} thread{'s' if threads > 1 else ''}",
                      "IOPS", f"{RAND_READS} reads of 4 KiB at random offsets of the 256 MiB file, caches dropped "
                      f"first, {tool}, POSIX_FADV_RANDOM; transport: one docker exec dd per read")
+        w.check("direct", "speed", 0.6, "local: ≥ 60% of direct", only="local")
         res.append(w)
         ws.append((threads, w))
     seed = 0
     for i, m in rounds(ctx):
         for threads, w in ws:
-            for name, label, path, mnt in (("dockerfuse", "dockerfuse mount", mt.path("/bench/big"), mt),
-                                           ("direct", "/proc/<pid>/root", ctx.direct + "/bench/big", None)):
+            paths = [(df_name(t), df_label(t), mt.path("/bench/big"), mt) for t, mt in mts.items()]
+            paths.append(("direct", "/proc/<pid>/root", ctx.direct + "/bench/big", None))
+            for name, label, path, mnt in paths:
                 seed += 1
                 drop_caches(ctx)
                 cpu = Cpu(ctx, mnt).start()
@@ -783,7 +836,7 @@ def w_random(ctx, res, mt):
                       amount=1, measured=m)
 
 
-def w_rtt(ctx, res, mt):
+def w_rtt(ctx, res, mts):
     w = Workload("rtt", "one round trip (getxattr, no such attr)", "us/op",
                  f"{RTT_OPS} getxattr(user.dfbench) on /bench/big (ENODATA: never cached by the kernel); "
                  "transport: one docker exec true")
@@ -799,38 +852,81 @@ def w_rtt(ctx, res, mt):
                     raise BenchError(f"getxattr on {path}: {e} (expected ENODATA)") from e
         return time.perf_counter() - t0
 
+    # An uncached metadata round trip: fstat of an open directory on a
+    # mount with --ttl 0 is one GETATTR each time (getxattr above is now
+    # answered on the host for files without xattrs).
+    u = Workload("rtt_getattr", "one uncached round trip (fstat, --ttl 0)", "us/op",
+                 f"{RTT_OPS} fstat() of an open directory on a --ttl 0 mount (one GETATTR each); "
+                 "transport: one docker exec true")
+    u.check("direct", "abs_us", 40.0, "local: ≤ 40 µs/op", only="local")
+    res.append(u)
+    zero = {t: Mount(ctx, ["--ttl", "0"], transport=t) for t in mts}
+    for mt in zero.values():
+        mt.start()
+
+    def fs(path):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            t0 = time.perf_counter()
+            for _ in range(RTT_OPS):
+                os.fstat(fd)
+            return time.perf_counter() - t0
+        finally:
+            os.close(fd)
+
     for i, m in rounds(ctx):
-        cpu = Cpu(ctx, mt).start()
-        w.add("dockerfuse", "dockerfuse mount", gx(mt.path("/bench/big")), amount=RTT_OPS, cpu=cpu.stop(), measured=m)
+        for t, mt in mts.items():
+            cpu = Cpu(ctx, mt).start()
+            w.add(df_name(t), df_label(t), gx(mt.path("/bench/big")), amount=RTT_OPS, cpu=cpu.stop(), measured=m)
         w.add("direct", "/proc/<pid>/root", gx(ctx.direct + "/bench/big"), amount=RTT_OPS, measured=m)
-        w.add("transport", "docker exec true", timed(["docker", "exec", ctx.container, "true"]), amount=1, measured=m)
+        tr = timed(["docker", "exec", ctx.container, "true"])
+        w.add("transport", "docker exec true", tr, amount=1, measured=m)
+        for t, mt in zero.items():
+            cpu = Cpu(ctx, mt).start()
+            u.add(df_name(t), df_label(t, "dockerfuse mount --ttl 0"), fs(mt.path("/bench")), amount=RTT_OPS,
+                  cpu=cpu.stop(), measured=m)
+        u.add("direct", "/proc/<pid>/root", fs(ctx.direct + "/bench"), amount=RTT_OPS, measured=m)
+        u.add("transport", "docker exec true", tr, amount=1, measured=m)
+    for mt in zero.values():
+        mt.stop()
 
 
 # --- report -------------------------------------------------------------------------
 
 
-def table(results):
-    """Markdown table of medians, ratios and targets."""
-    rows = [["workload", "dockerfuse", "direct", "transport ceiling", "vs direct", "vs transport", "target", "result"]]
+def table(results, transports):
+    """Markdown table of medians, ratios and targets, the dockerfuse paths
+    (one per transport) side by side."""
+    dfs = [df_name(t) for t in transports]
+    short = {df_name(t): (t or "dockerfuse") for t in transports}
+    rows = [["workload"] + [f"dockerfuse {t}".strip() for t in transports] + ["direct", "transport ceiling"]
+            + [f"{short[d]} vs direct" for d in dfs] + [f"{short[d]} vs transport" for d in dfs]
+            + ["target", "result"]]
     for w in results:
-        df = fmt_value(w.metric, w.value("dockerfuse")) if "dockerfuse" in w.paths else "n/a"
+        vals = [fmt_value(w.metric, w.value(d)) if d in w.paths else "–" for d in dfs]
         di = fmt_value(w.metric, w.value("direct")) if "direct" in w.paths else "–"
         trs = [n for n in w.paths if n.startswith("transport")]
         tr = "; ".join(f"{fmt_value(w.metric, w.value(n))} ({w.paths[n]['label']})" for n in trs) or "–"
-        vd = fmt_ratio(w, w.ratio("direct")) if "direct" in w.paths else "–"
-        vt = "; ".join(fmt_ratio(w, w.ratio(n)) for n in trs) or "–"
+        vd = [fmt_ratio(w, w.ratio("direct", d)) if "direct" in w.paths and d in w.paths else "–" for d in dfs]
+        vt = ["; ".join(fmt_ratio(w, w.ratio(n, d)) for n in trs) or "–" if d in w.paths else "–" for d in dfs]
         if w.metric == "MB":
-            vd = vt = "–"
+            vd = vt = ["–" for _ in dfs]
         tg = "; ".join(c["target"] for c in w.checks) or "–"
         rs = []
         for c in w.checks:
-            if c["pass"] is None:
-                rs.append("n/a")
-            elif c["kind"] == "abs":
-                rs.append(f"{'PASS' if c['pass'] else 'MISS'} (max {c['value']:.1f} MB)")
-            else:
-                rs.append(f"{'PASS' if c['pass'] else 'MISS'} ({fmt_ratio(w, c['value'])})")
-        rows.append([w.title, df, di, tr, vd, vt, tg, "; ".join(rs) or "–"])
+            for d, r in c.get("results", {}).items():
+                who = f"{short[d]}: " if len(dfs) > 1 or c["only"] else ""
+                if c["only"]:  # the local transport's own target
+                    who = f"{short[d]} {c['target'].split(': ', 1)[-1]}: "
+                if r["pass"] is None:
+                    rs.append(f"{who}n/a")
+                elif c["kind"] == "abs":
+                    rs.append(f"{who}{'PASS' if r['pass'] else 'MISS'} (max {r['value']:.1f} MB)")
+                elif c["kind"] == "abs_us":
+                    rs.append(f"{who}{'PASS' if r['pass'] else 'MISS'} ({r['value']:.0f} µs)")
+                else:
+                    rs.append(f"{who}{'PASS' if r['pass'] else 'MISS'} ({fmt_ratio(w, r['value'])})")
+        rows.append([w.title] + vals + [di, tr] + vd + vt + [tg, "; ".join(rs) or "–"])
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     lines = []
     for n, r in enumerate(rows):
@@ -894,6 +990,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--df-flags", default="")
+    ap.add_argument("--transports", default="",
+                    help="transports to run side by side, e.g. 'exec local' (default: dockerfuse's own choice)")
     ap.add_argument("--walk-ttl", type=int, default=60)
     ap.add_argument("--only", default="")
     ap.add_argument("--out", required=True)
@@ -908,6 +1006,10 @@ def main():
     ctx.satellite_arch, ctx.repeats, ctx.warmup = a.satellite_arch, a.repeats, a.warmup
     ctx.df_flags = shlex.split(a.df_flags)
     ctx.walk_ttl = a.walk_ttl
+    ctx.transports = [t for t in re.split(r"[ ,]+", a.transports) if t] or [""]
+    for t in ctx.transports:
+        if t not in ("auto", "exec", "local"):
+            raise BenchError(f"unknown transport {t!r} (auto, exec, local)")
     ctx.fio = shutil.which("fio") is not None
     ctx.sat_arch = None
     only = [g for g in re.split(r"[ ,]+", a.only) if g] or GROUPS
@@ -931,14 +1033,17 @@ def main():
             {"ready": w_ready, "walk": w_walk, "tar": w_tar}[g](ctx, results)
         rest = [g for g in GROUPS if g in only and g not in ("ready", "walk", "tar")]
         if rest:
-            mt = Mount(ctx)  # one mount for the data workloads, default TTL
-            mt.start()
-            ctx.sat_arch = mt.satellite_arch() or ctx.sat_arch
+            # one mount per transport for the data workloads, default TTL
+            mts = {t: Mount(ctx, transport=t) for t in ctx.transports}
+            for mt in mts.values():
+                mt.start()
+                ctx.sat_arch = mt.satellite_arch() or ctx.sat_arch
             for g in rest:
                 log(f"workload group: {g}")
                 {"read": w_read, "write": w_write, "create": w_create, "random": w_random,
-                 "rtt": w_rtt}[g](ctx, results, mt)
-            mt.stop()
+                 "rtt": w_rtt}[g](ctx, results, mts)
+            for mt in mts.values():
+                mt.stop()
     finally:
         for mt in list(Mount.live):
             try:
@@ -959,6 +1064,7 @@ def main():
                        "binary_mtime": datetime.datetime.fromtimestamp(
                            os.stat(ctx.dockerfuse).st_mtime, datetime.timezone.utc).isoformat(timespec="seconds"),
                        "flags": ctx.df_flags, "walk_ttl": ctx.walk_ttl,
+                       "transports": ctx.transports,
                        "satellite_arch": ctx.sat_arch},
         "container": {"image": info["Config"]["Image"], "arch": a.arch},
         "repeats": ctx.repeats, "warmup": ctx.warmup,
@@ -971,12 +1077,12 @@ def main():
         doc["dockerfuse"]["git"] = git.stdout.decode().strip()
 
     head = (f"dockerfuse benchmark — {doc['date']} — {a.arch} container, satellite {ctx.sat_arch}, "
-            f"flags: {' '.join(ctx.df_flags) or '(none)'} — {version} ({doc['dockerfuse'].get('git', '?')})\n"
+            f"flags: {' '.join(ctx.df_flags) or '(none)'}, transports: {' '.join(t or 'default' for t in ctx.transports)} — {version} ({doc['dockerfuse'].get('git', '?')})\n"
             f"machine: {doc['machine']['nproc']} CPUs, {doc['machine']['memory']}, kernel {doc['machine']['kernel']}, "
             f"docker {doc['machine']['docker']}; load avg {' '.join(load0)} → {' '.join(doc['load_average']['end'])}\n"
             f"medians of {ctx.repeats} runs after {ctx.warmup} warm-up; ratios: % = dockerfuse speed as a share "
             f"of the other path's, × = dockerfuse time as a multiple of the other path's\n")
-    text = head + "\n" + table(results) + "\n\nCPU seconds per run (median):\n\n" + cpu_table(results) + "\n"
+    text = head + "\n" + table(results, ctx.transports) + "\n\nCPU seconds per run (median):\n\n" + cpu_table(results) + "\n"
     print(text)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:

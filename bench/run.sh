@@ -4,10 +4,13 @@
 # puts the workloads in it, runs each through the dockerfuse mount, direct
 # access (/proc/<pid>/root) and the transport's ceiling (docker exec / docker
 # cp), prints a table of medians, ratios and PASS/MISS against the targets of
-# issue 5, and writes JSON plus the table as text. See bench/README.md.
+# issue 5 and of the local transport, and writes JSON plus the table as text.
+# The mount is measured once per transport (exec, local), side by side. See
+# bench/README.md.
 #
 #   bench/run.sh [--arch amd64|arm64] [--repeats N] [--warmup N] [--out FILE.json]
 #                [--df-flags "FLAGS"] [--dockerfuse BIN] [--only GROUPS]
+#                [--transports "exec local"]
 #
 # Environment (flags win):
 #   DOCKERFUSE            binary (default target/release/dockerfuse, built when missing)
@@ -21,6 +24,8 @@
 #   BENCH_WALK_TTL        --ttl of the ls -lR / find mounts (default 60; not added when
 #                         BENCH_DF_FLAGS has --ttl)
 #   BENCH_ONLY            subset of: ready walk tar read write create random rtt
+#   BENCH_TRANSPORTS      --transport values to measure side by side (default
+#                         "exec local"; "auto" = dockerfuse's own choice)
 #
 # Needs root (drop_caches, /proc/<pid>/root), a Docker engine, fusermount3,
 # python3 and the local image dockerfuse-test/alpine:<arch>
@@ -47,6 +52,7 @@ OUT=${BENCH_OUT:-}
 DF_FLAGS=${BENCH_DF_FLAGS:-}
 WALK_TTL=${BENCH_WALK_TTL:-60}
 ONLY=${BENCH_ONLY:-}
+TRANSPORTS=${BENCH_TRANSPORTS-exec local}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--arch) ARCH=${2:?}; shift 2 ;;
@@ -57,6 +63,7 @@ while [ $# -gt 0 ]; do
 	--df-flags) DF_FLAGS=${2?}; shift 2 ;;
 	--dockerfuse) DOCKERFUSE=${2:?}; shift 2 ;;
 	--only) ONLY=${2?}; shift 2 ;;
+	--transports) TRANSPORTS=${2?}; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
 	esac
@@ -68,6 +75,9 @@ done
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEATS must be a positive number"
 [[ "$WARMUP" =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a number"
 [[ "$WALK_TTL" =~ ^[0-9]+$ ]] || die "BENCH_WALK_TTL must be a number of seconds"
+for t in $TRANSPORTS; do
+	[[ "$t" =~ ^(auto|exec|local)$ ]] || die "BENCH_TRANSPORTS: unknown transport '$t' (auto, exec, local)"
+done
 [ "$(id -u)" = 0 ] || die "run as root (drop_caches and /proc/<pid>/root need it)"
 for t in docker fusermount3 python3 tar; do
 	command -v "$t" >/dev/null 2>&1 || die "$t not found (integration/setup-engine.sh installs the engine and fuse3)"
@@ -153,7 +163,7 @@ docker run -d --name "$NAME" --label "$LABEL" --network none "$IMAGE" sleep infi
 # traps only between foreground commands); bench.py cleans up on SIGTERM.
 python3 "$HERE/bench.py" --container "$NAME" --work "$WORK" --dockerfuse "$DOCKERFUSE" \
 	--arch "$ARCH" --satellite-arch="$SAT_ARCH" --repeats "$REPEATS" --warmup "$WARMUP" \
-	--df-flags="$DF_FLAGS" --walk-ttl "$WALK_TTL" --only="$ONLY" \
+	--df-flags="$DF_FLAGS" --walk-ttl "$WALK_TTL" --only="$ONLY" --transports="$TRANSPORTS" \
 	--out "$OUT" --table-out "$TABLE" </dev/null &
 PY_PID=$!
 rc=0

@@ -20,9 +20,20 @@ can be replayed with --replay FILE.
 
 Runs on the host as root (it needs /proc/<pid>/root). python3 stdlib only.
 
+Identities (--as-user UID:GID:G1,G2,...; the mount made with --allow-other):
+operations run as that user, with those supplementary groups, on both twins
+alike (the process switches its effective ids and groups around each
+operation, so the FUSE requests come from a caller with exactly these
+credentials), mixed with operations run as root (marked "@root": setuid and
+setgid files, group-owned setgid directories, files of other users). Both
+twins are then reached through descriptors opened as root
+(/proc/self/fd/N/...), so the user needs no rights on the paths leading to
+them, as with a helper process holding the container's root open.
+
 Usage:
   difftest.py --mount-dir M --direct-dir D [--seed S] [--ops N]
               [--seq-len L] [--shrink-budget SECONDS] [--replay FILE]
+              [--as-user UID:GID:G1,G2,...]
 Exit status: 0 no divergence, 1 divergence(s) found, 2 usage/setup error.
 The last line is "difftest: ops=N sequences=K divergences=J seed=S".
 """
@@ -112,6 +123,76 @@ def rand_time(r):
     return (r.randrange(1, OLD), r.randrange(0, 1_000_000_000))
 
 
+# --- identities (--as-user) ------------------------------------------------------------
+
+# The user the operations run as, or None (everything as root).
+USER = None  # (uid, gid, [groups])
+FOREIGN = 4000  # a uid and gid the user has nothing to do with
+
+
+def parse_user(spec):
+    uid, gid, groups = spec.split(":")
+    return int(uid), int(gid), [int(g) for g in groups.split(",") if g]
+
+
+class As:
+    """Runs a block with the effective ids and groups of USER (root keeps
+    its real and saved uid 0, so it can come back)."""
+
+    def __init__(self, who):
+        self.who = who
+
+    def __enter__(self):
+        if self.who is not None:
+            uid, gid, groups = self.who
+            os.setgroups(groups)
+            os.setegid(gid)
+            os.seteuid(uid)
+
+    def __exit__(self, *exc):
+        if self.who is not None:
+            os.seteuid(0)
+            os.setegid(0)
+            os.setgroups([])
+
+
+def gen_id_op(r, known):
+    """With --as-user: an operation as the user (drawn as usual, with chown
+    among the user's own and foreign ids) or, one time in four, one as root
+    that makes something the user meets: setuid/setgid files, group-owned
+    setgid directories, files of other users."""
+    uid, gid, groups = USER
+    pick = lambda: r.choice(sorted(known)) if known and r.random() < 0.8 else rand_path(r)  # noqa: E731
+    ids = [uid, -1, 0, FOREIGN]
+    gids = [gid, -1, FOREIGN, 0] + groups * 2
+    if r.random() < 0.25:
+        k = r.choice(["create", "chmod", "chmod", "chown", "chown", "mkdir", "write"])
+        p = pick()
+        if k == "create":
+            return ["@root", k, rand_path(r) if r.random() < 0.6 else p,
+                    r.choice([0o4777, 0o2777, 0o6777, 0o2767, 0o6766, 0o666, 0o644]), r.choice(["", "trunc"])]
+        if k == "chmod":
+            return ["@root", k, p, r.choice([0o4777, 0o2777, 0o6777, 0o2767, 0o6755, 0o2775, 0o777, 0o1777, 0o700, 0o750])]
+        if k == "chown":
+            return ["@root", k, p, r.choice([uid, uid, FOREIGN, 0]), r.choice(gids[2:] + [gid]), r.random() < 0.2]
+        if k == "mkdir":
+            return ["@root", k, rand_path(r), r.choice([0o2775, 0o2777, 0o1777, 0o777, 0o755])]
+        return ["@root", k, p, 0, rand_data(r).hex()]
+    op = gen_op(r, known)
+    if op[0] == "chown":
+        op = ["chown", op[1], r.choice(ids), r.choice(gids), op[4]]
+        if op[2] == op[3] == -1:
+            # Known, documented: chown(f, -1, -1) of a setuid/setgid file the
+            # user does not own succeeds without effect through the mount
+            # (EPERM on Linux); see docs/SEMANTICS.md, Identity.
+            op[3] = gid
+    elif op[0] == "chmod" and r.random() < 0.5:
+        op = ["chmod", op[1], r.choice([0o6777, 0o2777, 0o4755, 0o2775, 0o2767, 0o777])]
+    elif op[0] in ("mkdir", "create") and r.random() < 0.3:
+        op[2] = r.choice([0o2775, 0o6777, 0o2767, 0o777])
+    return op
+
+
 def gen_seq(r, n):
     """n random operations. Paths are drawn mostly from the names earlier
     operations probably created (a guess of the generator, not an oracle),
@@ -119,9 +200,16 @@ def gen_seq(r, n):
     known = set()
     ops = [["mkdir", "d1", 0o755], ["mkdir", "d1/d2", 0o755], ["create", "a", 0o644, ""]]
     known.update(["d1", "d1/d2", "a"])
+    if USER is not None:
+        # Shared directories the user may write in: setgid and owned by
+        # one of its supplementary groups, and sticky.
+        ops = [["@root", "mkdir", "d1", 0o2777], ["@root", "chown", "d1", 0, USER[2][0], False],
+               ["@root", "mkdir", "d1/d2", 0o1777], ["create", "a", 0o644, ""]]
     while len(ops) < n:
-        op = gen_op(r, known)
-        k = op[0]
+        op = gen_id_op(r, known) if USER is not None else gen_op(r, known)
+        k = op[1] if op[0] == "@root" else op[0]
+        body = op[1:] if op[0] == "@root" else op
+        op, full = body, op
         if k in ("create", "mkdir", "mkfifo") and not isinstance(op[1], int):
             known.add(op[1])
         elif k == "symlink":
@@ -134,7 +222,7 @@ def gen_seq(r, n):
                 known.discard(op[1])
         elif k in ("unlink", "rmdir"):
             known.discard(op[1])
-        ops.append(op)
+        ops.append(full)
     return ops[:n]
 
 
@@ -237,9 +325,14 @@ def read_all(fd):
 
 
 def apply(root, op):
-    """Runs op under root; returns a JSON-able result ([ok, ...] or [errno name])."""
+    """Runs op under root, as USER unless marked "@root"; returns a
+    JSON-able result ([ok, ...] or [errno name])."""
+    who = USER
+    if op[0] == "@root":
+        who, op = None, op[1:]
     try:
-        return ["ok", _apply(root, op)]
+        with As(who):
+            return ["ok", _apply(root, op)]
     except OSError as e:
         return [errno.errorcode.get(e.errno, str(e.errno))]
 
@@ -260,7 +353,8 @@ def _apply(root, op):
         fd = os.open(P(p), os.O_WRONLY | os.O_NONBLOCK)
         try:
             n = os.pwrite(fd, bytes.fromhex(data), off)
-            return [n, os.fstat(fd).st_size]
+            st = os.fstat(fd)
+            return [n, st.st_size, oct(st.st_mode)]
         finally:
             os.close(fd)
     if k == "append":
@@ -268,19 +362,23 @@ def _apply(root, op):
         fd = os.open(P(p), os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
         try:
             n = os.write(fd, bytes.fromhex(data))
-            return [n, os.lseek(fd, 0, os.SEEK_CUR), os.fstat(fd).st_size]
+            st = os.fstat(fd)
+            return [n, os.lseek(fd, 0, os.SEEK_CUR), st.st_size, oct(st.st_mode)]
         finally:
             os.close(fd)
     if k == "otrunc":
         p, data = args
         fd = os.open(P(p), os.O_WRONLY | os.O_TRUNC | os.O_NONBLOCK)
         try:
-            return [os.write(fd, bytes.fromhex(data)), os.fstat(fd).st_size]
+            n = os.write(fd, bytes.fromhex(data))
+            st = os.fstat(fd)
+            return [n, st.st_size, oct(st.st_mode)]
         finally:
             os.close(fd)
     if k == "truncate":
         os.truncate(P(args[0]), args[1])
-        return os.stat(P(args[0])).st_size
+        st = os.stat(P(args[0]))
+        return [st.st_size, oct(st.st_mode)]
     if k == "rename":
         p, q, flags = args
         _check(libc.renameat2(AT_FDCWD, P(p).encode(), AT_FDCWD, P(q).encode(), flags))
@@ -526,6 +624,8 @@ def run_seq(mnt, direct, ops, stop_at_first=True):
 
 
 def fmt(op):
+    if op[0] == "@root":
+        return "@root " + fmt(op[1:])
     args = []
     for a in op[1:]:
         if isinstance(a, str) and len(a) > 40:
@@ -574,12 +674,23 @@ def main():
     ap.add_argument("--max-divergences", type=int, default=3)
     ap.add_argument("--stats", action="store_true", help="print results per operation kind")
     ap.add_argument("--replay", help="JSON file with a list of ops to replay")
+    ap.add_argument("--as-user", help="UID:GID:G1,G2,... to run the operations as (see above)")
     a = ap.parse_args()
     os.umask(0o022)
     for d in (a.mount_dir, a.direct_dir):
         if not os.path.isdir(d):
             print(f"difftest: {d} is not a directory", file=sys.stderr)
             return 2
+    if a.as_user:
+        global USER
+        USER = parse_user(a.as_user)
+        if os.geteuid() != 0 or USER[0] == 0:
+            print("difftest: --as-user needs root and a user other than root", file=sys.stderr)
+            return 2
+        os.setgroups([])
+        # Descriptors opened as root: the user reaches both twins through them.
+        fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in (a.mount_dir, a.direct_dir)]
+        a.mount_dir, a.direct_dir = (f"/proc/self/fd/{fd}" for fd in fds)
     if a.replay:
         with open(a.replay) as f:
             ops = json.load(f)
@@ -618,7 +729,8 @@ def main():
     if a.stats:
         for k in sorted(STATS):
             print(f"  {k:12} " + " ".join(f"{r}={n}" for r, n in sorted(STATS[k].items(), key=lambda x: -x[1])))
-    print(f"difftest: ops={total} sequences={seqs} divergences={divs} seed={a.seed} seconds={dt:.1f}")
+    who = f" as={a.as_user}" if a.as_user else ""
+    print(f"difftest: ops={total} sequences={seqs} divergences={divs} seed={a.seed}{who} seconds={dt:.1f}")
     return 1 if divs else 0
 
 

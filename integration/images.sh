@@ -7,6 +7,11 @@
 #   dockerfuse-test/busybox:amd64  dockerfuse-test/busybox:arm64
 #       one static busybox (Debian's busybox-static) and its applet links,
 #       a minimal /etc; no libc, no package manager
+#   dockerfuse-test/busybox:386     busybox:armv7 (arm/v7, Debian armhf)
+#   dockerfuse-test/busybox:armv6 (arm/v6, Debian armel: ARMv5TE code, run
+#   by qemu-arm)   busybox:ppc64le   busybox:s390x
+#       the same for the other architectures the satellites cover, for the
+#       `arches` scenario (all but 386 run under qemu-user)
 #
 # No registry is reachable, so nothing is pulled. Each image is a hand-made
 # docker-archive (manifest.json + <sha256>.json config naming the
@@ -17,7 +22,7 @@
 # are ready; the arm64 images need qemu-aarch64 registered with the F flag):
 #
 #   integration/images.sh            build and load what is missing, verify all
-#   integration/images.sh --force    rebuild and reload all four
+#   integration/images.sh --force    rebuild and reload them all
 #   integration/images.sh --verify   only verify
 #
 # Environment:
@@ -29,7 +34,11 @@
 #                              against the sha256 below, local ones too.
 #   DOCKERFUSE_CACHE_DIR       where downloads go (default ~/.cache/dockerfuse-test)
 #   DOCKERFUSE_BUSYBOX_AMD64   path to a static busybox binary to use instead of
-#   DOCKERFUSE_BUSYBOX_ARM64   Debian's busybox-static (e.g. on NixOS)
+#   DOCKERFUSE_BUSYBOX_ARM64   Debian's busybox-static (e.g. on NixOS); likewise
+#                              DOCKERFUSE_BUSYBOX_386, _ARMV7, _ARMV6, _PPC64LE,
+#                              _S390X
+#   DOCKERFUSE_BUSYBOX_ARCHES  the busybox images to build and verify (default:
+#                              all of amd64 arm64 386 armv7 armv6 ppc64le s390x)
 #   DOCKERFUSE_SKIP_INSTALL=1  never call apt (then busybox comes from the two
 #                              variables above or a .deb in the images dir)
 set -euo pipefail
@@ -48,6 +57,21 @@ declare -A ALPINE_SHA256=(
 )
 declare -A UNAME_M=([amd64]=x86_64 [arm64]=aarch64)
 ARCHES=(amd64 arm64)
+# The busybox images cover more architectures. Per image tag: the Debian
+# architecture of busybox-static, Docker's architecture and variant, the
+# qemu-user name, and what `uname -m` may say in the container (a 32-bit
+# process on a 64-bit kernel sees the kernel's machine; qemu-arm says
+# armv7l for any ARM CPU).
+BUSYBOX_ARCHES=(amd64 arm64 386 armv7 armv6 ppc64le s390x)
+declare -A DEB_ARCH=([amd64]=amd64 [arm64]=arm64 [386]=i386 [armv7]=armhf
+	[armv6]=armel [ppc64le]=ppc64el [s390x]=s390x)
+declare -A DOCKER_ARCH=([amd64]=amd64 [arm64]=arm64 [386]=386 [armv7]=arm
+	[armv6]=arm [ppc64le]=ppc64le [s390x]=s390x)
+declare -A DOCKER_VARIANT=([armv7]=v7 [armv6]=v6)
+declare -A QEMU_NAME=([amd64]=x86_64 [arm64]=aarch64 [386]=i386 [armv7]=arm
+	[armv6]=arm [ppc64le]=ppc64le [s390x]=s390x)
+declare -A UNAME_RE=([amd64]=x86_64 [arm64]=aarch64 [386]='i[3-6]86|x86_64'
+	[armv7]='armv[78]l' [armv6]='armv[5-8]t?e?l' [ppc64le]=ppc64le [s390x]=s390x)
 # Applets the test scenarios call inside the containers.
 NEEDED_APPLETS=(sh cat ls stat sha256sum dd find readlink mkdir rm rmdir ln
 	test touch sleep uname chmod mv printf head)
@@ -72,21 +96,24 @@ trap cleanup EXIT
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/dfit-images.XXXXXX")
 chmod 755 "$TMP" # apt-get download drops to the _apt user
 
-# image_arch REF: the architecture of a loaded image, empty when absent.
+# image_arch REF: the architecture of a loaded image (with /VARIANT when it
+# names one), empty when absent.
 image_arch() {
-	docker image inspect -f '{{.Architecture}}' "$1" 2>/dev/null || true
+	docker image inspect -f '{{.Architecture}}{{with .Variant}}/{{.}}{{end}}' "$1" 2>/dev/null || true
 }
 
 # load_layer REF ARCH LAYER_TAR CMD_JSON: wrap one uncompressed layer into
-# a docker-archive whose config names ARCH, and `docker load` it.
+# a docker-archive whose config names ARCH (arch[/variant]), and `docker
+# load` it.
 load_layer() {
 	local ref=$1 arch=$2 layer=$3 cmd=$4
-	local dir diff_id config_sha
+	local dir diff_id config_sha variant=
+	case "$arch" in */*) variant=',"variant":"'${arch#*/}'"' ;; esac
 	dir=$(mktemp -d "$TMP/archive.XXXXXX")
 	mv "$layer" "$dir/layer.tar"
 	diff_id=$(sha256sum "$dir/layer.tar" | cut -d' ' -f1)
-	printf '{"architecture":"%s","os":"linux","created":"2023-11-14T22:13:20Z","config":{"Cmd":%s,"Env":["%s"],"Labels":{"org.dockerfuse.test":"1"}},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-		"$arch" "$cmd" "$PATH_ENV" "$diff_id" >"$dir/config.json"
+	printf '{"architecture":"%s"%s,"os":"linux","created":"2023-11-14T22:13:20Z","config":{"Cmd":%s,"Env":["%s"],"Labels":{"org.dockerfuse.test":"1"}},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+		"${arch%%/*}" "$variant" "$cmd" "$PATH_ENV" "$diff_id" >"$dir/config.json"
 	config_sha=$(sha256sum "$dir/config.json" | cut -d' ' -f1)
 	mv "$dir/config.json" "$dir/$config_sha.json"
 	printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["layer.tar"]}]' \
@@ -142,10 +169,55 @@ build_alpine() {
 	load_layer "$ref" "$arch" "$TMP/alpine-$arch.tar" '["/bin/sh"]'
 }
 
-# busybox_binary ARCH: print the path of a static busybox for ARCH.
+# apt_update PACKAGE: apt-get update until apt knows PACKAGE. An update
+# fails for a while when a mirror is syncing; one index failing (say
+# bookworm-security's) does not matter when the package is in another.
+apt_update() {
+	local try
+	for try in 1 2 3; do
+		if apt-get -o DPkg::Lock::Timeout=300 update -qq >&2; then
+			return 0
+		fi
+		if apt-cache show "$1" >/dev/null 2>&1; then
+			say "WARNING: apt-get update failed in part, but $1 is known: going on"
+			return 0
+		fi
+		say "WARNING: apt-get update failed (try $try of 3, a mirror may be syncing)"
+		[ "$try" = 3 ] || sleep 20
+	done
+	die "apt-get update failed, and $1 is not known to apt"
+}
+
+# add_foreign_architectures MODE TAG...: dpkg --add-architecture for every
+# busybox image to build that needs a foreign one, all before the one
+# apt-get update that follows.
+add_foreign_architectures() {
+	local mode=$1 tag deb
+	shift
+	[ "$SKIP_INSTALL" != 1 ] && command -v dpkg >/dev/null 2>&1 || return 0
+	for tag in "$@"; do
+		deb=${DEB_ARCH[$tag]}
+		if [ "$mode" = build ] && [ "$(image_arch "dockerfuse-test/busybox:$tag")" = "$(docker_arch "$tag")" ]; then
+			continue
+		fi
+		if [ "$deb" != "$(dpkg --print-architecture)" ] &&
+			! dpkg --print-foreign-architectures | grep -qx "$deb"; then
+			say "dpkg --add-architecture $deb"
+			dpkg --add-architecture "$deb"
+		fi
+	done
+}
+
+# docker_arch TAG: the arch[/variant] a busybox image of TAG declares.
+docker_arch() {
+	local v=${DOCKER_VARIANT[$1]:-}
+	printf '%s%s\n' "${DOCKER_ARCH[$1]}" "${v:+/$v}"
+}
+
+# busybox_binary TAG: print the path of a static busybox for TAG.
 busybox_binary() {
-	local arch=$1 var deb f dir
-	var=DOCKERFUSE_BUSYBOX_${arch^^}
+	local tag=$1 arch=${DEB_ARCH[$1]} var deb f dir
+	var=DOCKERFUSE_BUSYBOX_${tag^^}
 	if [ -n "${!var:-}" ]; then
 		[ -f "${!var}" ] || die "$var=${!var} is not a file"
 		printf '%s\n' "${!var}"
@@ -177,7 +249,7 @@ busybox_binary() {
 		fi
 		if ! apt-cache show "busybox-static:$arch" >/dev/null 2>&1; then
 			say "apt-get update (for busybox-static:$arch)"
-			apt-get update -qq >&2 || die "apt-get update failed"
+			apt_update "busybox-static:$arch"
 		fi
 		say "apt-get download busybox-static:$arch"
 		(cd "$dir" && apt-get download -qq "busybox-static:$arch" >&2) ||
@@ -201,8 +273,8 @@ build_busybox() {
 	# The applet list comes from the binary itself; a foreign one runs
 	# through binfmt_misc (or qemu directly when binfmt is not there).
 	applets=$("$bb" --list 2>/dev/null) ||
-		applets=$("qemu-${UNAME_M[$arch]}-static" "$bb" --list 2>/dev/null) ||
-		die "cannot run $bb --list (is qemu-${UNAME_M[$arch]} registered in binfmt_misc?)"
+		applets=$("qemu-${QEMU_NAME[$arch]}-static" "$bb" --list 2>/dev/null) ||
+		die "cannot run $bb --list (is qemu-${QEMU_NAME[$arch]} registered in binfmt_misc?)"
 	root=$TMP/busybox-root-$arch
 	rm -rf "$root"
 	mkdir -p "$root"/{bin,etc,root,tmp,var/tmp,run,proc,sys,dev}
@@ -220,23 +292,24 @@ build_busybox() {
 	tar -C "$root" --sort=name --numeric-owner --owner=0 --group=0 --mtime="@$EPOCH" \
 		-cf "$TMP/busybox-$arch.tar" . || die "cannot tar $root"
 	rm -rf "$root"
-	load_layer "$ref" "$arch" "$TMP/busybox-$arch.tar" '["/bin/sh"]'
+	load_layer "$ref" "$(docker_arch "$arch")" "$TMP/busybox-$arch.tar" '["/bin/sh"]'
 }
 
-# verify REF ARCH: the image runs and the kernel (or qemu) says the right machine.
+# verify REF ARCH UNAME_RE: the image declares ARCH, runs, and the kernel
+# (or qemu) says a machine matching UNAME_RE.
 verify() {
-	local ref=$1 arch=$2 got
+	local ref=$1 arch=$2 re=$3 got
 	[ "$(image_arch "$ref")" = "$arch" ] || die "$ref is missing or not $arch (run integration/setup-engine.sh)"
 	got=$(timeout 120 docker run --rm --network none "$ref" uname -m 2>"$TMP/verify.err") || {
 		cat "$TMP/verify.err" >&2
-		die "$ref does not run (for arm64: is qemu-aarch64 registered in binfmt_misc with the F flag?)"
+		die "$ref does not run (for a foreign architecture: is its qemu registered in binfmt_misc with the F flag?)"
 	}
-	[ "$got" = "${UNAME_M[$arch]}" ] || die "$ref: uname -m says '$got', expected ${UNAME_M[$arch]}"
+	[[ "$got" =~ ^($re)$ ]] || die "$ref: uname -m says '$got', expected $re"
 	say "ok: $ref runs, uname -m = $got"
 }
 
 main() {
-	local mode=build kind arch ref
+	local mode=build arch ref
 	case "${1:-}" in
 	"") ;;
 	--force) mode=force ;;
@@ -245,22 +318,35 @@ main() {
 	esac
 	docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 ||
 		die "docker engine not reachable (run integration/setup-engine.sh)"
+	local busybox
+	read -r -a busybox <<<"${DOCKERFUSE_BUSYBOX_ARCHES:-${BUSYBOX_ARCHES[*]}}"
+	for arch in "${busybox[@]}"; do
+		[ -n "${DEB_ARCH[$arch]:-}" ] || die "unknown busybox image arch '$arch' (known: ${BUSYBOX_ARCHES[*]})"
+	done
 	if [ "$mode" != verify ]; then
-		for kind in alpine busybox; do
-			for arch in "${ARCHES[@]}"; do
-				ref=dockerfuse-test/$kind:$arch
-				if [ "$mode" = build ] && [ "$(image_arch "$ref")" = "$arch" ]; then
-					say "present: $ref"
-					continue
-				fi
-				"build_$kind" "$arch"
-			done
+		add_foreign_architectures "$mode" "${busybox[@]}"
+		for arch in "${ARCHES[@]}"; do
+			ref=dockerfuse-test/alpine:$arch
+			if [ "$mode" = build ] && [ "$(image_arch "$ref")" = "$arch" ]; then
+				say "present: $ref"
+				continue
+			fi
+			build_alpine "$arch"
+		done
+		for arch in "${busybox[@]}"; do
+			ref=dockerfuse-test/busybox:$arch
+			if [ "$mode" = build ] && [ "$(image_arch "$ref")" = "$(docker_arch "$arch")" ]; then
+				say "present: $ref"
+				continue
+			fi
+			build_busybox "$arch"
 		done
 	fi
-	for kind in alpine busybox; do
-		for arch in "${ARCHES[@]}"; do
-			verify "dockerfuse-test/$kind:$arch" "$arch"
-		done
+	for arch in "${ARCHES[@]}"; do
+		verify "dockerfuse-test/alpine:$arch" "$arch" "${UNAME_M[$arch]}"
+	done
+	for arch in "${busybox[@]}"; do
+		verify "dockerfuse-test/busybox:$arch" "$(docker_arch "$arch")" "${UNAME_RE[$arch]}"
 	done
 }
 

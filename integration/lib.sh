@@ -8,7 +8,11 @@
 #   - mount helpers: start dockerfuse daemonized or in the foreground, wait
 #     for the mount, and take it down (fusermount3 -u, then the FUSE abort
 #     switch and umount -l, then the process) whatever state it is in;
-#   - dx / dsh: `docker exec` into $CONTAINER.
+#   - dx / dsh: `docker exec` into $CONTAINER;
+#   - engine_restart: restart the Docker engine the way it is managed;
+#   - a command not found on PATH is a failure ("MISSING TOOL"), also in
+#     child shells and in check_not (exit 127 never counts as "failed as
+#     expected").
 # Every command that may touch the FUSE mount or the engine runs under
 # `timeout`: a hung mount fails the scenario instead of stalling CI. A
 # timeout means the mount is wedged, so the scenario stops there.
@@ -103,13 +107,17 @@ check() {
 	return 0
 }
 
-# check_not DESC CMD...: pass when CMD exits non-zero (but did not time out).
+# check_not DESC CMD...: pass when CMD exits non-zero (but did not time out,
+# and was found: exit 127 is a missing command, a failure).
 check_not() {
 	local desc=$1 out rc=0
 	shift
 	out=$(_dfit_run "$@" 2>&1) || rc=$?
 	_dfit_timeout_guard "$rc" "$desc"
-	if [ "$rc" -ne 0 ]; then
+	if [ "$rc" -eq 127 ]; then
+		fail "$desc (exit 127, a command was not found: $*)"
+		[ -z "$out" ] || printf '%s\n' "$out" | detail
+	elif [ "$rc" -ne 0 ]; then
 		pass "$desc"
 	else
 		fail "$desc (unexpectedly succeeded: $*)"
@@ -157,6 +165,20 @@ assert_match() {
 	fi
 }
 
+# require_tools CMD...: stop (counted as a failure) when a command is not on
+# PATH, naming every missing one the way command_not_found_handle does (on
+# CI: integration/setup-engine.sh installs them; for the NixOS VM test:
+# nix/vm-matrix.txt lists them).
+require_tools() {
+	local c missing=()
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 || missing+=("$c")
+	done
+	[ "${#missing[@]}" -eq 0 ] && return 0
+	[ -z "${DFIT_MISSING_TOOLS:-}" ] || printf '%s\n' "${missing[@]}" >>"$DFIT_MISSING_TOOLS"
+	abort "MISSING TOOL: ${missing[*]} not on PATH (PATH=$PATH)"
+}
+
 # require_env NAME...: stop (counted as a failure) when a variable is unset.
 require_env() {
 	local v
@@ -198,6 +220,9 @@ _dfit_on_exit() {
 	if [ "$DFIT_FINISHED" != 1 ] && [ "$DFIT_ABORTED" != 1 ]; then
 		fail "scenario stopped early (exit $rc${DFIT_LAST_ERR:+; last error: $DFIT_LAST_ERR})"
 	fi
+	if [ -s "$DFIT_SCENARIO_MISSING" ]; then
+		fail "MISSING TOOLS (not on PATH): $(sort -u "$DFIT_SCENARIO_MISSING" | tr '\n' ' ')"
+	fi
 	for ((i = ${#DFIT_CLEANUPS[@]} - 1; i >= 0; i--)); do
 		eval "${DFIT_CLEANUPS[i]}" </dev/null || true
 	done
@@ -215,6 +240,20 @@ trap 'exit 129' HUP
 trap 'DFIT_LAST_ERR="line $LINENO: $BASH_COMMAND (exit $?)"' ERR
 
 DFIT_TMP=$(mktemp -d "${TMPDIR:-/tmp}/dfit-lib.XXXXXX")
+
+# command_not_found_handle: bash runs it for a command not on PATH (in this
+# shell and, exported, in every child bash: run_sh, bash -c). It names the
+# command and records it for this scenario's result and for run-matrix.sh's
+# total ($DFIT_MISSING_TOOLS). The NixOS VM test and CI's parity run
+# (nix/vm-matrix.sh) restrict PATH to the tools in nix/vm-matrix.txt.
+export DFIT_SCENARIO_MISSING=$DFIT_TMP/missing-tools
+command_not_found_handle() {
+	printf 'MISSING TOOL: %s is not on PATH (PATH=%s)\n' "$1" "$PATH" >&2
+	[ -z "${DFIT_SCENARIO_MISSING:-}" ] || printf '%s\n' "$1" >>"$DFIT_SCENARIO_MISSING" 2>/dev/null
+	[ -z "${DFIT_MISSING_TOOLS:-}" ] || printf '%s\n' "$1" >>"$DFIT_MISSING_TOOLS" 2>/dev/null
+	return 127
+}
+export -f command_not_found_handle
 
 # --- processes and mounts --------------------------------------------------------
 
@@ -294,10 +333,12 @@ dfit_unmount() {
 	return 0
 }
 
-# df_args MNT: the common dockerfuse arguments, in the array DF_ARGS.
+# df_args MNT: the common dockerfuse arguments, in the array DF_ARGS
+# (--transport $DFIT_TRANSPORT when set: auto, exec or local).
 df_args() {
 	DF_ARGS=(-id "$CONTAINER" -mount "$1")
 	[ -z "${SATELLITE_ARCH:-}" ] || DF_ARGS+=(--satellite-arch "$SATELLITE_ARCH")
+	[ -z "${DFIT_TRANSPORT:-}" ] || DF_ARGS+=(--transport "$DFIT_TRANSPORT")
 }
 
 # mount_daemon MNT [EXTRA_ARGS...]: `dockerfuse ... -daemonize` with a pid
@@ -344,6 +385,41 @@ wait_mounted() {
 		sleep 0.2
 	done
 	return 1
+}
+
+# --- the engine ------------------------------------------------------------------
+
+# engine_restart: restart the Docker engine the way it is managed. Where
+# systemd runs it (docker.service active: NixOS, most distributions), with
+# `systemctl restart docker.service`; elsewhere (CI starts dockerd by hand)
+# the dockerd of /var/run/docker.pid (else the first `pidof dockerd`) is
+# stopped and run again with its own command line and its own environment
+# (so it finds containerd, runc... on its own PATH, whatever PATH this
+# scenario has), in a new session, output appended to
+# $DOCKERFUSE_DOCKERD_LOG. Returns once the old engine is gone; it does not
+# wait for the new one to answer.
+engine_restart() {
+	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker.service 2>/dev/null; then
+		log "engine_restart: systemctl restart docker.service"
+		timeout 120 systemctl restart docker.service
+		return
+	fi
+	local pid log=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}
+	local -a cmd envv
+	pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+	[[ "$(readlink "/proc/${pid:-0}/exe" 2>/dev/null)" == */dockerd ]] || pid=$(pidof dockerd | awk '{print $1}')
+	[ -n "$pid" ] || return 1
+	mapfile -d '' -t cmd <"/proc/$pid/cmdline"
+	mapfile -d '' -t envv <"/proc/$pid/environ" || envv=()
+	[ "${#cmd[@]}" -gt 0 ] || return 1
+	log "engine_restart: dockerd pid $pid stopped and started again (${cmd[*]})"
+	kill -TERM "$pid"
+	wait_until 30 pid_gone "$pid" || return 1
+	if [ "${#envv[@]}" -gt 0 ]; then
+		env -i "${envv[@]}" setsid "${cmd[@]}" >>"$log" 2>&1 </dev/null &
+	else
+		setsid "${cmd[@]}" >>"$log" 2>&1 </dev/null &
+	fi
 }
 
 # show_file DESC FILE: print a file under the last result line.

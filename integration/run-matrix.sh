@@ -6,6 +6,13 @@
 #                   pair in the matrix (amd64|arm64 x amd64|arm64)
 #   busybox         core again on busybox:<carch> (static busybox, no libc),
 #                   satellite <carch> (off with DOCKERFUSE_TEST_BUSYBOX=0)
+#   arches          the short arch scenario (scenarios/arches.sh) on busybox:<tag>
+#                   for each tag of DOCKERFUSE_TEST_ARCHES (runs natively)
+#   arches-qemu     the same for DOCKERFUSE_TEST_QEMU_ARCHES (under qemu-user)
+#                   for each tag of DOCKERFUSE_TEST_ARCHES, with the satellite
+#                   of that arch forced; for an arch this build has no
+#                   satellite for: that forcing it fails plainly and the
+#                   automatic choice mounts
 #   container-stop  once per container arch, on a fresh container
 #   reconnect       once: --reconnect across `docker restart`, its timeout
 #                   after `docker stop`, and exit 3 without it
@@ -32,6 +39,21 @@
 #   posix           once per container arch (satellite of the same arch):
 #                   --allow-other identity, st_ino, statfs, ns times, O_APPEND,
 #                   locks, a 100,000-entry directory
+#   identity        once per container arch (satellite of the same arch):
+#                   --allow-other as a user with supplementary groups: group
+#                   rights, chgrp, setuid/setgid clearing, search permission
+#                   above cached names, against direct access
+#   local           once per container arch (satellite of the same arch):
+#                   --transport local, FUSE passthrough, descriptors, pause
+#                   with open files, --no-passthrough, --transport exec
+#
+# Transports: every run uses dockerfuse's default (--transport auto: the
+# local channel and passthrough when the engine is on this host and the
+# run is root, else the exec stream), or DFIT_TRANSPORT when set. Then
+# core, faults and differential run once more per container arch with
+# DFIT_TRANSPORT=exec ("[exec]" in the report), so both paths are covered
+# without running the whole matrix twice (off with DOCKERFUSE_TEST_EXEC=0,
+# and not done when DFIT_TRANSPORT=exec already).
 #
 # Each scenario runs in its own process under a watchdog, on containers
 # named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
@@ -45,18 +67,29 @@
 #   DOCKERFUSE                  the dockerfuse binary (required)
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
-#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox container-stop reconnect errors faults
+#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox arches container-stop reconnect errors faults
 #                               cli-plugin mount-helper list-unmount completions
 #                               ssh-engine
-#                               differential programs posix
+#                               differential programs posix identity local
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
 #                               real-podman
 #                               engine-restart (restarts dockerd; runs last)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
+#   DOCKERFUSE_TEST_ARCHES      busybox image tags for `arches` (default: 386)
+#   DOCKERFUSE_TEST_QEMU_ARCHES busybox image tags for `arches-qemu` (default:
+#                               armv7 armv6 ppc64le s390x)
+#   DOCKERFUSE_TEST_EXEC        0 to leave out the extra exec-transport runs (default 1)
+#   DFIT_TRANSPORT              --transport for every mount (auto, exec, local;
+#                               default: dockerfuse's own, auto)
 #   DFIT_SCENARIO_TIMEOUT       watchdog per scenario in s (default 600)
 #   DFIT_OP_TIMEOUT, DFIT_MOUNT_TIMEOUT, DFIT_BIG_TIMEOUT: see lib.sh/core.sh
 #   DFIT_DIFF_OPS, DFIT_DIFF_SEED: see scenarios/differential.sh
+#
+# `run-matrix.sh --known-scenarios` prints the scenario names it accepts.
+# A command that is not on PATH is a failure of its own ("MISSING TOOL",
+# counted in the total), whichever scenario ran it: nix/vm-matrix.sh runs
+# this script with PATH restricted to what the NixOS VM test provides.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -67,6 +100,16 @@ die() {
 }
 
 # --- inputs ----------------------------------------------------------------------------
+KNOWN_SCENARIOS=(core busybox arches arches-qemu container-stop reconnect errors faults
+	cli-plugin mount-helper list-unmount completions ssh-engine
+	differential programs posix identity local
+	real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman
+	engine-restart)
+if [ "${1:-}" = --known-scenarios ]; then
+	printf '%s\n' "${KNOWN_SCENARIOS[@]}"
+	exit 0
+fi
+[ "$#" -eq 0 ] || die "usage: $0 [--known-scenarios] (everything else comes from the environment)"
 [ -n "${DOCKERFUSE:-}" ] || die "DOCKERFUSE must name the dockerfuse binary (e.g. DOCKERFUSE=target/release/dockerfuse $0)"
 if [ ! -f "$DOCKERFUSE" ] || [ ! -x "$DOCKERFUSE" ]; then
 	die "DOCKERFUSE=$DOCKERFUSE is not an executable file"
@@ -76,7 +119,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox container-stop reconnect errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches arches-qemu container-stop reconnect errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix identity local $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -85,13 +128,8 @@ for pair in "${MATRIX[@]}"; do
 	[[ " ${CARCHES[*]} " == *" ${pair%%:*} "* ]] || CARCHES+=("${pair%%:*}")
 done
 for s in "${SCENARIOS[@]}"; do
-	case "$s" in
-	core | busybox | container-stop | reconnect | errors | faults | engine-restart) ;;
-	cli-plugin | mount-helper | list-unmount | completions | ssh-engine) ;;
-	differential | programs | posix) ;;
-	real-user | real-readonly | real-noexec | real-distroless | real-caps | real-tls | real-podman) ;;
-	*) die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (core busybox container-stop reconnect errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential programs posix engine-restart $REAL_SCENARIOS real-podman)" ;;
-	esac
+	[[ " ${KNOWN_SCENARIOS[*]} " == *" $s "* ]] ||
+		die "unknown scenario '$s' in DOCKERFUSE_TEST_SCENARIOS (known: ${KNOWN_SCENARIOS[*]})"
 done
 want() { [[ " ${SCENARIOS[*]} " == *" $1 "* ]]; }
 if [ "${DOCKERFUSE_TEST_BUSYBOX:-1}" = 0 ] && want busybox; then
@@ -99,6 +137,14 @@ if [ "${DOCKERFUSE_TEST_BUSYBOX:-1}" = 0 ] && want busybox; then
 	SCENARIOS=("${SCENARIOS[@]/busybox/}")
 fi
 SCENARIO_TIMEOUT=${DFIT_SCENARIO_TIMEOUT:-600}
+
+# A command not found on PATH, here or in any scenario (lib.sh defines the
+# same handler), is named on stderr and recorded in $DFIT_MISSING_TOOLS.
+command_not_found_handle() {
+	printf 'MISSING TOOL: %s is not on PATH (PATH=%s)\n' "$1" "$PATH" >&2
+	[ -z "${DFIT_MISSING_TOOLS:-}" ] || printf '%s\n' "$1" >>"$DFIT_MISSING_TOOLS"
+	return 127
+}
 
 command -v fusermount3 >/dev/null 2>&1 || die "fusermount3 not found (run integration/setup-engine.sh)"
 timeout 30 docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 ||
@@ -114,10 +160,33 @@ for kind in alpine busybox; do
 	done
 done
 
+# The arches scenario: image tag -> the satellite's --satellite-arch name.
+declare -A ARCH_SATELLITE=([386]=386 [armv7]=arm/v7 [armv6]=arm/v6 [ppc64le]=ppc64le
+	[riscv64]=riscv64 [s390x]=s390x [amd64]=amd64 [arm64]=arm64)
+TEST_ARCHES=()   # image tags, and for each the scenario script that runs it
+declare -A ARCH_SCRIPT=()
+if want arches; then
+	read -r -a more <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_ARCHES:-386}")"
+	for t in "${more[@]}"; do TEST_ARCHES+=("$t") ARCH_SCRIPT[$t]=arches; done
+fi
+if want arches-qemu; then
+	read -r -a more <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_QEMU_ARCHES:-armv7 armv6 ppc64le s390x}")"
+	for t in "${more[@]}"; do TEST_ARCHES+=("$t") ARCH_SCRIPT[$t]=arches-qemu; done
+fi
+if [ "${#TEST_ARCHES[@]}" -gt 0 ]; then
+	for t in "${TEST_ARCHES[@]}"; do
+		[ -n "${ARCH_SATELLITE[$t]:-}" ] || die "unknown arch '$t' in DOCKERFUSE_TEST_ARCHES (${!ARCH_SATELLITE[*]})"
+		docker image inspect "dockerfuse-test/busybox:$t" >/dev/null 2>&1 ||
+			die "image dockerfuse-test/busybox:$t missing: run integration/setup-engine.sh"
+	done
+	# The satellites this dockerfuse carries ("satellite NAME (TARGET): ...").
+	EMBEDDED=$("$DOCKERFUSE" -version -debug | awk '$1 == "satellite" && $3 ~ /^\(/ { sub(/:$/, "", $2); print $2 }')
+fi
 # --- state and cleanup -------------------------------------------------------------------
 RUN_ID=$$
 LABEL=dfit.run=$RUN_ID
 BASE=$(mktemp -d "${TMPDIR:-/tmp}/dfit-matrix.XXXXXX")
+export DFIT_MISSING_TOOLS=$BASE/missing-tools
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 REPORT=()
@@ -141,6 +210,10 @@ cleanup() {
 		wait "$CUR_PID" 2>/dev/null
 	fi
 	[ -z "$TAIL_PID" ] || kill "$TAIL_PID" 2>/dev/null
+	if [ -s "$DFIT_MISSING_TOOLS" ]; then
+		TOTAL_FAILED=$((TOTAL_FAILED + 1))
+		REPORT+=("MISSING TOOLS (not on PATH): $(sort -u "$DFIT_MISSING_TOOLS" | tr '\n' ' ')")
+	fi
 	docker ps -aq --filter "label=$LABEL" | xargs -r docker rm -f >/dev/null 2>&1
 	# Backstops: the scenarios take their mounts down themselves.
 	for p in /proc/[0-9]*; do
@@ -245,7 +318,7 @@ with_container() {
 
 # --- the runs ------------------------------------------------------------------------------
 say "dockerfuse: $DOCKERFUSE"
-say "matrix: ${MATRIX[*]}; scenarios: ${SCENARIOS[*]}; scratch: $BASE"
+say "matrix: ${MATRIX[*]}; scenarios: ${SCENARIOS[*]}; transport: ${DFIT_TRANSPORT:-auto}; scratch: $BASE"
 if want core; then
 	for pair in "${MATRIX[@]}"; do
 		c=${pair%%:*} s=${pair##*:}
@@ -255,6 +328,18 @@ fi
 if want busybox; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-busybox-$c" "core busybox:$c satellite $c" core "dockerfuse-test/busybox:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if [ "${#TEST_ARCHES[@]}" -gt 0 ]; then
+	for t in "${TEST_ARCHES[@]}"; do
+		sat=${ARCH_SATELLITE[$t]}
+		if grep -qx "$sat" <<<"$EMBEDDED"; then
+			with_container "dfit-arch-$t" "arch busybox:$t satellite $sat" "${ARCH_SCRIPT[$t]}" \
+				"dockerfuse-test/busybox:$t" SATELLITE_ARCH="$sat" DFIT_BIG_MIB=16
+		else
+			with_container "dfit-arch-$t" "arch busybox:$t (no $sat satellite: auto)" "${ARCH_SCRIPT[$t]}" \
+				"dockerfuse-test/busybox:$t" SATELLITE_ARCH= MISSING_ARCH="$sat" DFIT_BIG_MIB=16
+		fi
 	done
 fi
 if want container-stop; then
@@ -301,6 +386,29 @@ fi
 if want posix; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-posix-$c" "posix alpine:$c satellite $c" posix "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want identity; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-ident-$c" "identity alpine:$c satellite $c" identity "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if want local; then
+	for c in "${CARCHES[@]}"; do
+		with_container "dfit-local-$c" "local alpine:$c satellite $c" local "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
+	done
+fi
+if [ "${DOCKERFUSE_TEST_EXEC:-1}" != 0 ] && [ "${DFIT_TRANSPORT:-auto}" != exec ]; then
+	for c in "${CARCHES[@]}"; do
+		if want core; then
+			with_container "dfit-exec-$c" "core alpine:$c satellite $c [exec]" core "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
+		fi
+		if want faults; then
+			with_container "dfit-exec-faults-$c" "faults alpine:$c [exec]" faults "dockerfuse-test/alpine:$c" DFIT_TRANSPORT=exec
+		fi
+		if want differential; then
+			with_container "dfit-exec-diff-$c" "differential alpine:$c satellite $c [exec]" differential "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
+		fi
 	done
 fi
 # The real-* scenarios start their own containers (dfreal-*, labelled).

@@ -6,11 +6,14 @@
 #      `docker info` fails (log: $DOCKERFUSE_DOCKERD_LOG, default
 #      /var/log/dockerfuse-dockerd.log) and wait up to 60 s for it;
 #   3. make /dev/fuse and fusermount3 usable;
-#   4. mount binfmt_misc and register qemu-aarch64 with the F flag, so arm64
-#      containers run under qemu-user (the F flag makes the kernel open the
-#      interpreter now, so it works inside a container's mount namespace);
-#   5. build/load the four test images and check each one runs with the
-#      right `uname -m` (integration/images.sh, usable on its own).
+#   4. mount binfmt_misc and register qemu-user with the F flag for every
+#      foreign architecture the tests run (aarch64 on an x86_64 host, and
+#      arm, ppc64le, riscv64, s390x; x86_64 and i386 on an aarch64 one), so
+#      such containers run under qemu-user (the F flag makes the kernel open
+#      the interpreter now, so it works inside a container's mount
+#      namespace);
+#   5. build/load the test images and check each one runs with the right
+#      `uname -m` (integration/images.sh, usable on its own).
 # Every step either works or stops the script with a non-zero status and a
 # message saying what is wrong; nothing is skipped silently.
 # Runs as root (or with sudo available). A second run takes a few seconds.
@@ -32,7 +35,8 @@ PACKAGES=(docker.io fuse3 qemu-user-static busybox-static binfmt-support
 	jq                        # cli-plugin, list-unmount: JSON answers
 	systemd                   # mount-helper: systemd-fstab-generator
 	zsh fish man-db           # completions scenario
-	openssh-server)           # ssh-engine scenario (its own sshd)
+	openssh-server            # ssh-engine scenario (its own sshd)
+	shellcheck)               # test.sh checks every script
 # Installed with their recommended packages, as they were tested.
 PACKAGES_WITH_RECOMMENDS=(podman) # real-podman's engine
 DOCKERD_LOG=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}
@@ -65,15 +69,31 @@ install_packages() {
 	fi
 	say "installing: ${missing[*]} ${missing_rec[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get -o DPkg::Lock::Timeout=300 update -qq || die "apt-get update failed"
-	if [ "${#missing[@]}" -gt 0 ]; then
-		apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" ||
-			die "apt-get install ${missing[*]} failed"
+	apt_install --no-install-recommends "${missing[@]}"
+	apt_install "${missing_rec[@]}"
+}
+
+# apt_install [--no-install-recommends] PACKAGE...: install, tolerating a
+# mirror that is mid-sync: a failed `apt-get update` is a warning (the
+# lists already on the machine may do), and the install is tried again
+# after a fresh update, three times in all, before it counts as failed.
+apt_install() {
+	local opts=() try
+	if [ "${1:-}" = --no-install-recommends ]; then
+		opts+=("$1")
+		shift
 	fi
-	if [ "${#missing_rec[@]}" -gt 0 ]; then
-		apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing_rec[@]}" ||
-			die "apt-get install ${missing_rec[*]} failed"
-	fi
+	[ "$#" -gt 0 ] || return 0
+	for try in 1 2 3; do
+		apt-get -o DPkg::Lock::Timeout=300 update -qq ||
+			say "WARNING: apt-get update failed (try $try of 3; a mirror may be syncing): going on with the lists there are"
+		if apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${opts[@]}" "$@"; then
+			return 0
+		fi
+		say "WARNING: apt-get install $* failed (try $try of 3)"
+		sleep $((try * 10))
+	done
+	die "apt-get install $* failed three times"
 }
 
 need_commands() {
@@ -139,18 +159,24 @@ ensure_fuse() {
 }
 
 # binfmt_entry_for MACHINE: print the binfmt_misc entry file matching ELF
-# executables of MACHINE (aarch64|x86_64), whatever its name (Debian says
+# executables of MACHINE (qemu's names), whatever its name (Debian says
 # qemu-aarch64, NixOS aarch64-linux).
 binfmt_entry_for() {
-	local emachine f
+	local head f
+	# ELF class and byte order, e_type EXEC and e_machine, in file order.
 	case "$1" in
-	aarch64) emachine=b700 ;;
-	x86_64) emachine=3e00 ;;
+	aarch64) head=02010100:0200b700 ;;
+	x86_64) head=02010100:02003e00 ;;
+	i386) head=01010100:02000300 ;;
+	arm) head=01010100:02002800 ;;
+	ppc64le) head=02010100:02001500 ;;
+	riscv64) head=02010100:0200f300 ;;
+	s390x) head=02020100:00020016 ;;
 	*) die "no binfmt magic known for $1" ;;
 	esac
 	for f in "$BINFMT_DIR"/*; do
 		case "${f##*/}" in register | status) continue ;; esac
-		if grep -Eq "^magic 7f454c4602010100[0-9a-f]{16}0200$emachine\$" "$f" 2>/dev/null; then
+		if grep -Eq "^magic 7f454c46${head%%:*}[0-9a-f]{16}${head#*:}\$" "$f" 2>/dev/null; then
 			printf '%s\n' "$f"
 			return
 		fi
@@ -158,11 +184,12 @@ binfmt_entry_for() {
 }
 
 ensure_binfmt() {
-	local host foreign entry conf line name type offset magic mask interp flags
+	local host m machines
 	host=$(uname -m)
 	case "$host" in
-	x86_64) foreign=aarch64 ;;
-	aarch64) foreign=x86_64 ;;
+	# i386 binaries run natively on an x86_64 kernel.
+	x86_64) machines=(aarch64 arm ppc64le riscv64 s390x) ;;
+	aarch64) machines=(x86_64 i386 ppc64le riscv64 s390x) ;;
 	*) die "unsupported host architecture $host" ;;
 	esac
 	if [ ! -e "$BINFMT_DIR/register" ]; then
@@ -171,6 +198,14 @@ ensure_binfmt() {
 			die "cannot mount binfmt_misc on $BINFMT_DIR"
 	fi
 	[ "$(cat "$BINFMT_DIR/status")" = enabled ] || echo 1 >"$BINFMT_DIR/status"
+	for m in "${machines[@]}"; do
+		ensure_binfmt_for "$m"
+	done
+}
+
+# ensure_binfmt_for MACHINE: qemu-MACHINE is registered, enabled, with F.
+ensure_binfmt_for() {
+	local foreign=$1 entry conf line name type offset magic mask interp flags
 	entry=$(binfmt_entry_for "$foreign")
 	if [ -n "$entry" ]; then
 		if ! grep -qx enabled "$entry"; then

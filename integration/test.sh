@@ -4,7 +4,12 @@
 #   2. shellcheck over every script, cargo fmt --check, clippy -D warnings,
 #      cargo test (whole workspace)
 #   3. debug build of dockerfuse (both satellites embedded)
-#   4. integration/run-matrix.sh against that binary (amd64/arm64 matrix)
+#   4. integration/run-matrix.sh against that binary (amd64/arm64 matrix),
+#      through nix/vm-matrix.sh: ONE run of the scenarios the NixOS VM test
+#      runs, with PATH restricted to the tools nix/vm-matrix.txt gives the
+#      VM and the VM's environment, then the scenarios marked not-in-vm
+#      there (if any) under the normal PATH. A scenario needing a tool the
+#      VM lacks fails here ("MISSING TOOL").
 #   5. nix/check-offline.sh, when it exists
 # Stops at the first failing step with a non-zero status and names it.
 # Works from any directory. Extra environment is passed through to the
@@ -51,7 +56,7 @@ step "cargo test" cargo test --workspace
 # behaviour, not speed, and a second (release) build would cost CI minutes.
 step "build" cargo build -p dockerfuse
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/dockerfuse
-step "integration tests" env DOCKERFUSE="$BIN" bash integration/run-matrix.sh
+step "integration tests (the VM's list and PATH, then not-in-vm)" env DOCKERFUSE="$BIN" bash nix/vm-matrix.sh run
 if [ -f nix/check-offline.sh ]; then
 	step "nix offline check" env DOCKERFUSE="$BIN" bash nix/check-offline.sh
 fi

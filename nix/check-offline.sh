@@ -10,7 +10,16 @@
 #      alpine tarballs nix/images.nix fetches are the pinned ones;
 #  (c) nix/module.nix maps its options to the CLI flags it should, and, with
 #      DOCKERFUSE=/path/to/dockerfuse set, every --flag it passes appears in
-#      `$DOCKERFUSE --help`.
+#      `$DOCKERFUSE --help`;
+#  (d) nix/vm-matrix.txt, the one list of what the VM test provides: it
+#      parses, its two readers (nix/vm-matrix.nix for Nix, nix/vm-matrix.sh
+#      for CI) agree, every scenario in it exists and every scenario
+#      run-matrix.sh knows is in it, every binary it names is on this host;
+#      nix/vm-cli.nix takes its scenarios and environment from it (shown
+#      by evaluating vm-cli.nix against a stub nixpkgs with the real list
+#      and with a changed copy); the VM tests' Python scripts parse;
+#  (e) the flake stops with a plain sentence on a Nix older than the one
+#      the READMEs name; shellcheck on the scripts the VM test and CI share.
 #
 # Usage: [DOCKERFUSE=target/debug/dockerfuse] nix/check-offline.sh
 # Prints one line per check and "N passed, N failed"; exits 1 on failure.
@@ -53,6 +62,8 @@ need() {
 }
 need nix-instantiate nix-bin
 need jq jq
+need shellcheck shellcheck
+need python3 python3
 
 # nix-instantiate wants a state directory; keep it out of the way (and
 # writable for non-root users).
@@ -228,6 +239,8 @@ mountPoint|"--mount" m.mountPoint
 path|"--path" m.path
 readOnly|lib.optional m.readOnly "--read-only"
 allowOther|lib.optional m.allowOther "--allow-other"
+transport|lib.optionals (m.transport != "auto") [ "--transport" m.transport ]
+reconnect|lib.optional m.reconnect "--reconnect"
 extraArgs|++ m.extraArgs;
 EOF
 
@@ -253,6 +266,183 @@ else
     fi
   done
 fi
+
+# ---------------------------------------------------------------------------
+echo "== (d) nix/vm-matrix.txt: one list for the VM test and CI"
+
+matrix_sh=nix/vm-matrix.sh
+if out=$(bash "$matrix_sh" check 2>&1); then
+  ok "nix/vm-matrix.txt parses; its scenarios are exactly the ones run-matrix.sh knows"
+else
+  bad "nix/vm-matrix.txt parses; its scenarios are exactly the ones run-matrix.sh knows"
+  printf '%s\n' "$out" | sed 's/^/       /'
+fi
+
+if sh_json=$(bash "$matrix_sh" json 2>"$tmp/json.err") &&
+  nix_json=$(nix-instantiate --eval --strict --json -E 'import ./nix/vm-matrix.nix { }' 2>"$tmp/json.err"); then
+  expect "nix/vm-matrix.nix and nix/vm-matrix.sh read the same list" \
+    "$(jq -cS . <<<"$nix_json")" "$(jq -cS . <<<"$sh_json")"
+else
+  bad "nix/vm-matrix.nix and nix/vm-matrix.sh read the list"
+  sed 's/^/       /' "$tmp/json.err"
+  sh_json='{"scenarios":[],"env":{},"tools":[],"modules":[],"wrapped":[]}'
+fi
+
+# Each scenario is a script, except busybox: core on the busybox images.
+while read -r s; do
+  if [ "$s" = busybox ] || [ -f "integration/scenarios/$s.sh" ]; then
+    ok "scenario $s exists"
+  else
+    bad "nix/vm-matrix.txt lists scenario $s: no integration/scenarios/$s.sh"
+  fi
+done < <(jq -r '.scenarios[], .notInVm[]' <<<"$sh_json")
+
+if out=$(bash "$matrix_sh" path "$tmp/vm-path" 2>&1); then
+  ok "every binary nix/vm-matrix.txt names is on this host ($(find "$tmp/vm-path" -mindepth 1 | wc -l) linked)"
+else
+  bad "every binary nix/vm-matrix.txt names is on this host"
+  printf '%s\n' "$out" | sed 's/^/       /'
+fi
+
+# vm-cli.nix, vm-fstab.nix and vm-module.nix against a stub nixpkgs: just
+# the lib functions they call, store paths as plain strings, runNixOSTest
+# returning its argument. Enough to produce the test scripts.
+cat >"$tmp/stub.nix" <<'NIX'
+{ matrixFile ? null }:
+let
+  lib = {
+    concatStringsSep = builtins.concatStringsSep;
+    concatMapStrings = f: l: builtins.concatStringsSep "" (map f l);
+    concatMap = f: l: builtins.concatLists (map f l);
+    mapAttrsToList = f: a: map (n: f n a.${n}) (builtins.attrNames a);
+    escapeShellArg = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+    getBin = p: p;
+    getExe = p: "${p}/bin/dockerfuse";
+    splitString = sep: s: builtins.filter builtins.isString (builtins.split (if sep == "." then "[.]" else sep) s);
+    getAttrFromPath = path: set: builtins.foldl' (s: n: s.${n}) set path;
+    assertMsg = c: m: c || throw m;
+  };
+  store = name: "/nix/store/00000000000000000000000000000000-${name}";
+  matrix = import ../nix/vm-matrix.nix (if matrixFile == null then { } else { file = matrixFile; });
+  pkgs = builtins.listToAttrs (map (t: { name = builtins.head (lib.splitString "." t.name); value = store t.name; }) matrix.tools);
+  images = builtins.listToAttrs (map (n: { name = n; value = store "image-${n}"; })
+    [ "alpine-amd64" "alpine-arm64" "busybox-amd64" "busybox-arm64" "busybox-386" ]);
+  common = { testers.runNixOSTest = t: t; inherit images; };
+in
+{
+  vm-cli = (import ../nix/vm-cli.nix (common // {
+    inherit lib pkgs;
+    dockerfuse = store "dockerfuse";
+    integration = store "integration";
+    vmMatrix = matrix;
+  })).testScript;
+  vm-fstab = (import ../nix/vm-fstab.nix (common // { dockerfuse = store "dockerfuse"; })).testScript;
+  vm-module = (import ../nix/vm-module.nix (common // { dockerfuseModule = { }; })).testScript;
+}
+NIX
+mkdir -p "$tmp/nix"
+cp nix/vm-matrix.nix nix/vm-cli.nix nix/vm-fstab.nix nix/vm-module.nix nix/vm-matrix.txt "$tmp/nix/"
+mkdir -p "$tmp/stub" && mv "$tmp/stub.nix" "$tmp/stub/default.nix"
+
+# scripts_for [MATRIX_FILE]: the three test scripts as JSON.
+scripts_for() {
+  if [ -n "${1:-}" ]; then
+    nix-instantiate --eval --strict --json "$tmp/stub" --arg matrixFile "$1"
+  else
+    nix-instantiate --eval --strict --json "$tmp/stub" --arg matrixFile null
+  fi
+}
+# run_line SCRIPT: the DOCKERFUSE_TEST_SCENARIOS and environment it passes.
+run_line() {
+  grep -oE "DOCKERFUSE_TEST_SCENARIOS='[^']*'|[A-Z_]+='[^']*'" <<<"$1" | sort | tr '\n' ' '
+}
+# want_line JSON: the same, from a parsed list.
+want_line() {
+  jq -r '(["DOCKERFUSE_TEST_SCENARIOS='"'"'" + (.scenarios | join(" ")) + "'"'"'"]
+    + (.env | to_entries | map(.key + "='"'"'" + .value + "'"'"'"))) | .[]' <<<"$1" | sort | tr '\n' ' '
+}
+
+if scripts=$(scripts_for 2>"$tmp/stub.err"); then
+  ok "vm-cli.nix, vm-fstab.nix, vm-module.nix evaluate against a stub nixpkgs"
+  for t in vm-cli vm-fstab vm-module; do
+    jq -r --arg t "$t" '.[$t]' <<<"$scripts" >"$tmp/$t.py"
+    if out=$(python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$tmp/$t.py" 2>&1); then
+      ok "$t: the test script is valid Python"
+    else
+      bad "$t: the test script is valid Python"
+      printf '%s\n' "$out" | sed 's/^/       /'
+    fi
+  done
+  cli=$(jq -r '.["vm-cli"]' <<<"$scripts")
+  expect "vm-cli.nix runs the scenarios and environment of nix/vm-matrix.txt" \
+    "$(run_line "$cli")" "$(want_line "$sh_json")"
+  n_bins=$(jq '[.tools[].bins[], .modules[].bins[]] | length' <<<"$sh_json")
+  expect "vm-cli.nix checks every tool and module binary of the list" \
+    "$(grep -cE 'machine.succeed\("(test -x |command -v )' <<<"$cli")" "$n_bins"
+
+  # A changed copy of the list: the script must follow it (read, not copied).
+  {
+    grep -vE '^(scenario|env) ' nix/vm-matrix.txt
+    echo "scenario errors"
+    echo "env DFIT_PARITY_PROBE changed list"
+  } >"$tmp/changed.txt"
+  changed_json=$(DOCKERFUSE_VM_MATRIX="$tmp/changed.txt" bash "$matrix_sh" json)
+  if changed=$(scripts_for "$tmp/changed.txt" 2>"$tmp/stub.err"); then
+    expect "vm-cli.nix follows a changed nix/vm-matrix.txt" \
+      "$(run_line "$(jq -r '.["vm-cli"]' <<<"$changed")")" "$(want_line "$changed_json")"
+  else
+    bad "vm-cli.nix evaluates with a changed list"
+    sed 's/^/       /' "$tmp/stub.err"
+  fi
+else
+  bad "vm-cli.nix, vm-fstab.nix, vm-module.nix evaluate against a stub nixpkgs"
+  sed 's/^/       /' "$tmp/stub.err"
+fi
+
+# No scenario list written out in vm-cli.nix itself (comments aside).
+copied=$(sed 's/#.*//' nix/vm-cli.nix | grep -oE 'real-(user|readonly|noexec|distroless|caps|tls|podman)|engine-restart|container-stop|differential' | sort -u | tr '\n' ' ')
+expect "vm-cli.nix names no scenario itself" "$copied" ""
+
+# ---------------------------------------------------------------------------
+echo "== (e) Nix version and shellcheck"
+
+min=$(sed -n 's/.*minimumNixVersion = "\([0-9.]*\)";.*/\1/p' flake.nix)
+if [ -z "$min" ]; then
+  bad "flake.nix sets minimumNixVersion"
+else
+  ok "flake.nix sets minimumNixVersion = $min"
+  for doc in README.md nix/README.md; do
+    if grep -q "Nix $min" "$doc" || grep -q "Nix >= $min" "$doc"; then
+      ok "$doc names Nix $min"
+    else
+      bad "$doc does not name Nix $min as the minimum"
+    fi
+  done
+  have=$(nix-instantiate --eval -E builtins.nixVersion | tr -d '"')
+  msg=$(nix-instantiate --eval -E \
+    '(import ./flake.nix).outputs { self = { }; nixpkgs = { }; crane = { }; rust-overlay = { }; }' 2>&1 || true)
+  if [ "$(printf '%s\n' "$have" "$min" | sort -V | head -n1)" = "$min" ]; then
+    echo "note: this is Nix $have (>= $min): the version assertion cannot be seen failing here"
+  else
+    assert_msg="This flake needs Nix $min or newer (crane v0.23 requires it), but this is Nix $have. Upgrade Nix and try again."
+    if grep -qF "$assert_msg" <<<"$msg"; then
+      ok "on Nix $have the flake stops with: $assert_msg"
+    else
+      bad "on Nix $have the flake does not stop with the plain sentence"
+      printf '%s\n' "$msg" | head -n 5 | sed 's/^/       /'
+    fi
+  fi
+fi
+
+for f in nix/check-offline.sh nix/vm-matrix.sh integration/run-matrix.sh integration/lib.sh \
+  integration/test.sh integration/scenarios/engine-restart.sh; do
+  if out=$(shellcheck -x "$f" 2>&1); then
+    ok "shellcheck $f"
+  else
+    bad "shellcheck $f"
+    printf '%s\n' "$out" | head -n 20 | sed 's/^/       /'
+  fi
+done
 
 # ---------------------------------------------------------------------------
 printf '%d passed, %d failed\n' "$pass" "$fail"

@@ -106,7 +106,7 @@ in
 
   shellcheck = pkgs.runCommand "dockerfuse-nix-shellcheck" {
     nativeBuildInputs = [ pkgs.shellcheck ];
-  } "shellcheck ${./check-offline.sh} && touch $out";
+  } "shellcheck ${./check-offline.sh} ${./vm-matrix.sh} && touch $out";
 }
 // lib.optionalAttrs isX86_64Linux {
   # --- NixOS VM tests (need KVM; arm64 containers via binfmt on x86_64) ---
@@ -122,5 +122,10 @@ in
 
   vm-module = pkgs.callPackage ./vm-module.nix {
     inherit images dockerfuseModule;
+  };
+
+  vm-fstab = pkgs.callPackage ./vm-fstab.nix {
+    dockerfuse = pkg;
+    inherit images;
   };
 }

@@ -129,6 +129,11 @@ let
     ]
     ++ lib.optional m.readOnly "--read-only"
     ++ lib.optional m.allowOther "--allow-other"
+    ++ lib.optionals (m.transport != "auto") [
+      "--transport"
+      m.transport
+    ]
+    ++ lib.optional m.reconnect "--reconnect"
     ++ m.extraArgs;
 
   mkService = m: {
@@ -218,6 +223,33 @@ let
             (`--allow-other`). Turns on
             {option}`programs.fuse.userAllowOther`, which a non-root
             {option}`user` needs for this.
+          '';
+        };
+
+        transport = mkOption {
+          type = types.enum [
+            "auto"
+            "exec"
+            "local"
+          ];
+          default = "auto";
+          example = "exec";
+          description = ''
+            How dockerfuse reaches the container's files (`--transport`;
+            `dockerfuse --help` describes each). The default, `auto`, passes
+            no flag and lets dockerfuse choose.
+          '';
+        };
+
+        reconnect = mkOption {
+          type = types.bool;
+          default = false;
+          example = true;
+          description = ''
+            Keep the mount when the connection to the container is lost and
+            reconnect when it is back (`--reconnect`), instead of unmounting
+            and exiting (then the service's `Restart=on-failure` mounts
+            again once the container runs).
           '';
         };
 

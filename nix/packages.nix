@@ -1,4 +1,4 @@
-# The dockerfuse package and its two static satellites, built with crane.
+# The dockerfuse package and its static satellites, built with crane.
 #
 # Patterns followed (crane v0.23.4, which flake.lock pins):
 # - crane's `custom-toolchain` example: `(crane.mkLib pkgs).overrideToolchain
@@ -20,13 +20,24 @@
 let
   inherit (pkgs) lib;
 
-  # One toolchain (rust-overlay, stable) holding both musl targets: the same
-  # set rust-toolchain.toml asks rustup for. rust-lld ships inside its rustc
-  # component (lib/rustlib/<host>/bin), where rustc finds it by name.
-  muslTargets = [
-    "x86_64-unknown-linux-musl"
-    "aarch64-unknown-linux-musl"
-  ];
+  # The satellites: build.rs's name (DOCKERFUSE_SATELLITE_<NAME>) -> Rust
+  # target, the same table as crates/dockerfuse/build.rs. s390x is not here:
+  # there is no musl std for it (build.rs only embeds a prebuilt one).
+  satelliteTargets = {
+    x86_64 = "x86_64-unknown-linux-musl";
+    aarch64 = "aarch64-unknown-linux-musl";
+    i686 = "i686-unknown-linux-musl";
+    armv7 = "armv7-unknown-linux-musleabihf";
+    armv6 = "arm-unknown-linux-musleabihf";
+    powerpc64le = "powerpc64le-unknown-linux-musl";
+    riscv64 = "riscv64gc-unknown-linux-musl";
+  };
+
+  # One toolchain (rust-overlay, stable) holding every musl target (rustup
+  # adds the same ones: rust-toolchain.toml, then build.rs). rust-lld ships
+  # inside its rustc component (lib/rustlib/<host>/bin), where rustc finds
+  # it by name.
+  muslTargets = lib.attrValues satelliteTargets;
   craneLib = (crane.mkLib pkgs).overrideToolchain (
     p: p.rust-bin.stable.latest.default.override { targets = muslTargets; }
   );
@@ -55,12 +66,12 @@ let
 
   # --- satellites ----------------------------------------------------------
   #
-  # Static musl binaries for both arches from the host's native pkgs, with one
-  # toolchain and rust-lld as the linker for both targets: no cross gcc, no
-  # nixpkgs cc-wrapper in the link, identical on x86_64-linux and
-  # aarch64-linux hosts. For aarch64 this is what .cargo/config.toml already
-  # says; x86_64 uses it too so that, on an aarch64 host, the x86_64 one is
-  # not linked by the native (aarch64) cc.
+  # Static musl binaries for every arch from the host's native pkgs, with
+  # one toolchain and rust-lld as the linker for every target: no cross gcc,
+  # no nixpkgs cc-wrapper in the link, identical on x86_64-linux and
+  # aarch64-linux hosts. For all but x86_64 this is what .cargo/config.toml
+  # already says; x86_64 uses it too so that, on an aarch64 host, the x86_64
+  # one is not linked by the native (aarch64) cc.
   mkSatellite =
     { arch, target }:
     craneLib.buildPackage (
@@ -71,8 +82,9 @@ let
         CARGO_PROFILE = "satellite";
         CARGO_BUILD_TARGET = target;
         CARGO_BUILD_RUSTFLAGS = "-C target-feature=+crt-static";
-        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER = "rust-lld";
-        CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER = "rust-lld";
+        # CARGO_TARGET_<TRIPLE>_LINKER, the triple upper-cased with - -> _.
+        "CARGO_TARGET_${lib.toUpper (builtins.replaceStrings [ "-" ] [ "_" ] target)}_LINKER" =
+          "rust-lld";
         # Its tests run on the host target in checks.cargo-test; this
         # derivation only produces the uploadable binary.
         doCheck = false;
@@ -88,14 +100,10 @@ let
       }
     );
 
-  satellite-x86_64 = mkSatellite {
-    arch = "x86_64";
-    target = "x86_64-unknown-linux-musl";
-  };
-  satellite-aarch64 = mkSatellite {
-    arch = "aarch64";
-    target = "aarch64-unknown-linux-musl";
-  };
+  # { x86_64 = <drv>; aarch64 = <drv>; i686 = <drv>; ... }
+  satellites = lib.mapAttrs (arch: target: mkSatellite { inherit arch target; }) satelliteTargets;
+  satellite-x86_64 = satellites.x86_64;
+  satellite-aarch64 = satellites.aarch64;
 
   # --- host program --------------------------------------------------------
 
@@ -107,10 +115,13 @@ let
   # package's build script with a dummy (`package.build = dummyrs`), so the
   # deps-only build never runs build.rs; giving it the satellite store paths
   # would only make every satellite/proto change rebuild all dependencies.
-  satelliteEnv = {
-    DOCKERFUSE_SATELLITE_X86_64 = "${satellite-x86_64}/bin/dockerfuse-satellite";
-    DOCKERFUSE_SATELLITE_AARCH64 = "${satellite-aarch64}/bin/dockerfuse-satellite";
-  };
+  # DOCKERFUSE_SATELLITE_X86_64, _AARCH64, _I686, _ARMV7, _ARMV6,
+  # _POWERPC64LE, _RISCV64: every satellite build.rs would build is given,
+  # so it builds none and never calls rustup in the sandbox.
+  satelliteEnv = lib.mapAttrs' (
+    arch: drv:
+    lib.nameValuePair "DOCKERFUSE_SATELLITE_${lib.toUpper arch}" "${drv}/bin/dockerfuse-satellite"
+  ) satellites;
 
   # Dependencies of the whole workspace, for the host target, built once and
   # shared by the package, clippy and the tests.
@@ -129,11 +140,24 @@ let
       # --prefix: where a setuid fusermount3 is already on PATH (NixOS's
       # /run/wrappers/bin, a distro's /usr/bin) it must win, or non-root
       # mounts fail with EPERM; ours is the fallback (enough for root).
+      #
+      # mount.fuse.dockerfuse: the helper `mount -t fuse.dockerfuse` (and so
+      # an fstab / NixOS fileSystems entry) runs. fuse3's mount.fuse3 takes
+      # the type from its argv[0] ("mount.fuse.<type>"), drops the options
+      # only mount knows (_netdev, nofail, noauto...) and runs
+      # `dockerfuse SOURCE MOUNTPOINT -o OPTIONS` through /bin/sh: PATH
+      # starts with this package's bin so that is this dockerfuse.
       postInstall = ''
         wrapProgram $out/bin/dockerfuse \
           --suffix PATH : ${lib.makeBinPath [ pkgs.fuse3 ]}
+        cat > $out/bin/mount.fuse.dockerfuse <<EOF
+        #!${pkgs.runtimeShell}
+        export PATH=$out/bin:\$PATH
+        exec -a "\$0" ${pkgs.fuse3}/bin/mount.fuse3 "\$@"
+        EOF
+        chmod 755 $out/bin/mount.fuse.dockerfuse
       '';
-      passthru = { inherit satellite-x86_64 satellite-aarch64; };
+      passthru = { inherit satellites satellite-x86_64 satellite-aarch64; };
       meta = {
         description = "Mount the filesystem of a running Docker container through FUSE";
         mainProgram = "dockerfuse";
@@ -155,6 +179,7 @@ in
     hostArgs
     cargoArtifacts
     satelliteEnv
+    satellites
     satellite-x86_64
     satellite-aarch64
     dockerfuse

@@ -14,7 +14,13 @@
 #                     amd64; the arm64 satellite under qemu is about as fast)
 #   DFIT_DIFF_SEED    first seed (default 1; sequences use SEED, SEED+1, ...)
 #   DFIT_DIFF_SEQ     operations per sequence (fresh twins each; default 250)
-#   DFIT_DIFF_TIMEOUT bound on the whole run in s (default 900)
+#   DFIT_DIFF_TIMEOUT bound on each run in s (default 900)
+#   DFIT_DIFF_ID_OPS  operations of the second run, with identities
+#                     (default 4000; 0 skips it): a mount with --allow-other,
+#                     operations as uid 3000 gid 3000 with supplementary
+#                     groups 2000 and 2001 on both twins, mixed with root's
+#                     (setuid/setgid files, group-owned setgid directories,
+#                     chown/chgrp to own and foreign groups)
 # Must run as root (it reads /proc/<pid>/root). Writes only below
 # /tmp/dfit-diff-<pid> in the container, removed at the end.
 set -euo pipefail
@@ -27,13 +33,15 @@ OPS=${DFIT_DIFF_OPS:-10000}
 SEED=${DFIT_DIFF_SEED:-1}
 SEQ=${DFIT_DIFF_SEQ:-250}
 RUN_TIMEOUT=${DFIT_DIFF_TIMEOUT:-900}
+ID_OPS=${DFIT_DIFF_ID_OPS:-4000}
+ID_USER=3000:3000:2000,2001
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MNT=$WORKDIR/mnt-diff
 T=/tmp/dfit-diff-$$
 mkdir -p "$MNT"
 
 [ "$(id -u)" -eq 0 ] || abort "must run as root (reads /proc/<pid>/root)"
-command -v python3 >/dev/null 2>&1 || abort "python3 not found"
+require_tools python3
 cap running docker inspect -f '{{.State.Running}}' "$CONTAINER"
 [ "$running" = true ] || abort "container $CONTAINER is not running ($running)"
 cap cpid docker inspect -f '{{.State.Pid}}' "$CONTAINER"
@@ -43,41 +51,63 @@ log "container $CONTAINER, satellite $SATELLITE_ARCH, $OPS ops from seed $SEED, 
 on_exit "$(printf 'dx rm -rf %q >/dev/null 2>&1' "$T")"
 check "twin directories created in the container" dx mkdir -p "$T/m" "$T/d"
 
-mount_daemon "$MNT"
-if [ "$DF_STATUS" -ne 0 ] || ! is_fuse_mounted "$MNT"; then
-	fail "dockerfuse -daemonize mounts (exit $DF_STATUS)"
-	show_file "dockerfuse output" "$DF_OUT"
-	show_file "dockerfuse log" "$DF_LOG"
-	stop_here
-fi
-pass "dockerfuse -daemonize mounts"
+# difftest_run MNT LABEL OPS [DIFFTEST_ARGS...]: one difftest run on a
+# mount made by the caller, reported as passes/failures.
+difftest_run() {
+	local mnt=$1 label=$2 ops=$3 rc=0 summary report
+	shift 3
+	report=$WORKDIR/difftest-$label.out
+	timeout -k 10 "$RUN_TIMEOUT" python3 "$HERE/difftest.py" \
+		--mount-dir "$mnt$T/m" --direct-dir "/proc/$cpid/root$T/d" \
+		--seed "$SEED" --ops "$ops" --seq-len "$SEQ" "$@" >"$report" 2>&1 || rc=$?
+	summary=$(grep -E '^difftest: ' "$report" | tail -n 1 || true)
+	log "$label: ${summary:-no summary line}"
+	case "$rc" in
+	0) pass "$label: no divergence between the mount and direct access (${summary#difftest: })" ;;
+	1)
+		fail "$label: the mount diverges from direct access (seed $SEED; ${summary#difftest: })"
+		cut -c1-400 "$report" | detail
+		;;
+	124 | 137)
+		fail "$label: difftest timed out after ${RUN_TIMEOUT}s"
+		tail -n 20 "$report" | detail
+		stop_here
+		;;
+	*)
+		fail "$label: difftest failed to run (exit $rc)"
+		tail -n 20 "$report" | detail
+		;;
+	esac
+}
 
-REPORT=$WORKDIR/difftest.out
-rc=0
-timeout -k 10 "$RUN_TIMEOUT" python3 "$HERE/difftest.py" \
-	--mount-dir "$MNT$T/m" --direct-dir "/proc/$cpid/root$T/d" \
-	--seed "$SEED" --ops "$OPS" --seq-len "$SEQ" >"$REPORT" 2>&1 || rc=$?
-summary=$(grep -E '^difftest: ' "$REPORT" | tail -n 1 || true)
-log "${summary:-no summary line}"
-case "$rc" in
-0) pass "no divergence between the mount and direct access (${summary#difftest: })" ;;
-1)
-	fail "the mount diverges from direct access (seed $SEED; ${summary#difftest: })"
-	cut -c1-400 "$REPORT" | detail
-	;;
-124 | 137)
-	fail "difftest timed out after ${RUN_TIMEOUT}s"
-	tail -n 20 "$REPORT" | detail
-	stop_here
-	;;
-*)
-	fail "difftest failed to run (exit $rc)"
-	tail -n 20 "$REPORT" | detail
-	;;
-esac
-cap out dx sh -c "ls -A '$T/m' '$T/d' | grep -v '^$T' | grep -c . || true"
-assert_eq "both twins empty afterwards" 0 "$out"
+# mount_or_stop MNT [ARGS...]
+mount_or_stop() {
+	mount_daemon "$@"
+	if [ "$DF_STATUS" -ne 0 ] || ! is_fuse_mounted "$1"; then
+		fail "dockerfuse -daemonize $* mounts (exit $DF_STATUS)"
+		show_file "dockerfuse output" "$DF_OUT"
+		show_file "dockerfuse log" "$DF_LOG"
+		stop_here
+	fi
+	pass "dockerfuse -daemonize mounts ${*:2}"
+}
 
+mount_or_stop "$MNT"
+difftest_run "$MNT" root "$OPS"
 check "fusermount3 -u" fusermount3 -u "$MNT"
 check "dockerfuse exits after the unmount" wait_until 20 pid_gone "$DF_PID"
+
+if [ "$ID_OPS" -gt 0 ]; then
+	# The user works in the twins themselves: make them everyone's.
+	check "twin directories opened to everyone" dx chmod 0777 "$T/m" "$T/d"
+	MNT_ID=$WORKDIR/mnt-diff-id
+	mkdir -p "$MNT_ID"
+	mount_or_stop "$MNT_ID" --allow-other
+	difftest_run "$MNT_ID" "as-user" "$ID_OPS" --as-user "$ID_USER"
+	check "fusermount3 -u (--allow-other)" fusermount3 -u "$MNT_ID"
+	check "dockerfuse exits after the unmount (--allow-other)" wait_until 20 pid_gone "$DF_PID"
+fi
+
+cap out dx sh -c "ls -A '$T/m' '$T/d' | grep -v '^$T' | grep -c . || true"
+assert_eq "both twins empty afterwards" 0 "$out"
 finish

@@ -8,8 +8,9 @@
 # Part 2: the container restarts with the engine (--restart always) and
 # the mount was made with --reconnect: the process and the mount stay, and
 # reading works again once the engine has started the container again.
-# Runs dockerd again with its own command line, or through systemd when
-# docker.service is active. Run it last.
+# The restart is lib.sh's engine_restart (systemctl where systemd runs the
+# engine, dockerd run again with its own command line elsewhere). Run it
+# last.
 # Environment: DOCKERFUSE, CONTAINER (running), WORKDIR.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../lib.sh
@@ -20,22 +21,6 @@ MNT=$WORKDIR/mnt-restart
 export MNT
 mkdir -p "$MNT"
 ms() { date +%s%3N; }
-DOCKERD_LOG=${DOCKERFUSE_DOCKERD_LOG:-/var/log/dockerfuse-dockerd.log}
-
-restart_engine() {
-	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker.service 2>/dev/null; then
-		systemctl restart docker.service
-		return
-	fi
-	local pid
-	pid=$(pidof dockerd | awk '{print $1}')
-	[ -n "$pid" ] || return 1
-	local -a cmd
-	mapfile -d '' -t cmd <"/proc/$pid/cmdline"
-	kill -TERM "$pid"
-	wait_until 30 pid_gone "$pid" || return 1
-	setsid "${cmd[@]}" >>"$DOCKERD_LOG" 2>&1 </dev/null &
-}
 engine_answers() { timeout 5 docker info >/dev/null 2>&1; }
 running() { [ "$(docker inspect -f '{{.State.Running}}' "$CONTAINER" 2>/dev/null)" = true ]; }
 reads_again() { timeout 5 cat "$MNT/etc/hostname" >/dev/null 2>&1; }
@@ -46,7 +31,7 @@ mount_fg "$MNT"
 wait_mounted "$MNT" "$DF_PID" || abort "mount before the engine restart"
 check "reading works before the restart" test -s "$MNT/etc/passwd"
 t0=$(ms)
-restart_engine || abort "could not restart the engine"
+engine_restart || abort "could not restart the engine"
 rc=0
 if wait_until 30 pid_gone "$DF_PID"; then
 	wait "$DF_PID" || rc=$?
@@ -74,7 +59,7 @@ fi
 pass "dockerfuse --reconnect mounts $MNT"
 want=$(cat "$MNT/etc/passwd")
 t0=$(ms)
-restart_engine || abort "could not restart the engine"
+engine_restart || abort "could not restart the engine"
 check "the engine answers again (60 s)" wait_until 60 engine_answers
 if wait_until 60 reads_again; then
 	pass "reads work again after the engine restart"

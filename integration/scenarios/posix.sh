@@ -36,9 +36,7 @@ export MNT T H OTHER CONTAINER
 mkdir -p "$MNT"
 
 [ "$(id -u)" -eq 0 ] || abort "must run as root"
-for c in setpriv flock python3; do
-	command -v "$c" >/dev/null 2>&1 || abort "$c not found on the host"
-done
+require_tools setpriv flock python3
 cap running docker inspect -f '{{.State.Running}}' "$CONTAINER"
 [ "$running" = true ] || abort "container $CONTAINER is not running ($running)"
 cap cpid docker inspect -f '{{.State.Pid}}' "$CONTAINER"

@@ -28,9 +28,7 @@ SRC=$WORKDIR/src
 export MNT T H SRC CONTAINER
 mkdir -p "$MNT"
 
-for c in git tar rsync sqlite3; do
-	command -v "$c" >/dev/null 2>&1 || abort "$c not found on the host (run integration/setup-engine.sh)"
-done
+require_tools git tar rsync sqlite3 cmp python3
 cap running docker inspect -f '{{.State.Running}}' "$CONTAINER"
 [ "$running" = true ] || abort "container $CONTAINER is not running ($running)"
 log "container $CONTAINER, satellite $SATELLITE_ARCH"

@@ -22,7 +22,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../real-lib.sh"
 require_env DOCKERFUSE WORKDIR CARCH
 got='' before=''
-command -v podman >/dev/null || abort "podman not found (apt-get install podman)"
+require_tools podman curl
 
 P=$WORKDIR/podman
 mkdir -p "$P/tmp"

@@ -26,8 +26,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../real-tls-lib.sh"
 require_env DOCKERFUSE WORKDIR CARCH
 got='' before=''
-command -v openssl >/dev/null || abort "openssl not found (apt-get install openssl)"
-command -v dockerd >/dev/null || abort "dockerd not found"
+require_tools openssl dockerd ip ss
 
 E=$WORKDIR/engine
 mkdir -p "$E"

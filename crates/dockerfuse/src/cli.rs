@@ -115,6 +115,18 @@ pub struct Cli {
     #[arg(long, default_value_t = 300.0, value_name = "SECONDS", value_parser = seconds, help_heading = SATELLITE)]
     pub reconnect_timeout: f64,
 
+    /// How to reach the satellite: `local` leaves the engine out (engine
+    /// on this host, dockerfuse root) and lets the kernel read and write
+    /// open files directly; `exec` goes through the engine; `auto` takes
+    /// local when it can. -debug says which one a mount uses and why.
+    #[arg(long, value_enum, default_value_t, value_name = "HOW")]
+    pub transport: crate::local::TransportChoice,
+
+    /// Keep file data on the RPC path even on the local transport (no
+    /// FUSE passthrough).
+    #[arg(long)]
+    pub no_passthrough: bool,
+
     /// Log at debug level (RUST_LOG overrides).
     #[arg(long, help_heading = RUN)]
     pub debug: bool,

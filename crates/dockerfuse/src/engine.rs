@@ -36,6 +36,8 @@ pub struct Container {
     pub running: bool,
     pub status: String,
     pub image_arch: Option<String>,
+    /// The image's CPU variant (`v7` of `arm/v7`), when it names one.
+    pub image_variant: Option<String>,
     pub pid: i64,
     /// `--read-only`: the archive upload is refused everywhere on the rootfs.
     pub read_only: bool,
@@ -420,14 +422,12 @@ impl Engine {
         );
         tmpfs.sort();
         tmpfs.dedup();
-        let image_arch = match c.image.as_deref() {
-            Some(img) => self
-                .docker
-                .inspect_image(img)
-                .await
-                .ok()
-                .and_then(|i| i.architecture),
-            None => None,
+        let (image_arch, image_variant) = match c.image.as_deref() {
+            Some(img) => match self.docker.inspect_image(img).await {
+                Ok(i) => (i.architecture, i.variant),
+                Err(_) => (None, None),
+            },
+            None => (None, None),
         };
         Ok(Container {
             id: c.id.unwrap_or_else(|| id.to_owned()),
@@ -442,6 +442,7 @@ impl Engine {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "unknown".into()),
             image_arch,
+            image_variant,
             pid: state.pid.unwrap_or(0),
             read_only: hc.readonly_rootfs.unwrap_or(false),
             tmpfs,
@@ -535,6 +536,12 @@ impl Engine {
             StartExecResults::Attached { output, input } => Ok((exec.id, output, input)),
             StartExecResults::Detached => Err(Error::setup("exec started detached")),
         }
+    }
+
+    /// The host pid of a running exec's process, if the engine tells it.
+    pub async fn exec_pid(&self, exec_id: &str) -> Option<u32> {
+        let i = self.docker.inspect_exec(exec_id).await.ok()?;
+        u32::try_from(i.pid?).ok().filter(|&p| p > 0)
     }
 
     /// Exit code of a finished exec, if the engine knows it.

@@ -4,31 +4,76 @@
 //! Nothing here blocks: every reply is completed later, from the RPC
 //! reader, so the session loop goes straight back to reading the next
 //! request. This is the only module that knows fuser's types.
+//!
+//! With passthrough (the local channel, root, kernel ≥ 6.9), INIT asks
+//! for FUSE_PASSTHROUGH with stack depth 2 (the backing files are on the
+//! container's overlayfs, itself stacked), and opens of regular files are
+//! answered with the satellite's descriptor as backing file, following the
+//! rules in [`crate::passthrough`].
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, CopyFileRangeFlags, FileAttr, FileHandle, FileType, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Attr, CallerGuard, Core, Errno, Lookup, SetAttr, SetTime, Transport, Xattr};
+use crate::groups::CallerGroups;
+use crate::passthrough::{Backings, Mode};
 
 type FuseRequest = fuser::Request;
 
 /// The fuser `Filesystem` of one mount.
 pub(crate) struct FuseFs<T: Transport> {
-    core: Core<T>,
+    core: Arc<Core<T>>,
+    /// Callers' supplementary groups (with `--allow-other` only).
+    groups: Option<CallerGroups>,
+    /// Ask the kernel for passthrough at INIT.
+    want_passthrough: bool,
+    /// Set at INIT when the kernel agreed.
+    passthrough: Option<Arc<Backings<BackingId>>>,
 }
 
 impl<T: Transport> FuseFs<T> {
-    pub(crate) fn new(core: Core<T>) -> Self {
-        FuseFs { core }
+    pub(crate) fn new(core: Core<T>, want_passthrough: bool) -> Self {
+        let groups = core.options().per_caller.then(CallerGroups::default);
+        FuseFs {
+            core: Arc::new(core),
+            groups,
+            want_passthrough,
+            passthrough: None,
+        }
+    }
+
+    /// Turns passthrough on when the kernel offers it.
+    fn init_passthrough(&mut self, config: &mut KernelConfig) {
+        if !self.want_passthrough {
+            return;
+        }
+        if !config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH) {
+            tracing::info!("passthrough off: the kernel does not offer FUSE_PASSTHROUGH");
+            return;
+        }
+        // The container's overlayfs is stacked already: depth 2, the most.
+        if let Err(max) = config.set_max_stack_depth(2) {
+            tracing::info!(max, "passthrough off: stack depth 2 refused");
+            return;
+        }
+        if config
+            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+            .is_err()
+        {
+            return;
+        }
+        tracing::info!("passthrough on: open files are read and written by the kernel directly");
+        self.passthrough = Some(Arc::default());
     }
 
     fn ttl(&self) -> Duration {
@@ -38,10 +83,12 @@ impl<T: Transport> FuseFs<T> {
     /// Makes the kernel request's user the caller of what this thread
     /// sends next (only used with `--allow-other`; see fs::with_caller).
     fn caller(&self, req: &FuseRequest) -> Option<CallerGuard> {
-        self.core
-            .options()
-            .per_caller
-            .then(|| crate::fs::with_caller(req.uid(), req.gid()))
+        let groups = self.groups.as_ref()?;
+        Some(crate::fs::with_caller(groups.caller(
+            req.pid(),
+            req.uid(),
+            req.gid(),
+        )))
     }
 }
 
@@ -170,12 +217,20 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         if self.core.options().writeback {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
+        if self.core.options().per_caller {
+            // Writes, truncations and chowns are performed as the caller,
+            // whose missing CAP_FSETID makes the container's kernel clear
+            // setuid/setgid itself. Without this flag the kernel would
+            // send a chmod first, which only the owner may make.
+            wanted |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+        }
         let available = config.capabilities();
         let missing = wanted & !available;
         if !missing.is_empty() {
             tracing::debug!(?missing, "kernel lacks some FUSE capabilities");
         }
         let _ = config.add_capabilities(wanted & available);
+        self.init_passthrough(config);
         Ok(())
     }
 
@@ -347,13 +402,31 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn open(&self, req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _as = self.caller(req);
+        let (pt, core, node) = (self.passthrough.clone(), self.core.clone(), ino.0);
         self.core.open(
-            ino.0,
+            node,
             flags.0,
             Box::new(move |r| match r {
-                // The kernel drops cached pages itself when it sees size or
-                // mtime change (FUSE_AUTO_INVAL_DATA), so keep them on open.
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                Ok(o) => {
+                    let fh = FileHandle(o.fh);
+                    let mode = match &pt {
+                        Some(pt) => pt.open(node, o.fh, o.backing, |fd| reply.open_backing(fd)),
+                        None => Mode::Cached,
+                    };
+                    match mode {
+                        Mode::Passthrough(b) => {
+                            reply.opened_passthrough(fh, FopenFlags::empty(), &b)
+                        }
+                        // The kernel drops cached pages itself when it sees
+                        // size or mtime change (FUSE_AUTO_INVAL_DATA), so
+                        // keep them on open.
+                        Mode::Cached => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
+                        Mode::Refuse => {
+                            core.release(o.fh, Box::new(|_| {}));
+                            reply.error(errno(Errno::EIO))
+                        }
+                    }
+                }
                 Err(e) => reply.error(errno(e)),
             }),
         );
@@ -429,6 +502,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEmpty,
     ) {
         let _as = self.caller(req);
+        if let Some(pt) = &self.passthrough {
+            pt.release(fh.0);
+        }
         self.core.release(fh.0, empty_reply!(reply));
     }
 
@@ -620,19 +696,38 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let _as = self.caller(req);
         let ttl = self.ttl();
+        let (pt, core) = (self.passthrough.clone(), self.core.clone());
         self.core.create(
             parent.0,
             bytes(name),
             mode,
             flags,
             Box::new(move |r| match r {
-                Ok((e, fh)) => reply.created(
-                    &ttl,
-                    &file_attr(&e.attr),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
+                Ok((e, o)) => {
+                    let (fh, attr) = (FileHandle(o.fh), file_attr(&e.attr));
+                    let mode = match &pt {
+                        Some(pt) => pt.open(e.node, o.fh, o.backing, |fd| reply.open_backing(fd)),
+                        None => Mode::Cached,
+                    };
+                    match mode {
+                        Mode::Passthrough(b) => reply.created_passthrough(
+                            &ttl,
+                            &attr,
+                            Generation(0),
+                            fh,
+                            FopenFlags::empty(),
+                            &b,
+                        ),
+                        Mode::Cached => {
+                            reply.created(&ttl, &attr, Generation(0), fh, FopenFlags::empty())
+                        }
+                        Mode::Refuse => {
+                            core.release(o.fh, Box::new(|_| {}));
+                            core.forget(vec![(e.node, 1)]);
+                            reply.error(errno(Errno::EIO))
+                        }
+                    }
+                }
                 Err(e) => reply.error(errno(e)),
             }),
         );

@@ -39,7 +39,7 @@ use dockerfuse_proto::{HostHello, Request, SatelliteHello, HELLO_ID, MAX_IO, PRO
 use futures_util::{AsyncWriteExt, StreamExt};
 use tracing::{debug, info};
 
-use crate::engine::Engine;
+use crate::engine::{Container, Engine};
 use crate::error::{Error, Result};
 use crate::rpc::{Rpc, Started, Transport};
 use crate::satellites::Arch;
@@ -92,6 +92,8 @@ pub struct Launch<'a> {
 /// A running satellite.
 pub struct Running {
     pub rpc: Rpc,
+    /// The exec the satellite runs in.
+    pub exec_id: String,
     pub hello: SatelliteHello,
     pub closed: smol::channel::Receiver<String>,
     pub arch: Arch,
@@ -228,81 +230,155 @@ fn no_shell(o: &Outcome) -> bool {
         && (t.contains("no such file") || t.contains("not found"))
 }
 
+/// What the attempts so far have learnt, carried from one to the next.
+#[derive(Default)]
+struct Tries {
+    /// One line per refusal or failure, for the final error.
+    tried: Vec<String>,
+    /// Places that refused the file: not tried again for another arch.
+    dead: HashSet<Place>,
+    /// The container has no `/bin/sh`: no shell place can work.
+    shell_missing: bool,
+    /// Files of failed attempts, removed once a satellite runs.
+    leftovers: Vec<String>,
+}
+
 impl Launch<'_> {
     pub async fn run(&self) -> Result<Running> {
         let facts = self.engine.inspect(self.container).await?;
-        let explicit = self
-            .dirs
+        let (places, skipped) = plan(&self.dirs, &facts.tmpfs, self.dirs_are_explicit());
+        let owner = self.owner().await;
+        let mut tries = Tries {
+            tried: skipped,
+            ..Tries::default()
+        };
+        for &arch in &self.archs {
+            if let Some(r) = self.try_arch(arch, &places, owner, &mut tries).await? {
+                return Ok(r);
+            }
+        }
+        if !tries.leftovers.is_empty() {
+            self.remove(&tries.leftovers).await;
+        }
+        Err(self.failure(&facts, &places, &tries))
+    }
+
+    /// True when `--satellite-dir` named the directory.
+    fn dirs_are_explicit(&self) -> bool {
+        self.dirs
             .iter()
             .map(String::as_str)
-            .ne(UPLOAD_DIRS.iter().copied());
-        let (places, mut tried) = plan(&self.dirs, &facts.tmpfs, explicit);
-        let (uid, gid) = self.owner().await;
-        let mut dead: HashSet<Place> = HashSet::new();
-        let mut shell_missing = false;
-        let mut leftovers: Vec<String> = Vec::new();
-        for &arch in &self.archs {
-            for place in &places {
-                if dead.contains(place) || (shell_missing && matches!(place, Place::Shell(_))) {
-                    continue;
+            .ne(UPLOAD_DIRS.iter().copied())
+    }
+
+    /// Tries the `arch` satellite in each place in turn; `None` when none
+    /// worked (or the binary is of the wrong architecture).
+    async fn try_arch(
+        &self,
+        arch: Arch,
+        places: &[Place],
+        owner: (u32, u32),
+        tries: &mut Tries,
+    ) -> Result<Option<Running>> {
+        let Some(bin) = arch.binary() else {
+            tries
+                .tried
+                .push(format!("{arch} satellite: not in this build"));
+            return Ok(None);
+        };
+        for place in places {
+            if tries.dead.contains(place)
+                || (tries.shell_missing && matches!(place, Place::Shell(_)))
+            {
+                continue;
+            }
+            let Some(path) = self.put(place, bin, owner, tries).await else {
+                continue;
+            };
+            match self.attempt(arch, &path).await? {
+                Attempt::Up(r) => {
+                    self.adopt(&r, &tries.leftovers);
+                    info!(arch = %arch, path = %path, how = %place, satellite = %r.hello.version, uid = r.hello.uid, "satellite started");
+                    return Ok(Some(r));
                 }
-                let (Place::Upload(dir) | Place::Shell(dir)) = place;
-                let name = format!(".dockerfuse-satellite-{}-{}", std::process::id(), nonce());
-                let path = format!("{}/{}", dir.trim_end_matches('/'), name);
-                let put = match place {
-                    Place::Upload(_) => {
-                        let tar = tarball::single_file(&name, arch.binary(), 0o755, uid, gid);
-                        let r = self.engine.upload(self.container, dir, tar).await;
-                        r.map_err(|e| e.message)
-                    }
-                    Place::Shell(_) => match self.write_through_shell(dir, &path, arch).await {
-                        Ok(()) => Ok(()),
-                        Err(Refusal::NoShell(why)) => {
-                            shell_missing = true;
-                            tried.push(format!("{place}: the container has no shell ({why})"));
-                            continue;
-                        }
-                        Err(Refusal::Place(why)) => Err(why),
-                    },
-                };
-                if let Err(why) = put {
-                    debug!(%place, %why, "refused");
-                    tried.push(format!("{place}: {why}"));
-                    dead.insert(place.clone());
-                    continue;
+                Attempt::NextDir(why) => {
+                    tries
+                        .tried
+                        .push(format!("{place}, {arch} satellite: {why}"));
+                    tries.leftovers.push(path);
                 }
-                match self.attempt(arch, &path).await? {
-                    Attempt::Up(r) => {
-                        if !leftovers.is_empty() {
-                            let paths = leftovers.iter().map(|p| p.as_bytes().into()).collect();
-                            r.rpc
-                                .call(&Request::RemovePaths { paths }, Box::new(|_| {}));
-                        }
-                        info!(arch = %arch, path = %path, how = %place, satellite = %r.hello.version, uid = r.hello.uid, "satellite started");
-                        return Ok(r);
-                    }
-                    Attempt::NextDir(why) => {
-                        tried.push(format!("{place}, {arch} satellite: {why}"));
-                        leftovers.push(path);
-                    }
-                    Attempt::NextArch(why) => {
-                        tried.push(format!("{place}, {arch} satellite: {why}"));
-                        leftovers.push(path);
-                        break;
-                    }
+                Attempt::NextArch(why) => {
+                    tries
+                        .tried
+                        .push(format!("{place}, {arch} satellite: {why}"));
+                    tries.leftovers.push(path);
+                    return Ok(None);
                 }
             }
         }
-        if !leftovers.is_empty() {
-            self.remove(&leftovers).await;
+        Ok(None)
+    }
+
+    /// Puts the satellite `bin` into `place`; its path there, or `None`
+    /// (with the reason recorded in `tries`) when the place refused it.
+    async fn put(
+        &self,
+        place: &Place,
+        bin: &[u8],
+        (uid, gid): (u32, u32),
+        tries: &mut Tries,
+    ) -> Option<String> {
+        let (Place::Upload(dir) | Place::Shell(dir)) = place;
+        let name = format!(".dockerfuse-satellite-{}-{}", std::process::id(), nonce());
+        let path = format!("{}/{}", dir.trim_end_matches('/'), name);
+        let put = match place {
+            Place::Upload(_) => {
+                let tar = tarball::single_file(&name, bin, 0o755, uid, gid);
+                let r = self.engine.upload(self.container, dir, tar).await;
+                r.map_err(|e| e.message)
+            }
+            Place::Shell(_) => match self.write_through_shell(dir, &path, bin).await {
+                Ok(()) => Ok(()),
+                Err(Refusal::NoShell(why)) => {
+                    tries.shell_missing = true;
+                    tries
+                        .tried
+                        .push(format!("{place}: the container has no shell ({why})"));
+                    return None;
+                }
+                Err(Refusal::Place(why)) => Err(why),
+            },
+        };
+        match put {
+            Ok(()) => Some(path),
+            Err(why) => {
+                debug!(%place, %why, "refused");
+                tries.tried.push(format!("{place}: {why}"));
+                tries.dead.insert(place.clone());
+                None
+            }
         }
+    }
+
+    /// Has the satellite that started remove the files of failed attempts.
+    fn adopt(&self, r: &Running, leftovers: &[String]) {
+        if !leftovers.is_empty() {
+            let paths = leftovers.iter().map(|p| p.as_bytes().into()).collect();
+            r.rpc
+                .call(&Request::RemovePaths { paths }, Box::new(|_| {}));
+        }
+    }
+
+    /// The error when no satellite started: every attempt, and a hint for
+    /// a read-only rootfs.
+    fn failure(&self, facts: &Container, places: &[Place], tries: &Tries) -> Error {
         let mut hint = String::new();
         if facts.read_only
-            && (shell_missing || places.iter().all(|p| matches!(p, Place::Upload(_))))
+            && (tries.shell_missing || places.iter().all(|p| matches!(p, Place::Upload(_))))
         {
             hint = "\nthe container's root filesystem is read-only: give it a writable place that allows execution (e.g. --tmpfs /run:exec, a volume) and, when it has no shell, name it with --satellite-dir".into();
         }
-        Err(Error::setup(format!(
+        Error::setup(format!(
             "could not start a satellite in container {} as user {}; tried:\n  {}{hint}",
             if facts.name.is_empty() {
                 self.container
@@ -310,8 +386,8 @@ impl Launch<'_> {
                 &facts.name
             },
             self.user,
-            tried.join("\n  ")
-        )))
+            tries.tried.join("\n  ")
+        ))
     }
 
     /// Who the satellite runs as, in numbers: the owner its uploaded file
@@ -403,9 +479,8 @@ impl Launch<'_> {
         &self,
         dir: &str,
         path: &str,
-        arch: Arch,
+        bin: &[u8],
     ) -> std::result::Result<(), Refusal> {
-        let bin = arch.binary();
         let cmd = [
             "/bin/sh",
             "-c",
@@ -449,7 +524,44 @@ impl Launch<'_> {
         }
     }
 
+    /// Starts the satellite at `path` and waits for its hello.
     async fn attempt(&self, arch: Arch, path: &str) -> Result<Attempt> {
+        let (exec_id, started) = self.start_exec(path).await?;
+        let Started {
+            rpc,
+            hello,
+            closed,
+            early_stderr,
+            ..
+        } = started;
+        let Some(h) = self.wait_for_hello(&exec_id, &hello).await else {
+            rpc.close("start failed".into());
+            let code = self.engine.exec_exit_code(&exec_id).await;
+            let stderr = early_stderr
+                .lock()
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default();
+            return Ok(why_not_started(
+                code,
+                closed.try_recv().ok(),
+                &stderr,
+                self.timeout,
+            ));
+        };
+        self.greet(&rpc, &h, arch)?;
+        Ok(Attempt::Up(Running {
+            rpc,
+            exec_id,
+            hello: h,
+            closed,
+            arch,
+            path: path.to_owned(),
+        }))
+    }
+
+    /// Execs the satellite attached and starts its rpc on a thread of its
+    /// own (the tasks are taken out of the returned [`Started`]).
+    async fn start_exec(&self, path: &str) -> Result<(String, Started)> {
         let cmd = vec![
             path.to_owned(),
             "--delete-self".into(),
@@ -460,20 +572,23 @@ impl Launch<'_> {
             .engine
             .exec_attached(self.container, cmd, self.user)
             .await?;
-        let Started {
-            rpc,
-            hello,
-            closed,
-            early_stderr,
-            tasks,
-        } = Rpc::start(output, input, self.stall);
+        let mut started = Rpc::start(output, input, self.stall);
+        let tasks = std::mem::replace(&mut started.tasks, Box::pin(async {}));
         std::thread::Builder::new()
             .name("rpc".into())
             .spawn(move || smol::block_on(async_compat::Compat::new(tasks)))
             .map_err(|e| Error::setup(format!("cannot start the rpc thread: {e}")))?;
-        // Until the hello comes: give up at the timeout, or as soon as the
-        // engine says the exec ended (an exec the runtime cannot start may
-        // keep its stream open while stdin is attached).
+        Ok((exec_id, started))
+    }
+
+    /// The satellite's hello. Gives up at the timeout, or as soon as the
+    /// engine says the exec ended (an exec the runtime cannot start may
+    /// keep its stream open while stdin is attached).
+    async fn wait_for_hello(
+        &self,
+        exec_id: &str,
+        hello: &smol::channel::Receiver<SatelliteHello>,
+    ) -> Option<SatelliteHello> {
         let deadline = std::time::Instant::now() + self.timeout;
         let watch = async {
             let mut pause = Duration::from_millis(50);
@@ -481,50 +596,18 @@ impl Launch<'_> {
                 smol::Timer::after(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(400));
                 if std::time::Instant::now() >= deadline
-                    || self.engine.exec_exit_code(&exec_id).await.is_some()
+                    || self.engine.exec_exit_code(exec_id).await.is_some()
                 {
                     return None;
                 }
             }
         };
-        let got = smol::future::or(async { hello.recv().await.ok() }, watch).await;
-        let Some(h) = got else {
-            rpc.close("start failed".into());
-            let code = self.engine.exec_exit_code(&exec_id).await;
-            let said = closed.try_recv();
-            let reason = match (code, said) {
-                // The runtime's own words, when they came through.
-                (_, Ok(why)) if why.starts_with("the exec failed") => why,
-                // Otherwise say what these codes mean.
-                (Some(126), _) => "the runtime could not execute it (exit 126: a noexec mount, a directory the user cannot enter, or the wrong architecture)".to_owned(),
-                (Some(127), _) => "the runtime did not find it (exit 127: the file is not visible in the container)".to_owned(),
-                (Some(_), Ok(why)) => why,
-                (Some(_), Err(_)) => "it exited before its hello".to_owned(),
-                (None, _) => format!("no hello within {:?}", self.timeout),
-            };
-            let stderr = early_stderr
-                .lock()
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default();
-            let why = format!(
-                "{reason}{}{}",
-                code.map(|c| format!(" (exit {c})")).unwrap_or_default(),
-                if stderr.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {stderr}")
-                }
-            );
-            let text = why.to_ascii_lowercase();
-            return Ok(
-                if text.contains("exec format") || code == Some(139) || code == Some(132) {
-                    Attempt::NextArch(why)
-                } else {
-                    Attempt::NextDir(why)
-                },
-            );
-        };
-        if let Err(e) = check_hello(&h) {
+        smol::future::or(async { hello.recv().await.ok() }, watch).await
+    }
+
+    /// Checks the satellite's hello and answers with ours.
+    fn greet(&self, rpc: &Rpc, h: &SatelliteHello, arch: Arch) -> Result<()> {
+        if let Err(e) = check_hello(h) {
             rpc.close("bad hello".into());
             return Err(e);
         }
@@ -539,14 +622,44 @@ impl Launch<'_> {
                 max_io: MAX_IO,
             }),
         )
-        .map_err(|e| Error::setup(format!("cannot talk to the satellite: {e}")))?;
-        Ok(Attempt::Up(Running {
-            rpc,
-            hello: h,
-            closed,
-            arch,
-            path: path.to_owned(),
-        }))
+        .map_err(|e| Error::setup(format!("cannot talk to the satellite: {e}")))
+    }
+}
+
+/// Why a satellite sent no hello, from the exec's exit `code`, what the
+/// connection said when it closed and the satellite's early stderr; and
+/// what to try next: another architecture after an exec format error or
+/// a crash on an illegal instruction, else another place.
+fn why_not_started(
+    code: Option<i64>,
+    said: Option<String>,
+    stderr: &str,
+    timeout: Duration,
+) -> Attempt {
+    let reason = match (code, said) {
+        // The runtime's own words, when they came through.
+        (_, Some(why)) if why.starts_with("the exec failed") => why,
+        // Otherwise say what these codes mean.
+        (Some(126), _) => "the runtime could not execute it (exit 126: a noexec mount, a directory the user cannot enter, or the wrong architecture)".to_owned(),
+        (Some(127), _) => "the runtime did not find it (exit 127: the file is not visible in the container)".to_owned(),
+        (Some(_), Some(why)) => why,
+        (Some(_), None) => "it exited before its hello".to_owned(),
+        (None, _) => format!("no hello within {timeout:?}"),
+    };
+    let why = format!(
+        "{reason}{}{}",
+        code.map(|c| format!(" (exit {c})")).unwrap_or_default(),
+        if stderr.is_empty() {
+            String::new()
+        } else {
+            format!(": {stderr}")
+        }
+    );
+    let text = why.to_ascii_lowercase();
+    if text.contains("exec format") || code == Some(139) || code == Some(132) {
+        Attempt::NextArch(why)
+    } else {
+        Attempt::NextDir(why)
     }
 }
 
@@ -686,6 +799,34 @@ mod tests {
         assert_eq!(owner_of("1000:staff", passwd, group), Some((1000, 50)));
         assert_eq!(owner_of("ghost", passwd, group), None);
         assert_eq!(owner_of("app:ghosts", passwd, group), None);
+    }
+
+    #[test]
+    fn an_exec_format_error_moves_to_the_next_arch() {
+        let t = Duration::from_secs(1);
+        let said = Some("the exec failed: exec format error".to_owned());
+        assert!(matches!(
+            why_not_started(Some(126), said, "", t),
+            Attempt::NextArch(_)
+        ));
+        let stderr = "exec /tmp/x: exec format error";
+        assert!(matches!(
+            why_not_started(Some(1), None, stderr, t),
+            Attempt::NextArch(_)
+        ));
+        // SIGILL: a v7 satellite on a v6 CPU.
+        assert!(matches!(
+            why_not_started(Some(132), None, "", t),
+            Attempt::NextArch(_)
+        ));
+        match why_not_started(Some(126), None, "", t) {
+            Attempt::NextDir(why) => assert!(why.contains("exit 126"), "{why}"),
+            _ => panic!("a noexec place is a place problem"),
+        }
+        match why_not_started(None, None, "", t) {
+            Attempt::NextDir(why) => assert!(why.contains("no hello within"), "{why}"),
+            _ => panic!("a timeout is a place problem"),
+        }
     }
 
     #[test]

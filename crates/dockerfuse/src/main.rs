@@ -9,7 +9,7 @@ use dockerfuse::cli::Cli;
 use dockerfuse::engine::EngineFlags;
 use dockerfuse::logging::Style;
 use dockerfuse::{
-    commands, daemon, error, helper, logging, mount, plugin, report, satellites::Arch, signals,
+    commands, daemon, error, helper, logging, mount, plugin, report, satellites, signals,
 };
 
 fn main() {
@@ -86,8 +86,6 @@ fn print_version(debug: bool) {
         dockerfuse_proto::PROTOCOL_VERSION
     );
     if debug {
-        for a in Arch::ALL {
-            println!("satellite {a}: {} bytes", a.binary().len());
-        }
+        print!("{}", satellites::report());
     }
 }

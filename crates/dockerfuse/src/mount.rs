@@ -120,13 +120,16 @@ fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-type MountSession = fuser::Session<FuseFs<Conn<crate::rpc::Rpc>>>;
+type MountSession = fuser::Session<FuseFs<Conn<crate::local::Channel>>>;
 
 /// The engine side of a mount: the container and its running satellite.
 struct Remote {
     engine: Engine,
     container: Container,
     running: Running,
+    /// How the core reaches the satellite: the exec stream or the local
+    /// channel.
+    link: crate::local::Link,
     /// The container's name, for messages.
     name: String,
 }
@@ -147,7 +150,7 @@ pub fn run(
     )))?;
     let relink = cli.reconnect.then(|| {
         Relink::new(
-            remote.running.rpc.clone(),
+            remote.link.channel.clone(),
             Duration::from_secs_f64(cli.op_timeout),
         )
     });
@@ -169,7 +172,7 @@ pub fn run(
         path: target.path.clone(),
         mountpoint: mountpoint.clone(),
         pid: std::process::id(),
-        transport: "exec".into(),
+        transport: remote.link.transport_name().into(),
         since: state::now(),
     });
     info!(container = %remote.name, mountpoint = %mountpoint.display(), satellite = %remote.running.arch, "mounted");
@@ -181,12 +184,20 @@ pub fn run(
             break end(event, &remote, &mut unmounter, &mountpoint, &events);
         };
         warn!(reason = %why, "lost the satellite; --reconnect: waiting for the container");
-        let launch = relaunch(cli, target, &remote);
         let limit = Duration::from_secs_f64(cli.reconnect_timeout);
-        match reconnect::come_back(&launch, relink, limit, |d| events.recv_timeout(d).ok()) {
-            Outcome::Back(running) => {
-                watch_closed(running.closed.clone(), tx_again.clone())?;
+        let (engine, id) = (&remote.engine, remote.container.id.as_str());
+        let start = || {
+            let started = block_on(restart_satellite(cli, target, &remote))?;
+            let channel = started.1.channel.clone();
+            Ok((started, channel))
+        };
+        match reconnect::come_back(relink, limit, engine, id, start, |d| {
+            events.recv_timeout(d).ok()
+        }) {
+            Outcome::Back((running, link)) => {
+                watch_closed(link.closed.clone(), tx_again.clone())?;
                 remote.running = running;
+                remote.link = link;
             }
             Outcome::Interrupted(e) => {
                 relink.give_up();
@@ -247,18 +258,20 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         .with_hint(format!("start it first: docker start {id}")));
     }
     let native = engine.native_arch().await;
-    let image = container.image_arch.as_deref().and_then(Arch::parse);
-    if cli.satellite_arch.is_none() && native.is_none() && image.is_none() {
-        return Err(Error::setup(format!(
-            "unsupported architecture: the engine and image {} are neither amd64 nor arm64",
-            container.image_arch.as_deref().unwrap_or("(unknown)")
+    let image = container
+        .image_arch
+        .as_deref()
+        .and_then(|a| Arch::parse_with_variant(a, container.image_variant.as_deref()));
+    let archs = satellites::candidates(cli.satellite_arch, native, image).map_err(|why| {
+        Error::setup(format!(
+            "{why} (image architecture: {})",
+            container.image_arch.as_deref().unwrap_or("unknown")
         ))
-        .with_hint("force one with --satellite-arch amd64 or --satellite-arch arm64"));
-    }
-    let archs = satellites::candidates(cli.satellite_arch, native, image);
-    let running = launch(cli, target, &engine, &container.id, archs)
-        .run()
-        .await?;
+        .with_hint("force one that can run in the container with --satellite-arch")
+    })?;
+    let launch = launch(cli, target, &engine, &container.id, archs);
+    let running = launch.run().await?;
+    let link = crate::local::connect(&engine, &running, &want(cli, &launch)).await?;
     let name = if container.name.is_empty() {
         id.to_owned()
     } else {
@@ -268,6 +281,7 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         engine,
         container,
         running,
+        link,
         name,
     })
 }
@@ -296,10 +310,34 @@ fn launch<'a>(
     }
 }
 
-/// How to start the satellite again (the architecture that worked).
-fn relaunch<'a>(cli: &'a Cli, target: &'a Target, remote: &'a Remote) -> Launch<'a> {
-    let arch = vec![remote.running.arch];
-    launch(cli, target, &remote.engine, &remote.container.id, arch)
+/// How to reach the satellite once it runs.
+fn want(cli: &Cli, launch: &Launch<'_>) -> crate::local::Want {
+    crate::local::Want {
+        choice: cli.transport,
+        no_passthrough: cli.no_passthrough,
+        writeback: cli.writeback_cache,
+        per_caller: cli.allow_other,
+        stall: launch.stall,
+        timeout: launch.timeout,
+    }
+}
+
+/// Starts the satellite again (`--reconnect`), with the architecture that
+/// worked, and reaches it the way the flags say.
+async fn restart_satellite(
+    cli: &Cli,
+    target: &Target,
+    remote: &Remote,
+) -> Result<(Running, crate::local::Link)> {
+    let (engine, id) = (&remote.engine, remote.container.id.as_str());
+    let launch = launch(cli, target, engine, id, vec![remote.running.arch]);
+    let running = launch.run().await?;
+    let link = crate::local::connect(engine, &running, &want(cli, &launch)).await?;
+    Ok((running, link))
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    smol::block_on(async_compat::Compat::new(f))
 }
 
 /// The FUSE mount options for these flags.
@@ -328,7 +366,7 @@ fn mount_session(
     target: &Target,
     remote: &Remote,
     mountpoint: &Path,
-    relink: Option<Relink<crate::rpc::Rpc>>,
+    relink: Option<Relink<crate::local::Channel>>,
 ) -> Result<(MountSession, Unmounter)> {
     let links = cli.rewrite_absolute_links.then(|| LinkRewrite {
         root: target.path.as_bytes().to_vec(),
@@ -342,9 +380,9 @@ fn mount_session(
     };
     let conn = match relink {
         Some(r) => Conn::Relink(r),
-        None => Conn::Plain(remote.running.rpc.clone()),
+        None => Conn::Plain(remote.link.channel.clone()),
     };
-    let fs = FuseFs::new(Core::new(conn, opts));
+    let fs = FuseFs::new(Core::new(conn, opts), remote.link.passthrough.is_ok());
     let config = fuse_config(cli, &remote.name);
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -370,7 +408,7 @@ fn mount_session(
         })
     };
     made.map_err(|e| {
-        remote.running.rpc.shutdown();
+        remote.link.shutdown();
         let err = Error::setup(format!("cannot mount on {}: {e}", mountpoint.display()))
             .with_errno(e.raw_os_error().unwrap_or(libc::EIO));
         if cli.allow_other {
@@ -403,7 +441,7 @@ fn serve(session: MountSession, remote: &Remote, tx: mpsc::Sender<Event>) -> Res
             let _ = tx_session.send(Event::Unmounted);
         })
         .map_err(|e| Error::setup(format!("cannot start the FUSE thread: {e}")))?;
-    watch_closed(remote.running.closed.clone(), tx)
+    watch_closed(remote.link.closed.clone(), tx)
 }
 
 /// Turns the end of a satellite connection into an event.
@@ -471,7 +509,7 @@ async fn lost_cause(remote: &Remote, why: &str) -> String {
 
 /// Tells the satellite to exit and removes the pid file.
 fn finish(remote: &Remote, pid_file: Option<&Path>) {
-    remote.running.rpc.shutdown();
+    remote.link.shutdown();
     // The shutdown frame is queued, not yet written: give the writer
     // thread a moment to deliver it before the process exits.
     std::thread::sleep(Duration::from_millis(50));

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::engine::Engine;
-use crate::launch::{Launch, Running};
-use crate::relink::Relink;
-use crate::rpc::Rpc;
+use crate::error::Result;
+use crate::fs::Transport;
+use crate::relink::{Ends, Relink};
 
 /// How often the engine is asked whether the container runs again.
 const POLL: Duration = Duration::from_millis(250);
@@ -21,24 +21,27 @@ const POLL: Duration = Duration::from_millis(250);
 const EXPIRE_TICK: Duration = Duration::from_millis(100);
 
 /// How a wait for the container ended.
-pub(crate) enum Outcome<E> {
-    /// A new satellite serves the mount.
-    Back(Running),
+pub(crate) enum Outcome<R, E> {
+    /// A new satellite serves the mount; what `start` gave.
+    Back(R),
     /// Something else ended the wait (a signal, an unmount).
     Interrupted(E),
     /// The container did not come back in time.
     TimedOut,
 }
 
-/// Waits for the container of `launch` to run again and starts a new
-/// satellite in it. `pause(d)` sleeps up to `d` and returns what
+/// Waits for container `id` to run again, then runs `start` (which starts
+/// a satellite in it and gives the transport to it) and hands the
+/// transport to `relink`. `pause(d)` sleeps up to `d` and returns what
 /// interrupts the wait, if anything.
-pub(crate) fn come_back<E>(
-    launch: &Launch<'_>,
-    relink: &Relink<Rpc>,
+pub(crate) fn come_back<T: Transport + Ends, R, E>(
+    relink: &Relink<T>,
     timeout: Duration,
+    engine: &Engine,
+    id: &str,
+    mut start: impl FnMut() -> Result<(R, T)>,
     mut pause: impl FnMut(Duration) -> Option<E>,
-) -> Outcome<E> {
+) -> Outcome<R, E> {
     relink.disconnect();
     let deadline = Instant::now() + timeout;
     info!(waiting = ?timeout, "waiting for the container to run again");
@@ -51,37 +54,29 @@ pub(crate) fn come_back<E>(
                 std::thread::sleep(EXPIRE_TICK);
             }
         });
-        let outcome = wait(launch, relink, deadline, &mut pause);
+        let outcome = (|| {
+            while Instant::now() < deadline {
+                if let Some(e) = pause(POLL) {
+                    return Outcome::Interrupted(e);
+                }
+                if !smol::block_on(async_compat::Compat::new(runs(engine, id))) {
+                    continue;
+                }
+                match start() {
+                    Ok((started, transport)) => {
+                        relink.connect(transport);
+                        info!("the container runs again: reconnected");
+                        return Outcome::Back(started);
+                    }
+                    Err(e) => warn!(error = %e.message, "cannot start the satellite again yet"),
+                }
+            }
+            relink.give_up();
+            Outcome::TimedOut
+        })();
         waiting.store(false, Ordering::Relaxed);
         outcome
     })
-}
-
-fn wait<E>(
-    launch: &Launch<'_>,
-    relink: &Relink<Rpc>,
-    deadline: Instant,
-    pause: &mut impl FnMut(Duration) -> Option<E>,
-) -> Outcome<E> {
-    let block_on = |f| smol::block_on(async_compat::Compat::new(f));
-    while Instant::now() < deadline {
-        if let Some(e) = pause(POLL) {
-            return Outcome::Interrupted(e);
-        }
-        if !block_on(runs(launch.engine, launch.container)) {
-            continue;
-        }
-        match smol::block_on(async_compat::Compat::new(launch.run())) {
-            Ok(running) => {
-                relink.connect(running.rpc.clone());
-                info!(satellite = %running.arch, "the container runs again: reconnected");
-                return Outcome::Back(running);
-            }
-            Err(e) => warn!(error = %e.message, "cannot start the satellite again yet"),
-        }
-    }
-    relink.give_up();
-    Outcome::TimedOut
 }
 
 /// True when the engine answers and says the container runs.

@@ -29,6 +29,7 @@
 //! and, apart, the lookups made on the current satellite; the satellite is
 //! told to forget only what it was given.
 
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,7 @@ pub(crate) trait Ends {
     fn has_ended(&self) -> bool;
 }
 
-impl Ends for crate::rpc::Rpc {
+impl Ends for crate::local::Channel {
     fn has_ended(&self) -> bool {
         self.is_closed()
     }
@@ -74,6 +75,12 @@ impl<T: Transport + Ends> Transport for Conn<T> {
         match self {
             Conn::Plain(t) => t.post(req),
             Conn::Relink(r) => r.post(req),
+        }
+    }
+    fn take_fd(&self, fd: u32) -> Option<OwnedFd> {
+        match self {
+            Conn::Plain(t) => t.take_fd(fd),
+            Conn::Relink(r) => r.take_fd(fd),
         }
     }
 }
@@ -368,6 +375,17 @@ impl<T: Transport + Ends> Relink<T> {
 impl<T: Transport + Ends> Transport for Relink<T> {
     fn call(&self, req: &Request<'_>, done: Done) {
         self.send(req, done)
+    }
+
+    /// The descriptor of the current satellite. Asked for from inside the
+    /// reply to an open, which comes from the current satellite: replies
+    /// of an older one have all run before it is replaced.
+    fn take_fd(&self, fd: u32) -> Option<OwnedFd> {
+        let rpc = self.lock().current.clone()?;
+        if rpc.has_ended() {
+            return None;
+        }
+        rpc.take_fd(fd)
     }
 
     fn post(&self, req: &Request<'_>) {

@@ -26,11 +26,15 @@ pub use msg::*;
 
 /// Version of the wire protocol; both hellos carry it and a mismatch
 /// fails the mount.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest read or write carried in one request (FUSE's max_write with
 /// max_pages = 256).
 pub const MAX_IO: u32 = 1 << 20;
+
+/// Most supplementary groups a [`Request::As`] carries (a caller in more
+/// is sent with its first `MAX_GROUPS`, as the kernel lists them).
+pub const MAX_GROUPS: usize = 64;
 
 /// Frame id used by the two hello frames; requests use ids from 1 up.
 pub const HELLO_ID: u64 = 0;

@@ -212,15 +212,30 @@ pub enum Request<'a> {
     },
     /// Ends the satellite.
     Shutdown,
-    /// Runs `req` as host user `uid`/`gid` (with `--allow-other`): a root
-    /// satellite switches the worker thread's fsuid/fsgid (per thread, so
-    /// the pool serves several callers at once) and drops its
-    /// supplementary groups for the request. Never nested; never wraps a
-    /// forget.
+    /// Runs `req` as host user `uid`/`gid` with supplementary `groups`
+    /// (with `--allow-other`): a root satellite switches the worker
+    /// thread's fsuid, fsgid and groups (per thread, so the pool serves
+    /// several callers at once) for the request. At most [`crate::MAX_GROUPS`]
+    /// groups (more is EINVAL). Never nested; never wraps a forget.
     As {
         uid: u32,
         gid: u32,
+        groups: Vec<u32>,
         req: Box<Request<'a>>,
+    },
+    /// Asks for a private channel: the satellite makes a connected socket
+    /// pair and answers [`Response::Channel`] with the descriptor number
+    /// of the host's end, for a host on the same machine to take with
+    /// `pidfd_getfd`. Only valid on the first (exec) stream.
+    OpenChannel,
+    /// Moves the conversation to the channel made by [`Request::OpenChannel`]
+    /// (which the host has taken by now): the satellite answers `Ok` here,
+    /// then sends a hello on the channel and from then on answers
+    /// everything there. `fds`: open and create replies carry the
+    /// satellite's descriptor number of the file ([`Response::OpenedFd`],
+    /// [`Response::CreatedFd`]).
+    UseChannel {
+        fds: bool,
     },
 }
 
@@ -303,6 +318,23 @@ pub enum Response<'a> {
     /// The size an xattr value or list would need (for a size-0 probe).
     XattrSize(u32),
     Offset(u64),
+    /// Answer to [`Request::OpenChannel`]: the host's end, as a descriptor
+    /// number of the satellite.
+    Channel {
+        fd: u32,
+    },
+    /// [`Response::Opened`] with the satellite's descriptor number of the
+    /// open file (after `UseChannel { fds: true }`).
+    OpenedFd {
+        fh: u64,
+        fd: u32,
+    },
+    /// [`Response::Created`] with the satellite's descriptor number.
+    CreatedFd {
+        entry: Entry,
+        fh: u64,
+        fd: u32,
+    },
 }
 
 /// The variant tag at the start of an encoded enum: speedy writes it
@@ -322,8 +354,12 @@ impl Request<'_> {
     /// The [`variant_tag`] of [`Request::Shutdown`], taken from its
     /// encoding so that it follows the order of the variants.
     pub fn shutdown_tag() -> u32 {
-        let bytes = Writable::<LittleEndian>::write_to_vec(&Request::Shutdown)
-            .expect("a unit variant encodes");
+        Request::Shutdown.tag()
+    }
+
+    /// This request's [`variant_tag`], taken from its encoding.
+    pub fn tag(&self) -> u32 {
+        let bytes = Writable::<LittleEndian>::write_to_vec(self).expect("a request encodes");
         variant_tag(&bytes).expect("an encoded enum starts with its tag")
     }
 
@@ -485,11 +521,19 @@ impl Request<'_> {
                 paths: paths.into_iter().map(own).collect(),
             },
             Shutdown => Shutdown,
-            As { uid, gid, req } => As {
+            As {
                 uid,
                 gid,
+                groups,
+                req,
+            } => As {
+                uid,
+                gid,
+                groups,
                 req: Box::new(req.into_owned()),
             },
+            OpenChannel => OpenChannel,
+            UseChannel { fds } => UseChannel { fds },
         }
     }
 }
@@ -545,9 +589,12 @@ mod tests {
             paths: vec![b"/tmp/x".as_slice().into()],
         });
         round_trip_req(Request::Shutdown);
+        round_trip_req(Request::OpenChannel);
+        round_trip_req(Request::UseChannel { fds: true });
         round_trip_req(Request::As {
             uid: 1000,
             gid: 100,
+            groups: vec![10, 20, 65534],
             req: Box::new(Request::Mkdir {
                 parent: 1,
                 name: b"d".as_slice().into(),
@@ -694,8 +741,11 @@ mod tests {
             Request::As {
                 uid: 1,
                 gid: 1,
+                groups: vec![2, 3],
                 req: Box::new(Request::Shutdown),
             },
+            Request::OpenChannel,
+            Request::UseChannel { fds: true },
         ]
     }
 
@@ -740,6 +790,8 @@ mod tests {
             RemovePaths { .. } => 33,
             Shutdown => 34,
             As { .. } => 35,
+            OpenChannel => 36,
+            UseChannel { .. } => 37,
         }
     }
 
@@ -807,6 +859,17 @@ mod tests {
             },
         ]));
         round_trip_resp(Response::Data(vec![1, 2, 3].into()));
+        round_trip_resp(Response::Channel { fd: 9 });
+        round_trip_resp(Response::OpenedFd { fh: 4, fd: 12 });
+        round_trip_resp(Response::CreatedFd {
+            entry: Entry {
+                node: 3,
+                attr,
+                no_xattrs: false,
+            },
+            fh: 5,
+            fd: 13,
+        });
         round_trip_resp(Response::Hello(SatelliteHello {
             protocol: 1,
             version: "0.1.0".into(),

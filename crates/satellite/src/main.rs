@@ -17,11 +17,13 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(unreachable_pub)]
 
+mod direct;
 mod handles;
 mod ident;
 mod nodes;
 mod ops;
 mod pool;
+mod privs;
 mod server;
 mod sys;
 

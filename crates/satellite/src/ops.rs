@@ -106,23 +106,24 @@ impl Fs {
                 self.copy_file_range((fh_in, offset_in), (fh_out, offset_out), len, flags)
             }
             R::RemovePaths { paths } => Ok(remove_paths(&paths)),
-            R::As { uid, gid, req } => self.as_user(uid, gid, *req, buf),
+            R::As { uid, gid, groups, req } => self.as_user((uid, gid, &groups), *req, buf),
             R::Hello(_) | R::Shutdown | R::Forget { .. } => Err(Errno::EINVAL),
+            R::OpenChannel | R::UseChannel { .. } => Err(Errno::EINVAL),
         }
     }
 
-    /// Runs `req` as host user `uid`/`gid`; never nested, never a forget.
+    /// Runs `req` as host user `uid`/`gid` with supplementary `groups`;
+    /// never nested, never a forget.
     fn as_user<'b>(
         &self,
-        uid: u32,
-        gid: u32,
+        (uid, gid, groups): (u32, u32, &[u32]),
         req: Request<'_>,
         buf: &'b mut Vec<u8>,
     ) -> SysResult<Response<'b>> {
         if matches!(req, Request::As { .. } | Request::Forget { .. }) {
             return Err(Errno::EINVAL);
         }
-        let _as = self.ident.switch(uid, gid)?;
+        let _as = self.ident.switch(uid, gid, groups)?;
         self.dispatch(req, buf)
     }
 }

@@ -32,14 +32,17 @@ struct Queue {
     spare: Vec<Vec<u8>>,
 }
 
-struct Shared<W> {
+/// Where responses go: stdout, or the private channel after a switch.
+pub(crate) type Out = Box<dyn Write + Send>;
+
+struct Shared {
     fs: Fs,
     queue: Mutex<Queue>,
     ready: Condvar,
-    out: Mutex<W>,
+    out: Mutex<Out>,
 }
 
-impl<W> Shared<W> {
+impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         // Every change to the queue is complete under the lock: a panicked
         // holder cannot have left it half-changed.
@@ -47,14 +50,15 @@ impl<W> Shared<W> {
     }
 }
 
-/// The pool, as the reader sees it.
-pub(crate) struct Pool<W> {
-    sh: Arc<Shared<W>>,
+/// The pool, as a reader sees it (the channel's reader has a clone).
+#[derive(Clone)]
+pub(crate) struct Pool {
+    sh: Arc<Shared>,
 }
 
-impl<W: Write + Send + 'static> Pool<W> {
+impl Pool {
     /// A pool with no workers yet, serving `fs` and answering on `out`.
-    pub(crate) fn new(fs: Fs, out: W) -> Pool<W> {
+    pub(crate) fn new(fs: Fs, out: Out) -> Pool {
         let queue = Queue {
             jobs: VecDeque::new(),
             idle: 0,
@@ -74,6 +78,13 @@ impl<W: Write + Send + 'static> Pool<W> {
     /// Writes one response frame from the reader's side (the handshake).
     pub(crate) fn reply(&self, id: u64, resp: &Response<'_>) {
         send(&self.sh.out, id, resp, &mut Vec::new());
+    }
+
+    /// Runs `f` on the output with the output lock held: no response can
+    /// be written meanwhile (the switch to the private channel).
+    pub(crate) fn with_output<T>(&self, f: impl FnOnce(&mut Out) -> T) -> T {
+        let mut out = self.sh.out.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut out)
     }
 
     /// Starts the first workers.
@@ -108,7 +119,7 @@ impl<W: Write + Send + 'static> Pool<W> {
     }
 }
 
-fn spawn_worker<W: Write + Send + 'static>(sh: &Arc<Shared<W>>) -> bool {
+fn spawn_worker(sh: &Arc<Shared>) -> bool {
     let sh2 = sh.clone();
     std::thread::Builder::new()
         .name("worker".into())
@@ -118,7 +129,7 @@ fn spawn_worker<W: Write + Send + 'static>(sh: &Arc<Shared<W>>) -> bool {
 }
 
 /// A worker's life: take a job, run it, hand its buffer back.
-fn worker<W: Write>(sh: &Shared<W>) {
+fn worker(sh: &Shared) {
     let mut data = Vec::new();
     let mut scratch = Vec::new();
     loop {
@@ -136,7 +147,7 @@ fn worker<W: Write>(sh: &Shared<W>) {
 }
 
 /// Waits, counted as idle, for the next job.
-fn next_job<W>(sh: &Shared<W>) -> Job {
+fn next_job(sh: &Shared) -> Job {
     let mut q = sh.queue();
     q.idle += 1;
     while q.jobs.is_empty() {
@@ -147,7 +158,7 @@ fn next_job<W>(sh: &Shared<W>) -> Job {
 }
 
 /// Decodes and runs one request and sends its response; a forget has none.
-fn run<W: Write>(sh: &Shared<W>, job: &Job, data: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+fn run(sh: &Shared, job: &Job, data: &mut Vec<u8>, scratch: &mut Vec<u8>) {
     let resp = match frame::decode::<Request<'_>>(&job.frame) {
         Ok(Request::Forget { nodes }) => {
             sh.fs.forget(&nodes);
@@ -163,7 +174,7 @@ fn run<W: Write>(sh: &Shared<W>, job: &Job, data: &mut Vec<u8>, scratch: &mut Ve
 }
 
 /// Writes one response frame; a failed write means the host is gone.
-fn send<W: Write>(out: &Mutex<W>, id: u64, resp: &Response<'_>, scratch: &mut Vec<u8>) {
+fn send(out: &Mutex<Out>, id: u64, resp: &Response<'_>, scratch: &mut Vec<u8>) {
     scratch.clear();
     if let Err(e) = frame::encode(id, resp, scratch) {
         eprintln!("dockerfuse-satellite: cannot encode reply {id}: {e}");

@@ -1,9 +1,11 @@
 //! The request loop: the handshake, then one reader that queues frames
 //! for the worker [`Pool`] until the input ends or a shutdown arrives.
 //!
-//! The reader parses frame headers only; it tells a shutdown by the
-//! request's variant tag, without decoding the payload, which is left to
-//! the workers.
+//! The reader parses frame headers only; it tells a shutdown (and the two
+//! requests that move the conversation to a private channel, see
+//! `direct`) by the request's variant tag, without decoding the payload,
+//! which is left to the workers. After a switch, a second reader serves
+//! the channel and every response goes there; stdin stays the lifeline.
 
 use std::io::{self, Read, Write};
 
@@ -22,7 +24,7 @@ pub(crate) fn serve<R: Read, W: Write + Send + 'static>(
     mut input: R,
     output: W,
 ) -> io::Result<()> {
-    let pool = Pool::new(fs, output);
+    let pool = Pool::new(fs, Box::new(output));
     pool.reply(HELLO_ID, &Response::Hello(hello()));
     if !host_hello(&pool, &mut input)? {
         return Ok(());
@@ -31,8 +33,9 @@ pub(crate) fn serve<R: Read, W: Write + Send + 'static>(
     read_requests(&pool, &mut input)
 }
 
-/// The satellite's hello: who and what it is.
-fn hello() -> SatelliteHello {
+/// The satellite's hello: who and what it is (the first frame on every
+/// channel).
+pub(crate) fn hello() -> SatelliteHello {
     let (uid, gid) = crate::sys::getuid_gid();
     SatelliteHello {
         protocol: PROTOCOL_VERSION,
@@ -47,10 +50,7 @@ fn hello() -> SatelliteHello {
 
 /// Reads the host's hello and checks its protocol version (answering a
 /// mismatch with EPROTO). False when the input ends before it.
-fn host_hello<R: Read, W: Write + Send + 'static>(
-    pool: &Pool<W>,
-    input: &mut R,
-) -> io::Result<bool> {
+fn host_hello<R: Read>(pool: &Pool, input: &mut R) -> io::Result<bool> {
     let mut buf = Vec::new();
     match read_frame(input, &mut buf)? {
         None => return Ok(false),
@@ -73,19 +73,28 @@ fn host_hello<R: Read, W: Write + Send + 'static>(
     }
 }
 
-/// Queues every request frame until the input ends or a shutdown arrives.
-fn read_requests<R: Read, W: Write + Send + 'static>(
-    pool: &Pool<W>,
-    input: &mut R,
-) -> io::Result<()> {
+/// Queues every request frame until the input ends or a shutdown arrives;
+/// the channel requests are served here, in order with the others.
+pub(crate) fn read_requests<R: Read>(pool: &Pool, input: &mut R) -> io::Result<()> {
     let shutdown = Some(Request::shutdown_tag());
+    let open_channel = Some(Request::OpenChannel.tag());
+    let use_channel = Some(Request::UseChannel { fds: false }.tag());
     loop {
         let mut frame = pool.spare_buffer();
         let Some(id) = read_frame(input, &mut frame)? else {
             return Ok(());
         };
-        if variant_tag(&frame) == shutdown {
+        let tag = variant_tag(&frame);
+        if tag == shutdown {
             return Ok(());
+        }
+        if tag == open_channel || tag == use_channel {
+            match frame::decode::<Request<'_>>(&frame) {
+                Ok(Request::OpenChannel) => crate::direct::open_channel(pool, id),
+                Ok(Request::UseChannel { fds }) => crate::direct::use_channel(pool, id, fds),
+                _ => pool.reply(id, &Response::Error(Errno::EPROTO.0)),
+            }
+            continue;
         }
         pool.submit(id, frame);
     }

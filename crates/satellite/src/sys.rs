@@ -455,6 +455,18 @@ pub(crate) fn set_thread_fs_ids(uid: u32, gid: u32) -> SysResult<()> {
     }
 }
 
+/// The calling thread's filesystem uid and gid (an invalid id changes
+/// nothing and returns the current one).
+pub(crate) fn thread_fs_ids() -> (u32, u32) {
+    // SAFETY: setfsuid/setfsgid take plain integers; -1 is refused by the
+    // kernel, which then only reports the current value.
+    unsafe {
+        let uid = libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32;
+        let gid = libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32;
+        (uid, gid)
+    }
+}
+
 /// Raises the soft limit of open descriptors to the hard one (every node
 /// the kernel knows holds one); returns the soft limit now in force.
 pub(crate) fn raise_nofile() -> u64 {

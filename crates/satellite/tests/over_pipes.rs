@@ -2,7 +2,7 @@
 //! host does through `docker exec`, and drives it with real frames.
 
 use std::io::{BufReader, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use dockerfuse_proto::frame::{decode, encode, read_frame};
@@ -124,7 +124,100 @@ fn into_static(r: Response<'_>) -> Response<'static> {
         Response::StatFs(s) => Response::StatFs(s),
         Response::XattrSize(n) => Response::XattrSize(n),
         Response::Offset(o) => Response::Offset(o),
+        Response::Channel { fd } => Response::Channel { fd },
+        Response::OpenedFd { fh, fd } => Response::OpenedFd { fh, fd },
+        Response::CreatedFd { entry, fh, fd } => Response::CreatedFd { entry, fh, fd },
     }
+}
+
+/// `pidfd_getfd`: a copy of descriptor `fd` of process `pid`.
+fn take_fd(pid: u32, fd: u32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: raw syscalls with integer arguments; the results are new
+    // descriptors owned here.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        use std::os::fd::AsRawFd;
+        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd as i32, 0);
+        assert!(got >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+        std::os::fd::OwnedFd::from_raw_fd(got as i32)
+    }
+}
+
+#[test]
+fn the_conversation_moves_to_the_channel_and_opens_carry_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"through the kernel").unwrap();
+    let (mut s, hello) = Sat::start(dir.path());
+    // Before the switch, opens carry no descriptor.
+    let f = s.entry(Request::Lookup {
+        parent: ROOT_NODE,
+        name: name("f"),
+    });
+    assert!(matches!(
+        s.call(Request::Open {
+            node: f.node,
+            flags: libc::O_RDONLY
+        }),
+        Response::Opened { .. }
+    ));
+    let fd = match s.call(Request::OpenChannel) {
+        Response::Channel { fd } => fd,
+        other => panic!("expected a channel, got {other:?}"),
+    };
+    let sock = take_fd(s.child.id(), fd);
+    assert_eq!(s.call(Request::UseChannel { fds: true }), Response::Ok);
+    let mut sock_in = std::os::unix::net::UnixStream::from(sock);
+    let mut sock_out = BufReader::new(sock_in.try_clone().unwrap());
+    let mut buf = Vec::new();
+    assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(HELLO_ID));
+    assert_eq!(
+        decode::<Response<'_>>(&buf).unwrap(),
+        Response::Hello(hello)
+    );
+    // Answers now come over the socket, with the file's descriptor.
+    let mut frame = Vec::new();
+    encode(
+        40,
+        &Request::Open {
+            node: f.node,
+            flags: libc::O_RDONLY,
+        },
+        &mut frame,
+    )
+    .unwrap();
+    sock_in.write_all(&frame).unwrap();
+    assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(40));
+    let (fh, fd) = match decode::<Response<'_>>(&buf).unwrap() {
+        Response::OpenedFd { fh, fd } => (fh, fd),
+        other => panic!("expected an open with a descriptor, got {other:?}"),
+    };
+    assert!(fh > 0);
+    let file = std::fs::File::from(take_fd(s.child.id(), fd));
+    let mut text = String::new();
+    use std::io::Read;
+    (&file).read_to_string(&mut text).unwrap();
+    assert_eq!(text, "through the kernel");
+    // A second switch is refused.
+    frame.clear();
+    encode(41, &Request::OpenChannel, &mut frame).unwrap();
+    sock_in.write_all(&frame).unwrap();
+    assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(41));
+    assert_eq!(
+        decode::<Response<'_>>(&buf).unwrap(),
+        Response::Error(libc::EINVAL)
+    );
+    // Closing the channel ends the satellite, as closing stdin does.
+    drop(sock_in);
+    drop(sock_out);
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 fn name(s: &str) -> std::borrow::Cow<'_, [u8]> {
@@ -595,6 +688,7 @@ fn requests_as_a_caller_get_its_owner_and_its_permissions() {
     let as_user = |req: Request<'static>| Request::As {
         uid: 4321,
         gid: 4322,
+        groups: vec![],
         req: Box::new(req),
     };
     let d = s.entry(as_user(Request::Mkdir {
@@ -632,6 +726,161 @@ fn requests_as_a_caller_get_its_owner_and_its_permissions() {
         s.call(as_user(as_user(Request::StatFs { node: ROOT_NODE }))),
         Response::Error(libc::EINVAL)
     );
+}
+
+/// Supplementary groups ride with the caller's identity: group rights,
+/// chgrp to one of them, and the container's own setuid/setgid clearing on
+/// a write by someone without CAP_FSETID.
+#[test]
+fn requests_as_a_caller_carry_its_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, hello) = Sat::start(dir.path());
+    // Too many groups are refused, not cut, by any satellite.
+    let many = Request::As {
+        uid: 4321,
+        gid: 4322,
+        groups: (1..=MAX_GROUPS as u32 + 1).collect(),
+        req: Box::new(Request::StatFs { node: ROOT_NODE }),
+    };
+    assert_eq!(s.call(many), Response::Error(libc::EINVAL));
+    if hello.uid != 0 {
+        // A satellite that is not root performs requests as itself.
+        assert!(matches!(
+            s.call(Request::As {
+                uid: 4321,
+                gid: 4322,
+                groups: vec![5555],
+                req: Box::new(Request::StatFs { node: ROOT_NODE }),
+            }),
+            Response::StatFs(_)
+        ));
+        return;
+    }
+    let p = |n: &str| dir.path().join(n);
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o777)).unwrap();
+    // A group-readable file of a group the caller is only a supplementary
+    // member of.
+    std::fs::write(p("grp"), b"g").unwrap();
+    std::os::unix::fs::chown(p("grp"), Some(0), Some(5555)).unwrap();
+    std::fs::set_permissions(p("grp"), PermissionsExt::from_mode(0o640)).unwrap();
+    // A setuid+setgid group-executable file everyone may write.
+    std::fs::write(p("suid"), b"x").unwrap();
+    std::os::unix::fs::chown(p("suid"), Some(0), Some(5555)).unwrap();
+    std::fs::set_permissions(p("suid"), PermissionsExt::from_mode(0o6777)).unwrap();
+    // A file the caller owns.
+    std::fs::write(p("mine"), b"m").unwrap();
+    std::os::unix::fs::chown(p("mine"), Some(4321), Some(4322)).unwrap();
+
+    let as_user = |groups: &[u32], req: Request<'static>| Request::As {
+        uid: 4321,
+        gid: 4322,
+        groups: groups.to_vec(),
+        req: Box::new(req),
+    };
+    let node = |s: &mut Sat, n: &'static str| {
+        s.entry(Request::Lookup {
+            parent: ROOT_NODE,
+            name: name(n),
+        })
+        .node
+    };
+    let (grp, suid, mine) = (
+        node(&mut s, "grp"),
+        node(&mut s, "suid"),
+        node(&mut s, "mine"),
+    );
+    let open = |node| Request::Open {
+        node,
+        flags: libc::O_RDONLY,
+    };
+    assert_eq!(
+        s.call(as_user(&[], open(grp))),
+        Response::Error(libc::EACCES)
+    );
+    assert!(matches!(
+        s.call(as_user(&[7, 5555], open(grp))),
+        Response::Opened { .. }
+    ));
+
+    let chgrp = |node, gid| Request::SetAttr {
+        node,
+        fh: None,
+        attr: SetAttr {
+            gid: Some(gid),
+            ..Default::default()
+        },
+    };
+    assert_eq!(
+        s.call(as_user(&[5555], chgrp(mine, 5556))),
+        Response::Error(libc::EPERM)
+    );
+    assert!(matches!(
+        s.call(as_user(&[5555], chgrp(mine, 5555))),
+        Response::Attr(a) if a.gid == 5555
+    ));
+
+    let fh = match s.call(as_user(
+        &[],
+        Request::Open {
+            node: suid,
+            flags: libc::O_WRONLY,
+        },
+    )) {
+        Response::Opened { fh } => fh,
+        other => panic!("expected an open file, got {other:?}"),
+    };
+    assert_eq!(
+        s.call(as_user(
+            &[],
+            Request::Write {
+                fh,
+                offset: 0,
+                data: name("y"),
+            }
+        )),
+        Response::Written(1)
+    );
+    let mode = std::fs::metadata(p("suid")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o777, "setuid and setgid cleared by the write");
+
+    // A directory the caller may read but not search: readdirplus still
+    // gives its entries (the host kernel checks search permission on the
+    // walks to them).
+    std::fs::create_dir(p("ronly")).unwrap();
+    std::fs::write(p("ronly/inner"), b"i").unwrap();
+    std::fs::set_permissions(p("ronly"), PermissionsExt::from_mode(0o754)).unwrap();
+    let ronly = node(&mut s, "ronly");
+    assert_eq!(
+        s.call(as_user(
+            &[],
+            Request::Lookup {
+                parent: ronly,
+                name: name("inner"),
+            }
+        )),
+        Response::Error(libc::EACCES)
+    );
+    let dh = match s.call(as_user(&[], Request::OpenDir { node: ronly })) {
+        Response::Opened { fh } => fh,
+        other => panic!("expected an open directory, got {other:?}"),
+    };
+    let listed = s.call(as_user(
+        &[],
+        Request::ReadDir {
+            fh: dh,
+            offset: 0,
+            size: 4096,
+            plus: true,
+        },
+    ));
+    let Response::Dir(entries) = listed else {
+        panic!("expected entries, got {listed:?}");
+    };
+    let inner = entries.iter().find(|e| &e.name[..] == b"inner").unwrap();
+    assert!(inner.entry.is_some());
+
+    // The worker is root again, with root's groups.
+    assert!(matches!(s.call(open(grp)), Response::Opened { .. }));
 }
 
 /// 100,000 entries list completely in chunks, and offsets stay valid while

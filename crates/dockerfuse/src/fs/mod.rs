@@ -14,8 +14,12 @@
 //! * readdirplus references: entries the kernel did not take are forgotten
 //!   ([`listing`]);
 //! * symlink targets are rewritten both ways when asked ([`links`]);
-//! * the caller's identity rides with each request when asked ([`caller`]).
+//! * the caller's identity (uid, gid, groups) rides with each request when
+//!   asked ([`caller`]);
+//! * on the local channel, open files come with the satellite's descriptor
+//!   for FUSE passthrough, checked before use ([`backing`]).
 
+mod backing;
 mod caller;
 mod links;
 mod listing;
@@ -28,13 +32,14 @@ mod model;
 #[cfg(test)]
 mod tests;
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
 use dockerfuse_proto::{Request, Response};
 
-pub(crate) use caller::{with_caller, CallerGuard};
+pub(crate) use caller::{with_caller, Caller, CallerGuard};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
@@ -75,6 +80,13 @@ pub(crate) enum Xattr<'a> {
 /// Outcome callback of getxattr/listxattr.
 pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Errno>) + Send>;
 
+/// An open file: the satellite's handle and, on the local channel, a
+/// copy of the satellite's descriptor that may back the file in the kernel.
+pub(crate) struct Opened {
+    pub(crate) fh: u64,
+    pub(crate) backing: Option<OwnedFd>,
+}
+
 /// Outcome of a lookup.
 pub(crate) enum Lookup {
     Found(Entry),
@@ -110,11 +122,21 @@ impl<T: Transport> Core<T> {
     /// Sends `req`, wrapped as the current caller's when the mount performs
     /// requests per caller.
     fn send(&self, req: &Request<'_>, done: Done) {
-        match self.opts.per_caller.then(caller::current).flatten() {
-            Some((uid, gid)) => self.rpc.call(
+        self.send_as(req, done, true)
+    }
+
+    /// Sends `req` as the current caller's when `as_caller` (and the mount
+    /// performs requests per caller), else as the satellite's own.
+    fn send_as(&self, req: &Request<'_>, done: Done, as_caller: bool) {
+        let caller = (as_caller && self.opts.per_caller)
+            .then(caller::current)
+            .flatten();
+        match caller {
+            Some(c) => self.rpc.call(
                 &Request::As {
-                    uid,
-                    gid,
+                    uid: c.uid,
+                    gid: c.gid,
+                    groups: c.groups.to_vec(),
                     req: Box::new(req.clone()),
                 },
                 done,
@@ -183,21 +205,71 @@ impl<T: Transport> Core<T> {
         self.call_attr(Request::GetAttr { node, fh }, node, cb)
     }
 
+    /// With the writeback cache the kernel keeps a written file's mtime
+    /// itself and always sends it as an explicit time: alone on close and
+    /// fsync, with the new size on a truncation, in place of "now" in a
+    /// utimensat. Setting an explicit time needs the owner, where the write,
+    /// truncation or "now" needed only write permission, which the kernel
+    /// has checked (`default_permissions`; it also refuses an explicit time
+    /// from anyone but the owner). So the mtime is sent as the satellite's,
+    /// as without `--allow-other`, after the rest of the setattr succeeded
+    /// as the caller.
     pub(crate) fn setattr(&self, node: u64, fh: Option<u64>, attr: SetAttr, cb: Cb<Attr>) {
-        self.call_attr(Request::SetAttr { node, fh, attr }, node, cb)
+        let kernel_mtime = self.opts.writeback
+            && self.opts.per_caller
+            && matches!(attr.mtime, Some(SetTime::At { .. }));
+        if !kernel_mtime {
+            return self.call_attr(Request::SetAttr { node, fh, attr }, node, cb);
+        }
+        let mtime = SetAttr {
+            mtime: attr.mtime,
+            ..Default::default()
+        };
+        // A utimensat(now, now), which needs only write permission, reaches
+        // here as (now, explicit): the caller's part stays (now, now), as
+        // (now, omit) would need the owner.
+        let rest = SetAttr {
+            mtime: (attr.atime == Some(SetTime::Now)).then_some(SetTime::Now),
+            ..attr
+        };
+        if rest == SetAttr::default() {
+            let req = Request::SetAttr {
+                node,
+                fh,
+                attr: mtime,
+            };
+            return self.send_attr(req, node, cb, false);
+        }
+        let rpc = self.rpc.clone();
+        let then_mtime: Cb<Attr> = Box::new(move |r| match r {
+            Ok(_) => {
+                let req = Request::SetAttr {
+                    node,
+                    fh,
+                    attr: mtime,
+                };
+                rpc.call(&req, attr_done(node, cb))
+            }
+            Err(e) => cb(Err(e)),
+        });
+        self.call_attr(
+            Request::SetAttr {
+                node,
+                fh,
+                attr: rest,
+            },
+            node,
+            then_mtime,
+        )
     }
 
     /// getattr/setattr: the attributes, reported under `node`.
     fn call_attr(&self, req: Request<'_>, node: u64, cb: Cb<Attr>) {
-        self.send(
-            &req,
-            Box::new(move |r| {
-                cb(r.and_then(replies::attr).map(|mut a| {
-                    a.ino = node;
-                    a
-                }))
-            }),
-        );
+        self.send_attr(req, node, cb, true)
+    }
+
+    fn send_attr(&self, req: Request<'_>, node: u64, cb: Cb<Attr>, as_caller: bool) {
+        self.send_as(&req, attr_done(node, cb), as_caller);
     }
 
     pub(crate) fn readlink(&self, node: u64, cb: BytesCb) {
@@ -311,9 +383,18 @@ impl<T: Transport> Core<T> {
         f
     }
 
-    pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<u64>) {
+    pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {
         let flags = self.open_flags(flags);
-        self.call(Request::Open { node, flags }, replies::fh, cb)
+        let rpc = self.rpc.clone();
+        self.send(
+            &Request::Open { node, flags },
+            Box::new(move |r| {
+                cb(r.and_then(replies::opened).map(|(fh, fd)| Opened {
+                    fh,
+                    backing: fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                }))
+            }),
+        )
     }
 
     pub(crate) fn create(
@@ -322,23 +403,27 @@ impl<T: Transport> Core<T> {
         name: &[u8],
         mode: u32,
         flags: i32,
-        cb: Cb<(Entry, u64)>,
+        cb: Cb<(Entry, Opened)>,
     ) {
-        let (cache, ttl) = (self.no_xattrs.clone(), self.opts.ttl);
+        let (cache, ttl, rpc) = (self.no_xattrs.clone(), self.opts.ttl, self.rpc.clone());
+        let flags = self.open_flags(flags);
         let req = Request::Create {
             parent,
             name: name.into(),
             mode,
-            flags: self.open_flags(flags),
+            flags,
         };
         self.send(
             &req,
             Box::new(move |r| {
                 let r = r.and_then(replies::created);
-                if let Ok((e, _)) = &r {
+                if let Ok((e, _, _)) = &r {
                     cache.note(e, ttl);
                 }
-                cb(r)
+                cb(r.map(|(e, fh, fd)| {
+                    let backing = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    (e, Opened { fh, backing })
+                }))
             }),
         );
     }
@@ -542,4 +627,15 @@ impl<T: Transport> Core<T> {
         let name = name.into();
         self.call(Request::RemoveXattr { node, name }, replies::ok, cb)
     }
+}
+
+/// The completion of a getattr/setattr: the attributes, reported under
+/// `node`.
+fn attr_done(node: u64, cb: Cb<Attr>) -> Done {
+    Box::new(move |r| {
+        cb(r.and_then(replies::attr).map(|mut a| {
+            a.ino = node;
+            a
+        }))
+    })
 }

@@ -52,9 +52,20 @@ pub(super) fn fh(r: Response<'_>) -> Result<u64, Errno> {
     }
 }
 
-pub(super) fn created(r: Response<'_>) -> Result<(Entry, u64), Errno> {
+/// An open file's handle, and the satellite's descriptor number of it
+/// when the reply carries one.
+pub(super) fn opened(r: Response<'_>) -> Result<(u64, Option<u32>), Errno> {
     match r {
-        Response::Created { entry, fh } => Ok((checked_entry(entry)?, fh)),
+        Response::Opened { fh } => Ok((fh, None)),
+        Response::OpenedFd { fh, fd } => Ok((fh, Some(fd))),
+        r => Err(unexpected(r)),
+    }
+}
+
+pub(super) fn created(r: Response<'_>) -> Result<(Entry, u64, Option<u32>), Errno> {
+    match r {
+        Response::Created { entry, fh } => Ok((checked_entry(entry)?, fh, None)),
+        Response::CreatedFd { entry, fh, fd } => Ok((checked_entry(entry)?, fh, Some(fd))),
         r => Err(unexpected(r)),
     }
 }

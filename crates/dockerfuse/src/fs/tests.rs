@@ -267,7 +267,11 @@ fn links_are_shown_and_stored_in_the_right_terms() {
 fn requests_carry_the_caller_when_asked_and_forget_never_does() {
     let (c, seen) = core(|_| Response::Ok);
     {
-        let _as = with_caller(1000, 100);
+        let _as = with_caller(Caller {
+            uid: 1000,
+            gid: 100,
+            groups: vec![10, 20].into(),
+        });
         c.unlink(1, b"x", Box::new(|_| {}));
         c.forget(vec![(5, 1)]);
     }
@@ -275,10 +279,68 @@ fn requests_carry_the_caller_when_asked_and_forget_never_does() {
     let seen = seen.lock().unwrap();
     assert!(matches!(
         &seen[0],
-        Request::As { uid: 1000, gid: 100, req } if matches!(**req, Request::Unlink { .. })
+        Request::As { uid: 1000, gid: 100, groups, req }
+            if groups == &[10, 20] && matches!(**req, Request::Unlink { .. })
     ));
     assert!(matches!(seen[1], Request::Forget { .. }));
     assert!(matches!(seen[2], Request::Unlink { .. }));
+}
+
+#[test]
+fn the_kernels_mtime_flush_is_not_sent_as_the_caller() {
+    let mut o = opts();
+    o.writeback = true;
+    let (c, seen) = core_with(|_| Response::Attr(Attr::default()), o);
+    let mtime = |mtime| SetAttr {
+        mtime: Some(mtime),
+        ..Default::default()
+    };
+    let at = SetTime::At { sec: 5, nsec: 6 };
+    {
+        let _as = with_caller(Caller {
+            uid: 1000,
+            gid: 100,
+            groups: vec![].into(),
+        });
+        // The kernel's flush: an explicit mtime alone, with or without the
+        // open file.
+        c.setattr(3, Some(7), mtime(at), Box::new(|_| {}));
+        c.setattr(3, None, mtime(at), Box::new(|_| {}));
+        // "now" is sent as it is, as the caller.
+        c.setattr(3, Some(7), mtime(SetTime::Now), Box::new(|_| {}));
+        let mut truncate = mtime(at);
+        truncate.size = Some(0);
+        c.setattr(3, Some(7), truncate, Box::new(|_| {}));
+        // utimensat(now, now) of a writer: the kernel made the mtime explicit.
+        let mut touch = mtime(at);
+        touch.atime = Some(SetTime::Now);
+        c.setattr(3, None, touch, Box::new(|_| {}));
+    }
+    let seen = seen.lock().unwrap();
+    assert!(matches!(seen[0], Request::SetAttr { fh: Some(7), .. }));
+    assert!(matches!(seen[1], Request::SetAttr { fh: None, .. }));
+    assert!(matches!(seen[2], Request::As { .. }));
+    // A truncation: the size as the caller, then the kernel's mtime.
+    let size_only = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    assert!(matches!(
+        &seen[3],
+        Request::As { req, .. } if matches!(&**req, Request::SetAttr { attr, .. } if *attr == size_only)
+    ));
+    assert!(matches!(&seen[4], Request::SetAttr { attr, .. } if *attr == mtime(at)));
+    let now = SetAttr {
+        atime: Some(SetTime::Now),
+        mtime: Some(SetTime::Now),
+        ..Default::default()
+    };
+    assert!(matches!(
+        &seen[5],
+        Request::As { req, .. } if matches!(&**req, Request::SetAttr { attr, .. } if *attr == now)
+    ));
+    assert!(matches!(&seen[6], Request::SetAttr { attr, .. } if *attr == mtime(at)));
+    assert_eq!(seen.len(), 7);
 }
 
 #[test]
@@ -288,7 +350,11 @@ fn writeback_cache_adjusts_open_flags() {
     o.per_caller = false;
     let (c, seen) = core_with(|_| Response::Opened { fh: 9 }, o);
     let (cb, got) = capture();
-    c.open(5, libc::O_WRONLY | libc::O_APPEND, cb);
+    c.open(
+        5,
+        libc::O_WRONLY | libc::O_APPEND,
+        Box::new(move |r| cb(r.map(|o| o.fh))),
+    );
     assert_eq!(got.lock().unwrap().take(), Some(Ok(9)));
     assert_eq!(
         seen.lock().unwrap()[0],
@@ -361,4 +427,57 @@ fn readdirplus_forgets_what_the_kernel_did_not_take() {
         Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
     );
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ENODATA)));
+}
+
+/// A transport whose satellite "opened" a file read-only as descriptor 7.
+struct HandsOut {
+    file: std::path::PathBuf,
+}
+
+impl Transport for HandsOut {
+    fn call(&self, req: &Request<'_>, done: Done) {
+        done(Ok(match req {
+            Request::Open { .. } => Response::OpenedFd { fh: 3, fd: 7 },
+            _ => Response::Error(libc::ENOSYS),
+        }))
+    }
+    fn post(&self, _req: &Request<'_>) {}
+    fn take_fd(&self, fd: u32) -> Option<std::os::fd::OwnedFd> {
+        assert_eq!(fd, 7);
+        Some(std::fs::File::open(&self.file).ok()?.into())
+    }
+}
+
+#[test]
+fn a_handed_descriptor_backs_only_an_open_of_its_access_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"data").unwrap();
+    let c = Core::new(HandsOut { file }, opts());
+    for (flags, backed) in [
+        (libc::O_RDONLY, true),
+        (libc::O_RDWR, false),
+        (libc::O_WRONLY, false),
+    ] {
+        let (cb, got) = capture();
+        c.open(
+            1,
+            flags,
+            Box::new(move |r| cb(r.map(|o| (o.fh, o.backing.is_some())))),
+        );
+        assert_eq!(
+            got.lock().unwrap().take(),
+            Some(Ok((3, backed))),
+            "flags {flags:#o}"
+        );
+    }
+    // Without a way to take descriptors the number is ignored.
+    let (c, _) = core(|_| Response::OpenedFd { fh: 4, fd: 7 });
+    let (cb, got) = capture();
+    c.open(
+        1,
+        libc::O_RDONLY,
+        Box::new(move |r| cb(r.map(|o| (o.fh, o.backing.is_some())))),
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Ok((4, false))));
 }

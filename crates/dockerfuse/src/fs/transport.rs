@@ -5,6 +5,8 @@
 //! connection, tests implement it with canned answers. So dependencies
 //! point one way: fuser adapter → core → transport → engine.
 
+use std::os::fd::OwnedFd;
+
 use dockerfuse_proto::{Errno, Request, Response};
 
 /// Completion of one request. The response may borrow from the receive
@@ -17,4 +19,9 @@ pub trait Transport: Send + Sync + 'static {
     fn call(&self, req: &Request<'_>, done: Done);
     /// Sends a request that has no reply (forget).
     fn post(&self, req: &Request<'_>);
+    /// A copy of the satellite's descriptor number `fd`, on a transport
+    /// that can take one (the local channel); `None` elsewhere.
+    fn take_fd(&self, _fd: u32) -> Option<OwnedFd> {
+        None
+    }
 }

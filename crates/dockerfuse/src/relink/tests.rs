@@ -491,6 +491,7 @@ fn per_caller_requests_are_translated_inside() {
     let wrapped = Request::As {
         uid: 5,
         gid: 5,
+        groups: vec![5],
         req: Box::new(getattr(a)),
     };
     let s = slot();

@@ -57,6 +57,8 @@ impl Fs {
                 a.uid.unwrap_or(u32::MAX),
                 a.gid.unwrap_or(u32::MAX),
             )?;
+        } else if *a == SetAttr::default() {
+            crate::privs::empty_setattr(need()?.raw())?;
         }
         if let Some(size) = a.size {
             match file_fd {

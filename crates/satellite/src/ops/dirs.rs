@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::os::fd::AsRawFd;
 
-use dockerfuse_proto::{DirEntry, Response};
+use dockerfuse_proto::{DirEntry, Errno, Response};
 
 use super::{reopen, Fs};
 use crate::handles::{DirStream, Handle};
@@ -72,7 +72,13 @@ impl Fs {
                 used += need;
                 let dot = e.name == b"." || e.name == b"..";
                 let entry = if plus && !dot {
-                    self.lookup_at(d.node, fd, e.name).ok()
+                    match self.lookup_at(d.node, fd, e.name) {
+                        Err(Errno::EACCES) => self
+                            .ident
+                            .as_self(|| self.lookup_at(d.node, fd, e.name))
+                            .ok(),
+                        r => r.ok(),
+                    }
                 } else {
                     None
                 };

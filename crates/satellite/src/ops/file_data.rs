@@ -20,9 +20,11 @@ impl Fs {
     pub(super) fn open_file(&self, node: u64, flags: i32) -> SysResult<Response<'static>> {
         let n = self.nodes.get(node)?;
         let fd = reopen(&n, flags & !REOPEN_DROP)?;
-        Ok(Response::Opened {
-            fh: self.handles.insert(Handle::File(fd)),
-        })
+        let raw = fd.as_raw_fd();
+        Ok(crate::direct::opened(
+            self.handles.insert(Handle::File(fd)),
+            raw,
+        ))
     }
 
     /// Creates and opens `name` in `parent`; the new node gets an `O_PATH`
@@ -52,15 +54,14 @@ impl Fs {
         let id = self
             .nodes
             .add_ref(key_of(&st), path_fd, false, false, Some((parent, name)));
+        let raw = fd.as_raw_fd();
         let fh = self.handles.insert(Handle::File(fd));
-        Ok(Response::Created {
-            entry: Entry {
-                node: id,
-                attr: attr_of(&st, id),
-                no_xattrs,
-            },
-            fh,
-        })
+        let entry = Entry {
+            node: id,
+            attr: attr_of(&st, id),
+            no_xattrs,
+        };
+        Ok(crate::direct::created(entry, fh, raw))
     }
 
     /// Reads up to `size` bytes (at most [`MAX_IO`]) into `buf`; short

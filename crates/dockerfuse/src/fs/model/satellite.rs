@@ -22,7 +22,9 @@ fn binary() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let arch = Arch::parse(std::env::consts::ARCH).expect("a host arch with a satellite");
-        let bin = arch.binary();
+        let bin = arch
+            .binary()
+            .expect("this build embeds a satellite for the host arch");
         let exe = std::env::current_exe().expect("the test binary's path");
         let dir = exe.parent().expect("the test binary's directory");
         let path = dir.join(format!("model-satellite-{arch}"));

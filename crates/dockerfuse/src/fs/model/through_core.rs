@@ -149,7 +149,7 @@ impl<'a> Driver<'a> {
             wait(|cb| self.core.opendir(e.node, cb))?
         } else {
             let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
-            wait(|cb| self.core.open(e.node, flags, cb))?
+            wait(|cb| self.core.open(e.node, flags, cb))?.fh
         };
         // The slot takes over the final lookup's reference.
         let at = self
@@ -247,7 +247,7 @@ impl<'a> Driver<'a> {
         f: impl FnOnce(&Core<Rpc>, u64, u64) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         let e = self.walk(path, true)?;
-        let fh = wait(|cb| self.core.open(e.node, flags, cb))?;
+        let fh = wait(|cb| self.core.open(e.node, flags, cb))?.fh;
         let r = f(self.core, e.node, fh);
         wait(|cb| self.core.release(fh, cb))?;
         r
@@ -333,7 +333,9 @@ impl<'a> Driver<'a> {
             Op::Create { path, mode } => {
                 let (parent, name) = self.parent(path)?;
                 let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
-                let (e, fh) = wait(|cb| core.create(parent, name, mode & !self.umask, flags, cb))?;
+                let (e, opened) =
+                    wait(|cb| core.create(parent, name, mode & !self.umask, flags, cb))?;
+                let fh = opened.fh;
                 self.hold(e);
                 wait(|cb| core.release(fh, cb))?;
                 Ok(Out::Done)
@@ -383,7 +385,7 @@ impl<'a> Driver<'a> {
                     wait(|cb| core.releasedir(fh, cb))?;
                     r?;
                 } else {
-                    let fh = wait(|cb| core.open(e.node, libc::O_RDONLY, cb))?;
+                    let fh = wait(|cb| core.open(e.node, libc::O_RDONLY, cb))?.fh;
                     let r = wait(|cb| core.fsync(fh, *datasync, cb));
                     wait(|cb| core.release(fh, cb))?;
                     r?;

@@ -240,7 +240,7 @@ pub(super) fn through_core(core: &Core<Rpc>) -> Result<Tree, Errno> {
             let stat = Stat::new(i.attr.mode, i.attr.size, i.attr.nlink);
             let kind = stat.kind;
             let contents = if kind == libc::S_IFREG {
-                let fh = wait(|cb| core.open(i.node, libc::O_RDONLY, cb))?;
+                let fh = wait(|cb| core.open(i.node, libc::O_RDONLY, cb))?.fh;
                 let mut data = Vec::new();
                 loop {
                     let off = data.len() as u64;
