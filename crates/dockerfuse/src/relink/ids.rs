@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use dockerfuse_proto::{Entry, Errno, Request, Response, ROOT_NODE};
+use tracing::warn;
 
 /// Handles hold the epoch above this many bits.
 const FH_BITS: u32 = 48;
@@ -282,13 +283,18 @@ impl Table {
         }
         match (ctx, &mut resp) {
             (Ctx::Entry { parent, name }, Response::Entry(e)) => self.entry(parent, name, e),
-            (Ctx::Entry { parent, name }, Response::Created { entry, fh, .. }) => {
+            (
+                Ctx::Entry { parent, name },
+                Response::Created { entry, fh, .. } | Response::CreatedFd { entry, fh, .. },
+            ) => {
                 *fh = self.fh(*fh)?;
                 self.entry(parent, name, entry)
             }
             (Ctx::Attr { id }, Response::Attr(a)) => a.ino = id,
-            (Ctx::Open, Response::Opened { fh, .. }) => *fh = self.fh(*fh)?,
-            (Ctx::OpenDir { id }, Response::Opened { fh, .. }) => {
+            (Ctx::Open, Response::Opened { fh, .. } | Response::OpenedFd { fh, .. }) => {
+                *fh = self.fh(*fh)?
+            }
+            (Ctx::OpenDir { id }, Response::Opened { fh, .. } | Response::OpenedFd { fh, .. }) => {
                 *fh = self.fh(*fh)?;
                 self.dirs.insert(*fh, id);
             }
@@ -310,6 +316,20 @@ impl Table {
             (Ctx::ReleaseDir { fh }, _) => {
                 self.dirs.remove(&fh);
                 return Ok(Response::Ok);
+            }
+            (Ctx::Plus { dir: 0 }, _) | (_, Response::Error(_)) => {}
+            // A reply of a kind that carries ids we do not translate: never
+            // let the satellite's ids through to the kernel.
+            (
+                Ctx::Entry { .. }
+                | Ctx::Attr { .. }
+                | Ctx::Open
+                | Ctx::OpenDir { .. }
+                | Ctx::Plus { .. },
+                r,
+            ) => {
+                warn!(reply = ?std::mem::discriminant(r), "a reply the id table cannot translate");
+                return Err(Errno::EIO);
             }
             _ => {}
         }

@@ -20,6 +20,8 @@ struct Sat {
     ended: Arc<AtomicBool>,
     /// The connection ends under the next call.
     dies: Arc<AtomicBool>,
+    /// Open and create replies carry a descriptor (the local channel).
+    fds: AtomicBool,
 }
 
 impl Ends for Sat {
@@ -52,6 +54,7 @@ impl Sat {
                 seen: seen.clone(),
                 ended: Arc::default(),
                 dies: Arc::default(),
+                fds: AtomicBool::new(false),
             },
             seen,
         )
@@ -102,6 +105,12 @@ impl Transport for Sat {
         if self.has_ended() {
             return done(Err(Errno::EIO));
         }
+        if let Request::As { req, .. } = req {
+            // Answered as the request it wraps (recorded once, as sent).
+            self.call(req, done);
+            self.seen.lock().unwrap().pop();
+            return;
+        }
         let mut t = self.tree.lock().unwrap();
         let resp = match req {
             Request::Lookup { parent, name } => t
@@ -111,6 +120,9 @@ impl Transport for Sat {
                 ino: *node,
                 ..Attr::default()
             }),
+            Request::Open { .. } if self.fds.load(Ordering::SeqCst) => {
+                Response::OpenedFd { fh: 7, fd: 3 }
+            }
             Request::Open { .. } | Request::OpenDir { .. } => Response::Opened { fh: 7 },
             Request::Read { fh: 7, .. } => Response::Data(b"data".as_slice().into()),
             Request::Read { .. } => err(libc::EBADF),
@@ -118,9 +130,15 @@ impl Transport for Sat {
                 t.next += 1;
                 let sid = t.next;
                 t.names.insert((*parent, name.to_vec()), (sid, FILE));
-                Response::Created {
-                    entry: t.entry(*parent, name).unwrap(),
-                    fh: 8,
+                let entry = t.entry(*parent, name).unwrap();
+                if self.fds.load(Ordering::SeqCst) {
+                    Response::CreatedFd {
+                        entry,
+                        fh: 8,
+                        fd: 4,
+                    }
+                } else {
+                    Response::Created { entry, fh: 8 }
                 }
             }
             Request::Unlink { parent, name } => {
@@ -194,12 +212,12 @@ fn into(slot: &Slot) -> Done {
     Box::new(move |r| {
         let got = match r {
             Ok(Response::Entry(e)) => Got::Entry(e.node, e.attr.ino),
-            Ok(Response::Created { entry, fh }) => {
+            Ok(Response::Created { entry, fh } | Response::CreatedFd { entry, fh, .. }) => {
                 slot.lock().unwrap().push(Got::Fh(fh));
                 Got::Entry(entry.node, entry.attr.ino)
             }
             Ok(Response::Attr(a)) => Got::Attr(a.ino),
-            Ok(Response::Opened { fh }) => Got::Fh(fh),
+            Ok(Response::Opened { fh } | Response::OpenedFd { fh, .. }) => Got::Fh(fh),
             Ok(Response::Data(d)) => Got::Data(d.to_vec()),
             Ok(Response::Dir(items)) => Got::Dir(
                 items
@@ -496,8 +514,7 @@ fn per_caller_requests_are_translated_inside() {
     };
     let s = slot();
     r.call(&wrapped, into(&s));
-    // The fake answers As with Ok; the inner request carries its id.
-    assert_eq!(s.lock().unwrap().pop(), Some(Got::Ok));
+    assert_eq!(s.lock().unwrap().pop(), Some(Got::Attr(a)));
     let sent = take(&seen);
     assert!(
         matches!(sent.last(), Some(Request::As { req, .. }) if matches!(**req, Request::GetAttr { node, .. } if node > 500)),
@@ -529,4 +546,30 @@ fn an_ended_connection_makes_requests_wait_and_lookups_caught_in_flight_go_again
     let _ = restart(&r, &["a"]);
     let got = std::mem::take(&mut *s.lock().unwrap());
     assert_eq!(got, vec![Got::Entry(a, a), Got::Attr(a)]);
+}
+
+#[test]
+fn replies_with_descriptors_are_translated_like_the_others() {
+    let (sat, _) = Sat::new(100, &["a"]);
+    sat.fds.store(true, Ordering::SeqCst);
+    let r = Relink::new(sat, Duration::from_secs(30));
+    let a = id_of(lookup(&r, ROOT_NODE, "a"));
+    let _ = restart(&r, &["a"]);
+    let Got::Fh(fh) = ask(&r, Request::Open { node: a, flags: 0 }) else {
+        panic!()
+    };
+    assert_ne!(fh, 7, "the handle carries the epoch");
+    let create = Request::Create {
+        parent: ROOT_NODE,
+        name: b"n".as_slice().into(),
+        mode: 0o644,
+        flags: 0,
+    };
+    let s = slot();
+    r.call(&create, into(&s));
+    let got = std::mem::take(&mut *s.lock().unwrap());
+    assert!(
+        matches!(got[..], [Got::Fh(fh), Got::Entry(n, _)] if fh != 8 && n < 100),
+        "{got:?}"
+    );
 }
