@@ -14,6 +14,8 @@
 #                   satellite for: that forcing it fails plainly and the
 #                   automatic choice mounts
 #   container-stop  once per container arch, on a fresh container
+#   reconnect       once: --reconnect across `docker restart`, its timeout
+#                   after `docker stop`, and exit 3 without it
 #   errors          once
 #   cli-plugin      once: `docker mount` through the real docker CLI (plugin
 #                   install, metadata, --help, contexts) and --context
@@ -65,7 +67,7 @@
 #   DOCKERFUSE                  the dockerfuse binary (required)
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
-#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox arches container-stop errors faults
+#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox arches container-stop reconnect errors faults
 #                               cli-plugin mount-helper list-unmount completions
 #                               ssh-engine
 #                               differential coherence programs posix identity local
@@ -99,7 +101,7 @@ die() {
 }
 
 # --- inputs ----------------------------------------------------------------------------
-KNOWN_SCENARIOS=(core busybox arches arches-qemu container-stop errors faults
+KNOWN_SCENARIOS=(core busybox arches arches-qemu container-stop reconnect errors faults
 	cli-plugin mount-helper list-unmount completions ssh-engine
 	differential coherence programs posix identity local
 	real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman
@@ -118,7 +120,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches arches-qemu container-stop errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential coherence programs posix identity local $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches arches-qemu container-stop reconnect errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential coherence programs posix identity local $REAL_SCENARIOS engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -345,6 +347,9 @@ if want container-stop; then
 	for c in "${CARCHES[@]}"; do
 		with_container "dfit-stop-$c" "container-stop alpine:$c" container-stop "dockerfuse-test/alpine:$c"
 	done
+fi
+if want reconnect; then
+	with_container dfit-reconn "reconnect alpine:${CARCHES[0]}" reconnect "dockerfuse-test/alpine:${CARCHES[0]}"
 fi
 if want faults; then
 	for c in "${CARCHES[@]}"; do

@@ -114,6 +114,17 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = seconds, help_heading = SATELLITE)]
     pub op_timeout: f64,
 
+    /// When the container stops or the satellite is lost, keep the mount
+    /// and wait for the container to run again, then start a new
+    /// satellite and carry on (files open across the gap give EIO).
+    #[arg(long, help_heading = SATELLITE)]
+    pub reconnect: bool,
+
+    /// Seconds --reconnect waits for the container to run again before
+    /// giving up (then the mount ends as without --reconnect).
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS", value_parser = seconds, help_heading = SATELLITE)]
+    pub reconnect_timeout: f64,
+
     /// How to reach the satellite: `local` leaves the engine out (engine
     /// on this host, dockerfuse root) and lets the kernel read and write
     /// open files directly; `exec` goes through the engine; `auto` takes

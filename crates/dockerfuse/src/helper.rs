@@ -102,6 +102,10 @@ pub(crate) fn apply(cli: &mut Cli) -> Result<(), String> {
                 flag(&value)?;
                 cli.rewrite_absolute_links = true
             }
+            "reconnect" => {
+                flag(&value)?;
+                cli.reconnect = true
+            }
             "debug" => {
                 flag(&value)?;
                 cli.debug = true
@@ -118,6 +122,7 @@ pub(crate) fn apply(cli: &mut Cli) -> Result<(), String> {
             "ttl" => cli.ttl = Some(secs(value)?),
             "start_timeout" => cli.start_timeout = secs(value)?,
             "op_timeout" => cli.op_timeout = secs(value)?,
+            "reconnect_timeout" => cli.reconnect_timeout = secs(value)?,
             "user" => cli.user = need(value)?,
             "satellite_arch" => {
                 let v = need(value)?;
@@ -169,6 +174,8 @@ mod tests {
             "ro,allow_other,ttl=2.5,user=1000:1000,satellite_arch=arm64,context=remote",
             "-o",
             "satellite_dir=/run,start_timeout=9,op_timeout=7,writeback_cache,rewrite_absolute_links",
+            "-o",
+            "reconnect,reconnect_timeout=60",
         ])
         .unwrap();
         assert!(c.daemonize && c.read_only && c.allow_other);
@@ -179,6 +186,8 @@ mod tests {
         assert_eq!(c.context.as_deref(), Some("remote"));
         assert_eq!(c.satellite_dir.as_deref(), Some("/run"));
         assert_eq!((c.start_timeout, c.op_timeout), (9.0, 7.0));
+        assert!(c.reconnect);
+        assert_eq!(c.reconnect_timeout, 60.0);
         assert_eq!(c.target().unwrap().path, "/etc");
     }
 

@@ -15,6 +15,8 @@
 //! * [`rpc`] — the pipelined client over the exec's stdin/stdout;
 //! * [`local`] — on a local engine, the channel that bypasses it and the
 //!   satellite's descriptors for FUSE passthrough;
+//! * [`relink`] — a transport that survives the satellite's restart, and
+//!   [`reconnect`] — waiting for the container to come back;
 //! * [`fs`] — the filesystem core (requests out, checked results in);
 //! * [`fuse`] — the thin fuser adapter over the core, and [`passthrough`]
 //!   — which inode is backed by which file;
@@ -50,6 +52,8 @@ pub(crate) mod mount;
 pub(crate) mod mountinfo;
 pub(crate) mod passthrough;
 pub(crate) mod plugin;
+pub(crate) mod reconnect;
+pub(crate) mod relink;
 pub(crate) mod report;
 pub mod rpc;
 pub(crate) mod satellites;

@@ -6,7 +6,9 @@
 //! (container stopped, satellite killed, engine gone). In the last case
 //! every pending and later operation has already failed with EIO (the RPC
 //! client does that as soon as the stream ends); we unmount and report the
-//! cause with a non-zero exit status.
+//! cause with a non-zero exit status. With `--reconnect` the loss is
+//! waited out instead ([`reconnect`](crate::reconnect)): the mount stays,
+//! and a new satellite takes over once the container runs again.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +27,8 @@ use crate::fuse::FuseFs;
 use crate::kernel_mount;
 use crate::launch::{Launch, Running, UPLOAD_DIRS};
 use crate::mountinfo;
+use crate::reconnect::{self, Outcome};
+use crate::relink::{Conn, Relink};
 use crate::satellites::{self, Arch};
 use crate::state;
 
@@ -116,7 +120,7 @@ fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-type MountSession = fuser::Session<FuseFs<crate::local::Channel>>;
+type MountSession = fuser::Session<FuseFs<Conn<crate::local::Channel>>>;
 
 /// The engine side of a mount: the container and its running satellite.
 struct Remote {
@@ -144,10 +148,18 @@ pub(crate) fn run(
     let remote = smol::block_on(async_compat::Compat::new(start_satellite(
         cli, target, engine,
     )))?;
-    let (session, mut unmounter) = mount_session(cli, target, &remote, &mountpoint)?;
+    let relink = cli.reconnect.then(|| {
+        Relink::new(
+            remote.link.channel.clone(),
+            Duration::from_secs_f64(cli.op_timeout),
+        )
+    });
+    let (session, mut unmounter) =
+        mount_session(cli, target, &remote, &mountpoint, relink.clone())?;
     // From here a signal unmounts instead of ending the process.
     mounted.store(true, Ordering::SeqCst);
     raise_readahead(&mountpoint);
+    let tx_again = tx.clone();
     serve(session, &remote, tx)?;
     if let Some(p) = &cli.pid_file {
         if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
@@ -165,7 +177,37 @@ pub(crate) fn run(
     });
     info!(container = %remote.name, mountpoint = %mountpoint.display(), satellite = %remote.running.arch, "mounted");
     notifier.ready();
-    let outcome = wait_for_end(&events, &remote, &mut unmounter, &mountpoint);
+    let mut remote = remote;
+    let outcome = loop {
+        let event = events.recv();
+        let (Some(relink), Ok(Event::Lost(why))) = (&relink, &event) else {
+            break end(event, &remote, &mut unmounter, &mountpoint, &events);
+        };
+        warn!(reason = %why, "lost the satellite; --reconnect: waiting for the container");
+        let limit = Duration::from_secs_f64(cli.reconnect_timeout);
+        let (engine, id) = (&remote.engine, remote.container.id.as_str());
+        let start = || {
+            let started = block_on(restart_satellite(cli, target, &remote))?;
+            let channel = started.1.channel.clone();
+            Ok((started, channel))
+        };
+        match reconnect::come_back(relink, limit, engine, id, start, |d| {
+            events.recv_timeout(d).ok()
+        }) {
+            Outcome::Back((running, link)) => {
+                watch_closed(link.closed.clone(), tx_again.clone())?;
+                remote.running = running;
+                remote.link = link;
+            }
+            Outcome::Interrupted(e) => {
+                relink.give_up();
+                break end(Ok(e), &remote, &mut unmounter, &mountpoint, &events);
+            }
+            Outcome::TimedOut => {
+                break end(event, &remote, &mut unmounter, &mountpoint, &events);
+            }
+        }
+    };
     finish(&remote, cli.pid_file.as_deref());
     outcome
 }
@@ -227,30 +269,9 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         ))
         .with_hint("force one that can run in the container with --satellite-arch")
     })?;
-    let dirs = match &cli.satellite_dir {
-        Some(d) => vec![d.clone()],
-        None => UPLOAD_DIRS.iter().map(|s| s.to_string()).collect(),
-    };
-    let launch = Launch {
-        engine: &engine,
-        container: &container.id,
-        archs,
-        dirs,
-        user: &cli.user,
-        root: &target.path,
-        timeout: Duration::from_secs_f64(cli.start_timeout.max(1.0)),
-        stall: Duration::from_secs_f64(cli.op_timeout.max(0.2)),
-    };
+    let launch = launch(cli, target, &engine, &container.id, archs);
     let running = launch.run().await?;
-    let want = crate::local::Want {
-        choice: cli.transport,
-        no_passthrough: cli.no_passthrough,
-        writeback: cli.writeback_cache,
-        per_caller: cli.allow_other,
-        stall: launch.stall,
-        timeout: launch.timeout,
-    };
-    let link = crate::local::connect(&engine, &running, &want).await?;
+    let link = crate::local::connect(&engine, &running, &want(cli, &launch)).await?;
     let name = if container.name.is_empty() {
         id.to_owned()
     } else {
@@ -263,6 +284,60 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         link,
         name,
     })
+}
+
+/// How to start the satellite in the container.
+fn launch<'a>(
+    cli: &'a Cli,
+    target: &'a Target,
+    engine: &'a Engine,
+    id: &'a str,
+    archs: Vec<Arch>,
+) -> Launch<'a> {
+    let dirs = match &cli.satellite_dir {
+        Some(d) => vec![d.clone()],
+        None => UPLOAD_DIRS.iter().map(|s| s.to_string()).collect(),
+    };
+    Launch {
+        engine,
+        container: id,
+        archs,
+        dirs,
+        user: &cli.user,
+        root: &target.path,
+        timeout: Duration::from_secs_f64(cli.start_timeout.max(1.0)),
+        stall: Duration::from_secs_f64(cli.op_timeout.max(0.2)),
+    }
+}
+
+/// How to reach the satellite once it runs.
+fn want(cli: &Cli, launch: &Launch<'_>) -> crate::local::Want {
+    crate::local::Want {
+        choice: cli.transport,
+        no_passthrough: cli.no_passthrough,
+        writeback: cli.writeback_cache,
+        per_caller: cli.allow_other,
+        stall: launch.stall,
+        timeout: launch.timeout,
+    }
+}
+
+/// Starts the satellite again (`--reconnect`), with the architecture that
+/// worked, and reaches it the way the flags say.
+async fn restart_satellite(
+    cli: &Cli,
+    target: &Target,
+    remote: &Remote,
+) -> Result<(Running, crate::local::Link)> {
+    let (engine, id) = (&remote.engine, remote.container.id.as_str());
+    let launch = launch(cli, target, engine, id, vec![remote.running.arch]);
+    let running = launch.run().await?;
+    let link = crate::local::connect(engine, &running, &want(cli, &launch)).await?;
+    Ok((running, link))
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    smol::block_on(async_compat::Compat::new(f))
 }
 
 /// The FUSE mount options for these flags.
@@ -291,6 +366,7 @@ fn mount_session(
     target: &Target,
     remote: &Remote,
     mountpoint: &Path,
+    relink: Option<Relink<crate::local::Channel>>,
 ) -> Result<(MountSession, Unmounter)> {
     let links = cli.rewrite_absolute_links.then(|| LinkRewrite {
         root: target.path.as_bytes().to_vec(),
@@ -305,7 +381,14 @@ fn mount_session(
         links,
         per_caller: cli.allow_other,
     };
-    let core = Core::new(remote.link.channel.clone(), opts);
+    // The feed names the satellite's node ids; with --reconnect the kernel
+    // holds ids of our own (relink), so the mount keeps to the TTLs.
+    let feed_wanted = feed_wanted && relink.is_none();
+    let conn = match relink {
+        Some(r) => Conn::Relink(r),
+        None => Conn::Plain(remote.link.channel.clone()),
+    };
+    let core = Core::new(conn, opts);
     let feed = feed_wanted
         .then(|| crate::feed::Feed::enable_on(&core, remote.link.channel.rpc()))
         .flatten();
@@ -374,29 +457,31 @@ fn serve(session: MountSession, remote: &Remote, tx: mpsc::Sender<Event>) -> Res
             let _ = tx_session.send(Event::Unmounted);
         })
         .map_err(|e| Error::setup(format!("cannot start the FUSE thread: {e}")))?;
-    let tx_lost = tx.clone();
-    let closed = remote.link.closed.clone();
+    watch_closed(remote.link.closed.clone(), tx)
+}
+
+/// Turns the end of a satellite connection into an event.
+fn watch_closed(closed: smol::channel::Receiver<String>, tx: mpsc::Sender<Event>) -> Result<()> {
     std::thread::Builder::new()
         .name("watch".into())
         .spawn(move || {
             if let Ok(why) = closed.recv_blocking() {
-                let _ = tx_lost.send(Event::Lost(why));
+                let _ = tx.send(Event::Lost(why));
             }
         })
-        .map_err(|e| Error::setup(format!("cannot start a thread: {e}")))?;
-    drop(tx);
-    Ok(())
+        .map(|_| ())
+        .map_err(|e| Error::setup(format!("cannot start a thread: {e}")))
 }
 
-/// Waits for the first event that ends the mount and unmounts if the
-/// kernel has not already.
-fn wait_for_end(
-    events: &mpsc::Receiver<Event>,
+/// Ends the mount after `event`: unmounts if the kernel has not already.
+fn end(
+    event: std::result::Result<Event, mpsc::RecvError>,
     remote: &Remote,
     unmounter: &mut Unmounter,
     mountpoint: &Path,
+    events: &mpsc::Receiver<Event>,
 ) -> Result<()> {
-    match events.recv() {
+    match event {
         Ok(Event::Signal(sig)) => {
             info!(signal = crate::signals::name(sig), "unmounting");
             unmount(unmounter, mountpoint);

@@ -84,6 +84,13 @@ impl Transport for Channel {
     }
 }
 
+impl Channel {
+    /// The connection has ended (its requests fail with EIO at once).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.rpc.is_closed()
+    }
+}
+
 /// How the mount reaches its satellite.
 pub(crate) struct Link {
     pub(crate) channel: Channel,
