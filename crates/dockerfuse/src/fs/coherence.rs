@@ -261,8 +261,11 @@ impl Coherence {
                     out.push(Inval::Attr(*node));
                     true
                 }
+                // Contents changed: xattrs did not (their changes come as
+                // Attr), and a write only ever removes security.capability.
+                // Keeping the "no xattrs" answer spares each later write()
+                // its security.capability round trip.
                 Change::Data { node } if knows(&h, *node) => {
-                    self.no_xattrs.forget(*node);
                     if let Some((parent, name)) = h.place.get(node) {
                         out.push(Inval::Entry {
                             parent: *parent,
