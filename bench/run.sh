@@ -4,8 +4,8 @@
 # puts the workloads in it, runs each through the dockerfuse mount, direct
 # access (/proc/<pid>/root) and the transport's ceiling (docker exec / docker
 # cp), prints a table of medians, ratios and PASS/MISS against the targets of
-# issue 5 and of the local transport, and writes JSON plus the table as text.
-# The mount is measured once per transport (exec, local), side by side. See
+# each transport, and writes JSON plus the table as text. The mount is
+# measured once per transport (exec, local), side by side. See
 # bench/README.md.
 #
 #   bench/run.sh [--arch amd64|arm64] [--repeats N] [--warmup N] [--out FILE.json]
@@ -21,9 +21,10 @@
 #   BENCH_OUT             JSON path (default bench/results/<date>-<arch>[-<flags>].json;
 #                         the table goes next to it as .txt)
 #   BENCH_DF_FLAGS        extra dockerfuse flags for every mount, e.g. --writeback-cache
-#   BENCH_WALK_TTL        --ttl of the ls -lR / find mounts (default 60; not added when
+#   BENCH_WALK_TTL        --ttl of the ls -lR / find mounts (default none: dockerfuse's
+#                         own TTLs, long with the change feed; not added when
 #                         BENCH_DF_FLAGS has --ttl)
-#   BENCH_ONLY            subset of: ready walk tar read write create random rtt
+#   BENCH_ONLY            subset of: ready walk tar read write dd create random rtt latency
 #   BENCH_TRANSPORTS      --transport values to measure side by side (default
 #                         "exec local"; "auto" = dockerfuse's own choice)
 #
@@ -50,7 +51,7 @@ REPEATS=${BENCH_REPEATS:-3}
 WARMUP=${BENCH_WARMUP:-1}
 OUT=${BENCH_OUT:-}
 DF_FLAGS=${BENCH_DF_FLAGS:-}
-WALK_TTL=${BENCH_WALK_TTL:-60}
+WALK_TTL=${BENCH_WALK_TTL:-}
 ONLY=${BENCH_ONLY:-}
 TRANSPORTS=${BENCH_TRANSPORTS-exec local}
 while [ $# -gt 0 ]; do
@@ -74,12 +75,16 @@ done
 [[ -z "$SAT_ARCH" || "$SAT_ARCH" =~ ^(amd64|arm64)$ ]] || die "BENCH_SATELLITE_ARCH must be amd64 or arm64"
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEATS must be a positive number"
 [[ "$WARMUP" =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a number"
-[[ "$WALK_TTL" =~ ^[0-9]+$ ]] || die "BENCH_WALK_TTL must be a number of seconds"
+[[ "$WALK_TTL" =~ ^[0-9]*$ ]] || die "BENCH_WALK_TTL must be a number of seconds (or empty)"
+for g in ${ONLY//,/ }; do
+	[[ " ready walk tar read write dd create random rtt latency " == *" $g "* ]] ||
+		die "BENCH_ONLY: unknown workload group '$g' (ready walk tar read write dd create random rtt latency)"
+done
 for t in $TRANSPORTS; do
 	[[ "$t" =~ ^(auto|exec|local)$ ]] || die "BENCH_TRANSPORTS: unknown transport '$t' (auto, exec, local)"
 done
 [ "$(id -u)" = 0 ] || die "run as root (drop_caches and /proc/<pid>/root need it)"
-for t in docker fusermount3 python3 tar; do
+for t in docker fusermount3 python3 tar dd; do
 	command -v "$t" >/dev/null 2>&1 || die "$t not found (integration/setup-engine.sh installs the engine and fuse3)"
 done
 timeout 30 docker info >/dev/null 2>&1 || die "the docker engine does not answer (docker info failed)"
@@ -163,7 +168,7 @@ docker run -d --name "$NAME" --label "$LABEL" --network none "$IMAGE" sleep infi
 # traps only between foreground commands); bench.py cleans up on SIGTERM.
 python3 "$HERE/bench.py" --container "$NAME" --work "$WORK" --dockerfuse "$DOCKERFUSE" \
 	--arch "$ARCH" --satellite-arch="$SAT_ARCH" --repeats "$REPEATS" --warmup "$WARMUP" \
-	--df-flags="$DF_FLAGS" --walk-ttl "$WALK_TTL" --only="$ONLY" --transports="$TRANSPORTS" \
+	--df-flags="$DF_FLAGS" --walk-ttl="$WALK_TTL" --only="$ONLY" --transports="$TRANSPORTS" \
 	--out "$OUT" --table-out "$TABLE" </dev/null &
 PY_PID=$!
 rc=0
