@@ -50,8 +50,9 @@
 # Transports: every run uses dockerfuse's default (--transport auto: the
 # local channel and passthrough when the engine is on this host and the
 # run is root, else the exec stream), or DFIT_TRANSPORT when set. Then
-# core, faults and differential run once more per container arch with
-# DFIT_TRANSPORT=exec ("[exec]" in the report), so both paths are covered
+# core, faults, differential, programs and posix run once more per
+# container arch with DFIT_TRANSPORT=exec ("[exec]" in the report; the
+# remote-engine scenario real-tls is exec by nature), so both paths are covered
 # without running the whole matrix twice (off with DOCKERFUSE_TEST_EXEC=0,
 # and not done when DFIT_TRANSPORT=exec already).
 #
@@ -414,6 +415,12 @@ if [ "${DOCKERFUSE_TEST_EXEC:-1}" != 0 ] && [ "${DFIT_TRANSPORT:-auto}" != exec 
 		fi
 		if want differential; then
 			with_container "dfit-exec-diff-$c" "differential alpine:$c satellite $c [exec]" differential "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
+		fi
+		if want programs; then
+			with_container "dfit-exec-prog-$c" "programs alpine:$c satellite $c [exec]" programs "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
+		fi
+		if want posix; then
+			with_container "dfit-exec-posix-$c" "posix alpine:$c satellite $c [exec]" posix "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
 		fi
 	done
 fi
