@@ -16,11 +16,9 @@
 //!
 //! `DOCKERFUSE_MODEL_CASES` sets the number of random sequences (default
 //! [`DEFAULT_CASES`]), `DOCKERFUSE_MODEL_OPS` their longest length
-//! (default [`DEFAULT_OPS`]), `DOCKERFUSE_MODEL_TIGHT=1` adds sequences
-//! on a satellite short of descriptors (left out by default while the
-//! satellite fails them: see the ignored tests in [`regressions`]). A
-//! failure is shrunk to a short sequence: keep it as a named test in
-//! [`regressions`].
+//! (default [`DEFAULT_OPS`]); some sequences run on a satellite short of
+//! descriptors (`DOCKERFUSE_MODEL_TIGHT=0` leaves them out). A failure is
+//! shrunk to a short sequence: keep it as a named test in [`regressions`].
 //!
 //! [`Core`]: crate::fs::Core
 
