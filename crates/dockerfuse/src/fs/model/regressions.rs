@@ -1,8 +1,8 @@
 //! Named sequences: hand-written ones for renames with flags and hard
 //! links, and shrunk failures of the random model test.
 
-use super::ops::{Op, Time};
-use super::run::{check, check_mode, Mode};
+use super::ops::{Group, Op, Time, User};
+use super::run::{check, check_as_caller, check_mode, Mode};
 
 const EXCHANGE: u32 = libc::RENAME_EXCHANGE;
 const NOREPLACE: u32 = libc::RENAME_NOREPLACE;
@@ -308,4 +308,68 @@ fn ftruncate_of_an_unlinked_file_uses_its_handle() {
             Op::FdStat { slot: 0 },
         ],
     );
+}
+
+fn plant(path: &'static str, dir: bool, mode: u32, owner: User, group: Group) -> Op {
+    Op::Plant {
+        path,
+        dir,
+        mode,
+        owner,
+        group,
+    }
+}
+
+fn chown(path: &'static str, owner: Option<User>, group: Option<Group>) -> Op {
+    Op::Chown {
+        path,
+        owner,
+        group,
+        follow: true,
+    }
+}
+
+#[test]
+fn a_callers_writes_and_chowns_clear_setuid_and_setgid_as_directly() {
+    check_as_caller(&[
+        plant("a", false, 0o4777, User::Root, Group::Root),
+        plant("b", false, 0o6777, User::Other, Group::Foreign),
+        plant("c", false, 0o2767, User::Root, Group::Supplementary),
+        // Writes and truncations by someone who is not the owner.
+        write("a", 1),
+        Op::Truncate {
+            path: "b",
+            size: 3,
+            via_fd: false,
+        },
+        Op::Truncate {
+            path: "c",
+            size: 3,
+            via_fd: true,
+        },
+        // chmod and chown of someone else's file are refused.
+        Op::Chmod {
+            path: "a",
+            mode: 0o644,
+        },
+        chown("b", None, Some(Group::Primary)),
+        // The caller's own file: chgrp to its groups, not to a foreign one.
+        create("a/a"),
+        mkdir("d"),
+        plant("d/a", false, 0o6766, User::Caller, Group::Primary),
+        chown("d/a", None, Some(Group::Supplementary)),
+        chown("d/a", None, Some(Group::Foreign)),
+        chown("d/a", Some(User::Other), None),
+        Op::Chmod {
+            path: "d/a",
+            mode: 0o6777,
+        },
+        chown("d/a", Some(User::Caller), Some(Group::Primary)),
+        // A setgid directory of the caller's group hands it down.
+        plant("d/b", true, 0o2775, User::Root, Group::Supplementary),
+        create("d/b/a"),
+        mkdir("d/b/b"),
+        plant("d/c", true, 0o2755, User::Root, Group::Supplementary),
+        create("d/c/a"),
+    ]);
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, ROOT_NODE};
 
 use super::direct::split_names;
-use super::ops::{pattern, Op, Out, Outcome, Stat, Time, SLOTS};
+use super::identity::Ids;
+use super::ops::{pattern, Op, Out, Outcome, Stat, Time, PLANTED_LEN, SLOTS};
 use crate::fs::{Cb, Core, Lookup, Xattr};
 use crate::rpc::Rpc;
 
@@ -312,7 +313,7 @@ impl<'a> Driver<'a> {
                 // The kernel passes the handle for regular files only.
                 let fh = (!o.dir).then_some(o.fh);
                 let a = wait(|cb| core.getattr(o.node, fh, cb))?;
-                Ok(Out::Stat(Stat::new(a.mode, a.size, a.nlink)))
+                Ok(Out::Stat(Stat::of_attr(&a)))
             }
             Op::FdTruncate { slot, size } => {
                 let o = self.slot(*slot)?;
@@ -511,10 +512,62 @@ impl<'a> Driver<'a> {
                 wait(|cb| core.removexattr(e.node, name.as_bytes(), cb))?;
                 Ok(Out::Done)
             }
+            Op::Plant {
+                path,
+                dir,
+                mode,
+                owner,
+                group,
+            } => {
+                let (parent, name) = self.parent(path)?;
+                let e = if *dir {
+                    let e = wait(|cb| core.mkdir(parent, name, 0o700 & !self.umask, cb))?;
+                    self.hold(e)
+                } else {
+                    let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+                    let (e, opened) =
+                        wait(|cb| core.create(parent, name, 0o600 & !self.umask, flags, cb))?;
+                    let fh = opened.fh;
+                    self.hold(e);
+                    let data = pattern(0, PLANTED_LEN);
+                    let r = wait(|cb| core.write(fh, 0, &data, cb));
+                    wait(|cb| core.release(fh, cb))?;
+                    r?;
+                    e
+                };
+                let ids = Ids::get();
+                let owned = SetAttr {
+                    uid: Some(ids.user(*owner)),
+                    gid: Some(ids.group(*group)),
+                    ..Default::default()
+                };
+                wait(|cb| core.setattr(e.node, None, owned, cb))?;
+                let mode = SetAttr {
+                    mode: Some(*mode),
+                    ..Default::default()
+                };
+                wait(|cb| core.setattr(e.node, None, mode, cb))?;
+                Ok(Out::Done)
+            }
+            Op::Chown {
+                path,
+                owner,
+                group,
+                follow,
+            } => {
+                let ids = Ids::get();
+                let attr = SetAttr {
+                    uid: owner.map(|u| ids.user(u)),
+                    gid: group.map(|g| ids.group(g)),
+                    ..Default::default()
+                };
+                self.setattr(path, *follow, attr)?;
+                Ok(Out::Done)
+            }
             Op::Stat { path, follow } => {
                 let e = self.walk(path, *follow)?;
                 let a = wait(|cb| core.getattr(e.node, None, cb))?;
-                Ok(Out::Stat(Stat::new(a.mode, a.size, a.nlink)))
+                Ok(Out::Stat(Stat::of_attr(&a)))
             }
         }
     }

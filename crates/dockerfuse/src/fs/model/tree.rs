@@ -97,7 +97,7 @@ pub(super) fn on_disk(root: &Path) -> Tree {
             };
             let full = root.join(&path);
             let m = std::fs::symlink_metadata(&full).expect("stat an entry");
-            let stat = Stat::new(m.mode(), m.size(), m.nlink() as u32);
+            let stat = Stat::new(m.mode(), m.size(), m.nlink() as u32, (m.uid(), m.gid()));
             let kind = stat.kind;
             keys.insert(path.clone(), m.ino());
             tree.insert(
@@ -237,7 +237,7 @@ pub(super) fn through_core(core: &Core<Rpc>) -> Result<Tree, Errno> {
             } else {
                 format!("{rel}/{}", i.name)
             };
-            let stat = Stat::new(i.attr.mode, i.attr.size, i.attr.nlink);
+            let stat = Stat::of_attr(&i.attr);
             let kind = stat.kind;
             let contents = if kind == libc::S_IFREG {
                 let fh = wait(|cb| core.open(i.node, libc::O_RDONLY, cb))?.fh;
