@@ -61,6 +61,28 @@ fn set_time(t: Time) -> Option<SetTime> {
     }
 }
 
+/// The kernel's own permission check on a mount with
+/// `default_permissions` (`mask`: 4 read, 2 write, 1 search), for the
+/// caller the current thread sends as (none: the mount's own user, not
+/// checked here).
+fn may(attr: &Attr, mask: u32) -> Result<(), Errno> {
+    let Some(c) = crate::fs::caller::current() else {
+        return Ok(());
+    };
+    let bits = if c.uid == attr.uid {
+        attr.mode >> 6
+    } else if c.gid == attr.gid || c.groups.contains(&attr.gid) {
+        attr.mode >> 3
+    } else {
+        attr.mode
+    };
+    if c.uid == 0 || bits & mask == mask {
+        Ok(())
+    } else {
+        Err(Errno(libc::EACCES))
+    }
+}
+
 /// This process's umask (read without changing it).
 fn umask() -> u32 {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
@@ -234,6 +256,9 @@ impl<'a> Driver<'a> {
                 if !is(&d.attr, libc::S_IFDIR) {
                     return Err(Errno::ENOTDIR);
                 }
+                // The kernel's path walk needs search permission in the
+                // parent before it looks at the last name.
+                may(&d.attr, 0o1)?;
                 Ok((d.node, name.as_bytes()))
             }
         }
@@ -496,6 +521,10 @@ impl<'a> Driver<'a> {
             }
             Op::GetXattr { path, name, probe } => {
                 let e = self.walk(path, true)?;
+                // With `default_permissions` the kernel checks read
+                // permission for a `user.` xattr before asking (the core
+                // answers a node known to have none without asking).
+                may(&e.attr, 0o4)?;
                 let size = if *probe { 0 } else { 256 };
                 wait_xattr(|cb| core.getxattr(e.node, name.as_bytes(), size, cb))
             }
