@@ -11,6 +11,14 @@
 //! have no descriptors left ([`run::Mode`]). No root, FUSE or Docker is
 //! needed.
 //!
+//! A quarter of the sequences run as a caller, as with `--allow-other`
+//! ([`identity`]): root plants setuid/setgid files, setgid directories and
+//! things owned by others, and the caller (uid 3000, gid 2000, groups 2000
+//! and 2001) works on them; owners and modes are compared after each of
+//! its writes, truncations, chmods and chowns. Credentials are switched
+//! only when the test runs as root; otherwise the caller is the test's
+//! own user, and the test says so on stderr.
+//!
 //! If the temp dir's filesystem refuses `user.` xattrs, both sides must
 //! refuse them with the same errno: nothing is skipped.
 //!

@@ -414,3 +414,18 @@ fn a_link_refused_to_a_caller_keeps_its_errno() {
         Op::Link { from: "c", to: "a" },
     ]);
 }
+
+#[test]
+fn utimensat_omitting_both_times_reaches_no_filesystem() {
+    // Sent as a setattr that changes nothing, it would be taken for the
+    // kernel's request to clear setuid/setgid.
+    check_as_caller(&[
+        plant("a", false, 0o4777, User::Caller, Group::Root),
+        Op::Utimens {
+            path: "a",
+            atime: Time::Omit,
+            mtime: Time::Omit,
+            follow: false,
+        },
+    ]);
+}
