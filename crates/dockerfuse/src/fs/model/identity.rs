@@ -86,6 +86,27 @@ impl Ids {
         }
     }
 
+    /// The test process's own user when it is not root (whose access the
+    /// kernel checks), as a caller.
+    pub(crate) fn own(&self) -> Option<Caller> {
+        (!self.switching).then(|| self.caller())
+    }
+
+    /// Whether the test's own user may list and search a directory with
+    /// this owner and mode (always, as root). The snapshots of a test that
+    /// is not root record other directories as refused on both sides.
+    pub(crate) fn own_may_list(&self, stat: &super::ops::Stat) -> bool {
+        let Some(c) = self.own() else { return true };
+        let bits = if c.uid == stat.uid {
+            stat.perm >> 6
+        } else if c.gid == stat.gid || c.groups.contains(&stat.gid) {
+            stat.perm >> 3
+        } else {
+            stat.perm
+        };
+        bits & 0o5 == 0o5
+    }
+
     pub(crate) fn uid(&self) -> u32 {
         self.uid
     }
