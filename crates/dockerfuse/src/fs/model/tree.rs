@@ -2,9 +2,10 @@
 //! comparison.
 //!
 //! A snapshot maps each path to what both sides must agree on: type,
-//! permission bits, size (not of directories: it depends on block
-//! allocation), nlink, which earlier path shares the inode, contents,
-//! symlink target, xattrs, and the mtime when it was set explicitly.
+//! owner and group, permission bits, size (not of directories: it depends
+//! on block allocation), nlink, which earlier path shares the inode,
+//! contents, symlink target, xattrs, and the mtime when it was set
+//! explicitly; or why a file, a directory or an xattr cannot be read.
 //! Left out by nature: inode numbers themselves, atime, ctime, and mtimes
 //! stamped by the clock (the two sides run at different instants).
 
@@ -34,11 +35,14 @@ pub(super) struct Node {
     /// Whether a directory could be listed.
     listed: Option<Result<(), Errno>>,
     target: Option<Vec<u8>>,
-    xattrs: Result<Vec<(Vec<u8>, Result<Vec<u8>, Errno>)>, Errno>,
+    xattrs: Result<Xattrs, Errno>,
     mtime: Option<(i64, u32)>,
 }
 
 pub(super) type Tree = BTreeMap<String, Node>;
+
+/// xattr names and their values (or why a value cannot be read).
+type Xattrs = Vec<(Vec<u8>, Result<Vec<u8>, Errno>)>;
 
 /// Fills in `same_as` from each path's inode key, in path order.
 fn link_groups(tree: &mut Tree, keys: &HashMap<String, u64>) {
@@ -58,7 +62,7 @@ fn io_errno(e: std::io::Error) -> Errno {
     Errno(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-fn lxattrs(path: &Path) -> Result<Vec<(Vec<u8>, Result<Vec<u8>, Errno>)>, Errno> {
+fn lxattrs(path: &Path) -> Result<Xattrs, Errno> {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let mut buf = vec![0u8; 4096];
     // SAFETY: p is a valid C string, buf valid for its length.
