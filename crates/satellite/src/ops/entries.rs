@@ -116,7 +116,12 @@ impl Fs {
             if e == Errno::EEXIST {
                 return Err(e);
             }
-            sys::linkat(n.raw(), sys::empty(), np.raw(), &new, libc::AT_EMPTY_PATH)?;
+            // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which a thread acting
+            // as a caller lacks (ENOENT then): the first answer is the real one.
+            match sys::linkat(n.raw(), sys::empty(), np.raw(), &new, libc::AT_EMPTY_PATH) {
+                Err(Errno::ENOENT) => return Err(e),
+                r => r?,
+            }
         }
         self.lookup(new_parent, new_name)
     }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use dockerfuse_proto::Errno;
 
-use super::ops::{pattern, Op, Out, Outcome, Stat, Time, SLOTS};
+use super::identity::Ids;
+use super::ops::{pattern, Op, Out, Outcome, Stat, Time, PLANTED_LEN, SLOTS};
 
 /// A local directory the operations run in, and the descriptors a
 /// sequence keeps open.
@@ -137,11 +138,7 @@ impl Direct {
                 let mut st: libc::stat = unsafe { std::mem::zeroed() };
                 // SAFETY: st is a valid out-pointer.
                 check(unsafe { libc::fstat(fd, &mut st) })?;
-                Ok(Out::Stat(Stat::new(
-                    st.st_mode,
-                    st.st_size as u64,
-                    st.st_nlink as u32,
-                )))
+                Ok(Out::Stat(Stat::of(&st)))
             }
             Op::FdTruncate { slot, size } => {
                 let fd = self.slot(*slot)?;
@@ -354,13 +351,54 @@ impl Direct {
                 check(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) })?;
                 Ok(Out::Done)
             }
+            Op::Plant {
+                path,
+                dir,
+                mode,
+                owner,
+                group,
+            } => {
+                let p = self.c(path);
+                if *dir {
+                    // SAFETY: p is a valid C string.
+                    check(unsafe { libc::mkdir(p.as_ptr(), 0o700) })?;
+                } else {
+                    let fd =
+                        self.open(path, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600)?;
+                    let data = pattern(0, PLANTED_LEN);
+                    // SAFETY: data is valid for its length.
+                    check_size(unsafe { libc::write(fd.0, data.as_ptr().cast(), data.len()) })?;
+                }
+                let ids = Ids::get();
+                let (uid, gid) = (ids.user(*owner), ids.group(*group));
+                // SAFETY: p is a valid C string.
+                check(unsafe { libc::lchown(p.as_ptr(), uid, gid) })?;
+                // SAFETY: p is a valid C string.
+                check(unsafe { libc::chmod(p.as_ptr(), *mode) })?;
+                Ok(Out::Done)
+            }
+            Op::Chown {
+                path,
+                owner,
+                group,
+                follow,
+            } => {
+                let p = self.c(path);
+                let ids = Ids::get();
+                let uid = owner.map_or(u32::MAX, |u| ids.user(u));
+                let gid = group.map_or(u32::MAX, |g| ids.group(g));
+                let flags = if *follow {
+                    0
+                } else {
+                    libc::AT_SYMLINK_NOFOLLOW
+                };
+                // SAFETY: p is a valid C string.
+                check(unsafe { libc::fchownat(libc::AT_FDCWD, p.as_ptr(), uid, gid, flags) })?;
+                Ok(Out::Done)
+            }
             Op::Stat { path, follow } => {
                 let st = self.stat(path, *follow)?;
-                Ok(Out::Stat(Stat::new(
-                    st.st_mode,
-                    st.st_size as u64,
-                    st.st_nlink as u32,
-                )))
+                Ok(Out::Stat(Stat::of(&st)))
             }
         }
     }

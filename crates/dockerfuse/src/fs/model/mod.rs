@@ -11,6 +11,14 @@
 //! have no descriptors left ([`run::Mode`]). No root, FUSE or Docker is
 //! needed.
 //!
+//! A quarter of the sequences run as a caller, as with `--allow-other`
+//! ([`identity`]): root plants setuid/setgid files, setgid directories and
+//! things owned by others, and the caller (uid 3000, gid 2000, groups 2000
+//! and 2001) works on them; owners and modes are compared after each of
+//! its writes, truncations, chmods and chowns. Credentials are switched
+//! only when the test runs as root; otherwise the caller is the test's
+//! own user, and the test says so on stderr.
+//!
 //! If the temp dir's filesystem refuses `user.` xattrs, both sides must
 //! refuse them with the same errno: nothing is skipped.
 //!
@@ -23,12 +31,15 @@
 //! [`Core`]: crate::fs::Core
 
 mod direct;
+mod identity;
 mod ops;
 mod regressions;
 mod run;
 mod satellite;
 mod through_core;
 mod tree;
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -80,27 +91,58 @@ fn random_sequences_agree_through_the_core_and_directly() {
         failure_persistence: None,
         ..Config::default()
     });
-    let total = std::sync::atomic::AtomicUsize::new(0);
+    let (total, by_caller, by_root) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
     let started = std::time::Instant::now();
     let mut modes = vec![run::Mode::Forget; 4];
     modes.extend([run::Mode::Keep; 3]);
     if run::tight_too() {
         modes.push(run::Mode::Tight);
     }
-    let sequences = (
+    let own = (
         proptest::sample::select(modes),
+        Just(run::Who::Itself),
         proptest::collection::vec(ops::op(), 1..=max_ops),
     );
-    let result = runner.run(&sequences, |(mode, seq)| {
-        total.fetch_add(seq.len(), std::sync::atomic::Ordering::Relaxed);
-        run::run(mode, &seq).map_err(TestCaseError::fail)
+    let as_caller = (
+        proptest::sample::select(vec![run::Mode::Forget, run::Mode::Keep]),
+        Just(run::Who::Caller),
+        proptest::collection::vec(ops::caller_op(), 1..=max_ops),
+    );
+    let sequences = prop_oneof![3 => own, 1 => as_caller];
+    let result = runner.run(&sequences, |(mode, who, seq)| {
+        total.fetch_add(seq.len(), Relaxed);
+        if who == run::Who::Caller {
+            let setup = seq.iter().filter(|op| op.by_root()).count();
+            by_root.fetch_add(setup, Relaxed);
+            by_caller.fetch_add(seq.len() - setup, Relaxed);
+        }
+        run::run(mode, who, &seq).map_err(TestCaseError::fail)
     });
+    let ids = identity::Ids::get();
     eprintln!(
-        "model: {cases} sequences, {} operations in {:.1?}; user xattrs in temp dirs: {}",
+        "model: {cases} sequences, {} operations ({} as uid {}, with {} setup steps by root) \
+         in {:.1?}; user xattrs in temp dirs: {}",
         total.into_inner(),
+        by_caller.into_inner(),
+        ids.uid(),
+        by_root.into_inner(),
         started.elapsed(),
         user_xattrs()
     );
+    if !ids.switching {
+        // Written past the test harness's capture: this must be seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "model: identity switching was not exercised because the test is not root: \
+             the caller's sequences ran as the test's own user (uid {})",
+            ids.uid()
+        );
+    }
     if let Err(e) = result {
         panic!("{e}");
     }

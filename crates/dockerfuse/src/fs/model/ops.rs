@@ -18,6 +18,8 @@ const NESTED: [&str; 9] = [
 const TARGETS: [&str; 5] = ["a", "b", "c/a", "a/b", "nowhere"];
 /// Descriptor slots a sequence can keep open.
 pub(super) const SLOTS: usize = 2;
+/// Bytes in a file root plants.
+pub(super) const PLANTED_LEN: usize = 16;
 /// Extended attribute names (the `user.` namespace needs no privilege).
 pub(super) const XATTRS: [&str; 2] = ["user.x", "user.y"];
 
@@ -172,6 +174,66 @@ pub(crate) enum Op {
     Close {
         slot: usize,
     },
+    /// Setup by root, even in a caller's sequence: a file (with a few
+    /// bytes) or a directory created, then chowned, then chmodded.
+    Plant {
+        path: &'static str,
+        dir: bool,
+        mode: u32,
+        owner: User,
+        group: Group,
+    },
+    /// chown(2), or lchown(2) when not `follow`; `None` leaves that id.
+    Chown {
+        path: &'static str,
+        owner: Option<User>,
+        group: Option<Group>,
+        follow: bool,
+    },
+}
+
+/// A user of a caller's sequence, resolved by [`super::identity::Ids`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum User {
+    Root,
+    /// The caller the sequence runs as.
+    Caller,
+    /// Someone else.
+    Other,
+}
+
+/// A group of a caller's sequence, resolved by [`super::identity::Ids`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Group {
+    Root,
+    /// The caller's own gid.
+    Primary,
+    /// One of the caller's supplementary groups.
+    Supplementary,
+    /// A group the caller is not in.
+    Foreign,
+}
+
+impl Op {
+    /// Whether the op is setup done as root in a caller's sequence.
+    pub(crate) fn by_root(&self) -> bool {
+        matches!(self, Op::Plant { .. })
+    }
+
+    /// What to stat after the op in a caller's sequence, to compare the
+    /// modes and owners it may have changed (setuid/setgid cleared by a
+    /// write, truncation or chown): a path (followed or not), or a slot.
+    pub(crate) fn changes_mode(&self) -> Option<Result<(&'static str, bool), usize>> {
+        match *self {
+            Op::Write { path, .. }
+            | Op::Truncate { path, .. }
+            | Op::Fallocate { path, .. }
+            | Op::Chmod { path, .. } => Some(Ok((path, true))),
+            Op::Chown { path, follow, .. } => Some(Ok((path, follow))),
+            Op::FdWrite { slot, .. } | Op::FdTruncate { slot, .. } => Some(Err(slot)),
+            _ => None,
+        }
+    }
 }
 
 fn path() -> impl Strategy<Value = &'static str> {
@@ -246,6 +308,72 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+fn user() -> impl Strategy<Value = User> {
+    select(&[User::Root, User::Caller, User::Caller, User::Other][..])
+}
+
+fn group() -> impl Strategy<Value = Group> {
+    select(
+        &[
+            Group::Root,
+            Group::Primary,
+            Group::Supplementary,
+            Group::Foreign,
+        ][..],
+    )
+}
+
+/// Setup by root: setuid/setgid files writable by others, setgid
+/// directories of a group, things owned by other users.
+fn plant() -> impl Strategy<Value = Op> {
+    let file = select(&[0o4777u32, 0o2777, 0o6777, 0o2767, 0o6766, 0o4755, 0o666][..]);
+    let dir = select(&[0o2775u32, 0o2770, 0o2755, 0o777, 0o755][..]);
+    prop_oneof![
+        3 => (path(), file, user(), group()).prop_map(|(path, mode, owner, group)| {
+            Op::Plant { path, dir: false, mode, owner, group }
+        }),
+        2 => (path(), dir, user(), group()).prop_map(|(path, mode, owner, group)| {
+            Op::Plant { path, dir: true, mode, owner, group }
+        }),
+    ]
+}
+
+/// One operation of a caller's sequence: root's setup, chown/chgrp and
+/// chmod with setuid/setgid bits, and everything of [`op`], all as the
+/// caller but the setup.
+pub(crate) fn caller_op() -> impl Strategy<Value = Op> {
+    let chown = (
+        path(),
+        proptest::option::of(user()),
+        group(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(path, owner, group, chgrp, follow)| Op::Chown {
+            path,
+            owner,
+            // Never (-1, -1): see `privs.rs` of the satellite.
+            group: (chgrp || owner.is_none()).then_some(group),
+            follow,
+        });
+    let chmod = (
+        path(),
+        select(&[0o644u32, 0o4755, 0o2755, 0o6777, 0o2770, 0o000][..]),
+    )
+        .prop_map(|(path, mode)| Op::Chmod { path, mode });
+    prop_oneof![
+        3 => plant(),
+        2 => chown,
+        1 => chmod,
+        // Writes and truncations, more often than in `op`.
+        2 => (path(), 0u64..200, 0usize..100, any::<u8>())
+            .prop_map(|(path, offset, len, byte)| Op::Write { path, offset, len, byte }),
+        1 => (path(), 0u64..100, any::<bool>())
+            .prop_map(|(path, size, via_fd)| Op::Truncate { path, size, via_fd }),
+        10 => op(),
+    ]
+}
+
 /// The bytes a write of `len` bytes starting with `byte` puts down.
 pub(super) fn pattern(byte: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| byte.wrapping_add(i as u8)).collect()
@@ -278,16 +406,35 @@ pub(super) struct Stat {
     pub(super) perm: u32,
     pub(super) size: Option<u64>,
     pub(super) nlink: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
 }
 
 impl Stat {
-    pub(super) fn new(mode: u32, size: u64, nlink: u32) -> Stat {
+    /// From a local stat.
+    pub(super) fn of(st: &libc::stat) -> Stat {
+        Stat::new(
+            st.st_mode,
+            st.st_size as u64,
+            st.st_nlink as u32,
+            (st.st_uid, st.st_gid),
+        )
+    }
+
+    /// From the attributes the core reports.
+    pub(super) fn of_attr(a: &dockerfuse_proto::Attr) -> Stat {
+        Stat::new(a.mode, a.size, a.nlink, (a.uid, a.gid))
+    }
+
+    pub(super) fn new(mode: u32, size: u64, nlink: u32, (uid, gid): (u32, u32)) -> Stat {
         let kind = mode & libc::S_IFMT;
         Stat {
             kind,
             perm: mode & 0o7777,
             size: (kind != libc::S_IFDIR).then_some(size),
             nlink,
+            uid,
+            gid,
         }
     }
 }

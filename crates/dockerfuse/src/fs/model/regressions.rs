@@ -1,8 +1,8 @@
 //! Named sequences: hand-written ones for renames with flags and hard
 //! links, and shrunk failures of the random model test.
 
-use super::ops::{Op, Time};
-use super::run::{check, check_mode, Mode};
+use super::ops::{Group, Op, Time, User};
+use super::run::{check, check_as_caller, check_mode, Mode};
 
 const EXCHANGE: u32 = libc::RENAME_EXCHANGE;
 const NOREPLACE: u32 = libc::RENAME_NOREPLACE;
@@ -308,4 +308,123 @@ fn ftruncate_of_an_unlinked_file_uses_its_handle() {
             Op::FdStat { slot: 0 },
         ],
     );
+}
+
+fn plant(path: &'static str, dir: bool, mode: u32, owner: User, group: Group) -> Op {
+    Op::Plant {
+        path,
+        dir,
+        mode,
+        owner,
+        group,
+    }
+}
+
+fn chown(path: &'static str, owner: Option<User>, group: Option<Group>) -> Op {
+    Op::Chown {
+        path,
+        owner,
+        group,
+        follow: true,
+    }
+}
+
+#[test]
+fn a_callers_writes_and_chowns_clear_setuid_and_setgid_as_directly() {
+    check_as_caller(&[
+        plant("a", false, 0o4777, User::Root, Group::Root),
+        plant("b", false, 0o6777, User::Other, Group::Foreign),
+        plant("c", false, 0o2767, User::Root, Group::Supplementary),
+        // Writes and truncations by someone who is not the owner.
+        write("a", 1),
+        Op::Truncate {
+            path: "b",
+            size: 3,
+            via_fd: false,
+        },
+        Op::Truncate {
+            path: "c",
+            size: 3,
+            via_fd: true,
+        },
+        // chmod and chown of someone else's file are refused.
+        Op::Chmod {
+            path: "a",
+            mode: 0o644,
+        },
+        chown("b", None, Some(Group::Primary)),
+        // The caller's own file: chgrp to its groups, not to a foreign one.
+        create("a/a"),
+        mkdir("d"),
+        plant("d/a", false, 0o6766, User::Caller, Group::Primary),
+        chown("d/a", None, Some(Group::Supplementary)),
+        chown("d/a", None, Some(Group::Foreign)),
+        chown("d/a", Some(User::Other), None),
+        Op::Chmod {
+            path: "d/a",
+            mode: 0o6777,
+        },
+        chown("d/a", Some(User::Caller), Some(Group::Primary)),
+        // A setgid directory of the caller's group hands it down.
+        plant("d/b", true, 0o2775, User::Root, Group::Supplementary),
+        create("d/b/a"),
+        mkdir("d/b/b"),
+        plant("d/c", true, 0o2755, User::Root, Group::Supplementary),
+        create("d/c/a"),
+    ]);
+}
+
+#[test]
+fn a_getxattr_the_caller_may_not_read_is_refused_by_the_kernel() {
+    // The core knows the directory has no xattrs and would answer ENODATA
+    // itself: the kernel refuses first (EACCES).
+    check_as_caller(&[
+        plant("c", true, 0o2770, User::Other, Group::Root),
+        Op::GetXattr {
+            path: "c",
+            name: "user.x",
+            probe: false,
+        },
+    ]);
+}
+
+#[test]
+fn a_rename_out_of_a_directory_the_caller_may_not_search_is_refused_first() {
+    // EACCES for the old name's directory comes before ENOENT for the
+    // new name's missing one.
+    check_as_caller(&[
+        mkdir("c"),
+        Op::Chmod {
+            path: "c",
+            mode: 0o644,
+        },
+        rename("c/a", "b/a", 0),
+    ]);
+}
+
+#[test]
+fn a_link_refused_to_a_caller_keeps_its_errno() {
+    // link(2) of a directory is EPERM; so is a link to a file the caller
+    // neither owns nor may write (fs.protected_hardlinks).
+    check_as_caller(&[
+        plant("b", false, 0o4755, User::Root, Group::Root),
+        Op::Link { from: "b", to: "a" },
+        plant("c", true, 0o2775, User::Root, Group::Root),
+        Op::Link { from: "c", to: "a" },
+    ]);
+}
+
+#[test]
+fn utimensat_omitting_both_times_reaches_no_filesystem() {
+    // Sent as a setattr that changes nothing, it would be taken for the
+    // kernel's request to clear setuid/setgid.
+    check_as_caller(&[
+        plant("a", false, 0o4777, User::Caller, Group::Root),
+        Op::Utimens {
+            path: "a",
+            atime: Time::Omit,
+            mtime: Time::Omit,
+            follow: false,
+        },
+    ]);
 }

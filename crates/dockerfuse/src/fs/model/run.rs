@@ -2,6 +2,7 @@
 //! errno of every step, then the whole trees.
 
 use super::direct::Direct;
+use super::identity::{Ids, Twin};
 use super::ops::{Op, SLOTS};
 use super::satellite::Served;
 use super::through_core::Driver;
@@ -20,14 +21,25 @@ pub(crate) enum Mode {
     Tight,
 }
 
+/// Who performs a sequence's steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Who {
+    /// The test process itself, through a core that sends requests as the
+    /// satellite's own.
+    Itself,
+    /// A caller ([`Ids`]), through a core that performs each request as
+    /// its caller; root's setup steps stay the test process's.
+    Caller,
+}
+
 /// RLIMIT_NOFILE of a `Tight` satellite: a budget of 64 nodes.
 const TIGHT_NOFILE: u64 = 128;
 /// Files created, held and deleted to use that budget up.
 const TIGHT_FILLER: usize = 64;
 
 /// Runs `ops` through the core (over a real satellite serving temp dir A)
-/// and directly on temp dir B; describes the first divergence.
-pub(crate) fn run(mode: Mode, ops: &[Op]) -> Result<(), String> {
+/// and directly on temp dir B, as `who`; describes the first divergence.
+pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
     let tmp = tempfile::Builder::new()
         .prefix("dockerfuse-model-")
         .tempdir()
@@ -36,8 +48,24 @@ pub(crate) fn run(mode: Mode, ops: &[Op]) -> Result<(), String> {
     std::fs::create_dir(&a).expect("create A");
     std::fs::create_dir(&b).expect("create B");
     let tight = matches!(mode, Mode::Tight);
-    let served = Served::start(&a, tight.then_some(TIGHT_NOFILE));
-    let mut twin = Direct::new(b.clone());
+    let by_caller = who == Who::Caller;
+    let ids = Ids::get();
+    if by_caller {
+        ids.prepare(tmp.path(), [&a, &b]);
+    }
+    let served = Served::start(&a, tight.then_some(TIGHT_NOFILE), by_caller);
+    let mut twin = if by_caller {
+        Twin::as_caller(Direct::new(b.clone()))
+    } else {
+        Twin::Here(Direct::new(b.clone()))
+    };
+    // One step on both sides, as the caller when `as_caller`.
+    let mut both = |op: &Op, as_caller: bool, driver: &mut Driver<'_>| {
+        let want = twin.apply(op, as_caller);
+        let _caller = as_caller.then(|| crate::fs::with_caller(ids.caller()));
+        let got = driver.apply(op);
+        (want, got)
+    };
     let mut driver = Driver::new(&served.core, !matches!(mode, Mode::Forget));
     if tight {
         for _ in 0..TIGHT_FILLER {
@@ -53,17 +81,30 @@ pub(crate) fn run(mode: Mode, ops: &[Op]) -> Result<(), String> {
         }
     }
     for (i, op) in ops.iter().enumerate() {
-        let want = twin.apply(op);
-        let got = driver.apply(op);
+        let as_caller = by_caller && !op.by_root();
+        let (want, got) = both(op, as_caller, &mut driver);
         if want != got {
             return Err(format!(
                 "step {i}, {op:?}: directly {want:?}, through the core {got:?}"
             ));
         }
+        // A caller's write, truncation or chown may clear setuid/setgid:
+        // the modes and owners must agree right after it.
+        let check = match op.changes_mode().filter(|_| as_caller) {
+            Some(Ok((path, follow))) => Op::Stat { path, follow },
+            Some(Err(slot)) => Op::FdStat { slot },
+            None => continue,
+        };
+        let (want, got) = both(&check, true, &mut driver);
+        if want != got {
+            return Err(format!(
+                "after step {i}, {op:?}, {check:?}: directly {want:?}, through the core {got:?}"
+            ));
+        }
     }
     for slot in 0..SLOTS {
         let close = Op::Close { slot };
-        let (want, got) = (twin.apply(&close), driver.apply(&close));
+        let (want, got) = both(&close, by_caller, &mut driver);
         if want != got {
             return Err(format!(
                 "closing at the end, {close:?}: directly {want:?}, through the core {got:?}"
@@ -90,8 +131,18 @@ pub(crate) fn tight_too() -> bool {
 
 /// Runs `ops` in one mode and panics with the divergence.
 pub(crate) fn check_mode(mode: Mode, ops: &[Op]) {
-    if let Err(e) = run(mode, ops) {
+    if let Err(e) = run(mode, Who::Itself, ops) {
         panic!("({mode:?}) {e}");
+    }
+}
+
+/// Runs `ops` as the caller, forgetting and keeping lookups, and panics
+/// with the divergence, for named tests.
+pub(crate) fn check_as_caller(ops: &[Op]) {
+    for mode in [Mode::Forget, Mode::Keep] {
+        if let Err(e) = run(mode, Who::Caller, ops) {
+            panic!("({mode:?}, as the caller) {e}");
+        }
     }
 }
 

@@ -52,8 +52,9 @@ pub(super) struct Served {
 
 impl Served {
     /// Starts a satellite serving `root`, with RLIMIT_NOFILE at `nofile`
-    /// when given (the satellite lets nodes hold half of it).
-    pub(super) fn start(root: &Path, nofile: Option<u64>) -> Served {
+    /// when given (the satellite lets nodes hold half of it), and a core
+    /// that performs requests as their caller when `per_caller`.
+    pub(super) fn start(root: &Path, nofile: Option<u64>, per_caller: bool) -> Served {
         let mut child = spawn(root, nofile);
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -86,7 +87,7 @@ impl Served {
                 fixed_ttl: false,
                 writeback: false,
                 links: None,
-                per_caller: false,
+                per_caller,
             },
         );
         Served { core, rpc, child }

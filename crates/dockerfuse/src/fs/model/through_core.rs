@@ -10,7 +10,8 @@ use std::time::Duration;
 use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, ROOT_NODE};
 
 use super::direct::split_names;
-use super::ops::{pattern, Op, Out, Outcome, Stat, Time, SLOTS};
+use super::identity::Ids;
+use super::ops::{pattern, Op, Out, Outcome, Stat, Time, PLANTED_LEN, SLOTS};
 use crate::fs::{Cb, Core, Lookup, Xattr};
 use crate::rpc::Rpc;
 
@@ -57,6 +58,28 @@ fn set_time(t: Time) -> Option<SetTime> {
         Time::Omit => None,
         Time::Now => Some(SetTime::Now),
         Time::At(sec, nsec) => Some(SetTime::At { sec, nsec }),
+    }
+}
+
+/// The kernel's own permission check on a mount with
+/// `default_permissions` (`mask`: 4 read, 2 write, 1 search), for the
+/// caller the current thread sends as, or the test's own user.
+fn may(attr: &Attr, mask: u32) -> Result<(), Errno> {
+    // Without a caller, the test process's own user asks.
+    let Some(c) = crate::fs::caller::current().or_else(|| Ids::get().own()) else {
+        return Ok(());
+    };
+    let bits = if c.uid == attr.uid {
+        attr.mode >> 6
+    } else if c.gid == attr.gid || c.groups.contains(&attr.gid) {
+        attr.mode >> 3
+    } else {
+        attr.mode
+    };
+    if c.uid == 0 || bits & mask == mask {
+        Ok(())
+    } else {
+        Err(Errno(libc::EACCES))
     }
 }
 
@@ -233,6 +256,9 @@ impl<'a> Driver<'a> {
                 if !is(&d.attr, libc::S_IFDIR) {
                     return Err(Errno::ENOTDIR);
                 }
+                // The kernel's path walk needs search permission in the
+                // parent before it looks at the last name.
+                may(&d.attr, 0o1)?;
                 Ok((d.node, name.as_bytes()))
             }
         }
@@ -312,7 +338,7 @@ impl<'a> Driver<'a> {
                 // The kernel passes the handle for regular files only.
                 let fh = (!o.dir).then_some(o.fh);
                 let (a, _) = wait(|cb| core.getattr(o.node, fh, cb))?;
-                Ok(Out::Stat(Stat::new(a.mode, a.size, a.nlink)))
+                Ok(Out::Stat(Stat::of_attr(&a)))
             }
             Op::FdTruncate { slot, size } => {
                 let o = self.slot(*slot)?;
@@ -477,6 +503,12 @@ impl<'a> Driver<'a> {
                     mtime: set_time(*mtime),
                     ..Default::default()
                 };
+                // utimensat(OMIT, OMIT) returns before anything reaches
+                // the filesystem (the walk stands for the twin's stat).
+                if attr == SetAttr::default() {
+                    self.walk(path, *follow)?;
+                    return Ok(Out::Mtime(None));
+                }
                 let a = self.setattr(path, *follow, attr)?;
                 Ok(Out::Mtime(match mtime {
                     Time::At(..) => Some((a.mtime, a.mtime_nsec)),
@@ -495,6 +527,10 @@ impl<'a> Driver<'a> {
             }
             Op::GetXattr { path, name, probe } => {
                 let e = self.walk(path, true)?;
+                // With `default_permissions` the kernel checks read
+                // permission for a `user.` xattr before asking (the core
+                // answers a node known to have none without asking).
+                may(&e.attr, 0o4)?;
                 let size = if *probe { 0 } else { 256 };
                 wait_xattr(|cb| core.getxattr(e.node, name.as_bytes(), size, cb))
             }
@@ -511,10 +547,62 @@ impl<'a> Driver<'a> {
                 wait(|cb| core.removexattr(e.node, name.as_bytes(), cb))?;
                 Ok(Out::Done)
             }
+            Op::Plant {
+                path,
+                dir,
+                mode,
+                owner,
+                group,
+            } => {
+                let (parent, name) = self.parent(path)?;
+                let e = if *dir {
+                    let (e, _) = wait(|cb| core.mkdir(parent, name, 0o700 & !self.umask, cb))?;
+                    self.hold(e)
+                } else {
+                    let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+                    let (e, _, opened) =
+                        wait(|cb| core.create(parent, name, 0o600 & !self.umask, flags, cb))?;
+                    let fh = opened.fh;
+                    self.hold(e);
+                    let data = pattern(0, PLANTED_LEN);
+                    let r = wait(|cb| core.write(fh, 0, &data, cb));
+                    wait(|cb| core.release(fh, cb))?;
+                    r?;
+                    e
+                };
+                let ids = Ids::get();
+                let owned = SetAttr {
+                    uid: Some(ids.user(*owner)),
+                    gid: Some(ids.group(*group)),
+                    ..Default::default()
+                };
+                wait(|cb| core.setattr(e.node, None, owned, cb))?;
+                let mode = SetAttr {
+                    mode: Some(*mode),
+                    ..Default::default()
+                };
+                wait(|cb| core.setattr(e.node, None, mode, cb))?;
+                Ok(Out::Done)
+            }
+            Op::Chown {
+                path,
+                owner,
+                group,
+                follow,
+            } => {
+                let ids = Ids::get();
+                let attr = SetAttr {
+                    uid: owner.map(|u| ids.user(u)),
+                    gid: group.map(|g| ids.group(g)),
+                    ..Default::default()
+                };
+                self.setattr(path, *follow, attr)?;
+                Ok(Out::Done)
+            }
             Op::Stat { path, follow } => {
                 let e = self.walk(path, *follow)?;
                 let (a, _) = wait(|cb| core.getattr(e.node, None, cb))?;
-                Ok(Out::Stat(Stat::new(a.mode, a.size, a.nlink)))
+                Ok(Out::Stat(Stat::of_attr(&a)))
             }
         }
     }

@@ -2,9 +2,10 @@
 //! comparison.
 //!
 //! A snapshot maps each path to what both sides must agree on: type,
-//! permission bits, size (not of directories: it depends on block
-//! allocation), nlink, which earlier path shares the inode, contents,
-//! symlink target, xattrs, and the mtime when it was set explicitly.
+//! owner and group, permission bits, size (not of directories: it depends
+//! on block allocation), nlink, which earlier path shares the inode,
+//! contents, symlink target, xattrs, and the mtime when it was set
+//! explicitly; or why a file, a directory or an xattr cannot be read.
 //! Left out by nature: inode numbers themselves, atime, ctime, and mtimes
 //! stamped by the clock (the two sides run at different instants).
 
@@ -18,6 +19,7 @@ use std::sync::mpsc;
 use dockerfuse_proto::{Errno, ROOT_NODE};
 
 use super::direct::split_names;
+use super::identity::Ids;
 use super::ops::{explicit, Stat};
 use crate::fs::{Core, Xattr};
 use crate::rpc::Rpc;
@@ -27,13 +29,20 @@ pub(super) struct Node {
     stat: Stat,
     /// The first path (in walk order) with the same inode, if not this one.
     same_as: Option<String>,
-    contents: Option<Vec<u8>>,
+    /// A file's data, or why it cannot be read (a test that is not root
+    /// meets files and directories its own sequences made unreadable).
+    contents: Option<Result<Vec<u8>, Errno>>,
+    /// Whether a directory could be listed.
+    listed: Option<Result<(), Errno>>,
     target: Option<Vec<u8>>,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    xattrs: Result<Xattrs, Errno>,
     mtime: Option<(i64, u32)>,
 }
 
 pub(super) type Tree = BTreeMap<String, Node>;
+
+/// xattr names and their values (or why a value cannot be read).
+type Xattrs = Vec<(Vec<u8>, Result<Vec<u8>, Errno>)>;
 
 /// Fills in `same_as` from each path's inode key, in path order.
 fn link_groups(tree: &mut Tree, keys: &HashMap<String, u64>) {
@@ -49,15 +58,19 @@ fn link_groups(tree: &mut Tree, keys: &HashMap<String, u64>) {
     }
 }
 
-fn lxattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn lxattrs(path: &Path) -> Result<Xattrs, Errno> {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let mut buf = vec![0u8; 4096];
     // SAFETY: p is a valid C string, buf valid for its length.
     let n = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
-        return Vec::new();
+        return Err(io_errno(std::io::Error::last_os_error()));
     }
-    split_names(&buf[..n as usize])
+    Ok(split_names(&buf[..n as usize])
         .into_iter()
         .map(|name| {
             let c = CString::new(name.clone()).unwrap();
@@ -65,22 +78,30 @@ fn lxattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
             // SAFETY: valid C strings, v valid for its length.
             let n =
                 unsafe { libc::lgetxattr(p.as_ptr(), c.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
-            v.truncate(n.max(0) as usize);
-            (name, v)
+            if n < 0 {
+                return (name, Err(io_errno(std::io::Error::last_os_error())));
+            }
+            v.truncate(n as usize);
+            (name, Ok(v))
         })
-        .collect()
+        .collect())
 }
 
 /// The tree under `root`, read directly.
 pub(super) fn on_disk(root: &Path) -> Tree {
-    fn walk(root: &Path, rel: &str, tree: &mut Tree, keys: &mut HashMap<String, u64>) {
+    fn walk(
+        root: &Path,
+        rel: &str,
+        tree: &mut Tree,
+        keys: &mut HashMap<String, u64>,
+    ) -> Result<(), Errno> {
         let dir = if rel.is_empty() {
             root.to_path_buf()
         } else {
             root.join(rel)
         };
         let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .expect("list a directory")
+            .map_err(io_errno)?
             .map(|e| {
                 e.expect("a directory entry")
                     .file_name()
@@ -96,8 +117,8 @@ pub(super) fn on_disk(root: &Path) -> Tree {
                 format!("{rel}/{name}")
             };
             let full = root.join(&path);
-            let m = std::fs::symlink_metadata(&full).expect("stat an entry");
-            let stat = Stat::new(m.mode(), m.size(), m.nlink() as u32);
+            let m = std::fs::symlink_metadata(&full).map_err(io_errno)?;
+            let stat = Stat::new(m.mode(), m.size(), m.nlink() as u32, (m.uid(), m.gid()));
             let kind = stat.kind;
             keys.insert(path.clone(), m.ino());
             tree.insert(
@@ -106,7 +127,8 @@ pub(super) fn on_disk(root: &Path) -> Tree {
                     stat,
                     same_as: None,
                     contents: (kind == libc::S_IFREG)
-                        .then(|| std::fs::read(&full).expect("read a file")),
+                        .then(|| std::fs::read(&full).map_err(io_errno)),
+                    listed: None,
                     target: (kind == libc::S_IFLNK).then(|| {
                         std::fs::read_link(&full)
                             .expect("read a link")
@@ -119,12 +141,18 @@ pub(super) fn on_disk(root: &Path) -> Tree {
                 },
             );
             if kind == libc::S_IFDIR {
-                walk(root, &path, tree, keys);
+                let listed = if Ids::get().own_may_list(&tree[&path].stat) {
+                    walk(root, &path, tree, keys)
+                } else {
+                    Err(Errno(libc::EACCES))
+                };
+                tree.get_mut(&path).expect("just inserted").listed = Some(listed);
             }
         }
+        Ok(())
     }
     let (mut tree, mut keys) = (Tree::new(), HashMap::new());
-    walk(root, "", &mut tree, &mut keys);
+    walk(root, "", &mut tree, &mut keys).expect("list the root");
     link_groups(&mut tree, &keys);
     tree
 }
@@ -217,6 +245,22 @@ fn list(core: &Core<Rpc>, dir: u64) -> Result<Vec<Listed>, Errno> {
     Ok(out)
 }
 
+/// A file's whole data through open/read/release.
+fn read_all(core: &Core<Rpc>, node: u64) -> Result<Vec<u8>, Errno> {
+    let fh = wait(|cb| core.open(node, libc::O_RDONLY, cb))?.fh;
+    let mut data = Vec::new();
+    let r = loop {
+        let off = data.len() as u64;
+        match bytes(|cb| core.read(fh, off, 128 * 1024, cb)) {
+            Ok(chunk) if chunk.is_empty() => break Ok(data),
+            Ok(chunk) => data.extend_from_slice(&chunk),
+            Err(e) => break Err(e),
+        }
+    };
+    wait(|cb| core.release(fh, cb))?;
+    r
+}
+
 /// The tree served by the core's satellite, read through the core: the
 /// listing, the attributes it carries, readlink, open/read/release, and
 /// listxattr/getxattr. Hard links show as one node id.
@@ -238,35 +282,23 @@ pub(super) fn through_core(core: &Core<Rpc>) -> Result<Tree, Errno> {
             } else {
                 format!("{rel}/{}", i.name)
             };
-            let stat = Stat::new(i.attr.mode, i.attr.size, i.attr.nlink);
+            let stat = Stat::of_attr(&i.attr);
             let kind = stat.kind;
-            let contents = if kind == libc::S_IFREG {
-                let fh = wait(|cb| core.open(i.node, libc::O_RDONLY, cb))?.fh;
-                let mut data = Vec::new();
-                loop {
-                    let off = data.len() as u64;
-                    let chunk = bytes(|cb| core.read(fh, off, 128 * 1024, cb))?;
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    data.extend_from_slice(&chunk);
-                }
-                wait(|cb| core.release(fh, cb))?;
-                Some(data)
-            } else {
-                None
-            };
+            let contents = (kind == libc::S_IFREG).then(|| read_all(core, i.node));
             let target = if kind == libc::S_IFLNK {
                 Some(bytes(|cb| core.readlink(i.node, cb))?)
             } else {
                 None
             };
-            let names = split_names(&xattr(|cb| core.listxattr(i.node, 4096, cb))?);
-            let mut xattrs = Vec::new();
-            for n in names {
-                let v = xattr(|cb| core.getxattr(i.node, &n, 4096, cb))?;
-                xattrs.push((n, v));
-            }
+            let xattrs = xattr(|cb| core.listxattr(i.node, 4096, cb)).map(|names| {
+                split_names(&names)
+                    .into_iter()
+                    .map(|n| {
+                        let v = xattr(|cb| core.getxattr(i.node, &n, 4096, cb));
+                        (n, v)
+                    })
+                    .collect()
+            });
             keys.insert(path.clone(), i.node);
             tree.insert(
                 path.clone(),
@@ -274,13 +306,19 @@ pub(super) fn through_core(core: &Core<Rpc>) -> Result<Tree, Errno> {
                     stat,
                     same_as: None,
                     contents,
+                    listed: None,
                     target,
                     xattrs,
                     mtime: explicit(i.attr.mtime, i.attr.mtime_nsec),
                 },
             );
             if kind == libc::S_IFDIR {
-                walk(core, i.node, &path, tree, keys, held)?;
+                let listed = if Ids::get().own_may_list(&tree[&path].stat) {
+                    walk(core, i.node, &path, tree, keys, held)
+                } else {
+                    Err(Errno(libc::EACCES))
+                };
+                tree.get_mut(&path).expect("just inserted").listed = Some(listed);
             }
         }
         Ok(())
