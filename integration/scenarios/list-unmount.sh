@@ -22,7 +22,7 @@ ID=$(docker inspect -f '{{.Id}}' "$CONTAINER")
 mount_at() {
 	local dir=$1 src=$2 st=0
 	on_exit "$(printf 'dfit_unmount %q %q' "$dir" "$dir.pid")"
-	timeout -k 5 "$DFIT_MOUNT_TIMEOUT" "$DOCKERFUSE" "$src" "$dir" -d --pid-file "$dir.pid" \
+	timeout -k 5 "$DFIT_MOUNT_TIMEOUT" "$DOCKERFUSE" "$src" "$dir" -d --pid-file "$dir.pid" --transport "${DFIT_TRANSPORT:-auto}" \
 		>"$dir.out" 2>&1 </dev/null || st=$?
 	if [ "$st" -eq 0 ] && is_fuse_mounted "$dir"; then
 		pass "mount $src on $(basename "$dir")"
@@ -41,15 +41,20 @@ PID_B=$MPID
 assert_eq "filesystem type fuse.dockerfuse" fuse.dockerfuse "$(findmnt -n -o FSTYPE --mountpoint "$A")"
 check "a state file per mount" test -f "$DOCKERFUSE_RUNTIME_DIR/$PID_A.json" -a -f "$DOCKERFUSE_RUNTIME_DIR/$PID_B.json"
 
+# As root on a local engine the default (auto) takes the local channel.
+case "${DFIT_TRANSPORT:-auto}" in
+exec) TRANSPORT="exec" ;;
+*) TRANSPORT="local" ;;
+esac
 cap LIST "$DOCKERFUSE" list
 assert_match "list: a header" '^CONTAINER +ID +PATH +MOUNTPOINT +PID +TRANSPORT +SINCE$' "$LIST"
-assert_match "list: the /etc mount's row" "^$CONTAINER +${ID:0:12} +/etc +$A +$PID_A +exec +[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8} UTC$" "$LIST"
-assert_match "list: the / mount's row" "^$CONTAINER +${ID:0:12} +/ +$B +$PID_B +exec " "$LIST"
+assert_match "list: the /etc mount's row" "^$CONTAINER +${ID:0:12} +/etc +$A +$PID_A +$TRANSPORT +[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8} UTC$" "$LIST"
+assert_match "list: the / mount's row" "^$CONTAINER +${ID:0:12} +/ +$B +$PID_B +$TRANSPORT " "$LIST"
 
 cap JSON "$DOCKERFUSE" list --json
 row() { jq -c --arg m "$1" '.[] | select(.mountpoint == $m) | [.container, .container_id, .path, .pid, .transport]' <<<"$JSON"; }
-assert_eq "list --json: the /etc mount" "[\"$CONTAINER\",\"$ID\",\"/etc\",$PID_A,\"exec\"]" "$(row "$A")"
-assert_eq "list --json: the / mount" "[\"$CONTAINER\",\"$ID\",\"/\",$PID_B,\"exec\"]" "$(row "$B")"
+assert_eq "list --json: the /etc mount" "[\"$CONTAINER\",\"$ID\",\"/etc\",$PID_A,\"$TRANSPORT\"]" "$(row "$A")"
+assert_eq "list --json: the / mount" "[\"$CONTAINER\",\"$ID\",\"/\",$PID_B,\"$TRANSPORT\"]" "$(row "$B")"
 AGE=$(jq --arg m "$A" '.[] | select(.mountpoint == $m) | (now - .since_epoch) | floor' <<<"$JSON")
 check "list --json: since is the last few minutes ($AGE s ago)" test "$AGE" -ge 0 -a "$AGE" -lt 600
 
