@@ -210,6 +210,12 @@ check "mkdir -p + files (tree made through the mount)" run_sh '
 	for i in 1 2 3; do echo "$i" >"$H/tree/a/f$i"; echo "$i" >"$H/tree/a/b/c/g$i"; done
 	ln -s ../a "$H/tree/e/link"'
 check "rm -r tree" rm -r "$H/tree"
+# A directory made through the mount and entered at once stays the
+# process's working directory (the change feed must not invalidate a name
+# the mount itself created: getcwd would fail with ENOENT).
+check "mkdir, cd into it, getcwd still works a moment later" run_sh '
+	mkdir "$H/cwd" && cd "$H/cwd" && sleep 0.3 && /bin/pwd >/dev/null && : >here && ls here >/dev/null'
+check "rm -r the working-directory test" rm -r "$H/cwd"
 check "container: tree gone" ctr_absent "$T/tree"
 check "container: make a tree" dsh "mkdir -p $T/ctree/x/y && touch $T/ctree/x/y/z $T/ctree/x/w && ln -s y $T/ctree/x/l"
 check "rm -r of a tree the container made" rm -r "$H/ctree"

@@ -181,6 +181,7 @@ impl Feed {
     fn deliver(&self, kernel: &impl Kernel, batch: &[Inval]) {
         let mut failed = 0usize;
         for i in batch {
+            tracing::trace!(inval = ?i, "notification");
             let r = match i {
                 Inval::Entry { parent, name } => kernel.inval_entry(*parent, name),
                 Inval::Delete {

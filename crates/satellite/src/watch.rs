@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use dockerfuse_proto::frame;
 use dockerfuse_proto::{Change, Errno, Response, EVENT_ID, ROOT_NODE};
@@ -39,6 +40,11 @@ pub(crate) type Sink = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 pub(crate) type StatNode = Arc<dyn Fn(u64) -> Option<libc::stat> + Send + Sync>;
 /// Files whose state after the satellite's own change is remembered.
 const MAX_OWN: usize = 100_000;
+/// Names of the satellite's own namespace changes remembered at once.
+const MAX_OWN_NAMES: usize = 10_000;
+/// How long a name's own change waits for its event: a container change
+/// to the same name after that is sent whatever happens.
+const OWN_NAME_WAIT: Duration = Duration::from_secs(1);
 
 /// What a file looked like right after the satellite itself changed it:
 /// an event that finds it still so is the echo of that change, which the
@@ -76,6 +82,12 @@ struct State {
     /// node, and be dropped there).
     replying: HashMap<u64, u32>,
     unwatched: u64,
+    /// Names the satellite itself is creating, removing or renaming, with
+    /// how many events to expect and since when: those events echo a
+    /// change the kernel made through the mount, and an entry
+    /// invalidation would unhash a directory a process may have entered
+    /// (its getcwd would then fail).
+    own_names: HashMap<(u64, Vec<u8>), (u32, Instant)>,
 }
 
 thread_local! {
@@ -117,6 +129,39 @@ impl Watch {
                 own.clear();
             }
             own.insert(key, stamp);
+        }
+    }
+
+    /// The satellite is about to create, remove or rename these names (in
+    /// these directory nodes); call [`OwnNames::done`] on success, else
+    /// dropping the guard forgets them.
+    pub(crate) fn own_names<'a>(&'a self, names: &[(u64, &[u8])]) -> OwnNames<'a> {
+        let mut keys = Vec::new();
+        if self.ino.get().is_some() {
+            let mut s = self.lock();
+            if s.own_names.len() >= MAX_OWN_NAMES {
+                s.own_names.clear();
+            }
+            let now = Instant::now();
+            for &(dir, name) in names {
+                let key = (dir, name.to_vec());
+                let e = s.own_names.entry(key.clone()).or_insert((0, now));
+                *e = (e.0 + 1, now);
+                keys.push(key);
+            }
+        }
+        OwnNames { watch: self, keys }
+    }
+
+    fn unown(&self, keys: &[(u64, Vec<u8>)]) {
+        let mut s = self.lock();
+        for k in keys {
+            if let Some(e) = s.own_names.get_mut(k) {
+                e.0 = e.0.saturating_sub(1);
+                if e.0 == 0 {
+                    s.own_names.remove(k);
+                }
+            }
         }
     }
 
@@ -301,6 +346,45 @@ impl Watch {
     }
 }
 
+/// Names registered by [`Watch::own_names`] until the change is done.
+pub(crate) struct OwnNames<'a> {
+    watch: &'a Watch,
+    keys: Vec<(u64, Vec<u8>)>,
+}
+
+impl OwnNames<'_> {
+    /// The change happened: its events are echoes.
+    pub(crate) fn done(mut self) {
+        self.keys.clear();
+    }
+}
+
+impl Drop for OwnNames<'_> {
+    fn drop(&mut self) {
+        if !self.keys.is_empty() {
+            self.watch.unown(&self.keys);
+        }
+    }
+}
+
+/// Whether an event on `name` in `dir` echoes the satellite's own change
+/// (then consumed).
+fn own_echo(s: &mut State, dir: u64, name: &[u8]) -> bool {
+    let key = (dir, name.to_vec());
+    let Some(e) = s.own_names.get_mut(&key) else {
+        return false;
+    };
+    if e.1.elapsed() > OWN_NAME_WAIT {
+        s.own_names.remove(&key);
+        return false;
+    }
+    e.0 -= 1;
+    if e.0 == 0 {
+        s.own_names.remove(&key);
+    }
+    true
+}
+
 /// One inotify event as changes, given the watches of `s`.
 fn translate(s: &mut State, ev: &RawEvent<'_>, out: &mut Coalescer) {
     if ev.mask & libc::IN_Q_OVERFLOW != 0 {
@@ -323,6 +407,10 @@ fn translate(s: &mut State, ev: &RawEvent<'_>, out: &mut Coalescer) {
     }
     match (is_dir, ev.name) {
         (true, Some(name)) => {
+            let names = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
+            if ev.mask & names != 0 && own_echo(s, node, name) {
+                return;
+            }
             if ev.mask & libc::IN_DELETE != 0 {
                 if let Some(&child) = s.child_at.get(&(node, name.to_vec())) {
                     out.push(Change::Removed {

@@ -33,7 +33,9 @@ impl Fs {
         target: &[u8],
     ) -> SysResult<Response<'static>> {
         let p = self.nodes.get(parent)?;
+        let own = self.watch.own_names(&[(parent, name)]);
         sys::symlinkat(&sys::cstr(target)?, p.raw(), &sys::cstr(name)?)?;
+        own.done();
         self.lookup(parent, name)
     }
 
@@ -45,7 +47,9 @@ impl Fs {
         rdev: u64,
     ) -> SysResult<Response<'static>> {
         let p = self.nodes.get(parent)?;
+        let own = self.watch.own_names(&[(parent, name)]);
         sys::mknodat(p.raw(), &sys::cstr(name)?, mode, rdev)?;
+        own.done();
         self.lookup(parent, name)
     }
 
@@ -56,7 +60,9 @@ impl Fs {
         mode: u32,
     ) -> SysResult<Response<'static>> {
         let p = self.nodes.get(parent)?;
+        let own = self.watch.own_names(&[(parent, name)]);
         sys::mkdirat(p.raw(), &sys::cstr(name)?, mode)?;
+        own.done();
         self.lookup(parent, name)
     }
 
@@ -67,7 +73,10 @@ impl Fs {
         name: &[u8],
         flags: i32,
     ) -> SysResult<Response<'static>> {
-        sys::unlinkat(self.nodes.get(parent)?.raw(), &sys::cstr(name)?, flags)?;
+        let p = self.nodes.get(parent)?;
+        let own = self.watch.own_names(&[(parent, name)]);
+        sys::unlinkat(p.raw(), &sys::cstr(name)?, flags)?;
+        own.done();
         Ok(Response::Ok)
     }
 
@@ -84,7 +93,11 @@ impl Fs {
         let nofollow = libc::AT_SYMLINK_NOFOLLOW;
         let moving = sys::fstatat(p.raw(), &old, nofollow).map(|st| key_of(&st));
         let other = sys::fstatat(np.raw(), &new, nofollow).map(|st| key_of(&st));
+        let own = self
+            .watch
+            .own_names(&[(parent, name), (new_parent, new_name)]);
         sys::renameat2(p.raw(), &old, np.raw(), &new, flags)?;
+        own.done();
         // Descriptor-less nodes follow renames made through the mount.
         if let Ok(k) = moving {
             self.nodes.moved(k, new_parent, new_name);
@@ -105,6 +118,7 @@ impl Fs {
     ) -> SysResult<Response<'static>> {
         let (n, np) = (self.nodes.get(node)?, self.nodes.get(new_parent)?);
         let new = sys::cstr(new_name)?;
+        let own = self.watch.own_names(&[(new_parent, new_name)]);
         let via_proc = sys::linkat(
             libc::AT_FDCWD,
             &sys::proc_fd_path(n.raw()),
@@ -123,6 +137,7 @@ impl Fs {
                 r => r?,
             }
         }
+        own.done();
         self.lookup(new_parent, new_name)
     }
 

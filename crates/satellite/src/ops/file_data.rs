@@ -37,12 +37,18 @@ impl Fs {
         flags: i32,
     ) -> SysResult<Response<'static>> {
         let p = self.nodes.get(parent)?;
+        let cname = sys::cstr(name)?;
+        // Only a name that is not there yet gets an IN_CREATE to expect.
+        let absent = sys::fstatat(p.raw(), &cname, libc::AT_SYMLINK_NOFOLLOW).is_err();
+        let one = [(parent, name)];
+        let own = self.watch.own_names(if absent { &one[..] } else { &[] });
         let fd = sys::openat(
             p.raw(),
-            &sys::cstr(name)?,
+            &cname,
             (flags & !libc::O_NOCTTY) | libc::O_CREAT,
             mode,
         )?;
+        own.done();
         let path_fd = sys::openat(
             libc::AT_FDCWD,
             &sys::proc_fd_path(fd.as_raw_fd()),
