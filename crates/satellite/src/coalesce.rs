@@ -47,22 +47,14 @@ impl Coalescer {
             Change::Entry { dir, name } | Change::Removed { dir, name, .. } => {
                 Key::Entry(*dir, name.to_vec())
             }
-            Change::Attr { node } => {
-                if self.seen.contains(&Key::Data(*node)) {
-                    return;
-                }
-                Key::Attr(*node)
-            }
+            // Kept apart from a data change of the same node: only an
+            // attribute change may have touched its xattrs.
+            Change::Attr { node } => Key::Attr(*node),
             Change::Data { node } => Key::Data(*node),
             Change::Unwatched { node } => Key::Unwatched(*node),
         };
         if !self.seen.insert(key) {
             return;
-        }
-        if let Change::Data { node } = &c {
-            let n = *node;
-            self.out
-                .retain(|o| !matches!(o, Change::Attr { node } if *node == n));
         }
         if self.seen.len() > MAX_PENDING {
             self.lost();
@@ -123,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_sent_once_and_data_covers_attr() {
+    fn duplicates_are_sent_once_and_data_keeps_attr_apart() {
         let mut c = Coalescer::default();
         assert!(c.is_empty());
         c.push(entry(1, "a"));
@@ -139,6 +131,7 @@ mod tests {
             vec![
                 entry(1, "a"),
                 entry(2, "a"),
+                Change::Attr { node: 5 },
                 Change::Data { node: 5 },
                 Change::Attr { node: 6 }
             ]

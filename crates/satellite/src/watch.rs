@@ -44,7 +44,7 @@ const MAX_OWN: usize = 100_000;
 const MAX_OWN_NAMES: usize = 10_000;
 /// How long a name's own change waits for its event: a container change
 /// to the same name after that is sent whatever happens.
-const OWN_NAME_WAIT: Duration = Duration::from_secs(1);
+const OWN_NAME_WAIT: Duration = Duration::from_millis(250);
 
 /// What a file looked like right after the satellite itself changed it:
 /// an event that finds it still so is the echo of that change, which the
@@ -87,7 +87,7 @@ struct State {
     /// change the kernel made through the mount, and an entry
     /// invalidation would unhash a directory a process may have entered
     /// (its getcwd would then fail).
-    own_names: HashMap<(u64, Vec<u8>), (u32, Instant)>,
+    own_names: HashMap<(u64, Vec<u8>, u32), (u32, Instant)>,
 }
 
 thread_local! {
@@ -135,7 +135,7 @@ impl Watch {
     /// The satellite is about to create, remove or rename these names (in
     /// these directory nodes); call [`OwnNames::done`] on success, else
     /// dropping the guard forgets them.
-    pub(crate) fn own_names<'a>(&'a self, names: &[(u64, &[u8])]) -> OwnNames<'a> {
+    pub(crate) fn own_names<'a>(&'a self, names: &[(u64, &[u8], u32)]) -> OwnNames<'a> {
         let mut keys = Vec::new();
         if self.ino.get().is_some() {
             let mut s = self.lock();
@@ -143,8 +143,8 @@ impl Watch {
                 s.own_names.clear();
             }
             let now = Instant::now();
-            for &(dir, name) in names {
-                let key = (dir, name.to_vec());
+            for &(dir, name, mask) in names {
+                let key = (dir, name.to_vec(), mask);
                 let e = s.own_names.entry(key.clone()).or_insert((0, now));
                 *e = (e.0 + 1, now);
                 keys.push(key);
@@ -153,7 +153,7 @@ impl Watch {
         OwnNames { watch: self, keys }
     }
 
-    fn unown(&self, keys: &[(u64, Vec<u8>)]) {
+    fn unown(&self, keys: &[(u64, Vec<u8>, u32)]) {
         let mut s = self.lock();
         for k in keys {
             if let Some(e) = s.own_names.get_mut(k) {
@@ -349,7 +349,7 @@ impl Watch {
 /// Names registered by [`Watch::own_names`] until the change is done.
 pub(crate) struct OwnNames<'a> {
     watch: &'a Watch,
-    keys: Vec<(u64, Vec<u8>)>,
+    keys: Vec<(u64, Vec<u8>, u32)>,
 }
 
 impl OwnNames<'_> {
@@ -367,10 +367,11 @@ impl Drop for OwnNames<'_> {
     }
 }
 
-/// Whether an event on `name` in `dir` echoes the satellite's own change
-/// (then consumed).
-fn own_echo(s: &mut State, dir: u64, name: &[u8]) -> bool {
-    let key = (dir, name.to_vec());
+/// Whether an event of kind `mask` on `name` in `dir` echoes the
+/// satellite's own change of that kind (then consumed).
+fn own_echo(s: &mut State, dir: u64, name: &[u8], mask: u32) -> bool {
+    let kind = mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO);
+    let key = (dir, name.to_vec(), kind);
     let Some(e) = s.own_names.get_mut(&key) else {
         return false;
     };
@@ -408,7 +409,7 @@ fn translate(s: &mut State, ev: &RawEvent<'_>, out: &mut Coalescer) {
     match (is_dir, ev.name) {
         (true, Some(name)) => {
             let names = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
-            if ev.mask & names != 0 && own_echo(s, node, name) {
+            if ev.mask & names != 0 && own_echo(s, node, name, ev.mask) {
                 return;
             }
             if ev.mask & libc::IN_DELETE != 0 {

@@ -33,7 +33,7 @@ impl Fs {
         target: &[u8],
     ) -> SysResult<Response<'static>> {
         let p = self.nodes.get(parent)?;
-        let own = self.watch.own_names(&[(parent, name)]);
+        let own = self.watch.own_names(&[(parent, name, libc::IN_CREATE)]);
         sys::symlinkat(&sys::cstr(target)?, p.raw(), &sys::cstr(name)?)?;
         own.done();
         self.lookup(parent, name)
@@ -47,7 +47,7 @@ impl Fs {
         rdev: u64,
     ) -> SysResult<Response<'static>> {
         let p = self.nodes.get(parent)?;
-        let own = self.watch.own_names(&[(parent, name)]);
+        let own = self.watch.own_names(&[(parent, name, libc::IN_CREATE)]);
         sys::mknodat(p.raw(), &sys::cstr(name)?, mode, rdev)?;
         own.done();
         self.lookup(parent, name)
@@ -60,7 +60,7 @@ impl Fs {
         mode: u32,
     ) -> SysResult<Response<'static>> {
         let p = self.nodes.get(parent)?;
-        let own = self.watch.own_names(&[(parent, name)]);
+        let own = self.watch.own_names(&[(parent, name, libc::IN_CREATE)]);
         sys::mkdirat(p.raw(), &sys::cstr(name)?, mode)?;
         own.done();
         self.lookup(parent, name)
@@ -74,7 +74,7 @@ impl Fs {
         flags: i32,
     ) -> SysResult<Response<'static>> {
         let p = self.nodes.get(parent)?;
-        let own = self.watch.own_names(&[(parent, name)]);
+        let own = self.watch.own_names(&[(parent, name, libc::IN_DELETE)]);
         sys::unlinkat(p.raw(), &sys::cstr(name)?, flags)?;
         own.done();
         Ok(Response::Ok)
@@ -93,9 +93,22 @@ impl Fs {
         let nofollow = libc::AT_SYMLINK_NOFOLLOW;
         let moving = sys::fstatat(p.raw(), &old, nofollow).map(|st| key_of(&st));
         let other = sys::fstatat(np.raw(), &new, nofollow).map(|st| key_of(&st));
-        let own = self
-            .watch
-            .own_names(&[(parent, name), (new_parent, new_name)]);
+        // Renaming a name over itself, or over another link of the same
+        // file, does nothing and makes no event.
+        let noop = matches!((&moving, &other), (Ok(a), Ok(b)) if a == b);
+        let names = [
+            (parent, name, libc::IN_MOVED_FROM),
+            (new_parent, new_name, libc::IN_MOVED_TO),
+        ];
+        let exchanged = [
+            (parent, name, libc::IN_MOVED_TO),
+            (new_parent, new_name, libc::IN_MOVED_FROM),
+        ];
+        let own = match (noop, flags & libc::RENAME_EXCHANGE != 0) {
+            (true, _) => self.watch.own_names(&[]),
+            (false, false) => self.watch.own_names(&names),
+            (false, true) => self.watch.own_names(&[names, exchanged].concat()),
+        };
         sys::renameat2(p.raw(), &old, np.raw(), &new, flags)?;
         own.done();
         // Descriptor-less nodes follow renames made through the mount.
@@ -118,7 +131,9 @@ impl Fs {
     ) -> SysResult<Response<'static>> {
         let (n, np) = (self.nodes.get(node)?, self.nodes.get(new_parent)?);
         let new = sys::cstr(new_name)?;
-        let own = self.watch.own_names(&[(new_parent, new_name)]);
+        let own = self
+            .watch
+            .own_names(&[(new_parent, new_name, libc::IN_CREATE)]);
         let via_proc = sys::linkat(
             libc::AT_FDCWD,
             &sys::proc_fd_path(n.raw()),

@@ -40,7 +40,7 @@ impl Fs {
         let cname = sys::cstr(name)?;
         // Only a name that is not there yet gets an IN_CREATE to expect.
         let absent = sys::fstatat(p.raw(), &cname, libc::AT_SYMLINK_NOFOLLOW).is_err();
-        let one = [(parent, name)];
+        let one = [(parent, name, libc::IN_CREATE)];
         let own = self.watch.own_names(if absent { &one[..] } else { &[] });
         let fd = sys::openat(
             p.raw(),
