@@ -110,6 +110,11 @@ impl Watch {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the feed was turned on.
+    pub(crate) fn is_on(&self) -> bool {
+        self.ino.get().is_some()
+    }
+
     /// Where change frames are to be written, and how nodes are stat'ed.
     pub(crate) fn set_sink(&self, sink: Sink, stat: StatNode) {
         let _ = self.sink.set(sink);

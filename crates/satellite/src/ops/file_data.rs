@@ -39,7 +39,9 @@ impl Fs {
         let p = self.nodes.get(parent)?;
         let cname = sys::cstr(name)?;
         // Only a name that is not there yet gets an IN_CREATE to expect.
-        let absent = sys::fstatat(p.raw(), &cname, libc::AT_SYMLINK_NOFOLLOW).is_err();
+        // (Asked only with the feed on: without it a create costs no stat.)
+        let absent =
+            self.watch.is_on() && sys::fstatat(p.raw(), &cname, libc::AT_SYMLINK_NOFOLLOW).is_err();
         let one = [(parent, name, libc::IN_CREATE)];
         let own = self.watch.own_names(if absent { &one[..] } else { &[] });
         let fd = sys::openat(
