@@ -93,6 +93,7 @@ impl Feed {
             _ => {
                 debug!("change frame undecodable, too large or over the queue's budget: invalidating everything");
                 self.overflowed.store(true, Ordering::SeqCst);
+                self.coherence.lost();
                 let _ = self.tx.try_send((Vec::new(), 0));
                 return;
             }
@@ -206,6 +207,7 @@ impl Feed {
             dropped = c.dropped.load(Ordering::Relaxed),
             everything = c.everything.load(Ordering::Relaxed),
             unwatched = c.unwatched.load(Ordering::Relaxed),
+            absent_here = c.absent_here.load(Ordering::Relaxed),
             "cache invalidations sent"
         );
     }

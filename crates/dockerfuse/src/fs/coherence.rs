@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use dockerfuse_proto::{Change, ROOT_NODE};
 
+use super::dir_names::DirNames;
 use super::xattr_cache::NoXattrs;
 
 /// How long a watched node's names and attributes are kept.
@@ -75,6 +76,8 @@ pub(crate) struct Counts {
     pub(crate) dropped: AtomicU64,
     pub(crate) everything: AtomicU64,
     pub(crate) unwatched: AtomicU64,
+    /// Lookups answered "absent" from a complete listing, on the host.
+    pub(crate) absent_here: AtomicU64,
 }
 
 #[derive(Default)]
@@ -101,6 +104,8 @@ pub(crate) struct Coherence {
     generation: AtomicU64,
     held: Mutex<Held>,
     no_xattrs: Arc<NoXattrs>,
+    /// Names of directories listed completely while watched.
+    listings: DirNames,
     pub(crate) counts: Counts,
 }
 
@@ -119,6 +124,7 @@ impl Coherence {
             generation: AtomicU64::new(0),
             held: Mutex::default(),
             no_xattrs: Arc::default(),
+            listings: DirNames::default(),
             counts: Counts::default(),
         }
     }
@@ -204,6 +210,28 @@ impl Coherence {
         LONG_TTL
     }
 
+    /// The complete listings of watched directories.
+    pub(crate) fn listings(&self) -> &DirNames {
+        &self.listings
+    }
+
+    /// The TTL of `name`'s absence in `parent` when a complete listing
+    /// of the watched directory says so without asking the container.
+    pub(crate) fn known_absent(&self, parent: u64, name: &[u8]) -> Option<Duration> {
+        if !self.cache_dir(parent) || !self.listings.absent(parent, name) {
+            return None;
+        }
+        self.counts.absent_here.fetch_add(1, Ordering::Relaxed);
+        Some(self.absent(parent, name))
+    }
+
+    /// Changes were lost before they could be applied (a frame over the
+    /// feed's budget): nothing fetched before now can be trusted.
+    pub(crate) fn lost(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.listings.drop_all();
+    }
+
     /// The kernel dropped `count` references of `node`.
     pub(crate) fn forgotten(&self, node: u64, count: u64) {
         let mut h = self.lock();
@@ -213,6 +241,7 @@ impl Coherence {
                 h.nodes.remove(&node);
                 h.unwatched.remove(&node);
                 h.place.remove(&node);
+                self.listings.forgotten(node);
             }
         }
     }
@@ -227,6 +256,7 @@ impl Coherence {
     /// updates the policy (it precedes the node's reply).
     pub(crate) fn apply(&self, changes: &[Change<'_>]) -> Vec<Inval> {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.listings.changed(changes);
         let mut out = Vec::new();
         let mut dirs = HashSet::new();
         let mut h = self.lock();
@@ -305,6 +335,7 @@ impl Coherence {
     pub(crate) fn everything(&self) -> Vec<Inval> {
         self.counts.everything.fetch_add(1, Ordering::Relaxed);
         self.no_xattrs.clear();
+        self.listings.drop_all();
         let mut h = self.lock();
         let mut out: Vec<Inval> = h
             .names

@@ -8,7 +8,9 @@
 //! answers or with the real satellite over pipes. Besides the mapping it
 //! holds the mount's policies:
 //! * TTLs: short, or long for what the satellite's change feed watches
-//!   ([`coherence`]); negative entries likewise ([`Lookup::Absent`]);
+//!   ([`coherence`]); negative entries likewise ([`Lookup::Absent`]),
+//!   answered on the host for names a fully listed, watched directory
+//!   does not hold ([`dir_names`]);
 //! * xattr absence: `ls -l`'s getxattr calls are answered here for nodes
 //!   the satellite said have none ([`xattr_cache`]);
 //! * readdirplus references: entries the kernel did not take are forgotten
@@ -22,6 +24,7 @@
 mod backing;
 mod caller;
 mod coherence;
+mod dir_names;
 mod lazy_dir;
 mod links;
 mod listing;
@@ -198,14 +201,40 @@ impl<T: Transport> Core<T> {
         );
     }
 
+    /// Wraps `cb` to tell the listings what an operation on `name` in
+    /// `dir` did: on success the name exists (`exists`) or not; on a
+    /// failure it is unknown, but for EEXIST of a creation.
+    fn noting<R: 'static>(&self, dir: u64, name: &[u8], exists: bool, cb: Cb<R>) -> Cb<R> {
+        let (coh, name) = (self.coherence.clone(), name.to_vec());
+        Box::new(move |r: Result<R, Errno>| {
+            let l = coh.listings();
+            match &r {
+                Ok(_) if exists => l.created(dir, &name),
+                Ok(_) => l.removed(dir, &name),
+                Err(Errno::EEXIST) if exists => l.created(dir, &name),
+                Err(_) => l.unsure(dir, &name),
+            }
+            cb(r)
+        })
+    }
+
     /// Sends a request whose outcome nobody waits for and answers `cb` now.
     fn send_and_ack(&self, req: &Request<'_>, cb: Cb<()>) {
         self.rpc.call(req, Box::new(|_| {}));
         cb(Ok(()))
     }
 
+    /// Looks `name` up in `parent`; a name a complete listing of the
+    /// watched directory does not hold is absent without asking.
     pub(crate) fn lookup(&self, parent: u64, name: &[u8], cb: Cb<Lookup>) {
         let coh = self.coherence.clone();
+        let local = !self.opts.per_caller;
+        if local {
+            if let Some(ttl) = coh.known_absent(parent, name) {
+                return cb(Ok(Lookup::Absent(ttl)));
+            }
+        }
+        let stamp = local.then(|| coh.listings().stamp(parent)).flatten();
         let absent = name.to_vec();
         self.call_entry(
             Request::Lookup {
@@ -215,6 +244,11 @@ impl<T: Transport> Core<T> {
             parent,
             name,
             Box::new(move |r| {
+                match &r {
+                    Ok(_) => coh.listings().settle(parent, &absent, stamp, true),
+                    Err(Errno::ENOENT) => coh.listings().settle(parent, &absent, stamp, false),
+                    Err(_) => {}
+                }
                 cb(match r {
                     Ok((e, ttl)) => Ok(Lookup::Found(e, ttl)),
                     Err(Errno::ENOENT) => match coh.absent(parent, &absent) {
@@ -347,7 +381,7 @@ impl<T: Transport> Core<T> {
             },
             parent,
             name,
-            cb,
+            self.noting(parent, name, true, cb),
         )
     }
 
@@ -368,7 +402,7 @@ impl<T: Transport> Core<T> {
             },
             parent,
             name,
-            cb,
+            self.noting(parent, name, true, cb),
         )
     }
 
@@ -381,16 +415,18 @@ impl<T: Transport> Core<T> {
             },
             parent,
             name,
-            cb,
+            self.noting(parent, name, true, cb),
         )
     }
 
     pub(crate) fn unlink(&self, parent: u64, name: &[u8], cb: Cb<()>) {
+        let cb = self.noting(parent, name, false, cb);
         let name = name.into();
         self.call(Request::Unlink { parent, name }, replies::ok, cb)
     }
 
     pub(crate) fn rmdir(&self, parent: u64, name: &[u8], cb: Cb<()>) {
+        let cb = self.noting(parent, name, false, cb);
         let name = name.into();
         self.call(Request::Rmdir { parent, name }, replies::ok, cb)
     }
@@ -402,6 +438,28 @@ impl<T: Transport> Core<T> {
         flags: u32,
         cb: Cb<()>,
     ) {
+        // Done: the old name is gone (both stay with RENAME_EXCHANGE) and
+        // the new one exists. Failed: neither is known.
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let (coh, old, new) = (self.coherence.clone(), name.to_vec(), new_name.to_vec());
+        let cb: Cb<()> = Box::new(move |r| {
+            let l = coh.listings();
+            match r {
+                Ok(()) if exchange => {
+                    l.created(parent, &old);
+                    l.created(new_parent, &new);
+                }
+                Ok(()) => {
+                    l.removed(parent, &old);
+                    l.created(new_parent, &new);
+                }
+                Err(_) => {
+                    l.unsure(parent, &old);
+                    l.unsure(new_parent, &new);
+                }
+            }
+            cb(r)
+        });
         self.call(
             Request::Rename {
                 parent,
@@ -424,7 +482,7 @@ impl<T: Transport> Core<T> {
             },
             new_parent,
             new_name,
-            cb,
+            self.noting(new_parent, new_name, true, cb),
         )
     }
 
@@ -470,6 +528,7 @@ impl<T: Transport> Core<T> {
             name.to_vec(),
             self.rpc.clone(),
         );
+        let cb = self.noting(parent, name, true, cb);
         let flags = self.open_flags(flags);
         let req = Request::Create {
             parent,
@@ -649,11 +708,23 @@ impl<T: Transport> Core<T> {
             plus: true,
         };
         let generation = self.coherence.generation();
+        // Reads of a watched directory gather its names, complete at the
+        // empty reply that ends it.
+        let listed = (!self.opts.per_caller && self.coherence.cache_dir(dir))
+            .then(|| self.coherence.listings().begin_read(fh, dir, offset))
+            .flatten();
+        let listed_done = move |coh: &Coherence, v: Option<&[dockerfuse_proto::DirEntry<'_>]>| {
+            if let Some(seq) = listed {
+                let names = v.map(|v| v.iter().map(|e| (&e.name[..], e.offset)));
+                coh.listings().read_done(fh, seq, names, coh.cache_dir(dir));
+            }
+        };
         self.on_dir(
             fh,
             req,
             Box::new(move |r| match r {
                 Ok(Response::Dir(v)) => {
+                    listed_done(&giver.coh, Some(&v));
                     let items = listing::plus(v, giver.coh.short())
                         .into_iter()
                         .map(listing::PlusItem::into_owned)
@@ -666,9 +737,11 @@ impl<T: Transport> Core<T> {
                     giver.give(buf, cb)
                 }
                 Ok(r) => {
+                    listed_done(&giver.coh, None);
                     cb(Err(unexpected(r)));
                 }
                 Err(e) => {
+                    listed_done(&giver.coh, None);
                     cb(Err(e));
                 }
             }),
@@ -676,6 +749,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn releasedir(&self, fh: u64, cb: Cb<()>) {
+        self.coherence.listings().release(fh);
         let nodes = self.prefetched.release(fh);
         if !nodes.is_empty() {
             self.rpc.post(&Request::Forget { nodes });
