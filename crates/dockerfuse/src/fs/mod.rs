@@ -438,8 +438,12 @@ impl<T: Transport> Core<T> {
         flags: u32,
         cb: Cb<()>,
     ) {
-        // Done: the old name is gone (both stay with RENAME_EXCHANGE) and
-        // the new one exists. Failed: neither is known.
+        // Done: the new name exists, and so does the old one with
+        // RENAME_EXCHANGE. Otherwise the old name is gone, unless both
+        // were links to one inode (then rename(2) does nothing): the
+        // kernel sends no such rename, but the container may have linked
+        // them meanwhile, so the old name is left unknown. Failed: neither
+        // is known.
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let (coh, old, new) = (self.coherence.clone(), name.to_vec(), new_name.to_vec());
         let cb: Cb<()> = Box::new(move |r| {
@@ -450,7 +454,7 @@ impl<T: Transport> Core<T> {
                     l.created(new_parent, &new);
                 }
                 Ok(()) => {
-                    l.removed(parent, &old);
+                    l.unsure(parent, &old);
                     l.created(new_parent, &new);
                 }
                 Err(_) => {

@@ -96,6 +96,19 @@ impl Direct {
         Ok(st)
     }
 
+    /// Creates `path` as a directory or an empty file, as a process in
+    /// the container would.
+    pub(super) fn outside(&self, path: &str, dir: bool) -> Result<(), Errno> {
+        if dir {
+            let p = self.c(path);
+            // SAFETY: p is a valid C string.
+            check(unsafe { libc::mkdir(p.as_ptr(), 0o755) })?;
+        } else {
+            self.open(path, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o644)?;
+        }
+        Ok(())
+    }
+
     fn slot(&self, slot: usize) -> Result<libc::c_int, Errno> {
         self.slots[slot].as_ref().map(|f| f.0).ok_or(Errno::EBADF)
     }
@@ -398,6 +411,20 @@ impl Direct {
             }
             Op::Stat { path, follow } => {
                 let st = self.stat(path, *follow)?;
+                Ok(Out::Stat(Stat::of(&st)))
+            }
+            Op::List { path } => {
+                let io = |e: std::io::Error| Errno(e.raw_os_error().unwrap_or(libc::EIO));
+                let mut names = Vec::new();
+                for e in std::fs::read_dir(self.root.join(path)).map_err(io)? {
+                    names.push(e.map_err(io)?.file_name().as_bytes().to_vec());
+                }
+                names.sort();
+                Ok(Out::Names(names))
+            }
+            Op::Outside { path, dir } => {
+                self.outside(path, *dir)?;
+                let st = self.stat(path, false)?;
                 Ok(Out::Stat(Stat::of(&st)))
             }
         }

@@ -183,6 +183,18 @@ pub(crate) enum Op {
         owner: User,
         group: Group,
     },
+    /// A whole directory listed (opendir, getdents to the end): its
+    /// names, sorted.
+    List {
+        path: &'static str,
+    },
+    /// A file (or directory) created inside the container, not through
+    /// the mount, then stat'ed (without following) through the mount:
+    /// it must show once the change feed has reported it.
+    Outside {
+        path: &'static str,
+        dir: bool,
+    },
     /// chown(2), or lchown(2) when not `follow`; `None` leaves that id.
     Chown {
         path: &'static str,
@@ -217,7 +229,7 @@ pub(crate) enum Group {
 impl Op {
     /// Whether the op is setup done as root in a caller's sequence.
     pub(crate) fn by_root(&self) -> bool {
-        matches!(self, Op::Plant { .. })
+        matches!(self, Op::Plant { .. } | Op::Outside { .. })
     }
 
     /// What to stat after the op in a caller's sequence, to compare the
@@ -297,6 +309,8 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
         1 => (path(), any::<bool>()).prop_map(|(path, probe)| Op::ListXattr { path, probe }),
         1 => (path(), select(&XATTRS[..])).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
         1 => (path(), any::<bool>()).prop_map(|(path, follow)| Op::Stat { path, follow }),
+        3 => select(&[".", "a", "b", "c"][..]).prop_map(|path| Op::List { path }),
+        1 => (path(), any::<bool>()).prop_map(|(path, dir)| Op::Outside { path, dir }),
         2 => (0..SLOTS, path(), any::<bool>())
             .prop_map(|(slot, path, write)| Op::Open { slot, path, write }),
         2 => (0..SLOTS, 0u64..20_000, 0usize..5_000, any::<u8>())

@@ -428,3 +428,46 @@ fn utimensat_omitting_both_times_reaches_no_filesystem() {
         },
     ]);
 }
+
+#[test]
+fn a_rename_between_links_of_one_inode_leaves_the_old_name() {
+    // rename(2) between two links of one inode does nothing: a listing
+    // must not take the old name for removed.
+    check(&[
+        create("b"),
+        Op::Link { from: "b", to: "c" },
+        Op::List { path: "." },
+        rename("b", "c", 0),
+        Op::List { path: "b" },
+        Op::Stat {
+            path: "b",
+            follow: false,
+        },
+    ]);
+}
+
+#[test]
+fn names_created_in_the_container_show_in_a_listed_directory() {
+    // A complete listing answers lookups of absent names on the host; a
+    // creation inside the container must still show through the feed.
+    check(&[
+        mkdir("a"),
+        Op::List { path: "." },
+        Op::List { path: "a" },
+        create("b"),
+        Op::Outside {
+            path: "c",
+            dir: false,
+        },
+        Op::Outside {
+            path: "a/a",
+            dir: true,
+        },
+        create("a/a/x"),
+        Op::List { path: "a" },
+        Op::Outside {
+            path: "a/b",
+            dir: false,
+        },
+    ]);
+}

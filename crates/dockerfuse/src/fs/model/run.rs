@@ -1,6 +1,8 @@
 //! Runs one sequence on both sides and compares them: the outcome and
 //! errno of every step, then the whole trees.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::direct::Direct;
 use super::identity::{Ids, Twin};
 use super::ops::{Op, SLOTS};
@@ -31,6 +33,9 @@ pub(crate) enum Who {
     /// its caller; root's setup steps stay the test process's.
     Caller,
 }
+
+/// Lookups the cores answered "absent" on the host, over all runs.
+pub(crate) static ABSENT_HERE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// RLIMIT_NOFILE of a `Tight` satellite: a budget of 64 nodes.
 const TIGHT_NOFILE: u64 = 128;
@@ -66,7 +71,7 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
         let got = driver.apply(op);
         (want, got)
     };
-    let mut driver = Driver::new(&served.core, !matches!(mode, Mode::Forget));
+    let mut driver = Driver::new(&served.core, !matches!(mode, Mode::Forget), a.clone());
     if tight {
         for _ in 0..TIGHT_FILLER {
             let create = Op::Create {
@@ -112,6 +117,8 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
         }
     }
     driver.forget_all();
+    let here = served.core.coherence().counts.absent_here.load(Relaxed);
+    ABSENT_HERE.fetch_add(here, Relaxed);
     let want = tree::on_disk(&b);
     if let Some(d) = tree::differences(&want, &tree::on_disk(&a)) {
         return Err(format!("the served tree on disk differs:{d}"));

@@ -1,5 +1,8 @@
 //! The real satellite as a child process serving a temp dir over pipes,
-//! with a [`Core`] wired to it, as a mount has one over `docker exec`.
+//! with a [`Core`] wired to it, as a mount has one over `docker exec`,
+//! change feed included (its notifications go nowhere: the model keeps
+//! no kernel cache, but the core's policies follow the feed as a
+//! mount's do).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -9,6 +12,7 @@ use std::time::Duration;
 
 use dockerfuse_proto::{HostHello, Request, HELLO_ID, MAX_IO, PROTOCOL_VERSION};
 
+use crate::feed::{Feed, Kernel};
 use crate::fs::{Core, Options};
 use crate::rpc::{Rpc, Started};
 use crate::satellites::Arch;
@@ -46,6 +50,7 @@ fn binary() -> &'static Path {
 /// A satellite serving one directory, and the core that talks to it.
 pub(super) struct Served {
     pub(super) core: Core<Rpc>,
+    _feed: std::sync::Arc<Feed>,
     rpc: Rpc,
     child: smol::process::Child,
 }
@@ -90,7 +95,29 @@ impl Served {
                 per_caller,
             },
         );
-        Served { core, rpc, child }
+        let feed = Feed::enable_on(&core, &rpc).expect("the satellite's change feed starts");
+        feed.start(NoKernel).expect("start the notifier thread");
+        Served {
+            core,
+            _feed: feed,
+            rpc,
+            child,
+        }
+    }
+}
+
+/// A kernel without caches: every notification succeeds.
+struct NoKernel;
+
+impl Kernel for NoKernel {
+    fn inval_entry(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn inval_inode(&self, _: u64, _: i64, _: i64) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn delete(&self, _: u64, _: u64, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

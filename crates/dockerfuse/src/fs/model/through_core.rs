@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, ROOT_NODE};
 
-use super::direct::split_names;
+use super::direct::{split_names, Direct};
 use super::identity::Ids;
 use super::ops::{pattern, Op, Out, Outcome, Stat, Time, PLANTED_LEN, SLOTS};
 use crate::fs::{Cb, Core, Lookup, Xattr};
@@ -20,6 +20,13 @@ const MAX_SYMLINKS: u32 = 40;
 
 /// How long one call may take before the test calls it a hang.
 const CALL_LIMIT: Duration = Duration::from_secs(20);
+
+/// How long a change made in the container may take to show through the
+/// core (the feed gathers events for a few milliseconds).
+const CHANGE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Entries the kernel takes from one readdirplus reply (a page's worth).
+const PAGE_ENTRIES: usize = 25;
 
 /// Runs one core call and waits for its callback.
 fn wait<T: Send + 'static>(start: impl FnOnce(Cb<T>)) -> Result<T, Errno> {
@@ -113,17 +120,21 @@ pub(super) struct Driver<'a> {
     /// Applied to creation modes here, as the kernel does before sending
     /// them (the mount does not ask for FUSE_DONT_MASK).
     umask: u32,
+    /// The served directory itself, for changes made in the container.
+    container: Direct,
 }
 
 impl<'a> Driver<'a> {
-    /// `keep`: forget lookups only when the driver drops.
-    pub(super) fn new(core: &'a Core<Rpc>, keep: bool) -> Self {
+    /// `keep`: forget lookups only when the driver drops; `served`: the
+    /// directory the core's satellite serves.
+    pub(super) fn new(core: &'a Core<Rpc>, keep: bool, served: std::path::PathBuf) -> Self {
         Driver {
             core,
             held: Vec::new(),
             keep,
             slots: Default::default(),
             umask: umask(),
+            container: Direct::new(served),
         }
     }
 
@@ -247,6 +258,80 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// The parent directory's node and the last name of `path` for a
+    /// creation: the name is looked up first, as the kernel does (this
+    /// is the lookup a complete listing answers on the host).
+    fn new_name<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8]), Errno> {
+        let (parent, name) = self.parent(path)?;
+        match self.lookup(parent, name) {
+            Ok(_) => Err(Errno::EEXIST),
+            Err(Errno::ENOENT) => Ok((parent, name)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists directory `dir` through handle `fh` as the kernel does:
+    /// readdirplus chunks of a page, each continuing after the last entry
+    /// taken, to the empty one. Holds the entries' lookups.
+    fn list(&mut self, dir: u64, fh: u64) -> Result<Vec<Vec<u8>>, Errno> {
+        let (mut offset, mut names) = (0, Vec::new());
+        loop {
+            let (tx, rx) = mpsc::sync_channel(1);
+            self.core.readdirplus(
+                dir,
+                fh,
+                offset,
+                4096,
+                Box::new(move |r| match r {
+                    Ok(items) => {
+                        let n = items.len().min(PAGE_ENTRIES);
+                        let taken: Vec<_> = items[..n]
+                            .iter()
+                            .map(|i| (i.counted.then_some(i.node), i.name.to_vec(), i.offset))
+                            .collect();
+                        let _ = tx.send(Ok(taken));
+                        n
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        0
+                    }
+                }),
+            );
+            let taken = rx
+                .recv_timeout(CALL_LIMIT)
+                .expect("the core answers every call")?;
+            if taken.is_empty() {
+                return Ok(names);
+            }
+            for (node, name, next) in taken {
+                self.held.extend(node);
+                if name != b"." && name != b".." {
+                    names.push(name);
+                }
+                offset = next;
+            }
+        }
+    }
+
+    /// Stats `path` (not following) through the core until it shows,
+    /// for at most [`CHANGE_LIMIT`].
+    fn stat_when_shown(&mut self, path: &str) -> Outcome {
+        let until = std::time::Instant::now() + CHANGE_LIMIT;
+        loop {
+            match self.walk(path, false) {
+                Ok(e) => {
+                    let (a, _) = wait(|cb| self.core.getattr(e.node, None, cb))?;
+                    return Ok(Out::Stat(Stat::of_attr(&a)));
+                }
+                Err(Errno::ENOENT) if std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// The parent directory's node and the last name of `path`.
     fn parent<'p>(&mut self, path: &'p str) -> Result<(u64, &'p [u8]), Errno> {
         match path.rsplit_once('/') {
@@ -357,7 +442,7 @@ impl<'a> Driver<'a> {
                 Ok(Out::Done)
             }
             Op::Create { path, mode } => {
-                let (parent, name) = self.parent(path)?;
+                let (parent, name) = self.new_name(path)?;
                 let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
                 let (e, _, opened) =
                     wait(|cb| core.create(parent, name, mode & !self.umask, flags, cb))?;
@@ -445,7 +530,7 @@ impl<'a> Driver<'a> {
                 Ok(Out::Done)
             }),
             Op::Mkdir { path, mode } => {
-                let (parent, name) = self.parent(path)?;
+                let (parent, name) = self.new_name(path)?;
                 let (e, _) = wait(|cb| core.mkdir(parent, name, mode & !self.umask, cb))?;
                 self.hold(e);
                 Ok(Out::Done)
@@ -603,6 +688,29 @@ impl<'a> Driver<'a> {
                 let e = self.walk(path, *follow)?;
                 let (a, _) = wait(|cb| core.getattr(e.node, None, cb))?;
                 Ok(Out::Stat(Stat::of_attr(&a)))
+            }
+            Op::List { path } => {
+                let attr = if *path == "." {
+                    wait(|cb| core.getattr(ROOT_NODE, None, cb))?.0
+                } else {
+                    self.walk(path, true)?.attr
+                };
+                let node = attr.ino;
+                if !is(&attr, libc::S_IFDIR) {
+                    return Err(Errno::ENOTDIR);
+                }
+                // Opening a directory needs read permission.
+                may(&attr, 0o4)?;
+                let (fh, _) = wait(|cb| core.opendir(node, cb))?;
+                let r = self.list(node, fh);
+                wait(|cb| core.releasedir(fh, cb))?;
+                let mut names = r?;
+                names.sort();
+                Ok(Out::Names(names))
+            }
+            Op::Outside { path, dir } => {
+                self.container.outside(path, *dir)?;
+                self.stat_when_shown(path)
             }
         }
     }
