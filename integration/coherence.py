@@ -3,7 +3,7 @@
 
 A shell inside the container (one `docker exec -i`, kept open) makes a
 change; the host, which holds the directory listed, the names looked up
-(absent ones too) and a file open, polls the same directory both through
+(absent ones too, in directories it listed whole) and a file open, polls the same directory both through
 the mount and directly (/proc/<pid>/root of the container) until each
 shows the change. The delay between the two is the change -> visible
 latency. Each change must show within --bound seconds and stay visible (no
@@ -64,6 +64,12 @@ def read(path):
 
 def exists(path):
     return os.path.lexists(path)
+
+
+def listed(path):
+    """Lists path to its end (as `ls` does), so the mount has all its names."""
+    os.listdir(path)
+    return True
 
 
 def mode(path):
@@ -128,6 +134,10 @@ def steps(c, r):
          on(lambda f, g, d: read(g) == b"new")),
         ("make a directory with a file", f"mkdir {cd} && printf x > {cd}/x",
          on(lambda f, g, d: os.listdir(d) == ["x"])),
+        # Listed first (a complete listing answers lookups of absent names
+        # on the host): the new name must still show.
+        ("create a file in a listed directory", f"printf y > {cd}/y",
+         on(lambda f, g, d: listed(d) and read(f"{d}/y") == b"y")),
         ("add a symlink", f"ln -s target {cd}/l", on(lambda f, g, d: os.readlink(f"{d}/l") == "target")),
         ("add a hard link", f"ln {cg} {cd}/hard", on(lambda f, g, d: os.stat(g).st_nlink == 2)),
         ("remove a file", f"rm {cg}", on(lambda f, g, d: not exists(g) and os.stat(f"{d}/hard").st_nlink == 1)),

@@ -619,3 +619,73 @@ fn a_watched_directory_is_opened_in_the_container_only_when_read() {
     assert!(matches!(seen[1], Request::ReadDir { fh: 77, .. }));
     assert_eq!(seen[2], Request::ReleaseDir { fh: 77 });
 }
+
+#[test]
+fn absent_names_of_a_completely_listed_watched_directory_are_answered_here() {
+    use dockerfuse_proto::Change;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut o = opts();
+    o.per_caller = false;
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::ReadDir { offset: 0, .. } => Response::Dir(vec![DirEntry {
+                name: b"a".as_slice().into(),
+                offset: 1,
+                kind: libc::S_IFREG,
+                ino: 3,
+                entry: Some(entry(10, true)),
+            }]),
+            Request::ReadDir { .. } => Response::Dir(vec![]),
+            Request::Lookup { .. } => Response::Error(libc::ENOENT),
+            Request::Mkdir { .. } => Response::Entry(entry(11, true)),
+            _ => Response::Ok,
+        },
+        o,
+    );
+    let list = |c: &Core<Canned>| {
+        for offset in [0, 1] {
+            c.readdirplus(1, 7, offset, 4096, Box::new(|r| r.unwrap().len()));
+        }
+    };
+    let lookup = |c: &Core<Canned>, name: &[u8]| {
+        let before = seen.lock().unwrap().len();
+        let (cb, got) = capture();
+        c.lookup(1, name, cb);
+        let asked = seen.lock().unwrap().len() > before;
+        let absent = matches!(got.lock().unwrap().take(), Some(Ok(Lookup::Absent(_))));
+        (asked, absent)
+    };
+    // Without the feed nothing is kept.
+    list(&c);
+    assert_eq!(lookup(&c, b"x"), (true, true), "asked");
+    c.coherence().feed_on();
+    assert_eq!(lookup(&c, b"x"), (true, true));
+    list(&c);
+    assert_eq!(lookup(&c, b"x"), (false, true), "answered here");
+    assert_eq!(c.coherence().counts.absent_here.load(Relaxed), 1);
+    assert!(lookup(&c, b"a").0, "a listed name is asked for");
+    // The mount's own creation: asked from now on.
+    let (cb, _) = capture();
+    c.mkdir(1, b"x", 0o755, cb);
+    assert!(lookup(&c, b"x").0);
+    // A change from the container: asked; the answer settles it.
+    c.coherence().apply(&[Change::Entry {
+        dir: 1,
+        name: b"y".to_vec().into(),
+    }]);
+    assert_eq!(lookup(&c, b"y"), (true, true));
+    assert_eq!(lookup(&c, b"y"), (false, true));
+    // A lost event drops the listing.
+    c.coherence().lost();
+    assert!(lookup(&c, b"z").0);
+    // Per caller, nothing is answered here.
+    let (pc, _) = core(|r| match r {
+        Request::ReadDir { .. } => Response::Dir(vec![]),
+        _ => Response::Error(libc::ENOENT),
+    });
+    pc.coherence().feed_on();
+    pc.readdirplus(1, 7, 0, 4096, Box::new(|r| r.unwrap().len()));
+    let (cb, _) = capture();
+    pc.lookup(1, b"x", cb);
+    assert_eq!(pc.coherence().counts.absent_here.load(Relaxed), 0);
+}
