@@ -6,22 +6,27 @@
 //! A listing is gathered per directory handle from the satellite's
 //! replies: it starts with a read at offset 0, each following read must
 //! continue where a previous reply left off, and it is complete at the
-//! empty reply that ends the directory, unless anything about that
-//! directory happened in between (a change from the feed, an operation of
-//! the mount's own on a name in it): a change made in the container after
-//! the satellite read past its place could otherwise be missing. A change
-//! reported after completion is applied to the listing, so the order of
-//! the satellite's stream (replies and change frames, read by one thread)
-//! is all this relies on.
+//! empty reply that ends the directory. A name changed meanwhile (the feed
+//! reports it, or the mount's own operation on it completes) may have been
+//! read before or after its change, so it is kept as present — a name a
+//! listing holds is always asked for in the container — or, removed by
+//! the mount itself, left out; a change of the directory as a whole (a
+//! lost event, the watch ending) abandons the listing. A change reported
+//! after completion is applied to the listing. So the order of the
+//! satellite's stream (replies and change frames, read by one thread) is
+//! all this relies on: a change made in the container after a read was
+//! sent is reported after that, while the listing is read or once it is
+//! complete. A lookup that finds a name counts as such a report (it may
+//! come first).
 //!
 //! Once complete, a listing follows the mount's own operations (their
 //! names are not echoed by the feed): a success inserts or removes the
 //! name, a failure makes it unknown. A name the feed reports changed
-//! becomes unknown too. A lookup of an unknown name goes to the satellite
-//! and its answer settles the name, unless something else happened to the
-//! directory meanwhile. Too many unknown names, a change of the directory
-//! itself, a lost event, the watch ending or the kernel forgetting the
-//! directory drop the listing.
+//! becomes unknown too. A lookup of an unknown name goes to the satellite:
+//! "found" holds it, "absent" settles it unless something else happened
+//! to the directory meanwhile. Too many unknown names, a change of the
+//! directory itself, a lost event, the watch ending or the kernel
+//! forgetting the directory drop the listing.
 //!
 //! Everything here is bounded ([`MAX_NAMES`] names and [`MAX_BYTES`] bytes
 //! of names across all listings, finished or not): past the bound a
@@ -38,6 +43,16 @@ pub(crate) const MAX_NAMES: usize = 500_000;
 pub(crate) const MAX_BYTES: usize = 32 << 20;
 /// Unknown names a listing may have before it is dropped.
 pub(crate) const MAX_UNKNOWN: usize = 256;
+/// Lookups the container answered "absent" in a watched directory with
+/// no listing before it is listed in the background.
+pub(crate) const MISSES_BEFORE_LISTING: u32 = 2;
+/// Names a background listing reads at most: a larger directory is not
+/// listed that way (until the kernel forgets it).
+pub(crate) const BACKGROUND_MAX: usize = 10_000;
+/// Background listings at once.
+const MAX_BACKGROUND: usize = 8;
+/// Directories whose misses (or size) are remembered.
+const MAX_TRACKED: usize = 4096;
 /// Longest name kept.
 const NAME_MAX: usize = 255;
 
@@ -57,7 +72,8 @@ struct Listing {
     /// Names that may or may not exist.
     unknown: HashSet<Box<[u8]>>,
     /// Changes whenever the listing does (unique across listings): a
-    /// lookup settles its name only if nothing happened since it was sent.
+    /// lookup's "absent" settles its name only if nothing happened since
+    /// it was sent.
     stamp: u64,
 }
 
@@ -83,6 +99,12 @@ struct Inner {
     bytes: usize,
     next_stamp: u64,
     next_seq: u64,
+    /// Misses per directory not listed.
+    misses: HashMap<u64, u32>,
+    /// Directories being listed in the background.
+    background: HashSet<u64>,
+    /// Directories too large to list in the background.
+    too_big: HashSet<u64>,
 }
 
 impl Inner {
@@ -119,6 +141,14 @@ impl Inner {
         }
     }
 
+    fn absent(&self, dir: u64, name: &[u8]) -> bool {
+        valid_name(name)
+            && self
+                .done
+                .get(&dir)
+                .is_some_and(|l| !l.names.contains(name) && !l.unknown.contains(name))
+    }
+
     fn drop_all(&mut self) {
         let dirs: Vec<u64> = self.done.keys().copied().collect();
         for d in dirs {
@@ -136,10 +166,42 @@ impl Inner {
         }
     }
 
+    /// Listings of `dir` being read learn what the mount or the feed
+    /// says of `name`: gone (Some(false)), or to be asked in the container
+    /// (kept as present: a name a listing holds is always asked for).
+    fn note_pending(&mut self, dir: u64, name: &[u8], known: Option<bool>) {
+        let fhs: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.dir == dir && !p.spoiled)
+            .map(|(fh, _)| *fh)
+            .collect();
+        for fh in fhs {
+            let p = self.pending.get_mut(&fh).expect("listed above");
+            if !valid_name(name) {
+                p.spoiled = true;
+            } else if known == Some(false) {
+                if p.names.remove(name) {
+                    self.refund(1, name.len());
+                }
+            } else if !p.names.contains(name) {
+                if self.charge(name.len()) {
+                    let p = self.pending.get_mut(&fh).expect("listed above");
+                    p.names.insert(name.into());
+                } else {
+                    self.pending.get_mut(&fh).expect("listed above").spoiled = true;
+                }
+            }
+        }
+    }
+
     /// Sets what is known of `name` in `dir`'s listing: present (Some(true)),
-    /// absent (Some(false)) or unknown (None).
-    fn set(&mut self, dir: u64, name: &[u8], known: Option<bool>) {
-        self.spoil(dir);
+    /// absent (Some(false)) or unknown (None); listings being read learn
+    /// it too when `pending`.
+    fn set(&mut self, dir: u64, name: &[u8], known: Option<bool>, pending: bool) {
+        if pending {
+            self.note_pending(dir, name, known);
+        }
         if !self.done.contains_key(&dir) {
             return;
         }
@@ -298,13 +360,7 @@ impl DirNames {
 
     /// Whether `name` is known not to exist in `dir`.
     pub(crate) fn absent(&self, dir: u64, name: &[u8]) -> bool {
-        if !valid_name(name) {
-            return false;
-        }
-        let g = self.lock();
-        g.done
-            .get(&dir)
-            .is_some_and(|l| !l.names.contains(name) && !l.unknown.contains(name))
+        self.lock().absent(dir, name)
     }
 
     /// The stamp of `dir`'s listing, taken when a lookup is sent.
@@ -312,37 +368,43 @@ impl DirNames {
         self.lock().done.get(&dir).map(|l| l.stamp)
     }
 
-    /// The satellite answered a lookup of `name` in `dir` sent at `stamp`:
-    /// the name settles if nothing happened to the listing since.
-    pub(crate) fn settle(&self, dir: u64, name: &[u8], stamp: Option<u64>, present: bool) {
+    /// The container found `name` in `dir`: listings, finished or being
+    /// read, hold it from now on (whenever the lookup was sent: a listing
+    /// read past the name before it was created must not take it for
+    /// absent until the feed's report of its creation arrives).
+    pub(crate) fn found(&self, dir: u64, name: &[u8]) {
+        let mut g = self.lock();
+        g.note_pending(dir, name, Some(true));
+        if g.done.get(&dir).is_some_and(|l| !l.names.contains(name)) {
+            g.set(dir, name, Some(true), false);
+        }
+    }
+
+    /// The container answered that `name` is not in `dir` to a lookup
+    /// sent at `stamp`: the name is absent if nothing happened to the
+    /// listing since.
+    pub(crate) fn not_found(&self, dir: u64, name: &[u8], stamp: Option<u64>) {
         let mut g = self.lock();
         let same = stamp.is_some() && g.done.get(&dir).map(|l| l.stamp) == stamp;
-        if !same {
-            return;
-        }
-        let unsettled = {
-            let l = &g.done[&dir];
-            l.unknown.contains(name) || l.names.contains(name) != present
-        };
-        if unsettled {
-            g.set(dir, name, Some(present));
+        if same && !g.absent(dir, name) {
+            g.set(dir, name, Some(false), false);
         }
     }
 
     /// The mount itself made `name` exist in `dir`.
     pub(crate) fn created(&self, dir: u64, name: &[u8]) {
-        self.lock().set(dir, name, Some(true));
+        self.lock().set(dir, name, Some(true), true);
     }
 
     /// The mount itself removed `name` from `dir`.
     pub(crate) fn removed(&self, dir: u64, name: &[u8]) {
-        self.lock().set(dir, name, Some(false));
+        self.lock().set(dir, name, Some(false), true);
     }
 
     /// An operation of the mount on `name` in `dir` failed: whether the
     /// name exists is not known.
     pub(crate) fn unsure(&self, dir: u64, name: &[u8]) {
-        self.lock().set(dir, name, None);
+        self.lock().set(dir, name, None, true);
     }
 
     /// A batch of changes from the container.
@@ -351,7 +413,7 @@ impl DirNames {
         for c in changes {
             match c {
                 Change::Entry { dir, name } | Change::Removed { dir, name, .. } => {
-                    g.set(*dir, name, None)
+                    g.set(*dir, name, None, true)
                 }
                 Change::Data { node } | Change::Unwatched { node } => {
                     g.spoil(*node);
@@ -363,9 +425,49 @@ impl DirNames {
         }
     }
 
+    /// The container answered "absent" to a lookup in watched directory
+    /// `dir`: true when it is to be listed in the background now (the
+    /// caller then lists it and calls [`Self::background_done`]).
+    pub(crate) fn missed(&self, dir: u64) -> bool {
+        let mut g = self.lock();
+        if g.done.contains_key(&dir)
+            || g.background.contains(&dir)
+            || g.too_big.contains(&dir)
+            || g.pending.values().any(|p| p.dir == dir)
+        {
+            return false;
+        }
+        if g.misses.len() >= MAX_TRACKED && !g.misses.contains_key(&dir) {
+            g.misses.clear();
+        }
+        let n = g.misses.entry(dir).or_default();
+        *n += 1;
+        if *n < MISSES_BEFORE_LISTING || g.background.len() >= MAX_BACKGROUND {
+            return false;
+        }
+        g.misses.remove(&dir);
+        g.background.insert(dir);
+        true
+    }
+
+    /// The background listing of `dir` ended; `too_big` when it stopped
+    /// at [`BACKGROUND_MAX`] names.
+    pub(crate) fn background_done(&self, dir: u64, too_big: bool) {
+        let mut g = self.lock();
+        g.background.remove(&dir);
+        if too_big {
+            if g.too_big.len() >= MAX_TRACKED {
+                g.too_big.clear();
+            }
+            g.too_big.insert(dir);
+        }
+    }
+
     /// The kernel forgot `dir`: its watch ends.
     pub(crate) fn forgotten(&self, dir: u64) {
         let mut g = self.lock();
+        g.misses.remove(&dir);
+        g.too_big.remove(&dir);
         g.spoil(dir);
         g.drop_done(dir);
     }
@@ -427,19 +529,19 @@ mod tests {
         assert!(d.begin_read(FH, DIR, 99).is_none());
         assert!(!d.read_done(FH, seq, Some(names(&[])), true));
         assert!(!d.absent(DIR, b"x"));
-        // A change in the directory while it is read.
+        // A change of the directory as a whole while it is read.
+        for whole in [
+            Change::Data { node: DIR },
+            Change::Unwatched { node: DIR },
+            Change::All,
+        ] {
+            let seq = d.begin_read(FH, DIR, 0).unwrap();
+            d.read_done(FH, seq, Some(names(&["a"])), true);
+            d.changed(&[whole]);
+            assert!(d.begin_read(FH, DIR, 1).is_none(), "abandoned");
+        }
         let seq = d.begin_read(FH, DIR, 0).unwrap();
-        d.read_done(FH, seq, Some(names(&["a"])), true);
-        d.changed(&[Change::Entry {
-            dir: DIR,
-            name: b"new".to_vec().into(),
-        }]);
-        let seq2 = d.begin_read(FH, DIR, 1);
-        assert!(seq2.is_none(), "a spoiled listing does not continue");
-        assert!(!d.absent(DIR, b"new"));
-        // The mount's own operation in the directory while it is read.
-        let seq = d.begin_read(FH, DIR, 0).unwrap();
-        d.created(DIR, b"mine");
+        d.forgotten(DIR);
         assert!(!d.read_done(FH, seq, Some(names(&[])), true));
         assert!(!d.absent(DIR, b"x"));
         // A change elsewhere does not spoil it; a failed read does.
@@ -465,6 +567,41 @@ mod tests {
         d.release(FH);
         assert!(d.begin_read(FH, DIR, 1).is_none());
         assert_eq!(d.held(), (0, 0), "nothing held after all that");
+    }
+
+    #[test]
+    fn names_changed_while_a_listing_is_read_are_asked_for_or_left_out() {
+        let d = DirNames::default();
+        let seq = d.begin_read(FH, DIR, 0).unwrap();
+        d.read_done(FH, seq, Some(names(&["a", "gone", "b"])), true);
+        // The feed: read before or after the change, the name is asked for.
+        d.changed(&[
+            Change::Entry {
+                dir: DIR,
+                name: b"new".to_vec().into(),
+            },
+            Change::Removed {
+                dir: DIR,
+                name: b"a".to_vec().into(),
+                node: 9,
+            },
+        ]);
+        // The mount's own operations: created, failed, removed.
+        d.created(DIR, b"mine");
+        d.unsure(DIR, b"failed");
+        d.removed(DIR, b"gone");
+        // A lookup found a name the listing may have read past.
+        d.found(DIR, b"looked-up");
+        // Elsewhere: nothing here.
+        d.created(DIR + 1, b"other");
+        let seq = d.begin_read(FH, DIR, 3).expect("continues");
+        assert!(d.read_done(FH, seq, Some(names(&[])), true));
+        for asked in ["new", "a", "mine", "failed", "b", "looked-up"] {
+            assert!(!d.absent(DIR, asked.as_bytes()), "{asked}");
+        }
+        for absent in ["gone", "other", "x"] {
+            assert!(d.absent(DIR, absent.as_bytes()), "{absent}");
+        }
     }
 
     #[test]
@@ -498,17 +635,23 @@ mod tests {
         assert!(!d.absent(DIR, b"y"), "unknown: asked in the container");
         // A lookup's answer settles it...
         let s = d.stamp(DIR);
-        d.settle(DIR, b"y", s, false);
+        d.not_found(DIR, b"y", s);
         assert!(d.absent(DIR, b"y"));
         // ...unless something happened meanwhile.
         d.unsure(DIR, b"y");
         let s = d.stamp(DIR);
         d.created(DIR, b"z");
-        d.settle(DIR, b"y", s, false);
+        d.not_found(DIR, b"y", s);
         assert!(!d.absent(DIR, b"y"));
+        d.not_found(DIR, b"y", None);
+        assert!(!d.absent(DIR, b"y"), "sent before the listing");
+        // Found: held whenever the lookup was sent.
         let s = d.stamp(DIR);
-        d.settle(DIR, b"y", s, true);
-        assert!(!d.absent(DIR, b"y"));
+        d.removed(DIR, b"z");
+        d.found(DIR, b"z");
+        assert!(!d.absent(DIR, b"z"));
+        d.not_found(DIR, b"z", s);
+        assert!(!d.absent(DIR, b"z"));
         // Own operations elsewhere do nothing here.
         d.created(DIR + 1, b"q");
         assert!(d.absent(DIR, b"q"));
@@ -564,6 +707,35 @@ mod tests {
         }]);
         assert!(!d.absent(DIR, b"other"));
         assert_eq!(d.held(), (0, 0));
+    }
+
+    #[test]
+    fn repeated_misses_call_for_one_background_listing_unless_too_big() {
+        let d = DirNames::default();
+        for _ in 1..MISSES_BEFORE_LISTING {
+            assert!(!d.missed(DIR));
+        }
+        assert!(d.missed(DIR), "listed after the misses");
+        for _ in 0..2 * MISSES_BEFORE_LISTING {
+            assert!(!d.missed(DIR), "not while it is listed");
+        }
+        d.background_done(DIR, true);
+        for _ in 0..2 * MISSES_BEFORE_LISTING {
+            assert!(!d.missed(DIR), "not once too big");
+        }
+        d.forgotten(DIR);
+        for _ in 1..MISSES_BEFORE_LISTING {
+            assert!(!d.missed(DIR));
+        }
+        assert!(d.missed(DIR), "forgotten and found again: listed anew");
+        d.background_done(DIR, false);
+        assert!(list(&d, &["a"]));
+        for _ in 0..2 * MISSES_BEFORE_LISTING {
+            assert!(!d.missed(DIR), "not once listed");
+        }
+        // A bounded number at once.
+        let started = (100..200).filter(|&dir| (0..MISSES_BEFORE_LISTING).any(|_| d.missed(dir)));
+        assert_eq!(started.count(), MAX_BACKGROUND);
     }
 
     #[test]

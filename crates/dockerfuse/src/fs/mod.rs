@@ -10,7 +10,8 @@
 //! * TTLs: short, or long for what the satellite's change feed watches
 //!   ([`coherence`]); negative entries likewise ([`Lookup::Absent`]),
 //!   answered on the host for names a fully listed, watched directory
-//!   does not hold ([`dir_names`]);
+//!   does not hold ([`dir_names`]; directories where lookups keep missing
+//!   are listed in the background, [`background_list`]);
 //! * xattr absence: `ls -l`'s getxattr calls are answered here for nodes
 //!   the satellite said have none ([`xattr_cache`]);
 //! * readdirplus references: entries the kernel did not take are forgotten
@@ -21,6 +22,7 @@
 //! * on the local channel, open files come with the satellite's descriptor
 //!   for FUSE passthrough, checked before use ([`backing`]).
 
+mod background_list;
 mod backing;
 mod caller;
 mod coherence;
@@ -236,6 +238,7 @@ impl<T: Transport> Core<T> {
         }
         let stamp = local.then(|| coh.listings().stamp(parent)).flatten();
         let absent = name.to_vec();
+        let rpc = self.rpc.clone();
         self.call_entry(
             Request::Lookup {
                 parent,
@@ -245,9 +248,18 @@ impl<T: Transport> Core<T> {
             name,
             Box::new(move |r| {
                 match &r {
-                    Ok(_) => coh.listings().settle(parent, &absent, stamp, true),
-                    Err(Errno::ENOENT) => coh.listings().settle(parent, &absent, stamp, false),
-                    Err(_) => {}
+                    Ok(_) if local => coh.listings().found(parent, &absent),
+                    Err(Errno::ENOENT) if stamp.is_some() => {
+                        coh.listings().not_found(parent, &absent, stamp)
+                    }
+                    // Missed in a watched directory not listed: list it
+                    // once misses repeat there.
+                    Err(Errno::ENOENT)
+                        if local && coh.cache_dir(parent) && coh.listings().missed(parent) =>
+                    {
+                        background_list::start(rpc, coh.clone(), parent)
+                    }
+                    Ok(_) | Err(_) => {}
                 }
                 cb(match r {
                     Ok((e, ttl)) => Ok(Lookup::Found(e, ttl)),

@@ -689,3 +689,59 @@ fn absent_names_of_a_completely_listed_watched_directory_are_answered_here() {
     pc.lookup(1, b"x", cb);
     assert_eq!(pc.coherence().counts.absent_here.load(Relaxed), 0);
 }
+
+#[test]
+fn repeated_misses_list_a_watched_directory_in_the_background() {
+    let mut o = opts();
+    o.per_caller = false;
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::OpenDir { .. } => Response::Opened { fh: 77 },
+            Request::ReadDir { offset: 0, .. } => Response::Dir(vec![DirEntry {
+                name: b"a".as_slice().into(),
+                offset: 1,
+                kind: libc::S_IFREG,
+                ino: 3,
+                entry: None,
+            }]),
+            Request::ReadDir { .. } => Response::Dir(vec![]),
+            _ => Response::Error(libc::ENOENT),
+        },
+        o,
+    );
+    c.coherence().feed_on();
+    let lookup = |name: &[u8]| {
+        let (cb, got) = capture();
+        c.lookup(1, name, cb);
+        assert!(matches!(
+            got.lock().unwrap().take(),
+            Some(Ok(Lookup::Absent(_)))
+        ));
+    };
+    for i in 0..dir_names::MISSES_BEFORE_LISTING {
+        lookup(format!("miss{i}").as_bytes());
+    }
+    {
+        let seen = seen.lock().unwrap();
+        let listing: Vec<_> = seen
+            .iter()
+            .filter(|r| !matches!(r, Request::Lookup { .. }))
+            .cloned()
+            .collect();
+        assert!(matches!(listing[0], Request::OpenDir { node: 1 }));
+        assert!(matches!(
+            listing[1],
+            Request::ReadDir {
+                fh: 77,
+                offset: 0,
+                plus: false,
+                ..
+            }
+        ));
+        assert!(matches!(listing[2], Request::ReadDir { offset: 1, .. }));
+        assert_eq!(listing[3], Request::ReleaseDir { fh: 77 });
+    }
+    let before = seen.lock().unwrap().len();
+    lookup(b"new");
+    assert_eq!(seen.lock().unwrap().len(), before, "answered here");
+}

@@ -471,3 +471,46 @@ fn names_created_in_the_container_show_in_a_listed_directory() {
         },
     ]);
 }
+
+#[test]
+fn a_name_found_in_the_container_stays_found_when_a_listing_missed_it() {
+    // The second miss in the root lists it in the background; the name
+    // created inside the container meanwhile may fall behind the
+    // listing's offset, and is found by a lookup before the feed reports
+    // it: the listing must not then answer it absent. Timing decides
+    // whether the race happens, hence the repetitions.
+    for _ in 0..10 {
+        check_mode(
+            Mode::Forget,
+            &[
+                Op::Link {
+                    from: "a/b",
+                    to: "c",
+                },
+                rename("b", "c", 0),
+                Op::Open {
+                    slot: 0,
+                    path: "a",
+                    write: false,
+                },
+                rename("b/b", "c", NOREPLACE),
+                Op::Open {
+                    slot: 0,
+                    path: "c",
+                    write: true,
+                },
+                Op::Stat {
+                    path: "a",
+                    follow: true,
+                },
+                Op::Outside {
+                    path: "a",
+                    dir: true,
+                },
+                Op::FdRead { slot: 0, offset: 0 },
+                Op::Rmdir { path: "b/c" },
+                write("a", 1),
+            ],
+        );
+    }
+}
