@@ -62,8 +62,12 @@ fn chunk<T: Transport>(
                 let seen = seen + v.len();
                 let next = v.last().map(|e| e.offset);
                 let names = v.iter().map(|e| (&e.name[..], e.offset));
-                coh.listings()
-                    .read_done(fh, seq, Some(names), coh.cache_dir(dir));
+                coh.listings().read_done(
+                    fh,
+                    seq,
+                    Some(names),
+                    coh.cache_dir(dir) && coh.holds(dir),
+                );
                 match next {
                     // The end: complete, or not.
                     None => finish(&*again, &coh, dir, fh, false),

@@ -246,6 +246,12 @@ impl Coherence {
         }
     }
 
+    /// Whether the kernel holds `node` (the root always): only then does
+    /// the feed report its changes.
+    pub(crate) fn holds(&self, node: u64) -> bool {
+        node == ROOT_NODE || self.lock().nodes.contains_key(&node)
+    }
+
     /// The directory's listing may be kept in the kernel's readdir cache.
     pub(crate) fn cache_dir(&self, node: u64) -> bool {
         self.feeding() && Self::watched(&self.lock(), node)

@@ -101,8 +101,10 @@ struct Inner {
     next_seq: u64,
     /// Misses per directory not listed.
     misses: HashMap<u64, u32>,
-    /// Directories being listed in the background.
-    background: HashSet<u64>,
+    /// Directories being listed in the background, and whether the kernel
+    /// forgot them meanwhile (their watch ended: the listing may miss a
+    /// change, and may not complete).
+    background: HashMap<u64, bool>,
     /// Directories too large to list in the background.
     too_big: HashSet<u64>,
 }
@@ -249,6 +251,10 @@ impl DirNames {
         let mut g = self.lock();
         g.next_seq += 1;
         let seq = g.next_seq;
+        if g.background.get(&dir) == Some(&true) {
+            g.drop_pending(fh);
+            return None;
+        }
         if offset == 0 {
             g.drop_pending(fh);
             if !g.charge(0) {
@@ -431,7 +437,7 @@ impl DirNames {
     pub(crate) fn missed(&self, dir: u64) -> bool {
         let mut g = self.lock();
         if g.done.contains_key(&dir)
-            || g.background.contains(&dir)
+            || g.background.contains_key(&dir)
             || g.too_big.contains(&dir)
             || g.pending.values().any(|p| p.dir == dir)
         {
@@ -446,7 +452,7 @@ impl DirNames {
             return false;
         }
         g.misses.remove(&dir);
-        g.background.insert(dir);
+        g.background.insert(dir, false);
         true
     }
 
@@ -468,6 +474,9 @@ impl DirNames {
         let mut g = self.lock();
         g.misses.remove(&dir);
         g.too_big.remove(&dir);
+        if let Some(forgotten) = g.background.get_mut(&dir) {
+            *forgotten = true;
+        }
         g.spoil(dir);
         g.drop_done(dir);
     }
@@ -728,6 +737,9 @@ mod tests {
             assert!(!d.missed(DIR));
         }
         assert!(d.missed(DIR), "forgotten and found again: listed anew");
+        // Forgotten while it is listed: the listing cannot complete.
+        d.forgotten(DIR);
+        assert!(d.begin_read(FH, DIR, 0).is_none());
         d.background_done(DIR, false);
         assert!(list(&d, &["a"]));
         for _ in 0..2 * MISSES_BEFORE_LISTING {

@@ -732,7 +732,8 @@ impl<T: Transport> Core<T> {
         let listed_done = move |coh: &Coherence, v: Option<&[dockerfuse_proto::DirEntry<'_>]>| {
             if let Some(seq) = listed {
                 let names = v.map(|v| v.iter().map(|e| (&e.name[..], e.offset)));
-                coh.listings().read_done(fh, seq, names, coh.cache_dir(dir));
+                coh.listings()
+                    .read_done(fh, seq, names, coh.cache_dir(dir) && coh.holds(dir));
             }
         };
         self.on_dir(
