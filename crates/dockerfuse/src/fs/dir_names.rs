@@ -43,16 +43,6 @@ pub(crate) const MAX_NAMES: usize = 500_000;
 pub(crate) const MAX_BYTES: usize = 32 << 20;
 /// Unknown names a listing may have before it is dropped.
 pub(crate) const MAX_UNKNOWN: usize = 256;
-/// Lookups the container answered "absent" in a watched directory with
-/// no listing before it is listed in the background.
-pub(crate) const MISSES_BEFORE_LISTING: u32 = 2;
-/// Names a background listing reads at most: a larger directory is not
-/// listed that way (until the kernel forgets it).
-pub(crate) const BACKGROUND_MAX: usize = 10_000;
-/// Background listings at once.
-const MAX_BACKGROUND: usize = 8;
-/// Directories whose misses (or size) are remembered.
-const MAX_TRACKED: usize = 4096;
 /// Longest name kept.
 const NAME_MAX: usize = 255;
 
@@ -99,14 +89,6 @@ struct Inner {
     bytes: usize,
     next_stamp: u64,
     next_seq: u64,
-    /// Misses per directory not listed.
-    misses: HashMap<u64, u32>,
-    /// Directories being listed in the background, and whether the kernel
-    /// forgot them meanwhile (their watch ended: the listing may miss a
-    /// change, and may not complete).
-    background: HashMap<u64, bool>,
-    /// Directories too large to list in the background.
-    too_big: HashSet<u64>,
 }
 
 impl Inner {
@@ -251,10 +233,6 @@ impl DirNames {
         let mut g = self.lock();
         g.next_seq += 1;
         let seq = g.next_seq;
-        if g.background.get(&dir) == Some(&true) {
-            g.drop_pending(fh);
-            return None;
-        }
         if offset == 0 {
             g.drop_pending(fh);
             if !g.charge(0) {
@@ -431,52 +409,9 @@ impl DirNames {
         }
     }
 
-    /// The container answered "absent" to a lookup in watched directory
-    /// `dir`: true when it is to be listed in the background now (the
-    /// caller then lists it and calls [`Self::background_done`]).
-    pub(crate) fn missed(&self, dir: u64) -> bool {
-        let mut g = self.lock();
-        if g.done.contains_key(&dir)
-            || g.background.contains_key(&dir)
-            || g.too_big.contains(&dir)
-            || g.pending.values().any(|p| p.dir == dir)
-        {
-            return false;
-        }
-        if g.misses.len() >= MAX_TRACKED && !g.misses.contains_key(&dir) {
-            g.misses.clear();
-        }
-        let n = g.misses.entry(dir).or_default();
-        *n += 1;
-        if *n < MISSES_BEFORE_LISTING || g.background.len() >= MAX_BACKGROUND {
-            return false;
-        }
-        g.misses.remove(&dir);
-        g.background.insert(dir, false);
-        true
-    }
-
-    /// The background listing of `dir` ended; `too_big` when it stopped
-    /// at [`BACKGROUND_MAX`] names.
-    pub(crate) fn background_done(&self, dir: u64, too_big: bool) {
-        let mut g = self.lock();
-        g.background.remove(&dir);
-        if too_big {
-            if g.too_big.len() >= MAX_TRACKED {
-                g.too_big.clear();
-            }
-            g.too_big.insert(dir);
-        }
-    }
-
     /// The kernel forgot `dir`: its watch ends.
     pub(crate) fn forgotten(&self, dir: u64) {
         let mut g = self.lock();
-        g.misses.remove(&dir);
-        g.too_big.remove(&dir);
-        if let Some(forgotten) = g.background.get_mut(&dir) {
-            *forgotten = true;
-        }
         g.spoil(dir);
         g.drop_done(dir);
     }
@@ -716,38 +651,6 @@ mod tests {
         }]);
         assert!(!d.absent(DIR, b"other"));
         assert_eq!(d.held(), (0, 0));
-    }
-
-    #[test]
-    fn repeated_misses_call_for_one_background_listing_unless_too_big() {
-        let d = DirNames::default();
-        for _ in 1..MISSES_BEFORE_LISTING {
-            assert!(!d.missed(DIR));
-        }
-        assert!(d.missed(DIR), "listed after the misses");
-        for _ in 0..2 * MISSES_BEFORE_LISTING {
-            assert!(!d.missed(DIR), "not while it is listed");
-        }
-        d.background_done(DIR, true);
-        for _ in 0..2 * MISSES_BEFORE_LISTING {
-            assert!(!d.missed(DIR), "not once too big");
-        }
-        d.forgotten(DIR);
-        for _ in 1..MISSES_BEFORE_LISTING {
-            assert!(!d.missed(DIR));
-        }
-        assert!(d.missed(DIR), "forgotten and found again: listed anew");
-        // Forgotten while it is listed: the listing cannot complete.
-        d.forgotten(DIR);
-        assert!(d.begin_read(FH, DIR, 0).is_none());
-        d.background_done(DIR, false);
-        assert!(list(&d, &["a"]));
-        for _ in 0..2 * MISSES_BEFORE_LISTING {
-            assert!(!d.missed(DIR), "not once listed");
-        }
-        // A bounded number at once.
-        let started = (100..200).filter(|&dir| (0..MISSES_BEFORE_LISTING).any(|_| d.missed(dir)));
-        assert_eq!(started.count(), MAX_BACKGROUND);
     }
 
     #[test]

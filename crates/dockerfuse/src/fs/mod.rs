@@ -10,8 +10,7 @@
 //! * TTLs: short, or long for what the satellite's change feed watches
 //!   ([`coherence`]); negative entries likewise ([`Lookup::Absent`]),
 //!   answered on the host for names a fully listed, watched directory
-//!   does not hold ([`dir_names`]; directories where lookups keep missing
-//!   are listed in the background, [`background_list`]);
+//!   does not hold ([`dir_names`]);
 //! * xattr absence: `ls -l`'s getxattr calls are answered here for nodes
 //!   the satellite said have none ([`xattr_cache`]);
 //! * readdirplus references: entries the kernel did not take are forgotten
@@ -22,7 +21,6 @@
 //! * on the local channel, open files come with the satellite's descriptor
 //!   for FUSE passthrough, checked before use ([`backing`]).
 
-mod background_list;
 mod backing;
 mod caller;
 mod coherence;
@@ -238,7 +236,6 @@ impl<T: Transport> Core<T> {
         }
         let stamp = local.then(|| coh.listings().stamp(parent)).flatten();
         let absent = name.to_vec();
-        let rpc = self.rpc.clone();
         self.call_entry(
             Request::Lookup {
                 parent,
@@ -251,13 +248,6 @@ impl<T: Transport> Core<T> {
                     Ok(_) if local => coh.listings().found(parent, &absent),
                     Err(Errno::ENOENT) if stamp.is_some() => {
                         coh.listings().not_found(parent, &absent, stamp)
-                    }
-                    // Missed in a watched directory not listed: list it
-                    // once misses repeat there.
-                    Err(Errno::ENOENT)
-                        if local && coh.cache_dir(parent) && coh.listings().missed(parent) =>
-                    {
-                        background_list::start(rpc, coh.clone(), parent)
                     }
                     Ok(_) | Err(_) => {}
                 }
