@@ -221,7 +221,12 @@ impl Coherence {
         if !self.cache_dir(parent) || !self.listings.absent(parent, name) {
             return None;
         }
-        self.counts.absent_here.fetch_add(1, Ordering::Relaxed);
+        let n = self.counts.absent_here.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            // Also shown with the feed's counters; this says it on a
+            // mount that receives no changes.
+            tracing::debug!(absent_here = n, "lookups answered \"absent\" on the host");
+        }
         Some(self.absent(parent, name))
     }
 
