@@ -307,6 +307,7 @@ fn launch<'a>(
         root: &target.path,
         timeout: Duration::from_secs_f64(cli.start_timeout.max(1.0)),
         stall: Duration::from_secs_f64(cli.op_timeout.max(0.2)),
+        max_watches: cli.max_watches,
     }
 }
 
