@@ -89,6 +89,12 @@ pub(crate) struct Cli {
     #[arg(long, help_heading = MOUNT)]
     pub writeback_cache: bool,
 
+    /// Wait for the container to take each write before write(2) returns
+    /// (default: writes are answered at once and sent in batches; an
+    /// error shows at the next write, fsync or close).
+    #[arg(long, help_heading = MOUNT)]
+    pub no_write_behind: bool,
+
     /// Docker engine to use (default: $DOCKER_HOST, else the context, else
     /// the local socket).
     #[arg(short = 'H', long, value_name = "URL", help_heading = ENGINE)]

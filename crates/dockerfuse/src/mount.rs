@@ -381,6 +381,7 @@ fn mount_session(
         writeback: cli.writeback_cache,
         links,
         per_caller: cli.allow_other,
+        write_behind: !cli.no_write_behind,
     };
     // The feed names the satellite's node ids; with --reconnect the kernel
     // holds ids of our own (relink), so the mount keeps to the TTLs.

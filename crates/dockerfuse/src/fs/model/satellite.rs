@@ -88,6 +88,7 @@ impl Served {
                 writeback: false,
                 links: None,
                 per_caller,
+                write_behind: true,
             },
         );
         Served { core, rpc, child }
