@@ -34,7 +34,7 @@ pub(super) type Then = Box<dyn FnOnce() + Send>;
 /// Sends one batch (handle, offset, bytes); calls back with the bytes the
 /// satellite says it wrote, or its error.
 pub(super) type SendBatch =
-    Arc<dyn Fn(u64, u64, Vec<u8>, Box<dyn FnOnce(Result<u32, Errno>) + Send>) + Send + Sync>;
+    Arc<dyn Fn(u64, u64, &[u8], Box<dyn FnOnce(Result<u32, Errno>) + Send>) + Send + Sync>;
 
 /// What became of a write offered to [`WriteBehind::write`].
 #[derive(Debug, PartialEq, Eq)]
@@ -156,33 +156,59 @@ impl WriteBehind {
 
     fn dispatch(self: &Arc<Self>, fh: u64, (offset, data, seqs): (u64, Vec<u8>, Vec<u64>)) {
         let me = self.clone();
-        let len = data.len();
-        (self.send)(
+        let send = self.send.clone();
+        let data = Arc::new(data);
+        let kept = data.clone();
+        send(
             fh,
             offset,
-            data,
-            Box::new(move |r| me.landed(fh, len, seqs, r)),
+            &data,
+            Box::new(move |r| me.landed(fh, offset, kept, seqs, r)),
         );
     }
 
     /// A batch of `fh` came back.
-    fn landed(self: &Arc<Self>, fh: u64, len: usize, seqs: Vec<u64>, r: Result<u32, Errno>) {
+    fn landed(
+        self: &Arc<Self>,
+        fh: u64,
+        offset: u64,
+        data: Arc<Vec<u8>>,
+        seqs: Vec<u64>,
+        r: Result<u32, Errno>,
+    ) {
         let mut g = self.lock();
-        g.bytes = g.bytes.saturating_sub(len);
-        for s in &seqs {
-            g.open.remove(s);
-        }
-        let error = match r {
-            Ok(n) if n as usize == len => None,
-            // A short write of a regular file: out of space or over a limit.
-            Ok(_) => Some(Errno::EIO),
-            Err(e) => Some(e),
+        let (error, rest) = match r {
+            Ok(n) if n as usize >= data.len() => (None, None),
+            // A short write (a file system filling up): the rest goes
+            // again, as write(2) callers loop, to get the real error.
+            Ok(n) if n > 0 => (None, Some(n as usize)),
+            Ok(_) => (Some(Errno::EIO), None),
+            Err(e) => (Some(e), None),
         };
-        if let Some(f) = g.files.get_mut(&fh) {
-            f.in_flight = false;
-            if f.error.is_none() {
-                f.error = error;
+        g.bytes = g.bytes.saturating_sub(rest.unwrap_or(data.len()));
+        // (A handle with a batch in flight is always there.)
+        let settled = match g.files.get_mut(&fh) {
+            Some(f) => {
+                f.in_flight = false;
+                if f.error.is_none() {
+                    f.error = error;
+                }
+                match rest {
+                    Some(n) => {
+                        f.queue.push_front(Run {
+                            offset: offset + n as u64,
+                            data: data[n..].to_vec(),
+                            seqs,
+                        });
+                        Vec::new()
+                    }
+                    None => seqs,
+                }
             }
+            None => seqs,
+        };
+        for s in &settled {
+            g.open.remove(s);
         }
         let batch = g.next_batch(fh);
         let ready = g.ready();
@@ -238,22 +264,14 @@ impl WriteBehind {
 mod tests {
     use super::*;
 
-    type Sent = Arc<
-        Mutex<
-            Vec<(
-                u64,
-                u64,
-                Vec<u8>,
-                Box<dyn FnOnce(Result<u32, Errno>) + Send>,
-            )>,
-        >,
-    >;
+    type Done = Box<dyn FnOnce(Result<u32, Errno>) + Send>;
+    type Sent = Arc<Mutex<Vec<(u64, u64, Vec<u8>, Done)>>>;
 
     fn wb() -> (Arc<WriteBehind>, Sent) {
         let sent: Sent = Arc::default();
         let s = sent.clone();
         let w = WriteBehind::new(Arc::new(move |fh, off, data, done| {
-            s.lock().unwrap().push((fh, off, data, done))
+            s.lock().unwrap().push((fh, off, data.to_vec(), done))
         }));
         (Arc::new(w), sent)
     }
@@ -319,6 +337,23 @@ mod tests {
         complete(&sent, Some(Ok(0)));
         assert_eq!(w.take_error(1), Some(Errno::EIO));
         assert_eq!(w.take_error(1), None);
+    }
+
+    #[test]
+    fn the_rest_of_a_short_write_goes_again_and_brings_its_error() {
+        let (w, sent) = wb();
+        w.write(1, 10, b"abcdef");
+        let done = Arc::new(Mutex::new(false));
+        let d = done.clone();
+        w.after_writes(Box::new(move || *d.lock().unwrap() = true));
+        complete(&sent, Some(Ok(4)));
+        assert!(!*done.lock().unwrap());
+        let (_, off, data, cb) = sent.lock().unwrap().remove(0);
+        assert_eq!((off, data.as_slice()), (14, &b"ef"[..]));
+        cb(Err(Errno(28)));
+        assert!(*done.lock().unwrap());
+        assert_eq!(w.take_error(1), Some(Errno(28)));
+        assert_eq!(w.held(), 0);
     }
 
     #[test]
