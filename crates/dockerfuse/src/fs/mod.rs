@@ -481,13 +481,18 @@ impl<T: Transport> Core<T> {
 
     pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {
         let flags = self.open_flags(flags);
-        let rpc = self.rpc.clone();
+        let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
         self.send(
             &Request::Open { node, flags },
             Box::new(move |r| {
-                cb(r.and_then(replies::opened).map(|(fh, fd)| Opened {
-                    fh,
-                    backing: fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                cb(r.and_then(replies::opened).map(|(fh, fd)| {
+                    if let Some(b) = behind {
+                        b.opened(fh, flags & libc::O_APPEND != 0);
+                    }
+                    Opened {
+                        fh,
+                        backing: fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                    }
                 }))
             }),
         )
@@ -507,6 +512,7 @@ impl<T: Transport> Core<T> {
             name.to_vec(),
             self.rpc.clone(),
         );
+        let behind = self.behind.clone();
         let flags = self.open_flags(flags);
         let req = Request::Create {
             parent,
@@ -521,6 +527,9 @@ impl<T: Transport> Core<T> {
                     let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
                     cache.note(&e, ttl.attr);
                     let backing = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    if let Some(b) = behind {
+                        b.opened(fh, flags & libc::O_APPEND != 0);
+                    }
                     (e, ttl, Opened { fh, backing })
                 }))
             }),

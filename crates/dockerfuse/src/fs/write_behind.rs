@@ -6,8 +6,11 @@
 //! mount is one WRITE request, and waiting for the satellite's answer to
 //! each costs a round trip: `dd bs=4k` crawls. Here a WRITE is accepted
 //! into a per-handle queue (contiguous writes merged, up to [`BATCH`]
-//! bytes) and answered; each handle has at most one batch in flight (so
-//! overlapping writes land in order) and sends the next when it returns.
+//! bytes) and answered. A handle sends its batches in order, up to
+//! [`IN_FLIGHT`] at once as long as none overlaps one in flight (so
+//! overlapping writes land in order); a handle opened `O_APPEND`, or one
+//! not known to be otherwise, has one in flight at a time (the satellite
+//! appends each where the file ends then).
 //!
 //! What keeps this correct:
 //! * every other request waits until the writes accepted before it were
@@ -28,6 +31,8 @@ use dockerfuse_proto::{Errno, MAX_IO};
 pub(super) const BATCH: usize = MAX_IO as usize;
 /// Bytes accepted and not yet acknowledged, across all handles.
 pub(super) const LIMIT: usize = 32 << 20;
+/// Batches of one handle in flight at once (when they do not overlap).
+pub(super) const IN_FLIGHT: usize = 3;
 
 /// Something to run once earlier writes are acknowledged.
 pub(super) type Then = Box<dyn FnOnce() + Send>;
@@ -58,7 +63,10 @@ struct Run {
 #[derive(Default)]
 struct File {
     queue: VecDeque<Run>,
-    in_flight: bool,
+    /// Byte ranges of the batches in flight.
+    in_flight: Vec<(u64, u64)>,
+    /// Not opened `O_APPEND`: several batches may be in flight.
+    positioned: bool,
     error: Option<Errno>,
 }
 
@@ -91,11 +99,15 @@ impl Inner {
     /// The next batch of `fh` to send, if it has one and none in flight.
     fn next_batch(&mut self, fh: u64) -> Option<(u64, Vec<u8>, Vec<u64>)> {
         let f = self.files.get_mut(&fh)?;
-        if f.in_flight {
+        let most = if f.positioned { IN_FLIGHT } else { 1 };
+        let run = f.queue.front()?;
+        let range = (run.offset, run.offset + run.data.len() as u64);
+        if f.in_flight.len() >= most || f.in_flight.iter().any(|&(a, b)| a < range.1 && range.0 < b)
+        {
             return None;
         }
         let run = f.queue.pop_front()?;
-        f.in_flight = true;
+        f.in_flight.push(range);
         Some((run.offset, run.data, run.seqs))
     }
 }
@@ -116,6 +128,13 @@ impl WriteBehind {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `fh` was opened without `O_APPEND`: its batches may overlap in time.
+    pub(super) fn opened(&self, fh: u64, append: bool) {
+        let mut g = self.lock();
+        let f = g.files.entry(fh).or_default();
+        f.positioned = !append;
     }
 
     /// Offers a write of `data` at `offset` on handle `fh`.
@@ -189,7 +208,10 @@ impl WriteBehind {
         // (A handle with a batch in flight is always there.)
         let settled = match g.files.get_mut(&fh) {
             Some(f) => {
-                f.in_flight = false;
+                let range = (offset, offset + data.len() as u64);
+                if let Some(i) = f.in_flight.iter().position(|&r| r == range) {
+                    f.in_flight.swap_remove(i);
+                }
                 if f.error.is_none() {
                     f.error = error;
                 }
@@ -210,10 +232,10 @@ impl WriteBehind {
         for s in &settled {
             g.open.remove(s);
         }
-        let batch = g.next_batch(fh);
+        let batches: Vec<_> = std::iter::from_fn(|| g.next_batch(fh)).collect();
         let ready = g.ready();
         drop(g);
-        if let Some(b) = batch {
+        for b in batches {
             self.dispatch(fh, b);
         }
         for t in ready {
@@ -248,7 +270,7 @@ impl WriteBehind {
         let mut g = self.lock();
         if g.files
             .get(&fh)
-            .is_some_and(|f| !f.in_flight && f.queue.is_empty())
+            .is_some_and(|f| f.in_flight.is_empty() && f.queue.is_empty())
         {
             g.files.remove(&fh);
         }
@@ -297,6 +319,32 @@ mod tests {
         assert_eq!(complete(&sent, None), (1, 100, b"zz".to_vec()));
         assert!(sent.lock().unwrap().is_empty());
         assert_eq!(w.held(), 0);
+    }
+
+    #[test]
+    fn a_positioned_handle_has_several_batches_in_flight_unless_they_overlap() {
+        let (w, sent) = wb();
+        w.opened(1, false);
+        let big = vec![1u8; BATCH];
+        for i in 0..5u64 {
+            w.write(1, i * BATCH as u64, &big);
+        }
+        assert_eq!(sent.lock().unwrap().len(), IN_FLIGHT);
+        // Overlapping the first, in flight: waits for it.
+        w.write(1, 10, b"x");
+        complete(&sent, None);
+        let offsets: Vec<u64> = sent.lock().unwrap().iter().map(|s| s.1).collect();
+        assert_eq!(offsets, [BATCH as u64, 2 * BATCH as u64, 3 * BATCH as u64]);
+        complete(&sent, None);
+        complete(&sent, None);
+        complete(&sent, None);
+        let offsets: Vec<u64> = sent.lock().unwrap().iter().map(|s| s.1).collect();
+        assert_eq!(offsets, [4 * BATCH as u64, 10]);
+        // O_APPEND: one at a time.
+        w.opened(2, true);
+        w.write(2, 0, b"a");
+        w.write(2, 100, b"b");
+        assert_eq!(sent.lock().unwrap().iter().filter(|s| s.0 == 2).count(), 1);
     }
 
     #[test]
