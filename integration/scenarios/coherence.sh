@@ -7,7 +7,11 @@
 # on direct access (/proc/<pid>/root), and stay visible. Prints the p50/p99
 # of the change -> visible latency (integration/coherence.py). Then the same
 # with the change feed off (--no-change-feed): each change must still show,
-# within the 1 s TTL.
+# within the 1 s TTL. Then with the feed capped at a handful of watches
+# (--max-watches 2: only the root and /tmp are watched; a full
+# fs.inotify.max_user_watches takes the same path):
+# the nodes past the cap must be announced as unwatched and their changes
+# still show within the TTL.
 #
 # Environment:
 #   DOCKERFUSE, CONTAINER, SATELLITE_ARCH, WORKDIR   as for core.sh (required)
@@ -67,4 +71,11 @@ run_coherence() {
 
 run_coherence "with the change feed" "$BOUND" feed
 run_coherence "without the change feed" 1.5 nofeed --no-change-feed
+run_coherence "with the feed capped at 2 watches" 1.5 capped --max-watches 2 -debug
+if grep -q 'node not watched: short TTL' "$DF_LOG"; then
+	pass "with 2 watches, the nodes past the cap are reported unwatched (-debug log)"
+else
+	fail "with 2 watches, no node was reported unwatched"
+	show_file "dockerfuse log" "$DF_LOG"
+fi
 finish

@@ -19,7 +19,9 @@
 //! * the caller's identity (uid, gid, groups) rides with each request when
 //!   asked ([`caller`]);
 //! * on the local channel, open files come with the satellite's descriptor
-//!   for FUSE passthrough, checked before use ([`backing`]).
+//!   for FUSE passthrough, checked before use ([`backing`]);
+//! * writes are answered at once and sent in batches, other requests
+//!   waiting for the writes before them ([`write_behind`]).
 
 mod backing;
 mod caller;
@@ -31,6 +33,7 @@ mod listing;
 mod prefetch;
 mod replies;
 mod transport;
+mod write_behind;
 mod xattr_cache;
 
 #[cfg(test)]
@@ -54,6 +57,7 @@ pub use transport::{Done, Transport};
 use lazy_dir::LazyDirs;
 use prefetch::{Buffer, Prefetched};
 use replies::unexpected;
+use write_behind::{Accepted, WriteBehind};
 use xattr_cache::NoXattrs;
 
 /// Caching and I/O choices of a mount.
@@ -70,6 +74,9 @@ pub(crate) struct Options {
     pub(crate) links: Option<LinkRewrite>,
     /// Perform each request as the host user who made it (`--allow-other`).
     pub(crate) per_caller: bool,
+    /// Answer writes at once and send them in batches (not with
+    /// `per_caller`: a batch has one identity).
+    pub(crate) write_behind: bool,
 }
 
 /// Outcome callback of one operation.
@@ -114,19 +121,38 @@ pub(crate) struct Core<T: Transport> {
     coherence: Arc<Coherence>,
     dirs: Arc<LazyDirs>,
     prefetched: Arc<Prefetched>,
+    behind: Option<Arc<WriteBehind>>,
 }
 
 impl<T: Transport> Core<T> {
     pub(crate) fn new(rpc: T, opts: Options) -> Self {
         let coherence = Arc::new(Coherence::new(opts.ttl, opts.fixed_ttl));
         let no_xattrs = coherence.no_xattrs();
+        let rpc = Arc::new(rpc);
+        let behind = (opts.write_behind && !opts.per_caller && !opts.writeback).then(|| {
+            let rpc = rpc.clone();
+            let send: write_behind::SendBatch = Arc::new(move |fh, offset, data, done| {
+                let len = data.len() as u64;
+                let req = Request::Write {
+                    fh,
+                    offset,
+                    data: data.into(),
+                };
+                rpc.call(
+                    &req,
+                    Box::new(move |r| done(r.and_then(|r| replies::written(r, len)))),
+                )
+            });
+            Arc::new(WriteBehind::new(send))
+        });
         Core {
-            rpc: Arc::new(rpc),
+            rpc,
             opts,
             no_xattrs,
             coherence,
             dirs: Arc::default(),
             prefetched: Arc::default(),
+            behind,
         }
     }
 
@@ -157,7 +183,7 @@ impl<T: Transport> Core<T> {
             .then(caller::current)
             .flatten();
         match caller {
-            Some(c) => self.rpc.call(
+            Some(c) => self.dispatch(
                 &Request::As {
                     uid: c.uid,
                     gid: c.gid,
@@ -166,7 +192,18 @@ impl<T: Transport> Core<T> {
                 },
                 done,
             ),
-            None => self.rpc.call(req, done),
+            None => self.dispatch(req, done),
+        }
+    }
+
+    /// Sends `req` once the writes accepted before it have landed.
+    fn dispatch(&self, req: &Request<'_>, done: Done) {
+        match &self.behind {
+            Some(b) if !b.is_idle() => {
+                let (rpc, req) = (self.rpc.clone(), req.clone().into_owned());
+                b.after_writes(Box::new(move || rpc.call(&req, done)))
+            }
+            _ => self.rpc.call(req, done),
         }
     }
 
@@ -220,7 +257,7 @@ impl<T: Transport> Core<T> {
 
     /// Sends a request whose outcome nobody waits for and answers `cb` now.
     fn send_and_ack(&self, req: &Request<'_>, cb: Cb<()>) {
-        self.rpc.call(req, Box::new(|_| {}));
+        self.dispatch(req, Box::new(|_| {}));
         cb(Ok(()))
     }
 
@@ -508,13 +545,18 @@ impl<T: Transport> Core<T> {
 
     pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {
         let flags = self.open_flags(flags);
-        let rpc = self.rpc.clone();
+        let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
         self.send(
             &Request::Open { node, flags },
             Box::new(move |r| {
-                cb(r.and_then(replies::opened).map(|(fh, fd)| Opened {
-                    fh,
-                    backing: fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                cb(r.and_then(replies::opened).map(|(fh, fd)| {
+                    if let Some(b) = behind {
+                        b.opened(fh, flags & libc::O_APPEND != 0);
+                    }
+                    Opened {
+                        fh,
+                        backing: fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                    }
                 }))
             }),
         )
@@ -534,6 +576,7 @@ impl<T: Transport> Core<T> {
             name.to_vec(),
             self.rpc.clone(),
         );
+        let behind = self.behind.clone();
         let cb = self.noting(parent, name, true, cb);
         let flags = self.open_flags(flags);
         let req = Request::Create {
@@ -549,6 +592,9 @@ impl<T: Transport> Core<T> {
                     let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
                     cache.note(&e, ttl.attr);
                     let backing = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    if let Some(b) = behind {
+                        b.opened(fh, flags & libc::O_APPEND != 0);
+                    }
                     (e, ttl, Opened { fh, backing })
                 }))
             }),
@@ -568,6 +614,13 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
+        if let Some(b) = &self.behind {
+            match b.write(fh, offset, data) {
+                Accepted::Queued(n) => return cb(Ok(n)),
+                Accepted::Failed(e) => return cb(Err(e)),
+                Accepted::Full => {}
+            }
+        }
         let len = data.len() as u64;
         let req = Request::Write {
             fh,
@@ -580,19 +633,36 @@ impl<T: Transport> Core<T> {
         );
     }
 
-    /// FLUSH needs no round trip: the satellite's flush closes nothing and
-    /// writes are already in the container when they are acknowledged.
-    pub(crate) fn flush(&self, _fh: u64, cb: Cb<()>) {
-        cb(Ok(()))
+    /// FLUSH needs no round trip: the satellite's flush closes nothing.
+    /// It waits for the handle's writes still behind, and reports their
+    /// error (close(2) returns it).
+    pub(crate) fn flush(&self, fh: u64, cb: Cb<()>) {
+        match self.behind.clone() {
+            Some(b) => b
+                .clone()
+                .after_writes(Box::new(move || cb(b.take_error(fh).map_or(Ok(()), Err)))),
+            None => cb(Ok(())),
+        }
     }
 
     /// RELEASE is answered at once (the kernel ignores its outcome); the
-    /// satellite closes the file when the request gets there.
+    /// satellite closes the file when the request gets there, after the
+    /// handle's writes.
     pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
-        self.send_and_ack(&Request::Release { fh }, cb)
+        let Some(b) = self.behind.clone() else {
+            return self.send_and_ack(&Request::Release { fh }, cb);
+        };
+        self.dispatch(&Request::Release { fh }, Box::new(move |_| b.forget(fh)));
+        cb(Ok(()))
     }
 
+    /// FSYNC also reports the error of a write sent behind.
     pub(crate) fn fsync(&self, fh: u64, datasync: bool, cb: Cb<()>) {
+        let behind = self.behind.clone();
+        let cb: Cb<()> = Box::new(move |r| match behind.and_then(|b| b.take_error(fh)) {
+            Some(e) => cb(Err(e)),
+            None => cb(r),
+        });
         self.call(Request::Fsync { fh, datasync }, replies::ok, cb)
     }
 
@@ -658,12 +728,18 @@ impl<T: Transport> Core<T> {
         if !LazyDirs::is_host(fh) {
             return self.send(&req(fh), done);
         }
-        let rpc = self.rpc.clone();
+        let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
         self.dirs.with_remote(
             &self.rpc,
             fh,
             Box::new(move |r| match r {
-                Ok(remote) => rpc.call(&req(remote), done),
+                Ok(remote) => {
+                    let req = req(remote);
+                    match behind {
+                        Some(b) => b.after_writes(Box::new(move || rpc.call(&req, done))),
+                        None => rpc.call(&req, done),
+                    }
+                }
                 Err(e) => done(Err(e)),
             }),
         );

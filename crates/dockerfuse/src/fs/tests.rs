@@ -47,6 +47,7 @@ fn opts() -> Options {
         writeback: false,
         links: None,
         per_caller: true,
+        write_behind: false,
     }
 }
 

@@ -93,6 +93,7 @@ impl Served {
                 writeback: false,
                 links: None,
                 per_caller,
+                write_behind: true,
             },
         );
         let feed = Feed::enable_on(&core, &rpc).expect("the satellite's change feed starts");
