@@ -92,6 +92,7 @@ impl Fs {
             }
             R::Link { node, new_parent, new_name } => self.link(node, new_parent, &new_name),
             R::Open { node, flags } => self.open_file(node, flags),
+            R::OpenSmall { node, flags, max } => self.open_small(node, flags, max, buf),
             R::Create { parent, name, mode, flags } => self.create(parent, &name, mode, flags),
             R::Read { fh, offset, size } => self.read(fh, offset, size, buf),
             R::Write { fh, offset, data } => self.write(fh, offset, &data),
