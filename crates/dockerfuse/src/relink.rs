@@ -415,7 +415,7 @@ fn replayable(req: &Request<'_>) -> bool {
         | R::GetXattr { .. }
         | R::ListXattr { .. }
         | R::OpenDir { .. } => true,
-        R::Open { flags, .. } => flags & libc::O_CREAT == 0,
+        R::Open { flags, .. } | R::OpenSmall { flags, .. } => flags & libc::O_CREAT == 0,
         _ => false,
     }
 }

@@ -289,7 +289,7 @@ fn an_open_of_a_small_file_read_only_brings_its_whole_contents() {
     std::fs::write(p.join("large"), vec![1u8; MAX_OPEN_DATA as usize + 1]).unwrap();
     std::fs::create_dir(p.join("dir")).unwrap();
     let (mut s, _) = Sat::start(p);
-    let mut node = |s: &mut Sat, n: &str| {
+    let node = |s: &mut Sat, n: &str| {
         s.entry(Request::Lookup {
             parent: ROOT_NODE,
             name: name(n),
@@ -339,7 +339,10 @@ fn an_open_of_a_small_file_read_only_brings_its_whole_contents() {
         }),
         Response::Written(1)
     );
-    assert_eq!(open_small(&mut s, small, libc::O_WRONLY, MAX_OPEN_DATA).1, None);
+    assert_eq!(
+        open_small(&mut s, small, libc::O_WRONLY, MAX_OPEN_DATA).1,
+        None
+    );
     assert_eq!(std::fs::read(p.join("small")).unwrap(), b"A small file");
     // A directory is no regular file.
     let d = node(&mut s, "dir");

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use dockerfuse_proto::{Change, ROOT_NODE};
 
+use super::heads::Heads;
 use super::xattr_cache::NoXattrs;
 
 /// How long a watched node's names and attributes are kept.
@@ -101,6 +102,8 @@ pub(crate) struct Coherence {
     generation: AtomicU64,
     held: Mutex<Held>,
     no_xattrs: Arc<NoXattrs>,
+    /// Contents brought by opens, dropped by the changes of their nodes.
+    heads: Arc<Heads>,
     pub(crate) counts: Counts,
 }
 
@@ -119,6 +122,7 @@ impl Coherence {
             generation: AtomicU64::new(0),
             held: Mutex::default(),
             no_xattrs: Arc::default(),
+            heads: Arc::default(),
             counts: Counts::default(),
         }
     }
@@ -126,6 +130,11 @@ impl Coherence {
     /// The xattr cache that attribute changes correct.
     pub(super) fn no_xattrs(&self) -> Arc<NoXattrs> {
         self.no_xattrs.clone()
+    }
+
+    /// The held contents of small files that changes drop.
+    pub(crate) fn heads(&self) -> Arc<Heads> {
+        self.heads.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -227,6 +236,7 @@ impl Coherence {
     /// updates the policy (it precedes the node's reply).
     pub(crate) fn apply(&self, changes: &[Change<'_>]) -> Vec<Inval> {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.heads.changed(changes);
         let mut out = Vec::new();
         let mut dirs = HashSet::new();
         let mut h = self.lock();
@@ -305,6 +315,7 @@ impl Coherence {
     pub(crate) fn everything(&self) -> Vec<Inval> {
         self.counts.everything.fetch_add(1, Ordering::Relaxed);
         self.no_xattrs.clear();
+        self.heads.clear();
         let mut h = self.lock();
         let mut out: Vec<Inval> = h
             .names

@@ -17,11 +17,14 @@
 //! * the caller's identity (uid, gid, groups) rides with each request when
 //!   asked ([`caller`]);
 //! * on the local channel, open files come with the satellite's descriptor
-//!   for FUSE passthrough, checked before use ([`backing`]).
+//!   for FUSE passthrough, checked before use ([`backing`]);
+//! * a read-only open of a small file brings its contents, and reads on
+//!   that handle are answered here while they are current ([`heads`]).
 
 mod backing;
 mod caller;
 mod coherence;
+mod heads;
 mod lazy_dir;
 mod links;
 mod listing;
@@ -40,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
-use dockerfuse_proto::{Request, Response};
+use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
 
 pub(crate) use caller::{with_caller, Caller, CallerGuard};
 pub(crate) use coherence::{Coherence, Inval, Ttl};
@@ -48,6 +51,7 @@ pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
 
+use heads::Heads;
 use lazy_dir::LazyDirs;
 use prefetch::{Buffer, Prefetched};
 use replies::unexpected;
@@ -67,6 +71,9 @@ pub(crate) struct Options {
     pub(crate) links: Option<LinkRewrite>,
     /// Perform each request as the host user who made it (`--allow-other`).
     pub(crate) per_caller: bool,
+    /// The satellite answers `OpenSmall` (protocol 5): read-only opens of
+    /// small files bring their contents.
+    pub(crate) open_small: bool,
 }
 
 /// Outcome callback of one operation.
@@ -111,12 +118,14 @@ pub(crate) struct Core<T: Transport> {
     coherence: Arc<Coherence>,
     dirs: Arc<LazyDirs>,
     prefetched: Arc<Prefetched>,
+    heads: Arc<Heads>,
 }
 
 impl<T: Transport> Core<T> {
     pub(crate) fn new(rpc: T, opts: Options) -> Self {
         let coherence = Arc::new(Coherence::new(opts.ttl, opts.fixed_ttl));
         let no_xattrs = coherence.no_xattrs();
+        let heads = coherence.heads();
         Core {
             rpc: Arc::new(rpc),
             opts,
@@ -124,6 +133,7 @@ impl<T: Transport> Core<T> {
             coherence,
             dirs: Arc::default(),
             prefetched: Arc::default(),
+            heads,
         }
     }
 
@@ -258,6 +268,10 @@ impl<T: Transport> Core<T> {
         attr: SetAttr,
         cb: Cb<(Attr, Duration)>,
     ) {
+        let cb = match attr.size {
+            Some(_) => self.changing(cb),
+            None => cb,
+        };
         let kernel_mtime = self.opts.writeback
             && self.opts.per_caller
             && matches!(attr.mtime, Some(SetTime::At { .. }));
@@ -442,18 +456,81 @@ impl<T: Transport> Core<T> {
         f
     }
 
+    /// An operation that changes file contents in the container: held
+    /// contents go when it is sent and again before `cb` learns it is done.
+    fn changing<R: 'static>(&self, cb: Cb<R>) -> Cb<R> {
+        self.heads.clear();
+        let heads = self.heads.clone();
+        Box::new(move |r| {
+            heads.clear();
+            cb(r)
+        })
+    }
+
+    /// How long contents an open of `node` with `flags` brings may answer
+    /// reads, when such an open is worth asking for: read-only, no
+    /// O_DIRECT or O_TRUNC, no writeback cache (whose dirty pages are the
+    /// kernel's), and a TTL that is not zero.
+    fn small_open(&self, node: u64, flags: i32) -> Option<Duration> {
+        let plain = flags & libc::O_ACCMODE == libc::O_RDONLY
+            && flags & (libc::O_DIRECT | libc::O_TRUNC) == 0;
+        if !(self.opts.open_small && !self.opts.writeback && plain) {
+            return None;
+        }
+        Some(self.coherence.attr_ttl(node, libc::S_IFREG)).filter(|t| !t.is_zero())
+    }
+
     pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {
         let flags = self.open_flags(flags);
+        let cb = match flags & libc::O_TRUNC {
+            0 => cb,
+            _ => self.changing(cb),
+        };
         let rpc = self.rpc.clone();
+        let Some(lifetime) = self.small_open(node, flags) else {
+            return self.send(
+                &Request::Open { node, flags },
+                Box::new(move |r| {
+                    cb(r.and_then(replies::opened).map(|o| Opened {
+                        fh: o.fh,
+                        backing: o.fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                    }))
+                }),
+            );
+        };
+        let (heads, ticket) = (self.heads.clone(), self.heads.ticket());
+        let max = MAX_OPEN_DATA;
         self.send(
-            &Request::Open { node, flags },
+            &Request::OpenSmall { node, flags, max },
             Box::new(move |r| {
-                cb(r.and_then(replies::opened).map(|(fh, fd)| Opened {
-                    fh,
-                    backing: fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                cb(r.and_then(replies::opened).map(|o| {
+                    let fh = o.fh;
+                    match o.data {
+                        Some(d) if d.len() <= max as usize => {
+                            heads.keep(fh, node, &d, ticket, lifetime);
+                        }
+                        Some(d) => {
+                            tracing::debug!(
+                                fh,
+                                len = d.len(),
+                                "open brought more than asked: ignored"
+                            )
+                        }
+                        None => {}
+                    }
+                    Opened {
+                        fh,
+                        backing: o.fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                    }
                 }))
             }),
         )
+    }
+
+    /// The kernel reads the file `fh` without us (passthrough): its held
+    /// contents are of no use.
+    pub(crate) fn contents_unused(&self, fh: u64) {
+        self.heads.release(fh);
     }
 
     pub(crate) fn create(
@@ -471,6 +548,10 @@ impl<T: Transport> Core<T> {
             self.rpc.clone(),
         );
         let flags = self.open_flags(flags);
+        let cb = match flags & libc::O_TRUNC {
+            0 => cb,
+            _ => self.changing(cb),
+        };
         let req = Request::Create {
             parent,
             name: name.into(),
@@ -490,8 +571,12 @@ impl<T: Transport> Core<T> {
         );
     }
 
-    /// Reads up to `size` bytes; never hands on more than asked.
+    /// Reads up to `size` bytes; never hands on more than asked. Answered
+    /// here when the open brought the file's contents and they are current.
     pub(crate) fn read(&self, fh: u64, offset: u64, size: u32, cb: BytesCb) {
+        if let Some((data, range)) = self.heads.read(fh, offset, size) {
+            return cb(Ok(&data[range]));
+        }
         self.send(
             &Request::Read { fh, offset, size },
             Box::new(move |r| match r {
@@ -503,6 +588,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
+        let cb = self.changing(cb);
         let len = data.len() as u64;
         let req = Request::Write {
             fh,
@@ -524,6 +610,7 @@ impl<T: Transport> Core<T> {
     /// RELEASE is answered at once (the kernel ignores its outcome); the
     /// satellite closes the file when the request gets there.
     pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
+        self.heads.release(fh);
         self.send_and_ack(&Request::Release { fh }, cb)
     }
 
@@ -532,6 +619,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32, cb: Cb<()>) {
+        let cb = self.changing(cb);
         let req = Request::Fallocate {
             fh,
             offset,
@@ -555,6 +643,7 @@ impl<T: Transport> Core<T> {
         flags: u32,
         cb: Cb<u32>,
     ) {
+        let cb = self.changing(cb);
         let req = Request::CopyFileRange {
             fh_in,
             offset_in,

@@ -208,7 +208,8 @@ impl Fs {
 /// the end of file. False (and `buf` of no use) otherwise.
 fn whole_contents(fd: libc::c_int, max: usize, buf: &mut Vec<u8>) -> bool {
     match sys::fstat(fd) {
-        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size as u64 <= max as u64 => {}
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size as u64 <= max as u64 => {
+        }
         _ => return false,
     }
     buf.resize(max + 1, 0);

@@ -88,6 +88,7 @@ impl Served {
                 writeback: false,
                 links: None,
                 per_caller,
+                open_small: true,
             },
         );
         Served { core, rpc, child }
