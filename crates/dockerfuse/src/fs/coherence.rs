@@ -167,7 +167,11 @@ impl Coherence {
     }
 
     /// TTL of a node's attributes (`mode` tells symlinks, never watched).
+    /// The kernel is about to get them: contents held since before may be
+    /// older than what they tell it (it drops its pages on a new mtime and
+    /// reads again), so they go.
     pub(crate) fn attr_ttl(&self, node: u64, mode: u32) -> Duration {
+        self.heads.refreshed(node);
         if !self.feeding() || mode & libc::S_IFMT == libc::S_IFLNK {
             return self.short;
         }
@@ -175,6 +179,15 @@ impl Coherence {
             LONG_TTL
         } else {
             self.short
+        }
+    }
+
+    /// How long contents read now of regular file `node` may answer reads:
+    /// as long as its attributes would be kept.
+    pub(crate) fn contents_ttl(&self, node: u64) -> Duration {
+        match self.feeding() && Self::watched(&self.lock(), node) {
+            true => LONG_TTL,
+            false => self.short,
         }
     }
 

@@ -19,6 +19,12 @@
 //!   when it is sent and again when it is done: the feed does not echo
 //!   the mount's own changes, and which node a handle writes to is not
 //!   known here;
+//! * fresh attributes of the node given to the kernel (a lookup, getattr,
+//!   setattr or readdirplus reply) drop them: the kernel compares them
+//!   with its own and, seeing a new mtime or size, drops its pages and
+//!   reads again, and that read must reach the container. Without the
+//!   feed this is what bounds them (the kernel refreshes attributes past
+//!   the TTL before it reads); with it, the feed's report comes first;
 //! * any of those changes also bumps an epoch: contents whose open was in
 //!   flight across one are never kept (the satellite may have read them
 //!   before the change, which may already have been reported).
@@ -203,6 +209,15 @@ impl Heads {
         }
     }
 
+    /// The kernel gets fresh attributes of `node`: if they show a change
+    /// (a new mtime or size), it drops its cached pages and reads again,
+    /// which held contents from before must not answer.
+    pub(crate) fn refreshed(&self, node: u64) {
+        let mut t = self.lock();
+        t.epoch += 1;
+        t.drop_node(node);
+    }
+
     /// Something may have changed any file's contents: all go.
     pub(crate) fn clear(&self) {
         self.changed(&[Change::All]);
@@ -287,6 +302,14 @@ mod tests {
         assert!(h.keep(6, 13, b"y", h.ticket(), LONG));
         h.clear();
         assert_eq!(read(&h, 6, 0, 1), None);
+        // Fresh attributes for the kernel: that node's contents go.
+        assert!(h.keep(7, 14, b"z", h.ticket(), LONG));
+        assert!(h.keep(8, 15, b"z", h.ticket(), LONG));
+        let before = h.ticket();
+        h.refreshed(14);
+        assert_eq!(read(&h, 7, 0, 1), None);
+        assert!(read(&h, 8, 0, 1).is_some());
+        assert!(!h.keep(9, 15, b"z", before, LONG));
     }
 
     #[test]

@@ -477,7 +477,7 @@ impl<T: Transport> Core<T> {
         if !(self.opts.open_small && !self.opts.writeback && plain) {
             return None;
         }
-        Some(self.coherence.attr_ttl(node, libc::S_IFREG)).filter(|t| !t.is_zero())
+        Some(self.coherence.contents_ttl(node)).filter(|t| !t.is_zero())
     }
 
     pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {

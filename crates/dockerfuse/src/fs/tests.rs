@@ -254,6 +254,7 @@ fn small_files(contents: &'static [u8]) -> (Core<Canned>, Seen) {
         Request::Open { .. } => Response::Opened { fh: 6 },
         Request::Read { .. } => Response::Data(b"from satellite".as_slice().into()),
         Request::Write { data, .. } => Response::Written(data.len() as u32),
+        Request::GetAttr { .. } => Response::Attr(Attr::default()),
         _ => Response::Ok,
     })
 }
@@ -377,7 +378,16 @@ fn this_mounts_writes_and_the_feeds_changes_drop_held_contents() {
     let fh = open_fh(&c, 2, libc::O_RDONLY);
     coh.everything();
     assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
-    assert_eq!(reads_sent(&seen), 4);
+    // Fresh attributes of the node for the kernel (which then drops its
+    // pages if they show a change), and not of another.
+    let fh = open_fh(&c, 2, libc::O_RDONLY);
+    let (cb, _) = capture();
+    c.getattr(3, None, cb);
+    assert_eq!(read_bytes(&c, fh, 0, 10).unwrap(), b"old");
+    let (cb, _) = capture();
+    c.getattr(2, None, cb);
+    assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
+    assert_eq!(reads_sent(&seen), 5);
 }
 
 #[test]
