@@ -204,22 +204,33 @@ impl Fs {
 }
 
 /// Reads the whole of the regular file `fd` into `buf` if it holds at
-/// most `max` bytes: asks for `max + 1` from offset 0 and takes up to
-/// the end of file. False (and `buf` of no use) otherwise.
+/// most `max` bytes: reads from offset 0 up to the end of file, asking for
+/// one byte more than fstat's size so that the end is seen, and on up to
+/// `max + 1` bytes if the file grew meanwhile. False (and `buf` of no use)
+/// when it is larger than `max` or cannot be read.
 fn whole_contents(fd: libc::c_int, max: usize, buf: &mut Vec<u8>) -> bool {
-    match sys::fstat(fd) {
-        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size as u64 <= max as u64 => {
-        }
+    let size = match sys::fstat(fd) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => st.st_size.max(0) as u64,
         _ => return false,
+    };
+    if size > max as u64 {
+        return false;
     }
-    buf.resize(max + 1, 0);
+    let mut want = size as usize + 1;
     let mut got = 0;
-    while got < buf.len() {
-        match sys::pread(fd, &mut buf[got..], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(_) => return false,
+    loop {
+        buf.resize(want, 0);
+        while got < want {
+            match sys::pread(fd, &mut buf[got..want], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) => return false,
+            }
         }
+        if got < want || want > max {
+            break;
+        }
+        want = max + 1;
     }
     buf.truncate(got);
     got <= max
