@@ -28,7 +28,8 @@ pub use msg::*;
 /// the caller's groups, the local channel and passthrough descriptors;
 /// version 4 the change feed ([`Request::Watch`], [`Response::Changes`]);
 /// version 5 opens that bring a small file's contents
-/// ([`Request::OpenSmall`], [`Response::OpenedSmall`]).
+/// ([`Request::OpenSmall`], [`Response::OpenedSmall`]) and releases in
+/// batches ([`Request::ReleaseMany`]).
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Oldest protocol either side still speaks: a host and a satellite

@@ -250,6 +250,11 @@ pub enum Request<'a> {
         flags: i32,
         max: u32,
     },
+    /// Releases these file handles (protocol 5). Has no reply, like
+    /// `Forget`; handles that are not open are skipped.
+    ReleaseMany {
+        fhs: Vec<u64>,
+    },
 }
 
 /// File attributes as the kernel wants them; `ino` is the node id.
@@ -586,6 +591,7 @@ impl Request<'_> {
             UseChannel { fds } => UseChannel { fds },
             Watch => Watch,
             OpenSmall { node, flags, max } => OpenSmall { node, flags, max },
+            ReleaseMany { fhs } => ReleaseMany { fhs },
         }
     }
 }
@@ -810,6 +816,7 @@ mod tests {
                 flags: 0,
                 max: 10,
             },
+            Request::ReleaseMany { fhs: vec![1, 2] },
         ]
     }
 
@@ -858,6 +865,7 @@ mod tests {
             UseChannel { .. } => 37,
             Watch => 38,
             OpenSmall { .. } => 39,
+            ReleaseMany { .. } => 40,
         }
     }
 

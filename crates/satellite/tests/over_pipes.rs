@@ -350,6 +350,31 @@ fn an_open_of_a_small_file_read_only_brings_its_whole_contents() {
         open_small(&mut s, d, libc::O_RDONLY | libc::O_DIRECTORY, MAX_OPEN_DATA).1,
         None
     );
+    // A batch of releases closes each open handle and has no reply (the
+    // next reply is the next request's: `call` checks the id).
+    let (a, _) = open_small(&mut s, small, libc::O_RDONLY, MAX_OPEN_DATA);
+    let (b, _) = open_small(&mut s, empty, libc::O_RDONLY, MAX_OPEN_DATA);
+    let id = s.next;
+    s.next += 1;
+    s.send_raw(
+        id,
+        &Request::ReleaseMany {
+            fhs: vec![a, 999_999, b],
+        },
+    );
+    // (Workers run requests in parallel: the batch may come after a read.)
+    for fh in [a, b] {
+        let closed = (0..200).any(|_| {
+            let r = s.call(Request::Read {
+                fh,
+                offset: 0,
+                size: 1,
+            });
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            r == Response::Error(libc::EBADF)
+        });
+        assert!(closed, "handle {fh} is closed by the batch");
+    }
     // Errors are those of Open.
     assert_eq!(
         s.call(Request::OpenSmall {

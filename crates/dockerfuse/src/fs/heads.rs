@@ -72,9 +72,9 @@ struct Inner {
 }
 
 impl Inner {
-    fn remove(&mut self, fh: u64) {
+    fn remove(&mut self, fh: u64) -> bool {
         let Some(h) = self.files.remove(&fh) else {
-            return;
+            return false;
         };
         self.bytes -= h.data.len() + ENTRY_COST;
         if let Some(fhs) = self.by_node.get_mut(&h.node) {
@@ -83,6 +83,7 @@ impl Inner {
                 self.by_node.remove(&h.node);
             }
         }
+        true
     }
 
     fn drop_node(&mut self, node: u64) {
@@ -181,9 +182,9 @@ impl Heads {
         Some((h.data.clone(), start..end))
     }
 
-    /// The handle is released.
-    pub(crate) fn release(&self, fh: u64) {
-        self.lock().remove(fh);
+    /// The handle is released; true if its contents were held.
+    pub(crate) fn release(&self, fh: u64) -> bool {
+        self.lock().remove(fh)
     }
 
     /// Changes reported by the feed: the contents of the nodes named go,
@@ -262,7 +263,8 @@ mod tests {
     fn release_and_expiry_drop_the_contents() {
         let h = Heads::default();
         assert!(h.keep(1, 2, b"abc", h.ticket(), LONG));
-        h.release(1);
+        assert!(h.release(1));
+        assert!(!h.release(1));
         assert_eq!(read(&h, 1, 0, 3), None);
         assert_eq!(h.bytes(), 0);
         // Without the feed, contents live for the short TTL from the open.

@@ -29,6 +29,7 @@ mod lazy_dir;
 mod links;
 mod listing;
 mod prefetch;
+mod releases;
 mod replies;
 mod transport;
 mod xattr_cache;
@@ -54,6 +55,7 @@ pub use transport::{Done, Transport};
 use heads::Heads;
 use lazy_dir::LazyDirs;
 use prefetch::{Buffer, Prefetched};
+use releases::Releases;
 use replies::unexpected;
 use xattr_cache::NoXattrs;
 
@@ -119,6 +121,7 @@ pub(crate) struct Core<T: Transport> {
     dirs: Arc<LazyDirs>,
     prefetched: Arc<Prefetched>,
     heads: Arc<Heads>,
+    releases: Arc<Releases>,
 }
 
 impl<T: Transport> Core<T> {
@@ -134,6 +137,7 @@ impl<T: Transport> Core<T> {
             dirs: Arc::default(),
             prefetched: Arc::default(),
             heads,
+            releases: Arc::default(),
         }
     }
 
@@ -608,9 +612,14 @@ impl<T: Transport> Core<T> {
     }
 
     /// RELEASE is answered at once (the kernel ignores its outcome); the
-    /// satellite closes the file when the request gets there.
+    /// satellite closes the file when the request gets there, or, for a
+    /// file whose reads were answered here, with others in a batch
+    /// ([`releases`]).
     pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
-        self.heads.release(fh);
+        if self.heads.release(fh) {
+            self.releases.defer(fh, &self.rpc);
+            return cb(Ok(()));
+        }
         self.send_and_ack(&Request::Release { fh }, cb)
     }
 

@@ -284,10 +284,27 @@ fn a_small_file_read_after_its_open_needs_no_round_trip() {
     assert_eq!(read_bytes(&c, fh, 10, 4096).unwrap(), b"");
     assert_eq!(reads_sent(&seen), 0);
     // After the release, reads go to the satellite.
-    let (cb, _) = capture();
+    let (cb, got) = capture();
     c.release(fh, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
     assert_eq!(read_bytes(&c, fh, 0, 4096).unwrap(), b"from satellite");
     assert_eq!(reads_sent(&seen), 1);
+    // The release itself goes later, in a batch without a reply.
+    let batched = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|r| *r == Request::ReleaseMany { fhs: vec![5] })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !batched() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(batched());
+    let sent = seen.lock().unwrap().clone();
+    assert!(!sent
+        .iter()
+        .any(|r| matches!(unwrapped(r), Request::Release { .. })));
 }
 
 #[test]

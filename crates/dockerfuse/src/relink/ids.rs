@@ -122,7 +122,7 @@ impl Table {
     }
 
     /// The satellite's handle for one of ours: EIO for one from before.
-    fn sfh(&self, fh: u64) -> Result<u64, Errno> {
+    pub(super) fn sfh(&self, fh: u64) -> Result<u64, Errno> {
         if fh >> FH_BITS == self.epoch & 0xffff {
             Ok(fh & FH_MASK)
         } else {

@@ -428,6 +428,15 @@ fn an_open_that_brings_contents_is_translated_as_an_open() {
     };
     assert_eq!(ask(&r, read(old)), Got::Err(Errno::EIO));
     assert_eq!(ask(&r, read(new)), Got::Data(b"data".to_vec()));
+    // A batch of releases reaches the satellite with its own handle, less
+    // those of the satellite that is gone.
+    r.post(&Request::ReleaseMany {
+        fhs: vec![old, new],
+    });
+    assert_eq!(
+        take(&seen).last(),
+        Some(&Request::ReleaseMany { fhs: vec![7] })
+    );
 }
 
 #[test]
