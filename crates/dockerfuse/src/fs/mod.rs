@@ -19,7 +19,8 @@
 //! * on the local channel, open files come with the satellite's descriptor
 //!   for FUSE passthrough, checked before use ([`backing`]);
 //! * a read-only open of a small file brings its contents, and reads on
-//!   that handle are answered here while they are current ([`heads`]).
+//!   that handle are answered here while they are current ([`heads`]);
+//!   the releases of such handles go in batches ([`releases`]).
 
 mod backing;
 mod caller;
