@@ -12,7 +12,11 @@
 # reads rather than the kernel's passthrough. Prints the p50/p99
 # of the change -> visible latency (integration/coherence.py). Then the same
 # with the change feed off (--no-change-feed): each change must still show,
-# within the 1 s TTL.
+# within the 1 s TTL. Then with the feed capped at a handful of watches
+# (--max-watches 2: only the root and /tmp are watched; a full
+# fs.inotify.max_user_watches takes the same path):
+# the nodes past the cap must be announced as unwatched and their changes
+# still show within the TTL.
 #
 # Environment:
 #   DOCKERFUSE, CONTAINER, SATELLITE_ARCH, WORKDIR   as for core.sh (required)
@@ -72,6 +76,13 @@ run_coherence() {
 
 run_coherence "with the change feed" "$BOUND" feed
 run_coherence "without the change feed" 1.5 nofeed --no-change-feed
+run_coherence "with the feed capped at 2 watches" 1.5 capped --max-watches 2 -debug
+if grep -q 'node not watched: short TTL' "$DF_LOG"; then
+	pass "with 2 watches, the nodes past the cap are reported unwatched (-debug log)"
+else
+	fail "with 2 watches, no node was reported unwatched"
+	show_file "dockerfuse log" "$DF_LOG"
+fi
 # The local channel lets the kernel read open files itself (passthrough):
 # reads answered by dockerfuse, from contents an open brought, need the
 # exec stream. Once more there, with the feed, unless every mount is on it.

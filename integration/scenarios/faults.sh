@@ -11,6 +11,8 @@
 #   sigterm    SIGTERM during a large write: the write completes with all
 #              its data in the container, or fails visibly; never silent loss
 #   lazy       umount -l under the process: it exits 0 and leaves nothing
+#   full       a write into a full file system in the container fails
+#              with ENOSPC (at write(2) or, written behind, at close)
 # Detection times are printed as "# time ..." lines.
 # Environment: DOCKERFUSE, CONTAINER (running, alpine), WORKDIR; SATELLITE_ARCH optional.
 set -euo pipefail
@@ -124,6 +126,36 @@ else
 	fail "dockerfuse exits after umount -l"
 fi
 check "no satellite left after umount -l" wait_until 5 test "$(satellites_in_container)" -eq 0
+
+# --- a full file system in the container ---------------------------------------------
+log "ENOSPC: a write into a full tmpfs in the container fails visibly"
+FULL=dfit-full-$$
+on_exit "$(printf 'docker rm -f %q >/dev/null 2>&1' "$FULL")"
+labels=()
+[ -z "${DFIT_LABEL:-}" ] || labels=(--label "$DFIT_LABEL")
+image=$(docker inspect -f '{{.Config.Image}}' "$CONTAINER")
+if docker run -d --name "$FULL" "${labels[@]}" --network none --tmpfs /full:size=256k "$image" sleep infinity >/dev/null; then
+	pass "a container with a 256 KiB tmpfs at /full runs"
+	CONTAINER=$FULL mount_daemon "$MNT"
+	if [ "$DF_STATUS" -eq 0 ]; then
+		rc=0
+		out=$(dd if=/dev/zero of="$MNT/full/f" bs=4k count=256 2>&1) || rc=$?
+		check "dd of 1 MiB into it fails (exit $rc)" test "$rc" -ne 0
+		assert_match "dd says why" 'No space left on device' "$out"
+		size=0
+		cap size docker exec "$FULL" stat -c %s /full/f
+		check "the file holds at most what fits ($size bytes)" test "$size" -le 262144
+		check "the mount still answers after the error" ls "$MNT/full"
+		check "fusermount3 -u (full tmpfs)" fusermount3 -u "$MNT"
+		check "dockerfuse exits (full tmpfs)" wait_until 20 pid_gone "$DF_PID"
+	else
+		fail "mount of the container with the full tmpfs (exit $DF_STATUS)"
+		show_file "dockerfuse output" "$DF_OUT"
+	fi
+else
+	fail "a container with a 256 KiB tmpfs at /full runs"
+fi
+docker rm -f "$FULL" >/dev/null 2>&1 || true
 
 # --- nothing left behind -------------------------------------------------------------
 diff_after=$(docker diff "$CONTAINER" | sort)

@@ -70,6 +70,13 @@ pub(crate) struct Cli {
     #[arg(long, help_heading = MOUNT)]
     pub no_change_feed: bool,
 
+    /// Most inotify watches the change feed may hold in the container
+    /// (default: half of fs.inotify.max_user_watches, a budget the
+    /// container's user shares with the host). Nodes past it are cached
+    /// for the TTL only.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = MOUNT)]
+    pub max_watches: Option<u32>,
+
     /// Show absolute symlinks under the mount point (default: as they are
     /// in the container, which points into the host's tree).
     #[arg(long, help_heading = MOUNT)]
@@ -81,6 +88,12 @@ pub(crate) struct Cli {
     /// the inode (see docs/SEMANTICS.md).
     #[arg(long, help_heading = MOUNT)]
     pub writeback_cache: bool,
+
+    /// Wait for the container to take each write before write(2) returns
+    /// (default: writes are answered at once and sent in batches; an
+    /// error shows at the next write, fsync or close).
+    #[arg(long, help_heading = MOUNT)]
+    pub no_write_behind: bool,
 
     /// Docker engine to use (default: $DOCKER_HOST, else the context, else
     /// the local socket).

@@ -89,6 +89,8 @@ pub(crate) struct Launch<'a> {
     pub timeout: Duration,
     /// How long requests may wait on a silent satellite.
     pub stall: Duration,
+    /// Most inotify watches the change feed may hold (`--max-watches`).
+    pub max_watches: Option<u32>,
 }
 
 /// A running satellite.
@@ -564,12 +566,15 @@ impl Launch<'_> {
     /// Execs the satellite attached and starts its rpc on a thread of its
     /// own (the tasks are taken out of the returned [`Started`]).
     async fn start_exec(&self, path: &str) -> Result<(String, Started)> {
-        let cmd = vec![
+        let mut cmd = vec![
             path.to_owned(),
             "--delete-self".into(),
             "--root".into(),
             self.root.to_owned(),
         ];
+        if let Some(n) = self.max_watches {
+            cmd.extend(["--max-watches".into(), n.to_string()]);
+        }
         let (exec_id, output, input) = self
             .engine
             .exec_attached(self.container, cmd, self.user)

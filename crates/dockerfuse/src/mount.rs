@@ -307,6 +307,7 @@ fn launch<'a>(
         root: &target.path,
         timeout: Duration::from_secs_f64(cli.start_timeout.max(1.0)),
         stall: Duration::from_secs_f64(cli.op_timeout.max(0.2)),
+        max_watches: cli.max_watches,
     }
 }
 
@@ -382,6 +383,7 @@ fn mount_session(
         per_caller: cli.allow_other,
         // Opens that bring small files' contents came with protocol 5.
         open_small: remote.running.hello.protocol >= 5,
+        write_behind: !cli.no_write_behind,
     };
     // The feed names the satellite's node ids; with --reconnect the kernel
     // holds ids of our own (relink), so the mount keeps to the TTLs.

@@ -37,11 +37,17 @@ use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 
 fn main() {
-    let root = parse_args();
+    let args = parse_args();
+    let root = args.root;
     // Modes arrive with the caller's umask already applied by the kernel.
     sys::set_umask_zero();
     let fs = match ops::Fs::open(&root) {
-        Ok(fs) => fs,
+        Ok(fs) => {
+            if let Some(max) = args.max_watches {
+                fs.watch.set_limit(max);
+            }
+            fs
+        }
         Err(e) => {
             eprintln!(
                 "dockerfuse-satellite: cannot open {:?}: {e}",
@@ -65,11 +71,20 @@ fn main() {
     }
 }
 
-/// Reads the command line, removing the executable at `--delete-self`;
-/// returns the root to serve. Exits on an unknown argument.
-fn parse_args() -> Vec<u8> {
+/// What the command line asks for.
+struct Args {
+    /// The directory to serve (`--root`, default `/`).
+    root: Vec<u8>,
+    /// Most inotify watches the change feed may hold (`--max-watches`).
+    max_watches: Option<usize>,
+}
+
+/// Reads the command line, removing the executable at `--delete-self`.
+/// Exits on an unknown argument or a bad number.
+fn parse_args() -> Args {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut root: Vec<u8> = b"/".to_vec();
+    let mut max_watches = None;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_bytes() {
@@ -82,6 +97,19 @@ fn parse_args() -> Vec<u8> {
                 i += 1;
                 root = args[i].as_bytes().to_vec();
             }
+            b"--max-watches" if i + 1 < args.len() => {
+                i += 1;
+                match args[i].to_str().and_then(|n| n.parse::<usize>().ok()) {
+                    Some(n) if n > 0 => max_watches = Some(n),
+                    _ => {
+                        eprintln!(
+                            "dockerfuse-satellite: --max-watches needs a positive number, not {:?}",
+                            args[i]
+                        );
+                        std::process::exit(2);
+                    }
+                }
+            }
             other => {
                 eprintln!(
                     "dockerfuse-satellite: unknown argument {:?}",
@@ -92,5 +120,5 @@ fn parse_args() -> Vec<u8> {
         }
         i += 1;
     }
-    root
+    Args { root, max_watches }
 }

@@ -8,7 +8,10 @@
 //! the watch goes when the node is forgotten. A node that cannot be
 //! watched (fs.inotify.max_user_watches exhausted) is announced with
 //! `Change::Unwatched` *before* the reply that introduces it, so the host
-//! never caches it for long. The thread gathers events for a short window
+//! never caches it for long. The same happens past the satellite's own
+//! cap ([`Watch::set_limit`]; by default half of the system's
+//! max_user_watches, which the container shares with the host's root and
+//! every other container: a walk of a large tree must not starve them). The thread gathers events for a short window
 //! ([`WINDOW_MS`]), coalesces them ([`crate::coalesce`]) and sends them as
 //! `Response::Changes` frames with the reserved id `EVENT_ID`; a queue
 //! overflow becomes `Change::All`.
@@ -103,11 +106,31 @@ pub(crate) struct Watch {
     stat: OnceLock<StatNode>,
     state: Mutex<State>,
     own: Mutex<HashMap<(u64, u64), Stamp>>,
+    /// Most watches held at once (`--max-watches`); unset: half the
+    /// system's limit, read when the feed starts.
+    limit: OnceLock<usize>,
+}
+
+/// The cap when none was given: half of fs.inotify.max_user_watches (the
+/// budget is per user, shared with everything else the same uid runs),
+/// or no cap when it cannot be read.
+fn default_limit() -> usize {
+    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .map_or(usize::MAX, |n| (n / 2).max(1))
 }
 
 impl Watch {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Caps the watches held at once (the root's included); nodes past it
+    /// are unwatched, as when the system's limit is reached. Takes effect
+    /// only before the feed starts.
+    pub(crate) fn set_limit(&self, max: usize) {
+        let _ = self.limit.set(max.max(1));
     }
 
     /// Whether the feed was turned on.
@@ -191,6 +214,7 @@ impl Watch {
         if self.sink.get().is_none() {
             return Err(Errno::ENOSYS);
         }
+        let _ = self.limit.set(default_limit());
         let ino = Inotify::new()?;
         let wd = ino.add(root_fd, DIR_MASK)?;
         {
@@ -239,7 +263,13 @@ impl Watch {
             return false;
         }
         let is_dir = kind == libc::S_IFDIR;
-        match ino.add(fd, if is_dir { DIR_MASK } else { FILE_MASK }) {
+        let limit = self.limit.get().copied().unwrap_or(usize::MAX);
+        let added = if s.wd_of.len() >= limit {
+            Err(Errno(libc::ENOSPC))
+        } else {
+            ino.add(fd, if is_dir { DIR_MASK } else { FILE_MASK })
+        };
+        match added {
             Ok(wd) => {
                 if let Some((other, _)) = s.node_of.insert(wd, (node, is_dir)) {
                     // The same inode under another node id cannot happen

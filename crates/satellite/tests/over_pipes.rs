@@ -23,8 +23,18 @@ impl Sat {
 
     /// Starts it with RLIMIT_NOFILE set to `nofile` (soft and hard).
     fn start_with_nofile(root: &std::path::Path, nofile: Option<u64>) -> (Sat, SatelliteHello) {
+        Sat::start_with(root, nofile, &[])
+    }
+
+    /// Starts it with RLIMIT_NOFILE `nofile` and more arguments.
+    fn start_with(
+        root: &std::path::Path,
+        nofile: Option<u64>,
+        args: &[&str],
+    ) -> (Sat, SatelliteHello) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockerfuse-satellite"));
-        cmd.arg("--root")
+        cmd.args(args)
+            .arg("--root")
             .arg(root)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
@@ -1222,6 +1232,62 @@ impl Sat {
         }
         got
     }
+}
+
+#[test]
+fn past_its_watch_cap_a_node_is_announced_unwatched_before_its_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["a", "b", "c"] {
+        std::fs::write(dir.path().join(f), b"x").unwrap();
+    }
+    // The root's watch and one more.
+    let (mut s, _) = Sat::start_with(dir.path(), None, &["--max-watches", "2"]);
+    assert_eq!(s.call(Request::Watch), Response::Ok);
+    let mut unwatched = Vec::new();
+    let mut nodes = Vec::new();
+    for (i, f) in ["a", "b", "c"].into_iter().enumerate() {
+        let id = 500 + i as u64;
+        s.send_raw(
+            id,
+            &Request::Lookup {
+                parent: ROOT_NODE,
+                name: name(f),
+            },
+        );
+        loop {
+            let got = read_frame(&mut s.output, &mut s.buf).unwrap().unwrap();
+            match into_static(decode(&s.buf).unwrap()) {
+                Response::Changes(v) if got == EVENT_ID => unwatched.extend(v),
+                Response::Entry(e) if got == id => {
+                    nodes.push(e.node);
+                    break;
+                }
+                other => panic!("frame {got}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        unwatched,
+        vec![
+            Change::Unwatched { node: nodes[1] },
+            Change::Unwatched { node: nodes[2] }
+        ]
+    );
+    // The watched one still reports its changes.
+    std::fs::write(dir.path().join("a"), b"changed").unwrap();
+    let c = s.next_changes(std::time::Duration::from_secs(5));
+    assert!(c.contains(&Change::Data { node: nodes[0] }), "{c:?}");
+}
+
+#[test]
+fn a_bad_watch_cap_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dockerfuse-satellite"))
+        .args(["--max-watches", "0", "--root", "/"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-watches needs a positive number"));
 }
 
 #[test]

@@ -20,7 +20,9 @@
 //!   for FUSE passthrough, checked before use ([`backing`]);
 //! * a read-only open of a small file brings its contents, and reads on
 //!   that handle are answered here while they are current ([`heads`]);
-//!   the releases of such handles go in batches ([`releases`]).
+//!   the releases of such handles go in batches ([`releases`]);
+//! * writes are answered at once and sent in batches, other requests
+//!   waiting for the writes before them ([`write_behind`]).
 
 mod backing;
 mod caller;
@@ -33,6 +35,7 @@ mod prefetch;
 mod releases;
 mod replies;
 mod transport;
+mod write_behind;
 mod xattr_cache;
 
 #[cfg(test)]
@@ -58,6 +61,7 @@ use lazy_dir::LazyDirs;
 use prefetch::{Buffer, Prefetched};
 use releases::Releases;
 use replies::unexpected;
+use write_behind::{Accepted, WriteBehind};
 use xattr_cache::NoXattrs;
 
 /// Caching and I/O choices of a mount.
@@ -77,6 +81,9 @@ pub(crate) struct Options {
     /// The satellite answers `OpenSmall` (protocol 5): read-only opens of
     /// small files bring their contents.
     pub(crate) open_small: bool,
+    /// Answer writes at once and send them in batches (not with
+    /// `per_caller`: a batch has one identity).
+    pub(crate) write_behind: bool,
 }
 
 /// Outcome callback of one operation.
@@ -123,6 +130,7 @@ pub(crate) struct Core<T: Transport> {
     prefetched: Arc<Prefetched>,
     heads: Arc<Heads>,
     releases: Arc<Releases>,
+    behind: Option<Arc<WriteBehind>>,
 }
 
 impl<T: Transport> Core<T> {
@@ -130,8 +138,25 @@ impl<T: Transport> Core<T> {
         let coherence = Arc::new(Coherence::new(opts.ttl, opts.fixed_ttl));
         let no_xattrs = coherence.no_xattrs();
         let heads = coherence.heads();
+        let rpc = Arc::new(rpc);
+        let behind = (opts.write_behind && !opts.per_caller && !opts.writeback).then(|| {
+            let rpc = rpc.clone();
+            let send: write_behind::SendBatch = Arc::new(move |fh, offset, data, done| {
+                let len = data.len() as u64;
+                let req = Request::Write {
+                    fh,
+                    offset,
+                    data: data.into(),
+                };
+                rpc.call(
+                    &req,
+                    Box::new(move |r| done(r.and_then(|r| replies::written(r, len)))),
+                )
+            });
+            Arc::new(WriteBehind::new(send))
+        });
         Core {
-            rpc: Arc::new(rpc),
+            rpc,
             opts,
             no_xattrs,
             coherence,
@@ -139,6 +164,7 @@ impl<T: Transport> Core<T> {
             prefetched: Arc::default(),
             heads,
             releases: Arc::default(),
+            behind,
         }
     }
 
@@ -169,7 +195,7 @@ impl<T: Transport> Core<T> {
             .then(caller::current)
             .flatten();
         match caller {
-            Some(c) => self.rpc.call(
+            Some(c) => self.dispatch(
                 &Request::As {
                     uid: c.uid,
                     gid: c.gid,
@@ -178,7 +204,18 @@ impl<T: Transport> Core<T> {
                 },
                 done,
             ),
-            None => self.rpc.call(req, done),
+            None => self.dispatch(req, done),
+        }
+    }
+
+    /// Sends `req` once the writes accepted before it have landed.
+    fn dispatch(&self, req: &Request<'_>, done: Done) {
+        match &self.behind {
+            Some(b) if !b.is_idle() => {
+                let (rpc, req) = (self.rpc.clone(), req.clone().into_owned());
+                b.after_writes(Box::new(move || rpc.call(&req, done)))
+            }
+            _ => self.rpc.call(req, done),
         }
     }
 
@@ -215,7 +252,7 @@ impl<T: Transport> Core<T> {
 
     /// Sends a request whose outcome nobody waits for and answers `cb` now.
     fn send_and_ack(&self, req: &Request<'_>, cb: Cb<()>) {
-        self.rpc.call(req, Box::new(|_| {}));
+        self.dispatch(req, Box::new(|_| {}));
         cb(Ok(()))
     }
 
@@ -491,14 +528,19 @@ impl<T: Transport> Core<T> {
             0 => cb,
             _ => self.changing(cb),
         };
-        let rpc = self.rpc.clone();
+        let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
         let Some(lifetime) = self.small_open(node, flags) else {
             return self.send(
                 &Request::Open { node, flags },
                 Box::new(move |r| {
-                    cb(r.and_then(replies::opened).map(|o| Opened {
-                        fh: o.fh,
-                        backing: o.fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                    cb(r.and_then(replies::opened).map(|o| {
+                        if let Some(b) = behind {
+                            b.opened(o.fh, flags & libc::O_APPEND != 0);
+                        }
+                        Opened {
+                            fh: o.fh,
+                            backing: o.fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                        }
                     }))
                 }),
             );
@@ -522,6 +564,9 @@ impl<T: Transport> Core<T> {
                             )
                         }
                         None => {}
+                    }
+                    if let Some(b) = behind {
+                        b.opened(fh, flags & libc::O_APPEND != 0);
                     }
                     Opened {
                         fh,
@@ -552,6 +597,7 @@ impl<T: Transport> Core<T> {
             name.to_vec(),
             self.rpc.clone(),
         );
+        let behind = self.behind.clone();
         let flags = self.open_flags(flags);
         let cb = match flags & libc::O_TRUNC {
             0 => cb,
@@ -570,6 +616,9 @@ impl<T: Transport> Core<T> {
                     let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
                     cache.note(&e, ttl.attr);
                     let backing = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    if let Some(b) = behind {
+                        b.opened(fh, flags & libc::O_APPEND != 0);
+                    }
                     (e, ttl, Opened { fh, backing })
                 }))
             }),
@@ -594,6 +643,13 @@ impl<T: Transport> Core<T> {
 
     pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
         let cb = self.changing(cb);
+        if let Some(b) = &self.behind {
+            match b.write(fh, offset, data) {
+                Accepted::Queued(n) => return cb(Ok(n)),
+                Accepted::Failed(e) => return cb(Err(e)),
+                Accepted::Full => {}
+            }
+        }
         let len = data.len() as u64;
         let req = Request::Write {
             fh,
@@ -606,25 +662,44 @@ impl<T: Transport> Core<T> {
         );
     }
 
-    /// FLUSH needs no round trip: the satellite's flush closes nothing and
-    /// writes are already in the container when they are acknowledged.
-    pub(crate) fn flush(&self, _fh: u64, cb: Cb<()>) {
-        cb(Ok(()))
+    /// FLUSH needs no round trip: the satellite's flush closes nothing.
+    /// It waits for the handle's writes still behind, and reports their
+    /// error (close(2) returns it).
+    pub(crate) fn flush(&self, fh: u64, cb: Cb<()>) {
+        match self.behind.clone() {
+            Some(b) => b
+                .clone()
+                .after_writes(Box::new(move || cb(b.take_error(fh).map_or(Ok(()), Err)))),
+            None => cb(Ok(())),
+        }
     }
 
     /// RELEASE is answered at once (the kernel ignores its outcome); the
-    /// satellite closes the file when the request gets there, or, for a
-    /// file whose reads were answered here, with others in a batch
-    /// ([`releases`]).
+    /// satellite closes the file when the request gets there, after the
+    /// handle's writes, or, for a file whose reads were answered here (it
+    /// was opened read-only), with others in a batch ([`releases`]).
     pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
         if self.heads.release(fh) {
+            if let Some(b) = &self.behind {
+                b.forget(fh);
+            }
             self.releases.defer(fh, &self.rpc);
             return cb(Ok(()));
         }
-        self.send_and_ack(&Request::Release { fh }, cb)
+        let Some(b) = self.behind.clone() else {
+            return self.send_and_ack(&Request::Release { fh }, cb);
+        };
+        self.dispatch(&Request::Release { fh }, Box::new(move |_| b.forget(fh)));
+        cb(Ok(()))
     }
 
+    /// FSYNC also reports the error of a write sent behind.
     pub(crate) fn fsync(&self, fh: u64, datasync: bool, cb: Cb<()>) {
+        let behind = self.behind.clone();
+        let cb: Cb<()> = Box::new(move |r| match behind.and_then(|b| b.take_error(fh)) {
+            Some(e) => cb(Err(e)),
+            None => cb(r),
+        });
         self.call(Request::Fsync { fh, datasync }, replies::ok, cb)
     }
 
@@ -692,12 +767,18 @@ impl<T: Transport> Core<T> {
         if !LazyDirs::is_host(fh) {
             return self.send(&req(fh), done);
         }
-        let rpc = self.rpc.clone();
+        let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
         self.dirs.with_remote(
             &self.rpc,
             fh,
             Box::new(move |r| match r {
-                Ok(remote) => rpc.call(&req(remote), done),
+                Ok(remote) => {
+                    let req = req(remote);
+                    match behind {
+                        Some(b) => b.after_writes(Box::new(move || rpc.call(&req, done))),
+                        None => rpc.call(&req, done),
+                    }
+                }
                 Err(e) => done(Err(e)),
             }),
         );

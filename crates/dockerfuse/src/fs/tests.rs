@@ -48,6 +48,7 @@ fn opts() -> Options {
         links: None,
         per_caller: true,
         open_small: true,
+        write_behind: false,
     }
 }
 

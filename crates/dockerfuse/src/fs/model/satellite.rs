@@ -89,6 +89,7 @@ impl Served {
                 links: None,
                 per_caller,
                 open_small: true,
+                write_behind: true,
             },
         );
         Served { core, rpc, child }

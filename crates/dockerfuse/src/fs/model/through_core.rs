@@ -144,13 +144,17 @@ impl<'a> Driver<'a> {
     /// Releases a slot's handle and forgets its node.
     fn close(&mut self, slot: usize) -> Result<(), Errno> {
         let o = self.slots[slot].take().ok_or(Errno::EBADF)?;
-        if o.dir {
-            wait(|cb| self.core.releasedir(o.fh, cb))?;
+        // As close(2) through the kernel: FLUSH (a write's error shows
+        // here), then RELEASE.
+        let flushed = if o.dir {
+            wait(|cb| self.core.releasedir(o.fh, cb))
         } else {
+            let f = wait(|cb| self.core.flush(o.fh, cb));
             wait(|cb| self.core.release(o.fh, cb))?;
-        }
+            f
+        };
         self.core.forget(vec![(o.node, 1)]);
-        Ok(())
+        flushed
     }
 
     fn slot(&self, slot: usize) -> Result<&Open, Errno> {
@@ -275,8 +279,9 @@ impl<'a> Driver<'a> {
         let e = self.walk(path, true)?;
         let fh = wait(|cb| self.core.open(e.node, flags, cb))?.fh;
         let r = f(self.core, e.node, fh);
+        let flushed = wait(|cb| self.core.flush(fh, cb));
         wait(|cb| self.core.release(fh, cb))?;
-        r
+        r.and_then(|r| flushed.map(|()| r))
     }
 
     fn setattr(&mut self, path: &str, follow: bool, attr: SetAttr) -> Result<Attr, Errno> {

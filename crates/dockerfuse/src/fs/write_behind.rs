@@ -1,0 +1,433 @@
+//! Write-behind: the kernel's WRITE requests are answered at once and
+//! reach the satellite in batches.
+//!
+//! Without the kernel's writeback cache (which would make it ignore size
+//! and mtime changes made in the container), every `write(2)` through the
+//! mount is one WRITE request, and waiting for the satellite's answer to
+//! each costs a round trip: `dd bs=4k` crawls. Here a WRITE is accepted
+//! into a per-handle queue (contiguous writes merged, up to [`BATCH`]
+//! bytes) and answered. A handle sends its batches in order, up to
+//! [`IN_FLIGHT`] at once as long as none overlaps one in flight (so
+//! overlapping writes land in order); a handle opened `O_APPEND`, or one
+//! not known to be otherwise, has one in flight at a time (the satellite
+//! appends each where the file ends then).
+//!
+//! What keeps this correct:
+//! * every other request waits until the writes accepted before it were
+//!   acknowledged ([`WriteBehind::after_writes`]): a read, stat, rename or
+//!   truncation sees them all, in the container too;
+//! * an error of a batch is kept on its handle and reported by the next
+//!   write or FLUSH/FSYNC of it (close(2) returns it), as with the kernel's
+//!   own writeback cache;
+//! * bytes held are bounded ([`LIMIT`]): past it a write waits for the
+//!   queues to drain and goes through as before.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use dockerfuse_proto::{Errno, MAX_IO};
+
+/// Largest batch (the satellite's largest write).
+pub(super) const BATCH: usize = MAX_IO as usize;
+/// Bytes accepted and not yet acknowledged, across all handles.
+pub(super) const LIMIT: usize = 32 << 20;
+/// Batches of one handle in flight at once (when they do not overlap).
+pub(super) const IN_FLIGHT: usize = 3;
+
+/// Something to run once earlier writes are acknowledged.
+pub(super) type Then = Box<dyn FnOnce() + Send>;
+/// Sends one batch (handle, offset, bytes); calls back with the bytes the
+/// satellite says it wrote, or its error.
+pub(super) type SendBatch =
+    Arc<dyn Fn(u64, u64, &[u8], Box<dyn FnOnce(Result<u32, Errno>) + Send>) + Send + Sync>;
+
+/// What became of a write offered to [`WriteBehind::write`].
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Accepted {
+    /// Queued: answer the kernel with this count now.
+    Queued(u32),
+    /// An earlier batch of this handle failed.
+    Failed(Errno),
+    /// Too much is held: send this write the old way, after the others.
+    Full,
+}
+
+/// One run of contiguous bytes waiting to be sent, and the sequence
+/// numbers of the writes in it.
+struct Run {
+    offset: u64,
+    data: Vec<u8>,
+    seqs: Vec<u64>,
+}
+
+#[derive(Default)]
+struct File {
+    queue: VecDeque<Run>,
+    /// Byte ranges of the batches in flight.
+    in_flight: Vec<(u64, u64)>,
+    /// Not opened `O_APPEND`: several batches may be in flight.
+    positioned: bool,
+    error: Option<Errno>,
+}
+
+#[derive(Default)]
+struct Inner {
+    files: HashMap<u64, File>,
+    /// Sequence numbers of the writes accepted and not acknowledged.
+    open: BTreeSet<u64>,
+    next: u64,
+    bytes: usize,
+    /// Requests waiting for the writes accepted before them.
+    waiting: VecDeque<(u64, Then)>,
+}
+
+impl Inner {
+    /// The waiting requests whose writes are all acknowledged, in order.
+    fn ready(&mut self) -> Vec<Then> {
+        let first_open = self.open.first().copied().unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(upto, _)| *upto <= first_open)
+        {
+            out.extend(self.waiting.pop_front().map(|(_, t)| t));
+        }
+        out
+    }
+
+    /// The next batch of `fh` to send, if it has one and none in flight.
+    fn next_batch(&mut self, fh: u64) -> Option<(u64, Vec<u8>, Vec<u64>)> {
+        let f = self.files.get_mut(&fh)?;
+        let most = if f.positioned { IN_FLIGHT } else { 1 };
+        let run = f.queue.front()?;
+        let range = (run.offset, run.offset + run.data.len() as u64);
+        if f.in_flight.len() >= most || f.in_flight.iter().any(|&(a, b)| a < range.1 && range.0 < b)
+        {
+            return None;
+        }
+        let run = f.queue.pop_front()?;
+        f.in_flight.push(range);
+        Some((run.offset, run.data, run.seqs))
+    }
+}
+
+/// The write-behind queues of one mount.
+pub(super) struct WriteBehind {
+    inner: Mutex<Inner>,
+    send: SendBatch,
+}
+
+impl WriteBehind {
+    pub(super) fn new(send: SendBatch) -> Self {
+        WriteBehind {
+            inner: Mutex::default(),
+            send,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `fh` was opened without `O_APPEND`: its batches may overlap in time.
+    pub(super) fn opened(&self, fh: u64, append: bool) {
+        let mut g = self.lock();
+        let f = g.files.entry(fh).or_default();
+        f.positioned = !append;
+    }
+
+    /// Offers a write of `data` at `offset` on handle `fh`.
+    pub(super) fn write(self: &Arc<Self>, fh: u64, offset: u64, data: &[u8]) -> Accepted {
+        let mut g = self.lock();
+        if let Some(e) = g.files.get_mut(&fh).and_then(|f| f.error.take()) {
+            return Accepted::Failed(e);
+        }
+        if g.bytes + data.len() > LIMIT || data.len() > BATCH {
+            return Accepted::Full;
+        }
+        let seq = g.next;
+        g.next += 1;
+        g.open.insert(seq);
+        g.bytes += data.len();
+        let f = g.files.entry(fh).or_default();
+        match f.queue.back_mut() {
+            Some(r)
+                if r.offset + r.data.len() as u64 == offset
+                    && r.data.len() + data.len() <= BATCH =>
+            {
+                r.data.extend_from_slice(data);
+                r.seqs.push(seq);
+            }
+            _ => f.queue.push_back(Run {
+                offset,
+                data: data.to_vec(),
+                seqs: vec![seq],
+            }),
+        }
+        let batch = g.next_batch(fh);
+        drop(g);
+        if let Some(b) = batch {
+            self.dispatch(fh, b);
+        }
+        Accepted::Queued(data.len() as u32)
+    }
+
+    fn dispatch(self: &Arc<Self>, fh: u64, (offset, data, seqs): (u64, Vec<u8>, Vec<u64>)) {
+        let me = self.clone();
+        let send = self.send.clone();
+        let data = Arc::new(data);
+        let kept = data.clone();
+        send(
+            fh,
+            offset,
+            &data,
+            Box::new(move |r| me.landed(fh, offset, kept, seqs, r)),
+        );
+    }
+
+    /// A batch of `fh` came back.
+    fn landed(
+        self: &Arc<Self>,
+        fh: u64,
+        offset: u64,
+        data: Arc<Vec<u8>>,
+        seqs: Vec<u64>,
+        r: Result<u32, Errno>,
+    ) {
+        let mut g = self.lock();
+        let (error, rest) = match r {
+            Ok(n) if n as usize >= data.len() => (None, None),
+            // A short write (a file system filling up): the rest goes
+            // again, as write(2) callers loop, to get the real error.
+            Ok(n) if n > 0 => (None, Some(n as usize)),
+            Ok(_) => (Some(Errno::EIO), None),
+            Err(e) => (Some(e), None),
+        };
+        g.bytes = g.bytes.saturating_sub(rest.unwrap_or(data.len()));
+        // (A handle with a batch in flight is always there.)
+        let settled = match g.files.get_mut(&fh) {
+            Some(f) => {
+                let range = (offset, offset + data.len() as u64);
+                if let Some(i) = f.in_flight.iter().position(|&r| r == range) {
+                    f.in_flight.swap_remove(i);
+                }
+                if f.error.is_none() {
+                    f.error = error;
+                }
+                match rest {
+                    Some(n) => {
+                        f.queue.push_front(Run {
+                            offset: offset + n as u64,
+                            data: data[n..].to_vec(),
+                            seqs,
+                        });
+                        Vec::new()
+                    }
+                    None => seqs,
+                }
+            }
+            None => seqs,
+        };
+        for s in &settled {
+            g.open.remove(s);
+        }
+        let batches: Vec<_> = std::iter::from_fn(|| g.next_batch(fh)).collect();
+        let ready = g.ready();
+        drop(g);
+        for b in batches {
+            self.dispatch(fh, b);
+        }
+        for t in ready {
+            t();
+        }
+    }
+
+    /// Runs `then` once every write accepted so far is acknowledged (at
+    /// once when none is pending).
+    pub(super) fn after_writes(&self, then: Then) {
+        let mut g = self.lock();
+        let upto = g.next;
+        if g.open.first().is_none_or(|&first| first >= upto) {
+            drop(g);
+            return then();
+        }
+        g.waiting.push_back((upto, then));
+    }
+
+    /// No write is waiting or in flight (a request may go at once).
+    pub(super) fn is_idle(&self) -> bool {
+        self.lock().open.is_empty()
+    }
+
+    /// The error kept for `fh` (reported once).
+    pub(super) fn take_error(&self, fh: u64) -> Option<Errno> {
+        self.lock().files.get_mut(&fh).and_then(|f| f.error.take())
+    }
+
+    /// The handle is released (after its writes landed): forget it.
+    pub(super) fn forget(&self, fh: u64) {
+        let mut g = self.lock();
+        if g.files
+            .get(&fh)
+            .is_some_and(|f| f.in_flight.is_empty() && f.queue.is_empty())
+        {
+            g.files.remove(&fh);
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Done = Box<dyn FnOnce(Result<u32, Errno>) + Send>;
+    type Sent = Arc<Mutex<Vec<(u64, u64, Vec<u8>, Done)>>>;
+
+    fn wb() -> (Arc<WriteBehind>, Sent) {
+        let sent: Sent = Arc::default();
+        let s = sent.clone();
+        let w = WriteBehind::new(Arc::new(move |fh, off, data, done| {
+            s.lock().unwrap().push((fh, off, data.to_vec(), done))
+        }));
+        (Arc::new(w), sent)
+    }
+
+    /// Completes the oldest batch sent with `r` (or its full length).
+    fn complete(sent: &Sent, r: Option<Result<u32, Errno>>) -> (u64, u64, Vec<u8>) {
+        let (fh, off, data, done) = sent.lock().unwrap().remove(0);
+        done(r.unwrap_or(Ok(data.len() as u32)));
+        (fh, off, data)
+    }
+
+    #[test]
+    fn contiguous_writes_are_batched_behind_the_one_in_flight() {
+        let (w, sent) = wb();
+        assert_eq!(w.write(1, 0, b"aa"), Accepted::Queued(2));
+        assert_eq!(w.write(1, 2, b"bb"), Accepted::Queued(2));
+        assert_eq!(w.write(1, 4, b"cc"), Accepted::Queued(2));
+        // Not contiguous: a run of its own.
+        assert_eq!(w.write(1, 100, b"zz"), Accepted::Queued(2));
+        assert_eq!(sent.lock().unwrap().len(), 1);
+        assert_eq!(complete(&sent, None), (1, 0, b"aa".to_vec()));
+        assert_eq!(complete(&sent, None), (1, 2, b"bbcc".to_vec()));
+        assert_eq!(complete(&sent, None), (1, 100, b"zz".to_vec()));
+        assert!(sent.lock().unwrap().is_empty());
+        assert_eq!(w.held(), 0);
+    }
+
+    #[test]
+    fn a_positioned_handle_has_several_batches_in_flight_unless_they_overlap() {
+        let (w, sent) = wb();
+        w.opened(1, false);
+        let big = vec![1u8; BATCH];
+        for i in 0..5u64 {
+            w.write(1, i * BATCH as u64, &big);
+        }
+        assert_eq!(sent.lock().unwrap().len(), IN_FLIGHT);
+        // Overlapping the first, in flight: waits for it.
+        w.write(1, 10, b"x");
+        complete(&sent, None);
+        let offsets: Vec<u64> = sent.lock().unwrap().iter().map(|s| s.1).collect();
+        assert_eq!(offsets, [BATCH as u64, 2 * BATCH as u64, 3 * BATCH as u64]);
+        complete(&sent, None);
+        complete(&sent, None);
+        complete(&sent, None);
+        let offsets: Vec<u64> = sent.lock().unwrap().iter().map(|s| s.1).collect();
+        assert_eq!(offsets, [4 * BATCH as u64, 10]);
+        // O_APPEND: one at a time.
+        w.opened(2, true);
+        w.write(2, 0, b"a");
+        w.write(2, 100, b"b");
+        assert_eq!(sent.lock().unwrap().iter().filter(|s| s.0 == 2).count(), 1);
+    }
+
+    #[test]
+    fn handles_have_a_batch_in_flight_each() {
+        let (w, sent) = wb();
+        w.write(1, 0, b"a");
+        w.write(2, 0, b"b");
+        assert_eq!(sent.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn other_requests_wait_for_the_writes_before_them_only() {
+        let (w, sent) = wb();
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let r = ran.clone();
+        w.after_writes(Box::new(move || r.lock().unwrap().push("idle")));
+        assert_eq!(*ran.lock().unwrap(), ["idle"]);
+        w.write(1, 0, b"a");
+        w.write(2, 0, b"b");
+        let r = ran.clone();
+        w.after_writes(Box::new(move || r.lock().unwrap().push("after a, b")));
+        // A later write does not hold it back.
+        w.write(3, 0, b"c");
+        complete(&sent, None);
+        assert_eq!(ran.lock().unwrap().len(), 1);
+        complete(&sent, None);
+        assert_eq!(*ran.lock().unwrap(), ["idle", "after a, b"]);
+        complete(&sent, None);
+    }
+
+    #[test]
+    fn an_error_is_reported_once_by_the_next_write_or_flush() {
+        let (w, sent) = wb();
+        w.write(1, 0, b"abc");
+        complete(&sent, Some(Err(Errno(28))));
+        assert_eq!(w.write(1, 3, b"d"), Accepted::Failed(Errno(28)));
+        assert_eq!(w.write(1, 3, b"d"), Accepted::Queued(1));
+        complete(&sent, Some(Ok(0)));
+        assert_eq!(w.take_error(1), Some(Errno::EIO));
+        assert_eq!(w.take_error(1), None);
+    }
+
+    #[test]
+    fn the_rest_of_a_short_write_goes_again_and_brings_its_error() {
+        let (w, sent) = wb();
+        w.write(1, 10, b"abcdef");
+        let done = Arc::new(Mutex::new(false));
+        let d = done.clone();
+        w.after_writes(Box::new(move || *d.lock().unwrap() = true));
+        complete(&sent, Some(Ok(4)));
+        assert!(!*done.lock().unwrap());
+        let (_, off, data, cb) = sent.lock().unwrap().remove(0);
+        assert_eq!((off, data.as_slice()), (14, &b"ef"[..]));
+        cb(Err(Errno(28)));
+        assert!(*done.lock().unwrap());
+        assert_eq!(w.take_error(1), Some(Errno(28)));
+        assert_eq!(w.held(), 0);
+    }
+
+    #[test]
+    fn bytes_held_are_bounded() {
+        let (w, sent) = wb();
+        let chunk = vec![0u8; BATCH];
+        for i in 0..LIMIT / BATCH {
+            assert_eq!(
+                w.write(1, (i * BATCH) as u64, &chunk),
+                Accepted::Queued(BATCH as u32)
+            );
+        }
+        assert_eq!(w.write(1, LIMIT as u64, b"x"), Accepted::Full);
+        assert_eq!(w.write(2, 0, &vec![0u8; BATCH + 1]), Accepted::Full);
+        complete(&sent, None);
+        assert_eq!(w.write(1, LIMIT as u64, b"x"), Accepted::Queued(1));
+    }
+
+    #[test]
+    fn a_released_handle_is_forgotten_once_idle() {
+        let (w, sent) = wb();
+        w.write(1, 0, b"a");
+        w.forget(1);
+        assert!(w.lock().files.contains_key(&1));
+        complete(&sent, None);
+        w.forget(1);
+        assert!(w.lock().files.is_empty());
+    }
+}
