@@ -7,9 +7,15 @@ change; the host, which holds the directory listed, the names looked up
 the mount and directly (/proc/<pid>/root of the container) until each
 shows the change. The delay between the two is the change -> visible
 latency. Each change must show within --bound seconds and stay visible (no
-stale data afterwards). Prints one line per failure and a summary line:
+stale data afterwards). A second file, rewritten in place along with the
+first and read by nothing else, is held open read-only through the mount
+from before its first rewrite (as `exec 3< file` does): each rewrite must
+show through that descriptor too, within the same bound (its contents may
+have come with the open and must not outlive a change). Prints one line
+per failure and a summary line:
 
-    coherence: N changes, p50 X ms, p99 Y ms, max Z ms, F failures
+    coherence: N changes, p50 X ms, p99 Y ms, max Z ms, R reads through a
+    held descriptor, F failures
 
 Exit status 0 when every change showed in time, 1 otherwise, 2 on misuse.
 """
@@ -107,12 +113,14 @@ class Holder(threading.Thread):
 
 
 def steps(c, r):
-    """(description, container command, predicate on a base dir) of round r.
+    """(description, container command, predicate on a base dir, alone) of
+    round r.
 
     c: the test directory in the container; the predicates are evaluated
-    through the mount and directly.
+    through the mount and directly. alone: what the held descriptor of
+    k{r}/x must read after the change (None: not checked).
     """
-    cf, cg, cd = f"{c}/f{r}", f"{c}/g{r}", f"{c}/d{r}"
+    cf, cg, cd, ck = f"{c}/f{r}", f"{c}/g{r}", f"{c}/d{r}", f"{c}/k{r}/x"
 
     def on(pred):
         def at(h):
@@ -122,10 +130,14 @@ def steps(c, r):
         return at
 
     return [
-        ("create a file", f"printf one > {cf}", on(lambda f, g, d: read(f) == b"one")),
-        ("rewrite it, same size", f"printf two > {cf}", on(lambda f, g, d: read(f) == b"two")),
-        ("append to it", f"printf more >> {cf}", on(lambda f, g, d: read(f) == b"twomore")),
-        ("truncate it", f"truncate -s 2 {cf}", on(lambda f, g, d: read(f) == b"tw")),
+        ("create a file", f"printf one > {cf} && mkdir {c}/k{r} && printf one > {ck}",
+         on(lambda f, g, d: read(f) == b"one"), b"one"),
+        ("rewrite it, same size", f"printf two > {cf} && printf two > {ck}",
+         on(lambda f, g, d: read(f) == b"two"), b"two"),
+        ("append to it", f"printf more >> {cf} && printf more >> {ck}",
+         on(lambda f, g, d: read(f) == b"twomore"), b"twomore"),
+        ("truncate it", f"truncate -s 2 {cf} && truncate -s 2 {ck}",
+         on(lambda f, g, d: read(f) == b"tw"), b"tw"),
         ("chmod it", f"chmod 600 {cf}", on(lambda f, g, d: mode(f) == 0o600)),
         ("set its mtime", f"touch -d '2001-02-03 04:05:06' {cf}",
          on(lambda f, g, d: int(os.stat(f).st_mtime) == calendar.timegm((2001, 2, 3, 4, 5, 6, 0, 0, 0)))),
@@ -141,7 +153,7 @@ def steps(c, r):
         ("add a symlink", f"ln -s target {cd}/l", on(lambda f, g, d: os.readlink(f"{d}/l") == "target")),
         ("add a hard link", f"ln {cg} {cd}/hard", on(lambda f, g, d: os.stat(g).st_nlink == 2)),
         ("remove a file", f"rm {cg}", on(lambda f, g, d: not exists(g) and os.stat(f"{d}/hard").st_nlink == 1)),
-        ("remove the directory", f"rm -r {cd}", on(lambda f, g, d: not exists(d))),
+        ("remove the directory", f"rm -r {cd} {c}/k{r}", on(lambda f, g, d: not exists(d))),
     ]
 
 
@@ -162,11 +174,12 @@ def main():
     sh = Shell(args.container)
     holder = Holder(h)
     holder.start()
-    lat, failures = [], 0
-    held = None
+    lat, failures, alone_reads = [], 0, 0
+    held = alone = None
     try:
         for r in range(args.rounds):
-            for desc, cmd, pred in steps(args.container_dir, r):
+            for desc, cmd, pred, *want in steps(args.container_dir, r):
+                want = want[0] if want else None
                 # Prime the caches with the state before the change: the
                 # predicate is false now (absent names become negative
                 # entries, attributes and pages get cached).
@@ -175,15 +188,27 @@ def main():
                     os.listdir(h)
                 if held is None and exists(f"{h}/f{r}"):
                     held = open(f"{h}/f{r}", "rb")
+                if alone is None and exists(f"{h}/k{r}/x"):
+                    alone = os.open(f"{h}/k{r}/x", os.O_RDONLY)
+                if alone is not None:
+                    attempt(lambda: os.pread(alone, 64, 0))
+                check_alone = want is not None and alone is not None
                 sh.start(cmd)
-                direct = seen = None
+                direct = seen = alone_seen = alone_last = None
                 deadline = time.time() + args.bound + 10
-                while time.time() < deadline and seen is None:
+                while time.time() < deadline and (seen is None or (check_alone and alone_seen is None)):
                     now = time.time()
                     if direct is None and attempt(lambda: pred(d)):
                         direct = now
-                    if attempt(lambda: pred(h)):
+                    if seen is None and attempt(lambda: pred(h)):
                         seen = time.time()
+                    if check_alone and alone_seen is None:
+                        try:
+                            alone_last = os.pread(alone, 64, 0)
+                        except OSError as e:
+                            alone_last = e
+                        if alone_last == want:
+                            alone_seen = time.time()
                     if held is not None:
                         try:
                             os.pread(held.fileno(), 16, 0)
@@ -206,6 +231,16 @@ def main():
                 if delay > args.bound:
                     failures += 1
                     print(f"round {r}: {desc}: visible after {delay * 1000:.0f} ms (bound {args.bound * 1000:.0f} ms)")
+                if check_alone:
+                    if alone_seen is None:
+                        failures += 1
+                        print(f"round {r}: {desc}: the descriptor held open still reads {alone_last!r}, not {want!r}")
+                    elif alone_seen - direct > args.bound:
+                        failures += 1
+                        print(f"round {r}: {desc}: the descriptor held open read the change after "
+                              f"{(alone_seen - direct) * 1000:.0f} ms (bound {args.bound * 1000:.0f} ms)")
+                    else:
+                        alone_reads += 1
                 # No stale data afterwards.
                 for _ in range(20):
                     if not attempt(lambda: pred(h)):
@@ -216,6 +251,9 @@ def main():
             if held is not None:
                 held.close()
                 held = None
+            if alone is not None:
+                os.close(alone)
+                alone = None
     finally:
         holder.stop = True
         sh.close()
@@ -226,8 +264,12 @@ def main():
 
     print(
         f"coherence: {len(lat)} changes, p50 {pct(0.5):.1f} ms, p99 {pct(0.99):.1f} ms, "
-        f"max {pct(1.0):.1f} ms, {failures} failures"
+        f"max {pct(1.0):.1f} ms, {alone_reads} reads through a held descriptor, {failures} failures"
     )
+    # Each round rewrites the held file three times.
+    if alone_reads < 3 * args.rounds and not failures:
+        print(f"coherence: only {alone_reads} of {3 * args.rounds} rewrites were read through a held descriptor")
+        return 1
     return 1 if failures else 0
 
 

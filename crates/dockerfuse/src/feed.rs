@@ -92,6 +92,8 @@ impl Feed {
             }
             _ => {
                 debug!("change frame undecodable, too large or over the queue's budget: invalidating everything");
+                // Held file contents go now, not when the notifier gets here.
+                self.coherence.heads().clear();
                 self.overflowed.store(true, Ordering::SeqCst);
                 self.coherence.lost();
                 let _ = self.tx.try_send((Vec::new(), 0));

@@ -412,6 +412,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
                     };
                     match mode {
                         Mode::Passthrough(b) => {
+                            core.contents_unused(o.fh);
                             reply.opened_passthrough(fh, FopenFlags::empty(), &b)
                         }
                         // The kernel drops cached pages itself when it sees

@@ -381,6 +381,8 @@ fn mount_session(
         writeback: cli.writeback_cache,
         links,
         per_caller: cli.allow_other,
+        // Opens that bring small files' contents came with protocol 5.
+        open_small: remote.running.hello.protocol >= 5,
         write_behind: !cli.no_write_behind,
     };
     // The feed names the satellite's node ids; with --reconnect the kernel

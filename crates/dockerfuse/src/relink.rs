@@ -389,6 +389,15 @@ impl<T: Transport + Ends> Transport for Relink<T> {
     }
 
     fn post(&self, req: &Request<'_>) {
+        if let Request::ReleaseMany { fhs } = req {
+            // Handles of a satellite that is gone have nothing to release.
+            let st = self.lock();
+            let fhs: Vec<u64> = fhs.iter().filter_map(|&f| st.ids.sfh(f).ok()).collect();
+            if let (Some(rpc), false) = (&st.current, fhs.is_empty()) {
+                rpc.post(&Request::ReleaseMany { fhs });
+            }
+            return;
+        }
         let Request::Forget { nodes } = req else {
             return;
         };
@@ -415,7 +424,7 @@ fn replayable(req: &Request<'_>) -> bool {
         | R::GetXattr { .. }
         | R::ListXattr { .. }
         | R::OpenDir { .. } => true,
-        R::Open { flags, .. } => flags & libc::O_CREAT == 0,
+        R::Open { flags, .. } | R::OpenSmall { flags, .. } => flags & libc::O_CREAT == 0,
         _ => false,
     }
 }

@@ -26,8 +26,11 @@ pub use msg::*;
 
 /// Version of the wire protocol; both hellos carry it. Version 3 added
 /// the caller's groups, the local channel and passthrough descriptors;
-/// version 4 the change feed ([`Request::Watch`], [`Response::Changes`]).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// version 4 the change feed ([`Request::Watch`], [`Response::Changes`]);
+/// version 5 opens that bring a small file's contents
+/// ([`Request::OpenSmall`], [`Response::OpenedSmall`]) and releases in
+/// batches ([`Request::ReleaseMany`]).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Oldest protocol either side still speaks: a host and a satellite
 /// agree on the lower of their two versions, and nothing newer than that
@@ -37,6 +40,10 @@ pub const MIN_PROTOCOL_VERSION: u32 = 3;
 /// Largest read or write carried in one request (FUSE's max_write with
 /// max_pages = 256).
 pub const MAX_IO: u32 = 1 << 20;
+
+/// Most bytes of contents an [`Response::OpenedSmall`] carries: a file
+/// up to this size comes whole with its open.
+pub const MAX_OPEN_DATA: u32 = 64 * 1024;
 
 /// Most supplementary groups a [`Request::As`] carries (a caller in more
 /// is sent with its first `MAX_GROUPS`, as the kernel lists them).

@@ -241,6 +241,20 @@ pub enum Request<'a> {
     /// the nodes the kernel holds and sends [`Response::Changes`] frames
     /// with id [`crate::EVENT_ID`]. An error reply means there is no feed.
     Watch,
+    /// [`Request::Open`] that may bring the file's whole contents
+    /// (protocol 5): answered by [`Response::OpenedSmall`], with the data
+    /// when the open is read-only, the file regular and at most `max`
+    /// bytes long (the satellite caps `max` at [`crate::MAX_OPEN_DATA`]).
+    OpenSmall {
+        node: u64,
+        flags: i32,
+        max: u32,
+    },
+    /// Releases these file handles (protocol 5). Has no reply, like
+    /// `Forget`; handles that are not open are skipped.
+    ReleaseMany {
+        fhs: Vec<u64>,
+    },
 }
 
 /// File attributes as the kernel wants them; `ino` is the node id.
@@ -342,6 +356,15 @@ pub enum Response<'a> {
     /// Unsolicited (frame id [`crate::EVENT_ID`]): changes seen in the
     /// container since the last batch.
     Changes(Vec<Change<'a>>),
+    /// Answer to [`Request::OpenSmall`]: the handle, the descriptor number
+    /// as [`Response::OpenedFd`] carries it (after `UseChannel { fds:
+    /// true }`), and the file's whole contents at the time of the open
+    /// when they fit the request's `max` (`None`: read them as usual).
+    OpenedSmall {
+        fh: u64,
+        fd: Option<u32>,
+        data: Option<Cow<'a, [u8]>>,
+    },
 }
 
 /// One change the satellite saw in the container, on nodes the kernel
@@ -567,6 +590,8 @@ impl Request<'_> {
             OpenChannel => OpenChannel,
             UseChannel { fds } => UseChannel { fds },
             Watch => Watch,
+            OpenSmall { node, flags, max } => OpenSmall { node, flags, max },
+            ReleaseMany { fhs } => ReleaseMany { fhs },
         }
     }
 }
@@ -625,6 +650,11 @@ mod tests {
         round_trip_req(Request::OpenChannel);
         round_trip_req(Request::UseChannel { fds: true });
         round_trip_req(Request::Watch);
+        round_trip_req(Request::OpenSmall {
+            node: 4,
+            flags: 0,
+            max: 65536,
+        });
         round_trip_req(Request::As {
             uid: 1000,
             gid: 100,
@@ -781,6 +811,12 @@ mod tests {
             Request::OpenChannel,
             Request::UseChannel { fds: true },
             Request::Watch,
+            Request::OpenSmall {
+                node: 2,
+                flags: 0,
+                max: 10,
+            },
+            Request::ReleaseMany { fhs: vec![1, 2] },
         ]
     }
 
@@ -828,6 +864,8 @@ mod tests {
             OpenChannel => 36,
             UseChannel { .. } => 37,
             Watch => 38,
+            OpenSmall { .. } => 39,
+            ReleaseMany { .. } => 40,
         }
     }
 
@@ -897,6 +935,16 @@ mod tests {
         round_trip_resp(Response::Data(vec![1, 2, 3].into()));
         round_trip_resp(Response::Channel { fd: 9 });
         round_trip_resp(Response::OpenedFd { fh: 4, fd: 12 });
+        round_trip_resp(Response::OpenedSmall {
+            fh: 4,
+            fd: Some(12),
+            data: Some(b"whole file".as_slice().into()),
+        });
+        round_trip_resp(Response::OpenedSmall {
+            fh: 5,
+            fd: None,
+            data: None,
+        });
         round_trip_resp(Response::CreatedFd {
             entry: Entry {
                 node: 3,

@@ -56,6 +56,11 @@ pub(crate) fn opened(fh: u64, fd: RawFd) -> Response<'static> {
     }
 }
 
+/// The descriptor number an open reply reports, when it reports one.
+pub(crate) fn reported_fd(fd: RawFd) -> Option<u32> {
+    REPORT_FDS.load(Ordering::Relaxed).then_some(fd as u32)
+}
+
 /// The reply to a create.
 pub(crate) fn created(entry: Entry, fh: u64, fd: RawFd) -> Response<'static> {
     if REPORT_FDS.load(Ordering::Relaxed) {

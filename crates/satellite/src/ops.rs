@@ -62,6 +62,14 @@ impl Fs {
         }
     }
 
+    /// Closes each handle of `fhs` that is open (a batch of releases has
+    /// no reply, so nothing to say of the others).
+    pub(crate) fn release_many(&self, fhs: &[u64]) {
+        for &fh in fhs {
+            let _ = self.handles.remove(fh);
+        }
+    }
+
     /// Runs one request. `buf` is the worker's reusable buffer; data
     /// replies borrow from it.
     pub(crate) fn handle<'b>(&self, req: Request<'_>, buf: &'b mut Vec<u8>) -> Response<'b> {
@@ -71,8 +79,8 @@ impl Fs {
         }
     }
 
-    /// Hands a request to its method. Forget never gets here: the worker
-    /// runs it, as it has no reply. (A table, one request a line, kept
+    /// Hands a request to its method. Forget and ReleaseMany never get
+    /// here: the worker runs them, as they have no reply. (A table, one request a line, kept
     /// from rustfmt's one-field-a-line layout of long patterns.)
     #[rustfmt::skip]
     fn dispatch<'b>(&self, req: Request<'_>, buf: &'b mut Vec<u8>) -> SysResult<Response<'b>> {
@@ -92,6 +100,7 @@ impl Fs {
             }
             R::Link { node, new_parent, new_name } => self.link(node, new_parent, &new_name),
             R::Open { node, flags } => self.open_file(node, flags),
+            R::OpenSmall { node, flags, max } => self.open_small(node, flags, max, buf),
             R::Create { parent, name, mode, flags } => self.create(parent, &name, mode, flags),
             R::Read { fh, offset, size } => self.read(fh, offset, size, buf),
             R::Write { fh, offset, data } => self.write(fh, offset, &data),
@@ -114,7 +123,9 @@ impl Fs {
             }
             R::RemovePaths { paths } => Ok(remove_paths(&paths)),
             R::As { uid, gid, groups, req } => self.as_user((uid, gid, &groups), *req, buf),
-            R::Hello(_) | R::Shutdown | R::Forget { .. } => Err(Errno::EINVAL),
+            R::Hello(_) | R::Shutdown | R::Forget { .. } | R::ReleaseMany { .. } => {
+                Err(Errno::EINVAL)
+            }
             R::OpenChannel | R::UseChannel { .. } => Err(Errno::EINVAL),
             R::Watch => self.start_watch().map(|()| Response::Ok),
         }

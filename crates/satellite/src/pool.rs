@@ -168,11 +168,16 @@ fn next_job(sh: &Shared) -> Job {
     q.jobs.pop_front().expect("not empty")
 }
 
-/// Decodes and runs one request and sends its response; a forget has none.
+/// Decodes and runs one request and sends its response; a forget or a
+/// batch of releases has none.
 fn run(sh: &Shared, job: &Job, data: &mut Vec<u8>, scratch: &mut Vec<u8>) {
     let resp = match frame::decode::<Request<'_>>(&job.frame) {
         Ok(Request::Forget { nodes }) => {
             sh.fs.forget(&nodes);
+            None
+        }
+        Ok(Request::ReleaseMany { fhs }) => {
+            sh.fs.release_many(&fhs);
             None
         }
         Ok(req) => Some(sh.fs.handle(req, data)),

@@ -137,6 +137,11 @@ fn into_static(r: Response<'_>) -> Response<'static> {
         Response::Channel { fd } => Response::Channel { fd },
         Response::OpenedFd { fh, fd } => Response::OpenedFd { fh, fd },
         Response::CreatedFd { entry, fh, fd } => Response::CreatedFd { entry, fh, fd },
+        Response::OpenedSmall { fh, fd, data } => Response::OpenedSmall {
+            fh,
+            fd,
+            data: data.map(|d| d.into_owned().into()),
+        },
         Response::Changes(v) => Response::Changes(
             v.into_iter()
                 .map(|c| match c {
@@ -233,6 +238,31 @@ fn the_conversation_moves_to_the_channel_and_opens_carry_descriptors() {
     use std::io::Read;
     (&file).read_to_string(&mut text).unwrap();
     assert_eq!(text, "through the kernel");
+    // An open with contents carries both.
+    frame.clear();
+    encode(
+        42,
+        &Request::OpenSmall {
+            node: f.node,
+            flags: libc::O_RDONLY,
+            max: MAX_OPEN_DATA,
+        },
+        &mut frame,
+    )
+    .unwrap();
+    sock_in.write_all(&frame).unwrap();
+    assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(42));
+    match decode::<Response<'_>>(&buf).unwrap() {
+        Response::OpenedSmall {
+            fh,
+            fd: Some(_),
+            data: Some(d),
+        } => {
+            assert!(fh > 0);
+            assert_eq!(&d[..], b"through the kernel");
+        }
+        other => panic!("expected an open with a descriptor and contents, got {other:?}"),
+    }
     // A second switch is refused.
     frame.clear();
     encode(41, &Request::OpenChannel, &mut frame).unwrap();
@@ -247,6 +277,128 @@ fn the_conversation_moves_to_the_channel_and_opens_carry_descriptors() {
     drop(sock_out);
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// An OpenSmall's handle and data (its descriptor is never reported
+/// without the channel).
+fn open_small(s: &mut Sat, node: u64, flags: i32, max: u32) -> (u64, Option<Vec<u8>>) {
+    match s.call(Request::OpenSmall { node, flags, max }) {
+        Response::OpenedSmall { fh, fd: None, data } => (fh, data.map(|d| d.into_owned())),
+        other => panic!("expected an open with contents, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_open_of_a_small_file_read_only_brings_its_whole_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("small"), b"a small file").unwrap();
+    std::fs::write(p.join("empty"), b"").unwrap();
+    let exact = vec![7u8; MAX_OPEN_DATA as usize];
+    std::fs::write(p.join("exact"), &exact).unwrap();
+    std::fs::write(p.join("large"), vec![1u8; MAX_OPEN_DATA as usize + 1]).unwrap();
+    std::fs::create_dir(p.join("dir")).unwrap();
+    let (mut s, _) = Sat::start(p);
+    let node = |s: &mut Sat, n: &str| {
+        s.entry(Request::Lookup {
+            parent: ROOT_NODE,
+            name: name(n),
+        })
+        .node
+    };
+    let small = node(&mut s, "small");
+    let (fh, data) = open_small(&mut s, small, libc::O_RDONLY, MAX_OPEN_DATA);
+    assert_eq!(data.as_deref(), Some(&b"a small file"[..]));
+    // The handle is a real one: a read through it agrees.
+    assert_eq!(
+        s.call(Request::Read {
+            fh,
+            offset: 2,
+            size: 100
+        }),
+        Response::Data(b"small file".to_vec().into())
+    );
+    assert_eq!(s.call(Request::Release { fh }), Response::Ok);
+    // Larger than `max`: nothing (and exactly `max`: all of it).
+    assert_eq!(open_small(&mut s, small, libc::O_RDONLY, 5).1, None);
+    assert_eq!(
+        open_small(&mut s, small, libc::O_RDONLY, 12).1.as_deref(),
+        Some(&b"a small file"[..])
+    );
+    let empty = node(&mut s, "empty");
+    assert_eq!(
+        open_small(&mut s, empty, libc::O_RDONLY, 10).1,
+        Some(Vec::new())
+    );
+    // The satellite never sends more than MAX_OPEN_DATA, whatever is asked.
+    let exact_node = node(&mut s, "exact");
+    assert_eq!(
+        open_small(&mut s, exact_node, libc::O_RDONLY, u32::MAX).1,
+        Some(exact)
+    );
+    let large = node(&mut s, "large");
+    assert_eq!(open_small(&mut s, large, libc::O_RDONLY, u32::MAX).1, None);
+    // Open for writing: no contents, but a working handle.
+    let (fh, data) = open_small(&mut s, small, libc::O_RDWR, MAX_OPEN_DATA);
+    assert_eq!(data, None);
+    assert_eq!(
+        s.call(Request::Write {
+            fh,
+            offset: 0,
+            data: name("A"),
+        }),
+        Response::Written(1)
+    );
+    assert_eq!(
+        open_small(&mut s, small, libc::O_WRONLY, MAX_OPEN_DATA).1,
+        None
+    );
+    assert_eq!(std::fs::read(p.join("small")).unwrap(), b"A small file");
+    // A directory is no regular file.
+    let d = node(&mut s, "dir");
+    assert_eq!(
+        open_small(&mut s, d, libc::O_RDONLY | libc::O_DIRECTORY, MAX_OPEN_DATA).1,
+        None
+    );
+    // A batch of releases closes each open handle and has no reply (the
+    // next reply is the next request's: `call` checks the id).
+    let (a, _) = open_small(&mut s, small, libc::O_RDONLY, MAX_OPEN_DATA);
+    let (b, _) = open_small(&mut s, empty, libc::O_RDONLY, MAX_OPEN_DATA);
+    let id = s.next;
+    s.next += 1;
+    s.send_raw(
+        id,
+        &Request::ReleaseMany {
+            fhs: vec![a, 999_999, b],
+        },
+    );
+    // (Workers run requests in parallel: the batch may come after a read.)
+    for fh in [a, b] {
+        let closed = (0..200).any(|_| {
+            let r = s.call(Request::Read {
+                fh,
+                offset: 0,
+                size: 1,
+            });
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            r == Response::Error(libc::EBADF)
+        });
+        assert!(closed, "handle {fh} is closed by the batch");
+    }
+    // Errors are those of Open.
+    assert_eq!(
+        s.call(Request::OpenSmall {
+            node: 999,
+            flags: libc::O_RDONLY,
+            max: 10
+        }),
+        s.call(Request::Open {
+            node: 999,
+            flags: libc::O_RDONLY
+        })
+    );
+    drop(s.input);
+    assert!(s.child.wait().unwrap().success());
 }
 
 fn name(s: &str) -> std::borrow::Cow<'_, [u8]> {
@@ -629,6 +781,11 @@ fn random_requests_get_answers_and_never_kill_it() {
             1 => Request::GetAttr {
                 node: a,
                 fh: Some(b),
+            },
+            2 if c % 3 == 0 => Request::OpenSmall {
+                node: a,
+                flags: (c % 4) as i32,
+                max: (c >> 8) as u32,
             },
             2 => Request::Open {
                 node: a,

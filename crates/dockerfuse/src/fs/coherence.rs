@@ -23,6 +23,7 @@ use std::time::Duration;
 use dockerfuse_proto::{Change, ROOT_NODE};
 
 use super::dir_names::DirNames;
+use super::heads::Heads;
 use super::xattr_cache::NoXattrs;
 
 /// How long a watched node's names and attributes are kept.
@@ -106,6 +107,8 @@ pub(crate) struct Coherence {
     no_xattrs: Arc<NoXattrs>,
     /// Names of directories listed completely while watched.
     listings: DirNames,
+    /// Contents brought by opens, dropped by the changes of their nodes.
+    heads: Arc<Heads>,
     pub(crate) counts: Counts,
 }
 
@@ -125,6 +128,7 @@ impl Coherence {
             held: Mutex::default(),
             no_xattrs: Arc::default(),
             listings: DirNames::default(),
+            heads: Arc::default(),
             counts: Counts::default(),
         }
     }
@@ -132,6 +136,11 @@ impl Coherence {
     /// The xattr cache that attribute changes correct.
     pub(super) fn no_xattrs(&self) -> Arc<NoXattrs> {
         self.no_xattrs.clone()
+    }
+
+    /// The held contents of small files that changes drop.
+    pub(crate) fn heads(&self) -> Arc<Heads> {
+        self.heads.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -164,7 +173,11 @@ impl Coherence {
     }
 
     /// TTL of a node's attributes (`mode` tells symlinks, never watched).
+    /// The kernel is about to get them: contents held since before may be
+    /// older than what they tell it (it drops its pages on a new mtime and
+    /// reads again), so they go.
     pub(crate) fn attr_ttl(&self, node: u64, mode: u32) -> Duration {
+        self.heads.refreshed(node);
         if !self.feeding() || mode & libc::S_IFMT == libc::S_IFLNK {
             return self.short;
         }
@@ -172,6 +185,15 @@ impl Coherence {
             LONG_TTL
         } else {
             self.short
+        }
+    }
+
+    /// How long contents read now of regular file `node` may answer reads:
+    /// as long as its attributes would be kept.
+    pub(crate) fn contents_ttl(&self, node: u64) -> Duration {
+        match self.feeding() && Self::watched(&self.lock(), node) {
+            true => LONG_TTL,
+            false => self.short,
         }
     }
 
@@ -268,6 +290,7 @@ impl Coherence {
     pub(crate) fn apply(&self, changes: &[Change<'_>]) -> Vec<Inval> {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.listings.changed(changes);
+        self.heads.changed(changes);
         let mut out = Vec::new();
         let mut dirs = HashSet::new();
         let mut h = self.lock();
@@ -347,6 +370,7 @@ impl Coherence {
         self.counts.everything.fetch_add(1, Ordering::Relaxed);
         self.no_xattrs.clear();
         self.listings.drop_all();
+        self.heads.clear();
         let mut h = self.lock();
         let mut out: Vec<Inval> = h
             .names

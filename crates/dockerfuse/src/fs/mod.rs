@@ -20,6 +20,9 @@
 //!   asked ([`caller`]);
 //! * on the local channel, open files come with the satellite's descriptor
 //!   for FUSE passthrough, checked before use ([`backing`]);
+//! * a read-only open of a small file brings its contents, and reads on
+//!   that handle are answered here while they are current ([`heads`]);
+//!   the releases of such handles go in batches ([`releases`]);
 //! * writes are answered at once and sent in batches, other requests
 //!   waiting for the writes before them ([`write_behind`]).
 
@@ -27,10 +30,12 @@ mod backing;
 mod caller;
 mod coherence;
 mod dir_names;
+mod heads;
 mod lazy_dir;
 mod links;
 mod listing;
 mod prefetch;
+mod releases;
 mod replies;
 mod transport;
 mod write_behind;
@@ -46,7 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
-use dockerfuse_proto::{Request, Response};
+use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
 
 pub(crate) use caller::{with_caller, Caller, CallerGuard};
 pub(crate) use coherence::{Coherence, Inval, Ttl};
@@ -54,8 +59,10 @@ pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
 
+use heads::Heads;
 use lazy_dir::LazyDirs;
 use prefetch::{Buffer, Prefetched};
+use releases::Releases;
 use replies::unexpected;
 use write_behind::{Accepted, WriteBehind};
 use xattr_cache::NoXattrs;
@@ -74,6 +81,9 @@ pub(crate) struct Options {
     pub(crate) links: Option<LinkRewrite>,
     /// Perform each request as the host user who made it (`--allow-other`).
     pub(crate) per_caller: bool,
+    /// The satellite answers `OpenSmall` (protocol 5): read-only opens of
+    /// small files bring their contents.
+    pub(crate) open_small: bool,
     /// Answer writes at once and send them in batches (not with
     /// `per_caller`: a batch has one identity).
     pub(crate) write_behind: bool,
@@ -121,6 +131,8 @@ pub(crate) struct Core<T: Transport> {
     coherence: Arc<Coherence>,
     dirs: Arc<LazyDirs>,
     prefetched: Arc<Prefetched>,
+    heads: Arc<Heads>,
+    releases: Arc<Releases>,
     behind: Option<Arc<WriteBehind>>,
 }
 
@@ -128,6 +140,7 @@ impl<T: Transport> Core<T> {
     pub(crate) fn new(rpc: T, opts: Options) -> Self {
         let coherence = Arc::new(Coherence::new(opts.ttl, opts.fixed_ttl));
         let no_xattrs = coherence.no_xattrs();
+        let heads = coherence.heads();
         let rpc = Arc::new(rpc);
         let behind = (opts.write_behind && !opts.per_caller && !opts.writeback).then(|| {
             let rpc = rpc.clone();
@@ -152,6 +165,8 @@ impl<T: Transport> Core<T> {
             coherence,
             dirs: Arc::default(),
             prefetched: Arc::default(),
+            heads,
+            releases: Arc::default(),
             behind,
         }
     }
@@ -331,6 +346,10 @@ impl<T: Transport> Core<T> {
         attr: SetAttr,
         cb: Cb<(Attr, Duration)>,
     ) {
+        let cb = match attr.size {
+            Some(_) => self.changing(cb),
+            None => cb,
+        };
         let kernel_mtime = self.opts.writeback
             && self.opts.per_caller
             && matches!(attr.mtime, Some(SetTime::At { .. }));
@@ -543,23 +562,89 @@ impl<T: Transport> Core<T> {
         f
     }
 
+    /// An operation that changes file contents in the container: held
+    /// contents go when it is sent and again before `cb` learns it is done.
+    fn changing<R: 'static>(&self, cb: Cb<R>) -> Cb<R> {
+        self.heads.clear();
+        let heads = self.heads.clone();
+        Box::new(move |r| {
+            heads.clear();
+            cb(r)
+        })
+    }
+
+    /// How long contents an open of `node` with `flags` brings may answer
+    /// reads, when such an open is worth asking for: read-only, no
+    /// O_DIRECT or O_TRUNC, no writeback cache (whose dirty pages are the
+    /// kernel's), and a TTL that is not zero.
+    fn small_open(&self, node: u64, flags: i32) -> Option<Duration> {
+        let plain = flags & libc::O_ACCMODE == libc::O_RDONLY
+            && flags & (libc::O_DIRECT | libc::O_TRUNC) == 0;
+        if !(self.opts.open_small && !self.opts.writeback && plain) {
+            return None;
+        }
+        Some(self.coherence.contents_ttl(node)).filter(|t| !t.is_zero())
+    }
+
     pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {
         let flags = self.open_flags(flags);
+        let cb = match flags & libc::O_TRUNC {
+            0 => cb,
+            _ => self.changing(cb),
+        };
         let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
+        let Some(lifetime) = self.small_open(node, flags) else {
+            return self.send(
+                &Request::Open { node, flags },
+                Box::new(move |r| {
+                    cb(r.and_then(replies::opened).map(|o| {
+                        if let Some(b) = behind {
+                            b.opened(o.fh, flags & libc::O_APPEND != 0);
+                        }
+                        Opened {
+                            fh: o.fh,
+                            backing: o.fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                        }
+                    }))
+                }),
+            );
+        };
+        let (heads, ticket) = (self.heads.clone(), self.heads.ticket());
+        let max = MAX_OPEN_DATA;
         self.send(
-            &Request::Open { node, flags },
+            &Request::OpenSmall { node, flags, max },
             Box::new(move |r| {
-                cb(r.and_then(replies::opened).map(|(fh, fd)| {
+                cb(r.and_then(replies::opened).map(|o| {
+                    let fh = o.fh;
+                    match o.data {
+                        Some(d) if d.len() <= max as usize => {
+                            heads.keep(fh, node, &d, ticket, lifetime);
+                        }
+                        Some(d) => {
+                            tracing::debug!(
+                                fh,
+                                len = d.len(),
+                                "open brought more than asked: ignored"
+                            )
+                        }
+                        None => {}
+                    }
                     if let Some(b) = behind {
                         b.opened(fh, flags & libc::O_APPEND != 0);
                     }
                     Opened {
                         fh,
-                        backing: fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                        backing: o.fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
                     }
                 }))
             }),
         )
+    }
+
+    /// The kernel reads the file `fh` without us (passthrough): its held
+    /// contents are of no use.
+    pub(crate) fn contents_unused(&self, fh: u64) {
+        self.heads.release(fh);
     }
 
     pub(crate) fn create(
@@ -579,6 +664,10 @@ impl<T: Transport> Core<T> {
         let behind = self.behind.clone();
         let cb = self.noting(parent, name, true, cb);
         let flags = self.open_flags(flags);
+        let cb = match flags & libc::O_TRUNC {
+            0 => cb,
+            _ => self.changing(cb),
+        };
         let req = Request::Create {
             parent,
             name: name.into(),
@@ -601,8 +690,12 @@ impl<T: Transport> Core<T> {
         );
     }
 
-    /// Reads up to `size` bytes; never hands on more than asked.
+    /// Reads up to `size` bytes; never hands on more than asked. Answered
+    /// here when the open brought the file's contents and they are current.
     pub(crate) fn read(&self, fh: u64, offset: u64, size: u32, cb: BytesCb) {
+        if let Some((data, range)) = self.heads.read(fh, offset, size) {
+            return cb(Ok(&data[range]));
+        }
         self.send(
             &Request::Read { fh, offset, size },
             Box::new(move |r| match r {
@@ -614,6 +707,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
+        let cb = self.changing(cb);
         if let Some(b) = &self.behind {
             match b.write(fh, offset, data) {
                 Accepted::Queued(n) => return cb(Ok(n)),
@@ -647,8 +741,16 @@ impl<T: Transport> Core<T> {
 
     /// RELEASE is answered at once (the kernel ignores its outcome); the
     /// satellite closes the file when the request gets there, after the
-    /// handle's writes.
+    /// handle's writes, or, for a file whose reads were answered here (it
+    /// was opened read-only), with others in a batch ([`releases`]).
     pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
+        if self.heads.release(fh) {
+            if let Some(b) = &self.behind {
+                b.forget(fh);
+            }
+            self.releases.defer(fh, &self.rpc);
+            return cb(Ok(()));
+        }
         let Some(b) = self.behind.clone() else {
             return self.send_and_ack(&Request::Release { fh }, cb);
         };
@@ -667,6 +769,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32, cb: Cb<()>) {
+        let cb = self.changing(cb);
         let req = Request::Fallocate {
             fh,
             offset,
@@ -690,6 +793,7 @@ impl<T: Transport> Core<T> {
         flags: u32,
         cb: Cb<u32>,
     ) {
+        let cb = self.changing(cb);
         let req = Request::CopyFileRange {
             fh_in,
             offset_in,

@@ -5,6 +5,8 @@
 //! node id 0 is refused, an errno outside 1..4096 becomes EIO, a count
 //! larger than what was sent is refused.
 
+use std::borrow::Cow;
+
 use dockerfuse_proto::{Attr, Entry, Errno, Response, StatFs};
 
 /// The errno a response of the wrong kind stands for.
@@ -52,14 +54,26 @@ pub(super) fn fh(r: Response<'_>) -> Result<u64, Errno> {
     }
 }
 
-/// An open file's handle, and the satellite's descriptor number of it
-/// when the reply carries one.
-pub(super) fn opened(r: Response<'_>) -> Result<(u64, Option<u32>), Errno> {
-    match r {
-        Response::Opened { fh } => Ok((fh, None)),
-        Response::OpenedFd { fh, fd } => Ok((fh, Some(fd))),
-        r => Err(unexpected(r)),
-    }
+/// What an open's reply carries.
+pub(super) struct OpenReply<'a> {
+    pub(super) fh: u64,
+    /// The satellite's descriptor number of the file.
+    pub(super) fd: Option<u32>,
+    /// The file's contents (the caller checks their length against what
+    /// it asked).
+    pub(super) data: Option<Cow<'a, [u8]>>,
+}
+
+/// An open file's handle, with its descriptor number and contents when
+/// the reply carries them.
+pub(super) fn opened(r: Response<'_>) -> Result<OpenReply<'_>, Errno> {
+    let (fh, fd, data) = match r {
+        Response::Opened { fh } => (fh, None, None),
+        Response::OpenedFd { fh, fd } => (fh, Some(fd), None),
+        Response::OpenedSmall { fh, fd, data } => (fh, fd, data),
+        r => return Err(unexpected(r)),
+    };
+    Ok(OpenReply { fh, fd, data })
 }
 
 pub(super) fn created(r: Response<'_>) -> Result<(Entry, u64, Option<u32>), Errno> {

@@ -47,6 +47,7 @@ fn opts() -> Options {
         writeback: false,
         links: None,
         per_caller: true,
+        open_small: true,
         write_behind: false,
     }
 }
@@ -219,6 +220,192 @@ fn read_never_returns_more_than_asked_and_write_counts_are_checked() {
     let (cb, got) = capture();
     c.copy_file_range((3, 0), (4, 0), 10, 0, cb);
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+}
+
+/// What a read through the core hands over (`None`: an error).
+fn read_bytes<T: Transport>(c: &Core<T>, fh: u64, offset: u64, size: u32) -> Option<Vec<u8>> {
+    let got = Arc::new(Mutex::new(None));
+    let g = got.clone();
+    c.read(
+        fh,
+        offset,
+        size,
+        Box::new(move |r| *g.lock().unwrap() = r.ok().map(<[u8]>::to_vec)),
+    );
+    let r = got.lock().unwrap().take();
+    r
+}
+
+fn open_fh<T: Transport>(c: &Core<T>, node: u64, flags: i32) -> u64 {
+    let (cb, got) = capture();
+    c.open(node, flags, Box::new(move |r| cb(r.map(|o| o.fh))));
+    let fh = got.lock().unwrap().take();
+    fh.expect("answered").expect("opened")
+}
+
+/// A satellite whose small files hold `contents`; reads of the handle
+/// answer `from satellite`.
+fn small_files(contents: &'static [u8]) -> (Core<Canned>, Seen) {
+    core(move |r| match unwrapped(r) {
+        Request::OpenSmall { max, .. } => Response::OpenedSmall {
+            fh: 5,
+            fd: None,
+            data: Some(contents[..contents.len().min(*max as usize + 100)].into()),
+        },
+        Request::Open { .. } => Response::Opened { fh: 6 },
+        Request::Read { .. } => Response::Data(b"from satellite".as_slice().into()),
+        Request::Write { data, .. } => Response::Written(data.len() as u32),
+        Request::GetAttr { .. } => Response::Attr(Attr::default()),
+        _ => Response::Ok,
+    })
+}
+
+/// The request inside an `As`.
+fn unwrapped<'r, 'a>(r: &'r Request<'a>) -> &'r Request<'a> {
+    match r {
+        Request::As { req, .. } => req,
+        r => r,
+    }
+}
+
+fn reads_sent(seen: &Seen) -> usize {
+    let seen = seen.lock().unwrap();
+    seen.iter()
+        .filter(|r| matches!(unwrapped(r), Request::Read { .. }))
+        .count()
+}
+
+#[test]
+fn a_small_file_read_after_its_open_needs_no_round_trip() {
+    let (c, seen) = small_files(b"0123456789");
+    let fh = open_fh(&c, 2, libc::O_RDONLY);
+    assert_eq!(fh, 5);
+    assert_eq!(read_bytes(&c, fh, 0, 4096).unwrap(), b"0123456789");
+    assert_eq!(read_bytes(&c, fh, 4, 3).unwrap(), b"456");
+    assert_eq!(read_bytes(&c, fh, 10, 4096).unwrap(), b"");
+    assert_eq!(reads_sent(&seen), 0);
+    // After the release, reads go to the satellite.
+    let (cb, got) = capture();
+    c.release(fh, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+    assert_eq!(read_bytes(&c, fh, 0, 4096).unwrap(), b"from satellite");
+    assert_eq!(reads_sent(&seen), 1);
+    // The release itself goes later, in a batch without a reply.
+    let batched = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|r| *r == Request::ReleaseMany { fhs: vec![5] })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !batched() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(batched());
+    let sent = seen.lock().unwrap().clone();
+    assert!(!sent
+        .iter()
+        .any(|r| matches!(unwrapped(r), Request::Release { .. })));
+}
+
+#[test]
+fn opens_that_may_write_or_bypass_the_cache_ask_for_no_contents() {
+    let (c, seen) = small_files(b"x");
+    for flags in [
+        libc::O_WRONLY,
+        libc::O_RDWR,
+        libc::O_RDONLY | libc::O_DIRECT,
+        libc::O_RDONLY | libc::O_TRUNC,
+    ] {
+        assert_eq!(open_fh(&c, 2, flags), 6, "flags {flags:#o}");
+    }
+    assert_eq!(read_bytes(&c, 6, 0, 100).unwrap(), b"from satellite");
+    let sent = seen.lock().unwrap().clone();
+    assert!(!sent
+        .iter()
+        .any(|r| matches!(unwrapped(r), Request::OpenSmall { .. })));
+    // Nor with the writeback cache, a satellite before protocol 5, or a
+    // TTL of zero without the feed.
+    for o in [
+        Options {
+            writeback: true,
+            ..opts()
+        },
+        Options {
+            open_small: false,
+            ..opts()
+        },
+        Options {
+            ttl: Duration::ZERO,
+            ..opts()
+        },
+    ] {
+        let (c, _) = core_with(
+            |r| match unwrapped(r) {
+                Request::Open { .. } => Response::Opened { fh: 6 },
+                _ => Response::Error(libc::ENOSYS),
+            },
+            o,
+        );
+        assert_eq!(open_fh(&c, 2, libc::O_RDONLY), 6);
+    }
+}
+
+#[test]
+fn contents_longer_than_asked_are_not_trusted() {
+    let big: &'static [u8] = Box::leak(vec![9u8; MAX_OPEN_DATA as usize + 1].into_boxed_slice());
+    let (c, seen) = small_files(big);
+    let fh = open_fh(&c, 2, libc::O_RDONLY);
+    assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
+    assert_eq!(reads_sent(&seen), 1);
+}
+
+#[test]
+fn this_mounts_writes_and_the_feeds_changes_drop_held_contents() {
+    let (c, seen) = small_files(b"old");
+    // A write through any handle: the written node is not known here.
+    let fh = open_fh(&c, 2, libc::O_RDONLY);
+    let (cb, _) = capture();
+    c.write(9, 0, b"new", cb);
+    assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
+    // A truncation.
+    let fh = open_fh(&c, 2, libc::O_RDONLY);
+    let (cb, _) = capture();
+    let size = SetAttr {
+        size: Some(0),
+        ..Default::default()
+    };
+    c.setattr(3, None, size, cb);
+    assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
+    // A chmod changes no contents.
+    let fh = open_fh(&c, 2, libc::O_RDONLY);
+    let (cb, _) = capture();
+    let mode = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    c.setattr(3, None, mode, cb);
+    assert_eq!(read_bytes(&c, fh, 0, 10).unwrap(), b"old");
+    // A change the feed reports for the node, and not for another.
+    let coh = c.coherence();
+    coh.apply(&[dockerfuse_proto::Change::Data { node: 3 }]);
+    assert_eq!(read_bytes(&c, fh, 0, 10).unwrap(), b"old");
+    coh.apply(&[dockerfuse_proto::Change::Data { node: 2 }]);
+    assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
+    // Everything (a lost event).
+    let fh = open_fh(&c, 2, libc::O_RDONLY);
+    coh.everything();
+    assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
+    // Fresh attributes of the node for the kernel (which then drops its
+    // pages if they show a change), and not of another.
+    let fh = open_fh(&c, 2, libc::O_RDONLY);
+    let (cb, _) = capture();
+    c.getattr(3, None, cb);
+    assert_eq!(read_bytes(&c, fh, 0, 10).unwrap(), b"old");
+    let (cb, _) = capture();
+    c.getattr(2, None, cb);
+    assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
+    assert_eq!(reads_sent(&seen), 5);
 }
 
 #[test]
@@ -477,6 +664,11 @@ impl Transport for HandsOut {
     fn call(&self, req: &Request<'_>, done: Done) {
         done(Ok(match req {
             Request::Open { .. } => Response::OpenedFd { fh: 3, fd: 7 },
+            Request::OpenSmall { .. } => Response::OpenedSmall {
+                fh: 3,
+                fd: Some(7),
+                data: None,
+            },
             _ => Response::Error(libc::ENOSYS),
         }))
     }

@@ -122,7 +122,7 @@ impl Table {
     }
 
     /// The satellite's handle for one of ours: EIO for one from before.
-    fn sfh(&self, fh: u64) -> Result<u64, Errno> {
+    pub(super) fn sfh(&self, fh: u64) -> Result<u64, Errno> {
         if fh >> FH_BITS == self.epoch & 0xffff {
             Ok(fh & FH_MASK)
         } else {
@@ -208,7 +208,7 @@ impl Table {
                 fh_opt(fh)?;
                 Ctx::Attr { id }
             }
-            R::Open { node, .. } => {
+            R::Open { node, .. } | R::OpenSmall { node, .. } => {
                 *node = self.sid(*node)?;
                 Ctx::Open
             }
@@ -291,9 +291,12 @@ impl Table {
                 self.entry(parent, name, entry)
             }
             (Ctx::Attr { id }, Response::Attr(a)) => a.ino = id,
-            (Ctx::Open, Response::Opened { fh, .. } | Response::OpenedFd { fh, .. }) => {
-                *fh = self.fh(*fh)?
-            }
+            (
+                Ctx::Open,
+                Response::Opened { fh, .. }
+                | Response::OpenedFd { fh, .. }
+                | Response::OpenedSmall { fh, .. },
+            ) => *fh = self.fh(*fh)?,
             (Ctx::OpenDir { id }, Response::Opened { fh, .. } | Response::OpenedFd { fh, .. }) => {
                 *fh = self.fh(*fh)?;
                 self.dirs.insert(*fh, id);
@@ -534,6 +537,7 @@ fn node_ids(req: &Request<'_>, f: &mut dyn FnMut(u64)) {
         | R::SetAttr { node, .. }
         | R::ReadLink { node }
         | R::Open { node, .. }
+        | R::OpenSmall { node, .. }
         | R::OpenDir { node }
         | R::StatFs { node }
         | R::Access { node, .. }

@@ -124,6 +124,11 @@ impl Transport for Sat {
                 Response::OpenedFd { fh: 7, fd: 3 }
             }
             Request::Open { .. } | Request::OpenDir { .. } => Response::Opened { fh: 7 },
+            Request::OpenSmall { .. } => Response::OpenedSmall {
+                fh: 7,
+                fd: None,
+                data: Some(b"data".as_slice().into()),
+            },
             Request::Read { fh: 7, .. } => Response::Data(b"data".as_slice().into()),
             Request::Read { .. } => err(libc::EBADF),
             Request::Create { parent, name, .. } => {
@@ -217,7 +222,11 @@ fn into(slot: &Slot) -> Done {
                 Got::Entry(entry.node, entry.attr.ino)
             }
             Ok(Response::Attr(a)) => Got::Attr(a.ino),
-            Ok(Response::Opened { fh } | Response::OpenedFd { fh, .. }) => Got::Fh(fh),
+            Ok(
+                Response::Opened { fh }
+                | Response::OpenedFd { fh, .. }
+                | Response::OpenedSmall { fh, .. },
+            ) => Got::Fh(fh),
             Ok(Response::Data(d)) => Got::Data(d.to_vec()),
             Ok(Response::Dir(items)) => Got::Dir(
                 items
@@ -383,6 +392,51 @@ fn handles_from_before_the_gap_fail_and_release_quietly() {
         take(&seen).last(),
         Some(Request::Read { fh: 7, .. })
     ));
+}
+
+#[test]
+fn an_open_that_brings_contents_is_translated_as_an_open() {
+    let (r, seen) = relink(&["a"]);
+    let a = id_of(lookup(&r, ROOT_NODE, "a"));
+    let small = |node| Request::OpenSmall {
+        node,
+        flags: 0,
+        max: 10,
+    };
+    let Got::Fh(old) = ask(&r, small(a)) else {
+        panic!()
+    };
+    // Each satellite is asked with its own node id (numbered from 100,
+    // then from 500).
+    let asked = |seen: &Seen| {
+        take(seen).into_iter().find_map(|q| match q {
+            Request::OpenSmall { node, .. } => Some(node),
+            _ => None,
+        })
+    };
+    assert!(asked(&seen).is_some_and(|n| n > 100 && n < 500));
+    let seen = restart(&r, &["a"]);
+    let Got::Fh(new) = ask(&r, small(a)) else {
+        panic!()
+    };
+    assert!(asked(&seen).is_some_and(|n| n > 500));
+    assert_ne!(new, old, "a handle of our own, not the satellite's 7");
+    let read = |fh| Request::Read {
+        fh,
+        offset: 0,
+        size: 4,
+    };
+    assert_eq!(ask(&r, read(old)), Got::Err(Errno::EIO));
+    assert_eq!(ask(&r, read(new)), Got::Data(b"data".to_vec()));
+    // A batch of releases reaches the satellite with its own handle, less
+    // those of the satellite that is gone.
+    r.post(&Request::ReleaseMany {
+        fhs: vec![old, new],
+    });
+    assert_eq!(
+        take(&seen).last(),
+        Some(&Request::ReleaseMany { fhs: vec![7] })
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::os::fd::AsRawFd;
 
-use dockerfuse_proto::{Entry, Response, MAX_IO};
+use dockerfuse_proto::{Entry, Response, MAX_IO, MAX_OPEN_DATA};
 
 use super::attrs::{attr_of, key_of};
 use super::xattrs::has_no_xattrs;
@@ -25,6 +25,34 @@ impl Fs {
             self.handles.insert(Handle::File(fd)),
             raw,
         ))
+    }
+
+    /// open(2) of an existing node that brings the file's whole contents
+    /// when it is opened read-only, regular and at most `max` bytes long
+    /// (`max` capped at [`MAX_OPEN_DATA`]). The contents are read into
+    /// `buf` with one pread of up to `max + 1` bytes at offset 0: getting
+    /// at most `max` means that was the whole file at that instant (it may
+    /// have changed size since the fstat). Anything in the way of reading
+    /// them (a file that refuses reads, O_DIRECT alignment) only leaves
+    /// them out: the open itself succeeded.
+    pub(super) fn open_small<'b>(
+        &self,
+        node: u64,
+        flags: i32,
+        max: u32,
+        buf: &'b mut Vec<u8>,
+    ) -> SysResult<Response<'b>> {
+        let n = self.nodes.get(node)?;
+        let fd = reopen(&n, flags & !REOPEN_DROP)?;
+        let raw = fd.as_raw_fd();
+        let whole = flags & libc::O_ACCMODE == libc::O_RDONLY
+            && whole_contents(raw, max.min(MAX_OPEN_DATA) as usize, buf);
+        let fh = self.handles.insert(Handle::File(fd));
+        Ok(Response::OpenedSmall {
+            fh,
+            fd: crate::direct::reported_fd(raw),
+            data: whole.then_some(Cow::Borrowed(&buf[..])),
+        })
     }
 
     /// Creates and opens `name` in `parent`; the new node gets an `O_PATH`
@@ -173,4 +201,37 @@ impl Fs {
         self.watch.own_change(b.file()?);
         Ok(Response::Written(n as u32))
     }
+}
+
+/// Reads the whole of the regular file `fd` into `buf` if it holds at
+/// most `max` bytes: reads from offset 0 up to the end of file, asking for
+/// one byte more than fstat's size so that the end is seen, and on up to
+/// `max + 1` bytes if the file grew meanwhile. False (and `buf` of no use)
+/// when it is larger than `max` or cannot be read.
+fn whole_contents(fd: libc::c_int, max: usize, buf: &mut Vec<u8>) -> bool {
+    let size = match sys::fstat(fd) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => st.st_size.max(0) as u64,
+        _ => return false,
+    };
+    if size > max as u64 {
+        return false;
+    }
+    let mut want = size as usize + 1;
+    let mut got = 0;
+    loop {
+        buf.resize(want, 0);
+        while got < want {
+            match sys::pread(fd, &mut buf[got..want], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) => return false,
+            }
+        }
+        if got < want || want > max {
+            break;
+        }
+        want = max + 1;
+    }
+    buf.truncate(got);
+    got <= max
 }

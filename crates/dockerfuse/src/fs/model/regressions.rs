@@ -471,3 +471,49 @@ fn names_created_in_the_container_show_in_a_listed_directory() {
         },
     ]);
 }
+
+/// A file opened read-only brings its contents with the open; whatever
+/// this mount then does to them through another handle or its name must
+/// show in the next read of the first handle.
+#[test]
+fn a_read_only_descriptor_sees_what_other_handles_did_to_its_file() {
+    let read = |slot| Op::FdRead { slot, offset: 0 };
+    let open = |slot, write| Op::Open {
+        slot,
+        path: "b",
+        write,
+    };
+    check(&[
+        create("b"),
+        write("b", 1),
+        open(0, false),
+        write("b", 2),
+        read(0),
+        Op::Truncate {
+            path: "b",
+            size: 7,
+            via_fd: false,
+        },
+        read(0),
+        open(1, true),
+        Op::FdWrite {
+            slot: 1,
+            offset: 3,
+            len: 5,
+            byte: 9,
+        },
+        read(0),
+        Op::FdTruncate { slot: 1, size: 30 },
+        read(0),
+        Op::Fallocate {
+            path: "b",
+            offset: 40,
+            len: 10,
+            keep_size: false,
+        },
+        read(0),
+        Op::Close { slot: 0 },
+        open(0, false),
+        read(0),
+    ]);
+}

@@ -93,6 +93,7 @@ impl Served {
                 writeback: false,
                 links: None,
                 per_caller,
+                open_small: true,
                 write_behind: true,
             },
         );
