@@ -213,11 +213,17 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         if self.core.options().writeback {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
-        if self.core.options().per_caller {
-            // Writes, truncations and chowns are performed as the caller,
-            // whose missing CAP_FSETID makes the container's kernel clear
-            // setuid/setgid itself. Without this flag the kernel would
-            // send a chmod first, which only the owner may make.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if self.core.options().per_caller || root {
+            // With --allow-other, writes, truncations and chowns are
+            // performed as the caller, whose missing CAP_FSETID makes the
+            // container's kernel clear setuid/setgid itself (without this
+            // flag the kernel would send a chmod first, which only the
+            // owner may make). Otherwise only root uses the mount, and a
+            // write flagged to kill the bits clears them here. Either
+            // way the kernel stops asking for security.capability before
+            // every write(2).
             wanted |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         }
         let available = config.capabilities();
@@ -456,16 +462,37 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     fn write(
         &self,
         req: &FuseRequest,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let _as = self.caller(req);
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        if kill && !self.core.options().per_caller {
+            // A writer without CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2): the
+            // bits go first, then the write.
+            let (core, data) = (self.core.clone(), data.to_vec());
+            return self.core.drop_suidgid(
+                ino.0,
+                Box::new(move |r| match r {
+                    Ok(()) => core.write(
+                        fh.0,
+                        offset,
+                        &data,
+                        Box::new(move |r| match r {
+                            Ok(n) => reply.written(n),
+                            Err(e) => reply.error(errno(e)),
+                        }),
+                    ),
+                    Err(e) => reply.error(errno(e)),
+                }),
+            );
+        }
         self.core.write(
             fh.0,
             offset,

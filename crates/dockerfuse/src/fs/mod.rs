@@ -706,6 +706,32 @@ impl<T: Transport> Core<T> {
         );
     }
 
+    /// Clears the setuid bit, and the setgid bit of a group-executable
+    /// file, of `node`: what a write by a caller without CAP_FSETID does.
+    /// With FUSE_HANDLE_KILLPRIV_V2 the kernel asks this of us (a flag on
+    /// the write) instead of probing `security.capability` before every
+    /// write(2) and sending the chmod itself.
+    pub(crate) fn drop_suidgid(self: &Arc<Self>, node: u64, cb: Cb<()>) {
+        let me = self.clone();
+        self.getattr(
+            node,
+            None,
+            Box::new(move |r| match r {
+                Ok((a, _)) => match suidgid_cleared(a.mode) {
+                    Some(mode) => {
+                        let attr = SetAttr {
+                            mode: Some(mode),
+                            ..Default::default()
+                        };
+                        me.setattr(node, None, attr, Box::new(move |r| cb(r.map(|_| ()))))
+                    }
+                    None => cb(Ok(())),
+                },
+                Err(e) => cb(Err(e)),
+            }),
+        )
+    }
+
     pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
         let cb = self.changing(cb);
         if let Some(b) = &self.behind {
@@ -1015,6 +1041,16 @@ impl<T: Transport> Core<T> {
         let name = name.into();
         self.call(Request::RemoveXattr { node, name }, replies::ok, cb)
     }
+}
+
+/// The permission bits of `mode` without setuid and (for a
+/// group-executable file) setgid, if a write must clear any.
+fn suidgid_cleared(mode: u32) -> Option<u32> {
+    let mut kill = libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        kill |= libc::S_ISGID;
+    }
+    (mode & kill != 0).then_some(mode & 0o7777 & !kill)
 }
 
 /// Hands prefetched readdirplus entries to the kernel a chunk at a time.

@@ -882,3 +882,13 @@ fn absent_names_of_a_completely_listed_watched_directory_are_answered_here() {
     pc.lookup(1, b"x", cb);
     assert_eq!(pc.coherence().counts.absent_here.load(Relaxed), 0);
 }
+
+#[test]
+fn a_write_without_cap_fsetid_clears_setuid_and_group_executable_setgid() {
+    assert_eq!(suidgid_cleared(libc::S_IFREG | 0o4755), Some(0o755));
+    assert_eq!(suidgid_cleared(libc::S_IFREG | 0o6755), Some(0o755));
+    // setgid without group execute is mandatory locking: kept.
+    assert_eq!(suidgid_cleared(libc::S_IFREG | 0o2644), None);
+    assert_eq!(suidgid_cleared(libc::S_IFREG | 0o6744), Some(0o2744));
+    assert_eq!(suidgid_cleared(libc::S_IFREG | 0o755), None);
+}
