@@ -289,6 +289,51 @@ fn open_small(s: &mut Sat, node: u64, flags: i32, max: u32) -> (u64, Option<Vec<
 }
 
 #[test]
+fn the_contents_an_open_brings_leave_the_atime_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"some bytes").unwrap();
+    // An atime older than the mtime: any read would move it (relatime).
+    let c = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
+    let times = [
+        libc::timespec {
+            tv_sec: 1000,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    ];
+    // SAFETY: a valid C path and two timespecs.
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
+        0
+    );
+    let (mut s, _) = Sat::start(dir.path());
+    let node = s
+        .entry(Request::Lookup {
+            parent: ROOT_NODE,
+            name: name("f"),
+        })
+        .node;
+    let (fh, data) = open_small(&mut s, node, libc::O_RDONLY, MAX_OPEN_DATA);
+    assert_eq!(data.as_deref(), Some(&b"some bytes"[..]));
+    assert_eq!(std::fs::metadata(&f).unwrap().atime(), 1000);
+    // A read through the handle is a read: it may move the atime again.
+    assert!(matches!(
+        s.call(Request::Read {
+            fh,
+            offset: 0,
+            size: 4
+        }),
+        Response::Data(_)
+    ));
+    assert!(std::fs::metadata(&f).unwrap().atime() > 1000);
+}
+
+#[test]
 fn an_open_of_a_small_file_read_only_brings_its_whole_contents() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();

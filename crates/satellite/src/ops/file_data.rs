@@ -216,6 +216,13 @@ fn whole_contents(fd: libc::c_int, max: usize, buf: &mut Vec<u8>) -> bool {
     if size > max as u64 {
         return false;
     }
+    // An open is not a read: the container's atime must not move because
+    // the contents came along (an open that is never read would show it).
+    // Read with O_NOATIME, or not at all when that is not allowed (not
+    // the owner, no CAP_FOWNER); the descriptor's flags are put back.
+    let Some(_noatime) = NoAtime::set(fd) else {
+        return false;
+    };
     let mut want = size as usize + 1;
     let mut got = 0;
     loop {
@@ -234,4 +241,30 @@ fn whole_contents(fd: libc::c_int, max: usize, buf: &mut Vec<u8>) -> bool {
     }
     buf.truncate(got);
     got <= max
+}
+
+/// O_NOATIME on a descriptor while this lives.
+struct NoAtime {
+    fd: libc::c_int,
+    flags: libc::c_int,
+}
+
+impl NoAtime {
+    fn set(fd: libc::c_int) -> Option<NoAtime> {
+        // SAFETY: F_GETFL takes no pointer; a bad fd only gives -1.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return None;
+        }
+        // SAFETY: F_SETFL takes an int; the kernel checks the permission.
+        let r = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NOATIME) };
+        (r == 0).then_some(NoAtime { fd, flags })
+    }
+}
+
+impl Drop for NoAtime {
+    fn drop(&mut self) {
+        // SAFETY: as in `set`; restores the flags read there.
+        unsafe { libc::fcntl(self.fd, libc::F_SETFL, self.flags) };
+    }
 }
