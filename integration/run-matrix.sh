@@ -2,59 +2,20 @@
 # Integration test driver: runs the scenarios against a real Docker engine
 # for every (container arch, satellite arch) pair and adds up the results.
 #
-#   core            alpine:<carch> container, --satellite-arch <sarch>, for each
-#                   pair in the matrix (amd64|arm64 x amd64|arm64)
-#   busybox         core again on busybox:<carch> (static busybox, no libc),
-#                   satellite <carch> (off with DOCKERFUSE_TEST_BUSYBOX=0)
-#   arches          the short arch scenario (scenarios/arches.sh) on busybox:<tag>
-#                   for each tag of DOCKERFUSE_TEST_ARCHES (runs natively)
-#   arches-qemu     the same for DOCKERFUSE_TEST_QEMU_ARCHES (under qemu-user)
-#                   for each tag of DOCKERFUSE_TEST_ARCHES, with the satellite
-#                   of that arch forced; for an arch this build has no
-#                   satellite for: that forcing it fails plainly and the
-#                   automatic choice mounts
-#   container-stop  once per container arch, on a fresh container
-#   reconnect       once: --reconnect across `docker restart`, its timeout
-#                   after `docker stop`, and exit 3 without it
-#   errors          once
-#   cli-plugin      once: `docker mount` through the real docker CLI (plugin
-#                   install, metadata, --help, contexts) and --context
-#   mount-helper    once: `mount -t fuse.dockerfuse`, an fstab line, umount
-#   list-unmount    once: `dockerfuse list [--json]`, `dockerfuse unmount`
-#   completions     once: bash/zsh/fish completions (container names), man page
-#   ssh-engine      once: ssh:// engines through a scenario-owned sshd
-#   real-user, real-readonly, real-noexec, real-distroless, real-caps
-#                   once per container arch, on containers they start
-#                   themselves (dfreal-*: non-root user, --read-only,
-#                   noexec/no /tmp, no shell, --cap-drop ALL...; see
-#                   scenarios/real-*.sh)
-#   real-tls        once: the engine behind TLS on 127.0.0.1, reached by
-#                   DOCKER_HOST, -H and docker contexts
-#   real-podman     once (podman from setup-engine.sh): a container
-#                   of `podman system service`, plain and --read-only
-#   differential    once per container arch (satellite of the same arch): a
-#                   seeded random op sequence through the mount vs. directly
-#   programs        once per container arch (satellite of the same arch): git,
-#                   tar, rsync, sqlite3 WAL, an editor-style save
-#   posix           once per container arch (satellite of the same arch):
-#                   --allow-other identity, st_ino, statfs, ns times, O_APPEND,
-#                   locks, a 100,000-entry directory
-#   identity        once per container arch (satellite of the same arch):
-#                   --allow-other as a user with supplementary groups: group
-#                   rights, chgrp, setuid/setgid clearing, search permission
-#                   above cached names, against direct access
-#   local           once per container arch (satellite of the same arch):
-#                   --transport local, FUSE passthrough, descriptors, pause
-#                   with open files, --no-passthrough, --transport exec
+# The scenarios, and how each runs (per matrix pair, per container arch,
+# once, on the busybox images, with its own containers; forced satellite;
+# an extra run on the exec transport), are declared in scenarios.txt
+# beside this script: the one list, which the NixOS VM test reads too.
+# integration/README.md says what each scenario checks.
 #
 # Transports: every run uses dockerfuse's default (--transport auto: the
 # local channel and passthrough when the engine is on this host and the
-# run is root, else the exec stream), or DFIT_TRANSPORT when set. Then
-# core, faults, differential, programs and posix run once more per
-# container arch with DFIT_TRANSPORT=exec ("[exec]" in the report; the
-# remote-engine scenario real-tls is exec by nature), so both paths are covered
-# without running the whole matrix twice (off with DOCKERFUSE_TEST_EXEC=0,
-# and not done when DFIT_TRANSPORT=exec already).
+# run is root, else the exec stream), or DFIT_TRANSPORT when set. Then the
+# scenarios flagged `exec` in scenarios.txt run once more per container
+# arch with DFIT_TRANSPORT=exec ("[exec]" in the report; the remote-engine
+# scenario real-tls is exec by nature), so both paths are covered without
+# running the whole matrix twice (off with DOCKERFUSE_TEST_EXEC=0, and not
+# done when DFIT_TRANSPORT=exec already).
 #
 # Each scenario runs in its own process under a watchdog, on containers
 # named dfit-*-<pid> and labelled dfit.run=<pid>, which are removed on every
@@ -68,14 +29,7 @@
 #   DOCKERFUSE                  the dockerfuse binary (required)
 #   DOCKERFUSE_MATRIX           pairs carch:sarch to run, space or comma separated
 #                               (default: all four)
-#   DOCKERFUSE_TEST_SCENARIOS   subset of: core busybox arches container-stop reconnect errors faults
-#                               cli-plugin mount-helper list-unmount completions
-#                               ssh-engine
-#                               differential coherence programs posix identity local
-#                               real-user real-readonly real-noexec
-#                               real-distroless real-caps real-tls
-#                               real-podman
-#                               engine-restart (restarts dockerd; runs last)
+#   DOCKERFUSE_TEST_SCENARIOS   subset of the names in scenarios.txt (default: all)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
 #   DOCKERFUSE_TEST_ARCHES      busybox image tags for `arches` (default: 386)
 #   DOCKERFUSE_TEST_QEMU_ARCHES busybox image tags for `arches-qemu` (default:
@@ -88,7 +42,9 @@
 #   DFIT_DIFF_OPS, DFIT_DIFF_SEED: see scenarios/differential.sh
 #   DFIT_COHERENCE_ROUNDS, DFIT_COHERENCE_BOUND: see scenarios/coherence.sh
 #
-# `run-matrix.sh --known-scenarios` prints the scenario names it accepts.
+# `run-matrix.sh --known-scenarios` prints the scenario names it accepts;
+# `run-matrix.sh --table` prints scenarios.txt parsed, one scenario a line:
+# NAME, `vm` or `not-in-vm`, SHAPE, then its flags.
 # A command that is not on PATH is a failure of its own ("MISSING TOOL",
 # counted in the total), whichever scenario ran it: nix/vm-matrix.sh runs
 # this script with PATH restricted to what the NixOS VM test provides.
@@ -102,16 +58,58 @@ die() {
 }
 
 # --- inputs ----------------------------------------------------------------------------
-KNOWN_SCENARIOS=(core busybox arches arches-qemu container-stop reconnect errors faults
-	cli-plugin mount-helper list-unmount completions ssh-engine
-	differential coherence programs posix identity local
-	real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman
-	engine-restart)
-if [ "${1:-}" = --known-scenarios ]; then
+# scenarios.txt, parsed: names in order, and for each its shape, flags and
+# whether the VM runs it. Any line it cannot read stops the run.
+TABLE=${DOCKERFUSE_SCENARIO_LIST:-$HERE/scenarios.txt}
+SHAPES=" pairs busybox arches per-arch once own-per-arch own-once "
+FLAGS=" sat exec last "
+KNOWN_SCENARIOS=()
+declare -A SHAPE=() FLAGSET=() INVM=()
+read_table() {
+	local raw line n=0 f
+	local -a w
+	[ -f "$TABLE" ] || die "$TABLE not found"
+	while IFS= read -r raw || [ -n "$raw" ]; do
+		n=$((n + 1))
+		line=${raw%%#*}
+		read -r -a w <<<"$line" || true
+		[ "${#w[@]}" -gt 0 ] || continue
+		case "${w[0]}" in
+		scenario) INVM[${w[1]:-}]=vm ;;
+		not-in-vm)
+			[[ "$raw" == *"#"*[[:alnum:]]* ]] || die "$TABLE:$n: not-in-vm ${w[1]:-}: give the reason in a comment on the line"
+			INVM[${w[1]:-}]=not-in-vm
+			;;
+		*) die "$TABLE:$n: want 'scenario NAME SHAPE [FLAG...]' or 'not-in-vm NAME SHAPE [FLAG...] # reason'" ;;
+		esac
+		[ "${#w[@]}" -ge 3 ] || die "$TABLE:$n: want '${w[0]} NAME SHAPE [FLAG...]'"
+		[[ "${w[1]}" =~ ^[a-z0-9-]+$ ]] || die "$TABLE:$n: '${w[1]}' is not a scenario name"
+		[ -z "${SHAPE[${w[1]}]:-}" ] || die "$TABLE:$n: scenario ${w[1]} declared twice"
+		[[ "$SHAPES" == *" ${w[2]} "* ]] || die "$TABLE:$n: unknown shape '${w[2]}' (want one of:$SHAPES)"
+		for f in "${w[@]:3}"; do
+			[[ "$FLAGS" == *" $f "* ]] || die "$TABLE:$n: unknown flag '$f' (want any of:$FLAGS)"
+		done
+		KNOWN_SCENARIOS+=("${w[1]}")
+		SHAPE[${w[1]}]=${w[2]}
+		FLAGSET[${w[1]}]=" ${w[*]:3}"
+	done <"$TABLE"
+	[ "${#KNOWN_SCENARIOS[@]}" -gt 0 ] || die "$TABLE declares no scenario"
+}
+read_table
+has_flag() { [[ "${FLAGSET[$1]} " == *" $2 "* ]]; }
+case "${1:-}" in
+--known-scenarios)
 	printf '%s\n' "${KNOWN_SCENARIOS[@]}"
 	exit 0
-fi
-[ "$#" -eq 0 ] || die "usage: $0 [--known-scenarios] (everything else comes from the environment)"
+	;;
+--table)
+	for s in "${KNOWN_SCENARIOS[@]}"; do
+		printf '%s %s %s%s\n' "$s" "${INVM[$s]}" "${SHAPE[$s]}" "${FLAGSET[$s]% }"
+	done
+	exit 0
+	;;
+esac
+[ "$#" -eq 0 ] || die "usage: $0 [--known-scenarios|--table] (everything else comes from the environment)"
 [ -n "${DOCKERFUSE:-}" ] || die "DOCKERFUSE must name the dockerfuse binary (e.g. DOCKERFUSE=target/release/dockerfuse $0)"
 if [ ! -f "$DOCKERFUSE" ] || [ ! -x "$DOCKERFUSE" ]; then
 	die "DOCKERFUSE=$DOCKERFUSE is not an executable file"
@@ -120,8 +118,7 @@ DOCKERFUSE=$(realpath "$DOCKERFUSE")
 export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
-REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches arches-qemu container-stop reconnect errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential coherence programs posix identity local $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-${KNOWN_SCENARIOS[*]}}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -167,14 +164,19 @@ declare -A ARCH_SATELLITE=([386]=386 [armv7]=arm/v7 [armv6]=arm/v6 [ppc64le]=ppc
 	[riscv64]=riscv64 [s390x]=s390x [amd64]=amd64 [arm64]=arm64)
 TEST_ARCHES=()   # image tags, and for each the scenario script that runs it
 declare -A ARCH_SCRIPT=()
-if want arches; then
-	read -r -a more <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_ARCHES:-386}")"
-	for t in "${more[@]}"; do TEST_ARCHES+=("$t") ARCH_SCRIPT[$t]=arches; done
-fi
-if want arches-qemu; then
-	read -r -a more <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_QEMU_ARCHES:-armv7 armv6 ppc64le s390x}")"
-	for t in "${more[@]}"; do TEST_ARCHES+=("$t") ARCH_SCRIPT[$t]=arches-qemu; done
-fi
+# arch_tags SCENARIO: the busybox tags an `arches`-shaped scenario runs on.
+arch_tags() {
+	case "$1" in
+	arches) tr ',' ' ' <<<"${DOCKERFUSE_TEST_ARCHES:-386}" ;;
+	arches-qemu) tr ',' ' ' <<<"${DOCKERFUSE_TEST_QEMU_ARCHES:-armv7 armv6 ppc64le s390x}" ;;
+	*) die "scenarios.txt: no busybox tags are defined for the arches-shaped scenario $1" ;;
+	esac
+}
+for s in "${SCENARIOS[@]}"; do
+	if [ -z "$s" ] || [ "${SHAPE[$s]}" != arches ]; then continue; fi
+	read -r -a more <<<"$(arch_tags "$s")"
+	for t in "${more[@]}"; do TEST_ARCHES+=("$t") ARCH_SCRIPT[$t]=$s; done
+done
 if [ "${#TEST_ARCHES[@]}" -gt 0 ]; then
 	for t in "${TEST_ARCHES[@]}"; do
 		[ -n "${ARCH_SATELLITE[$t]:-}" ] || die "unknown arch '$t' in DOCKERFUSE_TEST_ARCHES (${!ARCH_SATELLITE[*]})"
@@ -321,125 +323,75 @@ with_container() {
 # --- the runs ------------------------------------------------------------------------------
 say "dockerfuse: $DOCKERFUSE"
 say "matrix: ${MATRIX[*]}; scenarios: ${SCENARIOS[*]}; transport: ${DFIT_TRANSPORT:-auto}; scratch: $BASE"
-if want core; then
-	for pair in "${MATRIX[@]}"; do
-		c=${pair%%:*} s=${pair##*:}
-		with_container "dfit-$c-$s" "core alpine:$c satellite $s" core "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$s"
-	done
-fi
-if want busybox; then
-	for c in "${CARCHES[@]}"; do
-		with_container "dfit-busybox-$c" "core busybox:$c satellite $c" core "dockerfuse-test/busybox:$c" SATELLITE_ARCH="$c"
-	done
-fi
-if [ "${#TEST_ARCHES[@]}" -gt 0 ]; then
-	for t in "${TEST_ARCHES[@]}"; do
-		sat=${ARCH_SATELLITE[$t]}
-		if grep -qx "$sat" <<<"$EMBEDDED"; then
-			with_container "dfit-arch-$t" "arch busybox:$t satellite $sat" "${ARCH_SCRIPT[$t]}" \
-				"dockerfuse-test/busybox:$t" SATELLITE_ARCH="$sat" DFIT_BIG_MIB=16
-		else
-			with_container "dfit-arch-$t" "arch busybox:$t (no $sat satellite: auto)" "${ARCH_SCRIPT[$t]}" \
-				"dockerfuse-test/busybox:$t" SATELLITE_ARCH= MISSING_ARCH="$sat" DFIT_BIG_MIB=16
-		fi
-	done
-fi
-if want container-stop; then
-	for c in "${CARCHES[@]}"; do
-		with_container "dfit-stop-$c" "container-stop alpine:$c" container-stop "dockerfuse-test/alpine:$c"
-	done
-fi
-if want reconnect; then
-	with_container dfit-reconn "reconnect alpine:${CARCHES[0]}" reconnect "dockerfuse-test/alpine:${CARCHES[0]}"
-fi
-if want faults; then
-	for c in "${CARCHES[@]}"; do
-		with_container "dfit-faults-$c" "faults alpine:$c" faults "dockerfuse-test/alpine:$c"
-	done
-fi
-if want errors; then
-	with_container dfit-errors "errors alpine:${CARCHES[0]}" errors "dockerfuse-test/alpine:${CARCHES[0]}"
-fi
-if want cli-plugin; then
-	with_container dfit-plugin "cli-plugin alpine:${CARCHES[0]}" cli-plugin "dockerfuse-test/alpine:${CARCHES[0]}"
-fi
-if want mount-helper; then
-	with_container dfit-helper "mount-helper alpine:${CARCHES[0]}" mount-helper "dockerfuse-test/alpine:${CARCHES[0]}"
-fi
-if want list-unmount; then
-	with_container dfit-list "list-unmount alpine:${CARCHES[0]}" list-unmount "dockerfuse-test/alpine:${CARCHES[0]}"
-fi
-if want completions; then
-	with_container dfit-compl "completions alpine:${CARCHES[0]}" completions "dockerfuse-test/alpine:${CARCHES[0]}"
-fi
-if want ssh-engine; then
-	with_container dfit-ssh "ssh-engine alpine:${CARCHES[0]}" ssh-engine "dockerfuse-test/alpine:${CARCHES[0]}"
-fi
-if want differential; then
-	for c in "${CARCHES[@]}"; do
-		with_container "dfit-diff-$c" "differential alpine:$c satellite $c" differential "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
-	done
-fi
-if want coherence; then
-	for c in "${CARCHES[@]}"; do
-		with_container "dfit-coh-$c" "coherence alpine:$c satellite $c" coherence "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
-	done
-fi
-if want programs; then
-	for c in "${CARCHES[@]}"; do
-		with_container "dfit-prog-$c" "programs alpine:$c satellite $c" programs "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
-	done
-fi
-if want posix; then
-	for c in "${CARCHES[@]}"; do
-		with_container "dfit-posix-$c" "posix alpine:$c satellite $c" posix "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
-	done
-fi
-if want identity; then
-	for c in "${CARCHES[@]}"; do
-		with_container "dfit-ident-$c" "identity alpine:$c satellite $c" identity "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
-	done
-fi
-if want local; then
-	for c in "${CARCHES[@]}"; do
-		with_container "dfit-local-$c" "local alpine:$c satellite $c" local "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c"
-	done
-fi
+# run_shaped NAME [VAR=VALUE...]: scenario NAME in the shape scenarios.txt
+# gives it; the extra variables go to every run of it.
+run_shaped() {
+	local name=$1 pair c s t sat first=${CARCHES[0]} script=$1
+	shift
+	case "${SHAPE[$name]}" in
+	pairs)
+		for pair in "${MATRIX[@]}"; do
+			c=${pair%%:*} s=${pair##*:}
+			with_container "dfit-$name-$c-$s" "$name alpine:$c satellite $s" "$script" "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$s" "$@"
+		done
+		;;
+	busybox)
+		for c in "${CARCHES[@]}"; do
+			with_container "dfit-$name-$c" "core busybox:$c satellite $c" core "dockerfuse-test/busybox:$c" SATELLITE_ARCH="$c" "$@"
+		done
+		;;
+	arches)
+		for t in "${TEST_ARCHES[@]}"; do
+			[ "${ARCH_SCRIPT[$t]}" = "$name" ] || continue
+			sat=${ARCH_SATELLITE[$t]}
+			if grep -qx "$sat" <<<"$EMBEDDED"; then
+				with_container "dfit-arch-$t" "arch busybox:$t satellite $sat" "$script" \
+					"dockerfuse-test/busybox:$t" SATELLITE_ARCH="$sat" DFIT_BIG_MIB=16 "$@"
+			else
+				with_container "dfit-arch-$t" "arch busybox:$t (no $sat satellite: auto)" "$script" \
+					"dockerfuse-test/busybox:$t" SATELLITE_ARCH= MISSING_ARCH="$sat" DFIT_BIG_MIB=16 "$@"
+			fi
+		done
+		;;
+	per-arch)
+		for c in "${CARCHES[@]}"; do
+			sat=()
+			! has_flag "$name" sat || sat=(SATELLITE_ARCH="$c")
+			with_container "dfit-$name-$c" "$name alpine:$c${sat:+ satellite $c}" "$script" "dockerfuse-test/alpine:$c" "${sat[@]}" "$@"
+		done
+		;;
+	once)
+		sat=()
+		! has_flag "$name" sat || sat=(SATELLITE_ARCH="$first")
+		with_container "dfit-$name" "$name alpine:$first${sat:+ satellite $first}" "$script" "dockerfuse-test/alpine:$first" "${sat[@]}" "$@"
+		;;
+	own-per-arch)
+		for c in "${CARCHES[@]}"; do
+			run_scenario "$name $c" "$script" CARCH="$c" "$@"
+		done
+		;;
+	own-once)
+		run_scenario "$name alpine:$first" "$script" CARCH="$first" "$@"
+		;;
+	esac
+}
+
+for s in "${KNOWN_SCENARIOS[@]}"; do
+	if want "$s" && ! has_flag "$s" last; then run_shaped "$s"; fi
+done
+# The exec transport: once more per container arch for the `exec` ones.
 if [ "${DOCKERFUSE_TEST_EXEC:-1}" != 0 ] && [ "${DFIT_TRANSPORT:-auto}" != exec ]; then
 	for c in "${CARCHES[@]}"; do
-		if want core; then
-			with_container "dfit-exec-$c" "core alpine:$c satellite $c [exec]" core "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
-		fi
-		if want faults; then
-			with_container "dfit-exec-faults-$c" "faults alpine:$c [exec]" faults "dockerfuse-test/alpine:$c" DFIT_TRANSPORT=exec
-		fi
-		if want differential; then
-			with_container "dfit-exec-diff-$c" "differential alpine:$c satellite $c [exec]" differential "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
-		fi
-		if want programs; then
-			with_container "dfit-exec-prog-$c" "programs alpine:$c satellite $c [exec]" programs "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
-		fi
-		if want posix; then
-			with_container "dfit-exec-posix-$c" "posix alpine:$c satellite $c [exec]" posix "dockerfuse-test/alpine:$c" SATELLITE_ARCH="$c" DFIT_TRANSPORT=exec
-		fi
+		for s in "${KNOWN_SCENARIOS[@]}"; do
+			if ! want "$s" || ! has_flag "$s" exec; then continue; fi
+			sat=()
+			! has_flag "$s" sat && [ "${SHAPE[$s]}" != pairs ] || sat=(SATELLITE_ARCH="$c")
+			with_container "dfit-exec-$s-$c" "$s alpine:$c${sat:+ satellite $c} [exec]" "$s" "dockerfuse-test/alpine:$c" "${sat[@]}" DFIT_TRANSPORT=exec
+		done
 	done
 fi
-# The real-* scenarios start their own containers (dfreal-*, labelled).
-for real in real-user real-readonly real-noexec real-distroless real-caps; do
-	want "$real" || continue
-	for c in "${CARCHES[@]}"; do
-		run_scenario "$real $c" "$real" CARCH="$c"
-	done
+for s in "${KNOWN_SCENARIOS[@]}"; do
+	if want "$s" && has_flag "$s" last; then run_shaped "$s"; fi
 done
-if want real-tls; then
-	run_scenario "real-tls alpine:${CARCHES[0]}" real-tls CARCH="${CARCHES[0]}"
-fi
-if want real-podman; then
-	run_scenario "real-podman alpine:${CARCHES[0]}" real-podman CARCH="${CARCHES[0]}"
-fi
-# Last: it restarts the engine (and waits until it answers again).
-if want engine-restart; then
-	with_container dfit-restart "engine-restart alpine:${CARCHES[0]}" engine-restart "dockerfuse-test/alpine:${CARCHES[0]}"
-fi
 ALL_RAN=1
 # cleanup (the EXIT trap) prints the report and the total line.

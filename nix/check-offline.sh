@@ -268,13 +268,13 @@ else
 fi
 
 # ---------------------------------------------------------------------------
-echo "== (d) nix/vm-matrix.txt: one list for the VM test and CI"
+echo "== (d) nix/vm-matrix.txt and integration/scenarios.txt: one list each, for the VM test and CI"
 
 matrix_sh=nix/vm-matrix.sh
 if out=$(bash "$matrix_sh" check 2>&1); then
-  ok "nix/vm-matrix.txt parses; its scenarios are exactly the ones run-matrix.sh knows"
+  ok "nix/vm-matrix.txt and integration/scenarios.txt parse"
 else
-  bad "nix/vm-matrix.txt parses; its scenarios are exactly the ones run-matrix.sh knows"
+  bad "nix/vm-matrix.txt and integration/scenarios.txt parse"
   printf '%s\n' "$out" | sed 's/^/       /'
 fi
 
@@ -288,14 +288,23 @@ else
   sh_json='{"scenarios":[],"env":{},"tools":[],"modules":[],"wrapped":[]}'
 fi
 
-# Each scenario is a script, except busybox: core on the busybox images.
+# Each scenario is a script, except busybox (core on the busybox images),
+# and integration/README.md's table of files has its row.
 while read -r s; do
   if [ "$s" = busybox ] || [ -f "integration/scenarios/$s.sh" ]; then
     ok "scenario $s exists"
   else
-    bad "nix/vm-matrix.txt lists scenario $s: no integration/scenarios/$s.sh"
+    bad "integration/scenarios.txt declares scenario $s: no integration/scenarios/$s.sh"
+  fi
+  if [ "$s" = busybox ] || grep -qE "^\| .*\`scenarios/$s\.sh\`" integration/README.md; then
+    ok "integration/README.md describes scenario $s"
+  else
+    bad "integration/README.md has no row for scenarios/$s.sh"
   fi
 done < <(jq -r '.scenarios[], .notInVm[]' <<<"$sh_json")
+# No scenario list written out in run-matrix.sh (it reads scenarios.txt).
+expect "run-matrix.sh names no scenario list itself" \
+  "$(sed 's/#.*//' integration/run-matrix.sh | grep -cE '\b(real-podman|container-stop|list-unmount)\b' || true)" "0"
 
 if out=$(bash "$matrix_sh" path "$tmp/vm-path" 2>&1); then
   ok "every binary nix/vm-matrix.txt names is on this host ($(find "$tmp/vm-path" -mindepth 1 | wc -l) linked)"
@@ -308,7 +317,7 @@ fi
 # the lib functions they call, store paths as plain strings, runNixOSTest
 # returning its argument. Enough to produce the test scripts.
 cat >"$tmp/stub.nix" <<'NIX'
-{ matrixFile ? null }:
+{ matrixFile ? null, scenarioFile ? null }:
 let
   lib = {
     concatStringsSep = builtins.concatStringsSep;
@@ -323,7 +332,8 @@ let
     assertMsg = c: m: c || throw m;
   };
   store = name: "/nix/store/00000000000000000000000000000000-${name}";
-  matrix = import ../nix/vm-matrix.nix (if matrixFile == null then { } else { file = matrixFile; });
+  matrix = import ../nix/vm-matrix.nix ((if matrixFile == null then { } else { file = matrixFile; })
+    // (if scenarioFile == null then { } else { inherit scenarioFile; }));
   pkgs = builtins.listToAttrs (map (t: { name = builtins.head (lib.splitString "." t.name); value = store t.name; }) matrix.tools);
   images = builtins.listToAttrs (map (n: { name = n; value = store "image-${n}"; })
     [ "alpine-amd64" "alpine-arm64" "busybox-amd64" "busybox-arm64" "busybox-386" ]);
@@ -342,12 +352,14 @@ in
 NIX
 mkdir -p "$tmp/nix"
 cp nix/vm-matrix.nix nix/vm-cli.nix nix/vm-fstab.nix nix/vm-module.nix nix/vm-matrix.txt "$tmp/nix/"
+mkdir -p "$tmp/integration"
+cp integration/scenarios.txt "$tmp/integration/"
 mkdir -p "$tmp/stub" && mv "$tmp/stub.nix" "$tmp/stub/default.nix"
 
-# scripts_for [MATRIX_FILE]: the three test scripts as JSON.
+# scripts_for [MATRIX_FILE SCENARIO_FILE]: the three test scripts as JSON.
 scripts_for() {
   if [ -n "${1:-}" ]; then
-    nix-instantiate --eval --strict --json "$tmp/stub" --arg matrixFile "$1"
+    nix-instantiate --eval --strict --json "$tmp/stub" --arg matrixFile "$1" --arg scenarioFile "$2"
   else
     nix-instantiate --eval --strict --json "$tmp/stub" --arg matrixFile null
   fi
@@ -374,20 +386,23 @@ if scripts=$(scripts_for 2>"$tmp/stub.err"); then
     fi
   done
   cli=$(jq -r '.["vm-cli"]' <<<"$scripts")
-  expect "vm-cli.nix runs the scenarios and environment of nix/vm-matrix.txt" \
+  expect "vm-cli.nix runs the scenarios of integration/scenarios.txt and the environment of nix/vm-matrix.txt" \
     "$(run_line "$cli")" "$(want_line "$sh_json")"
   n_bins=$(jq '[.tools[].bins[], .modules[].bins[]] | length' <<<"$sh_json")
   expect "vm-cli.nix checks every tool and module binary of the list" \
     "$(grep -cE 'machine.succeed\("(test -x |command -v )' <<<"$cli")" "$n_bins"
 
-  # A changed copy of the list: the script must follow it (read, not copied).
+  # Changed copies of the lists: the script must follow them (read, not copied).
   {
-    grep -vE '^(scenario|env) ' nix/vm-matrix.txt
-    echo "scenario errors"
+    grep -vE '^env ' nix/vm-matrix.txt
     echo "env DFIT_PARITY_PROBE changed list"
   } >"$tmp/changed.txt"
-  changed_json=$(DOCKERFUSE_VM_MATRIX="$tmp/changed.txt" bash "$matrix_sh" json)
-  if changed=$(scripts_for "$tmp/changed.txt" 2>"$tmp/stub.err"); then
+  {
+    grep -vE '^scenario ' integration/scenarios.txt
+    echo "scenario errors once"
+  } >"$tmp/changed-scenarios.txt"
+  changed_json=$(DOCKERFUSE_VM_MATRIX="$tmp/changed.txt" DOCKERFUSE_SCENARIO_LIST="$tmp/changed-scenarios.txt" bash "$matrix_sh" json)
+  if changed=$(scripts_for "$tmp/changed.txt" "$tmp/changed-scenarios.txt" 2>"$tmp/stub.err"); then
     expect "vm-cli.nix follows a changed nix/vm-matrix.txt" \
       "$(run_line "$(jq -r '.["vm-cli"]' <<<"$changed")")" "$(want_line "$changed_json")"
   else

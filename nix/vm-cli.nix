@@ -1,8 +1,8 @@
 # VM test: the packaged dockerfuse against a real Docker engine, driven by
 # the same scenario script CI runs (integration/run-matrix.sh): the whole
-# scenario list of nix/vm-matrix.txt, with the environment and tools written
-# there (CI runs the same list under the same PATH restrictions first, see
-# nix/vm-matrix.sh), on alpine and busybox images of amd64 and arm64 and a
+# scenario list of integration/scenarios.txt (those it marks for the VM),
+# with the environment and tools written in nix/vm-matrix.txt (CI runs the
+# same list under the same PATH restrictions first, see nix/vm-matrix.sh), on alpine and busybox images of amd64 and arm64 and a
 # busybox image of 386 (nix/images.nix). arm64 runs under the static
 # qemu-user that boot.binfmt registers with the F flag.
 #
@@ -19,7 +19,8 @@
   dockerfuse,
   images,
   integration,
-  # Scenarios, environment and tools: written once, in nix/vm-matrix.txt.
+  # Scenarios (integration/scenarios.txt), environment and tools
+  # (nix/vm-matrix.txt): each written once.
   # (An argument only so nix/check-offline.sh can show that the test script
   # follows the file.)
   vmMatrix ? import ./vm-matrix.nix { },
@@ -156,7 +157,7 @@ testers.runNixOSTest {
         machine.succeed("cp -rL ${integration} /tmp/integration && chmod -R u+w /tmp/integration")
         # Images loaded above (integration/setup-engine.sh is not used:
         # NixOS provides the engine, podman, fuse3 and binfmt). Scenarios
-        # and environment from nix/vm-matrix.txt.
+        # from integration/scenarios.txt, environment from nix/vm-matrix.txt.
         machine.succeed(
             "cd /tmp/integration"
             " && DOCKERFUSE=${lib.getExe dockerfuse}"

@@ -1,11 +1,14 @@
-# nix/vm-matrix.txt, parsed: the scenarios, environment and tools of the VM
-# test (nix/vm-cli.nix). nix/vm-matrix.sh reads the same file for CI; the
-# format is described at its top. Builtins only, so nix/check-offline.sh can
-# evaluate this file without nixpkgs and compare it with the shell parser:
+# nix/vm-matrix.txt and integration/scenarios.txt, parsed: the environment
+# and tools of the VM test (nix/vm-cli.nix), and which scenarios it runs.
+# nix/vm-matrix.sh (and integration/run-matrix.sh) read the same files for
+# CI; the formats are described at their tops. Builtins only, so
+# nix/check-offline.sh can evaluate this file without nixpkgs and compare it
+# with the shell parsers:
 #
 #   nix-instantiate --eval --strict --json -E 'import ./nix/vm-matrix.nix { }'
 {
   file ? ./vm-matrix.txt,
+  scenarioFile ? ../integration/scenarios.txt,
 }:
 let
   inherit (builtins)
@@ -23,11 +26,10 @@ let
 
   # "a  b # c" -> [ "a" "b" ]
   words = line: filter (w: isString w && w != "") (split "[ \t]+" (head (split "#" line)));
-  lines = filter (ws: ws != [ ]) (map words (filter isString (split "\n" (builtins.readFile file))));
+  linesOf = f: filter (ws: ws != [ ]) (map words (filter isString (split "\n" (builtins.readFile f))));
+  lines = linesOf file;
 
   kinds = [
-    "scenario"
-    "not-in-vm"
     "env"
     "tool"
     "module"
@@ -48,15 +50,47 @@ let
     in
     if !(elem kind kinds) then
       bad ws "unknown kind '${kind}' (want one of: ${concatSep " " kinds})"
-    else if (kind == "scenario" || kind == "not-in-vm") && n != 2 then
-      bad ws "want: ${kind} NAME"
-    else if (kind != "scenario" && kind != "not-in-vm") && n < 3 then
+    else if n < 3 then
       bad ws "want: ${kind} NAME VALUE..."
     else if (kind == "module" || kind == "wrapped") && !(elem (elemAt ws 1) modules) then
       bad ws "unknown module '${elemAt ws 1}' (want one of: ${concatSep " " modules})"
     else
       ws;
   entries = map checked lines;
+
+  # integration/scenarios.txt: "scenario|not-in-vm NAME SHAPE FLAG..."
+  shapes = [
+    "pairs"
+    "busybox"
+    "arches"
+    "per-arch"
+    "once"
+    "own-per-arch"
+    "own-once"
+  ];
+  flags = [
+    "sat"
+    "exec"
+    "last"
+  ];
+  badScenario = ws: msg: throw "integration/scenarios.txt: '${concatSep " " ws}': ${msg}";
+  checkedScenario =
+    ws:
+    let
+      kind = head ws;
+    in
+    if !(elem kind [ "scenario" "not-in-vm" ]) then
+      badScenario ws "want: scenario|not-in-vm NAME SHAPE FLAG..."
+    else if length ws < 3 then
+      badScenario ws "want: ${kind} NAME SHAPE FLAG..."
+    else if !(elem (elemAt ws 2) shapes) then
+      badScenario ws "unknown shape '${elemAt ws 2}' (want one of: ${concatSep " " shapes})"
+    else if filter (f: !(elem f flags)) (tail (tail (tail ws))) != [ ] then
+      badScenario ws "unknown flag (want any of: ${concatSep " " flags})"
+    else
+      ws;
+  scenarioEntries = map checkedScenario (linesOf scenarioFile);
+  scenariosOf = kind: map (ws: elemAt ws 1) (filter (ws: head ws == kind) scenarioEntries);
   of = kind: filter (ws: head ws == kind) entries;
   # "tool ATTR BIN..." -> { name = ATTR; bins = [ BIN... ]; }
   named = kind: map (ws: {
@@ -65,8 +99,8 @@ let
   }) (of kind);
 in
 {
-  scenarios = map (ws: elemAt ws 1) (of "scenario");
-  notInVm = map (ws: elemAt ws 1) (of "not-in-vm");
+  scenarios = scenariosOf "scenario";
+  notInVm = scenariosOf "not-in-vm";
   env = listToAttrs (
     map (ws: {
       name = elemAt ws 1;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI's side of nix/vm-matrix.txt, the one list of what the NixOS VM test
-# gives integration/run-matrix.sh (scenarios, environment, tools):
+# gives integration/run-matrix.sh (environment, tools), and of the
+# scenarios integration/scenarios.txt marks as run in the VM:
 #
 #   nix/vm-matrix.sh run       the integration run: run-matrix.sh ONCE with
 #                              the VM's scenarios, the VM's environment and
@@ -14,9 +15,8 @@
 #                              naming every one it cannot find)
 #   nix/vm-matrix.sh json      the parsed list as JSON, in the shape
 #                              nix/vm-matrix.nix evaluates to
-#   nix/vm-matrix.sh check     the list parses, every scenario is known to
-#                              run-matrix.sh and every one it knows is
-#                              listed, each not-in-vm entry gives a reason
+#   nix/vm-matrix.sh check     both lists parse (run-matrix.sh reads
+#                              integration/scenarios.txt, checking each line)
 #
 # The restricted PATH holds the `tool`, `module` and `wrapped` binaries
 # (see the file's header) and nothing else: a scenario calling anything
@@ -26,6 +26,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIST=${DOCKERFUSE_VM_MATRIX:-$ROOT/nix/vm-matrix.txt}
+# (run-matrix.sh reads DOCKERFUSE_SCENARIO_LIST, if set, instead of
+# integration/scenarios.txt: nix/check-offline.sh passes a changed copy.)
 say() { printf '[vm-matrix] %s\n' "$*" >&2; }
 die() {
 	printf '[vm-matrix] ERROR: %s\n' "$*" >&2
@@ -48,15 +50,7 @@ parse() {
 		[ "${#w[@]}" -gt 0 ] || continue
 		kind=${w[0]} name=${w[1]:-}
 		case "$kind" in
-		scenario | not-in-vm)
-			[ "${#w[@]}" -eq 2 ] || die "$LIST:$n: want '$kind NAME'"
-			if [ "$kind" = not-in-vm ]; then
-				[[ "$raw" == *"#"*[[:alnum:]]* ]] || die "$LIST:$n: not-in-vm $name: give the reason in a comment on the line"
-				NOT_IN_VM+=("$name")
-			else
-				SCENARIOS+=("$name")
-			fi
-			;;
+		scenario | not-in-vm) die "$LIST:$n: scenarios are declared in integration/scenarios.txt, not here" ;;
 		env)
 			[ "${#w[@]}" -ge 3 ] || die "$LIST:$n: want 'env NAME VALUE'"
 			[[ "$name" =~ ^[A-Z_][A-Z0-9_]*$ ]] || die "$LIST:$n: '$name' is not a variable name"
@@ -75,13 +69,15 @@ parse() {
 			esac
 			BINS+=("${w[@]:2}")
 			;;
-		*) die "$LIST:$n: unknown kind '$kind' (want scenario, not-in-vm, env, tool, module or wrapped)" ;;
+		*) die "$LIST:$n: unknown kind '$kind' (want env, tool, module or wrapped)" ;;
 		esac
 	done <"$LIST"
-	[ "${#SCENARIOS[@]}" -gt 0 ] || die "$LIST lists no scenario"
+	local table where
+	table=$(table) || die "integration/scenarios.txt does not parse (above)"
+	while read -r name where _; do
+		if [ "$where" = vm ]; then SCENARIOS+=("$name"); else NOT_IN_VM+=("$name"); fi
+	done <<<"$table"
 	local dup
-	dup=$(printf '%s\n' "${SCENARIOS[@]}" "${NOT_IN_VM[@]}" | sort | uniq -d)
-	[ -z "$dup" ] || die "$LIST: scenario listed twice: $dup"
 	dup=$(printf '%s\n' "${BINS[@]}" | sort | uniq -d)
 	[ -z "$dup" ] || die "$LIST: binary listed twice: $dup"
 	return 0
@@ -108,25 +104,16 @@ json() {
 	} | jq -cs '{scenarios: .[0], notInVm: .[1], env: .[2], tools: .[3], modules: .[4], wrapped: .[5]}'
 }
 
-# known: the scenarios run-matrix.sh accepts.
-known() { bash "$ROOT/integration/run-matrix.sh" --known-scenarios; }
+# table: integration/scenarios.txt as run-matrix.sh reads it (NAME, vm or
+# not-in-vm, SHAPE, flags), one scenario a line.
+table() { bash "$ROOT/integration/run-matrix.sh" --table; }
 
+# check: both lists parsed (parse dies otherwise) and a scenario to run.
 check() {
-	local s rc=0 k
-	k=" $(known | tr '\n' ' ') "
-	for s in "${SCENARIOS[@]}" "${NOT_IN_VM[@]}"; do
-		if [[ "$k" != *" $s "* ]]; then
-			say "$LIST lists scenario '$s', which integration/run-matrix.sh does not know"
-			rc=1
-		fi
-	done
-	for s in $k; do
-		if [[ " ${SCENARIOS[*]} ${NOT_IN_VM[*]} " != *" $s "* ]]; then
-			say "integration/run-matrix.sh knows scenario '$s', which $LIST lists neither as 'scenario' nor as 'not-in-vm'"
-			rc=1
-		fi
-	done
-	return "$rc"
+	[ "${#SCENARIOS[@]}" -gt 0 ] || [ "${#NOT_IN_VM[@]}" -gt 0 ] || {
+		say "integration/scenarios.txt declares no scenario"
+		return 1
+	}
 }
 
 # host_binary NAME: the file to link for NAME on this host (the real
@@ -164,12 +151,12 @@ in_requested() {
 run() {
 	[ -n "${DOCKERFUSE:-}" ] || die "DOCKERFUSE must name the dockerfuse binary"
 	local s i rc=0 tmp vm=() rest=() envs=()
-	check || die "$LIST and integration/run-matrix.sh disagree (above)"
+	check || die "no scenario to run (above)"
 	for s in "${SCENARIOS[@]}"; do in_requested "$s" && vm+=("$s"); done
 	for s in "${NOT_IN_VM[@]}"; do in_requested "$s" && rest+=("$s"); done
 	if [ -n "${DOCKERFUSE_TEST_SCENARIOS:-}" ]; then
 		for s in $(tr ',' ' ' <<<"$DOCKERFUSE_TEST_SCENARIOS"); do
-			[[ " ${SCENARIOS[*]} ${NOT_IN_VM[*]} " == *" $s "* ]] || die "DOCKERFUSE_TEST_SCENARIOS names '$s', which $LIST does not list"
+			[[ " ${SCENARIOS[*]} ${NOT_IN_VM[*]} " == *" $s "* ]] || die "DOCKERFUSE_TEST_SCENARIOS names '$s', which integration/scenarios.txt does not declare"
 		done
 	fi
 	[ "${#vm[@]}" -gt 0 ] || [ "${#rest[@]}" -gt 0 ] || die "no scenario to run"
