@@ -72,8 +72,54 @@ struct Inner {
     last_rx: AtomicU64,
     epoch: Instant,
     tx: Sender<Vec<u8>>,
+    /// On a socket: frames are written by the thread that sends them.
+    direct: Option<Direct>,
     closed_tx: Sender<String>,
     events: Mutex<Option<EventHandler>>,
+}
+
+/// A socket the sending thread writes its frame to itself when it can do
+/// so at once, saving the hand-off to the writer task (the local channel's
+/// round trip). A frame the socket cannot take whole at once goes (the
+/// rest of it) to the writer task, and so does every frame after it until
+/// the writer has written them: frames never interleave and never block
+/// the sender (a paused container stops reading, and the watchdog, not a
+/// blocked kernel request, decides then).
+struct Direct {
+    fd: std::os::fd::OwnedFd,
+    /// Bytes handed to the writer task and not yet written.
+    queued: Mutex<usize>,
+}
+
+impl Direct {
+    /// Writes what the socket takes of `buf` now: how many bytes.
+    fn try_write(&self, buf: &[u8]) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut done = 0;
+        while done < buf.len() {
+            // SAFETY: the pointer and length describe the live slice
+            // `buf[done..]`; the descriptor is owned by `self`.
+            let n = unsafe {
+                libc::send(
+                    self.fd.as_raw_fd(),
+                    buf[done..].as_ptr().cast(),
+                    buf.len() - done,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            match n {
+                n if n > 0 => done += n as usize,
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                // Full, or broken: the writer task waits, or reports it.
+                _ => break,
+            }
+        }
+        done
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Receives the payload of each change frame (must not block).
@@ -126,6 +172,11 @@ impl Rpc {
         writer: impl AsyncWrite + Send + 'static,
         stall: Duration,
     ) -> Started {
+        Self::start_chunks(Self::byte_chunks(reader), Box::pin(writer), stall)
+    }
+
+    /// A byte stream as protocol chunks.
+    fn byte_chunks(reader: impl AsyncRead + Send + 'static) -> Incoming {
         let incoming = futures_util::stream::unfold(
             (Box::pin(reader), vec![0u8; 256 * 1024]),
             |(mut r, mut buf)| async move {
@@ -140,10 +191,41 @@ impl Rpc {
                 }
             },
         );
-        Self::start_chunks(Box::pin(incoming), Box::pin(writer), stall)
+        Box::pin(incoming)
+    }
+
+    /// Wires a client to a connected stream socket (the local channel):
+    /// like [`Rpc::start_bytes`], and frames are written by the thread
+    /// that sends them whenever the socket takes them at once.
+    pub fn start_socket(
+        socket: std::os::unix::net::UnixStream,
+        stall: Duration,
+    ) -> std::io::Result<Started> {
+        let fd = std::os::fd::OwnedFd::from(socket.try_clone()?);
+        let stream = smol::Async::new(socket)?;
+        let (reader, writer) = futures_util::AsyncReadExt::split(stream);
+        let direct = Direct {
+            fd,
+            queued: Mutex::new(0),
+        };
+        Ok(Self::start_with(
+            Self::byte_chunks(reader),
+            Box::pin(writer),
+            stall,
+            Some(direct),
+        ))
     }
 
     fn start_chunks(output: Incoming, input: Outgoing, stall: Duration) -> Started {
+        Self::start_with(output, input, stall, None)
+    }
+
+    fn start_with(
+        output: Incoming,
+        input: Outgoing,
+        stall: Duration,
+        direct: Option<Direct>,
+    ) -> Started {
         let (tx, rx) = smol::channel::unbounded();
         let (closed_tx, closed) = smol::channel::bounded(1);
         let (hello_tx, hello) = smol::channel::bounded(1);
@@ -156,6 +238,7 @@ impl Rpc {
             last_rx: AtomicU64::new(0),
             epoch: Instant::now(),
             tx,
+            direct,
             closed_tx,
             events: Mutex::new(None),
         });
@@ -171,7 +254,13 @@ impl Rpc {
                 r.close(why);
             };
             let writer = async move {
-                let why = write_loop(rx, input).await;
+                let written = |n: usize| {
+                    if let Some(d) = &w.inner.direct {
+                        let mut q = d.queued();
+                        *q = q.saturating_sub(n);
+                    }
+                };
+                let why = write_loop(rx, input, written).await;
                 if let Some(why) = why {
                     w.close(why);
                 }
@@ -208,7 +297,29 @@ impl Rpc {
     pub fn send_frame(&self, id: u64, req: &Request<'_>) -> Result<(), Errno> {
         let mut buf = Vec::new();
         frame::encode(id, req, &mut buf).map_err(|_| Errno::EINVAL)?;
-        self.inner.tx.try_send(buf).map_err(|_| Errno::EIO)
+        self.send_bytes(buf)
+    }
+
+    /// Sends one encoded frame: on a socket straight from this thread
+    /// when it can, else through the writer task.
+    fn send_bytes(&self, mut buf: Vec<u8>) -> Result<(), Errno> {
+        let tx = &self.inner.tx;
+        let Some(d) = &self.inner.direct else {
+            return tx.try_send(buf).map_err(|_| Errno::EIO);
+        };
+        if tx.is_closed() {
+            return Err(Errno::EIO);
+        }
+        let mut queued = d.queued();
+        if *queued == 0 {
+            let n = d.try_write(&buf);
+            if n == buf.len() {
+                return Ok(());
+            }
+            buf.drain(..n);
+        }
+        *queued += buf.len();
+        tx.try_send(buf).map_err(|_| Errno::EIO)
     }
 
     /// Ends the connection: every pending request fails with EIO, later
@@ -333,7 +444,7 @@ impl Transport for Rpc {
             }
             p.map.insert(id, (done, Instant::now()));
         }
-        if self.inner.tx.try_send(buf).is_err() {
+        if self.send_bytes(buf).is_err() {
             if let Some((done, _)) = self.lock().map.remove(&id) {
                 done(Err(Errno::EIO));
             }
@@ -349,7 +460,13 @@ impl Transport for Rpc {
 /// Largest write to the exec's stdin in one go.
 const MAX_BATCH: usize = 4 << 20;
 
-async fn write_loop(rx: Receiver<Vec<u8>>, mut input: Outgoing) -> Option<String> {
+/// Writes what the senders queued, telling `written` how many bytes each
+/// write took.
+async fn write_loop(
+    rx: Receiver<Vec<u8>>,
+    mut input: Outgoing,
+    written: impl Fn(usize),
+) -> Option<String> {
     let mut batch: Vec<u8> = Vec::new();
     while let Ok(first) = rx.recv().await {
         if rx.is_empty() {
@@ -370,6 +487,7 @@ async fn write_loop(rx: Receiver<Vec<u8>>, mut input: Outgoing) -> Option<String
         if let Err(e) = input.flush().await {
             return Some(format!("writing to the satellite failed: {e}"));
         }
+        written(batch.len());
     }
     // Queue closed: shutdown was asked. Half-close stdin as well.
     let _ = input.close().await;

@@ -163,20 +163,9 @@ pub(crate) fn use_channel(pool: &Pool, id: u64, fds: bool) {
         *out = channel;
         SWITCHED.store(true, Ordering::Relaxed);
     });
-    let pool = pool.clone();
-    let spawned = std::thread::Builder::new()
-        .name("channel".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            let mut input = BufReader::with_capacity(256 * 1024, File::from(reader));
-            if let Err(e) = server::read_requests(&pool, &mut input) {
-                eprintln!("dockerfuse-satellite: channel: {e}");
-            }
-            // The host closed its end (or asked to stop): it is gone.
-            std::process::exit(0);
-        });
-    if spawned.is_err() {
-        eprintln!("dockerfuse-satellite: cannot start the channel reader");
+    let input = BufReader::with_capacity(256 * 1024, File::from(reader));
+    if !pool.serve_in_turns(input) {
+        eprintln!("dockerfuse-satellite: cannot start the channel's workers");
         std::process::exit(1);
     }
 }

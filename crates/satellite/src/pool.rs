@@ -5,9 +5,16 @@
 //! [`MAX_WORKERS`]) whenever a frame arrives while every worker is busy,
 //! so a slow operation — a read from a FIFO, a huge directory — never
 //! stalls the others. Frame buffers go back to the reader for reuse.
+//!
+//! The private channel is served in turns instead ([`Pool::serve_in_turns`]):
+//! its workers take turns reading it, and the one that read a frame runs
+//! it and writes the reply while the next one waits for the next frame,
+//! so a request costs no hand-off between threads (the stdin reader's
+//! queue costs one wake-up of a worker per request).
 
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use dockerfuse_proto::frame;
@@ -15,6 +22,7 @@ use dockerfuse_proto::{Errno, Request, Response, MAX_IO};
 
 use crate::ops::Fs;
 use crate::output::Output;
+use crate::server::{self, Framed};
 
 const START_WORKERS: usize = 4;
 const MAX_WORKERS: usize = 32;
@@ -126,6 +134,89 @@ impl Pool {
         self.sh.ready.notify_one();
         if grow && !spawn_worker(&self.sh) {
             self.sh.queue().workers -= 1;
+        }
+    }
+}
+
+/// An input read in turns by the workers that serve it.
+struct Turns<R> {
+    input: Mutex<R>,
+    /// Workers waiting for their turn to read.
+    waiting: AtomicUsize,
+    /// Workers serving this input.
+    workers: AtomicUsize,
+}
+
+impl Pool {
+    /// Serves `input` (the private channel) with workers that take turns
+    /// reading it; the process exits when it ends or a shutdown arrives.
+    /// False when not even one worker could start.
+    pub(crate) fn serve_in_turns<R: Read + Send + 'static>(&self, input: R) -> bool {
+        let turns = Arc::new(Turns {
+            input: Mutex::new(input),
+            waiting: AtomicUsize::new(0),
+            workers: AtomicUsize::new(0),
+        });
+        let mut started = false;
+        for _ in 0..START_WORKERS {
+            started |= spawn_turn(self, &turns);
+        }
+        started
+    }
+}
+
+fn spawn_turn<R: Read + Send + 'static>(pool: &Pool, turns: &Arc<Turns<R>>) -> bool {
+    let (pool, turns) = (pool.clone(), turns.clone());
+    turns.workers.fetch_add(1, Ordering::SeqCst);
+    let spawned = std::thread::Builder::new()
+        .name("channel".into())
+        .stack_size(256 * 1024)
+        .spawn({
+            let turns = turns.clone();
+            move || take_turns(&pool, &turns)
+        });
+    if spawned.is_err() {
+        turns.workers.fetch_sub(1, Ordering::SeqCst);
+    }
+    spawned.is_ok()
+}
+
+/// A channel worker's life: wait for its turn, read one frame, let the
+/// next worker read, run the frame and send its reply.
+fn take_turns<R: Read + Send + 'static>(pool: &Pool, turns: &Arc<Turns<R>>) {
+    let mut data = Vec::new();
+    let mut scratch = Vec::new();
+    loop {
+        turns.waiting.fetch_add(1, Ordering::SeqCst);
+        let read = {
+            let mut input = turns.input.lock().unwrap_or_else(|p| p.into_inner());
+            turns.waiting.fetch_sub(1, Ordering::SeqCst);
+            server::read_request(pool, &mut *input)
+        };
+        let job = match read {
+            Ok(Framed::Request(id, frame)) => Job { id, frame },
+            Ok(Framed::Done) => continue,
+            // The host closed its end (or asked to stop): it is gone.
+            Ok(Framed::End) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("dockerfuse-satellite: channel: {e}");
+                std::process::exit(0)
+            }
+        };
+        // Nobody waits to read next while this one runs: one more worker,
+        // so a slow operation never stalls the channel.
+        if turns.waiting.load(Ordering::SeqCst) == 0
+            && turns.workers.load(Ordering::SeqCst) < MAX_WORKERS
+        {
+            spawn_turn(pool, turns);
+        }
+        run(&pool.sh, &job, &mut data, &mut scratch);
+        if data.capacity() > 2 * MAX_IO as usize {
+            data = Vec::new();
+        }
+        let mut q = pool.sh.queue();
+        if q.spare.len() < 2 * MAX_WORKERS {
+            q.spare.push(job.frame);
         }
     }
 }

@@ -75,29 +75,49 @@ fn host_hello<R: Read>(pool: &Pool, input: &mut R) -> io::Result<bool> {
     }
 }
 
-/// Queues every request frame until the input ends or a shutdown arrives;
-/// the channel requests are served here, in order with the others.
+/// What a frame read from the host asks of the reader itself.
+pub(crate) enum Framed {
+    /// An ordinary request, for a worker.
+    Request(u64, Vec<u8>),
+    /// Served already (the channel requests), or nothing to do.
+    Done,
+    /// The input ended or a shutdown arrived.
+    End,
+}
+
+/// Reads one frame into a spare buffer and serves what the reader must
+/// serve itself: a shutdown ends, the channel requests are answered here,
+/// in order with the others.
+pub(crate) fn read_request<R: Read>(pool: &Pool, input: &mut R) -> io::Result<Framed> {
+    let mut frame = pool.spare_buffer();
+    let Some(id) = read_frame(input, &mut frame)? else {
+        return Ok(Framed::End);
+    };
+    let tag = variant_tag(&frame);
+    if tag == Some(Request::shutdown_tag()) {
+        return Ok(Framed::End);
+    }
+    if tag == Some(Request::OpenChannel.tag())
+        || tag == Some(Request::UseChannel { fds: false }.tag())
+    {
+        match frame::decode::<Request<'_>>(&frame) {
+            Ok(Request::OpenChannel) => crate::direct::open_channel(pool, id),
+            Ok(Request::UseChannel { fds }) => crate::direct::use_channel(pool, id, fds),
+            _ => pool.reply(id, &Response::Error(Errno::EPROTO.0)),
+        }
+        return Ok(Framed::Done);
+    }
+    Ok(Framed::Request(id, frame))
+}
+
+/// Queues every request frame for the workers until the input ends or a
+/// shutdown arrives.
 pub(crate) fn read_requests<R: Read>(pool: &Pool, input: &mut R) -> io::Result<()> {
-    let shutdown = Some(Request::shutdown_tag());
-    let open_channel = Some(Request::OpenChannel.tag());
-    let use_channel = Some(Request::UseChannel { fds: false }.tag());
     loop {
-        let mut frame = pool.spare_buffer();
-        let Some(id) = read_frame(input, &mut frame)? else {
-            return Ok(());
-        };
-        let tag = variant_tag(&frame);
-        if tag == shutdown {
-            return Ok(());
+        match read_request(pool, input)? {
+            Framed::Request(id, frame) => pool.submit(id, frame),
+            Framed::Done => {}
+            Framed::End => return Ok(()),
         }
-        if tag == open_channel || tag == use_channel {
-            match frame::decode::<Request<'_>>(&frame) {
-                Ok(Request::OpenChannel) => crate::direct::open_channel(pool, id),
-                Ok(Request::UseChannel { fds }) => crate::direct::use_channel(pool, id, fds),
-                _ => pool.reply(id, &Response::Error(Errno::EPROTO.0)),
-            }
-            continue;
-        }
-        pool.submit(id, frame);
     }
 }

@@ -761,6 +761,78 @@ fn a_slow_operation_does_not_stall_others() {
 }
 
 #[test]
+fn on_the_channel_slow_operations_do_not_stall_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (mut s, _) = Sat::start(dir.path());
+    let f = s.entry(Request::Lookup {
+        parent: ROOT_NODE,
+        name: name("fifo"),
+    });
+    let fd = match s.call(Request::OpenChannel) {
+        Response::Channel { fd } => fd,
+        other => panic!("expected a channel, got {other:?}"),
+    };
+    let sock = take_fd(s.child.id(), fd);
+    assert_eq!(s.call(Request::UseChannel { fds: false }), Response::Ok);
+    let mut sock_in = std::os::unix::net::UnixStream::from(sock);
+    let sock_read = sock_in.try_clone().unwrap();
+    // A stalled channel fails the test instead of hanging it.
+    sock_read
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut sock_out = BufReader::new(sock_read);
+    let mut buf = Vec::new();
+    assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(HELLO_ID));
+    // More blocked opens of the FIFO than the channel starts workers
+    // with: each that waits must leave another to read the channel.
+    let mut frame = Vec::new();
+    for id in 100..110 {
+        let open = Request::Open {
+            node: f.node,
+            flags: libc::O_RDONLY,
+        };
+        frame.clear();
+        encode(id, &open, &mut frame).unwrap();
+        sock_in.write_all(&frame).unwrap();
+    }
+    for id in 200..203 {
+        let getattr = Request::GetAttr {
+            node: ROOT_NODE,
+            fh: None,
+        };
+        frame.clear();
+        encode(id, &getattr, &mut frame).unwrap();
+        sock_in.write_all(&frame).unwrap();
+        assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(id));
+        assert!(matches!(
+            decode::<Response<'_>>(&buf).unwrap(),
+            Response::Attr(_)
+        ));
+    }
+    // A writer lets every open through.
+    let w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let mut opened = Vec::new();
+    for _ in 100..110 {
+        let id = read_frame(&mut sock_out, &mut buf).unwrap().unwrap();
+        assert!(matches!(
+            decode::<Response<'_>>(&buf).unwrap(),
+            Response::Opened { .. }
+        ));
+        opened.push(id);
+    }
+    opened.sort();
+    assert_eq!(opened, (100..110).collect::<Vec<_>>());
+    drop(w);
+    drop(sock_in);
+    drop(sock_out);
+    assert!(s.child.wait().unwrap().success());
+}
+
+#[test]
 fn garbage_input_does_not_crash_it() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, _) = Sat::start(dir.path());

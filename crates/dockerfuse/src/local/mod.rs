@@ -385,8 +385,6 @@ async fn switch(
     want: &Want,
 ) -> std::result::Result<(Channel, Receiver<String>), String> {
     let stream = std::os::unix::net::UnixStream::from(sock);
-    let stream = smol::Async::new(stream).map_err(|e| format!("cannot use the socket: {e}"))?;
-    let (reader, writer) = futures_util::AsyncReadExt::split(stream);
     ask(
         &running.rpc,
         ("use_channel", Request::UseChannel { fds }),
@@ -400,7 +398,7 @@ async fn switch(
         closed,
         tasks,
         ..
-    } = Rpc::start_bytes(reader, writer, want.stall);
+    } = Rpc::start_socket(stream, want.stall).map_err(|e| format!("cannot use the socket: {e}"))?;
     std::thread::Builder::new()
         .name("rpc-local".into())
         .spawn(move || smol::block_on(tasks))
