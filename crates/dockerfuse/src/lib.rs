@@ -41,6 +41,7 @@ pub(crate) mod error;
 pub(crate) mod feed;
 pub(crate) mod fs;
 pub(crate) mod fuse;
+pub(crate) mod fusermount;
 pub(crate) mod groups;
 pub(crate) mod helper;
 pub(crate) mod kernel_mount;
