@@ -53,6 +53,7 @@ pub(crate) mod mount;
 pub(crate) mod mountinfo;
 pub(crate) mod passthrough;
 pub(crate) mod plugin;
+pub(crate) mod reach;
 pub(crate) mod reconnect;
 pub(crate) mod relink;
 pub(crate) mod report;
