@@ -45,6 +45,8 @@ pub(crate) struct Container {
     /// type=tmpfs`). The archive API writes into the rootfs *beneath* such
     /// a mount, where the container cannot see the file.
     pub tmpfs: Vec<String>,
+    /// The container's first process, as the engine's host sees it.
+    pub pid: Option<u32>,
 }
 
 /// Where the engine is and how to reach it.
@@ -469,6 +471,10 @@ impl Engine {
                 .trim_start_matches('/')
                 .to_owned(),
             running: state.running.unwrap_or(false),
+            pid: state
+                .pid
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|p| *p > 0),
             status: state
                 .status
                 .map(|s| s.to_string())

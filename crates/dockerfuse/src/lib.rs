@@ -44,6 +44,7 @@ pub(crate) mod fuse;
 pub(crate) mod fusermount;
 pub(crate) mod groups;
 pub(crate) mod helper;
+pub(crate) mod idmap;
 pub(crate) mod kernel_mount;
 pub(crate) mod launch;
 pub(crate) mod local;

@@ -328,6 +328,9 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         .with_hint(format!("start it first: docker start {id}")));
     }
     let native = engine.native_arch().await;
+    if let Some(note) = container.pid.and_then(crate::idmap::describe) {
+        info!("{note}");
+    }
     let image = container
         .image_arch
         .as_deref()
