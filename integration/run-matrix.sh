@@ -32,6 +32,16 @@
 #                   DOCKER_HOST, -H and docker contexts
 #   real-podman     once (podman from setup-engine.sh): a container
 #                   of `podman system service`, plain and --read-only
+#   users           once: dockerfuse as users other than root (made by
+#                   the scenario: dfu-member in the docker group, dfu-plain
+#                   not): /dev/fuse closed to users refused with the fix,
+#                   core as the user through fusermount3, -d, list,
+#                   unmount, --reconnect, a `user` fstab entry, the
+#                   refusals (socket permission, mount point, allow_other)
+#   rootless-podman once: core and the local transport as dfu-rootless
+#                   against its own `podman system service`
+#   rootless-docker once: core and the local transport as dfu-rootless
+#                   against its own dockerd-rootless.sh (rootlesskit)
 #   differential    once per container arch (satellite of the same arch): a
 #                   seeded random op sequence through the mount vs. directly
 #   programs        once per container arch (satellite of the same arch): git,
@@ -75,6 +85,7 @@
 #                               real-user real-readonly real-noexec
 #                               real-distroless real-caps real-tls
 #                               real-podman
+#                               users rootless-podman rootless-docker
 #                               engine-restart (restarts dockerd; runs last)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
 #   DOCKERFUSE_TEST_ARCHES      busybox image tags for `arches` (default: 386)
@@ -106,6 +117,7 @@ KNOWN_SCENARIOS=(core busybox arches arches-qemu container-stop reconnect errors
 	cli-plugin mount-helper list-unmount completions ssh-engine
 	differential coherence programs posix identity local
 	real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman
+	users rootless-podman rootless-docker
 	engine-restart)
 if [ "${1:-}" = --known-scenarios ]; then
 	printf '%s\n' "${KNOWN_SCENARIOS[@]}"
@@ -121,7 +133,7 @@ export DOCKERFUSE
 
 read -r -a MATRIX <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_MATRIX:-amd64:amd64 amd64:arm64 arm64:amd64 arm64:arm64}")"
 REAL_SCENARIOS="real-user real-readonly real-noexec real-distroless real-caps real-tls real-podman"
-read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches arches-qemu container-stop reconnect errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential coherence programs posix identity local $REAL_SCENARIOS engine-restart}")"
+read -r -a SCENARIOS <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_SCENARIOS:-core busybox arches arches-qemu container-stop reconnect errors faults cli-plugin mount-helper list-unmount completions ssh-engine differential coherence programs posix identity local $REAL_SCENARIOS users rootless-podman rootless-docker engine-restart}")"
 [ "${#MATRIX[@]}" -gt 0 ] || die "DOCKERFUSE_MATRIX is empty"
 [ "${#SCENARIOS[@]}" -gt 0 ] || die "DOCKERFUSE_TEST_SCENARIOS is empty"
 CARCHES=() # container arches in matrix order, each once
@@ -437,6 +449,16 @@ fi
 if want real-podman; then
 	run_scenario "real-podman alpine:${CARCHES[0]}" real-podman CARCH="${CARCHES[0]}"
 fi
+if want users; then
+	with_container dfit-users "users alpine:${CARCHES[0]}" users "dockerfuse-test/alpine:${CARCHES[0]}" SATELLITE_ARCH="${CARCHES[0]}"
+fi
+# The rootless engines are the user's own: their containers are theirs
+# (and removed by the scenarios).
+for rl in rootless-podman rootless-docker; do
+	if want "$rl"; then
+		run_scenario "$rl alpine:${CARCHES[0]}" "$rl" CARCH="${CARCHES[0]}"
+	fi
+done
 # Last: it restarts the engine (and waits until it answers again).
 if want engine-restart; then
 	with_container dfit-restart "engine-restart alpine:${CARCHES[0]}" engine-restart "dockerfuse-test/alpine:${CARCHES[0]}"

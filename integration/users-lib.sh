@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # DF is for the caller
 # Helpers of the scenarios that run dockerfuse as users other than root
 # (users.sh, rootless-podman.sh, rootless-docker.sh; sourced after lib.sh):
 #   - in_fuse_namespace SCRIPT: re-run the scenario in a private mount

@@ -51,7 +51,16 @@ cls_links() { dx ls -la "$1" | awk '$(NF-1) == "->" { print $(NF-2), $NF }' | LC
 ctr_exists() { dx sh -c "test -e '$1' || test -L '$1'"; }
 ctr_absent() { dx sh -c "! test -e '$1' && ! test -L '$1'"; }
 # processes in the container other than its init
-ctr_extra_procs() { timeout 20 docker top "$CONTAINER" | tail -n +3; }
+ctr_extra_procs() {
+	local out
+	if out=$(timeout 20 docker top "$CONTAINER" 2>&1); then
+		tail -n +3 <<<"$out"
+		return
+	fi
+	# docker top reads the container's cgroup, which rootless Docker on
+	# cgroup v1 does not make: ask ps in the container (minus itself)
+	dx ps -o pid,comm | awk 'NR > 1 && $1 != 1 && $2 != "ps"'
+}
 no_extra_procs() { [ -z "$(ctr_extra_procs)" ]; }
 
 # --- preconditions -----------------------------------------------------------------

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rootless Podman: a user with subuid/subgid ranges (dfit-rootless, made
+# Rootless Podman: a user with subuid/subgid ranges (dfu-rootless, made
 # here if missing) runs `podman system service` on a socket under its own
 # XDG_RUNTIME_DIR, loads the test image from a `docker save` of root's
 # engine, and starts a container; dockerfuse, run as that user with
@@ -17,6 +17,7 @@
 # Environment: DOCKERFUSE, WORKDIR, CARCH (amd64|arm64). Needs root (to make
 # the user), podman, uidmap (newuidmap), slirp4netns is not needed
 # (--network none).
+# shellcheck disable=SC2317 # helpers run via check/on_exit
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../users-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../users-lib.sh"
@@ -27,7 +28,7 @@ require_env DOCKERFUSE WORKDIR CARCH
 require_tools podman newuidmap newgidmap useradd usermod runuser unshare mknod getent docker
 got=''
 
-U=dfit-rootless
+U=dfu-rootless
 ensure_user "$U" "" subids
 check "$U has subuid and subgid ranges" grep -q "^$U:" /etc/subuid /etc/subgid
 user_binary
@@ -36,15 +37,19 @@ user_dir "$U" "$USER_RUNTIME"
 SOCK=$USER_RUNTIME/podman/podman.sock
 export DOCKER_HOST=unix://$SOCK
 USER_PASS="DOCKER_HOST"
-NAME=dfit-rootless-pod-$CARCH-$$
+NAME=dfu-rootless-pod-$CARCH-$$
 SVC=
 
 podman_down() {
+	local pid
 	as_user "$U" timeout 60 podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
 	if [ -n "$SVC" ]; then
 		kill "$SVC" 2>/dev/null || true
 		wait_until 10 pid_gone "$SVC" || kill -9 "$SVC" 2>/dev/null || true
 	fi
+	# rootless podman's pause process (it holds the user namespace)
+	pid=$(cat "$USER_RUNTIME/libpod/tmp/pause.pid" 2>/dev/null || true)
+	[ -z "$pid" ] || kill "$pid" 2>/dev/null || true
 	# the service's own children (conmon of an exec session) naming our
 	# container or socket
 	grep -lsE -- "$NAME|$SOCK" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | while read -r pid; do
