@@ -56,7 +56,6 @@ pub(crate) fn preflight(mount: &Path, allow_other: bool) -> Result<PathBuf> {
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
         user_helper()?;
-        user_may_open_fuse()?;
     }
     if allow_other && !root && !fuse_conf_allows_other(FUSE_CONF) {
         return Err(Error::setup(format!(
@@ -66,6 +65,9 @@ pub(crate) fn preflight(mount: &Path, allow_other: bool) -> Result<PathBuf> {
         .with_hint(format!(
             "add a line user_allow_other to {FUSE_CONF} (as root), or mount without --allow-other"
         )));
+    }
+    if !root {
+        user_may_open_fuse()?;
     }
     let canon = mount.canonicalize().map_err(|e| {
         let err = Error::setup(format!(
