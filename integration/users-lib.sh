@@ -96,6 +96,19 @@ user_binary() {
 	done
 }
 
+# kill_runtime_procs NAME: kill every process of NAME started with
+# XDG_RUNTIME_DIR=$USER_RUNTIME (a rootless engine's leftovers: podman's
+# pause process, conmon, rootlesskit's children), and nothing else.
+kill_runtime_procs() {
+	local uid p
+	uid=$(id -u "$1")
+	for p in /proc/[0-9]*; do
+		[ "$(stat -c %u "$p" 2>/dev/null)" = "$uid" ] || continue
+		tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qxF "XDG_RUNTIME_DIR=$USER_RUNTIME" || continue
+		kill -9 "${p#/proc/}" 2>/dev/null || true
+	done
+}
+
 # user_dir NAME DIR: DIR made and owned by NAME.
 user_dir() {
 	mkdir -p "$2"

@@ -53,6 +53,7 @@ rootless_down() {
 		kill "$pid" 2>/dev/null || true
 		wait_until 20 pid_gone "$pid" || kill -9 "$pid" 2>/dev/null || true
 	fi
+	kill_runtime_procs "$U"
 	[ -z "$RUNNER" ] || kill "$RUNNER" 2>/dev/null || true
 	rm -rf --one-file-system "$USER_RUNTIME" 2>/dev/null || true
 }

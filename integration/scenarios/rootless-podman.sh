@@ -50,6 +50,7 @@ podman_down() {
 	# rootless podman's pause process (it holds the user namespace)
 	pid=$(cat "$USER_RUNTIME/libpod/tmp/pause.pid" 2>/dev/null || true)
 	[ -z "$pid" ] || kill "$pid" 2>/dev/null || true
+	kill_runtime_procs "$U"
 	# the service's own children (conmon of an exec session) naming our
 	# container or socket
 	grep -lsE -- "$NAME|$SOCK" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | while read -r pid; do
