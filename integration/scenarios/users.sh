@@ -117,6 +117,46 @@ check_not "the second is gone" is_mounted "$UW/b"
 cap got as_user "$M" "$DF" list
 check_not "list is empty again" grep -qF "$UW/" <<<"$got"
 
+# hold_busy DIR: a process of $M with its cwd in DIR (release_busy ends it).
+hold_busy() {
+	rm -f "$UW/holder.pid"
+	as_user "$M" sh -c 'cd "$2" && echo $$ >"$1/holder.pid" && exec sleep 60' sh "$UW" "$1" </dev/null >/dev/null 2>&1 &
+	wait_until 10 test -s "$UW/holder.pid" || true
+	on_exit "$(printf 'kill "$(cat %q 2>/dev/null)" 2>/dev/null' "$UW/holder.pid")"
+}
+release_busy() {
+	local pid
+	pid=$(cat "$UW/holder.pid" 2>/dev/null || true)
+	[ -z "$pid" ] || kill "$pid" 2>/dev/null || true
+	[ -z "$pid" ] || wait_until 10 pid_gone "$pid" || true
+}
+
+# a busy mount: `dockerfuse unmount` refuses with the user's way to detach;
+# a foreground mount ended by SIGINT while busy is detached lazily
+as_user "$M" mkdir -p "$UW/c"
+user_mount "$M" "$UW/c" --satellite-arch "$SATELLITE_ARCH"
+check "$M: a mount to keep busy" is_fuse_mounted "$UW/c"
+hold_busy "$UW/c/etc"
+st=0
+out=$(as_user "$M" "$DF" unmount "$UW/c" 2>&1) || st=$?
+assert_eq "unmount of a busy mount as $M: exit 1" 1 "$st"
+assert_match "it says busy, with fusermount3 -u -z as the way out" 'busy.*'$'\n''hint: .*fusermount3 -u -z' "$out"
+release_busy
+check "$M: unmount once no longer busy" as_user "$M" "$DF" unmount "$UW/c"
+as_user "$M" "$DF" "$CONTAINER" "$UW/c" --satellite-arch "$SATELLITE_ARCH" >"$UW/c.fg.out" 2>&1 </dev/null &
+FG=$!
+on_exit "$(printf 'as_user %q timeout 10 fusermount3 -uz %q 2>/dev/null; kill %s 2>/dev/null' "$M" "$UW/c" "$FG")"
+check "$M: a foreground mount" wait_mounted "$UW/c" "$FG"
+hold_busy "$UW/c/etc"
+DFPID=$(pgrep -u "$M" -f -- "$DF $CONTAINER $UW/c " | head -n 1 || true)
+check "the foreground dockerfuse runs as $M" test -n "$DFPID"
+kill -INT "$DFPID" 2>/dev/null || true
+st=0
+wait_until 20 pid_gone "$FG" || st=1
+assert_eq "SIGINT ends the busy foreground mount" 0 "$st"
+check_not "the busy mount was detached" is_mounted "$UW/c"
+release_busy
+
 # --reconnect across a restart of the container
 as_user "$M" mkdir -p "$UW/r"
 user_mount "$M" "$UW/r" --satellite-arch "$SATELLITE_ARCH" --reconnect --pid-file "$UW/r.pid"

@@ -234,7 +234,7 @@ fn receive_fd(sock: &UnixStream) -> io::Result<Option<OwnedFd>> {
 /// `fusermount3 -u [-z] MOUNTPOINT`; the error's text is its message.
 pub(crate) fn unmount(mountpoint: &Path, lazy: bool) -> io::Result<()> {
     let helper = find().unwrap_or_else(|| PathBuf::from(NAMES[0]));
-    let mut args: Vec<OsString> = vec!["-u".into(), "-q".into()];
+    let mut args: Vec<OsString> = vec!["-u".into()];
     if lazy {
         args.push("-z".into());
     }

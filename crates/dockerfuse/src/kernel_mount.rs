@@ -137,7 +137,9 @@ pub(crate) fn unmount(mountpoint: &Path) -> io::Result<()> {
         return umount2(mountpoint, libc::MNT_DETACH)
             .or_else(|_| crate::fusermount::unmount(mountpoint, true));
     }
-    if !busy {
+    // fusermount3's words for EBUSY vary: detach lazily on any failure
+    // but "not mounted".
+    if !busy && crate::fusermount::errno_of(&err) == Some(libc::EINVAL) {
         return Err(err);
     }
     crate::fusermount::unmount(mountpoint, true)

@@ -187,9 +187,15 @@ fn unmount_one(dir: &Path, pid: Option<u32>, timeout: Duration) -> Result<()> {
     crate::kernel_mount::unmount_strict(dir).map_err(|e| {
         let err = Error::setup(format!("cannot unmount {}: {e}", dir.display()));
         if crate::fusermount::errno_of(&e) == Some(libc::EBUSY) {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let detach = if unsafe { libc::geteuid() } == 0 {
+                "umount -l"
+            } else {
+                "fusermount3 -u -z"
+            };
             err.with_errno(libc::EBUSY).with_hint(format!(
                 "something uses it (a shell's current directory, an open file: fuser -vm {0}); \
-                 umount -l {0} detaches it anyway",
+                 {detach} {0} detaches it anyway",
                 dir.display()
             ))
         } else {
