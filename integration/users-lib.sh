@@ -104,7 +104,7 @@ kill_runtime_procs() {
 	uid=$(id -u "$1")
 	for p in /proc/[0-9]*; do
 		[ "$(stat -c %u "$p" 2>/dev/null)" = "$uid" ] || continue
-		tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qxF "XDG_RUNTIME_DIR=$USER_RUNTIME" || continue
+		tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qxF "XDG_RUNTIME_DIR=$USER_RUNTIME" || continue
 		kill -9 "${p#/proc/}" 2>/dev/null || true
 	done
 }
@@ -136,4 +136,38 @@ user_scenario() {
 	else
 		log "$title: $p passed, $f failed"
 	fi
+}
+
+# idmap_checks NAME CONTAINER DIR: as NAME, mount CONTAINER on DIR with
+# --idmap: the container's root files show as NAME's, a file NAME makes is
+# the container's root's, other ids stay, and a chown to NAME is one to
+# the container's root. (Uses $DF, $DFIT_MOUNT_TIMEOUT; docker reaches the
+# container's engine through DOCKER_HOST.)
+idmap_checks() {
+	local name=$1 ctr=$2 dir=$3 uid gid st=0 got
+	uid=$(id -u "$name") gid=$(id -g "$name")
+	as_user "$name" mkdir -p "$dir"
+	on_exit "$(printf 'as_user %q timeout 10 fusermount3 -uz %q 2>/dev/null' "$name" "$dir")"
+	timeout 30 docker exec "$ctr" sh -c "echo x >/tmp/dfit-idmap-33 && chown 33:33 /tmp/dfit-idmap-33 && echo y >/tmp/dfit-idmap-root"
+	on_exit "$(printf 'timeout 30 docker exec %q rm -f /tmp/dfit-idmap-33 /tmp/dfit-idmap-root /tmp/dfit-idmap-new' "$ctr")"
+	as_user "$name" timeout -k 5 "$DFIT_MOUNT_TIMEOUT" "$DF" "$ctr" "$dir" -d --idmap >"$dir.out" 2>&1 </dev/null || st=$?
+	if [ "$st" -ne 0 ] || ! is_fuse_mounted "$dir"; then
+		fail "--idmap mounts as $name (exit $st)"
+		show_file "dockerfuse output" "$dir.out"
+		return 0
+	fi
+	pass "--idmap mounts as $name"
+	got=$(as_user "$name" stat -c %u:%g "$dir/tmp/dfit-idmap-root")
+	assert_eq "--idmap: a file of the container's root shows as $name's" "$uid:$gid" "$got"
+	got=$(as_user "$name" stat -c %u:%g "$dir/tmp/dfit-idmap-33")
+	assert_eq "--idmap: a file of uid 33 stays 33" 33:33 "$got"
+	check "--idmap: $name makes a file" as_user "$name" sh -c "echo z >'$dir/tmp/dfit-idmap-new'"
+	got=$(as_user "$name" stat -c %u:%g "$dir/tmp/dfit-idmap-new")
+	assert_eq "--idmap: it shows as $name's" "$uid:$gid" "$got"
+	got=$(timeout 30 docker exec "$ctr" stat -c %u:%g /tmp/dfit-idmap-new)
+	assert_eq "--idmap: in the container it is root's" 0:0 "$got"
+	check "--idmap: chown $uid:$gid of uid 33's file" as_user "$name" chown "$uid:$gid" "$dir/tmp/dfit-idmap-33"
+	got=$(timeout 30 docker exec "$ctr" stat -c %u:%g /tmp/dfit-idmap-33)
+	assert_eq "--idmap: the container sees a chown to root" 0:0 "$got"
+	check "--idmap: unmount" as_user "$name" "$DF" unmount "$dir"
 }

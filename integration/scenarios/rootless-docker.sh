@@ -7,7 +7,8 @@
 # that user with DOCKER_HOST pointing at the socket, passes the core
 # scenario (core.sh as the user), and a mount of its own takes the local
 # transport (the satellite runs in the user's own user namespace), says so
-# in `list` and -debug, and tells how the container's ids map to the host.
+# in `list` and -debug, and tells how the container's ids map to the host;
+# --idmap shows the container's root files as the user's.
 # rootlesskit runs with --net=host and dockerd with --bridge=none: the
 # containers run with --network none, and slirp4netns needs /dev/net/tun,
 # which is 0600 on some machines (as /dev/fuse: see users-lib.sh). The
@@ -118,4 +119,5 @@ cap got timeout 30 docker exec "$NAME" cat "/tmp/dfit-local-$$"
 assert_eq "the container sees the write" local "$got"
 check "dockerfuse unmount as $U" as_user "$U" "$DF" unmount "$MNT"
 check_not "the mount is gone" is_mounted "$MNT"
+idmap_checks "$U" "$NAME" "$UW/mnt-idmap"
 finish

@@ -8,7 +8,8 @@
 # `docker diff` through the socket), and a mount of its own takes the
 # local transport (the satellite runs in the user's own user namespace, so
 # pidfd_getfd is allowed), says so in `list` and -debug, and tells how the
-# container's ids map to the host.
+# container's ids map to the host; --idmap shows the container's root
+# files as the user's.
 # The mounts are made in a private mount namespace with a 0666 /dev/fuse
 # node (see users-lib.sh: fusermount3 opens /dev/fuse with the user's
 # rights; the machine's own node is left as it is). The service, the
@@ -117,4 +118,5 @@ cap got timeout 30 docker exec "$NAME" cat "/tmp/dfit-local-$$"
 assert_eq "the container sees the write" local "$got"
 check "dockerfuse unmount as $U" as_user "$U" "$DF" unmount "$MNT"
 check_not "the mount is gone" is_mounted "$MNT"
+idmap_checks "$U" "$NAME" "$UW/mnt-idmap"
 finish

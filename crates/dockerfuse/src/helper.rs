@@ -102,6 +102,11 @@ pub(crate) fn apply(cli: &mut Cli) -> Result<(), String> {
                 flag(&value)?;
                 cli.rewrite_absolute_links = true
             }
+            // sshfs spells it idmap=user
+            "idmap" => match value.as_deref() {
+                None | Some("user") => cli.idmap = true,
+                Some(v) => return Err(format!("-o idmap={v}: only idmap or idmap=user")),
+            },
             "reconnect" => {
                 flag(&value)?;
                 cli.reconnect = true
@@ -223,9 +228,10 @@ mod tests {
             "-o",
             "satellite_dir=/run,start_timeout=9,op_timeout=7,writeback_cache,rewrite_absolute_links",
             "-o",
-            "reconnect,reconnect_timeout=60",
+            "reconnect,reconnect_timeout=60,idmap=user",
         ])
         .unwrap();
+        assert!(c.idmap);
         assert!(c.daemonize && c.read_only && c.allow_other);
         assert!(c.writeback_cache && c.rewrite_absolute_links);
         assert_eq!(c.ttl, Some(2.5));

@@ -3,7 +3,58 @@
 //! container in a user namespace where uid 0 is an unprivileged host user
 //! (the engine's own user, for a rootless engine) and the other ids are
 //! that user's subordinate ids (`/etc/subuid`). The mount shows the
-//! container's own ids, as `docker exec ls -l` does.
+//! container's own ids, as `docker exec ls -l` does, unless `--idmap`
+//! swaps the satellite's user and group with the caller's ([`Swap`]), as
+//! sshfs's `-o idmap=user`.
+
+use std::sync::OnceLock;
+
+/// `--idmap`: the satellite's ids shown as ours, and ours sent as its.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Swap {
+    /// The satellite's uid and gid (in the container).
+    pub theirs: (u32, u32),
+    /// This process's uid and gid (on the host).
+    pub ours: (u32, u32),
+}
+
+impl Swap {
+    /// The owner to show for a file the satellite reports.
+    pub(crate) fn shown(&self, uid: u32, gid: u32) -> (u32, u32) {
+        (
+            if uid == self.theirs.0 {
+                self.ours.0
+            } else {
+                uid
+            },
+            if gid == self.theirs.1 {
+                self.ours.1
+            } else {
+                gid
+            },
+        )
+    }
+
+    /// The owner to send for a chown the kernel asks for.
+    pub(crate) fn stored(&self, uid: Option<u32>, gid: Option<u32>) -> (Option<u32>, Option<u32>) {
+        (
+            uid.map(|u| if u == self.ours.0 { self.theirs.0 } else { u }),
+            gid.map(|g| if g == self.ours.1 { self.theirs.1 } else { g }),
+        )
+    }
+}
+
+static SWAP: OnceLock<Swap> = OnceLock::new();
+
+/// Turns `--idmap` on for this process's mount (once).
+pub(crate) fn enable(swap: Swap) {
+    let _ = SWAP.set(swap);
+}
+
+/// The swap in force, if any.
+pub(crate) fn swap() -> Option<&'static Swap> {
+    SWAP.get()
+}
 
 /// One line of `/proc/PID/uid_map`: inside, outside, count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +131,18 @@ pub(crate) fn describe(pid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_swap_goes_both_ways_and_leaves_other_ids() {
+        let s = Swap {
+            theirs: (0, 0),
+            ours: (1000, 100),
+        };
+        assert_eq!(s.shown(0, 0), (1000, 100));
+        assert_eq!(s.shown(33, 0), (33, 100));
+        assert_eq!(s.stored(Some(1000), Some(100)), (Some(0), Some(0)));
+        assert_eq!(s.stored(Some(5), None), (Some(5), None));
+    }
 
     #[test]
     fn the_initial_namespace_says_nothing() {

@@ -471,6 +471,19 @@ fn mount_session(
     let feed = feed_wanted
         .then(|| crate::feed::Feed::enable_on(&core, remote.link.channel.rpc()))
         .flatten();
+    if cli.idmap {
+        let hello = &remote.running.hello;
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        let ours = unsafe { (libc::getuid(), libc::getgid()) };
+        crate::idmap::enable(crate::idmap::Swap {
+            theirs: (hello.uid, hello.gid),
+            ours,
+        });
+        info!(
+            "--idmap: the container's uid {} and gid {} are shown as {} and {}",
+            hello.uid, hello.gid, ours.0, ours.1
+        );
+    }
     let fs = FuseFs::new(core, remote.link.passthrough.is_ok());
     let config = fuse_config(cli, &remote.name);
     let fsname = format!("dockerfuse:{}", remote.name);
