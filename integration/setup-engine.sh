@@ -36,6 +36,7 @@ PACKAGES=(docker.io fuse3 qemu-user-static busybox-static binfmt-support
 	systemd                   # mount-helper: systemd-fstab-generator
 	zsh fish man-db           # completions scenario
 	openssh-server            # ssh-engine scenario (its own sshd)
+	uidmap rootlesskit        # rootless-podman, rootless-docker: subuid maps, dockerd-rootless.sh
 	shellcheck)               # test.sh checks every script
 # Installed with their recommended packages, as they were tested.
 PACKAGES_WITH_RECOMMENDS=(podman) # real-podman's engine

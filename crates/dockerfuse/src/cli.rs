@@ -77,6 +77,13 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = MOUNT)]
     pub max_watches: Option<u32>,
 
+    /// Show the files of the satellite's user and group (the container's
+    /// root by default) as your own, and a chown to you as one to them,
+    /// as sshfs's `-o idmap=user`: with a rootless engine the container's
+    /// root is you on the host.
+    #[arg(long, help_heading = MOUNT)]
+    pub idmap: bool,
+
     /// Show absolute symlinks under the mount point (default: as they are
     /// in the container, which points into the host's tree).
     #[arg(long, help_heading = MOUNT)]

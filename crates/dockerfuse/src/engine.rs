@@ -45,6 +45,8 @@ pub(crate) struct Container {
     /// type=tmpfs`). The archive API writes into the rootfs *beneath* such
     /// a mount, where the container cannot see the file.
     pub tmpfs: Vec<String>,
+    /// The container's first process, as the engine's host sees it.
+    pub pid: Option<u32>,
 }
 
 /// Where the engine is and how to reach it.
@@ -314,6 +316,34 @@ fn engine_error(ep: &Endpoint, e: impl std::fmt::Display) -> Error {
     .with_hint(hint)
 }
 
+/// The error for a request to `ep` that failed: the cause in words
+/// ([`crate::reach`]) when it can be told, else the client's own text.
+fn unreachable(ep: &Endpoint, e: &bollard::errors::Error) -> Error {
+    let text = crate::reach::chain(e);
+    let cause = crate::reach::cause(&ep.host, ep.tls.is_some(), &text);
+    tracing::debug!(error = %text, ?cause, "the engine does not answer");
+    let Some((sentence, hint)) = crate::reach::words(&cause, &ep.host) else {
+        return engine_error(ep, text);
+    };
+    let errno = match cause {
+        crate::reach::Cause::Permission { .. } => libc::EACCES,
+        crate::reach::Cause::NoSocket => libc::ENOENT,
+        crate::reach::Cause::NotListening => libc::ECONNREFUSED,
+        _ => libc::EPROTO,
+    };
+    let what = if crate::reach::is_podman(&ep.host) {
+        "the Podman service"
+    } else {
+        "the Docker engine"
+    };
+    Error::setup(format!(
+        "cannot reach {what} at {} (from {}): {sentence}",
+        ep.host, ep.source
+    ))
+    .with_errno(errno)
+    .with_hint(hint)
+}
+
 /// A bollard client for `ep` (no request made yet).
 fn client(ep: &Endpoint) -> Result<Docker> {
     const TIMEOUT: u64 = 120;
@@ -330,13 +360,13 @@ fn client(ep: &Endpoint) -> Result<Docker> {
             }
             let addr = ep.host.replacen("https://", "tcp://", 1);
             Docker::connect_with_ssl(&addr, &t.key, &t.cert, &t.ca, TIMEOUT, v)
-                .map_err(|e| engine_error(ep, e))
+                .map_err(|e| unreachable(ep, &e))
         }
         None if ep.host.starts_with("unix://") => {
-            Docker::connect_with_unix(&ep.host, TIMEOUT, v).map_err(|e| engine_error(ep, e))
+            Docker::connect_with_unix(&ep.host, TIMEOUT, v).map_err(|e| unreachable(ep, &e))
         }
         None if ep.host.starts_with("tcp://") || ep.host.starts_with("http://") => {
-            Docker::connect_with_http(&ep.host, TIMEOUT, v).map_err(|e| engine_error(ep, e))
+            Docker::connect_with_http(&ep.host, TIMEOUT, v).map_err(|e| unreachable(ep, &e))
         }
         None => Err(engine_error(
             ep,
@@ -380,8 +410,8 @@ impl Engine {
         let docker = docker
             .negotiate_version()
             .await
-            .map_err(|e| engine_error(&ep, e))?;
-        docker.ping().await.map_err(|e| engine_error(&ep, e))?;
+            .map_err(|e| unreachable(&ep, &e))?;
+        docker.ping().await.map_err(|e| unreachable(&ep, &e))?;
         Ok(Engine {
             docker,
             host: ep.host,
@@ -441,6 +471,10 @@ impl Engine {
                 .trim_start_matches('/')
                 .to_owned(),
             running: state.running.unwrap_or(false),
+            pid: state
+                .pid
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|p| *p > 0),
             status: state
                 .status
                 .map(|s| s.to_string())

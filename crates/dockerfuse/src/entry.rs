@@ -12,6 +12,7 @@ use crate::{commands, daemon, error, helper, logging, mount, plugin, report, sat
 /// Runs the command with the process's arguments (what `main` does).
 pub fn run() {
     helper::ensure_path();
+    helper::ensure_home();
     let args: Vec<OsString> = std::env::args_os().collect();
     let (cli, engine) = if plugin::invoked(&args) {
         match plugin::parse(&args) {

@@ -80,10 +80,15 @@ impl<T: Transport> FuseFs<T> {
     /// sends next (only used with `--allow-other`; see fs::with_caller).
     fn caller(&self, req: &FuseRequest) -> Option<CallerGuard> {
         let groups = self.groups.as_ref()?;
+        // With --idmap the caller who is us acts as the satellite's user.
+        let (uid, gid) = match crate::idmap::swap() {
+            Some(s) => s.stored(Some(req.uid()), Some(req.gid())),
+            None => (Some(req.uid()), Some(req.gid())),
+        };
         Some(crate::fs::with_caller(groups.caller(
             req.pid(),
-            req.uid(),
-            req.gid(),
+            uid.unwrap_or(req.uid()),
+            gid.unwrap_or(req.gid()),
         )))
     }
 }
@@ -116,6 +121,10 @@ fn kind(mode: u32) -> FileType {
 
 /// The core's attributes as fuser's.
 fn file_attr(a: &Attr) -> FileAttr {
+    let (uid, gid) = match crate::idmap::swap() {
+        Some(s) => s.shown(a.uid, a.gid),
+        None => (a.uid, a.gid),
+    };
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
@@ -127,8 +136,8 @@ fn file_attr(a: &Attr) -> FileAttr {
         kind: kind(a.mode),
         perm: (a.mode & 0o7777) as u16,
         nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
+        uid,
+        gid,
         rdev: a.rdev as u32,
         blksize: if a.blksize == 0 { 4096 } else { a.blksize },
         flags: 0,
@@ -283,6 +292,10 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyAttr,
     ) {
         let _as = self.caller(req);
+        let (uid, gid) = match crate::idmap::swap() {
+            Some(s) => s.stored(uid, gid),
+            None => (uid, gid),
+        };
         let attr = SetAttr {
             mode,
             uid,

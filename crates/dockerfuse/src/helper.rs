@@ -102,6 +102,11 @@ pub(crate) fn apply(cli: &mut Cli) -> Result<(), String> {
                 flag(&value)?;
                 cli.rewrite_absolute_links = true
             }
+            // sshfs spells it idmap=user
+            "idmap" => match value.as_deref() {
+                None | Some("user") => cli.idmap = true,
+                Some(v) => return Err(format!("-o idmap={v}: only idmap or idmap=user")),
+            },
             "reconnect" => {
                 flag(&value)?;
                 cli.reconnect = true
@@ -153,6 +158,45 @@ pub(crate) fn ensure_path() {
     }
 }
 
+/// mount(8) run by a user for a `user`/`users` fstab entry hands its
+/// helpers root's HOME; a user's contexts and config are under their own.
+/// When HOME is unset or not this user's directory, it becomes the home
+/// directory of the passwd entry.
+pub(crate) fn ensure_home() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let ours = std::env::var_os("HOME")
+        .and_then(|h| std::fs::metadata(h).ok())
+        .is_some_and(|m| m.uid() == uid);
+    if uid == 0 || ours {
+        return;
+    }
+    if let Some(home) = passwd_home(uid) {
+        // Called first thing in main, before any thread starts.
+        std::env::set_var("HOME", home);
+    }
+}
+
+/// The home directory of `uid` in the passwd database.
+fn passwd_home(uid: libc::uid_t) -> Option<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: an all-zero passwd is a valid value to be overwritten.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives the use
+    // of the strings it holds (copied out below).
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() || pw.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: pw_dir points at a NUL-terminated string inside buf.
+    let dir = unsafe { std::ffi::CStr::from_ptr(pw.pw_dir) };
+    Some(std::ffi::OsStr::from_bytes(dir.to_bytes()).to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +206,15 @@ mod tests {
         let mut c = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
         apply(&mut c)?;
         Ok(c)
+    }
+
+    #[test]
+    fn the_passwd_entry_gives_a_home() {
+        assert_eq!(
+            passwd_home(0).as_deref(),
+            Some(std::ffi::OsStr::new("/root"))
+        );
+        assert!(passwd_home(3_999_999_999).is_none());
     }
 
     #[test]
@@ -175,9 +228,10 @@ mod tests {
             "-o",
             "satellite_dir=/run,start_timeout=9,op_timeout=7,writeback_cache,rewrite_absolute_links",
             "-o",
-            "reconnect,reconnect_timeout=60",
+            "reconnect,reconnect_timeout=60,idmap=user",
         ])
         .unwrap();
+        assert!(c.idmap);
         assert!(c.daemonize && c.read_only && c.allow_other);
         assert!(c.writeback_cache && c.rewrite_absolute_links);
         assert_eq!(c.ttl, Some(2.5));

@@ -4,7 +4,10 @@
 //! fusermount3, used for other users, applies `subtype=`). mount(8),
 //! findmnt and `dockerfuse list` know a dockerfuse mount by its type, so as
 //! root the mount is made here, with the options fuser would use, and the
-//! session is built on the returned `/dev/fuse` descriptor.
+//! session is built on the returned `/dev/fuse` descriptor. Any other
+//! user mounts through [`fusermount`](crate::fusermount) (setuid
+//! fusermount3) and gets the same kind of descriptor; unmounting goes the
+//! same two ways.
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
@@ -27,6 +30,30 @@ pub(crate) struct Request<'a> {
 
 fn cstring(s: &[u8]) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Mounts the way this process may: mount(2) as root (also root in a user
+/// namespace, `podman unshare`), else through fusermount3. Returns the
+/// session's descriptor and which way it went, for the log.
+pub(crate) fn mount_any(req: &Request) -> io::Result<(OwnedFd, &'static str)> {
+    if is_root() {
+        match mount(req) {
+            Ok(fd) => return Ok((fd, "mount(2)")),
+            // Root of a user namespace without the right to mount FUSE.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                tracing::debug!(error = %e, "mount(2) refused, trying fusermount3")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let helper = crate::fusermount::find()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "fusermount3 not found"))?;
+    crate::fusermount::mount(&helper, req).map(|fd| (fd, "fusermount3"))
 }
 
 /// Opens `/dev/fuse` and mounts it on the mount point; the descriptor
@@ -77,9 +104,16 @@ pub(crate) fn mount(req: &Request) -> io::Result<OwnedFd> {
 
 /// Unmounts `mountpoint`, failing with EBUSY when it is in use.
 pub(crate) fn unmount_strict(mountpoint: &Path) -> io::Result<()> {
+    if !is_root() {
+        return crate::fusermount::unmount(mountpoint, false);
+    }
+    umount2(mountpoint, 0)
+}
+
+fn umount2(mountpoint: &Path, flags: libc::c_int) -> io::Result<()> {
     let target = cstring(mountpoint.as_os_str().as_encoded_bytes())?;
     // SAFETY: a NUL-terminated path that outlives the call.
-    if unsafe { libc::umount2(target.as_ptr(), 0) } == 0 {
+    if unsafe { libc::umount2(target.as_ptr(), flags) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
@@ -89,19 +123,24 @@ pub(crate) fn unmount_strict(mountpoint: &Path) -> io::Result<()> {
 /// Unmounts `mountpoint`; a busy mount (a shell's cwd inside) is detached
 /// lazily instead.
 pub(crate) fn unmount(mountpoint: &Path) -> io::Result<()> {
-    let target = cstring(mountpoint.as_os_str().as_encoded_bytes())?;
-    // SAFETY: a NUL-terminated path that outlives the call.
-    if unsafe { libc::umount2(target.as_ptr(), 0) } == 0 {
-        return Ok(());
+    let err = match unmount_strict(mountpoint) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    // A user's mount made by root's fusermount3 (or root's mount seen
+    // from a user namespace): fall back to the other way too.
+    let busy = crate::fusermount::errno_of(&err) == Some(libc::EBUSY);
+    if is_root() {
+        if !busy && err.raw_os_error() != Some(libc::EPERM) {
+            return Err(err);
+        }
+        return umount2(mountpoint, libc::MNT_DETACH)
+            .or_else(|_| crate::fusermount::unmount(mountpoint, true));
     }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EBUSY) {
+    // fusermount3's words for EBUSY vary: detach lazily on any failure
+    // but "not mounted".
+    if !busy && crate::fusermount::errno_of(&err) == Some(libc::EINVAL) {
         return Err(err);
     }
-    // SAFETY: as above.
-    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::fusermount::unmount(mountpoint, true)
 }

@@ -184,18 +184,18 @@ fn unmount_one(dir: &Path, pid: Option<u32>, timeout: Duration) -> Result<()> {
                 .with_hint("dockerfuse list shows the mounts"))
         }
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let res = if unsafe { libc::geteuid() } == 0 {
-        crate::kernel_mount::unmount_strict(dir)
-    } else {
-        fusermount_u(dir)
-    };
-    res.map_err(|e| {
+    crate::kernel_mount::unmount_strict(dir).map_err(|e| {
         let err = Error::setup(format!("cannot unmount {}: {e}", dir.display()));
-        if e.raw_os_error() == Some(libc::EBUSY) || e.to_string().contains("busy") {
+        if crate::fusermount::errno_of(&e) == Some(libc::EBUSY) {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let detach = if unsafe { libc::geteuid() } == 0 {
+                "umount -l"
+            } else {
+                "fusermount3 -u -z"
+            };
             err.with_errno(libc::EBUSY).with_hint(format!(
                 "something uses it (a shell's current directory, an open file: fuser -vm {0}); \
-                 umount -l {0} detaches it anyway",
+                 {detach} {0} detaches it anyway",
                 dir.display()
             ))
         } else {
@@ -217,20 +217,6 @@ fn unmount_one(dir: &Path, pid: Option<u32>, timeout: Duration) -> Result<()> {
     }
     println!("unmounted {}", dir.display());
     Ok(())
-}
-
-fn fusermount_u(dir: &Path) -> std::io::Result<()> {
-    let out = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg(dir)
-        .output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -54,11 +54,8 @@ pub(crate) fn preflight(mount: &Path, allow_other: bool) -> Result<PathBuf> {
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root && which("fusermount3").is_none() && which("fusermount").is_none() {
-        return Err(Error::setup(
-            "fusermount3 not found in PATH (a user other than root mounts through it)",
-        )
-        .with_hint("install fuse3 (apt-get install fuse3, dnf install fuse3)"));
+    if !root {
+        user_helper()?;
     }
     if allow_other && !root && !fuse_conf_allows_other(FUSE_CONF) {
         return Err(Error::setup(format!(
@@ -68,6 +65,9 @@ pub(crate) fn preflight(mount: &Path, allow_other: bool) -> Result<PathBuf> {
         .with_hint(format!(
             "add a line user_allow_other to {FUSE_CONF} (as root), or mount without --allow-other"
         )));
+    }
+    if !root {
+        user_may_open_fuse()?;
     }
     let canon = mount.canonicalize().map_err(|e| {
         let err = Error::setup(format!(
@@ -87,6 +87,15 @@ pub(crate) fn preflight(mount: &Path, allow_other: bool) -> Result<PathBuf> {
             mount.display()
         ))
         .with_errno(libc::ENOTDIR));
+    }
+    if !root && !writable(&canon) {
+        return Err(Error::setup(format!(
+            "mount point {} is not writable by you: as a user other than root, \
+             fusermount3 mounts only on a directory you may write to",
+            canon.display()
+        ))
+        .with_errno(libc::EACCES)
+        .with_hint("mount on a directory of your own, e.g. mkdir -p ~/mnt"));
     }
     if is_mount_point(&canon) {
         return Err(Error::setup(format!(
@@ -112,12 +121,75 @@ fn fuse_conf_allows_other(path: &str) -> bool {
     })
 }
 
-fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(bin))
-        .find(|p| p.is_file())
+/// The setuid helper a user mounts through, or why there is none usable.
+fn user_helper() -> Result<PathBuf> {
+    let helper = crate::fusermount::find().ok_or_else(|| {
+        Error::setup(
+            "fusermount3 not found (a user other than root mounts through it: \
+             /dev/fuse and mount(2) are root's)",
+        )
+        .with_errno(libc::ENOENT)
+        .with_hint("install fuse3 (apt-get install fuse3, dnf install fuse3), or mount as root")
+    })?;
+    if let Some(why) = crate::fusermount::not_setuid(&helper) {
+        return Err(
+            Error::setup(format!("cannot mount as a user other than root: {why}"))
+                .with_errno(libc::EPERM)
+                .with_hint(format!(
+                    "as root: chown root {0} && chmod u+s {0} (fuse3's package installs it so)",
+                    helper.display()
+                )),
+        );
+    }
+    Ok(helper)
+}
+
+/// fusermount3 opens `/dev/fuse` with the user's own rights (it drops
+/// root's before the open: the device's mode is how an administrator says
+/// who may use FUSE), so a user who may not open it cannot mount at all.
+fn user_may_open_fuse() -> Result<()> {
+    // SAFETY: a NUL-terminated literal.
+    if unsafe { libc::access(c"/dev/fuse".as_ptr(), libc::R_OK | libc::W_OK) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata("/dev/fuse")
+        .map(|m| {
+            format!(
+                "mode {:o}, owner uid {}, group gid {}",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            )
+        })
+        .unwrap_or_default();
+    Err(Error::setup(format!(
+        "cannot mount as a user other than root: /dev/fuse ({mode}) is not open to you ({e}), \
+         and fusermount3 opens it with your rights"
+    ))
+    .with_errno(e.raw_os_error().unwrap_or(libc::EACCES))
+    .with_hint(
+        "as root: chmod 0666 /dev/fuse (most distributions' default; a udev rule \
+         KERNEL==\"fuse\", MODE=\"0666\" keeps it), or mount as root",
+    ))
+}
+
+/// True when this process may write to `dir` (what fusermount3 asks of
+/// a mount point; a sticky directory must also be the user's own).
+fn writable(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return false;
+    }
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).is_ok_and(|m| {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        m.mode() & libc::S_ISVTX == 0 || m.uid() == unsafe { libc::getuid() }
+    })
 }
 
 type MountSession = fuser::Session<FuseFs<Conn<crate::local::Channel>>>;
@@ -258,6 +330,9 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         .with_hint(format!("start it first: docker start {id}")));
     }
     let native = engine.native_arch().await;
+    if let Some(note) = container.pid.and_then(crate::idmap::describe) {
+        info!("{note}");
+    }
     let image = container
         .image_arch
         .as_deref()
@@ -396,35 +471,39 @@ fn mount_session(
     let feed = feed_wanted
         .then(|| crate::feed::Feed::enable_on(&core, remote.link.channel.rpc()))
         .flatten();
+    if cli.idmap {
+        let hello = &remote.running.hello;
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        let ours = unsafe { (libc::getuid(), libc::getgid()) };
+        crate::idmap::enable(crate::idmap::Swap {
+            theirs: (hello.uid, hello.gid),
+            ours,
+        });
+        info!(
+            "--idmap: the container's uid {} and gid {} are shown as {} and {}",
+            hello.uid, hello.gid, ours.0, ours.1
+        );
+    }
     let fs = FuseFs::new(core, remote.link.passthrough.is_ok());
     let config = fuse_config(cli, &remote.name);
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let made = if root {
-        // As root the mount(2) call is ours, with type fuse.dockerfuse.
-        let fsname = format!("dockerfuse:{}", remote.name);
-        kernel_mount::mount(&kernel_mount::Request {
-            mountpoint,
-            fsname: &fsname,
-            read_only: cli.read_only,
-            allow_other: cli.allow_other,
-        })
-        .and_then(|fd| {
-            fuser::Session::from_fd(fs, fd, config.acl, config.clone()).inspect_err(|_| {
-                let _ = kernel_mount::unmount(mountpoint);
-            })
-        })
-        .map(|s| (s, Unmounter::Direct(mountpoint.to_path_buf())))
-    } else {
-        fuser::Session::new(fs, mountpoint, &config).map(|mut s| {
-            let u = s.unmount_callable();
-            (s, Unmounter::Fuser(u))
-        })
+    let fsname = format!("dockerfuse:{}", remote.name);
+    let req = kernel_mount::Request {
+        mountpoint,
+        fsname: &fsname,
+        read_only: cli.read_only,
+        allow_other: cli.allow_other,
     };
-    let (session, unmounter) = made.map_err(|e| {
+    let made = kernel_mount::mount_any(&req).and_then(|(fd, how)| {
+        tracing::debug!(how, "mounted");
+        fuser::Session::from_fd(fs, fd, config.acl, config.clone()).inspect_err(|_| {
+            let _ = kernel_mount::unmount(mountpoint);
+        })
+    });
+    let session = made.map_err(|e| {
         remote.link.shutdown();
+        let errno = crate::fusermount::errno_of(&e).unwrap_or(libc::EIO);
         let err = Error::setup(format!("cannot mount on {}: {e}", mountpoint.display()))
-            .with_errno(e.raw_os_error().unwrap_or(libc::EIO));
+            .with_errno(errno);
         if cli.allow_other {
             err.with_hint(format!(
                 "--allow-other needs root or user_allow_other in {FUSE_CONF}"
@@ -433,6 +512,7 @@ fn mount_session(
             err
         }
     })?;
+    let unmounter = Unmounter(mountpoint.to_path_buf());
     if let Some(feed) = &feed {
         if let Err(e) = feed.start(session.notifier()) {
             warn!(error = %e, "cannot start the notification thread");
@@ -441,12 +521,9 @@ fn mount_session(
     Ok((session, unmounter))
 }
 
-/// How to take the mount down: fuser's own way (through fusermount3) or,
-/// for a mount made with [`kernel_mount`], umount2.
-enum Unmounter {
-    Fuser(fuser::SessionUnmounter),
-    Direct(PathBuf),
-}
+/// How to take the mount down: umount2 as root, fusermount3 -u otherwise
+/// (see [`kernel_mount::unmount`]).
+struct Unmounter(PathBuf);
 
 /// Runs the session and watches the satellite, each in its own thread;
 /// both end up as events on `tx` (where the signals arrive too).
@@ -561,23 +638,8 @@ fn mount_device(path: &Path) -> Option<String> {
 }
 
 fn unmount(unmounter: &mut Unmounter, mountpoint: &Path) {
-    let res = match unmounter {
-        Unmounter::Fuser(u) => u.unmount(),
-        Unmounter::Direct(p) => kernel_mount::unmount(p),
-    };
-    if let Err(e) = res {
-        // Busy (a shell's cwd inside, say): detach it lazily instead.
-        warn!(error = %e, "unmount failed, detaching lazily");
-        let c =
-            std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).unwrap_or_default();
-        // SAFETY: a valid NUL-terminated path that outlives the call.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(mountpoint)
-                .status();
-        }
+    if let Err(e) = kernel_mount::unmount(&unmounter.0) {
+        warn!(error = %e, mountpoint = %mountpoint.display(), "cannot unmount");
     }
 }
 
