@@ -23,10 +23,20 @@
 DFIT_USERS_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # in_fuse_namespace "$@": re-exec the calling scenario under unshare -m.
+# The new namespace starts with a copy of every mount, other runs' FUSE
+# mounts included, and a copy keeps its FUSE connection alive: unmounted
+# outside, such a mount's dockerfuse would never learn it was unmounted.
+# So the copies are detached first thing (and propagation is slave, so
+# that on a host whose mounts are shared, mounts and unmounts made outside
+# later reach the namespace too, and nothing made in it leaks out).
 in_fuse_namespace() {
 	if [ -z "${DFIT_IN_FUSE_NS:-}" ]; then
-		DFIT_IN_FUSE_NS=1 exec unshare -m --propagation private bash "$0" "$@"
+		DFIT_IN_FUSE_NS=1 exec unshare -m --propagation slave bash "$0" "$@"
 	fi
+	local m
+	while IFS= read -r m; do
+		umount -l "$(printf '%b' "$m")" 2>/dev/null || true
+	done < <(awk '{ for (i = 7; i < NF; i++) if ($i == "-") break } $(i + 1) ~ /^fuse(\.|blk$|$)/ { print $5 }' /proc/self/mountinfo | sort -r)
 }
 
 # fuse_dev_mode MODE: a /dev/fuse node of MODE (root's) over /dev/fuse in
