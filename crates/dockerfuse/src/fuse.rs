@@ -24,7 +24,7 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, CallerGuard, Core, Errno, Lookup, SetAttr, SetTime, Transport, Ttl, Xattr};
+use crate::fs::{Attr, Caller, Core, Errno, Lookup, SetAttr, SetTime, Transport, Ttl, Who, Xattr};
 use crate::groups::CallerGroups;
 use crate::passthrough::{Backings, Mode};
 
@@ -35,6 +35,8 @@ pub(crate) struct FuseFs<T: Transport> {
     core: Arc<Core<T>>,
     /// Callers' supplementary groups (with `--allow-other` only).
     groups: Option<CallerGroups>,
+    /// The groups of callers otherwise (none are read).
+    no_groups: Arc<[u32]>,
     /// Ask the kernel for passthrough at INIT.
     want_passthrough: bool,
     /// Set at INIT when the kernel agreed.
@@ -47,6 +49,7 @@ impl<T: Transport> FuseFs<T> {
         FuseFs {
             core: Arc::new(core),
             groups,
+            no_groups: Arc::from([]),
             want_passthrough,
             passthrough: None,
         }
@@ -76,15 +79,19 @@ impl<T: Transport> FuseFs<T> {
         self.passthrough = Some(Arc::default());
     }
 
-    /// Makes the kernel request's user the caller of what this thread
-    /// sends next (only used with `--allow-other`; see fs::with_caller).
-    fn caller(&self, req: &FuseRequest) -> Option<CallerGuard> {
-        let groups = self.groups.as_ref()?;
-        Some(crate::fs::with_caller(groups.caller(
-            req.pid(),
-            req.uid(),
-            req.gid(),
-        )))
+    /// The caller of a kernel request, with its supplementary groups when
+    /// the mount performs requests per caller (`--allow-other`).
+    fn who(&self, req: &FuseRequest) -> Who {
+        let (pid, uid, gid) = (req.pid(), req.uid(), req.gid());
+        Who::Caller(match &self.groups {
+            Some(groups) => groups.caller(pid, uid, gid),
+            None => Caller {
+                uid,
+                gid,
+                groups: self.no_groups.clone(),
+                pid,
+            },
+        })
     }
 }
 
@@ -237,8 +244,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn lookup(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.lookup(
+            &who,
             parent.0,
             bytes(name),
             Box::new(move |r| match r {
@@ -259,9 +267,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn getattr(&self, req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core
-            .getattr(ino.0, fh.map(|f| f.0), attr_reply!(self, reply));
+            .getattr(&who, ino.0, fh.map(|f| f.0), attr_reply!(self, reply));
     }
 
     fn setattr(
@@ -282,7 +290,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         let attr = SetAttr {
             mode,
             uid,
@@ -292,12 +300,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             mtime: set_time(mtime),
         };
         self.core
-            .setattr(ino.0, fh.map(|f| f.0), attr, attr_reply!(self, reply));
+            .setattr(&who, ino.0, fh.map(|f| f.0), attr, attr_reply!(self, reply));
     }
 
     fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.readlink(
+            &who,
             ino.0,
             Box::new(move |r| match r {
                 Ok(d) => reply.data(d),
@@ -316,8 +325,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.mknod(
+            &who,
             parent.0,
             bytes(name),
             mode,
@@ -335,19 +345,21 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core
-            .mkdir(parent.0, bytes(name), mode, entry_reply!(self, reply));
+            .mkdir(&who, parent.0, bytes(name), mode, entry_reply!(self, reply));
     }
 
     fn unlink(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = self.caller(req);
-        self.core.unlink(parent.0, bytes(name), empty_reply!(reply));
+        let who = self.who(req);
+        self.core
+            .unlink(&who, parent.0, bytes(name), empty_reply!(reply));
     }
 
     fn rmdir(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = self.caller(req);
-        self.core.rmdir(parent.0, bytes(name), empty_reply!(reply));
+        let who = self.who(req);
+        self.core
+            .rmdir(&who, parent.0, bytes(name), empty_reply!(reply));
     }
 
     fn symlink(
@@ -358,8 +370,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.symlink(
+            &who,
             parent.0,
             bytes(link_name),
             target.as_os_str().as_bytes(),
@@ -377,8 +390,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.rename(
+            &who,
             (parent.0, bytes(name)),
             (newparent.0, bytes(newname)),
             flags.bits(),
@@ -394,8 +408,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.link(
+            &who,
             ino.0,
             newparent.0,
             bytes(newname),
@@ -404,9 +419,10 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn open(&self, req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         let (pt, core, node) = (self.passthrough.clone(), self.core.clone(), ino.0);
         self.core.open(
+            &who,
             node,
             flags.0,
             Box::new(move |r| match r {
@@ -447,8 +463,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.read(
+            &who,
             fh.0,
             offset,
             size,
@@ -471,32 +488,15 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        if kill && !self.core.options().per_caller {
-            // A writer without CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2): the
-            // bits go first, then the write.
-            let (core, data) = (self.core.clone(), data.to_vec());
-            return self.core.drop_suidgid(
-                ino.0,
-                Box::new(move |r| match r {
-                    Ok(()) => core.write(
-                        fh.0,
-                        offset,
-                        &data,
-                        Box::new(move |r| match r {
-                            Ok(n) => reply.written(n),
-                            Err(e) => reply.error(errno(e)),
-                        }),
-                    ),
-                    Err(e) => reply.error(errno(e)),
-                }),
-            );
-        }
         self.core.write(
+            &who,
+            ino.0,
             fh.0,
             offset,
             data,
+            kill,
             Box::new(move |r| match r {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(e)),
@@ -506,19 +506,18 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn flush(
         &self,
-        req: &FuseRequest,
+        _req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
         self.core.flush(fh.0, empty_reply!(reply));
     }
 
     fn release(
         &self,
-        req: &FuseRequest,
+        _req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -526,7 +525,6 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
         if let Some(pt) = &self.passthrough {
             pt.release(fh.0);
         }
@@ -541,13 +539,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
-        self.core.fsync(fh.0, datasync, empty_reply!(reply));
+        let who = self.who(req);
+        self.core.fsync(&who, fh.0, datasync, empty_reply!(reply));
     }
 
     fn opendir(&self, req: &FuseRequest, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.opendir(
+            &who,
             ino.0,
             Box::new(move |r| match r {
                 // A watched directory's listing stays in the kernel's
@@ -570,10 +569,11 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         // fuser sizes the reply buffer from the kernel's request; ask the
         // satellite for what a 4 KiB page holds at least.
         self.core.readdir(
+            &who,
             fh.0,
             offset,
             4096,
@@ -600,8 +600,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.readdirplus(
+            &who,
             ino.0,
             fh.0,
             offset,
@@ -637,13 +638,12 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn releasedir(
         &self,
-        req: &FuseRequest,
+        _req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
         self.core.releasedir(fh.0, empty_reply!(reply));
     }
 
@@ -655,13 +655,15 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
-        self.core.fsyncdir(fh.0, datasync, empty_reply!(reply));
+        let who = self.who(req);
+        self.core
+            .fsyncdir(&who, fh.0, datasync, empty_reply!(reply));
     }
 
     fn statfs(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.statfs(
+            &who,
             ino.0,
             Box::new(move |r| match r {
                 Ok(s) => reply.statfs(
@@ -682,9 +684,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core
-            .setxattr(ino.0, bytes(name), value, flags, empty_reply!(reply));
+            .setxattr(&who, ino.0, bytes(name), value, flags, empty_reply!(reply));
     }
 
     fn getxattr(
@@ -695,25 +697,26 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         size: u32,
         reply: ReplyXattr,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core
-            .getxattr(ino.0, bytes(name), size, xattr_reply(reply));
+            .getxattr(&who, ino.0, bytes(name), size, xattr_reply(reply));
     }
 
     fn listxattr(&self, req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _as = self.caller(req);
-        self.core.listxattr(ino.0, size, xattr_reply(reply));
+        let who = self.who(req);
+        self.core.listxattr(&who, ino.0, size, xattr_reply(reply));
     }
 
     fn removexattr(&self, req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core
-            .removexattr(ino.0, bytes(name), empty_reply!(reply));
+            .removexattr(&who, ino.0, bytes(name), empty_reply!(reply));
     }
 
     fn access(&self, req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let _as = self.caller(req);
-        self.core.access(ino.0, mask.bits(), empty_reply!(reply));
+        let who = self.who(req);
+        self.core
+            .access(&who, ino.0, mask.bits(), empty_reply!(reply));
     }
 
     fn create(
@@ -726,9 +729,10 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         let (pt, core) = (self.passthrough.clone(), self.core.clone());
         self.core.create(
+            &who,
             parent.0,
             bytes(name),
             mode,
@@ -775,9 +779,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core
-            .fallocate(fh.0, offset, length, mode, empty_reply!(reply));
+            .fallocate(&who, fh.0, offset, length, mode, empty_reply!(reply));
     }
 
     fn lseek(
@@ -789,8 +793,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.lseek(
+            &who,
             fh.0,
             offset,
             whence,
@@ -814,8 +819,9 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let _as = self.caller(req);
+        let who = self.who(req);
         self.core.copy_file_range(
+            &who,
             (fh_in.0, offset_in),
             (fh_out.0, offset_out),
             len,

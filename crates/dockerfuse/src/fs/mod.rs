@@ -17,7 +17,9 @@
 //!   ([`listing`]);
 //! * symlink targets are rewritten both ways when asked ([`links`]);
 //! * the caller's identity (uid, gid, groups) rides with each request when
-//!   asked ([`caller`]);
+//!   asked ([`caller`]): every operation takes its caller ([`Who`]) and
+//!   sends, follow-ups included, through one path ([`Outbox`]) that wraps
+//!   requests as the caller's and orders them behind accepted writes;
 //! * on the local channel, open files come with the satellite's descriptor
 //!   for FUSE passthrough, checked before use ([`backing`]);
 //! * a read-only open of a small file brings its contents, and reads on
@@ -53,7 +55,7 @@ use std::time::Duration;
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
 use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
 
-pub(crate) use caller::{with_caller, Caller, CallerGuard};
+pub(crate) use caller::{Caller, Who};
 pub(crate) use coherence::{Coherence, Inval, Ttl};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
@@ -125,7 +127,7 @@ pub(crate) enum Lookup {
 
 /// The filesystem core of one mount.
 pub(crate) struct Core<T: Transport> {
-    rpc: Arc<T>,
+    out: Outbox<T>,
     opts: Options,
     no_xattrs: Arc<NoXattrs>,
     coherence: Arc<Coherence>,
@@ -133,7 +135,57 @@ pub(crate) struct Core<T: Transport> {
     prefetched: Arc<Prefetched>,
     heads: Arc<Heads>,
     releases: Arc<Releases>,
+}
+
+/// The one way out for the core's requests: wrapped as the caller's when
+/// the mount performs requests per caller, and sent once the writes
+/// accepted before them have landed. Callbacks that send follow-up
+/// requests hold a clone.
+struct Outbox<T> {
+    rpc: Arc<T>,
     behind: Option<Arc<WriteBehind>>,
+    per_caller: bool,
+}
+
+impl<T> Clone for Outbox<T> {
+    fn clone(&self) -> Self {
+        Outbox {
+            rpc: self.rpc.clone(),
+            behind: self.behind.clone(),
+            per_caller: self.per_caller,
+        }
+    }
+}
+
+impl<T: Transport> Outbox<T> {
+    /// Sends `req` for `who`, after the writes accepted before it.
+    fn send(&self, who: &Who, req: &Request<'_>, done: Done) {
+        let wrapped;
+        let req = match who {
+            Who::Caller(c) if self.per_caller => {
+                wrapped = Request::As {
+                    uid: c.uid,
+                    gid: c.gid,
+                    groups: c.groups.to_vec(),
+                    req: Box::new(req.clone()),
+                };
+                &wrapped
+            }
+            Who::Caller(_) | Who::Mount => req,
+        };
+        match &self.behind {
+            Some(b) if !b.is_idle() => {
+                let (rpc, req) = (self.rpc.clone(), req.clone().into_owned());
+                b.after_writes(Box::new(move || rpc.call(&req, done)))
+            }
+            _ => self.rpc.call(req, done),
+        }
+    }
+
+    /// Sends a request whose outcome nobody waits for.
+    fn send_and_forget(&self, who: &Who, req: &Request<'_>) {
+        self.send(who, req, Box::new(|_| {}))
+    }
 }
 
 impl<T: Transport> Core<T> {
@@ -158,8 +210,13 @@ impl<T: Transport> Core<T> {
             });
             Arc::new(WriteBehind::new(send))
         });
-        Core {
+        let out = Outbox {
             rpc,
+            behind,
+            per_caller: opts.per_caller,
+        };
+        Core {
+            out,
             opts,
             no_xattrs,
             coherence,
@@ -167,7 +224,6 @@ impl<T: Transport> Core<T> {
             prefetched: Arc::default(),
             heads,
             releases: Arc::default(),
-            behind,
         }
     }
 
@@ -178,70 +234,43 @@ impl<T: Transport> Core<T> {
 
     /// The transport (to ask for the change feed).
     pub(crate) fn transport(&self) -> &T {
-        &self.rpc
+        &self.out.rpc
     }
 
     pub(crate) fn options(&self) -> &Options {
         &self.opts
     }
 
-    /// Sends `req`, wrapped as the current caller's when the mount performs
-    /// requests per caller.
-    fn send(&self, req: &Request<'_>, done: Done) {
-        self.send_as(req, done, true)
-    }
-
-    /// Sends `req` as the current caller's when `as_caller` (and the mount
-    /// performs requests per caller), else as the satellite's own.
-    fn send_as(&self, req: &Request<'_>, done: Done, as_caller: bool) {
-        let caller = (as_caller && self.opts.per_caller)
-            .then(caller::current)
-            .flatten();
-        match caller {
-            Some(c) => self.dispatch(
-                &Request::As {
-                    uid: c.uid,
-                    gid: c.gid,
-                    groups: c.groups.to_vec(),
-                    req: Box::new(req.clone()),
-                },
-                done,
-            ),
-            None => self.dispatch(req, done),
-        }
-    }
-
-    /// Sends `req` once the writes accepted before it have landed.
-    fn dispatch(&self, req: &Request<'_>, done: Done) {
-        match &self.behind {
-            Some(b) if !b.is_idle() => {
-                let (rpc, req) = (self.rpc.clone(), req.clone().into_owned());
-                b.after_writes(Box::new(move || rpc.call(&req, done)))
-            }
-            _ => self.rpc.call(req, done),
-        }
-    }
-
-    /// Sends `req` and maps its response with `map` into `cb`.
+    /// Sends `req` for `who` and maps its response with `map` into `cb`.
     fn call<R: 'static>(
         &self,
+        who: &Who,
         req: Request<'_>,
         map: fn(Response<'_>) -> Result<R, Errno>,
         cb: Cb<R>,
     ) {
-        self.send(&req, Box::new(move |r| cb(r.and_then(map))));
+        self.out
+            .send(who, &req, Box::new(move |r| cb(r.and_then(map))));
     }
 
     /// Sends a request whose reply is an entry found as `name` in
     /// `parent`: the kernel takes a reference, the TTLs are chosen and the
     /// xattr news remembered.
-    fn call_entry(&self, req: Request<'_>, parent: u64, name: &[u8], cb: Cb<(Entry, Ttl)>) {
+    fn call_entry(
+        &self,
+        who: &Who,
+        req: Request<'_>,
+        parent: u64,
+        name: &[u8],
+        cb: Cb<(Entry, Ttl)>,
+    ) {
         let (cache, coh, name) = (
             self.no_xattrs.clone(),
             self.coherence.clone(),
             name.to_vec(),
         );
-        self.send(
+        self.out.send(
+            who,
             &req,
             Box::new(move |r| {
                 cb(r.and_then(replies::entry).map(|e| {
@@ -270,15 +299,9 @@ impl<T: Transport> Core<T> {
         })
     }
 
-    /// Sends a request whose outcome nobody waits for and answers `cb` now.
-    fn send_and_ack(&self, req: &Request<'_>, cb: Cb<()>) {
-        self.dispatch(req, Box::new(|_| {}));
-        cb(Ok(()))
-    }
-
     /// Looks `name` up in `parent`; a name a complete listing of the
     /// watched directory does not hold is absent without asking.
-    pub(crate) fn lookup(&self, parent: u64, name: &[u8], cb: Cb<Lookup>) {
+    pub(crate) fn lookup(&self, who: &Who, parent: u64, name: &[u8], cb: Cb<Lookup>) {
         let coh = self.coherence.clone();
         let local = !self.opts.per_caller;
         if local {
@@ -289,6 +312,7 @@ impl<T: Transport> Core<T> {
         let stamp = local.then(|| coh.listings().stamp(parent)).flatten();
         let absent = name.to_vec();
         self.call_entry(
+            who,
             Request::Lookup {
                 parent,
                 name: name.into(),
@@ -322,12 +346,12 @@ impl<T: Transport> Core<T> {
             self.coherence.forgotten(node, count);
         }
         if !nodes.is_empty() {
-            self.rpc.post(&Request::Forget { nodes });
+            self.out.rpc.post(&Request::Forget { nodes });
         }
     }
 
-    pub(crate) fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<(Attr, Duration)>) {
-        self.call_attr(Request::GetAttr { node, fh }, node, cb)
+    pub(crate) fn getattr(&self, who: &Who, node: u64, fh: Option<u64>, cb: Cb<(Attr, Duration)>) {
+        self.call_attr(who, Request::GetAttr { node, fh }, node, cb)
     }
 
     /// With the writeback cache the kernel keeps a written file's mtime
@@ -341,6 +365,7 @@ impl<T: Transport> Core<T> {
     /// as the caller.
     pub(crate) fn setattr(
         &self,
+        who: &Who,
         node: u64,
         fh: Option<u64>,
         attr: SetAttr,
@@ -354,7 +379,7 @@ impl<T: Transport> Core<T> {
             && self.opts.per_caller
             && matches!(attr.mtime, Some(SetTime::At { .. }));
         if !kernel_mtime {
-            return self.call_attr(Request::SetAttr { node, fh, attr }, node, cb);
+            return self.call_attr(who, Request::SetAttr { node, fh, attr }, node, cb);
         }
         let mtime = SetAttr {
             mtime: attr.mtime,
@@ -373,9 +398,11 @@ impl<T: Transport> Core<T> {
                 fh,
                 attr: mtime,
             };
-            return self.send_attr(req, node, cb, false);
+            return self.call_attr(&Who::Mount, req, node, cb);
         }
-        let (rpc, coh) = (self.rpc.clone(), self.coherence.clone());
+        // The follow-up goes the same way out as everything else, as the
+        // mount's own (see above).
+        let (out, coh) = (self.out.clone(), self.coherence.clone());
         let then_mtime: Cb<(Attr, Duration)> = Box::new(move |r| match r {
             Ok(_) => {
                 let req = Request::SetAttr {
@@ -383,11 +410,12 @@ impl<T: Transport> Core<T> {
                     fh,
                     attr: mtime,
                 };
-                rpc.call(&req, attr_done(node, coh, cb))
+                out.send(&Who::Mount, &req, attr_done(node, coh, cb))
             }
             Err(e) => cb(Err(e)),
         });
         self.call_attr(
+            who,
             Request::SetAttr {
                 node,
                 fh,
@@ -399,18 +427,15 @@ impl<T: Transport> Core<T> {
     }
 
     /// getattr/setattr: the attributes, reported under `node`, and their TTL.
-    fn call_attr(&self, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>) {
-        self.send_attr(req, node, cb, true)
-    }
-
-    fn send_attr(&self, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>, as_caller: bool) {
+    fn call_attr(&self, who: &Who, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>) {
         let coh = self.coherence.clone();
-        self.send_as(&req, attr_done(node, coh, cb), as_caller);
+        self.out.send(who, &req, attr_done(node, coh, cb));
     }
 
-    pub(crate) fn readlink(&self, node: u64, cb: BytesCb) {
+    pub(crate) fn readlink(&self, who: &Who, node: u64, cb: BytesCb) {
         let links = self.opts.links.clone();
-        self.send(
+        self.out.send(
+            who,
             &Request::ReadLink { node },
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => match links.as_ref().and_then(|l| l.to_host(&d)) {
@@ -425,13 +450,21 @@ impl<T: Transport> Core<T> {
 
     /// Creates a symlink; with link rewriting, a target under the mount
     /// point is stored in the container's terms.
-    pub(crate) fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cb: Cb<(Entry, Ttl)>) {
+    pub(crate) fn symlink(
+        &self,
+        who: &Who,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        cb: Cb<(Entry, Ttl)>,
+    ) {
         let stored = self
             .opts
             .links
             .as_ref()
             .and_then(|l| l.to_container(target));
         self.call_entry(
+            who,
             Request::Symlink {
                 parent,
                 name: name.into(),
@@ -445,6 +478,7 @@ impl<T: Transport> Core<T> {
 
     pub(crate) fn mknod(
         &self,
+        who: &Who,
         parent: u64,
         name: &[u8],
         mode: u32,
@@ -452,6 +486,7 @@ impl<T: Transport> Core<T> {
         cb: Cb<(Entry, Ttl)>,
     ) {
         self.call_entry(
+            who,
             Request::Mknod {
                 parent,
                 name: name.into(),
@@ -464,8 +499,16 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    pub(crate) fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cb: Cb<(Entry, Ttl)>) {
+    pub(crate) fn mkdir(
+        &self,
+        who: &Who,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        cb: Cb<(Entry, Ttl)>,
+    ) {
         self.call_entry(
+            who,
             Request::Mkdir {
                 parent,
                 name: name.into(),
@@ -477,20 +520,21 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    pub(crate) fn unlink(&self, parent: u64, name: &[u8], cb: Cb<()>) {
+    pub(crate) fn unlink(&self, who: &Who, parent: u64, name: &[u8], cb: Cb<()>) {
         let cb = self.noting(parent, name, false, cb);
         let name = name.into();
-        self.call(Request::Unlink { parent, name }, replies::ok, cb)
+        self.call(who, Request::Unlink { parent, name }, replies::ok, cb)
     }
 
-    pub(crate) fn rmdir(&self, parent: u64, name: &[u8], cb: Cb<()>) {
+    pub(crate) fn rmdir(&self, who: &Who, parent: u64, name: &[u8], cb: Cb<()>) {
         let cb = self.noting(parent, name, false, cb);
         let name = name.into();
-        self.call(Request::Rmdir { parent, name }, replies::ok, cb)
+        self.call(who, Request::Rmdir { parent, name }, replies::ok, cb)
     }
 
     pub(crate) fn rename(
         &self,
+        who: &Who,
         (parent, name): (u64, &[u8]),
         (new_parent, new_name): (u64, &[u8]),
         flags: u32,
@@ -523,6 +567,7 @@ impl<T: Transport> Core<T> {
             cb(r)
         });
         self.call(
+            who,
             Request::Rename {
                 parent,
                 name: name.into(),
@@ -535,8 +580,16 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    pub(crate) fn link(&self, node: u64, new_parent: u64, new_name: &[u8], cb: Cb<(Entry, Ttl)>) {
+    pub(crate) fn link(
+        &self,
+        who: &Who,
+        node: u64,
+        new_parent: u64,
+        new_name: &[u8],
+        cb: Cb<(Entry, Ttl)>,
+    ) {
         self.call_entry(
+            who,
             Request::Link {
                 node,
                 new_parent,
@@ -586,15 +639,16 @@ impl<T: Transport> Core<T> {
         Some(self.coherence.contents_ttl(node)).filter(|t| !t.is_zero())
     }
 
-    pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {
+    pub(crate) fn open(&self, who: &Who, node: u64, flags: i32, cb: Cb<Opened>) {
         let flags = self.open_flags(flags);
         let cb = match flags & libc::O_TRUNC {
             0 => cb,
             _ => self.changing(cb),
         };
-        let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
+        let (rpc, behind) = (self.out.rpc.clone(), self.out.behind.clone());
         let Some(lifetime) = self.small_open(node, flags) else {
-            return self.send(
+            return self.out.send(
+                who,
                 &Request::Open { node, flags },
                 Box::new(move |r| {
                     cb(r.and_then(replies::opened).map(|o| {
@@ -611,7 +665,8 @@ impl<T: Transport> Core<T> {
         };
         let (heads, ticket) = (self.heads.clone(), self.heads.ticket());
         let max = MAX_OPEN_DATA;
-        self.send(
+        self.out.send(
+            who,
             &Request::OpenSmall { node, flags, max },
             Box::new(move |r| {
                 cb(r.and_then(replies::opened).map(|o| {
@@ -649,6 +704,7 @@ impl<T: Transport> Core<T> {
 
     pub(crate) fn create(
         &self,
+        who: &Who,
         parent: u64,
         name: &[u8],
         mode: u32,
@@ -659,9 +715,9 @@ impl<T: Transport> Core<T> {
             self.no_xattrs.clone(),
             self.coherence.clone(),
             name.to_vec(),
-            self.rpc.clone(),
+            self.out.rpc.clone(),
         );
-        let behind = self.behind.clone();
+        let behind = self.out.behind.clone();
         let cb = self.noting(parent, name, true, cb);
         let flags = self.open_flags(flags);
         let cb = match flags & libc::O_TRUNC {
@@ -674,7 +730,8 @@ impl<T: Transport> Core<T> {
             mode,
             flags,
         };
-        self.send(
+        self.out.send(
+            who,
             &req,
             Box::new(move |r| {
                 cb(r.and_then(replies::created).map(|(e, fh, fd)| {
@@ -692,11 +749,12 @@ impl<T: Transport> Core<T> {
 
     /// Reads up to `size` bytes; never hands on more than asked. Answered
     /// here when the open brought the file's contents and they are current.
-    pub(crate) fn read(&self, fh: u64, offset: u64, size: u32, cb: BytesCb) {
+    pub(crate) fn read(&self, who: &Who, fh: u64, offset: u64, size: u32, cb: BytesCb) {
         if let Some((data, range)) = self.heads.read(fh, offset, size) {
             return cb(Ok(&data[range]));
         }
-        self.send(
+        self.out.send(
+            who,
             &Request::Read { fh, offset, size },
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
@@ -706,14 +764,50 @@ impl<T: Transport> Core<T> {
         );
     }
 
+    /// Writes `data` at `offset` of `fh`, an open file of `node`.
+    /// `kill_suidgid`: the writer lacks CAP_FSETID, so the write clears
+    /// the setuid bit, and the setgid bit of a group-executable file
+    /// (FUSE_HANDLE_KILLPRIV_V2: the kernel asks this of us with a flag on
+    /// the write instead of probing `security.capability` before every
+    /// write(2) and sending the chmod itself). Performed as the caller,
+    /// the write does it in the container's kernel; otherwise the bits go
+    /// first here, then the write, both for the caller.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write(
+        &self,
+        who: &Who,
+        node: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_suidgid: bool,
+        cb: Cb<u32>,
+    ) {
+        let cb = self.changing(cb);
+        let writer = Writer {
+            out: self.out.clone(),
+            who: who.clone(),
+        };
+        if !kill_suidgid || self.opts.per_caller {
+            return writer.write(fh, offset, data, cb);
+        }
+        let data = data.to_vec();
+        self.drop_suidgid(
+            who,
+            node,
+            Box::new(move |r| match r {
+                Ok(()) => writer.write(fh, offset, &data, cb),
+                Err(e) => cb(Err(e)),
+            }),
+        )
+    }
+
     /// Clears the setuid bit, and the setgid bit of a group-executable
     /// file, of `node`: what a write by a caller without CAP_FSETID does.
-    /// With FUSE_HANDLE_KILLPRIV_V2 the kernel asks this of us (a flag on
-    /// the write) instead of probing `security.capability` before every
-    /// write(2) and sending the chmod itself.
-    pub(crate) fn drop_suidgid(self: &Arc<Self>, node: u64, cb: Cb<()>) {
-        let me = self.clone();
+    fn drop_suidgid(&self, who: &Who, node: u64, cb: Cb<()>) {
+        let (out, coh, owner) = (self.out.clone(), self.coherence.clone(), who.clone());
         self.getattr(
+            who,
             node,
             None,
             Box::new(move |r| match r {
@@ -723,7 +817,13 @@ impl<T: Transport> Core<T> {
                             mode: Some(mode),
                             ..Default::default()
                         };
-                        me.setattr(node, None, attr, Box::new(move |r| cb(r.map(|_| ()))))
+                        let req = Request::SetAttr {
+                            node,
+                            fh: None,
+                            attr,
+                        };
+                        let done = Box::new(move |r: Result<_, Errno>| cb(r.map(|_| ())));
+                        out.send(&owner, &req, attr_done(node, coh, done))
                     }
                     None => cb(Ok(())),
                 },
@@ -732,32 +832,11 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
-        let cb = self.changing(cb);
-        if let Some(b) = &self.behind {
-            match b.write(fh, offset, data) {
-                Accepted::Queued(n) => return cb(Ok(n)),
-                Accepted::Failed(e) => return cb(Err(e)),
-                Accepted::Full => {}
-            }
-        }
-        let len = data.len() as u64;
-        let req = Request::Write {
-            fh,
-            offset,
-            data: data.into(),
-        };
-        self.send(
-            &req,
-            Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
-        );
-    }
-
     /// FLUSH needs no round trip: the satellite's flush closes nothing.
     /// It waits for the handle's writes still behind, and reports their
     /// error (close(2) returns it).
     pub(crate) fn flush(&self, fh: u64, cb: Cb<()>) {
-        match self.behind.clone() {
+        match self.out.behind.clone() {
             Some(b) => b
                 .clone()
                 .after_writes(Box::new(move || cb(b.take_error(fh).map_or(Ok(()), Err)))),
@@ -771,30 +850,41 @@ impl<T: Transport> Core<T> {
     /// was opened read-only), with others in a batch ([`releases`]).
     pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
         if self.heads.release(fh) {
-            if let Some(b) = &self.behind {
+            if let Some(b) = &self.out.behind {
                 b.forget(fh);
             }
-            self.releases.defer(fh, &self.rpc);
+            self.releases.defer(fh, &self.out.rpc);
             return cb(Ok(()));
         }
-        let Some(b) = self.behind.clone() else {
-            return self.send_and_ack(&Request::Release { fh }, cb);
-        };
-        self.dispatch(&Request::Release { fh }, Box::new(move |_| b.forget(fh)));
+        let req = Request::Release { fh };
+        match self.out.behind.clone() {
+            Some(b) => self
+                .out
+                .send(&Who::Mount, &req, Box::new(move |_| b.forget(fh))),
+            None => self.out.send_and_forget(&Who::Mount, &req),
+        }
         cb(Ok(()))
     }
 
     /// FSYNC also reports the error of a write sent behind.
-    pub(crate) fn fsync(&self, fh: u64, datasync: bool, cb: Cb<()>) {
-        let behind = self.behind.clone();
+    pub(crate) fn fsync(&self, who: &Who, fh: u64, datasync: bool, cb: Cb<()>) {
+        let behind = self.out.behind.clone();
         let cb: Cb<()> = Box::new(move |r| match behind.and_then(|b| b.take_error(fh)) {
             Some(e) => cb(Err(e)),
             None => cb(r),
         });
-        self.call(Request::Fsync { fh, datasync }, replies::ok, cb)
+        self.call(who, Request::Fsync { fh, datasync }, replies::ok, cb)
     }
 
-    pub(crate) fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32, cb: Cb<()>) {
+    pub(crate) fn fallocate(
+        &self,
+        who: &Who,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        cb: Cb<()>,
+    ) {
         let cb = self.changing(cb);
         let req = Request::Fallocate {
             fh,
@@ -802,17 +892,18 @@ impl<T: Transport> Core<T> {
             length,
             mode,
         };
-        self.call(req, replies::ok, cb)
+        self.call(who, req, replies::ok, cb)
     }
 
-    pub(crate) fn lseek(&self, fh: u64, offset: i64, whence: i32, cb: Cb<i64>) {
+    pub(crate) fn lseek(&self, who: &Who, fh: u64, offset: i64, whence: i32, cb: Cb<i64>) {
         let req = Request::Lseek { fh, offset, whence };
-        self.call(req, replies::offset, cb)
+        self.call(who, req, replies::offset, cb)
     }
 
     /// Copies inside the container; never reports more than `len` copied.
     pub(crate) fn copy_file_range(
         &self,
+        who: &Who,
         (fh_in, offset_in): (u64, u64),
         (fh_out, offset_out): (u64, u64),
         len: u64,
@@ -828,7 +919,8 @@ impl<T: Transport> Core<T> {
             len,
             flags,
         };
-        self.send(
+        self.out.send(
+            who,
             &req,
             Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
         );
@@ -836,46 +928,42 @@ impl<T: Transport> Core<T> {
 
     /// Opens a directory; true with the handle when the kernel may keep
     /// its listing (the feed watches it).
-    pub(crate) fn opendir(&self, node: u64, cb: Cb<(u64, bool)>) {
+    pub(crate) fn opendir(&self, who: &Who, node: u64, cb: Cb<(u64, bool)>) {
         if !self.opts.per_caller && self.coherence.cache_dir(node) {
             return cb(Ok((self.dirs.open(node), true)));
         }
         let coh = self.coherence.clone();
-        self.send(
+        self.out.send(
+            who,
             &Request::OpenDir { node },
             Box::new(move |r| cb(r.and_then(replies::fh).map(|fh| (fh, coh.cache_dir(node))))),
         );
     }
 
-    /// Sends a request on the satellite's handle of directory handle
-    /// `fh` (opening it in the container first for a host handle).
+    /// Sends a request for `who` on the satellite's handle of directory
+    /// handle `fh` (opening it in the container first for a host handle).
     fn on_dir(
         &self,
+        who: &Who,
         fh: u64,
         req: impl FnOnce(u64) -> Request<'static> + Send + 'static,
         done: Done,
     ) {
         if !LazyDirs::is_host(fh) {
-            return self.send(&req(fh), done);
+            return self.out.send(who, &req(fh), done);
         }
-        let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
+        let (out, who) = (self.out.clone(), who.clone());
         self.dirs.with_remote(
-            &self.rpc,
+            &self.out.rpc,
             fh,
             Box::new(move |r| match r {
-                Ok(remote) => {
-                    let req = req(remote);
-                    match behind {
-                        Some(b) => b.after_writes(Box::new(move || rpc.call(&req, done))),
-                        None => rpc.call(&req, done),
-                    }
-                }
+                Ok(remote) => out.send(&who, &req(remote), done),
                 Err(e) => done(Err(e)),
             }),
         );
     }
 
-    pub(crate) fn readdir(&self, fh: u64, offset: u64, size: u32, cb: DirCb) {
+    pub(crate) fn readdir(&self, who: &Who, fh: u64, offset: u64, size: u32, cb: DirCb) {
         let req = move |fh| Request::ReadDir {
             fh,
             offset,
@@ -883,6 +971,7 @@ impl<T: Transport> Core<T> {
             plus: false,
         };
         self.on_dir(
+            who,
             fh,
             req,
             Box::new(move |r| match r {
@@ -895,7 +984,15 @@ impl<T: Transport> Core<T> {
 
     /// A readdirplus chunk: `cb` gives the items to the kernel and returns
     /// how many it took; the lookups of the others are dropped.
-    pub(crate) fn readdirplus(&self, dir: u64, fh: u64, offset: u64, _size: u32, cb: PlusCb) {
+    pub(crate) fn readdirplus(
+        &self,
+        who: &Who,
+        dir: u64,
+        fh: u64,
+        offset: u64,
+        _size: u32,
+        cb: PlusCb,
+    ) {
         let giver = Giver {
             dir,
             fh,
@@ -911,7 +1008,7 @@ impl<T: Transport> Core<T> {
             Err(stale) => stale,
         };
         if !stale.is_empty() {
-            self.rpc.post(&Request::Forget { nodes: stale });
+            self.out.rpc.post(&Request::Forget { nodes: stale });
         }
         let req = move |fh| Request::ReadDir {
             fh,
@@ -933,6 +1030,7 @@ impl<T: Transport> Core<T> {
             }
         };
         self.on_dir(
+            who,
             fh,
             req,
             Box::new(move |r| match r {
@@ -965,42 +1063,45 @@ impl<T: Transport> Core<T> {
         self.coherence.listings().release(fh);
         let nodes = self.prefetched.release(fh);
         if !nodes.is_empty() {
-            self.rpc.post(&Request::Forget { nodes });
+            self.out.rpc.post(&Request::Forget { nodes });
         }
-        if !LazyDirs::is_host(fh) {
-            return self.send_and_ack(&Request::ReleaseDir { fh }, cb);
+        let remote = match LazyDirs::is_host(fh) {
+            false => Some(fh),
+            true => self.dirs.release(fh),
+        };
+        if let Some(fh) = remote {
+            self.out
+                .send_and_forget(&Who::Mount, &Request::ReleaseDir { fh });
         }
-        match self.dirs.release(fh) {
-            Some(remote) => self.send_and_ack(&Request::ReleaseDir { fh: remote }, cb),
-            None => cb(Ok(())),
-        }
+        cb(Ok(()))
     }
 
-    pub(crate) fn fsyncdir(&self, fh: u64, datasync: bool, cb: Cb<()>) {
+    pub(crate) fn fsyncdir(&self, who: &Who, fh: u64, datasync: bool, cb: Cb<()>) {
         self.on_dir(
+            who,
             fh,
             move |fh| Request::FsyncDir { fh, datasync },
             Box::new(move |r| cb(r.and_then(replies::ok))),
         );
     }
 
-    pub(crate) fn statfs(&self, node: u64, cb: Cb<StatFs>) {
-        self.call(Request::StatFs { node }, replies::statfs, cb)
+    pub(crate) fn statfs(&self, who: &Who, node: u64, cb: Cb<StatFs>) {
+        self.call(who, Request::StatFs { node }, replies::statfs, cb)
     }
 
-    pub(crate) fn access(&self, node: u64, mask: i32, cb: Cb<()>) {
-        self.call(Request::Access { node, mask }, replies::ok, cb)
+    pub(crate) fn access(&self, who: &Who, node: u64, mask: i32, cb: Cb<()>) {
+        self.call(who, Request::Access { node, mask }, replies::ok, cb)
     }
 
-    pub(crate) fn getxattr(&self, node: u64, name: &[u8], size: u32, cb: XattrCb) {
+    pub(crate) fn getxattr(&self, who: &Who, node: u64, name: &[u8], size: u32, cb: XattrCb) {
         if self.no_xattrs.known_empty(node) {
             return cb(Err(Errno::ENODATA));
         }
         let name = name.into();
-        self.call_xattr(Request::GetXattr { node, name, size }, size, cb)
+        self.call_xattr(who, Request::GetXattr { node, name, size }, size, cb)
     }
 
-    pub(crate) fn listxattr(&self, node: u64, size: u32, cb: XattrCb) {
+    pub(crate) fn listxattr(&self, who: &Who, node: u64, size: u32, cb: XattrCb) {
         if self.no_xattrs.known_empty(node) {
             return cb(Ok(if size == 0 {
                 Xattr::Size(0)
@@ -1008,12 +1109,13 @@ impl<T: Transport> Core<T> {
                 Xattr::Data(&[])
             }));
         }
-        self.call_xattr(Request::ListXattr { node, size }, size, cb)
+        self.call_xattr(who, Request::ListXattr { node, size }, size, cb)
     }
 
     /// getxattr/listxattr: a value that does not fit `size` is ERANGE.
-    fn call_xattr(&self, req: Request<'_>, size: u32, cb: XattrCb) {
-        self.send(
+    fn call_xattr(&self, who: &Who, req: Request<'_>, size: u32, cb: XattrCb) {
+        self.out.send(
+            who,
             &req,
             Box::new(move |r| match r {
                 Ok(Response::XattrSize(n)) => cb(Ok(Xattr::Size(n))),
@@ -1025,7 +1127,15 @@ impl<T: Transport> Core<T> {
         );
     }
 
-    pub(crate) fn setxattr(&self, node: u64, name: &[u8], value: &[u8], flags: i32, cb: Cb<()>) {
+    pub(crate) fn setxattr(
+        &self,
+        who: &Who,
+        node: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+        cb: Cb<()>,
+    ) {
         self.no_xattrs.forget(node);
         let req = Request::SetXattr {
             node,
@@ -1033,13 +1143,13 @@ impl<T: Transport> Core<T> {
             value: value.into(),
             flags,
         };
-        self.call(req, replies::ok, cb)
+        self.call(who, req, replies::ok, cb)
     }
 
-    pub(crate) fn removexattr(&self, node: u64, name: &[u8], cb: Cb<()>) {
+    pub(crate) fn removexattr(&self, who: &Who, node: u64, name: &[u8], cb: Cb<()>) {
         self.no_xattrs.forget(node);
         let name = name.into();
-        self.call(Request::RemoveXattr { node, name }, replies::ok, cb)
+        self.call(who, Request::RemoveXattr { node, name }, replies::ok, cb)
     }
 }
 
@@ -1051,6 +1161,36 @@ fn suidgid_cleared(mode: u32) -> Option<u32> {
         kill |= libc::S_ISGID;
     }
     (mode & kill != 0).then_some(mode & 0o7777 & !kill)
+}
+
+/// A write on its way out, possibly after the setuid/setgid bits went.
+struct Writer<T> {
+    out: Outbox<T>,
+    who: Who,
+}
+
+impl<T: Transport> Writer<T> {
+    /// Accepted behind when write-behind takes it, else sent.
+    fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
+        if let Some(b) = &self.out.behind {
+            match b.write(fh, offset, data) {
+                Accepted::Queued(n) => return cb(Ok(n)),
+                Accepted::Failed(e) => return cb(Err(e)),
+                Accepted::Full => {}
+            }
+        }
+        let len = data.len() as u64;
+        let req = Request::Write {
+            fh,
+            offset,
+            data: data.into(),
+        };
+        self.out.send(
+            &self.who,
+            &req,
+            Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
+        );
+    }
 }
 
 /// Hands prefetched readdirplus entries to the kernel a chunk at a time.

@@ -21,7 +21,7 @@ use dockerfuse_proto::{Errno, ROOT_NODE};
 use super::direct::split_names;
 use super::identity::Ids;
 use super::ops::{explicit, Stat};
-use crate::fs::{Core, Xattr};
+use crate::fs::{Core, Who, Xattr};
 use crate::rpc::Rpc;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -204,12 +204,13 @@ struct Listed {
 /// references of the entries are kept (the callback takes them all) and
 /// returned for the caller to forget.
 fn list(core: &Core<Rpc>, dir: u64) -> Result<Vec<Listed>, Errno> {
-    let (fh, _) = wait(|cb| core.opendir(dir, cb))?;
+    let (fh, _) = wait(|cb| core.opendir(&Who::Mount, dir, cb))?;
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
         let (tx, rx) = mpsc::sync_channel(1);
         core.readdirplus(
+            &Who::Mount,
             dir,
             fh,
             offset,
@@ -247,11 +248,11 @@ fn list(core: &Core<Rpc>, dir: u64) -> Result<Vec<Listed>, Errno> {
 
 /// A file's whole data through open/read/release.
 fn read_all(core: &Core<Rpc>, node: u64) -> Result<Vec<u8>, Errno> {
-    let fh = wait(|cb| core.open(node, libc::O_RDONLY, cb))?.fh;
+    let fh = wait(|cb| core.open(&Who::Mount, node, libc::O_RDONLY, cb))?.fh;
     let mut data = Vec::new();
     let r = loop {
         let off = data.len() as u64;
-        match bytes(|cb| core.read(fh, off, 128 * 1024, cb)) {
+        match bytes(|cb| core.read(&Who::Mount, fh, off, 128 * 1024, cb)) {
             Ok(chunk) if chunk.is_empty() => break Ok(data),
             Ok(chunk) => data.extend_from_slice(&chunk),
             Err(e) => break Err(e),
@@ -286,15 +287,15 @@ pub(super) fn through_core(core: &Core<Rpc>) -> Result<Tree, Errno> {
             let kind = stat.kind;
             let contents = (kind == libc::S_IFREG).then(|| read_all(core, i.node));
             let target = if kind == libc::S_IFLNK {
-                Some(bytes(|cb| core.readlink(i.node, cb))?)
+                Some(bytes(|cb| core.readlink(&Who::Mount, i.node, cb))?)
             } else {
                 None
             };
-            let xattrs = xattr(|cb| core.listxattr(i.node, 4096, cb)).map(|names| {
+            let xattrs = xattr(|cb| core.listxattr(&Who::Mount, i.node, 4096, cb)).map(|names| {
                 split_names(&names)
                     .into_iter()
                     .map(|n| {
-                        let v = xattr(|cb| core.getxattr(i.node, &n, 4096, cb));
+                        let v = xattr(|cb| core.getxattr(&Who::Mount, i.node, &n, 4096, cb));
                         (n, v)
                     })
                     .collect()
