@@ -772,7 +772,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     fn fallocate(
         &self,
         req: &FuseRequest,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
@@ -781,7 +781,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let who = self.who(req);
         self.core
-            .fallocate(&who, fh.0, offset, length, mode, empty_reply!(reply));
+            .fallocate(&who, ino.0, fh.0, offset, length, mode, empty_reply!(reply));
     }
 
     fn lseek(
@@ -812,7 +812,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
@@ -823,7 +823,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         self.core.copy_file_range(
             &who,
             (fh_in.0, offset_in),
-            (fh_out.0, offset_out),
+            (ino_out.0, fh_out.0, offset_out),
             len,
             flags.bits() as u32,
             Box::new(move |r| match r {

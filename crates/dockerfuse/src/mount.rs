@@ -396,6 +396,7 @@ fn mount_session(
     let feed = feed_wanted
         .then(|| crate::feed::Feed::enable_on(&core, remote.link.channel.rpc()))
         .flatten();
+    let coherence = core.coherence();
     let fs = FuseFs::new(core, remote.link.passthrough.is_ok());
     let config = fuse_config(cli, &remote.name);
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -433,6 +434,13 @@ fn mount_session(
             err
         }
     })?;
+    // Side effects of the mount's own operations that neither their
+    // replies nor the feed tell the kernel (see fs::coherence), with or
+    // without the feed.
+    let notifier = session.notifier();
+    coherence.set_expire_attrs(Box::new(move |node| {
+        let _ = crate::feed::Kernel::inval_inode(&notifier, node, -1, 0);
+    }));
     if let Some(feed) = &feed {
         if let Err(e) = feed.start(session.notifier()) {
             warn!(error = %e, "cannot start the notification thread");

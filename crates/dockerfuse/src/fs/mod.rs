@@ -626,6 +626,19 @@ impl<T: Transport> Core<T> {
         })
     }
 
+    /// Wraps `cb` to expire `node`'s attributes in the kernel once the
+    /// operation is over, before its reply: it may have cleared setuid or
+    /// setgid, which nothing else would tell the kernel
+    /// ([`Coherence::changed_here`]). Whatever the outcome: a failed
+    /// write may have cleared them too.
+    fn expiring<R: 'static>(&self, node: u64, cb: Cb<R>) -> Cb<R> {
+        let coh = self.coherence.clone();
+        Box::new(move |r| {
+            coh.changed_here(node);
+            cb(r)
+        })
+    }
+
     /// How long contents an open of `node` with `flags` brings may answer
     /// reads, when such an open is worth asking for: read-only, no
     /// O_DIRECT or O_TRUNC, no writeback cache (whose dirty pages are the
@@ -643,7 +656,7 @@ impl<T: Transport> Core<T> {
         let flags = self.open_flags(flags);
         let cb = match flags & libc::O_TRUNC {
             0 => cb,
-            _ => self.changing(cb),
+            _ => self.changing(self.expiring(node, cb)),
         };
         let (rpc, behind) = (self.out.rpc.clone(), self.out.behind.clone());
         let Some(lifetime) = self.small_open(node, flags) else {
@@ -783,7 +796,10 @@ impl<T: Transport> Core<T> {
         kill_suidgid: bool,
         cb: Cb<u32>,
     ) {
-        let cb = self.changing(cb);
+        let cb = match kill_suidgid {
+            true => self.changing(self.expiring(node, cb)),
+            false => self.changing(cb),
+        };
         let writer = Writer {
             out: self.out.clone(),
             who: who.clone(),
@@ -876,16 +892,18 @@ impl<T: Transport> Core<T> {
         self.call(who, Request::Fsync { fh, datasync }, replies::ok, cb)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn fallocate(
         &self,
         who: &Who,
+        node: u64,
         fh: u64,
         offset: u64,
         length: u64,
         mode: i32,
         cb: Cb<()>,
     ) {
-        let cb = self.changing(cb);
+        let cb = self.changing(self.expiring(node, cb));
         let req = Request::Fallocate {
             fh,
             offset,
@@ -900,17 +918,18 @@ impl<T: Transport> Core<T> {
         self.call(who, req, replies::offset, cb)
     }
 
-    /// Copies inside the container; never reports more than `len` copied.
+    /// Copies inside the container into `fh_out`, an open file of
+    /// `node_out`; never reports more than `len` copied.
     pub(crate) fn copy_file_range(
         &self,
         who: &Who,
         (fh_in, offset_in): (u64, u64),
-        (fh_out, offset_out): (u64, u64),
+        (node_out, fh_out, offset_out): (u64, u64, u64),
         len: u64,
         flags: u32,
         cb: Cb<u32>,
     ) {
-        let cb = self.changing(cb);
+        let cb = self.changing(self.expiring(node_out, cb));
         let req = Request::CopyFileRange {
             fh_in,
             offset_in,

@@ -222,7 +222,7 @@ fn read_never_returns_more_than_asked_and_write_counts_are_checked() {
 
     let (c, _) = core(|_| Response::Written(11));
     let (cb, got) = capture();
-    c.copy_file_range(&Who::Mount, (3, 0), (4, 0), 10, 0, cb);
+    c.copy_file_range(&Who::Mount, (3, 0), (5, 4, 0), 10, 0, cb);
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
 }
 
@@ -997,4 +997,43 @@ fn a_write_without_cap_fsetid_clears_setuid_and_group_executable_setgid() {
     assert_eq!(suidgid_cleared(libc::S_IFREG | 0o2644), None);
     assert_eq!(suidgid_cleared(libc::S_IFREG | 0o6744), Some(0o2744));
     assert_eq!(suidgid_cleared(libc::S_IFREG | 0o755), None);
+}
+
+#[test]
+fn side_effects_the_kernel_cannot_see_expire_the_nodes_attributes_before_the_reply() {
+    let (c, _) = core(setuid_file);
+    let expired = Arc::new(Mutex::new(Vec::new()));
+    let e = expired.clone();
+    c.coherence()
+        .set_expire_attrs(Box::new(move |node| e.lock().unwrap().push(node)));
+    // Each callback sees the expiry already done.
+    fn at_reply<T: 'static>(expired: &Arc<Mutex<Vec<u64>>>) -> Cb<T> {
+        let e = expired.clone();
+        Box::new(move |_| {
+            let n = e.lock().unwrap().len();
+            e.lock().unwrap().push(1000 + n as u64);
+        })
+    }
+    let me = caller(1000, &[]);
+    // A plain write clears nothing.
+    c.write(&me, 3, 9, 0, b"z", false, Box::new(|_| {}));
+    assert!(expired.lock().unwrap().is_empty());
+    // A write that clears setuid (either way), an O_TRUNC open, a
+    // fallocate and a copy into a file.
+    c.write(&me, 3, 9, 0, b"z", true, at_reply(&expired));
+    c.open(&me, 4, libc::O_WRONLY | libc::O_TRUNC, at_reply(&expired));
+    c.open(&me, 5, libc::O_WRONLY, Box::new(|_| {}));
+    c.fallocate(&me, 6, 9, 0, 10, 0, at_reply(&expired));
+    c.copy_file_range(&me, (8, 0), (7, 9, 0), 1, 0, at_reply(&expired));
+    let mut o = opts();
+    o.per_caller = false;
+    let (own, _) = core_with(setuid_file, o);
+    let e = expired.clone();
+    own.coherence()
+        .set_expire_attrs(Box::new(move |node| e.lock().unwrap().push(node)));
+    own.write(&me, 2, 9, 0, b"z", true, at_reply(&expired));
+    assert_eq!(
+        *expired.lock().unwrap(),
+        [3, 1001, 4, 1003, 6, 1005, 7, 1007, 2, 1009]
+    );
 }

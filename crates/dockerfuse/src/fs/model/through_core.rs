@@ -537,13 +537,13 @@ impl<'a> Driver<'a> {
                 offset,
                 len,
                 keep_size,
-            } => self.with_open(path, libc::O_WRONLY, |core, _, fh| {
+            } => self.with_open(path, libc::O_WRONLY, |core, node, fh| {
                 let mode = if *keep_size {
                     libc::FALLOC_FL_KEEP_SIZE
                 } else {
                     0
                 };
-                wait(|cb| core.fallocate(&who, fh, *offset, *len, mode, cb))?;
+                wait(|cb| core.fallocate(&who, node, fh, *offset, *len, mode, cb))?;
                 Ok(Out::Done)
             }),
             Op::Mkdir { path, mode } => {
