@@ -5,10 +5,15 @@
 //! reader, so the session loop goes straight back to reading the next
 //! request. This is the only module that knows fuser's types.
 //!
+//! Every outcome reaches the kernel through one helper, [`answer`], over
+//! the [`Answer`] each kind of reply implements (open and create also
+//! register backing files, [`OpenReply`]); the policies (caller, KILLPRIV,
+//! passthrough) are the core's.
+//!
 //! With passthrough (the local channel, root, kernel ≥ 6.9), INIT asks
 //! for FUSE_PASSTHROUGH with stack depth 2 (the backing files are on the
-//! container's overlayfs, itself stacked), and opens of regular files are
-//! answered with the satellite's descriptor as backing file, following the
+//! container's overlayfs, itself stacked); the core then decides which
+//! opens the kernel serves from the satellite's descriptor, following the
 //! rules in [`crate::passthrough`].
 
 use std::ffi::OsStr;
@@ -24,34 +29,33 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Caller, Core, Errno, Lookup, SetAttr, SetTime, Transport, Ttl, Who, Xattr};
+use crate::fs::{
+    Attr, Caller, Cb, Core, DirItem, Entry, Errno, Lookup, OpenReply, Opened, SetAttr, SetTime,
+    StatFs, Transport, Ttl, Who, Xattr,
+};
 use crate::groups::CallerGroups;
-use crate::passthrough::{Backings, Mode};
 
 type FuseRequest = fuser::Request;
 
 /// The fuser `Filesystem` of one mount.
 pub(crate) struct FuseFs<T: Transport> {
-    core: Arc<Core<T>>,
+    core: Arc<Core<T, BackingId>>,
     /// Callers' supplementary groups (with `--allow-other` only).
     groups: Option<CallerGroups>,
     /// The groups of callers otherwise (none are read).
     no_groups: Arc<[u32]>,
     /// Ask the kernel for passthrough at INIT.
     want_passthrough: bool,
-    /// Set at INIT when the kernel agreed.
-    passthrough: Option<Arc<Backings<BackingId>>>,
 }
 
 impl<T: Transport> FuseFs<T> {
-    pub(crate) fn new(core: Core<T>, want_passthrough: bool) -> Self {
+    pub(crate) fn new(core: Core<T, BackingId>, want_passthrough: bool) -> Self {
         let groups = core.options().per_caller.then(CallerGroups::default);
         FuseFs {
             core: Arc::new(core),
             groups,
             no_groups: Arc::from([]),
             want_passthrough,
-            passthrough: None,
         }
     }
 
@@ -76,7 +80,7 @@ impl<T: Transport> FuseFs<T> {
             return;
         }
         tracing::info!("passthrough on: open files are read and written by the kernel directly");
-        self.passthrough = Some(Arc::default());
+        self.core.enable_passthrough();
     }
 
     /// The caller of a kernel request, with its supplementary groups when
@@ -168,42 +172,201 @@ fn bytes(s: &OsStr) -> &[u8] {
     s.as_bytes()
 }
 
-/// Answers a getxattr/listxattr: a size probe or the data.
-fn xattr_reply(reply: ReplyXattr) -> crate::fs::XattrCb {
+/// A kernel reply that can carry the outcome `T` of a core operation.
+trait Answer<T>: Send + 'static {
+    fn ok(self, v: T);
+    fn fail(self, e: fuser::Errno);
+}
+
+/// The core callback that answers `reply` with the operation's outcome.
+fn answer<T: 'static, R: Answer<T>>(reply: R) -> Cb<T> {
     Box::new(move |r| match r {
-        Ok(Xattr::Size(n)) => reply.size(n),
-        Ok(Xattr::Data(d)) => reply.data(d),
-        Err(e) => reply.error(errno(e)),
+        Ok(v) => reply.ok(v),
+        Err(e) => reply.fail(errno(e)),
     })
 }
 
-macro_rules! empty_reply {
-    ($reply:ident) => {
-        Box::new(move |r: Result<(), Errno>| match r {
-            Ok(()) => $reply.ok(),
-            Err(e) => $reply.error(errno(e)),
-        })
-    };
+/// [`answer`] for outcomes that borrow the receive buffer (the core's
+/// callback types name their lifetime, one type each).
+fn answer_data(reply: ReplyData) -> crate::fs::BytesCb {
+    Box::new(move |r| match r {
+        Ok(v) => Answer::ok(reply, v),
+        Err(e) => Answer::fail(reply, errno(e)),
+    })
 }
 
-macro_rules! entry_reply {
-    ($self:ident, $reply:ident) => {{
-        Box::new(move |r: Result<(crate::fs::Entry, Ttl), Errno>| match r {
-            Ok((e, t)) => {
-                $reply.entry_with_ttls(&t.attr, &t.entry, &file_attr(&e.attr), Generation(0))
+fn answer_xattr(reply: ReplyXattr) -> crate::fs::XattrCb {
+    Box::new(move |r| match r {
+        Ok(v) => Answer::ok(reply, v),
+        Err(e) => Answer::fail(reply, errno(e)),
+    })
+}
+
+fn answer_dir(reply: ReplyDirectory) -> crate::fs::DirCb {
+    Box::new(move |r| match r {
+        Ok(v) => Answer::ok(reply, v),
+        Err(e) => Answer::fail(reply, errno(e)),
+    })
+}
+
+impl Answer<()> for ReplyEmpty {
+    fn ok(self, (): ()) {
+        ReplyEmpty::ok(self)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<(Entry, Ttl)> for ReplyEntry {
+    fn ok(self, (e, t): (Entry, Ttl)) {
+        self.entry_with_ttls(&t.attr, &t.entry, &file_attr(&e.attr), Generation(0))
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<Lookup> for ReplyEntry {
+    fn ok(self, l: Lookup) {
+        match l {
+            Lookup::Found(e, t) => Answer::ok(self, (e, t)),
+            // A negative entry: the kernel remembers the name is absent.
+            Lookup::Absent(ttl) => self.entry(&ttl, &file_attr(&Attr::default()), Generation(0)),
+        }
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<(Attr, Duration)> for ReplyAttr {
+    fn ok(self, (a, ttl): (Attr, Duration)) {
+        self.attr(&ttl, &file_attr(&a))
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl<'a> Answer<&'a [u8]> for ReplyData {
+    fn ok(self, d: &'a [u8]) {
+        self.data(d)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<u32> for ReplyWrite {
+    fn ok(self, n: u32) {
+        self.written(n)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<i64> for ReplyLseek {
+    fn ok(self, o: i64) {
+        self.offset(o)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<StatFs> for ReplyStatfs {
+    fn ok(self, s: StatFs) {
+        self.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        )
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+/// getxattr/listxattr: a size probe or the data.
+impl<'a> Answer<Xattr<'a>> for ReplyXattr {
+    fn ok(self, x: Xattr<'a>) {
+        match x {
+            Xattr::Size(n) => self.size(n),
+            Xattr::Data(d) => self.data(d),
+        }
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+/// opendir: a watched directory's listing stays in the kernel's readdir
+/// cache until the feed invalidates the directory.
+impl Answer<(u64, bool)> for ReplyOpen {
+    fn ok(self, (fh, cached): (u64, bool)) {
+        let flags = match cached {
+            true => FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            false => FopenFlags::empty(),
+        };
+        self.opened(FileHandle(fh), flags)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+/// A plain readdir: as many items as the kernel's buffer holds.
+impl<'a> Answer<Vec<DirItem<'a>>> for ReplyDirectory {
+    fn ok(mut self, items: Vec<DirItem<'a>>) {
+        for i in items {
+            let name = OsStr::from_bytes(&i.name);
+            if self.add(INodeNo(i.ino), i.offset, kind(i.kind), name) {
+                break;
             }
-            Err(e) => $reply.error(errno(e)),
-        })
-    }};
+        }
+        ReplyDirectory::ok(self)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
 }
 
-macro_rules! attr_reply {
-    ($self:ident, $reply:ident) => {{
-        Box::new(move |r: Result<(Attr, Duration), Errno>| match r {
-            Ok((a, ttl)) => $reply.attr(&ttl, &file_attr(&a)),
-            Err(e) => $reply.error(errno(e)),
-        })
-    }};
+/// open: served by the kernel from the backing file, or through us,
+/// keeping the cached pages (the kernel drops them itself when it sees
+/// size or mtime change, FUSE_AUTO_INVAL_DATA).
+impl OpenReply<BackingId, Opened<BackingId>> for ReplyOpen {
+    fn register(&self, fd: &std::os::fd::OwnedFd) -> std::io::Result<BackingId> {
+        self.open_backing(fd)
+    }
+    fn answer(self, r: Result<Opened<BackingId>, Errno>) {
+        match r {
+            Ok(Opened {
+                fh,
+                passthrough: Some(b),
+            }) => self.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            Ok(Opened { fh, .. }) => self.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => self.error(errno(e)),
+        }
+    }
+}
+
+impl OpenReply<BackingId, (Entry, Ttl, Opened<BackingId>)> for ReplyCreate {
+    fn register(&self, fd: &std::os::fd::OwnedFd) -> std::io::Result<BackingId> {
+        self.open_backing(fd)
+    }
+    fn answer(self, r: Result<(Entry, Ttl, Opened<BackingId>), Errno>) {
+        let (e, ttl, o) = match r {
+            Ok(v) => v,
+            Err(e) => return self.error(errno(e)),
+        };
+        let (ttl, attr, fh) = (ttl.min(), file_attr(&e.attr), FileHandle(o.fh));
+        match o.passthrough {
+            Some(b) => {
+                self.created_passthrough(&ttl, &attr, Generation(0), fh, FopenFlags::empty(), &b)
+            }
+            None => self.created(&ttl, &attr, Generation(0), fh, FopenFlags::empty()),
+        }
+    }
 }
 
 impl<T: Transport> Filesystem for FuseFs<T> {
@@ -245,21 +408,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn lookup(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let who = self.who(req);
-        self.core.lookup(
-            &who,
-            parent.0,
-            bytes(name),
-            Box::new(move |r| match r {
-                Ok(Lookup::Found(e, t)) => {
-                    reply.entry_with_ttls(&t.attr, &t.entry, &file_attr(&e.attr), Generation(0))
-                }
-                // A negative entry: the kernel remembers the name is absent.
-                Ok(Lookup::Absent(ttl)) => {
-                    reply.entry(&ttl, &file_attr(&Attr::default()), Generation(0))
-                }
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core.lookup(&who, parent.0, bytes(name), answer(reply));
     }
 
     fn forget(&self, _req: &FuseRequest, ino: INodeNo, nlookup: u64) {
@@ -269,7 +418,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     fn getattr(&self, req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let who = self.who(req);
         self.core
-            .getattr(&who, ino.0, fh.map(|f| f.0), attr_reply!(self, reply));
+            .getattr(&who, ino.0, fh.map(|f| f.0), answer(reply));
     }
 
     fn setattr(
@@ -300,19 +449,12 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             mtime: set_time(mtime),
         };
         self.core
-            .setattr(&who, ino.0, fh.map(|f| f.0), attr, attr_reply!(self, reply));
+            .setattr(&who, ino.0, fh.map(|f| f.0), attr, answer(reply));
     }
 
     fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
         let who = self.who(req);
-        self.core.readlink(
-            &who,
-            ino.0,
-            Box::new(move |r| match r {
-                Ok(d) => reply.data(d),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core.readlink(&who, ino.0, answer_data(reply));
     }
 
     fn mknod(
@@ -332,7 +474,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             bytes(name),
             mode,
             u64::from(rdev),
-            entry_reply!(self, reply),
+            answer(reply),
         );
     }
 
@@ -347,19 +489,17 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let who = self.who(req);
         self.core
-            .mkdir(&who, parent.0, bytes(name), mode, entry_reply!(self, reply));
+            .mkdir(&who, parent.0, bytes(name), mode, answer(reply));
     }
 
     fn unlink(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let who = self.who(req);
-        self.core
-            .unlink(&who, parent.0, bytes(name), empty_reply!(reply));
+        self.core.unlink(&who, parent.0, bytes(name), answer(reply));
     }
 
     fn rmdir(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let who = self.who(req);
-        self.core
-            .rmdir(&who, parent.0, bytes(name), empty_reply!(reply));
+        self.core.rmdir(&who, parent.0, bytes(name), answer(reply));
     }
 
     fn symlink(
@@ -376,7 +516,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             parent.0,
             bytes(link_name),
             target.as_os_str().as_bytes(),
-            entry_reply!(self, reply),
+            answer(reply),
         );
     }
 
@@ -396,7 +536,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             (parent.0, bytes(name)),
             (newparent.0, bytes(newname)),
             flags.bits(),
-            empty_reply!(reply),
+            answer(reply),
         );
     }
 
@@ -409,47 +549,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEntry,
     ) {
         let who = self.who(req);
-        self.core.link(
-            &who,
-            ino.0,
-            newparent.0,
-            bytes(newname),
-            entry_reply!(self, reply),
-        );
+        self.core
+            .link(&who, ino.0, newparent.0, bytes(newname), answer(reply));
     }
 
     fn open(&self, req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let who = self.who(req);
-        let (pt, core, node) = (self.passthrough.clone(), self.core.clone(), ino.0);
-        self.core.open(
-            &who,
-            node,
-            flags.0,
-            Box::new(move |r| match r {
-                Ok(o) => {
-                    let fh = FileHandle(o.fh);
-                    let mode = match &pt {
-                        Some(pt) => pt.open(node, o.fh, o.backing, |fd| reply.open_backing(fd)),
-                        None => Mode::Cached,
-                    };
-                    match mode {
-                        Mode::Passthrough(b) => {
-                            core.contents_unused(o.fh);
-                            reply.opened_passthrough(fh, FopenFlags::empty(), &b)
-                        }
-                        // The kernel drops cached pages itself when it sees
-                        // size or mtime change (FUSE_AUTO_INVAL_DATA), so
-                        // keep them on open.
-                        Mode::Cached => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
-                        Mode::Refuse => {
-                            core.release(o.fh, Box::new(|_| {}));
-                            reply.error(errno(Errno::EIO))
-                        }
-                    }
-                }
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core.open(&who, ino.0, flags.0, reply);
     }
 
     fn read(
@@ -464,16 +570,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyData,
     ) {
         let who = self.who(req);
-        self.core.read(
-            &who,
-            fh.0,
-            offset,
-            size,
-            Box::new(move |r| match r {
-                Ok(d) => reply.data(d),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core.read(&who, fh.0, offset, size, answer_data(reply));
     }
 
     fn write(
@@ -490,18 +587,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let who = self.who(req);
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        self.core.write(
-            &who,
-            ino.0,
-            fh.0,
-            offset,
-            data,
-            kill,
-            Box::new(move |r| match r {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core
+            .write(&who, ino.0, fh.0, offset, data, kill, answer(reply));
     }
 
     fn flush(
@@ -512,7 +599,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.core.flush(fh.0, empty_reply!(reply));
+        self.core.flush(fh.0, answer(reply));
     }
 
     fn release(
@@ -525,10 +612,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(pt) = &self.passthrough {
-            pt.release(fh.0);
-        }
-        self.core.release(fh.0, empty_reply!(reply));
+        self.core.release(fh.0, answer(reply));
     }
 
     fn fsync(
@@ -540,25 +624,12 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEmpty,
     ) {
         let who = self.who(req);
-        self.core.fsync(&who, fh.0, datasync, empty_reply!(reply));
+        self.core.fsync(&who, fh.0, datasync, answer(reply));
     }
 
     fn opendir(&self, req: &FuseRequest, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let who = self.who(req);
-        self.core.opendir(
-            &who,
-            ino.0,
-            Box::new(move |r| match r {
-                // A watched directory's listing stays in the kernel's
-                // readdir cache until the feed invalidates the directory.
-                Ok((fh, true)) => reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-                ),
-                Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core.opendir(&who, ino.0, answer(reply));
     }
 
     fn readdir(
@@ -567,29 +638,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let who = self.who(req);
         // fuser sizes the reply buffer from the kernel's request; ask the
         // satellite for what a 4 KiB page holds at least.
-        self.core.readdir(
-            &who,
-            fh.0,
-            offset,
-            4096,
-            Box::new(move |r| match r {
-                Ok(items) => {
-                    for i in items {
-                        let name = OsStr::from_bytes(&i.name);
-                        if reply.add(INodeNo(i.ino), i.offset, kind(i.kind), name) {
-                            break;
-                        }
-                    }
-                    reply.ok()
-                }
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core
+            .readdir(&who, fh.0, offset, 4096, answer_dir(reply));
     }
 
     fn readdirplus(
@@ -644,7 +699,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.core.releasedir(fh.0, empty_reply!(reply));
+        self.core.releasedir(fh.0, answer(reply));
     }
 
     fn fsyncdir(
@@ -656,22 +711,12 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEmpty,
     ) {
         let who = self.who(req);
-        self.core
-            .fsyncdir(&who, fh.0, datasync, empty_reply!(reply));
+        self.core.fsyncdir(&who, fh.0, datasync, answer(reply));
     }
 
     fn statfs(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {
         let who = self.who(req);
-        self.core.statfs(
-            &who,
-            ino.0,
-            Box::new(move |r| match r {
-                Ok(s) => reply.statfs(
-                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
-                ),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core.statfs(&who, ino.0, answer(reply));
     }
 
     fn setxattr(
@@ -686,7 +731,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let who = self.who(req);
         self.core
-            .setxattr(&who, ino.0, bytes(name), value, flags, empty_reply!(reply));
+            .setxattr(&who, ino.0, bytes(name), value, flags, answer(reply));
     }
 
     fn getxattr(
@@ -699,24 +744,23 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let who = self.who(req);
         self.core
-            .getxattr(&who, ino.0, bytes(name), size, xattr_reply(reply));
+            .getxattr(&who, ino.0, bytes(name), size, answer_xattr(reply));
     }
 
     fn listxattr(&self, req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let who = self.who(req);
-        self.core.listxattr(&who, ino.0, size, xattr_reply(reply));
+        self.core.listxattr(&who, ino.0, size, answer_xattr(reply));
     }
 
     fn removexattr(&self, req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let who = self.who(req);
         self.core
-            .removexattr(&who, ino.0, bytes(name), empty_reply!(reply));
+            .removexattr(&who, ino.0, bytes(name), answer(reply));
     }
 
     fn access(&self, req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let who = self.who(req);
-        self.core
-            .access(&who, ino.0, mask.bits(), empty_reply!(reply));
+        self.core.access(&who, ino.0, mask.bits(), answer(reply));
     }
 
     fn create(
@@ -730,43 +774,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyCreate,
     ) {
         let who = self.who(req);
-        let (pt, core) = (self.passthrough.clone(), self.core.clone());
-        self.core.create(
-            &who,
-            parent.0,
-            bytes(name),
-            mode,
-            flags,
-            Box::new(move |r| match r {
-                Ok((e, ttl, o)) => {
-                    let ttl = ttl.min();
-                    let (fh, attr) = (FileHandle(o.fh), file_attr(&e.attr));
-                    let mode = match &pt {
-                        Some(pt) => pt.open(e.node, o.fh, o.backing, |fd| reply.open_backing(fd)),
-                        None => Mode::Cached,
-                    };
-                    match mode {
-                        Mode::Passthrough(b) => reply.created_passthrough(
-                            &ttl,
-                            &attr,
-                            Generation(0),
-                            fh,
-                            FopenFlags::empty(),
-                            &b,
-                        ),
-                        Mode::Cached => {
-                            reply.created(&ttl, &attr, Generation(0), fh, FopenFlags::empty())
-                        }
-                        Mode::Refuse => {
-                            core.release(o.fh, Box::new(|_| {}));
-                            core.forget(vec![(e.node, 1)]);
-                            reply.error(errno(Errno::EIO))
-                        }
-                    }
-                }
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core
+            .create(&who, parent.0, bytes(name), mode, flags, reply);
     }
 
     fn fallocate(
@@ -781,7 +790,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let who = self.who(req);
         self.core
-            .fallocate(&who, ino.0, fh.0, offset, length, mode, empty_reply!(reply));
+            .fallocate(&who, ino.0, fh.0, offset, length, mode, answer(reply));
     }
 
     fn lseek(
@@ -794,16 +803,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyLseek,
     ) {
         let who = self.who(req);
-        self.core.lseek(
-            &who,
-            fh.0,
-            offset,
-            whence,
-            Box::new(move |r| match r {
-                Ok(o) => reply.offset(o),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core.lseek(&who, fh.0, offset, whence, answer(reply));
     }
 
     fn copy_file_range(
@@ -826,10 +826,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             (ino_out.0, fh_out.0, offset_out),
             len,
             flags.bits() as u32,
-            Box::new(move |r| match r {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(e)),
-            }),
+            answer(reply),
         );
     }
 }

@@ -21,7 +21,8 @@
 //!   sends, follow-ups included, through one path ([`Outbox`]) that wraps
 //!   requests as the caller's and orders them behind accepted writes;
 //! * on the local channel, open files come with the satellite's descriptor
-//!   for FUSE passthrough, checked before use ([`backing`]);
+//!   for FUSE passthrough, checked before use, and the core decides which
+//!   open files the kernel serves from it ([`backing`]);
 //! * a read-only open of a small file brings its contents, and reads on
 //!   that handle are answered here while they are current ([`heads`]);
 //!   the releases of such handles go in batches ([`releases`]);
@@ -48,19 +49,20 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
 use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
 
+pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
 pub(crate) use coherence::{Coherence, Inval, Ttl};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
 
+use backing::Serving;
 use heads::Heads;
 use lazy_dir::LazyDirs;
 use prefetch::{Buffer, Prefetched};
@@ -111,11 +113,11 @@ pub(crate) enum Xattr<'a> {
 /// Outcome callback of getxattr/listxattr.
 pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Errno>) + Send>;
 
-/// An open file: the satellite's handle and, on the local channel, a
-/// copy of the satellite's descriptor that may back the file in the kernel.
-pub(crate) struct Opened {
+/// An open file: the satellite's handle and, with passthrough, the
+/// backing file the kernel serves it from (`B`: the kernel's id of it).
+pub(crate) struct Opened<B = ()> {
     pub(crate) fh: u64,
-    pub(crate) backing: Option<OwnedFd>,
+    pub(crate) passthrough: Option<Arc<B>>,
 }
 
 /// Outcome of a lookup.
@@ -125,8 +127,9 @@ pub(crate) enum Lookup {
     Absent(Duration),
 }
 
-/// The filesystem core of one mount.
-pub(crate) struct Core<T: Transport> {
+/// The filesystem core of one mount; `B` is the kernel's id of a backing
+/// file (passthrough).
+pub(crate) struct Core<T: Transport, B = ()> {
     out: Outbox<T>,
     opts: Options,
     no_xattrs: Arc<NoXattrs>,
@@ -135,6 +138,8 @@ pub(crate) struct Core<T: Transport> {
     prefetched: Arc<Prefetched>,
     heads: Arc<Heads>,
     releases: Arc<Releases>,
+    /// Set when the kernel agreed to passthrough.
+    passthrough: OnceLock<Arc<crate::passthrough::Backings<B>>>,
 }
 
 /// The one way out for the core's requests: wrapped as the caller's when
@@ -188,7 +193,7 @@ impl<T: Transport> Outbox<T> {
     }
 }
 
-impl<T: Transport> Core<T> {
+impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn new(rpc: T, opts: Options) -> Self {
         let coherence = Arc::new(Coherence::new(opts.ttl, opts.fixed_ttl));
         let no_xattrs = coherence.no_xattrs();
@@ -224,6 +229,22 @@ impl<T: Transport> Core<T> {
             prefetched: Arc::default(),
             heads,
             releases: Arc::default(),
+            passthrough: OnceLock::new(),
+        }
+    }
+
+    /// The kernel agreed to passthrough: open files with a usable
+    /// descriptor are served from it from now on.
+    pub(crate) fn enable_passthrough(&self) {
+        let _ = self.passthrough.set(Arc::default());
+    }
+
+    /// What decides, in an open's reply, how the kernel serves the file.
+    fn serving(&self) -> Serving<T, B> {
+        Serving {
+            backings: self.passthrough.get().cloned(),
+            heads: self.heads.clone(),
+            out: self.out.clone(),
         }
     }
 
@@ -652,77 +673,76 @@ impl<T: Transport> Core<T> {
         Some(self.coherence.contents_ttl(node)).filter(|t| !t.is_zero())
     }
 
-    pub(crate) fn open(&self, who: &Who, node: u64, flags: i32, cb: Cb<Opened>) {
+    /// Opens `node`; `reply` registers a backing file with the kernel
+    /// when passthrough is on, and takes the open file.
+    pub(crate) fn open<R: OpenReply<B, Opened<B>>>(
+        &self,
+        who: &Who,
+        node: u64,
+        flags: i32,
+        reply: R,
+    ) {
         let flags = self.open_flags(flags);
-        let cb = match flags & libc::O_TRUNC {
-            0 => cb,
-            _ => self.changing(self.expiring(node, cb)),
+        let after: Cb<()> = match flags & libc::O_TRUNC {
+            0 => Box::new(|_| {}),
+            _ => self.changing(self.expiring(node, Box::new(|_| {}))),
         };
-        let (rpc, behind) = (self.out.rpc.clone(), self.out.behind.clone());
-        let Some(lifetime) = self.small_open(node, flags) else {
-            return self.out.send(
-                who,
-                &Request::Open { node, flags },
-                Box::new(move |r| {
-                    cb(r.and_then(replies::opened).map(|o| {
-                        if let Some(b) = behind {
-                            b.opened(o.fh, flags & libc::O_APPEND != 0);
-                        }
-                        Opened {
-                            fh: o.fh,
-                            backing: o.fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
-                        }
-                    }))
-                }),
-            );
-        };
-        let (heads, ticket) = (self.heads.clone(), self.heads.ticket());
+        let (rpc, behind, serving) = (
+            self.out.rpc.clone(),
+            self.out.behind.clone(),
+            self.serving(),
+        );
+        let small = self
+            .small_open(node, flags)
+            .map(|lifetime| (lifetime, self.heads.ticket()));
         let max = MAX_OPEN_DATA;
+        let req = match small {
+            Some(_) => Request::OpenSmall { node, flags, max },
+            None => Request::Open { node, flags },
+        };
+        let heads = self.heads.clone();
         self.out.send(
             who,
-            &Request::OpenSmall { node, flags, max },
+            &req,
             Box::new(move |r| {
-                cb(r.and_then(replies::opened).map(|o| {
+                let r = r.and_then(replies::opened).and_then(|o| {
                     let fh = o.fh;
-                    match o.data {
-                        Some(d) if d.len() <= max as usize => {
+                    match (o.data, small) {
+                        (Some(d), Some((lifetime, ticket))) if d.len() <= max as usize => {
                             heads.keep(fh, node, &d, ticket, lifetime);
                         }
-                        Some(d) => {
+                        (Some(d), _) => {
                             tracing::debug!(
                                 fh,
                                 len = d.len(),
                                 "open brought more than asked: ignored"
                             )
                         }
-                        None => {}
+                        (None, _) => {}
                     }
                     if let Some(b) = behind {
                         b.opened(fh, flags & libc::O_APPEND != 0);
                     }
-                    Opened {
-                        fh,
-                        backing: o.fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
-                    }
-                }))
+                    let fd = o.fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    let passthrough = serving.serve(node, fh, fd, &reply)?;
+                    Ok(Opened { fh, passthrough })
+                });
+                after(Ok(()));
+                reply.answer(r)
             }),
         )
     }
 
-    /// The kernel reads the file `fh` without us (passthrough): its held
-    /// contents are of no use.
-    pub(crate) fn contents_unused(&self, fh: u64) {
-        self.heads.release(fh);
-    }
-
-    pub(crate) fn create(
+    /// Creates and opens `name` in `parent`; `reply` as for [`Core::open`].
+    /// An entry whose file may not be opened (passthrough) is forgotten.
+    pub(crate) fn create<R: OpenReply<B, (Entry, Ttl, Opened<B>)>>(
         &self,
         who: &Who,
         parent: u64,
         name: &[u8],
         mode: u32,
         flags: i32,
-        cb: Cb<(Entry, Ttl, Opened)>,
+        reply: R,
     ) {
         let (cache, coh, owned, rpc) = (
             self.no_xattrs.clone(),
@@ -730,12 +750,12 @@ impl<T: Transport> Core<T> {
             name.to_vec(),
             self.out.rpc.clone(),
         );
-        let behind = self.out.behind.clone();
-        let cb = self.noting(parent, name, true, cb);
+        let (behind, serving) = (self.out.behind.clone(), self.serving());
+        let after = self.noting(parent, name, true, Box::new(|_: Result<(), Errno>| {}));
         let flags = self.open_flags(flags);
-        let cb = match flags & libc::O_TRUNC {
-            0 => cb,
-            _ => self.changing(cb),
+        let after = match flags & libc::O_TRUNC {
+            0 => after,
+            _ => self.changing(after),
         };
         let req = Request::Create {
             parent,
@@ -747,15 +767,28 @@ impl<T: Transport> Core<T> {
             who,
             &req,
             Box::new(move |r| {
-                cb(r.and_then(replies::created).map(|(e, fh, fd)| {
+                let r = r.and_then(replies::created);
+                after(r.as_ref().map(|_| ()).map_err(|e| *e));
+                let r = r.and_then(|(e, fh, fd)| {
                     let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
                     cache.note(&e, ttl.attr);
-                    let backing = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    let fd = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     if let Some(b) = behind {
                         b.opened(fh, flags & libc::O_APPEND != 0);
                     }
-                    (e, ttl, Opened { fh, backing })
-                }))
+                    match serving.serve(e.node, fh, fd, &reply) {
+                        Ok(passthrough) => Ok((e, ttl, Opened { fh, passthrough })),
+                        Err(err) => {
+                            // The kernel will not take the entry.
+                            coh.forgotten(e.node, 1);
+                            rpc.post(&Request::Forget {
+                                nodes: vec![(e.node, 1)],
+                            });
+                            Err(err)
+                        }
+                    }
+                });
+                reply.answer(r)
             }),
         );
     }
@@ -865,6 +898,9 @@ impl<T: Transport> Core<T> {
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
     pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
+        if let Some(pt) = self.passthrough.get() {
+            pt.release(fh);
+        }
         if self.heads.release(fh) {
             if let Some(b) = &self.out.behind {
                 b.forget(fh);

@@ -243,12 +243,8 @@ fn read_bytes<T: Transport>(c: &Core<T>, fh: u64, offset: u64, size: u32) -> Opt
 
 fn open_fh<T: Transport>(c: &Core<T>, node: u64, flags: i32) -> u64 {
     let (cb, got) = capture();
-    c.open(
-        &Who::Mount,
-        node,
-        flags,
-        Box::new(move |r| cb(r.map(|o| o.fh))),
-    );
+    let reply: Cb<Opened> = Box::new(move |r| cb(r.map(|o| o.fh)));
+    c.open(&Who::Mount, node, flags, reply);
     let fh = got.lock().unwrap().take();
     fh.expect("answered").expect("opened")
 }
@@ -636,7 +632,7 @@ fn writeback_cache_adjusts_open_flags() {
         &Who::Mount,
         5,
         libc::O_WRONLY | libc::O_APPEND,
-        Box::new(move |r| cb(r.map(|o| o.fh))),
+        Box::new(move |r: Result<Opened, Errno>| cb(r.map(|o| o.fh))) as Cb<Opened>,
     );
     assert_eq!(got.lock().unwrap().take(), Some(Ok(9)));
     assert_eq!(
@@ -775,39 +771,57 @@ impl Transport for HandsOut {
     }
 }
 
+/// The kernel's side of an open with passthrough: registers every
+/// backing file, records (handle, served from a backing file).
+struct Registers(Slot<(u64, bool)>);
+
+impl OpenReply<(), Opened> for Registers {
+    fn register(&self, _fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn answer(self, r: Result<Opened, Errno>) {
+        *self.0.lock().unwrap() = Some(r.map(|o| (o.fh, o.passthrough.is_some())));
+    }
+}
+
 #[test]
 fn a_handed_descriptor_backs_only_an_open_of_its_access_mode() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f");
     std::fs::write(&file, b"data").unwrap();
     let c = Core::new(HandsOut { file }, opts());
-    for (flags, backed) in [
-        (libc::O_RDONLY, true),
-        (libc::O_RDWR, false),
-        (libc::O_WRONLY, false),
+    c.enable_passthrough();
+    let open = |node, flags| {
+        let got: Slot<(u64, bool)> = Arc::default();
+        c.open(&Who::Mount, node, flags, Registers(got.clone()));
+        let r = got.lock().unwrap().take();
+        r
+    };
+    for (node, flags, backed) in [
+        (1, libc::O_RDONLY, true),
+        (2, libc::O_RDWR, false),
+        (3, libc::O_WRONLY, false),
     ] {
-        let (cb, got) = capture();
-        c.open(
-            &Who::Mount,
-            1,
-            flags,
-            Box::new(move |r| cb(r.map(|o| (o.fh, o.backing.is_some())))),
-        );
-        assert_eq!(
-            got.lock().unwrap().take(),
-            Some(Ok((3, backed))),
-            "flags {flags:#o}"
-        );
+        assert_eq!(open(node, flags), Some(Ok((3, backed))), "flags {flags:#o}");
     }
+    // A node the kernel serves from a backing file cannot also be opened
+    // without one: refused, the handle closed.
+    assert_eq!(open(1, libc::O_RDWR), Some(Err(Errno::EIO)));
+    // Without passthrough the descriptor is not used.
+    let c = Core::new(
+        HandsOut {
+            file: dir.path().join("f"),
+        },
+        opts(),
+    );
+    let got: Slot<(u64, bool)> = Arc::default();
+    c.open(&Who::Mount, 1, libc::O_RDONLY, Registers(got.clone()));
+    assert_eq!(got.lock().unwrap().take(), Some(Ok((3, false))));
     // Without a way to take descriptors the number is ignored.
     let (c, _) = core(|_| Response::OpenedFd { fh: 4, fd: 7 });
-    let (cb, got) = capture();
-    c.open(
-        &Who::Mount,
-        1,
-        libc::O_RDONLY,
-        Box::new(move |r| cb(r.map(|o| (o.fh, o.backing.is_some())))),
-    );
+    c.enable_passthrough();
+    let got: Slot<(u64, bool)> = Arc::default();
+    c.open(&Who::Mount, 1, libc::O_RDONLY, Registers(got.clone()));
     assert_eq!(got.lock().unwrap().take(), Some(Ok((4, false))));
 }
 
@@ -1021,8 +1035,14 @@ fn side_effects_the_kernel_cannot_see_expire_the_nodes_attributes_before_the_rep
     // A write that clears setuid (either way), an O_TRUNC open, a
     // fallocate and a copy into a file.
     c.write(&me, 3, 9, 0, b"z", true, at_reply(&expired));
-    c.open(&me, 4, libc::O_WRONLY | libc::O_TRUNC, at_reply(&expired));
-    c.open(&me, 5, libc::O_WRONLY, Box::new(|_| {}));
+    c.open(
+        &me,
+        4,
+        libc::O_WRONLY | libc::O_TRUNC,
+        at_reply::<Opened>(&expired),
+    );
+    let plain: Cb<Opened> = Box::new(|_| {});
+    c.open(&me, 5, libc::O_WRONLY, plain);
     c.fallocate(&me, 6, 9, 0, 10, 0, at_reply(&expired));
     c.copy_file_range(&me, (8, 0), (7, 9, 0), 1, 0, at_reply(&expired));
     let mut o = opts();
