@@ -33,6 +33,7 @@ mod backing;
 mod caller;
 mod coherence;
 mod dir_names;
+pub(crate) mod handle;
 mod heads;
 mod lazy_dir;
 mod links;
