@@ -30,8 +30,8 @@ use fuser::{
 };
 
 use crate::fs::{
-    Attr, Caller, Cb, Core, DirItem, Entry, Errno, Lookup, OpenReply, Opened, SetAttr, SetTime,
-    StatFs, Transport, Ttl, Who, Xattr,
+    Attr, Caller, Cb, Core, DirItem, Entry, Errno, Fh, Lookup, NodeId, OpenReply, Opened, SetAttr,
+    SetTime, StatFs, Transport, Ttl, Who, Xattr,
 };
 use crate::groups::CallerGroups;
 
@@ -302,13 +302,13 @@ impl<'a> Answer<Xattr<'a>> for ReplyXattr {
 
 /// opendir: a watched directory's listing stays in the kernel's readdir
 /// cache until the feed invalidates the directory.
-impl Answer<(u64, bool)> for ReplyOpen {
-    fn ok(self, (fh, cached): (u64, bool)) {
+impl Answer<(Fh, bool)> for ReplyOpen {
+    fn ok(self, (fh, cached): (Fh, bool)) {
         let flags = match cached {
             true => FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             false => FopenFlags::empty(),
         };
-        self.opened(FileHandle(fh), flags)
+        self.opened(FileHandle(fh.0), flags)
     }
     fn fail(self, e: fuser::Errno) {
         self.error(e)
@@ -343,8 +343,8 @@ impl OpenReply<BackingId, Opened<BackingId>> for ReplyOpen {
             Ok(Opened {
                 fh,
                 passthrough: Some(b),
-            }) => self.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
-            Ok(Opened { fh, .. }) => self.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            }) => self.opened_passthrough(FileHandle(fh.0), FopenFlags::empty(), &b),
+            Ok(Opened { fh, .. }) => self.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => self.error(errno(e)),
         }
     }
@@ -359,7 +359,7 @@ impl OpenReply<BackingId, (Entry, Ttl, Opened<BackingId>)> for ReplyCreate {
             Ok(v) => v,
             Err(e) => return self.error(errno(e)),
         };
-        let (ttl, attr, fh) = (ttl.min(), file_attr(&e.attr), FileHandle(o.fh));
+        let (ttl, attr, fh) = (ttl.min(), file_attr(&e.attr), FileHandle(o.fh.0));
         match o.passthrough {
             Some(b) => {
                 self.created_passthrough(&ttl, &attr, Generation(0), fh, FopenFlags::empty(), &b)
@@ -408,17 +408,18 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn lookup(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let who = self.who(req);
-        self.core.lookup(&who, parent.0, bytes(name), answer(reply));
+        self.core
+            .lookup(&who, NodeId(parent.0), bytes(name), answer(reply));
     }
 
     fn forget(&self, _req: &FuseRequest, ino: INodeNo, nlookup: u64) {
-        self.core.forget(vec![(ino.0, nlookup)]);
+        self.core.forget(vec![(NodeId(ino.0), nlookup)]);
     }
 
     fn getattr(&self, req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let who = self.who(req);
         self.core
-            .getattr(&who, ino.0, fh.map(|f| f.0), answer(reply));
+            .getattr(&who, NodeId(ino.0), fh.map(|f| Fh(f.0)), answer(reply));
     }
 
     fn setattr(
@@ -448,13 +449,18 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        self.core
-            .setattr(&who, ino.0, fh.map(|f| f.0), attr, answer(reply));
+        self.core.setattr(
+            &who,
+            NodeId(ino.0),
+            fh.map(|f| Fh(f.0)),
+            attr,
+            answer(reply),
+        );
     }
 
     fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
         let who = self.who(req);
-        self.core.readlink(&who, ino.0, answer_data(reply));
+        self.core.readlink(&who, NodeId(ino.0), answer_data(reply));
     }
 
     fn mknod(
@@ -470,7 +476,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         let who = self.who(req);
         self.core.mknod(
             &who,
-            parent.0,
+            NodeId(parent.0),
             bytes(name),
             mode,
             u64::from(rdev),
@@ -489,17 +495,19 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let who = self.who(req);
         self.core
-            .mkdir(&who, parent.0, bytes(name), mode, answer(reply));
+            .mkdir(&who, NodeId(parent.0), bytes(name), mode, answer(reply));
     }
 
     fn unlink(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let who = self.who(req);
-        self.core.unlink(&who, parent.0, bytes(name), answer(reply));
+        self.core
+            .unlink(&who, NodeId(parent.0), bytes(name), answer(reply));
     }
 
     fn rmdir(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let who = self.who(req);
-        self.core.rmdir(&who, parent.0, bytes(name), answer(reply));
+        self.core
+            .rmdir(&who, NodeId(parent.0), bytes(name), answer(reply));
     }
 
     fn symlink(
@@ -513,7 +521,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         let who = self.who(req);
         self.core.symlink(
             &who,
-            parent.0,
+            NodeId(parent.0),
             bytes(link_name),
             target.as_os_str().as_bytes(),
             answer(reply),
@@ -533,8 +541,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         let who = self.who(req);
         self.core.rename(
             &who,
-            (parent.0, bytes(name)),
-            (newparent.0, bytes(newname)),
+            (NodeId(parent.0), bytes(name)),
+            (NodeId(newparent.0), bytes(newname)),
             flags.bits(),
             answer(reply),
         );
@@ -549,13 +557,18 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEntry,
     ) {
         let who = self.who(req);
-        self.core
-            .link(&who, ino.0, newparent.0, bytes(newname), answer(reply));
+        self.core.link(
+            &who,
+            NodeId(ino.0),
+            NodeId(newparent.0),
+            bytes(newname),
+            answer(reply),
+        );
     }
 
     fn open(&self, req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let who = self.who(req);
-        self.core.open(&who, ino.0, flags.0, reply);
+        self.core.open(&who, NodeId(ino.0), flags.0, reply);
     }
 
     fn read(
@@ -570,7 +583,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyData,
     ) {
         let who = self.who(req);
-        self.core.read(&who, fh.0, offset, size, answer_data(reply));
+        self.core
+            .read(&who, Fh(fh.0), offset, size, answer_data(reply));
     }
 
     fn write(
@@ -587,8 +601,15 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let who = self.who(req);
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        self.core
-            .write(&who, ino.0, fh.0, offset, data, kill, answer(reply));
+        self.core.write(
+            &who,
+            NodeId(ino.0),
+            Fh(fh.0),
+            offset,
+            data,
+            kill,
+            answer(reply),
+        );
     }
 
     fn flush(
@@ -599,7 +620,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.core.flush(fh.0, answer(reply));
+        self.core.flush(Fh(fh.0), answer(reply));
     }
 
     fn release(
@@ -612,7 +633,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.core.release(fh.0, answer(reply));
+        self.core.release(Fh(fh.0), answer(reply));
     }
 
     fn fsync(
@@ -624,12 +645,12 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEmpty,
     ) {
         let who = self.who(req);
-        self.core.fsync(&who, fh.0, datasync, answer(reply));
+        self.core.fsync(&who, Fh(fh.0), datasync, answer(reply));
     }
 
     fn opendir(&self, req: &FuseRequest, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let who = self.who(req);
-        self.core.opendir(&who, ino.0, answer(reply));
+        self.core.opendir(&who, NodeId(ino.0), answer(reply));
     }
 
     fn readdir(
@@ -644,7 +665,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         // fuser sizes the reply buffer from the kernel's request; ask the
         // satellite for what a 4 KiB page holds at least.
         self.core
-            .readdir(&who, fh.0, offset, 4096, answer_dir(reply));
+            .readdir(&who, Fh(fh.0), offset, 4096, answer_dir(reply));
     }
 
     fn readdirplus(
@@ -658,8 +679,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         let who = self.who(req);
         self.core.readdirplus(
             &who,
-            ino.0,
-            fh.0,
+            NodeId(ino.0),
+            Fh(fh.0),
             offset,
             4096,
             Box::new(move |r| match r {
@@ -699,7 +720,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.core.releasedir(fh.0, answer(reply));
+        self.core.releasedir(Fh(fh.0), answer(reply));
     }
 
     fn fsyncdir(
@@ -711,12 +732,12 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEmpty,
     ) {
         let who = self.who(req);
-        self.core.fsyncdir(&who, fh.0, datasync, answer(reply));
+        self.core.fsyncdir(&who, Fh(fh.0), datasync, answer(reply));
     }
 
     fn statfs(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {
         let who = self.who(req);
-        self.core.statfs(&who, ino.0, answer(reply));
+        self.core.statfs(&who, NodeId(ino.0), answer(reply));
     }
 
     fn setxattr(
@@ -730,8 +751,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEmpty,
     ) {
         let who = self.who(req);
-        self.core
-            .setxattr(&who, ino.0, bytes(name), value, flags, answer(reply));
+        self.core.setxattr(
+            &who,
+            NodeId(ino.0),
+            bytes(name),
+            value,
+            flags,
+            answer(reply),
+        );
     }
 
     fn getxattr(
@@ -744,23 +771,25 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let who = self.who(req);
         self.core
-            .getxattr(&who, ino.0, bytes(name), size, answer_xattr(reply));
+            .getxattr(&who, NodeId(ino.0), bytes(name), size, answer_xattr(reply));
     }
 
     fn listxattr(&self, req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let who = self.who(req);
-        self.core.listxattr(&who, ino.0, size, answer_xattr(reply));
+        self.core
+            .listxattr(&who, NodeId(ino.0), size, answer_xattr(reply));
     }
 
     fn removexattr(&self, req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let who = self.who(req);
         self.core
-            .removexattr(&who, ino.0, bytes(name), answer(reply));
+            .removexattr(&who, NodeId(ino.0), bytes(name), answer(reply));
     }
 
     fn access(&self, req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let who = self.who(req);
-        self.core.access(&who, ino.0, mask.bits(), answer(reply));
+        self.core
+            .access(&who, NodeId(ino.0), mask.bits(), answer(reply));
     }
 
     fn create(
@@ -775,7 +804,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     ) {
         let who = self.who(req);
         self.core
-            .create(&who, parent.0, bytes(name), mode, flags, reply);
+            .create(&who, NodeId(parent.0), bytes(name), mode, flags, reply);
     }
 
     fn fallocate(
@@ -789,8 +818,15 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyEmpty,
     ) {
         let who = self.who(req);
-        self.core
-            .fallocate(&who, ino.0, fh.0, offset, length, mode, answer(reply));
+        self.core.fallocate(
+            &who,
+            NodeId(ino.0),
+            Fh(fh.0),
+            offset,
+            length,
+            mode,
+            answer(reply),
+        );
     }
 
     fn lseek(
@@ -803,7 +839,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         reply: ReplyLseek,
     ) {
         let who = self.who(req);
-        self.core.lseek(&who, fh.0, offset, whence, answer(reply));
+        self.core
+            .lseek(&who, Fh(fh.0), offset, whence, answer(reply));
     }
 
     fn copy_file_range(
@@ -822,8 +859,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         let who = self.who(req);
         self.core.copy_file_range(
             &who,
-            (fh_in.0, offset_in),
-            (ino_out.0, fh_out.0, offset_out),
+            (Fh(fh_in.0), offset_in),
+            (NodeId(ino_out.0), Fh(fh_out.0), offset_out),
             len,
             flags.bits() as u32,
             answer(reply),

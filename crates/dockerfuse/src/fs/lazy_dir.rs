@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use dockerfuse_proto::{Errno, Request};
 
-use super::handle::Fh;
+use super::ids::Fh;
 use super::{replies, Transport};
 
 enum State {

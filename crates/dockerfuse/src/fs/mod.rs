@@ -33,8 +33,8 @@ mod backing;
 mod caller;
 mod coherence;
 mod dir_names;
-pub(crate) mod handle;
 mod heads;
+pub(crate) mod ids;
 mod lazy_dir;
 mod links;
 mod listing;
@@ -59,6 +59,7 @@ use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
 pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
 pub(crate) use coherence::{Coherence, Inval, Ttl};
+pub(crate) use ids::{Fh, NodeId};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
@@ -117,7 +118,7 @@ pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Errno>) + Sen
 /// An open file: the satellite's handle and, with passthrough, the
 /// backing file the kernel serves it from (`B`: the kernel's id of it).
 pub(crate) struct Opened<B = ()> {
-    pub(crate) fh: u64,
+    pub(crate) fh: Fh,
     pub(crate) passthrough: Option<Arc<B>>,
 }
 
@@ -323,7 +324,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     /// Looks `name` up in `parent`; a name a complete listing of the
     /// watched directory does not hold is absent without asking.
-    pub(crate) fn lookup(&self, who: &Who, parent: u64, name: &[u8], cb: Cb<Lookup>) {
+    pub(crate) fn lookup(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<Lookup>) {
         let coh = self.coherence.clone();
         let local = !self.opts.per_caller;
         if local {
@@ -363,7 +364,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     /// Drops `count` lookups of each node (never sent as a caller: it has
     /// no reply and no permission check).
-    pub(crate) fn forget(&self, nodes: Vec<(u64, u64)>) {
+    pub(crate) fn forget(&self, nodes: Vec<(NodeId, u64)>) {
+        let nodes: Vec<(u64, u64)> = nodes.into_iter().map(|(NodeId(n), c)| (n, c)).collect();
         for &(node, count) in &nodes {
             self.coherence.forgotten(node, count);
         }
@@ -372,7 +374,14 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         }
     }
 
-    pub(crate) fn getattr(&self, who: &Who, node: u64, fh: Option<u64>, cb: Cb<(Attr, Duration)>) {
+    pub(crate) fn getattr(
+        &self,
+        who: &Who,
+        NodeId(node): NodeId,
+        fh: Option<Fh>,
+        cb: Cb<(Attr, Duration)>,
+    ) {
+        let fh = fh.map(|Fh(f)| f);
         self.call_attr(who, Request::GetAttr { node, fh }, node, cb)
     }
 
@@ -388,11 +397,12 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn setattr(
         &self,
         who: &Who,
-        node: u64,
-        fh: Option<u64>,
+        NodeId(node): NodeId,
+        fh: Option<Fh>,
         attr: SetAttr,
         cb: Cb<(Attr, Duration)>,
     ) {
+        let fh = fh.map(|Fh(f)| f);
         let cb = match attr.size {
             Some(_) => self.changing(cb),
             None => cb,
@@ -454,7 +464,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         self.out.send(who, &req, attr_done(node, coh, cb));
     }
 
-    pub(crate) fn readlink(&self, who: &Who, node: u64, cb: BytesCb) {
+    pub(crate) fn readlink(&self, who: &Who, NodeId(node): NodeId, cb: BytesCb) {
         let links = self.opts.links.clone();
         self.out.send(
             who,
@@ -475,7 +485,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn symlink(
         &self,
         who: &Who,
-        parent: u64,
+        NodeId(parent): NodeId,
         name: &[u8],
         target: &[u8],
         cb: Cb<(Entry, Ttl)>,
@@ -501,7 +511,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn mknod(
         &self,
         who: &Who,
-        parent: u64,
+        NodeId(parent): NodeId,
         name: &[u8],
         mode: u32,
         rdev: u64,
@@ -524,7 +534,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn mkdir(
         &self,
         who: &Who,
-        parent: u64,
+        NodeId(parent): NodeId,
         name: &[u8],
         mode: u32,
         cb: Cb<(Entry, Ttl)>,
@@ -542,13 +552,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         )
     }
 
-    pub(crate) fn unlink(&self, who: &Who, parent: u64, name: &[u8], cb: Cb<()>) {
+    pub(crate) fn unlink(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
         let cb = self.noting(parent, name, false, cb);
         let name = name.into();
         self.call(who, Request::Unlink { parent, name }, replies::ok, cb)
     }
 
-    pub(crate) fn rmdir(&self, who: &Who, parent: u64, name: &[u8], cb: Cb<()>) {
+    pub(crate) fn rmdir(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
         let cb = self.noting(parent, name, false, cb);
         let name = name.into();
         self.call(who, Request::Rmdir { parent, name }, replies::ok, cb)
@@ -557,8 +567,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn rename(
         &self,
         who: &Who,
-        (parent, name): (u64, &[u8]),
-        (new_parent, new_name): (u64, &[u8]),
+        (NodeId(parent), name): (NodeId, &[u8]),
+        (NodeId(new_parent), new_name): (NodeId, &[u8]),
         flags: u32,
         cb: Cb<()>,
     ) {
@@ -605,8 +615,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn link(
         &self,
         who: &Who,
-        node: u64,
-        new_parent: u64,
+        NodeId(node): NodeId,
+        NodeId(new_parent): NodeId,
         new_name: &[u8],
         cb: Cb<(Entry, Ttl)>,
     ) {
@@ -679,7 +689,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn open<R: OpenReply<B, Opened<B>>>(
         &self,
         who: &Who,
-        node: u64,
+        NodeId(node): NodeId,
         flags: i32,
         reply: R,
     ) {
@@ -726,7 +736,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     }
                     let fd = o.fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     let passthrough = serving.serve(node, fh, fd, &reply)?;
-                    Ok(Opened { fh, passthrough })
+                    Ok(Opened {
+                        fh: Fh(fh),
+                        passthrough,
+                    })
                 });
                 after(Ok(()));
                 reply.answer(r)
@@ -739,7 +752,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn create<R: OpenReply<B, (Entry, Ttl, Opened<B>)>>(
         &self,
         who: &Who,
-        parent: u64,
+        NodeId(parent): NodeId,
         name: &[u8],
         mode: u32,
         flags: i32,
@@ -778,7 +791,14 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                         b.opened(fh, flags & libc::O_APPEND != 0);
                     }
                     match serving.serve(e.node, fh, fd, &reply) {
-                        Ok(passthrough) => Ok((e, ttl, Opened { fh, passthrough })),
+                        Ok(passthrough) => Ok((
+                            e,
+                            ttl,
+                            Opened {
+                                fh: Fh(fh),
+                                passthrough,
+                            },
+                        )),
                         Err(err) => {
                             // The kernel will not take the entry.
                             coh.forgotten(e.node, 1);
@@ -796,7 +816,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     /// Reads up to `size` bytes; never hands on more than asked. Answered
     /// here when the open brought the file's contents and they are current.
-    pub(crate) fn read(&self, who: &Who, fh: u64, offset: u64, size: u32, cb: BytesCb) {
+    pub(crate) fn read(&self, who: &Who, Fh(fh): Fh, offset: u64, size: u32, cb: BytesCb) {
         if let Some((data, range)) = self.heads.read(fh, offset, size) {
             return cb(Ok(&data[range]));
         }
@@ -823,8 +843,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn write(
         &self,
         who: &Who,
-        node: u64,
-        fh: u64,
+        NodeId(node): NodeId,
+        Fh(fh): Fh,
         offset: u64,
         data: &[u8],
         kill_suidgid: bool,
@@ -858,7 +878,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let (out, coh, owner) = (self.out.clone(), self.coherence.clone(), who.clone());
         self.getattr(
             who,
-            node,
+            NodeId(node),
             None,
             Box::new(move |r| match r {
                 Ok((a, _)) => match suidgid_cleared(a.mode) {
@@ -885,7 +905,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// FLUSH needs no round trip: the satellite's flush closes nothing.
     /// It waits for the handle's writes still behind, and reports their
     /// error (close(2) returns it).
-    pub(crate) fn flush(&self, fh: u64, cb: Cb<()>) {
+    pub(crate) fn flush(&self, Fh(fh): Fh, cb: Cb<()>) {
         match self.out.behind.clone() {
             Some(b) => b
                 .clone()
@@ -898,7 +918,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// satellite closes the file when the request gets there, after the
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
-    pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
+    pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
         if let Some(pt) = self.passthrough.get() {
             pt.release(fh);
         }
@@ -920,7 +940,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     }
 
     /// FSYNC also reports the error of a write sent behind.
-    pub(crate) fn fsync(&self, who: &Who, fh: u64, datasync: bool, cb: Cb<()>) {
+    pub(crate) fn fsync(&self, who: &Who, Fh(fh): Fh, datasync: bool, cb: Cb<()>) {
         let behind = self.out.behind.clone();
         let cb: Cb<()> = Box::new(move |r| match behind.and_then(|b| b.take_error(fh)) {
             Some(e) => cb(Err(e)),
@@ -933,8 +953,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn fallocate(
         &self,
         who: &Who,
-        node: u64,
-        fh: u64,
+        NodeId(node): NodeId,
+        Fh(fh): Fh,
         offset: u64,
         length: u64,
         mode: i32,
@@ -950,7 +970,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         self.call(who, req, replies::ok, cb)
     }
 
-    pub(crate) fn lseek(&self, who: &Who, fh: u64, offset: i64, whence: i32, cb: Cb<i64>) {
+    pub(crate) fn lseek(&self, who: &Who, Fh(fh): Fh, offset: i64, whence: i32, cb: Cb<i64>) {
         let req = Request::Lseek { fh, offset, whence };
         self.call(who, req, replies::offset, cb)
     }
@@ -960,8 +980,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn copy_file_range(
         &self,
         who: &Who,
-        (fh_in, offset_in): (u64, u64),
-        (node_out, fh_out, offset_out): (u64, u64, u64),
+        (Fh(fh_in), offset_in): (Fh, u64),
+        (NodeId(node_out), Fh(fh_out), offset_out): (NodeId, Fh, u64),
         len: u64,
         flags: u32,
         cb: Cb<u32>,
@@ -984,15 +1004,18 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     /// Opens a directory; true with the handle when the kernel may keep
     /// its listing (the feed watches it).
-    pub(crate) fn opendir(&self, who: &Who, node: u64, cb: Cb<(u64, bool)>) {
+    pub(crate) fn opendir(&self, who: &Who, NodeId(node): NodeId, cb: Cb<(Fh, bool)>) {
         if !self.opts.per_caller && self.coherence.cache_dir(node) {
-            return cb(Ok((self.dirs.open(node), true)));
+            return cb(Ok((Fh(self.dirs.open(node)), true)));
         }
         let coh = self.coherence.clone();
         self.out.send(
             who,
             &Request::OpenDir { node },
-            Box::new(move |r| cb(r.and_then(replies::fh).map(|fh| (fh, coh.cache_dir(node))))),
+            Box::new(move |r| {
+                cb(r.and_then(replies::fh)
+                    .map(|fh| (Fh(fh), coh.cache_dir(node))))
+            }),
         );
     }
 
@@ -1019,7 +1042,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         );
     }
 
-    pub(crate) fn readdir(&self, who: &Who, fh: u64, offset: u64, size: u32, cb: DirCb) {
+    pub(crate) fn readdir(&self, who: &Who, Fh(fh): Fh, offset: u64, size: u32, cb: DirCb) {
         let req = move |fh| Request::ReadDir {
             fh,
             offset,
@@ -1043,8 +1066,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn readdirplus(
         &self,
         who: &Who,
-        dir: u64,
-        fh: u64,
+        NodeId(dir): NodeId,
+        Fh(fh): Fh,
         offset: u64,
         _size: u32,
         cb: PlusCb,
@@ -1115,7 +1138,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         );
     }
 
-    pub(crate) fn releasedir(&self, fh: u64, cb: Cb<()>) {
+    pub(crate) fn releasedir(&self, Fh(fh): Fh, cb: Cb<()>) {
         self.coherence.listings().release(fh);
         let nodes = self.prefetched.release(fh);
         if !nodes.is_empty() {
@@ -1132,7 +1155,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb(Ok(()))
     }
 
-    pub(crate) fn fsyncdir(&self, who: &Who, fh: u64, datasync: bool, cb: Cb<()>) {
+    pub(crate) fn fsyncdir(&self, who: &Who, Fh(fh): Fh, datasync: bool, cb: Cb<()>) {
         self.on_dir(
             who,
             fh,
@@ -1141,15 +1164,22 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         );
     }
 
-    pub(crate) fn statfs(&self, who: &Who, node: u64, cb: Cb<StatFs>) {
+    pub(crate) fn statfs(&self, who: &Who, NodeId(node): NodeId, cb: Cb<StatFs>) {
         self.call(who, Request::StatFs { node }, replies::statfs, cb)
     }
 
-    pub(crate) fn access(&self, who: &Who, node: u64, mask: i32, cb: Cb<()>) {
+    pub(crate) fn access(&self, who: &Who, NodeId(node): NodeId, mask: i32, cb: Cb<()>) {
         self.call(who, Request::Access { node, mask }, replies::ok, cb)
     }
 
-    pub(crate) fn getxattr(&self, who: &Who, node: u64, name: &[u8], size: u32, cb: XattrCb) {
+    pub(crate) fn getxattr(
+        &self,
+        who: &Who,
+        NodeId(node): NodeId,
+        name: &[u8],
+        size: u32,
+        cb: XattrCb,
+    ) {
         if self.no_xattrs.known_empty(node) {
             return cb(Err(Errno::ENODATA));
         }
@@ -1157,7 +1187,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         self.call_xattr(who, Request::GetXattr { node, name, size }, size, cb)
     }
 
-    pub(crate) fn listxattr(&self, who: &Who, node: u64, size: u32, cb: XattrCb) {
+    pub(crate) fn listxattr(&self, who: &Who, NodeId(node): NodeId, size: u32, cb: XattrCb) {
         if self.no_xattrs.known_empty(node) {
             return cb(Ok(if size == 0 {
                 Xattr::Size(0)
@@ -1186,7 +1216,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn setxattr(
         &self,
         who: &Who,
-        node: u64,
+        NodeId(node): NodeId,
         name: &[u8],
         value: &[u8],
         flags: i32,
@@ -1202,7 +1232,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         self.call(who, req, replies::ok, cb)
     }
 
-    pub(crate) fn removexattr(&self, who: &Who, node: u64, name: &[u8], cb: Cb<()>) {
+    pub(crate) fn removexattr(&self, who: &Who, NodeId(node): NodeId, name: &[u8], cb: Cb<()>) {
         self.no_xattrs.forget(node);
         let name = name.into();
         self.call(who, Request::RemoveXattr { node, name }, replies::ok, cb)

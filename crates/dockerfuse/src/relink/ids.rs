@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use dockerfuse_proto::{Entry, Errno, Request, Response, ROOT_NODE};
 use tracing::warn;
 
-use crate::fs::handle::Fh;
+use crate::fs::ids::Fh;
 /// Mode bits of the file type.
 pub(super) const S_IFMT: u32 = 0o170000;
 
@@ -124,7 +124,7 @@ impl Table {
         Fh(fh).in_epoch(self.epoch).ok_or(Errno::EIO)
     }
 
-    /// Ours for the satellite's handle (the layout: [`crate::fs::handle`]).
+    /// Ours for the satellite's handle (the layout: [`crate::fs::ids`]).
     fn fh(&self, sfh: u64) -> Result<u64, Errno> {
         Fh::of_epoch(self.epoch, sfh)
             .map(|Fh(f)| f)

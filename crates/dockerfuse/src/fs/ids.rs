@@ -1,4 +1,5 @@
-//! The bit layout of the file handles the kernel holds, owned here alone.
+//! Typed ids: the kernel's node ids and file handles, which the core's
+//! operations take, and the bit layout of handles, owned here alone.
 //!
 //! A handle is 64 bits:
 //!
@@ -10,6 +11,11 @@
 //!
 //! Without `--reconnect` the kernel holds the satellite's handles as they
 //! are; the satellite numbers them from 1 up, far below bit 48.
+
+/// A node id as the kernel holds it (the satellite's, or with
+/// `--reconnect` relink's own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct NodeId(pub(crate) u64);
 
 /// A file or directory handle as the kernel holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
