@@ -99,8 +99,25 @@ impl<T: Transport> FuseFs<T> {
     }
 }
 
+/// The kernel's errno for a failed request; logs the failure (once per
+/// request: every answer goes through here) in the request's span.
 fn errno(e: Errno) -> fuser::Errno {
+    crate::fs::failure::log(e);
     fuser::Errno::from_i32(e.0)
+}
+
+/// The span of one kernel request: its id, operation and node, and the
+/// cause of a failure when the core learns it ([`crate::fs::failure`]).
+fn request_span(req: &FuseRequest, op: &'static str, node: INodeNo) -> tracing::span::EnteredSpan {
+    let id = req.unique().0;
+    tracing::debug_span!(
+        "request",
+        id,
+        op,
+        node = node.0,
+        cause = tracing::field::Empty
+    )
+    .entered()
 }
 
 fn time(sec: i64, nsec: u32) -> SystemTime {
@@ -407,6 +424,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn lookup(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _span = request_span(req, "lookup", parent);
         let who = self.who(req);
         self.core
             .lookup(&who, NodeId(parent.0), bytes(name), answer(reply));
@@ -417,6 +435,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn getattr(&self, req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _span = request_span(req, "getattr", ino);
         let who = self.who(req);
         self.core
             .getattr(&who, NodeId(ino.0), fh.map(|f| Fh(f.0)), answer(reply));
@@ -440,6 +459,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _span = request_span(req, "setattr", ino);
         let who = self.who(req);
         let attr = SetAttr {
             mode,
@@ -459,6 +479,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
+        let _span = request_span(req, "readlink", ino);
         let who = self.who(req);
         self.core.readlink(&who, NodeId(ino.0), answer_data(reply));
     }
@@ -473,6 +494,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _span = request_span(req, "mknod", parent);
         let who = self.who(req);
         self.core.mknod(
             &who,
@@ -493,18 +515,21 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _span = request_span(req, "mkdir", parent);
         let who = self.who(req);
         self.core
             .mkdir(&who, NodeId(parent.0), bytes(name), mode, answer(reply));
     }
 
     fn unlink(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _span = request_span(req, "unlink", parent);
         let who = self.who(req);
         self.core
             .unlink(&who, NodeId(parent.0), bytes(name), answer(reply));
     }
 
     fn rmdir(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _span = request_span(req, "rmdir", parent);
         let who = self.who(req);
         self.core
             .rmdir(&who, NodeId(parent.0), bytes(name), answer(reply));
@@ -518,6 +543,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _span = request_span(req, "symlink", parent);
         let who = self.who(req);
         self.core.symlink(
             &who,
@@ -538,6 +564,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _span = request_span(req, "rename", parent);
         let who = self.who(req);
         self.core.rename(
             &who,
@@ -556,6 +583,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _span = request_span(req, "link", ino);
         let who = self.who(req);
         self.core.link(
             &who,
@@ -567,6 +595,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn open(&self, req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _span = request_span(req, "open", ino);
         let who = self.who(req);
         self.core.open(&who, NodeId(ino.0), flags.0, reply);
     }
@@ -582,6 +611,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _span = request_span(req, "read", _ino);
         let who = self.who(req);
         self.core
             .read(&who, Fh(fh.0), offset, size, answer_data(reply));
@@ -599,6 +629,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _span = request_span(req, "write", ino);
         let who = self.who(req);
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         self.core.write(
@@ -614,18 +645,19 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn flush(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _span = request_span(req, "flush", _ino);
         self.core.flush(Fh(fh.0), answer(reply));
     }
 
     fn release(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -633,6 +665,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _span = request_span(req, "release", _ino);
         self.core.release(Fh(fh.0), answer(reply));
     }
 
@@ -644,11 +677,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _span = request_span(req, "fsync", _ino);
         let who = self.who(req);
         self.core.fsync(&who, Fh(fh.0), datasync, answer(reply));
     }
 
     fn opendir(&self, req: &FuseRequest, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _span = request_span(req, "opendir", ino);
         let who = self.who(req);
         self.core.opendir(&who, NodeId(ino.0), answer(reply));
     }
@@ -661,6 +696,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        let _span = request_span(req, "readdir", _ino);
         let who = self.who(req);
         // fuser sizes the reply buffer from the kernel's request; ask the
         // satellite for what a 4 KiB page holds at least.
@@ -676,6 +712,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _span = request_span(req, "readdirplus", ino);
         let who = self.who(req);
         self.core.readdirplus(
             &who,
@@ -714,12 +751,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
 
     fn releasedir(
         &self,
-        _req: &FuseRequest,
+        req: &FuseRequest,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _span = request_span(req, "releasedir", _ino);
         self.core.releasedir(Fh(fh.0), answer(reply));
     }
 
@@ -731,11 +769,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _span = request_span(req, "fsyncdir", _ino);
         let who = self.who(req);
         self.core.fsyncdir(&who, Fh(fh.0), datasync, answer(reply));
     }
 
     fn statfs(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {
+        let _span = request_span(req, "statfs", ino);
         let who = self.who(req);
         self.core.statfs(&who, NodeId(ino.0), answer(reply));
     }
@@ -750,6 +790,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _span = request_span(req, "setxattr", ino);
         let who = self.who(req);
         self.core.setxattr(
             &who,
@@ -769,24 +810,28 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         size: u32,
         reply: ReplyXattr,
     ) {
+        let _span = request_span(req, "getxattr", ino);
         let who = self.who(req);
         self.core
             .getxattr(&who, NodeId(ino.0), bytes(name), size, answer_xattr(reply));
     }
 
     fn listxattr(&self, req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _span = request_span(req, "listxattr", ino);
         let who = self.who(req);
         self.core
             .listxattr(&who, NodeId(ino.0), size, answer_xattr(reply));
     }
 
     fn removexattr(&self, req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _span = request_span(req, "removexattr", ino);
         let who = self.who(req);
         self.core
             .removexattr(&who, NodeId(ino.0), bytes(name), answer(reply));
     }
 
     fn access(&self, req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _span = request_span(req, "access", ino);
         let who = self.who(req);
         self.core
             .access(&who, NodeId(ino.0), mask.bits(), answer(reply));
@@ -802,6 +847,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _span = request_span(req, "create", parent);
         let who = self.who(req);
         self.core
             .create(&who, NodeId(parent.0), bytes(name), mode, flags, reply);
@@ -817,6 +863,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _span = request_span(req, "fallocate", ino);
         let who = self.who(req);
         self.core.fallocate(
             &who,
@@ -838,6 +885,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _span = request_span(req, "lseek", _ino);
         let who = self.who(req);
         self.core
             .lseek(&who, Fh(fh.0), offset, whence, answer(reply));
@@ -856,6 +904,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _span = request_span(req, "copy_file_range", _ino_in);
         let who = self.who(req);
         self.core.copy_file_range(
             &who,

@@ -33,6 +33,7 @@ mod backing;
 mod caller;
 mod coherence;
 mod dir_names;
+pub(crate) mod failure;
 mod heads;
 pub(crate) mod ids;
 mod lazy_dir;
@@ -165,8 +166,21 @@ impl<T> Clone for Outbox<T> {
 }
 
 impl<T: Transport> Outbox<T> {
-    /// Sends `req` for `who`, after the writes accepted before it.
+    /// Sends `req` for `who`, after the writes accepted before it. The
+    /// reply is handled in the span of the request that sent it, where a
+    /// failure of the transport is recorded ([`failure`]).
     fn send(&self, who: &Who, req: &Request<'_>, done: Done) {
+        let span = tracing::Span::current();
+        let done: Done = match span.is_disabled() {
+            true => done,
+            false => Box::new(move |r| {
+                let _in = span.enter();
+                if r.is_err() {
+                    failure::record(failure::Cause::Transport);
+                }
+                done(r)
+            }),
+        };
         let wrapped;
         let req = match who {
             Who::Caller(c) if self.per_caller => {

@@ -1111,3 +1111,65 @@ fn side_effects_the_kernel_cannot_see_expire_the_nodes_attributes_before_the_rep
         [3, 1001, 4, 1003, 6, 1005, 7, 1007, 2, 1009]
     );
 }
+
+/// Log lines written while `f` runs, at debug level.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || w.clone())
+        .finish();
+    tracing::subscriber::with_default(sub, f);
+    let out = buf.0.lock().unwrap().clone();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn a_failure_is_logged_once_in_its_requests_span_with_its_cause() {
+    let out = logged(|| {
+        let span = |op: &'static str| {
+            tracing::debug_span!(
+                "request",
+                id = 1,
+                op,
+                node = 1,
+                cause = tracing::field::Empty
+            )
+        };
+        let log: Cb<()> = Box::new(|r| {
+            if let Err(e) = r {
+                failure::log(e)
+            }
+        });
+        let (c, _) = core(|_| Response::Error(libc::ENOTEMPTY));
+        span("rmdir").in_scope(|| c.rmdir(&Who::Mount, NodeId(1), b"d", log));
+        let log: Cb<u32> = Box::new(|r| {
+            if let Err(e) = r {
+                failure::log(e)
+            }
+        });
+        let (c, _) = core(|_| Response::Ok);
+        span("write").in_scope(|| c.write(&Who::Mount, NodeId(1), Fh(2), 0, b"x", false, log));
+    });
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("op=\"rmdir\"") && lines[0].contains("cause=\"satellite\""));
+    assert!(lines[0].contains("errno 39"), "{}", lines[0]);
+    assert!(lines[1].contains("op=\"write\"") && lines[1].contains("cause=\"bad reply\""));
+}
