@@ -19,12 +19,13 @@
 //! the side. Most side effects the kernel expires itself when it sees the
 //! operation succeed (a parent's times and link count after a creation,
 //! removal or rename, a node's link count and ctime after link or unlink,
-//! ctime after setxattr, size and mtime after a write) or learns from the
-//! reply (setattr, link and creations carry attributes). What it cannot
-//! know is that a write, an `O_TRUNC` open, a fallocate or a copy into a
-//! file cleared its setuid/setgid bits: it would keep showing the old
-//! mode to a `statx` that asks for the mode alone until the TTL ends (an
-//! hour with the feed). The core reports those with
+//! ctime after setxattr, size and mtime after a write, everything after
+//! an `O_TRUNC` open) or learns from the reply (setattr, link and
+//! creations carry attributes). What it cannot know is that a write, a
+//! fallocate or a copy into a file cleared its setuid/setgid bits: it
+//! would keep showing the old mode to a `statx` that asks for the mode
+//! alone until the TTL ends (an hour with the feed). The core reports
+//! those with
 //! [`Coherence::changed_here`], which expires the node's attributes in the
 //! kernel at once, before the operation's reply.
 

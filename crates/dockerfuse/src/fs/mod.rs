@@ -710,7 +710,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let flags = self.open_flags(flags);
         let after: Cb<()> = match flags & libc::O_TRUNC {
             0 => Box::new(|_| {}),
-            _ => self.changing(self.expiring(node, Box::new(|_| {}))),
+            _ => self.changing(Box::new(|_| {})),
         };
         let (rpc, behind, serving) = (
             self.out.rpc.clone(),
