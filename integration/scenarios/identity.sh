@@ -12,6 +12,10 @@
 #   - search permission on the directories above a name is checked also
 #     while the names below are cached; a readable, unsearchable directory
 #     lists its names;
+#   - what the mount's own operations change on the side shows at once
+#     (the feed does not echo it): setuid/setgid cleared by a write,
+#     append, O_TRUNC open or fallocate, a directory's mtime after a
+#     creation or removal, a link count after link and unlink;
 #   - with --writeback-cache too, a non-owner's write, touch and truncate
 #     work and an explicit time stays refused.
 #
@@ -22,7 +26,7 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 require_env DOCKERFUSE CONTAINER SATELLITE_ARCH WORKDIR
-running='' cpid='' got='' # set by cap
+running='' cpid='' got='' want='' # set by cap
 
 # The user must reach the mount point: WORKDIR's parents may be 0700.
 MNT_BASE=$(mktemp -d "${TMPDIR:-/tmp}/dfit-ident-mnt.XXXXXX")
@@ -183,6 +187,53 @@ check "root leaves it readable but not searchable (0754)" chmod 754 "$H/sp"
 cap got as_user ls "$H/sp"
 assert_eq "the user lists its names (r without x), as directly" "sub" "$got"
 check_not "but cannot stat them" as_user stat "$H/sp/sub"
+
+# --- side effects the change feed does not echo -----------------------------------------------
+# The mount's own operations change more than what they name: a write,
+# append, O_TRUNC open or fallocate by a user without CAP_FSETID clears
+# setuid/setgid; a creation or removal moves its directory's mtime; a link
+# or unlink moves the file's link count. The feed drops the echo of the
+# mount's own changes, side effects included. Each field is read right
+# after the operation, before any TTL ends, with a statx that asks for it
+# alone (stat -c: the kernel then uses whatever else it holds), through
+# the mount and directly (/proc/<pid>/root).
+R=/proc/$cpid/root$T
+SE='set -e; mkdir -p "$1"; chmod 1777 "$1"; cd "$1"
+for n in w4777:4777 w6777:6777 a4777:4777 t4777:4777 f4777:4777; do
+	echo data >"${n%%:*}"; chmod "${n#*:}" "${n%%:*}"
+done'
+check "root's setuid/setgid files in a sticky directory everyone may write" dx sh -c "$SE" sh "$T/se"
+for n in w4777 w6777 a4777 t4777 f4777; do
+	cap got stat -c %a "$H/se/$n"
+	assert_match "the mount shows $n's mode (now cached)" '^[46]777$' "$got"
+done
+check "the user writes into w4777" as_user sh -c "printf z 1<>'$H/se/w4777'"
+check "the user writes into w6777" as_user sh -c "printf z 1<>'$H/se/w6777'"
+check "the user appends to a4777" as_user sh -c "echo z >>'$H/se/a4777'"
+check "the user truncates t4777 with an O_TRUNC open" as_user sh -c ": >'$H/se/t4777'"
+check "the user fallocates f4777" as_user "$PY" -c "import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); os.posix_fallocate(fd, 0, 8192)" "$H/se/f4777"
+for n in w4777 w6777 a4777 t4777 f4777; do
+	cap want stat -c %a "$R/se/$n"
+	assert_eq "the container cleared the bits of $n" 777 "$want"
+	cap got stat -c %a "$H/se/$n"
+	assert_eq "the mount shows $n's new mode at once" "$want" "$got"
+done
+cap got stat -c %.9Y "$H/se"
+check "the user creates a file" as_user touch "$H/se/new"
+cap want stat -c %.9Y "$R/se"
+cap got stat -c %.9Y "$H/se"
+assert_eq "the directory's mtime after the creation, as directly" "$want" "$got"
+check "the user links it" as_user ln "$H/se/new" "$H/se/new2"
+cap want stat -c %h "$R/se/new"
+cap got stat -c %h "$H/se/new"
+assert_eq "its link count after the link, as directly (2)" "2 2" "$want $got"
+check "the user unlinks the first name" as_user rm "$H/se/new"
+cap want stat -c %.9Y "$R/se"
+cap got stat -c %.9Y "$H/se"
+assert_eq "the directory's mtime after the unlink, as directly" "$want" "$got"
+cap want stat -c %h "$R/se/new2"
+cap got stat -c %h "$H/se/new2"
+assert_eq "the link count after the unlink, as directly (1)" "1 1" "$want $got"
 
 check "fusermount3 -u" fusermount3 -u "$MNT"
 check "dockerfuse exits after the unmount" wait_until 20 pid_gone "$DF_PID"

@@ -138,8 +138,8 @@ impl Feed {
     /// Wires the feed of a mount: change frames from `rpc` go to a new
     /// feed of `core`, and the satellite is asked to start it. None when
     /// it cannot (the mount then caches for the TTL only).
-    pub(crate) fn enable_on<T: Transport>(
-        core: &crate::fs::Core<T>,
+    pub(crate) fn enable_on<T: Transport, B: Send + Sync + 'static>(
+        core: &crate::fs::Core<T, B>,
         rpc: &crate::rpc::Rpc,
     ) -> Option<Arc<Feed>> {
         let feed = Feed::new(core.coherence());

@@ -5,10 +5,15 @@
 //! reader, so the session loop goes straight back to reading the next
 //! request. This is the only module that knows fuser's types.
 //!
+//! Every outcome reaches the kernel through one helper, [`answer`], over
+//! the [`Answer`] each kind of reply implements (open and create also
+//! register backing files, [`OpenReply`]); the policies (caller, KILLPRIV,
+//! passthrough) are the core's.
+//!
 //! With passthrough (the local channel, root, kernel ≥ 6.9), INIT asks
 //! for FUSE_PASSTHROUGH with stack depth 2 (the backing files are on the
-//! container's overlayfs, itself stacked), and opens of regular files are
-//! answered with the satellite's descriptor as backing file, following the
+//! container's overlayfs, itself stacked); the core then decides which
+//! opens the kernel serves from the satellite's descriptor, following the
 //! rules in [`crate::passthrough`].
 
 use std::ffi::OsStr;
@@ -24,31 +29,33 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, CallerGuard, Core, Errno, Lookup, SetAttr, SetTime, Transport, Ttl, Xattr};
+use crate::fs::{
+    Attr, Caller, Cb, Core, DirItem, Entry, Errno, Fh, Lookup, NodeId, OpenReply, Opened, SetAttr,
+    SetTime, StatFs, Transport, Ttl, Who, Xattr,
+};
 use crate::groups::CallerGroups;
-use crate::passthrough::{Backings, Mode};
 
 type FuseRequest = fuser::Request;
 
 /// The fuser `Filesystem` of one mount.
 pub(crate) struct FuseFs<T: Transport> {
-    core: Arc<Core<T>>,
+    core: Arc<Core<T, BackingId>>,
     /// Callers' supplementary groups (with `--allow-other` only).
     groups: Option<CallerGroups>,
+    /// The groups of callers otherwise (none are read).
+    no_groups: Arc<[u32]>,
     /// Ask the kernel for passthrough at INIT.
     want_passthrough: bool,
-    /// Set at INIT when the kernel agreed.
-    passthrough: Option<Arc<Backings<BackingId>>>,
 }
 
 impl<T: Transport> FuseFs<T> {
-    pub(crate) fn new(core: Core<T>, want_passthrough: bool) -> Self {
+    pub(crate) fn new(core: Core<T, BackingId>, want_passthrough: bool) -> Self {
         let groups = core.options().per_caller.then(CallerGroups::default);
         FuseFs {
             core: Arc::new(core),
             groups,
+            no_groups: Arc::from([]),
             want_passthrough,
-            passthrough: None,
         }
     }
 
@@ -73,28 +80,52 @@ impl<T: Transport> FuseFs<T> {
             return;
         }
         tracing::info!("passthrough on: open files are read and written by the kernel directly");
-        self.passthrough = Some(Arc::default());
+        self.core.enable_passthrough();
     }
 
-    /// Makes the kernel request's user the caller of what this thread
-    /// sends next (only used with `--allow-other`; see fs::with_caller).
-    fn caller(&self, req: &FuseRequest) -> Option<CallerGuard> {
-        let groups = self.groups.as_ref()?;
-        // With --idmap the caller who is us acts as the satellite's user.
+    /// The caller of a kernel request, with its supplementary groups when
+    /// the mount performs requests per caller (`--allow-other`). With
+    /// `--idmap` the caller who is us acts as the satellite's user.
+    fn who(&self, req: &FuseRequest) -> Who {
+        let pid = req.pid();
         let (uid, gid) = match crate::idmap::swap() {
-            Some(s) => s.stored(Some(req.uid()), Some(req.gid())),
-            None => (Some(req.uid()), Some(req.gid())),
+            Some(s) => {
+                let (u, g) = s.stored(Some(req.uid()), Some(req.gid()));
+                (u.unwrap_or(req.uid()), g.unwrap_or(req.gid()))
+            }
+            None => (req.uid(), req.gid()),
         };
-        Some(crate::fs::with_caller(groups.caller(
-            req.pid(),
-            uid.unwrap_or(req.uid()),
-            gid.unwrap_or(req.gid()),
-        )))
+        Who::Caller(match &self.groups {
+            Some(groups) => groups.caller(pid, uid, gid),
+            None => Caller {
+                uid,
+                gid,
+                groups: self.no_groups.clone(),
+                pid,
+            },
+        })
     }
 }
 
+/// The kernel's errno for a failed request; logs the failure (once per
+/// request: every answer goes through here) in the request's span.
 fn errno(e: Errno) -> fuser::Errno {
+    crate::fs::failure::log(e);
     fuser::Errno::from_i32(e.0)
+}
+
+/// The span of one kernel request: its id, operation and node, and the
+/// cause of a failure when the core learns it ([`crate::fs::failure`]).
+fn request_span(req: &FuseRequest, op: &'static str, node: INodeNo) -> tracing::span::EnteredSpan {
+    let id = req.unique().0;
+    tracing::debug_span!(
+        "request",
+        id,
+        op,
+        node = node.0,
+        cause = tracing::field::Empty
+    )
+    .entered()
 }
 
 fn time(sec: i64, nsec: u32) -> SystemTime {
@@ -170,42 +201,201 @@ fn bytes(s: &OsStr) -> &[u8] {
     s.as_bytes()
 }
 
-/// Answers a getxattr/listxattr: a size probe or the data.
-fn xattr_reply(reply: ReplyXattr) -> crate::fs::XattrCb {
+/// A kernel reply that can carry the outcome `T` of a core operation.
+trait Answer<T>: Send + 'static {
+    fn ok(self, v: T);
+    fn fail(self, e: fuser::Errno);
+}
+
+/// The core callback that answers `reply` with the operation's outcome.
+fn answer<T: 'static, R: Answer<T>>(reply: R) -> Cb<T> {
     Box::new(move |r| match r {
-        Ok(Xattr::Size(n)) => reply.size(n),
-        Ok(Xattr::Data(d)) => reply.data(d),
-        Err(e) => reply.error(errno(e)),
+        Ok(v) => reply.ok(v),
+        Err(e) => reply.fail(errno(e)),
     })
 }
 
-macro_rules! empty_reply {
-    ($reply:ident) => {
-        Box::new(move |r: Result<(), Errno>| match r {
-            Ok(()) => $reply.ok(),
-            Err(e) => $reply.error(errno(e)),
-        })
-    };
+/// [`answer`] for outcomes that borrow the receive buffer (the core's
+/// callback types name their lifetime, one type each).
+fn answer_data(reply: ReplyData) -> crate::fs::BytesCb {
+    Box::new(move |r| match r {
+        Ok(v) => Answer::ok(reply, v),
+        Err(e) => Answer::fail(reply, errno(e)),
+    })
 }
 
-macro_rules! entry_reply {
-    ($self:ident, $reply:ident) => {{
-        Box::new(move |r: Result<(crate::fs::Entry, Ttl), Errno>| match r {
-            Ok((e, t)) => {
-                $reply.entry_with_ttls(&t.attr, &t.entry, &file_attr(&e.attr), Generation(0))
+fn answer_xattr(reply: ReplyXattr) -> crate::fs::XattrCb {
+    Box::new(move |r| match r {
+        Ok(v) => Answer::ok(reply, v),
+        Err(e) => Answer::fail(reply, errno(e)),
+    })
+}
+
+fn answer_dir(reply: ReplyDirectory) -> crate::fs::DirCb {
+    Box::new(move |r| match r {
+        Ok(v) => Answer::ok(reply, v),
+        Err(e) => Answer::fail(reply, errno(e)),
+    })
+}
+
+impl Answer<()> for ReplyEmpty {
+    fn ok(self, (): ()) {
+        ReplyEmpty::ok(self)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<(Entry, Ttl)> for ReplyEntry {
+    fn ok(self, (e, t): (Entry, Ttl)) {
+        self.entry_with_ttls(&t.attr, &t.entry, &file_attr(&e.attr), Generation(0))
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<Lookup> for ReplyEntry {
+    fn ok(self, l: Lookup) {
+        match l {
+            Lookup::Found(e, t) => Answer::ok(self, (e, t)),
+            // A negative entry: the kernel remembers the name is absent.
+            Lookup::Absent(ttl) => self.entry(&ttl, &file_attr(&Attr::default()), Generation(0)),
+        }
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<(Attr, Duration)> for ReplyAttr {
+    fn ok(self, (a, ttl): (Attr, Duration)) {
+        self.attr(&ttl, &file_attr(&a))
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl<'a> Answer<&'a [u8]> for ReplyData {
+    fn ok(self, d: &'a [u8]) {
+        self.data(d)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<u32> for ReplyWrite {
+    fn ok(self, n: u32) {
+        self.written(n)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<i64> for ReplyLseek {
+    fn ok(self, o: i64) {
+        self.offset(o)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+impl Answer<StatFs> for ReplyStatfs {
+    fn ok(self, s: StatFs) {
+        self.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        )
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+/// getxattr/listxattr: a size probe or the data.
+impl<'a> Answer<Xattr<'a>> for ReplyXattr {
+    fn ok(self, x: Xattr<'a>) {
+        match x {
+            Xattr::Size(n) => self.size(n),
+            Xattr::Data(d) => self.data(d),
+        }
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+/// opendir: a watched directory's listing stays in the kernel's readdir
+/// cache until the feed invalidates the directory.
+impl Answer<(Fh, bool)> for ReplyOpen {
+    fn ok(self, (fh, cached): (Fh, bool)) {
+        let flags = match cached {
+            true => FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            false => FopenFlags::empty(),
+        };
+        self.opened(FileHandle(fh.0), flags)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
+}
+
+/// A plain readdir: as many items as the kernel's buffer holds.
+impl<'a> Answer<Vec<DirItem<'a>>> for ReplyDirectory {
+    fn ok(mut self, items: Vec<DirItem<'a>>) {
+        for i in items {
+            let name = OsStr::from_bytes(&i.name);
+            if self.add(INodeNo(i.ino), i.offset, kind(i.kind), name) {
+                break;
             }
-            Err(e) => $reply.error(errno(e)),
-        })
-    }};
+        }
+        ReplyDirectory::ok(self)
+    }
+    fn fail(self, e: fuser::Errno) {
+        self.error(e)
+    }
 }
 
-macro_rules! attr_reply {
-    ($self:ident, $reply:ident) => {{
-        Box::new(move |r: Result<(Attr, Duration), Errno>| match r {
-            Ok((a, ttl)) => $reply.attr(&ttl, &file_attr(&a)),
-            Err(e) => $reply.error(errno(e)),
-        })
-    }};
+/// open: served by the kernel from the backing file, or through us,
+/// keeping the cached pages (the kernel drops them itself when it sees
+/// size or mtime change, FUSE_AUTO_INVAL_DATA).
+impl OpenReply<BackingId, Opened<BackingId>> for ReplyOpen {
+    fn register(&self, fd: &std::os::fd::OwnedFd) -> std::io::Result<BackingId> {
+        self.open_backing(fd)
+    }
+    fn answer(self, r: Result<Opened<BackingId>, Errno>) {
+        match r {
+            Ok(Opened {
+                fh,
+                passthrough: Some(b),
+            }) => self.opened_passthrough(FileHandle(fh.0), FopenFlags::empty(), &b),
+            Ok(Opened { fh, .. }) => self.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => self.error(errno(e)),
+        }
+    }
+}
+
+impl OpenReply<BackingId, (Entry, Ttl, Opened<BackingId>)> for ReplyCreate {
+    fn register(&self, fd: &std::os::fd::OwnedFd) -> std::io::Result<BackingId> {
+        self.open_backing(fd)
+    }
+    fn answer(self, r: Result<(Entry, Ttl, Opened<BackingId>), Errno>) {
+        let (e, ttl, o) = match r {
+            Ok(v) => v,
+            Err(e) => return self.error(errno(e)),
+        };
+        let (ttl, attr, fh) = (ttl.min(), file_attr(&e.attr), FileHandle(o.fh.0));
+        match o.passthrough {
+            Some(b) => {
+                self.created_passthrough(&ttl, &attr, Generation(0), fh, FopenFlags::empty(), &b)
+            }
+            None => self.created(&ttl, &attr, Generation(0), fh, FopenFlags::empty()),
+        }
+    }
 }
 
 impl<T: Transport> Filesystem for FuseFs<T> {
@@ -246,31 +436,21 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn lookup(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _as = self.caller(req);
-        self.core.lookup(
-            parent.0,
-            bytes(name),
-            Box::new(move |r| match r {
-                Ok(Lookup::Found(e, t)) => {
-                    reply.entry_with_ttls(&t.attr, &t.entry, &file_attr(&e.attr), Generation(0))
-                }
-                // A negative entry: the kernel remembers the name is absent.
-                Ok(Lookup::Absent(ttl)) => {
-                    reply.entry(&ttl, &file_attr(&Attr::default()), Generation(0))
-                }
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        let _span = request_span(req, "lookup", parent);
+        let who = self.who(req);
+        self.core
+            .lookup(&who, NodeId(parent.0), bytes(name), answer(reply));
     }
 
     fn forget(&self, _req: &FuseRequest, ino: INodeNo, nlookup: u64) {
-        self.core.forget(vec![(ino.0, nlookup)]);
+        self.core.forget(vec![(NodeId(ino.0), nlookup)]);
     }
 
     fn getattr(&self, req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "getattr", ino);
+        let who = self.who(req);
         self.core
-            .getattr(ino.0, fh.map(|f| f.0), attr_reply!(self, reply));
+            .getattr(&who, NodeId(ino.0), fh.map(|f| Fh(f.0)), answer(reply));
     }
 
     fn setattr(
@@ -291,7 +471,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "setattr", ino);
+        let who = self.who(req);
         let (uid, gid) = match crate::idmap::swap() {
             Some(s) => s.stored(uid, gid),
             None => (uid, gid),
@@ -304,19 +485,19 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        self.core
-            .setattr(ino.0, fh.map(|f| f.0), attr, attr_reply!(self, reply));
+        self.core.setattr(
+            &who,
+            NodeId(ino.0),
+            fh.map(|f| Fh(f.0)),
+            attr,
+            answer(reply),
+        );
     }
 
     fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
-        let _as = self.caller(req);
-        self.core.readlink(
-            ino.0,
-            Box::new(move |r| match r {
-                Ok(d) => reply.data(d),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        let _span = request_span(req, "readlink", ino);
+        let who = self.who(req);
+        self.core.readlink(&who, NodeId(ino.0), answer_data(reply));
     }
 
     fn mknod(
@@ -329,13 +510,15 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "mknod", parent);
+        let who = self.who(req);
         self.core.mknod(
-            parent.0,
+            &who,
+            NodeId(parent.0),
             bytes(name),
             mode,
             u64::from(rdev),
-            entry_reply!(self, reply),
+            answer(reply),
         );
     }
 
@@ -348,19 +531,24 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "mkdir", parent);
+        let who = self.who(req);
         self.core
-            .mkdir(parent.0, bytes(name), mode, entry_reply!(self, reply));
+            .mkdir(&who, NodeId(parent.0), bytes(name), mode, answer(reply));
     }
 
     fn unlink(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = self.caller(req);
-        self.core.unlink(parent.0, bytes(name), empty_reply!(reply));
+        let _span = request_span(req, "unlink", parent);
+        let who = self.who(req);
+        self.core
+            .unlink(&who, NodeId(parent.0), bytes(name), answer(reply));
     }
 
     fn rmdir(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = self.caller(req);
-        self.core.rmdir(parent.0, bytes(name), empty_reply!(reply));
+        let _span = request_span(req, "rmdir", parent);
+        let who = self.who(req);
+        self.core
+            .rmdir(&who, NodeId(parent.0), bytes(name), answer(reply));
     }
 
     fn symlink(
@@ -371,12 +559,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "symlink", parent);
+        let who = self.who(req);
         self.core.symlink(
-            parent.0,
+            &who,
+            NodeId(parent.0),
             bytes(link_name),
             target.as_os_str().as_bytes(),
-            entry_reply!(self, reply),
+            answer(reply),
         );
     }
 
@@ -390,12 +580,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "rename", parent);
+        let who = self.who(req);
         self.core.rename(
-            (parent.0, bytes(name)),
-            (newparent.0, bytes(newname)),
+            &who,
+            (NodeId(parent.0), bytes(name)),
+            (NodeId(newparent.0), bytes(newname)),
             flags.bits(),
-            empty_reply!(reply),
+            answer(reply),
         );
     }
 
@@ -407,46 +599,21 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "link", ino);
+        let who = self.who(req);
         self.core.link(
-            ino.0,
-            newparent.0,
+            &who,
+            NodeId(ino.0),
+            NodeId(newparent.0),
             bytes(newname),
-            entry_reply!(self, reply),
+            answer(reply),
         );
     }
 
     fn open(&self, req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _as = self.caller(req);
-        let (pt, core, node) = (self.passthrough.clone(), self.core.clone(), ino.0);
-        self.core.open(
-            node,
-            flags.0,
-            Box::new(move |r| match r {
-                Ok(o) => {
-                    let fh = FileHandle(o.fh);
-                    let mode = match &pt {
-                        Some(pt) => pt.open(node, o.fh, o.backing, |fd| reply.open_backing(fd)),
-                        None => Mode::Cached,
-                    };
-                    match mode {
-                        Mode::Passthrough(b) => {
-                            core.contents_unused(o.fh);
-                            reply.opened_passthrough(fh, FopenFlags::empty(), &b)
-                        }
-                        // The kernel drops cached pages itself when it sees
-                        // size or mtime change (FUSE_AUTO_INVAL_DATA), so
-                        // keep them on open.
-                        Mode::Cached => reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE),
-                        Mode::Refuse => {
-                            core.release(o.fh, Box::new(|_| {}));
-                            reply.error(errno(Errno::EIO))
-                        }
-                    }
-                }
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        let _span = request_span(req, "open", ino);
+        let who = self.who(req);
+        self.core.open(&who, NodeId(ino.0), flags.0, reply);
     }
 
     fn read(
@@ -460,16 +627,10 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _as = self.caller(req);
-        self.core.read(
-            fh.0,
-            offset,
-            size,
-            Box::new(move |r| match r {
-                Ok(d) => reply.data(d),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        let _span = request_span(req, "read", _ino);
+        let who = self.who(req);
+        self.core
+            .read(&who, Fh(fh.0), offset, size, answer_data(reply));
     }
 
     fn write(
@@ -484,36 +645,17 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "write", ino);
+        let who = self.who(req);
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        if kill && !self.core.options().per_caller {
-            // A writer without CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2): the
-            // bits go first, then the write.
-            let (core, data) = (self.core.clone(), data.to_vec());
-            return self.core.drop_suidgid(
-                ino.0,
-                Box::new(move |r| match r {
-                    Ok(()) => core.write(
-                        fh.0,
-                        offset,
-                        &data,
-                        Box::new(move |r| match r {
-                            Ok(n) => reply.written(n),
-                            Err(e) => reply.error(errno(e)),
-                        }),
-                    ),
-                    Err(e) => reply.error(errno(e)),
-                }),
-            );
-        }
         self.core.write(
-            fh.0,
+            &who,
+            NodeId(ino.0),
+            Fh(fh.0),
             offset,
             data,
-            Box::new(move |r| match r {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(e)),
-            }),
+            kill,
+            answer(reply),
         );
     }
 
@@ -525,8 +667,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
-        self.core.flush(fh.0, empty_reply!(reply));
+        let _span = request_span(req, "flush", _ino);
+        self.core.flush(Fh(fh.0), answer(reply));
     }
 
     fn release(
@@ -539,11 +681,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
-        if let Some(pt) = &self.passthrough {
-            pt.release(fh.0);
-        }
-        self.core.release(fh.0, empty_reply!(reply));
+        let _span = request_span(req, "release", _ino);
+        self.core.release(Fh(fh.0), answer(reply));
     }
 
     fn fsync(
@@ -554,25 +693,15 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
-        self.core.fsync(fh.0, datasync, empty_reply!(reply));
+        let _span = request_span(req, "fsync", _ino);
+        let who = self.who(req);
+        self.core.fsync(&who, Fh(fh.0), datasync, answer(reply));
     }
 
     fn opendir(&self, req: &FuseRequest, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _as = self.caller(req);
-        self.core.opendir(
-            ino.0,
-            Box::new(move |r| match r {
-                // A watched directory's listing stays in the kernel's
-                // readdir cache until the feed invalidates the directory.
-                Ok((fh, true)) => reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-                ),
-                Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        let _span = request_span(req, "opendir", ino);
+        let who = self.who(req);
+        self.core.opendir(&who, NodeId(ino.0), answer(reply));
     }
 
     fn readdir(
@@ -581,28 +710,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "readdir", _ino);
+        let who = self.who(req);
         // fuser sizes the reply buffer from the kernel's request; ask the
         // satellite for what a 4 KiB page holds at least.
-        self.core.readdir(
-            fh.0,
-            offset,
-            4096,
-            Box::new(move |r| match r {
-                Ok(items) => {
-                    for i in items {
-                        let name = OsStr::from_bytes(&i.name);
-                        if reply.add(INodeNo(i.ino), i.offset, kind(i.kind), name) {
-                            break;
-                        }
-                    }
-                    reply.ok()
-                }
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        self.core
+            .readdir(&who, Fh(fh.0), offset, 4096, answer_dir(reply));
     }
 
     fn readdirplus(
@@ -613,10 +728,12 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "readdirplus", ino);
+        let who = self.who(req);
         self.core.readdirplus(
-            ino.0,
-            fh.0,
+            &who,
+            NodeId(ino.0),
+            Fh(fh.0),
             offset,
             4096,
             Box::new(move |r| match r {
@@ -656,8 +773,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
-        self.core.releasedir(fh.0, empty_reply!(reply));
+        let _span = request_span(req, "releasedir", _ino);
+        self.core.releasedir(Fh(fh.0), answer(reply));
     }
 
     fn fsyncdir(
@@ -668,21 +785,15 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
-        self.core.fsyncdir(fh.0, datasync, empty_reply!(reply));
+        let _span = request_span(req, "fsyncdir", _ino);
+        let who = self.who(req);
+        self.core.fsyncdir(&who, Fh(fh.0), datasync, answer(reply));
     }
 
     fn statfs(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {
-        let _as = self.caller(req);
-        self.core.statfs(
-            ino.0,
-            Box::new(move |r| match r {
-                Ok(s) => reply.statfs(
-                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
-                ),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        let _span = request_span(req, "statfs", ino);
+        let who = self.who(req);
+        self.core.statfs(&who, NodeId(ino.0), answer(reply));
     }
 
     fn setxattr(
@@ -695,9 +806,16 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
-        self.core
-            .setxattr(ino.0, bytes(name), value, flags, empty_reply!(reply));
+        let _span = request_span(req, "setxattr", ino);
+        let who = self.who(req);
+        self.core.setxattr(
+            &who,
+            NodeId(ino.0),
+            bytes(name),
+            value,
+            flags,
+            answer(reply),
+        );
     }
 
     fn getxattr(
@@ -708,25 +826,31 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         size: u32,
         reply: ReplyXattr,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "getxattr", ino);
+        let who = self.who(req);
         self.core
-            .getxattr(ino.0, bytes(name), size, xattr_reply(reply));
+            .getxattr(&who, NodeId(ino.0), bytes(name), size, answer_xattr(reply));
     }
 
     fn listxattr(&self, req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _as = self.caller(req);
-        self.core.listxattr(ino.0, size, xattr_reply(reply));
+        let _span = request_span(req, "listxattr", ino);
+        let who = self.who(req);
+        self.core
+            .listxattr(&who, NodeId(ino.0), size, answer_xattr(reply));
     }
 
     fn removexattr(&self, req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "removexattr", ino);
+        let who = self.who(req);
         self.core
-            .removexattr(ino.0, bytes(name), empty_reply!(reply));
+            .removexattr(&who, NodeId(ino.0), bytes(name), answer(reply));
     }
 
     fn access(&self, req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        let _as = self.caller(req);
-        self.core.access(ino.0, mask.bits(), empty_reply!(reply));
+        let _span = request_span(req, "access", ino);
+        let who = self.who(req);
+        self.core
+            .access(&who, NodeId(ino.0), mask.bits(), answer(reply));
     }
 
     fn create(
@@ -739,58 +863,33 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _as = self.caller(req);
-        let (pt, core) = (self.passthrough.clone(), self.core.clone());
-        self.core.create(
-            parent.0,
-            bytes(name),
-            mode,
-            flags,
-            Box::new(move |r| match r {
-                Ok((e, ttl, o)) => {
-                    let ttl = ttl.min();
-                    let (fh, attr) = (FileHandle(o.fh), file_attr(&e.attr));
-                    let mode = match &pt {
-                        Some(pt) => pt.open(e.node, o.fh, o.backing, |fd| reply.open_backing(fd)),
-                        None => Mode::Cached,
-                    };
-                    match mode {
-                        Mode::Passthrough(b) => reply.created_passthrough(
-                            &ttl,
-                            &attr,
-                            Generation(0),
-                            fh,
-                            FopenFlags::empty(),
-                            &b,
-                        ),
-                        Mode::Cached => {
-                            reply.created(&ttl, &attr, Generation(0), fh, FopenFlags::empty())
-                        }
-                        Mode::Refuse => {
-                            core.release(o.fh, Box::new(|_| {}));
-                            core.forget(vec![(e.node, 1)]);
-                            reply.error(errno(Errno::EIO))
-                        }
-                    }
-                }
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        let _span = request_span(req, "create", parent);
+        let who = self.who(req);
+        self.core
+            .create(&who, NodeId(parent.0), bytes(name), mode, flags, reply);
     }
 
     fn fallocate(
         &self,
         req: &FuseRequest,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _as = self.caller(req);
-        self.core
-            .fallocate(fh.0, offset, length, mode, empty_reply!(reply));
+        let _span = request_span(req, "fallocate", ino);
+        let who = self.who(req);
+        self.core.fallocate(
+            &who,
+            NodeId(ino.0),
+            Fh(fh.0),
+            offset,
+            length,
+            mode,
+            answer(reply),
+        );
     }
 
     fn lseek(
@@ -802,16 +901,10 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let _as = self.caller(req);
-        self.core.lseek(
-            fh.0,
-            offset,
-            whence,
-            Box::new(move |r| match r {
-                Ok(o) => reply.offset(o),
-                Err(e) => reply.error(errno(e)),
-            }),
-        );
+        let _span = request_span(req, "lseek", _ino);
+        let who = self.who(req);
+        self.core
+            .lseek(&who, Fh(fh.0), offset, whence, answer(reply));
     }
 
     fn copy_file_range(
@@ -820,23 +913,22 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let _as = self.caller(req);
+        let _span = request_span(req, "copy_file_range", _ino_in);
+        let who = self.who(req);
         self.core.copy_file_range(
-            (fh_in.0, offset_in),
-            (fh_out.0, offset_out),
+            &who,
+            (Fh(fh_in.0), offset_in),
+            (NodeId(ino_out.0), Fh(fh_out.0), offset_out),
             len,
             flags.bits() as u32,
-            Box::new(move |r| match r {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(e)),
-            }),
+            answer(reply),
         );
     }
 }

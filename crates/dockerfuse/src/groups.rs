@@ -43,7 +43,12 @@ impl CallerGroups {
     /// The caller of a request from `pid` with fsuid `uid` and fsgid `gid`.
     pub(crate) fn caller(&self, pid: u32, uid: u32, gid: u32) -> Caller {
         let groups = self.groups(pid, uid, gid).unwrap_or_else(|| Arc::from([]));
-        Caller { uid, gid, groups }
+        Caller {
+            uid,
+            gid,
+            groups,
+            pid,
+        }
     }
 
     fn groups(&self, pid: u32, uid: u32, gid: u32) -> Option<Arc<[u32]>> {

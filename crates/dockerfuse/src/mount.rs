@@ -484,6 +484,7 @@ fn mount_session(
             hello.uid, hello.gid, ours.0, ours.1
         );
     }
+    let coherence = core.coherence();
     let fs = FuseFs::new(core, remote.link.passthrough.is_ok());
     let config = fuse_config(cli, &remote.name);
     let fsname = format!("dockerfuse:{}", remote.name);
@@ -513,6 +514,13 @@ fn mount_session(
         }
     })?;
     let unmounter = Unmounter(mountpoint.to_path_buf());
+    // Side effects of the mount's own operations that neither their
+    // replies nor the feed tell the kernel (see fs::coherence), with or
+    // without the feed.
+    let notifier = session.notifier();
+    coherence.set_expire_attrs(Box::new(move |node| {
+        let _ = crate::feed::Kernel::inval_inode(&notifier, node, -1, 0);
+    }));
     if let Some(feed) = &feed {
         if let Err(e) = feed.start(session.notifier()) {
             warn!(error = %e, "cannot start the notification thread");

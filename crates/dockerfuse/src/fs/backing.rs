@@ -7,10 +7,85 @@
 //! with the FUSE file's flags and the mounting process's credentials, so a
 //! descriptor the satellite opened read-only must never back a read-write
 //! open. Anything else is closed and the open takes the normal path.
+//!
+//! Whether an open file is then served by the kernel from that backing
+//! file (passthrough) is decided here too, with the kernel's rules in
+//! [`crate::passthrough`]: the adapter only registers descriptors and
+//! answers ([`OpenReply`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 
-use super::Transport;
+use dockerfuse_proto::{Errno, Request};
+
+use super::heads::Heads;
+use super::{Cb, Outbox, Transport, Who};
+use crate::passthrough::{Backings, Mode};
+
+/// The kernel's side of an open or create: it registers a backing file
+/// and takes the outcome `T`.
+pub(crate) trait OpenReply<B, T>: Send + 'static {
+    /// Registers `fd` as a backing file with the kernel.
+    fn register(&self, fd: &OwnedFd) -> std::io::Result<B>;
+    /// Answers the kernel.
+    fn answer(self, r: Result<T, Errno>);
+}
+
+/// A plain callback registers nothing (tests, and kernels without
+/// passthrough).
+impl<B, T: 'static> OpenReply<B, T> for Cb<T> {
+    fn register(&self, _fd: &OwnedFd) -> std::io::Result<B> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+    fn answer(self, r: Result<T, Errno>) {
+        self(r)
+    }
+}
+
+/// Decides how the kernel serves the files a mount opens.
+pub(super) struct Serving<T, B> {
+    pub(super) backings: Option<Arc<Backings<B>>>,
+    pub(super) heads: Arc<Heads>,
+    pub(super) out: Outbox<T>,
+}
+
+impl<T: Transport, B: Send + Sync + 'static> Serving<T, B> {
+    /// The backing file the kernel reads and writes open file `fh` of
+    /// `node` through (None: through us); EIO when the file must not be
+    /// opened (its node is backed and this open has no usable
+    /// descriptor), the handle then closed.
+    pub(super) fn serve<X, R: OpenReply<B, X>>(
+        &self,
+        node: u64,
+        fh: u64,
+        fd: Option<OwnedFd>,
+        reply: &R,
+    ) -> Result<Option<Arc<B>>, Errno> {
+        let Some(backings) = &self.backings else {
+            return Ok(None);
+        };
+        match backings.open(node, fh, fd, |fd| reply.register(fd)) {
+            Mode::Passthrough(b) => {
+                // The kernel reads the file without us: held contents
+                // are of no use.
+                self.heads.release(fh);
+                Ok(Some(b))
+            }
+            Mode::Cached => Ok(None),
+            Mode::Refuse => {
+                self.heads.release(fh);
+                let req = Request::Release { fh };
+                match self.out.behind.clone() {
+                    Some(b) => self
+                        .out
+                        .send(&Who::Mount, &req, Box::new(move |_| b.forget(fh))),
+                    None => self.out.send_and_forget(&Who::Mount, &req),
+                }
+                Err(Errno::EIO)
+            }
+        }
+    }
+}
 
 /// The satellite's descriptor `fd` for an open with `flags`, when it can
 /// back the file.

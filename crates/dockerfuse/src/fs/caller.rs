@@ -1,45 +1,31 @@
-//! The host user on whose behalf the current thread sends requests.
+//! On whose behalf the core sends a request.
 //!
 //! With `--allow-other` each request is performed in the container as the
-//! host user who made it: uid, gid and supplementary groups. The fuser
-//! adapter sets the caller around each call into the core; calls into the
-//! core are synchronous up to the send, so a thread-local is exact even
-//! when the session runs on several threads.
+//! host user who made it: uid, gid and supplementary groups. The adapter
+//! passes the kernel request's caller to every core operation, and the
+//! core hands it on to whatever it sends for that operation, follow-up
+//! requests included (they may be sent from the RPC reader's thread).
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
-/// Who makes the requests sent from a thread.
+/// A process on the host that made a kernel request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Caller {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
-    /// Supplementary groups, at most `MAX_GROUPS`.
+    /// Supplementary groups, at most `MAX_GROUPS`; read only when the
+    /// mount performs requests per caller (else empty).
     pub(crate) groups: Arc<[u32]>,
+    /// The calling thread's id (0 when the kernel could not tell it).
+    pub(crate) pid: u32,
 }
 
-thread_local! {
-    /// The caller of the kernel request being handled on this thread.
-    static CALLER: RefCell<Option<Caller>> = const { RefCell::new(None) };
-}
-
-/// Sets the caller of the requests sent from this thread until the guard
-/// drops.
-pub(crate) fn with_caller(caller: Caller) -> CallerGuard {
-    CALLER.with(|c| *c.borrow_mut() = Some(caller));
-    CallerGuard(())
-}
-
-/// The caller set on this thread, if any.
-pub(super) fn current() -> Option<Caller> {
-    CALLER.with(|c| c.borrow().clone())
-}
-
-/// Clears the thread's caller when dropped.
-pub(crate) struct CallerGuard(());
-
-impl Drop for CallerGuard {
-    fn drop(&mut self) {
-        CALLER.with(|c| *c.borrow_mut() = None);
-    }
+/// Who a request is sent for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Who {
+    /// The mount itself: sent as the satellite's own identity.
+    Mount,
+    /// A host process: sent as that user when the mount performs
+    /// requests per caller.
+    Caller(Caller),
 }

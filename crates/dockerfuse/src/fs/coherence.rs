@@ -14,10 +14,24 @@
 //! invalidations of all of it. Both are bounded: past [`MAX_NAMES`] names
 //! new entries get the short TTL; past [`MAX_UNWATCHED`] unwatched nodes
 //! every node does.
+//!
+//! The feed does not echo the mount's own changes, nor what they did on
+//! the side. Most side effects the kernel expires itself when it sees the
+//! operation succeed (a parent's times and link count after a creation,
+//! removal or rename, a node's link count and ctime after link or unlink,
+//! ctime after setxattr, size and mtime after a write, everything after
+//! an `O_TRUNC` open) or learns from the reply (setattr, link and
+//! creations carry attributes). What it cannot know is that a write, a
+//! fallocate or a copy into a file cleared its setuid/setgid bits: it
+//! would keep showing the old mode to a `statx` that asks for the mode
+//! alone until the TTL ends (an hour with the feed). The core reports
+//! those with
+//! [`Coherence::changed_here`], which expires the node's attributes in the
+//! kernel at once, before the operation's reply.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use dockerfuse_proto::{Change, ROOT_NODE};
@@ -70,6 +84,11 @@ pub(crate) enum Inval {
     Data(u64),
 }
 
+/// Expires a node's attributes in the kernel (an attribute-only
+/// invalidation, which never waits on a lock a request in flight holds,
+/// so it may run on any thread).
+pub(crate) type ExpireAttrs = Box<dyn Fn(u64) + Send + Sync>;
+
 /// Counters shown in debug logs.
 #[derive(Default, Debug)]
 pub(crate) struct Counts {
@@ -79,6 +98,8 @@ pub(crate) struct Counts {
     pub(crate) unwatched: AtomicU64,
     /// Lookups answered "absent" from a complete listing, on the host.
     pub(crate) absent_here: AtomicU64,
+    /// Attributes expired after this mount's own operations.
+    pub(crate) changed_here: AtomicU64,
 }
 
 #[derive(Default)]
@@ -109,6 +130,8 @@ pub(crate) struct Coherence {
     listings: DirNames,
     /// Contents brought by opens, dropped by the changes of their nodes.
     heads: Arc<Heads>,
+    /// Set once the kernel session exists.
+    expire_attrs: OnceLock<ExpireAttrs>,
     pub(crate) counts: Counts,
 }
 
@@ -129,6 +152,7 @@ impl Coherence {
             no_xattrs: Arc::default(),
             listings: DirNames::default(),
             heads: Arc::default(),
+            expire_attrs: OnceLock::new(),
             counts: Counts::default(),
         }
     }
@@ -145,6 +169,21 @@ impl Coherence {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How to expire a node's attributes in the kernel (once).
+    pub(crate) fn set_expire_attrs(&self, expire: ExpireAttrs) {
+        let _ = self.expire_attrs.set(expire);
+    }
+
+    /// This mount's own operation changed `node`'s attributes in a way
+    /// its reply does not carry and the feed does not echo (setuid/setgid
+    /// cleared): the kernel must ask again, whatever the TTL.
+    pub(crate) fn changed_here(&self, node: u64) {
+        self.counts.changed_here.fetch_add(1, Ordering::Relaxed);
+        if let Some(expire) = self.expire_attrs.get() {
+            expire(node);
+        }
     }
 
     /// The satellite's feed is on: long TTLs may be given from now.

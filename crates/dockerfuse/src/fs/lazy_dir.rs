@@ -5,7 +5,7 @@
 //! kernel's readdir cache, so most opendir calls are followed by no
 //! readdir at all: the kernel lists from its cache and releases the
 //! handle. Such an opendir is answered here with a handle of our own
-//! (high bit set, never a satellite handle); the satellite's directory
+//! ([`Fh::host`], never a satellite handle); the satellite's directory
 //! stream is opened on the first readdir and closed on release. Used only
 //! when requests are not performed per caller (the only error an opendir
 //! in the container could then give, the directory vanishing, shows on
@@ -17,10 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use dockerfuse_proto::{Errno, Request};
 
+use super::ids::Fh;
 use super::{replies, Transport};
-
-/// Bit that marks a host-side directory handle.
-pub(super) const HOST_FH: u64 = 1 << 63;
 
 enum State {
     /// Not opened in the container yet: the directory's node.
@@ -44,12 +42,12 @@ impl LazyDirs {
     }
 
     pub(super) fn is_host(fh: u64) -> bool {
-        fh & HOST_FH != 0
+        Fh(fh).is_host()
     }
 
     /// A host handle for directory `node`.
     pub(super) fn open(&self, node: u64) -> u64 {
-        let fh = HOST_FH | (self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        let Fh(fh) = Fh::host(self.next.fetch_add(1, Ordering::Relaxed) + 1);
         self.lock().insert(fh, State::Unopened(node));
         fh
     }

@@ -17,9 +17,12 @@
 //!   ([`listing`]);
 //! * symlink targets are rewritten both ways when asked ([`links`]);
 //! * the caller's identity (uid, gid, groups) rides with each request when
-//!   asked ([`caller`]);
+//!   asked ([`caller`]): every operation takes its caller ([`Who`]) and
+//!   sends, follow-ups included, through one path ([`Outbox`]) that wraps
+//!   requests as the caller's and orders them behind accepted writes;
 //! * on the local channel, open files come with the satellite's descriptor
-//!   for FUSE passthrough, checked before use ([`backing`]);
+//!   for FUSE passthrough, checked before use, and the core decides which
+//!   open files the kernel serves from it ([`backing`]);
 //! * a read-only open of a small file brings its contents, and reads on
 //!   that handle are answered here while they are current ([`heads`]);
 //!   the releases of such handles go in batches ([`releases`]);
@@ -30,7 +33,9 @@ mod backing;
 mod caller;
 mod coherence;
 mod dir_names;
+pub(crate) mod failure;
 mod heads;
+pub(crate) mod ids;
 mod lazy_dir;
 mod links;
 mod listing;
@@ -46,19 +51,21 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
 use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
 
-pub(crate) use caller::{with_caller, Caller, CallerGuard};
+pub(crate) use backing::OpenReply;
+pub(crate) use caller::{Caller, Who};
 pub(crate) use coherence::{Coherence, Inval, Ttl};
+pub(crate) use ids::{Fh, NodeId};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
 pub use transport::{Done, Transport};
 
+use backing::Serving;
 use heads::Heads;
 use lazy_dir::LazyDirs;
 use prefetch::{Buffer, Prefetched};
@@ -109,11 +116,11 @@ pub(crate) enum Xattr<'a> {
 /// Outcome callback of getxattr/listxattr.
 pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Errno>) + Send>;
 
-/// An open file: the satellite's handle and, on the local channel, a
-/// copy of the satellite's descriptor that may back the file in the kernel.
-pub(crate) struct Opened {
-    pub(crate) fh: u64,
-    pub(crate) backing: Option<OwnedFd>,
+/// An open file: the satellite's handle and, with passthrough, the
+/// backing file the kernel serves it from (`B`: the kernel's id of it).
+pub(crate) struct Opened<B = ()> {
+    pub(crate) fh: Fh,
+    pub(crate) passthrough: Option<Arc<B>>,
 }
 
 /// Outcome of a lookup.
@@ -123,9 +130,10 @@ pub(crate) enum Lookup {
     Absent(Duration),
 }
 
-/// The filesystem core of one mount.
-pub(crate) struct Core<T: Transport> {
-    rpc: Arc<T>,
+/// The filesystem core of one mount; `B` is the kernel's id of a backing
+/// file (passthrough).
+pub(crate) struct Core<T: Transport, B = ()> {
+    out: Outbox<T>,
     opts: Options,
     no_xattrs: Arc<NoXattrs>,
     coherence: Arc<Coherence>,
@@ -133,10 +141,75 @@ pub(crate) struct Core<T: Transport> {
     prefetched: Arc<Prefetched>,
     heads: Arc<Heads>,
     releases: Arc<Releases>,
-    behind: Option<Arc<WriteBehind>>,
+    /// Set when the kernel agreed to passthrough.
+    passthrough: OnceLock<Arc<crate::passthrough::Backings<B>>>,
 }
 
-impl<T: Transport> Core<T> {
+/// The one way out for the core's requests: wrapped as the caller's when
+/// the mount performs requests per caller, and sent once the writes
+/// accepted before them have landed. Callbacks that send follow-up
+/// requests hold a clone.
+struct Outbox<T> {
+    rpc: Arc<T>,
+    behind: Option<Arc<WriteBehind>>,
+    per_caller: bool,
+}
+
+impl<T> Clone for Outbox<T> {
+    fn clone(&self) -> Self {
+        Outbox {
+            rpc: self.rpc.clone(),
+            behind: self.behind.clone(),
+            per_caller: self.per_caller,
+        }
+    }
+}
+
+impl<T: Transport> Outbox<T> {
+    /// Sends `req` for `who`, after the writes accepted before it. The
+    /// reply is handled in the span of the request that sent it, where a
+    /// failure of the transport is recorded ([`failure`]).
+    fn send(&self, who: &Who, req: &Request<'_>, done: Done) {
+        let span = tracing::Span::current();
+        let done: Done = match span.is_disabled() {
+            true => done,
+            false => Box::new(move |r| {
+                let _in = span.enter();
+                if r.is_err() {
+                    failure::record(failure::Cause::Transport);
+                }
+                done(r)
+            }),
+        };
+        let wrapped;
+        let req = match who {
+            Who::Caller(c) if self.per_caller => {
+                wrapped = Request::As {
+                    uid: c.uid,
+                    gid: c.gid,
+                    groups: c.groups.to_vec(),
+                    req: Box::new(req.clone()),
+                };
+                &wrapped
+            }
+            Who::Caller(_) | Who::Mount => req,
+        };
+        match &self.behind {
+            Some(b) if !b.is_idle() => {
+                let (rpc, req) = (self.rpc.clone(), req.clone().into_owned());
+                b.after_writes(Box::new(move || rpc.call(&req, done)))
+            }
+            _ => self.rpc.call(req, done),
+        }
+    }
+
+    /// Sends a request whose outcome nobody waits for.
+    fn send_and_forget(&self, who: &Who, req: &Request<'_>) {
+        self.send(who, req, Box::new(|_| {}))
+    }
+}
+
+impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn new(rpc: T, opts: Options) -> Self {
         let coherence = Arc::new(Coherence::new(opts.ttl, opts.fixed_ttl));
         let no_xattrs = coherence.no_xattrs();
@@ -158,8 +231,13 @@ impl<T: Transport> Core<T> {
             });
             Arc::new(WriteBehind::new(send))
         });
-        Core {
+        let out = Outbox {
             rpc,
+            behind,
+            per_caller: opts.per_caller,
+        };
+        Core {
+            out,
             opts,
             no_xattrs,
             coherence,
@@ -167,7 +245,22 @@ impl<T: Transport> Core<T> {
             prefetched: Arc::default(),
             heads,
             releases: Arc::default(),
-            behind,
+            passthrough: OnceLock::new(),
+        }
+    }
+
+    /// The kernel agreed to passthrough: open files with a usable
+    /// descriptor are served from it from now on.
+    pub(crate) fn enable_passthrough(&self) {
+        let _ = self.passthrough.set(Arc::default());
+    }
+
+    /// What decides, in an open's reply, how the kernel serves the file.
+    fn serving(&self) -> Serving<T, B> {
+        Serving {
+            backings: self.passthrough.get().cloned(),
+            heads: self.heads.clone(),
+            out: self.out.clone(),
         }
     }
 
@@ -178,70 +271,43 @@ impl<T: Transport> Core<T> {
 
     /// The transport (to ask for the change feed).
     pub(crate) fn transport(&self) -> &T {
-        &self.rpc
+        &self.out.rpc
     }
 
     pub(crate) fn options(&self) -> &Options {
         &self.opts
     }
 
-    /// Sends `req`, wrapped as the current caller's when the mount performs
-    /// requests per caller.
-    fn send(&self, req: &Request<'_>, done: Done) {
-        self.send_as(req, done, true)
-    }
-
-    /// Sends `req` as the current caller's when `as_caller` (and the mount
-    /// performs requests per caller), else as the satellite's own.
-    fn send_as(&self, req: &Request<'_>, done: Done, as_caller: bool) {
-        let caller = (as_caller && self.opts.per_caller)
-            .then(caller::current)
-            .flatten();
-        match caller {
-            Some(c) => self.dispatch(
-                &Request::As {
-                    uid: c.uid,
-                    gid: c.gid,
-                    groups: c.groups.to_vec(),
-                    req: Box::new(req.clone()),
-                },
-                done,
-            ),
-            None => self.dispatch(req, done),
-        }
-    }
-
-    /// Sends `req` once the writes accepted before it have landed.
-    fn dispatch(&self, req: &Request<'_>, done: Done) {
-        match &self.behind {
-            Some(b) if !b.is_idle() => {
-                let (rpc, req) = (self.rpc.clone(), req.clone().into_owned());
-                b.after_writes(Box::new(move || rpc.call(&req, done)))
-            }
-            _ => self.rpc.call(req, done),
-        }
-    }
-
-    /// Sends `req` and maps its response with `map` into `cb`.
+    /// Sends `req` for `who` and maps its response with `map` into `cb`.
     fn call<R: 'static>(
         &self,
+        who: &Who,
         req: Request<'_>,
         map: fn(Response<'_>) -> Result<R, Errno>,
         cb: Cb<R>,
     ) {
-        self.send(&req, Box::new(move |r| cb(r.and_then(map))));
+        self.out
+            .send(who, &req, Box::new(move |r| cb(r.and_then(map))));
     }
 
     /// Sends a request whose reply is an entry found as `name` in
     /// `parent`: the kernel takes a reference, the TTLs are chosen and the
     /// xattr news remembered.
-    fn call_entry(&self, req: Request<'_>, parent: u64, name: &[u8], cb: Cb<(Entry, Ttl)>) {
+    fn call_entry(
+        &self,
+        who: &Who,
+        req: Request<'_>,
+        parent: u64,
+        name: &[u8],
+        cb: Cb<(Entry, Ttl)>,
+    ) {
         let (cache, coh, name) = (
             self.no_xattrs.clone(),
             self.coherence.clone(),
             name.to_vec(),
         );
-        self.send(
+        self.out.send(
+            who,
             &req,
             Box::new(move |r| {
                 cb(r.and_then(replies::entry).map(|e| {
@@ -270,15 +336,9 @@ impl<T: Transport> Core<T> {
         })
     }
 
-    /// Sends a request whose outcome nobody waits for and answers `cb` now.
-    fn send_and_ack(&self, req: &Request<'_>, cb: Cb<()>) {
-        self.dispatch(req, Box::new(|_| {}));
-        cb(Ok(()))
-    }
-
     /// Looks `name` up in `parent`; a name a complete listing of the
     /// watched directory does not hold is absent without asking.
-    pub(crate) fn lookup(&self, parent: u64, name: &[u8], cb: Cb<Lookup>) {
+    pub(crate) fn lookup(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<Lookup>) {
         let coh = self.coherence.clone();
         let local = !self.opts.per_caller;
         if local {
@@ -289,6 +349,7 @@ impl<T: Transport> Core<T> {
         let stamp = local.then(|| coh.listings().stamp(parent)).flatten();
         let absent = name.to_vec();
         self.call_entry(
+            who,
             Request::Lookup {
                 parent,
                 name: name.into(),
@@ -317,17 +378,25 @@ impl<T: Transport> Core<T> {
 
     /// Drops `count` lookups of each node (never sent as a caller: it has
     /// no reply and no permission check).
-    pub(crate) fn forget(&self, nodes: Vec<(u64, u64)>) {
+    pub(crate) fn forget(&self, nodes: Vec<(NodeId, u64)>) {
+        let nodes: Vec<(u64, u64)> = nodes.into_iter().map(|(NodeId(n), c)| (n, c)).collect();
         for &(node, count) in &nodes {
             self.coherence.forgotten(node, count);
         }
         if !nodes.is_empty() {
-            self.rpc.post(&Request::Forget { nodes });
+            self.out.rpc.post(&Request::Forget { nodes });
         }
     }
 
-    pub(crate) fn getattr(&self, node: u64, fh: Option<u64>, cb: Cb<(Attr, Duration)>) {
-        self.call_attr(Request::GetAttr { node, fh }, node, cb)
+    pub(crate) fn getattr(
+        &self,
+        who: &Who,
+        NodeId(node): NodeId,
+        fh: Option<Fh>,
+        cb: Cb<(Attr, Duration)>,
+    ) {
+        let fh = fh.map(|Fh(f)| f);
+        self.call_attr(who, Request::GetAttr { node, fh }, node, cb)
     }
 
     /// With the writeback cache the kernel keeps a written file's mtime
@@ -341,11 +410,13 @@ impl<T: Transport> Core<T> {
     /// as the caller.
     pub(crate) fn setattr(
         &self,
-        node: u64,
-        fh: Option<u64>,
+        who: &Who,
+        NodeId(node): NodeId,
+        fh: Option<Fh>,
         attr: SetAttr,
         cb: Cb<(Attr, Duration)>,
     ) {
+        let fh = fh.map(|Fh(f)| f);
         let cb = match attr.size {
             Some(_) => self.changing(cb),
             None => cb,
@@ -354,7 +425,7 @@ impl<T: Transport> Core<T> {
             && self.opts.per_caller
             && matches!(attr.mtime, Some(SetTime::At { .. }));
         if !kernel_mtime {
-            return self.call_attr(Request::SetAttr { node, fh, attr }, node, cb);
+            return self.call_attr(who, Request::SetAttr { node, fh, attr }, node, cb);
         }
         let mtime = SetAttr {
             mtime: attr.mtime,
@@ -373,9 +444,11 @@ impl<T: Transport> Core<T> {
                 fh,
                 attr: mtime,
             };
-            return self.send_attr(req, node, cb, false);
+            return self.call_attr(&Who::Mount, req, node, cb);
         }
-        let (rpc, coh) = (self.rpc.clone(), self.coherence.clone());
+        // The follow-up goes the same way out as everything else, as the
+        // mount's own (see above).
+        let (out, coh) = (self.out.clone(), self.coherence.clone());
         let then_mtime: Cb<(Attr, Duration)> = Box::new(move |r| match r {
             Ok(_) => {
                 let req = Request::SetAttr {
@@ -383,11 +456,12 @@ impl<T: Transport> Core<T> {
                     fh,
                     attr: mtime,
                 };
-                rpc.call(&req, attr_done(node, coh, cb))
+                out.send(&Who::Mount, &req, attr_done(node, coh, cb))
             }
             Err(e) => cb(Err(e)),
         });
         self.call_attr(
+            who,
             Request::SetAttr {
                 node,
                 fh,
@@ -399,18 +473,15 @@ impl<T: Transport> Core<T> {
     }
 
     /// getattr/setattr: the attributes, reported under `node`, and their TTL.
-    fn call_attr(&self, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>) {
-        self.send_attr(req, node, cb, true)
-    }
-
-    fn send_attr(&self, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>, as_caller: bool) {
+    fn call_attr(&self, who: &Who, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>) {
         let coh = self.coherence.clone();
-        self.send_as(&req, attr_done(node, coh, cb), as_caller);
+        self.out.send(who, &req, attr_done(node, coh, cb));
     }
 
-    pub(crate) fn readlink(&self, node: u64, cb: BytesCb) {
+    pub(crate) fn readlink(&self, who: &Who, NodeId(node): NodeId, cb: BytesCb) {
         let links = self.opts.links.clone();
-        self.send(
+        self.out.send(
+            who,
             &Request::ReadLink { node },
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => match links.as_ref().and_then(|l| l.to_host(&d)) {
@@ -425,13 +496,21 @@ impl<T: Transport> Core<T> {
 
     /// Creates a symlink; with link rewriting, a target under the mount
     /// point is stored in the container's terms.
-    pub(crate) fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cb: Cb<(Entry, Ttl)>) {
+    pub(crate) fn symlink(
+        &self,
+        who: &Who,
+        NodeId(parent): NodeId,
+        name: &[u8],
+        target: &[u8],
+        cb: Cb<(Entry, Ttl)>,
+    ) {
         let stored = self
             .opts
             .links
             .as_ref()
             .and_then(|l| l.to_container(target));
         self.call_entry(
+            who,
             Request::Symlink {
                 parent,
                 name: name.into(),
@@ -445,13 +524,15 @@ impl<T: Transport> Core<T> {
 
     pub(crate) fn mknod(
         &self,
-        parent: u64,
+        who: &Who,
+        NodeId(parent): NodeId,
         name: &[u8],
         mode: u32,
         rdev: u64,
         cb: Cb<(Entry, Ttl)>,
     ) {
         self.call_entry(
+            who,
             Request::Mknod {
                 parent,
                 name: name.into(),
@@ -464,8 +545,16 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    pub(crate) fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cb: Cb<(Entry, Ttl)>) {
+    pub(crate) fn mkdir(
+        &self,
+        who: &Who,
+        NodeId(parent): NodeId,
+        name: &[u8],
+        mode: u32,
+        cb: Cb<(Entry, Ttl)>,
+    ) {
         self.call_entry(
+            who,
             Request::Mkdir {
                 parent,
                 name: name.into(),
@@ -477,22 +566,23 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    pub(crate) fn unlink(&self, parent: u64, name: &[u8], cb: Cb<()>) {
+    pub(crate) fn unlink(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
         let cb = self.noting(parent, name, false, cb);
         let name = name.into();
-        self.call(Request::Unlink { parent, name }, replies::ok, cb)
+        self.call(who, Request::Unlink { parent, name }, replies::ok, cb)
     }
 
-    pub(crate) fn rmdir(&self, parent: u64, name: &[u8], cb: Cb<()>) {
+    pub(crate) fn rmdir(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
         let cb = self.noting(parent, name, false, cb);
         let name = name.into();
-        self.call(Request::Rmdir { parent, name }, replies::ok, cb)
+        self.call(who, Request::Rmdir { parent, name }, replies::ok, cb)
     }
 
     pub(crate) fn rename(
         &self,
-        (parent, name): (u64, &[u8]),
-        (new_parent, new_name): (u64, &[u8]),
+        who: &Who,
+        (NodeId(parent), name): (NodeId, &[u8]),
+        (NodeId(new_parent), new_name): (NodeId, &[u8]),
         flags: u32,
         cb: Cb<()>,
     ) {
@@ -523,6 +613,7 @@ impl<T: Transport> Core<T> {
             cb(r)
         });
         self.call(
+            who,
             Request::Rename {
                 parent,
                 name: name.into(),
@@ -535,8 +626,16 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    pub(crate) fn link(&self, node: u64, new_parent: u64, new_name: &[u8], cb: Cb<(Entry, Ttl)>) {
+    pub(crate) fn link(
+        &self,
+        who: &Who,
+        NodeId(node): NodeId,
+        NodeId(new_parent): NodeId,
+        new_name: &[u8],
+        cb: Cb<(Entry, Ttl)>,
+    ) {
         self.call_entry(
+            who,
             Request::Link {
                 node,
                 new_parent,
@@ -573,6 +672,19 @@ impl<T: Transport> Core<T> {
         })
     }
 
+    /// Wraps `cb` to expire `node`'s attributes in the kernel once the
+    /// operation is over, before its reply: it may have cleared setuid or
+    /// setgid, which nothing else would tell the kernel
+    /// ([`Coherence::changed_here`]). Whatever the outcome: a failed
+    /// write may have cleared them too.
+    fn expiring<R: 'static>(&self, node: u64, cb: Cb<R>) -> Cb<R> {
+        let coh = self.coherence.clone();
+        Box::new(move |r| {
+            coh.changed_here(node);
+            cb(r)
+        })
+    }
+
     /// How long contents an open of `node` with `flags` brings may answer
     /// reads, when such an open is worth asking for: read-only, no
     /// O_DIRECT or O_TRUNC, no writeback cache (whose dirty pages are the
@@ -586,87 +698,92 @@ impl<T: Transport> Core<T> {
         Some(self.coherence.contents_ttl(node)).filter(|t| !t.is_zero())
     }
 
-    pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {
+    /// Opens `node`; `reply` registers a backing file with the kernel
+    /// when passthrough is on, and takes the open file.
+    pub(crate) fn open<R: OpenReply<B, Opened<B>>>(
+        &self,
+        who: &Who,
+        NodeId(node): NodeId,
+        flags: i32,
+        reply: R,
+    ) {
         let flags = self.open_flags(flags);
-        let cb = match flags & libc::O_TRUNC {
-            0 => cb,
-            _ => self.changing(cb),
+        let after: Cb<()> = match flags & libc::O_TRUNC {
+            0 => Box::new(|_| {}),
+            _ => self.changing(Box::new(|_| {})),
         };
-        let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
-        let Some(lifetime) = self.small_open(node, flags) else {
-            return self.send(
-                &Request::Open { node, flags },
-                Box::new(move |r| {
-                    cb(r.and_then(replies::opened).map(|o| {
-                        if let Some(b) = behind {
-                            b.opened(o.fh, flags & libc::O_APPEND != 0);
-                        }
-                        Opened {
-                            fh: o.fh,
-                            backing: o.fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
-                        }
-                    }))
-                }),
-            );
-        };
-        let (heads, ticket) = (self.heads.clone(), self.heads.ticket());
+        let (rpc, behind, serving) = (
+            self.out.rpc.clone(),
+            self.out.behind.clone(),
+            self.serving(),
+        );
+        let small = self
+            .small_open(node, flags)
+            .map(|lifetime| (lifetime, self.heads.ticket()));
         let max = MAX_OPEN_DATA;
-        self.send(
-            &Request::OpenSmall { node, flags, max },
+        let req = match small {
+            Some(_) => Request::OpenSmall { node, flags, max },
+            None => Request::Open { node, flags },
+        };
+        let heads = self.heads.clone();
+        self.out.send(
+            who,
+            &req,
             Box::new(move |r| {
-                cb(r.and_then(replies::opened).map(|o| {
+                let r = r.and_then(replies::opened).and_then(|o| {
                     let fh = o.fh;
-                    match o.data {
-                        Some(d) if d.len() <= max as usize => {
+                    match (o.data, small) {
+                        (Some(d), Some((lifetime, ticket))) if d.len() <= max as usize => {
                             heads.keep(fh, node, &d, ticket, lifetime);
                         }
-                        Some(d) => {
+                        (Some(d), _) => {
                             tracing::debug!(
                                 fh,
                                 len = d.len(),
                                 "open brought more than asked: ignored"
                             )
                         }
-                        None => {}
+                        (None, _) => {}
                     }
                     if let Some(b) = behind {
                         b.opened(fh, flags & libc::O_APPEND != 0);
                     }
-                    Opened {
-                        fh,
-                        backing: o.fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
-                    }
-                }))
+                    let fd = o.fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    let passthrough = serving.serve(node, fh, fd, &reply)?;
+                    Ok(Opened {
+                        fh: Fh(fh),
+                        passthrough,
+                    })
+                });
+                after(Ok(()));
+                reply.answer(r)
             }),
         )
     }
 
-    /// The kernel reads the file `fh` without us (passthrough): its held
-    /// contents are of no use.
-    pub(crate) fn contents_unused(&self, fh: u64) {
-        self.heads.release(fh);
-    }
-
-    pub(crate) fn create(
+    /// Creates and opens `name` in `parent`; `reply` as for [`Core::open`].
+    /// An entry whose file may not be opened (passthrough) is forgotten.
+    pub(crate) fn create<R: OpenReply<B, (Entry, Ttl, Opened<B>)>>(
         &self,
-        parent: u64,
+        who: &Who,
+        NodeId(parent): NodeId,
         name: &[u8],
         mode: u32,
         flags: i32,
-        cb: Cb<(Entry, Ttl, Opened)>,
+        reply: R,
     ) {
         let (cache, coh, owned, rpc) = (
             self.no_xattrs.clone(),
             self.coherence.clone(),
             name.to_vec(),
-            self.rpc.clone(),
+            self.out.rpc.clone(),
         );
-        let behind = self.behind.clone();
-        let cb = self.noting(parent, name, true, cb);
+        let (behind, serving) = (self.out.behind.clone(), self.serving());
+        let after = self.noting(parent, name, true, Box::new(|_: Result<(), Errno>| {}));
         let flags = self.open_flags(flags);
-        let cb = match flags & libc::O_TRUNC {
-            0 => cb,
-            _ => self.changing(cb),
+        let after = match flags & libc::O_TRUNC {
+            0 => after,
+            _ => self.changing(after),
         };
         let req = Request::Create {
             parent,
@@ -674,29 +791,51 @@ impl<T: Transport> Core<T> {
             mode,
             flags,
         };
-        self.send(
+        self.out.send(
+            who,
             &req,
             Box::new(move |r| {
-                cb(r.and_then(replies::created).map(|(e, fh, fd)| {
+                let r = r.and_then(replies::created);
+                after(r.as_ref().map(|_| ()).map_err(|e| *e));
+                let r = r.and_then(|(e, fh, fd)| {
                     let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
                     cache.note(&e, ttl.attr);
-                    let backing = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    let fd = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     if let Some(b) = behind {
                         b.opened(fh, flags & libc::O_APPEND != 0);
                     }
-                    (e, ttl, Opened { fh, backing })
-                }))
+                    match serving.serve(e.node, fh, fd, &reply) {
+                        Ok(passthrough) => Ok((
+                            e,
+                            ttl,
+                            Opened {
+                                fh: Fh(fh),
+                                passthrough,
+                            },
+                        )),
+                        Err(err) => {
+                            // The kernel will not take the entry.
+                            coh.forgotten(e.node, 1);
+                            rpc.post(&Request::Forget {
+                                nodes: vec![(e.node, 1)],
+                            });
+                            Err(err)
+                        }
+                    }
+                });
+                reply.answer(r)
             }),
         );
     }
 
     /// Reads up to `size` bytes; never hands on more than asked. Answered
     /// here when the open brought the file's contents and they are current.
-    pub(crate) fn read(&self, fh: u64, offset: u64, size: u32, cb: BytesCb) {
+    pub(crate) fn read(&self, who: &Who, Fh(fh): Fh, offset: u64, size: u32, cb: BytesCb) {
         if let Some((data, range)) = self.heads.read(fh, offset, size) {
             return cb(Ok(&data[range]));
         }
-        self.send(
+        self.out.send(
+            who,
             &Request::Read { fh, offset, size },
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
@@ -706,15 +845,54 @@ impl<T: Transport> Core<T> {
         );
     }
 
+    /// Writes `data` at `offset` of `fh`, an open file of `node`.
+    /// `kill_suidgid`: the writer lacks CAP_FSETID, so the write clears
+    /// the setuid bit, and the setgid bit of a group-executable file
+    /// (FUSE_HANDLE_KILLPRIV_V2: the kernel asks this of us with a flag on
+    /// the write instead of probing `security.capability` before every
+    /// write(2) and sending the chmod itself). Performed as the caller,
+    /// the write does it in the container's kernel; otherwise the bits go
+    /// first here, then the write, both for the caller.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write(
+        &self,
+        who: &Who,
+        NodeId(node): NodeId,
+        Fh(fh): Fh,
+        offset: u64,
+        data: &[u8],
+        kill_suidgid: bool,
+        cb: Cb<u32>,
+    ) {
+        let cb = match kill_suidgid {
+            true => self.changing(self.expiring(node, cb)),
+            false => self.changing(cb),
+        };
+        let writer = Writer {
+            out: self.out.clone(),
+            who: who.clone(),
+        };
+        if !kill_suidgid || self.opts.per_caller {
+            return writer.write(fh, offset, data, cb);
+        }
+        let data = data.to_vec();
+        self.drop_suidgid(
+            who,
+            node,
+            Box::new(move |r| match r {
+                Ok(()) => writer.write(fh, offset, &data, cb),
+                Err(e) => cb(Err(e)),
+            }),
+        )
+    }
+
     /// Clears the setuid bit, and the setgid bit of a group-executable
     /// file, of `node`: what a write by a caller without CAP_FSETID does.
-    /// With FUSE_HANDLE_KILLPRIV_V2 the kernel asks this of us (a flag on
-    /// the write) instead of probing `security.capability` before every
-    /// write(2) and sending the chmod itself.
-    pub(crate) fn drop_suidgid(self: &Arc<Self>, node: u64, cb: Cb<()>) {
-        let me = self.clone();
+    fn drop_suidgid(&self, who: &Who, node: u64, cb: Cb<()>) {
+        let (out, coh, owner) = (self.out.clone(), self.coherence.clone(), who.clone());
         self.getattr(
-            node,
+            who,
+            NodeId(node),
             None,
             Box::new(move |r| match r {
                 Ok((a, _)) => match suidgid_cleared(a.mode) {
@@ -723,7 +901,13 @@ impl<T: Transport> Core<T> {
                             mode: Some(mode),
                             ..Default::default()
                         };
-                        me.setattr(node, None, attr, Box::new(move |r| cb(r.map(|_| ()))))
+                        let req = Request::SetAttr {
+                            node,
+                            fh: None,
+                            attr,
+                        };
+                        let done = Box::new(move |r: Result<_, Errno>| cb(r.map(|_| ())));
+                        out.send(&owner, &req, attr_done(node, coh, done))
                     }
                     None => cb(Ok(())),
                 },
@@ -732,32 +916,11 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
-        let cb = self.changing(cb);
-        if let Some(b) = &self.behind {
-            match b.write(fh, offset, data) {
-                Accepted::Queued(n) => return cb(Ok(n)),
-                Accepted::Failed(e) => return cb(Err(e)),
-                Accepted::Full => {}
-            }
-        }
-        let len = data.len() as u64;
-        let req = Request::Write {
-            fh,
-            offset,
-            data: data.into(),
-        };
-        self.send(
-            &req,
-            Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
-        );
-    }
-
     /// FLUSH needs no round trip: the satellite's flush closes nothing.
     /// It waits for the handle's writes still behind, and reports their
     /// error (close(2) returns it).
-    pub(crate) fn flush(&self, fh: u64, cb: Cb<()>) {
-        match self.behind.clone() {
+    pub(crate) fn flush(&self, Fh(fh): Fh, cb: Cb<()>) {
+        match self.out.behind.clone() {
             Some(b) => b
                 .clone()
                 .after_writes(Box::new(move || cb(b.take_error(fh).map_or(Ok(()), Err)))),
@@ -769,57 +932,75 @@ impl<T: Transport> Core<T> {
     /// satellite closes the file when the request gets there, after the
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
-    pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
+    pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
+        if let Some(pt) = self.passthrough.get() {
+            pt.release(fh);
+        }
         if self.heads.release(fh) {
-            if let Some(b) = &self.behind {
+            if let Some(b) = &self.out.behind {
                 b.forget(fh);
             }
-            self.releases.defer(fh, &self.rpc);
+            self.releases.defer(fh, &self.out.rpc);
             return cb(Ok(()));
         }
-        let Some(b) = self.behind.clone() else {
-            return self.send_and_ack(&Request::Release { fh }, cb);
-        };
-        self.dispatch(&Request::Release { fh }, Box::new(move |_| b.forget(fh)));
+        let req = Request::Release { fh };
+        match self.out.behind.clone() {
+            Some(b) => self
+                .out
+                .send(&Who::Mount, &req, Box::new(move |_| b.forget(fh))),
+            None => self.out.send_and_forget(&Who::Mount, &req),
+        }
         cb(Ok(()))
     }
 
     /// FSYNC also reports the error of a write sent behind.
-    pub(crate) fn fsync(&self, fh: u64, datasync: bool, cb: Cb<()>) {
-        let behind = self.behind.clone();
+    pub(crate) fn fsync(&self, who: &Who, Fh(fh): Fh, datasync: bool, cb: Cb<()>) {
+        let behind = self.out.behind.clone();
         let cb: Cb<()> = Box::new(move |r| match behind.and_then(|b| b.take_error(fh)) {
             Some(e) => cb(Err(e)),
             None => cb(r),
         });
-        self.call(Request::Fsync { fh, datasync }, replies::ok, cb)
+        self.call(who, Request::Fsync { fh, datasync }, replies::ok, cb)
     }
 
-    pub(crate) fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32, cb: Cb<()>) {
-        let cb = self.changing(cb);
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fallocate(
+        &self,
+        who: &Who,
+        NodeId(node): NodeId,
+        Fh(fh): Fh,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        cb: Cb<()>,
+    ) {
+        let cb = self.changing(self.expiring(node, cb));
         let req = Request::Fallocate {
             fh,
             offset,
             length,
             mode,
         };
-        self.call(req, replies::ok, cb)
+        self.call(who, req, replies::ok, cb)
     }
 
-    pub(crate) fn lseek(&self, fh: u64, offset: i64, whence: i32, cb: Cb<i64>) {
+    pub(crate) fn lseek(&self, who: &Who, Fh(fh): Fh, offset: i64, whence: i32, cb: Cb<i64>) {
         let req = Request::Lseek { fh, offset, whence };
-        self.call(req, replies::offset, cb)
+        self.call(who, req, replies::offset, cb)
     }
 
-    /// Copies inside the container; never reports more than `len` copied.
+    /// Copies inside the container into `fh_out`, an open file of
+    /// `node_out`; never reports more than `len` copied.
     pub(crate) fn copy_file_range(
         &self,
-        (fh_in, offset_in): (u64, u64),
-        (fh_out, offset_out): (u64, u64),
+        who: &Who,
+        (Fh(fh_in), offset_in): (Fh, u64),
+        (NodeId(node_out), Fh(fh_out), offset_out): (NodeId, Fh, u64),
         len: u64,
         flags: u32,
         cb: Cb<u32>,
     ) {
-        let cb = self.changing(cb);
+        let cb = self.changing(self.expiring(node_out, cb));
         let req = Request::CopyFileRange {
             fh_in,
             offset_in,
@@ -828,7 +1009,8 @@ impl<T: Transport> Core<T> {
             len,
             flags,
         };
-        self.send(
+        self.out.send(
+            who,
             &req,
             Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
         );
@@ -836,46 +1018,45 @@ impl<T: Transport> Core<T> {
 
     /// Opens a directory; true with the handle when the kernel may keep
     /// its listing (the feed watches it).
-    pub(crate) fn opendir(&self, node: u64, cb: Cb<(u64, bool)>) {
+    pub(crate) fn opendir(&self, who: &Who, NodeId(node): NodeId, cb: Cb<(Fh, bool)>) {
         if !self.opts.per_caller && self.coherence.cache_dir(node) {
-            return cb(Ok((self.dirs.open(node), true)));
+            return cb(Ok((Fh(self.dirs.open(node)), true)));
         }
         let coh = self.coherence.clone();
-        self.send(
+        self.out.send(
+            who,
             &Request::OpenDir { node },
-            Box::new(move |r| cb(r.and_then(replies::fh).map(|fh| (fh, coh.cache_dir(node))))),
+            Box::new(move |r| {
+                cb(r.and_then(replies::fh)
+                    .map(|fh| (Fh(fh), coh.cache_dir(node))))
+            }),
         );
     }
 
-    /// Sends a request on the satellite's handle of directory handle
-    /// `fh` (opening it in the container first for a host handle).
+    /// Sends a request for `who` on the satellite's handle of directory
+    /// handle `fh` (opening it in the container first for a host handle).
     fn on_dir(
         &self,
+        who: &Who,
         fh: u64,
         req: impl FnOnce(u64) -> Request<'static> + Send + 'static,
         done: Done,
     ) {
         if !LazyDirs::is_host(fh) {
-            return self.send(&req(fh), done);
+            return self.out.send(who, &req(fh), done);
         }
-        let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
+        let (out, who) = (self.out.clone(), who.clone());
         self.dirs.with_remote(
-            &self.rpc,
+            &self.out.rpc,
             fh,
             Box::new(move |r| match r {
-                Ok(remote) => {
-                    let req = req(remote);
-                    match behind {
-                        Some(b) => b.after_writes(Box::new(move || rpc.call(&req, done))),
-                        None => rpc.call(&req, done),
-                    }
-                }
+                Ok(remote) => out.send(&who, &req(remote), done),
                 Err(e) => done(Err(e)),
             }),
         );
     }
 
-    pub(crate) fn readdir(&self, fh: u64, offset: u64, size: u32, cb: DirCb) {
+    pub(crate) fn readdir(&self, who: &Who, Fh(fh): Fh, offset: u64, size: u32, cb: DirCb) {
         let req = move |fh| Request::ReadDir {
             fh,
             offset,
@@ -883,6 +1064,7 @@ impl<T: Transport> Core<T> {
             plus: false,
         };
         self.on_dir(
+            who,
             fh,
             req,
             Box::new(move |r| match r {
@@ -895,7 +1077,15 @@ impl<T: Transport> Core<T> {
 
     /// A readdirplus chunk: `cb` gives the items to the kernel and returns
     /// how many it took; the lookups of the others are dropped.
-    pub(crate) fn readdirplus(&self, dir: u64, fh: u64, offset: u64, _size: u32, cb: PlusCb) {
+    pub(crate) fn readdirplus(
+        &self,
+        who: &Who,
+        NodeId(dir): NodeId,
+        Fh(fh): Fh,
+        offset: u64,
+        _size: u32,
+        cb: PlusCb,
+    ) {
         let giver = Giver {
             dir,
             fh,
@@ -911,7 +1101,7 @@ impl<T: Transport> Core<T> {
             Err(stale) => stale,
         };
         if !stale.is_empty() {
-            self.rpc.post(&Request::Forget { nodes: stale });
+            self.out.rpc.post(&Request::Forget { nodes: stale });
         }
         let req = move |fh| Request::ReadDir {
             fh,
@@ -933,6 +1123,7 @@ impl<T: Transport> Core<T> {
             }
         };
         self.on_dir(
+            who,
             fh,
             req,
             Box::new(move |r| match r {
@@ -961,46 +1152,56 @@ impl<T: Transport> Core<T> {
         );
     }
 
-    pub(crate) fn releasedir(&self, fh: u64, cb: Cb<()>) {
+    pub(crate) fn releasedir(&self, Fh(fh): Fh, cb: Cb<()>) {
         self.coherence.listings().release(fh);
         let nodes = self.prefetched.release(fh);
         if !nodes.is_empty() {
-            self.rpc.post(&Request::Forget { nodes });
+            self.out.rpc.post(&Request::Forget { nodes });
         }
-        if !LazyDirs::is_host(fh) {
-            return self.send_and_ack(&Request::ReleaseDir { fh }, cb);
+        let remote = match LazyDirs::is_host(fh) {
+            false => Some(fh),
+            true => self.dirs.release(fh),
+        };
+        if let Some(fh) = remote {
+            self.out
+                .send_and_forget(&Who::Mount, &Request::ReleaseDir { fh });
         }
-        match self.dirs.release(fh) {
-            Some(remote) => self.send_and_ack(&Request::ReleaseDir { fh: remote }, cb),
-            None => cb(Ok(())),
-        }
+        cb(Ok(()))
     }
 
-    pub(crate) fn fsyncdir(&self, fh: u64, datasync: bool, cb: Cb<()>) {
+    pub(crate) fn fsyncdir(&self, who: &Who, Fh(fh): Fh, datasync: bool, cb: Cb<()>) {
         self.on_dir(
+            who,
             fh,
             move |fh| Request::FsyncDir { fh, datasync },
             Box::new(move |r| cb(r.and_then(replies::ok))),
         );
     }
 
-    pub(crate) fn statfs(&self, node: u64, cb: Cb<StatFs>) {
-        self.call(Request::StatFs { node }, replies::statfs, cb)
+    pub(crate) fn statfs(&self, who: &Who, NodeId(node): NodeId, cb: Cb<StatFs>) {
+        self.call(who, Request::StatFs { node }, replies::statfs, cb)
     }
 
-    pub(crate) fn access(&self, node: u64, mask: i32, cb: Cb<()>) {
-        self.call(Request::Access { node, mask }, replies::ok, cb)
+    pub(crate) fn access(&self, who: &Who, NodeId(node): NodeId, mask: i32, cb: Cb<()>) {
+        self.call(who, Request::Access { node, mask }, replies::ok, cb)
     }
 
-    pub(crate) fn getxattr(&self, node: u64, name: &[u8], size: u32, cb: XattrCb) {
+    pub(crate) fn getxattr(
+        &self,
+        who: &Who,
+        NodeId(node): NodeId,
+        name: &[u8],
+        size: u32,
+        cb: XattrCb,
+    ) {
         if self.no_xattrs.known_empty(node) {
             return cb(Err(Errno::ENODATA));
         }
         let name = name.into();
-        self.call_xattr(Request::GetXattr { node, name, size }, size, cb)
+        self.call_xattr(who, Request::GetXattr { node, name, size }, size, cb)
     }
 
-    pub(crate) fn listxattr(&self, node: u64, size: u32, cb: XattrCb) {
+    pub(crate) fn listxattr(&self, who: &Who, NodeId(node): NodeId, size: u32, cb: XattrCb) {
         if self.no_xattrs.known_empty(node) {
             return cb(Ok(if size == 0 {
                 Xattr::Size(0)
@@ -1008,12 +1209,13 @@ impl<T: Transport> Core<T> {
                 Xattr::Data(&[])
             }));
         }
-        self.call_xattr(Request::ListXattr { node, size }, size, cb)
+        self.call_xattr(who, Request::ListXattr { node, size }, size, cb)
     }
 
     /// getxattr/listxattr: a value that does not fit `size` is ERANGE.
-    fn call_xattr(&self, req: Request<'_>, size: u32, cb: XattrCb) {
-        self.send(
+    fn call_xattr(&self, who: &Who, req: Request<'_>, size: u32, cb: XattrCb) {
+        self.out.send(
+            who,
             &req,
             Box::new(move |r| match r {
                 Ok(Response::XattrSize(n)) => cb(Ok(Xattr::Size(n))),
@@ -1025,7 +1227,15 @@ impl<T: Transport> Core<T> {
         );
     }
 
-    pub(crate) fn setxattr(&self, node: u64, name: &[u8], value: &[u8], flags: i32, cb: Cb<()>) {
+    pub(crate) fn setxattr(
+        &self,
+        who: &Who,
+        NodeId(node): NodeId,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+        cb: Cb<()>,
+    ) {
         self.no_xattrs.forget(node);
         let req = Request::SetXattr {
             node,
@@ -1033,13 +1243,13 @@ impl<T: Transport> Core<T> {
             value: value.into(),
             flags,
         };
-        self.call(req, replies::ok, cb)
+        self.call(who, req, replies::ok, cb)
     }
 
-    pub(crate) fn removexattr(&self, node: u64, name: &[u8], cb: Cb<()>) {
+    pub(crate) fn removexattr(&self, who: &Who, NodeId(node): NodeId, name: &[u8], cb: Cb<()>) {
         self.no_xattrs.forget(node);
         let name = name.into();
-        self.call(Request::RemoveXattr { node, name }, replies::ok, cb)
+        self.call(who, Request::RemoveXattr { node, name }, replies::ok, cb)
     }
 }
 
@@ -1051,6 +1261,36 @@ fn suidgid_cleared(mode: u32) -> Option<u32> {
         kill |= libc::S_ISGID;
     }
     (mode & kill != 0).then_some(mode & 0o7777 & !kill)
+}
+
+/// A write on its way out, possibly after the setuid/setgid bits went.
+struct Writer<T> {
+    out: Outbox<T>,
+    who: Who,
+}
+
+impl<T: Transport> Writer<T> {
+    /// Accepted behind when write-behind takes it, else sent.
+    fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
+        if let Some(b) = &self.out.behind {
+            match b.write(fh, offset, data) {
+                Accepted::Queued(n) => return cb(Ok(n)),
+                Accepted::Failed(e) => return cb(Err(e)),
+                Accepted::Full => {}
+            }
+        }
+        let len = data.len() as u64;
+        let req = Request::Write {
+            fh,
+            offset,
+            data: data.into(),
+        };
+        self.out.send(
+            &self.who,
+            &req,
+            Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
+        );
+    }
 }
 
 /// Hands prefetched readdirplus entries to the kernel a chunk at a time.

@@ -9,11 +9,19 @@ use std::borrow::Cow;
 
 use dockerfuse_proto::{Attr, Entry, Errno, Response, StatFs};
 
-/// The errno a response of the wrong kind stands for.
+/// The errno a response of the wrong kind stands for (recorded as the
+/// request's failure).
 pub(super) fn unexpected(r: Response<'_>) -> Errno {
+    use super::failure::{record, Cause};
     match r {
-        Response::Error(n) if n > 0 && n < 4096 => Errno(n),
-        _ => Errno::EIO,
+        Response::Error(n) if n > 0 && n < 4096 => {
+            record(Cause::Satellite);
+            Errno(n)
+        }
+        _ => {
+            record(Cause::BadReply);
+            Errno::EIO
+        }
     }
 }
 

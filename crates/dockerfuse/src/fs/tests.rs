@@ -88,7 +88,7 @@ fn found(got: &Slot<Lookup>) -> Option<u64> {
 fn wrong_kind_of_reply_is_eio_and_errno_passes_through() {
     let (c, _) = core(|_| Response::Ok);
     let (cb, got) = capture();
-    c.mkdir(1, b"x", 0o755, cb);
+    c.mkdir(&Who::Mount, NodeId(1), b"x", 0o755, cb);
     assert_eq!(
         got.lock().unwrap().take().map(|r| r.err()),
         Some(Some(Errno::EIO))
@@ -96,13 +96,13 @@ fn wrong_kind_of_reply_is_eio_and_errno_passes_through() {
 
     let (c, _) = core(|_| Response::Error(libc::EACCES));
     let (cb, got) = capture();
-    c.unlink(1, b"x", cb);
+    c.unlink(&Who::Mount, NodeId(1), b"x", cb);
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::EACCES))));
 
     // A negative or absurd errno from the satellite is not trusted.
     let (c, _) = core(|_| Response::Error(-3));
     let (cb, got) = capture();
-    c.unlink(1, b"x", cb);
+    c.unlink(&Who::Mount, NodeId(1), b"x", cb);
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
 }
 
@@ -110,12 +110,12 @@ fn wrong_kind_of_reply_is_eio_and_errno_passes_through() {
 fn entries_report_node_id_as_inode_and_refuse_node_zero() {
     let (c, _) = core(|_| Response::Entry(entry(42, false)));
     let (cb, got) = capture();
-    c.lookup(1, b"x", cb);
+    c.lookup(&Who::Mount, NodeId(1), b"x", cb);
     assert_eq!(found(&got), Some(42));
 
     let (c, _) = core(|_| Response::Entry(entry(0, false)));
     let (cb, got) = capture();
-    c.mkdir(1, b"x", 0o755, cb);
+    c.mkdir(&Who::Mount, NodeId(1), b"x", 0o755, cb);
     assert!(matches!(got.lock().unwrap().take(), Some(Err(Errno::EIO))));
 }
 
@@ -123,7 +123,7 @@ fn entries_report_node_id_as_inode_and_refuse_node_zero() {
 fn absent_names_are_negative_entries_only_with_a_ttl() {
     let (c, _) = core(|_| Response::Error(libc::ENOENT));
     let (cb, got) = capture();
-    c.lookup(1, b"x", cb);
+    c.lookup(&Who::Mount, NodeId(1), b"x", cb);
     assert!(matches!(
         got.lock().unwrap().take(),
         Some(Ok(Lookup::Absent(_)))
@@ -133,7 +133,7 @@ fn absent_names_are_negative_entries_only_with_a_ttl() {
     o.ttl = Duration::ZERO;
     let (c, _) = core_with(|_| Response::Error(libc::ENOENT), o);
     let (cb, got) = capture();
-    c.lookup(1, b"x", cb);
+    c.lookup(&Who::Mount, NodeId(1), b"x", cb);
     assert!(matches!(
         got.lock().unwrap().take(),
         Some(Err(Errno::ENOENT))
@@ -151,11 +151,12 @@ fn getxattr_of_a_node_known_to_have_none_needs_no_round_trip() {
         _ => Response::Error(libc::ENODATA),
     });
     let (cb, _) = capture();
-    c.lookup(1, b"f", cb);
+    c.lookup(&Who::Mount, NodeId(1), b"f", cb);
     let got = Arc::new(Mutex::new(None));
     let g = got.clone();
     c.getxattr(
-        9,
+        &Who::Mount,
+        NodeId(9),
         b"security.capability",
         0,
         Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
@@ -163,7 +164,8 @@ fn getxattr_of_a_node_known_to_have_none_needs_no_round_trip() {
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ENODATA)));
     let g = got.clone();
     c.listxattr(
-        9,
+        &Who::Mount,
+        NodeId(9),
         0,
         Box::new(move |r| {
             *g.lock().unwrap() = Some(match r {
@@ -176,11 +178,17 @@ fn getxattr_of_a_node_known_to_have_none_needs_no_round_trip() {
     assert_eq!(seen.lock().unwrap().len(), 1, "only the lookup went out");
     // A change through the mount makes it ask again.
     let (cb, _) = capture();
-    c.setxattr(9, b"user.a", b"1", 0, cb);
-    c.getxattr(9, b"security.capability", 0, Box::new(|_| {}));
+    c.setxattr(&Who::Mount, NodeId(9), b"user.a", b"1", 0, cb);
+    c.getxattr(
+        &Who::Mount,
+        NodeId(9),
+        b"security.capability",
+        0,
+        Box::new(|_| {}),
+    );
     assert_eq!(seen.lock().unwrap().len(), 3);
     // Other nodes are always asked.
-    c.listxattr(10, 0, Box::new(|_| {}));
+    c.listxattr(&Who::Mount, NodeId(10), 0, Box::new(|_| {}));
     assert_eq!(seen.lock().unwrap().len(), 4);
 }
 
@@ -190,7 +198,8 @@ fn an_xattr_value_larger_than_the_buffer_is_erange() {
     let got = Arc::new(Mutex::new(None));
     let g = got.clone();
     c.getxattr(
-        3,
+        &Who::Mount,
+        NodeId(3),
         b"user.x",
         4,
         Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
@@ -204,7 +213,8 @@ fn read_never_returns_more_than_asked_and_write_counts_are_checked() {
     let len = Arc::new(Mutex::new(0));
     let l = len.clone();
     c.read(
-        3,
+        &Who::Mount,
+        Fh(3),
         0,
         10,
         Box::new(move |r| *l.lock().unwrap() = r.unwrap().len()),
@@ -213,12 +223,12 @@ fn read_never_returns_more_than_asked_and_write_counts_are_checked() {
 
     let (c, _) = core(|_| Response::Written(11));
     let (cb, got) = capture();
-    c.write(3, 0, b"0123456789", cb);
+    c.write(&Who::Mount, NodeId(2), Fh(3), 0, b"0123456789", false, cb);
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
 
     let (c, _) = core(|_| Response::Written(11));
     let (cb, got) = capture();
-    c.copy_file_range((3, 0), (4, 0), 10, 0, cb);
+    c.copy_file_range(&Who::Mount, (Fh(3), 0), (NodeId(5), Fh(4), 0), 10, 0, cb);
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
 }
 
@@ -227,7 +237,8 @@ fn read_bytes<T: Transport>(c: &Core<T>, fh: u64, offset: u64, size: u32) -> Opt
     let got = Arc::new(Mutex::new(None));
     let g = got.clone();
     c.read(
-        fh,
+        &Who::Mount,
+        Fh(fh),
         offset,
         size,
         Box::new(move |r| *g.lock().unwrap() = r.ok().map(<[u8]>::to_vec)),
@@ -238,7 +249,8 @@ fn read_bytes<T: Transport>(c: &Core<T>, fh: u64, offset: u64, size: u32) -> Opt
 
 fn open_fh<T: Transport>(c: &Core<T>, node: u64, flags: i32) -> u64 {
     let (cb, got) = capture();
-    c.open(node, flags, Box::new(move |r| cb(r.map(|o| o.fh))));
+    let reply: Cb<Opened> = Box::new(move |r| cb(r.map(|o| o.fh.0)));
+    c.open(&Who::Mount, NodeId(node), flags, reply);
     let fh = got.lock().unwrap().take();
     fh.expect("answered").expect("opened")
 }
@@ -286,7 +298,7 @@ fn a_small_file_read_after_its_open_needs_no_round_trip() {
     assert_eq!(reads_sent(&seen), 0);
     // After the release, reads go to the satellite.
     let (cb, got) = capture();
-    c.release(fh, cb);
+    c.release(Fh(fh), cb);
     assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
     assert_eq!(read_bytes(&c, fh, 0, 4096).unwrap(), b"from satellite");
     assert_eq!(reads_sent(&seen), 1);
@@ -366,7 +378,7 @@ fn this_mounts_writes_and_the_feeds_changes_drop_held_contents() {
     // A write through any handle: the written node is not known here.
     let fh = open_fh(&c, 2, libc::O_RDONLY);
     let (cb, _) = capture();
-    c.write(9, 0, b"new", cb);
+    c.write(&Who::Mount, NodeId(8), Fh(9), 0, b"new", false, cb);
     assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
     // A truncation.
     let fh = open_fh(&c, 2, libc::O_RDONLY);
@@ -375,7 +387,7 @@ fn this_mounts_writes_and_the_feeds_changes_drop_held_contents() {
         size: Some(0),
         ..Default::default()
     };
-    c.setattr(3, None, size, cb);
+    c.setattr(&Who::Mount, NodeId(3), None, size, cb);
     assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
     // A chmod changes no contents.
     let fh = open_fh(&c, 2, libc::O_RDONLY);
@@ -384,7 +396,7 @@ fn this_mounts_writes_and_the_feeds_changes_drop_held_contents() {
         mode: Some(0o600),
         ..Default::default()
     };
-    c.setattr(3, None, mode, cb);
+    c.setattr(&Who::Mount, NodeId(3), None, mode, cb);
     assert_eq!(read_bytes(&c, fh, 0, 10).unwrap(), b"old");
     // A change the feed reports for the node, and not for another.
     let coh = c.coherence();
@@ -400,10 +412,10 @@ fn this_mounts_writes_and_the_feeds_changes_drop_held_contents() {
     // pages if they show a change), and not of another.
     let fh = open_fh(&c, 2, libc::O_RDONLY);
     let (cb, _) = capture();
-    c.getattr(3, None, cb);
+    c.getattr(&Who::Mount, NodeId(3), None, cb);
     assert_eq!(read_bytes(&c, fh, 0, 10).unwrap(), b"old");
     let (cb, _) = capture();
-    c.getattr(2, None, cb);
+    c.getattr(&Who::Mount, NodeId(2), None, cb);
     assert_eq!(read_bytes(&c, fh, 0, 100).unwrap(), b"from satellite");
     assert_eq!(reads_sent(&seen), 5);
 }
@@ -414,7 +426,8 @@ fn links_are_shown_and_stored_in_the_right_terms() {
     let got = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
     c.readlink(
-        5,
+        &Who::Mount,
+        NodeId(5),
         Box::new(move |r| *g.lock().unwrap() = r.unwrap().to_vec()),
     );
     assert_eq!(&got.lock().unwrap()[..], b"/etc/x", "unchanged by default");
@@ -434,13 +447,26 @@ fn links_are_shown_and_stored_in_the_right_terms() {
     );
     let g = got.clone();
     c.readlink(
-        5,
+        &Who::Mount,
+        NodeId(5),
         Box::new(move |r| *g.lock().unwrap() = r.unwrap().to_vec()),
     );
     assert_eq!(&got.lock().unwrap()[..], b"/mnt/c/etc/x");
-    c.symlink(1, b"l", b"/mnt/c/etc/y", Box::new(|_| {}));
-    c.symlink(1, b"m", b"/elsewhere", Box::new(|_| {}));
-    c.symlink(1, b"n", b"rel/z", Box::new(|_| {}));
+    c.symlink(
+        &Who::Mount,
+        NodeId(1),
+        b"l",
+        b"/mnt/c/etc/y",
+        Box::new(|_| {}),
+    );
+    c.symlink(
+        &Who::Mount,
+        NodeId(1),
+        b"m",
+        b"/elsewhere",
+        Box::new(|_| {}),
+    );
+    c.symlink(&Who::Mount, NodeId(1), b"n", b"rel/z", Box::new(|_| {}));
     let seen = seen.lock().unwrap();
     let targets: Vec<Vec<u8>> = seen
         .iter()
@@ -452,19 +478,35 @@ fn links_are_shown_and_stored_in_the_right_terms() {
     assert_eq!(targets, [&b"/etc/y"[..], b"/elsewhere", b"rel/z"]);
 }
 
+fn caller(uid: u32, groups: &[u32]) -> Who {
+    Who::Caller(Caller {
+        uid,
+        gid: 100,
+        groups: groups.into(),
+        pid: 4321,
+    })
+}
+
+/// The user a request was sent as (None: the satellite's own).
+fn sent_as(r: &Request<'_>) -> Option<u32> {
+    match r {
+        Request::As { uid, .. } => Some(*uid),
+        _ => None,
+    }
+}
+
 #[test]
 fn requests_carry_the_caller_when_asked_and_forget_never_does() {
     let (c, seen) = core(|_| Response::Ok);
-    {
-        let _as = with_caller(Caller {
-            uid: 1000,
-            gid: 100,
-            groups: vec![10, 20].into(),
-        });
-        c.unlink(1, b"x", Box::new(|_| {}));
-        c.forget(vec![(5, 1)]);
-    }
-    c.unlink(1, b"y", Box::new(|_| {}));
+    let me = caller(1000, &[10, 20]);
+    c.unlink(&me, NodeId(1), b"x", Box::new(|_| {}));
+    c.forget(vec![(NodeId(5), 1)]);
+    c.unlink(&Who::Mount, NodeId(1), b"y", Box::new(|_| {}));
+    // Without --allow-other the caller is known but not sent.
+    let mut o = opts();
+    o.per_caller = false;
+    let (own, own_seen) = core_with(|_| Response::Ok, o);
+    own.unlink(&me, NodeId(1), b"z", Box::new(|_| {}));
     let seen = seen.lock().unwrap();
     assert!(matches!(
         &seen[0],
@@ -473,6 +515,10 @@ fn requests_carry_the_caller_when_asked_and_forget_never_does() {
     ));
     assert!(matches!(seen[1], Request::Forget { .. }));
     assert!(matches!(seen[2], Request::Unlink { .. }));
+    assert!(matches!(
+        own_seen.lock().unwrap()[0],
+        Request::Unlink { .. }
+    ));
 }
 
 #[test]
@@ -485,26 +531,26 @@ fn the_kernels_mtime_flush_is_not_sent_as_the_caller() {
         ..Default::default()
     };
     let at = SetTime::At { sec: 5, nsec: 6 };
-    {
-        let _as = with_caller(Caller {
-            uid: 1000,
-            gid: 100,
-            groups: vec![].into(),
-        });
-        // The kernel's flush: an explicit mtime alone, with or without the
-        // open file.
-        c.setattr(3, Some(7), mtime(at), Box::new(|_| {}));
-        c.setattr(3, None, mtime(at), Box::new(|_| {}));
-        // "now" is sent as it is, as the caller.
-        c.setattr(3, Some(7), mtime(SetTime::Now), Box::new(|_| {}));
-        let mut truncate = mtime(at);
-        truncate.size = Some(0);
-        c.setattr(3, Some(7), truncate, Box::new(|_| {}));
-        // utimensat(now, now) of a writer: the kernel made the mtime explicit.
-        let mut touch = mtime(at);
-        touch.atime = Some(SetTime::Now);
-        c.setattr(3, None, touch, Box::new(|_| {}));
-    }
+    let me = caller(1000, &[]);
+    // The kernel's flush: an explicit mtime alone, with or without the
+    // open file.
+    c.setattr(&me, NodeId(3), Some(Fh(7)), mtime(at), Box::new(|_| {}));
+    c.setattr(&me, NodeId(3), None, mtime(at), Box::new(|_| {}));
+    // "now" is sent as it is, as the caller.
+    c.setattr(
+        &me,
+        NodeId(3),
+        Some(Fh(7)),
+        mtime(SetTime::Now),
+        Box::new(|_| {}),
+    );
+    let mut truncate = mtime(at);
+    truncate.size = Some(0);
+    c.setattr(&me, NodeId(3), Some(Fh(7)), truncate, Box::new(|_| {}));
+    // utimensat(now, now) of a writer: the kernel made the mtime explicit.
+    let mut touch = mtime(at);
+    touch.atime = Some(SetTime::Now);
+    c.setattr(&me, NodeId(3), None, touch, Box::new(|_| {}));
     let seen = seen.lock().unwrap();
     assert!(matches!(seen[0], Request::SetAttr { fh: Some(7), .. }));
     assert!(matches!(seen[1], Request::SetAttr { fh: None, .. }));
@@ -532,6 +578,79 @@ fn the_kernels_mtime_flush_is_not_sent_as_the_caller() {
     assert_eq!(seen.len(), 7);
 }
 
+/// Answers like a satellite holding one setuid file.
+fn setuid_file(r: &Request<'_>) -> Response<'static> {
+    match unwrapped(r) {
+        Request::GetAttr { .. } | Request::SetAttr { .. } => Response::Attr(Attr {
+            mode: libc::S_IFREG | 0o4777,
+            ..Default::default()
+        }),
+        Request::Write { data, .. } => Response::Written(data.len() as u32),
+        _ => Response::Ok,
+    }
+}
+
+#[test]
+fn follow_up_requests_are_sent_for_the_caller_of_the_operation() {
+    // The setattr's follow-up runs from the reply of its first request
+    // (on the reader's thread): the caller's part as the caller, the
+    // kernel's mtime as the mount's own, on purpose.
+    let mut o = opts();
+    o.writeback = true;
+    let (c, seen) = core_with(|_| Response::Attr(Attr::default()), o);
+    let truncate = SetAttr {
+        size: Some(0),
+        mtime: Some(SetTime::At { sec: 5, nsec: 6 }),
+        ..Default::default()
+    };
+    c.setattr(
+        &caller(1000, &[7]),
+        NodeId(3),
+        Some(Fh(7)),
+        truncate,
+        Box::new(|_| {}),
+    );
+    let got: Vec<_> = seen.lock().unwrap().iter().map(sent_as).collect();
+    assert_eq!(got, [Some(1000), None]);
+
+    // KILLPRIV: a write that must clear setuid. Per caller, the write
+    // alone, as the caller (the container's kernel clears the bit).
+    let (c, seen) = core(setuid_file);
+    let (cb, got) = capture();
+    c.write(&caller(1000, &[7]), NodeId(3), Fh(9), 0, b"z", true, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(1)));
+    let seen: Vec<_> = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(sent_as(&seen[0]), Some(1000));
+    assert!(matches!(unwrapped(&seen[0]), Request::Write { .. }));
+
+    // Otherwise the core clears it first: getattr, chmod, then the write,
+    // each sent for the write's caller, from the replies of the others.
+    let mut o = opts();
+    o.per_caller = false;
+    let (c, seen) = core_with(setuid_file, o);
+    let (cb, got) = capture();
+    c.write(&caller(1000, &[7]), NodeId(3), Fh(9), 0, b"z", true, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(1)));
+    let seen = seen.lock().unwrap();
+    assert!(matches!(seen[0], Request::GetAttr { node: 3, .. }));
+    let mode = SetAttr {
+        mode: Some(0o777),
+        ..Default::default()
+    };
+    assert!(matches!(&seen[1], Request::SetAttr { node: 3, attr, .. } if *attr == mode));
+    assert!(matches!(seen[2], Request::Write { fh: 9, .. }));
+    assert_eq!(seen.len(), 3);
+    // The same sequence with a per-caller core carries the caller on
+    // every request, the ones sent from replies included.
+    let (c, seen) = core(setuid_file);
+    let (cb, got) = capture();
+    c.drop_suidgid(&caller(1000, &[7]), 3, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+    let got: Vec<_> = seen.lock().unwrap().iter().map(sent_as).collect();
+    assert_eq!(got, [Some(1000), Some(1000)]);
+}
+
 #[test]
 fn writeback_cache_adjusts_open_flags() {
     let mut o = opts();
@@ -540,9 +659,10 @@ fn writeback_cache_adjusts_open_flags() {
     let (c, seen) = core_with(|_| Response::Opened { fh: 9 }, o);
     let (cb, got) = capture();
     c.open(
-        5,
+        &Who::Mount,
+        NodeId(5),
         libc::O_WRONLY | libc::O_APPEND,
-        Box::new(move |r| cb(r.map(|o| o.fh))),
+        Box::new(move |r: Result<Opened, Errno>| cb(r.map(|o| o.fh.0))) as Cb<Opened>,
     );
     assert_eq!(got.lock().unwrap().take(), Some(Ok(9)));
     assert_eq!(
@@ -590,8 +710,9 @@ fn readdirplus_fetches_a_whole_directory_and_forgets_what_the_kernel_did_not_tak
     let chunk = |offset: u64, take: usize| {
         let n = names.clone();
         c.readdirplus(
-            1,
-            7,
+            &Who::Mount,
+            NodeId(1),
+            Fh(7),
             offset,
             4096,
             Box::new(move |r| {
@@ -631,7 +752,7 @@ fn readdirplus_fetches_a_whole_directory_and_forgets_what_the_kernel_did_not_tak
     // Fetched again from the start and released with entries left over.
     chunk(0, 3);
     let (cb, _) = capture();
-    c.releasedir(7, cb);
+    c.releasedir(Fh(7), cb);
     {
         let seen = seen.lock().unwrap();
         assert_eq!(
@@ -647,7 +768,8 @@ fn readdirplus_fetches_a_whole_directory_and_forgets_what_the_kernel_did_not_tak
     let got = Arc::new(Mutex::new(None));
     let g = got.clone();
     c.getxattr(
-        12,
+        &Who::Mount,
+        NodeId(12),
         b"security.selinux",
         0,
         Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
@@ -679,36 +801,66 @@ impl Transport for HandsOut {
     }
 }
 
+/// The kernel's side of an open with passthrough: registers every
+/// backing file, records (handle, served from a backing file).
+struct Registers(Slot<(u64, bool)>);
+
+impl OpenReply<(), Opened> for Registers {
+    fn register(&self, _fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn answer(self, r: Result<Opened, Errno>) {
+        *self.0.lock().unwrap() = Some(r.map(|o| (o.fh.0, o.passthrough.is_some())));
+    }
+}
+
 #[test]
 fn a_handed_descriptor_backs_only_an_open_of_its_access_mode() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f");
     std::fs::write(&file, b"data").unwrap();
     let c = Core::new(HandsOut { file }, opts());
-    for (flags, backed) in [
-        (libc::O_RDONLY, true),
-        (libc::O_RDWR, false),
-        (libc::O_WRONLY, false),
+    c.enable_passthrough();
+    let open = |node, flags| {
+        let got: Slot<(u64, bool)> = Arc::default();
+        c.open(&Who::Mount, NodeId(node), flags, Registers(got.clone()));
+        let r = got.lock().unwrap().take();
+        r
+    };
+    for (node, flags, backed) in [
+        (1, libc::O_RDONLY, true),
+        (2, libc::O_RDWR, false),
+        (3, libc::O_WRONLY, false),
     ] {
-        let (cb, got) = capture();
-        c.open(
-            1,
-            flags,
-            Box::new(move |r| cb(r.map(|o| (o.fh, o.backing.is_some())))),
-        );
-        assert_eq!(
-            got.lock().unwrap().take(),
-            Some(Ok((3, backed))),
-            "flags {flags:#o}"
-        );
+        assert_eq!(open(node, flags), Some(Ok((3, backed))), "flags {flags:#o}");
     }
+    // A node the kernel serves from a backing file cannot also be opened
+    // without one: refused, the handle closed.
+    assert_eq!(open(1, libc::O_RDWR), Some(Err(Errno::EIO)));
+    // Without passthrough the descriptor is not used.
+    let c = Core::new(
+        HandsOut {
+            file: dir.path().join("f"),
+        },
+        opts(),
+    );
+    let got: Slot<(u64, bool)> = Arc::default();
+    c.open(
+        &Who::Mount,
+        NodeId(1),
+        libc::O_RDONLY,
+        Registers(got.clone()),
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Ok((3, false))));
     // Without a way to take descriptors the number is ignored.
     let (c, _) = core(|_| Response::OpenedFd { fh: 4, fd: 7 });
-    let (cb, got) = capture();
+    c.enable_passthrough();
+    let got: Slot<(u64, bool)> = Arc::default();
     c.open(
-        1,
+        &Who::Mount,
+        NodeId(1),
         libc::O_RDONLY,
-        Box::new(move |r| cb(r.map(|o| (o.fh, o.backing.is_some())))),
+        Registers(got.clone()),
     );
     assert_eq!(got.lock().unwrap().take(), Some(Ok((4, false))));
 }
@@ -729,14 +881,14 @@ fn with_the_feed_replies_carry_long_ttls_and_only_held_nodes_are_invalidated() {
         _ => Response::Ok,
     });
     let (cb, got) = capture();
-    c.lookup(1, b"f", cb);
+    c.lookup(&Who::Mount, NodeId(1), b"f", cb);
     match got.lock().unwrap().take() {
         Some(Ok(Lookup::Found(_, t))) => assert_eq!(t.attr, Duration::from_secs(1)),
         _ => panic!("expected an entry"),
     }
     c.coherence().feed_on();
     let (cb, got) = capture();
-    c.lookup(1, b"f", cb);
+    c.lookup(&Who::Mount, NodeId(1), b"f", cb);
     match got.lock().unwrap().take() {
         Some(Ok(Lookup::Found(e, t))) => {
             assert_eq!(e.node, 5);
@@ -748,7 +900,7 @@ fn with_the_feed_replies_carry_long_ttls_and_only_held_nodes_are_invalidated() {
     // Its name and its data.
     assert_eq!(coh.apply(&[Change::Data { node: 5 }]).len(), 2);
     // The kernel forgets both lookups: the node's changes are dropped.
-    c.forget(vec![(5, 2)]);
+    c.forget(vec![(NodeId(5), 2)]);
     assert!(coh.apply(&[Change::Data { node: 5 }]).is_empty());
 }
 
@@ -766,16 +918,16 @@ fn a_watched_directory_is_opened_in_the_container_only_when_read() {
     );
     // Without the feed: opened in the container at once.
     let (cb, got) = capture();
-    c.opendir(1, cb);
-    assert_eq!(got.lock().unwrap().take(), Some(Ok((77, false))));
+    c.opendir(&Who::Mount, NodeId(1), cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok((Fh(77), false))));
     assert_eq!(seen.lock().unwrap().len(), 1);
     seen.lock().unwrap().clear();
 
     c.coherence().feed_on();
     let (cb, got) = capture();
-    c.opendir(1, cb);
+    c.opendir(&Who::Mount, NodeId(1), cb);
     let fh = match got.lock().unwrap().take() {
-        Some(Ok((fh, true))) => fh,
+        Some(Ok((Fh(fh), true))) => fh,
         other => panic!(
             "expected a cached host handle, got {:?}",
             other.map(|r| r.err())
@@ -785,28 +937,29 @@ fn a_watched_directory_is_opened_in_the_container_only_when_read() {
     assert!(seen.lock().unwrap().is_empty(), "nothing sent for the open");
     // Released unread: nothing sent either.
     let (cb, _) = capture();
-    c.releasedir(fh, cb);
+    c.releasedir(Fh(fh), cb);
     assert!(seen.lock().unwrap().is_empty());
 
     // Read: opened first, then read on the satellite's handle, closed at
     // release.
     let (cb, got) = capture();
-    c.opendir(1, cb);
+    c.opendir(&Who::Mount, NodeId(1), cb);
     let fh = match got.lock().unwrap().take() {
-        Some(Ok((fh, true))) => fh,
+        Some(Ok((Fh(fh), true))) => fh,
         _ => panic!("expected a host handle"),
     };
     let n = Arc::new(Mutex::new(None));
     let n2 = n.clone();
     c.readdir(
-        fh,
+        &Who::Mount,
+        Fh(fh),
         0,
         4096,
         Box::new(move |r| *n2.lock().unwrap() = Some(r.map(|v| v.len()))),
     );
     assert_eq!(n.lock().unwrap().take(), Some(Ok(0)));
     let (cb, _) = capture();
-    c.releasedir(fh, cb);
+    c.releasedir(Fh(fh), cb);
     let seen = seen.lock().unwrap();
     assert_eq!(seen[0], Request::OpenDir { node: 1 });
     assert!(matches!(seen[1], Request::ReadDir { fh: 77, .. }));
@@ -837,13 +990,20 @@ fn absent_names_of_a_completely_listed_watched_directory_are_answered_here() {
     );
     let list = |c: &Core<Canned>| {
         for offset in [0, 1] {
-            c.readdirplus(1, 7, offset, 4096, Box::new(|r| r.unwrap().len()));
+            c.readdirplus(
+                &Who::Mount,
+                NodeId(1),
+                Fh(7),
+                offset,
+                4096,
+                Box::new(|r| r.unwrap().len()),
+            );
         }
     };
     let lookup = |c: &Core<Canned>, name: &[u8]| {
         let before = seen.lock().unwrap().len();
         let (cb, got) = capture();
-        c.lookup(1, name, cb);
+        c.lookup(&Who::Mount, NodeId(1), name, cb);
         let asked = seen.lock().unwrap().len() > before;
         let absent = matches!(got.lock().unwrap().take(), Some(Ok(Lookup::Absent(_))));
         (asked, absent)
@@ -859,7 +1019,7 @@ fn absent_names_of_a_completely_listed_watched_directory_are_answered_here() {
     assert!(lookup(&c, b"a").0, "a listed name is asked for");
     // The mount's own creation: asked from now on.
     let (cb, _) = capture();
-    c.mkdir(1, b"x", 0o755, cb);
+    c.mkdir(&Who::Mount, NodeId(1), b"x", 0o755, cb);
     assert!(lookup(&c, b"x").0);
     // A change from the container: asked; the answer settles it.
     c.coherence().apply(&[Change::Entry {
@@ -877,9 +1037,16 @@ fn absent_names_of_a_completely_listed_watched_directory_are_answered_here() {
         _ => Response::Error(libc::ENOENT),
     });
     pc.coherence().feed_on();
-    pc.readdirplus(1, 7, 0, 4096, Box::new(|r| r.unwrap().len()));
+    pc.readdirplus(
+        &Who::Mount,
+        NodeId(1),
+        Fh(7),
+        0,
+        4096,
+        Box::new(|r| r.unwrap().len()),
+    );
     let (cb, _) = capture();
-    pc.lookup(1, b"x", cb);
+    pc.lookup(&Who::Mount, NodeId(1), b"x", cb);
     assert_eq!(pc.coherence().counts.absent_here.load(Relaxed), 0);
 }
 
@@ -891,4 +1058,119 @@ fn a_write_without_cap_fsetid_clears_setuid_and_group_executable_setgid() {
     assert_eq!(suidgid_cleared(libc::S_IFREG | 0o2644), None);
     assert_eq!(suidgid_cleared(libc::S_IFREG | 0o6744), Some(0o2744));
     assert_eq!(suidgid_cleared(libc::S_IFREG | 0o755), None);
+}
+
+#[test]
+fn side_effects_the_kernel_cannot_see_expire_the_nodes_attributes_before_the_reply() {
+    let (c, _) = core(setuid_file);
+    let expired = Arc::new(Mutex::new(Vec::new()));
+    let e = expired.clone();
+    c.coherence()
+        .set_expire_attrs(Box::new(move |node| e.lock().unwrap().push(node)));
+    // Each callback sees the expiry already done.
+    fn at_reply<T: 'static>(expired: &Arc<Mutex<Vec<u64>>>) -> Cb<T> {
+        let e = expired.clone();
+        Box::new(move |_| {
+            let n = e.lock().unwrap().len();
+            e.lock().unwrap().push(1000 + n as u64);
+        })
+    }
+    let me = caller(1000, &[]);
+    // A plain write clears nothing.
+    c.write(&me, NodeId(3), Fh(9), 0, b"z", false, Box::new(|_| {}));
+    assert!(expired.lock().unwrap().is_empty());
+    // A write that clears setuid (either way), a fallocate and a copy
+    // into a file; not an O_TRUNC open (the kernel expires everything
+    // after one itself).
+    c.write(&me, NodeId(3), Fh(9), 0, b"z", true, at_reply(&expired));
+    c.open(
+        &me,
+        NodeId(4),
+        libc::O_WRONLY | libc::O_TRUNC,
+        at_reply::<Opened>(&expired),
+    );
+    let plain: Cb<Opened> = Box::new(|_| {});
+    c.open(&me, NodeId(5), libc::O_WRONLY, plain);
+    c.fallocate(&me, NodeId(6), Fh(9), 0, 10, 0, at_reply(&expired));
+    c.copy_file_range(
+        &me,
+        (Fh(8), 0),
+        (NodeId(7), Fh(9), 0),
+        1,
+        0,
+        at_reply(&expired),
+    );
+    let mut o = opts();
+    o.per_caller = false;
+    let (own, _) = core_with(setuid_file, o);
+    let e = expired.clone();
+    own.coherence()
+        .set_expire_attrs(Box::new(move |node| e.lock().unwrap().push(node)));
+    own.write(&me, NodeId(2), Fh(9), 0, b"z", true, at_reply(&expired));
+    assert_eq!(
+        *expired.lock().unwrap(),
+        [3, 1001, 1002, 6, 1004, 7, 1006, 2, 1008]
+    );
+}
+
+/// Log lines written while `f` runs, at debug level.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || w.clone())
+        .finish();
+    tracing::subscriber::with_default(sub, f);
+    let out = buf.0.lock().unwrap().clone();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn a_failure_is_logged_once_in_its_requests_span_with_its_cause() {
+    let out = logged(|| {
+        let span = |op: &'static str| {
+            tracing::debug_span!(
+                "request",
+                id = 1,
+                op,
+                node = 1,
+                cause = tracing::field::Empty
+            )
+        };
+        let log: Cb<()> = Box::new(|r| {
+            if let Err(e) = r {
+                failure::log(e)
+            }
+        });
+        let (c, _) = core(|_| Response::Error(libc::ENOTEMPTY));
+        span("rmdir").in_scope(|| c.rmdir(&Who::Mount, NodeId(1), b"d", log));
+        let log: Cb<u32> = Box::new(|r| {
+            if let Err(e) = r {
+                failure::log(e)
+            }
+        });
+        let (c, _) = core(|_| Response::Ok);
+        span("write").in_scope(|| c.write(&Who::Mount, NodeId(1), Fh(2), 0, b"x", false, log));
+    });
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("op=\"rmdir\"") && lines[0].contains("cause=\"satellite\""));
+    assert!(lines[0].contains("errno 39"), "{}", lines[0]);
+    assert!(lines[1].contains("op=\"write\"") && lines[1].contains("cause=\"bad reply\""));
 }

@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use dockerfuse_proto::{Entry, Errno, Request, Response, ROOT_NODE};
 use tracing::warn;
 
-/// Handles hold the epoch above this many bits.
-const FH_BITS: u32 = 48;
-const FH_MASK: u64 = (1 << FH_BITS) - 1;
+use crate::fs::ids::Fh;
 /// Mode bits of the file type.
 pub(super) const S_IFMT: u32 = 0o170000;
 
@@ -123,18 +121,14 @@ impl Table {
 
     /// The satellite's handle for one of ours: EIO for one from before.
     pub(super) fn sfh(&self, fh: u64) -> Result<u64, Errno> {
-        if fh >> FH_BITS == self.epoch & 0xffff {
-            Ok(fh & FH_MASK)
-        } else {
-            Err(Errno::EIO)
-        }
+        Fh(fh).in_epoch(self.epoch).ok_or(Errno::EIO)
     }
 
+    /// Ours for the satellite's handle (the layout: [`crate::fs::ids`]).
     fn fh(&self, sfh: u64) -> Result<u64, Errno> {
-        if sfh > FH_MASK {
-            return Err(Errno::EIO);
-        }
-        Ok(((self.epoch & 0xffff) << FH_BITS) | sfh)
+        Fh::of_epoch(self.epoch, sfh)
+            .map(|Fh(f)| f)
+            .ok_or(Errno::EIO)
     }
 
     /// The request for the satellite, and what its reply needs: the
@@ -267,7 +261,15 @@ impl Table {
                 }
                 Err(_) => Ctx::Gone,
             },
-            _ => Ctx::Plain,
+            // Without ids or handles.
+            R::Hello(_)
+            | R::RemovePaths { .. }
+            | R::Shutdown
+            | R::OpenChannel
+            | R::UseChannel { .. }
+            | R::Watch => Ctx::Plain,
+            // Posted, never called: `Relink::post` translates them.
+            R::Forget { .. } | R::ReleaseMany { .. } => return Err(Errno::EIO),
         })
     }
 

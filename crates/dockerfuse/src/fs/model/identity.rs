@@ -1,7 +1,7 @@
 //! Sequences run as a caller, as a mount with `--allow-other` performs
 //! the requests of another user.
 //!
-//! Through the core, each step is sent as the caller ([`with_caller`]),
+//! Through the core, each step is sent as the caller ([`Who::Caller`]),
 //! and the satellite, root as the test process, switches its worker to
 //! the caller's credentials. Directly, the twin runs on a thread of its
 //! own whose fsuid, fsgid and supplementary groups are switched to the
@@ -14,7 +14,7 @@
 //! A test process that is not root cannot switch: the caller is then
 //! the test process's own user, and the sequences still run (and say so).
 //!
-//! [`with_caller`]: crate::fs::with_caller
+//! [`Who::Caller`]: crate::fs::Who::Caller
 
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -83,6 +83,7 @@ impl Ids {
             uid: self.uid,
             gid: self.gid,
             groups: Arc::from(self.groups.as_slice()),
+            pid: std::process::id(),
         }
     }
 

@@ -67,8 +67,12 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
     // One step on both sides, as the caller when `as_caller`.
     let mut both = |op: &Op, as_caller: bool, driver: &mut Driver<'_>| {
         let want = twin.apply(op, as_caller);
-        let _caller = as_caller.then(|| crate::fs::with_caller(ids.caller()));
+        driver.who = match as_caller {
+            true => crate::fs::Who::Caller(ids.caller()),
+            false => crate::fs::Who::Mount,
+        };
         let got = driver.apply(op);
+        driver.who = crate::fs::Who::Mount;
         (want, got)
     };
     let mut driver = Driver::new(&served.core, !matches!(mode, Mode::Forget), a.clone());

@@ -12,7 +12,7 @@ use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, ROOT_NODE};
 use super::direct::{split_names, Direct};
 use super::identity::Ids;
 use super::ops::{pattern, Op, Out, Outcome, Stat, Time, PLANTED_LEN, SLOTS};
-use crate::fs::{Cb, Core, Lookup, Xattr};
+use crate::fs::{Cb, Core, Fh, Lookup, NodeId, Who, Xattr};
 use crate::rpc::Rpc;
 
 /// How many symlinks one path walk may follow (the kernel's MAXSYMLINKS).
@@ -71,9 +71,13 @@ fn set_time(t: Time) -> Option<SetTime> {
 /// The kernel's own permission check on a mount with
 /// `default_permissions` (`mask`: 4 read, 2 write, 1 search), for the
 /// caller the current thread sends as, or the test's own user.
-fn may(attr: &Attr, mask: u32) -> Result<(), Errno> {
+fn may(who: &Who, attr: &Attr, mask: u32) -> Result<(), Errno> {
     // Without a caller, the test process's own user asks.
-    let Some(c) = crate::fs::caller::current().or_else(|| Ids::get().own()) else {
+    let caller = match who {
+        Who::Caller(c) => Some(c.clone()),
+        Who::Mount => Ids::get().own(),
+    };
+    let Some(c) = caller else {
         return Ok(());
     };
     let bits = if c.uid == attr.uid {
@@ -122,6 +126,8 @@ pub(super) struct Driver<'a> {
     umask: u32,
     /// The served directory itself, for changes made in the container.
     container: Direct,
+    /// Who the current step is sent for.
+    pub(super) who: Who,
 }
 
 impl<'a> Driver<'a> {
@@ -135,12 +141,13 @@ impl<'a> Driver<'a> {
             slots: Default::default(),
             umask: umask(),
             container: Direct::new(served),
+            who: Who::Mount,
         }
     }
 
     /// Forgets every node looked up since the last call.
     fn settle(&mut self) {
-        let nodes = self.held.drain(..).map(|n| (n, 1)).collect();
+        let nodes = self.held.drain(..).map(|n| (NodeId(n), 1)).collect();
         self.core.forget(nodes);
     }
 
@@ -158,13 +165,13 @@ impl<'a> Driver<'a> {
         // As close(2) through the kernel: FLUSH (a write's error shows
         // here), then RELEASE.
         let flushed = if o.dir {
-            wait(|cb| self.core.releasedir(o.fh, cb))
+            wait(|cb| self.core.releasedir(Fh(o.fh), cb))
         } else {
-            let f = wait(|cb| self.core.flush(o.fh, cb));
-            wait(|cb| self.core.release(o.fh, cb))?;
+            let f = wait(|cb| self.core.flush(Fh(o.fh), cb));
+            wait(|cb| self.core.release(Fh(o.fh), cb))?;
             f
         };
-        self.core.forget(vec![(o.node, 1)]);
+        self.core.forget(vec![(NodeId(o.node), 1)]);
         flushed
     }
 
@@ -184,10 +191,14 @@ impl<'a> Driver<'a> {
             if write {
                 return Err(Errno::EISDIR);
             }
-            wait(|cb| self.core.opendir(e.node, cb))?.0
+            wait(|cb| self.core.opendir(&self.who, NodeId(e.node), cb))?
+                .0
+                 .0
         } else {
             let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
-            wait(|cb| self.core.open(e.node, flags, cb))?.fh
+            wait(|cb| self.core.open(&self.who, NodeId(e.node), flags, cb))?
+                .fh
+                .0
         };
         // The slot takes over the final lookup's reference.
         let at = self
@@ -211,7 +222,7 @@ impl<'a> Driver<'a> {
     }
 
     fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<Entry, Errno> {
-        match wait(|cb| self.core.lookup(parent, name, cb))? {
+        match wait(|cb| self.core.lookup(&self.who, NodeId(parent), name, cb))? {
             Lookup::Found(e, _) => Ok(self.hold(e)),
             Lookup::Absent(_) => Err(Errno::ENOENT),
         }
@@ -220,7 +231,8 @@ impl<'a> Driver<'a> {
     fn readlink(&self, node: u64) -> Result<Vec<u8>, Errno> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.core.readlink(
-            node,
+            &self.who,
+            NodeId(node),
             Box::new(move |r: Result<&[u8], Errno>| {
                 let _ = tx.send(r.map(<[u8]>::to_vec));
             }),
@@ -282,8 +294,9 @@ impl<'a> Driver<'a> {
         loop {
             let (tx, rx) = mpsc::sync_channel(1);
             self.core.readdirplus(
-                dir,
-                fh,
+                &self.who,
+                NodeId(dir),
+                Fh(fh),
                 offset,
                 4096,
                 Box::new(move |r| match r {
@@ -325,7 +338,7 @@ impl<'a> Driver<'a> {
         loop {
             match self.walk(path, false) {
                 Ok(e) => {
-                    let (a, _) = wait(|cb| self.core.getattr(e.node, None, cb))?;
+                    let (a, _) = wait(|cb| self.core.getattr(&self.who, NodeId(e.node), None, cb))?;
                     return Ok(Out::Stat(Stat::of_attr(&a)));
                 }
                 Err(Errno::ENOENT) if std::time::Instant::now() < until => {
@@ -347,7 +360,7 @@ impl<'a> Driver<'a> {
                 }
                 // The kernel's path walk needs search permission in the
                 // parent before it looks at the last name.
-                may(&d.attr, 0o1)?;
+                may(&self.who, &d.attr, 0o1)?;
                 Ok((d.node, name.as_bytes()))
             }
         }
@@ -362,16 +375,18 @@ impl<'a> Driver<'a> {
         f: impl FnOnce(&Core<Rpc>, u64, u64) -> Result<T, Errno>,
     ) -> Result<T, Errno> {
         let e = self.walk(path, true)?;
-        let fh = wait(|cb| self.core.open(e.node, flags, cb))?.fh;
+        let fh = wait(|cb| self.core.open(&self.who, NodeId(e.node), flags, cb))?
+            .fh
+            .0;
         let r = f(self.core, e.node, fh);
-        let flushed = wait(|cb| self.core.flush(fh, cb));
-        wait(|cb| self.core.release(fh, cb))?;
+        let flushed = wait(|cb| self.core.flush(Fh(fh), cb));
+        wait(|cb| self.core.release(Fh(fh), cb))?;
         r.and_then(|r| flushed.map(|()| r))
     }
 
     fn setattr(&mut self, path: &str, follow: bool, attr: SetAttr) -> Result<Attr, Errno> {
         let e = self.walk(path, follow)?;
-        wait(|cb| self.core.setattr(e.node, None, attr, cb)).map(|(a, _)| a)
+        wait(|cb| self.core.setattr(&self.who, NodeId(e.node), None, attr, cb)).map(|(a, _)| a)
     }
 
     pub(super) fn apply(&mut self, op: &Op) -> Outcome {
@@ -384,6 +399,7 @@ impl<'a> Driver<'a> {
 
     fn apply_held(&mut self, op: &Op) -> Outcome {
         let core = self.core;
+        let who = self.who.clone();
         match op {
             Op::Open { slot, path, write } => {
                 self.open_slot(*slot, path, *write)?;
@@ -403,7 +419,9 @@ impl<'a> Driver<'a> {
                     return Err(Errno::EBADF);
                 }
                 let data = pattern(*byte, *len);
-                let n = wait(|cb| core.write(o.fh, *offset, &data, cb))?;
+                let n = wait(|cb| {
+                    core.write(&who, NodeId(o.node), Fh(o.fh), *offset, &data, false, cb)
+                })?;
                 Ok(Out::Count(n.into()))
             }
             Op::FdRead { slot, offset } => {
@@ -413,7 +431,8 @@ impl<'a> Driver<'a> {
                 }
                 let (tx, rx) = mpsc::sync_channel(1);
                 core.read(
-                    o.fh,
+                    &who,
+                    Fh(o.fh),
                     *offset,
                     64 * 1024,
                     Box::new(move |r: Result<&[u8], Errno>| {
@@ -427,7 +446,7 @@ impl<'a> Driver<'a> {
                 let o = self.slot(*slot)?;
                 // The kernel passes the handle for regular files only.
                 let fh = (!o.dir).then_some(o.fh);
-                let (a, _) = wait(|cb| core.getattr(o.node, fh, cb))?;
+                let (a, _) = wait(|cb| core.getattr(&who, NodeId(o.node), fh.map(Fh), cb))?;
                 Ok(Out::Stat(Stat::of_attr(&a)))
             }
             Op::FdTruncate { slot, size } => {
@@ -439,7 +458,7 @@ impl<'a> Driver<'a> {
                     size: Some(*size),
                     ..Default::default()
                 };
-                wait(|cb| core.setattr(o.node, Some(o.fh), attr, cb))?;
+                wait(|cb| core.setattr(&who, NodeId(o.node), Some(Fh(o.fh)), attr, cb))?;
                 Ok(Out::Done)
             }
             Op::Close { slot } => {
@@ -449,11 +468,12 @@ impl<'a> Driver<'a> {
             Op::Create { path, mode } => {
                 let (parent, name) = self.new_name(path)?;
                 let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
-                let (e, _, opened) =
-                    wait(|cb| core.create(parent, name, mode & !self.umask, flags, cb))?;
-                let fh = opened.fh;
+                let (e, _, opened) = wait(|cb| {
+                    core.create(&who, NodeId(parent), name, mode & !self.umask, flags, cb)
+                })?;
+                let fh = opened.fh.0;
                 self.hold(e);
-                wait(|cb| core.release(fh, cb))?;
+                wait(|cb| core.release(Fh(fh), cb))?;
                 Ok(Out::Done)
             }
             Op::Write {
@@ -461,15 +481,17 @@ impl<'a> Driver<'a> {
                 offset,
                 len,
                 byte,
-            } => self.with_open(path, libc::O_WRONLY, |core, _, fh| {
+            } => self.with_open(path, libc::O_WRONLY, |core, node, fh| {
                 let data = pattern(*byte, *len);
-                let n = wait(|cb| core.write(fh, *offset, &data, cb))?;
+                let n =
+                    wait(|cb| core.write(&who, NodeId(node), Fh(fh), *offset, &data, false, cb))?;
                 Ok(Out::Count(n.into()))
             }),
             Op::Read { path, offset } => self.with_open(path, libc::O_RDONLY, |core, _, fh| {
                 let (tx, rx) = mpsc::sync_channel(1);
                 core.read(
-                    fh,
+                    &who,
+                    Fh(fh),
                     *offset,
                     64 * 1024,
                     Box::new(move |r: Result<&[u8], Errno>| {
@@ -488,7 +510,7 @@ impl<'a> Driver<'a> {
                     size: Some(*size),
                     ..Default::default()
                 };
-                wait(|cb| core.setattr(node, Some(fh), attr, cb))?;
+                wait(|cb| core.setattr(&who, NodeId(node), Some(Fh(fh)), attr, cb))?;
                 Ok(Out::Done)
             }),
             Op::Fsync { path, datasync } => {
@@ -496,14 +518,16 @@ impl<'a> Driver<'a> {
                 // The kernel opens a directory with opendir and syncs it
                 // with fsyncdir.
                 if is(&e.attr, libc::S_IFDIR) {
-                    let (fh, _) = wait(|cb| core.opendir(e.node, cb))?;
-                    let r = wait(|cb| core.fsyncdir(fh, *datasync, cb));
-                    wait(|cb| core.releasedir(fh, cb))?;
+                    let (Fh(fh), _) = wait(|cb| core.opendir(&who, NodeId(e.node), cb))?;
+                    let r = wait(|cb| core.fsyncdir(&who, Fh(fh), *datasync, cb));
+                    wait(|cb| core.releasedir(Fh(fh), cb))?;
                     r?;
                 } else {
-                    let fh = wait(|cb| core.open(e.node, libc::O_RDONLY, cb))?.fh;
-                    let r = wait(|cb| core.fsync(fh, *datasync, cb));
-                    wait(|cb| core.release(fh, cb))?;
+                    let fh = wait(|cb| core.open(&who, NodeId(e.node), libc::O_RDONLY, cb))?
+                        .fh
+                        .0;
+                    let r = wait(|cb| core.fsync(&who, Fh(fh), *datasync, cb));
+                    wait(|cb| core.release(Fh(fh), cb))?;
                     r?;
                 }
                 Ok(Out::Done)
@@ -525,41 +549,44 @@ impl<'a> Driver<'a> {
                 offset,
                 len,
                 keep_size,
-            } => self.with_open(path, libc::O_WRONLY, |core, _, fh| {
+            } => self.with_open(path, libc::O_WRONLY, |core, node, fh| {
                 let mode = if *keep_size {
                     libc::FALLOC_FL_KEEP_SIZE
                 } else {
                     0
                 };
-                wait(|cb| core.fallocate(fh, *offset, *len, mode, cb))?;
+                wait(|cb| core.fallocate(&who, NodeId(node), Fh(fh), *offset, *len, mode, cb))?;
                 Ok(Out::Done)
             }),
             Op::Mkdir { path, mode } => {
                 let (parent, name) = self.new_name(path)?;
-                let (e, _) = wait(|cb| core.mkdir(parent, name, mode & !self.umask, cb))?;
+                let (e, _) =
+                    wait(|cb| core.mkdir(&who, NodeId(parent), name, mode & !self.umask, cb))?;
                 self.hold(e);
                 Ok(Out::Done)
             }
             Op::Rmdir { path } => {
                 let (parent, name) = self.parent(path)?;
-                wait(|cb| core.rmdir(parent, name, cb))?;
+                wait(|cb| core.rmdir(&who, NodeId(parent), name, cb))?;
                 Ok(Out::Done)
             }
             Op::Unlink { path } => {
                 let (parent, name) = self.parent(path)?;
-                wait(|cb| core.unlink(parent, name, cb))?;
+                wait(|cb| core.unlink(&who, NodeId(parent), name, cb))?;
                 Ok(Out::Done)
             }
             Op::Symlink { target, path } => {
                 let (parent, name) = self.parent(path)?;
-                let (e, _) = wait(|cb| core.symlink(parent, name, target.as_bytes(), cb))?;
+                let (e, _) =
+                    wait(|cb| core.symlink(&who, NodeId(parent), name, target.as_bytes(), cb))?;
                 self.hold(e);
                 Ok(Out::Done)
             }
             Op::Link { from, to } => {
                 let old = self.walk(from, false)?;
                 let (parent, name) = self.parent(to)?;
-                let (e, _) = wait(|cb| core.link(old.node, parent, name, cb))?;
+                let (e, _) =
+                    wait(|cb| core.link(&who, NodeId(old.node), NodeId(parent), name, cb))?;
                 self.hold(e);
                 Ok(Out::Done)
             }
@@ -571,7 +598,9 @@ impl<'a> Driver<'a> {
                 }
                 let (p, name) = self.parent(from)?;
                 let (np, new_name) = self.parent(to)?;
-                wait(|cb| core.rename((p, name), (np, new_name), *flags, cb))?;
+                wait(|cb| {
+                    core.rename(&who, (NodeId(p), name), (NodeId(np), new_name), *flags, cb)
+                })?;
                 Ok(Out::Done)
             }
             Op::Chmod { path, mode } => {
@@ -612,7 +641,7 @@ impl<'a> Driver<'a> {
                 flags,
             } => {
                 let e = self.walk(path, true)?;
-                wait(|cb| core.setxattr(e.node, name.as_bytes(), value, *flags, cb))?;
+                wait(|cb| core.setxattr(&who, NodeId(e.node), name.as_bytes(), value, *flags, cb))?;
                 Ok(Out::Done)
             }
             Op::GetXattr { path, name, probe } => {
@@ -620,21 +649,21 @@ impl<'a> Driver<'a> {
                 // With `default_permissions` the kernel checks read
                 // permission for a `user.` xattr before asking (the core
                 // answers a node known to have none without asking).
-                may(&e.attr, 0o4)?;
+                may(&who, &e.attr, 0o4)?;
                 let size = if *probe { 0 } else { 256 };
-                wait_xattr(|cb| core.getxattr(e.node, name.as_bytes(), size, cb))
+                wait_xattr(|cb| core.getxattr(&who, NodeId(e.node), name.as_bytes(), size, cb))
             }
             Op::ListXattr { path, probe } => {
                 let e = self.walk(path, true)?;
                 let size = if *probe { 0 } else { 4096 };
-                match wait_xattr(|cb| core.listxattr(e.node, size, cb))? {
+                match wait_xattr(|cb| core.listxattr(&who, NodeId(e.node), size, cb))? {
                     Out::Bytes(d) => Ok(Out::Names(split_names(&d))),
                     other => Ok(other),
                 }
             }
             Op::RemoveXattr { path, name } => {
                 let e = self.walk(path, true)?;
-                wait(|cb| core.removexattr(e.node, name.as_bytes(), cb))?;
+                wait(|cb| core.removexattr(&who, NodeId(e.node), name.as_bytes(), cb))?;
                 Ok(Out::Done)
             }
             Op::Plant {
@@ -646,17 +675,20 @@ impl<'a> Driver<'a> {
             } => {
                 let (parent, name) = self.parent(path)?;
                 let e = if *dir {
-                    let (e, _) = wait(|cb| core.mkdir(parent, name, 0o700 & !self.umask, cb))?;
+                    let (e, _) =
+                        wait(|cb| core.mkdir(&who, NodeId(parent), name, 0o700 & !self.umask, cb))?;
                     self.hold(e)
                 } else {
                     let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
-                    let (e, _, opened) =
-                        wait(|cb| core.create(parent, name, 0o600 & !self.umask, flags, cb))?;
-                    let fh = opened.fh;
+                    let (e, _, opened) = wait(|cb| {
+                        core.create(&who, NodeId(parent), name, 0o600 & !self.umask, flags, cb)
+                    })?;
+                    let fh = opened.fh.0;
                     self.hold(e);
                     let data = pattern(0, PLANTED_LEN);
-                    let r = wait(|cb| core.write(fh, 0, &data, cb));
-                    wait(|cb| core.release(fh, cb))?;
+                    let r =
+                        wait(|cb| core.write(&who, NodeId(e.node), Fh(fh), 0, &data, false, cb));
+                    wait(|cb| core.release(Fh(fh), cb))?;
                     r?;
                     e
                 };
@@ -666,12 +698,12 @@ impl<'a> Driver<'a> {
                     gid: Some(ids.group(*group)),
                     ..Default::default()
                 };
-                wait(|cb| core.setattr(e.node, None, owned, cb))?;
+                wait(|cb| core.setattr(&who, NodeId(e.node), None, owned, cb))?;
                 let mode = SetAttr {
                     mode: Some(*mode),
                     ..Default::default()
                 };
-                wait(|cb| core.setattr(e.node, None, mode, cb))?;
+                wait(|cb| core.setattr(&who, NodeId(e.node), None, mode, cb))?;
                 Ok(Out::Done)
             }
             Op::Chown {
@@ -691,12 +723,12 @@ impl<'a> Driver<'a> {
             }
             Op::Stat { path, follow } => {
                 let e = self.walk(path, *follow)?;
-                let (a, _) = wait(|cb| core.getattr(e.node, None, cb))?;
+                let (a, _) = wait(|cb| core.getattr(&who, NodeId(e.node), None, cb))?;
                 Ok(Out::Stat(Stat::of_attr(&a)))
             }
             Op::List { path } => {
                 let attr = if *path == "." {
-                    wait(|cb| core.getattr(ROOT_NODE, None, cb))?.0
+                    wait(|cb| core.getattr(&who, NodeId(ROOT_NODE), None, cb))?.0
                 } else {
                     self.walk(path, true)?.attr
                 };
@@ -705,10 +737,10 @@ impl<'a> Driver<'a> {
                     return Err(Errno::ENOTDIR);
                 }
                 // Opening a directory needs read permission.
-                may(&attr, 0o4)?;
-                let (fh, _) = wait(|cb| core.opendir(node, cb))?;
+                may(&who, &attr, 0o4)?;
+                let (Fh(fh), _) = wait(|cb| core.opendir(&who, NodeId(node), cb))?;
                 let r = self.list(node, fh);
-                wait(|cb| core.releasedir(fh, cb))?;
+                wait(|cb| core.releasedir(Fh(fh), cb))?;
                 let mut names = r?;
                 names.sort();
                 Ok(Out::Names(names))

@@ -21,7 +21,7 @@ use dockerfuse_proto::{Errno, ROOT_NODE};
 use super::direct::split_names;
 use super::identity::Ids;
 use super::ops::{explicit, Stat};
-use crate::fs::{Core, Xattr};
+use crate::fs::{Core, Fh, NodeId, Who, Xattr};
 use crate::rpc::Rpc;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -204,14 +204,15 @@ struct Listed {
 /// references of the entries are kept (the callback takes them all) and
 /// returned for the caller to forget.
 fn list(core: &Core<Rpc>, dir: u64) -> Result<Vec<Listed>, Errno> {
-    let (fh, _) = wait(|cb| core.opendir(dir, cb))?;
+    let (Fh(fh), _) = wait(|cb| core.opendir(&Who::Mount, NodeId(dir), cb))?;
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
         let (tx, rx) = mpsc::sync_channel(1);
         core.readdirplus(
-            dir,
-            fh,
+            &Who::Mount,
+            NodeId(dir),
+            Fh(fh),
             offset,
             LISTING_CHUNK,
             Box::new(move |r: Result<&[crate::fs::PlusItem<'_>], Errno>| {
@@ -241,23 +242,25 @@ fn list(core: &Core<Rpc>, dir: u64) -> Result<Vec<Listed>, Errno> {
             }
         }
     }
-    wait(|cb| core.releasedir(fh, cb))?;
+    wait(|cb| core.releasedir(Fh(fh), cb))?;
     Ok(out)
 }
 
 /// A file's whole data through open/read/release.
 fn read_all(core: &Core<Rpc>, node: u64) -> Result<Vec<u8>, Errno> {
-    let fh = wait(|cb| core.open(node, libc::O_RDONLY, cb))?.fh;
+    let fh = wait(|cb| core.open(&Who::Mount, NodeId(node), libc::O_RDONLY, cb))?
+        .fh
+        .0;
     let mut data = Vec::new();
     let r = loop {
         let off = data.len() as u64;
-        match bytes(|cb| core.read(fh, off, 128 * 1024, cb)) {
+        match bytes(|cb| core.read(&Who::Mount, Fh(fh), off, 128 * 1024, cb)) {
             Ok(chunk) if chunk.is_empty() => break Ok(data),
             Ok(chunk) => data.extend_from_slice(&chunk),
             Err(e) => break Err(e),
         }
     };
-    wait(|cb| core.release(fh, cb))?;
+    wait(|cb| core.release(Fh(fh), cb))?;
     r
 }
 
@@ -286,19 +289,22 @@ pub(super) fn through_core(core: &Core<Rpc>) -> Result<Tree, Errno> {
             let kind = stat.kind;
             let contents = (kind == libc::S_IFREG).then(|| read_all(core, i.node));
             let target = if kind == libc::S_IFLNK {
-                Some(bytes(|cb| core.readlink(i.node, cb))?)
+                Some(bytes(|cb| core.readlink(&Who::Mount, NodeId(i.node), cb))?)
             } else {
                 None
             };
-            let xattrs = xattr(|cb| core.listxattr(i.node, 4096, cb)).map(|names| {
-                split_names(&names)
-                    .into_iter()
-                    .map(|n| {
-                        let v = xattr(|cb| core.getxattr(i.node, &n, 4096, cb));
-                        (n, v)
-                    })
-                    .collect()
-            });
+            let xattrs =
+                xattr(|cb| core.listxattr(&Who::Mount, NodeId(i.node), 4096, cb)).map(|names| {
+                    split_names(&names)
+                        .into_iter()
+                        .map(|n| {
+                            let v = xattr(|cb| {
+                                core.getxattr(&Who::Mount, NodeId(i.node), &n, 4096, cb)
+                            });
+                            (n, v)
+                        })
+                        .collect()
+                });
             keys.insert(path.clone(), i.node);
             tree.insert(
                 path.clone(),
@@ -325,7 +331,7 @@ pub(super) fn through_core(core: &Core<Rpc>) -> Result<Tree, Errno> {
     }
     let (mut tree, mut keys, mut held) = (Tree::new(), HashMap::new(), Vec::new());
     let r = walk(core, ROOT_NODE, "", &mut tree, &mut keys, &mut held);
-    core.forget(held);
+    core.forget(held.into_iter().map(|(n, c)| (NodeId(n), c)).collect());
     r?;
     link_groups(&mut tree, &keys);
     Ok(tree)
