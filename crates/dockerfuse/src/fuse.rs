@@ -27,6 +27,7 @@ use fuser::{
 use crate::fs::{Attr, CallerGuard, Core, Errno, Lookup, SetAttr, SetTime, Transport, Ttl, Xattr};
 use crate::groups::CallerGroups;
 use crate::passthrough::{Backings, Mode};
+use crate::waits;
 
 type FuseRequest = fuser::Request;
 
@@ -237,6 +238,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn lookup(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _w = waits::kernel(waits::Op::Lookup);
         let _as = self.caller(req);
         self.core.lookup(
             parent.0,
@@ -255,10 +257,12 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn forget(&self, _req: &FuseRequest, ino: INodeNo, nlookup: u64) {
+        let _w = waits::kernel(waits::Op::Forget);
         self.core.forget(vec![(ino.0, nlookup)]);
     }
 
     fn getattr(&self, req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _w = waits::kernel(waits::Op::GetAttr);
         let _as = self.caller(req);
         self.core
             .getattr(ino.0, fh.map(|f| f.0), attr_reply!(self, reply));
@@ -282,6 +286,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _w = waits::kernel(waits::Op::SetAttr);
         let _as = self.caller(req);
         let attr = SetAttr {
             mode,
@@ -296,6 +301,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
+        let _w = waits::kernel(waits::Op::ReadLink);
         let _as = self.caller(req);
         self.core.readlink(
             ino.0,
@@ -316,6 +322,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _w = waits::kernel(waits::Op::Mknod);
         let _as = self.caller(req);
         self.core.mknod(
             parent.0,
@@ -335,17 +342,20 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _w = waits::kernel(waits::Op::Mkdir);
         let _as = self.caller(req);
         self.core
             .mkdir(parent.0, bytes(name), mode, entry_reply!(self, reply));
     }
 
     fn unlink(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _w = waits::kernel(waits::Op::Unlink);
         let _as = self.caller(req);
         self.core.unlink(parent.0, bytes(name), empty_reply!(reply));
     }
 
     fn rmdir(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _w = waits::kernel(waits::Op::Rmdir);
         let _as = self.caller(req);
         self.core.rmdir(parent.0, bytes(name), empty_reply!(reply));
     }
@@ -358,6 +368,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _w = waits::kernel(waits::Op::Symlink);
         let _as = self.caller(req);
         self.core.symlink(
             parent.0,
@@ -377,6 +388,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::Rename);
         let _as = self.caller(req);
         self.core.rename(
             (parent.0, bytes(name)),
@@ -394,6 +406,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _w = waits::kernel(waits::Op::Link);
         let _as = self.caller(req);
         self.core.link(
             ino.0,
@@ -404,6 +417,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn open(&self, req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _w = waits::kernel(waits::Op::Open);
         let _as = self.caller(req);
         let (pt, core, node) = (self.passthrough.clone(), self.core.clone(), ino.0);
         self.core.open(
@@ -447,6 +461,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _w = waits::kernel(waits::Op::Read);
         let _as = self.caller(req);
         self.core.read(
             fh.0,
@@ -471,6 +486,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _w = waits::kernel(waits::Op::Write);
         let _as = self.caller(req);
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         if kill && !self.core.options().per_caller {
@@ -512,6 +528,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::Flush);
         let _as = self.caller(req);
         self.core.flush(fh.0, empty_reply!(reply));
     }
@@ -526,6 +543,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::Release);
         let _as = self.caller(req);
         if let Some(pt) = &self.passthrough {
             pt.release(fh.0);
@@ -541,11 +559,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::Fsync);
         let _as = self.caller(req);
         self.core.fsync(fh.0, datasync, empty_reply!(reply));
     }
 
     fn opendir(&self, req: &FuseRequest, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _w = waits::kernel(waits::Op::OpenDir);
         let _as = self.caller(req);
         self.core.opendir(
             ino.0,
@@ -570,6 +590,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _w = waits::kernel(waits::Op::ReadDir);
         let _as = self.caller(req);
         // fuser sizes the reply buffer from the kernel's request; ask the
         // satellite for what a 4 KiB page holds at least.
@@ -600,6 +621,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _w = waits::kernel(waits::Op::ReadDirPlus);
         let _as = self.caller(req);
         self.core.readdirplus(
             ino.0,
@@ -643,6 +665,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::ReleaseDir);
         let _as = self.caller(req);
         self.core.releasedir(fh.0, empty_reply!(reply));
     }
@@ -655,11 +678,13 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::FsyncDir);
         let _as = self.caller(req);
         self.core.fsyncdir(fh.0, datasync, empty_reply!(reply));
     }
 
     fn statfs(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {
+        let _w = waits::kernel(waits::Op::StatFs);
         let _as = self.caller(req);
         self.core.statfs(
             ino.0,
@@ -682,6 +707,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::SetXattr);
         let _as = self.caller(req);
         self.core
             .setxattr(ino.0, bytes(name), value, flags, empty_reply!(reply));
@@ -695,23 +721,27 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         size: u32,
         reply: ReplyXattr,
     ) {
+        let _w = waits::kernel(waits::Op::GetXattr);
         let _as = self.caller(req);
         self.core
             .getxattr(ino.0, bytes(name), size, xattr_reply(reply));
     }
 
     fn listxattr(&self, req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _w = waits::kernel(waits::Op::ListXattr);
         let _as = self.caller(req);
         self.core.listxattr(ino.0, size, xattr_reply(reply));
     }
 
     fn removexattr(&self, req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _w = waits::kernel(waits::Op::RemoveXattr);
         let _as = self.caller(req);
         self.core
             .removexattr(ino.0, bytes(name), empty_reply!(reply));
     }
 
     fn access(&self, req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _w = waits::kernel(waits::Op::Access);
         let _as = self.caller(req);
         self.core.access(ino.0, mask.bits(), empty_reply!(reply));
     }
@@ -726,6 +756,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _w = waits::kernel(waits::Op::Create);
         let _as = self.caller(req);
         let (pt, core) = (self.passthrough.clone(), self.core.clone());
         self.core.create(
@@ -775,6 +806,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::Fallocate);
         let _as = self.caller(req);
         self.core
             .fallocate(fh.0, offset, length, mode, empty_reply!(reply));
@@ -789,6 +821,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _w = waits::kernel(waits::Op::Lseek);
         let _as = self.caller(req);
         self.core.lseek(
             fh.0,
@@ -814,6 +847,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _w = waits::kernel(waits::Op::CopyFileRange);
         let _as = self.caller(req);
         self.core.copy_file_range(
             (fh_in.0, offset_in),

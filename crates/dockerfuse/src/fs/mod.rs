@@ -146,6 +146,7 @@ impl<T: Transport> Core<T> {
             let rpc = rpc.clone();
             let send: write_behind::SendBatch = Arc::new(move |fh, offset, data, done| {
                 let len = data.len() as u64;
+                let _bg = crate::waits::background();
                 let req = Request::Write {
                     fh,
                     offset,
@@ -215,6 +216,7 @@ impl<T: Transport> Core<T> {
     fn dispatch(&self, req: &Request<'_>, done: Done) {
         match &self.behind {
             Some(b) if !b.is_idle() => {
+                crate::waits::deferred();
                 let (rpc, req) = (self.rpc.clone(), req.clone().into_owned());
                 b.after_writes(Box::new(move || rpc.call(&req, done)))
             }
@@ -272,6 +274,7 @@ impl<T: Transport> Core<T> {
 
     /// Sends a request whose outcome nobody waits for and answers `cb` now.
     fn send_and_ack(&self, req: &Request<'_>, cb: Cb<()>) {
+        let _bg = crate::waits::background();
         self.dispatch(req, Box::new(|_| {}));
         cb(Ok(()))
     }
@@ -780,7 +783,9 @@ impl<T: Transport> Core<T> {
         let Some(b) = self.behind.clone() else {
             return self.send_and_ack(&Request::Release { fh }, cb);
         };
+        let bg = crate::waits::background();
         self.dispatch(&Request::Release { fh }, Box::new(move |_| b.forget(fh)));
+        drop(bg);
         cb(Ok(()))
     }
 
