@@ -146,7 +146,7 @@ cleanup() {
 	# Backstops: bench.py unmounts what it mounted and stops its proxy.
 	if [ -f "$WORK/proxy.pid" ]; then
 		p=$(cat "$WORK/proxy.pid")
-		if [[ "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" == *delay_proxy.py* ]]; then
+		if [ -r "/proc/$p/cmdline" ] && [[ "$(tr '\0' ' ' <"/proc/$p/cmdline")" == *delay_proxy.py* ]]; then
 			say "stopping leftover delay proxy $p"
 			kill -TERM "$p" 2>/dev/null
 		fi
