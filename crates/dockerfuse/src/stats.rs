@@ -97,9 +97,11 @@ fn ask(sock: &Path) -> std::io::Result<Snapshot> {
 pub(crate) fn run(mountpoint: &Path, json: bool) -> Result<()> {
     let want = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let dir = state::dir();
+    // Of mounts stacked on one directory, the latest is the one seen there.
     let Some((_, rec)) = state::read_all(&dir)
         .into_iter()
-        .find(|(_, r)| r.mountpoint == want && state::alive(r.pid))
+        .filter(|(_, r)| r.mountpoint == want && state::alive(r.pid))
+        .max_by_key(|(_, r)| r.since)
     else {
         return Err(Error::setup(format!(
             "{} is not a dockerfuse mount of this user",
