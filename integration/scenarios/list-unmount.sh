@@ -92,6 +92,7 @@ cap JSON "$DOCKERFUSE" list --json
 assert_eq "list: the killed mount has no pid any more" null \
 	"$(jq --arg m "$C" '.[] | select(.mountpoint == $m) | .pid' <<<"$JSON")"
 check_not "list removed the stale state file" test -e "$DOCKERFUSE_RUNTIME_DIR/$PID_C.json"
+check_not "... and the killed process's stats socket" test -e "$DOCKERFUSE_RUNTIME_DIR/$PID_C.sock"
 check "dockerfuse unmount of the dead mount" timeout 30 "$DOCKERFUSE" unmount "$C"
 check "the dead mount is gone" not_mounted "$C"
 
