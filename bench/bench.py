@@ -15,6 +15,14 @@ Samples are wall-clock seconds; the table shows medians and ratios of
 medians, and compares them with the targets: the exec transport's
 (dockerfuse-exec only), the local transport's (dockerfuse-local only) and
 those of every mount (mount to ready, client RSS).
+
+Next to each dockerfuse sample the mount's wait counts (`dockerfuse stats
+--json` before and after): kernel requests, the waits among them (answered
+only after a round trip to the satellite) and the satellite requests, per
+kernel operation. Waits per file do not depend on the machine's load: they
+are the primary figures. The "remote" group runs dockerfuse and the docker
+CLI through delay_proxy.py (a TCP proxy in front of the engine's socket
+that delays each direction by half the round-trip time).
 """
 
 import argparse
@@ -52,7 +60,11 @@ ENV = dict(os.environ, LC_ALL="C")
 DEVNULL = subprocess.DEVNULL
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-GROUPS = ["ready", "walk", "tar", "read", "write", "dd", "create", "random", "rtt", "latency"]
+GROUPS = ["ready", "walk", "tar", "read", "write", "dd", "create", "random", "rtt", "latency", "remote"]
+REMOTE_DIRS, REMOTE_FILES = 50, 20  # 1,000 small files
+REMOTE_CREATES, REMOTE_CREATE_SIZE = 200, 4096
+REMOTE_BULK = 16 * MiB
+GREP_PATTERN = "benchmark"  # in every file of the trees
 DD_SIZE = 64 * MiB
 LATENCY_CHANGES = 40  # per round
 
@@ -65,11 +77,11 @@ def log(msg):
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def run(argv, timeout=600, check=True, stdin=None, stdout=DEVNULL, **kw):
+def run(argv, timeout=600, check=True, stdin=None, stdout=DEVNULL, env=None, **kw):
     try:
         r = subprocess.run(argv, stdin=stdin if stdin is not None else DEVNULL,
                            stdout=stdout, stderr=subprocess.PIPE,
-                           timeout=timeout, env=ENV, **kw)
+                           timeout=timeout, env=env or ENV, **kw)
     except subprocess.TimeoutExpired as e:
         raise BenchError(f"timed out after {timeout}s: {shlex.join(argv)}") from e
     if check and r.returncode != 0:
@@ -82,10 +94,10 @@ def out(argv, timeout=120):
     return run(argv, timeout=timeout, stdout=subprocess.PIPE).stdout.decode().strip()
 
 
-def timed(argv, timeout=600, stdin=None):
+def timed(argv, timeout=600, stdin=None, env=None):
     """Wall seconds of one command (output to /dev/null)."""
     t0 = time.perf_counter()
-    run(argv, timeout=timeout, stdin=stdin)
+    run(argv, timeout=timeout, stdin=stdin, env=env)
     return time.perf_counter() - t0
 
 
@@ -200,6 +212,38 @@ class Cpu:
         return {k: round(b[k] - self.a[k], 3) for k in b}
 
 
+class Counting:
+    """The wait counts of a mount between start() and stop() (None: no mount)."""
+
+    def __init__(self, mt):
+        self.mt = mt
+
+    def start(self):
+        self.a = self.mt.counts() if self.mt else None
+        return self
+
+    def stop(self):
+        return diff_counts(self.a, self.mt.counts()) if self.mt else None
+
+
+def diff_counts(a, b):
+    """b - a: totals, {op: [requests, waits]}, {satellite request: sent}."""
+    def ops(x):
+        return {o["op"]: (o["requests"], o["waits"]) for o in x["ops"]}
+
+    def sent(x):
+        return {c["request"]: c["sent"] for c in x["sent"]}
+    oa, ob, sa, sb = ops(a), ops(b), sent(a), sent(b)
+    d_ops = {}
+    for k, (r, w) in ob.items():
+        r0, w0 = oa.get(k, (0, 0))
+        if r - r0 or w - w0:
+            d_ops[k] = [r - r0, w - w0]
+    return {"requests": b["requests"] - a["requests"], "waits": b["waits"] - a["waits"],
+            "sent": b["sent_total"] - a["sent_total"], "ops": d_ops,
+            "sent_by": {k: v - sa.get(k, 0) for k, v in sb.items() if v - sa.get(k, 0)}}
+
+
 class RssSampler(threading.Thread):
     def __init__(self, pid):
         super().__init__(daemon=True)
@@ -225,8 +269,9 @@ class Mount:
     live = []
     counter = 0
 
-    def __init__(self, ctx, extra=(), transport=""):
+    def __init__(self, ctx, extra=(), transport="", env=None):
         Mount.counter += 1
+        self.env = env or ENV
         self.ctx = ctx
         self.dir = os.path.join(ctx.work, f"mnt{Mount.counter}")
         os.makedirs(self.dir, exist_ok=True)
@@ -248,7 +293,7 @@ class Mount:
             t0 = time.perf_counter()
             try:
                 r = subprocess.run(self.argv, stdin=DEVNULL, stdout=o, stderr=o,
-                                   timeout=180, env=ENV)
+                                   timeout=180, env=self.env)
             except subprocess.TimeoutExpired as e:
                 raise BenchError(f"dockerfuse did not get ready in 180 s: {shlex.join(self.argv)}") from e
             dt = time.perf_counter() - t0
@@ -261,6 +306,10 @@ class Mount:
 
     def path(self, p):
         return self.dir + p
+
+    def counts(self):
+        """The mount's wait counts now (dockerfuse stats --json)."""
+        return json.loads(out([self.ctx.dockerfuse, "stats", self.dir, "--json"], timeout=30))
 
     def satellite_path(self):
         m = re.search(r"satellite started arch=\w+ path=(\S+)", tail(self.logfile, 4000))
@@ -329,21 +378,32 @@ class Workload:
     Each path: label, amount (bytes or ops per sample), samples (seconds,
     or MB for 'MB'), cpu (per sample dicts, optional)."""
 
-    def __init__(self, key, title, metric, note=""):
+    def __init__(self, key, title, metric, note="", per=None):
         self.key, self.title, self.metric, self.note = key, title, metric, note
         self.paths = {}
         self.checks = []
+        # (unit, units per sample) of the waits column: ("file", 10000)
+        self.per = per
 
     def path(self, name, label, amount=1):
         self.paths.setdefault(name, {"label": label, "amount": amount, "samples": [], "cpu": []})
         return self.paths[name]
 
-    def add(self, name, label, value, amount=1, cpu=None, measured=True):
+    def add(self, name, label, value, amount=1, cpu=None, measured=True, counts=None):
         p = self.path(name, label, amount)
         if measured:
             p["samples"].append(round(value, 6))
             if cpu is not None:
                 p["cpu"].append(cpu)
+            if counts is not None:
+                p.setdefault("counts", []).append(counts)
+
+    def waits_per(self, name):
+        """Median waits per unit (file) of a dockerfuse path, or None."""
+        c = self.paths.get(name, {}).get("counts")
+        if not c or not self.per:
+            return None
+        return statistics.median(x["waits"] for x in c) / self.per[1]
 
     def check(self, against, kind, limit, text, only=None):
         """A target; `only`: the transport it is for (default: every one).
@@ -408,6 +468,8 @@ class Workload:
 
     def to_json(self):
         d = {"title": self.title, "metric": self.metric, "note": self.note, "paths": {}}
+        if self.per:
+            d["per"] = {"unit": self.per[0], "units": self.per[1]}
         for name, p in self.paths.items():
             q = dict(p)
             q["median"] = self.median(name)
@@ -420,6 +482,9 @@ class Workload:
                                       else "dockerfuse time / this path's time")
             if not q["cpu"]:
                 del q["cpu"]
+            wp = self.waits_per(name)
+            if wp is not None:
+                q["waits_per_" + self.per[0]] = round(wp, 4)
             d["paths"][name] = q
         d["checks"] = self.checks
         return d
@@ -439,6 +504,14 @@ def fmt_value(metric, v):
     if metric == "MB":
         return f"{v:.1f} MB"
     return str(v)
+
+
+def fmt_waits(w, name):
+    """Median waits per unit of a dockerfuse path: "1.80/file"."""
+    v = w.waits_per(name)
+    if v is None:
+        return "–"
+    return f"{v:.3g}/{w.per[0]}" if v < 100 else f"{v:.0f}/{w.per[0]}"
 
 
 def fmt_ratio(w, r):
@@ -558,11 +631,13 @@ def w_walk(ctx, res):
     ttl = [] if explicit or not ctx.walk_ttl else ["--ttl", ctx.walk_ttl]
     ttl_txt = ("ttl from BENCH_DF_FLAGS" if explicit else
                f"--ttl {ctx.walk_ttl}" if ttl else "default TTLs")
+    files = ("file", TREE_DIRS * TREE_FILES)
     ls_c = Workload("ls_cold", "ls -lR 10k files, cold", "s",
-                    f"fresh mount ({ttl_txt}) and caches dropped; direct/exec: caches dropped")
-    ls_w = Workload("ls_warm", "ls -lR 10k files, warm", "s", "again right after the cold run (same mount)")
-    fd_c = Workload("find_cold", "find 10k files, cold", "s", ls_c.note)
-    fd_w = Workload("find_warm", "find 10k files, warm", "s", ls_w.note)
+                    f"fresh mount ({ttl_txt}) and caches dropped; direct/exec: caches dropped", per=files)
+    ls_w = Workload("ls_warm", "ls -lR 10k files, warm", "s", "again right after the cold run (same mount)",
+                    per=files)
+    fd_c = Workload("find_cold", "find 10k files, cold", "s", ls_c.note, per=files)
+    fd_w = Workload("find_warm", "find 10k files, warm", "s", ls_w.note, per=files)
     ls_c.check("direct", "time", 2.5, "exec: ≤ 2.5× direct", only="exec")
     ls_w.check("direct", "time", 1.3, "exec: ≤ 1.3× direct", only="exec")
     fd_c.check("transport", "time", 1.5, "exec: ≤ 1.5× docker exec find", only="exec")
@@ -590,10 +665,10 @@ def w_walk(ctx, res):
                 drop_caches(ctx)
                 sampler = RssSampler(mt.pid)
                 sampler.start()
-                cpu = Cpu(ctx, mt).start()
-                wc.add(name, label, timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m)
-                cpu = Cpu(ctx, mt).start()
-                ww.add(name, label, timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m)
+                cpu, n = Cpu(ctx, mt).start(), Counting(mt).start()
+                wc.add(name, label, timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m, counts=n.stop())
+                cpu, n = Cpu(ctx, mt).start(), Counting(mt).start()
+                ww.add(name, label, timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m, counts=n.stop())
                 peak = sampler.stop()
                 if tool == "ls":
                     hwm = proc_status(mt.pid, "VmHWM") or 0
@@ -613,29 +688,45 @@ def w_walk(ctx, res):
 
 
 def w_tar(ctx, res):
+    files = ("file", TREE_DIRS * TREE_FILES)
     w = Workload("tar_cold", "tar c of the 10k-file tree, cold", "s",
                  "tar cf - | cat >/dev/null after dropping caches (dockerfuse: fresh mount); "
-                 "vs docker cp C:/bench/tree - and docker exec tar cf -")
+                 "vs docker cp C:/bench/tree - and docker exec tar cf -", per=files)
+    ww = Workload("tar_warm", "tar c of the 10k-file tree, warm", "s",
+                  "the same again at once (same mount, caches kept)", per=files)
+    gc = Workload("grep_cold", "grep -r of the 10k-file tree, cold", "s",
+                  f"grep -r {GREP_PATTERN} (matches every file) after dropping caches (dockerfuse: fresh mount); "
+                  "vs docker exec grep -r", per=files)
+    gw = Workload("grep_warm", "grep -r of the 10k-file tree, warm", "s",
+                  "the same again at once (same mount, caches kept)", per=files)
     w.check("transport", "time", 2.0, "exec: ≤ 2× docker cp", only="exec")
     w.check("direct", "time", 1.5, "local: ≤ 1.5× direct", only="local")
-    res.append(w)
+    res += [w, ww, gc, gw]
+    tar = "tar cf - -C {} tree | cat >/dev/null"
+    grep = f"grep -r {GREP_PATTERN} {{}} >/dev/null"
     for i, m in rounds(ctx):
-        for t in ctx.transports:
-            mt = Mount(ctx, transport=t)
-            mt.start()
+        for cold, warm, code, where in ((w, ww, tar, "/bench"), (gc, gw, grep, "/bench/tree")):
+            for t in ctx.transports:
+                mt = Mount(ctx, transport=t)
+                mt.start()
+                drop_caches(ctx)
+                for row in (cold, warm):
+                    cpu, n = Cpu(ctx, mt).start(), Counting(mt).start()
+                    row.add(df_name(t), df_label(t), timed(bash(code.format(shlex.quote(mt.path(where))))),
+                            cpu=cpu.stop(), measured=m, counts=n.stop())
+                mt.stop()
             drop_caches(ctx)
-            cpu = Cpu(ctx, mt).start()
-            w.add(df_name(t), df_label(t),
-                  timed(bash(f"tar cf - -C {shlex.quote(mt.path('/bench'))} tree | cat >/dev/null")),
-                  cpu=cpu.stop(), measured=m)
-            mt.stop()
-        drop_caches(ctx)
-        w.add("direct", "/proc/<pid>/root",
-              timed(bash(f"tar cf - -C {ctx.direct}/bench tree | cat >/dev/null")), measured=m)
-        drop_caches(ctx)
-        cpu = Cpu(ctx).start()
-        w.add("transport", "docker cp C:/bench/tree -",
-              timed(["docker", "cp", f"{ctx.container}:/bench/tree", "-"]), cpu=cpu.stop(), measured=m)
+            for row in (cold, warm):
+                row.add("direct", "/proc/<pid>/root", timed(bash(code.format(ctx.direct + where))), measured=m)
+            drop_caches(ctx)
+            for row in (cold, warm):
+                cpu = Cpu(ctx).start()
+                if code is tar:
+                    argv, label = ["docker", "cp", f"{ctx.container}:/bench/tree", "-"], "docker cp C:/bench/tree -"
+                else:
+                    argv, label = (["docker", "exec", ctx.container, "grep", "-r", GREP_PATTERN, "/bench/tree"],
+                                   "docker exec grep -r")
+                row.add("transport", label, timed(argv), cpu=cpu.stop(), measured=m)
         drop_caches(ctx)
         cpu = Cpu(ctx).start()
         w.add("transport_exec", "docker exec tar cf -",
@@ -644,9 +735,10 @@ def w_tar(ctx, res):
 
 
 def w_read(ctx, res, mts):
+    mib = ("MiB", BIG_SIZE // MiB)
     first = Workload("read_first", "seq read 256 MiB, first", "MB/s",
-                     "cat FILE >/dev/null after dropping caches (host and container page cache)")
-    again = Workload("read_again", "seq read 256 MiB, re-read", "MB/s", "the same read again, caches warm")
+                     "cat FILE >/dev/null after dropping caches (host and container page cache)", per=mib)
+    again = Workload("read_again", "seq read 256 MiB, re-read", "MB/s", "the same read again, caches warm", per=mib)
     first.check("transport", "speed", 0.95, "exec: ≥ 95% of docker exec cat", only="exec")
     again.check("direct", "speed", 0.8, "exec: ≥ 80% of direct", only="exec")
     first.check("direct", "speed", 0.8, "local: ≥ 80% of direct", only="local")
@@ -663,12 +755,12 @@ def w_read(ctx, res, mts):
                 # pages of the file in the host page cache before the run
                 # (fincore; the re-read is slower when some were evicted)
                 res_mb = resident_mb(mnt.path(big) if mnt else ctx.direct + big)
-                cpu = Cpu(ctx, mnt).start()
+                cpu, n = Cpu(ctx, mnt).start(), Counting(mnt).start()
                 t = timed(argv)
                 c = cpu.stop()
                 if res_mb is not None:
                     c["resident MB before"] = res_mb
-                w.add(name, label, t, amount=BIG_SIZE, cpu=c, measured=m)
+                w.add(name, label, t, amount=BIG_SIZE, cpu=c, measured=m, counts=n.stop())
 
 
 def resident_mb(path):
@@ -684,7 +776,8 @@ def resident_mb(path):
 
 def w_write(ctx, res, mts):
     w = Workload("write", "seq write 256 MiB", "MB/s",
-                 "cat SRC > FILE (new file, 128 KiB writes, no fsync; SRC in the host page cache)")
+                 "cat SRC > FILE (new file, 128 KiB writes, no fsync; SRC in the host page cache)",
+                 per=("MiB", BIG_SIZE // MiB))
     w.check("transport", "speed", 0.8, "exec: ≥ 80% of docker exec -i cat", only="exec")
     w.check("direct", "speed", 0.7, "local: ≥ 70% of direct", only="local")
     res.append(w)
@@ -719,9 +812,9 @@ def w_write(ctx, res, mts):
         for name, label, go, rm, size, mnt in paths:
             rm()
             os.sync()
-            cpu = Cpu(ctx, mnt).start()
+            cpu, n = Cpu(ctx, mnt).start(), Counting(mnt).start()
             t = go()
-            w.add(name, label, t, amount=BIG_SIZE, cpu=cpu.stop(), measured=m)
+            w.add(name, label, t, amount=BIG_SIZE, cpu=cpu.stop(), measured=m, counts=n.stop())
             if size() != BIG_SIZE:
                 raise BenchError(f"{name}: written file has {size()} bytes, not {BIG_SIZE}")
     for p in paths:
@@ -731,7 +824,7 @@ def w_write(ctx, res, mts):
 def w_create(ctx, res, mts):
     w = Workload("create", f"create {CREATE_COUNT} small files", "s",
                  f"open/write {CREATE_SIZE} B/close, one after the other, in a new directory; "
-                 "transport: docker cp - of a tar of the same files")
+                 "transport: docker cp - of a tar of the same files", per=("file", CREATE_COUNT))
     w.check("direct", "time", 3.0, "exec: ≤ 3× direct", only="exec")
     w.check("direct", "time", 2.0, "local: ≤ 2× direct", only="local")
     res.append(w)
@@ -756,8 +849,8 @@ def w_create(ctx, res, mts):
             if name.startswith("dockerfuse"):
                 t = name[len("dockerfuse-"):]
                 mt = mts[t]
-                cpu = Cpu(ctx, mt).start()
-                w.add(name, df_label(t), py_create(mt.path(rel)), cpu=cpu.stop(), measured=m)
+                cpu, c = Cpu(ctx, mt).start(), Counting(mt).start()
+                w.add(name, df_label(t), py_create(mt.path(rel)), cpu=cpu.stop(), measured=m, counts=c.stop())
             elif name == "direct":
                 w.add(name, "/proc/<pid>/root", py_create(ctx.direct + rel), measured=m)
             else:
@@ -819,7 +912,8 @@ def w_random(ctx, res, mts):
     for threads in (1, 4):
         w = Workload(f"randread_{threads}t", f"random 4 KiB reads, {threads} thread{'s' if threads > 1 else ''}",
                      "IOPS", f"{RAND_READS} reads of 4 KiB at random offsets of the 256 MiB file, caches dropped "
-                     f"first, {tool}, POSIX_FADV_RANDOM; transport: one docker exec dd per read")
+                     f"first, {tool}, POSIX_FADV_RANDOM; transport: one docker exec dd per read",
+                     per=("read", RAND_READS))
         w.check("direct", "speed", 0.6, "local: ≥ 60% of direct", only="local")
         res.append(w)
         ws.append((threads, w))
@@ -831,11 +925,11 @@ def w_random(ctx, res, mts):
             for name, label, path, mnt in paths:
                 seed += 1
                 drop_caches(ctx)
-                cpu = Cpu(ctx, mnt).start()
+                cpu, n = Cpu(ctx, mnt).start(), Counting(mnt).start()
                 t, det = rand_read(ctx, path, threads, seed)
                 c = cpu.stop()
                 c.update(det)
-                w.add(name, label, t, amount=RAND_READS, cpu=c, measured=m)
+                w.add(name, label, t, amount=RAND_READS, cpu=c, measured=m, counts=n.stop())
             if threads == 1:  # one exec per read: the same figure for any thread count
                 drop_caches(ctx)
                 offs = rand_offsets(RAND_EXEC_READS, seed)
@@ -850,7 +944,8 @@ def w_random(ctx, res, mts):
 def w_rtt(ctx, res, mts):
     w = Workload("rtt", "getxattr, no such attr (answered on the host)", "us/op",
                  f"{RTT_OPS} getxattr(user.dfbench) on /bench/big (ENODATA: never cached by the kernel, "
-                 "answered by dockerfuse from its no-xattrs note); transport: one docker exec true")
+                 "answered by dockerfuse from its no-xattrs note); transport: one docker exec true",
+                 per=("op", RTT_OPS))
     res.append(w)
 
     def gx(path):
@@ -867,7 +962,7 @@ def w_rtt(ctx, res, mts):
     # to the container (ENOENT), whatever the TTLs.
     fresh = Workload("rtt_lookup", "one real round trip (stat of a fresh name)", "us/op",
                      f"{RTT_OPS} stat() of names never asked before (ENOENT): one LOOKUP each, nothing cached; "
-                     "transport: one docker exec true")
+                     "transport: one docker exec true", per=("op", RTT_OPS))
     res.append(fresh)
     serial = [0]
 
@@ -888,7 +983,7 @@ def w_rtt(ctx, res, mts):
     # answered on the host for files without xattrs).
     u = Workload("rtt_getattr", "one uncached round trip (fstat, --ttl 0)", "us/op",
                  f"{RTT_OPS} fstat() of an open directory on a --ttl 0 mount (one GETATTR each); "
-                 "transport: one docker exec true")
+                 "transport: one docker exec true", per=("op", RTT_OPS))
     u.check("direct", "abs_us", 40.0, "local: ≤ 40 µs/op", only="local")
     res.append(u)
     zero = {t: Mount(ctx, ["--ttl", "0"], transport=t) for t in mts}
@@ -907,20 +1002,22 @@ def w_rtt(ctx, res, mts):
 
     for i, m in rounds(ctx):
         for t, mt in mts.items():
-            cpu = Cpu(ctx, mt).start()
-            w.add(df_name(t), df_label(t), gx(mt.path("/bench/big")), amount=RTT_OPS, cpu=cpu.stop(), measured=m)
+            cpu, n = Cpu(ctx, mt).start(), Counting(mt).start()
+            w.add(df_name(t), df_label(t), gx(mt.path("/bench/big")), amount=RTT_OPS, cpu=cpu.stop(), measured=m,
+                  counts=n.stop())
         w.add("direct", "/proc/<pid>/root", gx(ctx.direct + "/bench/big"), amount=RTT_OPS, measured=m)
         tr = timed(["docker", "exec", ctx.container, "true"])
         w.add("transport", "docker exec true", tr, amount=1, measured=m)
         for t, mt in mts.items():
-            cpu = Cpu(ctx, mt).start()
-            fresh.add(df_name(t), df_label(t), st(mt.path("")), amount=RTT_OPS, cpu=cpu.stop(), measured=m)
+            cpu, n = Cpu(ctx, mt).start(), Counting(mt).start()
+            fresh.add(df_name(t), df_label(t), st(mt.path("")), amount=RTT_OPS, cpu=cpu.stop(), measured=m,
+                      counts=n.stop())
         fresh.add("direct", "/proc/<pid>/root", st(ctx.direct), amount=RTT_OPS, measured=m)
         fresh.add("transport", "docker exec true", tr, amount=1, measured=m)
         for t, mt in zero.items():
-            cpu = Cpu(ctx, mt).start()
+            cpu, n = Cpu(ctx, mt).start(), Counting(mt).start()
             u.add(df_name(t), df_label(t, "dockerfuse mount --ttl 0"), fs(mt.path("/bench")), amount=RTT_OPS,
-                  cpu=cpu.stop(), measured=m)
+                  cpu=cpu.stop(), measured=m, counts=n.stop())
         u.add("direct", "/proc/<pid>/root", fs(ctx.direct + "/bench"), amount=RTT_OPS, measured=m)
         u.add("transport", "docker exec true", tr, amount=1, measured=m)
     for mt in zero.values():
@@ -929,7 +1026,8 @@ def w_rtt(ctx, res, mts):
 
 def w_dd(ctx, res, mts):
     w = Workload("dd4k", f"dd bs=4k write {DD_SIZE // MiB} MiB", "MB/s",
-                 "dd if=SRC of=FILE bs=4k (new file, no fsync); vs the same with bs=1M through the same mount")
+                 "dd if=SRC of=FILE bs=4k (new file, no fsync); vs the same with bs=1M through the same mount",
+                 per=("MiB", DD_SIZE // MiB))
     w.check("ref-{t}", "speed", 0.5, "exec: ≥ 50% of dd bs=1M", only="exec")
     res.append(w)
     count4k, count1m = DD_SIZE // 4096, DD_SIZE // MiB
@@ -946,9 +1044,9 @@ def w_dd(ctx, res, mts):
 
     for i, m in rounds(ctx):
         for t, mt in mts.items():
-            cpu = Cpu(ctx, mt).start()
+            cpu, n = Cpu(ctx, mt).start(), Counting(mt).start()
             w.add(df_name(t), df_label(t, "dockerfuse mount, bs=4k"), dd(mt.path("/bench/dd4k"), 4096, count4k),
-                  amount=DD_SIZE, cpu=cpu.stop(), measured=m)
+                  amount=DD_SIZE, cpu=cpu.stop(), measured=m, counts=n.stop())
             cpu = Cpu(ctx, mt).start()
             w.add(f"ref-{t}", f"dd bs=1M, {t or 'dockerfuse'}", dd(mt.path("/bench/dd1m"), "1M", count1m),
                   amount=DD_SIZE, cpu=cpu.stop(), measured=m)
@@ -1016,6 +1114,207 @@ def w_latency(ctx, res, mts):
         sh.wait(timeout=30)
 
 
+# --- a remote engine: through delay_proxy.py -------------------------------------------
+
+
+def prepare_remote(ctx):
+    """/bench/rtree (REMOTE_DIRS x REMOTE_FILES files of 1000 bytes) and
+    /bench/r16 (16 MiB) in the container; on the host the REMOTE_CREATES
+    files of 4 KiB to copy in, their tar, and 16 MiB to write."""
+    log("preparing the remote workloads (/bench/rtree, /bench/r16)")
+    p = subprocess.Popen(["docker", "cp", "-", f"{ctx.container}:/bench"], stdin=subprocess.PIPE,
+                         stdout=DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    now = time.time()
+    line = (b"dockerfuse benchmark tree " * 40)[:TREE_FILE_SIZE - 1] + b"\n"
+    with tarfile.open(fileobj=p.stdin, mode="w|", format=tarfile.GNU_FORMAT) as t:
+        def d(name):
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, now
+            t.addfile(ti)
+        d("rtree")
+        for i in range(REMOTE_DIRS):
+            d(f"rtree/d{i}")
+            for j in range(REMOTE_FILES):
+                ti = tarfile.TarInfo(f"rtree/d{i}/f{j}")
+                ti.size, ti.mode, ti.mtime = len(line), 0o644, now
+                t.addfile(ti, io.BytesIO(line))
+        ti = tarfile.TarInfo("r16")
+        ti.size, ti.mode, ti.mtime = REMOTE_BULK, 0o644, now
+        with open(ctx.src, "rb") as f:
+            t.addfile(ti, io.BytesIO(f.read(REMOTE_BULK)))
+    p.stdin.close()
+    err = p.stderr.read().decode(errors="replace")
+    if p.wait(timeout=600) != 0:
+        raise BenchError(f"docker cp of the remote workloads failed: {err}")
+    ctx.rsrc = os.path.join(ctx.work, "c200")
+    os.makedirs(ctx.rsrc, exist_ok=True)
+    ctx.rtar = os.path.join(ctx.work, "c200.tar")
+    with tarfile.open(ctx.rtar, "w", format=tarfile.GNU_FORMAT) as t:
+        for j in range(REMOTE_CREATES):
+            name = os.path.join(ctx.rsrc, f"f{j}")
+            with open(name, "wb") as f:
+                f.write(os.urandom(REMOTE_CREATE_SIZE))
+            t.add(name, arcname=f"f{j}")
+    ctx.rsrc16 = os.path.join(ctx.work, "w16")
+    with open(ctx.src, "rb") as f, open(ctx.rsrc16, "wb") as g:
+        g.write(f.read(REMOTE_BULK))
+
+
+class Proxy:
+    """delay_proxy.py on a free port of 127.0.0.1 (its pid in WORK/proxy.pid
+    for run.sh's cleanup)."""
+
+    def __init__(self, ctx, rtt_ms):
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.log = open(os.path.join(ctx.work, "proxy.log"), "w")
+        self.p = subprocess.Popen([sys.executable, os.path.join(here, "delay_proxy.py"), "--port", "0",
+                                   "--rtt-ms", str(rtt_ms)], stdin=DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=self.log, text=True)
+        with open(os.path.join(ctx.work, "proxy.pid"), "w") as f:
+            f.write(f"{self.p.pid}\n")
+        first = self.p.stdout.readline().split()
+        if len(first) != 2 or first[0] != "listening":
+            self.stop()
+            raise BenchError(f"delay_proxy.py did not start: {tail(self.log.name)}")
+        self.host = f"tcp://127.0.0.1:{first[1]}"
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+
+
+def w_remote(ctx, res):
+    """The issue's remote-engine rows: dockerfuse (exec transport) with
+    DOCKER_HOST through the proxy, against the docker CLI through the same
+    proxy; no caches dropped (both sides read from the container's page
+    cache), "cold" = a fresh mount."""
+    rtt = ctx.remote_rtt_ms
+    prepare_remote(ctx)
+    proxy = Proxy(ctx, rtt)
+    env = dict(ENV, DOCKER_HOST=proxy.host)
+    n_files = REMOTE_DIRS * REMOTE_FILES
+    files = ("file", n_files)
+    C = ctx.container
+    rows = {}
+
+    def row(key, title, metric, note, per=None, target=None):
+        w = Workload("remote_" + key, f"{title} ({rtt:g} ms RTT)", metric, note, per=per)
+        if target:
+            w.check("transport", *target)
+        res.append(w)
+        rows[key] = w
+        return w
+
+    row("ready", "mount to ready", "s", "dockerfuse -daemonize until exit 0 vs docker exec true",
+        target=("time", 2.0, "≤ 2× docker exec true"))
+    for kind, what in (("ls", "ls -lR"), ("tar", "tar c"), ("grep", "grep -r")):
+        ref = {"ls": "docker exec ls -lR", "tar": "docker cp C:/bench/rtree -", "grep": "docker exec grep -r"}[kind]
+        row(kind + "_cold", f"{what} of 1,000 files, fresh mount", "s", f"vs {ref}", per=files,
+            target=("time", 3.0, f"≤ 3× {ref}"))
+        row(kind + "_warm", f"{what} of 1,000 files, again", "s", "the same again on the same mount", per=files,
+            target=("time", 0.2, f"≤ 0.2× {ref}"))
+    row("create", f"cp of {REMOTE_CREATES} × 4 KiB files in", "s", "cp FILES DIR/ vs docker cp - of their tar",
+        per=("file", REMOTE_CREATES), target=("time", 3.0, "≤ 3× docker cp -"))
+    row("read", "read 16 MiB", "MB/s", "cat of a file the mount never read vs docker exec cat",
+        per=("MiB", REMOTE_BULK // MiB), target=("speed", 0.9, "≥ 90% of docker exec cat"))
+    row("write", "write 16 MiB", "MB/s", "cat SRC > new file vs docker exec -i sh -c 'cat > f'",
+        per=("MiB", REMOTE_BULK // MiB), target=("speed", 0.9, "≥ 90% of docker exec -i cat"))
+    name, label = "dockerfuse-remote", "dockerfuse (exec, through the proxy)"
+
+    def df(key, mt, argv, amount=1):
+        n = Counting(mt).start()
+        rows[key].add(name, label, timed(argv), amount=amount, measured=True, counts=n.stop())
+
+    def cli(key, argv, label, amount=1, stdin=None):
+        rows[key].add("transport", label, timed(argv, env=env, stdin=stdin), amount=amount)
+
+    try:
+        for i in range(ctx.remote_repeats):
+            log(f"remote round {i + 1}/{ctx.remote_repeats}")
+            mt = Mount(ctx, transport="exec", env=env)
+            rows["ready"].add(name, label, mt.start())
+            cli("ready", ["docker", "exec", C, "true"], "docker exec true")
+            tree = mt.path("/bench/rtree")
+            df("ls_cold", mt, ["ls", "-lR", tree])
+            df("ls_warm", mt, ["ls", "-lR", tree])
+            mt.stop()
+            for key in ("ls_cold", "ls_warm"):
+                cli(key, ["docker", "exec", C, "ls", "-lR", "/bench/rtree"], "docker exec ls -lR")
+
+            mt = Mount(ctx, transport="exec", env=env)
+            mt.start()
+            for key in ("tar_cold", "tar_warm"):
+                df(key, mt, bash(f"tar cf - -C {shlex.quote(mt.path('/bench'))} rtree | cat >/dev/null"))
+            mt.stop()
+            for key in ("tar_cold", "tar_warm"):
+                cli(key, ["docker", "cp", f"{C}:/bench/rtree", "-"], "docker cp C:/bench/rtree -")
+
+            mt = Mount(ctx, transport="exec", env=env)
+            mt.start()
+            for key in ("grep_cold", "grep_warm"):
+                df(key, mt, bash(f"grep -r {GREP_PATTERN} {shlex.quote(mt.path('/bench/rtree'))} >/dev/null"))
+            df("read", mt, ["cat", mt.path("/bench/r16")], amount=REMOTE_BULK)
+            dst = mt.path(f"/bench/rw-{i}")
+            df("write", mt, bash(f"cat {shlex.quote(ctx.rsrc16)} > {shlex.quote(dst)}"), amount=REMOTE_BULK)
+            os.mkdir(ctx.direct + f"/bench/rc-df-{i}")
+            df("create", mt, bash(f"cp {shlex.quote(ctx.rsrc)}/* {shlex.quote(mt.path(f'/bench/rc-df-{i}'))}/"))
+            mt.stop()
+            for key in ("grep_cold", "grep_warm"):
+                cli(key, ["docker", "exec", C, "grep", "-r", GREP_PATTERN, "/bench/rtree"], "docker exec grep -r")
+            cli("read", ["docker", "exec", C, "cat", "/bench/r16"], "docker exec cat", amount=REMOTE_BULK)
+            with open(ctx.rsrc16, "rb") as f:
+                cli("write", ["docker", "exec", "-i", C, "sh", "-c", f"cat > /bench/rw-cli-{i}"],
+                    "docker exec -i sh -c 'cat > f'", amount=REMOTE_BULK, stdin=f)
+            os.mkdir(ctx.direct + f"/bench/rc-cli-{i}")
+            with open(ctx.rtar, "rb") as f:
+                cli("create", ["docker", "cp", "-", f"{C}:/bench/rc-cli-{i}"], "docker cp - (tar of the files)",
+                    stdin=f)
+            for who in ("df", "cli"):
+                got = len(os.listdir(ctx.direct + f"/bench/rc-{who}-{i}"))
+                if got != REMOTE_CREATES:
+                    raise BenchError(f"remote create ({who}): {got} files, not {REMOTE_CREATES}")
+            for p in (f"/bench/rw-{i}", f"/bench/rw-cli-{i}"):
+                if os.stat(ctx.direct + p).st_size != REMOTE_BULK:
+                    raise BenchError(f"remote write: {p} is not {REMOTE_BULK} bytes")
+    finally:
+        proxy.stop()
+
+
+def waits_table(results):
+    """Per row and dockerfuse path: the waits per unit by kernel operation
+    (median sample by waits), and the satellite requests per unit."""
+    rows = [["workload / path", "waits per unit", "kernel requests per unit", "waits by kernel op, per unit",
+             "satellite requests by kind, per unit"]]
+    for w in results:
+        for name, p in w.paths.items():
+            cs = p.get("counts")
+            if not cs or not w.per:
+                continue
+            c = sorted(cs, key=lambda x: x["waits"])[len(cs) // 2]
+            u, k = w.per
+
+            def f(v):
+                return f"{v / k:.3g}"
+            ops = ", ".join(f"{op} {f(rw[1])}" for op, rw in sorted(c["ops"].items(), key=lambda x: -x[1][1])
+                            if rw[1])
+            sent = ", ".join(f"{r} {f(n)}" for r, n in sorted(c["sent_by"].items(), key=lambda x: -x[1]))
+            rows.append([f"{w.title} / {name}", f"{f(c['waits'])}/{u}", f(c["requests"]), ops or "–",
+                         sent or "–"])
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(widths[k]) for k, c in enumerate(r)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (wd + 2) for wd in widths) + "|")
+    return "\n".join(lines)
+
+
 # --- report -------------------------------------------------------------------------
 
 
@@ -1024,7 +1323,8 @@ def table(results, transports):
     (one per transport) side by side."""
     dfs = [df_name(t) for t in transports]
     short = {df_name(t): (t or "dockerfuse") for t in transports}
-    rows = [["workload"] + [f"dockerfuse {t}".strip() for t in transports] + ["direct", "transport ceiling"]
+    rows = [["workload"] + [f"waits {short[d]}" for d in dfs]
+            + [f"dockerfuse {t}".strip() for t in transports] + ["direct", "transport ceiling"]
             + [f"{short[d]} vs direct" for d in dfs] + [f"{short[d]} vs transport" for d in dfs]
             + ["target", "result"]]
     for w in results:
@@ -1054,7 +1354,8 @@ def table(results, transports):
                     rs.append(f"{who}{'PASS' if r['pass'] else 'MISS'} ({r['value']:.0f} µs)")
                 else:
                     rs.append(f"{who}{'PASS' if r['pass'] else 'MISS'} ({fmt_ratio(w, r['value'])})")
-        rows.append([w.title] + vals + [di, tr] + vd + vt + [tg, "; ".join(rs) or "–"])
+        rows.append([w.title] + [fmt_waits(w, d) for d in dfs] + vals + [di, tr] + vd + vt
+                    + [tg, "; ".join(rs) or "–"])
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     lines = []
     for n, r in enumerate(rows):
@@ -1122,6 +1423,8 @@ def main():
                     help="transports to run side by side, e.g. 'exec local' (default: dockerfuse's own choice)")
     ap.add_argument("--walk-ttl", default="", help="--ttl of the walk mounts (default: dockerfuse's own TTLs)")
     ap.add_argument("--only", default="")
+    ap.add_argument("--remote-rtt-ms", type=float, default=20.0)
+    ap.add_argument("--remote-repeats", type=int, default=1)
     ap.add_argument("--out", required=True)
     ap.add_argument("--table-out", required=True)
     a = ap.parse_args()
@@ -1134,6 +1437,9 @@ def main():
     ctx.satellite_arch, ctx.repeats, ctx.warmup = a.satellite_arch, a.repeats, a.warmup
     ctx.df_flags = shlex.split(a.df_flags)
     ctx.walk_ttl = a.walk_ttl
+    ctx.remote_rtt_ms, ctx.remote_repeats = a.remote_rtt_ms, a.remote_repeats
+    if not 0 <= ctx.remote_rtt_ms <= 10_000 or ctx.remote_repeats < 1:
+        raise BenchError("--remote-rtt-ms must be 0..10000 and --remote-repeats at least 1")
     ctx.transports = [t for t in re.split(r"[ ,]+", a.transports) if t] or [""]
     for t in ctx.transports:
         if t not in ("auto", "exec", "local"):
@@ -1153,13 +1459,13 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
     load0 = open("/proc/loadavg").read().split()[:3]
     t_start = time.perf_counter()
-    results = []
+    results, remote = [], []
     try:
         prepare(ctx)
         for g in [g for g in GROUPS if g in only and g in ("ready", "walk", "tar")]:
             log(f"workload group: {g}")
             {"ready": w_ready, "walk": w_walk, "tar": w_tar}[g](ctx, results)
-        rest = [g for g in GROUPS if g in only and g not in ("ready", "walk", "tar")]
+        rest = [g for g in GROUPS if g in only and g not in ("ready", "walk", "tar", "remote")]
         if rest:
             # one mount per transport for the data workloads, default TTL
             mts = {t: Mount(ctx, transport=t) for t in ctx.transports}
@@ -1172,6 +1478,9 @@ def main():
                  "rtt": w_rtt, "latency": w_latency}[g](ctx, results, mts)
             for mt in mts.values():
                 mt.stop()
+        if "remote" in only:
+            log("workload group: remote")
+            w_remote(ctx, remote)
     finally:
         for mt in list(Mount.live):
             try:
@@ -1179,7 +1488,7 @@ def main():
             except Exception as e:  # keep cleaning up
                 log(f"unmounting {mt.dir}: {e}")
 
-    for w in results:
+    for w in results + remote:
         w.evaluate()
     version = out([ctx.dockerfuse, "-version"])
     doc = {
@@ -1197,8 +1506,11 @@ def main():
         "container": {"image": info["Config"]["Image"], "arch": a.arch},
         "repeats": ctx.repeats, "warmup": ctx.warmup,
         "random_read_tool": "fio" if ctx.fio else "python",
-        "workloads": {w.key: w.to_json() for w in results},
+        "workloads": {w.key: w.to_json() for w in results + remote},
     }
+    if remote:
+        doc["remote"] = {"rtt_ms": ctx.remote_rtt_ms, "repeats": ctx.remote_repeats, "warmup": 0,
+                         "proxy": "bench/delay_proxy.py", "transport": "exec"}
     git = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "describe", "--always", "--dirty"],
                          stdout=subprocess.PIPE, stderr=DEVNULL)
     if git.returncode == 0:  # the work tree's HEAD now: the binary may be older (binary_mtime)
@@ -1210,7 +1522,16 @@ def main():
             f"docker {doc['machine']['docker']}; load avg {' '.join(load0)} → {' '.join(doc['load_average']['end'])}\n"
             f"medians of {ctx.repeats} runs after {ctx.warmup} warm-up; ratios: % = dockerfuse speed as a share "
             f"of the other path's, × = dockerfuse time as a multiple of the other path's\n")
-    text = head + "\n" + table(results, ctx.transports) + "\n\nCPU seconds per run (median):\n\n" + cpu_table(results) + "\n"
+    text = head + "\n" + table(results, ctx.transports) if results else head
+    if remote:
+        text += (f"\n\nRemote engine: {ctx.remote_rtt_ms:g} ms round trip through bench/delay_proxy.py, "
+                 f"dockerfuse on the exec transport and the docker CLI both with DOCKER_HOST through it; "
+                 f"{ctx.remote_repeats} round(s), no warm-up:\n\n" + table(remote, ["remote"]))
+    text += ("\n\nWaits (kernel requests answered only after a round trip to the satellite) per unit, "
+             "by kernel operation; satellite requests by kind:\n\n" + waits_table(results + remote))
+    if results:
+        text += "\n\nCPU seconds per run (median):\n\n" + cpu_table(results)
+    text += "\n"
     print(text)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:

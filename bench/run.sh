@@ -5,8 +5,11 @@
 # access (/proc/<pid>/root) and the transport's ceiling (docker exec / docker
 # cp), prints a table of medians, ratios and PASS/MISS against the targets of
 # each transport, and writes JSON plus the table as text. The mount is
-# measured once per transport (exec, local), side by side. See
-# bench/README.md.
+# measured once per transport (exec, local), side by side, with its waits
+# per file (kernel requests answered only after a round trip to the
+# container: `dockerfuse stats`). The "remote" group runs dockerfuse and the
+# docker CLI through bench/delay_proxy.py, a TCP proxy that adds a round-trip
+# time in front of the engine's socket. See bench/README.md.
 #
 #   bench/run.sh [--arch amd64|arm64] [--repeats N] [--warmup N] [--out FILE.json]
 #                [--df-flags "FLAGS"] [--dockerfuse BIN] [--only GROUPS]
@@ -24,7 +27,9 @@
 #   BENCH_WALK_TTL        --ttl of the ls -lR / find mounts (default none: dockerfuse's
 #                         own TTLs, long with the change feed; not added when
 #                         BENCH_DF_FLAGS has --ttl)
-#   BENCH_ONLY            subset of: ready walk tar read write dd create random rtt latency
+#   BENCH_ONLY            subset of: ready walk tar read write dd create random rtt latency remote
+#   BENCH_REMOTE_RTT_MS   round-trip time the proxy adds for the remote group (default 20)
+#   BENCH_REMOTE_REPEATS  rounds of the remote group (default 1, no warm-up)
 #   BENCH_TRANSPORTS      --transport values to measure side by side (default
 #                         "exec local"; "auto" = dockerfuse's own choice)
 #
@@ -54,6 +59,8 @@ DF_FLAGS=${BENCH_DF_FLAGS:-}
 WALK_TTL=${BENCH_WALK_TTL:-}
 ONLY=${BENCH_ONLY:-}
 TRANSPORTS=${BENCH_TRANSPORTS-exec local}
+REMOTE_RTT_MS=${BENCH_REMOTE_RTT_MS:-20}
+REMOTE_REPEATS=${BENCH_REMOTE_REPEATS:-1}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--arch) ARCH=${2:?}; shift 2 ;;
@@ -76,15 +83,17 @@ done
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEATS must be a positive number"
 [[ "$WARMUP" =~ ^[0-9]+$ ]] || die "BENCH_WARMUP must be a number"
 [[ "$WALK_TTL" =~ ^[0-9]*$ ]] || die "BENCH_WALK_TTL must be a number of seconds (or empty)"
+[[ "$REMOTE_RTT_MS" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "BENCH_REMOTE_RTT_MS must be a number of milliseconds"
+[[ "$REMOTE_REPEATS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REMOTE_REPEATS must be a positive number"
 for g in ${ONLY//,/ }; do
-	[[ " ready walk tar read write dd create random rtt latency " == *" $g "* ]] ||
-		die "BENCH_ONLY: unknown workload group '$g' (ready walk tar read write dd create random rtt latency)"
+	[[ " ready walk tar read write dd create random rtt latency remote " == *" $g "* ]] ||
+		die "BENCH_ONLY: unknown workload group '$g' (ready walk tar read write dd create random rtt latency remote)"
 done
 for t in $TRANSPORTS; do
 	[[ "$t" =~ ^(auto|exec|local)$ ]] || die "BENCH_TRANSPORTS: unknown transport '$t' (auto, exec, local)"
 done
 [ "$(id -u)" = 0 ] || die "run as root (drop_caches and /proc/<pid>/root need it)"
-for t in docker fusermount3 python3 tar dd; do
+for t in docker fusermount3 python3 tar dd grep cp; do
 	command -v "$t" >/dev/null 2>&1 || die "$t not found (integration/setup-engine.sh installs the engine and fuse3)"
 done
 timeout 30 docker info >/dev/null 2>&1 || die "the docker engine does not answer (docker info failed)"
@@ -134,7 +143,14 @@ cleanup() {
 		kill -0 "$PY_PID" 2>/dev/null && kill -KILL "$PY_PID" 2>/dev/null
 		wait "$PY_PID" 2>/dev/null
 	fi
-	# Backstops: bench.py unmounts what it mounted.
+	# Backstops: bench.py unmounts what it mounted and stops its proxy.
+	if [ -f "$WORK/proxy.pid" ]; then
+		p=$(cat "$WORK/proxy.pid")
+		if [ -r "/proc/$p/cmdline" ] && [[ "$(tr '\0' ' ' <"/proc/$p/cmdline")" == *delay_proxy.py* ]]; then
+			say "stopping leftover delay proxy $p"
+			kill -TERM "$p" 2>/dev/null
+		fi
+	fi
 	for m in $(mounts_below); do
 		say "unmounting leftover $m"
 		timeout 10 fusermount3 -u "$m" 2>/dev/null || timeout 10 fusermount3 -uz "$m" 2>/dev/null || timeout 10 umount -l "$m" 2>/dev/null
@@ -169,6 +185,7 @@ docker run -d --name "$NAME" --label "$LABEL" --network none "$IMAGE" sleep infi
 python3 "$HERE/bench.py" --container "$NAME" --work "$WORK" --dockerfuse "$DOCKERFUSE" \
 	--arch "$ARCH" --satellite-arch="$SAT_ARCH" --repeats "$REPEATS" --warmup "$WARMUP" \
 	--df-flags="$DF_FLAGS" --walk-ttl="$WALK_TTL" --only="$ONLY" --transports="$TRANSPORTS" \
+	--remote-rtt-ms "$REMOTE_RTT_MS" --remote-repeats "$REMOTE_REPEATS" \
 	--out "$OUT" --table-out "$TABLE" </dev/null &
 PY_PID=$!
 rc=0

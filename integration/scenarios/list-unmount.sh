@@ -6,7 +6,8 @@
 # alone: the rows (container, id, path, mount point, pid, transport,
 # since), the state files (written at mount, removed at exit, a killed
 # process's cleaned up by list), the filesystem type, unmount waiting for
-# the process, a busy mount refused with a hint, a path that is not mounted.
+# the process, a busy mount refused with a hint, a path that is not mounted;
+# `dockerfuse stats DIR [--json]`: a fresh name's LOOKUP counted as a wait.
 # Environment: DOCKERFUSE, CONTAINER (running alpine), WORKDIR.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../lib.sh
@@ -58,6 +59,29 @@ assert_eq "list --json: the / mount" "[\"$CONTAINER\",\"$ID\",\"/\",$PID_B,\"$TR
 AGE=$(jq --arg m "$A" '.[] | select(.mountpoint == $m) | (now - .since_epoch) | floor' <<<"$JSON")
 check "list --json: since is the last few minutes ($AGE s ago)" test "$AGE" -ge 0 -a "$AGE" -lt 600
 
+# stats: what the mount waited for the container for, from its socket
+# next to the state file. A stat of a name never asked before is one
+# LOOKUP sent to the container (a wait); the same stat again is answered by
+# the kernel's negative entry (nothing reaches dockerfuse).
+check "a stats socket next to the state file" test -S "$DOCKERFUSE_RUNTIME_DIR/$PID_B.sock"
+cap S0 "$DOCKERFUSE" stats "$B" --json
+check_not "stat of a fresh name fails" stat "$B/dfit-no-such-name-$$"
+check_not "the same stat again fails" stat "$B/dfit-no-such-name-$$"
+cap S1 "$DOCKERFUSE" stats "$B" --json
+delta() { jq -n --argjson a "$S0" --argjson b "$S1" "$1"; }
+assert_eq "stats --json: one LOOKUP more, and it waited" "[1,1]" \
+	"$(delta '[($b.ops, $a.ops) | map(select(.op == "LOOKUP")) | (.[0] // {requests: 0, waits: 0})] | [.[0].requests - .[1].requests, .[0].waits - .[1].waits]' | jq -c .)"
+assert_eq "stats --json: one Lookup sent to the satellite" 1 \
+	"$(delta '[($b.sent, $a.sent) | map(select(.request == "Lookup")) | (.[0].sent // 0)] | .[0] - .[1]')"
+assert_eq "stats --json: the totals add up" true \
+	"$(jq '.waits == ([.ops[].waits] | add) and .requests == ([.ops[].requests] | add)' <<<"$S1")"
+cap TABLE "$DOCKERFUSE" stats "$B"
+assert_match "stats: a table of kernel operations" '^KERNEL OP +REQUESTS +WAITS$' "$TABLE"
+assert_match "stats: the LOOKUP row" '^LOOKUP +[1-9][0-9]* +[1-9][0-9]*$' "$TABLE"
+assert_match "stats: the satellite requests" '^Lookup +[1-9][0-9]*$' "$TABLE"
+cap NOT "$DOCKERFUSE" stats "$WORKDIR"
+assert_match "stats of a directory that is no mount: fails and says so" "^<exit 1> .*is not a dockerfuse mount" "$NOT"
+
 # A process killed without a chance to clean up: its state file is stale.
 mount_at "$C" "$CONTAINER"
 PID_C=$MPID
@@ -68,6 +92,7 @@ cap JSON "$DOCKERFUSE" list --json
 assert_eq "list: the killed mount has no pid any more" null \
 	"$(jq --arg m "$C" '.[] | select(.mountpoint == $m) | .pid' <<<"$JSON")"
 check_not "list removed the stale state file" test -e "$DOCKERFUSE_RUNTIME_DIR/$PID_C.json"
+check_not "... and the killed process's stats socket" test -e "$DOCKERFUSE_RUNTIME_DIR/$PID_C.sock"
 check "dockerfuse unmount of the dead mount" timeout 30 "$DOCKERFUSE" unmount "$C"
 check "the dead mount is gone" not_mounted "$C"
 
@@ -77,6 +102,7 @@ assert_eq "unmount $A: says so" "unmounted $A" "$OUT"
 check "unmount: the process has exited when it returns" pid_gone "$PID_A"
 check "unmount: nothing mounted" not_mounted "$A"
 check_not "unmount: the state file is gone" test -e "$DOCKERFUSE_RUNTIME_DIR/$PID_A.json"
+check_not "unmount: the stats socket is gone" test -e "$DOCKERFUSE_RUNTIME_DIR/$PID_A.sock"
 
 # A busy mount: refused with a hint, and still served.
 (cd "$B" && exec sleep 300) &

@@ -192,6 +192,7 @@ Examples:
 Other commands:
   dockerfuse list [--json]                  the mounts: container, path, pid, since...
   dockerfuse unmount DIR...|--all           unmount and wait for the process to exit
+  dockerfuse stats DIR [--json]             requests answered and waits for the container
   dockerfuse install-plugin [--dir DIR]     install as the docker CLI plugin `docker mount`
   dockerfuse completions bash|zsh|fish      shell completions (container names included)
   dockerfuse man                            the manual page

@@ -38,6 +38,17 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The kernel requests a mount answered, how many of them waited for
+    /// the container (a round trip to the satellite), and the requests
+    /// sent to it, by kind.
+    Stats {
+        /// The mount point.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Unmount dockerfuse mounts and wait for their processes to exit.
     Unmount {
         /// Mount points to unmount.
@@ -102,6 +113,7 @@ pub(crate) fn run(cmd: Command) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::List { json } => crate::manage::list(json).map(|()| EXIT_OK),
+        Command::Stats { dir, json } => crate::stats::run(&dir, json).map(|()| EXIT_OK),
         Command::Unmount { dirs, all, timeout } => Ok(crate::manage::unmount(
             &dirs,
             all,

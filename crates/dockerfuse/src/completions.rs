@@ -152,6 +152,7 @@ mod tests {
                 "read-only",
                 "list",
                 "unmount",
+                "stats",
                 "complete-containers 2>/dev/null",
             ] {
                 assert!(s.contains(want), "{shell:?} script lacks {want}");

@@ -34,6 +34,7 @@ use crate::fs::{
     SetTime, StatFs, Transport, Ttl, Who, Xattr,
 };
 use crate::groups::CallerGroups;
+use crate::waits;
 
 type FuseRequest = fuser::Request;
 
@@ -436,6 +437,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn lookup(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _w = waits::kernel(waits::Op::Lookup);
         let _span = request_span(req, "lookup", parent);
         let who = self.who(req);
         self.core
@@ -443,10 +445,12 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn forget(&self, _req: &FuseRequest, ino: INodeNo, nlookup: u64) {
+        let _w = waits::kernel(waits::Op::Forget);
         self.core.forget(vec![(NodeId(ino.0), nlookup)]);
     }
 
     fn getattr(&self, req: &FuseRequest, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _w = waits::kernel(waits::Op::GetAttr);
         let _span = request_span(req, "getattr", ino);
         let who = self.who(req);
         self.core
@@ -471,6 +475,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _w = waits::kernel(waits::Op::SetAttr);
         let _span = request_span(req, "setattr", ino);
         let who = self.who(req);
         let (uid, gid) = match crate::idmap::swap() {
@@ -495,6 +500,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn readlink(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyData) {
+        let _w = waits::kernel(waits::Op::ReadLink);
         let _span = request_span(req, "readlink", ino);
         let who = self.who(req);
         self.core.readlink(&who, NodeId(ino.0), answer_data(reply));
@@ -510,6 +516,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _w = waits::kernel(waits::Op::Mknod);
         let _span = request_span(req, "mknod", parent);
         let who = self.who(req);
         self.core.mknod(
@@ -531,6 +538,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _w = waits::kernel(waits::Op::Mkdir);
         let _span = request_span(req, "mkdir", parent);
         let who = self.who(req);
         self.core
@@ -538,6 +546,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn unlink(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _w = waits::kernel(waits::Op::Unlink);
         let _span = request_span(req, "unlink", parent);
         let who = self.who(req);
         self.core
@@ -545,6 +554,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn rmdir(&self, req: &FuseRequest, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _w = waits::kernel(waits::Op::Rmdir);
         let _span = request_span(req, "rmdir", parent);
         let who = self.who(req);
         self.core
@@ -559,6 +569,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _w = waits::kernel(waits::Op::Symlink);
         let _span = request_span(req, "symlink", parent);
         let who = self.who(req);
         self.core.symlink(
@@ -580,6 +591,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::Rename);
         let _span = request_span(req, "rename", parent);
         let who = self.who(req);
         self.core.rename(
@@ -599,6 +611,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _w = waits::kernel(waits::Op::Link);
         let _span = request_span(req, "link", ino);
         let who = self.who(req);
         self.core.link(
@@ -611,6 +624,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn open(&self, req: &FuseRequest, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _w = waits::kernel(waits::Op::Open);
         let _span = request_span(req, "open", ino);
         let who = self.who(req);
         self.core.open(&who, NodeId(ino.0), flags.0, reply);
@@ -627,6 +641,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _w = waits::kernel(waits::Op::Read);
         let _span = request_span(req, "read", _ino);
         let who = self.who(req);
         self.core
@@ -645,6 +660,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _w = waits::kernel(waits::Op::Write);
         let _span = request_span(req, "write", ino);
         let who = self.who(req);
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
@@ -667,6 +683,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::Flush);
         let _span = request_span(req, "flush", _ino);
         self.core.flush(Fh(fh.0), answer(reply));
     }
@@ -681,6 +698,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::Release);
         let _span = request_span(req, "release", _ino);
         self.core.release(Fh(fh.0), answer(reply));
     }
@@ -693,12 +711,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::Fsync);
         let _span = request_span(req, "fsync", _ino);
         let who = self.who(req);
         self.core.fsync(&who, Fh(fh.0), datasync, answer(reply));
     }
 
     fn opendir(&self, req: &FuseRequest, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _w = waits::kernel(waits::Op::OpenDir);
         let _span = request_span(req, "opendir", ino);
         let who = self.who(req);
         self.core.opendir(&who, NodeId(ino.0), answer(reply));
@@ -712,6 +732,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        let _w = waits::kernel(waits::Op::ReadDir);
         let _span = request_span(req, "readdir", _ino);
         let who = self.who(req);
         // fuser sizes the reply buffer from the kernel's request; ask the
@@ -728,6 +749,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _w = waits::kernel(waits::Op::ReadDirPlus);
         let _span = request_span(req, "readdirplus", ino);
         let who = self.who(req);
         self.core.readdirplus(
@@ -773,6 +795,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::ReleaseDir);
         let _span = request_span(req, "releasedir", _ino);
         self.core.releasedir(Fh(fh.0), answer(reply));
     }
@@ -785,12 +808,14 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::FsyncDir);
         let _span = request_span(req, "fsyncdir", _ino);
         let who = self.who(req);
         self.core.fsyncdir(&who, Fh(fh.0), datasync, answer(reply));
     }
 
     fn statfs(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {
+        let _w = waits::kernel(waits::Op::StatFs);
         let _span = request_span(req, "statfs", ino);
         let who = self.who(req);
         self.core.statfs(&who, NodeId(ino.0), answer(reply));
@@ -806,6 +831,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::SetXattr);
         let _span = request_span(req, "setxattr", ino);
         let who = self.who(req);
         self.core.setxattr(
@@ -826,6 +852,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         size: u32,
         reply: ReplyXattr,
     ) {
+        let _w = waits::kernel(waits::Op::GetXattr);
         let _span = request_span(req, "getxattr", ino);
         let who = self.who(req);
         self.core
@@ -833,6 +860,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn listxattr(&self, req: &FuseRequest, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _w = waits::kernel(waits::Op::ListXattr);
         let _span = request_span(req, "listxattr", ino);
         let who = self.who(req);
         self.core
@@ -840,6 +868,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn removexattr(&self, req: &FuseRequest, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _w = waits::kernel(waits::Op::RemoveXattr);
         let _span = request_span(req, "removexattr", ino);
         let who = self.who(req);
         self.core
@@ -847,6 +876,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
     }
 
     fn access(&self, req: &FuseRequest, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _w = waits::kernel(waits::Op::Access);
         let _span = request_span(req, "access", ino);
         let who = self.who(req);
         self.core
@@ -863,6 +893,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _w = waits::kernel(waits::Op::Create);
         let _span = request_span(req, "create", parent);
         let who = self.who(req);
         self.core
@@ -879,6 +910,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _w = waits::kernel(waits::Op::Fallocate);
         let _span = request_span(req, "fallocate", ino);
         let who = self.who(req);
         self.core.fallocate(
@@ -901,6 +933,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _w = waits::kernel(waits::Op::Lseek);
         let _span = request_span(req, "lseek", _ino);
         let who = self.who(req);
         self.core
@@ -920,6 +953,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _w = waits::kernel(waits::Op::CopyFileRange);
         let _span = request_span(req, "copy_file_range", _ino_in);
         let who = self.who(req);
         self.core.copy_file_range(

@@ -24,7 +24,9 @@
 //!   [`kernel_mount`] — the mount(2) call as root (type fuse.dockerfuse);
 //! * [`daemon`], [`signals`], [`logging`], [`error`] — process plumbing;
 //! * [`report`] — error messages for people;
-//! * [`state`], [`mountinfo`], [`manage`] — the live mounts: `list`, `unmount`.
+//! * [`state`], [`mountinfo`], [`manage`] — the live mounts: `list`, `unmount`;
+//!   [`waits`] and [`stats`] — what the mount answered and what it waited
+//!   for the satellite for (`stats`).
 
 #![warn(unreachable_pub)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -63,4 +65,6 @@ pub(crate) mod satellites;
 pub(crate) mod signals;
 pub(crate) mod ssh;
 pub(crate) mod state;
+pub(crate) mod stats;
 pub(crate) mod tarball;
+pub(crate) mod waits;

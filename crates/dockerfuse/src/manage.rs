@@ -40,6 +40,8 @@ pub(crate) fn mounts() -> Vec<Listed> {
         if !mounted || !state::alive(r.pid) {
             tracing::debug!(file = %file.display(), "removing a stale state file");
             let _ = std::fs::remove_file(&file);
+            // The stats socket of a killed process goes with it.
+            let _ = std::fs::remove_file(file.with_extension("sock"));
             continue;
         }
         out.push(from_record(r));

@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cli::{Cli, Target};
 use crate::daemon::Notifier;
@@ -247,6 +247,7 @@ pub(crate) fn run(
         transport: remote.link.transport_name().into(),
         since: state::now(),
     });
+    let _stats = crate::stats::Server::start();
     info!(container = %remote.name, mountpoint = %mountpoint.display(), satellite = %remote.running.arch, "mounted");
     notifier.ready();
     let mut remote = remote;
@@ -280,6 +281,13 @@ pub(crate) fn run(
             }
         }
     };
+    let counts = crate::waits::counters().snapshot();
+    debug!(
+        waits = counts.waits,
+        requests = counts.requests,
+        "{}",
+        counts.line()
+    );
     finish(&remote, cli.pid_file.as_deref());
     outcome
 }

@@ -431,6 +431,7 @@ impl Rpc {
 
 impl Transport for Rpc {
     fn call(&self, req: &Request<'_>, done: Done) {
+        crate::waits::sent(req, true);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = Vec::new();
         if frame::encode(id, req, &mut buf).is_err() {
@@ -452,6 +453,7 @@ impl Transport for Rpc {
     }
 
     fn post(&self, req: &Request<'_>) {
+        crate::waits::sent(req, false);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let _ = self.send_frame(id, req);
     }

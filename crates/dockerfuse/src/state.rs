@@ -7,7 +7,8 @@
 //! from a shell or by mount(8), which clears the environment), else
 //! `$XDG_RUNTIME_DIR/dockerfuse`, else `/tmp/dockerfuse-<uid>`;
 //! `DOCKERFUSE_RUNTIME_DIR` overrides it. A file whose process or mount is
-//! gone (the process was killed) is stale and removed by `list`.
+//! gone (the process was killed) is stale and removed by `list`, with the
+//! stats socket next to it (see [`crate::stats`]).
 
 use std::path::{Path, PathBuf};
 

@@ -249,10 +249,17 @@ impl Coherence {
         Ttl { attr, entry }
     }
 
-    /// TTL of the absence of `name` in `parent`.
+    /// TTL of the absence of `name` in `parent`; one kept long is
+    /// remembered (see [`DirNames`]: the kernel asks again before an
+    /// exclusive create).
     pub(crate) fn absent(&self, parent: u64, name: &[u8]) -> Duration {
         let mut h = self.lock();
-        self.name_ttl(&mut h, parent, name, 0)
+        let ttl = self.name_ttl(&mut h, parent, name, 0);
+        drop(h);
+        if ttl == LONG_TTL {
+            self.listings.told_absent(parent, name);
+        }
+        ttl
     }
 
     fn name_ttl(&self, h: &mut Held, parent: u64, name: &[u8], node: u64) -> Duration {
@@ -498,6 +505,41 @@ mod tests {
         // Forgotten and found again: watched anew.
         c.forgotten(4, 1);
         assert_eq!(c.attr_ttl(4, DIR), LONG_TTL);
+    }
+
+    #[test]
+    fn an_absence_told_to_the_kernel_is_known_until_something_names_it() {
+        let c = fed();
+        c.entry(1, b"d", 2, DIR);
+        assert_eq!(c.known_absent(2, b"new"), None, "never asked");
+        assert_eq!(c.absent(2, b"new"), LONG_TTL);
+        assert_eq!(c.known_absent(2, b"new"), Some(LONG_TTL));
+        assert_eq!(c.known_absent(2, b"other"), None);
+        // Created in the container: asked again.
+        c.apply(&[entry(2, "new")]);
+        assert_eq!(c.known_absent(2, b"new"), None);
+        // Made by the mount (a rename's target, a create), or found.
+        c.absent(2, b"made");
+        c.listings().created(2, b"made");
+        assert_eq!(c.known_absent(2, b"made"), None);
+        c.absent(2, b"seen");
+        c.listings().found(2, b"seen");
+        assert_eq!(c.known_absent(2, b"seen"), None);
+        // Everything invalidated, or the directory forgotten.
+        c.absent(2, b"gone");
+        c.everything();
+        assert_eq!(c.known_absent(2, b"gone"), None);
+        c.absent(2, b"gone");
+        c.forgotten(2, 1);
+        assert_eq!(c.known_absent(2, b"gone"), None);
+        // Not watched, or without the feed: never known.
+        assert!(c.apply(&[Change::Unwatched { node: 4 }]).is_empty());
+        c.entry(1, b"u", 4, DIR);
+        c.absent(4, b"x");
+        assert_eq!(c.known_absent(4, b"x"), None);
+        let off = Coherence::new(short(), false);
+        off.absent(1, b"x");
+        assert_eq!(off.known_absent(1, b"x"), None);
     }
 
     #[test]

@@ -28,9 +28,18 @@
 //! directory itself, a lost event, the watch ending or the kernel
 //! forgetting the directory drop the listing.
 //!
+//! Names the kernel was told are absent from a watched directory with
+//! the long TTL are known absent too, listing or not, until the mount's
+//! own operation or the feed names them, or the directory goes: the kernel
+//! asks again all the same when an exclusive create revalidates its
+//! negative entry (`cp`, `open(O_CREAT|O_EXCL)`: a LOOKUP right before
+//! each CREATE) or after it dropped the entry, and the answer it had still
+//! holds (the CREATE itself is checked in the container: EEXIST).
+//!
 //! Everything here is bounded ([`MAX_NAMES`] names and [`MAX_BYTES`] bytes
-//! of names across all listings, finished or not): past the bound a
-//! listing is not kept, which only costs round trips.
+//! of names across all listings, finished or not, and [`MAX_TOLD`] names
+//! told absent): past the bound a listing or a name is not kept, which
+//! only costs round trips.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -43,6 +52,8 @@ pub(crate) const MAX_NAMES: usize = 500_000;
 pub(crate) const MAX_BYTES: usize = 32 << 20;
 /// Unknown names a listing may have before it is dropped.
 pub(crate) const MAX_UNKNOWN: usize = 256;
+/// Names told absent kept (at most 255 bytes each).
+pub(crate) const MAX_TOLD: usize = 16_384;
 /// Longest name kept.
 const NAME_MAX: usize = 255;
 
@@ -89,6 +100,9 @@ struct Inner {
     bytes: usize,
     next_stamp: u64,
     next_seq: u64,
+    /// Names the kernel holds as absent for the long TTL, by directory.
+    told: HashMap<u64, HashSet<Box<[u8]>>>,
+    told_names: usize,
 }
 
 impl Inner {
@@ -127,13 +141,34 @@ impl Inner {
 
     fn absent(&self, dir: u64, name: &[u8]) -> bool {
         valid_name(name)
-            && self
+            && (self
                 .done
                 .get(&dir)
                 .is_some_and(|l| !l.names.contains(name) && !l.unknown.contains(name))
+                || self.told.get(&dir).is_some_and(|t| t.contains(name)))
+    }
+
+    /// `name` in `dir` is no longer known absent by what the kernel was told.
+    fn untell(&mut self, dir: u64, name: &[u8]) {
+        if let Some(t) = self.told.get_mut(&dir) {
+            if t.remove(name) {
+                self.told_names -= 1;
+            }
+            if t.is_empty() {
+                self.told.remove(&dir);
+            }
+        }
+    }
+
+    fn untell_dir(&mut self, dir: u64) {
+        if let Some(t) = self.told.remove(&dir) {
+            self.told_names -= t.len();
+        }
     }
 
     fn drop_all(&mut self) {
+        self.told.clear();
+        self.told_names = 0;
         let dirs: Vec<u64> = self.done.keys().copied().collect();
         for d in dirs {
             self.drop_done(d);
@@ -183,6 +218,7 @@ impl Inner {
     /// absent (Some(false)) or unknown (None); listings being read learn
     /// it too when `pending`.
     fn set(&mut self, dir: u64, name: &[u8], known: Option<bool>, pending: bool) {
+        self.untell(dir, name);
         if pending {
             self.note_pending(dir, name, known);
         }
@@ -358,6 +394,7 @@ impl DirNames {
     /// absent until the feed's report of its creation arrives).
     pub(crate) fn found(&self, dir: u64, name: &[u8]) {
         let mut g = self.lock();
+        g.untell(dir, name);
         g.note_pending(dir, name, Some(true));
         if g.done.get(&dir).is_some_and(|l| !l.names.contains(name)) {
             g.set(dir, name, Some(true), false);
@@ -372,6 +409,18 @@ impl DirNames {
         let same = stamp.is_some() && g.done.get(&dir).map(|l| l.stamp) == stamp;
         if same && !g.absent(dir, name) {
             g.set(dir, name, Some(false), false);
+        }
+    }
+
+    /// The kernel was told `name` is absent from watched `dir` for the
+    /// long TTL.
+    pub(crate) fn told_absent(&self, dir: u64, name: &[u8]) {
+        let mut g = self.lock();
+        if !valid_name(name) || g.told_names >= MAX_TOLD {
+            return;
+        }
+        if g.told.entry(dir).or_default().insert(name.into()) {
+            g.told_names += 1;
         }
     }
 
@@ -402,6 +451,7 @@ impl DirNames {
                 Change::Data { node } | Change::Unwatched { node } => {
                     g.spoil(*node);
                     g.drop_done(*node);
+                    g.untell_dir(*node);
                 }
                 Change::Attr { .. } => {}
                 Change::All => g.drop_all(),
@@ -414,6 +464,7 @@ impl DirNames {
         let mut g = self.lock();
         g.spoil(dir);
         g.drop_done(dir);
+        g.untell_dir(dir);
     }
 
     /// Events were lost: nothing listed can be trusted.

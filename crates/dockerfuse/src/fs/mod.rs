@@ -196,6 +196,7 @@ impl<T: Transport> Outbox<T> {
         };
         match &self.behind {
             Some(b) if !b.is_idle() => {
+                crate::waits::deferred();
                 let (rpc, req) = (self.rpc.clone(), req.clone().into_owned());
                 b.after_writes(Box::new(move || rpc.call(&req, done)))
             }
@@ -203,8 +204,9 @@ impl<T: Transport> Outbox<T> {
         }
     }
 
-    /// Sends a request whose outcome nobody waits for.
+    /// Sends a request whose outcome nobody waits for (no wait).
     fn send_and_forget(&self, who: &Who, req: &Request<'_>) {
+        let _bg = crate::waits::background();
         self.send(who, req, Box::new(|_| {}))
     }
 }
@@ -219,6 +221,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             let rpc = rpc.clone();
             let send: write_behind::SendBatch = Arc::new(move |fh, offset, data, done| {
                 let len = data.len() as u64;
+                let _bg = crate::waits::background();
                 let req = Request::Write {
                     fh,
                     offset,
@@ -945,9 +948,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         }
         let req = Request::Release { fh };
         match self.out.behind.clone() {
-            Some(b) => self
-                .out
-                .send(&Who::Mount, &req, Box::new(move |_| b.forget(fh))),
+            Some(b) => {
+                let _bg = crate::waits::background();
+                self.out
+                    .send(&Who::Mount, &req, Box::new(move |_| b.forget(fh)))
+            }
             None => self.out.send_and_forget(&Who::Mount, &req),
         }
         cb(Ok(()))
