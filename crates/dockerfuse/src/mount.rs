@@ -467,6 +467,7 @@ fn mount_session(
         // Opens that bring small files' contents came with protocol 5.
         open_small: remote.running.hello.protocol >= 5,
         write_behind: !cli.no_write_behind,
+        host_attrs: !cli.no_host_attrs,
     };
     // The feed names the satellite's node ids; with --reconnect the kernel
     // holds ids of our own (relink), so the mount keeps to the TTLs.

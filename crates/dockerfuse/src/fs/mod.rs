@@ -8,7 +8,8 @@
 //! answers or with the real satellite over pipes. Besides the mapping it
 //! holds the mount's policies:
 //! * TTLs: short, or long for what the satellite's change feed watches
-//!   ([`coherence`]); negative entries likewise ([`Lookup::Absent`]),
+//!   ([`coherence`]), with what the host holds per node in one ledger
+//!   ([`ledger`]), whose kept attributes answer GETATTR for watched nodes; negative entries likewise ([`Lookup::Absent`]),
 //!   answered on the host for names a fully listed, watched directory
 //!   does not hold ([`dir_names`]);
 //! * xattr absence: `ls -l`'s getxattr calls are answered here for nodes
@@ -37,6 +38,7 @@ pub(crate) mod failure;
 mod heads;
 pub(crate) mod ids;
 mod lazy_dir;
+mod ledger;
 mod links;
 mod listing;
 mod prefetch;
@@ -59,6 +61,7 @@ use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
 
 pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
+use coherence::Source;
 pub(crate) use coherence::{Coherence, Inval, Ttl};
 pub(crate) use ids::{Fh, NodeId};
 pub(crate) use links::LinkRewrite;
@@ -94,6 +97,9 @@ pub(crate) struct Options {
     /// Answer writes at once and send them in batches (not with
     /// `per_caller`: a batch has one identity).
     pub(crate) write_behind: bool,
+    /// Keep the attributes of nodes the change feed watches on the host
+    /// and answer GETATTR with them.
+    pub(crate) host_attrs: bool,
 }
 
 /// Outcome callback of one operation.
@@ -214,6 +220,7 @@ impl<T: Transport> Outbox<T> {
 impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn new(rpc: T, opts: Options) -> Self {
         let coherence = Arc::new(Coherence::new(opts.ttl, opts.fixed_ttl));
+        coherence.set_keep_attrs(opts.host_attrs);
         let no_xattrs = coherence.no_xattrs();
         let heads = coherence.heads();
         let rpc = Arc::new(rpc);
@@ -309,12 +316,14 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             self.coherence.clone(),
             name.to_vec(),
         );
+        let stamp = coh.attr_stamp();
         self.out.send(
             who,
             &req,
             Box::new(move |r| {
                 cb(r.and_then(replies::entry).map(|e| {
                     let ttl = coh.entry(parent, &name, e.node, e.attr.mode);
+                    coh.keep_attr(e.node, e.attr, Source::Entry, stamp);
                     cache.note(&e, ttl.attr);
                     (e, ttl)
                 }))
@@ -325,9 +334,18 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// Wraps `cb` to tell the listings what an operation on `name` in
     /// `dir` did: on success the name exists (`exists`) or not; on a
     /// failure it is unknown, but for EEXIST of a creation.
+    /// The operation changes the directory's times (and, for a removal,
+    /// the named node's link count): what the ledger kept of them goes
+    /// when it is sent and again when it is done.
     fn noting<R: 'static>(&self, dir: u64, name: &[u8], exists: bool, cb: Cb<R>) -> Cb<R> {
         let (coh, name) = (self.coherence.clone(), name.to_vec());
+        let forget = move |coh: &Coherence, name: &[u8]| match exists {
+            true => coh.touched(dir),
+            false => coh.name_changed(dir, name),
+        };
+        forget(&coh, &name);
         Box::new(move |r: Result<R, Errno>| {
+            forget(&coh, &name);
             let l = coh.listings();
             match &r {
                 Ok(_) if exists => l.created(dir, &name),
@@ -398,6 +416,12 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         fh: Option<Fh>,
         cb: Cb<(Attr, Duration)>,
     ) {
+        // Kept on the host, unless writes accepted before may change them
+        // (they wait for those writes, below).
+        let idle = self.out.behind.as_ref().is_none_or(|b| b.is_idle());
+        if let Some(kept) = self.coherence.kept_attr(node).filter(|_| idle) {
+            return cb(Ok(kept));
+        }
         let fh = fh.map(|Fh(f)| f);
         self.call_attr(who, Request::GetAttr { node, fh }, node, cb)
     }
@@ -424,6 +448,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Some(_) => self.changing(cb),
             None => cb,
         };
+        let cb = self.touching(node, cb);
         let kernel_mtime = self.opts.writeback
             && self.opts.per_caller
             && matches!(attr.mtime, Some(SetTime::At { .. }));
@@ -454,6 +479,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let (out, coh) = (self.out.clone(), self.coherence.clone());
         let then_mtime: Cb<(Attr, Duration)> = Box::new(move |r| match r {
             Ok(_) => {
+                coh.touched(node);
                 let req = Request::SetAttr {
                     node,
                     fh,
@@ -478,7 +504,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// getattr/setattr: the attributes, reported under `node`, and their TTL.
     fn call_attr(&self, who: &Who, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>) {
         let coh = self.coherence.clone();
-        self.out.send(who, &req, attr_done(node, coh, cb));
+        let done = attr_done(node, coh, cb);
+        self.out.send(who, &req, done);
     }
 
     pub(crate) fn readlink(&self, who: &Who, NodeId(node): NodeId, cb: BytesCb) {
@@ -597,7 +624,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         // is known.
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let (coh, old, new) = (self.coherence.clone(), name.to_vec(), new_name.to_vec());
+        // Both parents' times, the moved node's ctime and a replaced
+        // node's link count change.
+        coh.name_changed(parent, &old);
+        coh.name_changed(new_parent, &new);
         let cb: Cb<()> = Box::new(move |r| {
+            coh.name_changed(parent, &old);
+            coh.name_changed(new_parent, &new);
             let l = coh.listings();
             match r {
                 Ok(()) if exchange => {
@@ -688,6 +721,18 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         })
     }
 
+    /// Wraps `cb` of an operation that changes `node`'s attributes (size,
+    /// times, mode...): what the ledger kept of them goes when it is sent
+    /// and again when it is done, before its reply.
+    fn touching<R: 'static>(&self, node: u64, cb: Cb<R>) -> Cb<R> {
+        let coh = self.coherence.clone();
+        coh.touched(node);
+        Box::new(move |r| {
+            coh.touched(node);
+            cb(r)
+        })
+    }
+
     /// How long contents an open of `node` with `flags` brings may answer
     /// reads, when such an open is worth asking for: read-only, no
     /// O_DIRECT or O_TRUNC, no writeback cache (whose dirty pages are the
@@ -713,8 +758,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let flags = self.open_flags(flags);
         let after: Cb<()> = match flags & libc::O_TRUNC {
             0 => Box::new(|_| {}),
-            _ => self.changing(Box::new(|_| {})),
+            _ => self.changing(self.touching(node, Box::new(|_| {}))),
         };
+        let coh = self.coherence.clone();
         let (rpc, behind, serving) = (
             self.out.rpc.clone(),
             self.out.behind.clone(),
@@ -753,6 +799,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     }
                     let fd = o.fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     let passthrough = serving.serve(node, fh, fd, &reply)?;
+                    if passthrough.is_some() && writes(flags) {
+                        coh.bypassed(node);
+                    }
                     Ok(Opened {
                         fh: Fh(fh),
                         passthrough,
@@ -794,6 +843,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             mode,
             flags,
         };
+        let stamp = coh.attr_stamp();
         self.out.send(
             who,
             &req,
@@ -802,20 +852,26 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 after(r.as_ref().map(|_| ()).map_err(|e| *e));
                 let r = r.and_then(|(e, fh, fd)| {
                     let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
+                    coh.keep_attr(e.node, e.attr, Source::Entry, stamp);
                     cache.note(&e, ttl.attr);
                     let fd = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     if let Some(b) = behind {
                         b.opened(fh, flags & libc::O_APPEND != 0);
                     }
                     match serving.serve(e.node, fh, fd, &reply) {
-                        Ok(passthrough) => Ok((
-                            e,
-                            ttl,
-                            Opened {
-                                fh: Fh(fh),
-                                passthrough,
-                            },
-                        )),
+                        Ok(passthrough) => {
+                            if passthrough.is_some() && writes(flags) {
+                                coh.bypassed(e.node);
+                            }
+                            Ok((
+                                e,
+                                ttl,
+                                Opened {
+                                    fh: Fh(fh),
+                                    passthrough,
+                                },
+                            ))
+                        }
                         Err(err) => {
                             // The kernel will not take the entry.
                             coh.forgotten(e.node, 1);
@@ -871,6 +927,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             true => self.changing(self.expiring(node, cb)),
             false => self.changing(cb),
         };
+        let cb = self.touching(node, cb);
         let writer = Writer {
             out: self.out.clone(),
             who: who.clone(),
@@ -979,7 +1036,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         mode: i32,
         cb: Cb<()>,
     ) {
-        let cb = self.changing(self.expiring(node, cb));
+        let cb = self.touching(node, self.changing(self.expiring(node, cb)));
         let req = Request::Fallocate {
             fh,
             offset,
@@ -1005,7 +1062,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: u32,
         cb: Cb<u32>,
     ) {
-        let cb = self.changing(self.expiring(node_out, cb));
+        let cb = self.touching(node_out, self.changing(self.expiring(node_out, cb)));
         let req = Request::CopyFileRange {
             fh_in,
             offset_in,
@@ -1115,6 +1172,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             plus: true,
         };
         let generation = self.coherence.generation();
+        let stamp = self.coherence.attr_stamp();
         // Reads of a watched directory gather its names, complete at the
         // empty reply that ends it.
         let listed = (!self.opts.per_caller && self.coherence.cache_dir(dir))
@@ -1141,6 +1199,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     let buf = Buffer {
                         next: offset,
                         generation,
+                        stamp,
                         items,
                     };
                     giver.give(buf, cb)
@@ -1242,6 +1301,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: Cb<()>,
     ) {
         self.no_xattrs.forget(node);
+        // The ctime changes.
+        let cb = self.touching(node, cb);
         let req = Request::SetXattr {
             node,
             name: name.into(),
@@ -1253,9 +1314,15 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     pub(crate) fn removexattr(&self, who: &Who, NodeId(node): NodeId, name: &[u8], cb: Cb<()>) {
         self.no_xattrs.forget(node);
+        let cb = self.touching(node, cb);
         let name = name.into();
         self.call(who, Request::RemoveXattr { node, name }, replies::ok, cb)
     }
+}
+
+/// Whether an open with `flags` may write.
+fn writes(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY
 }
 
 /// The permission bits of `mode` without setuid and (for a
@@ -1316,6 +1383,8 @@ impl Giver {
         // taken (those it leaves are unregistered below and stay buffered).
         for i in buf.items[..n].iter_mut().filter(|i| i.counted) {
             i.ttl = self.coh.entry(self.dir, &i.name, i.node, i.attr.mode).min();
+            self.coh
+                .keep_attr(i.node, i.attr, Source::Listing, buf.stamp);
             if i.no_xattrs {
                 self.cache.note_empty(i.node, i.ttl);
             }
@@ -1334,10 +1403,14 @@ impl Giver {
 
 /// The completion of a getattr/setattr: the attributes, reported under
 /// `node`, and how long the kernel may keep them.
+/// Made when the request is sent: the ledger keeps the attributes if
+/// nothing changed meanwhile.
 fn attr_done(node: u64, coh: Arc<Coherence>, cb: Cb<(Attr, Duration)>) -> Done {
+    let stamp = coh.attr_stamp();
     Box::new(move |r| {
         cb(r.and_then(replies::attr).map(|mut a| {
             a.ino = node;
+            coh.keep_attr(node, a, Source::Attr, stamp);
             (a, coh.attr_ttl(node, a.mode))
         }))
     })

@@ -49,6 +49,7 @@ fn opts() -> Options {
         per_caller: true,
         open_small: true,
         write_behind: false,
+        host_attrs: true,
     }
 }
 
