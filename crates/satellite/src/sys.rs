@@ -25,7 +25,7 @@ use dockerfuse_proto::Errno;
 pub(crate) type SysResult<T> = Result<T, Errno>;
 
 fn last_errno() -> Errno {
-    Errno(
+    Errno::from_native(
         std::io::Error::last_os_error()
             .raw_os_error()
             .unwrap_or(libc::EIO),

@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
-use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
+use dockerfuse_proto::{OpenFlags, Request, Response, MAX_OPEN_DATA};
 
 pub(crate) use caller::{with_caller, Caller, CallerGuard};
 pub(crate) use coherence::{Coherence, Inval, Ttl};
@@ -87,6 +87,9 @@ pub(crate) struct Options {
     /// Answer writes at once and send them in batches (not with
     /// `per_caller`: a batch has one identity).
     pub(crate) write_behind: bool,
+    /// The satellite is older than protocol 6 and reads open flags in its
+    /// own kernel's numbers, these; `None`: in the protocol's.
+    pub(crate) legacy_flags: Option<dockerfuse_proto::Abi>,
 }
 
 /// Outcome callback of one operation.
@@ -562,6 +565,15 @@ impl<T: Transport> Core<T> {
         f
     }
 
+    /// open(2) flags of this kernel as the satellite reads them.
+    fn wire_flags(&self, flags: i32) -> OpenFlags {
+        let wire = OpenFlags::from_native(flags);
+        match self.opts.legacy_flags {
+            None => wire,
+            Some(abi) => OpenFlags(wire.to_abi(abi) as u32),
+        }
+    }
+
     /// An operation that changes file contents in the container: held
     /// contents go when it is sent and again before `cb` learns it is done.
     fn changing<R: 'static>(&self, cb: Cb<R>) -> Cb<R> {
@@ -595,7 +607,10 @@ impl<T: Transport> Core<T> {
         let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
         let Some(lifetime) = self.small_open(node, flags) else {
             return self.send(
-                &Request::Open { node, flags },
+                &Request::Open {
+                    node,
+                    flags: self.wire_flags(flags),
+                },
                 Box::new(move |r| {
                     cb(r.and_then(replies::opened).map(|o| {
                         if let Some(b) = behind {
@@ -612,7 +627,11 @@ impl<T: Transport> Core<T> {
         let (heads, ticket) = (self.heads.clone(), self.heads.ticket());
         let max = MAX_OPEN_DATA;
         self.send(
-            &Request::OpenSmall { node, flags, max },
+            &Request::OpenSmall {
+                node,
+                flags: self.wire_flags(flags),
+                max,
+            },
             Box::new(move |r| {
                 cb(r.and_then(replies::opened).map(|o| {
                     let fh = o.fh;
@@ -672,7 +691,7 @@ impl<T: Transport> Core<T> {
             parent,
             name: name.into(),
             mode,
-            flags,
+            flags: self.wire_flags(flags),
         };
         self.send(
             &req,
