@@ -982,8 +982,8 @@ fn requests_as_a_caller_get_its_owner_and_its_permissions() {
     .unwrap();
     let (mut s, hello) = Sat::start(dir.path());
     let as_user = |req: Request<'static>| Request::As {
-        uid: 4321,
-        gid: 4322,
+        uid: 204321,
+        gid: 204322,
         groups: vec![],
         req: Box::new(req),
     };
@@ -1002,8 +1002,8 @@ fn requests_as_a_caller_get_its_owner_and_its_permissions() {
         flags: OpenFlags::from_native(libc::O_RDONLY),
     }));
     if hello.uid == 0 {
-        assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
-        assert_eq!((d.attr.uid, d.attr.gid), (4321, 4322));
+        assert_eq!((meta.uid(), meta.gid()), (204321, 204322));
+        assert_eq!((d.attr.uid, d.attr.gid), (204321, 204322));
         assert_eq!(open_secret, Response::Error(libc::EACCES));
     } else {
         assert_eq!(meta.uid(), hello.uid);
@@ -1033,8 +1033,8 @@ fn requests_as_a_caller_carry_its_groups() {
     let (mut s, hello) = Sat::start(dir.path());
     // Too many groups are refused, not cut, by any satellite.
     let many = Request::As {
-        uid: 4321,
-        gid: 4322,
+        uid: 204321,
+        gid: 204322,
         groups: (1..=MAX_GROUPS as u32 + 1).collect(),
         req: Box::new(Request::StatFs { node: ROOT_NODE }),
     };
@@ -1043,9 +1043,9 @@ fn requests_as_a_caller_carry_its_groups() {
         // A satellite that is not root performs requests as itself.
         assert!(matches!(
             s.call(Request::As {
-                uid: 4321,
-                gid: 4322,
-                groups: vec![5555],
+                uid: 204321,
+                gid: 204322,
+                groups: vec![205555],
                 req: Box::new(Request::StatFs { node: ROOT_NODE }),
             }),
             Response::StatFs(_)
@@ -1057,19 +1057,19 @@ fn requests_as_a_caller_carry_its_groups() {
     // A group-readable file of a group the caller is only a supplementary
     // member of.
     std::fs::write(p("grp"), b"g").unwrap();
-    std::os::unix::fs::chown(p("grp"), Some(0), Some(5555)).unwrap();
+    std::os::unix::fs::chown(p("grp"), Some(0), Some(205555)).unwrap();
     std::fs::set_permissions(p("grp"), PermissionsExt::from_mode(0o640)).unwrap();
     // A setuid+setgid group-executable file everyone may write.
     std::fs::write(p("suid"), b"x").unwrap();
-    std::os::unix::fs::chown(p("suid"), Some(0), Some(5555)).unwrap();
+    std::os::unix::fs::chown(p("suid"), Some(0), Some(205555)).unwrap();
     std::fs::set_permissions(p("suid"), PermissionsExt::from_mode(0o6777)).unwrap();
     // A file the caller owns.
     std::fs::write(p("mine"), b"m").unwrap();
-    std::os::unix::fs::chown(p("mine"), Some(4321), Some(4322)).unwrap();
+    std::os::unix::fs::chown(p("mine"), Some(204321), Some(204322)).unwrap();
 
     let as_user = |groups: &[u32], req: Request<'static>| Request::As {
-        uid: 4321,
-        gid: 4322,
+        uid: 204321,
+        gid: 204322,
         groups: groups.to_vec(),
         req: Box::new(req),
     };
@@ -1094,7 +1094,7 @@ fn requests_as_a_caller_carry_its_groups() {
         Response::Error(libc::EACCES)
     );
     assert!(matches!(
-        s.call(as_user(&[7, 5555], open(grp))),
+        s.call(as_user(&[7, 205555], open(grp))),
         Response::Opened { .. }
     ));
 
@@ -1107,12 +1107,12 @@ fn requests_as_a_caller_carry_its_groups() {
         },
     };
     assert_eq!(
-        s.call(as_user(&[5555], chgrp(mine, 5556))),
+        s.call(as_user(&[205555], chgrp(mine, 205556))),
         Response::Error(libc::EPERM)
     );
     assert!(matches!(
-        s.call(as_user(&[5555], chgrp(mine, 5555))),
-        Response::Attr(a) if a.gid == 5555
+        s.call(as_user(&[205555], chgrp(mine, 205555))),
+        Response::Attr(a) if a.gid == 205555
     ));
 
     let fh = match s.call(as_user(
