@@ -18,6 +18,9 @@
 #      nix/vm-cli.nix takes its scenarios and environment from it (shown
 #      by evaluating vm-cli.nix against a stub nixpkgs with the real list
 #      and with a changed copy); the VM tests' Python scripts parse;
+#      no VM test's node sets an option that nixpkgs' qemu-vm.nix overrides
+#      in a test VM (fileSystems and the like: such a setting is dropped),
+#      shown catching a copy of vm-fstab.nix that does;
 #  (e) the flake stops with a plain sentence on a Nix older than the one
 #      the READMEs name; shellcheck on the scripts the VM test and CI share.
 #
@@ -328,29 +331,60 @@ let
   images = builtins.listToAttrs (map (n: { name = n; value = store "image-${n}"; })
     [ "alpine-amd64" "alpine-arm64" "busybox-amd64" "busybox-arm64" "busybox-386" ]);
   common = { testers.runNixOSTest = t: t; inherit images; };
+  tests = {
+    vm-cli = import ../nix/vm-cli.nix (common // {
+      inherit lib pkgs;
+      dockerfuse = store "dockerfuse";
+      integration = store "integration";
+      vmMatrix = matrix;
+    });
+    vm-fstab = import ../nix/vm-fstab.nix (common // { dockerfuse = store "dockerfuse"; });
+    vm-module = import ../nix/vm-module.nix (common // { dockerfuseModule = { }; });
+  };
+  # Options nixpkgs' nixos/modules/virtualisation/qemu-vm.nix sets with
+  # mkVMOverride in every test VM: a node's own value is dropped (the VM
+  # reads virtualisation.fileSystems for fileSystems).
+  vmOverridden = [
+    [ "fileSystems" ]
+    [ "swapDevices" ]
+    [ "boot" "initrd" "luks" "devices" ]
+    [ "boot" "loader" "grub" "device" ]
+  ];
+  hasPath = path: set:
+    path == [ ] || (builtins.isAttrs set && set ? ${builtins.head path}
+      && hasPath (builtins.tail path) set.${builtins.head path});
+  # A node module as written (a function gets stand-ins for its arguments;
+  # only attribute names are looked at).
+  nodeAttrs = m:
+    if builtins.isFunction m then
+      m (builtins.mapAttrs (n: _: if n == "lib" then lib else if n == "pkgs" then pkgs
+        else throw "stub: ${n}") (builtins.functionArgs m))
+    else m;
+  overridden = t: builtins.concatLists (builtins.attrValues (builtins.mapAttrs (node: m:
+    map (p: "${node}: ${builtins.concatStringsSep "." p}")
+      (builtins.filter (p: hasPath p (nodeAttrs m)) vmOverridden)) t.nodes));
 in
 {
-  vm-cli = (import ../nix/vm-cli.nix (common // {
-    inherit lib pkgs;
-    dockerfuse = store "dockerfuse";
-    integration = store "integration";
-    vmMatrix = matrix;
-  })).testScript;
-  vm-fstab = (import ../nix/vm-fstab.nix (common // { dockerfuse = store "dockerfuse"; })).testScript;
-  vm-module = (import ../nix/vm-module.nix (common // { dockerfuseModule = { }; })).testScript;
+  scripts = builtins.mapAttrs (_: t: t.testScript) tests;
+  overridden = builtins.mapAttrs (_: overridden) tests;
+  fstabDeclared = builtins.attrNames ((nodeAttrs tests.vm-fstab.nodes.machine).virtualisation.fileSystems or { });
 }
 NIX
 mkdir -p "$tmp/nix"
 cp nix/vm-matrix.nix nix/vm-cli.nix nix/vm-fstab.nix nix/vm-module.nix nix/vm-matrix.txt "$tmp/nix/"
 mkdir -p "$tmp/stub" && mv "$tmp/stub.nix" "$tmp/stub/default.nix"
 
-# scripts_for [MATRIX_FILE]: the three test scripts as JSON.
-scripts_for() {
+# stub_eval [MATRIX_FILE]: the stub's whole answer as JSON.
+stub_eval() {
   if [ -n "${1:-}" ]; then
     nix-instantiate --eval --strict --json "$tmp/stub" --arg matrixFile "$1"
   else
     nix-instantiate --eval --strict --json "$tmp/stub" --arg matrixFile null
   fi
+}
+# scripts_for [MATRIX_FILE]: the three test scripts as JSON.
+scripts_for() {
+  stub_eval "$@" | jq -c .scripts
 }
 # run_line SCRIPT: the DOCKERFUSE_TEST_SCENARIOS and environment it passes.
 run_line() {
@@ -396,6 +430,32 @@ if scripts=$(scripts_for 2>"$tmp/stub.err"); then
   fi
 else
   bad "vm-cli.nix, vm-fstab.nix, vm-module.nix evaluate against a stub nixpkgs"
+  sed 's/^/       /' "$tmp/stub.err"
+fi
+
+# No node of a VM test sets an option qemu-vm.nix overrides (such as
+# fileSystems, which a test VM takes from virtualisation.fileSystems).
+if answer=$(stub_eval 2>"$tmp/stub.err"); then
+  for t in vm-cli vm-fstab vm-module; do
+    expect "$t: no node sets an option a test VM overrides" \
+      "$(jq -r --arg t "$t" '.overridden[$t] | join(", ")' <<<"$answer")" ""
+  done
+  expect "vm-fstab.nix declares its mount in virtualisation.fileSystems" \
+    "$(jq -r '.fstabDeclared | join(" ")' <<<"$answer")" "/mnt/web"
+  # The check itself: a copy of vm-fstab.nix with the entry in
+  # fileSystems, as a real host writes it, is caught.
+  cp nix/vm-fstab.nix "$tmp/vm-fstab.orig"
+  sed -i 's/virtualisation\.fileSystems\."/fileSystems."/' "$tmp/nix/vm-fstab.nix"
+  if caught=$(stub_eval 2>"$tmp/stub.err"); then
+    expect "a VM test that sets fileSystems is caught" \
+      "$(jq -r '.overridden["vm-fstab"] | join(", ")' <<<"$caught")" "machine: fileSystems"
+  else
+    bad "the stub evaluates a VM test that sets fileSystems"
+    sed 's/^/       /' "$tmp/stub.err"
+  fi
+  cp "$tmp/vm-fstab.orig" "$tmp/nix/vm-fstab.nix"
+else
+  bad "the VM tests' nodes evaluate against a stub nixpkgs"
   sed 's/^/       /' "$tmp/stub.err"
 fi
 
