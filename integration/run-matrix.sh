@@ -77,9 +77,9 @@
 #                               real-podman
 #                               engine-restart (restarts dockerd; runs last)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
-#   DOCKERFUSE_TEST_ARCHES      busybox image tags for `arches` (default: 386)
+#   DOCKERFUSE_TEST_ARCHES      busybox image tags for `arches` (default: amd64 386)
 #   DOCKERFUSE_TEST_QEMU_ARCHES busybox image tags for `arches-qemu` (default:
-#                               armv7 armv6 ppc64le s390x)
+#                               arm64 armv7 armv6 ppc64le s390x)
 #   DOCKERFUSE_TEST_EXEC        0 to leave out the extra exec-transport runs (default 1)
 #   DFIT_TRANSPORT              --transport for every mount (auto, exec, local;
 #                               default: dockerfuse's own, auto)
@@ -168,11 +168,11 @@ declare -A ARCH_SATELLITE=([386]=386 [armv7]=arm/v7 [armv6]=arm/v6 [ppc64le]=ppc
 TEST_ARCHES=()   # image tags, and for each the scenario script that runs it
 declare -A ARCH_SCRIPT=()
 if want arches; then
-	read -r -a more <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_ARCHES:-386}")"
+	read -r -a more <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_ARCHES:-amd64 386}")"
 	for t in "${more[@]}"; do TEST_ARCHES+=("$t") ARCH_SCRIPT[$t]=arches; done
 fi
 if want arches-qemu; then
-	read -r -a more <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_QEMU_ARCHES:-armv7 armv6 ppc64le s390x}")"
+	read -r -a more <<<"$(tr ',' ' ' <<<"${DOCKERFUSE_TEST_QEMU_ARCHES:-arm64 armv7 armv6 ppc64le s390x}")"
 	for t in "${more[@]}"; do TEST_ARCHES+=("$t") ARCH_SCRIPT[$t]=arches-qemu; done
 fi
 if [ "${#TEST_ARCHES[@]}" -gt 0 ]; then
