@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (the README gives it, .ci/run runs it):
-#   1. integration/setup-engine.sh   dockerd, binfmt_misc/qemu, fuse, test images
+#   1. integration/setup-engine.sh   dockerd, binfmt_misc/qemu, fuse, test images;
+#      .ci/satellite-toolchain.sh    the satellites' zig route (pinned nightly
+#                                    with rust-src, zig, cargo-zigbuild)
 #   2. shellcheck over every script, cargo fmt --check, clippy -D warnings,
 #      cargo test (whole workspace), the satellite's pipe tests against
 #      each embedded satellite (integration/satellite-arches.sh: qemu-user
@@ -45,6 +47,7 @@ step() {
 }
 
 step "engine setup" bash integration/setup-engine.sh
+step "satellite toolchain" bash .ci/satellite-toolchain.sh
 # Every shell script of the project: by name, and by its bash shebang.
 mapfile -t SCRIPTS < <({
 	git ls-files '*.sh' .ci/run
