@@ -38,6 +38,16 @@ impl Sat {
         nofile: Option<u64>,
         args: &[&str],
     ) -> (Sat, SatelliteHello) {
+        Sat::start_speaking(root, nofile, args, PROTOCOL_VERSION)
+    }
+
+    /// Starts it and answers its hello with `protocol`.
+    fn start_speaking(
+        root: &std::path::Path,
+        nofile: Option<u64>,
+        args: &[&str],
+        protocol: u32,
+    ) -> (Sat, SatelliteHello) {
         let mut cmd = satellite_command();
         cmd.args(args)
             .arg("--root")
@@ -81,7 +91,7 @@ impl Sat {
         s.send_raw(
             HELLO_ID,
             &Request::Hello(HostHello {
-                protocol: PROTOCOL_VERSION,
+                protocol,
                 version: "test".into(),
                 max_io: MAX_IO,
             }),
@@ -518,6 +528,50 @@ fn hello_names_arch_and_protocol() {
     assert_eq!(hello.max_io, MAX_IO);
     s.send_raw(9, &Request::Shutdown);
     assert!(s.child.wait().unwrap().success());
+}
+
+/// Open flags travel in the protocol's numbering; a host before protocol
+/// 6 sent them in the satellite's own, which it still takes from such a
+/// host.
+#[test]
+fn open_flags_are_read_in_the_numbering_the_host_speaks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    let abi = Abi::of_arch(satellite_arch());
+    for protocol in [PROTOCOL_VERSION, 5] {
+        let (mut s, _) = Sat::start_speaking(dir.path(), None, &[], protocol);
+        let f = s
+            .entry(Request::Lookup {
+                parent: ROOT_NODE,
+                name: name("f"),
+            })
+            .node;
+        let flags = |bits: u32| match protocol {
+            5 => OpenFlags(OpenFlags(bits).to_abi(abi) as u32),
+            _ => OpenFlags(bits),
+        };
+        // O_DIRECTORY on a regular file: refused, so it was read as such.
+        assert_eq!(
+            s.call(Request::Open {
+                node: f,
+                flags: flags(OpenFlags::DIRECTORY),
+            }),
+            Response::Error(libc::ENOTDIR),
+            "protocol {protocol}"
+        );
+        assert!(
+            matches!(
+                s.call(Request::Open {
+                    node: f,
+                    flags: flags(OpenFlags::RDWR | OpenFlags::APPEND),
+                }),
+                Response::Opened { .. }
+            ),
+            "protocol {protocol}"
+        );
+        drop(s.input);
+        assert!(s.child.wait().unwrap().success());
+    }
 }
 
 #[test]
