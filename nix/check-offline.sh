@@ -8,7 +8,9 @@
 #      flake.nix declares and the pinned revisions below (copied from
 #      shared/nix-facts.md, and compared with it when it is present); the
 #      alpine tarballs nix/images.nix fetches are the pinned ones;
-#  (c) nix/module.nix maps its options to the CLI flags it should, and, with
+#  (c) nix/packages.nix builds the satellites build.rs builds, with the
+#      nightly satellite-toolchain.txt pins; nix/module.nix maps its
+#      options to the CLI flags it should, and, with
 #      DOCKERFUSE=/path/to/dockerfuse set, every --flag it passes appears in
 #      `$DOCKERFUSE --help`;
 #  (d) nix/vm-matrix.txt, the one list of what the VM test provides: it
@@ -269,6 +271,15 @@ else
     fi
   done
 fi
+
+# The Nix package builds the satellites build.rs builds, with its pinned
+# nightly.
+triples_of() { grep -oE '"[a-z0-9_]+-unknown-linux-musl[a-z]*"' "$1" | tr -d '"' | sort -u | tr '\n' ' '; }
+expect "nix/packages.nix builds the satellites crates/dockerfuse/build.rs builds" \
+  "$(sed -n '/satelliteTargets = {/,/};/p' nix/packages.nix | triples_of /dev/stdin)" \
+  "$(sed -n '/^const SATELLITES/,/^];/p' crates/dockerfuse/build.rs | triples_of /dev/stdin)"
+expect "nix/packages.nix takes its nightly from crates/dockerfuse/satellite-toolchain.txt" \
+  "$(grep -c 'readFile ../crates/dockerfuse/satellite-toolchain.txt' nix/packages.nix)" 1
 
 # ---------------------------------------------------------------------------
 echo "== (d) nix/vm-matrix.txt: one list for the VM test and CI"

@@ -41,8 +41,20 @@ let
     s390x = "s390x-unknown-linux-musl";
   };
 
-  # The host program's toolchain (rust-overlay, stable).
-  craneLib = (crane.mkLib pkgs).overrideToolchain (p: p.rust-bin.stable.latest.default);
+  # The host program's toolchain (rust-overlay, stable), with the musl
+  # targets of build.rs's stable route, for the development shell (where
+  # build.rs builds amd64, arm64 and 386 itself; rust-lld ships inside the
+  # rustc component, where rustc finds it by name).
+  craneLib = (crane.mkLib pkgs).overrideToolchain (
+    p:
+    p.rust-bin.stable.latest.default.override {
+      targets = [
+        satelliteTargets.x86_64
+        satelliteTargets.aarch64
+        satelliteTargets.i686
+      ];
+    }
+  );
 
   # The satellites' toolchain, as build.rs's zig route: the nightly that
   # crates/dockerfuse/satellite-toolchain.txt pins (its `nightly DATE`
