@@ -467,6 +467,10 @@ fn mount_session(
         // Opens that bring small files' contents came with protocol 5.
         open_small: remote.running.hello.protocol >= 5,
         write_behind: !cli.no_write_behind,
+        // Before protocol 6 open flags travelled in the satellite's own
+        // numbers.
+        legacy_flags: (remote.running.hello.protocol < 6)
+            .then(|| dockerfuse_proto::Abi::of_arch(&remote.running.hello.arch)),
     };
     // The feed names the satellite's node ids; with --reconnect the kernel
     // holds ids of our own (relink), so the mount keeps to the TTLs.

@@ -55,7 +55,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
-use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
+use dockerfuse_proto::{OpenFlags, Request, Response, MAX_OPEN_DATA};
 
 pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
@@ -94,6 +94,9 @@ pub(crate) struct Options {
     /// Answer writes at once and send them in batches (not with
     /// `per_caller`: a batch has one identity).
     pub(crate) write_behind: bool,
+    /// The satellite is older than protocol 6 and reads open flags in its
+    /// own kernel's numbers, these; `None`: in the protocol's.
+    pub(crate) legacy_flags: Option<dockerfuse_proto::Abi>,
 }
 
 /// Outcome callback of one operation.
@@ -664,6 +667,15 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         f
     }
 
+    /// open(2) flags of this kernel as the satellite reads them.
+    fn wire_flags(&self, flags: i32) -> OpenFlags {
+        let wire = OpenFlags::from_native(flags);
+        match self.opts.legacy_flags {
+            None => wire,
+            Some(abi) => OpenFlags(wire.to_abi(abi) as u32),
+        }
+    }
+
     /// An operation that changes file contents in the container: held
     /// contents go when it is sent and again before `cb` learns it is done.
     fn changing<R: 'static>(&self, cb: Cb<R>) -> Cb<R> {
@@ -725,8 +737,15 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             .map(|lifetime| (lifetime, self.heads.ticket()));
         let max = MAX_OPEN_DATA;
         let req = match small {
-            Some(_) => Request::OpenSmall { node, flags, max },
-            None => Request::Open { node, flags },
+            Some(_) => Request::OpenSmall {
+                node,
+                flags: self.wire_flags(flags),
+                max,
+            },
+            None => Request::Open {
+                node,
+                flags: self.wire_flags(flags),
+            },
         };
         let heads = self.heads.clone();
         self.out.send(
@@ -792,7 +811,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             parent,
             name: name.into(),
             mode,
-            flags,
+            flags: self.wire_flags(flags),
         };
         self.out.send(
             who,

@@ -49,6 +49,7 @@ fn opts() -> Options {
         per_caller: true,
         open_small: true,
         write_behind: false,
+        legacy_flags: None,
     }
 }
 
@@ -669,7 +670,7 @@ fn writeback_cache_adjusts_open_flags() {
         seen.lock().unwrap()[0],
         Request::Open {
             node: 5,
-            flags: libc::O_RDWR
+            flags: OpenFlags(OpenFlags::RDWR)
         }
     );
     let (c, _) = core(|_| Response::Opened { fh: 9 });
@@ -1173,4 +1174,43 @@ fn a_failure_is_logged_once_in_its_requests_span_with_its_cause() {
     assert!(lines[0].contains("op=\"rmdir\"") && lines[0].contains("cause=\"satellite\""));
     assert!(lines[0].contains("errno 39"), "{}", lines[0]);
     assert!(lines[1].contains("op=\"write\"") && lines[1].contains("cause=\"bad reply\""));
+}
+
+/// Open flags travel in the protocol's numbering, whatever this kernel's
+/// are (x86's O_DIRECT is arm's O_DIRECTORY); a satellite before protocol
+/// 6 gets them in its own kernel's numbers.
+#[test]
+fn open_flags_travel_in_the_protocols_numbering() {
+    let flags = libc::O_RDONLY | libc::O_DIRECT | libc::O_NOFOLLOW;
+    let wire = OpenFlags(OpenFlags::DIRECT | OpenFlags::NOFOLLOW);
+    let sent = |legacy| {
+        let o = Options {
+            open_small: false,
+            legacy_flags: legacy,
+            ..opts()
+        };
+        let (c, seen) = core_with(|_| Response::Opened { fh: 9 }, o);
+        let me = caller(1000, &[]);
+        let opened: Cb<Opened> = Box::new(|_| {});
+        c.open(&me, NodeId(5), flags, opened);
+        let created: Cb<(Entry, Ttl, Opened)> = Box::new(|_| {});
+        c.create(&me, NodeId(1), b"n", 0o644, flags | libc::O_CREAT, created);
+        let seen = seen.lock().unwrap();
+        let open = match unwrapped(&seen[0]) {
+            Request::Open { flags, .. } => *flags,
+            other => panic!("expected an open, got {other:?}"),
+        };
+        let create = match unwrapped(&seen[1]) {
+            Request::Create { flags, .. } => *flags,
+            other => panic!("expected a create, got {other:?}"),
+        };
+        (open, create)
+    };
+    assert_eq!(sent(None), (wire, OpenFlags(wire.0 | OpenFlags::CREAT)));
+    // arm's O_DIRECT 0o200000 and O_NOFOLLOW 0o100000 for an old arm64
+    // satellite; x86's for an old amd64 one.
+    let arm = sent(Some(dockerfuse_proto::Abi::Arm)).0;
+    assert_eq!(arm, OpenFlags(0o200000 | 0o100000));
+    let x86 = sent(Some(dockerfuse_proto::Abi::Generic)).0;
+    assert_eq!(x86, OpenFlags(0o40000 | 0o400000));
 }
