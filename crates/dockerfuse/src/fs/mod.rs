@@ -548,10 +548,20 @@ impl<T: Transport> Core<T> {
         )
     }
 
-    /// open(2) flags as the satellite should use them. With a writeback
-    /// cache the kernel may read back pages of a write-only file and does
-    /// appends itself, so O_WRONLY becomes O_RDWR and O_APPEND goes.
+    /// open(2) flags as the satellite should use them.
+    ///
+    /// O_DIRECT never reaches the container: the kernel already sends
+    /// every read and write of such a file to us uncached (its direct-I/O
+    /// path), and the satellite's buffers are not aligned as the
+    /// container's O_DIRECT demands (its writes would fail after the
+    /// kernel was told they succeeded). Passthrough is not affected: the
+    /// kernel reopens the backing file with the FUSE file's own flags.
+    ///
+    /// With a writeback cache the kernel may read back pages of a
+    /// write-only file and does appends itself, so O_WRONLY becomes O_RDWR
+    /// and O_APPEND goes.
     fn open_flags(&self, flags: i32) -> i32 {
+        let flags = flags & !libc::O_DIRECT;
         if !self.opts.writeback {
             return flags;
         }
@@ -587,19 +597,21 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {
+        let small = self.small_open(node, flags);
+        let direct = flags & libc::O_DIRECT != 0;
         let flags = self.open_flags(flags);
         let cb = match flags & libc::O_TRUNC {
             0 => cb,
             _ => self.changing(cb),
         };
         let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
-        let Some(lifetime) = self.small_open(node, flags) else {
+        let Some(lifetime) = small else {
             return self.send(
                 &Request::Open { node, flags },
                 Box::new(move |r| {
                     cb(r.and_then(replies::opened).map(|o| {
                         if let Some(b) = behind {
-                            b.opened(o.fh, flags & libc::O_APPEND != 0);
+                            b.opened(o.fh, node, flags & libc::O_APPEND != 0, direct);
                         }
                         Opened {
                             fh: o.fh,
@@ -630,7 +642,7 @@ impl<T: Transport> Core<T> {
                         None => {}
                     }
                     if let Some(b) = behind {
-                        b.opened(fh, flags & libc::O_APPEND != 0);
+                        b.opened(fh, node, flags & libc::O_APPEND != 0, direct);
                     }
                     Opened {
                         fh,
@@ -663,6 +675,7 @@ impl<T: Transport> Core<T> {
         );
         let behind = self.behind.clone();
         let cb = self.noting(parent, name, true, cb);
+        let direct = flags & libc::O_DIRECT != 0;
         let flags = self.open_flags(flags);
         let cb = match flags & libc::O_TRUNC {
             0 => cb,
@@ -682,7 +695,7 @@ impl<T: Transport> Core<T> {
                     cache.note(&e, ttl.attr);
                     let backing = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     if let Some(b) = behind {
-                        b.opened(fh, flags & libc::O_APPEND != 0);
+                        b.opened(fh, e.node, flags & libc::O_APPEND != 0, direct);
                     }
                     (e, ttl, Opened { fh, backing })
                 }))
