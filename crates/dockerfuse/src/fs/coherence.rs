@@ -24,6 +24,7 @@ use dockerfuse_proto::{Change, ROOT_NODE};
 
 use super::dir_names::DirNames;
 use super::heads::Heads;
+use super::writers::Writers;
 use super::xattr_cache::NoXattrs;
 
 /// How long a watched node's names and attributes are kept.
@@ -109,6 +110,8 @@ pub(crate) struct Coherence {
     listings: DirNames,
     /// Contents brought by opens, dropped by the changes of their nodes.
     heads: Arc<Heads>,
+    /// Handles that may write, which data invalidations must spare.
+    writers: Writers,
     pub(crate) counts: Counts,
 }
 
@@ -129,6 +132,7 @@ impl Coherence {
             no_xattrs: Arc::default(),
             listings: DirNames::default(),
             heads: Arc::default(),
+            writers: Writers::default(),
             counts: Counts::default(),
         }
     }
@@ -141,6 +145,11 @@ impl Coherence {
     /// The held contents of small files that changes drop.
     pub(crate) fn heads(&self) -> Arc<Heads> {
         self.heads.clone()
+    }
+
+    /// The handles open for writing (data invalidations go through it).
+    pub(crate) fn writers(&self) -> &Writers {
+        &self.writers
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {

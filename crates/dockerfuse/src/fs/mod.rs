@@ -24,7 +24,9 @@
 //!   that handle are answered here while they are current ([`heads`]);
 //!   the releases of such handles go in batches ([`releases`]);
 //! * writes are answered at once and sent in batches, other requests
-//!   waiting for the writes before them ([`write_behind`]).
+//!   waiting for the writes before them ([`write_behind`]);
+//! * the handles that may write are known, so that the change feed never
+//!   makes the kernel wait on their writeback ([`writers`]).
 
 mod backing;
 mod caller;
@@ -39,6 +41,7 @@ mod releases;
 mod replies;
 mod transport;
 mod write_behind;
+mod writers;
 mod xattr_cache;
 
 #[cfg(test)]
@@ -596,7 +599,30 @@ impl<T: Transport> Core<T> {
         Some(self.coherence.contents_ttl(node)).filter(|t| !t.is_zero())
     }
 
+    /// Wraps the callback of an open of `node` with `flags`: a handle that
+    /// may write is recorded, and handed over once no data invalidation of
+    /// the node is under way ([`writers`]).
+    fn writing<R: Send + 'static>(
+        &self,
+        flags: i32,
+        node: impl FnOnce(&R) -> (u64, u64) + Send + 'static,
+        cb: Cb<R>,
+    ) -> Cb<R> {
+        if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            return cb;
+        }
+        let coh = self.coherence.clone();
+        Box::new(move |r| match r {
+            Ok(o) => {
+                let (node, fh) = node(&o);
+                coh.writers().opened(node, fh, Box::new(move || cb(Ok(o))))
+            }
+            Err(e) => cb(Err(e)),
+        })
+    }
+
     pub(crate) fn open(&self, node: u64, flags: i32, cb: Cb<Opened>) {
+        let cb = self.writing(flags, move |o: &Opened| (node, o.fh), cb);
         let small = self.small_open(node, flags);
         let direct = flags & libc::O_DIRECT != 0;
         let flags = self.open_flags(flags);
@@ -674,6 +700,7 @@ impl<T: Transport> Core<T> {
             self.rpc.clone(),
         );
         let behind = self.behind.clone();
+        let cb = self.writing(flags, |(e, _, o): &(Entry, Ttl, Opened)| (e.node, o.fh), cb);
         let cb = self.noting(parent, name, true, cb);
         let direct = flags & libc::O_DIRECT != 0;
         let flags = self.open_flags(flags);
@@ -783,6 +810,7 @@ impl<T: Transport> Core<T> {
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
     pub(crate) fn release(&self, fh: u64, cb: Cb<()>) {
+        self.coherence.writers().released(fh);
         if self.heads.release(fh) {
             if let Some(b) = &self.behind {
                 b.forget(fh);
