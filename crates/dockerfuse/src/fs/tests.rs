@@ -892,3 +892,82 @@ fn a_write_without_cap_fsetid_clears_setuid_and_group_executable_setgid() {
     assert_eq!(suidgid_cleared(libc::S_IFREG | 0o6744), Some(0o2744));
     assert_eq!(suidgid_cleared(libc::S_IFREG | 0o755), None);
 }
+
+/// A mount with write-behind whose satellite refuses every write with
+/// ENOSPC.
+fn full_container() -> (Core<Canned>, Seen) {
+    let mut o = opts();
+    o.per_caller = false;
+    o.write_behind = true;
+    core_with(
+        |r| match r {
+            Request::Open { .. } => Response::Opened { fh: 9 },
+            Request::OpenSmall { .. } => Response::OpenedSmall {
+                fh: 8,
+                fd: None,
+                data: None,
+            },
+            Request::Write { .. } => Response::Error(libc::ENOSPC),
+            _ => Response::Ok,
+        },
+        o,
+    )
+}
+
+#[test]
+fn o_direct_stays_on_the_host_and_its_writes_are_not_held() {
+    let (c, seen) = full_container();
+    let fh = open_fh(&c, 5, libc::O_WRONLY | libc::O_DIRECT);
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        Request::Open {
+            node: 5,
+            flags: libc::O_WRONLY
+        }
+    );
+    // Written through: the write itself reports the container's answer.
+    let (cb, got) = capture();
+    c.write(fh, 0, b"abc", cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::ENOSPC))));
+    let (cb, got) = capture();
+    c.flush(fh, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+}
+
+#[test]
+fn a_write_behind_failure_is_reported_by_close_once() {
+    let (c, _) = full_container();
+    let fh = open_fh(&c, 5, libc::O_WRONLY);
+    let (cb, got) = capture();
+    c.write(fh, 0, b"abc", cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(3)));
+    // close(2): FLUSH brings the error, once.
+    let (cb, got) = capture();
+    c.flush(fh, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::ENOSPC))));
+    let (cb, got) = capture();
+    c.flush(fh, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+    // Or fsync, when it comes first.
+    let fh = open_fh(&c, 6, libc::O_WRONLY);
+    let (cb, _) = capture();
+    c.write(fh, 0, b"abc", cb);
+    let (cb, got) = capture();
+    c.fsync(fh, false, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::ENOSPC))));
+}
+
+#[test]
+fn handles_that_may_write_spare_their_pages_from_invalidations() {
+    let (c, _) = full_container();
+    let ro = open_fh(&c, 5, libc::O_RDONLY);
+    let writers = || c.coherence.writers().dropping_pages(5, || ()).is_some();
+    assert!(writers(), "a read-only handle leaves the pages droppable");
+    let rw = open_fh(&c, 5, libc::O_RDWR);
+    assert!(!writers(), "a handle that may write keeps them");
+    let (cb, _) = capture();
+    c.release(rw, cb);
+    assert!(writers(), "released, its pages were written back");
+    let (cb, _) = capture();
+    c.release(ro, cb);
+}

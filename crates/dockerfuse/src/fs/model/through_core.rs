@@ -466,6 +466,16 @@ impl<'a> Driver<'a> {
                 let n = wait(|cb| core.write(fh, *offset, &data, cb))?;
                 Ok(Out::Count(n.into()))
             }),
+            Op::DirectWrite {
+                path,
+                offset,
+                len,
+                byte,
+            } => self.with_open(path, libc::O_WRONLY | libc::O_DIRECT, |core, _, fh| {
+                let data = pattern(*byte, *len);
+                let n = wait(|cb| core.write(fh, *offset, &data, cb))?;
+                Ok(Out::Count(n.into()))
+            }),
             Op::Read { path, offset } => self.with_open(path, libc::O_RDONLY, |core, _, fh| {
                 let (tx, rx) = mpsc::sync_channel(1);
                 core.read(
