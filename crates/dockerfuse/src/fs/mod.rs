@@ -41,6 +41,7 @@ mod releases;
 mod replies;
 mod transport;
 mod write_behind;
+mod write_only;
 mod writers;
 mod xattr_cache;
 
@@ -625,11 +626,22 @@ impl<T: Transport> Core<T> {
         let cb = self.writing(flags, move |o: &Opened| (node, o.fh), cb);
         let small = self.small_open(node, flags);
         let direct = flags & libc::O_DIRECT != 0;
+        let write_only = flags & libc::O_ACCMODE == libc::O_WRONLY;
         let flags = self.open_flags(flags);
         let cb = match flags & libc::O_TRUNC {
             0 => cb,
             _ => self.changing(cb),
         };
+        if write_only && self.opts.writeback && self.opts.per_caller {
+            let rpc = self.rpc.clone();
+            let cb = Box::new(move |r: Result<(u64, Option<u32>), Errno>| {
+                cb(r.map(|(fh, fd)| Opened {
+                    fh,
+                    backing: fd.and_then(|fd| backing::take(&*rpc, fd, flags)),
+                }))
+            });
+            return write_only::open(&self.rpc, caller::current(), node, flags, cb);
+        }
         let (rpc, behind) = (self.rpc.clone(), self.behind.clone());
         let Some(lifetime) = small else {
             return self.send(

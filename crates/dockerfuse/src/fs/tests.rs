@@ -971,3 +971,55 @@ fn handles_that_may_write_spare_their_pages_from_invalidations() {
     let (cb, _) = capture();
     c.release(ro, cb);
 }
+
+#[test]
+fn a_write_only_open_the_caller_may_not_read_gets_the_read_side_as_the_satellite() {
+    let mut o = opts();
+    o.writeback = true;
+    let (c, seen) = core_with(
+        |r| match r {
+            // As the caller: read-write refused, write-only allowed.
+            Request::As { req, .. } => match **req {
+                Request::Open { flags, .. } if flags & libc::O_ACCMODE == libc::O_RDWR => {
+                    Response::Error(libc::EACCES)
+                }
+                Request::Open { .. } => Response::Opened { fh: 7 },
+                _ => Response::Ok,
+            },
+            Request::Open { .. } => Response::Opened { fh: 8 },
+            _ => Response::Ok,
+        },
+        o,
+    );
+    let fh = {
+        let _as = with_caller(Caller {
+            uid: 1000,
+            gid: 100,
+            groups: vec![].into(),
+        });
+        open_fh(&c, 5, libc::O_WRONLY | libc::O_TRUNC)
+    };
+    assert_eq!(fh, 8);
+    let sent: Vec<_> = seen.lock().unwrap().clone();
+    let open = |flags| Request::Open { node: 5, flags };
+    assert_eq!(unwrapped(&sent[0]), &open(libc::O_RDWR | libc::O_TRUNC));
+    assert_eq!(unwrapped(&sent[1]), &open(libc::O_WRONLY | libc::O_TRUNC));
+    assert!(matches!(sent[1], Request::As { .. }));
+    // The satellite's own open neither truncates again nor is the caller's.
+    assert_eq!(sent[2], open(libc::O_RDWR));
+    assert_eq!(sent[3], Request::Release { fh: 7 });
+    // A caller refused the write-only open too gets EACCES.
+    let (c, _) = core_with(|_| Response::Error(libc::EACCES), {
+        let mut o = opts();
+        o.writeback = true;
+        o
+    });
+    let _as = with_caller(Caller {
+        uid: 1000,
+        gid: 100,
+        groups: vec![].into(),
+    });
+    let (cb, got) = capture();
+    c.open(5, libc::O_WRONLY, Box::new(move |r| cb(r.map(|o| o.fh))));
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::EACCES))));
+}
