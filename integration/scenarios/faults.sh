@@ -32,6 +32,8 @@ MNT=$WORKDIR/mnt-faults
 mkdir -p "$MNT"
 ms() { date +%s%3N; }
 satellites_in_container() { dx ps -o args 2>/dev/null | grep -c '[d]ockerfuse-satellite' || true; }
+# (a function, so that wait_until counts again each time)
+no_satellite() { [ "$(satellites_in_container)" -eq 0 ]; }
 diff_before=$(docker diff "$CONTAINER" | sort)
 
 # --- pause --------------------------------------------------------------------
@@ -88,7 +90,7 @@ mount_daemon "$MNT"
 check "reading works" test -s "$MNT/etc/passwd"
 kill -KILL "$DF_PID"
 t0=$(ms)
-check "the satellite exits on its own" wait_until 10 test "$(satellites_in_container)" -eq 0
+check "the satellite exits on its own" wait_until 10 no_satellite
 log "time client kill->satellite gone: $(($(ms) - t0)) ms"
 check "the mount point is dead, not hanging" bash -c "! timeout 5 ls $(printf %q "$MNT") 2>/dev/null"
 check "fusermount3 -u frees the mount point" fusermount3 -u "$MNT"
@@ -227,7 +229,7 @@ crash() {
 	kill "$writer" 2>/dev/null || true
 	wait "$writer" 2>/dev/null || true
 	check "$tag: no thread of dockerfuse is left" wait_until 10 ended "$DF_PID"
-	check "$tag: the satellite exits on its own" wait_until 10 test "$(satellites_in_container)" -eq 0
+	check "$tag: the satellite exits on its own" wait_until 10 no_satellite
 	check "$tag: fusermount3 -u frees the mount point" fusermount3 -u "$MNT"
 	landed=0
 	cap landed run_sh "docker exec $(printf %q "$CONTAINER") cat /tmp/dfit-crash | python3 $(printf %q "$WORKDIR/landed.py")"
@@ -281,7 +283,7 @@ if wait_until 10 pid_gone "$DF_PID"; then
 else
 	fail "dockerfuse exits after umount -l"
 fi
-check "no satellite left after umount -l" wait_until 5 test "$(satellites_in_container)" -eq 0
+check "no satellite left after umount -l" wait_until 5 no_satellite
 
 # --- a full file system in the container ---------------------------------------------
 log "ENOSPC: a write into a full tmpfs in the container fails visibly"
