@@ -147,7 +147,7 @@ odirect --no-write-behind
 
 # --- what a crash loses -----------------------------------------------------------------
 # A writer holds its file open and writes 1 MiB at a time (fsync once past
-# 16 MiB) when dockerfuse is killed with SIGKILL. The mount must fail at
+# 16 MiB, at most 256 MiB) when dockerfuse is killed with SIGKILL. The mount must fail at
 # once, never hang (with --writeback-cache the notifier thread once waited
 # forever on writeback only the dead process could answer), nothing may
 # be left, the fsynced part must be in the container, and what was
@@ -156,9 +156,9 @@ odirect --no-write-behind
 # writeback cache and its throttling's slack, plus the one write under way.
 BOUND=$(((32 + 1) << 20))
 cat >"$WORKDIR/writer.py" <<'EOF'
-import os, sys
+import os, sys, time
 path, progress, sync_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-CHUNK = 1 << 16
+CHUNK, MOST = 1 << 16, 256 << 20
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 n = synced = 0
 def note():
@@ -173,6 +173,8 @@ try:
             os.fsync(fd)
             synced = n
         note()
+        while n >= MOST:  # enough: hold the file open, dirty
+            time.sleep(1)
 except OSError:
     note()
 EOF
