@@ -9,6 +9,8 @@ use std::borrow::Cow;
 
 use speedy::{LittleEndian, Readable, Writable};
 
+use crate::flags::OpenFlags;
+
 /// Node id of the mount's root directory (FUSE_ROOT_ID).
 pub const ROOT_NODE: u64 = 1;
 
@@ -112,16 +114,16 @@ pub enum Request<'a> {
         new_parent: u64,
         new_name: Cow<'a, [u8]>,
     },
-    /// `flags` are open(2) flags.
+    /// `flags` are open(2) flags in the protocol's numbering.
     Open {
         node: u64,
-        flags: i32,
+        flags: OpenFlags,
     },
     Create {
         parent: u64,
         name: Cow<'a, [u8]>,
         mode: u32,
-        flags: i32,
+        flags: OpenFlags,
     },
     Read {
         fh: u64,
@@ -247,7 +249,7 @@ pub enum Request<'a> {
     /// bytes long (the satellite caps `max` at [`crate::MAX_OPEN_DATA`]).
     OpenSmall {
         node: u64,
-        flags: i32,
+        flags: OpenFlags,
         max: u32,
     },
     /// Releases these file handles (protocol 5). Has no reply, like
@@ -652,7 +654,7 @@ mod tests {
         round_trip_req(Request::Watch);
         round_trip_req(Request::OpenSmall {
             node: 4,
-            flags: 0,
+            flags: OpenFlags(OpenFlags::DIRECT),
             max: 65536,
         });
         round_trip_req(Request::As {
@@ -726,12 +728,15 @@ mod tests {
                 new_parent: 1,
                 new_name: name(),
             },
-            Request::Open { node: 2, flags: 0 },
+            Request::Open {
+                node: 2,
+                flags: OpenFlags::default(),
+            },
             Request::Create {
                 parent: 1,
                 name: name(),
                 mode: 0o644,
-                flags: 0,
+                flags: OpenFlags::default(),
             },
             Request::Read {
                 fh: 1,
@@ -813,7 +818,7 @@ mod tests {
             Request::Watch,
             Request::OpenSmall {
                 node: 2,
-                flags: 0,
+                flags: OpenFlags::default(),
                 max: 10,
             },
             Request::ReleaseMany { fhs: vec![1, 2] },

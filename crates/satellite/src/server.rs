@@ -62,6 +62,7 @@ fn host_hello<R: Read>(pool: &Pool, input: &mut R) -> io::Result<bool> {
         Ok(Request::Hello(HostHello { protocol, .. }))
             if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) =>
         {
+            crate::ops::set_host_protocol(protocol);
             Ok(true)
         }
         Ok(Request::Hello(h)) => {

@@ -48,6 +48,7 @@ use super::dir_names::DirNames;
 use super::heads::Heads;
 use super::ledger::Ledger;
 pub(crate) use super::ledger::{Source, MAX_NAMES, MAX_UNWATCHED};
+use super::writers::Writers;
 use super::xattr_cache::NoXattrs;
 use dockerfuse_proto::Attr;
 
@@ -128,6 +129,8 @@ pub(crate) struct Coherence {
     heads: Arc<Heads>,
     /// Set once the kernel session exists.
     expire_attrs: OnceLock<ExpireAttrs>,
+    /// Handles that may write, which data invalidations must spare.
+    writers: Writers,
     pub(crate) counts: Counts,
 }
 
@@ -150,6 +153,7 @@ impl Coherence {
             listings: DirNames::default(),
             heads: Arc::default(),
             expire_attrs: OnceLock::new(),
+            writers: Writers::default(),
             counts: Counts::default(),
         }
     }
@@ -162,6 +166,11 @@ impl Coherence {
     /// The held contents of small files that changes drop.
     pub(crate) fn heads(&self) -> Arc<Heads> {
         self.heads.clone()
+    }
+
+    /// The handles open for writing (data invalidations go through it).
+    pub(crate) fn writers(&self) -> &Writers {
+        &self.writers
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {

@@ -28,7 +28,9 @@
 //!   that handle are answered here while they are current ([`heads`]);
 //!   the releases of such handles go in batches ([`releases`]);
 //! * writes are answered at once and sent in batches, other requests
-//!   waiting for the writes before them ([`write_behind`]).
+//!   waiting for the writes before them ([`write_behind`]);
+//! * the handles that may write are known, so that the change feed never
+//!   makes the kernel wait on their writeback ([`writers`]).
 
 mod backing;
 mod caller;
@@ -46,6 +48,8 @@ mod releases;
 mod replies;
 mod transport;
 mod write_behind;
+mod write_only;
+mod writers;
 mod xattr_cache;
 
 #[cfg(test)]
@@ -57,7 +61,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
-use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
+use dockerfuse_proto::{OpenFlags, Request, Response, MAX_OPEN_DATA};
 
 pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
@@ -76,6 +80,16 @@ use releases::Releases;
 use replies::unexpected;
 use write_behind::{Accepted, WriteBehind};
 use xattr_cache::NoXattrs;
+
+/// open(2) flags of this kernel as a satellite reads them: in the
+/// protocol's numbering, or in its own kernel's before protocol 6.
+fn wire_flags(legacy: Option<dockerfuse_proto::Abi>, flags: i32) -> OpenFlags {
+    let wire = OpenFlags::from_native(flags);
+    match legacy {
+        None => wire,
+        Some(abi) => OpenFlags(wire.to_abi(abi) as u32),
+    }
+}
 
 /// Caching and I/O choices of a mount.
 #[derive(Clone, Debug)]
@@ -100,6 +114,9 @@ pub(crate) struct Options {
     /// Keep the attributes of nodes the change feed watches on the host
     /// and answer GETATTR with them.
     pub(crate) host_attrs: bool,
+    /// The satellite is older than protocol 6 and reads open flags in its
+    /// own kernel's numbers, these; `None`: in the protocol's.
+    pub(crate) legacy_flags: Option<dockerfuse_proto::Abi>,
 }
 
 /// Outcome callback of one operation.
@@ -683,10 +700,20 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         )
     }
 
-    /// open(2) flags as the satellite should use them. With a writeback
-    /// cache the kernel may read back pages of a write-only file and does
-    /// appends itself, so O_WRONLY becomes O_RDWR and O_APPEND goes.
+    /// open(2) flags as the satellite should use them.
+    ///
+    /// O_DIRECT never reaches the container: the kernel already sends
+    /// every read and write of such a file to us uncached (its direct-I/O
+    /// path), and the satellite's buffers are not aligned as the
+    /// container's O_DIRECT demands (its writes would fail after the
+    /// kernel was told they succeeded). Passthrough is not affected: the
+    /// kernel reopens the backing file with the FUSE file's own flags.
+    ///
+    /// With a writeback cache the kernel may read back pages of a
+    /// write-only file and does appends itself, so O_WRONLY becomes O_RDWR
+    /// and O_APPEND goes.
     fn open_flags(&self, flags: i32) -> i32 {
+        let flags = flags & !libc::O_DIRECT;
         if !self.opts.writeback {
             return flags;
         }
@@ -695,6 +722,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
         }
         f
+    }
+
+    /// open(2) flags of this kernel as the satellite reads them.
+    fn wire_flags(&self, flags: i32) -> OpenFlags {
+        wire_flags(self.opts.legacy_flags, flags)
     }
 
     /// An operation that changes file contents in the container: held
@@ -746,6 +778,27 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         Some(self.coherence.contents_ttl(node)).filter(|t| !t.is_zero())
     }
 
+    /// Answers an open of `node`: a handle that may write is recorded,
+    /// and answered once no data invalidation of the node is under way
+    /// ([`writers`]); any other outcome at once.
+    fn answer_open<X: Send + 'static, R: OpenReply<B, X>>(
+        coh: &Coherence,
+        writes: bool,
+        node: u64,
+        fh: impl FnOnce(&X) -> u64,
+        reply: R,
+        r: Result<X, Errno>,
+    ) {
+        match r {
+            Ok(o) if writes => {
+                let fh = fh(&o);
+                coh.writers()
+                    .opened(node, fh, Box::new(move || reply.answer(Ok(o))))
+            }
+            r => reply.answer(r),
+        }
+    }
+
     /// Opens `node`; `reply` registers a backing file with the kernel
     /// when passthrough is on, and takes the open file.
     pub(crate) fn open<R: OpenReply<B, Opened<B>>>(
@@ -755,24 +808,54 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: i32,
         reply: R,
     ) {
+        let small = self
+            .small_open(node, flags)
+            .map(|lifetime| (lifetime, self.heads.ticket()));
+        let direct = flags & libc::O_DIRECT != 0;
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let write_only = flags & libc::O_ACCMODE == libc::O_WRONLY;
         let flags = self.open_flags(flags);
         let after: Cb<()> = match flags & libc::O_TRUNC {
             0 => Box::new(|_| {}),
             _ => self.changing(self.touching(node, Box::new(|_| {}))),
         };
-        let coh = self.coherence.clone();
-        let (rpc, behind, serving) = (
+        let (rpc, behind, serving, coh) = (
             self.out.rpc.clone(),
             self.out.behind.clone(),
             self.serving(),
+            self.coherence.clone(),
         );
-        let small = self
-            .small_open(node, flags)
-            .map(|lifetime| (lifetime, self.heads.ticket()));
+        if write_only && self.opts.writeback && self.opts.per_caller {
+            let caller = match who {
+                Who::Caller(c) => Some(c.clone()),
+                Who::Mount => None,
+            };
+            let legacy = self.opts.legacy_flags;
+            let done: Cb<(u64, Option<u32>)> = Box::new(move |r| {
+                let r = r.and_then(|(fh, fd)| {
+                    let fd = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    let passthrough = serving.serve(node, fh, fd, &reply)?;
+                    Ok(Opened {
+                        fh: Fh(fh),
+                        passthrough,
+                    })
+                });
+                after(Ok(()));
+                Self::answer_open(&coh, writes, node, |o| o.fh.0, reply, r)
+            });
+            return write_only::open(&self.out.rpc, caller, node, flags, legacy, done);
+        }
         let max = MAX_OPEN_DATA;
         let req = match small {
-            Some(_) => Request::OpenSmall { node, flags, max },
-            None => Request::Open { node, flags },
+            Some(_) => Request::OpenSmall {
+                node,
+                flags: self.wire_flags(flags),
+                max,
+            },
+            None => Request::Open {
+                node,
+                flags: self.wire_flags(flags),
+            },
         };
         let heads = self.heads.clone();
         self.out.send(
@@ -795,11 +878,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                         (None, _) => {}
                     }
                     if let Some(b) = behind {
-                        b.opened(fh, flags & libc::O_APPEND != 0);
+                        b.opened(fh, node, flags & libc::O_APPEND != 0, direct);
                     }
                     let fd = o.fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     let passthrough = serving.serve(node, fh, fd, &reply)?;
-                    if passthrough.is_some() && writes(flags) {
+                    if passthrough.is_some() && writes {
                         coh.bypassed(node);
                     }
                     Ok(Opened {
@@ -808,7 +891,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     })
                 });
                 after(Ok(()));
-                reply.answer(r)
+                Self::answer_open(&coh, writes, node, |o| o.fh.0, reply, r)
             }),
         )
     }
@@ -832,6 +915,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         );
         let (behind, serving) = (self.out.behind.clone(), self.serving());
         let after = self.noting(parent, name, true, Box::new(|_: Result<(), Errno>| {}));
+        let direct = flags & libc::O_DIRECT != 0;
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let flags = self.open_flags(flags);
         let after = match flags & libc::O_TRUNC {
             0 => after,
@@ -841,7 +926,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             parent,
             name: name.into(),
             mode,
-            flags,
+            flags: self.wire_flags(flags),
         };
         let stamp = coh.attr_stamp();
         self.out.send(
@@ -850,17 +935,19 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Box::new(move |r| {
                 let r = r.and_then(replies::created);
                 after(r.as_ref().map(|_| ()).map_err(|e| *e));
+                let mut node = 0;
                 let r = r.and_then(|(e, fh, fd)| {
+                    node = e.node;
                     let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
                     coh.keep_attr(e.node, e.attr, Source::Entry, stamp);
                     cache.note(&e, ttl.attr);
                     let fd = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     if let Some(b) = behind {
-                        b.opened(fh, flags & libc::O_APPEND != 0);
+                        b.opened(fh, e.node, flags & libc::O_APPEND != 0, direct);
                     }
                     match serving.serve(e.node, fh, fd, &reply) {
                         Ok(passthrough) => {
-                            if passthrough.is_some() && writes(flags) {
+                            if passthrough.is_some() && writes {
                                 coh.bypassed(e.node);
                             }
                             Ok((
@@ -882,7 +969,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                         }
                     }
                 });
-                reply.answer(r)
+                Self::answer_open(&coh, writes, node, |(_, _, o)| o.fh.0, reply, r)
             }),
         );
     }
@@ -993,6 +1080,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
     pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
+        self.coherence.writers().released(fh);
         if let Some(pt) = self.passthrough.get() {
             pt.release(fh);
         }
@@ -1318,11 +1406,6 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let name = name.into();
         self.call(who, Request::RemoveXattr { node, name }, replies::ok, cb)
     }
-}
-
-/// Whether an open with `flags` may write.
-fn writes(flags: i32) -> bool {
-    flags & libc::O_ACCMODE != libc::O_RDONLY
 }
 
 /// The permission bits of `mode` without setuid and (for a

@@ -96,6 +96,7 @@ impl Served {
                 open_small: true,
                 write_behind: true,
                 host_attrs: true,
+                legacy_flags: None,
             },
         );
         let feed = Feed::enable_on(&core, &rpc).expect("the satellite's change feed starts");
