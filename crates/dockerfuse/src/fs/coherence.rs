@@ -272,7 +272,23 @@ impl Coherence {
         self.lock().name_changed(parent, name);
     }
 
-    /// `node` is written through a backing file the host does not see.
+    /// `fh` is an open file of `node`.
+    pub(crate) fn opened(&self, fh: u64, node: u64) {
+        self.lock().opened(fh, node);
+    }
+
+    /// `fh` was released.
+    pub(crate) fn released(&self, fh: u64) {
+        self.lock().released(fh);
+    }
+
+    /// Data is read in the container through `fh` (its atime may move).
+    pub(crate) fn read_through(&self, fh: u64) {
+        self.lock().read_through(fh);
+    }
+
+    /// `node` is read or written through a backing file the host does not
+    /// see (reads move its atime, writes its size and times).
     pub(crate) fn bypassed(&self, node: u64) {
         self.lock().bypass(node);
     }

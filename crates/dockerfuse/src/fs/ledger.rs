@@ -79,6 +79,9 @@ pub(crate) struct Ledger {
     /// Nodes whose attributes are never kept while the kernel holds them
     /// (written through a backing file, which the host does not see).
     bypassed: HashSet<u64>,
+    /// Open file handles → their node (a read through one may move the
+    /// node's atime in the container); bounded by the kernel's open files.
+    handles: HashMap<u64, u64>,
     /// Bumped whenever kept attributes are dropped.
     stamp: u64,
 }
@@ -194,6 +197,25 @@ impl Ledger {
     pub(crate) fn bypass(&mut self, node: u64) {
         self.bypassed.insert(node);
         self.drop_attr(node);
+    }
+
+    /// `fh` is an open file of `node`.
+    pub(crate) fn opened(&mut self, fh: u64, node: u64) {
+        self.handles.insert(fh, node);
+    }
+
+    /// `fh` was released.
+    pub(crate) fn released(&mut self, fh: u64) {
+        self.handles.remove(&fh);
+    }
+
+    /// Data is read through `fh` in the container: its node's atime may
+    /// move (the satellite reads without O_NOATIME).
+    pub(crate) fn read_through(&mut self, fh: u64) {
+        match self.handles.get(&fh) {
+            Some(&node) => self.drop_attr(node),
+            None => self.drop_attrs(),
+        }
     }
 
     /// Nodes with kept attributes, for checks.

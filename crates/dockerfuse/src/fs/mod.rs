@@ -882,7 +882,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     }
                     let fd = o.fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     let passthrough = serving.serve(node, fh, fd, &reply)?;
-                    if passthrough.is_some() && writes {
+                    coh.opened(fh, node);
+                    if passthrough.is_some() {
                         coh.bypassed(node);
                     }
                     Ok(Opened {
@@ -947,7 +948,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     }
                     match serving.serve(e.node, fh, fd, &reply) {
                         Ok(passthrough) => {
-                            if passthrough.is_some() && writes {
+                            coh.opened(fh, e.node);
+                            if passthrough.is_some() {
                                 coh.bypassed(e.node);
                             }
                             Ok((
@@ -980,6 +982,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if let Some((data, range)) = self.heads.read(fh, offset, size) {
             return cb(Ok(&data[range]));
         }
+        // A read in the container may move the file's atime (relatime).
+        let coh = self.coherence.clone();
+        coh.read_through(fh);
+        let cb: BytesCb = Box::new(move |r| {
+            coh.read_through(fh);
+            cb(r)
+        });
         self.out.send(
             who,
             &Request::Read { fh, offset, size },
@@ -1080,6 +1089,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
     pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
+        self.coherence.released(fh);
         self.coherence.writers().released(fh);
         if let Some(pt) = self.passthrough.get() {
             pt.release(fh);
@@ -1151,6 +1161,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: Cb<u32>,
     ) {
         let cb = self.touching(node_out, self.changing(self.expiring(node_out, cb)));
+        // The source's atime may move too.
+        self.coherence.read_through(fh_in);
+        let coh = self.coherence.clone();
+        let cb: Cb<u32> = Box::new(move |r| {
+            coh.read_through(fh_in);
+            cb(r)
+        });
         let req = Request::CopyFileRange {
             fh_in,
             offset_in,
