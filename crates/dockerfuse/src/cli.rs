@@ -102,6 +102,13 @@ pub(crate) struct Cli {
     #[arg(long, help_heading = MOUNT)]
     pub no_write_behind: bool,
 
+    /// Ask the container for the attributes of every stat the kernel
+    /// cannot answer itself (default: with the change feed on, the
+    /// attributes of the nodes it watches are kept on the host until a
+    /// change says otherwise).
+    #[arg(long, help_heading = MOUNT)]
+    pub no_host_attrs: bool,
+
     /// Docker engine to use (default: $DOCKER_HOST, else the context, else
     /// the local socket).
     #[arg(short = 'H', long, value_name = "URL", help_heading = ENGINE)]

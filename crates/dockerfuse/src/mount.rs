@@ -468,6 +468,7 @@ fn mount_session(
         // Opens that bring small files' contents came with protocol 5.
         open_small: remote.running.hello.protocol >= 5,
         write_behind: !cli.no_write_behind,
+        host_attrs: !cli.no_host_attrs,
         // Before protocol 6 open flags travelled in the satellite's own
         // numbers.
         legacy_flags: (remote.running.hello.protocol < 6)

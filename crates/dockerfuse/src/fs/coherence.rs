@@ -28,8 +28,16 @@
 //! those with
 //! [`Coherence::changed_here`], which expires the node's attributes in the
 //! kernel at once, before the operation's reply.
+//!
+//! What the host holds per node is in the [`Ledger`]; this is the policy
+//! over it. With the feed on, the ledger also keeps the attributes of
+//! watched nodes (from every reply that carries them) and answers GETATTR
+//! with them ([`Coherence::kept_attr`]): the kernel asks again after a
+//! read or a listing (it marks the atime stale), although nothing changed.
+//! The core drops them on the mount's own operations that change them
+//! ([`Coherence::touched`], [`Coherence::name_changed`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -38,15 +46,14 @@ use dockerfuse_proto::{Change, ROOT_NODE};
 
 use super::dir_names::DirNames;
 use super::heads::Heads;
+use super::ledger::Ledger;
+pub(crate) use super::ledger::{Source, MAX_NAMES, MAX_UNWATCHED};
 use super::writers::Writers;
 use super::xattr_cache::NoXattrs;
+use dockerfuse_proto::Attr;
 
 /// How long a watched node's names and attributes are kept.
 pub(crate) const LONG_TTL: Duration = Duration::from_secs(3600);
-/// Names remembered for invalidation (about 100 bytes each).
-pub(crate) const MAX_NAMES: usize = 200_000;
-/// Unwatched nodes remembered; past this every node gets the short TTL.
-pub(crate) const MAX_UNWATCHED: usize = 100_000;
 /// Longest name a change may carry.
 const NAME_MAX: usize = 255;
 
@@ -101,21 +108,8 @@ pub(crate) struct Counts {
     pub(crate) absent_here: AtomicU64,
     /// Attributes expired after this mount's own operations.
     pub(crate) changed_here: AtomicU64,
-}
-
-#[derive(Default)]
-struct Held {
-    /// Lookup references the kernel holds on each node.
-    nodes: HashMap<u64, u64>,
-    /// Names given the long TTL: (parent, name) → node (0: absent).
-    names: HashMap<(u64, Box<[u8]>), u64>,
-    /// Where each node was last found (its name is dropped with its data,
-    /// so that the next open looks it up and learns its size: the kernel
-    /// appends at its own idea of the end of file).
-    place: HashMap<u64, (u64, Box<[u8]>)>,
-    unwatched: HashSet<u64>,
-    /// Too many unwatched nodes to track: none is kept for long.
-    degraded: bool,
+    /// GETATTRs answered from the attributes kept on the host.
+    pub(crate) attrs_here: AtomicU64,
 }
 
 /// The cache policy of one mount and what the kernel holds.
@@ -125,7 +119,9 @@ pub(crate) struct Coherence {
     feed: AtomicBool,
     /// Bumped by every batch of changes from the container.
     generation: AtomicU64,
-    held: Mutex<Held>,
+    /// Keep watched nodes' attributes on the host (`--no-host-attrs`: no).
+    keep_attrs: AtomicBool,
+    held: Mutex<Ledger>,
     no_xattrs: Arc<NoXattrs>,
     /// Names of directories listed completely while watched.
     listings: DirNames,
@@ -151,6 +147,7 @@ impl Coherence {
             fixed,
             feed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            keep_attrs: AtomicBool::new(false),
             held: Mutex::default(),
             no_xattrs: Arc::default(),
             listings: DirNames::default(),
@@ -176,7 +173,7 @@ impl Coherence {
         &self.writers
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -190,6 +187,7 @@ impl Coherence {
     /// cleared): the kernel must ask again, whatever the TTL.
     pub(crate) fn changed_here(&self, node: u64) {
         self.counts.changed_here.fetch_add(1, Ordering::Relaxed);
+        self.touched(node);
         if let Some(expire) = self.expire_attrs.get() {
             expire(node);
         }
@@ -216,8 +214,103 @@ impl Coherence {
         self.short
     }
 
-    fn watched(h: &Held, node: u64) -> bool {
-        !h.degraded && !h.unwatched.contains(&node)
+    fn watched(h: &Ledger, node: u64) -> bool {
+        h.watched(node)
+    }
+
+    /// Keep watched nodes' attributes on the host and answer GETATTR with
+    /// them (with the feed on and TTLs not fixed).
+    pub(crate) fn set_keep_attrs(&self, on: bool) {
+        self.keep_attrs.store(on, Ordering::SeqCst);
+    }
+
+    fn keeping_attrs(&self) -> bool {
+        self.feeding() && self.keep_attrs.load(Ordering::SeqCst)
+    }
+
+    /// A mark taken when a request whose reply carries attributes is
+    /// sent: the reply is kept only if nothing was dropped meanwhile.
+    pub(crate) fn attr_stamp(&self) -> u64 {
+        self.lock().stamp()
+    }
+
+    /// A reply brought `node`'s attributes (`stamp` taken when its request
+    /// left): kept when the feed watches the node.
+    pub(crate) fn keep_attr(&self, node: u64, mut attr: Attr, source: Source, stamp: u64) {
+        if !self.keeping_attrs() || attr.mode & libc::S_IFMT == libc::S_IFLNK {
+            return;
+        }
+        attr.ino = node;
+        let mut h = self.lock();
+        if h.watched(node) {
+            h.keep(node, attr, source, stamp, LONG_TTL);
+        }
+    }
+
+    /// `node`'s attributes as kept on the host, if current; counted as
+    /// answered here.
+    pub(crate) fn kept_attr(&self, node: u64) -> Option<(Attr, Duration)> {
+        if !self.keeping_attrs() {
+            return None;
+        }
+        let h = self.lock();
+        let k = h.kept(node).filter(|_| h.watched(node))?;
+        drop(h);
+        self.counts.attrs_here.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(node, source = ?k.source, "attributes answered on the host");
+        Some((k.attr, LONG_TTL))
+    }
+
+    /// The mount's own operation changes (or changed) `node`'s attributes.
+    pub(crate) fn touched(&self, node: u64) {
+        self.lock().drop_attr(node);
+    }
+
+    /// The mount's own operation removes, replaces or moves `name` in
+    /// `parent` (or did): the parent's and the named node's attributes.
+    pub(crate) fn name_changed(&self, parent: u64, name: &[u8]) {
+        self.lock().name_changed(parent, name);
+    }
+
+    /// `fh` is an open file of `node`.
+    pub(crate) fn opened(&self, fh: u64, node: u64) {
+        self.lock().opened(fh, node);
+    }
+
+    /// `fh` was released.
+    pub(crate) fn released(&self, fh: u64) {
+        self.lock().released(fh);
+    }
+
+    /// Data is read in the container through `fh` (its atime may move).
+    pub(crate) fn read_through(&self, fh: u64) {
+        self.lock().read_through(fh);
+    }
+
+    /// `node` is read or written through a backing file the host does not
+    /// see (reads move its atime, writes its size and times).
+    pub(crate) fn bypassed(&self, node: u64) {
+        self.lock().bypass(node);
+    }
+
+    /// Checks of the ledger's invariants: lookup counts and the nodes with
+    /// kept attributes, each watched.
+    #[cfg(test)]
+    pub(crate) fn ledger_view(&self) -> (std::collections::HashMap<u64, u64>, Vec<(u64, Attr)>) {
+        let h = self.lock();
+        let kept = h
+            .kept_nodes()
+            .into_iter()
+            .filter_map(|n| h.kept(n).map(|k| (n, k.attr)))
+            .collect::<Vec<_>>();
+        for (n, _) in &kept {
+            assert!(h.watched(*n), "attributes kept for unwatched node {n}");
+            assert!(
+                h.knows(*n),
+                "attributes kept for node {n} the kernel does not hold"
+            );
+        }
+        (h.nodes.clone(), kept)
     }
 
     /// TTL of a node's attributes (`mode` tells symlinks, never watched).
@@ -250,7 +343,7 @@ impl Coherence {
     pub(crate) fn entry(&self, parent: u64, name: &[u8], node: u64, mode: u32) -> Ttl {
         let attr = self.attr_ttl(node, mode);
         let mut h = self.lock();
-        *h.nodes.entry(node).or_default() += 1;
+        h.looked_up(node);
         if mode & libc::S_IFMT == libc::S_IFREG && valid_name(name) {
             h.place.insert(node, (parent, name.into()));
         }
@@ -271,13 +364,13 @@ impl Coherence {
         ttl
     }
 
-    fn name_ttl(&self, h: &mut Held, parent: u64, name: &[u8], node: u64) -> Duration {
+    fn name_ttl(&self, h: &mut Ledger, parent: u64, name: &[u8], node: u64) -> Duration {
         if !self.feeding() || !Self::watched(h, parent) || !valid_name(name) {
             return self.short;
         }
         if h.names.len() >= MAX_NAMES {
             // Drop the names of forgotten nodes before giving up.
-            let Held { names, nodes, .. } = &mut *h;
+            let Ledger { names, nodes, .. } = &mut *h;
             names.retain(|_, n| *n == 0 || nodes.contains_key(n));
             if h.names.len() >= MAX_NAMES * 3 / 4 {
                 return self.short;
@@ -311,27 +404,22 @@ impl Coherence {
     /// feed's budget): nothing fetched before now can be trusted.
     pub(crate) fn lost(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.lock().drop_attrs();
         self.listings.drop_all();
     }
 
     /// The kernel dropped `count` references of `node`.
     pub(crate) fn forgotten(&self, node: u64, count: u64) {
         let mut h = self.lock();
-        if let Some(c) = h.nodes.get_mut(&node) {
-            *c = c.saturating_sub(count);
-            if *c == 0 {
-                h.nodes.remove(&node);
-                h.unwatched.remove(&node);
-                h.place.remove(&node);
-                self.listings.forgotten(node);
-            }
+        if h.forgotten(node, count) {
+            self.listings.forgotten(node);
         }
     }
 
     /// Whether the kernel holds `node` (the root always): only then does
     /// the feed report its changes.
     pub(crate) fn holds(&self, node: u64) -> bool {
-        node == ROOT_NODE || self.lock().nodes.contains_key(&node)
+        self.lock().knows(node)
     }
 
     /// The directory's listing may be kept in the kernel's readdir cache.
@@ -349,16 +437,24 @@ impl Coherence {
         let mut out = Vec::new();
         let mut dirs = HashSet::new();
         let mut h = self.lock();
-        let knows = |h: &Held, n: u64| n == ROOT_NODE || h.nodes.contains_key(&n);
+        // A reply in flight may carry attributes from before these
+        // changes, of a node the kernel did not hold yet (its changes
+        // were dropped): none is kept.
+        h.changes_came();
+        let knows = |h: &Ledger, n: u64| h.knows(n);
         for c in changes {
             self.counts.changes.fetch_add(1, Ordering::Relaxed);
             let ok = match c {
                 Change::Entry { dir, name } | Change::Removed { dir, name, .. }
                     if knows(&h, *dir) && valid_name(name) =>
                 {
-                    h.names.remove(&(*dir, Box::from(&name[..])));
+                    if let Some(old) = h.names.remove(&(*dir, Box::from(&name[..]))) {
+                        h.drop_attr(old);
+                    }
+                    h.drop_attr(*dir);
                     match c {
                         Change::Removed { node, .. } if knows(&h, *node) => {
+                            h.drop_attr(*node);
                             out.push(Inval::Delete {
                                 parent: *dir,
                                 child: *node,
@@ -376,6 +472,7 @@ impl Coherence {
                     true
                 }
                 Change::Attr { node } if knows(&h, *node) => {
+                    h.drop_attr(*node);
                     self.no_xattrs.forget(*node);
                     out.push(Inval::Attr(*node));
                     true
@@ -385,6 +482,7 @@ impl Coherence {
                 // Keeping the "no xattrs" answer spares each later write()
                 // its security.capability round trip.
                 Change::Data { node } if knows(&h, *node) => {
+                    h.drop_attr(*node);
                     if let Some((parent, name)) = h.place.get(node) {
                         out.push(Inval::Entry {
                             parent: *parent,
@@ -397,6 +495,7 @@ impl Coherence {
                 Change::Unwatched { node } => {
                     let n = self.counts.unwatched.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::debug!(node, unwatched = n, "node not watched: short TTL");
+                    h.drop_attr(*node);
                     if h.unwatched.len() >= MAX_UNWATCHED {
                         h.degraded = true;
                     } else {
@@ -427,6 +526,7 @@ impl Coherence {
         self.listings.drop_all();
         self.heads.clear();
         let mut h = self.lock();
+        h.drop_attrs();
         let mut out: Vec<Inval> = h
             .names
             .drain()

@@ -8,7 +8,8 @@
 //! answers or with the real satellite over pipes. Besides the mapping it
 //! holds the mount's policies:
 //! * TTLs: short, or long for what the satellite's change feed watches
-//!   ([`coherence`]); negative entries likewise ([`Lookup::Absent`]),
+//!   ([`coherence`]), with what the host holds per node in one ledger
+//!   ([`ledger`]), whose kept attributes answer GETATTR for watched nodes; negative entries likewise ([`Lookup::Absent`]),
 //!   answered on the host for names a fully listed, watched directory
 //!   does not hold ([`dir_names`]);
 //! * xattr absence: `ls -l`'s getxattr calls are answered here for nodes
@@ -39,6 +40,7 @@ pub(crate) mod failure;
 mod heads;
 pub(crate) mod ids;
 mod lazy_dir;
+mod ledger;
 mod links;
 mod listing;
 mod prefetch;
@@ -63,6 +65,7 @@ use dockerfuse_proto::{OpenFlags, Request, Response, MAX_OPEN_DATA};
 
 pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
+use coherence::Source;
 pub(crate) use coherence::{Coherence, Inval, Ttl};
 pub(crate) use ids::{Fh, NodeId};
 pub(crate) use links::LinkRewrite;
@@ -108,6 +111,9 @@ pub(crate) struct Options {
     /// Answer writes at once and send them in batches (not with
     /// `per_caller`: a batch has one identity).
     pub(crate) write_behind: bool,
+    /// Keep the attributes of nodes the change feed watches on the host
+    /// and answer GETATTR with them.
+    pub(crate) host_attrs: bool,
     /// The satellite is older than protocol 6 and reads open flags in its
     /// own kernel's numbers, these; `None`: in the protocol's.
     pub(crate) legacy_flags: Option<dockerfuse_proto::Abi>,
@@ -231,6 +237,7 @@ impl<T: Transport> Outbox<T> {
 impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn new(rpc: T, opts: Options) -> Self {
         let coherence = Arc::new(Coherence::new(opts.ttl, opts.fixed_ttl));
+        coherence.set_keep_attrs(opts.host_attrs);
         let no_xattrs = coherence.no_xattrs();
         let heads = coherence.heads();
         let rpc = Arc::new(rpc);
@@ -326,12 +333,14 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             self.coherence.clone(),
             name.to_vec(),
         );
+        let stamp = coh.attr_stamp();
         self.out.send(
             who,
             &req,
             Box::new(move |r| {
                 cb(r.and_then(replies::entry).map(|e| {
                     let ttl = coh.entry(parent, &name, e.node, e.attr.mode);
+                    coh.keep_attr(e.node, e.attr, Source::Entry, stamp);
                     cache.note(&e, ttl.attr);
                     (e, ttl)
                 }))
@@ -342,9 +351,18 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// Wraps `cb` to tell the listings what an operation on `name` in
     /// `dir` did: on success the name exists (`exists`) or not; on a
     /// failure it is unknown, but for EEXIST of a creation.
+    /// The operation changes the directory's times (and, for a removal,
+    /// the named node's link count): what the ledger kept of them goes
+    /// when it is sent and again when it is done.
     fn noting<R: 'static>(&self, dir: u64, name: &[u8], exists: bool, cb: Cb<R>) -> Cb<R> {
         let (coh, name) = (self.coherence.clone(), name.to_vec());
+        let forget = move |coh: &Coherence, name: &[u8]| match exists {
+            true => coh.touched(dir),
+            false => coh.name_changed(dir, name),
+        };
+        forget(&coh, &name);
         Box::new(move |r: Result<R, Errno>| {
+            forget(&coh, &name);
             let l = coh.listings();
             match &r {
                 Ok(_) if exists => l.created(dir, &name),
@@ -415,6 +433,12 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         fh: Option<Fh>,
         cb: Cb<(Attr, Duration)>,
     ) {
+        // Kept on the host, unless writes accepted before may change them
+        // (they wait for those writes, below).
+        let idle = self.out.behind.as_ref().is_none_or(|b| b.is_idle());
+        if let Some(kept) = self.coherence.kept_attr(node).filter(|_| idle) {
+            return cb(Ok(kept));
+        }
         let fh = fh.map(|Fh(f)| f);
         self.call_attr(who, Request::GetAttr { node, fh }, node, cb)
     }
@@ -441,6 +465,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Some(_) => self.changing(cb),
             None => cb,
         };
+        let cb = self.touching(node, cb);
         let kernel_mtime = self.opts.writeback
             && self.opts.per_caller
             && matches!(attr.mtime, Some(SetTime::At { .. }));
@@ -471,6 +496,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let (out, coh) = (self.out.clone(), self.coherence.clone());
         let then_mtime: Cb<(Attr, Duration)> = Box::new(move |r| match r {
             Ok(_) => {
+                coh.touched(node);
                 let req = Request::SetAttr {
                     node,
                     fh,
@@ -495,7 +521,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// getattr/setattr: the attributes, reported under `node`, and their TTL.
     fn call_attr(&self, who: &Who, req: Request<'_>, node: u64, cb: Cb<(Attr, Duration)>) {
         let coh = self.coherence.clone();
-        self.out.send(who, &req, attr_done(node, coh, cb));
+        let done = attr_done(node, coh, cb);
+        self.out.send(who, &req, done);
     }
 
     pub(crate) fn readlink(&self, who: &Who, NodeId(node): NodeId, cb: BytesCb) {
@@ -614,7 +641,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         // is known.
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let (coh, old, new) = (self.coherence.clone(), name.to_vec(), new_name.to_vec());
+        // Both parents' times, the moved node's ctime and a replaced
+        // node's link count change.
+        coh.name_changed(parent, &old);
+        coh.name_changed(new_parent, &new);
         let cb: Cb<()> = Box::new(move |r| {
+            coh.name_changed(parent, &old);
+            coh.name_changed(new_parent, &new);
             let l = coh.listings();
             match r {
                 Ok(()) if exchange => {
@@ -720,6 +753,18 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         })
     }
 
+    /// Wraps `cb` of an operation that changes `node`'s attributes (size,
+    /// times, mode...): what the ledger kept of them goes when it is sent
+    /// and again when it is done, before its reply.
+    fn touching<R: 'static>(&self, node: u64, cb: Cb<R>) -> Cb<R> {
+        let coh = self.coherence.clone();
+        coh.touched(node);
+        Box::new(move |r| {
+            coh.touched(node);
+            cb(r)
+        })
+    }
+
     /// How long contents an open of `node` with `flags` brings may answer
     /// reads, when such an open is worth asking for: read-only, no
     /// O_DIRECT or O_TRUNC, no writeback cache (whose dirty pages are the
@@ -772,7 +817,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let flags = self.open_flags(flags);
         let after: Cb<()> = match flags & libc::O_TRUNC {
             0 => Box::new(|_| {}),
-            _ => self.changing(Box::new(|_| {})),
+            _ => self.changing(self.touching(node, Box::new(|_| {}))),
         };
         let (rpc, behind, serving, coh) = (
             self.out.rpc.clone(),
@@ -837,6 +882,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     }
                     let fd = o.fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     let passthrough = serving.serve(node, fh, fd, &reply)?;
+                    coh.opened(fh, node);
+                    if passthrough.is_some() {
+                        coh.bypassed(node);
+                    }
                     Ok(Opened {
                         fh: Fh(fh),
                         passthrough,
@@ -880,6 +929,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             mode,
             flags: self.wire_flags(flags),
         };
+        let stamp = coh.attr_stamp();
         self.out.send(
             who,
             &req,
@@ -890,20 +940,27 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 let r = r.and_then(|(e, fh, fd)| {
                     node = e.node;
                     let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
+                    coh.keep_attr(e.node, e.attr, Source::Entry, stamp);
                     cache.note(&e, ttl.attr);
                     let fd = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     if let Some(b) = behind {
                         b.opened(fh, e.node, flags & libc::O_APPEND != 0, direct);
                     }
                     match serving.serve(e.node, fh, fd, &reply) {
-                        Ok(passthrough) => Ok((
-                            e,
-                            ttl,
-                            Opened {
-                                fh: Fh(fh),
-                                passthrough,
-                            },
-                        )),
+                        Ok(passthrough) => {
+                            coh.opened(fh, e.node);
+                            if passthrough.is_some() {
+                                coh.bypassed(e.node);
+                            }
+                            Ok((
+                                e,
+                                ttl,
+                                Opened {
+                                    fh: Fh(fh),
+                                    passthrough,
+                                },
+                            ))
+                        }
                         Err(err) => {
                             // The kernel will not take the entry.
                             coh.forgotten(e.node, 1);
@@ -925,6 +982,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if let Some((data, range)) = self.heads.read(fh, offset, size) {
             return cb(Ok(&data[range]));
         }
+        // A read in the container may move the file's atime (relatime).
+        let coh = self.coherence.clone();
+        coh.read_through(fh);
+        let cb: BytesCb = Box::new(move |r| {
+            coh.read_through(fh);
+            cb(r)
+        });
         self.out.send(
             who,
             &Request::Read { fh, offset, size },
@@ -959,6 +1023,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             true => self.changing(self.expiring(node, cb)),
             false => self.changing(cb),
         };
+        let cb = self.touching(node, cb);
         let writer = Writer {
             out: self.out.clone(),
             who: who.clone(),
@@ -1024,6 +1089,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
     pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
+        self.coherence.released(fh);
         self.coherence.writers().released(fh);
         if let Some(pt) = self.passthrough.get() {
             pt.release(fh);
@@ -1068,7 +1134,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         mode: i32,
         cb: Cb<()>,
     ) {
-        let cb = self.changing(self.expiring(node, cb));
+        let cb = self.touching(node, self.changing(self.expiring(node, cb)));
         let req = Request::Fallocate {
             fh,
             offset,
@@ -1094,7 +1160,14 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: u32,
         cb: Cb<u32>,
     ) {
-        let cb = self.changing(self.expiring(node_out, cb));
+        let cb = self.touching(node_out, self.changing(self.expiring(node_out, cb)));
+        // The source's atime may move too.
+        self.coherence.read_through(fh_in);
+        let coh = self.coherence.clone();
+        let cb: Cb<u32> = Box::new(move |r| {
+            coh.read_through(fh_in);
+            cb(r)
+        });
         let req = Request::CopyFileRange {
             fh_in,
             offset_in,
@@ -1204,6 +1277,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             plus: true,
         };
         let generation = self.coherence.generation();
+        let stamp = self.coherence.attr_stamp();
         // Reads of a watched directory gather its names, complete at the
         // empty reply that ends it.
         let listed = (!self.opts.per_caller && self.coherence.cache_dir(dir))
@@ -1230,6 +1304,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     let buf = Buffer {
                         next: offset,
                         generation,
+                        stamp,
                         items,
                     };
                     giver.give(buf, cb)
@@ -1331,6 +1406,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: Cb<()>,
     ) {
         self.no_xattrs.forget(node);
+        // The ctime changes.
+        let cb = self.touching(node, cb);
         let req = Request::SetXattr {
             node,
             name: name.into(),
@@ -1342,6 +1419,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     pub(crate) fn removexattr(&self, who: &Who, NodeId(node): NodeId, name: &[u8], cb: Cb<()>) {
         self.no_xattrs.forget(node);
+        let cb = self.touching(node, cb);
         let name = name.into();
         self.call(who, Request::RemoveXattr { node, name }, replies::ok, cb)
     }
@@ -1405,6 +1483,8 @@ impl Giver {
         // taken (those it leaves are unregistered below and stay buffered).
         for i in buf.items[..n].iter_mut().filter(|i| i.counted) {
             i.ttl = self.coh.entry(self.dir, &i.name, i.node, i.attr.mode).min();
+            self.coh
+                .keep_attr(i.node, i.attr, Source::Listing, buf.stamp);
             if i.no_xattrs {
                 self.cache.note_empty(i.node, i.ttl);
             }
@@ -1423,10 +1503,14 @@ impl Giver {
 
 /// The completion of a getattr/setattr: the attributes, reported under
 /// `node`, and how long the kernel may keep them.
+/// Made when the request is sent: the ledger keeps the attributes if
+/// nothing changed meanwhile.
 fn attr_done(node: u64, coh: Arc<Coherence>, cb: Cb<(Attr, Duration)>) -> Done {
+    let stamp = coh.attr_stamp();
     Box::new(move |r| {
         cb(r.and_then(replies::attr).map(|mut a| {
             a.ino = node;
+            coh.keep_attr(node, a, Source::Attr, stamp);
             (a, coh.attr_ttl(node, a.mode))
         }))
     })

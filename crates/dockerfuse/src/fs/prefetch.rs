@@ -27,6 +27,9 @@ pub(super) struct Buffer {
     pub(super) next: u64,
     /// The change generation the entries are current for.
     pub(super) generation: u64,
+    /// The ledger's mark when the entries were asked for: their
+    /// attributes are kept only if nothing was dropped since.
+    pub(super) stamp: u64,
     pub(super) items: Vec<PlusItem<'static>>,
 }
 

@@ -49,6 +49,7 @@ fn opts() -> Options {
         per_caller: true,
         open_small: true,
         write_behind: false,
+        host_attrs: true,
         legacy_flags: None,
     }
 }
@@ -1346,4 +1347,87 @@ fn a_write_only_open_the_caller_may_not_read_gets_the_read_side_as_the_satellite
     let reply: Cb<Opened> = Box::new(move |r| cb(r.map(|o| o.fh.0)));
     c.open(&me, NodeId(5), libc::O_WRONLY, reply);
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::EACCES))));
+}
+
+#[test]
+fn getattr_of_a_watched_node_is_answered_from_the_ledger_until_something_changes_it() {
+    let size = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let s = size.clone();
+    let answer = move |r: &Request<'_>| {
+        let attr = Attr {
+            mode: libc::S_IFREG | 0o644,
+            size: s.load(std::sync::atomic::Ordering::SeqCst),
+            ..Default::default()
+        };
+        match r {
+            Request::Lookup { .. } => Response::Entry(Entry {
+                node: 5,
+                attr,
+                no_xattrs: false,
+            }),
+            Request::Write { data, .. } => Response::Written(data.len() as u32),
+            _ => Response::Attr(attr),
+        }
+    };
+    let getattrs = |seen: &Seen| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| matches!(r, Request::GetAttr { .. }))
+            .count()
+    };
+    let getattr = |c: &Core<Canned>| {
+        let (cb, got) = capture();
+        c.getattr(&Who::Mount, NodeId(5), None, cb);
+        let r = got.lock().unwrap().take();
+        r.expect("answered").expect("attributes").0.size
+    };
+    let (c, seen) = core_with(answer.clone(), opts());
+    c.coherence().feed_on();
+    let (cb, _) = capture();
+    c.lookup(&Who::Mount, NodeId(1), b"f", cb);
+    // Kept from the lookup's reply: no round trip.
+    assert_eq!((getattr(&c), getattrs(&seen)), (1, 0));
+    // The mount's own write changes size and times: asked again, then kept.
+    size.store(3, std::sync::atomic::Ordering::SeqCst);
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(5), Fh(9), 0, b"abc", false, cb);
+    assert_eq!((getattr(&c), getattrs(&seen)), (3, 1));
+    assert_eq!((getattr(&c), getattrs(&seen)), (3, 1));
+    // A change in the container drops them; so does a lost event.
+    size.store(4, std::sync::atomic::Ordering::SeqCst);
+    c.coherence()
+        .apply(&[dockerfuse_proto::Change::Attr { node: 5 }]);
+    assert_eq!((getattr(&c), getattrs(&seen)), (4, 2));
+    c.coherence().lost();
+    assert_eq!((getattr(&c), getattrs(&seen)), (4, 3));
+    assert_eq!((getattr(&c), getattrs(&seen)), (4, 3));
+    // An unlink through the mount of a name the ledger does not know may
+    // have been any node's last but one: everything goes.
+    let (cb, _) = capture();
+    c.unlink(&Who::Mount, NodeId(1), b"other", cb);
+    assert_eq!((getattr(&c), getattrs(&seen)), (4, 4));
+    // Forgotten by the kernel: nothing kept.
+    c.forget(vec![(NodeId(5), 1)]);
+    assert!(c.coherence().ledger_view().1.is_empty());
+
+    // A fixed TTL, or the switch off: always asked.
+    for o in [
+        Options {
+            fixed_ttl: true,
+            ..opts()
+        },
+        Options {
+            host_attrs: false,
+            ..opts()
+        },
+    ] {
+        let (c, seen) = core_with(answer.clone(), o);
+        c.coherence().feed_on();
+        let (cb, _) = capture();
+        c.lookup(&Who::Mount, NodeId(1), b"f", cb);
+        getattr(&c);
+        getattr(&c);
+        assert_eq!(getattrs(&seen), 2);
+    }
 }

@@ -131,10 +131,11 @@ fn random_sequences_agree_through_the_core_and_directly() {
     });
     let ids = identity::Ids::get();
     let absent_here = run::ABSENT_HERE.load(Relaxed);
+    let attrs_here = run::ATTRS_HERE.load(Relaxed);
     eprintln!(
         "model: {cases} sequences, {} operations ({} as uid {}, with {} setup steps by root) \
-         in {:.1?}, {absent_here} lookups answered \"absent\" on the host; user xattrs in \
-         temp dirs: {}",
+         in {:.1?}, {absent_here} lookups answered \"absent\" and {attrs_here} getattrs \
+         answered on the host; user xattrs in temp dirs: {}",
         total.into_inner(),
         by_caller.into_inner(),
         ids.uid(),
@@ -161,6 +162,11 @@ fn random_sequences_agree_through_the_core_and_directly() {
         assert!(
             absent_here > 0,
             "no lookup was answered from a complete listing"
+        );
+        // Stats of what a step looked up or listed before.
+        assert!(
+            attrs_here > 0,
+            "no getattr was answered from the attributes kept on the host"
         );
     }
 }

@@ -37,6 +37,81 @@ pub(crate) enum Who {
 /// Lookups the cores answered "absent" on the host, over all runs.
 pub(crate) static ABSENT_HERE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// GETATTRs the cores answered from the attributes kept on the host, over
+/// all runs.
+pub(crate) static ATTRS_HERE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long a change made in the container may take to reach the ledger.
+const CHANGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The ledger's invariants after a step: it counts the lookups the model's
+/// kernel holds, keeps attributes only of watched nodes the kernel holds
+/// (checked in [`crate::fs::Coherence::ledger_view`]), and what it keeps
+/// is what the satellite answers now, once changes made in the container
+/// had time to arrive (the mount's own changes must have dropped them at
+/// once: the feed does not echo those).
+fn ledger_agrees(served: &Served, driver: &Driver<'_>) -> Result<(), String> {
+    let coh = served.core.coherence();
+    let until = std::time::Instant::now() + CHANGE_LIMIT;
+    loop {
+        let (counts, kept) = coh.ledger_view();
+        let want = driver.references();
+        if counts != want {
+            return Err(format!(
+                "the ledger counts lookups {counts:?}, the kernel holds {want:?}"
+            ));
+        }
+        let stale: Vec<_> = kept
+            .into_iter()
+            .filter_map(|(node, attr)| {
+                let now = satellite_attr(served, node);
+                let attr = dockerfuse_proto::Attr {
+                    atime: 0,
+                    atime_nsec: 0,
+                    ..attr
+                };
+                (now.as_ref() != Ok(&attr))
+                    .then(|| format!("node {node}: kept {attr:?}, now {now:?}"))
+            })
+            .collect();
+        match stale.first() {
+            None => return Ok(()),
+            Some(_) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Some(s) => return Err(format!("attributes kept on the host are stale: {s}")),
+        }
+    }
+}
+
+/// The attributes the satellite gives `node` now (atime left out: reads
+/// may stamp it), asked without the core.
+fn satellite_attr(
+    served: &Served,
+    node: u64,
+) -> Result<dockerfuse_proto::Attr, dockerfuse_proto::Errno> {
+    use crate::fs::Transport;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    served.core.transport().call(
+        &dockerfuse_proto::Request::GetAttr { node, fh: None },
+        Box::new(move |r| {
+            let _ = tx.send(r.and_then(|r| match r {
+                dockerfuse_proto::Response::Attr(a) => Ok(a),
+                _ => Err(dockerfuse_proto::Errno::EIO),
+            }));
+        }),
+    );
+    let a = rx
+        .recv_timeout(CHANGE_LIMIT)
+        .expect("the satellite answers a getattr")?;
+    Ok(dockerfuse_proto::Attr {
+        ino: node,
+        atime: 0,
+        atime_nsec: 0,
+        ..a
+    })
+}
+
 /// RLIMIT_NOFILE of a `Tight` satellite: a budget of 64 nodes.
 const TIGHT_NOFILE: u64 = 128;
 /// Files created, held and deleted to use that budget up.
@@ -97,6 +172,7 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
                 "step {i}, {op:?}: directly {want:?}, through the core {got:?}"
             ));
         }
+        ledger_agrees(&served, &driver).map_err(|e| format!("after step {i}, {op:?}: {e}"))?;
         // A caller's write, truncation or chown may clear setuid/setgid:
         // the modes and owners must agree right after it.
         let check = match op.changes_mode().filter(|_| as_caller) {
@@ -123,6 +199,8 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
     driver.forget_all();
     let here = served.core.coherence().counts.absent_here.load(Relaxed);
     ABSENT_HERE.fetch_add(here, Relaxed);
+    let here = served.core.coherence().counts.attrs_here.load(Relaxed);
+    ATTRS_HERE.fetch_add(here, Relaxed);
     let want = tree::on_disk(&b);
     if let Some(d) = tree::differences(&want, &tree::on_disk(&a)) {
         return Err(format!("the served tree on disk differs:{d}"));

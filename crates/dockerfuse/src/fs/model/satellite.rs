@@ -95,6 +95,7 @@ impl Served {
                 per_caller,
                 open_small: true,
                 write_behind: true,
+                host_attrs: true,
                 legacy_flags: None,
             },
         );

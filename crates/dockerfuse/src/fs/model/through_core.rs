@@ -145,6 +145,17 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// The lookup references the model's kernel holds, per node: those of
+    /// the current step (or sequence) and one per open slot.
+    pub(super) fn references(&self) -> std::collections::HashMap<u64, u64> {
+        let mut refs = std::collections::HashMap::new();
+        let slots = self.slots.iter().flatten().map(|o| o.node);
+        for n in self.held.iter().copied().chain(slots) {
+            *refs.entry(n).or_default() += 1;
+        }
+        refs
+    }
+
     /// Forgets every node looked up since the last call.
     fn settle(&mut self) {
         let nodes = self.held.drain(..).map(|n| (NodeId(n), 1)).collect();

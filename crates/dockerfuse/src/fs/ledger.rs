@@ -1,0 +1,317 @@
+//! The node ledger: per kernel node id, what the host holds about it.
+//!
+//! For each node the kernel holds: its lookup count, where it was last
+//! found (parent and name), whether the change feed watches it, and the
+//! attributes kept on the host for it, with their source and expiry.
+//! Names given the long TTL are remembered here too, as (parent, name) →
+//! node. The caches of xattr answers ([`super::xattr_cache`]), listing
+//! names ([`super::dir_names`]) and small-file contents
+//! ([`super::heads`]) are views keyed by the same node ids, kept in step
+//! by [`super::coherence::Coherence`], the policy over this ledger.
+//!
+//! Kept attributes answer GETATTR without a round trip. They are kept
+//! only for nodes the feed watches (the policy decides), and dropped by
+//! the node's changes, by a lost event, and by the mount's own operations
+//! that change them. A reply is recorded only if nothing was dropped
+//! since its request left ([`Ledger::stamp`]): attributes fetched before a
+//! change and arriving after it are not kept.
+//!
+//! Lock discipline: the ledger lives behind one `Mutex` in `Coherence`.
+//! It is the outermost lock of the core's node state: while it is held,
+//! `Coherence` may take the locks of the listing names and the xattr
+//! cache (leaf locks, which never take it), never the reverse; nothing
+//! sends a request, runs a callback or takes the contents' (`heads`) lock
+//! with it held.
+//!
+//! Bounded memory (the container is untrusted): names are bounded by
+//! [`MAX_NAMES`], unwatched nodes by [`MAX_UNWATCHED`]; kept attributes
+//! exist only for nodes the kernel holds (dropped when it forgets them)
+//! and are at most [`MAX_ATTRS`].
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use dockerfuse_proto::Attr;
+
+/// Names remembered for invalidation (about 100 bytes each).
+pub(crate) const MAX_NAMES: usize = 200_000;
+/// Unwatched nodes remembered; past this every node gets the short TTL.
+pub(crate) const MAX_UNWATCHED: usize = 100_000;
+/// Nodes whose attributes are kept at once (about 150 bytes each).
+pub(crate) const MAX_ATTRS: usize = 200_000;
+
+/// Which reply brought kept attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// LOOKUP, or a creation (CREATE, MKDIR, LINK...): an entry reply.
+    Entry,
+    /// A READDIRPLUS entry.
+    Listing,
+    /// GETATTR or SETATTR.
+    Attr,
+}
+
+/// Attributes kept for a node.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Kept {
+    pub(crate) attr: Attr,
+    pub(crate) source: Source,
+    pub(crate) until: Instant,
+}
+
+/// What the host holds about the kernel's nodes.
+#[derive(Default)]
+pub(crate) struct Ledger {
+    /// Lookup references the kernel holds on each node.
+    pub(super) nodes: HashMap<u64, u64>,
+    /// Names given the long TTL: (parent, name) → node (0: absent).
+    pub(super) names: HashMap<(u64, Box<[u8]>), u64>,
+    /// Where each regular file was last found (its name is dropped with
+    /// its data, so that the next open looks it up and learns its size:
+    /// the kernel appends at its own idea of the end of file).
+    pub(super) place: HashMap<u64, (u64, Box<[u8]>)>,
+    /// Nodes the feed said it does not watch (may precede their reply).
+    pub(super) unwatched: HashSet<u64>,
+    /// Too many unwatched nodes to track: none is kept for long.
+    pub(super) degraded: bool,
+    /// Attributes kept on the host, answered to GETATTR.
+    attrs: HashMap<u64, Kept>,
+    /// Nodes whose attributes are never kept while the kernel holds them
+    /// (written through a backing file, which the host does not see).
+    bypassed: HashSet<u64>,
+    /// Open file handles → their node (a read through one may move the
+    /// node's atime in the container); bounded by the kernel's open files.
+    handles: HashMap<u64, u64>,
+    /// Bumped whenever kept attributes are dropped.
+    stamp: u64,
+}
+
+impl Ledger {
+    /// Whether the feed watches `node`.
+    pub(crate) fn watched(&self, node: u64) -> bool {
+        !self.degraded && !self.unwatched.contains(&node)
+    }
+
+    /// Whether the kernel holds `node` (the root always).
+    pub(crate) fn knows(&self, node: u64) -> bool {
+        node == dockerfuse_proto::ROOT_NODE || self.nodes.contains_key(&node)
+    }
+
+    /// The kernel takes one more reference on `node`.
+    pub(crate) fn looked_up(&mut self, node: u64) {
+        *self.nodes.entry(node).or_default() += 1;
+    }
+
+    /// The kernel dropped `count` references; true when it holds none now
+    /// (everything about the node is then gone).
+    pub(crate) fn forgotten(&mut self, node: u64, count: u64) -> bool {
+        let Some(c) = self.nodes.get_mut(&node) else {
+            return false;
+        };
+        *c = c.saturating_sub(count);
+        if *c > 0 {
+            return false;
+        }
+        self.nodes.remove(&node);
+        self.unwatched.remove(&node);
+        self.place.remove(&node);
+        self.bypassed.remove(&node);
+        self.drop_attr(node);
+        true
+    }
+
+    /// A mark to pass to [`Ledger::keep`] for a reply to a request sent now.
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
+    /// Keeps `attr` for `node` until `until`, if nothing was dropped since
+    /// `stamp` and the kernel holds the node. The caller checked the
+    /// policy (feed on, node watched, not a symlink).
+    pub(crate) fn keep(
+        &mut self,
+        node: u64,
+        attr: Attr,
+        source: Source,
+        stamp: u64,
+        ttl: Duration,
+    ) {
+        if stamp != self.stamp || !self.knows(node) || self.bypassed.contains(&node) {
+            return;
+        }
+        if self.attrs.len() >= MAX_ATTRS && !self.attrs.contains_key(&node) {
+            // Past the bound, the oldest memory starts over.
+            self.attrs.clear();
+        }
+        let until = Instant::now() + ttl;
+        self.attrs.insert(
+            node,
+            Kept {
+                attr,
+                source,
+                until,
+            },
+        );
+    }
+
+    /// The attributes kept for `node`, if still valid.
+    pub(crate) fn kept(&self, node: u64) -> Option<Kept> {
+        self.attrs
+            .get(&node)
+            .filter(|k| k.until > Instant::now())
+            .copied()
+    }
+
+    /// `node`'s attributes changed (or may have).
+    pub(crate) fn drop_attr(&mut self, node: u64) {
+        self.stamp += 1;
+        self.attrs.remove(&node);
+    }
+
+    /// Changes came from the container: replies in flight may be older.
+    pub(crate) fn changes_came(&mut self) {
+        self.stamp += 1;
+    }
+
+    /// Any node's attributes may have changed.
+    pub(crate) fn drop_attrs(&mut self) {
+        self.stamp += 1;
+        self.attrs.clear();
+    }
+
+    /// `name` in `parent` was removed, replaced or moved by the mount: the
+    /// parent's times and the named node's link count or ctime changed.
+    /// A name the ledger does not know may be any node's: all go.
+    pub(crate) fn name_changed(&mut self, parent: u64, name: &[u8]) {
+        self.drop_attr(parent);
+        match self.names.get(&(parent, Box::from(name))) {
+            Some(&node) if node != 0 => self.drop_attr(node),
+            // Known absent: nothing of anyone's changed by it.
+            Some(_) => {}
+            None => self.drop_attrs(),
+        }
+    }
+
+    /// `node` is written through a backing file: its attributes change
+    /// without the host seeing it, until the kernel forgets it.
+    pub(crate) fn bypass(&mut self, node: u64) {
+        self.bypassed.insert(node);
+        self.drop_attr(node);
+    }
+
+    /// `fh` is an open file of `node`.
+    pub(crate) fn opened(&mut self, fh: u64, node: u64) {
+        self.handles.insert(fh, node);
+    }
+
+    /// `fh` was released.
+    pub(crate) fn released(&mut self, fh: u64) {
+        self.handles.remove(&fh);
+    }
+
+    /// Data is read through `fh` in the container: its node's atime may
+    /// move (the satellite reads without O_NOATIME).
+    pub(crate) fn read_through(&mut self, fh: u64) {
+        match self.handles.get(&fh) {
+            Some(&node) => self.drop_attr(node),
+            None => self.drop_attrs(),
+        }
+    }
+
+    /// Nodes with kept attributes, for checks.
+    #[cfg(test)]
+    pub(crate) fn kept_nodes(&self) -> Vec<u64> {
+        self.attrs.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(size: u64) -> Attr {
+        Attr {
+            ino: 0,
+            size,
+            blocks: 0,
+            atime: 0,
+            atime_nsec: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+            mode: libc::S_IFREG | 0o644,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn attributes_are_kept_for_held_nodes_and_go_with_them() {
+        let mut l = Ledger::default();
+        let s = l.stamp();
+        l.keep(5, attr(1), Source::Entry, s, LONG);
+        assert!(l.kept(5).is_none(), "not held");
+        l.looked_up(5);
+        l.looked_up(5);
+        l.keep(5, attr(1), Source::Entry, s, LONG);
+        assert_eq!(
+            l.kept(5).map(|k| (k.attr.size, k.source)),
+            Some((1, Source::Entry))
+        );
+        assert!(!l.forgotten(5, 1));
+        assert!(l.kept(5).is_some());
+        assert!(l.forgotten(5, 1));
+        assert!(l.kept(5).is_none());
+        assert!(!l.forgotten(5, 1), "unknown now");
+    }
+
+    #[test]
+    fn a_reply_from_before_a_drop_is_not_kept() {
+        let mut l = Ledger::default();
+        l.looked_up(5);
+        l.looked_up(6);
+        let before = l.stamp();
+        l.drop_attr(6);
+        l.keep(5, attr(1), Source::Attr, before, LONG);
+        assert!(l.kept(5).is_none());
+        l.keep(5, attr(2), Source::Attr, l.stamp(), LONG);
+        assert_eq!(l.kept(5).unwrap().attr.size, 2);
+        l.keep(6, attr(3), Source::Listing, l.stamp(), Duration::ZERO);
+        assert!(l.kept(6).is_none(), "expired");
+    }
+
+    #[test]
+    fn a_changed_name_drops_its_node_and_parent_or_everything() {
+        let mut l = Ledger::default();
+        for n in [1, 5, 6, 7] {
+            l.looked_up(n);
+            l.keep(n, attr(n), Source::Entry, l.stamp(), LONG);
+        }
+        l.names.insert((1, Box::from(&b"a"[..])), 5);
+        l.name_changed(1, b"a");
+        assert!(l.kept(1).is_none() && l.kept(5).is_none());
+        assert!(l.kept(6).is_some());
+        l.name_changed(1, b"unknown");
+        assert!(l.kept_nodes().is_empty());
+        // Written through a backing file: never kept while held.
+        l.bypass(7);
+        l.keep(7, attr(7), Source::Attr, l.stamp(), LONG);
+        assert!(l.kept(7).is_none());
+    }
+
+    #[test]
+    fn kept_attributes_are_bounded() {
+        let mut l = Ledger::default();
+        for n in 0..MAX_ATTRS as u64 + 1 {
+            l.looked_up(n + 10);
+            l.keep(n + 10, attr(0), Source::Listing, l.stamp(), LONG);
+        }
+        assert!(l.attrs.len() <= MAX_ATTRS);
+    }
+}
