@@ -467,6 +467,9 @@ fn mount_session(
         // Opens that bring small files' contents came with protocol 5.
         open_small: remote.running.hello.protocol >= 5,
         write_behind: !cli.no_write_behind,
+        // A satellite that is not root could be refused an open the host
+        // would already have answered.
+        lazy_open: !cli.no_lazy_open && remote.running.hello.uid == 0,
     };
     // The feed names the satellite's node ids; with --reconnect the kernel
     // holds ids of our own (relink), so the mount keeps to the TTLs.

@@ -325,6 +325,12 @@ impl Coherence {
         node == ROOT_NODE || self.lock().nodes.contains_key(&node)
     }
 
+    /// The feed watches `node` and the TTLs are ours: the kernel keeps its
+    /// pages and attributes until the feed reports a change.
+    pub(crate) fn watching(&self, node: u64) -> bool {
+        self.feeding() && Self::watched(&self.lock(), node)
+    }
+
     /// The directory's listing may be kept in the kernel's readdir cache.
     pub(crate) fn cache_dir(&self, node: u64) -> bool {
         self.feeding() && Self::watched(&self.lock(), node)

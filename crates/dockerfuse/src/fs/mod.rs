@@ -23,6 +23,9 @@
 //! * on the local channel, open files come with the satellite's descriptor
 //!   for FUSE passthrough, checked before use, and the core decides which
 //!   open files the kernel serves from it ([`backing`]);
+//! * a read-only open of a watched file the kernel may keep the pages of
+//!   is answered here, and opened in the container on its first read
+//!   ([`lazy_open`]);
 //! * a read-only open of a small file brings its contents, and reads on
 //!   that handle are answered here while they are current ([`heads`]);
 //!   the releases of such handles go in batches ([`releases`]);
@@ -37,6 +40,7 @@ pub(crate) mod failure;
 mod heads;
 pub(crate) mod ids;
 mod lazy_dir;
+mod lazy_open;
 mod links;
 mod listing;
 mod prefetch;
@@ -68,6 +72,7 @@ pub use transport::{Done, Transport};
 use backing::Serving;
 use heads::Heads;
 use lazy_dir::LazyDirs;
+use lazy_open::{LazyFiles, Remote};
 use prefetch::{Buffer, Prefetched};
 use releases::Releases;
 use replies::unexpected;
@@ -94,6 +99,11 @@ pub(crate) struct Options {
     /// Answer writes at once and send them in batches (not with
     /// `per_caller`: a batch has one identity).
     pub(crate) write_behind: bool,
+    /// Read-only opens of watched files are answered on the host and made
+    /// in the container on the first read ([`lazy_open`]); only for a
+    /// satellite running as root (whose open cannot be refused where the
+    /// kernel's page cache would serve the reads).
+    pub(crate) lazy_open: bool,
 }
 
 /// Outcome callback of one operation.
@@ -138,6 +148,7 @@ pub(crate) struct Core<T: Transport, B = ()> {
     no_xattrs: Arc<NoXattrs>,
     coherence: Arc<Coherence>,
     dirs: Arc<LazyDirs>,
+    files: Arc<LazyFiles>,
     prefetched: Arc<Prefetched>,
     heads: Arc<Heads>,
     releases: Arc<Releases>,
@@ -245,6 +256,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             no_xattrs,
             coherence,
             dirs: Arc::default(),
+            files: Arc::default(),
             prefetched: Arc::default(),
             heads,
             releases: Arc::default(),
@@ -398,7 +410,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         fh: Option<Fh>,
         cb: Cb<(Attr, Duration)>,
     ) {
-        let fh = fh.map(|Fh(f)| f);
+        let fh = fh.filter(|f| !f.is_host()).map(|Fh(f)| f);
         self.call_attr(who, Request::GetAttr { node, fh }, node, cb)
     }
 
@@ -419,7 +431,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         attr: SetAttr,
         cb: Cb<(Attr, Duration)>,
     ) {
-        let fh = fh.map(|Fh(f)| f);
+        let fh = fh.filter(|f| !f.is_host()).map(|Fh(f)| f);
         let cb = match attr.size {
             Some(_) => self.changing(cb),
             None => cb,
@@ -701,6 +713,98 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         Some(self.coherence.contents_ttl(node)).filter(|t| !t.is_zero())
     }
 
+    /// Whether an open of `node` with `flags` may be answered here and
+    /// made in the container later ([`lazy_open`]): read-only without
+    /// O_TRUNC or O_DIRECT, a node the feed watches (the kernel keeps its
+    /// pages until the feed reports a change), not per caller (the
+    /// caller's permissions are checked by the container's open), without
+    /// passthrough (the backing file is needed at the open) or the
+    /// writeback cache.
+    fn lazy_open(&self, node: u64, flags: i32) -> bool {
+        let plain = flags & libc::O_ACCMODE == libc::O_RDONLY
+            && flags & (libc::O_DIRECT | libc::O_TRUNC) == 0;
+        plain
+            && self.opts.lazy_open
+            && !self.opts.per_caller
+            && !self.opts.writeback
+            && self.passthrough.get().is_none()
+            && self.coherence.watching(node)
+    }
+
+    /// Runs `then` with the satellite's handle of file handle `fh`,
+    /// opening a host handle's file in the container first when needed.
+    fn remote_file(&self, who: &Who, fh: u64, then: lazy_open::Then) {
+        if !Fh(fh).is_host() {
+            return then(Ok(fh));
+        }
+        match self.files.with_remote(fh, then) {
+            (Remote::Open(remote), Some(then)) => then(Ok(remote)),
+            (Remote::Unknown, Some(then)) => then(Err(Errno::EBADF)),
+            (Remote::ToOpen { node, flags }, _) => self.open_late(who, fh, node, flags),
+            _ => {}
+        }
+    }
+
+    /// Opens in the container the file of host handle `fh`; a small file
+    /// brings its contents, kept under `fh`, as at a plain open.
+    fn open_late(&self, who: &Who, fh: u64, node: u64, flags: i32) {
+        let small = self
+            .small_open(node, flags)
+            .map(|lifetime| (lifetime, self.heads.ticket()));
+        let max = MAX_OPEN_DATA;
+        let req = match small {
+            Some(_) => Request::OpenSmall { node, flags, max },
+            None => Request::Open { node, flags },
+        };
+        let (files, heads, rpc, releases) = (
+            self.files.clone(),
+            self.heads.clone(),
+            self.out.rpc.clone(),
+            self.releases.clone(),
+        );
+        self.out.send(
+            who,
+            &req,
+            Box::new(move |r| {
+                let r = r.and_then(replies::opened).map(|o| {
+                    if let (Some(d), Some((lifetime, ticket))) = (o.data, small) {
+                        if d.len() <= max as usize {
+                            heads.keep(fh, node, &d, ticket, lifetime);
+                        }
+                    }
+                    // No passthrough for these: a descriptor sent anyway
+                    // is closed.
+                    drop(o.fd.and_then(|fd| rpc.take_fd(fd)));
+                    o.fh
+                });
+                if let Some(remote) = files.opened(fh, node, flags, r) {
+                    heads.release(fh);
+                    releases.defer(remote, &rpc);
+                }
+            }),
+        )
+    }
+
+    /// Sends a request for `who` on the satellite's handle of file handle
+    /// `fh` (opening a host handle's file in the container first).
+    fn on_file(
+        &self,
+        who: &Who,
+        fh: u64,
+        req: impl FnOnce(u64) -> Request<'static> + Send + 'static,
+        done: Done,
+    ) {
+        let (out, owner) = (self.out.clone(), who.clone());
+        self.remote_file(
+            who,
+            fh,
+            Box::new(move |r| match r {
+                Ok(remote) => out.send(&owner, &req(remote), done),
+                Err(e) => done(Err(e)),
+            }),
+        )
+    }
+
     /// Opens `node`; `reply` registers a backing file with the kernel
     /// when passthrough is on, and takes the open file.
     pub(crate) fn open<R: OpenReply<B, Opened<B>>>(
@@ -711,6 +815,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         reply: R,
     ) {
         let flags = self.open_flags(flags);
+        if self.lazy_open(node, flags) {
+            let fh = Fh(self.files.open(node, flags));
+            return reply.answer(Ok(Opened {
+                fh,
+                passthrough: None,
+            }));
+        }
         let after: Cb<()> = match flags & libc::O_TRUNC {
             0 => Box::new(|_| {}),
             _ => self.changing(Box::new(|_| {})),
@@ -837,12 +948,35 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if let Some((data, range)) = self.heads.read(fh, offset, size) {
             return cb(Ok(&data[range]));
         }
-        self.out.send(
-            who,
-            &Request::Read { fh, offset, size },
+        let done = move |cb: BytesCb| -> Done {
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
                 Ok(r) => cb(Err(unexpected(r))),
+                Err(e) => cb(Err(e)),
+            })
+        };
+        if !Fh(fh).is_host() {
+            return self
+                .out
+                .send(who, &Request::Read { fh, offset, size }, done(cb));
+        }
+        // Opened lazily: the open may have brought the contents.
+        let (out, owner, heads) = (self.out.clone(), who.clone(), self.heads.clone());
+        self.remote_file(
+            who,
+            fh,
+            Box::new(move |r| match r {
+                Ok(remote) => match heads.read(fh, offset, size) {
+                    Some((data, range)) => cb(Ok(&data[range])),
+                    None => {
+                        let req = Request::Read {
+                            fh: remote,
+                            offset,
+                            size,
+                        };
+                        out.send(&owner, &req, done(cb))
+                    }
+                },
                 Err(e) => cb(Err(e)),
             }),
         );
@@ -936,6 +1070,15 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
     pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
+        if Fh(fh).is_host() {
+            // Opened lazily: closed in the container only if it was opened
+            // there, with others in a batch (read-only, no writes).
+            self.heads.release(fh);
+            if let Some(remote) = self.files.release(fh) {
+                self.releases.defer(remote, &self.out.rpc);
+            }
+            return cb(Ok(()));
+        }
         if let Some(pt) = self.passthrough.get() {
             pt.release(fh);
         }
@@ -965,7 +1108,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Some(e) => cb(Err(e)),
             None => cb(r),
         });
-        self.call(who, Request::Fsync { fh, datasync }, replies::ok, cb)
+        let req = move |fh| Request::Fsync { fh, datasync };
+        self.on_file(who, fh, req, Box::new(move |r| cb(r.and_then(replies::ok))))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -990,8 +1134,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     }
 
     pub(crate) fn lseek(&self, who: &Who, Fh(fh): Fh, offset: i64, whence: i32, cb: Cb<i64>) {
-        let req = Request::Lseek { fh, offset, whence };
-        self.call(who, req, replies::offset, cb)
+        let req = move |fh| Request::Lseek { fh, offset, whence };
+        self.on_file(
+            who,
+            fh,
+            req,
+            Box::new(move |r| cb(r.and_then(replies::offset))),
+        )
     }
 
     /// Copies inside the container into `fh_out`, an open file of
@@ -1006,7 +1155,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: Cb<u32>,
     ) {
         let cb = self.changing(self.expiring(node_out, cb));
-        let req = Request::CopyFileRange {
+        let req = move |fh_in| Request::CopyFileRange {
             fh_in,
             offset_in,
             fh_out,
@@ -1014,9 +1163,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             len,
             flags,
         };
-        self.out.send(
+        self.on_file(
             who,
-            &req,
+            fh_in,
+            req,
             Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
         );
     }

@@ -95,6 +95,7 @@ impl Served {
                 per_caller,
                 open_small: true,
                 write_behind: true,
+                lazy_open: true,
             },
         );
         let feed = Feed::enable_on(&core, &rpc).expect("the satellite's change feed starts");
