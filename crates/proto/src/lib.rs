@@ -29,8 +29,9 @@ pub use msg::*;
 /// version 4 the change feed ([`Request::Watch`], [`Response::Changes`]);
 /// version 5 opens that bring a small file's contents
 /// ([`Request::OpenSmall`], [`Response::OpenedSmall`]) and releases in
-/// batches ([`Request::ReleaseMany`]).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// batches ([`Request::ReleaseMany`]); version 6 says which readdir
+/// reply reaches the end of the directory ([`Response::DirEnd`]).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Oldest protocol either side still speaks: a host and a satellite
 /// agree on the lower of their two versions, and nothing newer than that

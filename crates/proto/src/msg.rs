@@ -365,6 +365,10 @@ pub enum Response<'a> {
         fd: Option<u32>,
         data: Option<Cow<'a, [u8]>>,
     },
+    /// [`Response::Dir`] whose entries reach the end of the directory: a
+    /// read from past the last of them would return nothing (protocol 6;
+    /// sent only to a host that speaks it).
+    DirEnd(Vec<DirEntry<'a>>),
 }
 
 /// One change the satellite saw in the container, on nodes the kernel
@@ -932,6 +936,14 @@ mod tests {
                 }),
             },
         ]));
+        round_trip_resp(Response::DirEnd(vec![DirEntry {
+            name: b"last".as_slice().into(),
+            offset: 9,
+            kind: 0o100000,
+            ino: 7,
+            entry: None,
+        }]));
+        round_trip_resp(Response::DirEnd(Vec::new()));
         round_trip_resp(Response::Data(vec![1, 2, 3].into()));
         round_trip_resp(Response::Channel { fd: 9 });
         round_trip_resp(Response::OpenedFd { fh: 4, fd: 12 });

@@ -109,20 +109,23 @@ impl Sat {
     }
 }
 
+fn owned_entries(v: Vec<DirEntry<'_>>) -> Vec<DirEntry<'static>> {
+    v.into_iter()
+        .map(|e| DirEntry {
+            name: e.name.into_owned().into(),
+            offset: e.offset,
+            kind: e.kind,
+            ino: e.ino,
+            entry: e.entry,
+        })
+        .collect()
+}
+
 fn into_static(r: Response<'_>) -> Response<'static> {
     match r {
         Response::Data(d) => Response::Data(d.into_owned().into()),
-        Response::Dir(v) => Response::Dir(
-            v.into_iter()
-                .map(|e| DirEntry {
-                    name: e.name.into_owned().into(),
-                    offset: e.offset,
-                    kind: e.kind,
-                    ino: e.ino,
-                    entry: e.entry,
-                })
-                .collect(),
-        ),
+        Response::Dir(v) => Response::Dir(owned_entries(v)),
+        Response::DirEnd(v) => Response::DirEnd(owned_entries(v)),
         Response::Hello(h) => Response::Hello(h),
         Response::Error(e) => Response::Error(e),
         Response::Ok => Response::Ok,
@@ -683,20 +686,26 @@ fn readdirplus_lists_everything_in_chunks() {
     };
     let mut names = Vec::new();
     let mut offset = 0;
-    let mut calls = 0;
+    let (mut calls, mut ended) = (0, false);
     loop {
-        let entries = match s.call(Request::ReadDir {
+        // The reply that reaches the end says so (protocol 6), and so does
+        // the empty one past it.
+        let (entries, end) = match s.call(Request::ReadDir {
             fh,
             offset,
             size: 4096,
             plus: true,
         }) {
-            Response::Dir(v) => v,
+            Response::Dir(v) => (v, false),
+            Response::DirEnd(v) => (v, true),
             o => panic!("{o:?}"),
         };
         if entries.is_empty() {
+            assert!(end, "the empty reply at the end is marked");
             break;
         }
+        assert!(!ended, "entries after a reply that reached the end");
+        ended = end;
         calls += 1;
         for e in entries {
             offset = e.offset;
@@ -710,6 +719,7 @@ fn readdirplus_lists_everything_in_chunks() {
             names.push(n);
         }
     }
+    assert!(ended, "the last chunk said it reached the end");
     names.sort();
     assert_eq!(names.len(), 502);
     assert_eq!(names[2], "file-0000");
@@ -1182,7 +1192,7 @@ fn requests_as_a_caller_carry_its_groups() {
             plus: true,
         },
     ));
-    let Response::Dir(entries) = listed else {
+    let (Response::Dir(entries) | Response::DirEnd(entries)) = listed else {
         panic!("expected entries, got {listed:?}");
     };
     let inner = entries.iter().find(|e| &e.name[..] == b"inner").unwrap();

@@ -1223,7 +1223,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             fh,
             req,
             Box::new(move |r| match r {
-                Ok(Response::Dir(v)) => cb(Ok(listing::plain(v))),
+                Ok(Response::Dir(v) | Response::DirEnd(v)) => cb(Ok(listing::plain(v))),
                 Ok(r) => cb(Err(unexpected(r))),
                 Err(e) => cb(Err(e)),
             }),
@@ -1270,20 +1270,35 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let listed = (!self.opts.per_caller && self.coherence.cache_dir(dir))
             .then(|| self.coherence.listings().begin_read(fh, dir, offset))
             .flatten();
-        let listed_done = move |coh: &Coherence, v: Option<&[dockerfuse_proto::DirEntry<'_>]>| {
-            if let Some(seq) = listed {
+        // A reply that reaches the end also stands for the empty reply
+        // the kernel's next read would have had.
+        let listed_done =
+            move |coh: &Coherence, v: Option<&[dockerfuse_proto::DirEntry<'_>]>, end: bool| {
+                let Some(seq) = listed else { return };
                 let names = v.map(|v| v.iter().map(|e| (&e.name[..], e.offset)));
-                coh.listings()
-                    .read_done(fh, seq, names, coh.cache_dir(dir) && coh.holds(dir));
-            }
-        };
+                let watched = coh.cache_dir(dir) && coh.holds(dir);
+                let listings = coh.listings();
+                listings.read_done(fh, seq, names, watched);
+                let last = v.and_then(|v| v.last()).map_or(offset, |e| e.offset);
+                if end && !v.is_some_and(<[_]>::is_empty) {
+                    if let Some(seq) = listings.begin_read(fh, dir, last) {
+                        let none: [(&[u8], u64); 0] = [];
+                        listings.read_done(fh, seq, Some(none), watched);
+                    }
+                }
+            };
         self.on_dir(
             who,
             fh,
             req,
             Box::new(move |r| match r {
-                Ok(Response::Dir(v)) => {
-                    listed_done(&giver.coh, Some(&v));
+                Ok(r @ (Response::Dir(_) | Response::DirEnd(_))) => {
+                    let (v, end) = match r {
+                        Response::DirEnd(v) => (v, true),
+                        Response::Dir(v) => (v, false),
+                        _ => unreachable!("matched above"),
+                    };
+                    listed_done(&giver.coh, Some(&v), end);
                     let items = listing::plus(v, giver.coh.short())
                         .into_iter()
                         .map(listing::PlusItem::into_owned)
@@ -1292,15 +1307,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                         next: offset,
                         generation,
                         items,
+                        end,
                     };
                     giver.give(buf, cb)
                 }
                 Ok(r) => {
-                    listed_done(&giver.coh, None);
+                    listed_done(&giver.coh, None, false);
                     cb(Err(unexpected(r)));
                 }
                 Err(e) => {
-                    listed_done(&giver.coh, None);
+                    listed_done(&giver.coh, None, false);
                     cb(Err(e));
                 }
             }),

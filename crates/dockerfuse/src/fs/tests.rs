@@ -1355,3 +1355,65 @@ fn opens_that_write_bypass_the_cache_or_are_not_watched_are_made_at_once() {
         assert_eq!(open_fh(&c, 2, libc::O_RDONLY), 6);
     }
 }
+
+#[test]
+fn a_readdirplus_reply_that_reaches_the_end_spares_the_next_round_trip() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut o = opts();
+    o.per_caller = false;
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::ReadDir { offset: 0, .. } => Response::DirEnd(vec![DirEntry {
+                name: b"a".as_slice().into(),
+                offset: 1,
+                kind: libc::S_IFREG,
+                ino: 3,
+                entry: Some(entry(10, true)),
+            }]),
+            Request::ReadDir { .. } => Response::Error(libc::EIO),
+            Request::Lookup { .. } => Response::Error(libc::ENOENT),
+            _ => Response::Ok,
+        },
+        o,
+    );
+    c.coherence().feed_on();
+    let plus = |offset| {
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        c.readdirplus(
+            &Who::Mount,
+            NodeId(1),
+            Fh(7),
+            offset,
+            4096,
+            Box::new(move |r| {
+                let n = r.as_ref().map(|v| v.len()).map_err(|e| *e);
+                *g.lock().unwrap() = Some(n);
+                n.unwrap_or(0)
+            }),
+        );
+        let n = got.lock().unwrap().take();
+        n
+    };
+    assert_eq!(plus(0), Some(Ok(1)));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // The end, answered here (the satellite would fail it here).
+    assert_eq!(plus(1), Some(Ok(0)));
+    assert_eq!(plus(1), Some(Ok(0)));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // The listing is complete: an absent name is answered here.
+    let (cb, got) = capture();
+    c.lookup(&Who::Mount, NodeId(1), b"x", cb);
+    assert!(matches!(
+        got.lock().unwrap().take(),
+        Some(Ok(Lookup::Absent(_)))
+    ));
+    assert_eq!(c.coherence().counts.absent_here.load(Relaxed), 1);
+    // After a change, the chunk goes to the satellite again.
+    c.coherence().lost();
+    assert_eq!(plus(1), Some(Err(Errno::EIO)));
+    // Released: nothing kept.
+    let (cb, _) = capture();
+    c.releasedir(Fh(7), cb);
+    assert_eq!(plus(1), Some(Err(Errno::EIO)));
+}

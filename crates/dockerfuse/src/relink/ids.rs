@@ -303,7 +303,7 @@ impl Table {
                 *fh = self.fh(*fh)?;
                 self.dirs.insert(*fh, id);
             }
-            (Ctx::Plus { dir }, Response::Dir(items)) if dir != 0 => {
+            (Ctx::Plus { dir }, Response::Dir(items) | Response::DirEnd(items)) if dir != 0 => {
                 for item in items.iter_mut() {
                     if let Some(e) = &mut item.entry {
                         self.entry(dir, item.name.to_vec(), e);

@@ -39,8 +39,13 @@ impl Fs {
         buf: &mut Vec<u8>,
     ) -> SysResult<Response<'static>> {
         let h = self.handles.get(fh)?;
-        let entries = self.read_entries(h.dir()?, offset, size as usize, plus, buf)?;
-        Ok(Response::Dir(entries))
+        let (entries, end) = self.read_entries(h.dir()?, offset, size as usize, plus, buf)?;
+        // Saying so spares the host a readdirplus that would bring
+        // nothing (protocol 6).
+        Ok(match end && plus && crate::server::host_protocol() >= 6 {
+            true => Response::DirEnd(entries),
+            false => Response::Dir(entries),
+        })
     }
 
     fn read_entries(
@@ -50,7 +55,7 @@ impl Fs {
         size: usize,
         plus: bool,
         buf: &mut Vec<u8>,
-    ) -> SysResult<Vec<DirEntry<'static>>> {
+    ) -> SysResult<(Vec<DirEntry<'static>>, bool)> {
         let _serial = d.lock.lock().unwrap_or_else(|p| p.into_inner());
         let fd = d.fd.as_raw_fd();
         sys::lseek(fd, offset as i64, libc::SEEK_SET)?;
@@ -62,7 +67,9 @@ impl Fs {
         'fill: loop {
             let filled = sys::getdents64(fd, buf)?;
             if filled.is_empty() {
-                break;
+                // The end of the directory: everything from `offset` on
+                // is in `out`.
+                return Ok((out, true));
             }
             for e in sys::parse_dirents(filled) {
                 let need = dirent_size(e.name.len(), plus);
@@ -91,7 +98,7 @@ impl Fs {
                 });
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
 }
 
