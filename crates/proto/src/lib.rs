@@ -30,7 +30,8 @@ pub use msg::*;
 /// version 5 opens that bring a small file's contents
 /// ([`Request::OpenSmall`], [`Response::OpenedSmall`]) and releases in
 /// batches ([`Request::ReleaseMany`]); version 6 says which readdir
-/// reply reaches the end of the directory ([`Response::DirEnd`]).
+/// reply reaches the end of the directory ([`Response::DirEnd`]) and
+/// opens a directory with its first read ([`Request::OpenReadDir`]).
 pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Oldest protocol either side still speaks: a host and a satellite

@@ -126,6 +126,11 @@ fn into_static(r: Response<'_>) -> Response<'static> {
         Response::Data(d) => Response::Data(d.into_owned().into()),
         Response::Dir(v) => Response::Dir(owned_entries(v)),
         Response::DirEnd(v) => Response::DirEnd(owned_entries(v)),
+        Response::DirOpened { fh, entries, end } => Response::DirOpened {
+            fh,
+            entries: owned_entries(entries),
+            end,
+        },
         Response::Hello(h) => Response::Hello(h),
         Response::Error(e) => Response::Error(e),
         Response::Ok => Response::Ok,
@@ -1504,5 +1509,50 @@ fn the_feed_reports_changes_of_held_nodes_only() {
             name: name("root-new").into_owned().into()
         }),
         "{c:?}"
+    );
+}
+
+/// A directory opened with its first read: one reply with the handle and
+/// the entries, the end marked when they reach it; the handle reads on.
+#[test]
+fn a_directory_opens_with_its_first_read() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        std::fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
+    }
+    let (mut s, _) = Sat::start(dir.path());
+    let (fh, entries, end) = match s.call(Request::OpenReadDir {
+        node: ROOT_NODE,
+        size: 64 * 1024,
+        plus: true,
+    }) {
+        Response::DirOpened { fh, entries, end } => (fh, entries, end),
+        o => panic!("{o:?}"),
+    };
+    assert!(end, "three files fit one reply");
+    assert_eq!(entries.len(), 5);
+    assert!(entries
+        .iter()
+        .filter(|e| e.name.starts_with(b"f"))
+        .all(|e| e.entry.is_some()));
+    let last = entries.last().unwrap().offset;
+    match s.call(Request::ReadDir {
+        fh,
+        offset: last,
+        size: 4096,
+        plus: true,
+    }) {
+        Response::DirEnd(v) => assert!(v.is_empty()),
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(s.call(Request::ReleaseDir { fh }), Response::Ok);
+    // A node that is not a directory: the error, and no handle is left.
+    assert_eq!(
+        s.call(Request::OpenReadDir {
+            node: 999_999,
+            size: 4096,
+            plus: false,
+        }),
+        Response::Error(libc::ESTALE)
     );
 }

@@ -128,6 +128,15 @@ impl LazyFiles {
         None
     }
 
+    /// The handles not opened in the container (yet).
+    pub(super) fn unopened(&self) -> Vec<u64> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| !matches!(s, State::Open(_)))
+            .map(|(&fh, _)| fh)
+            .collect()
+    }
+
     /// Forgets `fh`; the satellite's handle to close, if it was opened.
     /// An open in flight closes its handle when it is done.
     pub(super) fn release(&self, fh: u64) -> Option<u64> {

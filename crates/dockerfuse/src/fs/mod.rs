@@ -104,6 +104,9 @@ pub(crate) struct Options {
     /// satellite running as root (whose open cannot be refused where the
     /// kernel's page cache would serve the reads).
     pub(crate) lazy_open: bool,
+    /// The satellite speaks protocol 6: a directory opened on the host is
+    /// opened in the container with its first read (`OpenReadDir`).
+    pub(crate) open_read_dir: bool,
 }
 
 /// Outcome callback of one operation.
@@ -583,8 +586,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     pub(crate) fn unlink(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
         let cb = self.noting(parent, name, false, cb);
-        let name = name.into();
-        self.call(who, Request::Unlink { parent, name }, replies::ok, cb)
+        let req = Request::Unlink {
+            parent,
+            name: name.to_vec().into(),
+        };
+        self.call_settled(who, req, cb)
     }
 
     pub(crate) fn rmdir(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
@@ -627,18 +633,50 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             }
             cb(r)
         });
-        self.call(
-            who,
-            Request::Rename {
-                parent,
-                name: name.into(),
-                new_parent,
-                new_name: new_name.into(),
-                flags,
-            },
-            replies::ok,
-            cb,
-        )
+        let req = Request::Rename {
+            parent,
+            name: name.to_vec().into(),
+            new_parent,
+            new_name: new_name.to_vec().into(),
+            flags,
+        };
+        self.call_settled(who, req, cb)
+    }
+
+    /// Sends `req`, an unlink or rename, once every file opened lazily
+    /// and not yet in the container is opened there: the satellite finds
+    /// a node past its descriptor budget by its last name, which `req`
+    /// may remove, and a file opened before it must still read (and not
+    /// fail with ESTALE). Waits only while such handles exist.
+    fn call_settled(&self, who: &Who, req: Request<'static>, cb: Cb<()>) {
+        let fhs = self.files.unopened();
+        if fhs.is_empty() {
+            return self.call(who, req, replies::ok, cb);
+        }
+        let (out, owner) = (self.out.clone(), who.clone());
+        let send: Box<dyn FnOnce() + Send> = Box::new(move || {
+            out.send(&owner, &req, Box::new(move |r| cb(r.and_then(replies::ok))))
+        });
+        let left = Arc::new((
+            std::sync::atomic::AtomicUsize::new(fhs.len()),
+            std::sync::Mutex::new(Some(send)),
+        ));
+        for fh in fhs {
+            let left = left.clone();
+            // An open that fails is tried again by the handle's next read.
+            self.remote_file(
+                who,
+                fh,
+                Box::new(move |_| {
+                    if left.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                        let send = left.1.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        if let Some(send) = send {
+                            send()
+                        }
+                    }
+                }),
+            );
+        }
     }
 
     pub(crate) fn link(
@@ -1265,6 +1303,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             plus: true,
         };
         let generation = self.coherence.generation();
+        let first = (offset == 0 && self.opts.open_read_dir)
+            .then(|| self.dirs.unopened(fh))
+            .flatten();
         // Reads of a watched directory gather its names, complete at the
         // empty reply that ends it.
         let listed = (!self.opts.per_caller && self.coherence.cache_dir(dir))
@@ -1287,38 +1328,64 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     }
                 }
             };
-        self.on_dir(
+        let done: Done = Box::new(move |r| match r {
+            Ok(r @ (Response::Dir(_) | Response::DirEnd(_))) => {
+                let (v, end) = match r {
+                    Response::DirEnd(v) => (v, true),
+                    Response::Dir(v) => (v, false),
+                    _ => unreachable!("matched above"),
+                };
+                listed_done(&giver.coh, Some(&v), end);
+                let items = listing::plus(v, giver.coh.short())
+                    .into_iter()
+                    .map(listing::PlusItem::into_owned)
+                    .collect();
+                let buf = Buffer {
+                    next: offset,
+                    generation,
+                    items,
+                    end,
+                };
+                giver.give(buf, cb)
+            }
+            Ok(r) => {
+                listed_done(&giver.coh, None, false);
+                cb(Err(unexpected(r)));
+            }
+            Err(e) => {
+                listed_done(&giver.coh, None, false);
+                cb(Err(e));
+            }
+        });
+        let Some(node) = first else {
+            return self.on_dir(who, fh, req, done);
+        };
+        // A host handle's first read opens the directory in the container
+        // with it, in one round trip.
+        let (dirs, rpc) = (self.dirs.clone(), self.out.rpc.clone());
+        let req = Request::OpenReadDir {
+            node,
+            size: prefetch::PREFETCH,
+            plus: true,
+        };
+        self.out.send(
             who,
-            fh,
-            req,
+            &req,
             Box::new(move |r| match r {
-                Ok(r @ (Response::Dir(_) | Response::DirEnd(_))) => {
-                    let (v, end) = match r {
-                        Response::DirEnd(v) => (v, true),
-                        Response::Dir(v) => (v, false),
-                        _ => unreachable!("matched above"),
-                    };
-                    listed_done(&giver.coh, Some(&v), end);
-                    let items = listing::plus(v, giver.coh.short())
-                        .into_iter()
-                        .map(listing::PlusItem::into_owned)
-                        .collect();
-                    let buf = Buffer {
-                        next: offset,
-                        generation,
-                        items,
-                        end,
-                    };
-                    giver.give(buf, cb)
+                Ok(Response::DirOpened {
+                    fh: remote,
+                    entries,
+                    end,
+                }) => {
+                    if let Some(extra) = dirs.opened(fh, remote) {
+                        rpc.post(&Request::ReleaseDir { fh: extra });
+                    }
+                    done(Ok(match end {
+                        true => Response::DirEnd(entries),
+                        false => Response::Dir(entries),
+                    }))
                 }
-                Ok(r) => {
-                    listed_done(&giver.coh, None, false);
-                    cb(Err(unexpected(r)));
-                }
-                Err(e) => {
-                    listed_done(&giver.coh, None, false);
-                    cb(Err(e));
-                }
+                r => done(r),
             }),
         );
     }

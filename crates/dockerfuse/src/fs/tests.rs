@@ -50,6 +50,7 @@ fn opts() -> Options {
         open_small: true,
         write_behind: false,
         lazy_open: false,
+        open_read_dir: false,
     }
 }
 
@@ -1416,4 +1417,76 @@ fn a_readdirplus_reply_that_reaches_the_end_spares_the_next_round_trip() {
     let (cb, _) = capture();
     c.releasedir(Fh(7), cb);
     assert_eq!(plus(1), Some(Err(Errno::EIO)));
+}
+
+#[test]
+fn a_host_directory_handle_is_opened_with_its_first_read() {
+    let mut o = opts();
+    o.per_caller = false;
+    o.open_read_dir = true;
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::OpenReadDir { .. } => Response::DirOpened {
+                fh: 77,
+                entries: vec![DirEntry {
+                    name: b"a".as_slice().into(),
+                    offset: 1,
+                    kind: libc::S_IFREG,
+                    ino: 3,
+                    entry: Some(entry(10, true)),
+                }],
+                end: false,
+            },
+            Request::ReadDir { .. } => Response::DirEnd(vec![]),
+            _ => Response::Ok,
+        },
+        o,
+    );
+    c.coherence().feed_on();
+    let (cb, got) = capture();
+    c.opendir(&Who::Mount, NodeId(1), cb);
+    let Some(Ok((Fh(fh), true))) = got.lock().unwrap().take() else {
+        panic!("expected a cached host handle")
+    };
+    let plus = |offset| {
+        let n = Arc::new(Mutex::new(None));
+        let n2 = n.clone();
+        c.readdirplus(
+            &Who::Mount,
+            NodeId(1),
+            Fh(fh),
+            offset,
+            4096,
+            Box::new(move |r| {
+                let k = r.map(|v| v.len()).unwrap_or(99);
+                *n2.lock().unwrap() = Some(k);
+                k
+            }),
+        );
+        let k = n.lock().unwrap().take();
+        k
+    };
+    assert_eq!(plus(0), Some(1));
+    assert_eq!(plus(1), Some(0));
+    let (cb, _) = capture();
+    c.releasedir(Fh(fh), cb);
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[0],
+        Request::OpenReadDir {
+            node: 1,
+            size: prefetch::PREFETCH,
+            plus: true
+        }
+    );
+    assert!(matches!(
+        seen[1],
+        Request::ReadDir {
+            fh: 77,
+            offset: 1,
+            ..
+        }
+    ));
+    assert_eq!(seen[2], Request::ReleaseDir { fh: 77 });
+    assert_eq!(seen.len(), 3);
 }

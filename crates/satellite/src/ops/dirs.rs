@@ -12,15 +12,42 @@ use crate::sys::{self, SysResult};
 
 impl Fs {
     pub(super) fn opendir(&self, node: u64) -> SysResult<Response<'static>> {
+        Ok(Response::Opened {
+            fh: self.open_dir_handle(node)?,
+        })
+    }
+
+    fn open_dir_handle(&self, node: u64) -> SysResult<u64> {
         let n = self.nodes.get(node)?;
         let fd = reopen(&n, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        Ok(Response::Opened {
-            fh: self.handles.insert(Handle::Dir(DirStream {
-                fd,
-                node,
-                lock: Default::default(),
-            })),
-        })
+        Ok(self.handles.insert(Handle::Dir(DirStream {
+            fd,
+            node,
+            lock: Default::default(),
+        })))
+    }
+
+    /// Opens directory `node` and reads its first entries: one round trip
+    /// where a listing took two.
+    pub(super) fn open_read_dir(
+        &self,
+        node: u64,
+        size: u32,
+        plus: bool,
+        buf: &mut Vec<u8>,
+    ) -> SysResult<Response<'static>> {
+        let fh = self.open_dir_handle(node)?;
+        let read = self
+            .handles
+            .get(fh)
+            .and_then(|h| self.read_entries(h.dir()?, 0, size as usize, plus, buf));
+        match read {
+            Ok((entries, end)) => Ok(Response::DirOpened { fh, entries, end }),
+            Err(e) => {
+                let _ = self.handles.remove(fh);
+                Err(e)
+            }
+        }
     }
 
     pub(super) fn fsyncdir(&self, fh: u64, datasync: bool) -> SysResult<Response<'static>> {
