@@ -7,7 +7,8 @@
 //! handle. Such an opendir is answered here with a handle of our own
 //! ([`Fh::host`], never a satellite handle); the satellite's directory
 //! stream is opened on the first readdir (with the first read of the
-//! listing, in one round trip, from protocol 6) and closed on release. Used only
+//! listing, in one round trip, when `Options::open_read_dir`) and closed
+//! on release. Used only
 //! when requests are not performed per caller (the only error an opendir
 //! in the container could then give, the directory vanishing, shows on
 //! the first readdir instead).

@@ -413,8 +413,21 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         fh: Option<Fh>,
         cb: Cb<(Attr, Duration)>,
     ) {
-        let fh = fh.filter(|f| !f.is_host()).map(|Fh(f)| f);
-        self.call_attr(who, Request::GetAttr { node, fh }, node, cb)
+        let Some(Fh(host)) = fh.filter(|f| f.is_host()) else {
+            let fh = fh.map(|Fh(f)| f);
+            return self.call_attr(who, Request::GetAttr { node, fh }, node, cb);
+        };
+        // fstat of a file opened lazily: on the satellite's handle (the
+        // file may have no name left), opened first if need be.
+        let (out, owner, coh) = (self.out.clone(), who.clone(), self.coherence.clone());
+        self.remote_file(
+            who,
+            host,
+            Box::new(move |r| {
+                let req = Request::GetAttr { node, fh: r.ok() };
+                out.send(&owner, &req, attr_done(node, coh, cb))
+            }),
+        )
     }
 
     /// With the writeback cache the kernel keeps a written file's mtime

@@ -1251,13 +1251,15 @@ fn a_read_only_open_of_a_watched_file_is_made_in_the_container_on_its_first_read
             Request::OpenSmall { node: 2, flags, .. } if flags == libc::O_RDONLY | libc::O_NOATIME
         ));
     }
-    // fstat on the handle asks by node: the host handle is not the
-    // satellite's.
+    // fstat on the handle asks on the satellite's handle, not the host's.
     let (cb, _) = capture();
     c.getattr(&Who::Mount, NodeId(2), Some(Fh(fh)), cb);
     assert_eq!(
         seen.lock().unwrap()[1],
-        Request::GetAttr { node: 2, fh: None }
+        Request::GetAttr {
+            node: 2,
+            fh: Some(5)
+        }
     );
     // The release closes the satellite's handle, in a batch.
     let (cb, _) = capture();
