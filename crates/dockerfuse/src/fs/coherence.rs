@@ -295,7 +295,11 @@ impl Coherence {
             // mount that receives no changes.
             tracing::debug!(absent_here = n, "lookups answered \"absent\" on the host");
         }
-        Some(self.absent(parent, name))
+        // Not told again: the listing already says so, and a change the
+        // feed applied since the check above must not be undone by it
+        // (the name would stay absent on the host for good).
+        let mut h = self.lock();
+        Some(self.name_ttl(&mut h, parent, name, 0))
     }
 
     /// Changes were lost before they could be applied (a frame over the
