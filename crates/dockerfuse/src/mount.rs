@@ -470,11 +470,8 @@ fn mount_session(
         // A satellite that is not root could be refused an open the host
         // would already have answered.
         lazy_open: !cli.no_lazy_open && remote.running.hello.uid == 0,
-        // Directories opened with their first read (protocol 6) stay off:
-        // with them the model test (fs/model) sees names created in the
-        // container fail to show through the core, which is not
-        // understood yet.
-        open_read_dir: false,
+        // Directories opened with their first read came with protocol 6.
+        open_read_dir: remote.running.hello.protocol >= 6,
     };
     // The feed names the satellite's node ids; with --reconnect the kernel
     // holds ids of our own (relink), so the mount keeps to the TTLs.

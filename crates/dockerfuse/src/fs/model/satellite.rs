@@ -96,8 +96,7 @@ impl Served {
                 open_small: true,
                 write_behind: true,
                 lazy_open: true,
-                // Off as in mount.rs: with it the model diverges.
-                open_read_dir: false,
+                open_read_dir: true,
             },
         );
         let feed = Feed::enable_on(&core, &rpc).expect("the satellite's change feed starts");
