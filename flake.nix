@@ -100,8 +100,9 @@
         { pkgs, dockerfuse }:
         {
           # cargo, rustc, clippy and rustfmt come from the crane toolchain
-          # (stable + both musl targets); `cargo build` there builds the
-          # satellites through build.rs exactly as on a rustup machine.
+          # (stable + the amd64, arm64 and 386 musl targets); `cargo build`
+          # there builds those three satellites through build.rs's stable
+          # route, as on a rustup machine without the zig route's tools.
           default = dockerfuse.craneLib.devShell {
             packages = [
               pkgs.docker-client

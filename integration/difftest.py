@@ -52,6 +52,7 @@ import ctypes.util
 import errno
 import hashlib
 import json
+import mmap
 import os
 import random
 import shutil
@@ -249,6 +250,12 @@ def gen_op(r, known=()):
         return [k, p, r.choice([0, 0, r.randrange(0, 300000)]), rand_data(r).hex()]
     if k == "append":
         return [k, p, rand_data(r).hex()]
+    if k == "dwrite":
+        # O_DIRECT: block-aligned offset, length and (mmap) buffer, which
+        # direct access needs too
+        return [k, p, 4096 * r.choice([0, 0, r.randrange(0, 40)]), r.randrange(1, 5), r.randrange(256)]
+    if k == "dread":
+        return [k, p, 4096 * r.choice([0, 0, r.randrange(0, 40)]), 4096 * r.randrange(1, 9)]
     if k == "truncate":
         return [k, p, r.choice([0, 1, r.randrange(0, 300000)])]
     if k == "otrunc":
@@ -299,6 +306,7 @@ OPS_WEIGHTED = (
     + ["setxattr"] * 4 + ["removexattr"] * 2 + ["getxattr"] * 3 + ["listxattr"] * 2
     + ["fallocate"] * 3 + ["seek"] * 2 + ["copy_range"] * 2 + ["owur"] * 2 + ["mkfifo"] * 1
     + ["mknod"] * 1 + ["lxattr"] * 3 + ["statfs"] * 1
+    + ["dwrite"] * 2 + ["dread"] * 2
     + ["read"] * 5 + ["stat"] * 5 + ["listdir"] * 3 + ["readlink"] * 1 + ["fsync"] * 2
 )
 
@@ -372,6 +380,26 @@ def _apply(root, op):
             n = os.write(fd, bytes.fromhex(data))
             st = os.fstat(fd)
             return [n, os.lseek(fd, 0, os.SEEK_CUR), st.st_size, oct(st.st_mode)]
+        finally:
+            os.close(fd)
+    if k == "dwrite":
+        p, off, blocks, first = args
+        buf = mmap.mmap(-1, 4096 * blocks)
+        buf.write(bytes((first + i) % 251 for i in range(4096 * blocks)))
+        fd = os.open(P(p), os.O_WRONLY | os.O_DIRECT | os.O_NONBLOCK)
+        try:
+            n = os.pwrite(fd, buf, off)
+            st = os.fstat(fd)
+            return [n, st.st_size, oct(st.st_mode)]
+        finally:
+            os.close(fd)
+    if k == "dread":
+        p, off, size = args
+        buf = mmap.mmap(-1, size)
+        fd = os.open(P(p), os.O_RDONLY | os.O_DIRECT | os.O_NONBLOCK)
+        try:
+            n = os.preadv(fd, [buf], off)
+            return [n, digest(buf[:n])]
         finally:
             os.close(fd)
     if k == "otrunc":

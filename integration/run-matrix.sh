@@ -31,9 +31,9 @@
 #                               (default: all four)
 #   DOCKERFUSE_TEST_SCENARIOS   subset of the names in scenarios.txt (default: all)
 #   DOCKERFUSE_TEST_BUSYBOX     0 to leave out the busybox images (default 1)
-#   DOCKERFUSE_TEST_ARCHES      busybox image tags for `arches` (default: 386)
+#   DOCKERFUSE_TEST_ARCHES      busybox image tags for `arches` (default: amd64 386)
 #   DOCKERFUSE_TEST_QEMU_ARCHES busybox image tags for `arches-qemu` (default:
-#                               armv7 armv6 ppc64le s390x)
+#                               arm64 armv7 armv6 ppc64le s390x)
 #   DOCKERFUSE_TEST_EXEC        0 to leave out the extra exec-transport runs (default 1)
 #   DFIT_TRANSPORT              --transport for every mount (auto, exec, local;
 #                               default: dockerfuse's own, auto)
@@ -167,8 +167,8 @@ declare -A ARCH_SCRIPT=()
 # arch_tags SCENARIO: the busybox tags an `arches`-shaped scenario runs on.
 arch_tags() {
 	case "$1" in
-	arches) tr ',' ' ' <<<"${DOCKERFUSE_TEST_ARCHES:-386}" ;;
-	arches-qemu) tr ',' ' ' <<<"${DOCKERFUSE_TEST_QEMU_ARCHES:-armv7 armv6 ppc64le s390x}" ;;
+	arches) tr ',' ' ' <<<"${DOCKERFUSE_TEST_ARCHES:-amd64 386}" ;;
+	arches-qemu) tr ',' ' ' <<<"${DOCKERFUSE_TEST_QEMU_ARCHES:-arm64 armv7 armv6 ppc64le s390x}" ;;
 	*) die "scenarios.txt: no busybox tags are defined for the arches-shaped scenario $1" ;;
 	esac
 }

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The project's one test command (the README gives it, .ci/run runs it):
-#   1. integration/setup-engine.sh   dockerd, binfmt_misc/qemu, fuse, test images
+#   1. integration/setup-engine.sh   dockerd, binfmt_misc/qemu, fuse, test images;
+#      .ci/satellite-toolchain.sh    the satellites' zig route (pinned nightly
+#                                    with rust-src, zig, cargo-zigbuild)
 #   2. shellcheck over every script, cargo fmt --check, clippy -D warnings,
-#      cargo test (whole workspace)
-#   3. debug build of dockerfuse (both satellites embedded)
+#      cargo test (whole workspace), the satellite's pipe tests against
+#      each embedded satellite (integration/satellite-arches.sh: qemu-user
+#      for the foreign ones)
+#   3. debug build of dockerfuse (the satellites embedded)
 #   4. integration/run-matrix.sh against that binary (amd64/arm64 matrix),
 #      through nix/vm-matrix.sh: ONE run of the scenarios the NixOS VM test
 #      runs, with PATH restricted to the tools nix/vm-matrix.txt gives the
@@ -43,6 +47,7 @@ step() {
 }
 
 step "engine setup" bash integration/setup-engine.sh
+step "satellite toolchain" bash .ci/satellite-toolchain.sh
 # Every shell script of the project: by name, and by its bash shebang.
 mapfile -t SCRIPTS < <({
 	git ls-files '*.sh' .ci/run
@@ -52,6 +57,7 @@ step "shellcheck (${#SCRIPTS[@]} scripts)" shellcheck -x "${SCRIPTS[@]}"
 step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test" cargo test --workspace
+step "satellite pipe tests on every arch" bash integration/satellite-arches.sh
 # The debug binary (cargo test built it already): the scenarios check
 # behaviour, not speed, and a second (release) build would cost CI minutes.
 step "build" cargo build -p dockerfuse

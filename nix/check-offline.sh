@@ -8,7 +8,9 @@
 #      flake.nix declares and the pinned revisions below (copied from
 #      shared/nix-facts.md, and compared with it when it is present); the
 #      alpine tarballs nix/images.nix fetches are the pinned ones;
-#  (c) nix/module.nix maps its options to the CLI flags it should, and, with
+#  (c) nix/packages.nix builds the satellites build.rs builds, with the
+#      nightly satellite-toolchain.txt pins; nix/module.nix maps its
+#      options to the CLI flags it should, and, with
 #      DOCKERFUSE=/path/to/dockerfuse set, every --flag it passes appears in
 #      `$DOCKERFUSE --help`;
 #  (d) nix/vm-matrix.txt, the one list of what the VM test provides: it
@@ -18,6 +20,9 @@
 #      nix/vm-cli.nix takes its scenarios and environment from it (shown
 #      by evaluating vm-cli.nix against a stub nixpkgs with the real list
 #      and with a changed copy); the VM tests' Python scripts parse;
+#      no VM test's node sets an option that nixpkgs' qemu-vm.nix overrides
+#      in a test VM (fileSystems and the like: such a setting is dropped),
+#      shown catching a copy of vm-fstab.nix that does;
 #  (e) the flake stops with a plain sentence on a Nix older than the one
 #      the READMEs name; shellcheck on the scripts the VM test and CI share.
 #
@@ -267,6 +272,15 @@ else
   done
 fi
 
+# The Nix package builds the satellites build.rs builds, with its pinned
+# nightly.
+triples_of() { grep -oE '"[a-z0-9_]+-unknown-linux-musl[a-z]*"' "$1" | tr -d '"' | sort -u | tr '\n' ' '; }
+expect "nix/packages.nix builds the satellites crates/dockerfuse/build.rs builds" \
+  "$(sed -n '/satelliteTargets = {/,/};/p' nix/packages.nix | triples_of /dev/stdin)" \
+  "$(sed -n '/^const SATELLITES/,/^];/p' crates/dockerfuse/build.rs | triples_of /dev/stdin)"
+expect "nix/packages.nix takes its nightly from crates/dockerfuse/satellite-toolchain.txt" \
+  "$(grep -c 'readFile ../crates/dockerfuse/satellite-toolchain.txt' nix/packages.nix)" 1
+
 # ---------------------------------------------------------------------------
 echo "== (d) nix/vm-matrix.txt and integration/scenarios.txt: one list each, for the VM test and CI"
 
@@ -338,16 +352,43 @@ let
   images = builtins.listToAttrs (map (n: { name = n; value = store "image-${n}"; })
     [ "alpine-amd64" "alpine-arm64" "busybox-amd64" "busybox-arm64" "busybox-386" ]);
   common = { testers.runNixOSTest = t: t; inherit images; };
+  tests = {
+    vm-cli = import ../nix/vm-cli.nix (common // {
+      inherit lib pkgs;
+      dockerfuse = store "dockerfuse";
+      integration = store "integration";
+      vmMatrix = matrix;
+    });
+    vm-fstab = import ../nix/vm-fstab.nix (common // { dockerfuse = store "dockerfuse"; });
+    vm-module = import ../nix/vm-module.nix (common // { dockerfuseModule = { }; });
+  };
+  # Options nixpkgs' nixos/modules/virtualisation/qemu-vm.nix sets with
+  # mkVMOverride in every test VM: a node's own value is dropped (the VM
+  # reads virtualisation.fileSystems for fileSystems).
+  vmOverridden = [
+    [ "fileSystems" ]
+    [ "swapDevices" ]
+    [ "boot" "initrd" "luks" "devices" ]
+    [ "boot" "loader" "grub" "device" ]
+  ];
+  hasPath = path: set:
+    path == [ ] || (builtins.isAttrs set && set ? ${builtins.head path}
+      && hasPath (builtins.tail path) set.${builtins.head path});
+  # A node module as written (a function gets stand-ins for its arguments;
+  # only attribute names are looked at).
+  nodeAttrs = m:
+    if builtins.isFunction m then
+      m (builtins.mapAttrs (n: _: if n == "lib" then lib else if n == "pkgs" then pkgs
+        else throw "stub: ${n}") (builtins.functionArgs m))
+    else m;
+  overridden = t: builtins.concatLists (builtins.attrValues (builtins.mapAttrs (node: m:
+    map (p: "${node}: ${builtins.concatStringsSep "." p}")
+      (builtins.filter (p: hasPath p (nodeAttrs m)) vmOverridden)) t.nodes));
 in
 {
-  vm-cli = (import ../nix/vm-cli.nix (common // {
-    inherit lib pkgs;
-    dockerfuse = store "dockerfuse";
-    integration = store "integration";
-    vmMatrix = matrix;
-  })).testScript;
-  vm-fstab = (import ../nix/vm-fstab.nix (common // { dockerfuse = store "dockerfuse"; })).testScript;
-  vm-module = (import ../nix/vm-module.nix (common // { dockerfuseModule = { }; })).testScript;
+  scripts = builtins.mapAttrs (_: t: t.testScript) tests;
+  overridden = builtins.mapAttrs (_: overridden) tests;
+  fstabDeclared = builtins.attrNames ((nodeAttrs tests.vm-fstab.nodes.machine).virtualisation.fileSystems or { });
 }
 NIX
 mkdir -p "$tmp/nix"
@@ -356,13 +397,17 @@ mkdir -p "$tmp/integration"
 cp integration/scenarios.txt "$tmp/integration/"
 mkdir -p "$tmp/stub" && mv "$tmp/stub.nix" "$tmp/stub/default.nix"
 
-# scripts_for [MATRIX_FILE SCENARIO_FILE]: the three test scripts as JSON.
-scripts_for() {
+# stub_eval [MATRIX_FILE SCENARIO_FILE]: the stub's whole answer as JSON.
+stub_eval() {
   if [ -n "${1:-}" ]; then
     nix-instantiate --eval --strict --json "$tmp/stub" --arg matrixFile "$1" --arg scenarioFile "$2"
   else
     nix-instantiate --eval --strict --json "$tmp/stub" --arg matrixFile null
   fi
+}
+# scripts_for [MATRIX_FILE SCENARIO_FILE]: the three test scripts as JSON.
+scripts_for() {
+  stub_eval "$@" | jq -c .scripts
 }
 # run_line SCRIPT: the DOCKERFUSE_TEST_SCENARIOS and environment it passes.
 run_line() {
@@ -411,6 +456,32 @@ if scripts=$(scripts_for 2>"$tmp/stub.err"); then
   fi
 else
   bad "vm-cli.nix, vm-fstab.nix, vm-module.nix evaluate against a stub nixpkgs"
+  sed 's/^/       /' "$tmp/stub.err"
+fi
+
+# No node of a VM test sets an option qemu-vm.nix overrides (such as
+# fileSystems, which a test VM takes from virtualisation.fileSystems).
+if answer=$(stub_eval 2>"$tmp/stub.err"); then
+  for t in vm-cli vm-fstab vm-module; do
+    expect "$t: no node sets an option a test VM overrides" \
+      "$(jq -r --arg t "$t" '.overridden[$t] | join(", ")' <<<"$answer")" ""
+  done
+  expect "vm-fstab.nix declares its mount in virtualisation.fileSystems" \
+    "$(jq -r '.fstabDeclared | join(" ")' <<<"$answer")" "/mnt/web"
+  # The check itself: a copy of vm-fstab.nix with the entry in
+  # fileSystems, as a real host writes it, is caught.
+  cp nix/vm-fstab.nix "$tmp/vm-fstab.orig"
+  sed -i 's/virtualisation\.fileSystems\."/fileSystems."/' "$tmp/nix/vm-fstab.nix"
+  if caught=$(stub_eval 2>"$tmp/stub.err"); then
+    expect "a VM test that sets fileSystems is caught" \
+      "$(jq -r '.overridden["vm-fstab"] | join(", ")' <<<"$caught")" "machine: fileSystems"
+  else
+    bad "the stub evaluates a VM test that sets fileSystems"
+    sed 's/^/       /' "$tmp/stub.err"
+  fi
+  cp "$tmp/vm-fstab.orig" "$tmp/nix/vm-fstab.nix"
+else
+  bad "the VM tests' nodes evaluate against a stub nixpkgs"
   sed 's/^/       /' "$tmp/stub.err"
 fi
 

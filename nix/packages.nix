@@ -13,6 +13,14 @@
 # - crane's API docs: `CARGO_PROFILE` selects the cargo profile for every cargo
 #   invocation crane makes (`cargoWithProfile`), so `CARGO_PROFILE = "satellite"`
 #   gives `cargo build --profile satellite`.
+# - crane's `build-std` example and API docs (`vendorMultipleCargoDeps` with
+#   `cargoLockList` = the workspace's Cargo.lock and the one of rust-src's
+#   `library/`, taken from the toolchain's `passthru.availableComponents`):
+#   `-Zbuild-std` needs the standard library's own dependencies vendored.
+# - rust-overlay's README: `rust-bin.nightly."YYYY-MM-DD".minimal.override
+#   { extensions = [ "rust-src" ]; }` for a dated nightly with rust-src.
+# - cargo-zigbuild's README: `cargo zigbuild` in place of `cargo build`,
+#   zig on PATH (nixpkgs' cargo-zigbuild wraps it with zig).
 {
   pkgs,
   crane,
@@ -21,8 +29,7 @@ let
   inherit (pkgs) lib;
 
   # The satellites: build.rs's name (DOCKERFUSE_SATELLITE_<NAME>) -> Rust
-  # target, the same table as crates/dockerfuse/build.rs. s390x is not here:
-  # there is no musl std for it (build.rs only embeds a prebuilt one).
+  # target, the same table as crates/dockerfuse/build.rs.
   satelliteTargets = {
     x86_64 = "x86_64-unknown-linux-musl";
     aarch64 = "aarch64-unknown-linux-musl";
@@ -31,16 +38,36 @@ let
     armv6 = "arm-unknown-linux-musleabihf";
     powerpc64le = "powerpc64le-unknown-linux-musl";
     riscv64 = "riscv64gc-unknown-linux-musl";
+    s390x = "s390x-unknown-linux-musl";
   };
 
-  # One toolchain (rust-overlay, stable) holding every musl target (rustup
-  # adds the same ones: rust-toolchain.toml, then build.rs). rust-lld ships
-  # inside its rustc component (lib/rustlib/<host>/bin), where rustc finds
-  # it by name.
-  muslTargets = lib.attrValues satelliteTargets;
+  # The host program's toolchain (rust-overlay, stable), with the musl
+  # targets of build.rs's stable route, for the development shell (where
+  # build.rs builds amd64, arm64 and 386 itself; rust-lld ships inside the
+  # rustc component, where rustc finds it by name).
   craneLib = (crane.mkLib pkgs).overrideToolchain (
-    p: p.rust-bin.stable.latest.default.override { targets = muslTargets; }
+    p:
+    p.rust-bin.stable.latest.default.override {
+      targets = [
+        satelliteTargets.x86_64
+        satelliteTargets.aarch64
+        satelliteTargets.i686
+      ];
+    }
   );
+
+  # The satellites' toolchain, as build.rs's zig route: the nightly that
+  # crates/dockerfuse/satellite-toolchain.txt pins (its `nightly DATE`
+  # line), with rust-src, for -Zbuild-std.
+  pinnedNightly =
+    let
+      lines = lib.splitString "\n" (builtins.readFile ../crates/dockerfuse/satellite-toolchain.txt);
+      line = lib.findFirst (l: lib.hasPrefix "nightly " l) (throw "satellite-toolchain.txt has no nightly line") lines;
+    in
+    lib.trim (lib.removePrefix "nightly " line);
+  nightlyToolchain = p: p.rust-bin.nightly.${pinnedNightly}.minimal.override { extensions = [ "rust-src" ]; };
+  craneLibNightly = (crane.mkLib pkgs).overrideToolchain nightlyToolchain;
+  rustSrc = (nightlyToolchain pkgs).passthru.availableComponents.rust-src;
 
   # The workspace, and nothing else: no nix/, integration/, flake files or
   # docs, so editing those rebuilds nothing. The whole crates/ tree is kept
@@ -66,28 +93,58 @@ let
 
   # --- satellites ----------------------------------------------------------
   #
-  # Static musl binaries for every arch from the host's native pkgs, with
-  # one toolchain and rust-lld as the linker for every target: no cross gcc,
-  # no nixpkgs cc-wrapper in the link, identical on x86_64-linux and
-  # aarch64-linux hosts. For all but x86_64 this is what .cargo/config.toml
-  # already says; x86_64 uses it too so that, on an aarch64 host, the x86_64
-  # one is not linked by the native (aarch64) cc.
+  # Static musl binaries for every arch from the host's native pkgs, the
+  # way build.rs's zig route makes them: the standard library rebuilt for
+  # the target with optimize_for_size (no backtrace support: half the
+  # size), linked by zig (cargo-zigbuild), which ships musl for every
+  # target, so no cross gcc and no rust-std per target; identical on
+  # x86_64-linux and aarch64-linux hosts. nixpkgs' zig, not the PyPI
+  # ziglang build.rs's route pins: the files may differ from a rustup
+  # machine's by the musl zig links.
+  satelliteVendorDir = craneLibNightly.vendorMultipleCargoDeps {
+    inherit (craneLibNightly.findCargoFiles src) cargoConfigs;
+    cargoLockList = [
+      ../Cargo.lock
+      "${rustSrc}/lib/rustlib/src/rust/library/Cargo.lock"
+    ];
+  };
+
   mkSatellite =
     { arch, target }:
-    craneLib.buildPackage (
+    craneLibNightly.buildPackage (
       commonArgs
       // {
         pname = "dockerfuse-satellite-${arch}";
-        cargoExtraArgs = "--locked -p dockerfuse-satellite";
+        cargoVendorDir = satelliteVendorDir;
+        # Two crates besides the satellite (libc, speedy): no separate
+        # dependency derivation (it would build the standard library twice).
+        cargoArtifacts = null;
         CARGO_PROFILE = "satellite";
         CARGO_BUILD_TARGET = target;
-        CARGO_BUILD_RUSTFLAGS = "-C target-feature=+crt-static";
-        # CARGO_TARGET_<TRIPLE>_LINKER, the triple upper-cased with - -> _.
-        "CARGO_TARGET_${lib.toUpper (builtins.replaceStrings [ "-" ] [ "_" ] target)}_LINKER" =
-          "rust-lld";
+        cargoBuildCommand = "cargo zigbuild --profile satellite";
+        cargoExtraArgs = lib.concatStringsSep " " [
+          "--locked -p dockerfuse-satellite --target ${target}"
+          "-Ztrim-paths -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size"
+        ];
+        # RUSTFLAGS, not CARGO_BUILD_RUSTFLAGS: .cargo/config.toml's
+        # per-target rustflags would win over the latter. As build.rs: zig
+        # links its own musl (no rust-std crt files); no source locations
+        # in panics.
+        RUSTFLAGS = "-C target-feature=+crt-static -C link-self-contained=no -Zlocation-detail=none";
+        CARGO_PROFILE_SATELLITE_TRIM_PATHS = "all";
+        nativeBuildInputs = [
+          pkgs.cargo-zigbuild
+          pkgs.zig
+        ];
+        # zig and cargo-zigbuild keep caches under HOME.
+        preBuild = ''
+          export HOME=$TMPDIR
+          export ZIG_GLOBAL_CACHE_DIR=$TMPDIR/zig-cache
+        '';
         # Its tests run on the host target in checks.cargo-test; this
         # derivation only produces the uploadable binary.
         doCheck = false;
+        doInstallCargoArtifacts = false;
         # The profile already strips; the host's strip/patchelf must not touch
         # a foreign-arch static binary.
         dontStrip = true;
@@ -116,8 +173,8 @@ let
   # deps-only build never runs build.rs; giving it the satellite store paths
   # would only make every satellite/proto change rebuild all dependencies.
   # DOCKERFUSE_SATELLITE_X86_64, _AARCH64, _I686, _ARMV7, _ARMV6,
-  # _POWERPC64LE, _RISCV64: every satellite build.rs would build is given,
-  # so it builds none and never calls rustup in the sandbox.
+  # _POWERPC64LE, _RISCV64, _S390X: every satellite build.rs would build is
+  # given, so it builds none and never calls rustup in the sandbox.
   satelliteEnv = lib.mapAttrs' (
     arch: drv:
     lib.nameValuePair "DOCKERFUSE_SATELLITE_${lib.toUpper arch}" "${drv}/bin/dockerfuse-satellite"

@@ -1,5 +1,5 @@
 # VM test: a container mounted from NixOS's fileSystems (fstab), through
-# `mount -t fuse.dockerfuse`:
+# `mount -t fuse.dockerfuse`. On a real host (nix/README.md):
 #
 #   fileSystems."/mnt/web" = {
 #     device = "web:/";               # CONTAINER:PATH
@@ -7,6 +7,13 @@
 #     options = [ "x-systemd.automount" "x-systemd.requires=..." ... ];
 #   };
 #   system.fsPackages = [ dockerfuse ];  # puts mount.fuse.dockerfuse where mount looks
+#
+# In a test VM the same entry goes in `virtualisation.fileSystems`:
+# nixpkgs' qemu-vm.nix sets the machine's `fileSystems` to that option with
+# mkVMOverride, so an entry in `fileSystems` itself is dropped (no fstab
+# line, no mount unit). nixpkgs' own VM tests do the same;
+# nix/check-offline.sh refuses a VM test that sets an option qemu-vm.nix
+# overrides.
 #
 # mount runs the package's mount.fuse.dockerfuse, fuse3's mount.fuse3 under
 # that name, which runs `dockerfuse web:/ /mnt/web -o OPTIONS`. The
@@ -67,7 +74,8 @@ testers.runNixOSTest {
 
       system.fsPackages = [ dockerfuse ];
 
-      fileSystems."/mnt/web" = {
+      # (`fileSystems` on a real host: see the top of the file.)
+      virtualisation.fileSystems."/mnt/web" = {
         device = "web:/";
         fsType = "fuse.dockerfuse";
         # Not a block device: nothing for fsck.

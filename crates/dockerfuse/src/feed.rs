@@ -195,7 +195,14 @@ impl Feed {
                     .delete(*parent, *child, name)
                     .or_else(|_| kernel.inval_entry(*parent, name)),
                 Inval::Attr(ino) => kernel.inval_inode(*ino, -1, 0),
-                Inval::Data(ino) => kernel.inval_inode(*ino, 0, 0),
+                // Only pages that cannot be dirty are dropped: for a file
+                // open for writing the kernel would wait on writeback only
+                // this process answers (see fs::writers).
+                Inval::Data(ino) => self
+                    .coherence
+                    .writers()
+                    .dropping_pages(*ino, || kernel.inval_inode(*ino, 0, 0))
+                    .unwrap_or_else(|| kernel.inval_inode(*ino, -1, 0)),
             };
             if r.is_err() {
                 failed += 1;

@@ -231,6 +231,7 @@ pub(crate) fn run(
     // From here a signal unmounts instead of ending the process.
     mounted.store(true, Ordering::SeqCst);
     raise_readahead(&mountpoint);
+    limit_dirty(&mountpoint);
     let tx_again = tx.clone();
     serve(session, &remote, tx)?;
     if let Some(p) = &cli.pid_file {
@@ -470,8 +471,12 @@ fn mount_session(
         // A satellite that is not root could be refused an open the host
         // would already have answered.
         lazy_open: !cli.no_lazy_open && remote.running.hello.uid == 0,
-        // Directories opened with their first read came with protocol 6.
-        open_read_dir: remote.running.hello.protocol >= 6,
+        // Directories opened with their first read came with protocol 7.
+        open_read_dir: remote.running.hello.protocol >= 7,
+        // Before protocol 6 open flags travelled in the satellite's own
+        // numbers.
+        legacy_flags: (remote.running.hello.protocol < 6)
+            .then(|| dockerfuse_proto::Abi::of_arch(&remote.running.hello.arch)),
     };
     // The feed names the satellite's node ids; with --reconnect the kernel
     // holds ids of our own (relink), so the mount keeps to the TTLs.
@@ -650,6 +655,37 @@ fn raise_readahead(mountpoint: &Path) {
     let kb = (dockerfuse_proto::MAX_IO / 1024).to_string();
     if let Err(e) = std::fs::write(&knob, kb) {
         tracing::debug!(%knob, error = %e, "readahead left as the kernel set it");
+    }
+}
+
+/// Most bytes the kernel may hold written and not yet sent for one mount
+/// (its page cache with `--writeback-cache`, shared mappings otherwise):
+/// what a crash of dockerfuse may lose of them (docs/SEMANTICS.md).
+const DIRTY_LIMIT: u64 = 24 << 20;
+
+/// The kernel lets a FUSE mount hold 1% of the machine's dirty limit
+/// (strictly: a writer waits past it), 45 MiB on a 24 GiB machine and
+/// more on larger ones; this lowers it to [`DIRTY_LIMIT`], never raises
+/// it. Needs root (and kernel 6.2); otherwise the kernel's share stays the
+/// bound.
+fn limit_dirty(mountpoint: &Path) {
+    let Some(dev) = mount_device(mountpoint) else {
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/max_bytes");
+    let now = std::fs::read_to_string(&knob)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match now {
+        Some(n) if n <= DIRTY_LIMIT => {}
+        _ => match std::fs::write(&knob, DIRTY_LIMIT.to_string()) {
+            Ok(()) => {
+                tracing::debug!(%knob, bytes = DIRTY_LIMIT, "dirty data of the mount bounded")
+            }
+            Err(e) => {
+                tracing::debug!(%knob, error = %e, "dirty data bounded by the kernel's share only")
+            }
+        },
     }
 }
 

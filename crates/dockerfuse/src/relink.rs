@@ -33,7 +33,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use dockerfuse_proto::{Entry, Errno, Request, Response};
+use dockerfuse_proto::{Entry, Errno, OpenFlags, Request, Response};
 use tracing::{debug, info};
 
 use crate::fs::{Done, Transport};
@@ -424,7 +424,7 @@ fn replayable(req: &Request<'_>) -> bool {
         | R::GetXattr { .. }
         | R::ListXattr { .. }
         | R::OpenDir { .. } => true,
-        R::Open { flags, .. } | R::OpenSmall { flags, .. } => flags & libc::O_CREAT == 0,
+        R::Open { flags, .. } | R::OpenSmall { flags, .. } => !flags.contains(OpenFlags::CREAT),
         _ => false,
     }
 }

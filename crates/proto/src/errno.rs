@@ -1,9 +1,14 @@
 //! Linux errno numbers as they travel on the wire.
 //!
-//! The generic errno table is the same on x86_64 and aarch64, so a number
-//! produced by the satellite in an arm64 container means the same thing to
-//! an amd64 host. Only the values the host itself has to produce are named
-//! here; any other value is passed through untouched.
+//! Linux's generic errno table is the one of all eight Docker
+//! architectures (x86 both, arm, arm64, riscv64, s390x, powerpc), so a
+//! number produced by the satellite in an arm64 container means the same
+//! thing to an amd64 host. The one exception is powerpc's EDEADLOCK (58,
+//! an alias of EDEADLK 35 everywhere else), which the satellite sends as
+//! 35 ([`Errno::from_native`]); 58 is unused in the generic table, so a
+//! powerpc host needs nothing back. The values the host itself produces
+//! are named here (checked against libc at compile time in
+//! [`crate::flags`]); any other value is passed through untouched.
 
 use std::fmt;
 
@@ -29,6 +34,19 @@ impl Errno {
     pub const ESTALE: Errno = Errno(116);
 }
 
+impl Errno {
+    /// The wire value of an errno of the kernel this is compiled for.
+    pub fn from_native(errno: i32) -> Errno {
+        const POWERPC_EDEADLOCK: i32 = 58;
+        if cfg!(any(target_arch = "powerpc", target_arch = "powerpc64"))
+            && errno == POWERPC_EDEADLOCK
+        {
+            return Errno(35);
+        }
+        Errno(errno)
+    }
+}
+
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let io = std::io::Error::from_raw_os_error(self.0);
@@ -39,6 +57,12 @@ impl fmt::Display for Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_numbers_are_the_wire_numbers_here() {
+        assert_eq!(Errno::from_native(libc::ENOENT), Errno::ENOENT);
+        assert_eq!(Errno::from_native(libc::EDEADLK), Errno(35));
+    }
 
     #[test]
     fn display_names_the_error_and_its_number() {

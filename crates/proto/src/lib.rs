@@ -11,6 +11,9 @@
 //!   which mirror the FUSE low-level API on node ids, and
 //!   [`msg::variant_tag`], which tells a payload's kind from its first
 //!   four bytes;
+//! * [`flags`]: the open(2) flags in the protocol's own numbering (the
+//!   kernel's differs between architectures), and the compile-time check
+//!   that every other number on the wire is the same on every one;
 //! * [`errno`]: the Linux errno numbers that travel in error replies.
 //!
 //! No I/O policy lives here: the satellite reads frames with blocking
@@ -18,10 +21,12 @@
 //! header parser and limits.
 
 pub mod errno;
+pub mod flags;
 pub mod frame;
 pub mod msg;
 
 pub use errno::Errno;
+pub use flags::{Abi, OpenFlags};
 pub use msg::*;
 
 /// Version of the wire protocol; both hellos carry it. Version 3 added
@@ -29,10 +34,13 @@ pub use msg::*;
 /// version 4 the change feed ([`Request::Watch`], [`Response::Changes`]);
 /// version 5 opens that bring a small file's contents
 /// ([`Request::OpenSmall`], [`Response::OpenedSmall`]) and releases in
-/// batches ([`Request::ReleaseMany`]); version 6 says which readdir
-/// reply reaches the end of the directory ([`Response::DirEnd`]) and
-/// opens a directory with its first read ([`Request::OpenReadDir`]).
-pub const PROTOCOL_VERSION: u32 = 6;
+/// batches ([`Request::ReleaseMany`]); version 6 open flags in the
+/// protocol's own numbering ([`OpenFlags`]; before, they travelled in the
+/// satellite's, which a host sends an older satellite, see [`Abi`]);
+/// version 7 says which readdir reply reaches the end of the directory
+/// ([`Response::DirEnd`]) and opens a directory with its first read
+/// ([`Request::OpenReadDir`]).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Oldest protocol either side still speaks: a host and a satellite
 /// agree on the lower of their two versions, and nothing newer than that

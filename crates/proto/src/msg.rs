@@ -9,6 +9,8 @@ use std::borrow::Cow;
 
 use speedy::{LittleEndian, Readable, Writable};
 
+use crate::flags::OpenFlags;
+
 /// Node id of the mount's root directory (FUSE_ROOT_ID).
 pub const ROOT_NODE: u64 = 1;
 
@@ -112,16 +114,16 @@ pub enum Request<'a> {
         new_parent: u64,
         new_name: Cow<'a, [u8]>,
     },
-    /// `flags` are open(2) flags.
+    /// `flags` are open(2) flags in the protocol's numbering.
     Open {
         node: u64,
-        flags: i32,
+        flags: OpenFlags,
     },
     Create {
         parent: u64,
         name: Cow<'a, [u8]>,
         mode: u32,
-        flags: i32,
+        flags: OpenFlags,
     },
     Read {
         fh: u64,
@@ -247,7 +249,7 @@ pub enum Request<'a> {
     /// bytes long (the satellite caps `max` at [`crate::MAX_OPEN_DATA`]).
     OpenSmall {
         node: u64,
-        flags: i32,
+        flags: OpenFlags,
         max: u32,
     },
     /// Releases these file handles (protocol 5). Has no reply, like
@@ -256,7 +258,7 @@ pub enum Request<'a> {
         fhs: Vec<u64>,
     },
     /// [`Request::OpenDir`] and the new handle's first [`Request::ReadDir`]
-    /// (at offset 0) in one (protocol 6): answered by
+    /// (at offset 0) in one (protocol 7): answered by
     /// [`Response::DirOpened`]; when the read fails the handle is closed
     /// and the error answered.
     OpenReadDir {
@@ -375,7 +377,7 @@ pub enum Response<'a> {
         data: Option<Cow<'a, [u8]>>,
     },
     /// [`Response::Dir`] whose entries reach the end of the directory: a
-    /// read from past the last of them would return nothing (protocol 6;
+    /// read from past the last of them would return nothing (protocol 7;
     /// sent only to a host that speaks it).
     DirEnd(Vec<DirEntry<'a>>),
     /// Answer to [`Request::OpenReadDir`]: the directory handle and the
@@ -679,7 +681,7 @@ mod tests {
         });
         round_trip_req(Request::OpenSmall {
             node: 4,
-            flags: 0,
+            flags: OpenFlags(OpenFlags::DIRECT),
             max: 65536,
         });
         round_trip_req(Request::As {
@@ -753,12 +755,15 @@ mod tests {
                 new_parent: 1,
                 new_name: name(),
             },
-            Request::Open { node: 2, flags: 0 },
+            Request::Open {
+                node: 2,
+                flags: OpenFlags::default(),
+            },
             Request::Create {
                 parent: 1,
                 name: name(),
                 mode: 0o644,
-                flags: 0,
+                flags: OpenFlags::default(),
             },
             Request::Read {
                 fh: 1,
@@ -840,7 +845,7 @@ mod tests {
             Request::Watch,
             Request::OpenSmall {
                 node: 2,
-                flags: 0,
+                flags: OpenFlags::default(),
                 max: 10,
             },
             Request::ReleaseMany { fhs: vec![1, 2] },

@@ -86,7 +86,7 @@ fn socket_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
         )
     };
     if r != 0 {
-        return Err(Errno(
+        return Err(Errno::from_native(
             std::io::Error::last_os_error()
                 .raw_os_error()
                 .unwrap_or(libc::EIO),

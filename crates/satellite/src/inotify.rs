@@ -24,7 +24,7 @@ pub(crate) const FILE_MASK: u32 =
     libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF;
 
 fn errno() -> Errno {
-    Errno(
+    Errno::from_native(
         std::io::Error::last_os_error()
             .raw_os_error()
             .unwrap_or(libc::EIO),

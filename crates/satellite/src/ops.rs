@@ -17,9 +17,10 @@ mod file_data;
 mod xattrs;
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use dockerfuse_proto::{Errno, Request, Response};
+use dockerfuse_proto::{Errno, OpenFlags, Request, Response};
 
 use crate::handles::Handles;
 use crate::ident::Identity;
@@ -99,9 +100,9 @@ impl Fs {
                 self.rename(parent, &name, new_parent, &new_name, flags)
             }
             R::Link { node, new_parent, new_name } => self.link(node, new_parent, &new_name),
-            R::Open { node, flags } => self.open_file(node, flags),
-            R::OpenSmall { node, flags, max } => self.open_small(node, flags, max, buf),
-            R::Create { parent, name, mode, flags } => self.create(parent, &name, mode, flags),
+            R::Open { node, flags } => self.open_file(node, native_flags(flags)),
+            R::OpenSmall { node, flags, max } => self.open_small(node, native_flags(flags), max, buf),
+            R::Create { parent, name, mode, flags } => self.create(parent, &name, mode, native_flags(flags)),
             R::Read { fh, offset, size } => self.read(fh, offset, size, buf),
             R::Write { fh, offset, data } => self.write(fh, offset, &data),
             R::Flush { fh } => self.flush(fh),
@@ -157,6 +158,24 @@ fn remove_paths(paths: &[std::borrow::Cow<'_, [u8]>]) -> Response<'static> {
         }
     }
     Response::Ok
+}
+
+/// The host spoke protocol 6 or later (the default): open flags come in
+/// the protocol's numbering. Before, they came in this kernel's.
+static PORTABLE_FLAGS: AtomicBool = AtomicBool::new(true);
+
+/// Notes the protocol version the host's hello named.
+pub(crate) fn set_host_protocol(protocol: u32) {
+    PORTABLE_FLAGS.store(protocol >= 6, Ordering::Relaxed);
+}
+
+/// Open flags of a request in this kernel's numbers.
+pub(crate) fn native_flags(flags: OpenFlags) -> i32 {
+    if PORTABLE_FLAGS.load(Ordering::Relaxed) {
+        flags.to_native()
+    } else {
+        flags.0 as i32
+    }
 }
 
 /// A real descriptor for the inode behind an O_PATH one.

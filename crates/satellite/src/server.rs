@@ -73,6 +73,7 @@ fn host_hello<R: Read>(pool: &Pool, input: &mut R) -> io::Result<bool> {
             if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) =>
         {
             HOST_PROTOCOL.store(protocol, Ordering::Relaxed);
+            crate::ops::set_host_protocol(protocol);
             Ok(true)
         }
         Ok(Request::Hello(h)) => {

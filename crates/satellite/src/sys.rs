@@ -25,7 +25,7 @@ use dockerfuse_proto::Errno;
 pub(crate) type SysResult<T> = Result<T, Errno>;
 
 fn last_errno() -> Errno {
-    Errno(
+    Errno::from_native(
         std::io::Error::last_os_error()
             .raw_os_error()
             .unwrap_or(libc::EIO),
@@ -427,13 +427,30 @@ pub(crate) fn getgroups() -> Vec<libc::gid_t> {
     v
 }
 
+/// The identity system calls with 32-bit ids. On i386 and 32-bit ARM,
+/// `SYS_setgroups`, `SYS_setfsuid` and `SYS_setfsgid` are the legacy
+/// 16-bit calls, which cut ids above 65535; the `*32` ones are the real
+/// ones there. Every other architecture has only the 32-bit calls.
+#[cfg(any(target_arch = "x86", target_arch = "arm"))]
+mod id_calls {
+    pub(super) const SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+    pub(super) const SETFSUID: libc::c_long = libc::SYS_setfsuid32;
+    pub(super) const SETFSGID: libc::c_long = libc::SYS_setfsgid32;
+}
+#[cfg(not(any(target_arch = "x86", target_arch = "arm")))]
+mod id_calls {
+    pub(super) const SETGROUPS: libc::c_long = libc::SYS_setgroups;
+    pub(super) const SETFSUID: libc::c_long = libc::SYS_setfsuid;
+    pub(super) const SETFSGID: libc::c_long = libc::SYS_setfsgid;
+}
+
 /// Sets the supplementary groups of the calling THREAD only. The raw
 /// system call is per thread; libc's wrapper would apply it to every
 /// thread of the process.
 pub(crate) fn set_thread_groups(groups: &[libc::gid_t]) -> SysResult<()> {
     // SAFETY: setgroups takes (size_t, const gid_t *): the kernel reads
     // `groups.len()` gids from `groups`.
-    let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    let r = unsafe { libc::syscall(id_calls::SETGROUPS, groups.len(), groups.as_ptr()) };
     check(r as libc::c_int).map(drop)
 }
 
@@ -443,10 +460,10 @@ pub(crate) fn set_thread_groups(groups: &[libc::gid_t]) -> SysResult<()> {
 pub(crate) fn set_thread_fs_ids(uid: u32, gid: u32) -> SysResult<()> {
     // SAFETY: setfsuid and setfsgid take one integer and touch no memory.
     unsafe {
-        libc::syscall(libc::SYS_setfsgid, gid);
-        libc::syscall(libc::SYS_setfsuid, uid);
-        let now_gid = libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32;
-        let now_uid = libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32;
+        libc::syscall(id_calls::SETFSGID, gid);
+        libc::syscall(id_calls::SETFSUID, uid);
+        let now_gid = libc::syscall(id_calls::SETFSGID, u32::MAX) as u32;
+        let now_uid = libc::syscall(id_calls::SETFSUID, u32::MAX) as u32;
         if now_uid == uid && now_gid == gid {
             Ok(())
         } else {
@@ -461,8 +478,8 @@ pub(crate) fn thread_fs_ids() -> (u32, u32) {
     // SAFETY: setfsuid/setfsgid take plain integers; -1 is refused by the
     // kernel, which then only reports the current value.
     unsafe {
-        let uid = libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32;
-        let gid = libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32;
+        let uid = libc::syscall(id_calls::SETFSUID, u32::MAX) as u32;
+        let gid = libc::syscall(id_calls::SETFSGID, u32::MAX) as u32;
         (uid, gid)
     }
 }

@@ -1,5 +1,11 @@
 //! Runs the satellite binary as a local child process over pipes, as the
 //! host does through `docker exec`, and drives it with real frames.
+//!
+//! By default the satellite is this build's own. `DOCKERFUSE_TEST_SATELLITE`
+//! names another binary (a satellite of another architecture, which the
+//! kernel runs through qemu-user's binfmt handler), and
+//! `DOCKERFUSE_TEST_SATELLITE_RUNNER` a command to start it with (such as
+//! `qemu-arm-static -cpu arm1176` for arm/v6, words split on spaces).
 
 use std::io::{BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -32,7 +38,17 @@ impl Sat {
         nofile: Option<u64>,
         args: &[&str],
     ) -> (Sat, SatelliteHello) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockerfuse-satellite"));
+        Sat::start_speaking(root, nofile, args, PROTOCOL_VERSION)
+    }
+
+    /// Starts it and answers its hello with `protocol`.
+    fn start_speaking(
+        root: &std::path::Path,
+        nofile: Option<u64>,
+        args: &[&str],
+        protocol: u32,
+    ) -> (Sat, SatelliteHello) {
+        let mut cmd = satellite_command();
         cmd.args(args)
             .arg("--root")
             .arg(root)
@@ -75,7 +91,7 @@ impl Sat {
         s.send_raw(
             HELLO_ID,
             &Request::Hello(HostHello {
-                protocol: PROTOCOL_VERSION,
+                protocol,
                 version: "test".into(),
                 max_io: MAX_IO,
             }),
@@ -119,6 +135,55 @@ fn owned_entries(v: Vec<DirEntry<'_>>) -> Vec<DirEntry<'static>> {
             entry: e.entry,
         })
         .collect()
+}
+
+/// The satellite under test (see the top of the file).
+fn satellite_path() -> std::path::PathBuf {
+    match std::env::var_os("DOCKERFUSE_TEST_SATELLITE") {
+        Some(p) => p.into(),
+        None => env!("CARGO_BIN_EXE_dockerfuse-satellite").into(),
+    }
+}
+
+fn satellite_command() -> Command {
+    let runner = std::env::var("DOCKERFUSE_TEST_SATELLITE_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(first) => {
+            let mut cmd = Command::new(first);
+            cmd.args(words).arg(satellite_path());
+            cmd
+        }
+        None => Command::new(satellite_path()),
+    }
+}
+
+/// The architecture (as Rust's `std::env::consts::ARCH` names it) of the
+/// satellite under test, from its ELF header's machine field.
+fn satellite_arch() -> &'static str {
+    let elf = std::fs::read(satellite_path()).expect("the satellite is readable");
+    assert_eq!(
+        elf.get(..4),
+        Some(&b"\x7fELF"[..]),
+        "the satellite is an ELF file"
+    );
+    // e_machine, in the file's byte order (EI_DATA: 1 little, 2 big).
+    let m = [elf[18], elf[19]];
+    let machine = if elf[5] == 2 {
+        u16::from_be_bytes(m)
+    } else {
+        u16::from_le_bytes(m)
+    };
+    match machine {
+        0x3e => "x86_64",
+        0xb7 => "aarch64",
+        0x03 => "x86",
+        0x28 => "arm",
+        0x15 => "powerpc64",
+        0xf3 => "riscv64",
+        0x16 => "s390x",
+        other => panic!("a satellite for ELF machine {other:#x}"),
+    }
 }
 
 fn into_static(r: Response<'_>) -> Response<'static> {
@@ -205,7 +270,7 @@ fn the_conversation_moves_to_the_channel_and_opens_carry_descriptors() {
     assert!(matches!(
         s.call(Request::Open {
             node: f.node,
-            flags: libc::O_RDONLY
+            flags: OpenFlags::from_native(libc::O_RDONLY)
         }),
         Response::Opened { .. }
     ));
@@ -229,7 +294,7 @@ fn the_conversation_moves_to_the_channel_and_opens_carry_descriptors() {
         40,
         &Request::Open {
             node: f.node,
-            flags: libc::O_RDONLY,
+            flags: OpenFlags::from_native(libc::O_RDONLY),
         },
         &mut frame,
     )
@@ -252,7 +317,7 @@ fn the_conversation_moves_to_the_channel_and_opens_carry_descriptors() {
         42,
         &Request::OpenSmall {
             node: f.node,
-            flags: libc::O_RDONLY,
+            flags: OpenFlags::from_native(libc::O_RDONLY),
             max: MAX_OPEN_DATA,
         },
         &mut frame,
@@ -290,7 +355,11 @@ fn the_conversation_moves_to_the_channel_and_opens_carry_descriptors() {
 /// An OpenSmall's handle and data (its descriptor is never reported
 /// without the channel).
 fn open_small(s: &mut Sat, node: u64, flags: i32, max: u32) -> (u64, Option<Vec<u8>>) {
-    match s.call(Request::OpenSmall { node, flags, max }) {
+    match s.call(Request::OpenSmall {
+        node,
+        flags: OpenFlags::from_native(flags),
+        max,
+    }) {
         Response::OpenedSmall { fh, fd: None, data } => (fh, data.map(|d| d.into_owned())),
         other => panic!("expected an open with contents, got {other:?}"),
     }
@@ -442,12 +511,12 @@ fn an_open_of_a_small_file_read_only_brings_its_whole_contents() {
     assert_eq!(
         s.call(Request::OpenSmall {
             node: 999,
-            flags: libc::O_RDONLY,
+            flags: OpenFlags::from_native(libc::O_RDONLY),
             max: 10
         }),
         s.call(Request::Open {
             node: 999,
-            flags: libc::O_RDONLY
+            flags: OpenFlags::from_native(libc::O_RDONLY)
         })
     );
     drop(s.input);
@@ -463,10 +532,54 @@ fn hello_names_arch_and_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, hello) = Sat::start(dir.path());
     assert_eq!(hello.protocol, PROTOCOL_VERSION);
-    assert_eq!(hello.arch, std::env::consts::ARCH);
+    assert_eq!(hello.arch, satellite_arch());
     assert_eq!(hello.max_io, MAX_IO);
     s.send_raw(9, &Request::Shutdown);
     assert!(s.child.wait().unwrap().success());
+}
+
+/// Open flags travel in the protocol's numbering; a host before protocol
+/// 6 sent them in the satellite's own, which it still takes from such a
+/// host.
+#[test]
+fn open_flags_are_read_in_the_numbering_the_host_speaks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    let abi = Abi::of_arch(satellite_arch());
+    for protocol in [PROTOCOL_VERSION, 5] {
+        let (mut s, _) = Sat::start_speaking(dir.path(), None, &[], protocol);
+        let f = s
+            .entry(Request::Lookup {
+                parent: ROOT_NODE,
+                name: name("f"),
+            })
+            .node;
+        let flags = |bits: u32| match protocol {
+            5 => OpenFlags(OpenFlags(bits).to_abi(abi) as u32),
+            _ => OpenFlags(bits),
+        };
+        // O_DIRECTORY on a regular file: refused, so it was read as such.
+        assert_eq!(
+            s.call(Request::Open {
+                node: f,
+                flags: flags(OpenFlags::DIRECTORY),
+            }),
+            Response::Error(libc::ENOTDIR),
+            "protocol {protocol}"
+        );
+        assert!(
+            matches!(
+                s.call(Request::Open {
+                    node: f,
+                    flags: flags(OpenFlags::RDWR | OpenFlags::APPEND),
+                }),
+                Response::Opened { .. }
+            ),
+            "protocol {protocol}"
+        );
+        drop(s.input);
+        assert!(s.child.wait().unwrap().success());
+    }
 }
 
 #[test]
@@ -484,7 +597,7 @@ fn file_lifecycle_matches_the_real_tree() {
     assert_eq!(e.attr.ino, e.node, "st_ino is the node id");
     let fh = match s.call(Request::Open {
         node: e.node,
-        flags: libc::O_RDONLY,
+        flags: OpenFlags::from_native(libc::O_RDONLY),
     }) {
         Response::Opened { fh } => fh,
         o => panic!("{o:?}"),
@@ -518,7 +631,7 @@ fn file_lifecycle_matches_the_real_tree() {
         parent: ROOT_NODE,
         name: name("new"),
         mode: libc::S_IFREG | 0o640,
-        flags: libc::O_WRONLY | libc::O_EXCL,
+        flags: OpenFlags::from_native(libc::O_WRONLY | libc::O_EXCL),
     }) {
         Response::Created { entry, fh } => (entry, fh),
         o => panic!("{o:?}"),
@@ -566,7 +679,7 @@ fn file_lifecycle_matches_the_real_tree() {
             parent: ROOT_NODE,
             name: name("new"),
             mode: libc::S_IFREG | 0o600,
-            flags: libc::O_WRONLY | libc::O_EXCL
+            flags: OpenFlags::from_native(libc::O_WRONLY | libc::O_EXCL)
         }),
         Response::Error(libc::EEXIST)
     );
@@ -758,7 +871,7 @@ fn a_slow_operation_does_not_stall_others() {
         1000,
         &Request::Open {
             node: f.node,
-            flags: libc::O_RDONLY,
+            flags: OpenFlags::from_native(libc::O_RDONLY),
         },
     );
     // ...and other requests must still be answered.
@@ -808,7 +921,7 @@ fn on_the_channel_slow_operations_do_not_stall_others() {
     for id in 100..110 {
         let open = Request::Open {
             node: f.node,
-            flags: libc::O_RDONLY,
+            flags: OpenFlags::from_native(libc::O_RDONLY),
         };
         frame.clear();
         encode(id, &open, &mut frame).unwrap();
@@ -916,12 +1029,12 @@ fn random_requests_get_answers_and_never_kill_it() {
             },
             2 if c % 3 == 0 => Request::OpenSmall {
                 node: a,
-                flags: (c % 4) as i32,
+                flags: OpenFlags((c % 4) as u32),
                 max: (c >> 8) as u32,
             },
             2 => Request::Open {
                 node: a,
-                flags: (c % 4) as i32,
+                flags: OpenFlags((c % 4) as u32),
             },
             3 => Request::Read {
                 fh: a,
@@ -1010,8 +1123,8 @@ fn requests_as_a_caller_get_its_owner_and_its_permissions() {
     .unwrap();
     let (mut s, hello) = Sat::start(dir.path());
     let as_user = |req: Request<'static>| Request::As {
-        uid: 4321,
-        gid: 4322,
+        uid: 204321,
+        gid: 204322,
         groups: vec![],
         req: Box::new(req),
     };
@@ -1027,11 +1140,11 @@ fn requests_as_a_caller_get_its_owner_and_its_permissions() {
     });
     let open_secret = s.call(as_user(Request::Open {
         node: secret.node,
-        flags: libc::O_RDONLY,
+        flags: OpenFlags::from_native(libc::O_RDONLY),
     }));
     if hello.uid == 0 {
-        assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
-        assert_eq!((d.attr.uid, d.attr.gid), (4321, 4322));
+        assert_eq!((meta.uid(), meta.gid()), (204321, 204322));
+        assert_eq!((d.attr.uid, d.attr.gid), (204321, 204322));
         assert_eq!(open_secret, Response::Error(libc::EACCES));
     } else {
         assert_eq!(meta.uid(), hello.uid);
@@ -1041,7 +1154,7 @@ fn requests_as_a_caller_get_its_owner_and_its_permissions() {
     assert!(matches!(
         s.call(Request::Open {
             node: secret.node,
-            flags: libc::O_RDONLY,
+            flags: OpenFlags::from_native(libc::O_RDONLY),
         }),
         Response::Opened { .. }
     ));
@@ -1061,8 +1174,8 @@ fn requests_as_a_caller_carry_its_groups() {
     let (mut s, hello) = Sat::start(dir.path());
     // Too many groups are refused, not cut, by any satellite.
     let many = Request::As {
-        uid: 4321,
-        gid: 4322,
+        uid: 204321,
+        gid: 204322,
         groups: (1..=MAX_GROUPS as u32 + 1).collect(),
         req: Box::new(Request::StatFs { node: ROOT_NODE }),
     };
@@ -1071,9 +1184,9 @@ fn requests_as_a_caller_carry_its_groups() {
         // A satellite that is not root performs requests as itself.
         assert!(matches!(
             s.call(Request::As {
-                uid: 4321,
-                gid: 4322,
-                groups: vec![5555],
+                uid: 204321,
+                gid: 204322,
+                groups: vec![205555],
                 req: Box::new(Request::StatFs { node: ROOT_NODE }),
             }),
             Response::StatFs(_)
@@ -1085,19 +1198,19 @@ fn requests_as_a_caller_carry_its_groups() {
     // A group-readable file of a group the caller is only a supplementary
     // member of.
     std::fs::write(p("grp"), b"g").unwrap();
-    std::os::unix::fs::chown(p("grp"), Some(0), Some(5555)).unwrap();
+    std::os::unix::fs::chown(p("grp"), Some(0), Some(205555)).unwrap();
     std::fs::set_permissions(p("grp"), PermissionsExt::from_mode(0o640)).unwrap();
     // A setuid+setgid group-executable file everyone may write.
     std::fs::write(p("suid"), b"x").unwrap();
-    std::os::unix::fs::chown(p("suid"), Some(0), Some(5555)).unwrap();
+    std::os::unix::fs::chown(p("suid"), Some(0), Some(205555)).unwrap();
     std::fs::set_permissions(p("suid"), PermissionsExt::from_mode(0o6777)).unwrap();
     // A file the caller owns.
     std::fs::write(p("mine"), b"m").unwrap();
-    std::os::unix::fs::chown(p("mine"), Some(4321), Some(4322)).unwrap();
+    std::os::unix::fs::chown(p("mine"), Some(204321), Some(204322)).unwrap();
 
     let as_user = |groups: &[u32], req: Request<'static>| Request::As {
-        uid: 4321,
-        gid: 4322,
+        uid: 204321,
+        gid: 204322,
         groups: groups.to_vec(),
         req: Box::new(req),
     };
@@ -1115,14 +1228,14 @@ fn requests_as_a_caller_carry_its_groups() {
     );
     let open = |node| Request::Open {
         node,
-        flags: libc::O_RDONLY,
+        flags: OpenFlags::from_native(libc::O_RDONLY),
     };
     assert_eq!(
         s.call(as_user(&[], open(grp))),
         Response::Error(libc::EACCES)
     );
     assert!(matches!(
-        s.call(as_user(&[7, 5555], open(grp))),
+        s.call(as_user(&[7, 205555], open(grp))),
         Response::Opened { .. }
     ));
 
@@ -1135,19 +1248,19 @@ fn requests_as_a_caller_carry_its_groups() {
         },
     };
     assert_eq!(
-        s.call(as_user(&[5555], chgrp(mine, 5556))),
+        s.call(as_user(&[205555], chgrp(mine, 205556))),
         Response::Error(libc::EPERM)
     );
     assert!(matches!(
-        s.call(as_user(&[5555], chgrp(mine, 5555))),
-        Response::Attr(a) if a.gid == 5555
+        s.call(as_user(&[205555], chgrp(mine, 205555))),
+        Response::Attr(a) if a.gid == 205555
     ));
 
     let fh = match s.call(as_user(
         &[],
         Request::Open {
             node: suid,
-            flags: libc::O_WRONLY,
+            flags: OpenFlags::from_native(libc::O_WRONLY),
         },
     )) {
         Response::Opened { fh } => fh,
@@ -1294,7 +1407,7 @@ fn nodes_past_the_descriptor_budget_still_work() {
     let last = nodes[399].node;
     let fh = match s.call(Request::Open {
         node: last,
-        flags: libc::O_RDONLY,
+        flags: OpenFlags::from_native(libc::O_RDONLY),
     }) {
         Response::Opened { fh } => fh,
         o => panic!("{o:?}"),

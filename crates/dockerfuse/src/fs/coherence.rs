@@ -38,6 +38,7 @@ use dockerfuse_proto::{Change, ROOT_NODE};
 
 use super::dir_names::DirNames;
 use super::heads::Heads;
+use super::writers::Writers;
 use super::xattr_cache::NoXattrs;
 
 /// How long a watched node's names and attributes are kept.
@@ -132,6 +133,8 @@ pub(crate) struct Coherence {
     heads: Arc<Heads>,
     /// Set once the kernel session exists.
     expire_attrs: OnceLock<ExpireAttrs>,
+    /// Handles that may write, which data invalidations must spare.
+    writers: Writers,
     pub(crate) counts: Counts,
 }
 
@@ -153,6 +156,7 @@ impl Coherence {
             listings: DirNames::default(),
             heads: Arc::default(),
             expire_attrs: OnceLock::new(),
+            writers: Writers::default(),
             counts: Counts::default(),
         }
     }
@@ -165,6 +169,11 @@ impl Coherence {
     /// The held contents of small files that changes drop.
     pub(crate) fn heads(&self) -> Arc<Heads> {
         self.heads.clone()
+    }
+
+    /// The handles open for writing (data invalidations go through it).
+    pub(crate) fn writers(&self) -> &Writers {
+        &self.writers
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {

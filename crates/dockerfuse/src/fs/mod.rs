@@ -30,7 +30,9 @@
 //!   that handle are answered here while they are current ([`heads`]);
 //!   the releases of such handles go in batches ([`releases`]);
 //! * writes are answered at once and sent in batches, other requests
-//!   waiting for the writes before them ([`write_behind`]).
+//!   waiting for the writes before them ([`write_behind`]);
+//! * the handles that may write are known, so that the change feed never
+//!   makes the kernel wait on their writeback ([`writers`]).
 
 mod backing;
 mod caller;
@@ -48,6 +50,8 @@ mod releases;
 mod replies;
 mod transport;
 mod write_behind;
+mod write_only;
+mod writers;
 mod xattr_cache;
 
 #[cfg(test)]
@@ -59,7 +63,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub(crate) use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, StatFs};
-use dockerfuse_proto::{Request, Response, MAX_OPEN_DATA};
+use dockerfuse_proto::{OpenFlags, Request, Response, MAX_OPEN_DATA};
 
 pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
@@ -78,6 +82,16 @@ use releases::Releases;
 use replies::unexpected;
 use write_behind::{Accepted, WriteBehind};
 use xattr_cache::NoXattrs;
+
+/// open(2) flags of this kernel as a satellite reads them: in the
+/// protocol's numbering, or in its own kernel's before protocol 6.
+fn wire_flags(legacy: Option<dockerfuse_proto::Abi>, flags: i32) -> OpenFlags {
+    let wire = OpenFlags::from_native(flags);
+    match legacy {
+        None => wire,
+        Some(abi) => OpenFlags(wire.to_abi(abi) as u32),
+    }
+}
 
 /// Caching and I/O choices of a mount.
 #[derive(Clone, Debug)]
@@ -107,6 +121,9 @@ pub(crate) struct Options {
     /// The satellite speaks protocol 6: a directory opened on the host is
     /// opened in the container with its first read (`OpenReadDir`).
     pub(crate) open_read_dir: bool,
+    /// The satellite is older than protocol 6 and reads open flags in its
+    /// own kernel's numbers, these; `None`: in the protocol's.
+    pub(crate) legacy_flags: Option<dockerfuse_proto::Abi>,
 }
 
 /// Outcome callback of one operation.
@@ -713,10 +730,20 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         )
     }
 
-    /// open(2) flags as the satellite should use them. With a writeback
-    /// cache the kernel may read back pages of a write-only file and does
-    /// appends itself, so O_WRONLY becomes O_RDWR and O_APPEND goes.
+    /// open(2) flags as the satellite should use them.
+    ///
+    /// O_DIRECT never reaches the container: the kernel already sends
+    /// every read and write of such a file to us uncached (its direct-I/O
+    /// path), and the satellite's buffers are not aligned as the
+    /// container's O_DIRECT demands (its writes would fail after the
+    /// kernel was told they succeeded). Passthrough is not affected: the
+    /// kernel reopens the backing file with the FUSE file's own flags.
+    ///
+    /// With a writeback cache the kernel may read back pages of a
+    /// write-only file and does appends itself, so O_WRONLY becomes O_RDWR
+    /// and O_APPEND goes.
     fn open_flags(&self, flags: i32) -> i32 {
+        let flags = flags & !libc::O_DIRECT;
         if !self.opts.writeback {
             return flags;
         }
@@ -725,6 +752,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
         }
         f
+    }
+
+    /// open(2) flags of this kernel as the satellite reads them.
+    fn wire_flags(&self, flags: i32) -> OpenFlags {
+        wire_flags(self.opts.legacy_flags, flags)
     }
 
     /// An operation that changes file contents in the container: held
@@ -804,8 +836,15 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             .map(|lifetime| (lifetime, self.heads.ticket()));
         let max = MAX_OPEN_DATA;
         let req = match small {
-            Some(_) => Request::OpenSmall { node, flags, max },
-            None => Request::Open { node, flags },
+            Some(_) => Request::OpenSmall {
+                node,
+                flags: self.wire_flags(flags),
+                max,
+            },
+            None => Request::Open {
+                node,
+                flags: self.wire_flags(flags),
+            },
         };
         let (files, heads, rpc, releases) = (
             self.files.clone(),
@@ -856,6 +895,27 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         )
     }
 
+    /// Answers an open of `node`: a handle that may write is recorded,
+    /// and answered once no data invalidation of the node is under way
+    /// ([`writers`]); any other outcome at once.
+    fn answer_open<X: Send + 'static, R: OpenReply<B, X>>(
+        coh: &Coherence,
+        writes: bool,
+        node: u64,
+        fh: impl FnOnce(&X) -> u64,
+        reply: R,
+        r: Result<X, Errno>,
+    ) {
+        match r {
+            Ok(o) if writes => {
+                let fh = fh(&o);
+                coh.writers()
+                    .opened(node, fh, Box::new(move || reply.answer(Ok(o))))
+            }
+            r => reply.answer(r),
+        }
+    }
+
     /// Opens `node`; `reply` registers a backing file with the kernel
     /// when passthrough is on, and takes the open file.
     pub(crate) fn open<R: OpenReply<B, Opened<B>>>(
@@ -865,8 +925,14 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: i32,
         reply: R,
     ) {
+        let small = self
+            .small_open(node, flags)
+            .map(|lifetime| (lifetime, self.heads.ticket()));
+        let direct = flags & libc::O_DIRECT != 0;
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let write_only = flags & libc::O_ACCMODE == libc::O_WRONLY;
         let flags = self.open_flags(flags);
-        if self.lazy_open(node, flags) {
+        if !direct && self.lazy_open(node, flags) {
             let fh = Fh(self.files.open(node, flags));
             return reply.answer(Ok(Opened {
                 fh,
@@ -877,18 +943,43 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             0 => Box::new(|_| {}),
             _ => self.changing(Box::new(|_| {})),
         };
-        let (rpc, behind, serving) = (
+        let (rpc, behind, serving, coh) = (
             self.out.rpc.clone(),
             self.out.behind.clone(),
             self.serving(),
+            self.coherence.clone(),
         );
-        let small = self
-            .small_open(node, flags)
-            .map(|lifetime| (lifetime, self.heads.ticket()));
+        if write_only && self.opts.writeback && self.opts.per_caller {
+            let caller = match who {
+                Who::Caller(c) => Some(c.clone()),
+                Who::Mount => None,
+            };
+            let legacy = self.opts.legacy_flags;
+            let done: Cb<(u64, Option<u32>)> = Box::new(move |r| {
+                let r = r.and_then(|(fh, fd)| {
+                    let fd = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
+                    let passthrough = serving.serve(node, fh, fd, &reply)?;
+                    Ok(Opened {
+                        fh: Fh(fh),
+                        passthrough,
+                    })
+                });
+                after(Ok(()));
+                Self::answer_open(&coh, writes, node, |o| o.fh.0, reply, r)
+            });
+            return write_only::open(&self.out.rpc, caller, node, flags, legacy, done);
+        }
         let max = MAX_OPEN_DATA;
         let req = match small {
-            Some(_) => Request::OpenSmall { node, flags, max },
-            None => Request::Open { node, flags },
+            Some(_) => Request::OpenSmall {
+                node,
+                flags: self.wire_flags(flags),
+                max,
+            },
+            None => Request::Open {
+                node,
+                flags: self.wire_flags(flags),
+            },
         };
         let heads = self.heads.clone();
         self.out.send(
@@ -911,7 +1002,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                         (None, _) => {}
                     }
                     if let Some(b) = behind {
-                        b.opened(fh, flags & libc::O_APPEND != 0);
+                        b.opened(fh, node, flags & libc::O_APPEND != 0, direct);
                     }
                     let fd = o.fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     let passthrough = serving.serve(node, fh, fd, &reply)?;
@@ -921,7 +1012,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     })
                 });
                 after(Ok(()));
-                reply.answer(r)
+                Self::answer_open(&coh, writes, node, |o| o.fh.0, reply, r)
             }),
         )
     }
@@ -945,6 +1036,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         );
         let (behind, serving) = (self.out.behind.clone(), self.serving());
         let after = self.noting(parent, name, true, Box::new(|_: Result<(), Errno>| {}));
+        let direct = flags & libc::O_DIRECT != 0;
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let flags = self.open_flags(flags);
         let after = match flags & libc::O_TRUNC {
             0 => after,
@@ -954,7 +1047,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             parent,
             name: name.into(),
             mode,
-            flags,
+            flags: self.wire_flags(flags),
         };
         self.out.send(
             who,
@@ -962,12 +1055,14 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Box::new(move |r| {
                 let r = r.and_then(replies::created);
                 after(r.as_ref().map(|_| ()).map_err(|e| *e));
+                let mut node = 0;
                 let r = r.and_then(|(e, fh, fd)| {
+                    node = e.node;
                     let ttl = coh.entry(parent, &owned, e.node, e.attr.mode);
                     cache.note(&e, ttl.attr);
                     let fd = fd.and_then(|fd| backing::take(&*rpc, fd, flags));
                     if let Some(b) = behind {
-                        b.opened(fh, flags & libc::O_APPEND != 0);
+                        b.opened(fh, e.node, flags & libc::O_APPEND != 0, direct);
                     }
                     match serving.serve(e.node, fh, fd, &reply) {
                         Ok(passthrough) => Ok((
@@ -988,7 +1083,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                         }
                     }
                 });
-                reply.answer(r)
+                Self::answer_open(&coh, writes, node, |(_, _, o)| o.fh.0, reply, r)
             }),
         );
     }
@@ -1130,6 +1225,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             }
             return cb(Ok(()));
         }
+        self.coherence.writers().released(fh);
         if let Some(pt) = self.passthrough.get() {
             pt.release(fh);
         }

@@ -10,7 +10,7 @@
 //! released, and when any change came from the container since it was
 //! filled (its attributes may be stale; the change feed could not name
 //! nodes the kernel did not hold yet). When the satellite said its reply
-//! reached the end of the directory (protocol 6), the buffer stays once
+//! reached the end of the directory (protocol 7), the buffer stays once
 //! emptied, and the kernel's chunk past the last entry is answered here
 //! with nothing: the end, without a round trip.
 

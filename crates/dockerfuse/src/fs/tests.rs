@@ -49,6 +49,7 @@ fn opts() -> Options {
         per_caller: true,
         open_small: true,
         write_behind: false,
+        legacy_flags: None,
         lazy_open: false,
         open_read_dir: false,
     }
@@ -671,7 +672,7 @@ fn writeback_cache_adjusts_open_flags() {
         seen.lock().unwrap()[0],
         Request::Open {
             node: 5,
-            flags: libc::O_RDWR
+            flags: OpenFlags(OpenFlags::RDWR)
         }
     );
     let (c, _) = core(|_| Response::Opened { fh: 9 });
@@ -1177,6 +1178,178 @@ fn a_failure_is_logged_once_in_its_requests_span_with_its_cause() {
     assert!(lines[1].contains("op=\"write\"") && lines[1].contains("cause=\"bad reply\""));
 }
 
+/// Open flags travel in the protocol's numbering, whatever this kernel's
+/// are (x86's O_DIRECT is arm's O_DIRECTORY); a satellite before protocol
+/// 6 gets them in its own kernel's numbers. O_DIRECT never travels (the
+/// core strips it: see `Core::open_flags`).
+#[test]
+fn open_flags_travel_in_the_protocols_numbering() {
+    let flags = libc::O_RDONLY | libc::O_DIRECT | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    let wire = OpenFlags(OpenFlags::DIRECTORY | OpenFlags::NOFOLLOW);
+    let sent = |legacy| {
+        let o = Options {
+            open_small: false,
+            legacy_flags: legacy,
+            ..opts()
+        };
+        let (c, seen) = core_with(|_| Response::Opened { fh: 9 }, o);
+        let me = caller(1000, &[]);
+        let opened: Cb<Opened> = Box::new(|_| {});
+        c.open(&me, NodeId(5), flags, opened);
+        let created: Cb<(Entry, Ttl, Opened)> = Box::new(|_| {});
+        c.create(&me, NodeId(1), b"n", 0o644, flags | libc::O_CREAT, created);
+        let seen = seen.lock().unwrap();
+        let open = match unwrapped(&seen[0]) {
+            Request::Open { flags, .. } => *flags,
+            other => panic!("expected an open, got {other:?}"),
+        };
+        let create = match unwrapped(&seen[1]) {
+            Request::Create { flags, .. } => *flags,
+            other => panic!("expected a create, got {other:?}"),
+        };
+        (open, create)
+    };
+    assert_eq!(sent(None), (wire, OpenFlags(wire.0 | OpenFlags::CREAT)));
+    // arm's O_DIRECTORY 0o40000 and O_NOFOLLOW 0o100000 for an old arm64
+    // satellite; x86's for an old amd64 one.
+    let arm = sent(Some(dockerfuse_proto::Abi::Arm)).0;
+    assert_eq!(arm, OpenFlags(0o40000 | 0o100000));
+    let x86 = sent(Some(dockerfuse_proto::Abi::Generic)).0;
+    assert_eq!(x86, OpenFlags(0o200000 | 0o400000));
+}
+
+/// A mount with write-behind whose satellite refuses every write with
+/// ENOSPC.
+fn full_container() -> (Core<Canned>, Seen) {
+    let mut o = opts();
+    o.per_caller = false;
+    o.write_behind = true;
+    core_with(
+        |r| match r {
+            Request::Open { .. } => Response::Opened { fh: 9 },
+            Request::OpenSmall { .. } => Response::OpenedSmall {
+                fh: 8,
+                fd: None,
+                data: None,
+            },
+            Request::Write { .. } => Response::Error(libc::ENOSPC),
+            _ => Response::Ok,
+        },
+        o,
+    )
+}
+
+#[test]
+fn o_direct_stays_on_the_host_and_its_writes_are_not_held() {
+    let (c, seen) = full_container();
+    let fh = open_fh(&c, 5, libc::O_WRONLY | libc::O_DIRECT);
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        Request::Open {
+            node: 5,
+            flags: OpenFlags::from_native(libc::O_WRONLY)
+        }
+    );
+    // Written through: the write itself reports the container's answer.
+    let (cb, got) = capture();
+    c.write(&Who::Mount, NodeId(5), Fh(fh), 0, b"abc", false, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::ENOSPC))));
+    let (cb, got) = capture();
+    c.flush(Fh(fh), cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+}
+
+#[test]
+fn a_write_behind_failure_is_reported_by_close_once() {
+    let (c, _) = full_container();
+    let fh = open_fh(&c, 5, libc::O_WRONLY);
+    let (cb, got) = capture();
+    c.write(&Who::Mount, NodeId(5), Fh(fh), 0, b"abc", false, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(3)));
+    // close(2): FLUSH brings the error, once.
+    let (cb, got) = capture();
+    c.flush(Fh(fh), cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::ENOSPC))));
+    let (cb, got) = capture();
+    c.flush(Fh(fh), cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+    // Or fsync, when it comes first.
+    let fh = open_fh(&c, 6, libc::O_WRONLY);
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(5), Fh(fh), 0, b"abc", false, cb);
+    let (cb, got) = capture();
+    c.fsync(&Who::Mount, Fh(fh), false, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::ENOSPC))));
+}
+
+#[test]
+fn handles_that_may_write_spare_their_pages_from_invalidations() {
+    let (c, _) = full_container();
+    let ro = open_fh(&c, 5, libc::O_RDONLY);
+    let writers = || c.coherence.writers().dropping_pages(5, || ()).is_some();
+    assert!(writers(), "a read-only handle leaves the pages droppable");
+    let rw = open_fh(&c, 5, libc::O_RDWR);
+    assert!(!writers(), "a handle that may write keeps them");
+    let (cb, _) = capture();
+    c.release(Fh(rw), cb);
+    assert!(writers(), "released, its pages were written back");
+    let (cb, _) = capture();
+    c.release(Fh(ro), cb);
+}
+
+#[test]
+fn a_write_only_open_the_caller_may_not_read_gets_the_read_side_as_the_satellite() {
+    let mut o = opts();
+    o.writeback = true;
+    let (c, seen) = core_with(
+        |r| match r {
+            // As the caller: read-write refused, write-only allowed.
+            Request::As { req, .. } => match **req {
+                Request::Open { flags, .. }
+                    if flags.0 & OpenFlags::ACCMODE == OpenFlags::from_native(libc::O_RDWR).0 =>
+                {
+                    Response::Error(libc::EACCES)
+                }
+                Request::Open { .. } => Response::Opened { fh: 7 },
+                _ => Response::Ok,
+            },
+            Request::Open { .. } => Response::Opened { fh: 8 },
+            _ => Response::Ok,
+        },
+        o,
+    );
+    let me = caller(1000, &[]);
+    let fh = {
+        let (cb, got) = capture();
+        let reply: Cb<Opened> = Box::new(move |r| cb(r.map(|o| o.fh.0)));
+        c.open(&me, NodeId(5), libc::O_WRONLY | libc::O_TRUNC, reply);
+        let fh = got.lock().unwrap().take();
+        fh.expect("answered").expect("opened")
+    };
+    assert_eq!(fh, 8);
+    let sent: Vec<_> = seen.lock().unwrap().clone();
+    let open = |flags| Request::Open {
+        node: 5,
+        flags: OpenFlags::from_native(flags),
+    };
+    assert_eq!(unwrapped(&sent[0]), &open(libc::O_RDWR | libc::O_TRUNC));
+    assert_eq!(unwrapped(&sent[1]), &open(libc::O_WRONLY | libc::O_TRUNC));
+    assert!(matches!(sent[1], Request::As { .. }));
+    // The satellite's own open neither truncates again nor is the caller's.
+    assert_eq!(sent[2], open(libc::O_RDWR));
+    assert_eq!(sent[3], Request::Release { fh: 7 });
+    // A caller refused the write-only open too gets EACCES.
+    let (c, _) = core_with(|_| Response::Error(libc::EACCES), {
+        let mut o = opts();
+        o.writeback = true;
+        o
+    });
+    let (cb, got) = capture();
+    let reply: Cb<Opened> = Box::new(move |r| cb(r.map(|o| o.fh.0)));
+    c.open(&me, NodeId(5), libc::O_WRONLY, reply);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::EACCES))));
+}
+
 /// Options for lazy opens: the mount's own identity, lazy opens on.
 fn lazy_opts() -> Options {
     let mut o = opts();
@@ -1248,7 +1421,7 @@ fn a_read_only_open_of_a_watched_file_is_made_in_the_container_on_its_first_read
         assert_eq!(seen.len(), 1);
         assert!(matches!(
             seen[0],
-            Request::OpenSmall { node: 2, flags, .. } if flags == libc::O_RDONLY | libc::O_NOATIME
+            Request::OpenSmall { node: 2, flags, .. } if flags == OpenFlags::from_native(libc::O_RDONLY | libc::O_NOATIME)
         ));
     }
     // fstat on the handle asks on the satellite's handle, not the host's.

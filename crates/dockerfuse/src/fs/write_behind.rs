@@ -20,7 +20,10 @@
 //!   write or FLUSH/FSYNC of it (close(2) returns it), as with the kernel's
 //!   own writeback cache;
 //! * bytes held are bounded ([`LIMIT`]): past it a write waits for the
-//!   queues to drain and goes through as before.
+//!   queues to drain and goes through as before;
+//! * a handle opened `O_DIRECT` writes through: each write is answered
+//!   when the container has it (after the writes before it), as the
+//!   caller of O_DIRECT expects of a completed write.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -48,7 +51,8 @@ pub(super) enum Accepted {
     Queued(u32),
     /// An earlier batch of this handle failed.
     Failed(Errno),
-    /// Too much is held: send this write the old way, after the others.
+    /// Too much is held, or the handle writes through (`O_DIRECT`):
+    /// send this write the old way, after the others.
     Full,
 }
 
@@ -67,6 +71,10 @@ struct File {
     in_flight: Vec<(u64, u64)>,
     /// Not opened `O_APPEND`: several batches may be in flight.
     positioned: bool,
+    /// Opened `O_DIRECT`: nothing is held for it.
+    direct: bool,
+    /// The node the handle is open on (for the log).
+    node: u64,
     error: Option<Errno>,
 }
 
@@ -130,11 +138,14 @@ impl WriteBehind {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `fh` was opened without `O_APPEND`: its batches may overlap in time.
-    pub(super) fn opened(&self, fh: u64, append: bool) {
+    /// `fh` was opened on `node`: with `O_APPEND` its batches go one at
+    /// a time, with `O_DIRECT` its writes are not held at all.
+    pub(super) fn opened(&self, fh: u64, node: u64, append: bool, direct: bool) {
         let mut g = self.lock();
         let f = g.files.entry(fh).or_default();
         f.positioned = !append;
+        f.direct = direct;
+        f.node = node;
     }
 
     /// Offers a write of `data` at `offset` on handle `fh`.
@@ -143,7 +154,8 @@ impl WriteBehind {
         if let Some(e) = g.files.get_mut(&fh).and_then(|f| f.error.take()) {
             return Accepted::Failed(e);
         }
-        if g.bytes + data.len() > LIMIT || data.len() > BATCH {
+        let direct = g.files.get(&fh).is_some_and(|f| f.direct);
+        if direct || g.bytes + data.len() > LIMIT || data.len() > BATCH {
             return Accepted::Full;
         }
         let seq = g.next;
@@ -211,6 +223,16 @@ impl WriteBehind {
                 let range = (offset, offset + data.len() as u64);
                 if let Some(i) = f.in_flight.iter().position(|&r| r == range) {
                     f.in_flight.swap_remove(i);
+                }
+                if let Some(e) = error {
+                    tracing::debug!(
+                        fh,
+                        node = f.node,
+                        offset,
+                        len = data.len(),
+                        errno = e.0,
+                        "a write sent behind failed: the next write, fsync or close of the file reports it"
+                    );
                 }
                 if f.error.is_none() {
                     f.error = error;
@@ -324,7 +346,7 @@ mod tests {
     #[test]
     fn a_positioned_handle_has_several_batches_in_flight_unless_they_overlap() {
         let (w, sent) = wb();
-        w.opened(1, false);
+        w.opened(1, 7, false, false);
         let big = vec![1u8; BATCH];
         for i in 0..5u64 {
             w.write(1, i * BATCH as u64, &big);
@@ -341,10 +363,22 @@ mod tests {
         let offsets: Vec<u64> = sent.lock().unwrap().iter().map(|s| s.1).collect();
         assert_eq!(offsets, [4 * BATCH as u64, 10]);
         // O_APPEND: one at a time.
-        w.opened(2, true);
+        w.opened(2, 7, true, false);
         w.write(2, 0, b"a");
         w.write(2, 100, b"b");
         assert_eq!(sent.lock().unwrap().iter().filter(|s| s.0 == 2).count(), 1);
+    }
+
+    #[test]
+    fn a_direct_handle_writes_through() {
+        let (w, sent) = wb();
+        w.opened(1, 7, false, true);
+        assert_eq!(w.write(1, 0, b"abc"), Accepted::Full);
+        assert!(sent.lock().unwrap().is_empty());
+        assert_eq!(w.held(), 0);
+        // Its kept error still comes first.
+        w.lock().files.get_mut(&1).unwrap().error = Some(Errno(5));
+        assert_eq!(w.write(1, 0, b"abc"), Accepted::Failed(Errno(5)));
     }
 
     #[test]

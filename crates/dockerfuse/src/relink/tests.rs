@@ -366,7 +366,13 @@ fn an_old_id_whose_path_is_gone_or_changed_type_is_stale() {
 fn handles_from_before_the_gap_fail_and_release_quietly() {
     let (r, _) = relink(&["a"]);
     let a = id_of(lookup(&r, ROOT_NODE, "a"));
-    let Got::Fh(old) = ask(&r, Request::Open { node: a, flags: 0 }) else {
+    let Got::Fh(old) = ask(
+        &r,
+        Request::Open {
+            node: a,
+            flags: OpenFlags(0),
+        },
+    ) else {
         panic!()
     };
     let read = |fh| Request::Read {
@@ -380,7 +386,13 @@ fn handles_from_before_the_gap_fail_and_release_quietly() {
     assert_eq!(ask(&r, Request::Flush { fh: old }), Got::Err(Errno::EIO));
     assert_eq!(ask(&r, Request::Release { fh: old }), Got::Ok);
     assert!(take(&seen).is_empty(), "nothing reached the new satellite");
-    let Got::Fh(new) = ask(&r, Request::Open { node: a, flags: 0 }) else {
+    let Got::Fh(new) = ask(
+        &r,
+        Request::Open {
+            node: a,
+            flags: OpenFlags(0),
+        },
+    ) else {
         panic!()
     };
     assert_ne!(
@@ -400,7 +412,7 @@ fn an_open_that_brings_contents_is_translated_as_an_open() {
     let a = id_of(lookup(&r, ROOT_NODE, "a"));
     let small = |node| Request::OpenSmall {
         node,
-        flags: 0,
+        flags: OpenFlags(0),
         max: 10,
     };
     let Got::Fh(old) = ask(&r, small(a)) else {
@@ -539,7 +551,7 @@ fn readdirplus_and_create_entries_get_our_ids() {
         parent: ROOT_NODE,
         name: b"n".as_slice().into(),
         mode: 0o644,
-        flags: 0,
+        flags: OpenFlags(0),
     };
     let s = slot();
     r.call(&create, into(&s));
@@ -609,7 +621,13 @@ fn replies_with_descriptors_are_translated_like_the_others() {
     let r = Relink::new(sat, Duration::from_secs(30));
     let a = id_of(lookup(&r, ROOT_NODE, "a"));
     let _ = restart(&r, &["a"]);
-    let Got::Fh(fh) = ask(&r, Request::Open { node: a, flags: 0 }) else {
+    let Got::Fh(fh) = ask(
+        &r,
+        Request::Open {
+            node: a,
+            flags: OpenFlags(0),
+        },
+    ) else {
         panic!()
     };
     assert_ne!(fh, 7, "the handle carries the epoch");
@@ -617,7 +635,7 @@ fn replies_with_descriptors_are_translated_like_the_others() {
         parent: ROOT_NODE,
         name: b"n".as_slice().into(),
         mode: 0o644,
-        flags: 0,
+        flags: OpenFlags(0),
     };
     let s = slot();
     r.call(&create, into(&s));

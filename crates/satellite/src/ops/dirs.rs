@@ -68,8 +68,8 @@ impl Fs {
         let h = self.handles.get(fh)?;
         let (entries, end) = self.read_entries(h.dir()?, offset, size as usize, plus, buf)?;
         // Saying so spares the host a readdirplus that would bring
-        // nothing (protocol 6).
-        Ok(match end && plus && crate::server::host_protocol() >= 6 {
+        // nothing (protocol 7).
+        Ok(match end && plus && crate::server::host_protocol() >= 7 {
             true => Response::DirEnd(entries),
             false => Response::Dir(entries),
         })

@@ -172,6 +172,12 @@ impl Direct {
                 offset,
                 len,
                 byte,
+            }
+            | Op::DirectWrite {
+                path,
+                offset,
+                len,
+                byte,
             } => {
                 let fd = self.open(path, libc::O_WRONLY, 0)?;
                 let data = pattern(*byte, *len);

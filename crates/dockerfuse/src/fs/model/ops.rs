@@ -54,6 +54,16 @@ pub(crate) enum Op {
         len: usize,
         byte: u8,
     },
+    /// open(O_WRONLY | O_DIRECT), pwrite, close: the kernel hands such
+    /// writes to the mount unaligned and uncached, and they must land as
+    /// a plain write does (checked against one: the directory's own
+    /// O_DIRECT would refuse unaligned buffers).
+    DirectWrite {
+        path: &'static str,
+        offset: u64,
+        len: usize,
+        byte: u8,
+    },
     /// open(O_RDONLY), pread of up to 64 KiB, close.
     Read {
         path: &'static str,
@@ -238,6 +248,7 @@ impl Op {
     pub(crate) fn changes_mode(&self) -> Option<Result<(&'static str, bool), usize>> {
         match *self {
             Op::Write { path, .. }
+            | Op::DirectWrite { path, .. }
             | Op::Truncate { path, .. }
             | Op::Fallocate { path, .. }
             | Op::Chmod { path, .. } => Some(Ok((path, true))),
@@ -285,6 +296,8 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(path, mode)| Op::Create { path, mode }),
         4 => (path(), 0u64..20_000, 0usize..5_000, any::<u8>())
             .prop_map(|(path, offset, len, byte)| Op::Write { path, offset, len, byte }),
+        1 => (path(), 0u64..20_000, 0usize..5_000, any::<u8>())
+            .prop_map(|(path, offset, len, byte)| Op::DirectWrite { path, offset, len, byte }),
         1 => (path(), 0u64..20_000).prop_map(|(path, offset)| Op::Read { path, offset }),
         2 => (path(), 0u64..30_000, any::<bool>())
             .prop_map(|(path, size, via_fd)| Op::Truncate { path, size, via_fd }),

@@ -517,3 +517,23 @@ fn a_read_only_descriptor_sees_what_other_handles_did_to_its_file() {
         read(0),
     ]);
 }
+
+/// O_DIRECT writes, unaligned as the kernel hands them over, land as plain
+/// ones (the satellite once opened the file O_DIRECT and the write failed
+/// after the kernel had been told it succeeded).
+#[test]
+fn unaligned_direct_writes_land() {
+    check(&[
+        create("a"),
+        Op::DirectWrite {
+            path: "a",
+            offset: 3,
+            len: 5000,
+            byte: 1,
+        },
+        Op::Read {
+            path: "a",
+            offset: 0,
+        },
+    ]);
+}

@@ -97,6 +97,7 @@ impl Served {
                 write_behind: true,
                 lazy_open: true,
                 open_read_dir: true,
+                legacy_flags: None,
             },
         );
         let feed = Feed::enable_on(&core, &rpc).expect("the satellite's change feed starts");

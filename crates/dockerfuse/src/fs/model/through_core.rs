@@ -487,6 +487,17 @@ impl<'a> Driver<'a> {
                     wait(|cb| core.write(&who, NodeId(node), Fh(fh), *offset, &data, false, cb))?;
                 Ok(Out::Count(n.into()))
             }),
+            Op::DirectWrite {
+                path,
+                offset,
+                len,
+                byte,
+            } => self.with_open(path, libc::O_WRONLY | libc::O_DIRECT, |core, node, fh| {
+                let data = pattern(*byte, *len);
+                let n =
+                    wait(|cb| core.write(&who, NodeId(node), Fh(fh), *offset, &data, false, cb))?;
+                Ok(Out::Count(n.into()))
+            }),
             Op::Read { path, offset } => self.with_open(path, libc::O_RDONLY, |core, _, fh| {
                 let (tx, rx) = mpsc::sync_channel(1);
                 core.read(
