@@ -108,6 +108,12 @@ pub(crate) struct Cli {
     /// change says otherwise).
     #[arg(long, help_heading = MOUNT)]
     pub no_host_attrs: bool,
+    /// Open every file in the container at open(2) (default: a read-only
+    /// open of a file the change feed watches is answered at once and
+    /// made in the container on the first read the page cache does not
+    /// serve).
+    #[arg(long, help_heading = MOUNT)]
+    pub no_lazy_open: bool,
 
     /// Docker engine to use (default: $DOCKER_HOST, else the context, else
     /// the local socket).

@@ -469,6 +469,11 @@ fn mount_session(
         open_small: remote.running.hello.protocol >= 5,
         write_behind: !cli.no_write_behind,
         host_attrs: !cli.no_host_attrs,
+        // A satellite that is not root could be refused an open the host
+        // would already have answered.
+        lazy_open: !cli.no_lazy_open && remote.running.hello.uid == 0,
+        // Directories opened with their first read came with protocol 7.
+        open_read_dir: remote.running.hello.protocol >= 7,
         // Before protocol 6 open flags travelled in the satellite's own
         // numbers.
         legacy_flags: (remote.running.hello.protocol < 6)

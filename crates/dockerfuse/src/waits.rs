@@ -59,7 +59,7 @@ kinds!(Kind, KIND_NAMES, KINDS:
     Fallocate = "Fallocate", Lseek = "Lseek", CopyFileRange = "CopyFileRange",
     RemovePaths = "RemovePaths", Shutdown = "Shutdown", OpenChannel = "OpenChannel",
     UseChannel = "UseChannel", Watch = "Watch", OpenSmall = "OpenSmall",
-    ReleaseMany = "ReleaseMany",
+    ReleaseMany = "ReleaseMany", OpenReadDir = "OpenReadDir",
 );
 
 /// The kind of a satellite request (one sent on behalf of a caller
@@ -87,6 +87,7 @@ fn kind(req: &Request<'_>) -> Kind {
         Request::Release { .. } => Kind::Release,
         Request::Fsync { .. } => Kind::Fsync,
         Request::OpenDir { .. } => Kind::OpenDir,
+        Request::OpenReadDir { .. } => Kind::OpenReadDir,
         Request::ReadDir { .. } => Kind::ReadDir,
         Request::ReleaseDir { .. } => Kind::ReleaseDir,
         Request::FsyncDir { .. } => Kind::FsyncDir,

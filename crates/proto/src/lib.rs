@@ -36,8 +36,11 @@ pub use msg::*;
 /// ([`Request::OpenSmall`], [`Response::OpenedSmall`]) and releases in
 /// batches ([`Request::ReleaseMany`]); version 6 open flags in the
 /// protocol's own numbering ([`OpenFlags`]; before, they travelled in the
-/// satellite's, which a host sends an older satellite, see [`Abi`]).
-pub const PROTOCOL_VERSION: u32 = 6;
+/// satellite's, which a host sends an older satellite, see [`Abi`]);
+/// version 7 says which readdir reply reaches the end of the directory
+/// ([`Response::DirEnd`]) and opens a directory with its first read
+/// ([`Request::OpenReadDir`]).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Oldest protocol either side still speaks: a host and a satellite
 /// agree on the lower of their two versions, and nothing newer than that

@@ -257,6 +257,15 @@ pub enum Request<'a> {
     ReleaseMany {
         fhs: Vec<u64>,
     },
+    /// [`Request::OpenDir`] and the new handle's first [`Request::ReadDir`]
+    /// (at offset 0) in one (protocol 7): answered by
+    /// [`Response::DirOpened`]; when the read fails the handle is closed
+    /// and the error answered.
+    OpenReadDir {
+        node: u64,
+        size: u32,
+        plus: bool,
+    },
 }
 
 /// File attributes as the kernel wants them; `ino` is the node id.
@@ -366,6 +375,18 @@ pub enum Response<'a> {
         fh: u64,
         fd: Option<u32>,
         data: Option<Cow<'a, [u8]>>,
+    },
+    /// [`Response::Dir`] whose entries reach the end of the directory: a
+    /// read from past the last of them would return nothing (protocol 7;
+    /// sent only to a host that speaks it).
+    DirEnd(Vec<DirEntry<'a>>),
+    /// Answer to [`Request::OpenReadDir`]: the directory handle and the
+    /// entries from the start; `end` when they reach the end of the
+    /// directory (as [`Response::DirEnd`]).
+    DirOpened {
+        fh: u64,
+        entries: Vec<DirEntry<'a>>,
+        end: bool,
     },
 }
 
@@ -490,6 +511,7 @@ impl Request<'_> {
                 new_name: own(new_name),
             },
             Open { node, flags } => Open { node, flags },
+            OpenReadDir { node, size, plus } => OpenReadDir { node, size, plus },
             Create {
                 parent,
                 name,
@@ -652,6 +674,11 @@ mod tests {
         round_trip_req(Request::OpenChannel);
         round_trip_req(Request::UseChannel { fds: true });
         round_trip_req(Request::Watch);
+        round_trip_req(Request::OpenReadDir {
+            node: 4,
+            size: 131072,
+            plus: true,
+        });
         round_trip_req(Request::OpenSmall {
             node: 4,
             flags: OpenFlags(OpenFlags::DIRECT),
@@ -822,6 +849,11 @@ mod tests {
                 max: 10,
             },
             Request::ReleaseMany { fhs: vec![1, 2] },
+            Request::OpenReadDir {
+                node: 1,
+                size: 4096,
+                plus: true,
+            },
         ]
     }
 
@@ -871,6 +903,7 @@ mod tests {
             Watch => 38,
             OpenSmall { .. } => 39,
             ReleaseMany { .. } => 40,
+            OpenReadDir { .. } => 41,
         }
     }
 
@@ -937,6 +970,25 @@ mod tests {
                 }),
             },
         ]));
+        round_trip_resp(Response::DirEnd(vec![DirEntry {
+            name: b"last".as_slice().into(),
+            offset: 9,
+            kind: 0o100000,
+            ino: 7,
+            entry: None,
+        }]));
+        round_trip_resp(Response::DirEnd(Vec::new()));
+        round_trip_resp(Response::DirOpened {
+            fh: 3,
+            entries: vec![DirEntry {
+                name: b"a".as_slice().into(),
+                offset: 1,
+                kind: 0o100000,
+                ino: 7,
+                entry: None,
+            }],
+            end: true,
+        });
         round_trip_resp(Response::Data(vec![1, 2, 3].into()));
         round_trip_resp(Response::Channel { fd: 9 });
         round_trip_resp(Response::OpenedFd { fh: 4, fd: 12 });

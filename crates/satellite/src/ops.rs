@@ -110,6 +110,7 @@ impl Fs {
             R::Fsync { fh, datasync } => self.fsync(fh, datasync),
             R::FsyncDir { fh, datasync } => self.fsyncdir(fh, datasync),
             R::OpenDir { node } => self.opendir(node),
+            R::OpenReadDir { node, size, plus } => self.open_read_dir(node, size, plus, buf),
             R::ReadDir { fh, offset, size, plus } => self.readdir(fh, offset, size, plus, buf),
             R::StatFs { node } => self.statfs(node),
             R::Access { node, mask } => self.access(node, mask),

@@ -8,6 +8,7 @@
 //! the channel and every response goes there; stdin stays the lifeline.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use dockerfuse_proto::frame::{self, read_frame};
 use dockerfuse_proto::{
@@ -17,6 +18,15 @@ use dockerfuse_proto::{
 
 use crate::ops::Fs;
 use crate::pool::Pool;
+
+/// The protocol the host's hello said it speaks (the lower of both
+/// sides'): replies newer than it are not sent.
+static HOST_PROTOCOL: AtomicU32 = AtomicU32::new(0);
+
+/// The protocol the host speaks (0 before its hello).
+pub(crate) fn host_protocol() -> u32 {
+    HOST_PROTOCOL.load(Ordering::Relaxed)
+}
 
 /// Serves requests until the input ends or a shutdown frame arrives.
 pub(crate) fn serve<R: Read, W: Write + Send + 'static>(
@@ -62,6 +72,7 @@ fn host_hello<R: Read>(pool: &Pool, input: &mut R) -> io::Result<bool> {
         Ok(Request::Hello(HostHello { protocol, .. }))
             if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) =>
         {
+            HOST_PROTOCOL.store(protocol, Ordering::Relaxed);
             crate::ops::set_host_protocol(protocol);
             Ok(true)
         }

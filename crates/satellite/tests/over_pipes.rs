@@ -125,6 +125,18 @@ impl Sat {
     }
 }
 
+fn owned_entries(v: Vec<DirEntry<'_>>) -> Vec<DirEntry<'static>> {
+    v.into_iter()
+        .map(|e| DirEntry {
+            name: e.name.into_owned().into(),
+            offset: e.offset,
+            kind: e.kind,
+            ino: e.ino,
+            entry: e.entry,
+        })
+        .collect()
+}
+
 /// The satellite under test (see the top of the file).
 fn satellite_path() -> std::path::PathBuf {
     match std::env::var_os("DOCKERFUSE_TEST_SATELLITE") {
@@ -177,17 +189,13 @@ fn satellite_arch() -> &'static str {
 fn into_static(r: Response<'_>) -> Response<'static> {
     match r {
         Response::Data(d) => Response::Data(d.into_owned().into()),
-        Response::Dir(v) => Response::Dir(
-            v.into_iter()
-                .map(|e| DirEntry {
-                    name: e.name.into_owned().into(),
-                    offset: e.offset,
-                    kind: e.kind,
-                    ino: e.ino,
-                    entry: e.entry,
-                })
-                .collect(),
-        ),
+        Response::Dir(v) => Response::Dir(owned_entries(v)),
+        Response::DirEnd(v) => Response::DirEnd(owned_entries(v)),
+        Response::DirOpened { fh, entries, end } => Response::DirOpened {
+            fh,
+            entries: owned_entries(entries),
+            end,
+        },
         Response::Hello(h) => Response::Hello(h),
         Response::Error(e) => Response::Error(e),
         Response::Ok => Response::Ok,
@@ -796,20 +804,26 @@ fn readdirplus_lists_everything_in_chunks() {
     };
     let mut names = Vec::new();
     let mut offset = 0;
-    let mut calls = 0;
+    let (mut calls, mut ended) = (0, false);
     loop {
-        let entries = match s.call(Request::ReadDir {
+        // The reply that reaches the end says so (protocol 6), and so does
+        // the empty one past it.
+        let (entries, end) = match s.call(Request::ReadDir {
             fh,
             offset,
             size: 4096,
             plus: true,
         }) {
-            Response::Dir(v) => v,
+            Response::Dir(v) => (v, false),
+            Response::DirEnd(v) => (v, true),
             o => panic!("{o:?}"),
         };
         if entries.is_empty() {
+            assert!(end, "the empty reply at the end is marked");
             break;
         }
+        assert!(!ended, "entries after a reply that reached the end");
+        ended = end;
         calls += 1;
         for e in entries {
             offset = e.offset;
@@ -823,6 +837,7 @@ fn readdirplus_lists_everything_in_chunks() {
             names.push(n);
         }
     }
+    assert!(ended, "the last chunk said it reached the end");
     names.sort();
     assert_eq!(names.len(), 502);
     assert_eq!(names[2], "file-0000");
@@ -1295,7 +1310,7 @@ fn requests_as_a_caller_carry_its_groups() {
             plus: true,
         },
     ));
-    let Response::Dir(entries) = listed else {
+    let (Response::Dir(entries) | Response::DirEnd(entries)) = listed else {
         panic!("expected entries, got {listed:?}");
     };
     let inner = entries.iter().find(|e| &e.name[..] == b"inner").unwrap();
@@ -1607,5 +1622,50 @@ fn the_feed_reports_changes_of_held_nodes_only() {
             name: name("root-new").into_owned().into()
         }),
         "{c:?}"
+    );
+}
+
+/// A directory opened with its first read: one reply with the handle and
+/// the entries, the end marked when they reach it; the handle reads on.
+#[test]
+fn a_directory_opens_with_its_first_read() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        std::fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
+    }
+    let (mut s, _) = Sat::start(dir.path());
+    let (fh, entries, end) = match s.call(Request::OpenReadDir {
+        node: ROOT_NODE,
+        size: 64 * 1024,
+        plus: true,
+    }) {
+        Response::DirOpened { fh, entries, end } => (fh, entries, end),
+        o => panic!("{o:?}"),
+    };
+    assert!(end, "three files fit one reply");
+    assert_eq!(entries.len(), 5);
+    assert!(entries
+        .iter()
+        .filter(|e| e.name.starts_with(b"f"))
+        .all(|e| e.entry.is_some()));
+    let last = entries.last().unwrap().offset;
+    match s.call(Request::ReadDir {
+        fh,
+        offset: last,
+        size: 4096,
+        plus: true,
+    }) {
+        Response::DirEnd(v) => assert!(v.is_empty()),
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(s.call(Request::ReleaseDir { fh }), Response::Ok);
+    // A node that is not a directory: the error, and no handle is left.
+    assert_eq!(
+        s.call(Request::OpenReadDir {
+            node: 999_999,
+            size: 4096,
+            plus: false,
+        }),
+        Response::Error(libc::ESTALE)
     );
 }

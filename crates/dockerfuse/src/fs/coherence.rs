@@ -397,7 +397,11 @@ impl Coherence {
             // mount that receives no changes.
             tracing::debug!(absent_here = n, "lookups answered \"absent\" on the host");
         }
-        Some(self.absent(parent, name))
+        // Not told again: the listing already says so, and a change the
+        // feed applied since the check above must not be undone by it
+        // (the name would stay absent on the host for good).
+        let mut h = self.lock();
+        Some(self.name_ttl(&mut h, parent, name, 0))
     }
 
     /// Changes were lost before they could be applied (a frame over the
@@ -420,6 +424,12 @@ impl Coherence {
     /// the feed report its changes.
     pub(crate) fn holds(&self, node: u64) -> bool {
         self.lock().knows(node)
+    }
+
+    /// The feed watches `node` and the TTLs are ours: the kernel keeps its
+    /// pages and attributes until the feed reports a change.
+    pub(crate) fn watching(&self, node: u64) -> bool {
+        self.feeding() && Self::watched(&self.lock(), node)
     }
 
     /// The directory's listing may be kept in the kernel's readdir cache.

@@ -6,7 +6,9 @@
 //! readdir at all: the kernel lists from its cache and releases the
 //! handle. Such an opendir is answered here with a handle of our own
 //! ([`Fh::host`], never a satellite handle); the satellite's directory
-//! stream is opened on the first readdir and closed on release. Used only
+//! stream is opened on the first readdir (with the first read of the
+//! listing, in one round trip, when `Options::open_read_dir`) and closed
+//! on release. Used only
 //! when requests are not performed per caller (the only error an opendir
 //! in the container could then give, the directory vanishing, shows on
 //! the first readdir instead).
@@ -88,6 +90,27 @@ impl LazyDirs {
                 Err(e) => then(Err(e)),
             }),
         );
+    }
+
+    /// The node of `fh` while it is not opened in the container.
+    pub(super) fn unopened(&self, fh: u64) -> Option<u64> {
+        match self.lock().get(&fh) {
+            Some(State::Unopened(node)) => Some(*node),
+            _ => None,
+        }
+    }
+
+    /// `fh` was opened in the container as `remote` together with its
+    /// first read; the handle to close when it is no longer needed (`fh`
+    /// released, or opened meanwhile by another read).
+    pub(super) fn opened(&self, fh: u64, remote: u64) -> Option<u64> {
+        match self.lock().get_mut(&fh) {
+            Some(s @ State::Unopened(_)) => {
+                *s = State::Open(remote);
+                None
+            }
+            _ => Some(remote),
+        }
     }
 
     /// Forgets `fh`; the satellite's handle to close, if it was opened.

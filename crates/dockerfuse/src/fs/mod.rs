@@ -24,6 +24,9 @@
 //! * on the local channel, open files come with the satellite's descriptor
 //!   for FUSE passthrough, checked before use, and the core decides which
 //!   open files the kernel serves from it ([`backing`]);
+//! * a read-only open of a watched file the kernel may keep the pages of
+//!   is answered here, and opened in the container on its first read
+//!   ([`lazy_open`]);
 //! * a read-only open of a small file brings its contents, and reads on
 //!   that handle are answered here while they are current ([`heads`]);
 //!   the releases of such handles go in batches ([`releases`]);
@@ -40,6 +43,7 @@ pub(crate) mod failure;
 mod heads;
 pub(crate) mod ids;
 mod lazy_dir;
+mod lazy_open;
 mod ledger;
 mod links;
 mod listing;
@@ -75,6 +79,7 @@ pub use transport::{Done, Transport};
 use backing::Serving;
 use heads::Heads;
 use lazy_dir::LazyDirs;
+use lazy_open::{LazyFiles, Remote};
 use prefetch::{Buffer, Prefetched};
 use releases::Releases;
 use replies::unexpected;
@@ -114,6 +119,14 @@ pub(crate) struct Options {
     /// Keep the attributes of nodes the change feed watches on the host
     /// and answer GETATTR with them.
     pub(crate) host_attrs: bool,
+    /// Read-only opens of watched files are answered on the host and made
+    /// in the container on the first read ([`lazy_open`]); only for a
+    /// satellite running as root (whose open cannot be refused where the
+    /// kernel's page cache would serve the reads).
+    pub(crate) lazy_open: bool,
+    /// The satellite speaks protocol 6: a directory opened on the host is
+    /// opened in the container with its first read (`OpenReadDir`).
+    pub(crate) open_read_dir: bool,
     /// The satellite is older than protocol 6 and reads open flags in its
     /// own kernel's numbers, these; `None`: in the protocol's.
     pub(crate) legacy_flags: Option<dockerfuse_proto::Abi>,
@@ -161,6 +174,7 @@ pub(crate) struct Core<T: Transport, B = ()> {
     no_xattrs: Arc<NoXattrs>,
     coherence: Arc<Coherence>,
     dirs: Arc<LazyDirs>,
+    files: Arc<LazyFiles>,
     prefetched: Arc<Prefetched>,
     heads: Arc<Heads>,
     releases: Arc<Releases>,
@@ -269,6 +283,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             no_xattrs,
             coherence,
             dirs: Arc::default(),
+            files: Arc::default(),
             prefetched: Arc::default(),
             heads,
             releases: Arc::default(),
@@ -439,8 +454,21 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if let Some(kept) = self.coherence.kept_attr(node).filter(|_| idle) {
             return cb(Ok(kept));
         }
-        let fh = fh.map(|Fh(f)| f);
-        self.call_attr(who, Request::GetAttr { node, fh }, node, cb)
+        let Some(Fh(host)) = fh.filter(|f| f.is_host()) else {
+            let fh = fh.map(|Fh(f)| f);
+            return self.call_attr(who, Request::GetAttr { node, fh }, node, cb);
+        };
+        // fstat of a file opened lazily: on the satellite's handle (the
+        // file may have no name left), opened first if need be.
+        let (out, owner, coh) = (self.out.clone(), who.clone(), self.coherence.clone());
+        self.remote_file(
+            who,
+            host,
+            Box::new(move |r| {
+                let req = Request::GetAttr { node, fh: r.ok() };
+                out.send(&owner, &req, attr_done(node, coh, cb))
+            }),
+        )
     }
 
     /// With the writeback cache the kernel keeps a written file's mtime
@@ -460,7 +488,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         attr: SetAttr,
         cb: Cb<(Attr, Duration)>,
     ) {
-        let fh = fh.map(|Fh(f)| f);
+        let fh = fh.filter(|f| !f.is_host()).map(|Fh(f)| f);
         let cb = match attr.size {
             Some(_) => self.changing(cb),
             None => cb,
@@ -615,8 +643,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     pub(crate) fn unlink(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
         let cb = self.noting(parent, name, false, cb);
-        let name = name.into();
-        self.call(who, Request::Unlink { parent, name }, replies::ok, cb)
+        let req = Request::Unlink {
+            parent,
+            name: name.to_vec().into(),
+        };
+        self.call_settled(who, req, cb)
     }
 
     pub(crate) fn rmdir(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
@@ -665,18 +696,50 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             }
             cb(r)
         });
-        self.call(
-            who,
-            Request::Rename {
-                parent,
-                name: name.into(),
-                new_parent,
-                new_name: new_name.into(),
-                flags,
-            },
-            replies::ok,
-            cb,
-        )
+        let req = Request::Rename {
+            parent,
+            name: name.to_vec().into(),
+            new_parent,
+            new_name: new_name.to_vec().into(),
+            flags,
+        };
+        self.call_settled(who, req, cb)
+    }
+
+    /// Sends `req`, an unlink or rename, once every file opened lazily
+    /// and not yet in the container is opened there: the satellite finds
+    /// a node past its descriptor budget by its last name, which `req`
+    /// may remove, and a file opened before it must still read (and not
+    /// fail with ESTALE). Waits only while such handles exist.
+    fn call_settled(&self, who: &Who, req: Request<'static>, cb: Cb<()>) {
+        let fhs = self.files.unopened();
+        if fhs.is_empty() {
+            return self.call(who, req, replies::ok, cb);
+        }
+        let (out, owner) = (self.out.clone(), who.clone());
+        let send: Box<dyn FnOnce() + Send> = Box::new(move || {
+            out.send(&owner, &req, Box::new(move |r| cb(r.and_then(replies::ok))))
+        });
+        let left = Arc::new((
+            std::sync::atomic::AtomicUsize::new(fhs.len()),
+            std::sync::Mutex::new(Some(send)),
+        ));
+        for fh in fhs {
+            let left = left.clone();
+            // An open that fails is tried again by the handle's next read.
+            self.remote_file(
+                who,
+                fh,
+                Box::new(move |_| {
+                    if left.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                        let send = left.1.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        if let Some(send) = send {
+                            send()
+                        }
+                    }
+                }),
+            );
+        }
     }
 
     pub(crate) fn link(
@@ -778,6 +841,105 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         Some(self.coherence.contents_ttl(node)).filter(|t| !t.is_zero())
     }
 
+    /// Whether an open of `node` with `flags` may be answered here and
+    /// made in the container later ([`lazy_open`]): read-only without
+    /// O_TRUNC or O_DIRECT, a node the feed watches (the kernel keeps its
+    /// pages until the feed reports a change), not per caller (the
+    /// caller's permissions are checked by the container's open), without
+    /// passthrough (the backing file is needed at the open) or the
+    /// writeback cache.
+    fn lazy_open(&self, node: u64, flags: i32) -> bool {
+        let plain = flags & libc::O_ACCMODE == libc::O_RDONLY
+            && flags & (libc::O_DIRECT | libc::O_TRUNC) == 0;
+        plain
+            && self.opts.lazy_open
+            && !self.opts.per_caller
+            && !self.opts.writeback
+            && self.passthrough.get().is_none()
+            && self.coherence.watching(node)
+    }
+
+    /// Runs `then` with the satellite's handle of file handle `fh`,
+    /// opening a host handle's file in the container first when needed.
+    fn remote_file(&self, who: &Who, fh: u64, then: lazy_open::Then) {
+        if !Fh(fh).is_host() {
+            return then(Ok(fh));
+        }
+        match self.files.with_remote(fh, then) {
+            (Remote::Open(remote), Some(then)) => then(Ok(remote)),
+            (Remote::Unknown, Some(then)) => then(Err(Errno::EBADF)),
+            (Remote::ToOpen { node, flags }, _) => self.open_late(who, fh, node, flags),
+            _ => {}
+        }
+    }
+
+    /// Opens in the container the file of host handle `fh`; a small file
+    /// brings its contents, kept under `fh`, as at a plain open.
+    fn open_late(&self, who: &Who, fh: u64, node: u64, flags: i32) {
+        let small = self
+            .small_open(node, flags)
+            .map(|lifetime| (lifetime, self.heads.ticket()));
+        let max = MAX_OPEN_DATA;
+        let req = match small {
+            Some(_) => Request::OpenSmall {
+                node,
+                flags: self.wire_flags(flags),
+                max,
+            },
+            None => Request::Open {
+                node,
+                flags: self.wire_flags(flags),
+            },
+        };
+        let (files, heads, rpc, releases) = (
+            self.files.clone(),
+            self.heads.clone(),
+            self.out.rpc.clone(),
+            self.releases.clone(),
+        );
+        self.out.send(
+            who,
+            &req,
+            Box::new(move |r| {
+                let r = r.and_then(replies::opened).map(|o| {
+                    if let (Some(d), Some((lifetime, ticket))) = (o.data, small) {
+                        if d.len() <= max as usize {
+                            heads.keep(fh, node, &d, ticket, lifetime);
+                        }
+                    }
+                    // No passthrough for these: a descriptor sent anyway
+                    // is closed.
+                    drop(o.fd.and_then(|fd| rpc.take_fd(fd)));
+                    o.fh
+                });
+                if let Some(remote) = files.opened(fh, node, flags, r) {
+                    heads.release(fh);
+                    releases.defer(remote, &rpc);
+                }
+            }),
+        )
+    }
+
+    /// Sends a request for `who` on the satellite's handle of file handle
+    /// `fh` (opening a host handle's file in the container first).
+    fn on_file(
+        &self,
+        who: &Who,
+        fh: u64,
+        req: impl FnOnce(u64) -> Request<'static> + Send + 'static,
+        done: Done,
+    ) {
+        let (out, owner) = (self.out.clone(), who.clone());
+        self.remote_file(
+            who,
+            fh,
+            Box::new(move |r| match r {
+                Ok(remote) => out.send(&owner, &req(remote), done),
+                Err(e) => done(Err(e)),
+            }),
+        )
+    }
+
     /// Answers an open of `node`: a handle that may write is recorded,
     /// and answered once no data invalidation of the node is under way
     /// ([`writers`]); any other outcome at once.
@@ -815,6 +977,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let write_only = flags & libc::O_ACCMODE == libc::O_WRONLY;
         let flags = self.open_flags(flags);
+        if !direct && self.lazy_open(node, flags) {
+            let fh = Fh(self.files.open(node, flags));
+            // The ledger knows which node the handle reads (its reads in
+            // the container drop the kept attributes).
+            self.coherence.opened(fh.0, node);
+            return reply.answer(Ok(Opened {
+                fh,
+                passthrough: None,
+            }));
+        }
         let after: Cb<()> = match flags & libc::O_TRUNC {
             0 => Box::new(|_| {}),
             _ => self.changing(self.touching(node, Box::new(|_| {}))),
@@ -989,12 +1161,35 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             coh.read_through(fh);
             cb(r)
         });
-        self.out.send(
-            who,
-            &Request::Read { fh, offset, size },
+        let done = move |cb: BytesCb| -> Done {
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
                 Ok(r) => cb(Err(unexpected(r))),
+                Err(e) => cb(Err(e)),
+            })
+        };
+        if !Fh(fh).is_host() {
+            return self
+                .out
+                .send(who, &Request::Read { fh, offset, size }, done(cb));
+        }
+        // Opened lazily: the open may have brought the contents.
+        let (out, owner, heads) = (self.out.clone(), who.clone(), self.heads.clone());
+        self.remote_file(
+            who,
+            fh,
+            Box::new(move |r| match r {
+                Ok(remote) => match heads.read(fh, offset, size) {
+                    Some((data, range)) => cb(Ok(&data[range])),
+                    None => {
+                        let req = Request::Read {
+                            fh: remote,
+                            offset,
+                            size,
+                        };
+                        out.send(&owner, &req, done(cb))
+                    }
+                },
                 Err(e) => cb(Err(e)),
             }),
         );
@@ -1090,6 +1285,15 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// was opened read-only), with others in a batch ([`releases`]).
     pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
         self.coherence.released(fh);
+        if Fh(fh).is_host() {
+            // Opened lazily: closed in the container only if it was opened
+            // there, with others in a batch (read-only, no writes).
+            self.heads.release(fh);
+            if let Some(remote) = self.files.release(fh) {
+                self.releases.defer(remote, &self.out.rpc);
+            }
+            return cb(Ok(()));
+        }
         self.coherence.writers().released(fh);
         if let Some(pt) = self.passthrough.get() {
             pt.release(fh);
@@ -1120,7 +1324,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Some(e) => cb(Err(e)),
             None => cb(r),
         });
-        self.call(who, Request::Fsync { fh, datasync }, replies::ok, cb)
+        let req = move |fh| Request::Fsync { fh, datasync };
+        self.on_file(who, fh, req, Box::new(move |r| cb(r.and_then(replies::ok))))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1145,8 +1350,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     }
 
     pub(crate) fn lseek(&self, who: &Who, Fh(fh): Fh, offset: i64, whence: i32, cb: Cb<i64>) {
-        let req = Request::Lseek { fh, offset, whence };
-        self.call(who, req, replies::offset, cb)
+        let req = move |fh| Request::Lseek { fh, offset, whence };
+        self.on_file(
+            who,
+            fh,
+            req,
+            Box::new(move |r| cb(r.and_then(replies::offset))),
+        )
     }
 
     /// Copies inside the container into `fh_out`, an open file of
@@ -1168,7 +1378,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             coh.read_through(fh_in);
             cb(r)
         });
-        let req = Request::CopyFileRange {
+        let req = move |fh_in| Request::CopyFileRange {
             fh_in,
             offset_in,
             fh_out,
@@ -1176,9 +1386,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             len,
             flags,
         };
-        self.out.send(
+        self.on_file(
             who,
-            &req,
+            fh_in,
+            req,
             Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
         );
     }
@@ -1235,7 +1446,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             fh,
             req,
             Box::new(move |r| match r {
-                Ok(Response::Dir(v)) => cb(Ok(listing::plain(v))),
+                Ok(Response::Dir(v) | Response::DirEnd(v)) => cb(Ok(listing::plain(v))),
                 Ok(r) => cb(Err(unexpected(r))),
                 Err(e) => cb(Err(e)),
             }),
@@ -1278,45 +1489,90 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         };
         let generation = self.coherence.generation();
         let stamp = self.coherence.attr_stamp();
+        let first = (offset == 0 && self.opts.open_read_dir)
+            .then(|| self.dirs.unopened(fh))
+            .flatten();
         // Reads of a watched directory gather its names, complete at the
         // empty reply that ends it.
         let listed = (!self.opts.per_caller && self.coherence.cache_dir(dir))
             .then(|| self.coherence.listings().begin_read(fh, dir, offset))
             .flatten();
-        let listed_done = move |coh: &Coherence, v: Option<&[dockerfuse_proto::DirEntry<'_>]>| {
-            if let Some(seq) = listed {
+        // A reply that reaches the end also stands for the empty reply
+        // the kernel's next read would have had.
+        let listed_done =
+            move |coh: &Coherence, v: Option<&[dockerfuse_proto::DirEntry<'_>]>, end: bool| {
+                let Some(seq) = listed else { return };
                 let names = v.map(|v| v.iter().map(|e| (&e.name[..], e.offset)));
-                coh.listings()
-                    .read_done(fh, seq, names, coh.cache_dir(dir) && coh.holds(dir));
+                let watched = coh.cache_dir(dir) && coh.holds(dir);
+                let listings = coh.listings();
+                listings.read_done(fh, seq, names, watched);
+                let last = v.and_then(|v| v.last()).map_or(offset, |e| e.offset);
+                if end && !v.is_some_and(<[_]>::is_empty) {
+                    if let Some(seq) = listings.begin_read(fh, dir, last) {
+                        let none: [(&[u8], u64); 0] = [];
+                        listings.read_done(fh, seq, Some(none), watched);
+                    }
+                }
+            };
+        let done: Done = Box::new(move |r| match r {
+            Ok(r @ (Response::Dir(_) | Response::DirEnd(_))) => {
+                let (v, end) = match r {
+                    Response::DirEnd(v) => (v, true),
+                    Response::Dir(v) => (v, false),
+                    _ => unreachable!("matched above"),
+                };
+                listed_done(&giver.coh, Some(&v), end);
+                let items = listing::plus(v, giver.coh.short())
+                    .into_iter()
+                    .map(listing::PlusItem::into_owned)
+                    .collect();
+                let buf = Buffer {
+                    next: offset,
+                    generation,
+                    stamp,
+                    items,
+                    end,
+                };
+                giver.give(buf, cb)
             }
+            Ok(r) => {
+                listed_done(&giver.coh, None, false);
+                cb(Err(unexpected(r)));
+            }
+            Err(e) => {
+                listed_done(&giver.coh, None, false);
+                cb(Err(e));
+            }
+        });
+        let Some(node) = first else {
+            return self.on_dir(who, fh, req, done);
         };
-        self.on_dir(
+        // A host handle's first read opens the directory in the container
+        // with it, in one round trip.
+        let (dirs, rpc) = (self.dirs.clone(), self.out.rpc.clone());
+        let req = Request::OpenReadDir {
+            node,
+            size: prefetch::PREFETCH,
+            plus: true,
+        };
+        self.out.send(
             who,
-            fh,
-            req,
+            &req,
             Box::new(move |r| match r {
-                Ok(Response::Dir(v)) => {
-                    listed_done(&giver.coh, Some(&v));
-                    let items = listing::plus(v, giver.coh.short())
-                        .into_iter()
-                        .map(listing::PlusItem::into_owned)
-                        .collect();
-                    let buf = Buffer {
-                        next: offset,
-                        generation,
-                        stamp,
-                        items,
-                    };
-                    giver.give(buf, cb)
+                Ok(Response::DirOpened {
+                    fh: remote,
+                    entries,
+                    end,
+                }) => {
+                    if let Some(extra) = dirs.opened(fh, remote) {
+                        rpc.post(&Request::ReleaseDir { fh: extra });
+                    }
+                    done(Ok(match end {
+                        true => Response::DirEnd(entries),
+                        false => Response::Dir(entries),
+                    }))
                 }
-                Ok(r) => {
-                    listed_done(&giver.coh, None);
-                    cb(Err(unexpected(r)));
-                }
-                Err(e) => {
-                    listed_done(&giver.coh, None);
-                    cb(Err(e));
-                }
+                r => done(r),
             }),
         );
     }

@@ -9,7 +9,10 @@
 //! forgotten) when the kernel asks for another offset, when the handle is
 //! released, and when any change came from the container since it was
 //! filled (its attributes may be stale; the change feed could not name
-//! nodes the kernel did not hold yet).
+//! nodes the kernel did not hold yet). When the satellite said its reply
+//! reached the end of the directory (protocol 7), the buffer stays once
+//! emptied, and the kernel's chunk past the last entry is answered here
+//! with nothing: the end, without a round trip.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,6 +34,8 @@ pub(super) struct Buffer {
     /// attributes are kept only if nothing was dropped since.
     pub(super) stamp: u64,
     pub(super) items: Vec<PlusItem<'static>>,
+    /// The directory ends after `items`.
+    pub(super) end: bool,
 }
 
 impl Buffer {
@@ -72,7 +77,7 @@ impl Prefetched {
     }
 
     pub(super) fn put(&self, fh: u64, b: Buffer) {
-        if b.items.is_empty() {
+        if b.items.is_empty() && !b.end {
             return;
         }
         self.lock().insert(fh, b);

@@ -51,6 +51,8 @@ fn opts() -> Options {
         write_behind: false,
         host_attrs: true,
         legacy_flags: None,
+        lazy_open: false,
+        open_read_dir: false,
     }
 }
 
@@ -1430,4 +1432,320 @@ fn getattr_of_a_watched_node_is_answered_from_the_ledger_until_something_changes
         getattr(&c);
         assert_eq!(getattrs(&seen), 2);
     }
+}
+
+/// Options for lazy opens: the mount's own identity, lazy opens on.
+fn lazy_opts() -> Options {
+    let mut o = opts();
+    o.per_caller = false;
+    o.lazy_open = true;
+    o
+}
+
+/// A satellite whose files are small (`OpenSmall` brings "0123456789")
+/// unless `big` (no contents come with the open); opens of node 13 fail
+/// with ESTALE (a node the satellite no longer knows).
+fn lazy_core(big: bool) -> (Core<Canned>, Seen) {
+    core_with(
+        move |r| match r {
+            Request::OpenSmall { node: 13, .. } | Request::Open { node: 13, .. } => {
+                Response::Error(libc::ESTALE)
+            }
+            Request::OpenSmall { .. } => Response::OpenedSmall {
+                fh: 5,
+                fd: None,
+                data: (!big).then(|| b"0123456789".as_slice().into()),
+            },
+            Request::Open { .. } => Response::Opened { fh: 6 },
+            Request::Read { fh, .. } => Response::Data(format!("read {fh}").into_bytes().into()),
+            Request::GetAttr { .. } => Response::Attr(Attr::default()),
+            _ => Response::Ok,
+        },
+        lazy_opts(),
+    )
+}
+
+fn wait_for(seen: &Seen, what: &Request<'static>) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if seen.lock().unwrap().iter().any(|r| r == what) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn a_read_only_open_of_a_watched_file_is_made_in_the_container_on_its_first_read() {
+    let (c, seen) = lazy_core(false);
+    // Without the feed: opened in the container at open(2).
+    assert_eq!(open_fh(&c, 2, libc::O_RDONLY), 5);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    seen.lock().unwrap().clear();
+
+    c.coherence().feed_on();
+    // Opened and released without a read (the page cache served it):
+    // nothing at all goes to the satellite.
+    let fh = open_fh(&c, 2, libc::O_RDONLY | libc::O_NOATIME);
+    assert!(Fh(fh).is_host());
+    let (cb, got) = capture();
+    c.release(Fh(fh), cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+    assert!(seen.lock().unwrap().is_empty());
+
+    // The first read opens it (bringing the small file's contents, which
+    // answer this read and the next), with the open's flags.
+    let fh = open_fh(&c, 2, libc::O_RDONLY | libc::O_NOATIME);
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!(read_bytes(&c, fh, 0, 4096).unwrap(), b"0123456789");
+    assert_eq!(read_bytes(&c, fh, 4, 3).unwrap(), b"456");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(matches!(
+            seen[0],
+            Request::OpenSmall { node: 2, flags, .. } if flags == OpenFlags::from_native(libc::O_RDONLY | libc::O_NOATIME)
+        ));
+    }
+    // fstat on the handle asks on the satellite's handle, not the host's.
+    let (cb, _) = capture();
+    c.getattr(&Who::Mount, NodeId(2), Some(Fh(fh)), cb);
+    assert_eq!(
+        seen.lock().unwrap()[1],
+        Request::GetAttr {
+            node: 2,
+            fh: Some(5)
+        }
+    );
+    // The release closes the satellite's handle, in a batch.
+    let (cb, _) = capture();
+    c.release(Fh(fh), cb);
+    assert!(wait_for(&seen, &Request::ReleaseMany { fhs: vec![5] }));
+    assert_eq!(c.files.len(), 0);
+}
+
+#[test]
+fn a_lazily_opened_large_file_reads_on_the_satellites_handle() {
+    let (c, seen) = lazy_core(true);
+    c.coherence().feed_on();
+    let fh = open_fh(&c, 2, libc::O_RDONLY);
+    assert!(Fh(fh).is_host());
+    assert_eq!(read_bytes(&c, fh, 0, 4096).unwrap(), b"read 5");
+    assert_eq!(read_bytes(&c, fh, 4096, 4096).unwrap(), b"read 5");
+    let (cb, got) = capture();
+    c.lseek(&Who::Mount, Fh(fh), 0, libc::SEEK_DATA, cb);
+    assert!(got.lock().unwrap().take().is_some());
+    let seen = seen.lock().unwrap();
+    let opens = seen
+        .iter()
+        .filter(|r| matches!(r, Request::OpenSmall { .. } | Request::Open { .. }))
+        .count();
+    assert_eq!(opens, 1, "opened once: {seen:?}");
+    assert!(matches!(
+        seen[1],
+        Request::Read {
+            fh: 5,
+            offset: 0,
+            ..
+        }
+    ));
+    assert!(matches!(seen[3], Request::Lseek { fh: 5, .. }));
+}
+
+#[test]
+fn a_lazy_open_the_container_refuses_fails_the_read_and_is_tried_again() {
+    let (c, seen) = lazy_core(false);
+    c.coherence().feed_on();
+    let fh = open_fh(&c, 13, libc::O_RDONLY);
+    let got = Arc::new(Mutex::new(None));
+    let g = got.clone();
+    c.read(
+        &Who::Mount,
+        Fh(fh),
+        0,
+        10,
+        Box::new(move |r| *g.lock().unwrap() = Some(r.map(<[u8]>::to_vec))),
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ESTALE)));
+    assert_eq!(read_bytes(&c, fh, 0, 10), None);
+    assert_eq!(seen.lock().unwrap().len(), 2, "each read tries the open");
+    let (cb, _) = capture();
+    c.release(Fh(fh), cb);
+    assert_eq!(seen.lock().unwrap().len(), 2, "nothing to close");
+    // A handle the core never gave.
+    assert_eq!(read_bytes(&c, Fh::host(999).0, 0, 10), None);
+}
+
+#[test]
+fn opens_that_write_bypass_the_cache_or_are_not_watched_are_made_at_once() {
+    let (c, seen) = lazy_core(false);
+    c.coherence().feed_on();
+    for flags in [
+        libc::O_WRONLY,
+        libc::O_RDWR,
+        libc::O_RDONLY | libc::O_TRUNC,
+        libc::O_RDONLY | libc::O_DIRECT,
+    ] {
+        let fh = open_fh(&c, 2, flags);
+        assert!(!Fh(fh).is_host(), "flags {flags:#o}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    // A node the feed does not watch.
+    c.coherence()
+        .apply(&[dockerfuse_proto::Change::Unwatched { node: 3 }]);
+    assert!(!Fh(open_fh(&c, 3, libc::O_RDONLY)).is_host());
+    // Turned off, or performed per caller: at once too.
+    for o in [
+        Options {
+            lazy_open: false,
+            ..lazy_opts()
+        },
+        Options {
+            per_caller: true,
+            ..lazy_opts()
+        },
+        Options {
+            fixed_ttl: true,
+            ..lazy_opts()
+        },
+    ] {
+        let (c, _) = core_with(|_| Response::Opened { fh: 6 }, o);
+        c.coherence().feed_on();
+        assert_eq!(open_fh(&c, 2, libc::O_RDONLY), 6);
+    }
+}
+
+#[test]
+fn a_readdirplus_reply_that_reaches_the_end_spares_the_next_round_trip() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut o = opts();
+    o.per_caller = false;
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::ReadDir { offset: 0, .. } => Response::DirEnd(vec![DirEntry {
+                name: b"a".as_slice().into(),
+                offset: 1,
+                kind: libc::S_IFREG,
+                ino: 3,
+                entry: Some(entry(10, true)),
+            }]),
+            Request::ReadDir { .. } => Response::Error(libc::EIO),
+            Request::Lookup { .. } => Response::Error(libc::ENOENT),
+            _ => Response::Ok,
+        },
+        o,
+    );
+    c.coherence().feed_on();
+    let plus = |offset| {
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        c.readdirplus(
+            &Who::Mount,
+            NodeId(1),
+            Fh(7),
+            offset,
+            4096,
+            Box::new(move |r| {
+                let n = r.as_ref().map(|v| v.len()).map_err(|e| *e);
+                *g.lock().unwrap() = Some(n);
+                n.unwrap_or(0)
+            }),
+        );
+        let n = got.lock().unwrap().take();
+        n
+    };
+    assert_eq!(plus(0), Some(Ok(1)));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // The end, answered here (the satellite would fail it here).
+    assert_eq!(plus(1), Some(Ok(0)));
+    assert_eq!(plus(1), Some(Ok(0)));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // The listing is complete: an absent name is answered here.
+    let (cb, got) = capture();
+    c.lookup(&Who::Mount, NodeId(1), b"x", cb);
+    assert!(matches!(
+        got.lock().unwrap().take(),
+        Some(Ok(Lookup::Absent(_)))
+    ));
+    assert_eq!(c.coherence().counts.absent_here.load(Relaxed), 1);
+    // After a change, the chunk goes to the satellite again.
+    c.coherence().lost();
+    assert_eq!(plus(1), Some(Err(Errno::EIO)));
+    // Released: nothing kept.
+    let (cb, _) = capture();
+    c.releasedir(Fh(7), cb);
+    assert_eq!(plus(1), Some(Err(Errno::EIO)));
+}
+
+#[test]
+fn a_host_directory_handle_is_opened_with_its_first_read() {
+    let mut o = opts();
+    o.per_caller = false;
+    o.open_read_dir = true;
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::OpenReadDir { .. } => Response::DirOpened {
+                fh: 77,
+                entries: vec![DirEntry {
+                    name: b"a".as_slice().into(),
+                    offset: 1,
+                    kind: libc::S_IFREG,
+                    ino: 3,
+                    entry: Some(entry(10, true)),
+                }],
+                end: false,
+            },
+            Request::ReadDir { .. } => Response::DirEnd(vec![]),
+            _ => Response::Ok,
+        },
+        o,
+    );
+    c.coherence().feed_on();
+    let (cb, got) = capture();
+    c.opendir(&Who::Mount, NodeId(1), cb);
+    let Some(Ok((Fh(fh), true))) = got.lock().unwrap().take() else {
+        panic!("expected a cached host handle")
+    };
+    let plus = |offset| {
+        let n = Arc::new(Mutex::new(None));
+        let n2 = n.clone();
+        c.readdirplus(
+            &Who::Mount,
+            NodeId(1),
+            Fh(fh),
+            offset,
+            4096,
+            Box::new(move |r| {
+                let k = r.map(|v| v.len()).unwrap_or(99);
+                *n2.lock().unwrap() = Some(k);
+                k
+            }),
+        );
+        let k = n.lock().unwrap().take();
+        k
+    };
+    assert_eq!(plus(0), Some(1));
+    assert_eq!(plus(1), Some(0));
+    let (cb, _) = capture();
+    c.releasedir(Fh(fh), cb);
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[0],
+        Request::OpenReadDir {
+            node: 1,
+            size: prefetch::PREFETCH,
+            plus: true
+        }
+    );
+    assert!(matches!(
+        seen[1],
+        Request::ReadDir {
+            fh: 77,
+            offset: 1,
+            ..
+        }
+    ));
+    assert_eq!(seen[2], Request::ReleaseDir { fh: 77 });
+    assert_eq!(seen.len(), 3);
 }

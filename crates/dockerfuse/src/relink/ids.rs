@@ -43,6 +43,10 @@ pub(super) enum Ctx {
     OpenDir {
         id: u64,
     },
+    OpenReadDir {
+        id: u64,
+        plus: bool,
+    },
     Plus {
         dir: u64,
     },
@@ -211,6 +215,11 @@ impl Table {
                 *node = self.sid(id)?;
                 Ctx::OpenDir { id }
             }
+            R::OpenReadDir { node, plus, .. } => {
+                let id = *node;
+                *node = self.sid(id)?;
+                Ctx::OpenReadDir { id, plus: *plus }
+            }
             R::ReadLink { node }
             | R::StatFs { node }
             | R::Access { node, .. }
@@ -303,7 +312,18 @@ impl Table {
                 *fh = self.fh(*fh)?;
                 self.dirs.insert(*fh, id);
             }
-            (Ctx::Plus { dir }, Response::Dir(items)) if dir != 0 => {
+            (Ctx::OpenReadDir { id, plus }, Response::DirOpened { fh, entries, .. }) => {
+                *fh = self.fh(*fh)?;
+                self.dirs.insert(*fh, id);
+                if plus {
+                    for item in entries.iter_mut() {
+                        if let Some(e) = &mut item.entry {
+                            self.entry(id, item.name.to_vec(), e);
+                        }
+                    }
+                }
+            }
+            (Ctx::Plus { dir }, Response::Dir(items) | Response::DirEnd(items)) if dir != 0 => {
                 for item in items.iter_mut() {
                     if let Some(e) = &mut item.entry {
                         self.entry(dir, item.name.to_vec(), e);
@@ -330,6 +350,7 @@ impl Table {
                 | Ctx::Attr { .. }
                 | Ctx::Open
                 | Ctx::OpenDir { .. }
+                | Ctx::OpenReadDir { .. }
                 | Ctx::Plus { .. },
                 r,
             ) => {
@@ -541,6 +562,7 @@ fn node_ids(req: &Request<'_>, f: &mut dyn FnMut(u64)) {
         | R::Open { node, .. }
         | R::OpenSmall { node, .. }
         | R::OpenDir { node }
+        | R::OpenReadDir { node, .. }
         | R::StatFs { node }
         | R::Access { node, .. }
         | R::GetXattr { node, .. }

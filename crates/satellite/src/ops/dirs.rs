@@ -12,15 +12,42 @@ use crate::sys::{self, SysResult};
 
 impl Fs {
     pub(super) fn opendir(&self, node: u64) -> SysResult<Response<'static>> {
+        Ok(Response::Opened {
+            fh: self.open_dir_handle(node)?,
+        })
+    }
+
+    fn open_dir_handle(&self, node: u64) -> SysResult<u64> {
         let n = self.nodes.get(node)?;
         let fd = reopen(&n, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        Ok(Response::Opened {
-            fh: self.handles.insert(Handle::Dir(DirStream {
-                fd,
-                node,
-                lock: Default::default(),
-            })),
-        })
+        Ok(self.handles.insert(Handle::Dir(DirStream {
+            fd,
+            node,
+            lock: Default::default(),
+        })))
+    }
+
+    /// Opens directory `node` and reads its first entries: one round trip
+    /// where a listing took two.
+    pub(super) fn open_read_dir(
+        &self,
+        node: u64,
+        size: u32,
+        plus: bool,
+        buf: &mut Vec<u8>,
+    ) -> SysResult<Response<'static>> {
+        let fh = self.open_dir_handle(node)?;
+        let read = self
+            .handles
+            .get(fh)
+            .and_then(|h| self.read_entries(h.dir()?, 0, size as usize, plus, buf));
+        match read {
+            Ok((entries, end)) => Ok(Response::DirOpened { fh, entries, end }),
+            Err(e) => {
+                let _ = self.handles.remove(fh);
+                Err(e)
+            }
+        }
     }
 
     pub(super) fn fsyncdir(&self, fh: u64, datasync: bool) -> SysResult<Response<'static>> {
@@ -39,8 +66,13 @@ impl Fs {
         buf: &mut Vec<u8>,
     ) -> SysResult<Response<'static>> {
         let h = self.handles.get(fh)?;
-        let entries = self.read_entries(h.dir()?, offset, size as usize, plus, buf)?;
-        Ok(Response::Dir(entries))
+        let (entries, end) = self.read_entries(h.dir()?, offset, size as usize, plus, buf)?;
+        // Saying so spares the host a readdirplus that would bring
+        // nothing (protocol 7).
+        Ok(match end && plus && crate::server::host_protocol() >= 7 {
+            true => Response::DirEnd(entries),
+            false => Response::Dir(entries),
+        })
     }
 
     fn read_entries(
@@ -50,7 +82,7 @@ impl Fs {
         size: usize,
         plus: bool,
         buf: &mut Vec<u8>,
-    ) -> SysResult<Vec<DirEntry<'static>>> {
+    ) -> SysResult<(Vec<DirEntry<'static>>, bool)> {
         let _serial = d.lock.lock().unwrap_or_else(|p| p.into_inner());
         let fd = d.fd.as_raw_fd();
         sys::lseek(fd, offset as i64, libc::SEEK_SET)?;
@@ -62,7 +94,9 @@ impl Fs {
         'fill: loop {
             let filled = sys::getdents64(fd, buf)?;
             if filled.is_empty() {
-                break;
+                // The end of the directory: everything from `offset` on
+                // is in `out`.
+                return Ok((out, true));
             }
             for e in sys::parse_dirents(filled) {
                 let need = dirent_size(e.name.len(), plus);
@@ -91,7 +125,7 @@ impl Fs {
                 });
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
 }
 

@@ -96,6 +96,8 @@ impl Served {
                 open_small: true,
                 write_behind: true,
                 host_attrs: true,
+                lazy_open: true,
+                open_read_dir: true,
                 legacy_flags: None,
             },
         );
