@@ -235,9 +235,12 @@ impl Coherence {
     }
 
     /// A reply brought `node`'s attributes (`stamp` taken when its request
-    /// left): kept when the feed watches the node.
+    /// left): kept when the feed watches the node. Never those of a file
+    /// with no name left (link count 0, open only through a handle): the
+    /// container no longer answers for it by node, and the feed may stop
+    /// watching it.
     pub(crate) fn keep_attr(&self, node: u64, mut attr: Attr, source: Source, stamp: u64) {
-        if !self.keeping_attrs() || attr.mode & libc::S_IFMT == libc::S_IFLNK {
+        if !self.keeping_attrs() || attr.mode & libc::S_IFMT == libc::S_IFLNK || attr.nlink == 0 {
             return;
         }
         attr.ino = node;

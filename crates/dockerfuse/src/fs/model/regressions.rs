@@ -537,3 +537,28 @@ fn unaligned_direct_writes_land() {
         },
     ]);
 }
+
+/// Shrunk from the random test (ledger and lazy opens together): a file
+/// created in the container, opened lazily, unlinked through the mount,
+/// then fstat'ed twice. The second fstat's attributes (link count 0) were
+/// kept on the host, where the container no longer answers for the node.
+#[test]
+fn an_unlinked_file_open_through_a_handle_keeps_no_attributes_on_the_host() {
+    check_mode(
+        Mode::Tight,
+        &[
+            Op::Outside {
+                path: "b",
+                dir: false,
+            },
+            Op::Open {
+                slot: 0,
+                path: "b",
+                write: false,
+            },
+            Op::Unlink { path: "b" },
+            Op::FdStat { slot: 0 },
+            Op::FdStat { slot: 0 },
+        ],
+    );
+}
