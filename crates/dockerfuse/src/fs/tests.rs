@@ -1359,6 +1359,8 @@ fn getattr_of_a_watched_node_is_answered_from_the_ledger_until_something_changes
         let attr = Attr {
             mode: libc::S_IFREG | 0o644,
             size: s.load(std::sync::atomic::Ordering::SeqCst),
+            // A file with a name (one with none keeps nothing on the host).
+            nlink: 1,
             ..Default::default()
         };
         match r {
