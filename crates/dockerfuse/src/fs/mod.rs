@@ -873,6 +873,20 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         }
     }
 
+    /// The request that opens `node` in the container: one that brings
+    /// the contents (up to [`MAX_OPEN_DATA`]) when `small`.
+    fn open_request(&self, node: u64, flags: i32, small: bool) -> Request<'static> {
+        let flags = self.wire_flags(flags);
+        match small {
+            true => Request::OpenSmall {
+                node,
+                flags,
+                max: MAX_OPEN_DATA,
+            },
+            false => Request::Open { node, flags },
+        }
+    }
+
     /// Opens in the container the file of host handle `fh`; a small file
     /// brings its contents, kept under `fh`, as at a plain open.
     fn open_late(&self, who: &Who, fh: u64, node: u64, flags: i32) {
@@ -880,17 +894,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             .small_open(node, flags)
             .map(|lifetime| (lifetime, self.heads.ticket()));
         let max = MAX_OPEN_DATA;
-        let req = match small {
-            Some(_) => Request::OpenSmall {
-                node,
-                flags: self.wire_flags(flags),
-                max,
-            },
-            None => Request::Open {
-                node,
-                flags: self.wire_flags(flags),
-            },
-        };
+        let req = self.open_request(node, flags, small.is_some());
         let (files, heads, rpc, releases) = (
             self.files.clone(),
             self.heads.clone(),
@@ -1018,17 +1022,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             return write_only::open(&self.out.rpc, caller, node, flags, legacy, done);
         }
         let max = MAX_OPEN_DATA;
-        let req = match small {
-            Some(_) => Request::OpenSmall {
-                node,
-                flags: self.wire_flags(flags),
-                max,
-            },
-            None => Request::Open {
-                node,
-                flags: self.wire_flags(flags),
-            },
-        };
+        let req = self.open_request(node, flags, small.is_some());
         let heads = self.heads.clone();
         self.out.send(
             who,
