@@ -87,37 +87,6 @@ if ! out=$(dr run -d --name "$NAME" --network none "dockerfuse-test/alpine:$CARC
 fi
 pass "rootless docker container $NAME started"
 
-# --- core, as the user -------------------------------------------------------------
-UW=$WORKDIR/core-$U
-user_dir "$U" "$UW"
-user_scenario "rootless docker" "$U" core.sh \
-	DOCKERFUSE="$DF" CONTAINER="$NAME" SATELLITE_ARCH="$CARCH" WORKDIR="$UW" DOCKER_HOST="$DOCKER_HOST"
-
-# --- the local transport ------------------------------------------------------------
-MNT=$UW/mnt-local
-as_user "$U" mkdir -p "$MNT"
-on_exit "$(printf 'as_user %q timeout 10 fusermount3 -u %q 2>/dev/null' "$U" "$MNT")"
-st=0
-as_user "$U" timeout -k 5 "$DFIT_MOUNT_TIMEOUT" "$DF" "$NAME" "$MNT" -d --transport local -debug \
-	--log-file "$UW/local.log" >"$UW/local.out" 2>&1 || st=$?
-if [ "$st" -eq 0 ] && is_fuse_mounted "$MNT"; then
-	pass "--transport local mounts as $U (rootless docker)"
-else
-	fail "--transport local mounts as $U (rootless docker) (exit $st)"
-	show_file "dockerfuse output" "$UW/local.out"
-	show_file "dockerfuse log" "$UW/local.log"
-	stop_here
-fi
-check "the log names the local channel" grep -q 'transport: local channel' "$UW/local.log"
-check "the log says how the container's ids map to the host" grep -q 'rootless engine' "$UW/local.log"
-cap got as_user "$U" "$DF" list
-assert_match "list shows the mount with transport local" "$NAME .* $MNT .* local " "$got"
-cap got as_user "$U" cat "$MNT/etc/alpine-release"
-assert_match "reads /etc/alpine-release over the local channel" '^3\.' "$got"
-check "writes through the local channel" as_user "$U" sh -c "echo local > '$MNT/tmp/dfit-local-$$'"
-cap got timeout 30 docker exec "$NAME" cat "/tmp/dfit-local-$$"
-assert_eq "the container sees the write" local "$got"
-check "dockerfuse unmount as $U" as_user "$U" "$DF" unmount "$MNT"
-check_not "the mount is gone" is_mounted "$MNT"
+rootless_core_and_local "rootless docker"
 idmap_checks "$U" "$NAME" "$UW/mnt-idmap"
 finish
