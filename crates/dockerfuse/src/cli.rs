@@ -114,6 +114,13 @@ pub(crate) struct Cli {
     /// serve).
     #[arg(long, help_heading = MOUNT)]
     pub no_lazy_open: bool,
+    /// Read each directory in the container when the kernel lists it
+    /// (default: the first listing of a directory brings the subtree below
+    /// it, listings, attributes and small files' contents, in one round
+    /// trip, kept on the host until the kernel reads them or something
+    /// changes).
+    #[arg(long, help_heading = MOUNT)]
+    pub no_stream: bool,
 
     /// Docker engine to use (default: $DOCKER_HOST, else the context, else
     /// the local socket).

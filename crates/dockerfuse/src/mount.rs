@@ -474,6 +474,8 @@ fn mount_session(
         lazy_open: !cli.no_lazy_open && remote.running.hello.uid == 0,
         // Directories opened with their first read came with protocol 7.
         open_read_dir: remote.running.hello.protocol >= 7,
+        // Subtree streaming came with protocol 8.
+        stream: !cli.no_stream && remote.running.hello.protocol >= 8,
         // Before protocol 6 open flags travelled in the satellite's own
         // numbers.
         legacy_flags: (remote.running.hello.protocol < 6)

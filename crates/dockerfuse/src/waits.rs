@@ -59,7 +59,7 @@ kinds!(Kind, KIND_NAMES, KINDS:
     Fallocate = "Fallocate", Lseek = "Lseek", CopyFileRange = "CopyFileRange",
     RemovePaths = "RemovePaths", Shutdown = "Shutdown", OpenChannel = "OpenChannel",
     UseChannel = "UseChannel", Watch = "Watch", OpenSmall = "OpenSmall",
-    ReleaseMany = "ReleaseMany", OpenReadDir = "OpenReadDir",
+    ReleaseMany = "ReleaseMany", OpenReadDir = "OpenReadDir", Stream = "Stream",
 );
 
 /// The kind of a satellite request (one sent on behalf of a caller
@@ -108,6 +108,7 @@ fn kind(req: &Request<'_>) -> Kind {
         Request::Watch => Kind::Watch,
         Request::OpenSmall { .. } => Kind::OpenSmall,
         Request::ReleaseMany { .. } => Kind::ReleaseMany,
+        Request::Stream { .. } => Kind::Stream,
     }
 }
 

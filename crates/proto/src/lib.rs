@@ -39,8 +39,10 @@ pub use msg::*;
 /// satellite's, which a host sends an older satellite, see [`Abi`]);
 /// version 7 says which readdir reply reaches the end of the directory
 /// ([`Response::DirEnd`]) and opens a directory with its first read
-/// ([`Request::OpenReadDir`]).
-pub const PROTOCOL_VERSION: u32 = 7;
+/// ([`Request::OpenReadDir`]); version 8 streams a subtree's listings,
+/// attributes and small contents in one reply ([`Request::Stream`],
+/// [`Response::Streamed`]).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Oldest protocol either side still speaks: a host and a satellite
 /// agree on the lower of their two versions, and nothing newer than that
@@ -54,6 +56,13 @@ pub const MAX_IO: u32 = 1 << 20;
 /// Most bytes of contents an [`Response::OpenedSmall`] carries: a file
 /// up to this size comes whole with its open.
 pub const MAX_OPEN_DATA: u32 = 64 * 1024;
+
+/// Most bytes a [`Response::Streamed`] carries, as the satellite counts
+/// them (an upper bound of the encoding): it fits one frame.
+pub const MAX_STREAM_BYTES: u32 = 960 * 1024;
+
+/// Most directory entries a [`Response::Streamed`] carries.
+pub const MAX_STREAM_ENTRIES: u32 = 16 * 1024;
 
 /// Most supplementary groups a [`Request::As`] carries (a caller in more
 /// is sent with its first `MAX_GROUPS`, as the kernel lists them).

@@ -266,6 +266,47 @@ pub enum Request<'a> {
         size: u32,
         plus: bool,
     },
+    /// The listings of directory `node` and of the directories below it,
+    /// breadth first, with each entry's attributes (a lookup reference
+    /// each, as readdirplus) and the contents of small regular files,
+    /// within `budget` (protocol 8): answered by [`Response::Streamed`].
+    /// Each directory is watched (with the feed on) before it is read.
+    Stream {
+        node: u64,
+        budget: StreamBudget,
+    },
+}
+
+/// What a [`Request::Stream`] may bring; the satellite caps each field
+/// ([`crate::MAX_STREAM_BYTES`], [`crate::MAX_STREAM_ENTRIES`],
+/// [`crate::MAX_OPEN_DATA`]).
+#[derive(Readable, Writable, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamBudget {
+    /// Directory entries, all directories together.
+    pub entries: u32,
+    /// Bytes of the reply (entries and contents), counted generously.
+    pub bytes: u32,
+    /// Levels below `node` (0: `node` alone).
+    pub depth: u32,
+    /// Largest file whose contents come along (0: none).
+    pub file_max: u32,
+}
+
+/// One directory of a [`Response::Streamed`]: its whole listing, from
+/// offset 0 to the end, as readdirplus replies give it.
+#[derive(Readable, Writable, Debug, Clone, PartialEq, Eq)]
+pub struct StreamedDir<'a> {
+    /// The streamed node or a directory named by an entry before.
+    pub node: u64,
+    pub entries: Vec<DirEntry<'a>>,
+}
+
+/// The whole contents of a regular file named by an entry of a
+/// [`StreamedDir`], read after its watch began.
+#[derive(Readable, Writable, Debug, Clone, PartialEq, Eq)]
+pub struct StreamedFile<'a> {
+    pub node: u64,
+    pub data: Cow<'a, [u8]>,
 }
 
 /// File attributes as the kernel wants them; `ino` is the node id.
@@ -387,6 +428,13 @@ pub enum Response<'a> {
         fh: u64,
         entries: Vec<DirEntry<'a>>,
         end: bool,
+    },
+    /// Answer to [`Request::Stream`]: complete directories, the streamed
+    /// node first (none when even it does not fit the budget), and small
+    /// contents.
+    Streamed {
+        dirs: Vec<StreamedDir<'a>>,
+        files: Vec<StreamedFile<'a>>,
     },
 }
 
@@ -616,6 +664,7 @@ impl Request<'_> {
             Watch => Watch,
             OpenSmall { node, flags, max } => OpenSmall { node, flags, max },
             ReleaseMany { fhs } => ReleaseMany { fhs },
+            Stream { node, budget } => Stream { node, budget },
         }
     }
 }
@@ -678,6 +727,15 @@ mod tests {
             node: 4,
             size: 131072,
             plus: true,
+        });
+        round_trip_req(Request::Stream {
+            node: 4,
+            budget: StreamBudget {
+                entries: 100,
+                bytes: 1 << 16,
+                depth: 3,
+                file_max: 4096,
+            },
         });
         round_trip_req(Request::OpenSmall {
             node: 4,
@@ -854,6 +912,10 @@ mod tests {
                 size: 4096,
                 plus: true,
             },
+            Request::Stream {
+                node: 1,
+                budget: StreamBudget::default(),
+            },
         ]
     }
 
@@ -904,6 +966,7 @@ mod tests {
             OpenSmall { .. } => 39,
             ReleaseMany { .. } => 40,
             OpenReadDir { .. } => 41,
+            Stream { .. } => 42,
         }
     }
 
@@ -988,6 +1051,26 @@ mod tests {
                 entry: None,
             }],
             end: true,
+        });
+        round_trip_resp(Response::Streamed {
+            dirs: vec![StreamedDir {
+                node: 1,
+                entries: vec![DirEntry {
+                    name: b"f".as_slice().into(),
+                    offset: 3,
+                    kind: 0o100000,
+                    ino: 6,
+                    entry: Some(Entry {
+                        node: 3,
+                        attr,
+                        no_xattrs: true,
+                    }),
+                }],
+            }],
+            files: vec![StreamedFile {
+                node: 3,
+                data: b"0123456789".as_slice().into(),
+            }],
         });
         round_trip_resp(Response::Data(vec![1, 2, 3].into()));
         round_trip_resp(Response::Channel { fd: 9 });

@@ -4,7 +4,8 @@
 //! The methods live by concern in the submodules: [`entries`] (names in
 //! directories), [`attrs`] (attributes, access checks and filesystem
 //! statistics), [`file_data`] (open files), [`dirs`] (directory streams)
-//! and [`xattrs`] (extended attributes). Every operation works through
+//! [`xattrs`] (extended attributes) and [`stream`] (subtrees in one
+//! reply). Every operation works through
 //! the `O_PATH` descriptor of a node with `*at()` calls, or reopens it
 //! through `/proc/self/fd/N` when it needs a real descriptor (open,
 //! chmod, truncate, xattrs). Errors are the errno of the failing call,
@@ -14,6 +15,7 @@ mod attrs;
 mod dirs;
 mod entries;
 mod file_data;
+mod stream;
 mod xattrs;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -130,6 +132,7 @@ impl Fs {
             }
             R::OpenChannel | R::UseChannel { .. } => Err(Errno::EINVAL),
             R::Watch => self.start_watch().map(|()| Response::Ok),
+            R::Stream { node, budget } => self.stream(node, budget, buf),
         }
     }
 

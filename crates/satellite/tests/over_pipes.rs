@@ -196,6 +196,22 @@ fn into_static(r: Response<'_>) -> Response<'static> {
             entries: owned_entries(entries),
             end,
         },
+        Response::Streamed { dirs, files } => Response::Streamed {
+            dirs: dirs
+                .into_iter()
+                .map(|d| StreamedDir {
+                    node: d.node,
+                    entries: owned_entries(d.entries),
+                })
+                .collect(),
+            files: files
+                .into_iter()
+                .map(|f| StreamedFile {
+                    node: f.node,
+                    data: f.data.into_owned().into(),
+                })
+                .collect(),
+        },
         Response::Hello(h) => Response::Hello(h),
         Response::Error(e) => Response::Error(e),
         Response::Ok => Response::Ok,
@@ -1668,4 +1684,217 @@ fn a_directory_opens_with_its_first_read() {
         }),
         Response::Error(libc::ESTALE)
     );
+}
+
+fn streamed(r: Response<'static>) -> (Vec<StreamedDir<'static>>, Vec<StreamedFile<'static>>) {
+    match r {
+        Response::Streamed { dirs, files } => (dirs, files),
+        o => panic!("expected a stream, got {o:?}"),
+    }
+}
+
+/// The names of a streamed directory (without `.` and `..`), sorted.
+fn streamed_names(d: &StreamedDir<'_>) -> Vec<String> {
+    let mut v: Vec<String> = d
+        .entries
+        .iter()
+        .filter(|e| e.entry.is_some())
+        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+const WIDE: StreamBudget = StreamBudget {
+    entries: 1000,
+    bytes: 1 << 20,
+    depth: 8,
+    file_max: 4096,
+};
+
+/// A subtree in one reply: breadth first, whole directories with their
+/// entries' attributes, the contents of the small files; each limit of
+/// the budget cuts it where it says.
+#[test]
+fn a_subtree_streams_breadth_first_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("a")).unwrap();
+    std::fs::create_dir_all(p.join("b/c")).unwrap();
+    std::fs::write(p.join("f"), b"hello").unwrap();
+    std::fs::write(p.join("big"), vec![7u8; 10_000]).unwrap();
+    std::fs::write(p.join("a/x"), b"").unwrap();
+    std::fs::write(p.join("b/c/z"), b"zz").unwrap();
+    let (mut s, _) = Sat::start(dir.path());
+    let stream = |s: &mut Sat, budget| {
+        streamed(s.call(Request::Stream {
+            node: ROOT_NODE,
+            budget,
+        }))
+    };
+    let (dirs, files) = stream(&mut s, WIDE);
+    assert_eq!(dirs.len(), 4, "root, a, b, b/c");
+    assert_eq!(dirs[0].node, ROOT_NODE);
+    assert_eq!(streamed_names(&dirs[0]), ["a", "b", "big", "f"]);
+    let node_of = |d: &StreamedDir<'_>, n: &str| {
+        d.entries
+            .iter()
+            .find(|e| &e.name[..] == n.as_bytes())
+            .and_then(|e| e.entry)
+            .map(|e| e.node)
+            .unwrap()
+    };
+    let (a, b) = (node_of(&dirs[0], "a"), node_of(&dirs[0], "b"));
+    let mut level1 = [dirs[1].node, dirs[2].node];
+    level1.sort();
+    let mut want1 = [a, b];
+    want1.sort();
+    assert_eq!(level1, want1, "breadth first, in the order listed");
+    assert_eq!(streamed_names(&dirs[3]), ["z"]);
+    let b_dir = dirs.iter().find(|d| d.node == b).unwrap();
+    let a_dir = dirs.iter().find(|d| d.node == a).unwrap();
+    let c = node_of(b_dir, "c");
+    assert_eq!(dirs[3].node, c);
+    let mut got: Vec<(u64, Vec<u8>)> = files.iter().map(|f| (f.node, f.data.to_vec())).collect();
+    got.sort();
+    let mut want = vec![
+        (node_of(&dirs[0], "f"), b"hello".to_vec()),
+        (node_of(a_dir, "x"), Vec::new()),
+        (node_of(&dirs[3], "z"), b"zz".to_vec()),
+    ];
+    want.sort();
+    assert_eq!(got, want, "small files only, not the 10,000-byte one");
+    // Each entry holds a reference: the nodes answer.
+    assert!(matches!(
+        s.call(Request::GetAttr { node: c, fh: None }),
+        Response::Attr(_)
+    ));
+    // Depth 1: the root and its directories.
+    let (dirs, _) = stream(&mut s, StreamBudget { depth: 1, ..WIDE });
+    assert_eq!(dirs.len(), 3);
+    // Depth 0, no contents: the root alone, bare.
+    let (dirs, files) = stream(
+        &mut s,
+        StreamBudget {
+            depth: 0,
+            file_max: 0,
+            ..WIDE
+        },
+    );
+    assert_eq!((dirs.len(), files.len()), (1, 0));
+    // Entries: the root has 6 with . and ..; a has 3; b 3: the walk ends
+    // at the directory that does not fit.
+    let (dirs, _) = stream(
+        &mut s,
+        StreamBudget {
+            entries: 10,
+            ..WIDE
+        },
+    );
+    assert_eq!(dirs.len(), 2);
+    // Bytes: not even the root fits; contents go only while bytes last.
+    let (dirs, files) = stream(&mut s, StreamBudget { bytes: 300, ..WIDE });
+    assert!(dirs.is_empty() && files.is_empty());
+    let (_, files) = stream(
+        &mut s,
+        StreamBudget {
+            bytes: 6 * 160 + 3 * 160 + 3 * 160 + 3 * 160 + 30,
+            ..WIDE
+        },
+    );
+    assert!(files.len() < 3, "{files:?}");
+    // A file is not a directory to stream.
+    let f = node_of(&stream(&mut s, WIDE).0[0], "f");
+    assert_eq!(
+        s.call(Request::Stream {
+            node: f,
+            budget: WIDE
+        }),
+        Response::Error(libc::ENOTDIR)
+    );
+}
+
+/// Names made while a subtree is streamed are in the listing or reported
+/// by the feed: every streamed directory is watched before it is read.
+#[test]
+fn a_subtree_changing_while_streamed_loses_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("d/e");
+    std::fs::create_dir_all(&sub).unwrap();
+    let (mut s, _) = Sat::start(dir.path());
+    assert_eq!(s.call(Request::Watch), Response::Ok);
+    let writer = {
+        let sub = sub.clone();
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                std::fs::write(sub.join(format!("n{i}")), b"x").unwrap();
+            }
+        })
+    };
+    let mut listed = std::collections::HashSet::new();
+    let mut e_node = None;
+    let mut changes = Vec::new();
+    for round in 0..3 {
+        let id = 9000 + round;
+        s.send_raw(
+            id,
+            &Request::Stream {
+                node: ROOT_NODE,
+                budget: WIDE,
+            },
+        );
+        loop {
+            let got = read_frame(&mut s.output, &mut s.buf).unwrap().unwrap();
+            match into_static(decode(&s.buf).unwrap()) {
+                Response::Changes(v) if got == EVENT_ID => changes.extend(v),
+                r @ Response::Streamed { .. } if got == id => {
+                    let (dirs, _) = streamed(r);
+                    if let Some(d) = dirs.get(2) {
+                        e_node = Some(d.node);
+                        listed.extend(streamed_names(d));
+                    }
+                    break;
+                }
+                other => panic!("frame {got}: {other:?}"),
+            }
+        }
+        if round == 0 {
+            writer_done(&writer);
+        }
+    }
+    let e = e_node.expect("d/e streamed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        // A request whose reply brings the changes sent before it.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.send_raw(1, &Request::GetAttr { node: e, fh: None });
+        loop {
+            let got = read_frame(&mut s.output, &mut s.buf).unwrap().unwrap();
+            match into_static(decode(&s.buf).unwrap()) {
+                Response::Changes(v) if got == EVENT_ID => changes.extend(v),
+                _ if got == 1 => break,
+                other => panic!("frame {got}: {other:?}"),
+            }
+        }
+        let reported = |n: &str| {
+            changes.iter().any(|c| match c {
+                Change::Entry { dir, name } => *dir == e && &name[..] == n.as_bytes(),
+                Change::All => true,
+                _ => false,
+            })
+        };
+        if (0..300)
+            .map(|i| format!("n{i}"))
+            .all(|n| listed.contains(&n) || reported(&n))
+        {
+            return;
+        }
+    }
+    panic!("a name made during the stream was neither listed nor reported");
+}
+
+fn writer_done(w: &std::thread::JoinHandle<()>) {
+    while !w.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

@@ -119,6 +119,10 @@ pub(crate) struct Coherence {
     feed: AtomicBool,
     /// Bumped by every batch of changes from the container.
     generation: AtomicU64,
+    /// Bumped by every change the mount makes itself (which the feed
+    /// does not echo): with `generation`, what streamed subtrees are
+    /// current for.
+    local: AtomicU64,
     /// Keep watched nodes' attributes on the host (`--no-host-attrs`: no).
     keep_attrs: AtomicBool,
     held: Mutex<Ledger>,
@@ -147,6 +151,7 @@ impl Coherence {
             fixed,
             feed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            local: AtomicU64::new(0),
             keep_attrs: AtomicBool::new(false),
             held: Mutex::default(),
             no_xattrs: Arc::default(),
@@ -209,6 +214,12 @@ impl Coherence {
         self.generation.load(Ordering::SeqCst)
     }
 
+    /// Changes the container reported or the mount made so far:
+    /// streamed subtrees are current while it stays ([`super::stream`]).
+    pub(crate) fn stream_generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst) + self.local.load(Ordering::SeqCst)
+    }
+
     /// The short TTL (`--ttl`).
     pub(crate) fn short(&self) -> Duration {
         self.short
@@ -266,12 +277,14 @@ impl Coherence {
 
     /// The mount's own operation changes (or changed) `node`'s attributes.
     pub(crate) fn touched(&self, node: u64) {
+        self.local.fetch_add(1, Ordering::SeqCst);
         self.lock().drop_attr(node);
     }
 
     /// The mount's own operation removes, replaces or moves `name` in
     /// `parent` (or did): the parent's and the named node's attributes.
     pub(crate) fn name_changed(&self, parent: u64, name: &[u8]) {
+        self.local.fetch_add(1, Ordering::SeqCst);
         self.lock().name_changed(parent, name);
     }
 

@@ -30,6 +30,9 @@
 //! * a read-only open of a small file brings its contents, and reads on
 //!   that handle are answered here while they are current ([`heads`]);
 //!   the releases of such handles go in batches ([`releases`]);
+//! * the first read of a directory brings the subtree below it, whose
+//!   listings and small files' contents answer the kernel's next reads
+//!   and opens on the host ([`stream`]);
 //! * writes are answered at once and sent in batches, other requests
 //!   waiting for the writes before them ([`write_behind`]);
 //! * the handles that may write are known, so that the change feed never
@@ -50,6 +53,7 @@ mod listing;
 mod prefetch;
 mod releases;
 mod replies;
+mod stream;
 mod transport;
 mod write_behind;
 mod write_only;
@@ -127,6 +131,9 @@ pub(crate) struct Options {
     /// The satellite speaks protocol 6: a directory opened on the host is
     /// opened in the container with its first read (`OpenReadDir`).
     pub(crate) open_read_dir: bool,
+    /// The satellite speaks protocol 8: the first read of a directory
+    /// opened on the host streams the subtree below it ([`stream`]).
+    pub(crate) stream: bool,
     /// The satellite is older than protocol 6 and reads open flags in its
     /// own kernel's numbers, these; `None`: in the protocol's.
     pub(crate) legacy_flags: Option<dockerfuse_proto::Abi>,
@@ -176,6 +183,7 @@ pub(crate) struct Core<T: Transport, B = ()> {
     dirs: Arc<LazyDirs>,
     files: Arc<LazyFiles>,
     prefetched: Arc<Prefetched>,
+    streams: Arc<stream::Streams>,
     heads: Arc<Heads>,
     releases: Arc<Releases>,
     /// Set when the kernel agreed to passthrough.
@@ -285,6 +293,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             dirs: Arc::default(),
             files: Arc::default(),
             prefetched: Arc::default(),
+            streams: Arc::default(),
             heads,
             releases: Arc::default(),
             passthrough: OnceLock::new(),
@@ -859,6 +868,37 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             && self.coherence.watching(node)
     }
 
+    /// Whether an open of `node` with `flags` is answered here from the
+    /// contents a stream brought ([`stream`]): read-only without O_TRUNC
+    /// or O_DIRECT, a node the feed watches, not per caller, without the
+    /// writeback cache; the handle's reads are answered from them and the
+    /// file is opened in the container only if another request needs it.
+    /// Passthrough or not: a small file read from the host needs no
+    /// backing file.
+    fn open_streamed(&self, node: u64, flags: i32) -> Option<Fh> {
+        let plain = flags & libc::O_ACCMODE == libc::O_RDONLY
+            && flags & (libc::O_DIRECT | libc::O_TRUNC) == 0;
+        if !(plain && self.opts.stream && !self.opts.per_caller && !self.opts.writeback)
+            || !self.coherence.watching(node)
+        {
+            return None;
+        }
+        let (data, stale) = self
+            .streams
+            .contents(node, self.coherence.stream_generation());
+        if !stale.is_empty() {
+            self.out.rpc.post(&Request::Forget { nodes: stale });
+        }
+        let data = data?;
+        let fh = self.files.open(node, flags);
+        self.coherence.opened(fh, node);
+        // Not held (over the budget): read in the container, opened then.
+        let lifetime = self.coherence.contents_ttl(node);
+        self.heads
+            .keep(fh, node, &data, self.heads.ticket(), lifetime);
+        Some(Fh(fh))
+    }
+
     /// Runs `then` with the satellite's handle of file handle `fh`,
     /// opening a host handle's file in the container first when needed.
     fn remote_file(&self, who: &Who, fh: u64, then: lazy_open::Then) {
@@ -981,6 +1021,12 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let write_only = flags & libc::O_ACCMODE == libc::O_WRONLY;
         let flags = self.open_flags(flags);
+        if let Some(fh) = (!direct).then(|| self.open_streamed(node, flags)).flatten() {
+            return reply.answer(Ok(Opened {
+                fh,
+                passthrough: None,
+            }));
+        }
         if !direct && self.lazy_open(node, flags) {
             let fh = Fh(self.files.open(node, flags));
             // The ledger knows which node the handle reads (its reads in
@@ -1475,100 +1521,18 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if !stale.is_empty() {
             self.out.rpc.post(&Request::Forget { nodes: stale });
         }
-        let req = move |fh| Request::ReadDir {
-            fh,
-            offset,
-            size: prefetch::PREFETCH,
-            plus: true,
+        let path = PlusPath {
+            out: self.out.clone(),
+            dirs: self.dirs.clone(),
+            streams: self.streams.clone(),
+            per_caller: self.opts.per_caller,
+            open_read_dir: self.opts.open_read_dir,
         };
-        let generation = self.coherence.generation();
-        let stamp = self.coherence.attr_stamp();
-        let first = (offset == 0 && self.opts.open_read_dir)
-            .then(|| self.dirs.unopened(fh))
-            .flatten();
-        // Reads of a watched directory gather its names, complete at the
-        // empty reply that ends it.
-        let listed = (!self.opts.per_caller && self.coherence.cache_dir(dir))
-            .then(|| self.coherence.listings().begin_read(fh, dir, offset))
-            .flatten();
-        // A reply that reaches the end also stands for the empty reply
-        // the kernel's next read would have had.
-        let listed_done =
-            move |coh: &Coherence, v: Option<&[dockerfuse_proto::DirEntry<'_>]>, end: bool| {
-                let Some(seq) = listed else { return };
-                let names = v.map(|v| v.iter().map(|e| (&e.name[..], e.offset)));
-                let watched = coh.cache_dir(dir) && coh.holds(dir);
-                let listings = coh.listings();
-                listings.read_done(fh, seq, names, watched);
-                let last = v.and_then(|v| v.last()).map_or(offset, |e| e.offset);
-                if end && !v.is_some_and(<[_]>::is_empty) {
-                    if let Some(seq) = listings.begin_read(fh, dir, last) {
-                        let none: [(&[u8], u64); 0] = [];
-                        listings.read_done(fh, seq, Some(none), watched);
-                    }
-                }
-            };
-        let done: Done = Box::new(move |r| match r {
-            Ok(r @ (Response::Dir(_) | Response::DirEnd(_))) => {
-                let (v, end) = match r {
-                    Response::DirEnd(v) => (v, true),
-                    Response::Dir(v) => (v, false),
-                    _ => unreachable!("matched above"),
-                };
-                listed_done(&giver.coh, Some(&v), end);
-                let items = listing::plus(v, giver.coh.short())
-                    .into_iter()
-                    .map(listing::PlusItem::into_owned)
-                    .collect();
-                let buf = Buffer {
-                    next: offset,
-                    generation,
-                    stamp,
-                    items,
-                    end,
-                };
-                giver.give(buf, cb)
-            }
-            Ok(r) => {
-                listed_done(&giver.coh, None, false);
-                cb(Err(unexpected(r)));
-            }
-            Err(e) => {
-                listed_done(&giver.coh, None, false);
-                cb(Err(e));
-            }
-        });
-        let Some(node) = first else {
-            return self.on_dir(who, fh, req, done);
-        };
-        // A host handle's first read opens the directory in the container
-        // with it, in one round trip.
-        let (dirs, rpc) = (self.dirs.clone(), self.out.rpc.clone());
-        let req = Request::OpenReadDir {
-            node,
-            size: prefetch::PREFETCH,
-            plus: true,
-        };
-        self.out.send(
-            who,
-            &req,
-            Box::new(move |r| match r {
-                Ok(Response::DirOpened {
-                    fh: remote,
-                    entries,
-                    end,
-                }) => {
-                    if let Some(extra) = dirs.opened(fh, remote) {
-                        rpc.post(&Request::ReleaseDir { fh: extra });
-                    }
-                    done(Ok(match end {
-                        true => Response::DirEnd(entries),
-                        false => Response::Dir(entries),
-                    }))
-                }
-                r => done(r),
-            }),
-        );
+        let stream = offset == 0 && self.opts.stream && !self.opts.per_caller;
+        if stream && LazyDirs::is_host(fh) && self.dirs.unopened(fh).is_some() {
+            return path.streamed(who.clone(), giver, cb);
+        }
+        path.read(who, giver, offset, cb)
     }
 
     pub(crate) fn releasedir(&self, Fh(fh): Fh, cb: Cb<()>) {
@@ -1711,6 +1675,236 @@ impl<T: Transport> Writer<T> {
             &self.who,
             &req,
             Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
+        );
+    }
+}
+
+/// The ways a readdirplus reaches the satellite: a read on the
+/// directory's handle, or a stream of the subtree below it.
+struct PlusPath<T> {
+    out: Outbox<T>,
+    dirs: Arc<LazyDirs>,
+    streams: Arc<stream::Streams>,
+    per_caller: bool,
+    open_read_dir: bool,
+}
+
+/// Sends a request for `who` on the satellite's handle of directory
+/// handle `fh` (opening it in the container first for a host handle).
+fn on_dir<T: Transport>(
+    out: &Outbox<T>,
+    dirs: &Arc<LazyDirs>,
+    who: &Who,
+    fh: u64,
+    req: impl FnOnce(u64) -> Request<'static> + Send + 'static,
+    done: Done,
+) {
+    if !LazyDirs::is_host(fh) {
+        return out.send(who, &req(fh), done);
+    }
+    let (out2, who) = (out.clone(), who.clone());
+    dirs.with_remote(
+        &out.rpc,
+        fh,
+        Box::new(move |r| match r {
+            Ok(remote) => out2.send(&who, &req(remote), done),
+            Err(e) => done(Err(e)),
+        }),
+    );
+}
+
+/// A whole listing of `dir` read on `fh` is known: the names of a
+/// watched directory are complete (as after a read that reached the end
+/// and the empty one after it).
+fn listed_whole(coh: &Coherence, fh: u64, dir: u64, items: &[PlusItem<'_>]) {
+    if !coh.cache_dir(dir) {
+        return;
+    }
+    let listings = coh.listings();
+    let Some(seq) = listings.begin_read(fh, dir, 0) else {
+        return;
+    };
+    let watched = coh.holds(dir);
+    let names = items.iter().map(|i| (&i.name[..], i.offset));
+    listings.read_done(fh, seq, Some(names), watched);
+    if let Some(last) = items.last() {
+        if let Some(seq) = listings.begin_read(fh, dir, last.offset) {
+            let none: [(&[u8], u64); 0] = [];
+            listings.read_done(fh, seq, Some(none), watched);
+        }
+    }
+}
+
+impl<T: Transport> PlusPath<T> {
+    /// A chunk from the satellite, on the directory's handle.
+    fn read(&self, who: &Who, giver: Giver, offset: u64, cb: PlusCb) {
+        let (dir, fh) = (giver.dir, giver.fh);
+        let req = move |fh| Request::ReadDir {
+            fh,
+            offset,
+            size: prefetch::PREFETCH,
+            plus: true,
+        };
+        let generation = giver.coh.generation();
+        let stamp = giver.coh.attr_stamp();
+        let first = (offset == 0 && self.open_read_dir)
+            .then(|| self.dirs.unopened(fh))
+            .flatten();
+        // Reads of a watched directory gather its names, complete at the
+        // empty reply that ends it.
+        let listed = (!self.per_caller && giver.coh.cache_dir(dir))
+            .then(|| giver.coh.listings().begin_read(fh, dir, offset))
+            .flatten();
+        // A reply that reaches the end also stands for the empty reply
+        // the kernel's next read would have had.
+        let listed_done =
+            move |coh: &Coherence, v: Option<&[dockerfuse_proto::DirEntry<'_>]>, end: bool| {
+                let Some(seq) = listed else { return };
+                let names = v.map(|v| v.iter().map(|e| (&e.name[..], e.offset)));
+                let watched = coh.cache_dir(dir) && coh.holds(dir);
+                let listings = coh.listings();
+                listings.read_done(fh, seq, names, watched);
+                let last = v.and_then(|v| v.last()).map_or(offset, |e| e.offset);
+                if end && !v.is_some_and(<[_]>::is_empty) {
+                    if let Some(seq) = listings.begin_read(fh, dir, last) {
+                        let none: [(&[u8], u64); 0] = [];
+                        listings.read_done(fh, seq, Some(none), watched);
+                    }
+                }
+            };
+        let done: Done = Box::new(move |r| match r {
+            Ok(r @ (Response::Dir(_) | Response::DirEnd(_))) => {
+                let (v, end) = match r {
+                    Response::DirEnd(v) => (v, true),
+                    Response::Dir(v) => (v, false),
+                    _ => unreachable!("matched above"),
+                };
+                listed_done(&giver.coh, Some(&v), end);
+                let items = listing::plus(v, giver.coh.short())
+                    .into_iter()
+                    .map(listing::PlusItem::into_owned)
+                    .collect();
+                let buf = Buffer {
+                    next: offset,
+                    generation,
+                    stamp,
+                    items,
+                    end,
+                };
+                giver.give(buf, cb)
+            }
+            Ok(r) => {
+                listed_done(&giver.coh, None, false);
+                cb(Err(unexpected(r)));
+            }
+            Err(e) => {
+                listed_done(&giver.coh, None, false);
+                cb(Err(e));
+            }
+        });
+        let Some(node) = first else {
+            return on_dir(&self.out, &self.dirs, who, fh, req, done);
+        };
+        // A host handle's first read opens the directory in the container
+        // with it, in one round trip.
+        let (dirs, rpc) = (self.dirs.clone(), self.out.rpc.clone());
+        let req = Request::OpenReadDir {
+            node,
+            size: prefetch::PREFETCH,
+            plus: true,
+        };
+        self.out.send(
+            who,
+            &req,
+            Box::new(move |r| match r {
+                Ok(Response::DirOpened {
+                    fh: remote,
+                    entries,
+                    end,
+                }) => {
+                    if let Some(extra) = dirs.opened(fh, remote) {
+                        rpc.post(&Request::ReleaseDir { fh: extra });
+                    }
+                    done(Ok(match end {
+                        true => Response::DirEnd(entries),
+                        false => Response::Dir(entries),
+                    }))
+                }
+                r => done(r),
+            }),
+        );
+    }
+
+    /// The first chunk of a directory opened on the host, from a streamed
+    /// listing when one is kept, else from a stream of the subtree below
+    /// it (the rest kept for the kernel's next reads and opens).
+    fn streamed(self, who: Who, giver: Giver, cb: PlusCb) {
+        let (dir, fh, coh) = (giver.dir, giver.fh, giver.coh.clone());
+        let sent = coh.stream_generation();
+        let (kept, stale) = self.streams.take_dir(dir, sent);
+        if !stale.is_empty() {
+            self.out.rpc.post(&Request::Forget { nodes: stale });
+        }
+        let generation = coh.generation();
+        if let Some(d) = kept {
+            listed_whole(&coh, fh, dir, &d.items);
+            let buf = Buffer {
+                next: 0,
+                generation,
+                stamp: d.stamp,
+                items: d.items,
+                end: true,
+            };
+            return giver.give(buf, cb);
+        }
+        let stamp = coh.attr_stamp();
+        let budget = stream::BUDGET;
+        let req = Request::Stream { node: dir, budget };
+        let out = self.out.clone();
+        out.send(
+            &who.clone(),
+            &req,
+            Box::new(move |r| match r {
+                Ok(Response::Streamed { dirs, files }) => {
+                    let mut tree = match stream::check(dir, budget, stamp, dirs, files) {
+                        Ok(t) => t,
+                        Err(refs) => {
+                            tracing::debug!(dir, "a stream broke the rules: refused");
+                            if !refs.is_empty() {
+                                self.out.rpc.post(&Request::Forget { nodes: refs });
+                            }
+                            cb(Err(Errno::EIO));
+                            return;
+                        }
+                    };
+                    if tree.dirs.is_empty() {
+                        // Not even the directory fits: read it as usual.
+                        return self.read(&who, giver, 0, cb);
+                    }
+                    let (_, first) = tree.dirs.remove(0);
+                    let forget = self.streams.put(sent, coh.stream_generation(), tree);
+                    if !forget.is_empty() {
+                        self.out.rpc.post(&Request::Forget { nodes: forget });
+                    }
+                    if sent == coh.stream_generation() {
+                        listed_whole(&coh, fh, dir, &first.items);
+                    }
+                    let buf = Buffer {
+                        next: 0,
+                        generation,
+                        stamp,
+                        items: first.items,
+                        end: true,
+                    };
+                    giver.give(buf, cb)
+                }
+                Ok(r) => {
+                    cb(Err(unexpected(r)));
+                }
+                Err(e) => {
+                    cb(Err(e));
+                }
+            }),
         );
     }
 }

@@ -50,6 +50,9 @@ pub(super) enum Ctx {
     Plus {
         dir: u64,
     },
+    Stream {
+        id: u64,
+    },
     Rename {
         from: (u64, Vec<u8>),
         to: (u64, Vec<u8>),
@@ -220,6 +223,11 @@ impl Table {
                 *node = self.sid(id)?;
                 Ctx::OpenReadDir { id, plus: *plus }
             }
+            R::Stream { node, .. } => {
+                let id = *node;
+                *node = self.sid(id)?;
+                Ctx::Stream { id }
+            }
             R::ReadLink { node }
             | R::StatFs { node }
             | R::Access { node, .. }
@@ -330,6 +338,9 @@ impl Table {
                     }
                 }
             }
+            (Ctx::Stream { id }, Response::Streamed { dirs, files }) => {
+                self.streamed(id, dirs, files)?
+            }
             (Ctx::Remove { parent, name }, Response::Ok) => {
                 if let Some(id) = self.names.remove(&(parent, name)) {
                     if let Some(n) = self.nodes.get_mut(&id) {
@@ -351,7 +362,8 @@ impl Table {
                 | Ctx::Open
                 | Ctx::OpenDir { .. }
                 | Ctx::OpenReadDir { .. }
-                | Ctx::Plus { .. },
+                | Ctx::Plus { .. }
+                | Ctx::Stream { .. },
                 r,
             ) => {
                 warn!(reply = ?std::mem::discriminant(r), "a reply the id table cannot translate");
@@ -360,6 +372,33 @@ impl Table {
             _ => {}
         }
         Ok(resp)
+    }
+
+    /// Gives the nodes of a streamed subtree our ids: the first directory
+    /// is `id`; every other one, and every file, was named by an entry
+    /// before it (anything else is not translated: EIO).
+    fn streamed(
+        &mut self,
+        id: u64,
+        dirs: &mut [dockerfuse_proto::StreamedDir<'_>],
+        files: &mut [dockerfuse_proto::StreamedFile<'_>],
+    ) -> Result<(), Errno> {
+        for (i, d) in dirs.iter_mut().enumerate() {
+            let dir = match i {
+                0 => id,
+                _ => *self.by_sid.get(&d.node).ok_or(Errno::EIO)?,
+            };
+            d.node = dir;
+            for item in d.entries.iter_mut() {
+                if let Some(e) = &mut item.entry {
+                    self.entry(dir, item.name.to_vec(), e);
+                }
+            }
+        }
+        for f in files.iter_mut() {
+            f.node = *self.by_sid.get(&f.node).ok_or(Errno::EIO)?;
+        }
+        Ok(())
     }
 
     /// Gives a satellite entry found at (parent, name) our id: the one
@@ -563,6 +602,7 @@ fn node_ids(req: &Request<'_>, f: &mut dyn FnMut(u64)) {
         | R::OpenSmall { node, .. }
         | R::OpenDir { node }
         | R::OpenReadDir { node, .. }
+        | R::Stream { node, .. }
         | R::StatFs { node }
         | R::Access { node, .. }
         | R::GetXattr { node, .. }

@@ -75,7 +75,7 @@ impl Fs {
         })
     }
 
-    fn read_entries(
+    pub(super) fn read_entries(
         &self,
         d: &DirStream,
         offset: u64,
@@ -130,7 +130,7 @@ impl Fs {
 }
 
 /// Size the kernel gives a dirent of this name in a readdir(plus) reply.
-fn dirent_size(name_len: usize, plus: bool) -> usize {
+pub(super) fn dirent_size(name_len: usize, plus: bool) -> usize {
     let base = (24 + name_len + 7) & !7;
     if plus {
         base + 128

@@ -208,7 +208,7 @@ impl Fs {
 /// one byte more than fstat's size so that the end is seen, and on up to
 /// `max + 1` bytes if the file grew meanwhile. False (and `buf` of no use)
 /// when it is larger than `max` or cannot be read.
-fn whole_contents(fd: libc::c_int, max: usize, buf: &mut Vec<u8>) -> bool {
+pub(super) fn whole_contents(fd: libc::c_int, max: usize, buf: &mut Vec<u8>) -> bool {
     let size = match sys::fstat(fd) {
         Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => st.st_size.max(0) as u64,
         _ => return false,

@@ -98,6 +98,7 @@ impl Served {
                 host_attrs: true,
                 lazy_open: true,
                 open_read_dir: true,
+                stream: true,
                 legacy_flags: None,
             },
         );

@@ -1,0 +1,387 @@
+//! Subtrees streamed ahead of the kernel's reads.
+//!
+//! The first readdirplus of a directory opened on the host asks the
+//! satellite for the directory and the subtree below it in one reply
+//! (`Request::Stream`, within [`BUDGET`]): whole listings with each
+//! entry's attributes and a lookup reference, breadth first, and the
+//! contents of small files. The directory asked for is given to the
+//! kernel at once; the other listings wait here for the kernel to read
+//! those directories (then no round trip), and the contents for an open
+//! of the file (answered on the host, its reads from them: no round trip
+//! either).
+//!
+//! What keeps them true to the container: everything here is from one
+//! instant of [`super::Coherence::stream_generation`], which moves with
+//! every batch of changes the feed reports and every change the mount
+//! makes itself; once it moved, all of it goes (wholesale, like the
+//! prefetch buffer), the references its entries hold forgotten. The
+//! satellite watches each directory before it reads it and each file
+//! before its contents, so a change during the stream moves it too.
+//!
+//! What the container sends is checked before any of it is kept
+//! ([`check`]): each directory is the one asked for or named by an entry
+//! before it, at most once; entries and contents stay within the budget;
+//! contents belong to a regular file named in the reply and are as long
+//! as its attributes say. Memory is bounded by [`MAX_ENTRIES`] and
+//! [`MAX_BYTES`]: past them what was kept before goes first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dockerfuse_proto::{StreamBudget, StreamedDir, StreamedFile, MAX_STREAM_BYTES};
+
+use super::listing::{self, PlusItem};
+
+/// What one stream may bring.
+pub(super) const BUDGET: StreamBudget = StreamBudget {
+    entries: 8192,
+    bytes: MAX_STREAM_BYTES,
+    depth: 32,
+    file_max: 16 * 1024,
+};
+/// Entries kept at once, all streams together.
+pub(super) const MAX_ENTRIES: usize = 64 * 1024;
+/// Bytes of contents kept at once.
+pub(super) const MAX_BYTES: usize = 16 << 20;
+
+/// A streamed listing, whole: the kernel's first chunk starts it.
+pub(super) struct Dir {
+    /// The ledger's mark when the stream was asked for.
+    pub(super) stamp: u64,
+    pub(super) items: Vec<PlusItem<'static>>,
+}
+
+impl Dir {
+    fn references(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.items.iter().filter(|i| i.counted).map(|i| (i.node, 1))
+    }
+}
+
+/// A checked stream reply, detached from the receive buffer.
+pub(super) struct Subtree {
+    /// `(directory, listing)`, the one asked for first.
+    pub(super) dirs: Vec<(u64, Dir)>,
+    pub(super) files: Vec<(u64, Arc<[u8]>)>,
+}
+
+impl Subtree {
+    /// The lookup references its entries hold.
+    pub(super) fn references(&self) -> Vec<(u64, u64)> {
+        self.dirs.iter().flat_map(|(_, d)| d.references()).collect()
+    }
+}
+
+/// Checks a stream reply for `asked` against `budget` and keeps it as
+/// items. `Err` with the references its entries hold (to forget) when the
+/// container broke a rule.
+pub(super) fn check(
+    asked: u64,
+    budget: StreamBudget,
+    stamp: u64,
+    dirs: Vec<StreamedDir<'_>>,
+    files: Vec<StreamedFile<'_>>,
+) -> Result<Subtree, Vec<(u64, u64)>> {
+    let references: Vec<(u64, u64)> = dirs
+        .iter()
+        .flat_map(|d| {
+            d.entries
+                .iter()
+                .filter_map(|e| e.entry.map(|e| (e.node, 1)))
+        })
+        .collect();
+    let entries: usize = dirs.iter().map(|d| d.entries.len()).sum();
+    let mut named = HashSet::from([asked]);
+    let mut seen = HashSet::new();
+    let mut small: HashMap<u64, u64> = HashMap::new();
+    let mut ok = entries <= budget.entries as usize;
+    for d in &dirs {
+        ok &= named.contains(&d.node) && seen.insert(d.node);
+        for e in d.entries.iter().filter_map(|e| e.entry) {
+            match e.attr.mode & libc::S_IFMT {
+                libc::S_IFDIR => {
+                    named.insert(e.node);
+                }
+                libc::S_IFREG => {
+                    small.insert(e.node, e.attr.size);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut bytes = 0usize;
+    let mut kept = HashSet::new();
+    for f in &files {
+        bytes = bytes.saturating_add(f.data.len());
+        ok &= f.data.len() <= budget.file_max as usize
+            && small.get(&f.node) == Some(&(f.data.len() as u64))
+            && kept.insert(f.node);
+    }
+    ok &= bytes <= budget.bytes as usize;
+    if !ok || dirs.first().is_some_and(|d| d.node != asked) {
+        return Err(references);
+    }
+    let dirs = dirs
+        .into_iter()
+        .map(|d| {
+            let items = listing::plus(d.entries, std::time::Duration::ZERO)
+                .into_iter()
+                .map(PlusItem::into_owned)
+                .collect();
+            (d.node, Dir { stamp, items })
+        })
+        .collect();
+    let files = files
+        .into_iter()
+        .map(|f| (f.node, Arc::from(&f.data[..])))
+        .collect();
+    Ok(Subtree { dirs, files })
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The stream generation everything here is current for.
+    generation: u64,
+    dirs: HashMap<u64, Dir>,
+    files: HashMap<u64, Arc<[u8]>>,
+    entries: usize,
+    bytes: usize,
+}
+
+impl Inner {
+    /// Drops everything; the references to forget.
+    fn drain(&mut self) -> Vec<(u64, u64)> {
+        let refs = self.dirs.values().flat_map(Dir::references).collect();
+        self.dirs.clear();
+        self.files.clear();
+        self.entries = 0;
+        self.bytes = 0;
+        refs
+    }
+
+    /// Everything goes when it is from before `generation`.
+    fn current(&mut self, generation: u64) -> Vec<(u64, u64)> {
+        if self.generation == generation {
+            return Vec::new();
+        }
+        self.generation = generation;
+        self.drain()
+    }
+}
+
+/// What the streams of one mount brought and the kernel has not read.
+#[derive(Default)]
+pub(super) struct Streams {
+    inner: Mutex<Inner>,
+}
+
+impl Streams {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The listing of `dir` if one is kept and current (taken: it is the
+    /// kernel's now), and the references of what went stale, to forget.
+    pub(super) fn take_dir(&self, dir: u64, generation: u64) -> (Option<Dir>, Vec<(u64, u64)>) {
+        let mut t = self.lock();
+        let stale = t.current(generation);
+        let d = t.dirs.remove(&dir);
+        if let Some(d) = &d {
+            t.entries -= d.items.len();
+        }
+        (d, stale)
+    }
+
+    /// The whole contents of `node` if they came with a stream and are
+    /// current; the references of what went stale, to forget.
+    pub(super) fn contents(
+        &self,
+        node: u64,
+        generation: u64,
+    ) -> (Option<Arc<[u8]>>, Vec<(u64, u64)>) {
+        let mut t = self.lock();
+        let stale = t.current(generation);
+        (t.files.get(&node).cloned(), stale)
+    }
+
+    /// Keeps what a stream asked for at `sent` brought (its first
+    /// directory already given to the kernel); `now` is the generation at
+    /// its arrival. The references to forget: of listings replaced or
+    /// dropped for room, of everything when something changed while it
+    /// was on its way.
+    pub(super) fn put(&self, sent: u64, now: u64, tree: Subtree) -> Vec<(u64, u64)> {
+        let mut t = self.lock();
+        let mut forget = t.current(now);
+        if sent != now {
+            forget.extend(tree.references());
+            return forget;
+        }
+        let entries: usize = tree.dirs.iter().map(|(_, d)| d.items.len()).sum();
+        let bytes: usize = tree.files.iter().map(|(_, f)| f.len()).sum();
+        if t.entries + entries > MAX_ENTRIES || t.bytes + bytes > MAX_BYTES {
+            forget.extend(t.drain());
+        }
+        for (node, d) in tree.dirs {
+            t.entries += d.items.len();
+            if let Some(old) = t.dirs.insert(node, d) {
+                t.entries -= old.items.len();
+                forget.extend(old.references());
+            }
+        }
+        for (node, data) in tree.files {
+            t.bytes += data.len();
+            if let Some(old) = t.files.insert(node, data) {
+                t.bytes -= old.len();
+            }
+        }
+        forget
+    }
+
+    /// Entries and bytes kept.
+    #[cfg(test)]
+    pub(super) fn size(&self) -> (usize, usize) {
+        let t = self.lock();
+        (t.entries, t.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dockerfuse_proto::{Attr, DirEntry, Entry};
+
+    fn ent(name: &str, node: u64, mode: u32, size: u64) -> DirEntry<'static> {
+        DirEntry {
+            name: name.as_bytes().to_vec().into(),
+            offset: node,
+            kind: mode & libc::S_IFMT,
+            ino: node,
+            entry: Some(Entry {
+                node,
+                attr: Attr {
+                    ino: node,
+                    mode,
+                    size,
+                    nlink: 1,
+                    ..Default::default()
+                },
+                no_xattrs: true,
+            }),
+        }
+    }
+
+    fn tree() -> (Vec<StreamedDir<'static>>, Vec<StreamedFile<'static>>) {
+        let dirs = vec![
+            StreamedDir {
+                node: 1,
+                entries: vec![
+                    ent("d", 2, libc::S_IFDIR | 0o755, 0),
+                    ent("f", 3, libc::S_IFREG | 0o644, 2),
+                ],
+            },
+            StreamedDir {
+                node: 2,
+                entries: vec![ent("g", 4, libc::S_IFREG | 0o644, 0)],
+            },
+        ];
+        let files = vec![
+            StreamedFile {
+                node: 3,
+                data: b"hi".to_vec().into(),
+            },
+            StreamedFile {
+                node: 4,
+                data: Vec::new().into(),
+            },
+        ];
+        (dirs, files)
+    }
+
+    #[test]
+    fn a_sound_reply_is_kept_and_taken_once() {
+        let (dirs, files) = tree();
+        let t = check(1, BUDGET, 7, dirs, files).ok().unwrap();
+        assert_eq!(t.references(), vec![(2, 1), (3, 1), (4, 1)]);
+        let s = Streams::default();
+        assert!(s.put(5, 5, t).is_empty());
+        assert_eq!(s.size(), (3, 2));
+        assert_eq!(&s.contents(3, 5).0.unwrap()[..], b"hi");
+        let (d, stale) = s.take_dir(2, 5);
+        assert!(stale.is_empty());
+        assert_eq!(d.unwrap().items.len(), 1);
+        assert!(s.take_dir(2, 5).0.is_none(), "taken once");
+    }
+
+    #[test]
+    fn a_change_drops_everything_and_its_references() {
+        let (dirs, files) = tree();
+        let s = Streams::default();
+        s.put(5, 5, check(1, BUDGET, 7, dirs, files).ok().unwrap());
+        let (d, stale) = s.take_dir(2, 6);
+        assert!(d.is_none());
+        assert_eq!(stale, vec![(2, 1), (3, 1), (4, 1)]);
+        assert!(s.contents(3, 6).0.is_none());
+        assert_eq!(s.size(), (0, 0));
+        // Changed while on its way: nothing kept, all forgotten.
+        let (dirs, files) = tree();
+        let forget = s.put(6, 7, check(1, BUDGET, 7, dirs, files).ok().unwrap());
+        assert_eq!(forget.len(), 3);
+        assert_eq!(s.size(), (0, 0));
+    }
+
+    #[test]
+    fn a_reply_breaking_the_rules_is_refused_with_its_references() {
+        // A directory nobody named.
+        let (mut dirs, files) = tree();
+        dirs[1].node = 9;
+        assert_eq!(check(1, BUDGET, 0, dirs, files).err().unwrap().len(), 3);
+        // Another directory first.
+        let (dirs, files) = tree();
+        assert!(check(2, BUDGET, 0, dirs, files).is_err());
+        // The same directory twice.
+        let (mut dirs, files) = tree();
+        dirs.push(dirs[1].clone());
+        assert!(check(1, BUDGET, 0, dirs, files).is_err());
+        // Contents of a directory, of an unnamed node, of the wrong size,
+        // twice, or over the budget.
+        for (node, data) in [(2, &b""[..]), (8, b""), (3, b"long"), (4, b"")] {
+            let (dirs, mut files) = tree();
+            files.push(StreamedFile {
+                node,
+                data: data.to_vec().into(),
+            });
+            assert!(check(1, BUDGET, 0, dirs, files).is_err(), "{node}");
+        }
+        let (dirs, files) = tree();
+        let small = StreamBudget {
+            file_max: 1,
+            ..BUDGET
+        };
+        assert!(check(1, small, 0, dirs, files).is_err());
+        let (dirs, files) = tree();
+        let few = StreamBudget {
+            entries: 2,
+            ..BUDGET
+        };
+        assert!(check(1, few, 0, dirs, files).is_err());
+    }
+
+    #[test]
+    fn past_the_caps_what_was_kept_goes_first() {
+        let s = Streams::default();
+        let big = |first: u64| {
+            let entries = (0..MAX_ENTRIES as u64 / 2 + 1)
+                .map(|i| ent("x", first + i, libc::S_IFREG | 0o644, 5))
+                .collect();
+            let dirs = vec![StreamedDir { node: 1, entries }];
+            let budget = StreamBudget {
+                entries: u32::MAX,
+                ..BUDGET
+            };
+            check(1, budget, 0, dirs, Vec::new()).ok().unwrap()
+        };
+        assert!(s.put(1, 1, big(100)).is_empty());
+        let forget = s.put(1, 1, big(1_000_000));
+        assert_eq!(forget.len(), MAX_ENTRIES / 2 + 1, "the older listing");
+        assert_eq!(s.size().0, MAX_ENTRIES / 2 + 1);
+    }
+}
