@@ -100,13 +100,15 @@ impl Fs {
         if max == 0 {
             return out;
         }
+        // Hard links name one node more than once: its contents go once.
+        let mut seen = std::collections::HashSet::new();
         let small = dirs
             .iter()
             .flat_map(|d| d.entries.iter().filter_map(|e| e.entry))
             .filter(|e| e.attr.mode & libc::S_IFMT == libc::S_IFREG && e.attr.size <= max as u64);
         for e in small {
             let cost = e.attr.size as usize + FILE_COST;
-            if cost > *left {
+            if cost > *left || !seen.insert(e.node) {
                 continue;
             }
             let Ok(n) = self.nodes.get(e.node) else {
