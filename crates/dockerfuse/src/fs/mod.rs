@@ -1873,8 +1873,7 @@ impl<T: Transport> PlusPath<T> {
                             if !refs.is_empty() {
                                 self.out.rpc.post(&Request::Forget { nodes: refs });
                             }
-                            cb(Err(Errno::EIO));
-                            return;
+                            return self.read(&who, giver, 0, cb);
                         }
                     };
                     if tree.dirs.is_empty() {

@@ -8,7 +8,8 @@
 //! a change while the subtree is read is reported, never lost. Only
 //! whole directories go in: one whose listing does not fit what is left
 //! of the budget ends the walk, and the references its entries took are
-//! dropped again.
+//! dropped again. The walk does not cross into another filesystem, and
+//! only contents as long as the file's attributes say go along.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -40,6 +41,9 @@ impl Fs {
         let mut entries = 0usize;
         let mut dirs: Vec<StreamedDir<'static>> = Vec::new();
         let mut queue = VecDeque::from([(node, 0u32)]);
+        // The walk stays on the filesystem it starts on (not into /proc,
+        // /sys or a volume mounted below).
+        let dev = self.stat_node(node).map(|st| st.st_dev);
         while let Some((dir, depth)) = queue.pop_front() {
             let n = match self.nodes.get(dir) {
                 Ok(n) => n,
@@ -72,7 +76,7 @@ impl Fs {
             entries += list.len();
             if depth < budget.depth {
                 for e in list.iter().filter_map(|e| e.entry) {
-                    if e.attr.mode & libc::S_IFMT == libc::S_IFDIR {
+                    if e.attr.mode & libc::S_IFMT == libc::S_IFDIR && self.same_fs(e.node, dev) {
                         queue.push_back((e.node, depth + 1));
                     }
                 }
@@ -84,6 +88,11 @@ impl Fs {
         }
         let files = self.stream_contents(&dirs, budget.file_max, &mut left, buf);
         Ok(Response::Streamed { dirs, files })
+    }
+
+    /// Whether directory `node` is on filesystem `dev`.
+    fn same_fs(&self, node: u64, dev: Option<libc::dev_t>) -> bool {
+        dev.is_some() && self.stat_node(node).map(|st| st.st_dev) == dev
     }
 
     /// The contents of the small regular files named in `dirs`, in their
@@ -117,7 +126,13 @@ impl Fs {
             let Ok(fd) = reopen(&n, libc::O_RDONLY | libc::O_NONBLOCK) else {
                 continue;
             };
-            if !whole_contents(fd.as_raw_fd(), max, buf) || buf.len() + FILE_COST > *left {
+            // Only contents as long as the attributes say: a file that
+            // changed since its lookup (reported: the host drops it all
+            // anyway) or whose size means nothing (procfs, sysfs) stays out.
+            if !whole_contents(fd.as_raw_fd(), max, buf)
+                || buf.len() as u64 != e.attr.size
+                || buf.len() + FILE_COST > *left
+            {
                 continue;
             }
             *left -= buf.len() + FILE_COST;
