@@ -198,6 +198,9 @@ struct Outbox<T> {
     rpc: Arc<T>,
     behind: Option<Arc<WriteBehind>>,
     per_caller: bool,
+    /// Replies received but a stream's: one may carry the container's
+    /// state newer than a stream in flight or kept ([`stream`]).
+    replies: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<T> Clone for Outbox<T> {
@@ -206,6 +209,7 @@ impl<T> Clone for Outbox<T> {
             rpc: self.rpc.clone(),
             behind: self.behind.clone(),
             per_caller: self.per_caller,
+            replies: self.replies.clone(),
         }
     }
 }
@@ -215,6 +219,16 @@ impl<T: Transport> Outbox<T> {
     /// reply is handled in the span of the request that sent it, where a
     /// failure of the transport is recorded ([`failure`]).
     fn send(&self, who: &Who, req: &Request<'_>, done: Done) {
+        let done: Done = match req {
+            Request::Stream { .. } => done,
+            _ => {
+                let replies = self.replies.clone();
+                Box::new(move |r| {
+                    replies.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    done(r)
+                })
+            }
+        };
         let span = tracing::Span::current();
         let done: Done = match span.is_disabled() {
             true => done,
@@ -247,6 +261,14 @@ impl<T: Transport> Outbox<T> {
             }
             _ => self.rpc.call(req, done),
         }
+    }
+
+    /// What streamed subtrees are current for: the changes the container
+    /// reported, those the mount made, and the replies since (any of
+    /// them may show the container newer than a stream's snapshot, whose
+    /// changes the feed reports only after the stream's reply).
+    fn stream_generation(&self, coh: &Coherence) -> u64 {
+        coh.stream_generation() + self.replies.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Sends a request whose outcome nobody waits for (no wait).
@@ -284,6 +306,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             rpc,
             behind,
             per_caller: opts.per_caller,
+            replies: Arc::default(),
         };
         Core {
             out,
@@ -885,12 +908,21 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         }
         let (data, stale) = self
             .streams
-            .contents(node, self.coherence.stream_generation());
+            .contents(node, self.out.stream_generation(&self.coherence));
         if !stale.is_empty() {
             self.out.rpc.post(&Request::Forget { nodes: stale });
         }
         let data = data?;
         let fh = self.files.open(node, flags);
+        // With passthrough the kernel serves all opens of a node alike:
+        // not while the node is open through a backing file.
+        if let Some(pt) = self.passthrough.get() {
+            let unbacked = || Err(std::io::ErrorKind::Unsupported.into());
+            if let crate::passthrough::Mode::Refuse = pt.open(node, fh, None, |_| unbacked()) {
+                self.files.release(fh);
+                return None;
+            }
+        }
         self.coherence.opened(fh, node);
         // Not held (over the budget): read in the container, opened then.
         let lifetime = self.coherence.contents_ttl(node);
@@ -1329,6 +1361,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             // Opened lazily: closed in the container only if it was opened
             // there, with others in a batch (read-only, no writes).
             self.heads.release(fh);
+            if let Some(pt) = self.passthrough.get() {
+                pt.release(fh);
+            }
             if let Some(remote) = self.files.release(fh) {
                 self.releases.defer(remote, &self.out.rpc);
             }
@@ -1840,7 +1875,7 @@ impl<T: Transport> PlusPath<T> {
     /// it (the rest kept for the kernel's next reads and opens).
     fn streamed(self, who: Who, giver: Giver, cb: PlusCb) {
         let (dir, fh, coh) = (giver.dir, giver.fh, giver.coh.clone());
-        let sent = coh.stream_generation();
+        let sent = self.out.stream_generation(&coh);
         let (kept, stale) = self.streams.take_dir(dir, sent);
         if !stale.is_empty() {
             self.out.rpc.post(&Request::Forget { nodes: stale });
@@ -1881,11 +1916,12 @@ impl<T: Transport> PlusPath<T> {
                         return self.read(&who, giver, 0, cb);
                     }
                     let (_, first) = tree.dirs.remove(0);
-                    let forget = self.streams.put(sent, coh.stream_generation(), tree);
+                    let now = self.out.stream_generation(&coh);
+                    let forget = self.streams.put(sent, now, tree);
                     if !forget.is_empty() {
                         self.out.rpc.post(&Request::Forget { nodes: forget });
                     }
-                    if sent == coh.stream_generation() {
+                    if sent == now {
                         listed_whole(&coh, fh, dir, &first.items);
                     }
                     let buf = Buffer {
