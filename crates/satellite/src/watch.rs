@@ -109,6 +109,8 @@ pub(crate) struct Watch {
     /// Most watches held at once (`--max-watches`); unset: half the
     /// system's limit, read when the feed starts.
     limit: OnceLock<usize>,
+    /// inotify events read so far (see [`Watch::quiet_since`]).
+    events: std::sync::atomic::AtomicU64,
 }
 
 /// The cap when none was given: half of fs.inotify.max_user_watches (the
@@ -234,6 +236,23 @@ impl Watch {
         Ok(())
     }
 
+    /// A mark of the events seen so far, for [`Watch::quiet_since`].
+    pub(crate) fn mark(&self) -> u64 {
+        self.events.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// No inotify event came since `mark`, read or waiting to be read
+    /// (with the feed off: true). A stream whose subtree changed while it
+    /// was read keeps only what the kernel takes at once: the changes of
+    /// the nodes a reply names are sent after it, and the host could see
+    /// the container newer through another reply before they arrive.
+    pub(crate) fn quiet_since(&self, mark: u64) -> bool {
+        let Some(ino) = self.ino.get() else {
+            return true;
+        };
+        !ino.wait(0) && self.mark() == mark
+    }
+
     /// A node got a lookup reference (found as `place`): watch it. True
     /// when a watch began now (attributes read before it may be stale).
     pub(crate) fn held(
@@ -357,6 +376,8 @@ impl Watch {
                 if n > 0 {
                     let mut s = self.lock();
                     for ev in inotify::parse(&buf[..n]) {
+                        self.events
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         translate(&mut s, &ev, &mut batch);
                     }
                     drop(s);

@@ -198,8 +198,8 @@ struct Outbox<T> {
     rpc: Arc<T>,
     behind: Option<Arc<WriteBehind>>,
     per_caller: bool,
-    /// Replies received but a stream's: one may carry the container's
-    /// state newer than a stream in flight or kept ([`stream`]).
+    /// Replies with file contents received: one may carry contents newer
+    /// than a stream in flight or kept ([`stream`]).
     replies: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -220,14 +220,14 @@ impl<T: Transport> Outbox<T> {
     /// failure of the transport is recorded ([`failure`]).
     fn send(&self, who: &Who, req: &Request<'_>, done: Done) {
         let done: Done = match req {
-            Request::Stream { .. } => done,
-            _ => {
+            Request::Read { .. } | Request::OpenSmall { .. } => {
                 let replies = self.replies.clone();
                 Box::new(move |r| {
                     replies.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     done(r)
                 })
             }
+            _ => done,
         };
         let span = tracing::Span::current();
         let done: Done = match span.is_disabled() {
@@ -264,9 +264,9 @@ impl<T: Transport> Outbox<T> {
     }
 
     /// What streamed subtrees are current for: the changes the container
-    /// reported, those the mount made, and the replies since (any of
-    /// them may show the container newer than a stream's snapshot, whose
-    /// changes the feed reports only after the stream's reply).
+    /// reported, those the mount made, and the contents read since (which
+    /// may show a file newer than a stream's snapshot before the feed
+    /// reports the change, which it sends after the stream's reply).
     fn stream_generation(&self, coh: &Coherence) -> u64 {
         coh.stream_generation() + self.replies.load(std::sync::atomic::Ordering::SeqCst)
     }

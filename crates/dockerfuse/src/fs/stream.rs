@@ -13,13 +13,14 @@
 //! What keeps them true to the container: everything here is from one
 //! instant of a stream generation, which moves with every batch of
 //! changes the feed reports, every change the mount makes itself, and
-//! every other reply from the satellite; once it moved, all of it goes
-//! (wholesale, like the prefetch buffer), the references its entries hold
-//! forgotten. The satellite watches each directory before it reads it and
-//! each file before its contents, so a change during the stream is
-//! reported; but it reports the changes of the nodes a reply names only
-//! after that reply, so another reply may show the container newer than
-//! the stream before the feed says so: hence the replies.
+//! every file's contents read from the container; once it moved, all of it
+//! goes (wholesale, like the prefetch buffer), the references its entries
+//! hold forgotten. The satellite watches each directory before it reads it
+//! and each file before its contents, so a change during the stream is
+//! reported; it reports the changes of the nodes a reply names only after
+//! that reply, so a stream during which anything changed brings only the
+//! directory asked for, and a read that shows a file newer than what a
+//! stream brought (before the feed says so) drops what it brought.
 //!
 //! What the container sends is checked before any of it is kept
 //! ([`check`]): each directory is the one asked for or named by an entry

@@ -5,7 +5,9 @@
 //! Every entry is looked up as readdirplus looks it up (one reference
 //! each, its watch added with the feed on), so a directory is watched
 //! before its own listing is read and a file before its contents are:
-//! a change while the subtree is read is reported, never lost. Only
+//! a change while the subtree is read is reported, never lost; and a
+//! stream during which any change came keeps only the directory asked
+//! for, without contents ([`crate::watch::Watch::quiet_since`]). Only
 //! whole directories go in: one whose listing does not fit what is left
 //! of the budget ends the walk, and the references its entries took are
 //! dropped again. The walk does not cross into another filesystem, and
@@ -36,6 +38,7 @@ impl Fs {
         budget: StreamBudget,
         buf: &mut Vec<u8>,
     ) -> SysResult<Response<'static>> {
+        let mark = self.watch.mark();
         let max_entries = budget.entries.min(MAX_STREAM_ENTRIES) as usize;
         let mut left = budget.bytes.min(MAX_STREAM_BYTES) as usize;
         let mut entries = 0usize;
@@ -86,7 +89,23 @@ impl Fs {
                 entries: list,
             });
         }
-        let files = self.stream_contents(&dirs, budget.file_max, &mut left, buf);
+        let mut files = self.stream_contents(&dirs, budget.file_max, &mut left, buf);
+        if !self.watch.quiet_since(mark) && dirs.len() > 1 {
+            // Something changed while the subtree was read: only the
+            // directory asked for goes, as a readdirplus would give it.
+            let rest: Vec<(u64, u64)> = dirs
+                .drain(1..)
+                .flat_map(|d| {
+                    d.entries
+                        .into_iter()
+                        .filter_map(|e| e.entry.map(|e| (e.node, 1)))
+                })
+                .collect();
+            self.forget(&rest);
+            files.clear();
+        } else if !self.watch.quiet_since(mark) {
+            files.clear();
+        }
         Ok(Response::Streamed { dirs, files })
     }
 
