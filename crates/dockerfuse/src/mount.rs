@@ -226,7 +226,7 @@ pub(crate) fn run(
             Duration::from_secs_f64(cli.op_timeout),
         )
     });
-    let (session, mut unmounter) =
+    let (session, mut unmounter, feed) =
         mount_session(cli, target, &remote, &mountpoint, relink.clone())?;
     // From here a signal unmounts instead of ending the process.
     mounted.store(true, Ordering::SeqCst);
@@ -263,6 +263,12 @@ pub(crate) fn run(
         let start = || {
             let started = block_on(restart_satellite(cli, target, &remote))?;
             let channel = started.1.channel.clone();
+            // The new feed starts before any request reaches the new
+            // satellite; what the gap hid is invalidated.
+            if let Some(feed) = &feed {
+                let translate = translate(relink, relink.next_epoch());
+                feed.resume(channel.rpc(), &channel, Some(translate));
+            }
             Ok((started, channel))
         };
         match reconnect::come_back(relink, limit, engine, id, start, |d| {
@@ -452,7 +458,7 @@ fn mount_session(
     remote: &Remote,
     mountpoint: &Path,
     relink: Option<Relink<crate::local::Channel>>,
-) -> Result<(MountSession, Unmounter)> {
+) -> Result<(MountSession, Unmounter, Option<Arc<crate::feed::Feed>>)> {
     let links = cli.rewrite_absolute_links.then(|| LinkRewrite {
         root: target.path.as_bytes().to_vec(),
         mountpoint: mountpoint.as_os_str().as_encoded_bytes().to_vec(),
@@ -480,15 +486,21 @@ fn mount_session(
             .then(|| dockerfuse_proto::Abi::of_arch(&remote.running.hello.arch)),
     };
     // The feed names the satellite's node ids; with --reconnect the kernel
-    // holds ids of our own (relink), so the mount keeps to the TTLs.
-    let feed_wanted = feed_wanted && relink.is_none();
+    // holds ids of our own, which the relink table translates them into.
+    let translated = relink.as_ref().map(|r| translate(r, r.epoch()));
     let conn = match relink {
         Some(r) => Conn::Relink(r),
         None => Conn::Plain(remote.link.channel.clone()),
     };
     let core = Core::new(conn, opts);
+    if let Conn::Relink(r) = core.transport() {
+        let coherence = core.coherence();
+        r.on_unwatched(Box::new(move |node| {
+            coherence.apply(&[dockerfuse_proto::Change::Unwatched { node }]);
+        }));
+    }
     let feed = feed_wanted
-        .then(|| crate::feed::Feed::enable_on(&core, remote.link.channel.rpc()))
+        .then(|| crate::feed::Feed::enable_on(&core, remote.link.channel.rpc(), translated))
         .flatten();
     if cli.idmap {
         let hello = &remote.running.hello;
@@ -545,7 +557,16 @@ fn mount_session(
             warn!(error = %e, "cannot start the notification thread");
         }
     }
-    Ok((session, unmounter))
+    Ok((session, unmounter, feed))
+}
+
+/// Translates the changes of the satellite of `epoch` into the ids the
+/// kernel holds under `--reconnect`.
+fn translate(relink: &Relink<crate::local::Channel>, epoch: u64) -> crate::feed::Translate {
+    let relink = relink.clone();
+    Box::new(move |changes: &mut Vec<dockerfuse_proto::Change<'_>>| {
+        relink.changes(epoch, changes)
+    })
 }
 
 /// How to take the mount down: umount2 as root, fusermount3 -u otherwise

@@ -198,6 +198,12 @@ impl Coherence {
         self.feed.store(true, Ordering::SeqCst);
     }
 
+    /// The satellite's feed is off (a new satellite offers none): only
+    /// the short TTL from now.
+    pub(crate) fn feed_off(&self) {
+        self.feed.store(false, Ordering::SeqCst);
+    }
+
     /// The feed is on and the TTLs are ours to choose.
     pub(crate) fn feeding(&self) -> bool {
         !self.fixed && self.feed.load(Ordering::SeqCst)

@@ -101,7 +101,7 @@ impl Served {
                 legacy_flags: None,
             },
         );
-        let feed = Feed::enable_on(&core, &rpc).expect("the satellite's change feed starts");
+        let feed = Feed::enable_on(&core, &rpc, None).expect("the satellite's change feed starts");
         feed.start(NoKernel).expect("start the notifier thread");
         Served {
             core,
