@@ -89,13 +89,14 @@ impl Feed {
         })
     }
 
-    /// One change frame from the satellite (on the RPC reader's thread:
-    /// never blocks).
+    /// One change frame from the satellite, its ids as the kernel's.
+    #[cfg(test)]
     pub(crate) fn frame(&self, payload: &[u8]) {
         self.frame_in(payload, None)
     }
 
-    /// One change frame, its ids rewritten by `translate` first.
+    /// One change frame from the satellite, its ids rewritten by
+    /// `translate` first (on the RPC reader's thread: never blocks).
     fn frame_in(&self, payload: &[u8], translate: Option<&Translate>) {
         let mut changes = match dockerfuse_proto::frame::decode::<Response<'_>>(payload) {
             Ok(Response::Changes(c))
@@ -173,7 +174,9 @@ impl Feed {
     fn restart<T: Transport>(&self, transport: &T, limit: Duration) -> bool {
         let on = self.enable(transport, limit);
         if on {
-            tracing::info!("change feed resumed on the new satellite: invalidating everything held");
+            tracing::info!(
+                "change feed resumed on the new satellite: invalidating everything held"
+            );
         } else {
             tracing::warn!("the new satellite offers no change feed: caching for the TTL only");
             self.coherence.feed_off();

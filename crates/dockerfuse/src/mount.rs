@@ -564,9 +564,7 @@ fn mount_session(
 /// kernel holds under `--reconnect`.
 fn translate(relink: &Relink<crate::local::Channel>, epoch: u64) -> crate::feed::Translate {
     let relink = relink.clone();
-    Box::new(move |changes: &mut Vec<dockerfuse_proto::Change<'_>>| {
-        relink.changes(epoch, changes)
-    })
+    Box::new(move |changes: &mut Vec<dockerfuse_proto::Change<'_>>| relink.changes(epoch, changes))
 }
 
 /// How to take the mount down: umount2 as root, fusermount3 -u otherwise
