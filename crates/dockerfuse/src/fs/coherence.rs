@@ -153,8 +153,8 @@ impl Coherence {
             keep_attrs: AtomicBool::new(false),
             no_xattrs: Arc::new(NoXattrs::over(held.clone())),
             heads: Arc::new(Heads::over(held.clone(), super::heads::MAX_BYTES)),
+            listings: DirNames::over(held.clone()),
             held,
-            listings: DirNames::default(),
             expire_attrs: OnceLock::new(),
             writers: Writers::default(),
             counts: Counts::default(),
@@ -329,6 +329,12 @@ impl Coherence {
                 "an xattr answer kept for node {n} the kernel does not hold"
             );
         }
+        for n in h.listings.dirs() {
+            assert!(
+                h.knows(n),
+                "names kept for directory {n} the kernel does not hold"
+            );
+        }
         for n in h.heads.checked_nodes() {
             assert!(
                 h.knows(n),
@@ -434,16 +440,14 @@ impl Coherence {
     /// feed's budget): nothing fetched before now can be trusted.
     pub(crate) fn lost(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.lock().drop_attrs();
-        self.listings.drop_all();
+        let mut h = self.lock();
+        h.drop_attrs();
+        h.listings.drop_all();
     }
 
     /// The kernel dropped `count` references of `node`.
     pub(crate) fn forgotten(&self, node: u64, count: u64) {
-        let mut h = self.lock();
-        if h.forgotten(node, count) {
-            self.listings.forgotten(node);
-        }
+        self.lock().forgotten(node, count);
     }
 
     /// Whether the kernel holds `node` (the root always): only then does
@@ -468,10 +472,10 @@ impl Coherence {
     /// updates the policy (it precedes the node's reply).
     pub(crate) fn apply(&self, changes: &[Change<'_>]) -> Vec<Inval> {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.listings.changed(changes);
         let mut out = Vec::new();
         let mut dirs = HashSet::new();
         let mut h = self.lock();
+        h.listings.changed(changes);
         h.heads.changed(changes);
         // A reply in flight may carry attributes from before these
         // changes, of a node the kernel did not hold yet (its changes
@@ -558,8 +562,8 @@ impl Coherence {
     /// lost event or a full queue).
     pub(crate) fn everything(&self) -> Vec<Inval> {
         self.counts.everything.fetch_add(1, Ordering::Relaxed);
-        self.listings.drop_all();
         let mut h = self.lock();
+        h.listings.drop_all();
         h.xattrs.clear();
         h.heads.clear();
         h.drop_attrs();
