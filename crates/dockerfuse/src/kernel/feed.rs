@@ -146,7 +146,11 @@ impl Feed {
     }
 
     /// Change frames from `rpc` come to this feed, through `translate`.
-    pub(crate) fn listen(self: &Arc<Self>, rpc: &crate::rpc::Rpc, translate: Option<Translate>) {
+    pub(crate) fn listen(
+        self: &Arc<Self>,
+        rpc: &crate::transport::rpc::Rpc,
+        translate: Option<Translate>,
+    ) {
         let sink = self.clone();
         rpc.on_events(Box::new(move |payload| {
             sink.frame_in(payload, translate.as_ref())
@@ -161,7 +165,7 @@ impl Feed {
     /// the feed is on.
     pub(crate) fn resume<T: Transport>(
         self: &Arc<Self>,
-        rpc: &crate::rpc::Rpc,
+        rpc: &crate::transport::rpc::Rpc,
         transport: &T,
         translate: Option<Translate>,
     ) -> bool {
@@ -207,7 +211,7 @@ impl Feed {
     /// it cannot (the mount then caches for the TTL only).
     pub(crate) fn enable_on<T: Transport, B: Send + Sync + 'static>(
         core: &crate::fs::Core<T, B>,
-        rpc: &crate::rpc::Rpc,
+        rpc: &crate::transport::rpc::Rpc,
         translate: Option<Translate>,
     ) -> Option<Arc<Feed>> {
         let feed = Feed::new(core.coherence());
