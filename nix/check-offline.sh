@@ -22,7 +22,11 @@
 #      and with a changed copy); the VM tests' Python scripts parse;
 #      no VM test's node sets an option that nixpkgs' qemu-vm.nix overrides
 #      in a test VM (fileSystems and the like: such a setting is dropped),
-#      shown catching a copy of vm-fstab.nix that does;
+#      shown catching a copy of vm-fstab.nix that does; vm-cli.nix declares
+#      the users the user scenarios name, as they need them (the docker
+#      group, subordinate ids), enables rootless Docker and Podman and
+#      checks the setuid wrappers they use (shown catching a copy that
+#      drops the group and the ids);
 #  (e) the flake stops with a plain sentence on a Nix older than the one
 #      the READMEs name; shellcheck on the scripts the VM test and CI share.
 #
@@ -528,6 +532,18 @@ if [ "${#in_vm_users[@]}" -gt 0 ]; then
       "$(jq -r --arg u "$rootless" '.users[$u] | [.normal, .subids] | map(tostring) | join(" ")' <<<"$node")" "true true"
     expect "vm-cli.nix enables virtualisation.docker.rootless and virtualisation.podman" \
       "$(jq -r '[.dockerRootless, .podman] | map(tostring) | join(" ")' <<<"$node")" "true true"
+    # The check itself: a copy of vm-cli.nix whose docker group member is
+    # not in the group, and whose rootless user has no subordinate ids.
+    cp "$tmp/nix/vm-cli.nix" "$tmp/vm-cli.orig"
+    sed -i 's/extraGroups = \[ "docker" \];/extraGroups = [ ];/; s/autoSubUidGidRange = true;/autoSubUidGidRange = false;/' "$tmp/nix/vm-cli.nix"
+    if broken=$(stub_eval 2>"$tmp/stub.err" | jq -c .cliNode); then
+      expect "a VM whose $member is not in the docker group, nor $rootless given subordinate ids, is caught" \
+        "$(jq -r --arg m "$member" --arg r "$rootless" '[(.users[$m].groups | index("docker") != null), .users[$r].subids] | map(tostring) | join(" ")' <<<"$broken")" "false false"
+    else
+      bad "the stub evaluates a changed vm-cli.nix"
+      sed 's/^/       /' "$tmp/stub.err"
+    fi
+    cp "$tmp/vm-cli.orig" "$tmp/nix/vm-cli.nix"
   else
     bad "vm-cli.nix's node evaluates against a stub nixpkgs"
     sed 's/^/       /' "$tmp/stub.err"
