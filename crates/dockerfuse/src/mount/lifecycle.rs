@@ -19,7 +19,8 @@ use fuser::{Config, MountOption, SessionACL};
 use tracing::{debug, info, warn};
 
 use crate::cli::flags::{Cli, Target};
-use crate::engine::api::{Container, Engine, EngineFlags};
+use crate::engine::api::{Container, Engine};
+use crate::engine::endpoint::EngineFlags;
 use crate::error::{Error, Result};
 use crate::fs::{Core, LinkRewrite, Options};
 use crate::kernel::fuse::FuseFs;
