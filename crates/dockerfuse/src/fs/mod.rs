@@ -2,7 +2,7 @@
 //! requests to the satellite, with the satellite's replies checked and
 //! typed on the way back.
 //!
-//! It knows nothing of fuser or the kernel (the adapter in `fuse.rs` maps
+//! It knows nothing of fuser or the kernel (the adapter in `kernel/fuse.rs` maps
 //! kernel requests to these methods and results to replies) and nothing
 //! of Docker (it talks to a [`Transport`]), so tests drive it with canned
 //! answers or with the real satellite over pipes. Besides the mapping it
@@ -73,7 +73,7 @@ use dockerfuse_proto::{OpenFlags, Request, Response, MAX_OPEN_DATA};
 
 pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
-use coherence::Source;
+pub(crate) use coherence::Source;
 pub(crate) use coherence::{Coherence, Inval, Ttl};
 pub(crate) use ids::{Fh, NodeId};
 pub(crate) use links::LinkRewrite;
@@ -187,7 +187,7 @@ pub(crate) struct Core<T: Transport, B = ()> {
     heads: Arc<Heads>,
     releases: Arc<Releases>,
     /// Set when the kernel agreed to passthrough.
-    passthrough: OnceLock<Arc<crate::passthrough::Backings<B>>>,
+    passthrough: OnceLock<Arc<crate::kernel::passthrough::Backings<B>>>,
 }
 
 /// The one way out for the core's requests: wrapped as the caller's when
@@ -255,7 +255,7 @@ impl<T: Transport> Outbox<T> {
         };
         match &self.behind {
             Some(b) if !b.is_idle() => {
-                crate::waits::deferred();
+                crate::mount::waits::deferred();
                 let (rpc, req) = (self.rpc.clone(), req.clone().into_owned());
                 b.after_writes(Box::new(move || rpc.call(&req, done)))
             }
@@ -273,7 +273,7 @@ impl<T: Transport> Outbox<T> {
 
     /// Sends a request whose outcome nobody waits for (no wait).
     fn send_and_forget(&self, who: &Who, req: &Request<'_>) {
-        let _bg = crate::waits::background();
+        let _bg = crate::mount::waits::background();
         self.send(who, req, Box::new(|_| {}))
     }
 }
@@ -289,7 +289,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             let rpc = rpc.clone();
             let send: write_behind::SendBatch = Arc::new(move |fh, offset, data, done| {
                 let len = data.len() as u64;
-                let _bg = crate::waits::background();
+                let _bg = crate::mount::waits::background();
                 let req = Request::Write {
                     fh,
                     offset,
@@ -1383,7 +1383,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let req = Request::Release { fh };
         match self.out.behind.clone() {
             Some(b) => {
-                let _bg = crate::waits::background();
+                let _bg = crate::mount::waits::background();
                 self.out
                     .send(&Who::Mount, &req, Box::new(move |_| b.forget(fh)))
             }

@@ -18,11 +18,11 @@ use std::sync::mpsc;
 
 use dockerfuse_proto::{Errno, ROOT_NODE};
 
-use super::direct::split_names;
 use super::identity::Ids;
 use super::ops::{explicit, Stat};
+use super::twin::split_names;
 use crate::fs::{Core, Fh, NodeId, Who, Xattr};
-use crate::rpc::Rpc;
+use crate::transport::rpc::Rpc;
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Node {
