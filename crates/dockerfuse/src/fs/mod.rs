@@ -901,9 +901,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     fn open_streamed(&self, node: u64, flags: i32) -> Option<Fh> {
         let plain = flags & libc::O_ACCMODE == libc::O_RDONLY
             && flags & (libc::O_DIRECT | libc::O_TRUNC) == 0;
-        if !(plain && self.opts.stream && !self.opts.per_caller && !self.opts.writeback)
-            || !self.coherence.watching(node)
-        {
+        let allowed = plain && self.opts.stream && !self.opts.per_caller && !self.opts.writeback;
+        if !allowed || !self.coherence.watching(node) {
             return None;
         }
         let (data, stale) = self
@@ -918,7 +917,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         // not while the node is open through a backing file.
         if let Some(pt) = self.passthrough.get() {
             let unbacked = || Err(std::io::ErrorKind::Unsupported.into());
-            if let crate::passthrough::Mode::Refuse = pt.open(node, fh, None, |_| unbacked()) {
+            if let crate::kernel::passthrough::Mode::Refuse =
+                pt.open(node, fh, None, |_| unbacked())
+            {
                 self.files.release(fh);
                 return None;
             }

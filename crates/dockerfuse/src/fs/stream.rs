@@ -48,6 +48,9 @@ pub(super) const MAX_ENTRIES: usize = 64 * 1024;
 /// Bytes of contents kept at once.
 pub(super) const MAX_BYTES: usize = 16 << 20;
 
+/// Lookup references to forget: `(node, count)`.
+pub(super) type Refs = Vec<(u64, u64)>;
+
 /// A streamed listing, whole: the kernel's first chunk starts it.
 pub(super) struct Dir {
     /// The ledger's mark when the stream was asked for.
@@ -197,11 +200,7 @@ impl Streams {
 
     /// The whole contents of `node` if they came with a stream and are
     /// current; the references of what went stale, to forget.
-    pub(super) fn contents(
-        &self,
-        node: u64,
-        generation: u64,
-    ) -> (Option<Arc<[u8]>>, Vec<(u64, u64)>) {
+    pub(super) fn contents(&self, node: u64, generation: u64) -> (Option<Arc<[u8]>>, Refs) {
         let mut t = self.lock();
         let stale = t.current(generation);
         (t.files.get(&node).cloned(), stale)
