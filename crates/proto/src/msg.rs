@@ -266,6 +266,29 @@ pub enum Request<'a> {
         size: u32,
         plus: bool,
     },
+    /// [`Request::Create`] of a name the host believes absent, with the
+    /// node id and handle the host chose (protocol 8): always exclusive
+    /// (`O_EXCL`: a name made in the container meanwhile is EEXIST).
+    /// `node` must have [`crate::HOST_NODE_BIT`] and `fh`
+    /// [`crate::HOST_FH_BIT`], neither in use (else EINVAL / EEXIST and
+    /// nothing is created). Answered by [`Response::Created`] with them,
+    /// never with a descriptor.
+    CreateNew {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+        mode: u32,
+        flags: OpenFlags,
+        node: u64,
+        fh: u64,
+    },
+    /// [`Request::Mkdir`] with the node id the host chose (protocol 8),
+    /// as for [`Request::CreateNew`]; answered by [`Response::Entry`].
+    MkdirNew {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+        mode: u32,
+        node: u64,
+    },
 }
 
 /// File attributes as the kernel wants them; `ino` is the node id.
@@ -616,6 +639,32 @@ impl Request<'_> {
             Watch => Watch,
             OpenSmall { node, flags, max } => OpenSmall { node, flags, max },
             ReleaseMany { fhs } => ReleaseMany { fhs },
+            CreateNew {
+                parent,
+                name,
+                mode,
+                flags,
+                node,
+                fh,
+            } => CreateNew {
+                parent,
+                name: own(name),
+                mode,
+                flags,
+                node,
+                fh,
+            },
+            MkdirNew {
+                parent,
+                name,
+                mode,
+                node,
+            } => MkdirNew {
+                parent,
+                name: own(name),
+                mode,
+                node,
+            },
         }
     }
 }
@@ -854,6 +903,20 @@ mod tests {
                 size: 4096,
                 plus: true,
             },
+            Request::CreateNew {
+                parent: 1,
+                name: name(),
+                mode: 0o644,
+                flags: OpenFlags::default(),
+                node: crate::HOST_NODE_BIT | 1,
+                fh: crate::HOST_FH_BIT | 1,
+            },
+            Request::MkdirNew {
+                parent: 1,
+                name: name(),
+                mode: 0o755,
+                node: crate::HOST_NODE_BIT | 2,
+            },
         ]
     }
 
@@ -904,6 +967,8 @@ mod tests {
             OpenSmall { .. } => 39,
             ReleaseMany { .. } => 40,
             OpenReadDir { .. } => 41,
+            CreateNew { .. } => 42,
+            MkdirNew { .. } => 43,
         }
     }
 

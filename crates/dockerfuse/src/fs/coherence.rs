@@ -92,6 +92,11 @@ pub(crate) enum Inval {
     Data(u64),
 }
 
+/// Makes the kernel forget a name (parent, name); must not wait on the
+/// caller's thread (the kernel may hold the directory's lock for a
+/// request waiting on it).
+pub(crate) type ForgetName = Box<dyn Fn(u64, &[u8]) + Send + Sync>;
+
 /// Expires a node's attributes in the kernel (an attribute-only
 /// invalidation, which never waits on a lock a request in flight holds,
 /// so it may run on any thread).
@@ -129,6 +134,8 @@ pub(crate) struct Coherence {
     heads: Arc<Heads>,
     /// Set once the kernel session exists.
     expire_attrs: OnceLock<ExpireAttrs>,
+    /// Set once the kernel session exists.
+    forget_name: OnceLock<ForgetName>,
     /// Handles that may write, which data invalidations must spare.
     writers: Writers,
     pub(crate) counts: Counts,
@@ -153,6 +160,7 @@ impl Coherence {
             listings: DirNames::default(),
             heads: Arc::default(),
             expire_attrs: OnceLock::new(),
+            forget_name: OnceLock::new(),
             writers: Writers::default(),
             counts: Counts::default(),
         }
@@ -190,6 +198,30 @@ impl Coherence {
         self.touched(node);
         if let Some(expire) = self.expire_attrs.get() {
             expire(node);
+        }
+    }
+
+    /// How to make the kernel forget a name (once).
+    pub(crate) fn set_forget_name(&self, forget: ForgetName) {
+        let _ = self.forget_name.set(forget);
+    }
+
+    /// The kernel was answered with provisional attributes of `node` (a
+    /// create sent behind) and the container's are known now: the kernel
+    /// asks again, and the ledger answers if it kept them.
+    pub(crate) fn provisional_done(&self, node: u64) {
+        if let Some(expire) = self.expire_attrs.get() {
+            expire(node);
+        }
+    }
+
+    /// The container refused to make `name` in `parent`, which the kernel
+    /// was told exists: the name is unknown here and forgotten there.
+    pub(crate) fn refused(&self, parent: u64, name: &[u8]) {
+        self.name_changed(parent, name);
+        self.listings.unsure(parent, name);
+        if let Some(forget) = self.forget_name.get() {
+            forget(parent, name);
         }
     }
 

@@ -32,6 +32,9 @@
 //!   the releases of such handles go in batches ([`releases`]);
 //! * writes are answered at once and sent in batches, other requests
 //!   waiting for the writes before them ([`write_behind`]);
+//! * a create or mkdir of a name the host knows is absent is answered at
+//!   once with ids the host chose and made in the container behind, in
+//!   order ([`pending`]);
 //! * the handles that may write are known, so that the change feed never
 //!   makes the kernel wait on their writeback ([`writers`]).
 
@@ -47,6 +50,7 @@ mod lazy_open;
 mod ledger;
 mod links;
 mod listing;
+mod pending;
 mod prefetch;
 mod releases;
 mod replies;
@@ -80,6 +84,7 @@ use backing::Serving;
 use heads::Heads;
 use lazy_dir::LazyDirs;
 use lazy_open::{LazyFiles, Remote};
+use pending::Pending;
 use prefetch::{Buffer, Prefetched};
 use releases::Releases;
 use replies::unexpected;
@@ -130,6 +135,10 @@ pub(crate) struct Options {
     /// The satellite is older than protocol 6 and reads open flags in its
     /// own kernel's numbers, these; `None`: in the protocol's.
     pub(crate) legacy_flags: Option<dockerfuse_proto::Abi>,
+    /// The satellite speaks protocol 8 and decides as the kernel did: a
+    /// create or mkdir of a name known absent is answered at once and
+    /// sent behind ([`pending`]; needs `write_behind`).
+    pub(crate) pipeline: bool,
 }
 
 /// Outcome callback of one operation.
@@ -178,6 +187,7 @@ pub(crate) struct Core<T: Transport, B = ()> {
     prefetched: Arc<Prefetched>,
     heads: Arc<Heads>,
     releases: Arc<Releases>,
+    pending: Arc<Pending>,
     /// Set when the kernel agreed to passthrough.
     passthrough: OnceLock<Arc<crate::passthrough::Backings<B>>>,
 }
@@ -287,6 +297,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             prefetched: Arc::default(),
             heads,
             releases: Arc::default(),
+            pending: Arc::default(),
             passthrough: OnceLock::new(),
         }
     }
@@ -436,8 +447,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         for &(node, count) in &nodes {
             self.coherence.forgotten(node, count);
         }
-        if !nodes.is_empty() {
-            self.out.rpc.post(&Request::Forget { nodes });
+        if nodes.is_empty() {
+            return;
+        }
+        // A node created behind is forgotten after it was made.
+        match &self.out.behind {
+            Some(b) if nodes.iter().any(|&(n, _)| self.pending.is_pending(n)) => {
+                let rpc = self.out.rpc.clone();
+                b.after_writes(Box::new(move || rpc.post(&Request::Forget { nodes })))
+            }
+            _ => self.out.rpc.post(&Request::Forget { nodes }),
         }
     }
 
@@ -628,6 +647,17 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         mode: u32,
         cb: Cb<(Entry, Ttl)>,
     ) {
+        let Some(cb) = self.mkdir_behind(parent, name, mode, cb) else {
+            return;
+        };
+        // A directory the mount made is empty: its listing is complete.
+        let coh = self.coherence.clone();
+        let cb: Cb<(Entry, Ttl)> = Box::new(move |r| {
+            if let Ok((e, _)) = &r {
+                coh.listings().made_empty(e.node);
+            }
+            cb(r)
+        });
         self.call_entry(
             who,
             Request::Mkdir {
@@ -639,6 +669,137 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             name,
             self.noting(parent, name, true, cb),
         )
+    }
+
+    /// Whether a create or mkdir of `name` in `parent` may be answered
+    /// before the container made it: pipelining is on, the host knows the
+    /// name is absent, and not too many are in flight. The new node's id
+    /// and handle then.
+    fn may_pipeline(&self, parent: u64, name: &[u8]) -> Option<(u64, u64, Arc<WriteBehind>)> {
+        let behind = self.out.behind.clone().filter(|_| self.opts.pipeline)?;
+        if name.is_empty() || name.len() > 255 || name.contains(&b'/') {
+            return None;
+        }
+        if !self.coherence.listings().absent(parent, name) || !self.coherence.cache_dir(parent) {
+            return None;
+        }
+        let (node, fh) = self.pending.begin()?;
+        Some((node, fh, behind))
+    }
+
+    /// Attributes of a node made behind until the container's come: the
+    /// satellite's identity (root) owns it, with the directory's group
+    /// when it is setgid (a directory inherits the bit); times now.
+    fn provisional_attr(&self, parent: u64, node: u64, mode: u32) -> Attr {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let (secs, nsec) = (now.as_secs() as i64, now.subsec_nanos());
+        let mut mode = mode;
+        let mut gid = 0;
+        if let Some((p, _)) = self.coherence.kept_attr(parent) {
+            if p.mode & libc::S_ISGID != 0 {
+                gid = p.gid;
+                if mode & libc::S_IFMT == libc::S_IFDIR {
+                    mode |= libc::S_ISGID;
+                }
+            }
+        }
+        let dir = mode & libc::S_IFMT == libc::S_IFDIR;
+        Attr {
+            ino: node,
+            size: if dir { 4096 } else { 0 },
+            blocks: 0,
+            atime: secs,
+            atime_nsec: nsec,
+            mtime: secs,
+            mtime_nsec: nsec,
+            ctime: secs,
+            ctime_nsec: nsec,
+            mode,
+            nlink: if dir { 2 } else { 1 },
+            uid: 0,
+            gid,
+            rdev: 0,
+            blksize: 4096,
+        }
+    }
+
+    /// mkdir answered at once and sent behind ([`pending`]); gives `cb`
+    /// back when it may not be.
+    fn mkdir_behind(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        cb: Cb<(Entry, Ttl)>,
+    ) -> Option<Cb<(Entry, Ttl)>> {
+        let Some((node, _, behind)) = self.may_pipeline(parent, name) else {
+            return Some(cb);
+        };
+        let coh = self.coherence.clone();
+        let attr = self.provisional_attr(parent, node, libc::S_IFDIR | (mode & 0o7777));
+        let entry = Entry {
+            node,
+            attr,
+            no_xattrs: true,
+        };
+        let ttl = coh.entry(parent, name, node, attr.mode);
+        // A new node has no xattrs (provisional too: a default ACL or a
+        // security label of the container's shows once it is made).
+        self.no_xattrs.note(&entry, ttl.attr);
+        coh.touched(parent);
+        coh.listings().created(parent, name);
+        coh.listings().made_empty(node);
+        let seq = behind.hold(None);
+        let req = Request::MkdirNew {
+            parent,
+            name: name.to_vec().into(),
+            mode,
+            node,
+        };
+        let stamp = coh.attr_stamp();
+        let (pending, rpc, cache, owned) = (
+            self.pending.clone(),
+            self.out.rpc.clone(),
+            self.no_xattrs.clone(),
+            name.to_vec(),
+        );
+        let finish = move |r: Result<Response<'_>, Errno>| {
+            coh.touched(parent);
+            let r = r
+                .and_then(replies::entry)
+                .and_then(|e| match e.node == node {
+                    true => Ok(e),
+                    false => Err(Errno::EIO),
+                });
+            match r {
+                Ok(e) => {
+                    coh.keep_attr(node, e.attr, Source::Entry, stamp);
+                    cache.note(&e, ttl.attr);
+                    coh.provisional_done(node);
+                    pending.done(node, parent, Ok(()));
+                }
+                Err(e) => {
+                    tracing::debug!(parent, node, errno = e.0, "a mkdir sent behind was refused");
+                    coh.refused(parent, &owned);
+                    pending.done(node, parent, Err(e));
+                }
+            }
+            behind.unhold(seq, None, None);
+        };
+        self.pending.after(
+            parent,
+            Box::new(move |r| match r {
+                Ok(()) => {
+                    let _bg = crate::waits::background();
+                    rpc.call(&req, Box::new(finish))
+                }
+                Err(e) => finish(Err(e)),
+            }),
+        );
+        cb(Ok((entry, ttl)));
+        None
     }
 
     pub(crate) fn unlink(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
@@ -1080,6 +1241,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             name.to_vec(),
             self.out.rpc.clone(),
         );
+        let Some(reply) = self.create_behind(who, parent, name, mode, flags, reply) else {
+            return;
+        };
         let (behind, serving) = (self.out.behind.clone(), self.serving());
         let after = self.noting(parent, name, true, Box::new(|_: Result<(), Errno>| {}));
         let direct = flags & libc::O_DIRECT != 0;
@@ -1140,6 +1304,114 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 Self::answer_open(&coh, writes, node, |(_, _, o)| o.fh.0, reply, r)
             }),
         );
+    }
+
+    /// A create answered at once with the host's node id and handle and
+    /// sent behind ([`pending`]); gives `reply` back when it may not be
+    /// (`O_DIRECT`, `O_TRUNC` of a name known absent aside).
+    fn create_behind<R: OpenReply<B, (Entry, Ttl, Opened<B>)>>(
+        &self,
+        _who: &Who,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        reply: R,
+    ) -> Option<R> {
+        if flags & libc::O_DIRECT != 0 {
+            return Some(reply);
+        }
+        let Some((node, fh, behind)) = self.may_pipeline(parent, name) else {
+            return Some(reply);
+        };
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let flags = self.open_flags(flags);
+        let coh = self.coherence.clone();
+        let attr = self.provisional_attr(parent, node, libc::S_IFREG | (mode & 0o7777));
+        let entry = Entry {
+            node,
+            attr,
+            no_xattrs: true,
+        };
+        let ttl = coh.entry(parent, name, node, attr.mode);
+        // A new node has no xattrs (provisional too: a default ACL or a
+        // security label of the container's shows once it is made).
+        self.no_xattrs.note(&entry, ttl.attr);
+        coh.touched(parent);
+        coh.listings().created(parent, name);
+        behind.opened(fh, node, flags & libc::O_APPEND != 0, false);
+        let seq = behind.hold(Some(fh));
+        coh.opened(fh, node);
+        let req = Request::CreateNew {
+            parent,
+            name: name.to_vec().into(),
+            mode,
+            flags: self.wire_flags(flags),
+            node,
+            fh,
+        };
+        let stamp = coh.attr_stamp();
+        let (pending, rpc, cache, owned, c) = (
+            self.pending.clone(),
+            self.out.rpc.clone(),
+            self.no_xattrs.clone(),
+            name.to_vec(),
+            coh.clone(),
+        );
+        let finish = move |r: Result<Response<'_>, Errno>| {
+            c.touched(parent);
+            let r = match r {
+                Ok(Response::Created { entry, fh: got }) if entry.node == node && got == fh => {
+                    Ok(entry)
+                }
+                Ok(Response::Error(e)) => Err(Errno(e)),
+                Ok(_) => Err(Errno::EIO),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(e) => {
+                    c.keep_attr(node, e.attr, Source::Entry, stamp);
+                    cache.note(&e, ttl.attr);
+                    c.provisional_done(node);
+                    pending.done(node, parent, Ok(()));
+                    behind.unhold(seq, Some(fh), None);
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        parent,
+                        node,
+                        errno = e.0,
+                        "a create sent behind was refused: the next write, close or fsync of the file reports it"
+                    );
+                    c.refused(parent, &owned);
+                    pending.done(node, parent, Err(e));
+                    behind.unhold(seq, Some(fh), Some(e));
+                }
+            }
+        };
+        self.pending.after(
+            parent,
+            Box::new(move |r| match r {
+                Ok(()) => {
+                    let _bg = crate::waits::background();
+                    rpc.call(&req, Box::new(finish))
+                }
+                Err(e) => finish(Err(e)),
+            }),
+        );
+        let opened = Opened {
+            fh: Fh(fh),
+            passthrough: None,
+        };
+        Self::answer_open(
+            &coh,
+            writes,
+            node,
+            |(_, _, o)| o.fh.0,
+            reply,
+            Ok((entry, ttl, opened)),
+        );
+        None
     }
 
     /// Reads up to `size` bytes; never hands on more than asked. Answered
@@ -1588,7 +1860,21 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb(Ok(()))
     }
 
-    pub(crate) fn fsyncdir(&self, who: &Who, Fh(fh): Fh, datasync: bool, cb: Cb<()>) {
+    /// Also reports a create or mkdir in the directory sent behind and
+    /// refused since its last fsync (it waits for everything before it).
+    pub(crate) fn fsyncdir(
+        &self,
+        who: &Who,
+        NodeId(dir): NodeId,
+        Fh(fh): Fh,
+        datasync: bool,
+        cb: Cb<()>,
+    ) {
+        let pending = self.pending.clone();
+        let cb: Cb<()> = Box::new(move |r| match pending.take_failed(dir) {
+            Some(e) => cb(Err(e)),
+            None => cb(r),
+        });
         self.on_dir(
             who,
             fh,

@@ -53,6 +53,7 @@ fn opts() -> Options {
         legacy_flags: None,
         lazy_open: false,
         open_read_dir: false,
+        pipeline: false,
     }
 }
 

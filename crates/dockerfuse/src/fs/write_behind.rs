@@ -75,6 +75,9 @@ struct File {
     direct: bool,
     /// The node the handle is open on (for the log).
     node: u64,
+    /// Created behind and not yet made in the container: writes queue
+    /// and none is sent ([`WriteBehind::hold`]).
+    held: bool,
     error: Option<Errno>,
 }
 
@@ -107,6 +110,9 @@ impl Inner {
     /// The next batch of `fh` to send, if it has one and none in flight.
     fn next_batch(&mut self, fh: u64) -> Option<(u64, Vec<u8>, Vec<u64>)> {
         let f = self.files.get_mut(&fh)?;
+        if f.held {
+            return None;
+        }
         let most = if f.positioned { IN_FLIGHT } else { 1 };
         let run = f.queue.front()?;
         let range = (run.offset, run.offset + run.data.len() as u64);
@@ -265,6 +271,63 @@ impl WriteBehind {
         }
     }
 
+    /// An operation answered before the container did it (a create or
+    /// mkdir sent behind, [`super::pending`]): it counts as a write
+    /// accepted now, so every request sent after waits for it
+    /// ([`WriteBehind::after_writes`]); with `fh`, the handle it opens
+    /// holds its writes until [`WriteBehind::unhold`].
+    pub(super) fn hold(&self, fh: Option<u64>) -> u64 {
+        let mut g = self.lock();
+        let seq = g.next;
+        g.next += 1;
+        g.open.insert(seq);
+        if let Some(fh) = fh {
+            g.files.entry(fh).or_default().held = true;
+        }
+        seq
+    }
+
+    /// The operation of [`WriteBehind::hold`] `seq` is done: the writes
+    /// of `fh` go, or with `error` are dropped and the error is kept for
+    /// the handle's next write, flush or fsync.
+    pub(super) fn unhold(self: &Arc<Self>, seq: u64, fh: Option<u64>, error: Option<Errno>) {
+        let mut g = self.lock();
+        g.open.remove(&seq);
+        let mut batches = Vec::new();
+        if let Some(fh) = fh {
+            let dropped = match g.files.get_mut(&fh) {
+                Some(f) => {
+                    f.held = false;
+                    match error {
+                        Some(e) => {
+                            f.error = f.error.or(Some(e));
+                            std::mem::take(&mut f.queue)
+                        }
+                        None => VecDeque::new(),
+                    }
+                }
+                None => VecDeque::new(),
+            };
+            for run in dropped {
+                g.bytes = g.bytes.saturating_sub(run.data.len());
+                for s in &run.seqs {
+                    g.open.remove(s);
+                }
+            }
+            batches.extend(std::iter::from_fn(|| g.next_batch(fh)));
+            drop(g);
+            for b in batches {
+                self.dispatch(fh, b);
+            }
+            g = self.lock();
+        }
+        let ready = g.ready();
+        drop(g);
+        for t in ready {
+            t();
+        }
+    }
+
     /// Runs `then` once every write accepted so far is acknowledged (at
     /// once when none is pending).
     pub(super) fn after_writes(&self, then: Then) {
@@ -325,6 +388,38 @@ mod tests {
         let (fh, off, data, done) = sent.lock().unwrap().remove(0);
         done(r.unwrap_or(Ok(data.len() as u32)));
         (fh, off, data)
+    }
+
+    #[test]
+    fn a_held_handle_sends_nothing_until_its_create_is_done() {
+        let (w, sent) = wb();
+        let seq = w.hold(Some(7));
+        assert!(!w.is_idle());
+        assert_eq!(w.write(7, 0, b"aa"), Accepted::Queued(2));
+        assert_eq!(w.write(7, 2, b"bb"), Accepted::Queued(2));
+        let after = Arc::new(Mutex::new(false));
+        let a = after.clone();
+        w.after_writes(Box::new(move || *a.lock().unwrap() = true));
+        assert!(sent.lock().unwrap().is_empty());
+        assert!(!*after.lock().unwrap());
+        w.unhold(seq, Some(7), None);
+        assert_eq!(complete(&sent, None), (7, 0, b"aabb".to_vec()));
+        assert!(*after.lock().unwrap());
+        assert!(w.is_idle());
+    }
+
+    #[test]
+    fn a_refused_create_drops_its_writes_and_reports_at_the_next() {
+        let (w, sent) = wb();
+        let seq = w.hold(Some(7));
+        assert_eq!(w.write(7, 0, b"aa"), Accepted::Queued(2));
+        w.unhold(seq, Some(7), Some(Errno::ENOSPC));
+        assert!(sent.lock().unwrap().is_empty());
+        assert!(w.is_idle());
+        assert_eq!(w.held(), 0);
+        assert_eq!(w.write(7, 2, b"bb"), Accepted::Failed(Errno::ENOSPC));
+        // Reported once.
+        assert_eq!(w.take_error(7), None);
     }
 
     #[test]

@@ -98,6 +98,7 @@ impl Served {
                 host_attrs: true,
                 lazy_open: true,
                 open_read_dir: true,
+                pipeline: false,
                 legacy_flags: None,
             },
         );

@@ -541,7 +541,7 @@ impl<'a> Driver<'a> {
                 // with fsyncdir.
                 if is(&e.attr, libc::S_IFDIR) {
                     let (Fh(fh), _) = wait(|cb| core.opendir(&who, NodeId(e.node), cb))?;
-                    let r = wait(|cb| core.fsyncdir(&who, Fh(fh), *datasync, cb));
+                    let r = wait(|cb| core.fsyncdir(&who, NodeId(e.node), Fh(fh), *datasync, cb));
                     wait(|cb| core.releasedir(Fh(fh), cb))?;
                     r?;
                 } else {
