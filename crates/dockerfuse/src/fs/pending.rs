@@ -132,9 +132,9 @@ mod tests {
         let s = seen.clone();
         p.after(dir, Box::new(move |r| s.lock().unwrap().push(r)));
         assert!(seen.lock().unwrap().is_empty());
-        p.done(dir, 1, Err(Errno::ENOSPC));
-        assert_eq!(*seen.lock().unwrap(), vec![Err(Errno::ENOSPC)]);
-        assert_eq!(p.take_failed(1), Some(Errno::ENOSPC));
+        p.done(dir, 1, Err(Errno(libc::ENOSPC)));
+        assert_eq!(*seen.lock().unwrap(), vec![Err(Errno(libc::ENOSPC))]);
+        assert_eq!(p.take_failed(1), Some(Errno(libc::ENOSPC)));
         assert_eq!(p.take_failed(1), None);
         // Not pending: at once.
         let s = seen.clone();

@@ -413,11 +413,11 @@ mod tests {
         let (w, sent) = wb();
         let seq = w.hold(Some(7));
         assert_eq!(w.write(7, 0, b"aa"), Accepted::Queued(2));
-        w.unhold(seq, Some(7), Some(Errno::ENOSPC));
+        w.unhold(seq, Some(7), Some(Errno(libc::ENOSPC)));
         assert!(sent.lock().unwrap().is_empty());
         assert!(w.is_idle());
         assert_eq!(w.held(), 0);
-        assert_eq!(w.write(7, 2, b"bb"), Accepted::Failed(Errno::ENOSPC));
+        assert_eq!(w.write(7, 2, b"bb"), Accepted::Failed(Errno(libc::ENOSPC)));
         // Reported once.
         assert_eq!(w.take_error(7), None);
     }
