@@ -1533,6 +1533,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         )
     }
 
+    /// Calls `cb` once everything answered before the container did it
+    /// (writes and creates sent behind) is done there.
+    #[cfg(test)]
+    pub(crate) fn settle(&self, cb: Cb<()>) {
+        match self.out.behind.clone() {
+            Some(b) => b.after_writes(Box::new(move || cb(Ok(())))),
+            None => cb(Ok(())),
+        }
+    }
+
     /// FLUSH needs no round trip: the satellite's flush closes nothing.
     /// It waits for the handle's writes still behind, and reports their
     /// error (close(2) returns it).

@@ -98,7 +98,7 @@ impl Served {
                 host_attrs: true,
                 lazy_open: true,
                 open_read_dir: true,
-                pipeline: false,
+                pipeline: !per_caller,
                 legacy_flags: None,
             },
         );

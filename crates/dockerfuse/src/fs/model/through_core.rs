@@ -29,7 +29,7 @@ const CHANGE_LIMIT: Duration = Duration::from_secs(5);
 const PAGE_ENTRIES: usize = 25;
 
 /// Runs one core call and waits for its callback.
-fn wait<T: Send + 'static>(start: impl FnOnce(Cb<T>)) -> Result<T, Errno> {
+pub(super) fn wait<T: Send + 'static>(start: impl FnOnce(Cb<T>)) -> Result<T, Errno> {
     let (tx, rx) = mpsc::sync_channel(1);
     start(Box::new(move |r| {
         let _ = tx.send(r);
@@ -484,8 +484,11 @@ impl<'a> Driver<'a> {
                 })?;
                 let fh = opened.fh.0;
                 self.hold(e);
+                // close(2): FLUSH (a create refused behind shows here),
+                // then RELEASE.
+                let flushed = wait(|cb| core.flush(Fh(fh), cb));
                 wait(|cb| core.release(Fh(fh), cb))?;
-                Ok(Out::Done)
+                flushed.map(|()| Out::Done)
             }
             Op::Write {
                 path,
