@@ -271,8 +271,10 @@ pub enum Request<'a> {
     /// (`O_EXCL`: a name made in the container meanwhile is EEXIST).
     /// `node` must have [`crate::HOST_NODE_BIT`] and `fh`
     /// [`crate::HOST_FH_BIT`], neither in use (else EINVAL / EEXIST and
-    /// nothing is created). Answered by [`Response::Created`] with them,
-    /// never with a descriptor.
+    /// nothing is created). The new file's atime and mtime are set to
+    /// `time` (seconds, nanoseconds: the host's clock, which answered the
+    /// kernel). Answered by [`Response::Created`] with them, never with a
+    /// descriptor.
     CreateNew {
         parent: u64,
         name: Cow<'a, [u8]>,
@@ -280,6 +282,7 @@ pub enum Request<'a> {
         flags: OpenFlags,
         node: u64,
         fh: u64,
+        time: (i64, u32),
     },
     /// [`Request::Mkdir`] with the node id the host chose (protocol 8),
     /// as for [`Request::CreateNew`]; answered by [`Response::Entry`].
@@ -288,6 +291,7 @@ pub enum Request<'a> {
         name: Cow<'a, [u8]>,
         mode: u32,
         node: u64,
+        time: (i64, u32),
     },
 }
 
@@ -646,6 +650,7 @@ impl Request<'_> {
                 flags,
                 node,
                 fh,
+                time,
             } => CreateNew {
                 parent,
                 name: own(name),
@@ -653,17 +658,20 @@ impl Request<'_> {
                 flags,
                 node,
                 fh,
+                time,
             },
             MkdirNew {
                 parent,
                 name,
                 mode,
                 node,
+                time,
             } => MkdirNew {
                 parent,
                 name: own(name),
                 mode,
                 node,
+                time,
             },
         }
     }
@@ -910,12 +918,14 @@ mod tests {
                 flags: OpenFlags::default(),
                 node: crate::HOST_NODE_BIT | 1,
                 fh: crate::HOST_FH_BIT | 1,
+                time: (1, 2),
             },
             Request::MkdirNew {
                 parent: 1,
                 name: name(),
                 mode: 0o755,
                 node: crate::HOST_NODE_BIT | 2,
+                time: (1, 2),
             },
         ]
     }

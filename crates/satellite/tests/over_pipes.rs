@@ -1684,6 +1684,7 @@ fn creates_with_the_hosts_ids_are_checked_and_registered() {
         flags: OpenFlags::from_native(libc::O_WRONLY),
         node,
         fh,
+        time: (1_000_000, 5),
     };
     // Ids outside the host's ranges are refused and nothing is made.
     assert_eq!(s.call(create("a", 5, fh)), Response::Error(libc::EINVAL));
@@ -1707,6 +1708,9 @@ fn creates_with_the_hosts_ids_are_checked_and_registered() {
     };
     assert_eq!((e.node, e.attr.ino), (node, node));
     assert_eq!(e.attr.mode & 0o7777, 0o640);
+    // The host's times.
+    assert_eq!((e.attr.mtime, e.attr.mtime_nsec), (1_000_000, 5));
+    assert_eq!((e.attr.atime, e.attr.atime_nsec), (1_000_000, 5));
     // The handle writes, the node answers.
     assert_eq!(
         s.call(Request::Write {
@@ -1737,17 +1741,20 @@ fn creates_with_the_hosts_ids_are_checked_and_registered() {
         name: name("d"),
         mode: 0o750,
         node: HOST_NODE_BIT | 7,
+        time: (2_000_000, 7),
     }) {
         Response::Entry(e) => e,
         o => panic!("{o:?}"),
     };
     assert_eq!(d.node, HOST_NODE_BIT | 7);
+    assert_eq!((d.attr.mtime, d.attr.mtime_nsec), (2_000_000, 7));
     assert_eq!(
         s.call(Request::MkdirNew {
             parent: ROOT_NODE,
             name: name("d2"),
             mode: 0o750,
             node: HOST_NODE_BIT | 7,
+            time: (0, 0),
         }),
         Response::Error(libc::EEXIST)
     );
@@ -1760,6 +1767,7 @@ fn creates_with_the_hosts_ids_are_checked_and_registered() {
             flags: OpenFlags::from_native(libc::O_RDWR),
             node: HOST_NODE_BIT | 8,
             fh: HOST_FH_BIT | 8,
+            time: (0, 0),
         }),
         Response::Created { .. }
     ));

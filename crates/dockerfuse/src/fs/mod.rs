@@ -508,6 +508,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: Cb<(Attr, Duration)>,
     ) {
         let fh = fh.filter(|f| !f.is_host()).map(|Fh(f)| f);
+        self.pending.forget_dir(node);
         let cb = match attr.size {
             Some(_) => self.changing(cb),
             None => cb,
@@ -651,10 +652,12 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             return;
         };
         // A directory the mount made is empty: its listing is complete.
-        let coh = self.coherence.clone();
+        let (coh, pending) = (self.coherence.clone(), self.pending.clone());
         let cb: Cb<(Entry, Ttl)> = Box::new(move |r| {
             if let Ok((e, _)) = &r {
                 coh.listings().made_empty(e.node);
+                pending.learn_empty_dir(&e.attr);
+                pending.learn_dir(e.node, e.attr.mode, e.attr.gid);
             }
             cb(r)
         });
@@ -675,7 +678,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// before the container made it: pipelining is on, the host knows the
     /// name is absent, and not too many are in flight. The new node's id
     /// and handle then.
-    fn may_pipeline(&self, parent: u64, name: &[u8]) -> Option<(u64, u64, Arc<WriteBehind>)> {
+    /// The directory's mode and group must be known (kept on the host,
+    /// or it was made through the mount): a setgid directory gives its
+    /// group, and its bit to subdirectories.
+    fn may_pipeline(&self, parent: u64, name: &[u8]) -> Option<Pipelined> {
         let behind = self.out.behind.clone().filter(|_| self.opts.pipeline)?;
         if name.is_empty() || name.len() > 255 || name.contains(&b'/') {
             return None;
@@ -683,33 +689,47 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if !self.coherence.listings().absent(parent, name) || !self.coherence.cache_dir(parent) {
             return None;
         }
+        let dir = match self.coherence.kept_attr(parent) {
+            Some((a, _)) => (a.mode, a.gid),
+            None => self.pending.dir(parent)?,
+        };
         let (node, fh) = self.pending.begin()?;
-        Some((node, fh, behind))
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Some(Pipelined {
+            node,
+            fh,
+            behind,
+            dir,
+            time: (now.as_secs() as i64, now.subsec_nanos()),
+        })
     }
 
     /// Attributes of a node made behind until the container's come: the
     /// satellite's identity (root) owns it, with the directory's group
-    /// when it is setgid (a directory inherits the bit); times now.
-    fn provisional_attr(&self, parent: u64, node: u64, mode: u32) -> Attr {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let (secs, nsec) = (now.as_secs() as i64, now.subsec_nanos());
+    /// when it is setgid (a directory inherits the bit); atime and mtime
+    /// are `p.time`, which the container's node gets too; an empty
+    /// directory is as the container's last one.
+    fn provisional_attr(&self, p: &Pipelined, mode: u32) -> Attr {
+        let (secs, nsec) = p.time;
         let mut mode = mode;
         let mut gid = 0;
-        if let Some((p, _)) = self.coherence.kept_attr(parent) {
-            if p.mode & libc::S_ISGID != 0 {
-                gid = p.gid;
-                if mode & libc::S_IFMT == libc::S_IFDIR {
-                    mode |= libc::S_ISGID;
-                }
+        let (dir_mode, dir_gid) = p.dir;
+        if dir_mode & libc::S_ISGID != 0 {
+            gid = dir_gid;
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                mode |= libc::S_ISGID;
             }
         }
-        let dir = mode & libc::S_IFMT == libc::S_IFDIR;
+        let (size, blocks, nlink, blksize) = match mode & libc::S_IFMT == libc::S_IFDIR {
+            true => self.pending.empty_dir(),
+            false => (0, 0, 1, 4096),
+        };
         Attr {
-            ino: node,
-            size: if dir { 4096 } else { 0 },
-            blocks: 0,
+            ino: p.node,
+            size,
+            blocks,
             atime: secs,
             atime_nsec: nsec,
             mtime: secs,
@@ -717,11 +737,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             ctime: secs,
             ctime_nsec: nsec,
             mode,
-            nlink: if dir { 2 } else { 1 },
+            nlink,
             uid: 0,
             gid,
             rdev: 0,
-            blksize: 4096,
+            blksize,
         }
     }
 
@@ -734,11 +754,15 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         mode: u32,
         cb: Cb<(Entry, Ttl)>,
     ) -> Option<Cb<(Entry, Ttl)>> {
-        let Some((node, _, behind)) = self.may_pipeline(parent, name) else {
+        let Some(p) = self.may_pipeline(parent, name) else {
             return Some(cb);
         };
         let coh = self.coherence.clone();
-        let attr = self.provisional_attr(parent, node, libc::S_IFDIR | (mode & 0o7777));
+        let attr = self.provisional_attr(&p, libc::S_IFDIR | (mode & 0o7777));
+        let Pipelined {
+            node, behind, time, ..
+        } = p;
+        self.pending.learn_dir(node, attr.mode, attr.gid);
         let entry = Entry {
             node,
             attr,
@@ -757,6 +781,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             name: name.to_vec().into(),
             mode,
             node,
+            time,
         };
         let stamp = coh.attr_stamp();
         let (pending, rpc, cache, owned) = (
@@ -778,6 +803,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     coh.keep_attr(node, e.attr, Source::Entry, stamp);
                     cache.note(&e, ttl.attr);
                     coh.provisional_done(node);
+                    pending.learn_empty_dir(&e.attr);
+                    pending.learn_dir(node, e.attr.mode, e.attr.gid);
                     pending.done(node, parent, Ok(()));
                 }
                 Err(e) => {
@@ -1321,13 +1348,20 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if flags & libc::O_DIRECT != 0 {
             return Some(reply);
         }
-        let Some((node, fh, behind)) = self.may_pipeline(parent, name) else {
+        let Some(p) = self.may_pipeline(parent, name) else {
             return Some(reply);
         };
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let flags = self.open_flags(flags);
         let coh = self.coherence.clone();
-        let attr = self.provisional_attr(parent, node, libc::S_IFREG | (mode & 0o7777));
+        let attr = self.provisional_attr(&p, libc::S_IFREG | (mode & 0o7777));
+        let Pipelined {
+            node,
+            fh,
+            behind,
+            time,
+            ..
+        } = p;
         let entry = Entry {
             node,
             attr,
@@ -1349,6 +1383,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             flags: self.wire_flags(flags),
             node,
             fh,
+            time,
         };
         let stamp = coh.attr_stamp();
         let (pending, rpc, cache, owned, c) = (
@@ -1979,6 +2014,18 @@ fn suidgid_cleared(mode: u32) -> Option<u32> {
         kill |= libc::S_ISGID;
     }
     (mode & kill != 0).then_some(mode & 0o7777 & !kill)
+}
+
+/// A create or mkdir that may be answered before the container made it
+/// ([`Core::may_pipeline`]).
+struct Pipelined {
+    node: u64,
+    fh: u64,
+    behind: Arc<WriteBehind>,
+    /// The directory's mode and group.
+    dir: (u32, u32),
+    /// The new node's atime and mtime.
+    time: (i64, u32),
 }
 
 /// A write on its way out, possibly after the setuid/setgid bits went.

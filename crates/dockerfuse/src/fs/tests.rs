@@ -1808,8 +1808,17 @@ fn pipelined() -> (Core<Held>, Held) {
         },
     );
     c.coherence().feed_on();
-    // The root was listed completely: empty.
+    // The root was listed completely (empty), its attributes are kept.
     c.coherence().listings().made_empty(1);
+    let root = Attr {
+        ino: 1,
+        mode: libc::S_IFDIR | 0o755,
+        nlink: 2,
+        ..Default::default()
+    };
+    let stamp = c.coherence().attr_stamp();
+    c.coherence().keep_attr(1, root, Source::Attr, stamp);
+    assert!(c.coherence().kept_attr(1).is_some());
     (c, held)
 }
 
@@ -1825,6 +1834,7 @@ fn creates_of_names_known_absent_are_answered_at_once_and_sent_in_order() {
         name: b"d".to_vec().into(),
         mode: 0o755,
         node: d.node,
+        time: (d.attr.mtime, d.attr.mtime_nsec),
     };
     assert_eq!(held.kinds(), vec![mkdir.tag()]);
     // Inside the new directory: known absent, answered at once, sent
@@ -1855,6 +1865,7 @@ fn creates_of_names_known_absent_are_answered_at_once_and_sent_in_order() {
             flags: Default::default(),
             node: 0,
             fh: 0,
+            time: (0, 0),
         },
         Ok(Response::Created {
             entry: f,
@@ -1892,6 +1903,7 @@ fn a_create_the_container_refuses_is_reported_at_close_and_by_the_directorys_fsy
         flags: Default::default(),
         node: 0,
         fh: 0,
+        time: (0, 0),
     };
     held.answer(&create, Err(Errno(libc::ENOSPC)));
     // The writes go nowhere; close says why.

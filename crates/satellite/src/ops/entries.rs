@@ -70,10 +70,10 @@ impl Fs {
     /// made when it is refused.
     pub(super) fn mkdir_new(
         &self,
-        parent: u64,
-        name: &[u8],
+        (parent, name): (u64, &[u8]),
         mode: u32,
         id: u64,
+        time: (i64, u32),
     ) -> SysResult<Response<'static>> {
         self.nodes.check_new(id)?;
         let p = self.nodes.get(parent)?;
@@ -85,6 +85,8 @@ impl Fs {
         sys::mkdirat(p.raw(), &cname, mode)?;
         own.done();
         let made = (|| {
+            let times = [super::file_data::timespec(time); 2];
+            sys::utimensat(p.raw(), &cname, &times, libc::AT_SYMLINK_NOFOLLOW)?;
             let fd = sys::openat(
                 p.raw(),
                 &cname,

@@ -114,6 +114,7 @@ impl Fs {
         mode: u32,
         flags: i32,
         (id, fh): (u64, u64),
+        time: (i64, u32),
     ) -> SysResult<Response<'static>> {
         self.nodes.check_new(id)?;
         self.handles.check_new(fh)?;
@@ -125,6 +126,7 @@ impl Fs {
         let fd = sys::openat(p.raw(), &cname, flags, mode)?;
         own.done();
         let made = (|| {
+            sys::futimens(fd.as_raw_fd(), &[timespec(time); 2])?;
             let path_fd = sys::openat(
                 libc::AT_FDCWD,
                 &sys::proc_fd_path(fd.as_raw_fd()),
@@ -158,7 +160,17 @@ impl Fs {
         };
         Ok(Response::Created { entry, fh })
     }
+}
 
+/// A time as utimensat takes it.
+pub(super) fn timespec((sec, nsec): (i64, u32)) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec.min(999_999_999) as _,
+    }
+}
+
+impl Fs {
     /// Reads up to `size` bytes (at most [`MAX_IO`]) into `buf`; short
     /// only at the end of the file.
     pub(super) fn read<'b>(
