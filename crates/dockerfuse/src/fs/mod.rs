@@ -508,7 +508,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: Cb<(Attr, Duration)>,
     ) {
         let fh = fh.filter(|f| !f.is_host()).map(|Fh(f)| f);
-        self.pending.forget_dir(node);
+        self.coherence.forget_dir_mode(node);
         let cb = match attr.size {
             Some(_) => self.changing(cb),
             None => cb,
@@ -657,7 +657,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             if let Ok((e, _)) = &r {
                 coh.listings().made_empty(e.node);
                 pending.learn_empty_dir(&e.attr);
-                pending.learn_dir(e.node, e.attr.mode, e.attr.gid);
+                coh.learn_dir_mode(e.node, e.attr.mode, e.attr.gid);
             }
             cb(r)
         });
@@ -689,10 +689,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if !self.coherence.listings().absent(parent, name) || !self.coherence.cache_dir(parent) {
             return None;
         }
-        let dir = match self.coherence.kept_attr(parent) {
-            Some((a, _)) => (a.mode, a.gid),
-            None => self.pending.dir(parent)?,
-        };
+        let dir = self.coherence.dir_mode(parent)?;
         let (node, fh) = self.pending.begin()?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -762,7 +759,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let Pipelined {
             node, behind, time, ..
         } = p;
-        self.pending.learn_dir(node, attr.mode, attr.gid);
+        coh.learn_dir_mode(node, attr.mode, attr.gid);
         let entry = Entry {
             node,
             attr,
@@ -804,7 +801,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     cache.note(&e, ttl.attr);
                     coh.provisional_done(node);
                     pending.learn_empty_dir(&e.attr);
-                    pending.learn_dir(node, e.attr.mode, e.attr.gid);
+                    coh.learn_dir_mode(node, e.attr.mode, e.attr.gid);
                     pending.done(node, parent, Ok(()));
                 }
                 Err(e) => {

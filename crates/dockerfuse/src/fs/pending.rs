@@ -25,8 +25,6 @@ use dockerfuse_proto::{Errno, HOST_FH_BIT, HOST_NODE_BIT};
 pub(super) const MAX_PENDING: usize = 4096;
 /// Directories whose refused creates are remembered for their fsync.
 const MAX_FAILED: usize = 1024;
-/// Directories made behind whose mode is remembered.
-const MAX_DIRS: usize = 65_536;
 
 /// Runs once the node waited for is made (or refused: its error).
 pub(super) type After = Box<dyn FnOnce(Result<(), Errno>) + Send>;
@@ -37,9 +35,6 @@ struct Inner {
     waiting: HashMap<u64, Vec<After>>,
     /// Directories with a create refused since their last fsync.
     failed: HashMap<u64, Errno>,
-    /// Mode and group of directories made behind (their attributes kept
-    /// on the host go with each create in them), until a setattr.
-    dirs: HashMap<u64, (u32, u32)>,
     /// Size, blocks, link count and block size of the last directory the
     /// container made, the provisional ones of the next.
     empty_dir: Option<(u64, u64, u32, u32)>,
@@ -103,25 +98,6 @@ impl Pending {
         for w in waiters {
             w(r);
         }
-    }
-
-    /// `dir`, made through the mount, has this mode and group.
-    pub(super) fn learn_dir(&self, dir: u64, mode: u32, gid: u32) {
-        let mut g = self.lock();
-        if g.dirs.len() >= MAX_DIRS {
-            g.dirs.clear();
-        }
-        g.dirs.insert(dir, (mode, gid));
-    }
-
-    /// The mode and group of `dir` learnt above.
-    pub(super) fn dir(&self, dir: u64) -> Option<(u32, u32)> {
-        self.lock().dirs.get(&dir).copied()
-    }
-
-    /// `node`'s mode, owner or group may change.
-    pub(super) fn forget_dir(&self, node: u64) {
-        self.lock().dirs.remove(&node);
     }
 
     /// The container made an empty directory with these size, blocks,

@@ -93,6 +93,7 @@ impl Fs {
                 libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY,
                 0,
             )?;
+            self.watch.own_change(fd.as_raw_fd());
             let st = sys::stat_fd(fd.as_raw_fd())?;
             let no_xattrs = has_no_xattrs(fd.as_raw_fd(), &st);
             self.nodes

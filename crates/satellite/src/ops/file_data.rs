@@ -127,6 +127,7 @@ impl Fs {
         own.done();
         let made = (|| {
             sys::futimens(fd.as_raw_fd(), &[timespec(time); 2])?;
+            self.watch.own_change(fd.as_raw_fd());
             let path_fd = sys::openat(
                 libc::AT_FDCWD,
                 &sys::proc_fd_path(fd.as_raw_fd()),
