@@ -23,16 +23,23 @@ kernel operation. Waits per file do not depend on the machine's load: they
 are the primary figures. The "remote" group runs dockerfuse and the docker
 CLI through delay_proxy.py (a TCP proxy in front of the engine's socket
 that delays each direction by half the round-trip time).
+
+--as-user NAME (bench/run.sh --as-user): the mounts are made by NAME and
+everything that goes through them runs as NAME (root may not enter a
+user's FUSE mount), with NAME's uid, gid and groups and a clean
+environment; direct access and the docker CLI baselines stay root's.
 """
 
 import argparse
 import datetime
 import errno
+import grp
 import hashlib
 import io
 import json
 import os
 import platform
+import pwd
 import random
 import re
 import resource
@@ -61,6 +68,7 @@ DEVNULL = subprocess.DEVNULL
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 GROUPS = ["ready", "walk", "tar", "read", "write", "dd", "create", "random", "rtt", "latency", "remote"]
+USER_GROUPS = ["ready", "walk", "tar", "read", "write", "create"]  # those --as-user runs
 REMOTE_DIRS, REMOTE_FILES = 50, 20  # 1,000 small files
 REMOTE_CREATES, REMOTE_CREATE_SIZE = 200, 4096
 REMOTE_BULK = 16 * MiB
@@ -94,11 +102,36 @@ def out(argv, timeout=120):
     return run(argv, timeout=timeout, stdout=subprocess.PIPE).stdout.decode().strip()
 
 
-def timed(argv, timeout=600, stdin=None, env=None):
-    """Wall seconds of one command (output to /dev/null)."""
+def timed(argv, timeout=600, stdin=None, env=None, who=None):
+    """Wall seconds of one command (output to /dev/null); `who`: a User
+    to run it as (None: root, as started)."""
+    kw = who.kw() if who else {}
     t0 = time.perf_counter()
-    run(argv, timeout=timeout, stdin=stdin, env=env)
+    run(argv, timeout=timeout, stdin=stdin, env=env or (who.env if who else None), **kw)
     return time.perf_counter() - t0
+
+
+class User:
+    """The non-root user of --as-user: its ids, groups and a clean
+    login-like environment. The mounts' runtime directory (state files of
+    `dockerfuse list/stats`) is `home`/run, the user's own."""
+
+    def __init__(self, name, home):
+        pw = pwd.getpwnam(name)
+        self.name, self.uid, self.gid, self.home = name, pw.pw_uid, pw.pw_gid, home
+        self.groups = os.getgrouplist(name, pw.pw_gid)
+        self.env = {"HOME": pw.pw_dir, "USER": name, "LOGNAME": name, "LC_ALL": "C",
+                    "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
+                    "DOCKERFUSE_RUNTIME_DIR": os.path.join(home, "run")}
+
+    def kw(self):
+        """subprocess arguments that run the child as the user (no extra
+        process in between, so the timings are the workloads' own)."""
+        return {"user": self.uid, "group": self.gid, "extra_groups": self.groups, "cwd": "/"}
+
+    def describe(self):
+        return {"name": self.name, "uid": self.uid, "gid": self.gid,
+                "groups": sorted(grp.getgrgid(g).gr_name for g in self.groups)}
 
 
 def bash(code):
@@ -271,11 +304,15 @@ class Mount:
 
     def __init__(self, ctx, extra=(), transport="", env=None):
         Mount.counter += 1
-        self.env = env or ENV
+        self.who = ctx.user
+        self.env = env or (self.who.env if self.who else ENV)
         self.ctx = ctx
-        self.dir = os.path.join(ctx.work, f"mnt{Mount.counter}")
+        top = self.who.home if self.who else ctx.work
+        self.dir = os.path.join(top, f"mnt{Mount.counter}")
         os.makedirs(self.dir, exist_ok=True)
-        base = os.path.join(ctx.work, f"df{Mount.counter}")
+        if self.who:
+            os.chown(self.dir, self.who.uid, self.who.gid)
+        base = os.path.join(top, f"df{Mount.counter}")
         self.pidfile, self.logfile, self.outfile = base + ".pid", base + ".log", base + ".out"
         self.argv = [ctx.dockerfuse, "-id", ctx.container, "-mount", self.dir, "-daemonize",
                      "--pid-file", self.pidfile, "--log-file", self.logfile]
@@ -293,7 +330,7 @@ class Mount:
             t0 = time.perf_counter()
             try:
                 r = subprocess.run(self.argv, stdin=DEVNULL, stdout=o, stderr=o,
-                                   timeout=180, env=self.env)
+                                   timeout=180, env=self.env, **(self.who.kw() if self.who else {}))
             except subprocess.TimeoutExpired as e:
                 raise BenchError(f"dockerfuse did not get ready in 180 s: {shlex.join(self.argv)}") from e
             dt = time.perf_counter() - t0
@@ -309,7 +346,15 @@ class Mount:
 
     def counts(self):
         """The mount's wait counts now (dockerfuse stats --json)."""
-        return json.loads(out([self.ctx.dockerfuse, "stats", self.dir, "--json"], timeout=30))
+        argv = [self.ctx.dockerfuse, "stats", self.dir, "--json"]
+        if not self.who:
+            return json.loads(out(argv, timeout=30))
+        r = run(argv, timeout=30, stdout=subprocess.PIPE, env=self.who.env, **self.who.kw())
+        return json.loads(r.stdout.decode())
+
+    def timed(self, argv, timeout=600):
+        """Wall seconds of a command on this mount, as the mount's user."""
+        return timed(argv, timeout=timeout, who=self.who)
 
     def satellite_path(self):
         m = re.search(r"satellite started arch=\w+ path=(\S+)", tail(self.logfile, 4000))
@@ -325,11 +370,13 @@ class Mount:
         for _ in range(3):
             if not is_mounted(self.dir):
                 break
-            r = subprocess.run(["fusermount3", "-u", self.dir], stdout=DEVNULL, stderr=DEVNULL, timeout=30)
+            r = subprocess.run(["fusermount3", "-u", self.dir], stdout=DEVNULL, stderr=DEVNULL, timeout=30,
+                               env=self.env, **(self.who.kw() if self.who else {}))
             if r.returncode != 0:
                 time.sleep(0.5)
         if is_mounted(self.dir):
-            subprocess.run(["fusermount3", "-uz", self.dir], stdout=DEVNULL, stderr=DEVNULL, timeout=30)
+            subprocess.run(["fusermount3", "-uz", self.dir], stdout=DEVNULL, stderr=DEVNULL, timeout=30,
+                           env=self.env, **(self.who.kw() if self.who else {}))
         if self.pid:
             for _ in range(100):
                 if not pid_alive(self.pid):
@@ -666,9 +713,9 @@ def w_walk(ctx, res):
                 sampler = RssSampler(mt.pid)
                 sampler.start()
                 cpu, n = Cpu(ctx, mt).start(), Counting(mt).start()
-                wc.add(name, label, timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m, counts=n.stop())
+                wc.add(name, label, mt.timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m, counts=n.stop())
                 cpu, n = Cpu(ctx, mt).start(), Counting(mt).start()
-                ww.add(name, label, timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m, counts=n.stop())
+                ww.add(name, label, mt.timed(cmd(mt.path(tree))), cpu=cpu.stop(), measured=m, counts=n.stop())
                 peak = sampler.stop()
                 if tool == "ls":
                     hwm = proc_status(mt.pid, "VmHWM") or 0
@@ -712,7 +759,7 @@ def w_tar(ctx, res):
                 drop_caches(ctx)
                 for row in (cold, warm):
                     cpu, n = Cpu(ctx, mt).start(), Counting(mt).start()
-                    row.add(df_name(t), df_label(t), timed(bash(code.format(shlex.quote(mt.path(where))))),
+                    row.add(df_name(t), df_label(t), mt.timed(bash(code.format(shlex.quote(mt.path(where))))),
                             cpu=cpu.stop(), measured=m, counts=n.stop())
                 mt.stop()
             drop_caches(ctx)
@@ -746,6 +793,7 @@ def w_read(ctx, res, mts):
     res += [first, again]
     big = "/bench/big"
     paths = [(df_name(t), df_label(t), ["cat", mt.path(big)], mt) for t, mt in mts.items()]
+    # (the mounts' rows run as the mount's user: Mount.timed)
     paths += [("direct", "/proc/<pid>/root", ["cat", ctx.direct + big], None),
              ("transport", "docker exec cat", ["docker", "exec", ctx.container, "cat", big], None)]
     for i, m in rounds(ctx):
@@ -754,20 +802,21 @@ def w_read(ctx, res, mts):
             for w in (first, again):
                 # pages of the file in the host page cache before the run
                 # (fincore; the re-read is slower when some were evicted)
-                res_mb = resident_mb(mnt.path(big) if mnt else ctx.direct + big)
+                res_mb = resident_mb(mnt.path(big) if mnt else ctx.direct + big, mnt.who if mnt else None)
                 cpu, n = Cpu(ctx, mnt).start(), Counting(mnt).start()
-                t = timed(argv)
+                t = mnt.timed(argv) if mnt else timed(argv)
                 c = cpu.stop()
                 if res_mb is not None:
                     c["resident MB before"] = res_mb
                 w.add(name, label, t, amount=BIG_SIZE, cpu=c, measured=m, counts=n.stop())
 
 
-def resident_mb(path):
+def resident_mb(path, who=None):
     """MB of the file in the page cache (util-linux fincore), or None."""
     if not shutil.which("fincore"):
         return None
-    r = run(["fincore", "-b", "-n", "-o", "RES", path], check=False, stdout=subprocess.PIPE)
+    r = run(["fincore", "-b", "-n", "-o", "RES", path], check=False, stdout=subprocess.PIPE,
+            env=who.env if who else None, **(who.kw() if who else {}))
     try:
         return round(int(r.stdout.split()[0]) / 1e6, 1)
     except (IndexError, ValueError):
@@ -785,16 +834,18 @@ def w_write(ctx, res, mts):
         while f.read(8 * MiB):
             pass
 
-    def host_write(dst):
+    def host_write(dst, rel, mt=None):
+        # dst written (as the mount's user for a mount); removed and
+        # measured through the direct path (root may not enter a user's mount)
         def go():
-            return timed(bash(f"cat {shlex.quote(ctx.src)} > {shlex.quote(dst)}"))
+            return timed(bash(f"cat {shlex.quote(ctx.src)} > {shlex.quote(dst)}"), who=mt.who if mt else None)
 
         def rm():
-            if os.path.exists(dst):
-                os.unlink(dst)
-        return go, rm, lambda: os.stat(dst).st_size
+            if os.path.exists(ctx.direct + rel):
+                os.unlink(ctx.direct + rel)
+        return go, rm, lambda: os.stat(ctx.direct + rel).st_size
 
-    di_go, di_rm, di_size = host_write(ctx.direct + "/bench/w-direct")
+    di_go, di_rm, di_size = host_write(ctx.direct + "/bench/w-direct", "/bench/w-direct")
 
     def tr_go():
         with open(ctx.src, "rb") as f:
@@ -803,8 +854,8 @@ def w_write(ctx, res, mts):
     def tr_rm():
         run(["docker", "exec", ctx.container, "rm", "-f", "/bench/w-transport"])
 
-    paths = [(df_name(t), df_label(t)) + host_write(mt.path(f"/bench/w-{df_name(t)}")) + (mt,)
-             for t, mt in mts.items()]
+    paths = [(df_name(t), df_label(t)) + host_write(mt.path(f"/bench/w-{df_name(t)}"), f"/bench/w-{df_name(t)}", mt)
+             + (mt,) for t, mt in mts.items()]
     paths += [("direct", "/proc/<pid>/root", di_go, di_rm, di_size, None),
              ("transport", "docker exec -i sh -c 'cat > f'", tr_go, tr_rm,
               lambda: os.stat(ctx.direct + "/bench/w-transport").st_size, None)]
@@ -839,6 +890,21 @@ def w_create(ctx, res, mts):
             os.close(fd)
         return time.perf_counter() - t0
 
+    def user_create(d, who):
+        # the same loop in a python of the user's, timed inside it
+        code = ("import os, sys, time\n"
+                "d, n, data = sys.argv[1], int(sys.argv[2]), b'x' * int(sys.argv[3])\n"
+                "t0 = time.perf_counter()\n"
+                "for j in range(n):\n"
+                "    fd = os.open(f'{d}/f{j}', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)\n"
+                "    os.write(fd, data)\n"
+                "    os.close(fd)\n"
+                "print(time.perf_counter() - t0)\n")
+        # "python3" of the user's PATH: this one may be in a home closed to it
+        r = run(["python3", "-c", code, d, str(CREATE_COUNT), str(CREATE_SIZE)], timeout=600,
+                stdout=subprocess.PIPE, env=who.env, **who.kw())
+        return float(r.stdout.decode().strip())
+
     n = 0
     for i, m in rounds(ctx):
         for name in [df_name(t) for t in mts] + ["direct", "transport"]:
@@ -850,7 +916,8 @@ def w_create(ctx, res, mts):
                 t = name[len("dockerfuse-"):]
                 mt = mts[t]
                 cpu, c = Cpu(ctx, mt).start(), Counting(mt).start()
-                w.add(name, df_label(t), py_create(mt.path(rel)), cpu=cpu.stop(), measured=m, counts=c.stop())
+                secs = user_create(mt.path(rel), mt.who) if mt.who else py_create(mt.path(rel))
+                w.add(name, df_label(t), secs, cpu=cpu.stop(), measured=m, counts=c.stop())
             elif name == "direct":
                 w.add(name, "/proc/<pid>/root", py_create(ctx.direct + rel), measured=m)
             else:
@@ -1425,6 +1492,9 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--remote-rtt-ms", type=float, default=20.0)
     ap.add_argument("--remote-repeats", type=int, default=1)
+    ap.add_argument("--as-user", default="", help="make the mounts and run their workloads as this user")
+    ap.add_argument("--user-home", default="", help="the user's scratch directory (mounts, logs, runtime dir)")
+    ap.add_argument("--fuse-dev", default="", help="how /dev/fuse was opened to the user (for the report)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--table-out", required=True)
     a = ap.parse_args()
@@ -1445,11 +1515,16 @@ def main():
         if t not in ("auto", "exec", "local"):
             raise BenchError(f"unknown transport {t!r} (auto, exec, local)")
     ctx.fio = shutil.which("fio") is not None
+    ctx.user = User(a.as_user, a.user_home) if a.as_user else None
     ctx.sat_arch = None
     only = [g for g in re.split(r"[ ,]+", a.only) if g] or GROUPS
     for g in only:
         if g not in GROUPS:
             raise BenchError(f"unknown workload group {g!r} (known: {' '.join(GROUPS)})")
+        if ctx.user and g not in USER_GROUPS:
+            raise BenchError(f"workload group {g!r} is not run as a user (--as-user: {' '.join(USER_GROUPS)})")
+    if ctx.user and not a.only:
+        only = USER_GROUPS
     info = json.loads(out(["docker", "inspect", "--format", "{{json .}}", ctx.container]))
     ctx.container_id = info["Id"]
     ctx.cpid = info["State"]["Pid"]
@@ -1506,6 +1581,7 @@ def main():
         "container": {"image": info["Config"]["Image"], "arch": a.arch},
         "repeats": ctx.repeats, "warmup": ctx.warmup,
         "random_read_tool": "fio" if ctx.fio else "python",
+        "as_user": dict(ctx.user.describe(), fuse_dev=a.fuse_dev) if ctx.user else None,
         "workloads": {w.key: w.to_json() for w in results + remote},
     }
     if remote:
@@ -1520,7 +1596,10 @@ def main():
             f"flags: {' '.join(ctx.df_flags) or '(none)'}, transports: {' '.join(t or 'default' for t in ctx.transports)} — {version} ({doc['dockerfuse'].get('git', '?')})\n"
             f"machine: {doc['machine']['nproc']} CPUs, {doc['machine']['memory']}, kernel {doc['machine']['kernel']}, "
             f"docker {doc['machine']['docker']}; load avg {' '.join(load0)} → {' '.join(doc['load_average']['end'])}\n"
-            f"medians of {ctx.repeats} runs after {ctx.warmup} warm-up; ratios: % = dockerfuse speed as a share "
+            + (f"as user {ctx.user.name} (uid {ctx.user.uid}, groups {' '.join(ctx.user.describe()['groups'])}): "
+               f"the mounts and the workloads through them; direct and docker CLI rows as root; "
+               f"/dev/fuse: {a.fuse_dev or 'as the machine has it'}\n" if ctx.user else "")
+            + f"medians of {ctx.repeats} runs after {ctx.warmup} warm-up; ratios: % = dockerfuse speed as a share "
             f"of the other path's, × = dockerfuse time as a multiple of the other path's\n")
     text = head + "\n" + table(results, ctx.transports) if results else head
     if remote:

@@ -13,7 +13,7 @@
 #
 #   bench/run.sh [--arch amd64|arm64] [--repeats N] [--warmup N] [--out FILE.json]
 #                [--df-flags "FLAGS"] [--dockerfuse BIN] [--only GROUPS]
-#                [--transports "exec local"]
+#                [--transports "exec local"] [--as-user NAME]
 #
 # Environment (flags win):
 #   DOCKERFUSE            binary (default target/release/dockerfuse, built when missing)
@@ -32,6 +32,16 @@
 #   BENCH_REMOTE_REPEATS  rounds of the remote group (default 1, no warm-up)
 #   BENCH_TRANSPORTS      --transport values to measure side by side (default
 #                         "exec local"; "auto" = dockerfuse's own choice)
+#   BENCH_USER            --as-user: the mounts are made by this user (created
+#                         if missing, in the docker group, as the integration
+#                         scenarios make theirs) and the workloads that go
+#                         through them run as it; direct and docker CLI rows
+#                         stay root's. Transport exec (default and only: the
+#                         local channel needs root), groups ready walk tar
+#                         read write create. Everything runs in a private
+#                         mount namespace; when the user may not open
+#                         /dev/fuse (0600), a 0666 node is put over it there
+#                         (integration/users-lib.sh), and the output says so
 #
 # Needs root (drop_caches, /proc/<pid>/root), a Docker engine, fusermount3,
 # python3 and the local image dockerfuse-test/alpine:<arch>
@@ -59,8 +69,11 @@ DF_FLAGS=${BENCH_DF_FLAGS:-}
 WALK_TTL=${BENCH_WALK_TTL:-}
 ONLY=${BENCH_ONLY:-}
 TRANSPORTS=${BENCH_TRANSPORTS-exec local}
+TRANSPORTS_SET=${BENCH_TRANSPORTS+set}
 REMOTE_RTT_MS=${BENCH_REMOTE_RTT_MS:-20}
 REMOTE_REPEATS=${BENCH_REMOTE_REPEATS:-1}
+AS_USER=${BENCH_USER:-}
+ARGS=("$@")
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--arch) ARCH=${2:?}; shift 2 ;;
@@ -71,7 +84,8 @@ while [ $# -gt 0 ]; do
 	--df-flags) DF_FLAGS=${2?}; shift 2 ;;
 	--dockerfuse) DOCKERFUSE=${2:?}; shift 2 ;;
 	--only) ONLY=${2?}; shift 2 ;;
-	--transports) TRANSPORTS=${2?}; shift 2 ;;
+	--transports) TRANSPORTS=${2?}; TRANSPORTS_SET=1; shift 2 ;;
+	--as-user) AS_USER=${2:?}; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
 	esac
@@ -93,6 +107,28 @@ for t in $TRANSPORTS; do
 	[[ "$t" =~ ^(auto|exec|local)$ ]] || die "BENCH_TRANSPORTS: unknown transport '$t' (auto, exec, local)"
 done
 [ "$(id -u)" = 0 ] || die "run as root (drop_caches and /proc/<pid>/root need it)"
+if [ -n "$AS_USER" ]; then
+	[[ "$AS_USER" =~ ^[a-z_][a-z0-9_-]*$ ]] || die "--as-user: '$AS_USER' is not a user name"
+	[ "$AS_USER" != root ] || die "--as-user root: run without --as-user"
+	[ -n "$TRANSPORTS_SET" ] || TRANSPORTS="exec"
+	for t in $TRANSPORTS; do
+		[ "$t" != local ] || die "--as-user: the local transport needs root (pidfd_getfd of root's container); use exec or auto"
+	done
+	for g in ${ONLY//,/ }; do
+		[[ " ready walk tar read write create " == *" $g "* ]] ||
+			die "--as-user: workload group '$g' is not run as a user (ready walk tar read write create)"
+	done
+	for t in useradd usermod runuser unshare mknod; do
+		command -v "$t" >/dev/null 2>&1 || die "$t not found (--as-user needs it)"
+	done
+	# the helpers of the user scenarios: the user, the private mount
+	# namespace and the /dev/fuse node (WORKDIR is set below)
+	# shellcheck source=SCRIPTDIR/../integration/users-lib.sh
+	. "$ROOT/integration/users-lib.sh"
+	in_fuse_namespace "${ARGS[@]}"
+	ensure_user "$AS_USER" docker
+	id -nG "$AS_USER" | tr ' ' '\n' | grep -qx docker || die "$AS_USER is not in the docker group"
+fi
 for t in docker fusermount3 python3 tar dd grep cp; do
 	command -v "$t" >/dev/null 2>&1 || die "$t not found (integration/setup-engine.sh installs the engine and fuse3)"
 done
@@ -129,6 +165,28 @@ LABEL=dfbench.run=$RUN_ID
 NAME=dfbench-$ARCH-$RUN_ID
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dfbench.XXXXXX")
 PY_PID=
+USER_HOME='' FUSE_DEV=''
+if [ -n "$AS_USER" ]; then
+	# shellcheck disable=SC2034 # for users-lib.sh's fuse_dev_mode
+	WORKDIR=$WORK
+	chmod 0711 "$WORK"
+	USER_HOME=$WORK/user
+	mkdir -p "$USER_HOME/run"
+	chown -R "$AS_USER:" "$USER_HOME"
+	chmod 0700 "$USER_HOME"
+	# a copy of the binary the user may run (a checkout under /root is closed to users)
+	mkdir -p "$WORK/bin"
+	cp "$DOCKERFUSE" "$WORK/bin/dockerfuse"
+	chmod 0755 "$WORK/bin" "$WORK/bin/dockerfuse"
+	DOCKERFUSE=$WORK/bin/dockerfuse
+	if runuser -u "$AS_USER" -- test -r /dev/fuse -a -w /dev/fuse; then
+		FUSE_DEV="the machine's, mode $(stat -c %a /dev/fuse), open to $AS_USER"
+	else
+		FUSE_DEV="the machine's is mode $(stat -c %a /dev/fuse), closed to $AS_USER: a 0666 node over it in a private mount namespace (integration/users-lib.sh)"
+		fuse_dev_mode 0666
+	fi
+	say "as user $AS_USER ($(id "$AS_USER")); /dev/fuse: $FUSE_DEV"
+fi
 
 mounts_below() { awk -v b="$WORK/" 'index($2, b) == 1 { print $2 }' /proc/mounts | sort -r; }
 
@@ -186,6 +244,7 @@ python3 "$HERE/bench.py" --container "$NAME" --work "$WORK" --dockerfuse "$DOCKE
 	--arch "$ARCH" --satellite-arch="$SAT_ARCH" --repeats "$REPEATS" --warmup "$WARMUP" \
 	--df-flags="$DF_FLAGS" --walk-ttl="$WALK_TTL" --only="$ONLY" --transports="$TRANSPORTS" \
 	--remote-rtt-ms "$REMOTE_RTT_MS" --remote-repeats "$REMOTE_REPEATS" \
+	--as-user="$AS_USER" --user-home="$USER_HOME" --fuse-dev="$FUSE_DEV" \
 	--out "$OUT" --table-out "$TABLE" </dev/null &
 PY_PID=$!
 rc=0

@@ -22,7 +22,11 @@
 #      and with a changed copy); the VM tests' Python scripts parse;
 #      no VM test's node sets an option that nixpkgs' qemu-vm.nix overrides
 #      in a test VM (fileSystems and the like: such a setting is dropped),
-#      shown catching a copy of vm-fstab.nix that does;
+#      shown catching a copy of vm-fstab.nix that does; vm-cli.nix declares
+#      the users the user scenarios name, as they need them (the docker
+#      group, subordinate ids), enables rootless Docker and Podman and
+#      checks the setuid wrappers they use (shown catching a copy that
+#      drops the group and the ids);
 #  (e) the flake stops with a plain sentence on a Nix older than the one
 #      the READMEs name; shellcheck on the scripts the VM test and CI share.
 #
@@ -344,6 +348,7 @@ let
     splitString = sep: s: builtins.filter builtins.isString (builtins.split (if sep == "." then "[.]" else sep) s);
     getAttrFromPath = path: set: builtins.foldl' (s: n: s.${n}) set path;
     assertMsg = c: m: c || throw m;
+    optionalAttrs = c: a: if c then a else { };
   };
   store = name: "/nix/store/00000000000000000000000000000000-${name}";
   matrix = import ../nix/vm-matrix.nix ((if matrixFile == null then { } else { file = matrixFile; })
@@ -371,6 +376,9 @@ let
     [ "boot" "initrd" "luks" "devices" ]
     [ "boot" "loader" "grub" "device" ]
   ];
+  # The options a node looks at, as an older nixpkgs declares them
+  # (programs.fuse without `enable`).
+  stubOptions = { programs.fuse = { userAllowOther = { }; mountMax = { }; }; };
   hasPath = path: set:
     path == [ ] || (builtins.isAttrs set && set ? ${builtins.head path}
       && hasPath (builtins.tail path) set.${builtins.head path});
@@ -379,6 +387,7 @@ let
   nodeAttrs = m:
     if builtins.isFunction m then
       m (builtins.mapAttrs (n: _: if n == "lib" then lib else if n == "pkgs" then pkgs
+        else if n == "options" then stubOptions
         else throw "stub: ${n}") (builtins.functionArgs m))
     else m;
   overridden = t: builtins.concatLists (builtins.attrValues (builtins.mapAttrs (node: m:
@@ -388,6 +397,17 @@ in
 {
   scripts = builtins.mapAttrs (_: t: t.testScript) tests;
   overridden = builtins.mapAttrs (_: overridden) tests;
+  # vm-cli.nix's node: the users it declares and the engines for them.
+  cliNode = let n = nodeAttrs tests.vm-cli.nodes.machine; in {
+    users = builtins.mapAttrs (_: u: {
+      groups = u.extraGroups or [ ];
+      subids = (u.autoSubUidGidRange or false) || ((u.subUidRanges or [ ]) != [ ] && (u.subGidRanges or [ ]) != [ ]);
+      normal = u.isNormalUser or false;
+    }) (n.users.users or { });
+    dockerRootless = n.virtualisation.docker.rootless.enable or false;
+    podman = n.virtualisation.podman.enable or false;
+    userAllowOther = n.programs.fuse.userAllowOther or false;
+  };
   fstabDeclared = builtins.attrNames ((nodeAttrs tests.vm-fstab.nodes.machine).virtualisation.fileSystems or { });
 }
 NIX
@@ -483,6 +503,57 @@ if answer=$(stub_eval 2>"$tmp/stub.err"); then
 else
   bad "the VM tests' nodes evaluate against a stub nixpkgs"
   sed 's/^/       /' "$tmp/stub.err"
+fi
+
+# The scenarios run as other users (users-lib.sh) find in the VM the users
+# they name, declared in vm-cli.nix's node as they need them: the docker
+# group member in the group, the plain user not, the rootless user with
+# subordinate ids; the rootless engines enabled; the setuid wrappers they
+# call checked by the test script; NixOS's name of dockerd-rootless.sh
+# looked up by the rootless-docker scenario.
+user_scripts=(users rootless-podman rootless-docker)
+in_vm_users=()
+for s in "${user_scripts[@]}"; do
+  if jq -e --arg s "$s" '.scenarios | index($s)' <<<"$sh_json" >/dev/null; then in_vm_users+=("$s"); fi
+done
+if [ "${#in_vm_users[@]}" -gt 0 ]; then
+  role() { sed -n "s/^\(.*[[:space:]]\)\{0,1\}$2=\(dfu-[a-z0-9-]*\).*/\2/p" "integration/scenarios/$1.sh" | head -n 1; }
+  member=$(role users M) plain=$(role users P) rootless=$(role rootless-podman U)
+  expect "users.sh names its two users (M=, P=)" "$([ -n "$member" ] && [ -n "$plain" ] && echo yes)" yes
+  expect "rootless-docker.sh uses rootless-podman.sh's user" "$(role rootless-docker U)" "$rootless"
+  if node=$(stub_eval 2>"$tmp/stub.err" | jq -c .cliNode); then
+    expect "vm-cli.nix declares exactly the scenarios' users" \
+      "$(jq -r '.users | keys | join(" ")' <<<"$node")" "$(printf '%s\n' "$member" "$plain" "$rootless" | sort | tr '\n' ' ' | sed 's/ $//')"
+    expect "vm-cli.nix: $member is a normal user in the docker group" \
+      "$(jq -r --arg u "$member" '.users[$u] | [.normal, (.groups | index("docker") != null)] | map(tostring) | join(" ")' <<<"$node")" "true true"
+    expect "vm-cli.nix: $plain is a normal user not in the docker group" \
+      "$(jq -r --arg u "$plain" '.users[$u] | [.normal, (.groups | index("docker") != null)] | map(tostring) | join(" ")' <<<"$node")" "true false"
+    expect "vm-cli.nix: $rootless is a normal user with subordinate uid and gid ranges" \
+      "$(jq -r --arg u "$rootless" '.users[$u] | [.normal, .subids] | map(tostring) | join(" ")' <<<"$node")" "true true"
+    expect "vm-cli.nix enables virtualisation.docker.rootless and virtualisation.podman" \
+      "$(jq -r '[.dockerRootless, .podman] | map(tostring) | join(" ")' <<<"$node")" "true true"
+    # The check itself: a copy of vm-cli.nix whose docker group member is
+    # not in the group, and whose rootless user has no subordinate ids.
+    cp "$tmp/nix/vm-cli.nix" "$tmp/vm-cli.orig"
+    sed -i 's/extraGroups = \[ "docker" \];/extraGroups = [ ];/; s/autoSubUidGidRange = true;/autoSubUidGidRange = false;/' "$tmp/nix/vm-cli.nix"
+    if broken=$(stub_eval 2>"$tmp/stub.err" | jq -c .cliNode); then
+      expect "a VM whose $member is not in the docker group, nor $rootless given subordinate ids, is caught" \
+        "$(jq -r --arg m "$member" --arg r "$rootless" '[(.users[$m].groups | index("docker") != null), .users[$r].subids] | map(tostring) | join(" ")' <<<"$broken")" "false false"
+    else
+      bad "the stub evaluates a changed vm-cli.nix"
+      sed 's/^/       /' "$tmp/stub.err"
+    fi
+    cp "$tmp/vm-cli.orig" "$tmp/nix/vm-cli.nix"
+  else
+    bad "vm-cli.nix's node evaluates against a stub nixpkgs"
+    sed 's/^/       /' "$tmp/stub.err"
+  fi
+  for w in fusermount3 mount umount newuidmap newgidmap; do
+    expect "vm-cli.nix checks the setuid wrapper /run/wrappers/bin/$w" \
+      "$(grep -c "test -u /run/wrappers/bin/$w -a -O /run/wrappers/bin/$w" <<<"${cli:-}")" 1
+  done
+  expect "rootless-docker.sh finds NixOS's dockerd-rootless" \
+    "$(grep -cE 'command -v dockerd-rootless( |\))' integration/scenarios/rootless-docker.sh)" 1
 fi
 
 # No scenario list written out in vm-cli.nix itself (comments aside).

@@ -12,6 +12,22 @@
 # `virtualisation.podman.enable` (nixos/modules/virtualisation/podman), and
 # `boot.binfmt.{emulatedSystems,preferStaticEmulators}` from
 # nixos/modules/system/boot/binfmt.nix.
+#
+# The scenarios run as users other than root (users, rootless-podman,
+# rootless-docker) find their users declared here, as a NixOS machine has
+# them (integration/users-lib.sh's ensure_user makes only what is missing):
+# `users.users.<name>` with `isNormalUser`, `extraGroups` and
+# `autoSubUidGidRange` (nixos/modules/config/users-groups.nix, which writes
+# /etc/subuid and /etc/subgid). The setuid helpers they need are NixOS's
+# wrappers in /run/wrappers/bin, first on PATH (security.wrappers'
+# environment.extraInit; the test's root shell sources /etc/profile):
+# fusermount3 (nixos/modules/security/wrappers, or programs.fuse where
+# nixpkgs has `programs.fuse.enable`), mount and umount (security.wrappers),
+# newuidmap and newgidmap (nixos/modules/programs/shadow.nix). Rootless
+# Docker is `virtualisation.docker.rootless` (nixos/modules/virtualisation/
+# docker-rootless.nix): pkgs.docker's `dockerd-rootless` (its
+# contrib/dockerd-rootless.sh, wrapped with rootlesskit on its PATH); the
+# scenario starts it itself, as the user, with its own socket.
 {
   lib,
   pkgs,
@@ -89,6 +105,26 @@ let
     ) matrix.tools
     ++ lib.concatMap (m: map (b: "machine.succeed(\"command -v ${b}\")") m.bins) matrix.modules;
 
+  # The setuid wrappers a user's mount and rootless engines need, first on
+  # the PATH the scenarios get; the declared users as the scenarios expect
+  # them.
+  wrapperChecks =
+    map (b: "machine.succeed(\"test -u /run/wrappers/bin/${b} -a -O /run/wrappers/bin/${b}\")") [
+      "fusermount3"
+      "mount"
+      "umount"
+      "newuidmap"
+      "newgidmap"
+    ]
+    ++ [
+      "machine.succeed(\"test \\\"$(type -P fusermount3)\\\" = /run/wrappers/bin/fusermount3\")"
+      "machine.succeed(\"type -P dockerd-rootless\")"
+      "machine.succeed(\"id -nG dfu-member | tr ' ' '\\\\n' | grep -qx docker\")"
+      "machine.fail(\"id -nG dfu-plain | tr ' ' '\\\\n' | grep -qx docker\")"
+      "machine.succeed(\"grep -q '^dfu-rootless:' /etc/subuid && grep -q '^dfu-rootless:' /etc/subgid\")"
+      "machine.succeed(\"grep -qx user_allow_other /etc/fuse.conf\")"
+    ];
+
   imageLoads = lib.concatMap (i: [
     "machine.succeed(\"docker load -i ${i.file}\")"
     "got = machine.succeed(\"docker image inspect -f '{{.Architecture}}' ${i.tag}\").strip()"
@@ -104,7 +140,7 @@ testers.runNixOSTest {
   globalTimeout = 3 * 60 * 60;
 
   nodes.machine =
-    { ... }:
+    { options, ... }:
     {
       virtualisation = {
         docker.enable = true;
@@ -120,6 +156,14 @@ testers.runNixOSTest {
         # system service` with its own storage. Not dockerCompat: `docker`
         # stays Docker's CLI.
         podman.enable = true;
+        # Rootless Docker for the users who start it (the rootless-docker
+        # scenario runs dockerd-rootless as dfu-rootless, with DOCKER_HOST
+        # set by itself; setSocketVariable sets it for login shells that
+        # have XDG_RUNTIME_DIR, which the test's root shell has not).
+        docker.rootless = {
+          enable = true;
+          setSocketVariable = true;
+        };
         memorySize = 4096;
         diskSize = 8192;
         cores = 2;
@@ -133,6 +177,32 @@ testers.runNixOSTest {
 
       boot.kernelModules = [ "fuse" ];
 
+      # The users of integration/scenarios/users.sh (a docker group member
+      # and a user not in the group) and of rootless-podman.sh and
+      # rootless-docker.sh (subordinate ids for its user namespace).
+      # nix/check-offline.sh checks these names against the scripts.
+      users.users = {
+        dfu-member = {
+          isNormalUser = true;
+          extraGroups = [ "docker" ];
+        };
+        dfu-plain = {
+          isNormalUser = true;
+        };
+        dfu-rootless = {
+          isNormalUser = true;
+          autoSubUidGidRange = true;
+        };
+      };
+      # user_allow_other in /etc/fuse.conf: a user's --allow-other is
+      # possible (users.sh checks the refusal without it under a fuse.conf of
+      # its own). `programs.fuse.enable` exists only in newer nixpkgs (where
+      # it installs the fusermount3 wrapper); older ones always have it.
+      programs.fuse = {
+        userAllowOther = true;
+      }
+      // lib.optionalAttrs (options.programs.fuse ? enable) { enable = true; };
+
       # Every tool nix/vm-matrix.txt names ("tool" entries); docker,
       # dockerd, podman and systemctl come from the modules above and
       # systemd ("module" entries).
@@ -144,6 +214,8 @@ testers.runNixOSTest {
 
     with subtest("every binary nix/vm-matrix.txt names is there"):
     ${indent binaryChecks}
+    with subtest("the users' setuid helpers and the declared users"):
+    ${indent wrapperChecks}
     with subtest("binfmt: static qemu-aarch64 registered with the F flag"):
         machine.succeed("grep -qx enabled /proc/sys/fs/binfmt_misc/aarch64-linux")
         machine.succeed("grep -Eq '^flags: .*F' /proc/sys/fs/binfmt_misc/aarch64-linux")

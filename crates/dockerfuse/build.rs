@@ -32,7 +32,7 @@
 //!
 //! Each file is compressed once here (`.lzma`, preset 9) and decompressed
 //! at run time the first time it is needed. The list of what was embedded
-//! goes to `$OUT_DIR/embedded.rs`, included by `src/satellites.rs`.
+//! goes to `$OUT_DIR/embedded.rs`, included by `src/satellites/embedded.rs`.
 
 use std::env;
 use std::fmt::Write as _;

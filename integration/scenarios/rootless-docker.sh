@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rootless Docker: a user with subuid/subgid ranges (dfu-rootless, made
 # here if missing) runs dockerd-rootless.sh (docker.io's contrib script,
-# or the one on PATH) under rootlesskit, with its socket, data and exec
+# or the one on PATH: NixOS's dockerd-rootless) under rootlesskit, with
+# its socket, data and exec
 # roots under its own XDG_RUNTIME_DIR in the scratch directory; the test
 # image is loaded from a `docker save` of root's engine. dockerfuse, run as
 # that user with DOCKER_HOST pointing at the socket, passes the core
@@ -29,8 +30,11 @@ require_env DOCKERFUSE WORKDIR CARCH
 require_tools rootlesskit dockerd newuidmap newgidmap useradd usermod runuser unshare mknod getent docker curl
 got=''
 
-ROOTLESS_SH=$(command -v dockerd-rootless.sh || echo /usr/share/docker.io/contrib/dockerd-rootless.sh)
-[ -x "$ROOTLESS_SH" ] || abort "dockerd-rootless.sh not found (on PATH or in /usr/share/docker.io/contrib)"
+# moby's contrib/dockerd-rootless.sh: on PATH as such, or as NixOS's pkgs.docker
+# installs it (bin/dockerd-rootless, wrapped with rootlesskit on its PATH), or
+# where Debian's docker.io leaves it
+ROOTLESS_SH=$(command -v dockerd-rootless.sh || command -v dockerd-rootless || echo /usr/share/docker.io/contrib/dockerd-rootless.sh)
+[ -x "$ROOTLESS_SH" ] || abort "dockerd-rootless.sh not found (dockerd-rootless.sh or dockerd-rootless on PATH, or in /usr/share/docker.io/contrib)"
 U=dfu-rootless
 ensure_user "$U" "" subids
 check "$U has subuid and subgid ranges" grep -q "^$U:" /etc/subuid /etc/subgid

@@ -37,7 +37,14 @@ USER_RUNTIME=$WORKDIR/xdg-$U
 user_dir "$U" "$USER_RUNTIME"
 SOCK=$USER_RUNTIME/podman/podman.sock
 export DOCKER_HOST=unix://$SOCK
-USER_PASS="DOCKER_HOST"
+# Storage of this run only: podman keeps the paths it first ran with in its
+# database under the user's home, and a user kept from an earlier run (or
+# declared, as in the NixOS VM) would otherwise be sent to that run's
+# runroot, long removed.
+export CONTAINERS_STORAGE_CONF=$WORKDIR/storage-$U.conf
+printf '[storage]\ngraphroot = "%s"\nrunroot = "%s"\n' "$USER_RUNTIME/storage" "$USER_RUNTIME/runroot" >"$CONTAINERS_STORAGE_CONF"
+chmod 0644 "$CONTAINERS_STORAGE_CONF"
+USER_PASS="DOCKER_HOST CONTAINERS_STORAGE_CONF"
 NAME=dfu-rootless-pod-$CARCH-$$
 SVC=
 

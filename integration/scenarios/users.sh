@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Users other than root on the root engine. Two users are made here if
-# missing: dfu-member (in the `docker` group) and dfu-plain (not).
+# missing (the NixOS VM declares them: nix/vm-cli.nix): dfu-member (in the
+# `docker` group) and dfu-plain (not).
 #   - with the machine's own /dev/fuse: when the users may not open it
 #     (0600), dockerfuse refuses at once naming /dev/fuse and the fix
 #     (fusermount3 opens it with the user's rights, so nothing a user runs
@@ -170,6 +171,10 @@ check "$M: dockerfuse unmount (reconnect mount)" as_user "$M" "$DF" unmount "$UW
 # --- a `user` fstab entry, through mount(8) as the user ------------------------------
 mkdir -p "$WORKDIR/sbin"
 ln -sf "$DF" "$WORKDIR/sbin/dockerfuse"
+if [ ! -d /usr/local/sbin ]; then # NixOS has none (mount-helper.sh makes it too)
+	mkdir -p /usr/local/sbin
+	on_exit 'rmdir /usr/local/sbin 2>/dev/null'
+fi
 mount --bind "$WORKDIR/sbin" /usr/local/sbin
 cp /etc/fstab "$WORKDIR/fstab" 2>/dev/null || : >"$WORKDIR/fstab"
 FS=$UW/fstab-mnt

@@ -4,10 +4,13 @@
 
 use std::ffi::OsString;
 
-use crate::cli::Cli;
-use crate::engine::EngineFlags;
+use crate::cli::flags::Cli;
+use crate::cli::{commands, helper, plugin};
+use crate::engine::api::EngineFlags;
 use crate::logging::Style;
-use crate::{commands, daemon, error, helper, logging, mount, plugin, report, satellites, signals};
+use crate::mount::{daemon, lifecycle, signals};
+use crate::satellites::embedded;
+use crate::{error, logging, report};
 
 /// Runs the command with the process's arguments (what `main` does).
 pub fn run() {
@@ -33,7 +36,7 @@ pub fn run() {
         });
         std::process::exit(code);
     } else {
-        let cli = Cli::parse_args();
+        let cli = helper::parse_args();
         let engine = cli.engine_flags();
         (cli, engine)
     };
@@ -60,7 +63,7 @@ fn mount_and_serve(cli: Cli, engine: &EngineFlags) -> ! {
         report::print_text(&format!("cannot set up logging: {e}"));
         Style::Plain
     });
-    let code = match mount::run(&cli, &target, engine, &mut notifier) {
+    let code = match lifecycle::run(&cli, &target, engine, &mut notifier) {
         Ok(()) => error::EXIT_OK,
         Err(e) => {
             // -debug/-json keep their log lines; people get plain ones.
@@ -85,6 +88,6 @@ fn print_version(debug: bool) {
         dockerfuse_proto::PROTOCOL_VERSION
     );
     if debug {
-        print!("{}", satellites::report());
+        print!("{}", embedded::report());
     }
 }

@@ -17,8 +17,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(unreachable_pub)]
 
+mod channel;
 mod coalesce;
-mod direct;
 mod handles;
 mod ident;
 mod inotify;

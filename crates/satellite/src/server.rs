@@ -3,7 +3,7 @@
 //!
 //! The reader parses frame headers only; it tells a shutdown (and the two
 //! requests that move the conversation to a private channel, see
-//! `direct`) by the request's variant tag, without decoding the payload,
+//! `channel`) by the request's variant tag, without decoding the payload,
 //! which is left to the workers. After a switch, a second reader serves
 //! the channel and every response goes there; stdin stays the lifeline.
 
@@ -113,8 +113,8 @@ pub(crate) fn read_request<R: Read>(pool: &Pool, input: &mut R) -> io::Result<Fr
         || tag == Some(Request::UseChannel { fds: false }.tag())
     {
         match frame::decode::<Request<'_>>(&frame) {
-            Ok(Request::OpenChannel) => crate::direct::open_channel(pool, id),
-            Ok(Request::UseChannel { fds }) => crate::direct::use_channel(pool, id, fds),
+            Ok(Request::OpenChannel) => crate::channel::open_channel(pool, id),
+            Ok(Request::UseChannel { fds }) => crate::channel::use_channel(pool, id, fds),
             _ => pool.reply(id, &Response::Error(Errno::EPROTO.0)),
         }
         return Ok(Framed::Done);

@@ -10,7 +10,7 @@
 //!
 //! Whether an open file is then served by the kernel from that backing
 //! file (passthrough) is decided here too, with the kernel's rules in
-//! [`crate::passthrough`]: the adapter only registers descriptors and
+//! [`crate::kernel::passthrough`]: the adapter only registers descriptors and
 //! answers ([`OpenReply`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -20,7 +20,7 @@ use dockerfuse_proto::{Errno, Request};
 
 use super::heads::Heads;
 use super::{Cb, Outbox, Transport, Who};
-use crate::passthrough::{Backings, Mode};
+use crate::kernel::passthrough::{Backings, Mode};
 
 /// The kernel's side of an open or create: it registers a backing file
 /// and takes the outcome `T`.

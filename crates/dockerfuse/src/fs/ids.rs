@@ -6,7 +6,7 @@
 //! | bits   | what                                                        |
 //! |--------|-------------------------------------------------------------|
 //! | 63     | a directory handle of the host's own ([`super::lazy_dir`]), never sent to the satellite |
-//! | 48..63 | with `--reconnect`, the epoch of the satellite that opened it (its low 15 bits; [`crate::relink`]) |
+//! | 48..63 | with `--reconnect`, the epoch of the satellite that opened it (its low 15 bits; [`crate::transport::relink`]) |
 //! | 0..48  | the satellite's handle                                      |
 //!
 //! Without `--reconnect` the kernel holds the satellite's handles as they

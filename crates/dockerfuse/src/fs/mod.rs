@@ -2,7 +2,7 @@
 //! requests to the satellite, with the satellite's replies checked and
 //! typed on the way back.
 //!
-//! It knows nothing of fuser or the kernel (the adapter in `fuse.rs` maps
+//! It knows nothing of fuser or the kernel (the adapter in `kernel/fuse.rs` maps
 //! kernel requests to these methods and results to replies) and nothing
 //! of Docker (it talks to a [`Transport`]), so tests drive it with canned
 //! answers or with the real satellite over pipes. Besides the mapping it
@@ -189,7 +189,7 @@ pub(crate) struct Core<T: Transport, B = ()> {
     releases: Arc<Releases>,
     pending: Arc<Pending>,
     /// Set when the kernel agreed to passthrough.
-    passthrough: OnceLock<Arc<crate::passthrough::Backings<B>>>,
+    passthrough: OnceLock<Arc<crate::kernel::passthrough::Backings<B>>>,
 }
 
 /// The one way out for the core's requests: wrapped as the caller's when
@@ -243,7 +243,7 @@ impl<T: Transport> Outbox<T> {
         };
         match &self.behind {
             Some(b) if !b.is_idle() => {
-                crate::waits::deferred();
+                crate::mount::waits::deferred();
                 let (rpc, req) = (self.rpc.clone(), req.clone().into_owned());
                 b.after_writes(Box::new(move || rpc.call(&req, done)))
             }
@@ -253,7 +253,7 @@ impl<T: Transport> Outbox<T> {
 
     /// Sends a request whose outcome nobody waits for (no wait).
     fn send_and_forget(&self, who: &Who, req: &Request<'_>) {
-        let _bg = crate::waits::background();
+        let _bg = crate::mount::waits::background();
         self.send(who, req, Box::new(|_| {}))
     }
 }
@@ -269,7 +269,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             let rpc = rpc.clone();
             let send: write_behind::SendBatch = Arc::new(move |fh, offset, data, done| {
                 let len = data.len() as u64;
-                let _bg = crate::waits::background();
+                let _bg = crate::mount::waits::background();
                 let req = Request::Write {
                     fh,
                     offset,
@@ -1616,7 +1616,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let req = Request::Release { fh };
         match self.out.behind.clone() {
             Some(b) => {
-                let _bg = crate::waits::background();
+                let _bg = crate::mount::waits::background();
                 self.out
                     .send(&Who::Mount, &req, Box::new(move |_| b.forget(fh)))
             }

@@ -21,7 +21,7 @@ impl Fs {
         let n = self.nodes.get(node)?;
         let fd = reopen(&n, flags & !REOPEN_DROP)?;
         let raw = fd.as_raw_fd();
-        Ok(crate::direct::opened(
+        Ok(crate::channel::opened(
             self.handles.insert(Handle::File(fd)),
             raw,
         ))
@@ -50,7 +50,7 @@ impl Fs {
         let fh = self.handles.insert(Handle::File(fd));
         Ok(Response::OpenedSmall {
             fh,
-            fd: crate::direct::reported_fd(raw),
+            fd: crate::channel::reported_fd(raw),
             data: whole.then_some(Cow::Borrowed(&buf[..])),
         })
     }
@@ -102,7 +102,7 @@ impl Fs {
             attr: attr_of(&st, id),
             no_xattrs,
         };
-        Ok(crate::direct::created(entry, fh, raw))
+        Ok(crate::channel::created(entry, fh, raw))
     }
 
     /// Creates `name` in `parent` exclusively, as node `id` with handle

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use dockerfuse_proto::{HostHello, Request, HELLO_ID, MAX_IO, PROTOCOL_VERSION};
 
-use crate::feed::{Feed, Kernel};
 use crate::fs::{Core, Options};
-use crate::rpc::{Rpc, Started};
-use crate::satellites::Arch;
+use crate::kernel::feed::{Feed, Kernel};
+use crate::satellites::embedded::Arch;
+use crate::transport::rpc::{Rpc, Started};
 
 /// How long a request may wait on a silent satellite.
 const STALL: Duration = Duration::from_secs(30);
@@ -75,7 +75,7 @@ impl Served {
             None
         }));
         let h = got.expect("the satellite says hello");
-        crate::launch::check_hello(&h).expect("an acceptable hello");
+        crate::satellites::launch::check_hello(&h).expect("an acceptable hello");
         rpc.send_frame(
             HELLO_ID,
             &Request::Hello(HostHello {

@@ -13,7 +13,7 @@ use super::direct::{split_names, Direct};
 use super::identity::Ids;
 use super::ops::{pattern, Op, Out, Outcome, Stat, Time, PLANTED_LEN, SLOTS};
 use crate::fs::{Cb, Core, Fh, Lookup, NodeId, Who, Xattr};
-use crate::rpc::Rpc;
+use crate::transport::rpc::Rpc;
 
 /// How many symlinks one path walk may follow (the kernel's MAXSYMLINKS).
 const MAX_SYMLINKS: u32 = 40;

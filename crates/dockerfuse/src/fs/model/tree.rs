@@ -22,7 +22,7 @@ use super::direct::split_names;
 use super::identity::Ids;
 use super::ops::{explicit, Stat};
 use crate::fs::{Core, Fh, NodeId, Who, Xattr};
-use crate::rpc::Rpc;
+use crate::transport::rpc::Rpc;
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Node {

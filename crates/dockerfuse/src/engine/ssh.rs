@@ -167,7 +167,7 @@ impl Bridge {
         let dir = std::env::temp_dir().join(format!(
             "dockerfuse-ssh-{}-{}",
             std::process::id(),
-            crate::state::now()
+            crate::mount::state::now()
         ));
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let socket = dir.join("docker.sock");

@@ -5,7 +5,7 @@
 //! findmnt and `dockerfuse list` know a dockerfuse mount by its type, so as
 //! root the mount is made here, with the options fuser would use, and the
 //! session is built on the returned `/dev/fuse` descriptor. Any other
-//! user mounts through [`fusermount`](crate::fusermount) (setuid
+//! user mounts through [`fusermount`](crate::kernel::fusermount) (setuid
 //! fusermount3) and gets the same kind of descriptor; unmounting goes the
 //! same two ways.
 
@@ -51,9 +51,9 @@ pub(crate) fn mount_any(req: &Request) -> io::Result<(OwnedFd, &'static str)> {
             Err(e) => return Err(e),
         }
     }
-    let helper = crate::fusermount::find()
+    let helper = crate::kernel::fusermount::find()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "fusermount3 not found"))?;
-    crate::fusermount::mount(&helper, req).map(|fd| (fd, "fusermount3"))
+    crate::kernel::fusermount::mount(&helper, req).map(|fd| (fd, "fusermount3"))
 }
 
 /// Opens `/dev/fuse` and mounts it on the mount point; the descriptor
@@ -105,7 +105,7 @@ pub(crate) fn mount(req: &Request) -> io::Result<OwnedFd> {
 /// Unmounts `mountpoint`, failing with EBUSY when it is in use.
 pub(crate) fn unmount_strict(mountpoint: &Path) -> io::Result<()> {
     if !is_root() {
-        return crate::fusermount::unmount(mountpoint, false);
+        return crate::kernel::fusermount::unmount(mountpoint, false);
     }
     umount2(mountpoint, 0)
 }
@@ -129,18 +129,18 @@ pub(crate) fn unmount(mountpoint: &Path) -> io::Result<()> {
     };
     // A user's mount made by root's fusermount3 (or root's mount seen
     // from a user namespace): fall back to the other way too.
-    let busy = crate::fusermount::errno_of(&err) == Some(libc::EBUSY);
+    let busy = crate::kernel::fusermount::errno_of(&err) == Some(libc::EBUSY);
     if is_root() {
         if !busy && err.raw_os_error() != Some(libc::EPERM) {
             return Err(err);
         }
         return umount2(mountpoint, libc::MNT_DETACH)
-            .or_else(|_| crate::fusermount::unmount(mountpoint, true));
+            .or_else(|_| crate::kernel::fusermount::unmount(mountpoint, true));
     }
     // fusermount3's words for EBUSY vary: detach lazily on any failure
     // but "not mounted".
-    if !busy && crate::fusermount::errno_of(&err) == Some(libc::EINVAL) {
+    if !busy && crate::kernel::fusermount::errno_of(&err) == Some(libc::EINVAL) {
         return Err(err);
     }
-    crate::fusermount::unmount(mountpoint, true)
+    crate::kernel::fusermount::unmount(mountpoint, true)
 }

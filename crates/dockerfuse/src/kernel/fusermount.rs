@@ -7,11 +7,11 @@
 //! unix socket named by `_FUSE_COMMFD` (one SCM_RIGHTS message); it checks
 //! on its own that the user may write to the mount point and that
 //! `user_allow_other` is set for `allow_other`. The descriptor then
-//! carries the session exactly as the one [`kernel_mount`] returns.
+//! carries the session exactly as the one [`sys_mount`] returns.
 //! Unmounting is `fusermount3 -u` (`-z` for a lazy detach): umount2 is
 //! refused to users.
 //!
-//! [`kernel_mount`]: crate::kernel_mount
+//! [`sys_mount`]: crate::kernel::sys_mount
 
 use std::ffi::OsString;
 use std::io::{self, Read};
@@ -22,7 +22,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::kernel_mount::Request;
+use crate::kernel::sys_mount::Request;
 
 /// The helper's names, newest first (`fusermount` is FUSE 2's).
 const NAMES: &[&str] = &["fusermount3", "fusermount"];

@@ -9,8 +9,10 @@
 
 use std::path::PathBuf;
 
-use crate::cli::Cli;
-use crate::satellites::Arch;
+use clap::Parser;
+
+use crate::cli::flags::{normalize, Cli};
+use crate::satellites::embedded::Arch;
 
 /// The PATH a mount helper gets when it has none (the shell's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -53,6 +55,18 @@ fn ignored(opt: &str) -> bool {
     IGNORED.contains(&opt) || opt.starts_with("x-") || opt.starts_with("comment=")
 }
 
+/// The mount flags from the process's arguments, with the `-o` options
+/// applied (clap exits on bad usage).
+pub(crate) fn parse_args() -> Cli {
+    let mut cli = Cli::parse_from(normalize(std::env::args_os()));
+    if let Err(e) = apply(&mut cli) {
+        <Cli as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit();
+    }
+    cli
+}
+
 /// Applies the `-o` options to `cli`. An unknown option is an error naming it.
 pub(crate) fn apply(cli: &mut Cli) -> Result<(), String> {
     if cli.options.is_empty() {
@@ -77,7 +91,7 @@ pub(crate) fn apply(cli: &mut Cli) -> Result<(), String> {
         let need = |v: Option<String>| v.ok_or(format!("-o {key} needs a value ({key}=...)"));
         let secs = |v: Option<String>| -> Result<f64, String> {
             let v = need(v)?;
-            crate::cli::seconds(&v).map_err(|e| format!("-o {key}: {e}"))
+            crate::cli::flags::seconds(&v).map_err(|e| format!("-o {key}: {e}"))
         };
         let flag = |v: &Option<String>| -> Result<(), String> {
             match v {

@@ -23,7 +23,7 @@ use bollard::Docker;
 use futures_util::Stream;
 
 use crate::error::{Error, Result};
-use crate::satellites::Arch;
+use crate::satellites::embedded::Arch;
 
 pub(crate) type Output =
     Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
@@ -284,7 +284,7 @@ pub(crate) struct Engine {
     pub host: String,
     /// For an ssh:// engine: the socket bollard talks to (kept open as
     /// long as the engine is used).
-    _ssh: Option<std::sync::Arc<crate::ssh::Bridge>>,
+    _ssh: Option<std::sync::Arc<crate::engine::ssh::Bridge>>,
 }
 
 fn engine_error(ep: &Endpoint, e: impl std::fmt::Display) -> Error {
@@ -317,21 +317,21 @@ fn engine_error(ep: &Endpoint, e: impl std::fmt::Display) -> Error {
 }
 
 /// The error for a request to `ep` that failed: the cause in words
-/// ([`crate::reach`]) when it can be told, else the client's own text.
+/// ([`crate::engine::reach`]) when it can be told, else the client's own text.
 fn unreachable(ep: &Endpoint, e: &bollard::errors::Error) -> Error {
-    let text = crate::reach::chain(e);
-    let cause = crate::reach::cause(&ep.host, ep.tls.is_some(), &text);
+    let text = crate::engine::reach::chain(e);
+    let cause = crate::engine::reach::cause(&ep.host, ep.tls.is_some(), &text);
     tracing::debug!(error = %text, ?cause, "the engine does not answer");
-    let Some((sentence, hint)) = crate::reach::words(&cause, &ep.host) else {
+    let Some((sentence, hint)) = crate::engine::reach::words(&cause, &ep.host) else {
         return engine_error(ep, text);
     };
     let errno = match cause {
-        crate::reach::Cause::Permission { .. } => libc::EACCES,
-        crate::reach::Cause::NoSocket => libc::ENOENT,
-        crate::reach::Cause::NotListening => libc::ECONNREFUSED,
+        crate::engine::reach::Cause::Permission { .. } => libc::EACCES,
+        crate::engine::reach::Cause::NoSocket => libc::ENOENT,
+        crate::engine::reach::Cause::NotListening => libc::ECONNREFUSED,
         _ => libc::EPROTO,
     };
-    let what = if crate::reach::is_podman(&ep.host) {
+    let what = if crate::engine::reach::is_podman(&ep.host) {
         "the Podman service"
     } else {
         "the Docker engine"
@@ -375,10 +375,10 @@ fn client(ep: &Endpoint) -> Result<Docker> {
     }
 }
 
-/// A bollard client for an ssh:// engine, through a [`crate::ssh::Bridge`].
-fn ssh_client(ep: &Endpoint) -> Result<(Docker, crate::ssh::Bridge)> {
-    let target = crate::ssh::parse(&ep.host).map_err(|e| engine_error(ep, e))?;
-    crate::ssh::check(&target).map_err(|e| {
+/// A bollard client for an ssh:// engine, through a [`crate::engine::ssh::Bridge`].
+fn ssh_client(ep: &Endpoint) -> Result<(Docker, crate::engine::ssh::Bridge)> {
+    let target = crate::engine::ssh::parse(&ep.host).map_err(|e| engine_error(ep, e))?;
+    crate::engine::ssh::check(&target).map_err(|e| {
         let hint = e.hint.clone();
         let err = Error::setup(format!(
             "cannot reach the Docker engine at {} (from {}): {}",
@@ -389,7 +389,7 @@ fn ssh_client(ep: &Endpoint) -> Result<(Docker, crate::ssh::Bridge)> {
             None => err,
         }
     })?;
-    let bridge = crate::ssh::Bridge::start(target)
+    let bridge = crate::engine::ssh::Bridge::start(target)
         .map_err(|e| engine_error(ep, format!("cannot listen for the ssh bridge: {e}")))?;
     let docker = Docker::connect_with_unix(&bridge.url(), 120, bollard::API_DEFAULT_VERSION)
         .map_err(|e| engine_error(ep, e))?;
@@ -530,7 +530,7 @@ impl Engine {
                 return None;
             }
         }
-        crate::tarball::first_file(&tar).map(<[u8]>::to_vec)
+        crate::satellites::tarball::first_file(&tar).map(<[u8]>::to_vec)
     }
 
     /// Starts `cmd` with stdin/stdout/stderr attached and no TTY (a binary

@@ -17,7 +17,7 @@
 //! it sends. Counting is a few relaxed atomic additions; the counts are
 //! process-wide (one process serves one mount). `-debug` logs them at
 //! unmount and `dockerfuse stats MOUNTPOINT` asks the serving process for
-//! them (see [`crate::stats`]).
+//! them (see [`crate::mount::stats`]).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -20,7 +20,7 @@ impl Entry {
     /// A dockerfuse mount: type `fuse.dockerfuse`, or `fuse` with a
     /// `dockerfuse:` source (made by an older dockerfuse as root).
     pub(crate) fn is_dockerfuse(&self) -> bool {
-        self.fstype == crate::kernel_mount::FSTYPE
+        self.fstype == crate::kernel::sys_mount::FSTYPE
             || (self.fstype == "fuse" && self.source.starts_with("dockerfuse:"))
     }
 }

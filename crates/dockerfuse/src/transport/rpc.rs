@@ -44,7 +44,7 @@ use futures_util::{AsyncRead, AsyncWrite, AsyncWriteExt, Stream, StreamExt};
 use smol::channel::{Receiver, Sender};
 use tracing::{debug, warn};
 
-use crate::engine::{Input, Output};
+use crate::engine::api::{Input, Output};
 pub use crate::fs::{Done, Transport};
 
 /// One piece of what the satellite's side sends.
@@ -431,7 +431,7 @@ impl Rpc {
 
 impl Transport for Rpc {
     fn call(&self, req: &Request<'_>, done: Done) {
-        crate::waits::sent(req, true);
+        crate::mount::waits::sent(req, true);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = Vec::new();
         if frame::encode(id, req, &mut buf).is_err() {
@@ -453,7 +453,7 @@ impl Transport for Rpc {
     }
 
     fn post(&self, req: &Request<'_>) {
-        crate::waits::sent(req, false);
+        crate::mount::waits::sent(req, false);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let _ = self.send_frame(id, req);
     }

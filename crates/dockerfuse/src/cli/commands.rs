@@ -8,8 +8,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::cli::flags::Cli;
 use crate::error::{Result, EXIT_OK};
 
 #[derive(Parser, Debug)]
@@ -62,13 +63,13 @@ pub(crate) enum Command {
         #[arg(long)]
         all: bool,
         /// Seconds to wait for each serving process to exit.
-        #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = crate::cli::seconds)]
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = crate::cli::flags::seconds)]
         timeout: f64,
     },
     /// Print a shell completion script (container names included).
     Completions {
         #[arg(value_enum)]
-        shell: crate::completions::Shell,
+        shell: crate::cli::completions::Shell,
     },
     /// Print the manual page (roff): dockerfuse man | man -l -
     Man,
@@ -85,6 +86,17 @@ pub(crate) fn subcommands() -> Vec<clap::Command> {
         .collect()
 }
 
+/// The whole command line: mount flags and subcommands (for completions
+/// and the man page).
+pub(crate) fn command() -> clap::Command {
+    subcommands()
+        .into_iter()
+        .fold(Cli::command(), |cmd, sub| cmd.subcommand(sub))
+        // (clap would otherwise add a `help` subcommand that mounting
+        // does not have)
+        .disable_help_subcommand(true)
+}
+
 /// The subcommand named by `args[1]`, parsed (clap exits on bad usage).
 pub(crate) fn parse(args: &[OsString]) -> Option<Command> {
     let first = args.get(1)?.to_str()?;
@@ -98,23 +110,23 @@ pub(crate) fn parse(args: &[OsString]) -> Option<Command> {
 pub(crate) fn run(cmd: Command) -> Result<i32> {
     match cmd {
         Command::InstallPlugin { dir, copy } => {
-            let made = crate::plugin::install(dir.as_deref(), copy)?;
+            let made = crate::cli::plugin::install(dir.as_deref(), copy)?;
             println!("installed {}: try docker mount --help", made.display());
             Ok(EXIT_OK)
         }
-        Command::Completions { shell } => crate::completions::print(shell)
+        Command::Completions { shell } => crate::cli::completions::print(shell, command())
             .map(|()| EXIT_OK)
             .map_err(Into::into),
-        Command::Man => crate::completions::man()
+        Command::Man => crate::cli::completions::man(command())
             .map(|()| EXIT_OK)
             .map_err(Into::into),
         Command::CompleteContainers => {
-            crate::completions::containers();
+            crate::cli::completions::containers();
             Ok(EXIT_OK)
         }
-        Command::List { json } => crate::manage::list(json).map(|()| EXIT_OK),
-        Command::Stats { dir, json } => crate::stats::run(&dir, json).map(|()| EXIT_OK),
-        Command::Unmount { dirs, all, timeout } => Ok(crate::manage::unmount(
+        Command::List { json } => crate::mount::manage::list(json).map(|()| EXIT_OK),
+        Command::Stats { dir, json } => crate::mount::stats::run(&dir, json).map(|()| EXIT_OK),
+        Command::Unmount { dirs, all, timeout } => Ok(crate::mount::manage::unmount(
             &dirs,
             all,
             std::time::Duration::from_secs_f64(timeout),

@@ -34,11 +34,11 @@ use dockerfuse_proto::{Errno, Request, Response, SatelliteHello};
 use smol::channel::Receiver;
 use tracing::{debug, info};
 
-use crate::engine::Engine;
+use crate::engine::api::Engine;
 use crate::error::{Error, Result};
 use crate::fs::{Done, Transport};
-use crate::launch::Running;
-use crate::rpc::{Rpc, Started};
+use crate::satellites::launch::Running;
+use crate::transport::rpc::{Rpc, Started};
 
 use pidfd::Pidfd;
 use select::PassthroughFacts;
@@ -47,23 +47,23 @@ pub(crate) use select::TransportChoice;
 /// CAP_SYS_ADMIN's bit number.
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// The transport a mount's core talks to: the RPC client of the exec
-/// stream or of the local channel, and on the local channel the means to
-/// take the satellite's descriptors.
+/// The peer: the satellite as the mount's core talks to it, through the
+/// RPC client of the exec stream or of the local channel, and on the
+/// local channel the means to take the satellite's descriptors.
 #[derive(Clone)]
-pub(crate) struct Channel {
+pub(crate) struct Peer {
     rpc: Rpc,
     satellite: Option<Arc<Pidfd>>,
 }
 
-impl Channel {
+impl Peer {
     /// The RPC client that carries the conversation now.
     pub(crate) fn rpc(&self) -> &Rpc {
         &self.rpc
     }
 }
 
-impl Transport for Channel {
+impl Transport for Peer {
     fn call(&self, req: &Request<'_>, done: Done) {
         self.rpc.call(req, done)
     }
@@ -84,7 +84,7 @@ impl Transport for Channel {
     }
 }
 
-impl Channel {
+impl Peer {
     /// The connection has ended (its requests fail with EIO at once).
     pub(crate) fn is_closed(&self) -> bool {
         self.rpc.is_closed()
@@ -93,7 +93,7 @@ impl Channel {
 
 /// How the mount reaches its satellite.
 pub(crate) struct Link {
-    pub(crate) channel: Channel,
+    pub(crate) peer: Peer,
     /// Fires once, with the reason, when the exec stream or the channel
     /// ends (the other is closed too).
     pub(crate) closed: Receiver<String>,
@@ -108,7 +108,7 @@ impl Link {
     /// Asks the satellite to exit and closes both streams.
     pub(crate) fn shutdown(&self) {
         if self.local.is_ok() {
-            self.channel.rpc.shutdown();
+            self.peer.rpc.shutdown();
         }
         self.exec.shutdown();
     }
@@ -197,13 +197,13 @@ pub(crate) async fn connect(engine: &Engine, running: &Running, want: &Want) -> 
             (None, Err(why), pt)
         }
     };
-    let (channel, closed) = match link {
-        Some((channel, chan_closed)) => {
-            let merged = merge_closed(&exec, running.closed.clone(), &channel.rpc, chan_closed);
-            (channel, merged)
+    let (peer, closed) = match link {
+        Some((peer, chan_closed)) => {
+            let merged = merge_closed(&exec, running.closed.clone(), &peer.rpc, chan_closed);
+            (peer, merged)
         }
         None => (
-            Channel {
+            Peer {
                 rpc: exec.clone(),
                 satellite: None,
             },
@@ -211,7 +211,7 @@ pub(crate) async fn connect(engine: &Engine, running: &Running, want: &Want) -> 
         ),
     };
     let link = Link {
-        channel,
+        peer,
         closed,
         local,
         passthrough,
@@ -383,7 +383,7 @@ async fn switch(
     sock: OwnedFd,
     fds: bool,
     want: &Want,
-) -> std::result::Result<(Channel, Receiver<String>), String> {
+) -> std::result::Result<(Peer, Receiver<String>), String> {
     let stream = std::os::unix::net::UnixStream::from(sock);
     ask(
         &running.rpc,
@@ -423,7 +423,7 @@ async fn switch(
         fds, "satellite moved to the local channel"
     );
     Ok((
-        Channel {
+        Peer {
             rpc,
             satellite: Some(Arc::new(pidfd)),
         },

@@ -7,7 +7,7 @@
 //! every pending and later operation has already failed with EIO (the RPC
 //! client does that as soon as the stream ends); we unmount and report the
 //! cause with a non-zero exit status. With `--reconnect` the loss is
-//! waited out instead ([`reconnect`](crate::reconnect)): the mount stays,
+//! waited out instead ([`reconnect`](crate::transport::reconnect)): the mount stays,
 //! and a new satellite takes over once the container runs again.
 
 use std::path::{Path, PathBuf};
@@ -18,19 +18,19 @@ use std::time::Duration;
 use fuser::{Config, MountOption, SessionACL};
 use tracing::{debug, info, warn};
 
-use crate::cli::{Cli, Target};
-use crate::daemon::Notifier;
-use crate::engine::{Container, Engine, EngineFlags};
+use crate::cli::flags::{Cli, Target};
+use crate::engine::api::{Container, Engine, EngineFlags};
 use crate::error::{Error, Result};
 use crate::fs::{Core, LinkRewrite, Options};
-use crate::fuse::FuseFs;
-use crate::kernel_mount;
-use crate::launch::{Launch, Running, UPLOAD_DIRS};
-use crate::mountinfo;
-use crate::reconnect::{self, Outcome};
-use crate::relink::{Conn, Relink};
-use crate::satellites::{self, Arch};
-use crate::state;
+use crate::kernel::fuse::FuseFs;
+use crate::kernel::mountinfo;
+use crate::kernel::sys_mount;
+use crate::mount::daemon::Notifier;
+use crate::mount::state;
+use crate::satellites::embedded::{self, Arch};
+use crate::satellites::launch::{Launch, Running, UPLOAD_DIRS};
+use crate::transport::reconnect::{self, Outcome};
+use crate::transport::relink::{Conn, Relink};
 
 enum Event {
     Signal(i32),
@@ -123,7 +123,7 @@ fn fuse_conf_allows_other(path: &str) -> bool {
 
 /// The setuid helper a user mounts through, or why there is none usable.
 fn user_helper() -> Result<PathBuf> {
-    let helper = crate::fusermount::find().ok_or_else(|| {
+    let helper = crate::kernel::fusermount::find().ok_or_else(|| {
         Error::setup(
             "fusermount3 not found (a user other than root mounts through it: \
              /dev/fuse and mount(2) are root's)",
@@ -131,7 +131,7 @@ fn user_helper() -> Result<PathBuf> {
         .with_errno(libc::ENOENT)
         .with_hint("install fuse3 (apt-get install fuse3, dnf install fuse3), or mount as root")
     })?;
-    if let Some(why) = crate::fusermount::not_setuid(&helper) {
+    if let Some(why) = crate::kernel::fusermount::not_setuid(&helper) {
         return Err(
             Error::setup(format!("cannot mount as a user other than root: {why}"))
                 .with_errno(libc::EPERM)
@@ -192,7 +192,7 @@ fn writable(dir: &Path) -> bool {
     })
 }
 
-type MountSession = fuser::Session<FuseFs<Conn<crate::local::Channel>>>;
+type MountSession = fuser::Session<FuseFs<Conn<crate::transport::local::Peer>>>;
 
 /// The engine side of a mount: the container and its running satellite.
 struct Remote {
@@ -201,7 +201,7 @@ struct Remote {
     running: Running,
     /// How the core reaches the satellite: the exec stream or the local
     /// channel.
-    link: crate::local::Link,
+    link: crate::transport::local::Link,
     /// The container's name, for messages.
     name: String,
 }
@@ -222,7 +222,7 @@ pub(crate) fn run(
     )))?;
     let relink = cli.reconnect.then(|| {
         Relink::new(
-            remote.link.channel.clone(),
+            remote.link.peer.clone(),
             Duration::from_secs_f64(cli.op_timeout),
         )
     });
@@ -248,7 +248,7 @@ pub(crate) fn run(
         transport: remote.link.transport_name().into(),
         since: state::now(),
     });
-    let _stats = crate::stats::Server::start();
+    let _stats = crate::mount::stats::Server::start();
     info!(container = %remote.name, mountpoint = %mountpoint.display(), satellite = %remote.running.arch, "mounted");
     notifier.ready();
     let mut remote = remote;
@@ -262,14 +262,14 @@ pub(crate) fn run(
         let (engine, id) = (&remote.engine, remote.container.id.as_str());
         let start = || {
             let started = block_on(restart_satellite(cli, target, &remote))?;
-            let channel = started.1.channel.clone();
-            Ok((started, channel))
+            let peer = started.1.peer.clone();
+            Ok((started, peer))
         };
         match reconnect::come_back(relink, limit, engine, id, start, |d| {
             events.recv_timeout(d).ok()
         }) {
             Outcome::Back((running, link)) => {
-                watch_closed(link.closed.clone(), tx_again.clone())?;
+                wait_closed(link.closed.clone(), tx_again.clone())?;
                 remote.running = running;
                 remote.link = link;
             }
@@ -282,7 +282,7 @@ pub(crate) fn run(
             }
         }
     };
-    let counts = crate::waits::counters().snapshot();
+    let counts = crate::mount::waits::counters().snapshot();
     debug!(
         waits = counts.waits,
         requests = counts.requests,
@@ -300,7 +300,7 @@ pub(crate) fn run(
 /// they become events, and the mount is taken down.
 fn take_signals(tx: mpsc::Sender<Event>, mounted: Arc<AtomicBool>) -> Result<()> {
     let (sig_tx, sig_rx) = mpsc::channel::<i32>();
-    crate::signals::forward(sig_tx);
+    crate::mount::signals::forward(sig_tx);
     std::thread::Builder::new()
         .name("signal-events".into())
         .spawn(move || {
@@ -321,7 +321,7 @@ fn take_signals(tx: mpsc::Sender<Event>, mounted: Arc<AtomicBool>) -> Result<()>
 fn interrupted(sig: i32) -> Error {
     Error::setup(format!(
         "interrupted by {} before the mount was ready",
-        crate::signals::name(sig)
+        crate::mount::signals::name(sig)
     ))
 }
 
@@ -339,14 +339,14 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
         .with_hint(format!("start it first: docker start {id}")));
     }
     let native = engine.native_arch().await;
-    if let Some(note) = container.pid.and_then(crate::idmap::describe) {
+    if let Some(note) = container.pid.and_then(crate::mount::idmap::describe) {
         info!("{note}");
     }
     let image = container
         .image_arch
         .as_deref()
         .and_then(|a| Arch::parse_with_variant(a, container.image_variant.as_deref()));
-    let archs = satellites::candidates(cli.satellite_arch, native, image).map_err(|why| {
+    let archs = embedded::candidates(cli.satellite_arch, native, image).map_err(|why| {
         Error::setup(format!(
             "{why} (image architecture: {})",
             container.image_arch.as_deref().unwrap_or("unknown")
@@ -355,7 +355,7 @@ async fn start_satellite(cli: &Cli, target: &Target, flags: &EngineFlags) -> Res
     })?;
     let launch = launch(cli, target, &engine, &container.id, archs);
     let running = launch.run().await?;
-    let link = crate::local::connect(&engine, &running, &want(cli, &launch)).await?;
+    let link = crate::transport::local::connect(&engine, &running, &want(cli, &launch)).await?;
     let name = if container.name.is_empty() {
         id.to_owned()
     } else {
@@ -396,8 +396,8 @@ fn launch<'a>(
 }
 
 /// How to reach the satellite once it runs.
-fn want(cli: &Cli, launch: &Launch<'_>) -> crate::local::Want {
-    crate::local::Want {
+fn want(cli: &Cli, launch: &Launch<'_>) -> crate::transport::local::Want {
+    crate::transport::local::Want {
         choice: cli.transport,
         no_passthrough: cli.no_passthrough,
         writeback: cli.writeback_cache,
@@ -413,11 +413,11 @@ async fn restart_satellite(
     cli: &Cli,
     target: &Target,
     remote: &Remote,
-) -> Result<(Running, crate::local::Link)> {
+) -> Result<(Running, crate::transport::local::Link)> {
     let (engine, id) = (&remote.engine, remote.container.id.as_str());
     let launch = launch(cli, target, engine, id, vec![remote.running.arch]);
     let running = launch.run().await?;
-    let link = crate::local::connect(engine, &running, &want(cli, &launch)).await?;
+    let link = crate::transport::local::connect(engine, &running, &want(cli, &launch)).await?;
     Ok((running, link))
 }
 
@@ -451,7 +451,7 @@ fn mount_session(
     target: &Target,
     remote: &Remote,
     mountpoint: &Path,
-    relink: Option<Relink<crate::local::Channel>>,
+    relink: Option<Relink<crate::transport::local::Peer>>,
 ) -> Result<(MountSession, Unmounter)> {
     let links = cli.rewrite_absolute_links.then(|| LinkRewrite {
         root: target.path.as_bytes().to_vec(),
@@ -493,17 +493,17 @@ fn mount_session(
     let feed_wanted = feed_wanted && relink.is_none();
     let conn = match relink {
         Some(r) => Conn::Relink(r),
-        None => Conn::Plain(remote.link.channel.clone()),
+        None => Conn::Plain(remote.link.peer.clone()),
     };
     let core = Core::new(conn, opts);
     let feed = feed_wanted
-        .then(|| crate::feed::Feed::enable_on(&core, remote.link.channel.rpc()))
+        .then(|| crate::kernel::feed::Feed::enable_on(&core, remote.link.peer.rpc()))
         .flatten();
     if cli.idmap {
         let hello = &remote.running.hello;
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         let ours = unsafe { (libc::getuid(), libc::getgid()) };
-        crate::idmap::enable(crate::idmap::Swap {
+        crate::mount::idmap::enable(crate::mount::idmap::Swap {
             theirs: (hello.uid, hello.gid),
             ours,
         });
@@ -516,21 +516,21 @@ fn mount_session(
     let fs = FuseFs::new(core, remote.link.passthrough.is_ok());
     let config = fuse_config(cli, &remote.name);
     let fsname = format!("dockerfuse:{}", remote.name);
-    let req = kernel_mount::Request {
+    let req = sys_mount::Request {
         mountpoint,
         fsname: &fsname,
         read_only: cli.read_only,
         allow_other: cli.allow_other,
     };
-    let made = kernel_mount::mount_any(&req).and_then(|(fd, how)| {
+    let made = sys_mount::mount_any(&req).and_then(|(fd, how)| {
         tracing::debug!(how, "mounted");
         fuser::Session::from_fd(fs, fd, config.acl, config.clone()).inspect_err(|_| {
-            let _ = kernel_mount::unmount(mountpoint);
+            let _ = sys_mount::unmount(mountpoint);
         })
     });
     let session = made.map_err(|e| {
         remote.link.shutdown();
-        let errno = crate::fusermount::errno_of(&e).unwrap_or(libc::EIO);
+        let errno = crate::kernel::fusermount::errno_of(&e).unwrap_or(libc::EIO);
         let err = Error::setup(format!("cannot mount on {}: {e}", mountpoint.display()))
             .with_errno(errno);
         if cli.allow_other {
@@ -547,7 +547,7 @@ fn mount_session(
     // without the feed.
     let notifier = session.notifier();
     coherence.set_expire_attrs(Box::new(move |node| {
-        let _ = crate::feed::Kernel::inval_inode(&notifier, node, -1, 0);
+        let _ = crate::kernel::feed::Kernel::inval_inode(&notifier, node, -1, 0);
     }));
     let notifier = session.notifier();
     coherence.set_forget_name(Box::new(move |parent, name| {
@@ -569,7 +569,7 @@ fn mount_session(
 }
 
 /// How to take the mount down: umount2 as root, fusermount3 -u otherwise
-/// (see [`kernel_mount::unmount`]).
+/// (see [`sys_mount::unmount`]).
 struct Unmounter(PathBuf);
 
 /// Runs the session and watches the satellite, each in its own thread;
@@ -585,13 +585,13 @@ fn serve(session: MountSession, remote: &Remote, tx: mpsc::Sender<Event>) -> Res
             let _ = tx_session.send(Event::Unmounted);
         })
         .map_err(|e| Error::setup(format!("cannot start the FUSE thread: {e}")))?;
-    watch_closed(remote.link.closed.clone(), tx)
+    wait_closed(remote.link.closed.clone(), tx)
 }
 
 /// Turns the end of a satellite connection into an event.
-fn watch_closed(closed: smol::channel::Receiver<String>, tx: mpsc::Sender<Event>) -> Result<()> {
+fn wait_closed(closed: smol::channel::Receiver<String>, tx: mpsc::Sender<Event>) -> Result<()> {
     std::thread::Builder::new()
-        .name("watch".into())
+        .name("closed".into())
         .spawn(move || {
             if let Ok(why) = closed.recv_blocking() {
                 let _ = tx.send(Event::Lost(why));
@@ -611,7 +611,7 @@ fn end(
 ) -> Result<()> {
     match event {
         Ok(Event::Signal(sig)) => {
-            info!(signal = crate::signals::name(sig), "unmounting");
+            info!(signal = crate::mount::signals::name(sig), "unmounting");
             unmount(unmounter, mountpoint);
             wait_unmounted(events, Duration::from_secs(10));
             Ok(())
@@ -716,7 +716,7 @@ fn mount_device(path: &Path) -> Option<String> {
 }
 
 fn unmount(unmounter: &mut Unmounter, mountpoint: &Path) {
-    if let Err(e) = kernel_mount::unmount(&unmounter.0) {
+    if let Err(e) = sys_mount::unmount(&unmounter.0) {
         warn!(error = %e, mountpoint = %mountpoint.display(), "cannot unmount");
     }
 }

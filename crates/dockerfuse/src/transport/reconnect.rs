@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::engine::Engine;
+use crate::engine::api::Engine;
 use crate::error::Result;
 use crate::fs::Transport;
-use crate::relink::{Ends, Relink};
+use crate::transport::relink::{Ends, Relink};
 
 /// How often the engine is asked whether the container runs again.
 const POLL: Duration = Duration::from_millis(250);

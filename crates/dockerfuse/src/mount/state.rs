@@ -8,7 +8,7 @@
 //! `$XDG_RUNTIME_DIR/dockerfuse`, else `/tmp/dockerfuse-<uid>`;
 //! `DOCKERFUSE_RUNTIME_DIR` overrides it. A file whose process or mount is
 //! gone (the process was killed) is stale and removed by `list`, with the
-//! stats socket next to it (see [`crate::stats`]).
+//! stats socket next to it (see [`crate::mount::stats`]).
 
 use std::path::{Path, PathBuf};
 

@@ -41,11 +41,11 @@ use dockerfuse_proto::{
 use futures_util::{AsyncWriteExt, StreamExt};
 use tracing::{debug, info};
 
-use crate::engine::{Container, Engine};
+use crate::engine::api::{Container, Engine};
 use crate::error::{Error, Result};
-use crate::rpc::{Rpc, Started, Transport};
-use crate::satellites::Arch;
-use crate::tarball;
+use crate::satellites::embedded::Arch;
+use crate::satellites::tarball;
+use crate::transport::rpc::{Rpc, Started, Transport};
 
 /// Directories tried for the upload, in order. /dev/shm is not among
 /// them: the archive API writes beneath a tmpfs mount, into the hidden
@@ -597,7 +597,7 @@ impl Launch<'_> {
         hello: &smol::channel::Receiver<SatelliteHello>,
     ) -> Option<SatelliteHello> {
         let deadline = std::time::Instant::now() + self.timeout;
-        let watch = async {
+        let ended = async {
             let mut pause = Duration::from_millis(50);
             loop {
                 smol::Timer::after(pause).await;
@@ -609,7 +609,7 @@ impl Launch<'_> {
                 }
             }
         };
-        smol::future::or(async { hello.recv().await.ok() }, watch).await
+        smol::future::or(async { hello.recv().await.ok() }, ended).await
     }
 
     /// Checks the satellite's hello and answers with ours.

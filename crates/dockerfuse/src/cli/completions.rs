@@ -9,9 +9,7 @@
 
 use std::io::Write;
 
-use clap::{CommandFactory, ValueEnum};
-
-use crate::cli::Cli;
+use clap::ValueEnum;
 
 /// The shells with completion scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -19,16 +17,6 @@ pub(crate) enum Shell {
     Bash,
     Zsh,
     Fish,
-}
-
-/// The whole command line: mount flags and subcommands.
-pub(crate) fn command() -> clap::Command {
-    crate::commands::subcommands()
-        .into_iter()
-        .fold(Cli::command(), |cmd, sub| cmd.subcommand(sub))
-        // (clap would otherwise add a `help` subcommand that mounting
-        // does not have)
-        .disable_help_subcommand(true)
 }
 
 const BASH_CONTAINERS: &str = r#"
@@ -65,9 +53,9 @@ complete -c dockerfuse -s i -l id -x -a '(dockerfuse complete-containers 2>/dev/
 complete -c dockerfuse -n '__fish_is_first_arg' -f -a '(dockerfuse complete-containers 2>/dev/null)' -d 'running container'
 "#;
 
-/// The completion script for `shell`.
-pub(crate) fn script(shell: Shell) -> String {
-    let mut cmd = command();
+/// The completion script for `shell`, for `cmd`, the whole command line
+/// (`commands::command`).
+pub(crate) fn script(shell: Shell, mut cmd: clap::Command) -> String {
     let mut out = Vec::new();
     let gen = match shell {
         Shell::Bash => clap_complete::Shell::Bash,
@@ -78,8 +66,8 @@ pub(crate) fn script(shell: Shell) -> String {
     let mut text = String::from_utf8_lossy(&out).into_owned();
     match shell {
         Shell::Bash => {
-            let subs: Vec<String> = crate::commands::subcommands()
-                .iter()
+            let subs: Vec<String> = cmd
+                .get_subcommands()
                 .filter(|c| !c.is_hide_set())
                 .map(|c| c.get_name().to_owned())
                 .collect();
@@ -111,15 +99,15 @@ pub(crate) fn script(shell: Shell) -> String {
     text
 }
 
-/// `dockerfuse completions SHELL`.
-pub(crate) fn print(shell: Shell) -> std::io::Result<()> {
-    std::io::stdout().write_all(script(shell).as_bytes())
+/// `dockerfuse completions SHELL`, for `cmd`, the whole command line.
+pub(crate) fn print(shell: Shell, cmd: clap::Command) -> std::io::Result<()> {
+    std::io::stdout().write_all(script(shell, cmd).as_bytes())
 }
 
-/// `dockerfuse man`: the manual page (roff) on stdout.
-pub(crate) fn man() -> std::io::Result<()> {
+/// `dockerfuse man`: the manual page (roff) of `cmd` on stdout.
+pub(crate) fn man(cmd: clap::Command) -> std::io::Result<()> {
     let mut out = Vec::new();
-    clap_mangen::Man::new(command()).render(&mut out)?;
+    clap_mangen::Man::new(cmd).render(&mut out)?;
     std::io::stdout().write_all(&out)
 }
 
@@ -127,7 +115,9 @@ pub(crate) fn man() -> std::io::Result<()> {
 /// line; silent when the engine cannot be reached.
 pub(crate) fn containers() {
     let names = smol::block_on(async_compat::Compat::new(async {
-        let engine = crate::engine::Engine::connect(&crate::engine::EngineFlags::default()).await?;
+        let engine =
+            crate::engine::api::Engine::connect(&crate::engine::api::EngineFlags::default())
+                .await?;
         engine.running_names().await
     }));
     for n in names.unwrap_or_default() {
@@ -138,6 +128,7 @@ pub(crate) fn containers() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::commands::command;
 
     #[test]
     fn the_command_with_subcommands_is_consistent() {
@@ -147,7 +138,7 @@ mod tests {
     #[test]
     fn scripts_complete_flags_subcommands_and_containers() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-            let s = script(shell);
+            let s = script(shell, command());
             for want in [
                 "read-only",
                 "list",
@@ -158,7 +149,7 @@ mod tests {
                 assert!(s.contains(want), "{shell:?} script lacks {want}");
             }
         }
-        let zsh = script(Shell::Zsh);
+        let zsh = script(Shell::Zsh, command());
         assert!(zsh.contains(":ID:_dockerfuse_containers'"));
         assert!(zsh
             .lines()

@@ -140,7 +140,7 @@ impl Feed {
     /// it cannot (the mount then caches for the TTL only).
     pub(crate) fn enable_on<T: Transport, B: Send + Sync + 'static>(
         core: &crate::fs::Core<T, B>,
-        rpc: &crate::rpc::Rpc,
+        rpc: &crate::transport::rpc::Rpc,
     ) -> Option<Arc<Feed>> {
         let feed = Feed::new(core.coherence());
         let sink = feed.clone();

@@ -14,7 +14,7 @@
 //! for FUSE_PASSTHROUGH with stack depth 2 (the backing files are on the
 //! container's overlayfs, itself stacked); the core then decides which
 //! opens the kernel serves from the satellite's descriptor, following the
-//! rules in [`crate::passthrough`].
+//! rules in [`crate::kernel::passthrough`].
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -33,8 +33,8 @@ use crate::fs::{
     Attr, Caller, Cb, Core, DirItem, Entry, Errno, Fh, Lookup, NodeId, OpenReply, Opened, SetAttr,
     SetTime, StatFs, Transport, Ttl, Who, Xattr,
 };
-use crate::groups::CallerGroups;
-use crate::waits;
+use crate::kernel::groups::CallerGroups;
+use crate::mount::waits;
 
 type FuseRequest = fuser::Request;
 
@@ -89,7 +89,7 @@ impl<T: Transport> FuseFs<T> {
     /// `--idmap` the caller who is us acts as the satellite's user.
     fn who(&self, req: &FuseRequest) -> Who {
         let pid = req.pid();
-        let (uid, gid) = match crate::idmap::swap() {
+        let (uid, gid) = match crate::mount::idmap::swap() {
             Some(s) => {
                 let (u, g) = s.stored(Some(req.uid()), Some(req.gid()));
                 (u.unwrap_or(req.uid()), g.unwrap_or(req.gid()))
@@ -153,7 +153,7 @@ fn kind(mode: u32) -> FileType {
 
 /// The core's attributes as fuser's.
 fn file_attr(a: &Attr) -> FileAttr {
-    let (uid, gid) = match crate::idmap::swap() {
+    let (uid, gid) = match crate::mount::idmap::swap() {
         Some(s) => s.shown(a.uid, a.gid),
         None => (a.uid, a.gid),
     };
@@ -478,7 +478,7 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         let _w = waits::kernel(waits::Op::SetAttr);
         let _span = request_span(req, "setattr", ino);
         let who = self.who(req);
-        let (uid, gid) = match crate::idmap::swap() {
+        let (uid, gid) = match crate::mount::idmap::swap() {
             Some(s) => s.stored(uid, gid),
             None => (uid, gid),
         };

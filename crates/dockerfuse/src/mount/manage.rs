@@ -1,5 +1,5 @@
 //! `dockerfuse list` and `dockerfuse unmount`: the live mounts, from the
-//! kernel's mount table joined with the state files of [`crate::state`].
+//! kernel's mount table joined with the state files of [`crate::mount::state`].
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::mountinfo;
-use crate::state::{self, Record};
+use crate::kernel::mountinfo;
+use crate::mount::state::{self, Record};
 
 /// One mount as `list` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -186,9 +186,9 @@ fn unmount_one(dir: &Path, pid: Option<u32>, timeout: Duration) -> Result<()> {
                 .with_hint("dockerfuse list shows the mounts"))
         }
     }
-    crate::kernel_mount::unmount_strict(dir).map_err(|e| {
+    crate::kernel::sys_mount::unmount_strict(dir).map_err(|e| {
         let err = Error::setup(format!("cannot unmount {}: {e}", dir.display()));
-        if crate::fusermount::errno_of(&e) == Some(libc::EBUSY) {
+        if crate::kernel::fusermount::errno_of(&e) == Some(libc::EBUSY) {
             // SAFETY: geteuid has no preconditions and cannot fail.
             let detach = if unsafe { libc::geteuid() } == 0 {
                 "umount -l"

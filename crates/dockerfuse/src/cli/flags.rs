@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::engine::EngineFlags;
-use crate::satellites::Arch;
+use crate::engine::api::EngineFlags;
+use crate::satellites::embedded::Arch;
 
 /// Mount the filesystem of a running Docker container through FUSE.
 #[derive(Parser, Debug, Clone)]
@@ -171,7 +171,7 @@ pub(crate) struct Cli {
     /// open files directly; `exec` goes through the engine; `auto` takes
     /// local when it can. -debug says which one a mount uses and why.
     #[arg(long, value_enum, default_value_t, value_name = "HOW")]
-    pub transport: crate::local::TransportChoice,
+    pub transport: crate::transport::local::TransportChoice,
 
     /// Keep file data on the RPC path even on the local transport (no
     /// FUSE passthrough).
@@ -272,16 +272,6 @@ pub(crate) struct Target {
 }
 
 impl Cli {
-    pub(crate) fn parse_args() -> Cli {
-        let mut cli = Cli::parse_from(normalize(std::env::args_os()));
-        if let Err(e) = crate::helper::apply(&mut cli) {
-            <Cli as clap::CommandFactory>::command()
-                .error(clap::error::ErrorKind::ValueValidation, e)
-                .exit();
-        }
-        cli
-    }
-
     /// The container, path and mount point, from the positional form or
     /// the flags (`None` only with -version, which clap lets through
     /// without them).

@@ -1,9 +1,9 @@
 //! `dockerfuse stats MOUNTPOINT`: the wait counts of a running mount.
 //!
 //! The serving process listens on a unix socket next to its state file
-//! (`<pid>.sock` in [`crate::state::dir`], mode 0700 like the directory)
+//! (`<pid>.sock` in [`crate::mount::state::dir`], mode 0700 like the directory)
 //! and answers every connection with one JSON [`Snapshot`] of
-//! [`crate::waits`], then closes it; it reads nothing from the client.
+//! [`crate::mount::waits`], then closes it; it reads nothing from the client.
 //! The client finds the mount's pid in the state files, connects, and
 //! prints a table (or the JSON). The socket is removed when the serving
 //! process ends.
@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::state;
-use crate::waits::Snapshot;
+use crate::mount::state;
+use crate::mount::waits::Snapshot;
 
 /// The most a client reads of an answer.
 const MAX_ANSWER: u64 = 1 << 20;
@@ -75,7 +75,7 @@ fn listen(dir: &Path, pid: u32) -> std::io::Result<PathBuf> {
 }
 
 fn answer(mut c: UnixStream) {
-    let snap = crate::waits::counters().snapshot();
+    let snap = crate::mount::waits::counters().snapshot();
     let Ok(mut json) = serde_json::to_vec(&snap) else {
         return;
     };

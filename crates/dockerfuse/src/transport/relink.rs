@@ -51,7 +51,7 @@ pub(crate) trait Ends {
     fn has_ended(&self) -> bool;
 }
 
-impl Ends for crate::local::Channel {
+impl Ends for crate::transport::local::Peer {
     fn has_ended(&self) -> bool {
         self.is_closed()
     }

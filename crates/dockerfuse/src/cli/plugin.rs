@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::cli::{normalize, Cli};
-use crate::engine::EngineFlags;
+use crate::cli::flags::{normalize, Cli};
+use crate::engine::api::EngineFlags;
 use crate::error::{Error, Result};
 
 /// The plugin's name: the docker subcommand.
@@ -127,7 +127,7 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Call> {
     let argv = std::iter::once(OsString::from(format!("docker {NAME}"))).chain(rest);
     let matches = cmd.get_matches_from(normalize(argv));
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Err(e) = crate::helper::apply(&mut cli) {
+    if let Err(e) = crate::cli::helper::apply(&mut cli) {
         command()
             .error(clap::error::ErrorKind::ValueValidation, e)
             .exit();
