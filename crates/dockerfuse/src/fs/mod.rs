@@ -816,7 +816,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             parent,
             Box::new(move |r| match r {
                 Ok(()) => {
-                    let _bg = crate::waits::background();
+                    let _bg = crate::mount::waits::background();
                     rpc.call(&req, Box::new(finish))
                 }
                 Err(e) => finish(Err(e)),
@@ -1425,7 +1425,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             parent,
             Box::new(move |r| match r {
                 Ok(()) => {
-                    let _bg = crate::waits::background();
+                    let _bg = crate::mount::waits::background();
                     rpc.call(&req, Box::new(finish))
                 }
                 Err(e) => finish(Err(e)),

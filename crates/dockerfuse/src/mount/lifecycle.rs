@@ -557,7 +557,7 @@ fn mount_session(
         let _ = std::thread::Builder::new()
             .name("forget-name".into())
             .spawn(move || {
-                let _ = crate::feed::Kernel::inval_entry(&notifier, parent, &name);
+                let _ = crate::kernel::feed::Kernel::inval_entry(&notifier, parent, &name);
             });
     }));
     if let Some(feed) = &feed {
