@@ -1755,7 +1755,10 @@ fn a_host_directory_handle_is_opened_with_its_first_read() {
 
 /// Records requests with their completions, answered by the test.
 #[derive(Clone, Default)]
-struct Held(Arc<Mutex<Vec<(Request<'static>, Option<Done>)>>>);
+struct Held(Arc<Mutex<Vec<Sent>>>);
+
+/// A request and, unless posted, its completion.
+type Sent = (Request<'static>, Option<Done>);
 
 impl Transport for Held {
     fn call(&self, req: &Request<'_>, done: Done) {
