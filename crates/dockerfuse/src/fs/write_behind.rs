@@ -78,6 +78,10 @@ struct File {
     /// Created behind and not yet made in the container: writes queue
     /// and none is sent ([`WriteBehind::hold`]).
     held: bool,
+    /// Released from a hold with what it queued meanwhile: one batch in
+    /// flight until the first lands (a file system filling up then fails
+    /// the writes in order, as it would have without the hold).
+    settling: bool,
     error: Option<Errno>,
 }
 
@@ -113,7 +117,11 @@ impl Inner {
         if f.held {
             return None;
         }
-        let most = if f.positioned { IN_FLIGHT } else { 1 };
+        let most = if f.positioned && !f.settling {
+            IN_FLIGHT
+        } else {
+            1
+        };
         let run = f.queue.front()?;
         let range = (run.offset, run.offset + run.data.len() as u64);
         if f.in_flight.len() >= most || f.in_flight.iter().any(|&(a, b)| a < range.1 && range.0 < b)
@@ -230,6 +238,7 @@ impl WriteBehind {
                 if let Some(i) = f.in_flight.iter().position(|&r| r == range) {
                     f.in_flight.swap_remove(i);
                 }
+                f.settling = false;
                 if let Some(e) = error {
                     tracing::debug!(
                         fh,
@@ -298,6 +307,7 @@ impl WriteBehind {
             let dropped = match g.files.get_mut(&fh) {
                 Some(f) => {
                     f.held = false;
+                    f.settling = true;
                     match error {
                         Some(e) => {
                             f.error = f.error.or(Some(e));
@@ -403,8 +413,13 @@ mod tests {
         assert!(sent.lock().unwrap().is_empty());
         assert!(!*after.lock().unwrap());
         w.unhold(seq, Some(7), None);
+        // What comes next waits for the first batch (in order, as the
+        // file system fills up).
+        assert_eq!(w.write(7, 4, b"cc"), Accepted::Queued(2));
+        assert_eq!(sent.lock().unwrap().len(), 1);
         assert_eq!(complete(&sent, None), (7, 0, b"aabb".to_vec()));
         assert!(*after.lock().unwrap());
+        assert_eq!(complete(&sent, None), (7, 4, b"cc".to_vec()));
         assert!(w.is_idle());
     }
 
