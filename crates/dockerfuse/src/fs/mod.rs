@@ -34,7 +34,9 @@
 //!   waiting for the writes before them ([`write_behind`]);
 //! * a create or mkdir of a name the host knows is absent is answered at
 //!   once with ids the host chose and made in the container behind, in
-//!   order ([`pending`]);
+//!   order ([`pending`]); a directory a lookup missed in is listed
+//!   behind, so that the names created next need no lookup
+//!   ([`list_behind`]);
 //! * the handles that may write are known, so that the change feed never
 //!   makes the kernel wait on their writeback ([`writers`]).
 
@@ -49,6 +51,7 @@ mod lazy_dir;
 mod lazy_open;
 mod ledger;
 mod links;
+mod list_behind;
 mod listing;
 mod pending;
 mod prefetch;
@@ -188,6 +191,7 @@ pub(crate) struct Core<T: Transport, B = ()> {
     heads: Arc<Heads>,
     releases: Arc<Releases>,
     pending: Arc<Pending>,
+    listing: Arc<list_behind::ListBehind>,
     /// Set when the kernel agreed to passthrough.
     passthrough: OnceLock<Arc<crate::kernel::passthrough::Backings<B>>>,
 }
@@ -298,6 +302,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             heads,
             releases: Arc::default(),
             pending: Arc::default(),
+            listing: Arc::default(),
             passthrough: OnceLock::new(),
         }
     }
@@ -412,6 +417,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         }
         let stamp = local.then(|| coh.listings().stamp(parent)).flatten();
         let absent = name.to_vec();
+        // A miss in a directory not listed yet lists it behind, so that
+        // the next names created there need no lookup ([`list_behind`]).
+        let list = (self.opts.pipeline && local && stamp.is_none() && self.out.behind.is_some())
+            .then(|| (self.listing.clone(), self.out.rpc.clone()));
         self.call_entry(
             who,
             Request::Lookup {
@@ -425,6 +434,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     Ok(_) if local => coh.listings().found(parent, &absent),
                     Err(Errno::ENOENT) if stamp.is_some() => {
                         coh.listings().not_found(parent, &absent, stamp)
+                    }
+                    Err(Errno::ENOENT) => {
+                        if let Some((listing, rpc)) = &list {
+                            listing.start(rpc, &coh, parent);
+                        }
                     }
                     Ok(_) | Err(_) => {}
                 }

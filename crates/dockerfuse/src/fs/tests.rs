@@ -1980,3 +1980,42 @@ fn sync_metadata_creates_as_before() {
         Some(Ok(Lookup::Absent(_)))
     ));
 }
+
+#[test]
+fn a_mkdir_the_container_refuses_fails_what_was_created_in_it() {
+    let (c, held) = pipelined();
+    let forgotten = Arc::new(Mutex::new(Vec::new()));
+    let f = forgotten.clone();
+    c.coherence().set_forget_name(Box::new(move |p, n| {
+        f.lock().unwrap().push((p, n.to_vec()))
+    }));
+    let (cb, got) = capture();
+    c.mkdir(&Who::Mount, NodeId(1), b"d", 0o755, cb);
+    let (d, _) = got.lock().unwrap().take().unwrap().unwrap();
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(d.node), b"f", 0o644, libc::O_WRONLY, cb);
+    let (_, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+    let (cb, flushed) = capture();
+    c.flush(opened.fh, cb);
+    // The container made "d" meanwhile (the conflict rule: it wins).
+    let mkdir = Request::MkdirNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        node: 0,
+        time: (0, 0),
+    };
+    held.answer(&mkdir, Err(Errno(libc::EEXIST)));
+    // The create inside was never sent; close reports the directory's error.
+    assert_eq!(held.kinds(), Vec::<u32>::new());
+    assert_eq!(
+        flushed.lock().unwrap().take(),
+        Some(Err(Errno(libc::EEXIST)))
+    );
+    // Both names go from the kernel.
+    assert_eq!(
+        *forgotten.lock().unwrap(),
+        vec![(1, b"d".to_vec()), (d.node, b"f".to_vec())]
+    );
+    assert!(!c.coherence().listings().absent(1, b"d"));
+}

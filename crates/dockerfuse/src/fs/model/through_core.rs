@@ -771,6 +771,11 @@ impl<'a> Driver<'a> {
                 Ok(Out::Names(names))
             }
             Op::Outside { path, dir } => {
+                // The container acts once what the program did reached
+                // it (a create sent behind that loses a race with the
+                // container is refused: the conflict rule, tested in
+                // `fs::tests`).
+                wait(|cb| core.settle(cb))?;
                 self.container.outside(path, *dir)?;
                 self.stat_when_shown(path)
             }
