@@ -1346,7 +1346,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     /// A create answered at once with the host's node id and handle and
     /// sent behind ([`pending`]); gives `reply` back when it may not be
-    /// (`O_DIRECT`, `O_TRUNC` of a name known absent aside).
+    /// (`O_DIRECT`, passthrough on).
     fn create_behind<R: OpenReply<B, (Entry, Ttl, Opened<B>)>>(
         &self,
         _who: &Who,
@@ -1356,7 +1356,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: i32,
         reply: R,
     ) -> Option<R> {
-        if flags & libc::O_DIRECT != 0 {
+        // With passthrough a file is served by the kernel from the
+        // container's descriptor, which only a create that waits brings:
+        // writing a large file costs far more without it than the wait.
+        if flags & libc::O_DIRECT != 0 || self.passthrough.get().is_some() {
             return Some(reply);
         }
         let Some(p) = self.may_pipeline(parent, name) else {
