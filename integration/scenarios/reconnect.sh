@@ -9,6 +9,10 @@
 #           `docker stop`: an operation meanwhile waits and succeeds once
 #           `docker start` has run. Then the satellite alone is killed: a
 #           new one takes over at once.
+#   Part 1d: --reconnect --ttl 3600: only the change feed can make a
+#           change in the container visible within the hour; it is seen
+#           within seconds before a `docker restart` and after it (the
+#           new satellite's feed, translated into the mount's own ids).
 #   Part 2: --reconnect --reconnect-timeout 2, `docker stop`: after the
 #           timeout the mount ends as without --reconnect (exit 3, gone).
 #   Part 3: no --reconnect, `docker restart`: exit 3 as always.
@@ -121,6 +125,56 @@ assert_eq "a file written before reads back" "written" "$got"
 check "the process (pid $DF_PID) is still alive" pid_alive "$DF_PID"
 check "unmount after the reconnect" dfit_unmount "$MNT" "$DF_PIDFILE"
 check "the daemon is gone after the unmount" wait_until 10 pid_gone "$DF_PID"
+
+# --- part 1d: --reconnect with an hour's TTL: the feed, before and after a restart --
+log "part 1d: --reconnect --ttl 3600: changes in the container are seen across a restart"
+FD=/reconnect-feed
+check "prepare a directory in the container" dsh "rm -rf $FD && mkdir -p $FD && echo one >$FD/f && chmod 644 $FD/f"
+mount_daemon "$MNT" --reconnect --reconnect-timeout 60 --op-timeout 10 --ttl 3600
+if [ "$DF_STATUS" -ne 0 ] || ! is_fuse_mounted "$MNT"; then
+	fail "dockerfuse --reconnect --ttl 3600 mounts $MNT (exit $DF_STATUS)"
+	show_file "dockerfuse output" "$DF_OUT"
+	stop_here
+fi
+pass "dockerfuse --reconnect --ttl 3600 mounts $MNT"
+shows() { [ "$(cat "$MNT$FD/f" 2>/dev/null)" = "$1" ]; }
+exists() { [ -e "$MNT$FD/$1" ]; }
+size_is() { [ "$(stat -c %s "$MNT$FD/f" 2>/dev/null)" = "$1" ]; }
+mode_is() { [ "$(stat -c %a "$MNT$FD/f" 2>/dev/null)" = "$1" ]; }
+# What the kernel may keep for an hour: the file's attributes (a stat
+# after the read, which marks the atime stale) and the absence of a name.
+# The checks below only stat until the contents are compared: a read
+# would make the kernel ask for the attributes again, feed or not.
+cache_all() {
+	cat "$MNT$FD/f" >/dev/null
+	stat "$MNT$FD/f" >/dev/null
+	! exists "$1"
+}
+check "before the restart: the file reads" shows one
+check "before the restart: attributes cached, a new name absent" cache_all new1
+check "change the file's size and mode, add a name in the container" dsh "echo two-longer >$FD/f && chmod 600 $FD/f && touch $FD/new1"
+check "before the restart: the new size is seen within 5 s" wait_until 5 size_is 11
+check "before the restart: the new mode is seen within 5 s" wait_until 5 mode_is 600
+check "before the restart: the new name is seen within 5 s" wait_until 5 exists new1
+check "before the restart: the new contents are read" shows two-longer
+before=$(reconnects)
+feeds() { grep -c "change feed resumed" "$DF_LOG" || true; }
+feeds_before=$(feeds)
+resumed() { [ "$(feeds)" -gt "$feeds_before" ]; }
+check "docker restart -t 1" timeout 60 docker restart -t 1 "$CONTAINER"
+check "the satellite reconnects within 30 s" wait_until 30 third
+check "reads work again after the restart" wait_until 15 reads_again
+check "after the restart: the file reads" shows two-longer
+check "after the restart: attributes cached, a new name absent" cache_all new2
+check "change the file's size and mode, add a name in the restarted container" dsh "echo three-longest >$FD/f && chmod 640 $FD/f && touch $FD/new2"
+check "after the restart: the new size is seen within 5 s" wait_until 5 size_is 14
+check "after the restart: the new mode is seen within 5 s" wait_until 5 mode_is 640
+check "after the restart: the new name is seen within 5 s" wait_until 5 exists new2
+check "after the restart: the new contents are read" shows three-longest
+check "the log says the new satellite's feed is on" resumed
+check "unmount after the reconnect" dfit_unmount "$MNT" "$DF_PIDFILE"
+check "the daemon is gone after the unmount" wait_until 10 pid_gone "$DF_PID"
+dsh "rm -rf $FD" || true
 
 # --- part 2: --reconnect with a short timeout, docker stop -------------------------
 log "part 2: --reconnect --reconnect-timeout 2, then docker stop"

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 
 use crate::cli::flags::Cli;
 use crate::cli::{commands, helper, plugin};
-use crate::engine::api::EngineFlags;
+use crate::engine::endpoint::EngineFlags;
 use crate::logging::Style;
 use crate::mount::{daemon, lifecycle, signals};
 use crate::satellites::embedded;

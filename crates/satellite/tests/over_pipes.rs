@@ -6,6 +6,8 @@
 //! kernel runs through qemu-user's binfmt handler), and
 //! `DOCKERFUSE_TEST_SATELLITE_RUNNER` a command to start it with (such as
 //! `qemu-arm-static -cpu arm1176` for arm/v6, words split on spaces).
+//! The harness that starts it is `dockerfuse-testkit`'s, which the host's
+//! model test uses too.
 
 use std::io::{BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -13,6 +15,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use dockerfuse_proto::frame::{decode, encode, read_frame};
 use dockerfuse_proto::*;
+use dockerfuse_testkit::{Satellite, Spawn};
 
 struct Sat {
     child: Child,
@@ -48,29 +51,12 @@ impl Sat {
         args: &[&str],
         protocol: u32,
     ) -> (Sat, SatelliteHello) {
-        let mut cmd = satellite_command();
-        cmd.args(args)
-            .arg("--root")
-            .arg(root)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        if let Some(n) = nofile {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setrlimit is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let rl = libc::rlimit {
-                        rlim_cur: n as libc::rlim_t,
-                        rlim_max: n as libc::rlim_t,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd.spawn().expect("satellite starts");
+        let how = Spawn {
+            nofile,
+            args,
+            quiet: false,
+        };
+        let mut child = satellite().spawn(root, &how);
         let input = child.stdin.take().unwrap();
         let output = BufReader::new(child.stdout.take().unwrap());
         let mut s = Sat {
@@ -138,52 +124,10 @@ fn owned_entries(v: Vec<DirEntry<'_>>) -> Vec<DirEntry<'static>> {
 }
 
 /// The satellite under test (see the top of the file).
-fn satellite_path() -> std::path::PathBuf {
-    match std::env::var_os("DOCKERFUSE_TEST_SATELLITE") {
-        Some(p) => p.into(),
-        None => env!("CARGO_BIN_EXE_dockerfuse-satellite").into(),
-    }
-}
-
-fn satellite_command() -> Command {
-    let runner = std::env::var("DOCKERFUSE_TEST_SATELLITE_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        Some(first) => {
-            let mut cmd = Command::new(first);
-            cmd.args(words).arg(satellite_path());
-            cmd
-        }
-        None => Command::new(satellite_path()),
-    }
-}
-
-/// The architecture (as Rust's `std::env::consts::ARCH` names it) of the
-/// satellite under test, from its ELF header's machine field.
-fn satellite_arch() -> &'static str {
-    let elf = std::fs::read(satellite_path()).expect("the satellite is readable");
-    assert_eq!(
-        elf.get(..4),
-        Some(&b"\x7fELF"[..]),
-        "the satellite is an ELF file"
-    );
-    // e_machine, in the file's byte order (EI_DATA: 1 little, 2 big).
-    let m = [elf[18], elf[19]];
-    let machine = if elf[5] == 2 {
-        u16::from_be_bytes(m)
-    } else {
-        u16::from_le_bytes(m)
-    };
-    match machine {
-        0x3e => "x86_64",
-        0xb7 => "aarch64",
-        0x03 => "x86",
-        0x28 => "arm",
-        0x15 => "powerpc64",
-        0xf3 => "riscv64",
-        0x16 => "s390x",
-        other => panic!("a satellite for ELF machine {other:#x}"),
-    }
+fn satellite() -> Satellite {
+    Satellite::from_env(std::path::Path::new(env!(
+        "CARGO_BIN_EXE_dockerfuse-satellite"
+    )))
 }
 
 fn into_static(r: Response<'_>) -> Response<'static> {
@@ -532,7 +476,7 @@ fn hello_names_arch_and_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, hello) = Sat::start(dir.path());
     assert_eq!(hello.protocol, PROTOCOL_VERSION);
-    assert_eq!(hello.arch, satellite_arch());
+    assert_eq!(hello.arch, satellite().arch());
     assert_eq!(hello.max_io, MAX_IO);
     s.send_raw(9, &Request::Shutdown);
     assert!(s.child.wait().unwrap().success());
@@ -545,7 +489,7 @@ fn hello_names_arch_and_protocol() {
 fn open_flags_are_read_in_the_numbering_the_host_speaks() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), b"x").unwrap();
-    let abi = Abi::of_arch(satellite_arch());
+    let abi = Abi::of_arch(satellite().arch());
     for protocol in [PROTOCOL_VERSION, 5] {
         let (mut s, _) = Sat::start_speaking(dir.path(), None, &[], protocol);
         let f = s

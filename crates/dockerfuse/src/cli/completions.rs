@@ -116,7 +116,7 @@ pub(crate) fn man(cmd: clap::Command) -> std::io::Result<()> {
 pub(crate) fn containers() {
     let names = smol::block_on(async_compat::Compat::new(async {
         let engine =
-            crate::engine::api::Engine::connect(&crate::engine::api::EngineFlags::default())
+            crate::engine::api::Engine::connect(&crate::engine::endpoint::EngineFlags::default())
                 .await?;
         engine.running_names().await
     }));

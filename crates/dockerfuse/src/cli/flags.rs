@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::engine::api::EngineFlags;
+use crate::engine::endpoint::EngineFlags;
 use crate::satellites::embedded::Arch;
 
 /// Mount the filesystem of a running Docker container through FUSE.

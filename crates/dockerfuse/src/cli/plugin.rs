@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::flags::{normalize, Cli};
-use crate::engine::api::EngineFlags;
+use crate::engine::endpoint::EngineFlags;
 use crate::error::{Error, Result};
 
 /// The plugin's name: the docker subcommand.

@@ -128,7 +128,9 @@ pub(crate) struct Coherence {
     generation: AtomicU64,
     /// Keep watched nodes' attributes on the host (`--no-host-attrs`: no).
     keep_attrs: AtomicBool,
-    held: Mutex<Ledger>,
+    /// The node ledger, shared with the views of the xattr answers and
+    /// the contents it holds.
+    held: Arc<Mutex<Ledger>>,
     no_xattrs: Arc<NoXattrs>,
     /// Names of directories listed completely while watched.
     listings: DirNames,
@@ -154,16 +156,17 @@ impl Coherence {
     /// `ttl` is the short TTL; `fixed` when the user chose it, so that it
     /// applies to everything.
     pub(crate) fn new(ttl: Duration, fixed: bool) -> Self {
+        let held: Arc<Mutex<Ledger>> = Arc::default();
         Coherence {
             short: ttl,
             fixed,
             feed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             keep_attrs: AtomicBool::new(false),
-            held: Mutex::default(),
-            no_xattrs: Arc::default(),
-            listings: DirNames::default(),
-            heads: Arc::default(),
+            no_xattrs: Arc::new(NoXattrs::over(held.clone())),
+            heads: Arc::new(Heads::over(held.clone(), super::heads::MAX_BYTES)),
+            listings: DirNames::over(held.clone()),
+            held,
             expire_attrs: OnceLock::new(),
             forget_name: OnceLock::new(),
             dir_modes: Mutex::default(),
@@ -266,6 +269,12 @@ impl Coherence {
         self.feed.store(true, Ordering::SeqCst);
     }
 
+    /// The satellite's feed is off (a new satellite offers none): only
+    /// the short TTL from now.
+    pub(crate) fn feed_off(&self) {
+        self.feed.store(false, Ordering::SeqCst);
+    }
+
     /// The feed is on and the TTLs are ours to choose.
     pub(crate) fn feeding(&self) -> bool {
         !self.fixed && self.feed.load(Ordering::SeqCst)
@@ -365,7 +374,8 @@ impl Coherence {
     }
 
     /// Checks of the ledger's invariants: lookup counts and the nodes with
-    /// kept attributes, each watched.
+    /// kept attributes, each watched; xattr answers and contents held only
+    /// for nodes the kernel holds.
     #[cfg(test)]
     pub(crate) fn ledger_view(&self) -> (std::collections::HashMap<u64, u64>, Vec<(u64, Attr)>) {
         let h = self.lock();
@@ -381,6 +391,24 @@ impl Coherence {
                 "attributes kept for node {n} the kernel does not hold"
             );
         }
+        for n in h.xattrs.keys() {
+            assert!(
+                h.knows(*n),
+                "an xattr answer kept for node {n} the kernel does not hold"
+            );
+        }
+        for n in h.listings.dirs() {
+            assert!(
+                h.knows(n),
+                "names kept for directory {n} the kernel does not hold"
+            );
+        }
+        for n in h.heads.checked_nodes() {
+            assert!(
+                h.knows(n),
+                "contents held for node {n} the kernel does not hold"
+            );
+        }
         (h.nodes.clone(), kept)
     }
 
@@ -389,11 +417,12 @@ impl Coherence {
     /// older than what they tell it (it drops its pages on a new mtime and
     /// reads again), so they go.
     pub(crate) fn attr_ttl(&self, node: u64, mode: u32) -> Duration {
-        self.heads.refreshed(node);
+        let mut h = self.lock();
+        h.heads.refreshed(node);
         if !self.feeding() || mode & libc::S_IFMT == libc::S_IFLNK {
             return self.short;
         }
-        if Self::watched(&self.lock(), node) {
+        if Self::watched(&h, node) {
             LONG_TTL
         } else {
             self.short
@@ -479,16 +508,14 @@ impl Coherence {
     /// feed's budget): nothing fetched before now can be trusted.
     pub(crate) fn lost(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.lock().drop_attrs();
-        self.listings.drop_all();
+        let mut h = self.lock();
+        h.drop_attrs();
+        h.listings.drop_all();
     }
 
     /// The kernel dropped `count` references of `node`.
     pub(crate) fn forgotten(&self, node: u64, count: u64) {
-        let mut h = self.lock();
-        if h.forgotten(node, count) {
-            self.listings.forgotten(node);
-        }
+        self.lock().forgotten(node, count);
     }
 
     /// Whether the kernel holds `node` (the root always): only then does
@@ -525,11 +552,11 @@ impl Coherence {
                 }
             }
         }
-        self.listings.changed(changes);
-        self.heads.changed(changes);
         let mut out = Vec::new();
         let mut dirs = HashSet::new();
         let mut h = self.lock();
+        h.listings.changed(changes);
+        h.heads.changed(changes);
         // A reply in flight may carry attributes from before these
         // changes, of a node the kernel did not hold yet (its changes
         // were dropped): none is kept.
@@ -566,7 +593,7 @@ impl Coherence {
                 }
                 Change::Attr { node } if knows(&h, *node) => {
                     h.drop_attr(*node);
-                    self.no_xattrs.forget(*node);
+                    h.xattrs.remove(node);
                     out.push(Inval::Attr(*node));
                     true
                 }
@@ -615,10 +642,10 @@ impl Coherence {
     /// lost event or a full queue).
     pub(crate) fn everything(&self) -> Vec<Inval> {
         self.counts.everything.fetch_add(1, Ordering::Relaxed);
-        self.no_xattrs.clear();
-        self.listings.drop_all();
-        self.heads.clear();
         let mut h = self.lock();
+        h.listings.drop_all();
+        h.xattrs.clear();
+        h.heads.clear();
         h.drop_attrs();
         let mut out: Vec<Inval> = h
             .names
@@ -835,6 +862,40 @@ mod tests {
         c.apply(&flood);
         assert_eq!(c.attr_ttl(5, FILE), short());
         assert!(!c.cache_dir(ROOT_NODE));
+    }
+
+    #[test]
+    fn xattr_answers_and_contents_live_in_the_ledger_and_go_with_their_node() {
+        let c = fed();
+        let xattrs = c.no_xattrs();
+        let heads = c.heads();
+        // Never for a node the kernel does not hold.
+        xattrs.note_empty(3, LONG_TTL);
+        assert!(!xattrs.known_empty(3));
+        c.entry(1, b"f", 3, FILE);
+        c.entry(1, b"g", 4, FILE);
+        for n in [3, 4] {
+            xattrs.note_empty(n, LONG_TTL);
+            assert!(heads.keep(n + 10, n, b"data", heads.ticket(), LONG_TTL));
+        }
+        assert!(xattrs.known_empty(3) && heads.read(13, 0, 4).is_some());
+        c.ledger_view();
+        // Forgotten: both go at once, with the attributes.
+        c.forgotten(3, 1);
+        assert!(!xattrs.known_empty(3));
+        assert!(heads.read(13, 0, 4).is_none());
+        c.ledger_view();
+        // An attribute change drops the node's answer and contents; a
+        // loss of events drops everything.
+        c.entry(1, b"h", 5, FILE);
+        xattrs.note_empty(5, LONG_TTL);
+        c.apply(&[Change::Attr { node: 4 }]);
+        assert!(!xattrs.known_empty(4) && heads.read(14, 0, 4).is_none());
+        assert!(xattrs.known_empty(5));
+        c.everything();
+        assert!(!xattrs.known_empty(5));
+        assert_eq!(heads.bytes(), 0);
+        c.ledger_view();
     }
 
     #[test]

@@ -40,11 +40,18 @@
 //! of names across all listings, finished or not, and [`MAX_TOLD`] names
 //! told absent): past the bound a listing or a name is not kept, which
 //! only costs round trips.
+//!
+//! The state lives in the node [`Ledger`] under its one lock
+//! ([`Inner`]): forgetting a directory, a change event and a loss of
+//! events touch that one structure; [`DirNames`] is the view the core
+//! reads and fills through.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dockerfuse_proto::Change;
+
+use super::ledger::Ledger;
 
 /// Names held across all listings (and listings themselves).
 pub(crate) const MAX_NAMES: usize = 500_000;
@@ -91,8 +98,9 @@ struct Pending {
     spoiled: bool,
 }
 
+/// The listings, kept in the ledger.
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Inner {
     done: HashMap<u64, Listing>,
     pending: HashMap<u64, Pending>,
     /// Names and listings held (each listing counts as one name).
@@ -166,7 +174,8 @@ impl Inner {
         }
     }
 
-    fn drop_all(&mut self) {
+    /// Events were lost: nothing listed can be trusted.
+    pub(crate) fn drop_all(&mut self) {
         self.told.clear();
         self.told_names = 0;
         let dirs: Vec<u64> = self.done.keys().copied().collect();
@@ -214,6 +223,34 @@ impl Inner {
         }
     }
 
+    /// A batch of changes from the container.
+    pub(crate) fn changed(&mut self, changes: &[Change<'_>]) {
+        for c in changes {
+            match c {
+                Change::Entry { dir, name } | Change::Removed { dir, name, .. } => {
+                    self.set(*dir, name, None, true)
+                }
+                Change::Data { node } | Change::Unwatched { node } => self.forgotten(*node),
+                Change::Attr { .. } => {}
+                Change::All => self.drop_all(),
+            }
+        }
+    }
+
+    /// The kernel forgot `dir` (its watch ends), or the directory changed
+    /// as a whole: its listings go.
+    pub(crate) fn forgotten(&mut self, dir: u64) {
+        self.spoil(dir);
+        self.drop_done(dir);
+        self.untell_dir(dir);
+    }
+
+    /// Directories with a listing or names told absent, for checks.
+    #[cfg(test)]
+    pub(crate) fn dirs(&self) -> Vec<u64> {
+        self.done.keys().chain(self.told.keys()).copied().collect()
+    }
+
     /// Sets what is known of `name` in `dir`'s listing: present (Some(true)),
     /// absent (Some(false)) or unknown (None); listings being read learn
     /// it too when `pending`.
@@ -251,15 +288,36 @@ impl Inner {
     }
 }
 
-/// The complete listings of one mount.
+/// The complete listings of one mount: a view of the ledger's [`Inner`].
 #[derive(Default)]
 pub(crate) struct DirNames {
-    inner: Mutex<Inner>,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+/// The ledger's listings, locked.
+struct Locked<'a>(MutexGuard<'a, Ledger>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0.listings
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0.listings
+    }
 }
 
 impl DirNames {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// The view of `ledger`'s listings.
+    pub(crate) fn over(ledger: Arc<Mutex<Ledger>>) -> Self {
+        DirNames { ledger }
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        Locked(self.ledger.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// A read of directory `dir` on handle `fh` at `offset` is about to be
@@ -459,36 +517,23 @@ impl DirNames {
         self.lock().set(dir, name, None, true);
     }
 
-    /// A batch of changes from the container.
+    /// A batch of changes from the container (`Coherence::apply` does
+    /// it on the ledger it holds).
+    #[cfg(test)]
     pub(crate) fn changed(&self, changes: &[Change<'_>]) {
-        let mut g = self.lock();
-        for c in changes {
-            match c {
-                Change::Entry { dir, name } | Change::Removed { dir, name, .. } => {
-                    g.set(*dir, name, None, true)
-                }
-                Change::Data { node } | Change::Unwatched { node } => {
-                    g.spoil(*node);
-                    g.drop_done(*node);
-                    g.untell_dir(*node);
-                }
-                Change::Attr { .. } => {}
-                Change::All => g.drop_all(),
-            }
-        }
-    }
-
-    /// The kernel forgot `dir`: its watch ends.
-    pub(crate) fn forgotten(&self, dir: u64) {
-        let mut g = self.lock();
-        g.spoil(dir);
-        g.drop_done(dir);
-        g.untell_dir(dir);
+        self.lock().changed(changes);
     }
 
     /// Events were lost: nothing listed can be trusted.
+    #[cfg(test)]
     pub(crate) fn drop_all(&self) {
         self.lock().drop_all();
+    }
+
+    /// The kernel forgot `dir` (the ledger does it when it forgets a node).
+    #[cfg(test)]
+    pub(crate) fn forgotten(&self, dir: u64) {
+        self.lock().forgotten(dir);
     }
 
     #[cfg(test)]

@@ -32,6 +32,11 @@
 //! Memory is bounded: past [`MAX_BYTES`] (each file counted with
 //! [`ENTRY_COST`] more, so empty files count too) new contents are not
 //! kept and their reads go to the satellite.
+//!
+//! The state lives in the node [`Ledger`] under its one lock
+//! ([`Inner`]), so that a node forgotten, a change and a loss of events
+//! touch one structure; [`Heads`] is the view of it the core reads
+//! through.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -39,6 +44,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dockerfuse_proto::Change;
+
+use super::ledger::Ledger;
 
 /// Bytes of contents held at once, all handles together.
 pub(crate) const MAX_BYTES: usize = 16 << 20;
@@ -59,8 +66,9 @@ struct Held {
     until: Instant,
 }
 
+/// The held contents, kept in the ledger.
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Inner {
     /// Bumped by every change that may make held contents stale.
     epoch: u64,
     /// Open handle → its file's contents.
@@ -86,18 +94,71 @@ impl Inner {
         true
     }
 
-    fn drop_node(&mut self, node: u64) {
+    /// `node`'s contents go (also when the kernel forgets it).
+    pub(crate) fn drop_node(&mut self, node: u64) {
         for fh in self.by_node.remove(&node).unwrap_or_default() {
             if let Some(h) = self.files.remove(&fh) {
                 self.bytes -= h.data.len() + ENTRY_COST;
             }
         }
     }
+
+    /// Changes reported by the feed: the contents of the nodes named go,
+    /// all of them for a loss of events.
+    pub(crate) fn changed(&mut self, changes: &[Change<'_>]) {
+        for c in changes {
+            match c {
+                Change::Data { node } | Change::Attr { node } | Change::Unwatched { node } => {
+                    self.epoch += 1;
+                    self.drop_node(*node);
+                }
+                Change::All => self.clear(),
+                // A name's change leaves the contents of the file open
+                // under it as they were.
+                Change::Entry { .. } | Change::Removed { .. } => {}
+            }
+        }
+    }
+
+    /// The kernel gets fresh attributes of `node`: if they show a change
+    /// (a new mtime or size), it drops its cached pages and reads again,
+    /// which held contents from before must not answer.
+    pub(crate) fn refreshed(&mut self, node: u64) {
+        self.epoch += 1;
+        self.drop_node(node);
+    }
+
+    /// Something may have changed any file's contents: all go.
+    pub(crate) fn clear(&mut self) {
+        self.epoch += 1;
+        self.files.clear();
+        self.by_node.clear();
+        self.bytes = 0;
+    }
+
+    /// Checks of the invariants: the node index and the byte count agree
+    /// with the contents held; returns the nodes with contents.
+    #[cfg(test)]
+    pub(crate) fn checked_nodes(&self) -> Vec<u64> {
+        let bytes: usize = self.files.values().map(|h| h.data.len() + ENTRY_COST).sum();
+        assert_eq!(bytes, self.bytes, "the bytes held are counted right");
+        for (fh, h) in &self.files {
+            assert!(
+                self.by_node.get(&h.node).is_some_and(|f| f.contains(fh)),
+                "handle {fh} is indexed under its node {}",
+                h.node
+            );
+        }
+        let indexed: usize = self.by_node.values().map(Vec::len).sum();
+        assert_eq!(indexed, self.files.len(), "no handle indexed twice or gone");
+        self.by_node.keys().copied().collect()
+    }
 }
 
-/// The contents held for open handles of one mount.
+/// The contents held for open handles of one mount: a view of the
+/// ledger's [`Inner`].
 pub(crate) struct Heads {
-    inner: Mutex<Inner>,
+    ledger: Arc<Mutex<Ledger>>,
     budget: usize,
 }
 
@@ -107,16 +168,35 @@ impl Default for Heads {
     }
 }
 
+/// The ledger's contents, locked.
+struct Locked<'a>(MutexGuard<'a, Ledger>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0.heads
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0.heads
+    }
+}
+
 impl Heads {
+    /// Contents in a ledger of their own (tests).
     pub(crate) fn with_budget(budget: usize) -> Self {
-        Heads {
-            inner: Mutex::default(),
-            budget,
-        }
+        Heads::over(Arc::default(), budget)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// The view of `ledger`'s contents, at most `budget` bytes.
+    pub(crate) fn over(ledger: Arc<Mutex<Ledger>>, budget: usize) -> Self {
+        Heads { ledger, budget }
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        Locked(self.ledger.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Taken before an open that may bring contents is sent.
@@ -188,40 +268,25 @@ impl Heads {
     }
 
     /// Changes reported by the feed: the contents of the nodes named go,
-    /// all of them for a loss of events.
+    /// all of them for a loss of events (`Coherence::apply` does it on
+    /// the ledger it holds).
+    #[cfg(test)]
     pub(crate) fn changed(&self, changes: &[Change<'_>]) {
-        let mut t = self.lock();
-        for c in changes {
-            match c {
-                Change::Data { node } | Change::Attr { node } | Change::Unwatched { node } => {
-                    t.epoch += 1;
-                    t.drop_node(*node);
-                }
-                Change::All => {
-                    t.epoch += 1;
-                    t.files.clear();
-                    t.by_node.clear();
-                    t.bytes = 0;
-                }
-                // A name's change leaves the contents of the file open
-                // under it as they were.
-                Change::Entry { .. } | Change::Removed { .. } => {}
-            }
-        }
+        self.lock().changed(changes);
     }
 
     /// The kernel gets fresh attributes of `node`: if they show a change
     /// (a new mtime or size), it drops its cached pages and reads again,
-    /// which held contents from before must not answer.
+    /// which held contents from before must not answer
+    /// (`Coherence::attr_ttl` does it on the ledger it holds).
+    #[cfg(test)]
     pub(crate) fn refreshed(&self, node: u64) {
-        let mut t = self.lock();
-        t.epoch += 1;
-        t.drop_node(node);
+        self.lock().refreshed(node);
     }
 
     /// Something may have changed any file's contents: all go.
     pub(crate) fn clear(&self) {
-        self.changed(&[Change::All]);
+        self.lock().clear();
     }
 
     /// Bytes held (with the per-file cost).

@@ -4,10 +4,12 @@
 //! found (parent and name), whether the change feed watches it, and the
 //! attributes kept on the host for it, with their source and expiry.
 //! Names given the long TTL are remembered here too, as (parent, name) →
-//! node. The caches of xattr answers ([`super::xattr_cache`]), listing
-//! names ([`super::dir_names`]) and small-file contents
-//! ([`super::heads`]) are views keyed by the same node ids, kept in step
-//! by [`super::coherence::Coherence`], the policy over this ledger.
+//! node. The xattr answers ([`super::xattr_cache`]), the listing names
+//! ([`super::dir_names`]) and the small files' contents
+//! ([`super::heads`]) live here too, under the same lock: forgetting a
+//! node, a change event and a loss of events touch this one structure;
+//! `NoXattrs`, `DirNames` and `Heads` are views of it.
+//! [`super::coherence::Coherence`] is the policy over this ledger.
 //!
 //! Kept attributes answer GETATTR without a round trip. They are kept
 //! only for nodes the feed watches (the policy decides), and dropped by
@@ -16,17 +18,20 @@
 //! since its request left ([`Ledger::stamp`]): attributes fetched before a
 //! change and arriving after it are not kept.
 //!
-//! Lock discipline: the ledger lives behind one `Mutex` in `Coherence`.
-//! It is the outermost lock of the core's node state: while it is held,
-//! `Coherence` may take the locks of the listing names and the xattr
-//! cache (leaf locks, which never take it), never the reverse; nothing
-//! sends a request, runs a callback or takes the contents' (`heads`) lock
-//! with it held.
+//! Lock discipline: the ledger lives behind one `Mutex`, shared by
+//! `Coherence` and the three views (`NoXattrs`, `DirNames`, `Heads`, which
+//! take it for each call and never hold it across one). It is the one
+//! lock of the core's node state: nothing sends a request, runs a
+//! callback or calls a view with it held (the lock is not reentrant:
+//! `Coherence` works on the ledger's fields directly instead).
 //!
 //! Bounded memory (the container is untrusted): names are bounded by
 //! [`MAX_NAMES`], unwatched nodes by [`MAX_UNWATCHED`]; kept attributes
-//! exist only for nodes the kernel holds (dropped when it forgets them)
-//! and are at most [`MAX_ATTRS`].
+//! and xattr answers exist only for nodes the kernel holds (dropped when
+//! it forgets them) and are at most [`MAX_ATTRS`] and
+//! `xattr_cache::NO_XATTRS_MAX`; contents at most `heads::MAX_BYTES`;
+//! listings as `dir_names` says (`dir_names::MAX_NAMES` and others), and
+//! they go with their directory.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -84,6 +89,12 @@ pub(crate) struct Ledger {
     handles: HashMap<u64, u64>,
     /// Bumped whenever kept attributes are dropped.
     stamp: u64,
+    /// Nodes known to have no xattrs, until when ([`super::xattr_cache`]).
+    pub(super) xattrs: super::xattr_cache::Answers,
+    /// Small files' contents held for open handles ([`super::heads`]).
+    pub(crate) heads: super::heads::Inner,
+    /// Complete listings of watched directories ([`super::dir_names`]).
+    pub(crate) listings: super::dir_names::Inner,
 }
 
 impl Ledger {
@@ -116,6 +127,9 @@ impl Ledger {
         self.unwatched.remove(&node);
         self.place.remove(&node);
         self.bypassed.remove(&node);
+        self.xattrs.remove(&node);
+        self.heads.drop_node(node);
+        self.listings.forgotten(node);
         self.drop_attr(node);
         true
     }

@@ -76,7 +76,7 @@ use dockerfuse_proto::{OpenFlags, Request, Response, MAX_OPEN_DATA};
 
 pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
-use coherence::Source;
+pub(crate) use coherence::Source;
 pub(crate) use coherence::{Coherence, Inval, Ttl};
 pub(crate) use ids::{Fh, NodeId};
 pub(crate) use links::LinkRewrite;

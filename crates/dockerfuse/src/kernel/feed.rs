@@ -9,6 +9,11 @@
 //! request in flight, so it must never run on the thread that completes
 //! requests. A full queue is not waited on: it is counted and the thread
 //! then invalidates everything it holds, which is always correct.
+//!
+//! Under `--reconnect` the kernel holds ids of our own: each connection's
+//! frames go through a [`Translate`] of the relink table first. When a new
+//! satellite replaces the lost one, [`Feed::resume`] starts its feed and
+//! invalidates everything, as the gap may have hidden changes.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -17,7 +22,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dockerfuse_proto::{Request, Response, MAX_CHANGES};
+use dockerfuse_proto::{Change, Request, Response, MAX_CHANGES};
 use fuser::INodeNo;
 use tracing::debug;
 
@@ -33,6 +38,10 @@ const QUEUED_BYTES: usize = 8 << 20;
 /// One queued batch: notifications, and the bytes of the frame they came
 /// from (counted against [`QUEUED_BYTES`]).
 type Batch = (Vec<Inval>, usize);
+
+/// Rewrites the node ids of one connection's changes into the kernel's,
+/// dropping those it cannot map (`--reconnect`: the relink table).
+pub(crate) type Translate = Box<dyn Fn(&mut Vec<Change<'_>>) + Send + Sync>;
 
 /// What the notifier thread needs of the kernel (fuser's `Notifier`;
 /// tests record the calls).
@@ -80,10 +89,16 @@ impl Feed {
         })
     }
 
-    /// One change frame from the satellite (on the RPC reader's thread:
-    /// never blocks).
+    /// One change frame from the satellite, its ids as the kernel's.
+    #[cfg(test)]
     pub(crate) fn frame(&self, payload: &[u8]) {
-        let changes = match dockerfuse_proto::frame::decode::<Response<'_>>(payload) {
+        self.frame_in(payload, None)
+    }
+
+    /// One change frame from the satellite, its ids rewritten by
+    /// `translate` first (on the RPC reader's thread: never blocks).
+    fn frame_in(&self, payload: &[u8], translate: Option<&Translate>) {
+        let mut changes = match dockerfuse_proto::frame::decode::<Response<'_>>(payload) {
             Ok(Response::Changes(c))
                 if c.len() <= MAX_CHANGES
                     && self.queued.load(Ordering::SeqCst) + payload.len() <= QUEUED_BYTES =>
@@ -92,14 +107,16 @@ impl Feed {
             }
             _ => {
                 debug!("change frame undecodable, too large or over the queue's budget: invalidating everything");
-                // Held file contents go now, not when the notifier gets here.
-                self.coherence.heads().clear();
-                self.overflowed.store(true, Ordering::SeqCst);
-                self.coherence.lost();
-                let _ = self.tx.try_send((Vec::new(), 0));
+                self.resync();
                 return;
             }
         };
+        if let Some(t) = translate {
+            t(&mut changes);
+            if changes.is_empty() {
+                return;
+            }
+        }
         let invals = self.coherence.apply(&changes);
         if invals.is_empty() {
             return;
@@ -116,6 +133,60 @@ impl Feed {
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    /// Nothing held can be trusted any more: the host's caches go now and
+    /// the notifier thread invalidates everything the kernel holds.
+    pub(crate) fn resync(&self) {
+        // Held file contents go now, not when the notifier gets here.
+        self.coherence.heads().clear();
+        self.overflowed.store(true, Ordering::SeqCst);
+        self.coherence.lost();
+        let _ = self.tx.try_send((Vec::new(), 0));
+    }
+
+    /// Change frames from `rpc` come to this feed, through `translate`.
+    pub(crate) fn listen(
+        self: &Arc<Self>,
+        rpc: &crate::transport::rpc::Rpc,
+        translate: Option<Translate>,
+    ) {
+        let sink = self.clone();
+        rpc.on_events(Box::new(move |payload| {
+            sink.frame_in(payload, translate.as_ref())
+        }));
+    }
+
+    /// A new satellite replaced the lost one (`--reconnect`): its frames
+    /// come here through `translate`, it is asked for its feed through
+    /// `transport` (before any request reaches it), and everything held
+    /// is invalidated, as changes made during the gap were not reported.
+    /// Without the new feed the mount keeps to the short TTL. True when
+    /// the feed is on.
+    pub(crate) fn resume<T: Transport>(
+        self: &Arc<Self>,
+        rpc: &crate::transport::rpc::Rpc,
+        transport: &T,
+        translate: Option<Translate>,
+    ) -> bool {
+        self.listen(rpc, translate);
+        self.restart(transport, Duration::from_secs(10))
+    }
+
+    /// The feed of a new satellite: asked for through `transport`, then
+    /// everything held invalidated. True when the feed is on.
+    fn restart<T: Transport>(&self, transport: &T, limit: Duration) -> bool {
+        let on = self.enable(transport, limit);
+        if on {
+            tracing::info!(
+                "change feed resumed on the new satellite: invalidating everything held"
+            );
+        } else {
+            tracing::warn!("the new satellite offers no change feed: caching for the TTL only");
+            self.coherence.feed_off();
+        }
+        self.resync();
+        on
     }
 
     /// Asks the satellite for its feed, waiting at most `limit` for the
@@ -141,10 +212,10 @@ impl Feed {
     pub(crate) fn enable_on<T: Transport, B: Send + Sync + 'static>(
         core: &crate::fs::Core<T, B>,
         rpc: &crate::transport::rpc::Rpc,
+        translate: Option<Translate>,
     ) -> Option<Arc<Feed>> {
         let feed = Feed::new(core.coherence());
-        let sink = feed.clone();
-        rpc.on_events(Box::new(move |payload| sink.frame(payload)));
+        feed.listen(rpc, translate);
         if feed.enable(core.transport(), Duration::from_secs(10)) {
             debug!("change feed on");
             Some(feed)
@@ -308,6 +379,81 @@ mod tests {
                 "inode 1 0 0"
             ]
         );
+    }
+
+    /// A satellite that answers the request for its feed.
+    struct Watches(bool);
+
+    impl Transport for Watches {
+        fn call(&self, req: &Request<'_>, done: crate::fs::Done) {
+            assert!(matches!(req, Request::Watch));
+            done(Ok(match self.0 {
+                true => Response::Ok,
+                false => Response::Error(libc::ENOSYS),
+            }))
+        }
+        fn post(&self, _: &Request<'_>) {}
+    }
+
+    #[test]
+    fn a_new_satellite_drops_everything_held_and_feeds_again() {
+        let c = fed();
+        c.set_keep_attrs(true);
+        c.entry(1, b"f", 2, libc::S_IFREG);
+        let attr = dockerfuse_proto::Attr {
+            mode: libc::S_IFREG | 0o644,
+            nlink: 1,
+            ..Default::default()
+        };
+        c.keep_attr(2, attr, crate::fs::Source::Entry, c.attr_stamp());
+        assert!(c.kept_attr(2).is_some());
+        c.absent(1, b"missing");
+        assert!(c.known_absent(1, b"missing").is_some());
+        let heads = c.heads();
+        assert!(heads.keep(9, 2, b"data", heads.ticket(), Duration::from_secs(60)));
+        let feed = Feed::new(c.clone());
+        let rec = Recorder::default();
+        feed.start(rec.clone()).unwrap();
+        assert!(feed.restart(&Watches(true), Duration::from_secs(1)));
+        // The host's caches went at once.
+        assert!(c.kept_attr(2).is_none());
+        assert_eq!(c.known_absent(1, b"missing"), None);
+        assert_eq!(heads.bytes(), 0);
+        assert!(c.feeding());
+        // And the kernel is told to drop what it holds.
+        let got = wait_for(&rec, 4);
+        for want in ["entry 1 f", "entry 1 missing", "inode 2 0 0", "inode 1 0 0"] {
+            assert!(got.contains(&want.to_string()), "{want}: {got:?}");
+        }
+        // A satellite without a feed: the short TTL from now on.
+        assert!(!feed.restart(&Watches(false), Duration::from_secs(1)));
+        assert!(!c.feeding());
+    }
+
+    #[test]
+    fn translated_frames_name_the_kernels_ids() {
+        let c = fed();
+        c.entry(1, b"f", 2, libc::S_IFREG);
+        let feed = Feed::new(c);
+        let rec = Recorder::default();
+        feed.start(rec.clone()).unwrap();
+        // The satellite's 102 is the kernel's 2; its 103 is nothing held.
+        let t: Translate = Box::new(|c: &mut Vec<Change<'_>>| {
+            c.retain_mut(|c| match c {
+                Change::Attr { node } if *node == 102 => {
+                    *node = 2;
+                    true
+                }
+                _ => false,
+            })
+        });
+        feed.frame_in(
+            &payload(vec![Change::Attr { node: 103 }, Change::Attr { node: 102 }]),
+            Some(&t),
+        );
+        feed.frame_in(&payload(vec![Change::Attr { node: 103 }]), Some(&t));
+        feed.frame(&payload(vec![Change::Attr { node: 1 }]));
+        assert_eq!(wait_for(&rec, 2), vec!["inode 2 -1 0", "inode 1 -1 0"]);
     }
 
     #[test]

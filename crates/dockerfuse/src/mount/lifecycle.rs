@@ -19,7 +19,8 @@ use fuser::{Config, MountOption, SessionACL};
 use tracing::{debug, info, warn};
 
 use crate::cli::flags::{Cli, Target};
-use crate::engine::api::{Container, Engine, EngineFlags};
+use crate::engine::api::{Container, Engine};
+use crate::engine::endpoint::EngineFlags;
 use crate::error::{Error, Result};
 use crate::fs::{Core, LinkRewrite, Options};
 use crate::kernel::fuse::FuseFs;
@@ -226,7 +227,7 @@ pub(crate) fn run(
             Duration::from_secs_f64(cli.op_timeout),
         )
     });
-    let (session, mut unmounter) =
+    let (session, mut unmounter, feed) =
         mount_session(cli, target, &remote, &mountpoint, relink.clone())?;
     // From here a signal unmounts instead of ending the process.
     mounted.store(true, Ordering::SeqCst);
@@ -263,6 +264,12 @@ pub(crate) fn run(
         let start = || {
             let started = block_on(restart_satellite(cli, target, &remote))?;
             let peer = started.1.peer.clone();
+            // The new feed starts before any request reaches the new
+            // satellite; what the gap hid is invalidated.
+            if let Some(feed) = &feed {
+                let translate = translate(relink, relink.next_epoch());
+                feed.resume(peer.rpc(), &peer, Some(translate));
+            }
             Ok((started, peer))
         };
         match reconnect::come_back(relink, limit, engine, id, start, |d| {
@@ -452,7 +459,11 @@ fn mount_session(
     remote: &Remote,
     mountpoint: &Path,
     relink: Option<Relink<crate::transport::local::Peer>>,
-) -> Result<(MountSession, Unmounter)> {
+) -> Result<(
+    MountSession,
+    Unmounter,
+    Option<Arc<crate::kernel::feed::Feed>>,
+)> {
     let links = cli.rewrite_absolute_links.then(|| LinkRewrite {
         root: target.path.as_bytes().to_vec(),
         mountpoint: mountpoint.as_os_str().as_encoded_bytes().to_vec(),
@@ -489,15 +500,21 @@ fn mount_session(
             .then(|| dockerfuse_proto::Abi::of_arch(&remote.running.hello.arch)),
     };
     // The feed names the satellite's node ids; with --reconnect the kernel
-    // holds ids of our own (relink), so the mount keeps to the TTLs.
-    let feed_wanted = feed_wanted && relink.is_none();
+    // holds ids of our own, which the relink table translates them into.
+    let translated = relink.as_ref().map(|r| translate(r, r.epoch()));
     let conn = match relink {
         Some(r) => Conn::Relink(r),
         None => Conn::Plain(remote.link.peer.clone()),
     };
     let core = Core::new(conn, opts);
+    if let Conn::Relink(r) = core.transport() {
+        let coherence = core.coherence();
+        r.on_unwatched(Box::new(move |node| {
+            coherence.apply(&[dockerfuse_proto::Change::Unwatched { node }]);
+        }));
+    }
     let feed = feed_wanted
-        .then(|| crate::kernel::feed::Feed::enable_on(&core, remote.link.peer.rpc()))
+        .then(|| crate::kernel::feed::Feed::enable_on(&core, remote.link.peer.rpc(), translated))
         .flatten();
     if cli.idmap {
         let hello = &remote.running.hello;
@@ -565,7 +582,17 @@ fn mount_session(
             warn!(error = %e, "cannot start the notification thread");
         }
     }
-    Ok((session, unmounter))
+    Ok((session, unmounter, feed))
+}
+
+/// Translates the changes of the satellite of `epoch` into the ids the
+/// kernel holds under `--reconnect`.
+fn translate(
+    relink: &Relink<crate::transport::local::Peer>,
+    epoch: u64,
+) -> crate::kernel::feed::Translate {
+    let relink = relink.clone();
+    Box::new(move |changes: &mut Vec<dockerfuse_proto::Change<'_>>| relink.changes(epoch, changes))
 }
 
 /// How to take the mount down: umount2 as root, fusermount3 -u otherwise

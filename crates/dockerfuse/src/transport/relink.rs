@@ -28,12 +28,20 @@
 //! Forget counts stay consistent: each id counts the kernel's references
 //! and, apart, the lookups made on the current satellite; the satellite is
 //! told to forget only what it was given.
+//!
+//! The change feed names the satellite's ids: [`Relink::changes`] turns
+//! them into ours through the same table (its reverse map holds only the
+//! ids the kernel holds) and drops what it cannot map. A node the feed
+//! does not watch is reported before the reply that introduces it, so
+//! before it has an id of ours: the table remembers it and, when the reply
+//! binds it, the core hears of it ([`Relink::on_unwatched`]) before the
+//! reply reaches it.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use dockerfuse_proto::{Entry, Errno, OpenFlags, Request, Response};
+use dockerfuse_proto::{Change, Entry, Errno, OpenFlags, Request, Response};
 use tracing::{debug, info};
 
 use crate::fs::{Done, Transport};
@@ -114,7 +122,12 @@ impl<T: Transport + Ends> Clone for Relink<T> {
 struct Shared<T> {
     state: Mutex<State<T>>,
     op_timeout: Duration,
+    /// Told the ids of nodes the feed does not watch (set once).
+    unwatched: OnceLock<Unwatched>,
 }
+
+/// Hears of an id of ours bound to a node the feed does not watch.
+pub(crate) type Unwatched = Box<dyn Fn(u64) + Send + Sync>;
 
 type IdCb = Box<dyn FnOnce(Result<u64, Errno>) + Send>;
 
@@ -130,12 +143,49 @@ impl<T: Transport + Ends> Relink<T> {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 op_timeout,
+                unwatched: OnceLock::new(),
             }),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Who hears of the ids bound to nodes the feed does not watch (once).
+    pub(crate) fn on_unwatched(&self, hook: Unwatched) {
+        let _ = self.shared.unwatched.set(hook);
+    }
+
+    /// The epoch the next satellite will have: its feed's changes are
+    /// translated only while it is the current one.
+    pub(crate) fn next_epoch(&self) -> u64 {
+        self.lock().ids.epoch + 1
+    }
+
+    /// The current epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.lock().ids.epoch
+    }
+
+    /// Turns the changes reported by the feed of the satellite of `epoch`
+    /// into our ids, dropping those we cannot map (see [`ids::Table::changes`]).
+    pub(crate) fn changes(&self, epoch: u64, changes: &mut Vec<Change<'_>>) {
+        self.lock().ids.changes(epoch, changes);
+    }
+
+    /// Tells the core of the ids just bound to unwatched nodes (never with
+    /// the lock held).
+    fn tell_unwatched(&self) {
+        let ids = std::mem::take(&mut self.lock().ids.newly_unwatched);
+        if ids.is_empty() {
+            return;
+        }
+        if let Some(hook) = self.shared.unwatched.get() {
+            for id in ids {
+                hook(id);
+            }
+        }
     }
 
     /// The connection is lost: requests wait from now on.
@@ -274,6 +324,8 @@ impl<T: Transport + Ends> Relink<T> {
                 });
             }
         }
+        drop(st);
+        self.tell_unwatched();
         bound
     }
 
@@ -360,6 +412,7 @@ impl<T: Transport + Ends> Relink<T> {
                     }
                 }
                 let r = r.and_then(|resp| this.lock().ids.inbound(epoch, ctx, resp));
+                this.tell_unwatched();
                 done(r)
             }),
         );

@@ -19,8 +19,8 @@
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use super::direct::Direct;
 use super::ops::{Group, Op, Outcome, User};
+use super::twin::TwinDir;
 use crate::fs::Caller;
 
 /// The caller when the test process is root: uid, gid, groups.
@@ -134,7 +134,7 @@ impl Ids {
         }
     }
 
-    /// Makes the temp dir `tmp` searchable and the served and direct
+    /// Makes the temp dir `tmp` searchable and the served and twin
     /// roots the caller's own, so that the caller works in them.
     pub(crate) fn prepare(&self, tmp: &std::path::Path, roots: [&std::path::Path; 2]) {
         use std::os::unix::fs::PermissionsExt;
@@ -171,10 +171,10 @@ fn switch_thread(uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
     Ok(())
 }
 
-/// The direct side: the twin applied here, or on a thread of its own
+/// The twin side: the twin applied here, or on a thread of its own
 /// that takes the caller's credentials for each caller's step.
 pub(super) enum Twin {
-    Here(Direct),
+    Here(TwinDir),
     Caller {
         steps: mpsc::Sender<(Op, bool)>,
         outcomes: mpsc::Receiver<Outcome>,
@@ -184,7 +184,7 @@ pub(super) enum Twin {
 
 impl Twin {
     /// A twin whose caller's steps run as the caller.
-    pub(super) fn as_caller(mut direct: Direct) -> Twin {
+    pub(super) fn as_caller(mut twin: TwinDir) -> Twin {
         let (steps, rx) = mpsc::channel::<(Op, bool)>();
         let (tx, outcomes) = mpsc::channel();
         let ids = Ids::get();
@@ -197,7 +197,7 @@ impl Twin {
                         switch_thread(ids.uid, ids.gid, &ids.groups)
                             .unwrap_or_else(|e| panic!("cannot switch to the caller: {e}"));
                     }
-                    let out = direct.apply(&op);
+                    let out = twin.apply(&op);
                     if switch {
                         // A thread that cannot switch back dies here: it
                         // never performs a root step as the caller.

@@ -35,9 +35,17 @@
 //! descriptors (`DOCKERFUSE_MODEL_TIGHT=0` leaves them out). A failure is
 //! shrunk to a short sequence: keep it as a named test in [`regressions`].
 //!
+//! Layout: [`ops`] the operations and their generation; [`twin`] and
+//! [`through_core`] apply them, one method per operation on each side;
+//! [`run`] compares the two; [`satellite`] starts the satellite through
+//! the harness of `dockerfuse-testkit` (shared with the satellite's own
+//! `tests/over_pipes.rs`). The test is a `#[cfg(test)]` module of `fs`
+//! rather than a file in `tests/` because it drives crate-private parts
+//! (`Core` and its `Options`, the change feed, the `Rpc` client) that an
+//! integration test could reach only if they were made public.
+//!
 //! [`Core`]: crate::fs::Core
 
-mod direct;
 mod identity;
 mod ops;
 mod regressions;
@@ -45,6 +53,7 @@ mod run;
 mod satellite;
 mod through_core;
 mod tree;
+mod twin;
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 

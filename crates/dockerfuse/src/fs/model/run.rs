@@ -3,12 +3,12 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::direct::Direct;
 use super::identity::{Ids, Twin};
 use super::ops::{Op, SLOTS};
 use super::satellite::Served;
 use super::through_core::Driver;
 use super::tree;
+use super::twin::TwinDir;
 
 /// How the core side runs a sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,9 +135,9 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
     }
     let served = Served::start(&a, tight.then_some(TIGHT_NOFILE), by_caller);
     let mut twin = if by_caller {
-        Twin::as_caller(Direct::new(b.clone()))
+        Twin::as_caller(TwinDir::new(b.clone()))
     } else {
-        Twin::Here(Direct::new(b.clone()))
+        Twin::Here(TwinDir::new(b.clone()))
     };
     // One step on both sides, as the caller when `as_caller`.
     let mut both = |op: &Op, as_caller: bool, driver: &mut Driver<'_>| {
@@ -169,7 +169,7 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
         let (want, got) = both(op, as_caller, &mut driver);
         if want != got {
             return Err(format!(
-                "step {i}, {op:?}: directly {want:?}, through the core {got:?}"
+                "step {i}, {op:?}: on the twin {want:?}, through the core {got:?}"
             ));
         }
         ledger_agrees(&served, &driver).map_err(|e| format!("after step {i}, {op:?}: {e}"))?;
@@ -183,7 +183,7 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
         let (want, got) = both(&check, true, &mut driver);
         if want != got {
             return Err(format!(
-                "after step {i}, {op:?}, {check:?}: directly {want:?}, through the core {got:?}"
+                "after step {i}, {op:?}, {check:?}: on the twin {want:?}, through the core {got:?}"
             ));
         }
     }
@@ -192,7 +192,7 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
         let (want, got) = both(&close, by_caller, &mut driver);
         if want != got {
             return Err(format!(
-                "closing at the end, {close:?}: directly {want:?}, through the core {got:?}"
+                "closing at the end, {close:?}: on the twin {want:?}, through the core {got:?}"
             ));
         }
     }

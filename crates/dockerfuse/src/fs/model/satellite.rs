@@ -4,13 +4,12 @@
 //! no kernel cache, but the core's policies follow the feed as a
 //! mount's do).
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use dockerfuse_proto::{HostHello, Request, HELLO_ID, MAX_IO, PROTOCOL_VERSION};
+use dockerfuse_testkit::{retry_busy, Satellite, Spawn};
 
 use crate::fs::{Core, Options};
 use crate::kernel::feed::{Feed, Kernel};
@@ -22,28 +21,14 @@ const STALL: Duration = Duration::from_secs(30);
 
 /// The embedded satellite for this host's architecture, written once per
 /// test process next to the test binary (same content is reused).
-fn binary() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
+fn satellite() -> &'static Satellite {
+    static SATELLITE: OnceLock<Satellite> = OnceLock::new();
+    SATELLITE.get_or_init(|| {
         let arch = Arch::parse(std::env::consts::ARCH).expect("a host arch with a satellite");
         let bin = arch
             .binary()
             .expect("this build embeds a satellite for the host arch");
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let dir = exe.parent().expect("the test binary's directory");
-        let path = dir.join(format!("model-satellite-{arch}"));
-        if std::fs::read(&path).ok().as_deref() != Some(bin) {
-            // Written under a private name, then renamed: a concurrent
-            // test process never executes a half-written file.
-            let tmp = dir.join(format!("model-satellite-{arch}.{}", std::process::id()));
-            let mut f = std::fs::File::create(&tmp).expect("write the satellite");
-            f.write_all(bin).expect("write the satellite");
-            f.set_permissions(std::fs::Permissions::from_mode(0o755))
-                .expect("make the satellite executable");
-            drop(f);
-            std::fs::rename(&tmp, &path).expect("put the satellite in place");
-        }
-        path
+        Satellite::written_out(&format!("model-satellite-{arch}"), bin)
     })
 }
 
@@ -102,7 +87,7 @@ impl Served {
                 legacy_flags: None,
             },
         );
-        let feed = Feed::enable_on(&core, &rpc).expect("the satellite's change feed starts");
+        let feed = Feed::enable_on(&core, &rpc, None).expect("the satellite's change feed starts");
         feed.start(NoKernel).expect("start the notifier thread");
         Served {
             core,
@@ -128,46 +113,23 @@ impl Kernel for NoKernel {
     }
 }
 
-/// Starts the satellite; retries while another test thread's fork still
-/// holds the freshly written binary open for writing (ETXTBSY).
+/// Starts the satellite serving `root` (the shared harness's command,
+/// spawned by smol so that its pipes are async).
 fn spawn(root: &Path, nofile: Option<u64>) -> smol::process::Child {
-    let mut tries = 0;
-    loop {
-        let mut cmd = std::process::Command::new(binary());
-        if let Some(n) = nofile {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs
-            // between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let rl = libc::rlimit {
-                        rlim_cur: n as libc::rlim_t,
-                        rlim_max: n as libc::rlim_t,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let r = smol::process::Command::from(cmd)
-            .arg("--root")
-            .arg(root)
+    let how = Spawn {
+        nofile,
+        args: &[],
+        quiet: true,
+    };
+    retry_busy(|| {
+        // (smol's command sets the standard streams itself)
+        smol::process::Command::from(satellite().command(root, &how))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
-            .spawn();
-        match r {
-            Ok(c) => return c,
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("cannot start the satellite: {e}"),
-        }
-    }
+            .spawn()
+    })
 }
 
 impl Drop for Served {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, ROOT_NODE};
 
-use super::direct::{split_names, Direct};
 use super::identity::Ids;
-use super::ops::{pattern, Op, Out, Outcome, Stat, Time, PLANTED_LEN, SLOTS};
+use super::ops::{pattern, Group, Op, Out, Outcome, Stat, Time, User, PLANTED_LEN, SLOTS};
+use super::twin::{split_names, TwinDir};
 use crate::fs::{Cb, Core, Fh, Lookup, NodeId, Who, Xattr};
 use crate::transport::rpc::Rpc;
 
@@ -125,7 +125,7 @@ pub(super) struct Driver<'a> {
     /// them (the mount does not ask for FUSE_DONT_MASK).
     umask: u32,
     /// The served directory itself, for changes made in the container.
-    container: Direct,
+    container: TwinDir,
     /// Who the current step is sent for.
     pub(super) who: Who,
 }
@@ -140,7 +140,7 @@ impl<'a> Driver<'a> {
             keep,
             slots: Default::default(),
             umask: umask(),
-            container: Direct::new(served),
+            container: TwinDir::new(served),
             who: Who::Mount,
         }
     }
@@ -165,13 +165,13 @@ impl<'a> Driver<'a> {
     /// Closes what the slots hold and forgets every lookup still held.
     pub(super) fn forget_all(&mut self) {
         for slot in 0..SLOTS {
-            let _ = self.close(slot);
+            let _ = self.close_slot(slot);
         }
         self.settle();
     }
 
     /// Releases a slot's handle and forgets its node.
-    fn close(&mut self, slot: usize) -> Result<(), Errno> {
+    fn close_slot(&mut self, slot: usize) -> Result<(), Errno> {
         let o = self.slots[slot].take().ok_or(Errno::EBADF)?;
         // As close(2) through the kernel: FLUSH (a write's error shows
         // here), then RELEASE.
@@ -194,7 +194,7 @@ impl<'a> Driver<'a> {
     /// directory with opendir (never for writing), a file with open.
     fn open_slot(&mut self, slot: usize, path: &str, write: bool) -> Result<(), Errno> {
         if self.slots[slot].is_some() {
-            self.close(slot)?;
+            self.close_slot(slot)?;
         }
         let e = self.walk(path, true)?;
         let dir = is(&e.attr, libc::S_IFDIR);
@@ -300,7 +300,7 @@ impl<'a> Driver<'a> {
     /// Lists directory `dir` through handle `fh` as the kernel does:
     /// readdirplus chunks of a page, each continuing after the last entry
     /// taken, to the empty one. Holds the entries' lookups.
-    fn list(&mut self, dir: u64, fh: u64) -> Result<Vec<Vec<u8>>, Errno> {
+    fn list_dir(&mut self, dir: u64, fh: u64) -> Result<Vec<Vec<u8>>, Errno> {
         let (mut offset, mut names) = (0, Vec::new());
         loop {
             let (tx, rx) = mpsc::sync_channel(1);
@@ -408,377 +408,449 @@ impl<'a> Driver<'a> {
         r
     }
 
+    /// Applies `op`: one method per operation below.
     fn apply_held(&mut self, op: &Op) -> Outcome {
-        let core = self.core;
-        let who = self.who.clone();
-        match op {
-            Op::Open { slot, path, write } => {
-                self.open_slot(*slot, path, *write)?;
-                Ok(Out::Done)
-            }
-            // What the VFS refuses itself: writes on a read-only
-            // descriptor (EBADF), reads of a directory (EISDIR), ftruncate
-            // of anything but a file open for writing (EINVAL).
+        match *op {
+            Op::Open { slot, path, write } => self.open(slot, path, write),
             Op::FdWrite {
                 slot,
                 offset,
                 len,
                 byte,
-            } => {
-                let o = self.slot(*slot)?;
-                if !o.write {
-                    return Err(Errno::EBADF);
-                }
-                let data = pattern(*byte, *len);
-                let n = wait(|cb| {
-                    core.write(&who, NodeId(o.node), Fh(o.fh), *offset, &data, false, cb)
-                })?;
-                Ok(Out::Count(n.into()))
-            }
-            Op::FdRead { slot, offset } => {
-                let o = self.slot(*slot)?;
-                if o.dir {
-                    return Err(Errno::EISDIR);
-                }
-                let (tx, rx) = mpsc::sync_channel(1);
-                core.read(
-                    &who,
-                    Fh(o.fh),
-                    *offset,
-                    64 * 1024,
-                    Box::new(move |r: Result<&[u8], Errno>| {
-                        let _ = tx.send(r.map(<[u8]>::to_vec));
-                    }),
-                );
-                let d = rx.recv_timeout(CALL_LIMIT).expect("the core answers")?;
-                Ok(Out::Bytes(d))
-            }
-            Op::FdStat { slot } => {
-                let o = self.slot(*slot)?;
-                // The kernel passes the handle for regular files only.
-                let fh = (!o.dir).then_some(o.fh);
-                let (a, _) = wait(|cb| core.getattr(&who, NodeId(o.node), fh.map(Fh), cb))?;
-                Ok(Out::Stat(Stat::of_attr(&a)))
-            }
-            Op::FdTruncate { slot, size } => {
-                let o = self.slot(*slot)?;
-                if o.dir || !o.write {
-                    return Err(Errno::EINVAL);
-                }
-                let attr = SetAttr {
-                    size: Some(*size),
-                    ..Default::default()
-                };
-                wait(|cb| core.setattr(&who, NodeId(o.node), Some(Fh(o.fh)), attr, cb))?;
-                Ok(Out::Done)
-            }
-            Op::Close { slot } => {
-                self.close(*slot)?;
-                Ok(Out::Done)
-            }
-            Op::Create { path, mode } => {
-                let (parent, name) = self.new_name(path)?;
-                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
-                let (e, _, opened) = wait(|cb| {
-                    core.create(&who, NodeId(parent), name, mode & !self.umask, flags, cb)
-                })?;
-                let fh = opened.fh.0;
-                self.hold(e);
-                // close(2): FLUSH (a create refused behind shows here),
-                // then RELEASE.
-                let flushed = wait(|cb| core.flush(Fh(fh), cb));
-                wait(|cb| core.release(Fh(fh), cb))?;
-                flushed.map(|()| Out::Done)
-            }
+            } => self.fd_write(slot, offset, len, byte),
+            Op::FdRead { slot, offset } => self.fd_read(slot, offset),
+            Op::FdStat { slot } => self.fd_stat(slot),
+            Op::FdTruncate { slot, size } => self.fd_truncate(slot, size),
+            Op::Close { slot } => self.close(slot),
+            Op::Create { path, mode } => self.create(path, mode),
             Op::Write {
                 path,
                 offset,
                 len,
                 byte,
-            } => self.with_open(path, libc::O_WRONLY, |core, node, fh| {
-                let data = pattern(*byte, *len);
-                let n =
-                    wait(|cb| core.write(&who, NodeId(node), Fh(fh), *offset, &data, false, cb))?;
-                Ok(Out::Count(n.into()))
-            }),
+            } => self.write(path, libc::O_WRONLY, offset, len, byte),
             Op::DirectWrite {
                 path,
                 offset,
                 len,
                 byte,
-            } => self.with_open(path, libc::O_WRONLY | libc::O_DIRECT, |core, node, fh| {
-                let data = pattern(*byte, *len);
-                let n =
-                    wait(|cb| core.write(&who, NodeId(node), Fh(fh), *offset, &data, false, cb))?;
-                Ok(Out::Count(n.into()))
-            }),
-            Op::Read { path, offset } => self.with_open(path, libc::O_RDONLY, |core, _, fh| {
-                let (tx, rx) = mpsc::sync_channel(1);
-                core.read(
-                    &who,
-                    Fh(fh),
-                    *offset,
-                    64 * 1024,
-                    Box::new(move |r: Result<&[u8], Errno>| {
-                        let _ = tx.send(r.map(<[u8]>::to_vec));
-                    }),
-                );
-                let d = rx.recv_timeout(CALL_LIMIT).expect("the core answers")?;
-                Ok(Out::Bytes(d))
-            }),
-            Op::Truncate {
-                path,
-                size,
-                via_fd: true,
-            } => self.with_open(path, libc::O_WRONLY, |core, node, fh| {
-                let attr = SetAttr {
-                    size: Some(*size),
-                    ..Default::default()
-                };
-                wait(|cb| core.setattr(&who, NodeId(node), Some(Fh(fh)), attr, cb))?;
-                Ok(Out::Done)
-            }),
-            Op::Fsync { path, datasync } => {
-                let e = self.walk(path, true)?;
-                // The kernel opens a directory with opendir and syncs it
-                // with fsyncdir.
-                if is(&e.attr, libc::S_IFDIR) {
-                    let (Fh(fh), _) = wait(|cb| core.opendir(&who, NodeId(e.node), cb))?;
-                    let r = wait(|cb| core.fsyncdir(&who, NodeId(e.node), Fh(fh), *datasync, cb));
-                    wait(|cb| core.releasedir(Fh(fh), cb))?;
-                    r?;
-                } else {
-                    let fh = wait(|cb| core.open(&who, NodeId(e.node), libc::O_RDONLY, cb))?
-                        .fh
-                        .0;
-                    let r = wait(|cb| core.fsync(&who, Fh(fh), *datasync, cb));
-                    wait(|cb| core.release(Fh(fh), cb))?;
-                    r?;
-                }
-                Ok(Out::Done)
-            }
-            Op::Truncate {
-                path,
-                size,
-                via_fd: false,
-            } => {
-                let attr = SetAttr {
-                    size: Some(*size),
-                    ..Default::default()
-                };
-                self.setattr(path, true, attr)?;
-                Ok(Out::Done)
-            }
+            } => self.write(path, libc::O_WRONLY | libc::O_DIRECT, offset, len, byte),
+            Op::Read { path, offset } => self.read(path, offset),
+            Op::Truncate { path, size, via_fd } => self.truncate(path, size, via_fd),
+            Op::Fsync { path, datasync } => self.fsync(path, datasync),
             Op::Fallocate {
                 path,
                 offset,
                 len,
                 keep_size,
-            } => self.with_open(path, libc::O_WRONLY, |core, node, fh| {
-                let mode = if *keep_size {
-                    libc::FALLOC_FL_KEEP_SIZE
-                } else {
-                    0
-                };
-                wait(|cb| core.fallocate(&who, NodeId(node), Fh(fh), *offset, *len, mode, cb))?;
-                Ok(Out::Done)
-            }),
-            Op::Mkdir { path, mode } => {
-                let (parent, name) = self.new_name(path)?;
-                let (e, _) =
-                    wait(|cb| core.mkdir(&who, NodeId(parent), name, mode & !self.umask, cb))?;
-                self.hold(e);
-                Ok(Out::Done)
-            }
-            Op::Rmdir { path } => {
-                let (parent, name) = self.parent(path)?;
-                wait(|cb| core.rmdir(&who, NodeId(parent), name, cb))?;
-                Ok(Out::Done)
-            }
-            Op::Unlink { path } => {
-                let (parent, name) = self.parent(path)?;
-                wait(|cb| core.unlink(&who, NodeId(parent), name, cb))?;
-                Ok(Out::Done)
-            }
-            Op::Symlink { target, path } => {
-                let (parent, name) = self.parent(path)?;
-                let (e, _) =
-                    wait(|cb| core.symlink(&who, NodeId(parent), name, target.as_bytes(), cb))?;
-                self.hold(e);
-                Ok(Out::Done)
-            }
-            Op::Link { from, to } => {
-                let old = self.walk(from, false)?;
-                let (parent, name) = self.parent(to)?;
-                let (e, _) =
-                    wait(|cb| core.link(&who, NodeId(old.node), NodeId(parent), name, cb))?;
-                self.hold(e);
-                Ok(Out::Done)
-            }
-            Op::Rename { from, to, flags } => {
-                // The VFS refuses contradictory flags before any lookup.
-                let both = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE;
-                if flags & both == both {
-                    return Err(Errno::EINVAL);
-                }
-                let (p, name) = self.parent(from)?;
-                let (np, new_name) = self.parent(to)?;
-                wait(|cb| {
-                    core.rename(&who, (NodeId(p), name), (NodeId(np), new_name), *flags, cb)
-                })?;
-                Ok(Out::Done)
-            }
-            Op::Chmod { path, mode } => {
-                let attr = SetAttr {
-                    mode: Some(*mode),
-                    ..Default::default()
-                };
-                self.setattr(path, true, attr)?;
-                Ok(Out::Done)
-            }
+            } => self.fallocate(path, offset, len, keep_size),
+            Op::Mkdir { path, mode } => self.mkdir(path, mode),
+            Op::Rmdir { path } => self.rmdir(path),
+            Op::Unlink { path } => self.unlink(path),
+            Op::Symlink { target, path } => self.symlink(target, path),
+            Op::Link { from, to } => self.link(from, to),
+            Op::Rename { from, to, flags } => self.rename(from, to, flags),
+            Op::Chmod { path, mode } => self.chmod(path, mode),
             Op::Utimens {
                 path,
                 atime,
                 mtime,
                 follow,
-            } => {
-                let attr = SetAttr {
-                    atime: set_time(*atime),
-                    mtime: set_time(*mtime),
-                    ..Default::default()
-                };
-                // utimensat(OMIT, OMIT) returns before anything reaches
-                // the filesystem (the walk stands for the twin's stat).
-                if attr == SetAttr::default() {
-                    self.walk(path, *follow)?;
-                    return Ok(Out::Mtime(None));
-                }
-                let a = self.setattr(path, *follow, attr)?;
-                Ok(Out::Mtime(match mtime {
-                    Time::At(..) => Some((a.mtime, a.mtime_nsec)),
-                    _ => None,
-                }))
-            }
+            } => self.utimens(path, atime, mtime, follow),
             Op::SetXattr {
                 path,
                 name,
-                value,
+                ref value,
                 flags,
-            } => {
-                let e = self.walk(path, true)?;
-                wait(|cb| core.setxattr(&who, NodeId(e.node), name.as_bytes(), value, *flags, cb))?;
-                Ok(Out::Done)
-            }
-            Op::GetXattr { path, name, probe } => {
-                let e = self.walk(path, true)?;
-                // With `default_permissions` the kernel checks read
-                // permission for a `user.` xattr before asking (the core
-                // answers a node known to have none without asking).
-                may(&who, &e.attr, 0o4)?;
-                let size = if *probe { 0 } else { 256 };
-                wait_xattr(|cb| core.getxattr(&who, NodeId(e.node), name.as_bytes(), size, cb))
-            }
-            Op::ListXattr { path, probe } => {
-                let e = self.walk(path, true)?;
-                let size = if *probe { 0 } else { 4096 };
-                match wait_xattr(|cb| core.listxattr(&who, NodeId(e.node), size, cb))? {
-                    Out::Bytes(d) => Ok(Out::Names(split_names(&d))),
-                    other => Ok(other),
-                }
-            }
-            Op::RemoveXattr { path, name } => {
-                let e = self.walk(path, true)?;
-                wait(|cb| core.removexattr(&who, NodeId(e.node), name.as_bytes(), cb))?;
-                Ok(Out::Done)
-            }
+            } => self.set_xattr(path, name, value, flags),
+            Op::GetXattr { path, name, probe } => self.get_xattr(path, name, probe),
+            Op::ListXattr { path, probe } => self.list_xattr(path, probe),
+            Op::RemoveXattr { path, name } => self.remove_xattr(path, name),
             Op::Plant {
                 path,
                 dir,
                 mode,
                 owner,
                 group,
-            } => {
-                let (parent, name) = self.parent(path)?;
-                let e = if *dir {
-                    let (e, _) =
-                        wait(|cb| core.mkdir(&who, NodeId(parent), name, 0o700 & !self.umask, cb))?;
-                    self.hold(e)
-                } else {
-                    let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
-                    let (e, _, opened) = wait(|cb| {
-                        core.create(&who, NodeId(parent), name, 0o600 & !self.umask, flags, cb)
-                    })?;
-                    let fh = opened.fh.0;
-                    self.hold(e);
-                    let data = pattern(0, PLANTED_LEN);
-                    let r =
-                        wait(|cb| core.write(&who, NodeId(e.node), Fh(fh), 0, &data, false, cb));
-                    wait(|cb| core.release(Fh(fh), cb))?;
-                    r?;
-                    e
-                };
-                let ids = Ids::get();
-                let owned = SetAttr {
-                    uid: Some(ids.user(*owner)),
-                    gid: Some(ids.group(*group)),
-                    ..Default::default()
-                };
-                wait(|cb| core.setattr(&who, NodeId(e.node), None, owned, cb))?;
-                let mode = SetAttr {
-                    mode: Some(*mode),
-                    ..Default::default()
-                };
-                wait(|cb| core.setattr(&who, NodeId(e.node), None, mode, cb))?;
-                Ok(Out::Done)
-            }
+            } => self.plant(path, dir, mode, owner, group),
             Op::Chown {
                 path,
                 owner,
                 group,
                 follow,
-            } => {
-                let ids = Ids::get();
-                let attr = SetAttr {
-                    uid: owner.map(|u| ids.user(u)),
-                    gid: group.map(|g| ids.group(g)),
-                    ..Default::default()
-                };
-                self.setattr(path, *follow, attr)?;
-                Ok(Out::Done)
-            }
-            Op::Stat { path, follow } => {
-                let e = self.walk(path, *follow)?;
-                let (a, _) = wait(|cb| core.getattr(&who, NodeId(e.node), None, cb))?;
-                Ok(Out::Stat(Stat::of_attr(&a)))
-            }
-            Op::List { path } => {
-                let attr = if *path == "." {
-                    wait(|cb| core.getattr(&who, NodeId(ROOT_NODE), None, cb))?.0
-                } else {
-                    self.walk(path, true)?.attr
-                };
-                let node = attr.ino;
-                if !is(&attr, libc::S_IFDIR) {
-                    return Err(Errno::ENOTDIR);
-                }
-                // Opening a directory needs read permission.
-                may(&who, &attr, 0o4)?;
-                let (Fh(fh), _) = wait(|cb| core.opendir(&who, NodeId(node), cb))?;
-                let r = self.list(node, fh);
-                wait(|cb| core.releasedir(Fh(fh), cb))?;
-                let mut names = r?;
-                names.sort();
-                Ok(Out::Names(names))
-            }
-            Op::Outside { path, dir } => {
-                // The container acts once what the program did reached
-                // it (a create sent behind that loses a race with the
-                // container is refused: the conflict rule, tested in
-                // `fs::tests`).
-                wait(|cb| core.settle(cb))?;
-                self.container.outside(path, *dir)?;
-                self.stat_when_shown(path)
-            }
+            } => self.chown(path, owner, group, follow),
+            Op::Stat { path, follow } => self.stat(path, follow),
+            Op::List { path } => self.list(path),
+            Op::Outside { path, dir } => self.outside(path, dir),
         }
     }
+
+    fn open(&mut self, slot: usize, path: &str, write: bool) -> Outcome {
+        self.open_slot(slot, path, write)?;
+        Ok(Out::Done)
+    }
+
+    // What the VFS refuses itself: writes on a read-only descriptor
+    // (EBADF), reads of a directory (EISDIR), ftruncate of anything but a
+    // file open for writing (EINVAL).
+
+    fn fd_write(&mut self, slot: usize, offset: u64, len: usize, byte: u8) -> Outcome {
+        let o = self.slot(slot)?;
+        if !o.write {
+            return Err(Errno::EBADF);
+        }
+        let data = pattern(byte, len);
+        let n = wait(|cb| {
+            self.core.write(
+                &self.who,
+                NodeId(o.node),
+                Fh(o.fh),
+                offset,
+                &data,
+                false,
+                cb,
+            )
+        })?;
+        Ok(Out::Count(n.into()))
+    }
+
+    fn fd_read(&mut self, slot: usize, offset: u64) -> Outcome {
+        let o = self.slot(slot)?;
+        if o.dir {
+            return Err(Errno::EISDIR);
+        }
+        read_bytes(self.core, &self.who, o.fh, offset)
+    }
+
+    fn fd_stat(&mut self, slot: usize) -> Outcome {
+        let o = self.slot(slot)?;
+        // The kernel passes the handle for regular files only.
+        let fh = (!o.dir).then_some(o.fh);
+        let (a, _) = wait(|cb| self.core.getattr(&self.who, NodeId(o.node), fh.map(Fh), cb))?;
+        Ok(Out::Stat(Stat::of_attr(&a)))
+    }
+
+    fn fd_truncate(&mut self, slot: usize, size: u64) -> Outcome {
+        let o = self.slot(slot)?;
+        if o.dir || !o.write {
+            return Err(Errno::EINVAL);
+        }
+        let attr = SetAttr {
+            size: Some(size),
+            ..Default::default()
+        };
+        wait(|cb| {
+            self.core
+                .setattr(&self.who, NodeId(o.node), Some(Fh(o.fh)), attr, cb)
+        })?;
+        Ok(Out::Done)
+    }
+
+    fn close(&mut self, slot: usize) -> Outcome {
+        self.close_slot(slot)?;
+        Ok(Out::Done)
+    }
+
+    fn create(&mut self, path: &str, mode: u32) -> Outcome {
+        let (core, who) = (self.core, self.who.clone());
+        let (parent, name) = self.new_name(path)?;
+        let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
+        let (e, _, opened) =
+            wait(|cb| core.create(&who, NodeId(parent), name, mode & !self.umask, flags, cb))?;
+        let fh = opened.fh.0;
+        self.hold(e);
+        // close(2): FLUSH (a create refused behind shows here), then
+        // RELEASE.
+        let flushed = wait(|cb| core.flush(Fh(fh), cb));
+        wait(|cb| core.release(Fh(fh), cb))?;
+        flushed.map(|()| Out::Done)
+    }
+
+    /// A write through a handle opened with `flags` (O_DIRECT or not).
+    fn write(&mut self, path: &str, flags: i32, offset: u64, len: usize, byte: u8) -> Outcome {
+        let who = self.who.clone();
+        self.with_open(path, flags, |core, node, fh| {
+            let data = pattern(byte, len);
+            let n = wait(|cb| core.write(&who, NodeId(node), Fh(fh), offset, &data, false, cb))?;
+            Ok(Out::Count(n.into()))
+        })
+    }
+
+    fn read(&mut self, path: &str, offset: u64) -> Outcome {
+        let who = self.who.clone();
+        self.with_open(path, libc::O_RDONLY, |core, _, fh| {
+            read_bytes(core, &who, fh, offset)
+        })
+    }
+
+    fn truncate(&mut self, path: &str, size: u64, via_fd: bool) -> Outcome {
+        let attr = SetAttr {
+            size: Some(size),
+            ..Default::default()
+        };
+        if via_fd {
+            let who = self.who.clone();
+            self.with_open(path, libc::O_WRONLY, |core, node, fh| {
+                wait(|cb| core.setattr(&who, NodeId(node), Some(Fh(fh)), attr, cb))
+            })?;
+        } else {
+            self.setattr(path, true, attr)?;
+        }
+        Ok(Out::Done)
+    }
+
+    fn fsync(&mut self, path: &str, datasync: bool) -> Outcome {
+        let (core, who) = (self.core, self.who.clone());
+        let e = self.walk(path, true)?;
+        // The kernel opens a directory with opendir and syncs it with
+        // fsyncdir.
+        if is(&e.attr, libc::S_IFDIR) {
+            let (Fh(fh), _) = wait(|cb| core.opendir(&who, NodeId(e.node), cb))?;
+            let r = wait(|cb| core.fsyncdir(&who, NodeId(e.node), Fh(fh), datasync, cb));
+            wait(|cb| core.releasedir(Fh(fh), cb))?;
+            r?;
+        } else {
+            let fh = wait(|cb| core.open(&who, NodeId(e.node), libc::O_RDONLY, cb))?
+                .fh
+                .0;
+            let r = wait(|cb| core.fsync(&who, Fh(fh), datasync, cb));
+            wait(|cb| core.release(Fh(fh), cb))?;
+            r?;
+        }
+        Ok(Out::Done)
+    }
+
+    fn fallocate(&mut self, path: &str, offset: u64, len: u64, keep_size: bool) -> Outcome {
+        let who = self.who.clone();
+        self.with_open(path, libc::O_WRONLY, |core, node, fh| {
+            let mode = if keep_size {
+                libc::FALLOC_FL_KEEP_SIZE
+            } else {
+                0
+            };
+            wait(|cb| core.fallocate(&who, NodeId(node), Fh(fh), offset, len, mode, cb))?;
+            Ok(Out::Done)
+        })
+    }
+
+    fn mkdir(&mut self, path: &str, mode: u32) -> Outcome {
+        let (core, who) = (self.core, self.who.clone());
+        let (parent, name) = self.new_name(path)?;
+        let (e, _) = wait(|cb| core.mkdir(&who, NodeId(parent), name, mode & !self.umask, cb))?;
+        self.hold(e);
+        Ok(Out::Done)
+    }
+
+    fn rmdir(&mut self, path: &str) -> Outcome {
+        let (parent, name) = self.parent(path)?;
+        wait(|cb| self.core.rmdir(&self.who, NodeId(parent), name, cb))?;
+        Ok(Out::Done)
+    }
+
+    fn unlink(&mut self, path: &str) -> Outcome {
+        let (parent, name) = self.parent(path)?;
+        wait(|cb| self.core.unlink(&self.who, NodeId(parent), name, cb))?;
+        Ok(Out::Done)
+    }
+
+    fn symlink(&mut self, target: &str, path: &str) -> Outcome {
+        let (core, who) = (self.core, self.who.clone());
+        let (parent, name) = self.parent(path)?;
+        let (e, _) = wait(|cb| core.symlink(&who, NodeId(parent), name, target.as_bytes(), cb))?;
+        self.hold(e);
+        Ok(Out::Done)
+    }
+
+    fn link(&mut self, from: &str, to: &str) -> Outcome {
+        let (core, who) = (self.core, self.who.clone());
+        let old = self.walk(from, false)?;
+        let (parent, name) = self.parent(to)?;
+        let (e, _) = wait(|cb| core.link(&who, NodeId(old.node), NodeId(parent), name, cb))?;
+        self.hold(e);
+        Ok(Out::Done)
+    }
+
+    fn rename(&mut self, from: &str, to: &str, flags: u32) -> Outcome {
+        // The VFS refuses contradictory flags before any lookup.
+        let both = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE;
+        if flags & both == both {
+            return Err(Errno::EINVAL);
+        }
+        let (core, who) = (self.core, self.who.clone());
+        let (p, name) = self.parent(from)?;
+        let (np, new_name) = self.parent(to)?;
+        wait(|cb| core.rename(&who, (NodeId(p), name), (NodeId(np), new_name), flags, cb))?;
+        Ok(Out::Done)
+    }
+
+    fn chmod(&mut self, path: &str, mode: u32) -> Outcome {
+        let attr = SetAttr {
+            mode: Some(mode),
+            ..Default::default()
+        };
+        self.setattr(path, true, attr)?;
+        Ok(Out::Done)
+    }
+
+    fn utimens(&mut self, path: &str, atime: Time, mtime: Time, follow: bool) -> Outcome {
+        let attr = SetAttr {
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+            ..Default::default()
+        };
+        // utimensat(OMIT, OMIT) returns before anything reaches the
+        // filesystem (the walk stands for the twin's stat).
+        if attr == SetAttr::default() {
+            self.walk(path, follow)?;
+            return Ok(Out::Mtime(None));
+        }
+        let a = self.setattr(path, follow, attr)?;
+        Ok(Out::Mtime(match mtime {
+            Time::At(..) => Some((a.mtime, a.mtime_nsec)),
+            _ => None,
+        }))
+    }
+
+    fn set_xattr(&mut self, path: &str, name: &str, value: &[u8], flags: i32) -> Outcome {
+        let e = self.walk(path, true)?;
+        wait(|cb| {
+            self.core
+                .setxattr(&self.who, NodeId(e.node), name.as_bytes(), value, flags, cb)
+        })?;
+        Ok(Out::Done)
+    }
+
+    fn get_xattr(&mut self, path: &str, name: &str, probe: bool) -> Outcome {
+        let e = self.walk(path, true)?;
+        // With `default_permissions` the kernel checks read permission for
+        // a `user.` xattr before asking (the core answers a node known to
+        // have none without asking).
+        may(&self.who, &e.attr, 0o4)?;
+        let size = if probe { 0 } else { 256 };
+        wait_xattr(|cb| {
+            self.core
+                .getxattr(&self.who, NodeId(e.node), name.as_bytes(), size, cb)
+        })
+    }
+
+    fn list_xattr(&mut self, path: &str, probe: bool) -> Outcome {
+        let e = self.walk(path, true)?;
+        let size = if probe { 0 } else { 4096 };
+        match wait_xattr(|cb| self.core.listxattr(&self.who, NodeId(e.node), size, cb))? {
+            Out::Bytes(d) => Ok(Out::Names(split_names(&d))),
+            other => Ok(other),
+        }
+    }
+
+    fn remove_xattr(&mut self, path: &str, name: &str) -> Outcome {
+        let e = self.walk(path, true)?;
+        wait(|cb| {
+            self.core
+                .removexattr(&self.who, NodeId(e.node), name.as_bytes(), cb)
+        })?;
+        Ok(Out::Done)
+    }
+
+    fn plant(&mut self, path: &str, dir: bool, mode: u32, owner: User, group: Group) -> Outcome {
+        let (core, who) = (self.core, self.who.clone());
+        let (parent, name) = self.parent(path)?;
+        let e = if dir {
+            let (e, _) =
+                wait(|cb| core.mkdir(&who, NodeId(parent), name, 0o700 & !self.umask, cb))?;
+            self.hold(e)
+        } else {
+            let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+            let (e, _, opened) =
+                wait(|cb| core.create(&who, NodeId(parent), name, 0o600 & !self.umask, flags, cb))?;
+            let fh = opened.fh.0;
+            self.hold(e);
+            let data = pattern(0, PLANTED_LEN);
+            let r = wait(|cb| core.write(&who, NodeId(e.node), Fh(fh), 0, &data, false, cb));
+            wait(|cb| core.release(Fh(fh), cb))?;
+            r?;
+            e
+        };
+        let ids = Ids::get();
+        let owned = SetAttr {
+            uid: Some(ids.user(owner)),
+            gid: Some(ids.group(group)),
+            ..Default::default()
+        };
+        wait(|cb| core.setattr(&who, NodeId(e.node), None, owned, cb))?;
+        let mode = SetAttr {
+            mode: Some(mode),
+            ..Default::default()
+        };
+        wait(|cb| core.setattr(&who, NodeId(e.node), None, mode, cb))?;
+        Ok(Out::Done)
+    }
+
+    fn chown(
+        &mut self,
+        path: &str,
+        owner: Option<User>,
+        group: Option<Group>,
+        follow: bool,
+    ) -> Outcome {
+        let ids = Ids::get();
+        let attr = SetAttr {
+            uid: owner.map(|u| ids.user(u)),
+            gid: group.map(|g| ids.group(g)),
+            ..Default::default()
+        };
+        self.setattr(path, follow, attr)?;
+        Ok(Out::Done)
+    }
+
+    fn stat(&mut self, path: &str, follow: bool) -> Outcome {
+        let e = self.walk(path, follow)?;
+        let (a, _) = wait(|cb| self.core.getattr(&self.who, NodeId(e.node), None, cb))?;
+        Ok(Out::Stat(Stat::of_attr(&a)))
+    }
+
+    fn list(&mut self, path: &str) -> Outcome {
+        let (core, who) = (self.core, self.who.clone());
+        let attr = if path == "." {
+            wait(|cb| core.getattr(&who, NodeId(ROOT_NODE), None, cb))?.0
+        } else {
+            self.walk(path, true)?.attr
+        };
+        let node = attr.ino;
+        if !is(&attr, libc::S_IFDIR) {
+            return Err(Errno::ENOTDIR);
+        }
+        // Opening a directory needs read permission.
+        may(&who, &attr, 0o4)?;
+        let (Fh(fh), _) = wait(|cb| core.opendir(&who, NodeId(node), cb))?;
+        let r = self.list_dir(node, fh);
+        wait(|cb| core.releasedir(Fh(fh), cb))?;
+        let mut names = r?;
+        names.sort();
+        Ok(Out::Names(names))
+    }
+
+    fn outside(&mut self, path: &str, dir: bool) -> Outcome {
+        // The container acts once what the program did reached it (a
+        // create sent behind that loses a race with the container is
+        // refused: the conflict rule, tested in `fs::tests`).
+        wait(|cb| self.core.settle(cb))?;
+        self.container.create_outside(path, dir)?;
+        self.stat_when_shown(path)
+    }
+}
+
+/// A read of up to 64 KiB through handle `fh`.
+fn read_bytes(core: &Core<Rpc>, who: &Who, fh: u64, offset: u64) -> Outcome {
+    let (tx, rx) = mpsc::sync_channel(1);
+    core.read(
+        who,
+        Fh(fh),
+        offset,
+        64 * 1024,
+        Box::new(move |r: Result<&[u8], Errno>| {
+            let _ = tx.send(r.map(<[u8]>::to_vec));
+        }),
+    );
+    let d = rx.recv_timeout(CALL_LIMIT).expect("the core answers")?;
+    Ok(Out::Bytes(d))
 }

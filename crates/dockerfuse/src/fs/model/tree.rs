@@ -18,9 +18,9 @@ use std::sync::mpsc;
 
 use dockerfuse_proto::{Errno, ROOT_NODE};
 
-use super::direct::split_names;
 use super::identity::Ids;
 use super::ops::{explicit, Stat};
+use super::twin::split_names;
 use crate::fs::{Core, Fh, NodeId, Who, Xattr};
 use crate::transport::rpc::Rpc;
 

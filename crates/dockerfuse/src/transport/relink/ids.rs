@@ -3,9 +3,9 @@
 //! epochs, and the rewriting of requests and replies between the two
 //! numberings. Pure bookkeeping: no I/O, one lock held by the caller.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use dockerfuse_proto::{Entry, Errno, Request, Response, ROOT_NODE};
+use dockerfuse_proto::{Change, Entry, Errno, Request, Response, ROOT_NODE};
 use tracing::warn;
 
 use crate::fs::ids::Fh;
@@ -91,7 +91,20 @@ pub(super) struct Table {
     /// Open directory handles → the directory's id (readdirplus entries).
     pub(super) dirs: HashMap<u64, u64>,
     next_id: u64,
+    /// Satellite ids the feed said it does not watch before we gave them
+    /// an id of ours (the change precedes the reply that introduces the
+    /// node); at most [`MAX_PENDING_UNWATCHED`].
+    unwatched: HashSet<u64>,
+    /// More of them than that: every node bound in this epoch counts as
+    /// unwatched (short TTLs, never wrong).
+    all_unwatched: bool,
+    /// Our ids just bound to a node the feed does not watch, for the core
+    /// to hear of before the reply that binds them reaches it.
+    pub(super) newly_unwatched: Vec<u64>,
 }
+
+/// Unwatched satellite ids remembered until they are bound.
+pub(super) const MAX_PENDING_UNWATCHED: usize = 100_000;
 
 impl Default for Table {
     fn default() -> Self {
@@ -111,6 +124,9 @@ impl Default for Table {
             names: HashMap::new(),
             dirs: HashMap::new(),
             next_id: ROOT_NODE + 1,
+            unwatched: HashSet::new(),
+            all_unwatched: false,
+            newly_unwatched: Vec::new(),
         }
     }
 }
@@ -421,6 +437,7 @@ impl Table {
                 }
             }
         }
+        self.note_bound(e.node, id);
         e.node = id;
         e.attr.ino = id;
     }
@@ -509,7 +526,62 @@ impl Table {
         n.sat_refs += 1;
         let sid = n.sid;
         self.by_sid.entry(sid).or_insert(id);
+        self.note_bound(sid, id);
         Ok(sid)
+    }
+
+    /// Satellite node `sid` is our `id` now: if the feed said it does not
+    /// watch it, the core must hear so.
+    fn note_bound(&mut self, sid: u64, id: u64) {
+        if self.unwatched.remove(&sid) || self.all_unwatched {
+            self.newly_unwatched.push(id);
+        }
+    }
+
+    /// Rewrites the changes the feed of the satellite of `epoch` reports
+    /// into our ids. Changes naming a node that has no id of ours are
+    /// dropped (the kernel holds nothing of it; a node the kernel holds
+    /// but that is not bound again since a reconnect was invalidated by
+    /// the reconnect itself); all of them when the satellite was replaced
+    /// meanwhile. A removed child without an id becomes node 0, which
+    /// the core knows as no node. `Unwatched` of a node not bound yet is
+    /// remembered for its binding (see [`Table::note_bound`]).
+    pub(super) fn changes(&mut self, epoch: u64, changes: &mut Vec<Change<'_>>) {
+        if epoch != self.epoch {
+            changes.clear();
+            return;
+        }
+        let by_sid = &self.by_sid;
+        let ours = |sid: &mut u64| match by_sid.get(sid) {
+            Some(&id) => {
+                *sid = id;
+                true
+            }
+            None => false,
+        };
+        let (unwatched, all) = (&mut self.unwatched, &mut self.all_unwatched);
+        changes.retain_mut(|c| match c {
+            Change::Entry { dir, .. } => ours(dir),
+            Change::Removed { dir, node, .. } => {
+                if !ours(node) {
+                    *node = 0;
+                }
+                ours(dir)
+            }
+            Change::Attr { node } | Change::Data { node } => ours(node),
+            Change::Unwatched { node } => {
+                if ours(node) {
+                    return true;
+                }
+                if unwatched.len() >= MAX_PENDING_UNWATCHED {
+                    *all = true;
+                } else {
+                    unwatched.insert(*node);
+                }
+                false
+            }
+            Change::All => true,
+        });
     }
 
     pub(super) fn locate(&self, id: u64) -> Where {
@@ -535,6 +607,8 @@ impl Table {
             }
         }
         self.by_sid = HashMap::from([(ROOT_NODE, ROOT_NODE)]);
+        self.unwatched.clear();
+        self.all_unwatched = false;
     }
 
     /// Our ids a request names that are not bound to the current

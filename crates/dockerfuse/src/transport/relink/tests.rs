@@ -645,3 +645,149 @@ fn replies_with_descriptors_are_translated_like_the_others() {
         "{got:?}"
     );
 }
+
+fn attr_change(node: u64) -> Change<'static> {
+    Change::Attr { node }
+}
+
+fn entry_change(dir: u64, name: &str) -> Change<'static> {
+    Change::Entry {
+        dir,
+        name: name.as_bytes().to_vec().into(),
+    }
+}
+
+#[test]
+fn feed_changes_name_our_ids_and_those_without_one_are_dropped() {
+    // The satellite numbers d 101 and f 102.
+    let (r, _) = relink(&["d/f", "g"]);
+    let d = id_of(lookup(&r, ROOT_NODE, "d"));
+    let f = id_of(lookup(&r, d, "f"));
+    let mut c = vec![
+        entry_change(101, "x"),
+        attr_change(102),
+        Change::Data { node: 102 },
+        // Never looked up (g is 103), or unknown: dropped.
+        attr_change(103),
+        Change::Data { node: 9999 },
+        entry_change(9998, "y"),
+        // A removed child the kernel never held: no node.
+        Change::Removed {
+            dir: 101,
+            name: b"z".to_vec().into(),
+            node: 9997,
+        },
+        Change::Removed {
+            dir: 101,
+            name: b"f".to_vec().into(),
+            node: 102,
+        },
+        entry_change(ROOT_NODE, "new"),
+        Change::All,
+    ];
+    r.changes(r.epoch(), &mut c);
+    assert_eq!(
+        c,
+        vec![
+            entry_change(d, "x"),
+            attr_change(f),
+            Change::Data { node: f },
+            Change::Removed {
+                dir: d,
+                name: b"z".to_vec().into(),
+                node: 0,
+            },
+            Change::Removed {
+                dir: d,
+                name: b"f".to_vec().into(),
+                node: f,
+            },
+            entry_change(ROOT_NODE, "new"),
+            Change::All,
+        ]
+    );
+    // Forgotten by the kernel: its changes go nowhere.
+    r.post(&Request::Forget {
+        nodes: vec![(f, 1)],
+    });
+    let mut c = vec![attr_change(102), attr_change(101)];
+    r.changes(r.epoch(), &mut c);
+    assert_eq!(c, vec![attr_change(d)]);
+}
+
+#[test]
+fn after_a_reconnect_only_the_new_satellites_changes_of_bound_ids_pass() {
+    let (r, _) = relink(&["d/f"]);
+    let old = r.epoch();
+    let d = id_of(lookup(&r, ROOT_NODE, "d"));
+    let f = id_of(lookup(&r, d, "f"));
+    let next = r.next_epoch();
+    // The new satellite numbers x 501, d 502, f 503.
+    let _ = restart(&r, &["x", "d/f"]);
+    assert_eq!(r.epoch(), next);
+    // A late frame of the old satellite names its own ids: all dropped.
+    let mut c = vec![attr_change(101), attr_change(102), Change::All];
+    r.changes(old, &mut c);
+    assert!(c.is_empty(), "{c:?}");
+    // Old ids are not bound again yet; the old satellite's numbers mean
+    // nothing now.
+    let mut c = vec![attr_change(503), attr_change(102), attr_change(101)];
+    r.changes(next, &mut c);
+    assert!(c.is_empty(), "{c:?}");
+    // Bound again (by path) on first use: the new numbers map to the same
+    // ids the kernel holds.
+    assert_eq!(ask(&r, getattr(f)), Got::Attr(f));
+    let mut c = vec![attr_change(503), attr_change(502), attr_change(501)];
+    r.changes(next, &mut c);
+    assert_eq!(c, vec![attr_change(f), attr_change(d)]);
+}
+
+#[test]
+fn a_node_reported_unwatched_before_its_reply_is_told_when_bound() {
+    let told: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (r, _) = relink(&["a", "b", "d/f"]);
+    let t = told.clone();
+    r.on_unwatched(Box::new(move |id| t.lock().unwrap().push(id)));
+    // a is 101, b 102: the feed says it does not watch a before the
+    // lookup's reply that introduces it.
+    let mut c = vec![Change::Unwatched { node: 101 }];
+    r.changes(r.epoch(), &mut c);
+    assert!(c.is_empty(), "no id of ours yet");
+    let a = id_of(lookup(&r, ROOT_NODE, "a"));
+    let _b = id_of(lookup(&r, ROOT_NODE, "b"));
+    assert_eq!(*told.lock().unwrap(), vec![a]);
+    // Once bound, a later loss of its watch names our id directly.
+    let mut c = vec![Change::Unwatched { node: 101 }];
+    r.changes(r.epoch(), &mut c);
+    assert_eq!(c, vec![Change::Unwatched { node: a }]);
+    // After a reconnect, an old id bound again by path is told too.
+    let d = id_of(lookup(&r, ROOT_NODE, "d"));
+    let f = id_of(lookup(&r, d, "f"));
+    told.lock().unwrap().clear();
+    let _ = restart(&r, &["d/f"]);
+    // The new satellite numbers d 501, f 502.
+    let mut c = vec![Change::Unwatched { node: 502 }];
+    r.changes(r.epoch(), &mut c);
+    assert_eq!(ask(&r, getattr(f)), Got::Attr(f));
+    assert_eq!(*told.lock().unwrap(), vec![f]);
+}
+
+#[test]
+fn too_many_pending_unwatched_nodes_make_every_new_binding_unwatched() {
+    let told: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (r, _) = relink(&["a"]);
+    let t = told.clone();
+    r.on_unwatched(Box::new(move |id| t.lock().unwrap().push(id)));
+    let mut flood: Vec<Change<'static>> = (0..ids::MAX_PENDING_UNWATCHED as u64 + 1)
+        .map(|n| Change::Unwatched { node: 10_000 + n })
+        .collect();
+    r.changes(r.epoch(), &mut flood);
+    assert!(flood.is_empty());
+    let a = id_of(lookup(&r, ROOT_NODE, "a"));
+    assert_eq!(*told.lock().unwrap(), vec![a]);
+    // A new satellite starts with a clean slate.
+    told.lock().unwrap().clear();
+    let _ = restart(&r, &["b"]);
+    let _ = id_of(lookup(&r, ROOT_NODE, "b"));
+    assert!(told.lock().unwrap().is_empty());
+}
