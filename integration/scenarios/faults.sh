@@ -13,6 +13,10 @@
 #   lazy       umount -l under the process: it exits 0 and leaves nothing
 #   full       a write into a full file system in the container fails
 #              with ENOSPC (at write(2) or, written behind, at close)
+#   refused    creates answered on the host and refused by the container
+#              (ENOSPC of a tmpfs out of inodes, EROFS of a read-only one):
+#              cp fails at close and says why, the refused names do not
+#              show, the mount and the container agree
 #   O_DIRECT   pwrite of an mmap buffer, dd oflag=direct and iflag=direct
 #              give what the container has, with each of the default,
 #              --no-passthrough, --writeback-cache, --no-write-behind
@@ -323,6 +327,53 @@ else
 	fail "a container with a 256 KiB tmpfs at /full runs"
 fi
 docker rm -f "$FULL" >/dev/null 2>&1 || true
+
+# --- creates sent behind, refused by the container ----------------------------
+log "refused: creates answered at once and refused in the container fail at close"
+REF=dfit-refused-$$
+on_exit "$(printf 'docker rm -f %q >/dev/null 2>&1' "$REF")"
+if docker run -d --name "$REF" "${labels[@]}" --network none \
+	--tmpfs /few:size=256k,nr_inodes=4 --tmpfs /ro:ro,size=64k "$image" sleep infinity >/dev/null; then
+	pass "a container with an inode-starved tmpfs at /few and a read-only one at /ro runs"
+	# (With passthrough a file's create waits for its descriptor.)
+	CONTAINER=$REF mount_daemon "$MNT" --no-passthrough
+	if [ "$DF_STATUS" -eq 0 ]; then
+		src=$WORKDIR/refused-src
+		mkdir -p "$src"
+		for i in 1 2 3 4 5 6; do echo "file $i" >"$src/f$i"; done
+		# Listed: the names are known absent, so creates do not wait.
+		check "ls of /few and /ro through the mount" ls "$MNT/few" "$MNT/ro"
+		rc=0
+		out=$(cp "$src/f1" "$MNT/ro/f1" 2>&1) || rc=$?
+		check "cp into the read-only tmpfs fails (exit $rc)" test "$rc" -ne 0
+		assert_match "cp says why" 'Read-only file system' "$out"
+		check_not "the refused name does not show through the mount" test -e "$MNT/ro/f1"
+		rc=0
+		out=$(cp "$src"/f* "$MNT/few/" 2>&1) || rc=$?
+		check "cp of 6 files into a tmpfs with room for 3 fails (exit $rc)" test "$rc" -ne 0
+		assert_match "cp says why" 'No space left on device' "$out"
+		cap want docker exec "$REF" ls /few
+		cap got ls "$MNT/few"
+		assert_eq "the mount shows what the container has" "$want" "$got"
+		same=yes
+		for f in $got; do cmp -s "$src/$f" "$MNT/few/$f" || same="no ($f)"; done
+		assert_eq "the files the container took hold their contents" yes "$same"
+		# Sent behind: no create waited for the container.
+		creates=$("$DOCKERFUSE" stats "$MNT" --json | python3 -c '
+import json, sys
+ops = [o for o in json.load(sys.stdin)["ops"] if o["op"] == "CREATE"]
+print(sum(o["requests"] for o in ops), sum(o["waits"] for o in ops))')
+		assert_match "creates did not wait (CREATE requests, waits: $creates)" ' 0$' "$creates"
+		check "fusermount3 -u (refused creates)" fusermount3 -u "$MNT"
+		check "dockerfuse exits (refused creates)" wait_until 20 pid_gone "$DF_PID"
+	else
+		fail "mount of the container with the refusing tmpfs (exit $DF_STATUS)"
+		show_file "dockerfuse output" "$DF_OUT"
+	fi
+else
+	fail "a container with an inode-starved tmpfs at /few and a read-only one at /ro runs"
+fi
+docker rm -f "$REF" >/dev/null 2>&1 || true
 
 # --- nothing left behind -------------------------------------------------------------
 diff_after=$(docker diff "$CONTAINER" | sort)

@@ -41,8 +41,17 @@ pub use msg::*;
 /// ([`Response::DirEnd`]) and opens a directory with its first read
 /// ([`Request::OpenReadDir`]); version 8 streams a subtree's listings,
 /// attributes and small contents in one reply ([`Request::Stream`],
-/// [`Response::Streamed`]).
+/// [`Response::Streamed`]), and creates with node ids and handles the
+/// host chose ([`Request::CreateNew`], [`Request::MkdirNew`]).
 pub const PROTOCOL_VERSION: u32 = 8;
+
+/// Set in every node id the host chooses ([`Request::CreateNew`]): the
+/// satellite numbers its own nodes from 1 up and never reaches it.
+pub const HOST_NODE_BIT: u64 = 1 << 62;
+
+/// Set in every file handle the host chooses: below the 48 bits a
+/// handle keeps on the host, far above the satellite's own (from 1 up).
+pub const HOST_FH_BIT: u64 = 1 << 46;
 
 /// Oldest protocol either side still speaks: a host and a satellite
 /// agree on the lower of their two versions, and nothing newer than that

@@ -275,6 +275,33 @@ pub enum Request<'a> {
         node: u64,
         budget: StreamBudget,
     },
+    /// [`Request::Create`] of a name the host believes absent, with the
+    /// node id and handle the host chose (protocol 8): always exclusive
+    /// (`O_EXCL`: a name made in the container meanwhile is EEXIST).
+    /// `node` must have [`crate::HOST_NODE_BIT`] and `fh`
+    /// [`crate::HOST_FH_BIT`], neither in use (else EINVAL / EEXIST and
+    /// nothing is created). The new file's atime and mtime are set to
+    /// `time` (seconds, nanoseconds: the host's clock, which answered the
+    /// kernel). Answered by [`Response::Created`] with them, never with a
+    /// descriptor.
+    CreateNew {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+        mode: u32,
+        flags: OpenFlags,
+        node: u64,
+        fh: u64,
+        time: (i64, u32),
+    },
+    /// [`Request::Mkdir`] with the node id the host chose (protocol 8),
+    /// as for [`Request::CreateNew`]; answered by [`Response::Entry`].
+    MkdirNew {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+        mode: u32,
+        node: u64,
+        time: (i64, u32),
+    },
 }
 
 /// What a [`Request::Stream`] may bring; the satellite caps each field
@@ -665,6 +692,36 @@ impl Request<'_> {
             OpenSmall { node, flags, max } => OpenSmall { node, flags, max },
             ReleaseMany { fhs } => ReleaseMany { fhs },
             Stream { node, budget } => Stream { node, budget },
+            CreateNew {
+                parent,
+                name,
+                mode,
+                flags,
+                node,
+                fh,
+                time,
+            } => CreateNew {
+                parent,
+                name: own(name),
+                mode,
+                flags,
+                node,
+                fh,
+                time,
+            },
+            MkdirNew {
+                parent,
+                name,
+                mode,
+                node,
+                time,
+            } => MkdirNew {
+                parent,
+                name: own(name),
+                mode,
+                node,
+                time,
+            },
         }
     }
 }
@@ -916,6 +973,22 @@ mod tests {
                 node: 1,
                 budget: StreamBudget::default(),
             },
+            Request::CreateNew {
+                parent: 1,
+                name: name(),
+                mode: 0o644,
+                flags: OpenFlags::default(),
+                node: crate::HOST_NODE_BIT | 1,
+                fh: crate::HOST_FH_BIT | 1,
+                time: (1, 2),
+            },
+            Request::MkdirNew {
+                parent: 1,
+                name: name(),
+                mode: 0o755,
+                node: crate::HOST_NODE_BIT | 2,
+                time: (1, 2),
+            },
         ]
     }
 
@@ -967,6 +1040,8 @@ mod tests {
             ReleaseMany { .. } => 40,
             OpenReadDir { .. } => 41,
             Stream { .. } => 42,
+            CreateNew { .. } => 43,
+            MkdirNew { .. } => 44,
         }
     }
 

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
-use dockerfuse_proto::{Errno, ROOT_NODE};
+use dockerfuse_proto::{Errno, HOST_NODE_BIT, ROOT_NODE};
 
 use crate::sys;
 
@@ -189,6 +189,70 @@ impl Nodes {
                 return id;
             }
         }
+        let id = t.next_id;
+        t.next_id += 1;
+        self.insert(
+            &mut t,
+            id,
+            key,
+            fd,
+            (is_symlink, is_dir),
+            parent,
+            fresh_born,
+        );
+        id
+    }
+
+    /// Whether `id` may name a node the host is about to make (protocol
+    /// 8): it has [`HOST_NODE_BIT`] (EINVAL) and is not in use (EEXIST).
+    pub(crate) fn check_new(&self, id: u64) -> Result<(), Errno> {
+        Self::check_free(&self.lock(), id)
+    }
+
+    fn check_free(t: &Inner, id: u64) -> Result<(), Errno> {
+        if id & HOST_NODE_BIT == 0 || id == ROOT_NODE {
+            return Err(Errno::EINVAL);
+        }
+        match t.by_id.contains_key(&id) {
+            true => Err(Errno::EEXIST),
+            false => Ok(()),
+        }
+    }
+
+    /// Registers the inode `key`, just made by the mount (so no other
+    /// node can be the same file), under `id`, the host's choice, with
+    /// one lookup; refused as [`Nodes::check_new`] says.
+    pub(crate) fn add_new(
+        &self,
+        id: u64,
+        key: (u64, u64),
+        fd: OwnedFd,
+        is_dir: bool,
+        place: Place<'_>,
+    ) -> Result<(), Errno> {
+        let mut t = self.lock();
+        Self::check_free(&t, id)?;
+        let parent = place.and_then(|(p, n)| {
+            let node = t.by_id.get(&p)?.node.clone();
+            node.fd.is_some().then(|| (node, n.to_vec()))
+        });
+        let born = sys::birth_time(fd.as_raw_fd());
+        self.insert(&mut t, id, key, fd, (false, is_dir), parent, born);
+        Ok(())
+    }
+
+    /// Adds a node with one lookup (the newest node of `key`).
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &self,
+        t: &mut Inner,
+        id: u64,
+        key: (u64, u64),
+        fd: OwnedFd,
+        (is_symlink, is_dir): (bool, bool),
+        parent: Option<(Arc<Node>, Vec<u8>)>,
+        fresh_born: Option<(i64, u32)>,
+    ) {
         let keep_fd = is_dir || parent.is_none() || t.with_fd < self.fd_budget;
         let born = if keep_fd { None } else { fresh_born };
         let node = Node {
@@ -201,8 +265,6 @@ impl Nodes {
         if keep_fd {
             t.with_fd += 1;
         }
-        let id = t.next_id;
-        t.next_id += 1;
         t.by_key.insert(key, id);
         t.by_id.insert(
             id,
@@ -212,7 +274,6 @@ impl Nodes {
                 refs: 1,
             },
         );
-        id
     }
 
     /// After a rename through the mount: a descriptor-less node found at
@@ -291,6 +352,30 @@ mod tests {
         assert_eq!(t.count(), 1);
         let c = t.add_ref((1, 50), fd(), false, false, None);
         assert_ne!(c, a, "ids are never reused");
+    }
+
+    #[test]
+    fn host_chosen_ids_are_checked() {
+        let t = Nodes::new(fd(), (1, 1));
+        // Outside the host's range, or the root: refused.
+        assert_eq!(t.check_new(5), Err(Errno::EINVAL));
+        assert_eq!(t.check_new(ROOT_NODE), Err(Errno::EINVAL));
+        assert_eq!(t.add_new(7, (1, 9), fd(), false, None), Err(Errno::EINVAL));
+        let id = HOST_NODE_BIT | 3;
+        assert_eq!(t.check_new(id), Ok(()));
+        assert_eq!(t.add_new(id, (1, 9), fd(), false, None), Ok(()));
+        // A clash is refused and leaves the first node alone.
+        assert_eq!(t.check_new(id), Err(Errno::EEXIST));
+        assert_eq!(
+            t.add_new(id, (1, 10), fd(), false, None),
+            Err(Errno::EEXIST)
+        );
+        assert!(t.get(id).is_ok());
+        // A lookup of the same inode finds the host's node.
+        assert_eq!(t.add_ref((1, 9), fd(), false, false, None), id);
+        assert!(!t.forget(id, 1));
+        assert!(t.forget(id, 1));
+        assert_eq!(t.count(), 1);
     }
 
     #[test]

@@ -105,6 +105,12 @@ impl Fs {
             R::Open { node, flags } => self.open_file(node, native_flags(flags)),
             R::OpenSmall { node, flags, max } => self.open_small(node, native_flags(flags), max, buf),
             R::Create { parent, name, mode, flags } => self.create(parent, &name, mode, native_flags(flags)),
+            R::CreateNew { parent, name, mode, flags, node, fh, time } => {
+                self.create_new((parent, &name), mode, native_flags(flags), (node, fh), time)
+            }
+            R::MkdirNew { parent, name, mode, node, time } => {
+                self.mkdir_new((parent, &name), mode, node, time)
+            }
             R::Read { fh, offset, size } => self.read(fh, offset, size, buf),
             R::Write { fh, offset, data } => self.write(fh, offset, &data),
             R::Flush { fh } => self.flush(fh),

@@ -1842,3 +1842,108 @@ fn writer_done(w: &std::thread::JoinHandle<()>) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+#[test]
+fn creates_with_the_hosts_ids_are_checked_and_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("there"), b"x").unwrap();
+    let (mut s, hello) = Sat::start(dir.path());
+    assert!(hello.protocol >= 8);
+    let (node, fh) = (HOST_NODE_BIT | 5, HOST_FH_BIT | 5);
+    let create = |n: &'static str, node: u64, fh: u64| Request::CreateNew {
+        parent: ROOT_NODE,
+        name: name(n),
+        mode: 0o640,
+        flags: OpenFlags::from_native(libc::O_WRONLY),
+        node,
+        fh,
+        time: (1_000_000, 5),
+    };
+    // Ids outside the host's ranges are refused and nothing is made.
+    assert_eq!(s.call(create("a", 5, fh)), Response::Error(libc::EINVAL));
+    assert_eq!(s.call(create("a", node, 5)), Response::Error(libc::EINVAL));
+    assert_eq!(
+        s.call(create("a", node, HOST_FH_BIT << 1)),
+        Response::Error(libc::EINVAL)
+    );
+    assert!(!dir.path().join("a").exists());
+    // Always exclusive: an existing name is EEXIST.
+    assert_eq!(
+        s.call(create("there", node, fh)),
+        Response::Error(libc::EEXIST)
+    );
+    let e = match s.call(create("a", node, fh)) {
+        Response::Created { entry, fh: got } => {
+            assert_eq!(got, fh);
+            entry
+        }
+        o => panic!("{o:?}"),
+    };
+    assert_eq!((e.node, e.attr.ino), (node, node));
+    assert_eq!(e.attr.mode & 0o7777, 0o640);
+    // The host's times.
+    assert_eq!((e.attr.mtime, e.attr.mtime_nsec), (1_000_000, 5));
+    assert_eq!((e.attr.atime, e.attr.atime_nsec), (1_000_000, 5));
+    // The handle writes, the node answers.
+    assert_eq!(
+        s.call(Request::Write {
+            fh,
+            offset: 0,
+            data: name("hi")
+        }),
+        Response::Written(2)
+    );
+    assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"hi");
+    assert!(matches!(
+        s.call(Request::GetAttr { node, fh: None }),
+        Response::Attr(a) if a.size == 2
+    ));
+    // A clash of either id is refused and makes nothing.
+    assert_eq!(
+        s.call(create("b", node, HOST_FH_BIT | 6)),
+        Response::Error(libc::EEXIST)
+    );
+    assert_eq!(
+        s.call(create("b", HOST_NODE_BIT | 6, fh)),
+        Response::Error(libc::EEXIST)
+    );
+    assert!(!dir.path().join("b").exists());
+    // mkdir with the host's id; a create inside it.
+    let d = match s.call(Request::MkdirNew {
+        parent: ROOT_NODE,
+        name: name("d"),
+        mode: 0o750,
+        node: HOST_NODE_BIT | 7,
+        time: (2_000_000, 7),
+    }) {
+        Response::Entry(e) => e,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(d.node, HOST_NODE_BIT | 7);
+    assert_eq!((d.attr.mtime, d.attr.mtime_nsec), (2_000_000, 7));
+    assert_eq!(
+        s.call(Request::MkdirNew {
+            parent: ROOT_NODE,
+            name: name("d2"),
+            mode: 0o750,
+            node: HOST_NODE_BIT | 7,
+            time: (0, 0),
+        }),
+        Response::Error(libc::EEXIST)
+    );
+    assert!(!dir.path().join("d2").exists());
+    assert!(matches!(
+        s.call(Request::CreateNew {
+            parent: d.node,
+            name: name("in"),
+            mode: 0o600,
+            flags: OpenFlags::from_native(libc::O_RDWR),
+            node: HOST_NODE_BIT | 8,
+            fh: HOST_FH_BIT | 8,
+            time: (0, 0),
+        }),
+        Response::Created { .. }
+    ));
+    assert!(dir.path().join("d/in").is_file());
+    assert_eq!(s.call(Request::Release { fh }), Response::Ok);
+}

@@ -102,6 +102,14 @@ pub(crate) struct Cli {
     #[arg(long, help_heading = MOUNT)]
     pub no_write_behind: bool,
 
+    /// Wait for the container to make each new file and directory before
+    /// create/mkdir returns (default: a name the host knows is absent is
+    /// created at once and made in the container behind, in order; a
+    /// refusal shows at the next write, close or fsync, see
+    /// docs/SEMANTICS.md). `--no-write-behind` implies it.
+    #[arg(long, help_heading = MOUNT)]
+    pub sync_metadata: bool,
+
     /// Ask the container for the attributes of every stat the kernel
     /// cannot answer itself (default: with the change feed on, the
     /// attributes of the nodes it watches are kept on the host until a

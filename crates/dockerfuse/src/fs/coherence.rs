@@ -37,7 +37,7 @@
 //! The core drops them on the mount's own operations that change them
 //! ([`Coherence::touched`], [`Coherence::name_changed`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -56,6 +56,8 @@ use dockerfuse_proto::Attr;
 pub(crate) const LONG_TTL: Duration = Duration::from_secs(3600);
 /// Longest name a change may carry.
 const NAME_MAX: usize = 255;
+/// Directories whose mode is kept through their time changes.
+const MAX_DIR_MODES: usize = 65_536;
 
 /// How long the kernel may keep what one reply carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +93,11 @@ pub(crate) enum Inval {
     /// listing) are stale.
     Data(u64),
 }
+
+/// Makes the kernel forget a name (parent, name); must not wait on the
+/// caller's thread (the kernel may hold the directory's lock for a
+/// request waiting on it).
+pub(crate) type ForgetName = Box<dyn Fn(u64, &[u8]) + Send + Sync>;
 
 /// Expires a node's attributes in the kernel (an attribute-only
 /// invalidation, which never waits on a lock a request in flight holds,
@@ -135,6 +142,11 @@ pub(crate) struct Coherence {
     heads: Arc<Heads>,
     /// Set once the kernel session exists.
     expire_attrs: OnceLock<ExpireAttrs>,
+    /// Set once the kernel session exists.
+    forget_name: OnceLock<ForgetName>,
+    /// Mode and group of directories, kept through the changes of their
+    /// times (what a create in them needs), dropped by any other change.
+    dir_modes: Mutex<HashMap<u64, (u32, u32)>>,
     /// Handles that may write, which data invalidations must spare.
     writers: Writers,
     pub(crate) counts: Counts,
@@ -161,6 +173,8 @@ impl Coherence {
             listings: DirNames::over(held.clone()),
             held,
             expire_attrs: OnceLock::new(),
+            forget_name: OnceLock::new(),
+            dir_modes: Mutex::default(),
             writers: Writers::default(),
             counts: Counts::default(),
         }
@@ -199,6 +213,60 @@ impl Coherence {
         if let Some(expire) = self.expire_attrs.get() {
             expire(node);
         }
+    }
+
+    /// How to make the kernel forget a name (once).
+    pub(crate) fn set_forget_name(&self, forget: ForgetName) {
+        let _ = self.forget_name.set(forget);
+    }
+
+    /// The kernel was answered with provisional attributes of `node` (a
+    /// create sent behind) and the container's are known now: the kernel
+    /// asks again, and the ledger answers if it kept them.
+    pub(crate) fn provisional_done(&self, node: u64) {
+        if let Some(expire) = self.expire_attrs.get() {
+            expire(node);
+        }
+    }
+
+    /// The container refused to make `name` in `parent`, which the kernel
+    /// was told exists: the name is unknown here and forgotten there.
+    pub(crate) fn refused(&self, parent: u64, name: &[u8]) {
+        self.name_changed(parent, name);
+        self.listings.unsure(parent, name);
+        if let Some(forget) = self.forget_name.get() {
+            forget(parent, name);
+        }
+    }
+
+    /// Directory `dir` has this mode and group (its attributes are
+    /// current now).
+    pub(crate) fn learn_dir_mode(&self, dir: u64, mode: u32, gid: u32) {
+        if !self.feeding() {
+            return;
+        }
+        let mut m = self.dir_modes.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_DIR_MODES {
+            m.clear();
+        }
+        m.insert(dir, (mode, gid));
+    }
+
+    /// Directory `dir`'s mode and group, as kept on the host or learnt
+    /// since (only the mount's own creates in it changed it since).
+    pub(crate) fn dir_mode(&self, dir: u64) -> Option<(u32, u32)> {
+        if let Some((a, _)) = self.kept_attr(dir) {
+            self.learn_dir_mode(dir, a.mode, a.gid);
+            return Some((a.mode, a.gid));
+        }
+        let m = self.dir_modes.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&dir).copied()
+    }
+
+    /// `node`'s mode, owner or group may have changed.
+    pub(crate) fn forget_dir_mode(&self, node: u64) {
+        let mut m = self.dir_modes.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(&node);
     }
 
     /// The satellite's feed is on: long TTLs may be given from now.
@@ -485,6 +553,18 @@ impl Coherence {
     /// updates the policy (it precedes the node's reply).
     pub(crate) fn apply(&self, changes: &[Change<'_>]) -> Vec<Inval> {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut m = self.dir_modes.lock().unwrap_or_else(|p| p.into_inner());
+            for c in changes {
+                match c {
+                    Change::Attr { node } | Change::Unwatched { node } => {
+                        m.remove(node);
+                    }
+                    Change::All => m.clear(),
+                    Change::Entry { .. } | Change::Removed { .. } | Change::Data { .. } => {}
+                }
+            }
+        }
         let mut out = Vec::new();
         let mut dirs = HashSet::new();
         let mut h = self.lock();

@@ -487,6 +487,25 @@ impl DirNames {
         self.lock().set(dir, name, Some(true), true);
     }
 
+    /// The mount itself made `dir`, empty: its listing is complete (the
+    /// feed reports what the container puts in it from then on).
+    pub(crate) fn made_empty(&self, dir: u64) {
+        let mut g = self.lock();
+        g.drop_done(dir);
+        if !g.charge(0) {
+            return;
+        }
+        let stamp = g.stamp();
+        g.done.insert(
+            dir,
+            Listing {
+                names: HashSet::new(),
+                unknown: HashSet::new(),
+                stamp,
+            },
+        );
+    }
+
     /// The mount itself removed `name` from `dir`.
     pub(crate) fn removed(&self, dir: u64, name: &[u8]) {
         self.lock().set(dir, name, Some(false), true);

@@ -35,6 +35,11 @@
 //!   and opens on the host ([`stream`]);
 //! * writes are answered at once and sent in batches, other requests
 //!   waiting for the writes before them ([`write_behind`]);
+//! * a create or mkdir of a name the host knows is absent is answered at
+//!   once with ids the host chose and made in the container behind, in
+//!   order ([`pending`]); a directory a lookup missed in is listed
+//!   behind, so that the names created next need no lookup
+//!   ([`list_behind`]);
 //! * the handles that may write are known, so that the change feed never
 //!   makes the kernel wait on their writeback ([`writers`]).
 
@@ -49,7 +54,9 @@ mod lazy_dir;
 mod lazy_open;
 mod ledger;
 mod links;
+mod list_behind;
 mod listing;
+mod pending;
 mod prefetch;
 mod releases;
 mod replies;
@@ -84,6 +91,7 @@ use backing::Serving;
 use heads::Heads;
 use lazy_dir::LazyDirs;
 use lazy_open::{LazyFiles, Remote};
+use pending::Pending;
 use prefetch::{Buffer, Prefetched};
 use releases::Releases;
 use replies::unexpected;
@@ -137,6 +145,10 @@ pub(crate) struct Options {
     /// The satellite is older than protocol 6 and reads open flags in its
     /// own kernel's numbers, these; `None`: in the protocol's.
     pub(crate) legacy_flags: Option<dockerfuse_proto::Abi>,
+    /// The satellite speaks protocol 8 and decides as the kernel did: a
+    /// create or mkdir of a name known absent is answered at once and
+    /// sent behind ([`pending`]; needs `write_behind`).
+    pub(crate) pipeline: bool,
 }
 
 /// Outcome callback of one operation.
@@ -186,6 +198,8 @@ pub(crate) struct Core<T: Transport, B = ()> {
     streams: Arc<stream::Streams>,
     heads: Arc<Heads>,
     releases: Arc<Releases>,
+    pending: Arc<Pending>,
+    listing: Arc<list_behind::ListBehind>,
     /// Set when the kernel agreed to passthrough.
     passthrough: OnceLock<Arc<crate::kernel::passthrough::Backings<B>>>,
 }
@@ -319,6 +333,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             streams: Arc::default(),
             heads,
             releases: Arc::default(),
+            pending: Arc::default(),
+            listing: Arc::default(),
             passthrough: OnceLock::new(),
         }
     }
@@ -433,6 +449,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         }
         let stamp = local.then(|| coh.listings().stamp(parent)).flatten();
         let absent = name.to_vec();
+        // A miss in a directory not listed yet lists it behind, so that
+        // the next names created there need no lookup ([`list_behind`]).
+        let list = (self.opts.pipeline && local && stamp.is_none() && self.out.behind.is_some())
+            .then(|| (self.listing.clone(), self.out.rpc.clone()));
         self.call_entry(
             who,
             Request::Lookup {
@@ -446,6 +466,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     Ok(_) if local => coh.listings().found(parent, &absent),
                     Err(Errno::ENOENT) if stamp.is_some() => {
                         coh.listings().not_found(parent, &absent, stamp)
+                    }
+                    Err(Errno::ENOENT) => {
+                        if let Some((listing, rpc)) = &list {
+                            listing.start(rpc, &coh, parent);
+                        }
                     }
                     Ok(_) | Err(_) => {}
                 }
@@ -468,8 +493,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         for &(node, count) in &nodes {
             self.coherence.forgotten(node, count);
         }
-        if !nodes.is_empty() {
-            self.out.rpc.post(&Request::Forget { nodes });
+        if nodes.is_empty() {
+            return;
+        }
+        // A node created behind is forgotten after it was made.
+        match &self.out.behind {
+            Some(b) if nodes.iter().any(|&(n, _)| self.pending.is_pending(n)) => {
+                let rpc = self.out.rpc.clone();
+                b.after_writes(Box::new(move || rpc.post(&Request::Forget { nodes })))
+            }
+            _ => self.out.rpc.post(&Request::Forget { nodes }),
         }
     }
 
@@ -521,6 +554,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: Cb<(Attr, Duration)>,
     ) {
         let fh = fh.filter(|f| !f.is_host()).map(|Fh(f)| f);
+        self.coherence.forget_dir_mode(node);
         let cb = match attr.size {
             Some(_) => self.changing(cb),
             None => cb,
@@ -660,6 +694,19 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         mode: u32,
         cb: Cb<(Entry, Ttl)>,
     ) {
+        let Some(cb) = self.mkdir_behind(parent, name, mode, cb) else {
+            return;
+        };
+        // A directory the mount made is empty: its listing is complete.
+        let (coh, pending) = (self.coherence.clone(), self.pending.clone());
+        let cb: Cb<(Entry, Ttl)> = Box::new(move |r| {
+            if let Ok((e, _)) = &r {
+                coh.listings().made_empty(e.node);
+                pending.learn_empty_dir(&e.attr);
+                coh.learn_dir_mode(e.node, e.attr.mode, e.attr.gid);
+            }
+            cb(r)
+        });
         self.call_entry(
             who,
             Request::Mkdir {
@@ -671,6 +718,158 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             name,
             self.noting(parent, name, true, cb),
         )
+    }
+
+    /// Whether a create or mkdir of `name` in `parent` may be answered
+    /// before the container made it: pipelining is on, the host knows the
+    /// name is absent, and not too many are in flight. The new node's id
+    /// and handle then.
+    /// The directory's mode and group must be known (kept on the host,
+    /// or it was made through the mount): a setgid directory gives its
+    /// group, and its bit to subdirectories.
+    fn may_pipeline(&self, parent: u64, name: &[u8]) -> Option<Pipelined> {
+        let behind = self.out.behind.clone().filter(|_| self.opts.pipeline)?;
+        if name.is_empty() || name.len() > 255 || name.contains(&b'/') {
+            return None;
+        }
+        if !self.coherence.listings().absent(parent, name) || !self.coherence.cache_dir(parent) {
+            return None;
+        }
+        let dir = self.coherence.dir_mode(parent)?;
+        let (node, fh) = self.pending.begin()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Some(Pipelined {
+            node,
+            fh,
+            behind,
+            dir,
+            time: (now.as_secs() as i64, now.subsec_nanos()),
+        })
+    }
+
+    /// Attributes of a node made behind until the container's come: the
+    /// satellite's identity (root) owns it, with the directory's group
+    /// when it is setgid (a directory inherits the bit); atime and mtime
+    /// are `p.time`, which the container's node gets too; an empty
+    /// directory is as the container's last one.
+    fn provisional_attr(&self, p: &Pipelined, mode: u32) -> Attr {
+        let (secs, nsec) = p.time;
+        let mut mode = mode;
+        let mut gid = 0;
+        let (dir_mode, dir_gid) = p.dir;
+        if dir_mode & libc::S_ISGID != 0 {
+            gid = dir_gid;
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                mode |= libc::S_ISGID;
+            }
+        }
+        let (size, blocks, nlink, blksize) = match mode & libc::S_IFMT == libc::S_IFDIR {
+            true => self.pending.empty_dir(),
+            false => (0, 0, 1, 4096),
+        };
+        Attr {
+            ino: p.node,
+            size,
+            blocks,
+            atime: secs,
+            atime_nsec: nsec,
+            mtime: secs,
+            mtime_nsec: nsec,
+            ctime: secs,
+            ctime_nsec: nsec,
+            mode,
+            nlink,
+            uid: 0,
+            gid,
+            rdev: 0,
+            blksize,
+        }
+    }
+
+    /// mkdir answered at once and sent behind ([`pending`]); gives `cb`
+    /// back when it may not be.
+    fn mkdir_behind(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        cb: Cb<(Entry, Ttl)>,
+    ) -> Option<Cb<(Entry, Ttl)>> {
+        let Some(p) = self.may_pipeline(parent, name) else {
+            return Some(cb);
+        };
+        let coh = self.coherence.clone();
+        let attr = self.provisional_attr(&p, libc::S_IFDIR | (mode & 0o7777));
+        let Pipelined {
+            node, behind, time, ..
+        } = p;
+        coh.learn_dir_mode(node, attr.mode, attr.gid);
+        let entry = Entry {
+            node,
+            attr,
+            no_xattrs: true,
+        };
+        let ttl = coh.entry(parent, name, node, attr.mode);
+        // A new node has no xattrs (provisional too: a default ACL or a
+        // security label of the container's shows once it is made).
+        self.no_xattrs.note(&entry, ttl.attr);
+        coh.touched(parent);
+        coh.listings().created(parent, name);
+        coh.listings().made_empty(node);
+        let seq = behind.hold(None);
+        let req = Request::MkdirNew {
+            parent,
+            name: name.to_vec().into(),
+            mode,
+            node,
+            time,
+        };
+        let stamp = coh.attr_stamp();
+        let (pending, rpc, cache, owned) = (
+            self.pending.clone(),
+            self.out.rpc.clone(),
+            self.no_xattrs.clone(),
+            name.to_vec(),
+        );
+        let finish = move |r: Result<Response<'_>, Errno>| {
+            coh.touched(parent);
+            let r = r
+                .and_then(replies::entry)
+                .and_then(|e| match e.node == node {
+                    true => Ok(e),
+                    false => Err(Errno::EIO),
+                });
+            match r {
+                Ok(e) => {
+                    coh.keep_attr(node, e.attr, Source::Entry, stamp);
+                    cache.note(&e, ttl.attr);
+                    coh.provisional_done(node);
+                    pending.learn_empty_dir(&e.attr);
+                    coh.learn_dir_mode(node, e.attr.mode, e.attr.gid);
+                    pending.done(node, parent, Ok(()));
+                }
+                Err(e) => {
+                    tracing::debug!(parent, node, errno = e.0, "a mkdir sent behind was refused");
+                    coh.refused(parent, &owned);
+                    pending.done(node, parent, Err(e));
+                }
+            }
+            behind.unhold(seq, None, None);
+        };
+        self.pending.after(
+            parent,
+            Box::new(move |r| match r {
+                Ok(()) => {
+                    let _bg = crate::mount::waits::background();
+                    rpc.call(&req, Box::new(finish))
+                }
+                Err(e) => finish(Err(e)),
+            }),
+        );
+        cb(Ok((entry, ttl)));
+        None
     }
 
     pub(crate) fn unlink(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
@@ -1159,6 +1358,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             name.to_vec(),
             self.out.rpc.clone(),
         );
+        let Some(reply) = self.create_behind(who, parent, name, mode, flags, reply) else {
+            return;
+        };
         let (behind, serving) = (self.out.behind.clone(), self.serving());
         let after = self.noting(parent, name, true, Box::new(|_: Result<(), Errno>| {}));
         let direct = flags & libc::O_DIRECT != 0;
@@ -1219,6 +1421,125 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 Self::answer_open(&coh, writes, node, |(_, _, o)| o.fh.0, reply, r)
             }),
         );
+    }
+
+    /// A create answered at once with the host's node id and handle and
+    /// sent behind ([`pending`]); gives `reply` back when it may not be
+    /// (`O_DIRECT`, passthrough on).
+    fn create_behind<R: OpenReply<B, (Entry, Ttl, Opened<B>)>>(
+        &self,
+        _who: &Who,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        reply: R,
+    ) -> Option<R> {
+        // With passthrough a file is served by the kernel from the
+        // container's descriptor, which only a create that waits brings:
+        // writing a large file costs far more without it than the wait.
+        if flags & libc::O_DIRECT != 0 || self.passthrough.get().is_some() {
+            return Some(reply);
+        }
+        let Some(p) = self.may_pipeline(parent, name) else {
+            return Some(reply);
+        };
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let flags = self.open_flags(flags);
+        let coh = self.coherence.clone();
+        let attr = self.provisional_attr(&p, libc::S_IFREG | (mode & 0o7777));
+        let Pipelined {
+            node,
+            fh,
+            behind,
+            time,
+            ..
+        } = p;
+        let entry = Entry {
+            node,
+            attr,
+            no_xattrs: true,
+        };
+        let ttl = coh.entry(parent, name, node, attr.mode);
+        // A new node has no xattrs (provisional too: a default ACL or a
+        // security label of the container's shows once it is made).
+        self.no_xattrs.note(&entry, ttl.attr);
+        coh.touched(parent);
+        coh.listings().created(parent, name);
+        behind.opened(fh, node, flags & libc::O_APPEND != 0, false);
+        let seq = behind.hold(Some(fh));
+        coh.opened(fh, node);
+        let req = Request::CreateNew {
+            parent,
+            name: name.to_vec().into(),
+            mode,
+            flags: self.wire_flags(flags),
+            node,
+            fh,
+            time,
+        };
+        let stamp = coh.attr_stamp();
+        let (pending, rpc, cache, owned, c) = (
+            self.pending.clone(),
+            self.out.rpc.clone(),
+            self.no_xattrs.clone(),
+            name.to_vec(),
+            coh.clone(),
+        );
+        let finish = move |r: Result<Response<'_>, Errno>| {
+            c.touched(parent);
+            let r = match r {
+                Ok(Response::Created { entry, fh: got }) if entry.node == node && got == fh => {
+                    Ok(entry)
+                }
+                Ok(Response::Error(e)) => Err(Errno(e)),
+                Ok(_) => Err(Errno::EIO),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(e) => {
+                    c.keep_attr(node, e.attr, Source::Entry, stamp);
+                    cache.note(&e, ttl.attr);
+                    c.provisional_done(node);
+                    pending.done(node, parent, Ok(()));
+                    behind.unhold(seq, Some(fh), None);
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        parent,
+                        node,
+                        errno = e.0,
+                        "a create sent behind was refused: the next write, close or fsync of the file reports it"
+                    );
+                    c.refused(parent, &owned);
+                    pending.done(node, parent, Err(e));
+                    behind.unhold(seq, Some(fh), Some(e));
+                }
+            }
+        };
+        self.pending.after(
+            parent,
+            Box::new(move |r| match r {
+                Ok(()) => {
+                    let _bg = crate::mount::waits::background();
+                    rpc.call(&req, Box::new(finish))
+                }
+                Err(e) => finish(Err(e)),
+            }),
+        );
+        let opened = Opened {
+            fh: Fh(fh),
+            passthrough: None,
+        };
+        Self::answer_open(
+            &coh,
+            writes,
+            node,
+            |(_, _, o)| o.fh.0,
+            reply,
+            Ok((entry, ttl, opened)),
+        );
+        None
     }
 
     /// Reads up to `size` bytes; never hands on more than asked. Answered
@@ -1338,6 +1659,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 Err(e) => cb(Err(e)),
             }),
         )
+    }
+
+    /// Calls `cb` once everything answered before the container did it
+    /// (writes and creates sent behind) is done there.
+    #[cfg(test)]
+    pub(crate) fn settle(&self, cb: Cb<()>) {
+        match self.out.behind.clone() {
+            Some(b) => b.after_writes(Box::new(move || cb(Ok(())))),
+            None => cb(Ok(())),
+        }
     }
 
     /// FLUSH needs no round trip: the satellite's flush closes nothing.
@@ -1588,7 +1919,21 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb(Ok(()))
     }
 
-    pub(crate) fn fsyncdir(&self, who: &Who, Fh(fh): Fh, datasync: bool, cb: Cb<()>) {
+    /// Also reports a create or mkdir in the directory sent behind and
+    /// refused since its last fsync (it waits for everything before it).
+    pub(crate) fn fsyncdir(
+        &self,
+        who: &Who,
+        NodeId(dir): NodeId,
+        Fh(fh): Fh,
+        datasync: bool,
+        cb: Cb<()>,
+    ) {
+        let pending = self.pending.clone();
+        let cb: Cb<()> = Box::new(move |r| match pending.take_failed(dir) {
+            Some(e) => cb(Err(e)),
+            None => cb(r),
+        });
         self.on_dir(
             who,
             fh,
@@ -1683,6 +2028,18 @@ fn suidgid_cleared(mode: u32) -> Option<u32> {
         kill |= libc::S_ISGID;
     }
     (mode & kill != 0).then_some(mode & 0o7777 & !kill)
+}
+
+/// A create or mkdir that may be answered before the container made it
+/// ([`Core::may_pipeline`]).
+struct Pipelined {
+    node: u64,
+    fh: u64,
+    behind: Arc<WriteBehind>,
+    /// The directory's mode and group.
+    dir: (u32, u32),
+    /// The new node's atime and mtime.
+    time: (i64, u32),
 }
 
 /// A write on its way out, possibly after the setuid/setgid bits went.

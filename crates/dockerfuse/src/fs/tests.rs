@@ -54,6 +54,7 @@ fn opts() -> Options {
         lazy_open: false,
         open_read_dir: false,
         stream: false,
+        pipeline: false,
     }
 }
 
@@ -1757,4 +1758,271 @@ fn a_host_directory_handle_is_opened_with_its_first_read() {
     ));
     assert_eq!(seen[2], Request::ReleaseDir { fh: 77 });
     assert_eq!(seen.len(), 3);
+}
+
+/// Records requests with their completions, answered by the test.
+#[derive(Clone, Default)]
+struct Held(Arc<Mutex<Vec<Sent>>>);
+
+/// A request and, unless posted, its completion.
+type Sent = (Request<'static>, Option<Done>);
+
+impl Transport for Held {
+    fn call(&self, req: &Request<'_>, done: Done) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((req.clone().into_owned(), Some(done)));
+    }
+    fn post(&self, req: &Request<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((req.clone().into_owned(), None));
+    }
+}
+
+impl Held {
+    /// The requests sent so far and not answered.
+    fn kinds(&self) -> Vec<u32> {
+        let g = self.0.lock().unwrap();
+        g.iter()
+            .filter(|(_, d)| d.is_some())
+            .map(|(r, _)| r.tag())
+            .collect()
+    }
+
+    /// Answers the oldest request still open of kind `like` with `r`.
+    fn answer(&self, like: &Request<'_>, r: Result<Response<'static>, Errno>) -> Request<'static> {
+        let mut g = self.0.lock().unwrap();
+        let i = g
+            .iter()
+            .position(|(q, d)| d.is_some() && q.tag() == like.tag())
+            .expect("such a request was sent");
+        let (q, done) = g.remove(i);
+        drop(g);
+        (done.expect("called"))(r);
+        q
+    }
+}
+
+fn pipelined() -> (Core<Held>, Held) {
+    let held = Held::default();
+    let c = Core::new(
+        held.clone(),
+        Options {
+            per_caller: false,
+            write_behind: true,
+            pipeline: true,
+            ..opts()
+        },
+    );
+    c.coherence().feed_on();
+    // The root was listed completely (empty), its attributes are kept.
+    c.coherence().listings().made_empty(1);
+    let root = Attr {
+        ino: 1,
+        mode: libc::S_IFDIR | 0o755,
+        nlink: 2,
+        ..Default::default()
+    };
+    let stamp = c.coherence().attr_stamp();
+    c.coherence().keep_attr(1, root, Source::Attr, stamp);
+    assert!(c.coherence().kept_attr(1).is_some());
+    (c, held)
+}
+
+#[test]
+fn creates_of_names_known_absent_are_answered_at_once_and_sent_in_order() {
+    let (c, held) = pipelined();
+    let (cb, got) = capture();
+    c.mkdir(&Who::Mount, NodeId(1), b"d", 0o755, cb);
+    let (d, _) = got.lock().unwrap().take().unwrap().unwrap();
+    assert_ne!(d.node & dockerfuse_proto::HOST_NODE_BIT, 0);
+    let mkdir = Request::MkdirNew {
+        parent: 1,
+        name: b"d".to_vec().into(),
+        mode: 0o755,
+        node: d.node,
+        time: (d.attr.mtime, d.attr.mtime_nsec),
+    };
+    assert_eq!(held.kinds(), vec![mkdir.tag()]);
+    // Inside the new directory: known absent, answered at once, sent
+    // only once the directory is made.
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(d.node), b"f", 0o644, libc::O_WRONLY, cb);
+    let (f, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+    assert_eq!(f.attr.mode, libc::S_IFREG | 0o644);
+    assert_eq!(f.attr.size, 0);
+    let (cb, wrote) = capture();
+    c.write(&Who::Mount, NodeId(f.node), opened.fh, 0, b"hi", false, cb);
+    assert_eq!(wrote.lock().unwrap().take(), Some(Ok(2)));
+    let (cb, flushed) = capture();
+    c.flush(opened.fh, cb);
+    assert_eq!(held.kinds(), vec![mkdir.tag()]);
+    assert!(
+        flushed.lock().unwrap().is_none(),
+        "close waits for the create"
+    );
+    let mut made = d;
+    made.attr.ino = 99;
+    held.answer(&mkdir, Ok(Response::Entry(made)));
+    let create = held.answer(
+        &Request::CreateNew {
+            parent: 0,
+            name: b"".to_vec().into(),
+            mode: 0,
+            flags: Default::default(),
+            node: 0,
+            fh: 0,
+            time: (0, 0),
+        },
+        Ok(Response::Created {
+            entry: f,
+            fh: opened.fh.0,
+        }),
+    );
+    assert!(matches!(create, Request::CreateNew { parent, node, fh, .. }
+            if parent == d.node && node == f.node && fh == opened.fh.0));
+    // Then the write, then close returns.
+    let write = Request::Write {
+        fh: opened.fh.0,
+        offset: 0,
+        data: b"hi".to_vec().into(),
+    };
+    assert_eq!(held.kinds(), vec![write.tag()]);
+    held.answer(&write, Ok(Response::Written(2)));
+    assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+}
+
+#[test]
+fn a_create_the_container_refuses_is_reported_at_close_and_by_the_directorys_fsync() {
+    let (c, held) = pipelined();
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(1), b"f", 0o644, libc::O_WRONLY, cb);
+    let (f, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+    let (cb, wrote) = capture();
+    c.write(&Who::Mount, NodeId(f.node), opened.fh, 0, b"hi", false, cb);
+    assert_eq!(wrote.lock().unwrap().take(), Some(Ok(2)));
+    let (cb, flushed) = capture();
+    c.flush(opened.fh, cb);
+    let create = Request::CreateNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        flags: Default::default(),
+        node: 0,
+        fh: 0,
+        time: (0, 0),
+    };
+    held.answer(&create, Err(Errno(libc::ENOSPC)));
+    // The writes go nowhere; close says why.
+    assert_eq!(held.kinds(), Vec::<u32>::new());
+    assert_eq!(
+        flushed.lock().unwrap().take(),
+        Some(Err(Errno(libc::ENOSPC)))
+    );
+    // The name is not known absent any more: a lookup asks the container.
+    assert!(!c.coherence().listings().absent(1, b"f"));
+    let (cb, synced) = capture();
+    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
+    held.answer(
+        &Request::FsyncDir {
+            fh: 5,
+            datasync: false,
+        },
+        Ok(Response::Ok),
+    );
+    assert_eq!(
+        synced.lock().unwrap().take(),
+        Some(Err(Errno(libc::ENOSPC)))
+    );
+    // A name not known absent is created as before, waiting.
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(1), b"f", 0o644, libc::O_WRONLY, cb);
+    assert!(got.lock().unwrap().is_none());
+    assert_eq!(
+        held.kinds(),
+        vec![Request::Create {
+            parent: 1,
+            name: b"f".to_vec().into(),
+            mode: 0o644,
+            flags: Default::default()
+        }
+        .tag()]
+    );
+}
+
+#[test]
+fn sync_metadata_creates_as_before() {
+    let held = Held::default();
+    let c: Core<Held> = Core::new(
+        held.clone(),
+        Options {
+            per_caller: false,
+            write_behind: true,
+            pipeline: false,
+            ..opts()
+        },
+    );
+    c.coherence().feed_on();
+    c.coherence().listings().made_empty(1);
+    let (cb, got) = capture();
+    c.mkdir(&Who::Mount, NodeId(1), b"d", 0o755, cb);
+    assert!(got.lock().unwrap().is_none(), "waits for the container");
+    held.answer(
+        &Request::Mkdir {
+            parent: 1,
+            name: b"d".to_vec().into(),
+            mode: 0o755,
+        },
+        Ok(Response::Entry(entry(42, true))),
+    );
+    assert!(got.lock().unwrap().take().unwrap().is_ok());
+    // The directory it made is known empty: lookups in it stay here.
+    let (cb, looked) = capture();
+    c.lookup(&Who::Mount, NodeId(42), b"x", cb);
+    assert!(matches!(
+        looked.lock().unwrap().take(),
+        Some(Ok(Lookup::Absent(_)))
+    ));
+}
+
+#[test]
+fn a_mkdir_the_container_refuses_fails_what_was_created_in_it() {
+    let (c, held) = pipelined();
+    let forgotten = Arc::new(Mutex::new(Vec::new()));
+    let f = forgotten.clone();
+    c.coherence().set_forget_name(Box::new(move |p, n| {
+        f.lock().unwrap().push((p, n.to_vec()))
+    }));
+    let (cb, got) = capture();
+    c.mkdir(&Who::Mount, NodeId(1), b"d", 0o755, cb);
+    let (d, _) = got.lock().unwrap().take().unwrap().unwrap();
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(d.node), b"f", 0o644, libc::O_WRONLY, cb);
+    let (_, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+    let (cb, flushed) = capture();
+    c.flush(opened.fh, cb);
+    // The container made "d" meanwhile (the conflict rule: it wins).
+    let mkdir = Request::MkdirNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        node: 0,
+        time: (0, 0),
+    };
+    held.answer(&mkdir, Err(Errno(libc::EEXIST)));
+    // The create inside was never sent; close reports the directory's error.
+    assert_eq!(held.kinds(), Vec::<u32>::new());
+    assert_eq!(
+        flushed.lock().unwrap().take(),
+        Some(Err(Errno(libc::EEXIST)))
+    );
+    // Both names go from the kernel.
+    assert_eq!(
+        *forgotten.lock().unwrap(),
+        vec![(1, b"d".to_vec()), (d.node, b"f".to_vec())]
+    );
+    assert!(!c.coherence().listings().absent(1, b"d"));
 }

@@ -75,6 +75,13 @@ struct File {
     direct: bool,
     /// The node the handle is open on (for the log).
     node: u64,
+    /// Created behind and not yet made in the container: writes queue
+    /// and none is sent ([`WriteBehind::hold`]).
+    held: bool,
+    /// Released from a hold with what it queued meanwhile: one batch in
+    /// flight until the first lands (a file system filling up then fails
+    /// the writes in order, as it would have without the hold).
+    settling: bool,
     error: Option<Errno>,
 }
 
@@ -107,7 +114,14 @@ impl Inner {
     /// The next batch of `fh` to send, if it has one and none in flight.
     fn next_batch(&mut self, fh: u64) -> Option<(u64, Vec<u8>, Vec<u64>)> {
         let f = self.files.get_mut(&fh)?;
-        let most = if f.positioned { IN_FLIGHT } else { 1 };
+        if f.held {
+            return None;
+        }
+        let most = if f.positioned && !f.settling {
+            IN_FLIGHT
+        } else {
+            1
+        };
         let run = f.queue.front()?;
         let range = (run.offset, run.offset + run.data.len() as u64);
         if f.in_flight.len() >= most || f.in_flight.iter().any(|&(a, b)| a < range.1 && range.0 < b)
@@ -224,6 +238,7 @@ impl WriteBehind {
                 if let Some(i) = f.in_flight.iter().position(|&r| r == range) {
                     f.in_flight.swap_remove(i);
                 }
+                f.settling = false;
                 if let Some(e) = error {
                     tracing::debug!(
                         fh,
@@ -260,6 +275,64 @@ impl WriteBehind {
         for b in batches {
             self.dispatch(fh, b);
         }
+        for t in ready {
+            t();
+        }
+    }
+
+    /// An operation answered before the container did it (a create or
+    /// mkdir sent behind, [`super::pending`]): it counts as a write
+    /// accepted now, so every request sent after waits for it
+    /// ([`WriteBehind::after_writes`]); with `fh`, the handle it opens
+    /// holds its writes until [`WriteBehind::unhold`].
+    pub(super) fn hold(&self, fh: Option<u64>) -> u64 {
+        let mut g = self.lock();
+        let seq = g.next;
+        g.next += 1;
+        g.open.insert(seq);
+        if let Some(fh) = fh {
+            g.files.entry(fh).or_default().held = true;
+        }
+        seq
+    }
+
+    /// The operation of [`WriteBehind::hold`] `seq` is done: the writes
+    /// of `fh` go, or with `error` are dropped and the error is kept for
+    /// the handle's next write, flush or fsync.
+    pub(super) fn unhold(self: &Arc<Self>, seq: u64, fh: Option<u64>, error: Option<Errno>) {
+        let mut g = self.lock();
+        g.open.remove(&seq);
+        let mut batches = Vec::new();
+        if let Some(fh) = fh {
+            let dropped = match g.files.get_mut(&fh) {
+                Some(f) => {
+                    f.held = false;
+                    f.settling = true;
+                    match error {
+                        Some(e) => {
+                            f.error = f.error.or(Some(e));
+                            std::mem::take(&mut f.queue)
+                        }
+                        None => VecDeque::new(),
+                    }
+                }
+                None => VecDeque::new(),
+            };
+            for run in dropped {
+                g.bytes = g.bytes.saturating_sub(run.data.len());
+                for s in &run.seqs {
+                    g.open.remove(s);
+                }
+            }
+            batches.extend(std::iter::from_fn(|| g.next_batch(fh)));
+            drop(g);
+            for b in batches {
+                self.dispatch(fh, b);
+            }
+            g = self.lock();
+        }
+        let ready = g.ready();
+        drop(g);
         for t in ready {
             t();
         }
@@ -325,6 +398,43 @@ mod tests {
         let (fh, off, data, done) = sent.lock().unwrap().remove(0);
         done(r.unwrap_or(Ok(data.len() as u32)));
         (fh, off, data)
+    }
+
+    #[test]
+    fn a_held_handle_sends_nothing_until_its_create_is_done() {
+        let (w, sent) = wb();
+        let seq = w.hold(Some(7));
+        assert!(!w.is_idle());
+        assert_eq!(w.write(7, 0, b"aa"), Accepted::Queued(2));
+        assert_eq!(w.write(7, 2, b"bb"), Accepted::Queued(2));
+        let after = Arc::new(Mutex::new(false));
+        let a = after.clone();
+        w.after_writes(Box::new(move || *a.lock().unwrap() = true));
+        assert!(sent.lock().unwrap().is_empty());
+        assert!(!*after.lock().unwrap());
+        w.unhold(seq, Some(7), None);
+        // What comes next waits for the first batch (in order, as the
+        // file system fills up).
+        assert_eq!(w.write(7, 4, b"cc"), Accepted::Queued(2));
+        assert_eq!(sent.lock().unwrap().len(), 1);
+        assert_eq!(complete(&sent, None), (7, 0, b"aabb".to_vec()));
+        assert!(*after.lock().unwrap());
+        assert_eq!(complete(&sent, None), (7, 4, b"cc".to_vec()));
+        assert!(w.is_idle());
+    }
+
+    #[test]
+    fn a_refused_create_drops_its_writes_and_reports_at_the_next() {
+        let (w, sent) = wb();
+        let seq = w.hold(Some(7));
+        assert_eq!(w.write(7, 0, b"aa"), Accepted::Queued(2));
+        w.unhold(seq, Some(7), Some(Errno(libc::ENOSPC)));
+        assert!(sent.lock().unwrap().is_empty());
+        assert!(w.is_idle());
+        assert_eq!(w.held(), 0);
+        assert_eq!(w.write(7, 2, b"bb"), Accepted::Failed(Errno(libc::ENOSPC)));
+        // Reported once.
+        assert_eq!(w.take_error(7), None);
     }
 
     #[test]

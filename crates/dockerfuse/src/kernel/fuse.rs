@@ -811,7 +811,8 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         let _w = waits::kernel(waits::Op::FsyncDir);
         let _span = request_span(req, "fsyncdir", _ino);
         let who = self.who(req);
-        self.core.fsyncdir(&who, Fh(fh.0), datasync, answer(reply));
+        self.core
+            .fsyncdir(&who, NodeId(_ino.0), Fh(fh.0), datasync, answer(reply));
     }
 
     fn statfs(&self, req: &FuseRequest, ino: INodeNo, reply: ReplyStatfs) {

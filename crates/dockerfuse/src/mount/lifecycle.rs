@@ -487,6 +487,15 @@ fn mount_session(
         open_read_dir: remote.running.hello.protocol >= 7,
         // Subtree streaming came with protocol 8.
         stream: !cli.no_stream && remote.running.hello.protocol >= 8,
+        // Creates with the host's ids came with protocol 8; the kernel's
+        // node ids are the satellite's only without --reconnect; the
+        // container must decide as the kernel did (a root satellite; a
+        // mount per caller has no write-behind anyway).
+        pipeline: !cli.sync_metadata
+            && !cli.no_write_behind
+            && !cli.reconnect
+            && remote.running.hello.protocol >= 8
+            && remote.running.hello.uid == 0,
         // Before protocol 6 open flags travelled in the satellite's own
         // numbers.
         legacy_flags: (remote.running.hello.protocol < 6)
@@ -558,6 +567,17 @@ fn mount_session(
     let notifier = session.notifier();
     coherence.set_expire_attrs(Box::new(move |node| {
         let _ = crate::kernel::feed::Kernel::inval_inode(&notifier, node, -1, 0);
+    }));
+    let notifier = session.notifier();
+    coherence.set_forget_name(Box::new(move |parent, name| {
+        // Not on the transport's thread: the kernel may hold the
+        // directory's lock for a request waiting on it.
+        let (notifier, name) = (notifier.clone(), name.to_vec());
+        let _ = std::thread::Builder::new()
+            .name("forget-name".into())
+            .spawn(move || {
+                let _ = crate::kernel::feed::Kernel::inval_entry(&notifier, parent, &name);
+            });
     }));
     if let Some(feed) = &feed {
         if let Err(e) = feed.start(session.notifier()) {

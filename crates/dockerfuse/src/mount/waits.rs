@@ -88,6 +88,8 @@ fn kind(req: &Request<'_>) -> Kind {
         Request::Fsync { .. } => Kind::Fsync,
         Request::OpenDir { .. } => Kind::OpenDir,
         Request::OpenReadDir { .. } => Kind::OpenReadDir,
+        Request::CreateNew { .. } => Kind::Create,
+        Request::MkdirNew { .. } => Kind::Mkdir,
         Request::ReadDir { .. } => Kind::ReadDir,
         Request::ReleaseDir { .. } => Kind::ReleaseDir,
         Request::FsyncDir { .. } => Kind::FsyncDir,

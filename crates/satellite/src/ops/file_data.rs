@@ -105,6 +105,73 @@ impl Fs {
         Ok(crate::channel::created(entry, fh, raw))
     }
 
+    /// Creates `name` in `parent` exclusively, as node `id` with handle
+    /// `fh`, both the host's choice (protocol 8): nothing is made when
+    /// either is refused; never answered with a descriptor.
+    pub(super) fn create_new(
+        &self,
+        (parent, name): (u64, &[u8]),
+        mode: u32,
+        flags: i32,
+        (id, fh): (u64, u64),
+        time: (i64, u32),
+    ) -> SysResult<Response<'static>> {
+        self.nodes.check_new(id)?;
+        self.handles.check_new(fh)?;
+        let p = self.nodes.get(parent)?;
+        let cname = sys::cstr(name)?;
+        let one = [(parent, name, libc::IN_CREATE)];
+        let own = self.watch.own_names(&one);
+        let flags = (flags & !libc::O_NOCTTY & !libc::O_TRUNC) | libc::O_CREAT | libc::O_EXCL;
+        let fd = sys::openat(p.raw(), &cname, flags, mode)?;
+        own.done();
+        let made = (|| {
+            sys::futimens(fd.as_raw_fd(), &[timespec(time); 2])?;
+            self.watch.own_change(fd.as_raw_fd());
+            let path_fd = sys::openat(
+                libc::AT_FDCWD,
+                &sys::proc_fd_path(fd.as_raw_fd()),
+                libc::O_PATH,
+                0,
+            )?;
+            let st = sys::fstat(fd.as_raw_fd())?;
+            let no_xattrs = has_no_xattrs(path_fd.as_raw_fd(), &st);
+            self.nodes
+                .add_new(id, key_of(&st), path_fd, false, Some((parent, name)))?;
+            Ok((st, no_xattrs))
+        })();
+        let (st, no_xattrs) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                // Refused after all (a clash of ids in flight): the name
+                // the host was told failed goes.
+                let _ = sys::unlinkat(p.raw(), &cname, 0);
+                return Err(e);
+            }
+        };
+        let st = match self.note_held(id, libc::S_IFREG, Some((parent, name))) {
+            true => sys::fstat(fd.as_raw_fd())?,
+            false => st,
+        };
+        self.handles.insert_at(fh, Handle::File(fd))?;
+        let entry = Entry {
+            node: id,
+            attr: attr_of(&st, id),
+            no_xattrs,
+        };
+        Ok(Response::Created { entry, fh })
+    }
+}
+
+/// A time as utimensat takes it.
+pub(super) fn timespec((sec, nsec): (i64, u32)) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec.min(999_999_999) as _,
+    }
+}
+
+impl Fs {
     /// Reads up to `size` bytes (at most [`MAX_IO`]) into `buf`; short
     /// only at the end of the file.
     pub(super) fn read<'b>(

@@ -197,6 +197,10 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
         }
     }
     driver.forget_all();
+    // What was answered before the container did it (creates sent
+    // behind) is in the container once everything before is done, as
+    // after an fsync.
+    super::through_core::wait(|cb| served.core.settle(cb)).map_err(|e| format!("settle: {e:?}"))?;
     let here = served.core.coherence().counts.absent_here.load(Relaxed);
     ABSENT_HERE.fetch_add(here, Relaxed);
     let here = served.core.coherence().counts.attrs_here.load(Relaxed);

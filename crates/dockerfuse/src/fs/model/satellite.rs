@@ -84,6 +84,7 @@ impl Served {
                 lazy_open: true,
                 open_read_dir: true,
                 stream: true,
+                pipeline: !per_caller,
                 legacy_flags: None,
             },
         );

@@ -29,7 +29,7 @@ const CHANGE_LIMIT: Duration = Duration::from_secs(5);
 const PAGE_ENTRIES: usize = 25;
 
 /// Runs one core call and waits for its callback.
-fn wait<T: Send + 'static>(start: impl FnOnce(Cb<T>)) -> Result<T, Errno> {
+pub(super) fn wait<T: Send + 'static>(start: impl FnOnce(Cb<T>)) -> Result<T, Errno> {
     let (tx, rx) = mpsc::sync_channel(1);
     start(Box::new(move |r| {
         let _ = tx.send(r);
@@ -559,8 +559,11 @@ impl<'a> Driver<'a> {
             wait(|cb| core.create(&who, NodeId(parent), name, mode & !self.umask, flags, cb))?;
         let fh = opened.fh.0;
         self.hold(e);
+        // close(2): FLUSH (a create refused behind shows here), then
+        // RELEASE.
+        let flushed = wait(|cb| core.flush(Fh(fh), cb));
         wait(|cb| core.release(Fh(fh), cb))?;
-        Ok(Out::Done)
+        flushed.map(|()| Out::Done)
     }
 
     /// A write through a handle opened with `flags` (O_DIRECT or not).
@@ -603,7 +606,7 @@ impl<'a> Driver<'a> {
         // fsyncdir.
         if is(&e.attr, libc::S_IFDIR) {
             let (Fh(fh), _) = wait(|cb| core.opendir(&who, NodeId(e.node), cb))?;
-            let r = wait(|cb| core.fsyncdir(&who, Fh(fh), datasync, cb));
+            let r = wait(|cb| core.fsyncdir(&who, NodeId(e.node), Fh(fh), datasync, cb));
             wait(|cb| core.releasedir(Fh(fh), cb))?;
             r?;
         } else {
@@ -827,6 +830,10 @@ impl<'a> Driver<'a> {
     }
 
     fn outside(&mut self, path: &str, dir: bool) -> Outcome {
+        // The container acts once what the program did reached it (a
+        // create sent behind that loses a race with the container is
+        // refused: the conflict rule, tested in `fs::tests`).
+        wait(|cb| self.core.settle(cb))?;
         self.container.create_outside(path, dir)?;
         self.stat_when_shown(path)
     }

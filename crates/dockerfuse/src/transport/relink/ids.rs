@@ -303,6 +303,9 @@ impl Table {
             | R::Watch => Ctx::Plain,
             // Posted, never called: `Relink::post` translates them.
             R::Forget { .. } | R::ReleaseMany { .. } => return Err(Errno::EIO),
+            // Ids the host chose are the satellite's: never sent with
+            // --reconnect (the kernel holds relink's ids).
+            R::CreateNew { .. } | R::MkdirNew { .. } => return Err(Errno::EINVAL),
         })
     }
 
