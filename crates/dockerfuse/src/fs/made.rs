@@ -167,16 +167,20 @@ impl Made {
     }
 
     /// Handle `fh` is read or released: the file it created is no longer
-    /// followed.
-    pub(super) fn handle_done(&self, fh: u64) {
+    /// followed. The node if it was, whose attributes the kernel got from
+    /// the host (times on the host's clock).
+    pub(super) fn handle_done(&self, fh: u64) -> Option<u64> {
         let mut g = self.lock();
         if g.is_empty() {
-            return;
+            return None;
         }
-        for n in g.values_mut().filter(|n| n.fh == fh) {
+        let mut was = None;
+        for (&node, n) in g.iter_mut().filter(|(_, n)| n.fh == fh && !n.gone) {
             n.gone = true;
+            was = Some(node);
         }
         g.retain(|_, n| !n.gone || n.fences > 0);
+        was
     }
 
     /// Names moved or went: no node is followed.
@@ -222,7 +226,8 @@ mod tests {
         );
         assert_eq!((a.size, a.blocks, fh, parent), (10, 8, 7, 1));
         assert!(m.fenced(9));
-        m.handle_done(7);
+        assert_eq!(m.handle_done(7), Some(9));
+        assert_eq!(m.handle_done(7), None);
         assert!(m.attr(9).is_none(), "released: not followed");
         assert!(m.fenced(9), "still fenced");
         m.landed(9, true);

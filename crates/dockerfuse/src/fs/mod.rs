@@ -1627,7 +1627,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// here when the open brought the file's contents and they are current.
     pub(crate) fn read(&self, who: &Who, Fh(fh): Fh, offset: u64, size: u32, cb: BytesCb) {
         // The read moves the atime in the container.
-        self.made.handle_done(fh);
+        self.made_done(fh);
         if let Some((data, range)) = self.heads.read(fh, offset, size) {
             return cb(Ok(&data[range]));
         }
@@ -1788,8 +1788,17 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// satellite closes the file when the request gets there, after the
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
+    /// Handle `fh` is read or released: a file it created is no longer
+    /// followed on the host ([`made`]), and the kernel, which got its
+    /// times on the host's clock, asks the container next time.
+    fn made_done(&self, fh: u64) {
+        if let Some(node) = self.made.handle_done(fh) {
+            self.coherence.provisional_done(node);
+        }
+    }
+
     pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
-        self.made.handle_done(fh);
+        self.made_done(fh);
         self.coherence.released(fh);
         if Fh(fh).is_host() {
             // Opened lazily: closed in the container only if it was opened

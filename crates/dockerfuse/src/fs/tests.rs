@@ -2120,9 +2120,15 @@ fn a_setattr_of_a_file_created_behind_is_answered_at_once_and_sent_after_its_wri
     let (cb, stat) = capture();
     c.getattr(&Who::Mount, NodeId(f.node), None, cb);
     assert_eq!(stat.lock().unwrap().take().unwrap().unwrap().0.size, 6);
-    // Once released, the container answers again.
+    // Once released, the container answers again, and the kernel's copy
+    // (times on the host's clock) is expired.
+    let expired = Arc::new(Mutex::new(Vec::new()));
+    let e = expired.clone();
+    c.coherence()
+        .set_expire_attrs(Box::new(move |node| e.lock().unwrap().push(node)));
     let (cb, _) = capture();
     c.release(fh, cb);
+    assert_eq!(*expired.lock().unwrap(), vec![f.node]);
     let (cb, stat) = capture();
     c.getattr(&Who::Mount, NodeId(f.node), None, cb);
     assert!(stat.lock().unwrap().is_none());
