@@ -193,6 +193,25 @@ impl Made {
     }
 }
 
+/// The permission bits a POSIX access ACL (`system.posix_acl_access`)
+/// stands for when it has only the owner, group and other entries: such
+/// an ACL is a chmod (the file system stores none, only the mode).
+pub(super) fn trivial_acl(value: &[u8]) -> Option<u32> {
+    let (head, rest) = value.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*head) != 2 || rest.len() != 24 {
+        return None;
+    }
+    let mut mode = 0;
+    for (e, (tag, shift)) in rest.chunks_exact(8).zip([(1u16, 6), (4, 3), (0x20, 0)]) {
+        let perm = u16::from_le_bytes([e[2], e[3]]);
+        if u16::from_le_bytes([e[0], e[1]]) != tag || perm > 7 {
+            return None;
+        }
+        mode |= u32::from(perm) << shift;
+    }
+    Some(mode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +265,21 @@ mod tests {
         m.begin(10, 1, 8, file());
         m.forget_all();
         assert!(m.attr(10).is_none());
+    }
+
+    #[test]
+    fn a_trivial_acl_is_a_mode() {
+        // What GNU cp -a sets on a file of mode 0644.
+        let v = b"\x02\0\0\0\x01\0\x06\0\xff\xff\xff\xff\x04\0\x04\0\xff\xff\xff\xff\x20\0\x04\0\xff\xff\xff\xff";
+        assert_eq!(trivial_acl(v), Some(0o644));
+        // A named user, a mask, a bad version or length: not a mode.
+        let mut named = v.to_vec();
+        named[12] = 0x02;
+        assert_eq!(trivial_acl(&named), None);
+        assert_eq!(trivial_acl(&v[..20]), None);
+        let mut version = v.to_vec();
+        version[0] = 1;
+        assert_eq!(trivial_acl(&version), None);
+        assert_eq!(trivial_acl(b""), None);
     }
 }

@@ -2113,6 +2113,33 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: i32,
         cb: Cb<()>,
     ) {
+        // GNU cp -a's trivial ACL on a file created behind: a chmod.
+        // (Were the node dropped meanwhile, the chmod waits: the same.)
+        let acl = (name == b"system.posix_acl_access" && flags == 0 && self.opts.pipeline)
+            .then(|| made::trivial_acl(value))
+            .flatten();
+        if let Some((perms, a)) = acl.zip(self.made.attr(node)) {
+            let set = SetAttr {
+                mode: Some((a.mode & 0o7000) | perms),
+                ..Default::default()
+            };
+            let cb: Cb<(Attr, Duration)> = Box::new(move |r| cb(r.map(|_| ())));
+            match self.setattr_behind(node, None, &set, cb) {
+                None => return,
+                Some(cb) => {
+                    return self.call_attr(
+                        who,
+                        Request::SetAttr {
+                            node,
+                            fh: None,
+                            attr: set,
+                        },
+                        node,
+                        cb,
+                    )
+                }
+            }
+        }
         self.no_xattrs.forget(node);
         self.made.forget(node);
         // The ctime changes.

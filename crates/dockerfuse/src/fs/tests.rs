@@ -2213,3 +2213,63 @@ fn sync_metadata_setattrs_wait_as_before() {
     held.answer(&set_attr(), Ok(Response::Attr(e.attr)));
     assert!(got.lock().unwrap().take().unwrap().is_ok());
 }
+
+#[test]
+fn cp_a_s_trivial_acl_on_a_file_created_behind_is_a_chmod_sent_behind() {
+    let (c, held) = pipelined();
+    let (f, fh) = created_behind(&c);
+    let acl = b"\x02\0\0\0\x01\0\x06\0\xff\xff\xff\xff\x04\0\x00\0\xff\xff\xff\xff\x20\0\x00\0\xff\xff\xff\xff";
+    let (cb, got) = capture();
+    c.setxattr(
+        &Who::Mount,
+        NodeId(f.node),
+        b"system.posix_acl_access",
+        acl,
+        0,
+        cb,
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+    let (cb, stat) = capture();
+    c.getattr(&Who::Mount, NodeId(f.node), None, cb);
+    assert_eq!(
+        stat.lock().unwrap().take().unwrap().unwrap().0.mode,
+        libc::S_IFREG | 0o600
+    );
+    held.answer(&create_new(), Ok(Response::Created { entry: f, fh: fh.0 }));
+    let sent = held.answer(&set_attr(), Ok(Response::Attr(f.attr)));
+    assert_eq!(
+        sent,
+        Request::SetAttr {
+            node: f.node,
+            fh: None,
+            attr: SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            }
+        }
+    );
+    // Another ACL goes as it is, and waits.
+    let (cb, got) = capture();
+    let named = b"\x02\0\0\0\x01\0\x06\0\xff\xff\xff\xff\x02\0\x06\0\xe8\x03\0\0\x04\0\x00\0\xff\xff\xff\xff\x10\0\x06\0\xff\xff\xff\xff\x20\0\x00\0\xff\xff\xff\xff";
+    c.setxattr(
+        &Who::Mount,
+        NodeId(f.node),
+        b"system.posix_acl_access",
+        named,
+        0,
+        cb,
+    );
+    assert!(got.lock().unwrap().is_none());
+    assert!(matches!(
+        held.answer(
+            &Request::SetXattr {
+                node: 0,
+                name: b"".to_vec().into(),
+                value: b"".to_vec().into(),
+                flags: 0
+            },
+            Ok(Response::Ok)
+        ),
+        Request::SetXattr { .. }
+    ));
+}
