@@ -81,6 +81,12 @@ impl Made {
         self.lock().get(&node).filter(|n| !n.gone).map(|n| n.attr)
     }
 
+    /// The directory `node` was created in, when the host holds its
+    /// attributes.
+    pub(super) fn parent(&self, node: u64) -> Option<u64> {
+        self.lock().get(&node).filter(|n| !n.gone).map(|n| n.parent)
+    }
+
     /// Applies `set` to `node` when the host holds its attributes: the
     /// new attributes, the handle and the directory a refusal is reported
     /// on. The node is fenced until [`Made::landed`].

@@ -2113,11 +2113,15 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: i32,
         cb: Cb<()>,
     ) {
-        // GNU cp -a's trivial ACL on a file created behind: a chmod.
-        // (Were the node dropped meanwhile, the chmod waits: the same.)
+        // GNU cp -a's trivial ACL on a file created behind: a chmod, when
+        // the file has no ACL of its own (its directory, made, has no
+        // xattrs, so no default ACL). (Were the node dropped meanwhile,
+        // the chmod waits: the same.)
+        let plain_dir = |dir: u64| !self.pending.is_pending(dir) && self.no_xattrs.known_empty(dir);
         let acl = (name == b"system.posix_acl_access" && flags == 0 && self.opts.pipeline)
             .then(|| made::trivial_acl(value))
-            .flatten();
+            .flatten()
+            .filter(|_| self.made.parent(node).is_some_and(plain_dir));
         if let Some((perms, a)) = acl.zip(self.made.attr(node)) {
             let set = SetAttr {
                 mode: Some((a.mode & 0o7000) | perms),

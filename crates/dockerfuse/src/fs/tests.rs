@@ -2217,6 +2217,8 @@ fn sync_metadata_setattrs_wait_as_before() {
 #[test]
 fn cp_a_s_trivial_acl_on_a_file_created_behind_is_a_chmod_sent_behind() {
     let (c, held) = pipelined();
+    // The directory has no xattrs: no default ACL the file inherits.
+    c.no_xattrs.note_empty(1, Duration::from_secs(60));
     let (f, fh) = created_behind(&c);
     let acl = b"\x02\0\0\0\x01\0\x06\0\xff\xff\xff\xff\x04\0\x00\0\xff\xff\xff\xff\x20\0\x00\0\xff\xff\xff\xff";
     let (cb, got) = capture();
@@ -2272,4 +2274,20 @@ fn cp_a_s_trivial_acl_on_a_file_created_behind_is_a_chmod_sent_behind() {
         ),
         Request::SetXattr { .. }
     ));
+    // In a directory that may have a default ACL, the file may have an
+    // ACL of its own: the xattr goes as it is.
+    c.no_xattrs.forget(1);
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(1), b"g", 0o644, libc::O_WRONLY, cb);
+    let (g, _, _) = got.lock().unwrap().take().unwrap().unwrap();
+    let (cb, got) = capture();
+    c.setxattr(
+        &Who::Mount,
+        NodeId(g.node),
+        b"system.posix_acl_access",
+        acl,
+        0,
+        cb,
+    );
+    assert!(got.lock().unwrap().is_none());
 }
