@@ -39,7 +39,9 @@
 //!   once with ids the host chose and made in the container behind, in
 //!   order ([`pending`]); a directory a lookup missed in is listed
 //!   behind, so that the names created next need no lookup
-//!   ([`list_behind`]);
+//!   ([`list_behind`]); a file so created has its attributes held on
+//!   the host while its handle is open, which answers its setattrs at
+//!   once, sent behind too ([`made`]);
 //! * the handles that may write are known, so that the change feed never
 //!   makes the kernel wait on their writeback ([`writers`]).
 
@@ -56,6 +58,7 @@ mod ledger;
 mod links;
 mod list_behind;
 mod listing;
+mod made;
 mod pending;
 mod prefetch;
 mod releases;
@@ -199,6 +202,7 @@ pub(crate) struct Core<T: Transport, B = ()> {
     heads: Arc<Heads>,
     releases: Arc<Releases>,
     pending: Arc<Pending>,
+    made: Arc<made::Made>,
     listing: Arc<list_behind::ListBehind>,
     /// Set when the kernel agreed to passthrough.
     passthrough: OnceLock<Arc<crate::kernel::passthrough::Backings<B>>>,
@@ -334,6 +338,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             heads,
             releases: Arc::default(),
             pending: Arc::default(),
+            made: Arc::default(),
             listing: Arc::default(),
             passthrough: OnceLock::new(),
         }
@@ -492,6 +497,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let nodes: Vec<(u64, u64)> = nodes.into_iter().map(|(NodeId(n), c)| (n, c)).collect();
         for &(node, count) in &nodes {
             self.coherence.forgotten(node, count);
+            self.made.forget(node);
         }
         if nodes.is_empty() {
             return;
@@ -515,6 +521,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     ) {
         // Kept on the host, unless writes accepted before may change them
         // (they wait for those writes, below).
+        if let Some(a) = self.made.attr(node) {
+            return cb(Ok((a, self.coherence.attr_ttl(node, a.mode))));
+        }
         let idle = self.out.behind.as_ref().is_none_or(|b| b.is_idle());
         if let Some(kept) = self.coherence.kept_attr(node).filter(|_| idle) {
             return cb(Ok(kept));
@@ -555,6 +564,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     ) {
         let fh = fh.filter(|f| !f.is_host()).map(|Fh(f)| f);
         self.coherence.forget_dir_mode(node);
+        let Some(cb) = self.setattr_behind(node, fh, &attr, cb) else {
+            return;
+        };
         let cb = match attr.size {
             Some(_) => self.changing(cb),
             None => cb,
@@ -610,6 +622,67 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             node,
             then_mtime,
         )
+    }
+
+    /// A setattr of a file whose attributes the host holds ([`made`]):
+    /// answered at once with the change applied and sent once the
+    /// writes accepted before it landed; the file's writes after it wait
+    /// for it. A refusal is kept for the file's handle (its next write,
+    /// close or fsync) and its directory's fsync. Gives `cb` back when
+    /// it may not be.
+    fn setattr_behind(
+        &self,
+        node: u64,
+        fh: Option<u64>,
+        attr: &SetAttr,
+        cb: Cb<(Attr, Duration)>,
+    ) -> Option<Cb<(Attr, Duration)>> {
+        let Some(behind) = self.out.behind.clone().filter(|_| self.opts.pipeline) else {
+            return Some(cb);
+        };
+        let Some((a, made_fh, parent)) = self.made.set(node, attr) else {
+            return Some(cb);
+        };
+        if attr.size.is_some() {
+            self.heads.clear();
+        }
+        let coh = self.coherence.clone();
+        coh.touched(node);
+        let req = Request::SetAttr {
+            node,
+            fh,
+            attr: attr.clone(),
+        };
+        let (rpc, made, pending, b2, heads) = (
+            self.out.rpc.clone(),
+            self.made.clone(),
+            self.pending.clone(),
+            behind.clone(),
+            self.heads.clone(),
+        );
+        let finish = move |seq: u64, r: Result<Response<'_>, Errno>| {
+            coh.touched(node);
+            heads.clear();
+            let r = r.and_then(replies::attr);
+            if let Err(e) = r {
+                tracing::debug!(
+                    node,
+                    errno = e.0,
+                    "a setattr sent behind was refused: the next write, close or fsync of the file reports it"
+                );
+                b2.fail(made_fh, e);
+                pending.fail(parent, e);
+                coh.provisional_done(node);
+            }
+            made.landed(node, r.is_ok());
+            b2.unhold(seq, None, None);
+        };
+        behind.hold_after(Box::new(move |seq| {
+            let _bg = crate::mount::waits::background();
+            rpc.call(&req, Box::new(move |r| finish(seq, r)))
+        }));
+        cb(Ok((a, self.coherence.attr_ttl(node, a.mode))));
+        None
     }
 
     /// getattr/setattr: the attributes, reported under `node`, and their TTL.
@@ -873,6 +946,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     }
 
     pub(crate) fn unlink(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
+        self.made.forget_all();
         let cb = self.noting(parent, name, false, cb);
         let req = Request::Unlink {
             parent,
@@ -882,6 +956,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     }
 
     pub(crate) fn rmdir(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
+        self.made.forget_all();
         let cb = self.noting(parent, name, false, cb);
         let name = name.into();
         self.call(who, Request::Rmdir { parent, name }, replies::ok, cb)
@@ -902,6 +977,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         // them meanwhile, so the old name is left unknown. Failed: neither
         // is known.
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        self.made.forget_all();
         let (coh, old, new) = (self.coherence.clone(), name.to_vec(), new_name.to_vec());
         // Both parents' times, the moved node's ctime and a replaced
         // node's link count change.
@@ -981,6 +1057,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         new_name: &[u8],
         cb: Cb<(Entry, Ttl)>,
     ) {
+        self.made.forget_all();
         self.call_entry(
             who,
             Request::Link {
@@ -1246,6 +1323,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: i32,
         reply: R,
     ) {
+        self.made.forget(node);
         let small = self
             .small_open(node, flags)
             .map(|lifetime| (lifetime, self.heads.ticket()));
@@ -1479,6 +1557,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             time,
         };
         let stamp = coh.attr_stamp();
+        self.made.begin(node, parent, fh, attr);
+        let made = self.made.clone();
         let (pending, rpc, cache, owned, c) = (
             self.pending.clone(),
             self.out.rpc.clone(),
@@ -1511,6 +1591,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                         errno = e.0,
                         "a create sent behind was refused: the next write, close or fsync of the file reports it"
                     );
+                    made.forget(node);
                     c.refused(parent, &owned);
                     pending.done(node, parent, Err(e));
                     behind.unhold(seq, Some(fh), Some(e));
@@ -1545,6 +1626,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// Reads up to `size` bytes; never hands on more than asked. Answered
     /// here when the open brought the file's contents and they are current.
     pub(crate) fn read(&self, who: &Who, Fh(fh): Fh, offset: u64, size: u32, cb: BytesCb) {
+        // The read moves the atime in the container.
+        self.made_done(fh);
         if let Some((data, range)) = self.heads.read(fh, offset, size) {
             return cb(Ok(&data[range]));
         }
@@ -1613,9 +1696,27 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             false => self.changing(cb),
         };
         let cb = self.touching(node, cb);
+        let cb: Cb<u32> = match kill_suidgid {
+            true => {
+                self.made.forget(node);
+                cb
+            }
+            false => {
+                let made = self.made.clone();
+                Box::new(move |r| {
+                    if let Ok(n) = r {
+                        made.wrote(node, offset.saturating_add(n.into()));
+                    }
+                    cb(r)
+                })
+            }
+        };
         let writer = Writer {
             out: self.out.clone(),
             who: who.clone(),
+            // After a setattr sent behind, which the queued writes do
+            // not wait for.
+            through: self.made.fenced(node),
         };
         if !kill_suidgid || self.opts.per_caller {
             return writer.write(fh, offset, data, cb);
@@ -1687,7 +1788,17 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// satellite closes the file when the request gets there, after the
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
+    /// Handle `fh` is read or released: a file it created is no longer
+    /// followed on the host ([`made`]), and the kernel, which got its
+    /// times on the host's clock, asks the container next time.
+    fn made_done(&self, fh: u64) {
+        if let Some(node) = self.made.handle_done(fh) {
+            self.coherence.provisional_done(node);
+        }
+    }
+
     pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
+        self.made_done(fh);
         self.coherence.released(fh);
         if Fh(fh).is_host() {
             // Opened lazily: closed in the container only if it was opened
@@ -1746,6 +1857,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         mode: i32,
         cb: Cb<()>,
     ) {
+        self.made.forget(node);
         let cb = self.touching(node, self.changing(self.expiring(node, cb)));
         let req = Request::Fallocate {
             fh,
@@ -1777,6 +1889,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: u32,
         cb: Cb<u32>,
     ) {
+        self.made.forget(node_out);
         let cb = self.touching(node_out, self.changing(self.expiring(node_out, cb)));
         // The source's atime may move too.
         self.coherence.read_through(fh_in);
@@ -2000,7 +2113,39 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: i32,
         cb: Cb<()>,
     ) {
+        // GNU cp -a's trivial ACL on a file created behind: a chmod, when
+        // the file has no ACL of its own (its directory, made, has no
+        // xattrs, so no default ACL). (Were the node dropped meanwhile,
+        // the chmod waits: the same.)
+        let plain_dir = |dir: u64| !self.pending.is_pending(dir) && self.no_xattrs.known_empty(dir);
+        let acl = (name == b"system.posix_acl_access" && flags == 0 && self.opts.pipeline)
+            .then(|| made::trivial_acl(value))
+            .flatten()
+            .filter(|_| self.made.parent(node).is_some_and(plain_dir));
+        if let Some((perms, a)) = acl.zip(self.made.attr(node)) {
+            let set = SetAttr {
+                mode: Some((a.mode & 0o7000) | perms),
+                ..Default::default()
+            };
+            let cb: Cb<(Attr, Duration)> = Box::new(move |r| cb(r.map(|_| ())));
+            match self.setattr_behind(node, None, &set, cb) {
+                None => return,
+                Some(cb) => {
+                    return self.call_attr(
+                        who,
+                        Request::SetAttr {
+                            node,
+                            fh: None,
+                            attr: set,
+                        },
+                        node,
+                        cb,
+                    )
+                }
+            }
+        }
         self.no_xattrs.forget(node);
+        self.made.forget(node);
         // The ctime changes.
         let cb = self.touching(node, cb);
         let req = Request::SetXattr {
@@ -2014,6 +2159,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     pub(crate) fn removexattr(&self, who: &Who, NodeId(node): NodeId, name: &[u8], cb: Cb<()>) {
         self.no_xattrs.forget(node);
+        self.made.forget(node);
         let cb = self.touching(node, cb);
         let name = name.into();
         self.call(who, Request::RemoveXattr { node, name }, replies::ok, cb)
@@ -2046,12 +2192,14 @@ struct Pipelined {
 struct Writer<T> {
     out: Outbox<T>,
     who: Who,
+    /// Sent after everything before it, never queued.
+    through: bool,
 }
 
 impl<T: Transport> Writer<T> {
     /// Accepted behind when write-behind takes it, else sent.
     fn write(&self, fh: u64, offset: u64, data: &[u8], cb: Cb<u32>) {
-        if let Some(b) = &self.out.behind {
+        if let Some(b) = self.out.behind.as_ref().filter(|_| !self.through) {
             match b.write(fh, offset, data) {
                 Accepted::Queued(n) => return cb(Ok(n)),
                 Accepted::Failed(e) => return cb(Err(e)),

@@ -100,6 +100,15 @@ impl Pending {
         }
     }
 
+    /// An operation sent behind on a node in `parent` was refused: kept
+    /// for `parent`'s fsync.
+    pub(super) fn fail(&self, parent: u64, e: Errno) {
+        let mut g = self.lock();
+        if g.failed.len() < MAX_FAILED || g.failed.contains_key(&parent) {
+            g.failed.entry(parent).or_insert(e);
+        }
+    }
+
     /// The container made an empty directory with these size, blocks,
     /// link count and block size.
     pub(super) fn learn_empty_dir(&self, a: &dockerfuse_proto::Attr) {

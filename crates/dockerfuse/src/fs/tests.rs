@@ -2026,3 +2026,268 @@ fn a_mkdir_the_container_refuses_fails_what_was_created_in_it() {
     );
     assert!(!c.coherence().listings().absent(1, b"d"));
 }
+
+/// A create sent behind, of `f` in the root (a write-only handle).
+fn created_behind(c: &Core<Held>) -> (Entry, Fh) {
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(1), b"f", 0o644, libc::O_WRONLY, cb);
+    let (f, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+    (f, opened.fh)
+}
+
+fn create_new() -> Request<'static> {
+    Request::CreateNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        flags: Default::default(),
+        node: 0,
+        fh: 0,
+        time: (0, 0),
+    }
+}
+
+fn set_attr() -> Request<'static> {
+    Request::SetAttr {
+        node: 0,
+        fh: None,
+        attr: SetAttr::default(),
+    }
+}
+
+fn write_req() -> Request<'static> {
+    Request::Write {
+        fh: 0,
+        offset: 0,
+        data: b"".to_vec().into(),
+    }
+}
+
+#[test]
+fn a_setattr_of_a_file_created_behind_is_answered_at_once_and_sent_after_its_writes() {
+    let (c, held) = pipelined();
+    let (f, fh) = created_behind(&c);
+    let (cb, wrote) = capture();
+    c.write(&Who::Mount, NodeId(f.node), fh, 0, b"hello", false, cb);
+    assert_eq!(wrote.lock().unwrap().take(), Some(Ok(5)));
+    let set = SetAttr {
+        mode: Some(0o600),
+        uid: Some(1000),
+        mtime: Some(SetTime::At { sec: 7, nsec: 8 }),
+        ..Default::default()
+    };
+    let (cb, got) = capture();
+    c.setattr(&Who::Mount, NodeId(f.node), None, set.clone(), cb);
+    let (a, _) = got.lock().unwrap().take().unwrap().unwrap();
+    assert_eq!(a.mode, libc::S_IFREG | 0o600);
+    assert_eq!((a.uid, a.size, a.mtime, a.mtime_nsec), (1000, 5, 7, 8));
+    assert!(a.ctime >= f.attr.ctime);
+    // fstat after it: on the host too.
+    let (cb, stat) = capture();
+    c.getattr(&Who::Mount, NodeId(f.node), None, cb);
+    assert_eq!(stat.lock().unwrap().take().unwrap().unwrap().0, a);
+    // A write after the setattr waits for it, not queued behind it.
+    let (cb, later) = capture();
+    c.write(&Who::Mount, NodeId(f.node), fh, 5, b"!", false, cb);
+    assert_eq!(held.kinds(), vec![create_new().tag()]);
+    let mut made = f;
+    made.attr.ino = 99;
+    held.answer(
+        &create_new(),
+        Ok(Response::Created {
+            entry: made,
+            fh: fh.0,
+        }),
+    );
+    // The create, then the write before the setattr, then the setattr,
+    // then the write after it.
+    assert_eq!(held.kinds(), vec![write_req().tag()]);
+    held.answer(&write_req(), Ok(Response::Written(5)));
+    assert_eq!(held.kinds(), vec![set_attr().tag()]);
+    let sent = held.answer(&set_attr(), Ok(Response::Attr(a)));
+    assert_eq!(
+        sent,
+        Request::SetAttr {
+            node: f.node,
+            fh: None,
+            attr: set
+        }
+    );
+    assert!(later.lock().unwrap().is_none());
+    let w = held.answer(&write_req(), Ok(Response::Written(1)));
+    assert!(matches!(w, Request::Write { offset: 5, .. }));
+    assert_eq!(later.lock().unwrap().take(), Some(Ok(1)));
+    let (cb, stat) = capture();
+    c.getattr(&Who::Mount, NodeId(f.node), None, cb);
+    assert_eq!(stat.lock().unwrap().take().unwrap().unwrap().0.size, 6);
+    // Once released, the container answers again, and the kernel's copy
+    // (times on the host's clock) is expired.
+    let expired = Arc::new(Mutex::new(Vec::new()));
+    let e = expired.clone();
+    c.coherence()
+        .set_expire_attrs(Box::new(move |node| e.lock().unwrap().push(node)));
+    let (cb, _) = capture();
+    c.release(fh, cb);
+    assert_eq!(*expired.lock().unwrap(), vec![f.node]);
+    let (cb, stat) = capture();
+    c.getattr(&Who::Mount, NodeId(f.node), None, cb);
+    assert!(stat.lock().unwrap().is_none());
+    assert!(held
+        .kinds()
+        .contains(&Request::GetAttr { node: 0, fh: None }.tag()));
+}
+
+#[test]
+fn a_setattr_sent_behind_the_container_refuses_is_reported_at_close_and_by_the_directorys_fsync() {
+    let (c, held) = pipelined();
+    let (f, fh) = created_behind(&c);
+    let (cb, got) = capture();
+    let set = SetAttr {
+        uid: Some(1000),
+        ..Default::default()
+    };
+    c.setattr(&Who::Mount, NodeId(f.node), None, set, cb);
+    assert!(got.lock().unwrap().take().unwrap().is_ok());
+    let (cb, flushed) = capture();
+    c.flush(fh, cb);
+    held.answer(&create_new(), Ok(Response::Created { entry: f, fh: fh.0 }));
+    assert!(flushed.lock().unwrap().is_none(), "close waits for it");
+    held.answer(&set_attr(), Err(Errno(libc::EPERM)));
+    assert_eq!(
+        flushed.lock().unwrap().take(),
+        Some(Err(Errno(libc::EPERM)))
+    );
+    // No longer answered on the host.
+    let (cb, got) = capture();
+    c.setattr(&Who::Mount, NodeId(f.node), None, SetAttr::default(), cb);
+    assert!(got.lock().unwrap().is_none());
+    held.answer(&set_attr(), Ok(Response::Attr(f.attr)));
+    let (cb, synced) = capture();
+    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
+    held.answer(
+        &Request::FsyncDir {
+            fh: 5,
+            datasync: false,
+        },
+        Ok(Response::Ok),
+    );
+    assert_eq!(synced.lock().unwrap().take(), Some(Err(Errno(libc::EPERM))));
+}
+
+#[test]
+fn sync_metadata_setattrs_wait_as_before() {
+    let held = Held::default();
+    let c: Core<Held> = Core::new(
+        held.clone(),
+        Options {
+            per_caller: false,
+            write_behind: true,
+            pipeline: false,
+            ..opts()
+        },
+    );
+    c.coherence().feed_on();
+    c.coherence().listings().made_empty(1);
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(1), b"f", 0o644, libc::O_WRONLY, cb);
+    assert!(got.lock().unwrap().is_none());
+    let mut e = entry(42, true);
+    e.attr.mode = libc::S_IFREG | 0o644;
+    held.answer(
+        &Request::Create {
+            parent: 0,
+            name: b"".to_vec().into(),
+            mode: 0,
+            flags: Default::default(),
+        },
+        Ok(Response::Created { entry: e, fh: 3 }),
+    );
+    assert!(got.lock().unwrap().take().unwrap().is_ok());
+    let (cb, got) = capture();
+    let set = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    c.setattr(&Who::Mount, NodeId(42), None, set, cb);
+    assert!(got.lock().unwrap().is_none(), "waits for the container");
+    held.answer(&set_attr(), Ok(Response::Attr(e.attr)));
+    assert!(got.lock().unwrap().take().unwrap().is_ok());
+}
+
+#[test]
+fn cp_a_s_trivial_acl_on_a_file_created_behind_is_a_chmod_sent_behind() {
+    let (c, held) = pipelined();
+    // The directory has no xattrs: no default ACL the file inherits.
+    c.no_xattrs.note_empty(1, Duration::from_secs(60));
+    let (f, fh) = created_behind(&c);
+    let acl = b"\x02\0\0\0\x01\0\x06\0\xff\xff\xff\xff\x04\0\x00\0\xff\xff\xff\xff\x20\0\x00\0\xff\xff\xff\xff";
+    let (cb, got) = capture();
+    c.setxattr(
+        &Who::Mount,
+        NodeId(f.node),
+        b"system.posix_acl_access",
+        acl,
+        0,
+        cb,
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+    let (cb, stat) = capture();
+    c.getattr(&Who::Mount, NodeId(f.node), None, cb);
+    assert_eq!(
+        stat.lock().unwrap().take().unwrap().unwrap().0.mode,
+        libc::S_IFREG | 0o600
+    );
+    held.answer(&create_new(), Ok(Response::Created { entry: f, fh: fh.0 }));
+    let sent = held.answer(&set_attr(), Ok(Response::Attr(f.attr)));
+    assert_eq!(
+        sent,
+        Request::SetAttr {
+            node: f.node,
+            fh: None,
+            attr: SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            }
+        }
+    );
+    // Another ACL goes as it is, and waits.
+    let (cb, got) = capture();
+    let named = b"\x02\0\0\0\x01\0\x06\0\xff\xff\xff\xff\x02\0\x06\0\xe8\x03\0\0\x04\0\x00\0\xff\xff\xff\xff\x10\0\x06\0\xff\xff\xff\xff\x20\0\x00\0\xff\xff\xff\xff";
+    c.setxattr(
+        &Who::Mount,
+        NodeId(f.node),
+        b"system.posix_acl_access",
+        named,
+        0,
+        cb,
+    );
+    assert!(got.lock().unwrap().is_none());
+    assert!(matches!(
+        held.answer(
+            &Request::SetXattr {
+                node: 0,
+                name: b"".to_vec().into(),
+                value: b"".to_vec().into(),
+                flags: 0
+            },
+            Ok(Response::Ok)
+        ),
+        Request::SetXattr { .. }
+    ));
+    // In a directory that may have a default ACL, the file may have an
+    // ACL of its own: the xattr goes as it is.
+    c.no_xattrs.forget(1);
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(1), b"g", 0o644, libc::O_WRONLY, cb);
+    let (g, _, _) = got.lock().unwrap().take().unwrap().unwrap();
+    let (cb, got) = capture();
+    c.setxattr(
+        &Who::Mount,
+        NodeId(g.node),
+        b"system.posix_acl_access",
+        acl,
+        0,
+        cb,
+    );
+    assert!(got.lock().unwrap().is_none());
+}

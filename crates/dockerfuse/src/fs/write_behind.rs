@@ -350,6 +350,32 @@ impl WriteBehind {
         g.waiting.push_back((upto, then));
     }
 
+    /// An operation answered before the container did it and sent behind
+    /// (a setattr of a file created behind, [`super::made`]): like
+    /// [`WriteBehind::hold`] it counts as a write accepted now, and `send`
+    /// runs with its number once the writes accepted before it are
+    /// acknowledged. Release it with [`WriteBehind::unhold`].
+    pub(super) fn hold_after(&self, send: Box<dyn FnOnce(u64) + Send>) {
+        let mut g = self.lock();
+        let seq = g.next;
+        g.next += 1;
+        g.open.insert(seq);
+        if g.open.first().is_some_and(|&first| first < seq) {
+            g.waiting.push_back((seq, Box::new(move || send(seq))));
+            return;
+        }
+        drop(g);
+        send(seq)
+    }
+
+    /// Keeps `e` for `fh`'s next write, flush or fsync (unless it has
+    /// one already).
+    pub(super) fn fail(&self, fh: u64, e: Errno) {
+        if let Some(f) = self.lock().files.get_mut(&fh) {
+            f.error = f.error.or(Some(e));
+        }
+    }
+
     /// No write is waiting or in flight (a request may go at once).
     pub(super) fn is_idle(&self) -> bool {
         self.lock().open.is_empty()
