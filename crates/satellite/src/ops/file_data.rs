@@ -134,7 +134,7 @@ impl Fs {
                 libc::O_PATH,
                 0,
             )?;
-            let st = sys::fstat(fd.as_raw_fd())?;
+            let st = sys::stat_fd(fd.as_raw_fd())?;
             let no_xattrs = has_no_xattrs(path_fd.as_raw_fd(), &st);
             self.nodes
                 .add_new(id, key_of(&st), path_fd, false, Some((parent, name)))?;
@@ -150,7 +150,7 @@ impl Fs {
             }
         };
         let st = match self.note_held(id, libc::S_IFREG, Some((parent, name))) {
-            true => sys::fstat(fd.as_raw_fd())?,
+            true => sys::stat_fd(fd.as_raw_fd())?,
             false => st,
         };
         self.handles.insert_at(fh, Handle::File(fd))?;
