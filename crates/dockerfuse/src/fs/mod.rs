@@ -861,6 +861,30 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         }
     }
 
+    /// What the host learns of a node it made behind, for its answer: the
+    /// entry, its TTLs, the parent's changed listing and times.
+    fn note_made(
+        &self,
+        coh: &Coherence,
+        parent: u64,
+        name: &[u8],
+        node: u64,
+        attr: Attr,
+    ) -> (Entry, Ttl) {
+        let entry = Entry {
+            node,
+            attr,
+            no_xattrs: true,
+        };
+        let ttl = coh.entry(parent, name, node, attr.mode);
+        // A new node has no xattrs (provisional too: a default ACL or a
+        // security label of the container's shows once it is made).
+        self.no_xattrs.note(&entry, ttl.attr);
+        coh.touched(parent);
+        coh.listings().created(parent, name);
+        (entry, ttl)
+    }
+
     /// mkdir answered at once and sent behind ([`pending`]); gives `cb`
     /// back when it may not be.
     fn mkdir_behind(
@@ -879,17 +903,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             node, behind, time, ..
         } = p;
         coh.learn_dir_mode(node, attr.mode, attr.gid);
-        let entry = Entry {
-            node,
-            attr,
-            no_xattrs: true,
-        };
-        let ttl = coh.entry(parent, name, node, attr.mode);
-        // A new node has no xattrs (provisional too: a default ACL or a
-        // security label of the container's shows once it is made).
-        self.no_xattrs.note(&entry, ttl.attr);
-        coh.touched(parent);
-        coh.listings().created(parent, name);
+        let (entry, ttl) = self.note_made(&coh, parent, name, node, attr);
         coh.listings().made_empty(node);
         let seq = behind.hold(None);
         let req = Request::MkdirNew {
@@ -1533,17 +1547,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             time,
             ..
         } = p;
-        let entry = Entry {
-            node,
-            attr,
-            no_xattrs: true,
-        };
-        let ttl = coh.entry(parent, name, node, attr.mode);
-        // A new node has no xattrs (provisional too: a default ACL or a
-        // security label of the container's shows once it is made).
-        self.no_xattrs.note(&entry, ttl.attr);
-        coh.touched(parent);
-        coh.listings().created(parent, name);
+        let (entry, ttl) = self.note_made(&coh, parent, name, node, attr);
         behind.opened(fh, node, flags & libc::O_APPEND != 0, false);
         let seq = behind.hold(Some(fh));
         coh.opened(fh, node);
