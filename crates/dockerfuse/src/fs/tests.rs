@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use dockerfuse_proto::{DirEntry, Request, Response};
 
+use super::ops::suidgid_cleared;
 use super::*;
 
 /// Answers every request with a canned response, recording requests.

@@ -73,7 +73,7 @@ struct Inner {
     epoch: Instant,
     tx: Sender<Vec<u8>>,
     /// On a socket: frames are written by the thread that sends them.
-    direct: Option<Direct>,
+    inline: Option<InlineWriter>,
     closed_tx: Sender<String>,
     events: Mutex<Option<EventHandler>>,
 }
@@ -85,13 +85,13 @@ struct Inner {
 /// the writer has written them: frames never interleave and never block
 /// the sender (a paused container stops reading, and the watchdog, not a
 /// blocked kernel request, decides then).
-struct Direct {
+struct InlineWriter {
     fd: std::os::fd::OwnedFd,
     /// Bytes handed to the writer task and not yet written.
     queued: Mutex<usize>,
 }
 
-impl Direct {
+impl InlineWriter {
     /// Writes what the socket takes of `buf` now: how many bytes.
     fn try_write(&self, buf: &[u8]) -> usize {
         use std::os::fd::AsRawFd;
@@ -204,7 +204,7 @@ impl Rpc {
         let fd = std::os::fd::OwnedFd::from(socket.try_clone()?);
         let stream = smol::Async::new(socket)?;
         let (reader, writer) = futures_util::AsyncReadExt::split(stream);
-        let direct = Direct {
+        let inline = InlineWriter {
             fd,
             queued: Mutex::new(0),
         };
@@ -212,7 +212,7 @@ impl Rpc {
             Self::byte_chunks(reader),
             Box::pin(writer),
             stall,
-            Some(direct),
+            Some(inline),
         ))
     }
 
@@ -224,7 +224,7 @@ impl Rpc {
         output: Incoming,
         input: Outgoing,
         stall: Duration,
-        direct: Option<Direct>,
+        inline: Option<InlineWriter>,
     ) -> Started {
         let (tx, rx) = smol::channel::unbounded();
         let (closed_tx, closed) = smol::channel::bounded(1);
@@ -238,7 +238,7 @@ impl Rpc {
             last_rx: AtomicU64::new(0),
             epoch: Instant::now(),
             tx,
-            direct,
+            inline,
             closed_tx,
             events: Mutex::new(None),
         });
@@ -255,7 +255,7 @@ impl Rpc {
             };
             let writer = async move {
                 let written = |n: usize| {
-                    if let Some(d) = &w.inner.direct {
+                    if let Some(d) = &w.inner.inline {
                         let mut q = d.queued();
                         *q = q.saturating_sub(n);
                     }
@@ -304,7 +304,7 @@ impl Rpc {
     /// when it can, else through the writer task.
     fn send_bytes(&self, mut buf: Vec<u8>) -> Result<(), Errno> {
         let tx = &self.inner.tx;
-        let Some(d) = &self.inner.direct else {
+        let Some(d) = &self.inner.inline else {
             return tx.try_send(buf).map_err(|_| Errno::EIO);
         };
         if tx.is_closed() {
