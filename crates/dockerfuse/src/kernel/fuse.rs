@@ -361,21 +361,35 @@ impl<'a> Answer<Vec<DirItem<'a>>> for ReplyDirectory {
     }
 }
 
+/// The reply to an open, and whether the file was opened read-only.
+struct FileOpen {
+    reply: ReplyOpen,
+    read_only: bool,
+}
+
 /// open: served by the kernel from the backing file, or through us,
 /// keeping the cached pages (the kernel drops them itself when it sees
-/// size or mtime change, FUSE_AUTO_INVAL_DATA).
-impl OpenReply<BackingId, Opened<BackingId>> for ReplyOpen {
+/// size or mtime change, FUSE_AUTO_INVAL_DATA). A read-only handle has
+/// no writes whose errors its close(2) could report: the kernel sends no
+/// FLUSH for it (FOPEN_NOFLUSH; locks are the kernel's own).
+impl OpenReply<BackingId, Opened<BackingId>> for FileOpen {
     fn register(&self, fd: &std::os::fd::OwnedFd) -> std::io::Result<BackingId> {
-        self.open_backing(fd)
+        self.reply.open_backing(fd)
     }
     fn answer(self, r: Result<Opened<BackingId>, Errno>) {
+        let noflush = match self.read_only {
+            true => FopenFlags::FOPEN_NOFLUSH,
+            false => FopenFlags::empty(),
+        };
         match r {
             Ok(Opened {
                 fh,
                 passthrough: Some(b),
-            }) => self.opened_passthrough(FileHandle(fh.0), FopenFlags::empty(), &b),
-            Ok(Opened { fh, .. }) => self.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => self.error(errno(e)),
+            }) => self.reply.opened_passthrough(FileHandle(fh.0), noflush, &b),
+            Ok(Opened { fh, .. }) => self
+                .reply
+                .opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE | noflush),
+            Err(e) => self.reply.error(errno(e)),
         }
     }
 }
@@ -627,6 +641,10 @@ impl<T: Transport> Filesystem for FuseFs<T> {
         let _w = waits::kernel(waits::Op::Open);
         let _span = request_span(req, "open", ino);
         let who = self.who(req);
+        let reply = FileOpen {
+            reply,
+            read_only: flags.0 & libc::O_ACCMODE == libc::O_RDONLY,
+        };
         self.core.open(&who, NodeId(ino.0), flags.0, reply);
     }
 
