@@ -153,6 +153,12 @@ pub(crate) struct Options {
     /// create or mkdir of a name known absent is answered at once and
     /// sent behind ([`pending`]; needs `write_behind`).
     pub(crate) pipeline: bool,
+    /// The kernel checks permissions (`default_permissions`) and keeps
+    /// each inode's POSIX ACLs itself (FUSE_POSIX_ACL): asked for once
+    /// per inode, dropped by the change feed's invalidations. Only where
+    /// the kernel's check cannot refuse what the container would allow
+    /// (`--allow-other`, or root on both sides) and the feed runs.
+    pub(crate) kernel_acls: bool,
 }
 
 /// Outcome callback of one operation.

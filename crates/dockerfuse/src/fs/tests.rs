@@ -56,6 +56,7 @@ fn opts() -> Options {
         open_read_dir: false,
         stream: false,
         pipeline: false,
+        kernel_acls: false,
     }
 }
 

@@ -440,6 +440,12 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             // every write(2).
             wanted |= InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         }
+        if self.core.options().kernel_acls {
+            // The kernel keeps each inode's ACLs and answers the
+            // `system.posix_acl_*` probes (`ls -l` makes one per file)
+            // itself; it also checks permissions (default_permissions).
+            wanted |= InitFlags::FUSE_POSIX_ACL;
+        }
         let available = config.capabilities();
         let missing = wanted & !available;
         if !missing.is_empty() {
