@@ -170,6 +170,16 @@ fn getxattr_of_a_node_known_to_have_none_needs_no_round_trip() {
         Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
     );
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ENODATA)));
+    // The SELinux label: not supported (`ls -l` stops asking for it).
+    let g = got.clone();
+    c.getxattr(
+        &Who::Mount,
+        NodeId(9),
+        b"security.selinux",
+        255,
+        Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
+    );
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EOPNOTSUPP)));
     let g = got.clone();
     c.listxattr(
         &Who::Mount,
@@ -780,7 +790,7 @@ fn readdirplus_fetches_a_whole_directory_and_forgets_what_the_kernel_did_not_tak
         c.getxattr(
             &Who::Mount,
             NodeId(node),
-            b"security.selinux",
+            b"system.posix_acl_access",
             0,
             Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
         );

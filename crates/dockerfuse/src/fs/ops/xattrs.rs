@@ -3,6 +3,21 @@
 
 use super::super::*;
 
+/// The answer for an xattr of a node known to have none: ENODATA, but
+/// EOPNOTSUPP for the SELinux label. That name reaches us only when the
+/// host runs without SELinux (its security module answers it otherwise),
+/// where a container's label means nothing to the host; GNU `ls -l`
+/// asks for it on every file, and stops asking for the rest of the mount
+/// once told it is not supported (as for a file system without labels).
+/// A label set through the mount, or found by the container, is answered
+/// as any xattr.
+fn no_such_xattr(name: &[u8]) -> Errno {
+    match name {
+        b"security.selinux" => Errno::EOPNOTSUPP,
+        _ => Errno::ENODATA,
+    }
+}
+
 impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn getxattr(
         &self,
@@ -13,7 +28,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: XattrCb,
     ) {
         if self.no_xattrs.known_empty(node) {
-            return cb(Err(Errno::ENODATA));
+            return cb(Err(no_such_xattr(name)));
         }
         let name = name.into();
         self.call_xattr(who, Request::GetXattr { node, name, size }, size, cb)
