@@ -990,6 +990,38 @@ impl<T: Transport> Filesystem for FuseFs<T> {
             answer(reply),
         );
     }
+
+    /// Not supported (ENOSYS, as fuser answers), but counted: the kernel
+    /// asks again for every ioctl (`isatty` on each file python opens).
+    fn ioctl(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        let _w = waits::kernel(waits::Op::Ioctl);
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    /// Not supported, counted (the kernel stops asking after ENOSYS).
+    fn poll(
+        &self,
+        _req: &FuseRequest,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        let _w = waits::kernel(waits::Op::Poll);
+        reply.error(fuser::Errno::ENOSYS);
+    }
 }
 
 #[cfg(test)]

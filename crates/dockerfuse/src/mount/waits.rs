@@ -44,7 +44,7 @@ kinds!(Op, OP_NAMES, OPS:
     StatFs = "STATFS", SetXattr = "SETXATTR", GetXattr = "GETXATTR",
     ListXattr = "LISTXATTR", RemoveXattr = "REMOVEXATTR", Access = "ACCESS",
     Create = "CREATE", Fallocate = "FALLOCATE", Lseek = "LSEEK",
-    CopyFileRange = "COPY_FILE_RANGE",
+    CopyFileRange = "COPY_FILE_RANGE", Ioctl = "IOCTL", Poll = "POLL",
 );
 
 kinds!(Kind, KIND_NAMES, KINDS:
@@ -346,6 +346,7 @@ mod tests {
     #[test]
     fn names_match_the_enums() {
         assert_eq!(OP_NAMES[Op::CopyFileRange as usize], "COPY_FILE_RANGE");
+        assert_eq!(OP_NAMES[Op::Poll as usize], "POLL");
         assert_eq!(OP_NAMES[Op::Lookup as usize], "LOOKUP");
         assert_eq!(KIND_NAMES[Kind::ReleaseMany as usize], "ReleaseMany");
         assert_eq!(KIND_NAMES[Kind::OpenSmall as usize], "OpenSmall");
