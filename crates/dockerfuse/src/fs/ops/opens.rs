@@ -407,7 +407,15 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     /// A create answered at once with the host's node id and handle and
     /// sent behind ([`pending`]); gives `reply` back when it may not be
-    /// (`O_DIRECT`, passthrough on).
+    /// (`O_DIRECT`).
+    ///
+    /// With passthrough such a handle has no backing file (its
+    /// descriptor would come with the container's reply): the kernel
+    /// sends its reads and writes to us, where write-behind batches them,
+    /// as on the exec transport. The new node is counted as open through
+    /// the page cache, so another open of it while the handle lives is
+    /// too (the kernel serves an inode one way at a time); once it is
+    /// released, opens of the file are served from a backing file again.
     pub(in crate::fs) fn create_behind<R: OpenReply<B, (Entry, Ttl, Opened<B>)>>(
         &self,
         _who: &Who,
@@ -417,10 +425,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: i32,
         reply: R,
     ) -> Option<R> {
-        // With passthrough a file is served by the kernel from the
-        // container's descriptor, which only a create that waits brings:
-        // writing a large file costs far more without it than the wait.
-        if flags & libc::O_DIRECT != 0 || self.passthrough.get().is_some() {
+        if flags & libc::O_DIRECT != 0 {
             return Some(reply);
         }
         let Some(p) = self.may_pipeline(parent, name) else {
@@ -440,6 +445,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let (entry, ttl) = self.note_made(&coh, parent, name, node, attr);
         behind.opened(fh, node, flags & libc::O_APPEND != 0, false);
         let seq = behind.hold(Some(fh));
+        if let Some(pt) = self.passthrough.get() {
+            // A node nobody opened yet: never refused, always Cached.
+            let unbacked = |_: &std::os::fd::OwnedFd| Err(std::io::ErrorKind::Unsupported.into());
+            let _ = pt.open(node, fh, None, unbacked);
+        }
         coh.opened(fh, node);
         let req = Request::CreateNew {
             parent,
