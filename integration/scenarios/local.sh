@@ -9,6 +9,14 @@
 #                read the container's file itself); writes, an mmap write
 #                and a read-only + read-write open of one file reach the
 #                container
+#   creates      200 files created, written and closed in a new directory
+#                wait for the container at most 0.1 times per file
+#                (`dockerfuse stats --json`): creates go behind with
+#                passthrough too; a 16 MiB file written through its create
+#                handle reads back right after a cache drop, through a
+#                reopen the kernel serves from the container's file (the
+#                satellite carries no data), and a write through that
+#                reopen reaches the container
 #   descriptors  300 open/close cycles leave nothing open: the client's
 #                descriptor count is unchanged, the satellite holds no open
 #                file afterwards
@@ -24,6 +32,7 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 require_env DOCKERFUSE CONTAINER WORKDIR
+require_tools jq python3
 want='' got='' # set by cap
 
 # This scenario names the transport of each mount itself.
@@ -105,6 +114,47 @@ cap got dx head -c 5 /dfit-local/mm
 assert_eq "the container sees the mmap write" 'mmap!' "$got"
 cap got dx head -c 4 /dfit-local/small
 assert_eq "the container sees the pair's write" PAIR "$got"
+
+# --- creates ----------------------------------------------------------------------------
+log "creates: sent behind with passthrough, files reopened through the kernel"
+waits() { "$DOCKERFUSE" stats "$MNT" --json | jq .waits; }
+check "a new directory through the mount" mkdir "$MNT/dfit-local/new"
+before=$(waits)
+check "200 files created, written and closed" python3 - "$MNT/dfit-local/new" <<'PY'
+import os, sys
+d = sys.argv[1]
+for i in range(200):
+    fd = os.open("%s/f%d" % (d, i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"file %d\n" % i)
+    os.close(fd)
+PY
+after=$(waits)
+log "creates: $((after - before)) waits for 200 files"
+check "200 creates wait at most 20 times ($((after - before)))" test "$((after - before))" -le 20
+cap got dx sh -c 'cat /dfit-local/new/f0 /dfit-local/new/f199; ls /dfit-local/new | wc -l'
+assert_eq "the container has the files and their data" $'file 0\nfile 199\n200' "$got"
+head -c 16777216 /dev/urandom >"$WORKDIR/created"
+cap want sha256sum <"$WORKDIR/created"
+check "a 16 MiB file written through its create handle" cp "$WORKDIR/created" "$MNT/dfit-local/new/big"
+drop_caches
+t0=$(cpu_ticks "$SAT")
+cap got sha256sum <"$MNT/dfit-local/new/big"
+t1=$(cpu_ticks "$SAT")
+assert_eq "the created file reads back through the mount" "$want" "$got"
+log "satellite CPU for reading the created file back: $((t1 - t0)) ticks"
+check "the reopen is served from the container's file (<= 5 ticks of CPU)" test "$((t1 - t0))" -le 5
+cap got sha256sum <"/proc/$INIT/root/dfit-local/new/big"
+assert_eq "the container's file has the data" "$want" "$got"
+check "a write through a reopen of a created file" python3 - "$MNT/dfit-local/new/f7" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.pwrite(fd, b"FILE", 0)
+assert os.pread(fd, 7, 0) == b"FILE 7\n", os.pread(fd, 7, 0)
+os.close(fd)
+PY
+cap got dx cat /dfit-local/new/f7
+assert_eq "the container sees the write through the reopen" "FILE 7" "$got"
+rm -f "$WORKDIR/created"
 
 # --- descriptors ----------------------------------------------------------------------
 log "descriptors: 300 open/close cycles"
