@@ -229,9 +229,8 @@ impl Rpc {
     /// descriptor is non-blocking, shared with the writer: wait with
     /// poll(2), then read). The stream is never pending.
     fn socket_chunks(fd: std::os::fd::OwnedFd) -> Incoming {
-        let incoming = futures_util::stream::unfold(
-            (fd, vec![0u8; 256 * 1024]),
-            |(fd, mut buf)| async move {
+        let incoming =
+            futures_util::stream::unfold((fd, vec![0u8; 256 * 1024]), |(fd, mut buf)| async move {
                 match recv_blocking(&fd, &mut buf) {
                     Ok(0) => None,
                     Ok(n) => {
@@ -240,8 +239,7 @@ impl Rpc {
                     }
                     Err(e) => Some((Err(e), (fd, buf))),
                 }
-            },
-        );
+            });
         Box::pin(incoming)
     }
 
