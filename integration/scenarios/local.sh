@@ -16,7 +16,9 @@
 #                handle reads back right after a cache drop, through a
 #                reopen the kernel serves from the container's file (the
 #                satellite carries no data), and a write through that
-#                reopen reaches the container
+#                reopen reaches the container; the next file created
+#                within 10 s is written by the kernel (its create waited
+#                for the container's descriptor)
 #   descriptors  300 open/close cycles leave nothing open: the client's
 #                descriptor count is unchanged, the satellite holds no open
 #                file afterwards
@@ -145,6 +147,16 @@ log "satellite CPU for reading the created file back: $((t1 - t0)) ticks"
 check "the reopen is served from the container's file (<= 5 ticks of CPU)" test "$((t1 - t0))" -le 5
 cap got sha256sum <"/proc/$INIT/root/dfit-local/new/big"
 assert_eq "the container's file has the data" "$want" "$got"
+# A file created behind grew large: the next creates wait for the
+# container's descriptor and are passed through.
+t0=$(cpu_ticks "$SAT") before=$(waits)
+check "a second 16 MiB file created right after" cp "$WORKDIR/created" "$MNT/dfit-local/new/big2"
+t1=$(cpu_ticks "$SAT") after=$(waits)
+log "satellite CPU for writing the second file: $((t1 - t0)) ticks, $((after - before)) waits"
+check "the second file's create waited for the container" test "$((after - before))" -ge 1
+check "the second file is written by the kernel (<= 5 ticks of CPU)" test "$((t1 - t0))" -le 5
+cap got sha256sum <"/proc/$INIT/root/dfit-local/new/big2"
+assert_eq "the container's second file has the data" "$want" "$got"
 check "a write through a reopen of a created file" python3 - "$MNT/dfit-local/new/f7" <<'PY'
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDWR)

@@ -1870,6 +1870,71 @@ impl OpenReply<(), (Entry, Ttl, Opened)> for CreateRegisters {
 }
 
 #[test]
+fn with_passthrough_creates_wait_for_a_while_after_a_file_created_behind_grew_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = Held::default();
+    let c: Core<HeldFds> = pipelined_over(HeldFds(held.clone(), dir.path().join("f")));
+    let create = |name: &[u8]| {
+        let got: Slot<(u64, bool)> = Arc::default();
+        c.create(
+            &Who::Mount,
+            NodeId(1),
+            name,
+            0o644,
+            libc::O_WRONLY,
+            CreateRegisters(got.clone()),
+        );
+        got
+    };
+    // Without passthrough a large file changes nothing.
+    let (fh, _) = create(b"a").lock().unwrap().take().unwrap().unwrap();
+    let (cb, _) = capture();
+    c.write(
+        &Who::Mount,
+        NodeId(2),
+        Fh(fh),
+        LARGE_CREATED,
+        b"x",
+        false,
+        cb,
+    );
+    assert!(!c.creates_large());
+    c.enable_passthrough();
+    let (fh, _) = create(b"b").lock().unwrap().take().unwrap().unwrap();
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(3), Fh(fh), 0, b"small", false, cb);
+    assert!(!c.creates_large());
+    let (cb, _) = capture();
+    c.write(
+        &Who::Mount,
+        NodeId(3),
+        Fh(fh),
+        LARGE_CREATED,
+        b"x",
+        false,
+        cb,
+    );
+    assert!(c.creates_large());
+    // The next create waits for the container (and its descriptor): a
+    // plain Create, sent after the writes before it.
+    let waiting = create(b"c");
+    assert!(waiting.lock().unwrap().is_none());
+    let named_c = |create_new: bool| {
+        held.0.lock().unwrap().iter().any(|(r, _)| match r {
+            Request::CreateNew { name, .. } => create_new && &name[..] == b"c",
+            Request::Create { name, .. } => !create_new && &name[..] == b"c",
+            _ => false,
+        })
+    };
+    assert!(!named_c(true));
+    // (the creates before it refused: their writes are dropped)
+    for _ in 0..2 {
+        held.answer(&create_new(), Err(Errno(libc::EROFS)));
+    }
+    assert!(named_c(false));
+}
+
+#[test]
 fn with_passthrough_a_create_goes_behind_unbacked_and_later_opens_are_backed() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f");

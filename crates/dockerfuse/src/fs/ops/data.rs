@@ -78,6 +78,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             failure::record(failure::Cause::Transport);
             return cb(Err(Errno::EIO));
         }
+        let end = offset.saturating_add(data.len() as u64);
+        if fh & dockerfuse_proto::HOST_FH_BIT != 0 && end > LARGE_CREATED {
+            self.created_large();
+        }
         let cb = match kill_suidgid {
             true => self.changing(self.expiring(node, cb)),
             false => self.changing(cb),
