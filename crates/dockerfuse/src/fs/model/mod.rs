@@ -121,7 +121,7 @@ fn random_sequences_agree_through_the_core_and_directly() {
     let own = (
         proptest::sample::select(modes),
         Just(run::Who::Itself),
-        proptest::collection::vec(ops::op(), 1..=max_ops),
+        proptest::collection::vec(ops::own_op(), 1..=max_ops),
     );
     let as_caller = (
         proptest::sample::select(vec![run::Mode::Forget, run::Mode::Keep]),
