@@ -243,7 +243,8 @@ pub(crate) enum Op {
 pub(crate) enum Third {
     /// Creates the same name first (a directory when `dir`).
     SameName { dir: bool },
-    /// Removes the parent directory with all it holds (`rm -rf`).
+    /// Removes the parent directory (the one a walk through symlinks
+    /// reaches) with all it holds (`rm -rf`).
     RemoveParent,
     /// chmod 0555 of the parent: EACCES for a user without
     /// CAP_DAC_OVERRIDE; root creates anyway.

@@ -659,3 +659,18 @@ fn files_rewritten_in_the_container_during_a_stream() {
         },
     ]);
 }
+
+/// The parent removed under a create in flight is the directory the
+/// program's walk reached through a symlink (the create went there).
+#[test]
+fn a_third_party_removes_the_directory_a_symlink_led_to() {
+    check(&[
+        Op::Symlink {
+            target: "b",
+            path: "c",
+        },
+        mkdir("b"),
+        raced("c/a", false, Third::RemoveParent, vec![]),
+        Op::List { path: "." },
+    ]);
+}

@@ -128,7 +128,15 @@ impl TwinDir {
                 Undo::Nothing
             }
             Third::RemoveParent => {
-                remove_tree(&self.root.join(parent));
+                // The directory the program's walk reached (through
+                // symlinks), never the root.
+                let at = std::fs::canonicalize(self.root.join(parent));
+                let root = std::fs::canonicalize(&self.root);
+                if let (Ok(at), Ok(root)) = (at, root) {
+                    if at != root && at.starts_with(&root) {
+                        remove_tree(&at);
+                    }
+                }
                 Undo::Nothing
             }
             Third::ChmodParent => {
