@@ -24,6 +24,7 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 require_env DOCKERFUSE CONTAINER WORKDIR
+require_tools python3
 want='' got='' # set by cap
 
 MNT=$WORKDIR/mnt-stop

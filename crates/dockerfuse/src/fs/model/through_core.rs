@@ -964,8 +964,8 @@ impl Driver<'_> {
             // a handle the container never opened: EBADF), and the
             // directory's fsync reports it too.
             let agree = setattrs
-                    .iter()
-                    .all(|&e| e == Errno::ESTALE && first.is_some())
+                .iter()
+                .all(|&e| e == Errno::ESTALE && first.is_some())
                 && match (first, synced) {
                     (_, None) | (None, Some(Ok(()))) => true,
                     (Some(e), Some(Err(s))) => s == e,

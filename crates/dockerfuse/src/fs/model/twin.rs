@@ -216,23 +216,25 @@ impl TwinDir {
         }
         let fd = self.open_fd(path, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, mode)?;
         for t in then {
-            // SAFETY (each arm): plain syscalls on our descriptor, buffers
-            // valid for their lengths.
             match *t {
                 Then::Write { offset, len, byte } => {
                     let data = pattern(byte, len);
+                    // SAFETY: data is valid for len bytes.
                     check_size(unsafe {
                         libc::pwrite(fd.0, data.as_ptr().cast(), data.len(), offset as i64)
                     })?;
                 }
                 Then::Chmod(mode) => {
+                    // SAFETY: plain syscall on our descriptor.
                     check(unsafe { libc::fchmod(fd.0, mode) })?;
                 }
                 Then::Truncate(size) => {
+                    // SAFETY: plain syscall on our descriptor.
                     check(unsafe { libc::ftruncate(fd.0, size as i64) })?;
                 }
                 Then::Mtime(sec) => {
                     let times = [timespec(Time::Omit), timespec(Time::At(sec, 0))];
+                    // SAFETY: times holds two timespecs.
                     check(unsafe { libc::futimens(fd.0, times.as_ptr()) })?;
                 }
             }
@@ -688,7 +690,10 @@ pub(super) fn set_immutable(at: &std::path::Path, on: bool) -> Result<(), Errno>
     let p = CString::new(at.as_os_str().as_bytes()).expect("no NUL in paths");
     // SAFETY: p is a valid C string.
     let fd = Fd(check(unsafe {
-        libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY)
+        libc::open(
+            p.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY,
+        )
     })?);
     let mut flags: libc::c_long = 0;
     // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long.
