@@ -330,10 +330,18 @@ impl<T: Transport> Writer<T> {
             offset,
             data: data.into(),
         };
+        // Sent after the writes and creates behind before it: a handle
+        // whose create was refused meanwhile was never opened in the
+        // container (EBADF there); the program is owed the create's
+        // error, once, as a queued write would report it.
+        let behind = self.out.behind.clone();
         self.out.send(
             &self.who,
             &req,
-            Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
+            Box::new(move |r| match behind.and_then(|b| b.take_error(fh)) {
+                Some(e) => cb(Err(e)),
+                None => cb(r.and_then(|r| replies::written(r, len))),
+            }),
         );
     }
 }
