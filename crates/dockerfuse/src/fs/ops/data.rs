@@ -153,14 +153,19 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         )
     }
 
-    /// FLUSH needs no round trip: the satellite's flush closes nothing.
-    /// It waits for the handle's writes still behind, and reports their
-    /// error (close(2) returns it).
+    /// FLUSH sends nothing: the satellite's flush closes nothing. It
+    /// waits for the writes still behind (and a create sent behind), and
+    /// reports their error (close(2) returns it). When some are in
+    /// flight, that is a wait like any round trip, and counted as one.
     pub(crate) fn flush(&self, Fh(fh): Fh, cb: Cb<()>) {
         match self.out.behind.clone() {
-            Some(b) => b
-                .clone()
-                .after_writes(Box::new(move || cb(b.take_error(fh).map_or(Ok(()), Err)))),
+            Some(b) => {
+                if !b.is_idle() {
+                    crate::mount::waits::deferred();
+                }
+                b.clone()
+                    .after_writes(Box::new(move || cb(b.take_error(fh).map_or(Ok(()), Err))))
+            }
             None => cb(Ok(())),
         }
     }
