@@ -155,9 +155,9 @@ pub(crate) struct Options {
     pub(crate) pipeline: bool,
     /// The kernel checks permissions (`default_permissions`) and keeps
     /// each inode's POSIX ACLs itself (FUSE_POSIX_ACL): asked for once
-    /// per inode, dropped by the change feed's invalidations. Only where
-    /// the kernel's check cannot refuse what the container would allow
-    /// (`--allow-other`, or root on both sides) and the feed runs.
+    /// per inode, dropped by the change feed's invalidations. Only with
+    /// `--allow-other`, whose kernel checks permissions anyway, and the
+    /// feed.
     pub(crate) kernel_acls: bool,
 }
 

@@ -432,13 +432,6 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     smol::block_on(async_compat::Compat::new(f))
 }
 
-/// This process runs as root (and so does the mount's only user without
-/// `--allow-other`).
-fn host_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// The FUSE mount options for these flags.
 fn fuse_config(cli: &Cli, name: &str) -> Config {
     let mut config = Config::default();
@@ -507,12 +500,13 @@ fn mount_session(
         // numbers.
         legacy_flags: (remote.running.hello.protocol < 6)
             .then(|| dockerfuse_proto::Abi::of_arch(&remote.running.hello.arch)),
-        // The kernel's own permission check (which FUSE_POSIX_ACL turns
-        // on) refuses nothing root's satellite would allow a root caller,
-        // and is on anyway with --allow-other; its ACL cache is kept
-        // coherent by the feed's invalidations.
-        kernel_acls: feed_wanted
-            && (cli.allow_other || (host_root() && remote.running.hello.uid == 0)),
+        // FUSE_POSIX_ACL turns on the kernel's own permission check, on
+        // anyway with --allow-other. Elsewhere it would refuse a mounting
+        // user who is not root what the satellite allows, and, for root,
+        // make every create or open in a directory whose attributes the
+        // feed dropped wait for them (a create sent behind would wait).
+        // Its ACL cache is kept coherent by the feed's invalidations.
+        kernel_acls: feed_wanted && cli.allow_other,
     };
     // The feed names the satellite's node ids; with --reconnect the kernel
     // holds ids of our own, which the relink table translates them into.
