@@ -435,7 +435,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             let l = coh.listings();
             match &r {
                 Ok(_) if exists => l.created(dir, &name),
-                Ok(_) => l.removed(dir, &name),
+                Ok(_) => {
+                    l.removed(dir, &name);
+                    coh.unnamed(dir, &name);
+                }
                 Err(Errno::EEXIST) if exists => l.created(dir, &name),
                 Err(_) => l.unsure(dir, &name),
             }

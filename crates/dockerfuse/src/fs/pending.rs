@@ -33,6 +33,10 @@ pub(super) type After = Box<dyn FnOnce(Result<(), Errno>) + Send>;
 struct Inner {
     /// Nodes named and not yet made, with what waits for them.
     waiting: HashMap<u64, Vec<After>>,
+    /// Directories with removals sent behind and not yet done: how many,
+    /// and the creates waiting for them (a name removed and made again
+    /// is made after the removal).
+    removing: HashMap<u64, (usize, Vec<After>)>,
     /// Directories with a create refused since their last fsync.
     failed: HashMap<u64, Errno>,
     /// Size, blocks, link count and block size of the last directory the
@@ -67,15 +71,45 @@ impl Pending {
         Some((node, HOST_FH_BIT | n))
     }
 
-    /// Runs `then` once `node` is made (at once unless it is pending).
+    /// Runs `then` once directory `node` is made (at once unless it is
+    /// pending) and the removals sent behind in it are done (which come
+    /// after it is made).
     pub(super) fn after(&self, node: u64, then: After) {
         let mut g = self.lock();
+        if let Some((_, w)) = g.removing.get_mut(&node) {
+            return w.push(then);
+        }
         match g.waiting.get_mut(&node) {
             Some(w) => w.push(then),
             None => {
                 drop(g);
                 then(Ok(()))
             }
+        }
+    }
+
+    /// A removal in directory `dir` is sent behind: creates in `dir` wait
+    /// for it ([`Pending::after`]) until [`Pending::removed`].
+    pub(super) fn removing(&self, dir: u64) {
+        self.lock().removing.entry(dir).or_default().0 += 1;
+    }
+
+    /// A removal of [`Pending::removing`] in `dir` is done (whatever the
+    /// outcome: a create of a name still there is refused, EEXIST).
+    pub(super) fn removed(&self, dir: u64) {
+        let mut g = self.lock();
+        let Some((n, _)) = g.removing.get_mut(&dir) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        if *n > 0 {
+            return;
+        }
+        let (_, waiters) = g.removing.remove(&dir).unwrap_or_default();
+        drop(g);
+        for w in waiters {
+            // The directory may still be pending itself: wait for that too.
+            self.after(dir, w);
         }
     }
 

@@ -2292,3 +2292,98 @@ fn cp_a_s_trivial_acl_on_a_file_created_behind_is_a_chmod_sent_behind() {
     );
     assert!(got.lock().unwrap().is_none());
 }
+
+#[test]
+fn removals_of_names_known_present_are_answered_at_once_and_sent_in_order() {
+    let (c, held) = pipelined();
+    let forgotten = Arc::new(Mutex::new(Vec::new()));
+    let f = forgotten.clone();
+    c.coherence().set_forget_name(Box::new(move |p, n| {
+        f.lock().unwrap().push((p, n.to_vec()))
+    }));
+    let (cb, got) = capture();
+    c.mkdir(&Who::Mount, NodeId(1), b"d", 0o755, cb);
+    let (d, _) = got.lock().unwrap().take().unwrap().unwrap();
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(d.node), b"f", 0o644, libc::O_WRONLY, cb);
+    let (file, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+    // Known present and a file: answered at once, not sent yet.
+    let (cb, unlinked) = capture();
+    c.unlink(&Who::Mount, NodeId(d.node), b"f", cb);
+    assert_eq!(unlinked.lock().unwrap().take(), Some(Ok(())));
+    assert!(c.coherence().listings().absent(d.node, b"f"));
+    // Not a directory: rmdir of it waits (the kernel refuses it first).
+    // The directory is empty now: rmdir is answered at once too.
+    let (cb, removed) = capture();
+    c.rmdir(&Who::Mount, NodeId(1), b"d", cb);
+    assert_eq!(removed.lock().unwrap().take(), Some(Ok(())));
+    assert!(c.coherence().listings().absent(1, b"d"));
+    // Made again at once, sent once the removal is done.
+    let (cb, again) = capture();
+    c.mkdir(&Who::Mount, NodeId(1), b"d", 0o700, cb);
+    assert!(again.lock().unwrap().take().unwrap().is_ok());
+    let mkdir = Request::MkdirNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        node: 0,
+        time: (0, 0),
+    };
+    assert_eq!(held.kinds(), vec![mkdir.tag()]);
+    held.answer(&mkdir, Ok(Response::Entry(d)));
+    let create = Request::CreateNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        flags: Default::default(),
+        node: 0,
+        fh: 0,
+        time: (0, 0),
+    };
+    held.answer(
+        &create,
+        Ok(Response::Created {
+            entry: file,
+            fh: opened.fh.0,
+        }),
+    );
+    let unlink = Request::Unlink {
+        parent: 0,
+        name: b"".to_vec().into(),
+    };
+    assert_eq!(held.kinds(), vec![unlink.tag()]);
+    let sent = held.answer(&unlink, Ok(Response::Ok));
+    assert!(
+        matches!(sent, Request::Unlink { parent, name } if parent == d.node && &name[..] == b"f")
+    );
+    let rmdir = Request::Rmdir {
+        parent: 0,
+        name: b"".to_vec().into(),
+    };
+    assert_eq!(held.kinds(), vec![rmdir.tag()]);
+    // Someone put a file in it meanwhile: refused, the name is unknown
+    // again and the kernel forgets it; the directory's fsync says so.
+    held.answer(&rmdir, Err(Errno(libc::ENOTEMPTY)));
+    assert!(!c.coherence().listings().absent(1, b"d"));
+    assert!(forgotten.lock().unwrap().contains(&(1, b"d".to_vec())));
+    assert_eq!(held.kinds(), vec![mkdir.tag()]);
+    held.answer(&mkdir, Err(Errno(libc::EEXIST)));
+    let (cb, synced) = capture();
+    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
+    held.answer(
+        &Request::FsyncDir {
+            fh: 5,
+            datasync: false,
+        },
+        Ok(Response::Ok),
+    );
+    assert_eq!(
+        synced.lock().unwrap().take(),
+        Some(Err(Errno(libc::ENOTEMPTY)))
+    );
+    // A name not known present is removed as before, waiting.
+    let (cb, unlinked) = capture();
+    c.unlink(&Who::Mount, NodeId(1), b"other", cb);
+    assert!(unlinked.lock().unwrap().is_none());
+    assert_eq!(held.kinds(), vec![unlink.tag()]);
+}

@@ -2,6 +2,8 @@
 //! behind where the host knows the name is absent), unlink, rmdir,
 //! rename and link.
 
+use std::sync::atomic::Ordering;
+
 use super::super::*;
 
 impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
@@ -323,6 +325,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     pub(crate) fn unlink(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
         self.made.forget_all();
+        let Some(cb) = self.remove_behind(parent, name, false, cb) else {
+            return;
+        };
         let cb = self.noting(parent, name, false, cb);
         let req = Request::Unlink {
             parent,
@@ -333,6 +338,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     pub(crate) fn rmdir(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
         self.made.forget_all();
+        let Some(cb) = self.remove_behind(parent, name, true, cb) else {
+            return;
+        };
         let cb = self.noting(parent, name, false, cb);
         let name = name.into();
         self.call(who, Request::Rmdir { parent, name }, replies::ok, cb)
@@ -362,6 +370,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let cb: Cb<()> = Box::new(move |r| {
             coh.name_changed(parent, &old);
             coh.name_changed(new_parent, &new);
+            if r.is_ok() {
+                // The names hold other nodes, or none, now.
+                coh.unnamed(parent, &old);
+                coh.unnamed(new_parent, &new);
+            }
             let l = coh.listings();
             match r {
                 Ok(()) if exchange => {
@@ -387,6 +400,81 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             flags,
         };
         self.call_settled(who, req, cb)
+    }
+
+    /// An unlink (or with `dir` an rmdir) answered at once and sent
+    /// behind, in order ([`pending`]): pipelining is on, the host knows
+    /// `name` is in `parent` and what it is (a directory for rmdir, which
+    /// a complete listing says is empty; anything else for unlink), and
+    /// no file is opened lazily (see [`Core::call_settled`]). The ledger
+    /// forgets the name at once; a refusal makes it unknown again and is
+    /// kept for the directory's fsync. Gives `cb` back when it may not be.
+    pub(in crate::fs) fn remove_behind(
+        &self,
+        parent: u64,
+        name: &[u8],
+        dir: bool,
+        cb: Cb<()>,
+    ) -> Option<Cb<()>> {
+        let Some(behind) = self.out.behind.clone().filter(|_| self.opts.pipeline) else {
+            return Some(cb);
+        };
+        let coh = self.coherence.clone();
+        let Some((node, kind)) = coh.known_present(parent, name) else {
+            return Some(cb);
+        };
+        // The kernel refuses the wrong kind itself (EISDIR, ENOTDIR): the
+        // container says which error, should one come.
+        if (kind == libc::S_IFDIR) != dir
+            || (dir && !coh.listings().empty(node))
+            || !self.files.unopened().is_empty()
+        {
+            return Some(cb);
+        }
+        coh.counts.removed_here.fetch_add(1, Ordering::Relaxed);
+        // The parent's times and the node's link count change.
+        coh.name_changed(parent, name);
+        coh.unnamed(parent, name);
+        coh.listings().removed(parent, name);
+        self.pending.removing(parent);
+        let owned = name.to_vec();
+        let req = match dir {
+            true => Request::Rmdir {
+                parent,
+                name: owned.clone().into(),
+            },
+            false => Request::Unlink {
+                parent,
+                name: owned.clone().into(),
+            },
+        };
+        let (transport, pending, b2) = (
+            self.out.transport.clone(),
+            self.pending.clone(),
+            behind.clone(),
+        );
+        let finish = move |seq: u64, r: Result<Response<'_>, Errno>| {
+            coh.touched(parent);
+            coh.touched(node);
+            if let Err(e) = r.and_then(replies::ok) {
+                tracing::debug!(
+                    parent,
+                    node,
+                    errno = e.0,
+                    "a removal sent behind was refused: the directory's next fsync reports it"
+                );
+                coh.refused(parent, &owned);
+                pending.fail(parent, e);
+            }
+            pending.removed(parent);
+            b2.unhold(seq, None, None);
+        };
+        behind.hold_after(Box::new(move |seq| {
+            let _bg = crate::mount::waits::background();
+            transport.call(&req, Box::new(move |r| finish(seq, r)))
+        }));
+        cb(Ok(()));
+        None
     }
 
     /// Sends `req`, an unlink or rename, once every file opened lazily
