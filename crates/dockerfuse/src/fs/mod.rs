@@ -153,6 +153,9 @@ pub(crate) struct Options {
     /// create or mkdir of a name known absent is answered at once and
     /// sent behind ([`pending`]; needs `write_behind`).
     pub(crate) pipeline: bool,
+    /// The satellite speaks protocol 9: with `pipeline`, a symlink of a
+    /// name known absent is answered at once and sent behind too.
+    pub(crate) symlink_new: bool,
 }
 
 /// Outcome callback of one operation.

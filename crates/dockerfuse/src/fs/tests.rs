@@ -56,6 +56,7 @@ fn opts() -> Options {
         open_read_dir: false,
         stream: false,
         pipeline: false,
+        symlink_new: true,
     }
 }
 
@@ -2386,4 +2387,54 @@ fn removals_of_names_known_present_are_answered_at_once_and_sent_in_order() {
     c.unlink(&Who::Mount, NodeId(1), b"other", cb);
     assert!(unlinked.lock().unwrap().is_none());
     assert_eq!(held.kinds(), vec![unlink.tag()]);
+}
+
+#[test]
+fn a_symlink_of_a_name_known_absent_is_answered_at_once_and_made_behind() {
+    let (c, held) = pipelined();
+    let (cb, got) = capture();
+    c.symlink(&Who::Mount, NodeId(1), b"l", b"../target", cb);
+    let (l, _) = got.lock().unwrap().take().unwrap().unwrap();
+    assert_ne!(l.node & dockerfuse_proto::HOST_NODE_BIT, 0);
+    assert_eq!(l.attr.mode, libc::S_IFLNK | 0o777);
+    assert_eq!(l.attr.size, 9);
+    let symlink = Request::SymlinkNew {
+        parent: 1,
+        name: b"l".to_vec().into(),
+        target: b"../target".to_vec().into(),
+        node: l.node,
+        time: (l.attr.mtime, l.attr.mtime_nsec),
+    };
+    assert_eq!(held.kinds(), vec![symlink.tag()]);
+    // Known present now: its unlink is answered at once, sent after it.
+    let (cb, unlinked) = capture();
+    c.unlink(&Who::Mount, NodeId(1), b"l", cb);
+    assert_eq!(unlinked.lock().unwrap().take(), Some(Ok(())));
+    let sent = held.answer(&symlink, Ok(Response::Entry(l)));
+    assert_eq!(sent, symlink);
+    let unlink = Request::Unlink {
+        parent: 1,
+        name: b"l".to_vec().into(),
+    };
+    assert_eq!(held.kinds(), vec![unlink.tag()]);
+    held.answer(&unlink, Ok(Response::Ok));
+    // Refused: the name is unknown again, the directory's fsync says so.
+    let (cb, got) = capture();
+    c.symlink(&Who::Mount, NodeId(1), b"m", b"t", cb);
+    assert!(got.lock().unwrap().take().unwrap().is_ok());
+    held.answer(&symlink, Err(Errno(libc::ENOSPC)));
+    assert!(!c.coherence().listings().absent(1, b"m"));
+    let (cb, synced) = capture();
+    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
+    held.answer(
+        &Request::FsyncDir {
+            fh: 5,
+            datasync: false,
+        },
+        Ok(Response::Ok),
+    );
+    assert_eq!(
+        synced.lock().unwrap().take(),
+        Some(Err(Errno(libc::ENOSPC)))
+    );
 }

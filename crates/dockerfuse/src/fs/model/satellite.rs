@@ -85,6 +85,7 @@ impl Served {
                 open_read_dir: true,
                 stream: true,
                 pipeline: !per_caller,
+                symlink_new: true,
                 legacy_flags: None,
             },
         );

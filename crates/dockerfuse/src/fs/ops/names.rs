@@ -87,12 +87,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             .links
             .as_ref()
             .and_then(|l| l.to_container(target));
+        let stored = stored.as_deref().unwrap_or(target);
+        let Some(cb) = self.symlink_behind(parent, name, stored, cb) else {
+            return;
+        };
         self.call_entry(
             who,
             Request::Symlink {
                 parent,
                 name: name.into(),
-                target: stored.as_deref().unwrap_or(target).into(),
+                target: stored.into(),
             },
             parent,
             name,
@@ -269,7 +273,6 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         coh.learn_dir_mode(node, attr.mode, attr.gid);
         let (entry, ttl) = self.note_made(&coh, parent, name, node, attr);
         coh.listings().made_empty(node);
-        let seq = behind.hold(None);
         let req = Request::MkdirNew {
             parent,
             name: name.to_vec().into(),
@@ -277,6 +280,33 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             node,
             time,
         };
+        let (pending, c) = (self.pending.clone(), coh.clone());
+        self.send_made((parent, name), node, behind, ttl, req, move |e| {
+            pending.learn_empty_dir(&e.attr);
+            c.learn_dir_mode(node, e.attr.mode, e.attr.gid);
+        });
+        cb(Ok((entry, ttl)));
+        None
+    }
+
+    /// Sends `req`, which makes node `node` as `name` in `parent` (the
+    /// kernel was answered with its entry), once `parent` is made and the
+    /// removals in it are done; everything sent after waits for it. Made:
+    /// the container's attributes replace the provisional ones and
+    /// `made` runs; refused: the name is unknown and forgotten by the
+    /// kernel, what waited for the node fails, the directory's fsync
+    /// reports it.
+    pub(in crate::fs) fn send_made(
+        &self,
+        (parent, name): (u64, &[u8]),
+        node: u64,
+        behind: Arc<WriteBehind>,
+        ttl: Ttl,
+        req: Request<'static>,
+        made: impl FnOnce(&Entry) + Send + 'static,
+    ) {
+        let seq = behind.hold(None);
+        let coh = self.coherence.clone();
         let stamp = coh.attr_stamp();
         let (pending, transport, cache, owned) = (
             self.pending.clone(),
@@ -297,12 +327,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     coh.keep_attr(node, e.attr, Source::Entry, stamp);
                     cache.note(&e, ttl.attr);
                     coh.provisional_done(node);
-                    pending.learn_empty_dir(&e.attr);
-                    coh.learn_dir_mode(node, e.attr.mode, e.attr.gid);
+                    made(&e);
                     pending.done(node, parent, Ok(()));
                 }
                 Err(e) => {
-                    tracing::debug!(parent, node, errno = e.0, "a mkdir sent behind was refused");
+                    tracing::debug!(parent, node, errno = e.0, "a node made behind was refused");
                     coh.refused(parent, &owned);
                     pending.done(node, parent, Err(e));
                 }
@@ -319,6 +348,40 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 Err(e) => finish(Err(e)),
             }),
         );
+    }
+
+    /// symlink answered at once and sent behind ([`pending`]), with the
+    /// target as the container stores it; needs a satellite of protocol 9.
+    /// Gives `cb` back when it may not be.
+    pub(in crate::fs) fn symlink_behind(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        cb: Cb<(Entry, Ttl)>,
+    ) -> Option<Cb<(Entry, Ttl)>> {
+        if !self.opts.symlink_new || target.is_empty() || target.len() > 4095 || target.contains(&0)
+        {
+            return Some(cb);
+        }
+        let Some(p) = self.may_pipeline(parent, name) else {
+            return Some(cb);
+        };
+        let coh = self.coherence.clone();
+        let mut attr = self.provisional_attr(&p, libc::S_IFLNK | 0o777);
+        attr.size = target.len() as u64;
+        let Pipelined {
+            node, behind, time, ..
+        } = p;
+        let (entry, ttl) = self.note_made(&coh, parent, name, node, attr);
+        let req = Request::SymlinkNew {
+            parent,
+            name: name.to_vec().into(),
+            target: target.to_vec().into(),
+            node,
+            time,
+        };
+        self.send_made((parent, name), node, behind, ttl, req, |_| {});
         cb(Ok((entry, ttl)));
         None
     }
