@@ -117,7 +117,7 @@ pub(crate) struct Counts {
     pub(crate) changed_here: AtomicU64,
     /// GETATTRs answered from the attributes kept on the host.
     pub(crate) attrs_here: AtomicU64,
-    /// Removals (unlink, rmdir) answered on the host and sent behind.
+    /// Removals and renames answered on the host and sent behind.
     pub(crate) removed_here: AtomicU64,
 }
 
@@ -514,6 +514,23 @@ impl Coherence {
     /// ledger had under it is no longer there (its attributes stay).
     pub(crate) fn unnamed(&self, parent: u64, name: &[u8]) {
         self.lock().names.remove(&(parent, Box::from(name)));
+    }
+
+    /// The mount moved `node` from `old` in `parent` to `new` in
+    /// `new_parent` (which it replaced): the ledger names it there now.
+    pub(crate) fn moved(
+        &self,
+        (parent, old): (u64, &[u8]),
+        (new_parent, new): (u64, &[u8]),
+        node: u64,
+    ) {
+        let mut h = self.lock();
+        h.names.remove(&(parent, Box::from(old)));
+        h.names.remove(&(new_parent, Box::from(new)));
+        if h.place.contains_key(&node) && valid_name(new) {
+            h.place.insert(node, (new_parent, new.into()));
+        }
+        self.name_ttl(&mut h, new_parent, new, node);
     }
 
     /// The complete listings of watched directories.

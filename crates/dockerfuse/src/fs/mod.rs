@@ -460,9 +460,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if nodes.is_empty() {
             return;
         }
-        // A node created behind is forgotten after it was made.
+        // A node created behind is forgotten after it was made; while
+        // removals or renames are sent behind, after them (they name
+        // their directories, which the kernel may forget first).
+        let after =
+            self.pending.removals() || nodes.iter().any(|&(n, _)| self.pending.is_pending(n));
         match &self.out.behind {
-            Some(b) if nodes.iter().any(|&(n, _)| self.pending.is_pending(n)) => {
+            Some(b) if after => {
                 let transport = self.out.transport.clone();
                 b.after_writes(Box::new(move || transport.post(&Request::Forget { nodes })))
             }

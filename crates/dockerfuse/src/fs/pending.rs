@@ -94,6 +94,11 @@ impl Pending {
         self.lock().removing.entry(dir).or_default().0 += 1;
     }
 
+    /// Whether removals sent behind are not done yet.
+    pub(super) fn removals(&self) -> bool {
+        !self.lock().removing.is_empty()
+    }
+
     /// A removal of [`Pending::removing`] in `dir` is done (whatever the
     /// outcome: a create of a name still there is refused, EEXIST).
     pub(super) fn removed(&self, dir: u64) {

@@ -2438,3 +2438,75 @@ fn a_symlink_of_a_name_known_absent_is_answered_at_once_and_made_behind() {
         Some(Err(Errno(libc::ENOSPC)))
     );
 }
+
+#[test]
+fn a_rename_of_a_file_known_present_is_answered_at_once_and_sent_in_order() {
+    let (c, held) = pipelined();
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(1), b"tmp", 0o644, libc::O_WRONLY, cb);
+    let (tmp, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+    // Over a name known absent: answered at once.
+    let (cb, renamed) = capture();
+    c.rename(&Who::Mount, (NodeId(1), b"tmp"), (NodeId(1), b"cfg"), 0, cb);
+    assert_eq!(renamed.lock().unwrap().take(), Some(Ok(())));
+    assert!(c.coherence().listings().absent(1, b"tmp"));
+    assert!(c.coherence().listings().present(1, b"cfg"));
+    // With a flag: waits, after the rest.
+    let (cb, exchanged) = capture();
+    c.rename(
+        &Who::Mount,
+        (NodeId(1), b"cfg"),
+        (NodeId(1), b"tmp"),
+        libc::RENAME_NOREPLACE,
+        cb,
+    );
+    assert!(exchanged.lock().unwrap().is_none());
+    let create = Request::CreateNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        flags: Default::default(),
+        node: 0,
+        fh: 0,
+        time: (0, 0),
+    };
+    held.answer(
+        &create,
+        Ok(Response::Created {
+            entry: tmp,
+            fh: opened.fh.0,
+        }),
+    );
+    let rename = Request::Rename {
+        parent: 0,
+        name: b"".to_vec().into(),
+        new_parent: 0,
+        new_name: b"".to_vec().into(),
+        flags: 0,
+    };
+    assert_eq!(held.kinds(), vec![rename.tag()]);
+    let sent = held.answer(&rename, Err(Errno(libc::EACCES)));
+    assert!(matches!(sent, Request::Rename { flags: 0, .. }));
+    // Refused: both names unknown; the flagged rename goes now.
+    assert!(!c.coherence().listings().absent(1, b"tmp"));
+    assert!(!c.coherence().listings().present(1, b"cfg"));
+    assert_eq!(held.kinds(), vec![rename.tag()]);
+    held.answer(&rename, Err(Errno(libc::ENOENT)));
+    assert_eq!(
+        exchanged.lock().unwrap().take(),
+        Some(Err(Errno(libc::ENOENT)))
+    );
+    let (cb, synced) = capture();
+    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
+    held.answer(
+        &Request::FsyncDir {
+            fh: 5,
+            datasync: false,
+        },
+        Ok(Response::Ok),
+    );
+    assert_eq!(
+        synced.lock().unwrap().take(),
+        Some(Err(Errno(libc::EACCES)))
+    );
+}

@@ -425,6 +425,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         // is known.
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         self.made.forget_all();
+        let Some(cb) = self.rename_behind((parent, name), (new_parent, new_name), flags, cb) else {
+            return;
+        };
         let (coh, old, new) = (self.coherence.clone(), name.to_vec(), new_name.to_vec());
         // Both parents' times, the moved node's ctime and a replaced
         // node's link count change.
@@ -530,6 +533,88 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 pending.fail(parent, e);
             }
             pending.removed(parent);
+            b2.unhold(seq, None, None);
+        };
+        behind.hold_after(Box::new(move |seq| {
+            let _bg = crate::mount::waits::background();
+            transport.call(&req, Box::new(move |r| finish(seq, r)))
+        }));
+        cb(Ok(()));
+        None
+    }
+
+    /// A rename answered at once and sent behind, in order ([`pending`]):
+    /// no flags, the source is known present and not a directory, the
+    /// target known absent or a known non-directory of another inode (a
+    /// file replaced), no file opened lazily. A refusal makes both names
+    /// unknown (the kernel forgets them) and is kept for both directories'
+    /// fsync. Gives `cb` back when it may not be.
+    pub(in crate::fs) fn rename_behind(
+        &self,
+        (parent, name): (u64, &[u8]),
+        (new_parent, new_name): (u64, &[u8]),
+        flags: u32,
+        cb: Cb<()>,
+    ) -> Option<Cb<()>> {
+        let Some(behind) = self.out.behind.clone().filter(|_| self.opts.pipeline) else {
+            return Some(cb);
+        };
+        let coh = self.coherence.clone();
+        if flags != 0 || (parent, name) == (new_parent, new_name) {
+            return Some(cb);
+        }
+        let Some((node, kind)) = coh.known_present(parent, name) else {
+            return Some(cb);
+        };
+        let replaceable = match coh.known_present(new_parent, new_name) {
+            Some((other, k)) => other != node && k != libc::S_IFDIR,
+            None => coh.cache_dir(new_parent) && coh.listings().absent(new_parent, new_name),
+        };
+        if kind == libc::S_IFDIR || !replaceable || !self.files.unopened().is_empty() {
+            return Some(cb);
+        }
+        coh.counts.removed_here.fetch_add(1, Ordering::Relaxed);
+        // Both parents' times, the moved node's ctime and a replaced
+        // node's link count change.
+        coh.name_changed(parent, name);
+        coh.name_changed(new_parent, new_name);
+        coh.moved((parent, name), (new_parent, new_name), node);
+        coh.listings().removed(parent, name);
+        coh.listings().created(new_parent, new_name);
+        self.pending.removing(parent);
+        self.pending.removing(new_parent);
+        let (old, new) = (name.to_vec(), new_name.to_vec());
+        let req = Request::Rename {
+            parent,
+            name: old.clone().into(),
+            new_parent,
+            new_name: new.clone().into(),
+            flags,
+        };
+        let (transport, pending, b2) = (
+            self.out.transport.clone(),
+            self.pending.clone(),
+            behind.clone(),
+        );
+        let finish = move |seq: u64, r: Result<Response<'_>, Errno>| {
+            coh.touched(parent);
+            coh.touched(new_parent);
+            coh.touched(node);
+            if let Err(e) = r.and_then(replies::ok) {
+                tracing::debug!(
+                    parent,
+                    new_parent,
+                    node,
+                    errno = e.0,
+                    "a rename sent behind was refused: the directories' next fsync reports it"
+                );
+                coh.refused(parent, &old);
+                coh.refused(new_parent, &new);
+                pending.fail(parent, e);
+                pending.fail(new_parent, e);
+            }
+            pending.removed(parent);
+            pending.removed(new_parent);
             b2.unhold(seq, None, None);
         };
         behind.hold_after(Box::new(move |seq| {
