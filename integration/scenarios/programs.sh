@@ -16,7 +16,7 @@
 #     the container at most 0.02 times per file, `tar c` of another one at
 #     most 0.05 times, as `dockerfuse stats --json` counts them (counts,
 #     not times: they do not depend on the machine's load);
-#   - names made and removed behind: `tar x` of 200 files and 100 symlinks
+#   - names made and removed behind: `tar x` of 300 files and 100 symlinks
 #     in 10 directories, then `rm -r` of them, each wait at most 0.1 times
 #     per name.
 #
@@ -174,7 +174,7 @@ cold_walk "tar c of a tree" 25 'tar -C "$H" -cf - tarc | tar -tvf - | grep -c "^
 rm -rf "$SRC/bt" && mkdir -p "$SRC/bt"
 for d in $(seq 1 10); do
 	mkdir "$SRC/bt/d$d"
-	for f in $(seq 1 20); do echo "$d $f" >"$SRC/bt/d$d/f$f"; done
+	for f in $(seq 1 30); do echo "$d $f" >"$SRC/bt/d$d/f$f"; done
 	for f in $(seq 1 10); do ln -s "f$f" "$SRC/bt/d$d/l$f"; done
 done
 # Waits of the name operations (MKDIR, SYMLINK, UNLINK, RMDIR, RENAME).
@@ -187,10 +187,10 @@ behind_walk() { # NAME MAX_WAITS ALL COMMAND: ALL=yes checks all waits, else the
 	before=$(waits) names_before=$(name_waits)
 	check "$1" run_sh "$4"
 	after=$(waits) names_after=$(name_waits)
-	log "$1: $((after - before)) waits for 300 names, $((names_after - names_before)) by name operations"
+	log "$1: $((after - before)) waits for 400 names, $((names_after - names_before)) by name operations"
 	check "$1: name operations wait at most $2 times ($((names_after - names_before)))" \
 		test "$((names_after - names_before))" -le "$2"
-	[ "$3" != yes ] || check "$1 waits at most $2 times for 300 names ($((after - before)))" \
+	[ "$3" != yes ] || check "$1 waits at most $2 times for 400 names ($((after - before)))" \
 		test "$((after - before))" -le "$2"
 }
 check "ls of the directory tar x goes into" ls "$H"
@@ -200,11 +200,11 @@ check "ls of the directory tar x goes into" ls "$H"
 # counted with exec only.
 all=no
 [ "${DFIT_TRANSPORT:-}" != exec ] || all=yes
-behind_walk "tar x of 200 files and 100 symlinks" 30 $all \
+behind_walk "tar x of 300 files and 100 symlinks" 40 $all \
 	'tar -C "$SRC" -cf - bt | tar -C "$H" --no-same-owner -m -xf -'
 cap got dx sh -c "find $T/bt -type f | wc -l; find $T/bt -type l | wc -l; readlink $T/bt/d3/l7; cat $T/bt/d3/f7"
-assert_eq "the container has the files and symlinks tar x made" $'200\n100\nf7\n3 7' "$got"
-behind_walk "rm -r of them" 30 yes 'rm -r "$H/bt"'
+assert_eq "the container has the files and symlinks tar x made" $'300\n100\nf7\n3 7' "$got"
+behind_walk "rm -r of them" 40 yes 'rm -r "$H/bt"'
 check "the container sees them gone" wait_until 10 dx sh -c "! test -e $T/bt"
 
 check "fusermount3 -u" fusermount3 -u "$MNT"

@@ -35,9 +35,10 @@
 //!   and opens on the host ([`stream`]);
 //! * writes are answered at once and sent in batches, other requests
 //!   waiting for the writes before them ([`write_behind`]);
-//! * a create or mkdir of a name the host knows is absent is answered at
-//!   once with ids the host chose and made in the container behind, in
-//!   order ([`pending`]); a directory a lookup missed in is listed
+//! * a create, mkdir or symlink of a name the host knows is absent is
+//!   answered at once with ids the host chose and made in the container
+//!   behind, in order ([`pending`]); so are an unlink, rmdir or rename of
+//!   a name it knows is there (an empty directory, a file); a directory a lookup missed in is listed
 //!   behind, so that the names created next need no lookup
 //!   ([`list_behind`]); a file so created has its attributes held on
 //!   the host while its handle is open, which answers its setattrs at

@@ -1,6 +1,9 @@
 //! Creates sent behind: nodes the host named and answered the kernel
-//! for (protocol 8, `CreateNew`/`MkdirNew`) before the container made
-//! them.
+//! for (protocol 8, `CreateNew`/`MkdirNew`; protocol 9 `SymlinkNew`)
+//! before the container made them. Also the removals and renames
+//! answered before the container did them (`Core::remove_behind`,
+//! `Core::rename_behind`): a create in their directories waits for them
+//! ([`Pending::removing`]), as do the kernel's forgets.
 //!
 //! The host chooses the new node's id (with [`HOST_NODE_BIT`], a range
 //! the satellite never uses) and the new file's handle (with
