@@ -36,16 +36,26 @@ pub(super) type After = Box<dyn FnOnce(Result<(), Errno>) + Send>;
 struct Inner {
     /// Nodes named and not yet made, with what waits for them.
     waiting: HashMap<u64, Vec<After>>,
-    /// Directories with removals sent behind and not yet done: how many,
-    /// and the creates waiting for them (a name removed and made again
-    /// is made after the removal).
-    removing: HashMap<u64, (usize, Vec<After>)>,
+    /// Directories with removals sent behind and not yet done, and the
+    /// creates waiting for them (a name removed and made again is made
+    /// after the removal).
+    removing: HashMap<u64, Removing>,
+    /// Numbers the removals.
+    next_removal: u64,
     /// Directories with a create refused since their last fsync.
     failed: HashMap<u64, Errno>,
     /// Size, blocks, link count and block size of the last directory the
     /// container made, the provisional ones of the next.
     empty_dir: Option<(u64, u64, u32, u32)>,
     next: u64,
+}
+
+/// The removals in flight in one directory.
+#[derive(Default)]
+struct Removing {
+    open: std::collections::BTreeSet<u64>,
+    /// What waits for the removals numbered below its number.
+    waiters: Vec<(u64, After)>,
 }
 
 /// The creates of one mount sent behind.
@@ -75,12 +85,14 @@ impl Pending {
     }
 
     /// Runs `then` once directory `node` is made (at once unless it is
-    /// pending) and the removals sent behind in it are done (which come
-    /// after it is made).
+    /// pending) and the removals sent behind in it so far are done (which
+    /// come after it is made; not those sent after: they may wait for
+    /// what `then` sends).
     pub(super) fn after(&self, node: u64, then: After) {
         let mut g = self.lock();
-        if let Some((_, w)) = g.removing.get_mut(&node) {
-            return w.push(then);
+        let upto = g.next_removal;
+        if let Some(r) = g.removing.get_mut(&node) {
+            return r.waiters.push((upto, then));
         }
         match g.waiting.get_mut(&node) {
             Some(w) => w.push(then),
@@ -92,9 +104,14 @@ impl Pending {
     }
 
     /// A removal in directory `dir` is sent behind: creates in `dir` wait
-    /// for it ([`Pending::after`]) until [`Pending::removed`].
-    pub(super) fn removing(&self, dir: u64) {
-        self.lock().removing.entry(dir).or_default().0 += 1;
+    /// for it ([`Pending::after`]) until [`Pending::removed`] with the
+    /// number returned.
+    pub(super) fn removing(&self, dir: u64) -> u64 {
+        let mut g = self.lock();
+        let id = g.next_removal;
+        g.next_removal += 1;
+        g.removing.entry(dir).or_default().open.insert(id);
+        id
     }
 
     /// Whether removals sent behind are not done yet.
@@ -102,22 +119,27 @@ impl Pending {
         !self.lock().removing.is_empty()
     }
 
-    /// A removal of [`Pending::removing`] in `dir` is done (whatever the
-    /// outcome: a create of a name still there is refused, EEXIST).
-    pub(super) fn removed(&self, dir: u64) {
+    /// Removal `id` of [`Pending::removing`] in `dir` is done (whatever
+    /// the outcome: a create of a name still there is refused, EEXIST):
+    /// what waited for the removals up to it runs.
+    pub(super) fn removed(&self, dir: u64, id: u64) {
         let mut g = self.lock();
-        let Some((n, _)) = g.removing.get_mut(&dir) else {
+        let Some(r) = g.removing.get_mut(&dir) else {
             return;
         };
-        *n = n.saturating_sub(1);
-        if *n > 0 {
-            return;
+        r.open.remove(&id);
+        let first = r.open.first().copied().unwrap_or(u64::MAX);
+        let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut r.waiters)
+            .into_iter()
+            .partition(|(upto, _)| *upto <= first);
+        r.waiters = rest;
+        if r.open.is_empty() {
+            // (No waiter is left: all were ready.)
+            g.removing.remove(&dir);
         }
-        let (_, waiters) = g.removing.remove(&dir).unwrap_or_default();
         drop(g);
-        for w in waiters {
-            // The directory may still be pending itself: wait for that too.
-            self.after(dir, w);
+        for (_, w) in ready {
+            w(Ok(()));
         }
     }
 

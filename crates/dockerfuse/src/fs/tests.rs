@@ -2510,3 +2510,51 @@ fn a_rename_of_a_file_known_present_is_answered_at_once_and_sent_in_order() {
         Some(Err(Errno(libc::EACCES)))
     );
 }
+
+/// A create waits for the removals in its directory answered before it,
+/// not for those answered after it (which wait for the create).
+#[test]
+fn a_create_between_two_renames_in_its_directory_goes_after_the_first() {
+    let (c, held) = pipelined();
+    let create = Request::CreateNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        flags: Default::default(),
+        node: 0,
+        fh: 0,
+        time: (0, 0),
+    };
+    let rename = Request::Rename {
+        parent: 0,
+        name: b"".to_vec().into(),
+        new_parent: 0,
+        new_name: b"".to_vec().into(),
+        flags: 0,
+    };
+    let made = |name: &[u8]| {
+        let (cb, got) = capture();
+        c.create(&Who::Mount, NodeId(1), name, 0o644, libc::O_WRONLY, cb);
+        let (e, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+        (e, opened.fh.0)
+    };
+    let renamed = |from: &[u8], to: &[u8]| {
+        let (cb, got) = capture();
+        c.rename(&Who::Mount, (NodeId(1), from), (NodeId(1), to), 0, cb);
+        assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+    };
+    let (a, fh) = made(b"a.lock");
+    held.answer(&create, Ok(Response::Created { entry: a, fh }));
+    renamed(b"a.lock", b"a");
+    assert_eq!(held.kinds(), vec![rename.tag()]);
+    let (b, fh) = made(b"b.lock");
+    renamed(b"b.lock", b"b");
+    // The create waits for the first rename, the second for the create.
+    assert_eq!(held.kinds(), vec![rename.tag()]);
+    held.answer(&rename, Ok(Response::Ok));
+    assert_eq!(held.kinds(), vec![create.tag()]);
+    held.answer(&create, Ok(Response::Created { entry: b, fh }));
+    assert_eq!(held.kinds(), vec![rename.tag()]);
+    held.answer(&rename, Ok(Response::Ok));
+    assert_eq!(held.kinds(), Vec::<u32>::new());
+}

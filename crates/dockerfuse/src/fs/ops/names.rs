@@ -502,7 +502,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         coh.name_changed(parent, name);
         coh.unnamed(parent, name);
         coh.listings().removed(parent, name);
-        self.pending.removing(parent);
+        let id = self.pending.removing(parent);
         let owned = name.to_vec();
         let req = match dir {
             true => Request::Rmdir {
@@ -532,7 +532,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 coh.refused(parent, &owned);
                 pending.fail(parent, e);
             }
-            pending.removed(parent);
+            pending.removed(parent, id);
             b2.unhold(seq, None, None);
         };
         behind.hold_after(Box::new(move |seq| {
@@ -581,8 +581,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         coh.moved((parent, name), (new_parent, new_name), node);
         coh.listings().removed(parent, name);
         coh.listings().created(new_parent, new_name);
-        self.pending.removing(parent);
-        self.pending.removing(new_parent);
+        let ids = (
+            self.pending.removing(parent),
+            self.pending.removing(new_parent),
+        );
         let (old, new) = (name.to_vec(), new_name.to_vec());
         let req = Request::Rename {
             parent,
@@ -613,8 +615,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 pending.fail(parent, e);
                 pending.fail(new_parent, e);
             }
-            pending.removed(parent);
-            pending.removed(new_parent);
+            pending.removed(parent, ids.0);
+            pending.removed(new_parent, ids.1);
             b2.unhold(seq, None, None);
         };
         behind.hold_after(Box::new(move |seq| {
