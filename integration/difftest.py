@@ -645,6 +645,19 @@ STATS = {}
 THIRD = {"dir": None, "settle": 0.1}
 
 
+def sync_dir(root):
+    """fsync of directory root (which waits for everything sent before it); the error or None."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    return None
+
+
 def _errname(e):
     return errno.errorcode.get(e.errno, str(e.errno))
 
@@ -727,6 +740,14 @@ def run_seq(mnt, direct, ops, stop_at_first=True):
         if op[0] == "race":
             a, b = race(mnt, direct, op)
         elif op[0] == "third":
+            # What the program did through the mount reaches the container
+            # a round trip after its call returned (names made, removed and
+            # renamed behind: docs/SEMANTICS.md), or once the program does
+            # anything else through the mount: an fsync of the mount's
+            # directory first, so the third party acts after it.
+            barrier = sync_dir(mnt)
+            if barrier:
+                return (i, f"op {i} {fmt(op)}: fsync of the mount's directory before it failed: {barrier}")
             a = apply(THIRD["dir"], op[1])
             b = apply(direct, op[1])
             time.sleep(THIRD["settle"])

@@ -19,7 +19,11 @@
 #   - warm walks stay in the kernel's caches: the same `ls -lR` again
 #     makes at most 1.3 kernel requests per file reach dockerfuse (the
 #     ACL probe, no SELinux one), the same `tar c` at most 2.3 (OPEN and
-#     RELEASE, no FLUSH).
+#     RELEASE, no FLUSH);
+#   - names made and removed behind: the name operations of `tar x` of 300
+#     files and 100 symlinks in 10 directories (its creates too on the
+#     exec transport), and all of `rm -r` of them, wait at most 0.1 times
+#     per name.
 #
 # Environment (required): DOCKERFUSE, CONTAINER, SATELLITE_ARCH, WORKDIR.
 # Needs git, tar, rsync, sqlite3 on the host (integration/setup-engine.sh
@@ -188,6 +192,44 @@ warm_walk "ls -lR of a tree" 650 'ls -lR "$H/lsr" | grep -c "^-" | grep -qx 500'
 # A read-only file's close sends no FLUSH: OPEN and RELEASE (3 per file
 # before).
 warm_walk "tar c of a tree" 1150 'tar -C "$H" -cf - tarc | tar -tvf - | grep -c "^-" | grep -qx 500'
+# Made and removed behind: `tar x` of a tree with symlinks, then `rm -r`
+# of it, are answered on the host (names known absent, then present).
+rm -rf "$SRC/bt" && mkdir -p "$SRC/bt"
+for d in $(seq 1 10); do
+	mkdir "$SRC/bt/d$d"
+	for f in $(seq 1 30); do echo "$d $f" >"$SRC/bt/d$d/f$f"; done
+	for f in $(seq 1 10); do ln -s "f$f" "$SRC/bt/d$d/l$f"; done
+done
+# Waits of the name operations (MKDIR, SYMLINK, UNLINK, RMDIR, RENAME, and
+# CREATE on the exec transport: with passthrough, creates wait for a while
+# after a large file created behind).
+creates=''
+[ "${DFIT_TRANSPORT:-}" != exec ] || creates=', "CREATE"'
+name_waits() {
+	"$DOCKERFUSE" stats "$MNT" --json |
+		jq "[.ops[] | select(.op | IN(\"MKDIR\", \"SYMLINK\", \"UNLINK\", \"RMDIR\", \"RENAME\"$creates)) | .waits] | add // 0"
+}
+behind_walk() { # NAME MAX_WAITS ALL COMMAND: ALL=yes checks all waits, else the name operations'
+	local before after names_before names_after
+	before=$(waits) names_before=$(name_waits)
+	check "$1" run_sh "$4"
+	after=$(waits) names_after=$(name_waits)
+	log "$1: $((after - before)) waits for 400 names, $((names_after - names_before)) by name operations"
+	check "$1: name operations wait at most $2 times ($((names_after - names_before)))" \
+		test "$((names_after - names_before))" -le "$2"
+	[ "$3" != yes ] || check "$1 waits at most $2 times for 400 names ($((after - before)))" \
+		test "$((after - before))" -le "$2"
+}
+check "ls of the directory tar x goes into" ls "$H"
+# Its closes wait for each file's create and writes (FLUSH), and with -m
+# no time is set on the symlinks and directories (setattrs of nodes not
+# created behind wait): its name operations are counted.
+behind_walk "tar x of 300 files and 100 symlinks" 40 no \
+	'tar -C "$SRC" -cf - bt | tar -C "$H" --no-same-owner -m -xf -'
+cap got dx sh -c "find $T/bt -type f | wc -l; find $T/bt -type l | wc -l; readlink $T/bt/d3/l7; cat $T/bt/d3/f7"
+assert_eq "the container has the files and symlinks tar x made" $'300\n100\nf7\n3 7' "$got"
+behind_walk "rm -r of them" 40 yes 'rm -r "$H/bt"'
+check "the container sees them gone" wait_until 10 dx sh -c "! test -e $T/bt"
 
 check "fusermount3 -u" fusermount3 -u "$MNT"
 check "dockerfuse exits after the unmount" wait_until 20 pid_gone "$DF_PID"

@@ -42,8 +42,9 @@ pub use msg::*;
 /// ([`Request::OpenReadDir`]); version 8 streams a subtree's listings,
 /// attributes and small contents in one reply ([`Request::Stream`],
 /// [`Response::Streamed`]), and creates with node ids and handles the
-/// host chose ([`Request::CreateNew`], [`Request::MkdirNew`]).
-pub const PROTOCOL_VERSION: u32 = 8;
+/// host chose ([`Request::CreateNew`], [`Request::MkdirNew`]); version 9
+/// symlinks with the node id the host chose ([`Request::SymlinkNew`]).
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Set in every node id the host chooses ([`Request::CreateNew`]): the
 /// satellite numbers its own nodes from 1 up and never reaches it.

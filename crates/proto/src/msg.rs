@@ -302,6 +302,16 @@ pub enum Request<'a> {
         node: u64,
         time: (i64, u32),
     },
+    /// [`Request::Symlink`] with the node id the host chose (protocol 9),
+    /// as for [`Request::MkdirNew`]: the link's atime and mtime are
+    /// `time`; answered by [`Response::Entry`].
+    SymlinkNew {
+        parent: u64,
+        name: Cow<'a, [u8]>,
+        target: Cow<'a, [u8]>,
+        node: u64,
+        time: (i64, u32),
+    },
 }
 
 /// What a [`Request::Stream`] may bring; the satellite caps each field
@@ -722,6 +732,19 @@ impl Request<'_> {
                 node,
                 time,
             },
+            SymlinkNew {
+                parent,
+                name,
+                target,
+                node,
+                time,
+            } => SymlinkNew {
+                parent,
+                name: own(name),
+                target: own(target),
+                node,
+                time,
+            },
         }
     }
 }
@@ -989,6 +1012,13 @@ mod tests {
                 node: crate::HOST_NODE_BIT | 2,
                 time: (1, 2),
             },
+            Request::SymlinkNew {
+                parent: 1,
+                name: name(),
+                target: name(),
+                node: crate::HOST_NODE_BIT | 3,
+                time: (1, 2),
+            },
         ]
     }
 
@@ -1042,6 +1072,7 @@ mod tests {
             Stream { .. } => 42,
             CreateNew { .. } => 43,
             MkdirNew { .. } => 44,
+            SymlinkNew { .. } => 45,
         }
     }
 

@@ -221,13 +221,14 @@ impl Nodes {
 
     /// Registers the inode `key`, just made by the mount (so no other
     /// node can be the same file), under `id`, the host's choice, with
-    /// one lookup; refused as [`Nodes::check_new`] says.
+    /// one lookup, a symlink and a directory as `kind` says; refused as
+    /// [`Nodes::check_new`] says.
     pub(crate) fn add_new(
         &self,
         id: u64,
         key: (u64, u64),
         fd: OwnedFd,
-        is_dir: bool,
+        kind: (bool, bool),
         place: Place<'_>,
     ) -> Result<(), Errno> {
         let mut t = self.lock();
@@ -237,7 +238,7 @@ impl Nodes {
             node.fd.is_some().then(|| (node, n.to_vec()))
         });
         let born = sys::birth_time(fd.as_raw_fd());
-        self.insert(&mut t, id, key, fd, (false, is_dir), parent, born);
+        self.insert(&mut t, id, key, fd, kind, parent, born);
         Ok(())
     }
 
@@ -360,14 +361,17 @@ mod tests {
         // Outside the host's range, or the root: refused.
         assert_eq!(t.check_new(5), Err(Errno::EINVAL));
         assert_eq!(t.check_new(ROOT_NODE), Err(Errno::EINVAL));
-        assert_eq!(t.add_new(7, (1, 9), fd(), false, None), Err(Errno::EINVAL));
+        assert_eq!(
+            t.add_new(7, (1, 9), fd(), (false, false), None),
+            Err(Errno::EINVAL)
+        );
         let id = HOST_NODE_BIT | 3;
         assert_eq!(t.check_new(id), Ok(()));
-        assert_eq!(t.add_new(id, (1, 9), fd(), false, None), Ok(()));
+        assert_eq!(t.add_new(id, (1, 9), fd(), (false, false), None), Ok(()));
         // A clash is refused and leaves the first node alone.
         assert_eq!(t.check_new(id), Err(Errno::EEXIST));
         assert_eq!(
-            t.add_new(id, (1, 10), fd(), false, None),
+            t.add_new(id, (1, 10), fd(), (false, false), None),
             Err(Errno::EEXIST)
         );
         assert!(t.get(id).is_ok());

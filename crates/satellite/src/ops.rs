@@ -111,6 +111,9 @@ impl Fs {
             R::MkdirNew { parent, name, mode, node, time } => {
                 self.mkdir_new((parent, &name), mode, node, time)
             }
+            R::SymlinkNew { parent, name, target, node, time } => {
+                self.symlink_new((parent, &name), &target, node, time)
+            }
             R::Read { fh, offset, size } => self.read(fh, offset, size, buf),
             R::Write { fh, offset, data } => self.write(fh, offset, &data),
             R::Flush { fh } => self.flush(fh),

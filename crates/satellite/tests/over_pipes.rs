@@ -1946,4 +1946,45 @@ fn creates_with_the_hosts_ids_are_checked_and_registered() {
     ));
     assert!(dir.path().join("d/in").is_file());
     assert_eq!(s.call(Request::Release { fh }), Response::Ok);
+    // symlink with the host's id: out of range, in use, or an existing
+    // name is refused and makes nothing.
+    let symlink = |n: &'static str, node: u64| Request::SymlinkNew {
+        parent: ROOT_NODE,
+        name: name(n),
+        target: name("there"),
+        node,
+        time: (3_000_000, 9),
+    };
+    assert_eq!(s.call(symlink("l", 9)), Response::Error(libc::EINVAL));
+    assert_eq!(
+        s.call(symlink("l", HOST_NODE_BIT | 7)),
+        Response::Error(libc::EEXIST)
+    );
+    assert!(dir.path().join("l").symlink_metadata().is_err());
+    assert_eq!(
+        s.call(symlink("there", HOST_NODE_BIT | 9)),
+        Response::Error(libc::EEXIST)
+    );
+    assert!(dir.path().join("there").is_file());
+    let l = match s.call(symlink("l", HOST_NODE_BIT | 9)) {
+        Response::Entry(e) => e,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!((l.node, l.attr.ino), (HOST_NODE_BIT | 9, HOST_NODE_BIT | 9));
+    assert_eq!(l.attr.mode & libc::S_IFMT, libc::S_IFLNK);
+    assert_eq!((l.attr.mtime, l.attr.mtime_nsec), (3_000_000, 9));
+    assert_eq!(
+        std::fs::read_link(dir.path().join("l")).unwrap(),
+        std::path::Path::new("there")
+    );
+    // The node is registered, as a symlink.
+    match s.call(Request::ReadLink { node: l.node }) {
+        Response::Data(d) => assert_eq!(&d[..], b"there"),
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(
+        s.call(symlink("l2", HOST_NODE_BIT | 9)),
+        Response::Error(libc::EEXIST)
+    );
+    assert!(dir.path().join("l2").symlink_metadata().is_err());
 }

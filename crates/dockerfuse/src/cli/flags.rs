@@ -102,11 +102,13 @@ pub(crate) struct Cli {
     #[arg(long, help_heading = MOUNT)]
     pub no_write_behind: bool,
 
-    /// Wait for the container to make each new file and directory before
-    /// create/mkdir returns (default: a name the host knows is absent is
-    /// created at once and made in the container behind, in order; a
-    /// refusal shows at the next write, close or fsync, see
-    /// docs/SEMANTICS.md). `--no-write-behind` implies it.
+    /// Wait for the container to make or remove each name before
+    /// create/mkdir/symlink/unlink/rmdir/rename returns (default: a name
+    /// the host knows is absent is created at once, and one it knows is
+    /// there removed or renamed at once, and made so in the container
+    /// behind, in order; a refusal shows at the next write, close or
+    /// fsync, or the directory's fsync, see docs/SEMANTICS.md).
+    /// `--no-write-behind` implies it.
     #[arg(long, help_heading = MOUNT)]
     pub sync_metadata: bool,
 

@@ -117,6 +117,8 @@ pub(crate) struct Counts {
     pub(crate) changed_here: AtomicU64,
     /// GETATTRs answered from the attributes kept on the host.
     pub(crate) attrs_here: AtomicU64,
+    /// Removals and renames answered on the host and sent behind.
+    pub(crate) removed_here: AtomicU64,
 }
 
 /// The cache policy of one mount and what the kernel holds.
@@ -457,6 +459,7 @@ impl Coherence {
         let attr = self.attr_ttl(node, mode);
         let mut h = self.lock();
         h.looked_up(node);
+        h.kinds.insert(node, mode & libc::S_IFMT);
         if mode & libc::S_IFMT == libc::S_IFREG && valid_name(name) {
             h.place.insert(node, (parent, name.into()));
         }
@@ -491,6 +494,43 @@ impl Coherence {
         }
         h.names.insert((parent, name.into()), node);
         LONG_TTL
+    }
+
+    /// The node `name` in `parent` is, with its file type, when the host
+    /// knows it is there: the watched directory's complete listing holds
+    /// the name and the kernel was given it for the long TTL (the feed
+    /// takes it back at a change, a lost event drops the listing).
+    pub(crate) fn known_present(&self, parent: u64, name: &[u8]) -> Option<(u64, u32)> {
+        if !self.cache_dir(parent) || !self.listings.present(parent, name) {
+            return None;
+        }
+        let h = self.lock();
+        let node = *h.names.get(&(parent, Box::from(name)))?;
+        let kind = *h.kinds.get(&node).filter(|_| node != 0 && h.knows(node))?;
+        Some((node, kind))
+    }
+
+    /// The mount removed or moved `name` from `parent`: whatever node the
+    /// ledger had under it is no longer there (its attributes stay).
+    pub(crate) fn unnamed(&self, parent: u64, name: &[u8]) {
+        self.lock().names.remove(&(parent, Box::from(name)));
+    }
+
+    /// The mount moved `node` from `old` in `parent` to `new` in
+    /// `new_parent` (which it replaced): the ledger names it there now.
+    pub(crate) fn moved(
+        &self,
+        (parent, old): (u64, &[u8]),
+        (new_parent, new): (u64, &[u8]),
+        node: u64,
+    ) {
+        let mut h = self.lock();
+        h.names.remove(&(parent, Box::from(old)));
+        h.names.remove(&(new_parent, Box::from(new)));
+        if h.place.contains_key(&node) && valid_name(new) {
+            h.place.insert(node, (new_parent, new.into()));
+        }
+        self.name_ttl(&mut h, new_parent, new, node);
     }
 
     /// The complete listings of watched directories.

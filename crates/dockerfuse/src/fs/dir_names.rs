@@ -441,6 +441,22 @@ impl DirNames {
         self.lock().absent(dir, name)
     }
 
+    /// Whether a complete listing of `dir` holds `name` (known to exist).
+    pub(crate) fn present(&self, dir: u64, name: &[u8]) -> bool {
+        self.lock()
+            .done
+            .get(&dir)
+            .is_some_and(|l| l.names.contains(name))
+    }
+
+    /// Whether a complete listing of `dir` holds no name, known or not.
+    pub(crate) fn empty(&self, dir: u64) -> bool {
+        self.lock()
+            .done
+            .get(&dir)
+            .is_some_and(|l| l.names.is_empty() && l.unknown.is_empty())
+    }
+
     /// The stamp of `dir`'s listing, taken when a lookup is sent.
     pub(crate) fn stamp(&self, dir: u64) -> Option<u64> {
         self.lock().done.get(&dir).map(|l| l.stamp)

@@ -75,6 +75,9 @@ pub(crate) struct Ledger {
     /// its data, so that the next open looks it up and learns its size:
     /// the kernel appends at its own idea of the end of file).
     pub(super) place: HashMap<u64, (u64, Box<[u8]>)>,
+    /// The file type (`S_IFMT` bits) of each node the kernel holds, from
+    /// its entry reply.
+    pub(super) kinds: HashMap<u64, u32>,
     /// Nodes the feed said it does not watch (may precede their reply).
     pub(super) unwatched: HashSet<u64>,
     /// Too many unwatched nodes to track: none is kept for long.
@@ -126,6 +129,7 @@ impl Ledger {
         self.nodes.remove(&node);
         self.unwatched.remove(&node);
         self.place.remove(&node);
+        self.kinds.remove(&node);
         self.bypassed.remove(&node);
         self.xattrs.remove(&node);
         self.heads.drop_node(node);

@@ -35,9 +35,10 @@
 //!   and opens on the host ([`stream`]);
 //! * writes are answered at once and sent in batches, other requests
 //!   waiting for the writes before them ([`write_behind`]);
-//! * a create or mkdir of a name the host knows is absent is answered at
-//!   once with ids the host chose and made in the container behind, in
-//!   order ([`pending`]); a directory a lookup missed in is listed
+//! * a create, mkdir or symlink of a name the host knows is absent is
+//!   answered at once with ids the host chose and made in the container
+//!   behind, in order ([`pending`]); so are an unlink, rmdir or rename of
+//!   a name it knows is there (an empty directory, a file); a directory a lookup missed in is listed
 //!   behind, so that the names created next need no lookup
 //!   ([`list_behind`]); a file so created has its attributes held on
 //!   the host while its handle is open, which answers its setattrs at
@@ -159,6 +160,9 @@ pub(crate) struct Options {
     /// `--allow-other`, whose kernel checks permissions anyway, and the
     /// feed.
     pub(crate) kernel_acls: bool,
+    /// The satellite speaks protocol 9: with `pipeline`, a symlink of a
+    /// name known absent is answered at once and sent behind too.
+    pub(crate) symlink_new: bool,
 }
 
 /// Outcome callback of one operation.
@@ -455,7 +459,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             let l = coh.listings();
             match &r {
                 Ok(_) if exists => l.created(dir, &name),
-                Ok(_) => l.removed(dir, &name),
+                Ok(_) => {
+                    l.removed(dir, &name);
+                    coh.unnamed(dir, &name);
+                }
                 Err(Errno::EEXIST) if exists => l.created(dir, &name),
                 Err(_) => l.unsure(dir, &name),
             }
@@ -474,9 +481,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if nodes.is_empty() {
             return;
         }
-        // A node created behind is forgotten after it was made.
+        // A node created behind is forgotten after it was made; while
+        // removals or renames are sent behind, after them (they name
+        // their directories, which the kernel may forget first).
+        let after =
+            self.pending.removals() || nodes.iter().any(|&(n, _)| self.pending.is_pending(n));
         match &self.out.behind {
-            Some(b) if nodes.iter().any(|&(n, _)| self.pending.is_pending(n)) => {
+            Some(b) if after => {
                 let transport = self.out.transport.clone();
                 b.after_writes(Box::new(move || transport.post(&Request::Forget { nodes })))
             }

@@ -1,6 +1,9 @@
 //! Creates sent behind: nodes the host named and answered the kernel
-//! for (protocol 8, `CreateNew`/`MkdirNew`) before the container made
-//! them.
+//! for (protocol 8, `CreateNew`/`MkdirNew`; protocol 9 `SymlinkNew`)
+//! before the container made them. Also the removals and renames
+//! answered before the container did them (`Core::remove_behind`,
+//! `Core::rename_behind`): a create in their directories waits for them
+//! ([`Pending::removing`]), as do the kernel's forgets.
 //!
 //! The host chooses the new node's id (with [`HOST_NODE_BIT`], a range
 //! the satellite never uses) and the new file's handle (with
@@ -33,12 +36,26 @@ pub(super) type After = Box<dyn FnOnce(Result<(), Errno>) + Send>;
 struct Inner {
     /// Nodes named and not yet made, with what waits for them.
     waiting: HashMap<u64, Vec<After>>,
+    /// Directories with removals sent behind and not yet done, and the
+    /// creates waiting for them (a name removed and made again is made
+    /// after the removal).
+    removing: HashMap<u64, Removing>,
+    /// Numbers the removals.
+    next_removal: u64,
     /// Directories with a create refused since their last fsync.
     failed: HashMap<u64, Errno>,
     /// Size, blocks, link count and block size of the last directory the
     /// container made, the provisional ones of the next.
     empty_dir: Option<(u64, u64, u32, u32)>,
     next: u64,
+}
+
+/// The removals in flight in one directory.
+#[derive(Default)]
+struct Removing {
+    open: std::collections::BTreeSet<u64>,
+    /// What waits for the removals numbered below its number.
+    waiters: Vec<(u64, After)>,
 }
 
 /// The creates of one mount sent behind.
@@ -67,15 +84,62 @@ impl Pending {
         Some((node, HOST_FH_BIT | n))
     }
 
-    /// Runs `then` once `node` is made (at once unless it is pending).
+    /// Runs `then` once directory `node` is made (at once unless it is
+    /// pending) and the removals sent behind in it so far are done (which
+    /// come after it is made; not those sent after: they may wait for
+    /// what `then` sends).
     pub(super) fn after(&self, node: u64, then: After) {
         let mut g = self.lock();
+        let upto = g.next_removal;
+        if let Some(r) = g.removing.get_mut(&node) {
+            return r.waiters.push((upto, then));
+        }
         match g.waiting.get_mut(&node) {
             Some(w) => w.push(then),
             None => {
                 drop(g);
                 then(Ok(()))
             }
+        }
+    }
+
+    /// A removal in directory `dir` is sent behind: creates in `dir` wait
+    /// for it ([`Pending::after`]) until [`Pending::removed`] with the
+    /// number returned.
+    pub(super) fn removing(&self, dir: u64) -> u64 {
+        let mut g = self.lock();
+        let id = g.next_removal;
+        g.next_removal += 1;
+        g.removing.entry(dir).or_default().open.insert(id);
+        id
+    }
+
+    /// Whether removals sent behind are not done yet.
+    pub(super) fn removals(&self) -> bool {
+        !self.lock().removing.is_empty()
+    }
+
+    /// Removal `id` of [`Pending::removing`] in `dir` is done (whatever
+    /// the outcome: a create of a name still there is refused, EEXIST):
+    /// what waited for the removals up to it runs.
+    pub(super) fn removed(&self, dir: u64, id: u64) {
+        let mut g = self.lock();
+        let Some(r) = g.removing.get_mut(&dir) else {
+            return;
+        };
+        r.open.remove(&id);
+        let first = r.open.first().copied().unwrap_or(u64::MAX);
+        let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut r.waiters)
+            .into_iter()
+            .partition(|(upto, _)| *upto <= first);
+        r.waiters = rest;
+        if r.open.is_empty() {
+            // (No waiter is left: all were ready.)
+            g.removing.remove(&dir);
+        }
+        drop(g);
+        for (_, w) in ready {
+            w(Ok(()));
         }
     }
 

@@ -57,6 +57,7 @@ fn opts() -> Options {
         stream: false,
         pipeline: false,
         kernel_acls: false,
+        symlink_new: true,
     }
 }
 
@@ -2475,6 +2476,271 @@ fn cp_a_s_trivial_acl_on_a_file_created_behind_is_a_chmod_sent_behind() {
         cb,
     );
     assert!(got.lock().unwrap().is_none());
+}
+
+#[test]
+fn removals_of_names_known_present_are_answered_at_once_and_sent_in_order() {
+    let (c, held) = pipelined();
+    let forgotten = Arc::new(Mutex::new(Vec::new()));
+    let f = forgotten.clone();
+    c.coherence().set_forget_name(Box::new(move |p, n| {
+        f.lock().unwrap().push((p, n.to_vec()))
+    }));
+    let (cb, got) = capture();
+    c.mkdir(&Who::Mount, NodeId(1), b"d", 0o755, cb);
+    let (d, _) = got.lock().unwrap().take().unwrap().unwrap();
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(d.node), b"f", 0o644, libc::O_WRONLY, cb);
+    let (file, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+    // Known present and a file: answered at once, not sent yet.
+    let (cb, unlinked) = capture();
+    c.unlink(&Who::Mount, NodeId(d.node), b"f", cb);
+    assert_eq!(unlinked.lock().unwrap().take(), Some(Ok(())));
+    assert!(c.coherence().listings().absent(d.node, b"f"));
+    // Not a directory: rmdir of it waits (the kernel refuses it first).
+    // The directory is empty now: rmdir is answered at once too.
+    let (cb, removed) = capture();
+    c.rmdir(&Who::Mount, NodeId(1), b"d", cb);
+    assert_eq!(removed.lock().unwrap().take(), Some(Ok(())));
+    assert!(c.coherence().listings().absent(1, b"d"));
+    // Made again at once, sent once the removal is done.
+    let (cb, again) = capture();
+    c.mkdir(&Who::Mount, NodeId(1), b"d", 0o700, cb);
+    assert!(again.lock().unwrap().take().unwrap().is_ok());
+    let mkdir = Request::MkdirNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        node: 0,
+        time: (0, 0),
+    };
+    assert_eq!(held.kinds(), vec![mkdir.tag()]);
+    held.answer(&mkdir, Ok(Response::Entry(d)));
+    let create = Request::CreateNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        flags: Default::default(),
+        node: 0,
+        fh: 0,
+        time: (0, 0),
+    };
+    held.answer(
+        &create,
+        Ok(Response::Created {
+            entry: file,
+            fh: opened.fh.0,
+        }),
+    );
+    let unlink = Request::Unlink {
+        parent: 0,
+        name: b"".to_vec().into(),
+    };
+    assert_eq!(held.kinds(), vec![unlink.tag()]);
+    let sent = held.answer(&unlink, Ok(Response::Ok));
+    assert!(
+        matches!(sent, Request::Unlink { parent, name } if parent == d.node && &name[..] == b"f")
+    );
+    let rmdir = Request::Rmdir {
+        parent: 0,
+        name: b"".to_vec().into(),
+    };
+    assert_eq!(held.kinds(), vec![rmdir.tag()]);
+    // Someone put a file in it meanwhile: refused, the name is unknown
+    // again and the kernel forgets it; the directory's fsync says so.
+    held.answer(&rmdir, Err(Errno(libc::ENOTEMPTY)));
+    assert!(!c.coherence().listings().absent(1, b"d"));
+    assert!(forgotten.lock().unwrap().contains(&(1, b"d".to_vec())));
+    assert_eq!(held.kinds(), vec![mkdir.tag()]);
+    held.answer(&mkdir, Err(Errno(libc::EEXIST)));
+    let (cb, synced) = capture();
+    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
+    held.answer(
+        &Request::FsyncDir {
+            fh: 5,
+            datasync: false,
+        },
+        Ok(Response::Ok),
+    );
+    assert_eq!(
+        synced.lock().unwrap().take(),
+        Some(Err(Errno(libc::ENOTEMPTY)))
+    );
+    // A name not known present is removed as before, waiting.
+    let (cb, unlinked) = capture();
+    c.unlink(&Who::Mount, NodeId(1), b"other", cb);
+    assert!(unlinked.lock().unwrap().is_none());
+    assert_eq!(held.kinds(), vec![unlink.tag()]);
+}
+
+#[test]
+fn a_symlink_of_a_name_known_absent_is_answered_at_once_and_made_behind() {
+    let (c, held) = pipelined();
+    let (cb, got) = capture();
+    c.symlink(&Who::Mount, NodeId(1), b"l", b"../target", cb);
+    let (l, _) = got.lock().unwrap().take().unwrap().unwrap();
+    assert_ne!(l.node & dockerfuse_proto::HOST_NODE_BIT, 0);
+    assert_eq!(l.attr.mode, libc::S_IFLNK | 0o777);
+    assert_eq!(l.attr.size, 9);
+    let symlink = Request::SymlinkNew {
+        parent: 1,
+        name: b"l".to_vec().into(),
+        target: b"../target".to_vec().into(),
+        node: l.node,
+        time: (l.attr.mtime, l.attr.mtime_nsec),
+    };
+    assert_eq!(held.kinds(), vec![symlink.tag()]);
+    // Known present now: its unlink is answered at once, sent after it.
+    let (cb, unlinked) = capture();
+    c.unlink(&Who::Mount, NodeId(1), b"l", cb);
+    assert_eq!(unlinked.lock().unwrap().take(), Some(Ok(())));
+    let sent = held.answer(&symlink, Ok(Response::Entry(l)));
+    assert_eq!(sent, symlink);
+    let unlink = Request::Unlink {
+        parent: 1,
+        name: b"l".to_vec().into(),
+    };
+    assert_eq!(held.kinds(), vec![unlink.tag()]);
+    held.answer(&unlink, Ok(Response::Ok));
+    // Refused: the name is unknown again, the directory's fsync says so.
+    let (cb, got) = capture();
+    c.symlink(&Who::Mount, NodeId(1), b"m", b"t", cb);
+    assert!(got.lock().unwrap().take().unwrap().is_ok());
+    held.answer(&symlink, Err(Errno(libc::ENOSPC)));
+    assert!(!c.coherence().listings().absent(1, b"m"));
+    let (cb, synced) = capture();
+    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
+    held.answer(
+        &Request::FsyncDir {
+            fh: 5,
+            datasync: false,
+        },
+        Ok(Response::Ok),
+    );
+    assert_eq!(
+        synced.lock().unwrap().take(),
+        Some(Err(Errno(libc::ENOSPC)))
+    );
+}
+
+#[test]
+fn a_rename_of_a_file_known_present_is_answered_at_once_and_sent_in_order() {
+    let (c, held) = pipelined();
+    let (cb, got) = capture();
+    c.create(&Who::Mount, NodeId(1), b"tmp", 0o644, libc::O_WRONLY, cb);
+    let (tmp, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+    // Over a name known absent: answered at once.
+    let (cb, renamed) = capture();
+    c.rename(&Who::Mount, (NodeId(1), b"tmp"), (NodeId(1), b"cfg"), 0, cb);
+    assert_eq!(renamed.lock().unwrap().take(), Some(Ok(())));
+    assert!(c.coherence().listings().absent(1, b"tmp"));
+    assert!(c.coherence().listings().present(1, b"cfg"));
+    // With a flag: waits, after the rest.
+    let (cb, exchanged) = capture();
+    c.rename(
+        &Who::Mount,
+        (NodeId(1), b"cfg"),
+        (NodeId(1), b"tmp"),
+        libc::RENAME_NOREPLACE,
+        cb,
+    );
+    assert!(exchanged.lock().unwrap().is_none());
+    let create = Request::CreateNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        flags: Default::default(),
+        node: 0,
+        fh: 0,
+        time: (0, 0),
+    };
+    held.answer(
+        &create,
+        Ok(Response::Created {
+            entry: tmp,
+            fh: opened.fh.0,
+        }),
+    );
+    let rename = Request::Rename {
+        parent: 0,
+        name: b"".to_vec().into(),
+        new_parent: 0,
+        new_name: b"".to_vec().into(),
+        flags: 0,
+    };
+    assert_eq!(held.kinds(), vec![rename.tag()]);
+    let sent = held.answer(&rename, Err(Errno(libc::EACCES)));
+    assert!(matches!(sent, Request::Rename { flags: 0, .. }));
+    // Refused: both names unknown; the flagged rename goes now.
+    assert!(!c.coherence().listings().absent(1, b"tmp"));
+    assert!(!c.coherence().listings().present(1, b"cfg"));
+    assert_eq!(held.kinds(), vec![rename.tag()]);
+    held.answer(&rename, Err(Errno(libc::ENOENT)));
+    assert_eq!(
+        exchanged.lock().unwrap().take(),
+        Some(Err(Errno(libc::ENOENT)))
+    );
+    let (cb, synced) = capture();
+    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
+    held.answer(
+        &Request::FsyncDir {
+            fh: 5,
+            datasync: false,
+        },
+        Ok(Response::Ok),
+    );
+    assert_eq!(
+        synced.lock().unwrap().take(),
+        Some(Err(Errno(libc::EACCES)))
+    );
+}
+
+/// A create waits for the removals in its directory answered before it,
+/// not for those answered after it (which wait for the create).
+#[test]
+fn a_create_between_two_renames_in_its_directory_goes_after_the_first() {
+    let (c, held) = pipelined();
+    let create = Request::CreateNew {
+        parent: 0,
+        name: b"".to_vec().into(),
+        mode: 0,
+        flags: Default::default(),
+        node: 0,
+        fh: 0,
+        time: (0, 0),
+    };
+    let rename = Request::Rename {
+        parent: 0,
+        name: b"".to_vec().into(),
+        new_parent: 0,
+        new_name: b"".to_vec().into(),
+        flags: 0,
+    };
+    let made = |name: &[u8]| {
+        let (cb, got) = capture();
+        c.create(&Who::Mount, NodeId(1), name, 0o644, libc::O_WRONLY, cb);
+        let (e, _, opened) = got.lock().unwrap().take().unwrap().unwrap();
+        (e, opened.fh.0)
+    };
+    let renamed = |from: &[u8], to: &[u8]| {
+        let (cb, got) = capture();
+        c.rename(&Who::Mount, (NodeId(1), from), (NodeId(1), to), 0, cb);
+        assert_eq!(got.lock().unwrap().take(), Some(Ok(())));
+    };
+    let (a, fh) = made(b"a.lock");
+    held.answer(&create, Ok(Response::Created { entry: a, fh }));
+    renamed(b"a.lock", b"a");
+    assert_eq!(held.kinds(), vec![rename.tag()]);
+    let (b, fh) = made(b"b.lock");
+    renamed(b"b.lock", b"b");
+    // The create waits for the first rename, the second for the create.
+    assert_eq!(held.kinds(), vec![rename.tag()]);
+    held.answer(&rename, Ok(Response::Ok));
+    assert_eq!(held.kinds(), vec![create.tag()]);
+    held.answer(&create, Ok(Response::Created { entry: b, fh }));
+    assert_eq!(held.kinds(), vec![rename.tag()]);
+    held.answer(&rename, Ok(Response::Ok));
+    assert_eq!(held.kinds(), Vec::<u32>::new());
 }
 
 /// A transport whose handle 9 belongs to a satellite that is gone.

@@ -496,6 +496,8 @@ fn mount_session(
             && !cli.reconnect
             && remote.running.hello.protocol >= 8
             && remote.running.hello.uid == 0,
+        // Symlinks with the host's ids came with protocol 9.
+        symlink_new: remote.running.hello.protocol >= 9,
         // Before protocol 6 open flags travelled in the satellite's own
         // numbers.
         legacy_flags: (remote.running.hello.protocol < 6)

@@ -90,6 +90,7 @@ fn kind(req: &Request<'_>) -> Kind {
         Request::OpenReadDir { .. } => Kind::OpenReadDir,
         Request::CreateNew { .. } => Kind::Create,
         Request::MkdirNew { .. } => Kind::Mkdir,
+        Request::SymlinkNew { .. } => Kind::Symlink,
         Request::ReadDir { .. } => Kind::ReadDir,
         Request::ReleaseDir { .. } => Kind::ReleaseDir,
         Request::FsyncDir { .. } => Kind::FsyncDir,

@@ -97,7 +97,7 @@ impl Fs {
             let st = sys::stat_fd(fd.as_raw_fd())?;
             let no_xattrs = has_no_xattrs(fd.as_raw_fd(), &st);
             self.nodes
-                .add_new(id, key_of(&st), fd, true, Some((parent, name)))?;
+                .add_new(id, key_of(&st), fd, (false, true), Some((parent, name)))?;
             Ok((st, no_xattrs))
         })();
         let (mut st, no_xattrs) = match made {
@@ -108,6 +108,52 @@ impl Fs {
             }
         };
         if self.note_held(id, libc::S_IFDIR, Some((parent, name))) {
+            st = sys::stat_fd(self.nodes.get(id)?.raw())?;
+        }
+        Ok(Response::Entry(Entry {
+            node: id,
+            attr: attr_of(&st, id),
+            no_xattrs,
+        }))
+    }
+
+    /// symlink as node `id`, the host's choice (protocol 9): nothing is
+    /// made when it is refused.
+    pub(super) fn symlink_new(
+        &self,
+        (parent, name): (u64, &[u8]),
+        target: &[u8],
+        id: u64,
+        time: (i64, u32),
+    ) -> SysResult<Response<'static>> {
+        self.nodes.check_new(id)?;
+        let p = self.nodes.get(parent)?;
+        if name.contains(&b'/') || name.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let cname = sys::cstr(name)?;
+        let own = self.watch.own_names(&[(parent, name, libc::IN_CREATE)]);
+        sys::symlinkat(&sys::cstr(target)?, p.raw(), &cname)?;
+        own.done();
+        let made = (|| {
+            let times = [super::file_data::timespec(time); 2];
+            sys::utimensat(p.raw(), &cname, &times, libc::AT_SYMLINK_NOFOLLOW)?;
+            let fd = sys::openat(p.raw(), &cname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            let st = sys::stat_fd(fd.as_raw_fd())?;
+            self.watch.own_change(fd.as_raw_fd());
+            let no_xattrs = has_no_xattrs(fd.as_raw_fd(), &st);
+            self.nodes
+                .add_new(id, key_of(&st), fd, (true, false), Some((parent, name)))?;
+            Ok((st, no_xattrs))
+        })();
+        let (mut st, no_xattrs) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = sys::unlinkat(p.raw(), &cname, 0);
+                return Err(e);
+            }
+        };
+        if self.note_held(id, libc::S_IFLNK, Some((parent, name))) {
             st = sys::stat_fd(self.nodes.get(id)?.raw())?;
         }
         Ok(Response::Entry(Entry {

@@ -136,8 +136,13 @@ impl Fs {
             )?;
             let st = sys::stat_fd(fd.as_raw_fd())?;
             let no_xattrs = has_no_xattrs(path_fd.as_raw_fd(), &st);
-            self.nodes
-                .add_new(id, key_of(&st), path_fd, false, Some((parent, name)))?;
+            self.nodes.add_new(
+                id,
+                key_of(&st),
+                path_fd,
+                (false, false),
+                Some((parent, name)),
+            )?;
             Ok((st, no_xattrs))
         })();
         let (st, no_xattrs) = match made {

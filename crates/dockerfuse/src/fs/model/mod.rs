@@ -150,10 +150,11 @@ fn random_sequences_agree_through_the_core_and_directly() {
     let ids = identity::Ids::get();
     let absent_here = run::ABSENT_HERE.load(Relaxed);
     let attrs_here = run::ATTRS_HERE.load(Relaxed);
+    let removed_here = run::REMOVED_HERE.load(Relaxed);
     eprintln!(
         "model: {cases} sequences, {} operations ({} as uid {}, with {} setup steps by root) \
-         in {:.1?}, {absent_here} lookups answered \"absent\" and {attrs_here} getattrs \
-         answered on the host; user xattrs in temp dirs: {}",
+         in {:.1?}, {absent_here} lookups answered \"absent\", {attrs_here} getattrs \
+         and {removed_here} removals answered on the host; user xattrs in temp dirs: {}",
         total.into_inner(),
         by_caller.into_inner(),
         ids.uid(),
@@ -185,6 +186,11 @@ fn random_sequences_agree_through_the_core_and_directly() {
         assert!(
             attrs_here > 0,
             "no getattr was answered from the attributes kept on the host"
+        );
+        // Unlinks and rmdirs of what a step made or listed before.
+        assert!(
+            removed_here > 0,
+            "no unlink or rmdir was answered on the host and sent behind"
         );
     }
 }

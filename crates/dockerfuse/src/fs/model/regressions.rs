@@ -563,6 +563,69 @@ fn an_unlinked_file_open_through_a_handle_keeps_no_attributes_on_the_host() {
     );
 }
 
+/// A removal answered on the host and refused in the container, whose
+/// name a third party changed between the host's answer and its arrival:
+/// the program learns it at the directory's fsync (or, when the feed told
+/// the host first, at the call), and the name shows as the container has
+/// it.
+#[test]
+fn a_removal_sent_behind_that_loses_a_race_shows_at_the_directorys_fsync() {
+    use super::through_core::wait;
+    use crate::fs::{Errno, Fh, Lookup, NodeId, Who};
+    let dir = tempfile::tempdir().unwrap();
+    let served = super::satellite::Served::start(dir.path(), None, false);
+    let (core, who) = (&served.core, Who::Mount);
+    let root = NodeId(dockerfuse_proto::ROOT_NODE);
+    let fsyncdir = |node: u64| {
+        let (fh, _) = wait(|cb| core.opendir(&who, NodeId(node), cb)).unwrap();
+        let r = wait(|cb| core.fsyncdir(&who, NodeId(node), fh, false, cb));
+        wait(|cb| core.releasedir(Fh(fh.0), cb)).unwrap();
+        r
+    };
+    // Made through the core: its names are known.
+    let (top, _) = wait(|cb| core.mkdir(&who, root, b"top", 0o755, cb)).unwrap();
+    let root = NodeId(top.node);
+    let mut behind = 0;
+    for round in 0..5 {
+        let (d, l, e) = (
+            format!("d{round}"),
+            format!("l{round}"),
+            format!("e{round}"),
+        );
+        let (dn, _) = wait(|cb| core.mkdir(&who, root, d.as_bytes(), 0o755, cb)).unwrap();
+        wait(|cb| core.symlink(&who, NodeId(dn.node), l.as_bytes(), b"t", cb)).unwrap();
+        wait(|cb| core.mkdir(&who, root, e.as_bytes(), 0o755, cb)).unwrap();
+        wait(|cb| core.settle(cb)).unwrap();
+        // Someone removes the link and fills the directory meanwhile.
+        let at = dir.path().join("top");
+        std::fs::remove_file(at.join(&d).join(&l)).unwrap();
+        std::fs::write(at.join(&e).join("x"), b"x").unwrap();
+        let unlinked = wait(|cb| core.unlink(&who, NodeId(dn.node), l.as_bytes(), cb));
+        let removed = wait(|cb| core.rmdir(&who, root, e.as_bytes(), cb));
+        match unlinked {
+            Ok(()) => {
+                behind += 1;
+                assert_eq!(fsyncdir(dn.node), Err(Errno::ENOENT));
+            }
+            Err(err) => assert_eq!(err, Errno::ENOENT),
+        }
+        match removed {
+            Ok(()) => {
+                behind += 1;
+                assert_eq!(fsyncdir(top.node), Err(Errno(libc::ENOTEMPTY)));
+            }
+            Err(err) => assert_eq!(err, Errno(libc::ENOTEMPTY)),
+        }
+        // The names show as the container has them.
+        let gone = wait(|cb| core.lookup(&who, NodeId(dn.node), l.as_bytes(), cb));
+        assert!(matches!(gone, Ok(Lookup::Absent(_)) | Err(Errno::ENOENT)));
+        let kept = wait(|cb| core.lookup(&who, root, e.as_bytes(), cb));
+        assert!(matches!(kept, Ok(Lookup::Found(..))));
+    }
+    eprintln!("removals answered on the host and refused: {behind} of 10");
+    assert!(behind > 0, "no removal went behind");
+}
+
 fn raced(path: &'static str, dir: bool, third: Third, then: Vec<Then>) -> Op {
     Op::Raced {
         path,

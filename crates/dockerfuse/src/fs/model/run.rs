@@ -41,6 +41,10 @@ pub(crate) static ABSENT_HERE: std::sync::atomic::AtomicU64 = std::sync::atomic:
 /// all runs.
 pub(crate) static ATTRS_HERE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Unlinks and rmdirs the cores answered on the host and sent behind,
+/// over all runs.
+pub(crate) static REMOVED_HERE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How long a change made in the container may take to reach the ledger.
 const CHANGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -208,6 +212,8 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
     ABSENT_HERE.fetch_add(here, Relaxed);
     let here = served.core.coherence().counts.attrs_here.load(Relaxed);
     ATTRS_HERE.fetch_add(here, Relaxed);
+    let here = served.core.coherence().counts.removed_here.load(Relaxed);
+    REMOVED_HERE.fetch_add(here, Relaxed);
     let want = tree::on_disk(&b);
     if let Some(d) = tree::differences(&want, &tree::on_disk(&a)) {
         return Err(format!("the served tree on disk differs:{d}"));

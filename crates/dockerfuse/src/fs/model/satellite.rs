@@ -86,6 +86,7 @@ impl Served {
                 stream: true,
                 pipeline: !per_caller,
                 kernel_acls: false,
+                symlink_new: true,
                 legacy_flags: None,
             },
         );

@@ -2,6 +2,8 @@
 //! behind where the host knows the name is absent), unlink, rmdir,
 //! rename and link.
 
+use std::sync::atomic::Ordering;
+
 use super::super::*;
 
 impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
@@ -85,12 +87,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             .links
             .as_ref()
             .and_then(|l| l.to_container(target));
+        let stored = stored.as_deref().unwrap_or(target);
+        let Some(cb) = self.symlink_behind(parent, name, stored, cb) else {
+            return;
+        };
         self.call_entry(
             who,
             Request::Symlink {
                 parent,
                 name: name.into(),
-                target: stored.as_deref().unwrap_or(target).into(),
+                target: stored.into(),
             },
             parent,
             name,
@@ -267,7 +273,6 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         coh.learn_dir_mode(node, attr.mode, attr.gid);
         let (entry, ttl) = self.note_made(&coh, parent, name, node, attr);
         coh.listings().made_empty(node);
-        let seq = behind.hold(None);
         let req = Request::MkdirNew {
             parent,
             name: name.to_vec().into(),
@@ -275,6 +280,33 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             node,
             time,
         };
+        let (pending, c) = (self.pending.clone(), coh.clone());
+        self.send_made((parent, name), node, behind, ttl, req, move |e| {
+            pending.learn_empty_dir(&e.attr);
+            c.learn_dir_mode(node, e.attr.mode, e.attr.gid);
+        });
+        cb(Ok((entry, ttl)));
+        None
+    }
+
+    /// Sends `req`, which makes node `node` as `name` in `parent` (the
+    /// kernel was answered with its entry), once `parent` is made and the
+    /// removals in it are done; everything sent after waits for it. Made:
+    /// the container's attributes replace the provisional ones and
+    /// `made` runs; refused: the name is unknown and forgotten by the
+    /// kernel, what waited for the node fails, the directory's fsync
+    /// reports it.
+    pub(in crate::fs) fn send_made(
+        &self,
+        (parent, name): (u64, &[u8]),
+        node: u64,
+        behind: Arc<WriteBehind>,
+        ttl: Ttl,
+        req: Request<'static>,
+        made: impl FnOnce(&Entry) + Send + 'static,
+    ) {
+        let seq = behind.hold(None);
+        let coh = self.coherence.clone();
         let stamp = coh.attr_stamp();
         let (pending, transport, cache, owned) = (
             self.pending.clone(),
@@ -295,12 +327,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     coh.keep_attr(node, e.attr, Source::Entry, stamp);
                     cache.note(&e, ttl.attr);
                     coh.provisional_done(node);
-                    pending.learn_empty_dir(&e.attr);
-                    coh.learn_dir_mode(node, e.attr.mode, e.attr.gid);
+                    made(&e);
                     pending.done(node, parent, Ok(()));
                 }
                 Err(e) => {
-                    tracing::debug!(parent, node, errno = e.0, "a mkdir sent behind was refused");
+                    tracing::debug!(parent, node, errno = e.0, "a node made behind was refused");
                     coh.refused(parent, &owned);
                     pending.done(node, parent, Err(e));
                 }
@@ -317,12 +348,49 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 Err(e) => finish(Err(e)),
             }),
         );
+    }
+
+    /// symlink answered at once and sent behind ([`pending`]), with the
+    /// target as the container stores it; needs a satellite of protocol 9.
+    /// Gives `cb` back when it may not be.
+    pub(in crate::fs) fn symlink_behind(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        cb: Cb<(Entry, Ttl)>,
+    ) -> Option<Cb<(Entry, Ttl)>> {
+        if !self.opts.symlink_new || target.is_empty() || target.len() > 4095 || target.contains(&0)
+        {
+            return Some(cb);
+        }
+        let Some(p) = self.may_pipeline(parent, name) else {
+            return Some(cb);
+        };
+        let coh = self.coherence.clone();
+        let mut attr = self.provisional_attr(&p, libc::S_IFLNK | 0o777);
+        attr.size = target.len() as u64;
+        let Pipelined {
+            node, behind, time, ..
+        } = p;
+        let (entry, ttl) = self.note_made(&coh, parent, name, node, attr);
+        let req = Request::SymlinkNew {
+            parent,
+            name: name.to_vec().into(),
+            target: target.to_vec().into(),
+            node,
+            time,
+        };
+        self.send_made((parent, name), node, behind, ttl, req, |_| {});
         cb(Ok((entry, ttl)));
         None
     }
 
     pub(crate) fn unlink(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
         self.made.forget_all();
+        let Some(cb) = self.remove_behind(parent, name, false, cb) else {
+            return;
+        };
         let cb = self.noting(parent, name, false, cb);
         let req = Request::Unlink {
             parent,
@@ -333,6 +401,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 
     pub(crate) fn rmdir(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<()>) {
         self.made.forget_all();
+        let Some(cb) = self.remove_behind(parent, name, true, cb) else {
+            return;
+        };
         let cb = self.noting(parent, name, false, cb);
         let name = name.into();
         self.call(who, Request::Rmdir { parent, name }, replies::ok, cb)
@@ -354,6 +425,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         // is known.
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         self.made.forget_all();
+        let Some(cb) = self.rename_behind((parent, name), (new_parent, new_name), flags, cb) else {
+            return;
+        };
         let (coh, old, new) = (self.coherence.clone(), name.to_vec(), new_name.to_vec());
         // Both parents' times, the moved node's ctime and a replaced
         // node's link count change.
@@ -362,6 +436,11 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let cb: Cb<()> = Box::new(move |r| {
             coh.name_changed(parent, &old);
             coh.name_changed(new_parent, &new);
+            if r.is_ok() {
+                // The names hold other nodes, or none, now.
+                coh.unnamed(parent, &old);
+                coh.unnamed(new_parent, &new);
+            }
             let l = coh.listings();
             match r {
                 Ok(()) if exchange => {
@@ -387,6 +466,165 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             flags,
         };
         self.call_settled(who, req, cb)
+    }
+
+    /// An unlink (or with `dir` an rmdir) answered at once and sent
+    /// behind, in order ([`pending`]): pipelining is on, the host knows
+    /// `name` is in `parent` and what it is (a directory for rmdir, which
+    /// a complete listing says is empty; anything else for unlink), and
+    /// no file is opened lazily (see [`Core::call_settled`]). The ledger
+    /// forgets the name at once; a refusal makes it unknown again and is
+    /// kept for the directory's fsync. Gives `cb` back when it may not be.
+    pub(in crate::fs) fn remove_behind(
+        &self,
+        parent: u64,
+        name: &[u8],
+        dir: bool,
+        cb: Cb<()>,
+    ) -> Option<Cb<()>> {
+        let Some(behind) = self.out.behind.clone().filter(|_| self.opts.pipeline) else {
+            return Some(cb);
+        };
+        let coh = self.coherence.clone();
+        let Some((node, kind)) = coh.known_present(parent, name) else {
+            return Some(cb);
+        };
+        // The kernel refuses the wrong kind itself (EISDIR, ENOTDIR): the
+        // container says which error, should one come.
+        if (kind == libc::S_IFDIR) != dir
+            || (dir && !coh.listings().empty(node))
+            || !self.files.unopened().is_empty()
+        {
+            return Some(cb);
+        }
+        coh.counts.removed_here.fetch_add(1, Ordering::Relaxed);
+        // The parent's times and the node's link count change.
+        coh.name_changed(parent, name);
+        coh.unnamed(parent, name);
+        coh.listings().removed(parent, name);
+        let id = self.pending.removing(parent);
+        let owned = name.to_vec();
+        let req = match dir {
+            true => Request::Rmdir {
+                parent,
+                name: owned.clone().into(),
+            },
+            false => Request::Unlink {
+                parent,
+                name: owned.clone().into(),
+            },
+        };
+        let (transport, pending, b2) = (
+            self.out.transport.clone(),
+            self.pending.clone(),
+            behind.clone(),
+        );
+        let finish = move |seq: u64, r: Result<Response<'_>, Errno>| {
+            coh.touched(parent);
+            coh.touched(node);
+            if let Err(e) = r.and_then(replies::ok) {
+                tracing::debug!(
+                    parent,
+                    node,
+                    errno = e.0,
+                    "a removal sent behind was refused: the directory's next fsync reports it"
+                );
+                coh.refused(parent, &owned);
+                pending.fail(parent, e);
+            }
+            pending.removed(parent, id);
+            b2.unhold(seq, None, None);
+        };
+        behind.hold_after(Box::new(move |seq| {
+            let _bg = crate::mount::waits::background();
+            transport.call(&req, Box::new(move |r| finish(seq, r)))
+        }));
+        cb(Ok(()));
+        None
+    }
+
+    /// A rename answered at once and sent behind, in order ([`pending`]):
+    /// no flags, the source is known present and not a directory, the
+    /// target known absent or a known non-directory of another inode (a
+    /// file replaced), no file opened lazily. A refusal makes both names
+    /// unknown (the kernel forgets them) and is kept for both directories'
+    /// fsync. Gives `cb` back when it may not be.
+    pub(in crate::fs) fn rename_behind(
+        &self,
+        (parent, name): (u64, &[u8]),
+        (new_parent, new_name): (u64, &[u8]),
+        flags: u32,
+        cb: Cb<()>,
+    ) -> Option<Cb<()>> {
+        let Some(behind) = self.out.behind.clone().filter(|_| self.opts.pipeline) else {
+            return Some(cb);
+        };
+        let coh = self.coherence.clone();
+        if flags != 0 || (parent, name) == (new_parent, new_name) {
+            return Some(cb);
+        }
+        let Some((node, kind)) = coh.known_present(parent, name) else {
+            return Some(cb);
+        };
+        let replaceable = match coh.known_present(new_parent, new_name) {
+            Some((other, k)) => other != node && k != libc::S_IFDIR,
+            None => coh.cache_dir(new_parent) && coh.listings().absent(new_parent, new_name),
+        };
+        if kind == libc::S_IFDIR || !replaceable || !self.files.unopened().is_empty() {
+            return Some(cb);
+        }
+        coh.counts.removed_here.fetch_add(1, Ordering::Relaxed);
+        // Both parents' times, the moved node's ctime and a replaced
+        // node's link count change.
+        coh.name_changed(parent, name);
+        coh.name_changed(new_parent, new_name);
+        coh.moved((parent, name), (new_parent, new_name), node);
+        coh.listings().removed(parent, name);
+        coh.listings().created(new_parent, new_name);
+        let ids = (
+            self.pending.removing(parent),
+            self.pending.removing(new_parent),
+        );
+        let (old, new) = (name.to_vec(), new_name.to_vec());
+        let req = Request::Rename {
+            parent,
+            name: old.clone().into(),
+            new_parent,
+            new_name: new.clone().into(),
+            flags,
+        };
+        let (transport, pending, b2) = (
+            self.out.transport.clone(),
+            self.pending.clone(),
+            behind.clone(),
+        );
+        let finish = move |seq: u64, r: Result<Response<'_>, Errno>| {
+            coh.touched(parent);
+            coh.touched(new_parent);
+            coh.touched(node);
+            if let Err(e) = r.and_then(replies::ok) {
+                tracing::debug!(
+                    parent,
+                    new_parent,
+                    node,
+                    errno = e.0,
+                    "a rename sent behind was refused: the directories' next fsync reports it"
+                );
+                coh.refused(parent, &old);
+                coh.refused(new_parent, &new);
+                pending.fail(parent, e);
+                pending.fail(new_parent, e);
+            }
+            pending.removed(parent, ids.0);
+            pending.removed(new_parent, ids.1);
+            b2.unhold(seq, None, None);
+        };
+        behind.hold_after(Box::new(move |seq| {
+            let _bg = crate::mount::waits::background();
+            transport.call(&req, Box::new(move |r| finish(seq, r)))
+        }));
+        cb(Ok(()));
+        None
     }
 
     /// Sends `req`, an unlink or rename, once every file opened lazily

@@ -305,7 +305,9 @@ impl Table {
             R::Forget { .. } | R::ReleaseMany { .. } => return Err(Errno::EIO),
             // Ids the host chose are the satellite's: never sent with
             // --reconnect (the kernel holds relink's ids).
-            R::CreateNew { .. } | R::MkdirNew { .. } => return Err(Errno::EINVAL),
+            R::CreateNew { .. } | R::MkdirNew { .. } | R::SymlinkNew { .. } => {
+                return Err(Errno::EINVAL)
+            }
         })
     }
 
