@@ -86,6 +86,7 @@ pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
 pub(crate) use coherence::Source;
 pub(crate) use coherence::{Coherence, Inval, Ttl};
+pub(crate) use failure::Failure;
 pub(crate) use ids::{Fh, NodeId};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
@@ -155,15 +156,19 @@ pub(crate) struct Options {
     pub(crate) pipeline: bool,
 }
 
+/// Completion of one request sent through the [`Outbox`]: the
+/// transport's, with its failures typed.
+type Sent = Box<dyn for<'a> FnOnce(Result<Response<'a>, Failure>) + Send>;
+
 /// Outcome callback of one operation.
-pub(crate) type Cb<T> = Box<dyn FnOnce(Result<T, Errno>) + Send>;
+pub(crate) type Cb<T> = Box<dyn FnOnce(Result<T, Failure>) + Send>;
 /// Outcome callback of an operation whose data borrows the receive buffer.
-pub(crate) type BytesCb = Box<dyn for<'a> FnOnce(Result<&'a [u8], Errno>) + Send>;
+pub(crate) type BytesCb = Box<dyn for<'a> FnOnce(Result<&'a [u8], Failure>) + Send>;
 /// Outcome callback of a plain readdir.
-pub(crate) type DirCb = Box<dyn for<'a> FnOnce(Result<Vec<DirItem<'a>>, Errno>) + Send>;
+pub(crate) type DirCb = Box<dyn for<'a> FnOnce(Result<Vec<DirItem<'a>>, Failure>) + Send>;
 /// Outcome callback of a readdirplus: returns how many of the items the
 /// kernel took (the rest are forgotten).
-pub(crate) type PlusCb = Box<dyn for<'a> FnOnce(Result<&[PlusItem<'a>], Errno>) -> usize + Send>;
+pub(crate) type PlusCb = Box<dyn for<'a> FnOnce(Result<&[PlusItem<'a>], Failure>) -> usize + Send>;
 
 /// Outcome of getxattr/listxattr.
 pub(crate) enum Xattr<'a> {
@@ -173,7 +178,7 @@ pub(crate) enum Xattr<'a> {
     Size(u32),
 }
 /// Outcome callback of getxattr/listxattr.
-pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Errno>) + Send>;
+pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Failure>) + Send>;
 
 /// An open file: the satellite's handle and, with passthrough, the
 /// backing file the kernel serves it from (`B`: the kernel's id of it).
@@ -235,9 +240,10 @@ impl<T> Clone for Outbox<T> {
 
 impl<T: Transport> Outbox<T> {
     /// Sends `req` for `who`, after the writes accepted before it. The
-    /// reply is handled in the span of the request that sent it, where a
-    /// failure of the transport is recorded ([`failure`]).
-    fn send(&self, who: &Who, req: &Request<'_>, done: Done) {
+    /// reply is handled in the span of the request that sent it; a
+    /// failure of the transport reaches `done` as such ([`failure`]).
+    fn send(&self, who: &Who, req: &Request<'_>, done: Sent) {
+        let done: Done = Box::new(move |r| done(r.map_err(Failure::transport)));
         let done: Done = match req {
             Request::Read { .. } | Request::OpenSmall { .. } => {
                 let replies = self.replies.clone();
@@ -253,9 +259,6 @@ impl<T: Transport> Outbox<T> {
             true => done,
             false => Box::new(move |r| {
                 let _in = span.enter();
-                if r.is_err() {
-                    failure::record(failure::Cause::Transport);
-                }
                 done(r)
             }),
         };
@@ -316,7 +319,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 };
                 transport.call(
                     &req,
-                    Box::new(move |r| done(r.and_then(|r| replies::written(r, len)))),
+                    Box::new(move |r| {
+                        let r = r.map_err(Failure::transport);
+                        done(
+                            r.and_then(|r| replies::written(r, len))
+                                .map_err(|f| f.errno),
+                        )
+                    }),
                 )
             });
             Arc::new(WriteBehind::new(send))
@@ -379,7 +388,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         &self,
         who: &Who,
         req: Request<'_>,
-        map: fn(Response<'_>) -> Result<R, Errno>,
+        map: fn(Response<'_>) -> Result<R, Failure>,
         cb: Cb<R>,
     ) {
         self.out
@@ -430,13 +439,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             false => coh.name_changed(dir, name),
         };
         forget(&coh, &name);
-        Box::new(move |r: Result<R, Errno>| {
+        Box::new(move |r: Result<R, Failure>| {
             forget(&coh, &name);
             let l = coh.listings();
             match &r {
                 Ok(_) if exists => l.created(dir, &name),
                 Ok(_) => l.removed(dir, &name),
-                Err(Errno::EEXIST) if exists => l.created(dir, &name),
+                Err(f) if exists && f.errno == Errno::EEXIST => l.created(dir, &name),
                 Err(_) => l.unsure(dir, &name),
             }
             cb(r)

@@ -12,7 +12,7 @@ use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, ROOT_NODE};
 use super::identity::Ids;
 use super::ops::{pattern, Group, Op, Out, Outcome, Stat, Time, User, PLANTED_LEN, SLOTS};
 use super::twin::{split_names, TwinDir};
-use crate::fs::{Cb, Core, Fh, Lookup, NodeId, Who, Xattr};
+use crate::fs::{Cb, Core, Failure, Fh, Lookup, NodeId, Who, Xattr};
 use crate::transport::rpc::Rpc;
 
 /// How many symlinks one path walk may follow (the kernel's MAXSYMLINKS).
@@ -31,8 +31,8 @@ const PAGE_ENTRIES: usize = 25;
 /// Runs one core call and waits for its callback.
 pub(super) fn wait<T: Send + 'static>(start: impl FnOnce(Cb<T>)) -> Result<T, Errno> {
     let (tx, rx) = mpsc::sync_channel(1);
-    start(Box::new(move |r| {
-        let _ = tx.send(r);
+    start(Box::new(move |r: Result<T, Failure>| {
+        let _ = tx.send(r.map_err(|f| f.errno));
     }));
     rx.recv_timeout(CALL_LIMIT)
         .expect("the core answers every call")
@@ -41,7 +41,8 @@ pub(super) fn wait<T: Send + 'static>(start: impl FnOnce(Cb<T>)) -> Result<T, Er
 /// Runs a getxattr/listxattr and copies its outcome out.
 fn wait_xattr(start: impl FnOnce(crate::fs::XattrCb)) -> Outcome {
     let (tx, rx) = mpsc::sync_channel(1);
-    start(Box::new(move |r: Result<Xattr<'_>, Errno>| {
+    start(Box::new(move |r: Result<Xattr<'_>, Failure>| {
+        let r = r.map_err(|f| f.errno);
         let _ = tx.send(r.map(|x| match x {
             Xattr::Size(n) => Err(n),
             Xattr::Data(d) => Ok(d.to_vec()),
@@ -244,7 +245,8 @@ impl<'a> Driver<'a> {
         self.core.readlink(
             &self.who,
             NodeId(node),
-            Box::new(move |r: Result<&[u8], Errno>| {
+            Box::new(move |r: Result<&[u8], Failure>| {
+                let r = r.map_err(|f| f.errno);
                 let _ = tx.send(r.map(<[u8]>::to_vec));
             }),
         );
@@ -321,7 +323,7 @@ impl<'a> Driver<'a> {
                         n
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(e));
+                        let _ = tx.send(Err(e.errno));
                         0
                     }
                 }),
@@ -847,7 +849,8 @@ fn read_bytes(core: &Core<Rpc>, who: &Who, fh: u64, offset: u64) -> Outcome {
         Fh(fh),
         offset,
         64 * 1024,
-        Box::new(move |r: Result<&[u8], Errno>| {
+        Box::new(move |r: Result<&[u8], Failure>| {
+            let r = r.map_err(|f| f.errno);
             let _ = tx.send(r.map(<[u8]>::to_vec));
         }),
     );

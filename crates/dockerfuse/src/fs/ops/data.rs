@@ -21,7 +21,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             coh.read_through(fh);
             cb(r)
         });
-        let done = move |cb: BytesCb| -> Done {
+        let done = move |cb: BytesCb| -> Sent {
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
                 Ok(r) => cb(Err(unexpected(r))),
@@ -135,7 +135,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                             fh: None,
                             attr,
                         };
-                        let done = Box::new(move |r: Result<_, Errno>| cb(r.map(|_| ())));
+                        let done = Box::new(move |r: Result<_, Failure>| cb(r.map(|_| ())));
                         out.send(&owner, &req, attr_done(node, coh, done))
                     }
                     None => cb(Ok(())),
@@ -150,9 +150,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// error (close(2) returns it).
     pub(crate) fn flush(&self, Fh(fh): Fh, cb: Cb<()>) {
         match self.out.behind.clone() {
-            Some(b) => b
-                .clone()
-                .after_writes(Box::new(move || cb(b.take_error(fh).map_or(Ok(()), Err)))),
+            Some(b) => b.clone().after_writes(Box::new(move || {
+                cb(b.take_error(fh).map_or(Ok(()), |e| Err(Failure::behind(e))))
+            })),
             None => cb(Ok(())),
         }
     }
@@ -212,7 +212,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn fsync(&self, who: &Who, Fh(fh): Fh, datasync: bool, cb: Cb<()>) {
         let behind = self.out.behind.clone();
         let cb: Cb<()> = Box::new(move |r| match behind.and_then(|b| b.take_error(fh)) {
-            Some(e) => cb(Err(e)),
+            Some(e) => cb(Err(Failure::behind(e))),
             None => cb(r),
         });
         let req = move |fh| Request::Fsync { fh, datasync };
@@ -312,7 +312,7 @@ impl<T: Transport> Writer<T> {
         if let Some(b) = self.out.behind.as_ref().filter(|_| !self.through) {
             match b.write(fh, offset, data) {
                 Accepted::Queued(n) => return cb(Ok(n)),
-                Accepted::Failed(e) => return cb(Err(e)),
+                Accepted::Failed(e) => return cb(Err(Failure::behind(e))),
                 Accepted::Full => {}
             }
         }

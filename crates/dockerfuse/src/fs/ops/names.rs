@@ -32,10 +32,14 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Box::new(move |r| {
                 match &r {
                     Ok(_) if local => coh.listings().found(parent, &absent),
-                    Err(Errno::ENOENT) if stamp.is_some() => {
-                        coh.listings().not_found(parent, &absent, stamp)
-                    }
-                    Err(Errno::ENOENT) => {
+                    Err(Failure {
+                        errno: Errno::ENOENT,
+                        ..
+                    }) if stamp.is_some() => coh.listings().not_found(parent, &absent, stamp),
+                    Err(Failure {
+                        errno: Errno::ENOENT,
+                        ..
+                    }) => {
                         if let Some((listing, transport)) = &list {
                             listing.start(transport, &coh, parent);
                         }
@@ -44,8 +48,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 }
                 cb(match r {
                     Ok((e, ttl)) => Ok(Lookup::Found(e, ttl)),
-                    Err(Errno::ENOENT) => match coh.absent(parent, &absent) {
-                        ttl if ttl.is_zero() => Err(Errno::ENOENT),
+                    Err(
+                        f @ Failure {
+                            errno: Errno::ENOENT,
+                            ..
+                        },
+                    ) => match coh.absent(parent, &absent) {
+                        ttl if ttl.is_zero() => Err(f),
                         ttl => Ok(Lookup::Absent(ttl)),
                     },
                     Err(e) => Err(e),
@@ -282,13 +291,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             self.no_xattrs.clone(),
             name.to_vec(),
         );
-        let finish = move |r: Result<Response<'_>, Errno>| {
+        let finish = move |r: Result<Response<'_>, Failure>| {
             coh.touched(parent);
             let r = r
                 .and_then(replies::entry)
                 .and_then(|e| match e.node == node {
                     true => Ok(e),
-                    false => Err(Errno::EIO),
+                    false => Err(Failure::bad_reply()),
                 });
             match r {
                 Ok(e) => {
@@ -300,7 +309,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     pending.done(node, parent, Ok(()));
                 }
                 Err(e) => {
-                    tracing::debug!(parent, node, errno = e.0, "a mkdir sent behind was refused");
+                    tracing::debug!(
+                        parent,
+                        node,
+                        errno = e.errno.0,
+                        cause = e.cause.as_str(),
+                        "a mkdir sent behind was refused"
+                    );
                     coh.refused(parent, &owned);
                     pending.done(node, parent, Err(e));
                 }
@@ -312,7 +327,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Box::new(move |r| match r {
                 Ok(()) => {
                     let _bg = crate::mount::waits::background();
-                    transport.call(&req, Box::new(finish))
+                    transport.call(
+                        &req,
+                        Box::new(move |r| finish(r.map_err(Failure::transport))),
+                    )
                 }
                 Err(e) => finish(Err(e)),
             }),
