@@ -2359,3 +2359,45 @@ fn cp_a_s_trivial_acl_on_a_file_created_behind_is_a_chmod_sent_behind() {
     );
     assert!(got.lock().unwrap().is_none());
 }
+
+/// A transport whose handle 9 belongs to a satellite that is gone.
+struct GoneHandle(Seen);
+
+impl Transport for GoneHandle {
+    fn call(&self, req: &Request<'_>, done: Done) {
+        self.0.lock().unwrap().push(req.clone().into_owned());
+        done(Ok(Response::Written(4)))
+    }
+    fn post(&self, req: &Request<'_>) {
+        self.0.lock().unwrap().push(req.clone().into_owned());
+    }
+    fn handle_gone(&self, fh: u64) -> bool {
+        fh == 9
+    }
+}
+
+#[test]
+fn a_write_on_a_handle_of_a_gone_satellite_fails_at_once_even_behind() {
+    let seen: Seen = Arc::default();
+    let c: Core<GoneHandle> = Core::new(
+        GoneHandle(seen.clone()),
+        Options {
+            write_behind: true,
+            ..opts()
+        },
+    );
+    let (cb, got) = capture();
+    c.write(&Who::Mount, NodeId(2), Fh(9), 0, b"lost", false, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EIO)));
+    let (cb, got) = capture();
+    c.write(&Who::Mount, NodeId(2), Fh(8), 0, b"kept", false, cb);
+    assert_eq!(got.lock().unwrap().take(), Some(Ok(4)), "accepted behind");
+    let (cb, _) = capture();
+    c.settle(cb);
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter()
+            .all(|r| !matches!(unwrapped(r), Request::Write { fh: 9, .. })),
+        "nothing is sent on the gone handle: {seen:?}"
+    );
+}

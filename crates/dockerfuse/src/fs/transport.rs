@@ -24,4 +24,10 @@ pub trait Transport: Send + Sync + 'static {
     fn take_fd(&self, _fd: u32) -> Option<OwnedFd> {
         None
     }
+    /// Whether the satellite that opened handle `fh` is gone (a handle
+    /// from before a reconnect): what is sent on it can only fail. A
+    /// write on it is refused at once, not accepted behind and lost.
+    fn handle_gone(&self, _fh: u64) -> bool {
+        false
+    }
 }

@@ -91,6 +91,12 @@ impl<T: Transport + Ends> Transport for Conn<T> {
             Conn::Relink(r) => r.take_fd(fd),
         }
     }
+    fn handle_gone(&self, fh: u64) -> bool {
+        match self {
+            Conn::Plain(t) => t.handle_gone(fh),
+            Conn::Relink(r) => r.handle_gone(fh),
+        }
+    }
 }
 
 struct Queued {
@@ -428,6 +434,13 @@ impl<T: Transport + Ends> Relink<T> {
 impl<T: Transport + Ends> Transport for Relink<T> {
     fn call(&self, req: &Request<'_>, done: Done) {
         self.send(req, done)
+    }
+
+    /// A satellite handle of an earlier epoch (host handles are the
+    /// core's own and never gone).
+    fn handle_gone(&self, fh: u64) -> bool {
+        let fh = crate::fs::Fh(fh);
+        !fh.is_host() && self.lock().ids.sfh(fh.0).is_err()
     }
 
     /// The descriptor of the current satellite. Asked for from inside the

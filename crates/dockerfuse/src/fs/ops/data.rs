@@ -74,6 +74,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         kill_suidgid: bool,
         cb: Cb<u32>,
     ) {
+        if self.out.transport.handle_gone(fh) {
+            return cb(Err(Failure::transport(Errno::EIO)));
+        }
         let cb = match kill_suidgid {
             true => self.changing(self.expiring(node, cb)),
             false => self.changing(cb),

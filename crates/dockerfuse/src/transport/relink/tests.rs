@@ -381,7 +381,16 @@ fn handles_from_before_the_gap_fail_and_release_quietly() {
         size: 4,
     };
     assert_eq!(ask(&r, read(old)), Got::Data(b"data".to_vec()));
+    assert!(
+        !r.handle_gone(old),
+        "a handle of this satellite is not gone"
+    );
     let seen = restart(&r, &["a"]);
+    assert!(r.handle_gone(old), "the core refuses writes on it at once");
+    assert!(
+        !r.handle_gone(crate::fs::Fh::host(1).0),
+        "host handles are never gone"
+    );
     assert_eq!(ask(&r, read(old)), Got::Err(Errno::EIO));
     assert_eq!(ask(&r, Request::Flush { fh: old }), Got::Err(Errno::EIO));
     assert_eq!(ask(&r, Request::Release { fh: old }), Got::Ok);
@@ -399,6 +408,7 @@ fn handles_from_before_the_gap_fail_and_release_quietly() {
         new, old,
         "the new handle differs though the satellite's is 7 again"
     );
+    assert!(!r.handle_gone(new));
     assert_eq!(ask(&r, read(new)), Got::Data(b"data".to_vec()));
     assert!(matches!(
         take(&seen).last(),
