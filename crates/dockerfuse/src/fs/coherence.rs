@@ -171,11 +171,11 @@ impl Coherence {
             no_xattrs: Arc::new(NoXattrs::over(held.clone())),
             heads: Arc::new(Heads::over(held.clone(), super::heads::MAX_BYTES)),
             listings: DirNames::over(held.clone()),
+            writers: Writers::over(held.clone()),
             held,
             expire_attrs: OnceLock::new(),
             forget_name: OnceLock::new(),
             dir_modes: Mutex::default(),
-            writers: Writers::default(),
             counts: Counts::default(),
         }
     }
