@@ -190,6 +190,12 @@ impl Coherence {
         self.heads.clone()
     }
 
+    /// The node ledger, for the views kept outside the core (passthrough's
+    /// backing files).
+    pub(crate) fn ledger(&self) -> Arc<Mutex<Ledger>> {
+        self.held.clone()
+    }
+
     /// The handles open for writing (data invalidations go through it).
     pub(crate) fn writers(&self) -> &Writers {
         &self.writers

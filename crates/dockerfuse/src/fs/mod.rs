@@ -54,7 +54,7 @@ mod heads;
 pub(crate) mod ids;
 mod lazy_dir;
 mod lazy_open;
-mod ledger;
+pub(crate) mod ledger;
 mod links;
 mod list_behind;
 mod listing;
@@ -357,7 +357,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// The kernel agreed to passthrough: open files with a usable
     /// descriptor are served from it from now on.
     pub(crate) fn enable_passthrough(&self) {
-        let _ = self.passthrough.set(Arc::default());
+        let ledger = self.coherence.ledger();
+        let backings = crate::kernel::passthrough::Backings::over(ledger);
+        let _ = self.passthrough.set(Arc::new(backings));
     }
 
     /// What decides, in an open's reply, how the kernel serves the file.
