@@ -19,7 +19,8 @@ operation is made by a third party: applied directly to both twins, so the
 mount's twin changes behind the mount's back (as a process in the
 container would change it). After --settle seconds the sequence goes on
 through the mount, which must then see the change: a stale cache shows as
-a divergence.
+a divergence. With --race-every N, every N operations a third party makes a
+name right after the mount's create of it returned (see race()).
 
 On a divergence the sequence is replayed from empty twins and shrunk with
 delta debugging (ddmin) to the shortest list of operations that still
@@ -644,12 +645,88 @@ STATS = {}
 THIRD = {"dir": None, "settle": 0.1}
 
 
+def _errname(e):
+    return errno.errorcode.get(e.errno, str(e.errno))
+
+
+def _make(path, as_dir, content):
+    """A file holding content, or a directory, made exclusively at path."""
+    if as_dir:
+        os.mkdir(path, 0o755)
+        return
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, content)
+    finally:
+        os.close(fd)
+
+
+def race(mnt, direct, op):
+    """["race", path, mount_makes_dir, third_makes_dir]: the mount creates
+    path (a file written and closed, or a directory), and a third party in
+    the container makes the same name right after the mount's create
+    returned, before it may have landed (the mount answers creates of names
+    it knows absent at once and sends them behind). Exactly one wins: the
+    third party's exclusive create succeeds only if the mount's had not
+    landed, and then the mount's must fail with EEXIST at one of its steps
+    (the create, the write, close, or the directory's fsync that follows);
+    otherwise every step of the mount succeeds. The direct twin gets the
+    winner's object. Returns (what the mount saw, what it should have)."""
+    _, path, mdir, tdir = op
+    parent = os.path.dirname(path)
+    # Only a race when the name is free and its parent a directory.
+    if os.path.lexists(os.path.join(direct, path)) or not os.path.isdir(os.path.join(direct, parent)):
+        return ["skip"], ["skip"]
+    seen = None
+    fd = None
+    try:
+        if mdir:
+            os.mkdir(os.path.join(mnt, path), 0o755)
+        else:
+            fd = os.open(os.path.join(mnt, path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except OSError as e:
+        seen = _errname(e)
+    try:
+        _make(os.path.join(THIRD["dir"], path), tdir, b"third party")
+        third = "ok"
+    except OSError as e:
+        third = _errname(e)
+    if fd is not None:
+        for step in (lambda: os.write(fd, b"through the mount"), lambda: os.close(fd)):
+            try:
+                step()
+            except OSError as e:
+                seen = seen or _errname(e)
+    dfd = os.open(os.path.join(mnt, parent), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    except OSError as e:
+        seen = seen or _errname(e)
+    finally:
+        os.close(dfd)
+    st = STATS.setdefault("race-won-by", {})
+    if third == "ok":
+        st["third-party"] = st.get("third-party", 0) + 1
+        _make(os.path.join(direct, path), tdir, b"third party")
+        want = "EEXIST"
+    elif third == "EEXIST":
+        st["mount"] = st.get("mount", 0) + 1
+        _make(os.path.join(direct, path), mdir, b"through the mount")
+        want = None
+    else:
+        want = third
+    time.sleep(THIRD["settle"])
+    return [seen or "ok"], [want or "ok"]
+
+
 def run_seq(mnt, direct, ops, stop_at_first=True):
     """Applies ops to fresh twins; returns (index, detail) of the first divergence or None."""
     clear(mnt)
     clear(direct)
     for i, op in enumerate(ops):
-        if op[0] == "third":
+        if op[0] == "race":
+            a, b = race(mnt, direct, op)
+        elif op[0] == "third":
             a = apply(THIRD["dir"], op[1])
             b = apply(direct, op[1])
             time.sleep(THIRD["settle"])
@@ -672,6 +749,9 @@ def fmt(op):
         return "@root " + fmt(op[1:])
     if op[0] == "third":
         return "third-party " + fmt(op[1])
+    if op[0] == "race":
+        kinds = ["file", "directory"]
+        return f"race({op[1]!r}: the mount makes a {kinds[op[2]]}, a third party a {kinds[op[3]]})"
     args = []
     for a in op[1:]:
         if isinstance(a, str) and len(a) > 40:
@@ -724,6 +804,8 @@ def main():
     ap.add_argument("--third-party-dir", help="the mount's twin reached directly (third-party changes go there)")
     ap.add_argument("--third-party-every", type=int, default=0, help="a third-party change every N operations")
     ap.add_argument("--settle", type=float, default=0.1, help="seconds the mount gets to see a third-party change")
+    ap.add_argument("--race-every", type=int, default=0,
+                    help="every N operations a third party races a create of the mount (see race())")
     a = ap.parse_args()
     os.umask(0o022)
     for d in (a.mount_dir, a.direct_dir):
@@ -741,8 +823,8 @@ def main():
         fds = [os.open(d, os.O_PATH | os.O_DIRECTORY) for d in (a.mount_dir, a.direct_dir)]
         a.mount_dir, a.direct_dir = (f"/proc/self/fd/{fd}" for fd in fds)
     THIRD["dir"], THIRD["settle"] = a.third_party_dir, a.settle
-    if a.third_party_every and not (a.third_party_dir and os.path.isdir(a.third_party_dir)):
-        print("difftest: --third-party-every needs --third-party-dir, a directory", file=sys.stderr)
+    if (a.third_party_every or a.race_every) and not (a.third_party_dir and os.path.isdir(a.third_party_dir)):
+        print("difftest: --third-party-every and --race-every need --third-party-dir, a directory", file=sys.stderr)
         return 2
     if a.replay:
         with open(a.replay) as f:
@@ -763,6 +845,13 @@ def main():
                 mixed.append(op)
                 if i % a.third_party_every == a.third_party_every - 1:
                     mixed.append(["third", gen_op(r, [o[1] for o in ops[:i + 1] if isinstance(o[1], str)])])
+            ops = mixed
+        if a.race_every:
+            mixed = []
+            for i, op in enumerate(ops):
+                mixed.append(op)
+                if i % a.race_every == a.race_every - 1:
+                    mixed.append(["race", rand_path(r), r.random() < 0.3, r.random() < 0.3])
             ops = mixed
         res = run_seq(a.mount_dir, a.direct_dir, ops)
         seqs += 1

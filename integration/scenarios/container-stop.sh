@@ -9,12 +9,22 @@
 #   Part 2: the container is started again, mounted with -daemonize and a pid
 #           file, then `docker kill`ed; the process must go and the log must
 #           name the container.
+#   Part 3: operations in flight. Started again and mounted (files created
+#           behind: --no-passthrough), a program (integration/inflight.py)
+#           creates and writes files answered on the host, fsyncing some,
+#           while the container is `docker kill`ed: dockerfuse exits 3
+#           without a hang, the program's next operation fails (ENOTCONN or
+#           EIO) rather than succeeding, and after `docker start` every file
+#           fsynced or closed is whole; the others are missing, short or
+#           whole, never holding a wrong byte (docs/SEMANTICS.md, "creates
+#           sent behind").
 # Environment: DOCKERFUSE, CONTAINER (running; it is stopped and restarted
 # here, so give this scenario its own), WORKDIR; SATELLITE_ARCH optional.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 require_env DOCKERFUSE CONTAINER WORKDIR
+require_tools python3
 want='' got='' # set by cap
 
 MNT=$WORKDIR/mnt-stop
@@ -108,5 +118,64 @@ check "$MNT is no longer mounted" wait_until 2 not_mounted "$MNT"
 check "ls on the old mount point returns at once and shows nothing" ls_bounded
 out=$(cat "$DF_LOG" "$DF_OUT" 2>/dev/null || true)
 assert_match "the log names the container" "$NAMES_CONTAINER" "$out"
+
+# --- part 3: creates and writes in flight, docker kill ---------------------------------
+log "part 3: creates and writes sent behind, fsynced in part, then docker kill"
+check "docker start" timeout 60 docker start "$CONTAINER"
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+D=/tmp/dfit-inflight-$$
+FLOG=$WORKDIR/inflight.log
+: >"$FLOG"
+on_exit "$(printf 'docker exec %q rm -rf %q >/dev/null 2>&1' "$CONTAINER" "$D")"
+mount_fg "$MNT" --no-passthrough
+if ! wait_mounted "$MNT" "$DF_PID"; then
+	fail "dockerfuse mounts $MNT (operations in flight)"
+	show_file "dockerfuse output" "$DF_OUT"
+	stop_here
+fi
+python3 "$HERE/inflight.py" write "$MNT$D" "$FLOG" >"$WORKDIR/inflight.out" 2>&1 &
+WRITER=$!
+on_exit "kill $WRITER 2>/dev/null"
+wait_until 10 grep -q '^fsynced' "$FLOG" || true
+sleep 0.5
+check "docker kill with creates and writes in flight" timeout 60 docker kill "$CONTAINER"
+t0=$(date +%s%3N)
+if wait_until 10 pid_gone "$DF_PID"; then
+	pass "dockerfuse exits within 10 s of the kill"
+else
+	fail "dockerfuse exits within 10 s of the kill"
+	kill -TERM "$DF_PID" 2>/dev/null || true
+	wait_until 5 pid_gone "$DF_PID" || kill -KILL "$DF_PID" 2>/dev/null || true
+fi
+status=0
+wait "$DF_PID" || status=$?
+assert_eq "exit status is 3 (container lost with operations in flight)" 3 "$status"
+if wait_until 10 pid_gone "$WRITER"; then
+	pass "the program in the mount ends within 10 s of the mount"
+else
+	fail "the program in the mount ends within 10 s of the mount (it hangs)"
+	kill -KILL "$WRITER" 2>/dev/null || true
+fi
+wrc=0
+wait "$WRITER" || wrc=$?
+t1=$(date +%s%3N)
+log "time kill->program's error: $((t1 - t0)) ms; $(grep -c '^fsynced' "$FLOG") files fsynced, $(grep -c '^closed' "$FLOG") closed"
+last=$(tail -n 1 "$FLOG")
+assert_eq "the program ran until an error (exit $wrc)" 0 "$wrc"
+assert_match "its next operation failed with ENOTCONN or EIO (not success)" '^error [a-z]+ f[0-9]+ (ENOTCONN|EIO)$' "$last"
+show_file "program output" "$WORKDIR/inflight.out"
+check "docker start after the kill" timeout 60 docker start "$CONTAINER"
+rm -rf "$WORKDIR/inflight-copy"
+if docker cp "$CONTAINER:$D" "$WORKDIR/inflight-copy" >/dev/null 2>&1; then
+	pass "docker cp of $D out of the container"
+	rc=0
+	out=$(python3 "$HERE/inflight.py" check "$WORKDIR/inflight-copy" "$FLOG" 2>&1) || rc=$?
+	log "$(printf '%s\n' "$out" | head -n 1)"
+	check "every fsynced or closed file is whole; no file holds a wrong byte" test "$rc" -eq 0
+	[ "$rc" -eq 0 ] || printf '%s\n' "$out" | head -n 20 | detail
+else
+	fail "docker cp of $D out of the container"
+fi
+docker exec "$CONTAINER" rm -rf "$D" >/dev/null 2>&1 || true
 
 finish

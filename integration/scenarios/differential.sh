@@ -25,6 +25,13 @@
 #                     2000 operations (seed SEED+1000) with a third-party change
 #                     to both twins, made directly, every 10 operations; the
 #                     mount gets 0.2 s to see each (the change feed)
+#   DFIT_DIFF_RACE_EVERY  in that third run, every N operations (default 5;
+#                     0: none) a third party makes a name right after the
+#                     mount's create of it returned, before it may have
+#                     reached the container (creates sent behind): exactly
+#                     one of them may win, the mount's loss shows as EEXIST
+#                     at its create, write, close or the directory's fsync,
+#                     and the trees then agree (difftest.py race())
 # Must run as root (it reads /proc/<pid>/root). Writes only below
 # /tmp/dfit-diff-<pid> in the container, removed at the end.
 set -euo pipefail
@@ -42,6 +49,7 @@ ID_USER=3000:3000:2000,2001
 THIRD_OPS=${DFIT_DIFF_THIRD_OPS:-2000}
 THIRD_EVERY=${DFIT_DIFF_THIRD_EVERY:-10}
 SETTLE=${DFIT_DIFF_SETTLE:-0.2}
+RACE_EVERY=${DFIT_DIFF_RACE_EVERY:-5}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MNT=$WORKDIR/mnt-diff
 T=/tmp/dfit-diff-$$
@@ -61,7 +69,7 @@ check "twin directories created in the container" dx mkdir -p "$T/m" "$T/d"
 # difftest_run MNT LABEL OPS [DIFFTEST_ARGS...]: one difftest run on a
 # mount made by the caller, reported as passes/failures.
 difftest_run() {
-	local mnt=$1 label=$2 ops=$3 rc=0 summary report
+	local mnt=$1 label=$2 ops=$3 rc=0 summary report races
 	shift 3
 	report=$WORKDIR/difftest-$label.out
 	timeout -k 10 "$RUN_TIMEOUT" python3 "$HERE/difftest.py" \
@@ -69,6 +77,8 @@ difftest_run() {
 		--seed "$SEED" --ops "$ops" --seq-len "$SEQ" "$@" >"$report" 2>&1 || rc=$?
 	summary=$(grep -E '^difftest: ' "$report" | tail -n 1 || true)
 	log "$label: ${summary:-no summary line}"
+	races=$(grep -E '^ +race-won-by ' "$report" || true)
+	[ -z "$races" ] || log "$label: races ${races#*race-won-by }"
 	case "$rc" in
 	0) pass "$label: no divergence between the mount and direct access (${summary#difftest: })" ;;
 	1)
@@ -108,7 +118,7 @@ difftest_run "$MNT" root "$OPS"
 if [ "$THIRD_OPS" -gt 0 ]; then
 	difftest_run "$MNT" third-party "$THIRD_OPS" \
 		--third-party-dir "/proc/$cpid/root$T/m" --third-party-every "$THIRD_EVERY" \
-		--settle "$SETTLE" --seed "$((SEED + 1000))"
+		--settle "$SETTLE" --race-every "$RACE_EVERY" --seed "$((SEED + 1000))" --stats
 fi
 check "fusermount3 -u" fusermount3 -u "$MNT"
 check "dockerfuse exits after the unmount" wait_until 20 pid_gone "$DF_PID"

@@ -14,9 +14,12 @@
 #   full       a write into a full file system in the container fails
 #              with ENOSPC (at write(2) or, written behind, at close)
 #   refused    creates answered on the host and refused by the container
-#              (ENOSPC of a tmpfs out of inodes, EROFS of a read-only one):
-#              cp fails at close and says why, the refused names do not
-#              show, the mount and the container agree
+#              (ENOSPC of a tmpfs out of inodes, EROFS of a read-only one,
+#              EACCES of a directory a third party made unwritable after
+#              the host listed it): cp fails at close and says why; a
+#              program's first failing write, close or fsync gives the
+#              errno, and so does the directory's next fsync; the refused
+#              names do not show, the mount and the container agree
 #   O_DIRECT   pwrite of an mmap buffer, dd oflag=direct and iflag=direct
 #              give what the container has, with each of the default,
 #              --no-passthrough, --writeback-cache, --no-write-behind
@@ -30,8 +33,9 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 require_env DOCKERFUSE CONTAINER WORKDIR
-want='' got='' # set by cap
+want='' got='' ref_pid='' # set by cap
 
+HERE_FAULTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 MNT=$WORKDIR/mnt-faults
 mkdir -p "$MNT"
 ms() { date +%s%3N; }
@@ -64,6 +68,49 @@ docker pause "$CONTAINER" >/dev/null
 cap got cat "$MNT/etc/hostname"
 wait
 assert_eq "a pause shorter than the limit only delays" "$want" "$got"
+check "fusermount3 -u ends the pause test mount" fusermount3 -u "$MNT"
+check "the process exits" wait_until 10 pid_gone "$DF_PID"
+# Creates in flight when the container pauses: answered on the host (the
+# directory is listed; files too: --no-passthrough), the close waits for
+# the create up to the limit,
+# then fails; after unpause the mount and the container agree.
+mount_daemon "$MNT" --op-timeout 2 --no-passthrough
+[ "$DF_STATUS" -eq 0 ] || abort "mount for the paused creates (exit $DF_STATUS: $(cat "$DF_OUT"))"
+PD=/tmp/dfit-pause-$$
+on_exit "$(printf 'docker exec %q rm -rf %q >/dev/null 2>&1' "$CONTAINER" "$PD")"
+check "a directory $PD in the container" dx mkdir "$PD"
+check "ls of it through the mount" ls "$MNT$PD"
+docker pause "$CONTAINER" >/dev/null
+t0=$(ms)
+rc=0
+out=$(timeout -k 2 30 python3 -c '
+import errno, os, sys
+for i in range(3):
+    step = "create"
+    try:
+        fd = os.open(sys.argv[1] + "/p%d" % i, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        step = "write"
+        os.write(fd, b"paused")
+        step = "close"
+        os.close(fd)
+        print("p%d ok" % i)
+    except OSError as e:
+        print("p%d %s %s" % (i, step, errno.errorcode[e.errno]))
+' "$MNT$PD" 2>&1) || rc=$?
+t1=$(ms)
+log "time paused creates -> close's error: $((t1 - t0)) ms: ${out//$'\n'/ }"
+assert_match "each file created in flight on a paused container fails with EIO" \
+	'^p0 [a-z]+ EIO p1 [a-z]+ EIO p2 [a-z]+ EIO$' "${out//$'\n'/ }"
+check "they failed after the 2 s limit, within 20 s" test "$((t1 - t0))" -ge 1900 -a "$((t1 - t0))" -le 20000
+docker unpause "$CONTAINER" >/dev/null
+sleep 1
+# What timed out may still have been done: the mount shows it as the
+# container has it.
+cap want dsh "cd $PD && for f in *; do if [ -e \"\$f\" ]; then echo \"\$f \$(cat \"\$f\")\"; fi; done"
+cap got sh -c "cd $MNT$PD && for f in *; do if [ -e \"\$f\" ]; then echo \"\$f \$(cat \"\$f\")\"; fi; done"
+assert_eq "after unpause the mount shows what the container has" "$want" "$got"
+log "after unpause the container has: ${want//$'\n'/, }"
+dx rm -rf "$PD" >/dev/null 2>&1 || true
 check "fusermount3 -u ends the pause test mount" fusermount3 -u "$MNT"
 check "the process exits" wait_until 10 pid_gone "$DF_PID"
 
@@ -337,7 +384,9 @@ docker rm -f "$FULL" >/dev/null 2>&1 || true
 log "refused: creates answered at once and refused in the container fail at close"
 REF=dfit-refused-$$
 on_exit "$(printf 'docker rm -f %q >/dev/null 2>&1' "$REF")"
+# Root without CAP_DAC_OVERRIDE: a directory made unwritable refuses it.
 if docker run -d --name "$REF" "${labels[@]}" --network none \
+	--cap-drop DAC_OVERRIDE --cap-drop DAC_READ_SEARCH --tmpfs /acc:size=256k \
 	--tmpfs /few:size=256k,nr_inodes=4 --tmpfs /ro:ro,size=64k "$image" sleep infinity >/dev/null; then
 	pass "a container with an inode-starved tmpfs at /few and a read-only one at /ro runs"
 	# (With passthrough a file's create waits for its descriptor.)
@@ -369,6 +418,42 @@ import json, sys
 ops = [o for o in json.load(sys.stdin)["ops"] if o["op"] == "CREATE"]
 print(sum(o["requests"] for o in ops), sum(o["waits"] for o in ops))')
 		assert_match "creates did not wait (CREATE requests, waits: $creates)" ' 0$' "$creates"
+		# The full tmpfs again, now from a program that checks every step:
+		# the first failing one (the write, close or fsync after the
+		# create) says ENOSPC, and so does the directory's next fsync.
+		rc=0
+		out=$(python3 "$HERE_FAULTS/../refused.py" "$MNT/few" ENOSPC 2>&1) || rc=$?
+		printf '%s\n' "$out" | detail
+		check "each create into the full tmpfs fails visibly with ENOSPC (exit $rc)" test "$rc" -eq 0
+		assert_match "the directory's next fsync says ENOSPC, the one after succeeds" 'dir ENOSPC ok' "$out"
+		assert_match "no refused name shows through the mount" '^names$' "$(printf '%s\n' "$out" | tail -n 1)"
+		# A directory the host listed, made unwritable by a third party
+		# after the host answered creates in it and before they reach the
+		# container (the satellite is root without CAP_DAC_OVERRIDE): the
+		# container is paused, the program creates, the directory is
+		# chmodded 555 from the host side (/proc/<pid>/root), the container
+		# resumes, the creates are refused with EACCES.
+		check "a directory /acc/d in the container" docker exec "$REF" mkdir -m 755 /acc/d
+		check "ls of /acc/d through the mount" ls "$MNT/acc/d"
+		cap ref_pid docker inspect -f '{{.State.Pid}}' "$REF"
+		docker pause "$REF" >/dev/null
+		rm -f "$WORKDIR/acc.created"
+		python3 "$HERE_FAULTS/../refused.py" "$MNT/acc/d" EACCES "$WORKDIR/acc.created" \
+			>"$WORKDIR/acc.out" 2>&1 &
+		prog=$!
+		wait_until 10 test -e "$WORKDIR/acc.created" || true
+		check "the creates were answered while the container is paused" test -e "$WORKDIR/acc.created"
+		check "a third party makes /acc/d unwritable" chmod 555 "/proc/$ref_pid/root/acc/d"
+		docker unpause "$REF" >/dev/null
+		rc=0
+		wait "$prog" || rc=$?
+		out=$(cat "$WORKDIR/acc.out")
+		printf '%s\n' "$out" | detail
+		check "each create into it fails visibly with EACCES (exit $rc)" test "$rc" -eq 0
+		assert_match "the directory's next fsync says EACCES, the one after succeeds" 'dir EACCES ok' "$out"
+		assert_match "no refused name shows through the mount" '^names$' "$(printf '%s\n' "$out" | tail -n 1)"
+		cap got docker exec "$REF" ls -A /acc/d
+		assert_eq "nothing was created in the container" "" "$got"
 		check "fusermount3 -u (refused creates)" fusermount3 -u "$MNT"
 		check "dockerfuse exits (refused creates)" wait_until 20 pid_gone "$DF_PID"
 	else

@@ -9,6 +9,16 @@
 #                read the container's file itself); writes, an mmap write
 #                and a read-only + read-write open of one file reach the
 #                container
+#   creates      200 files created, written and closed in a new directory
+#                wait for the container at most 0.1 times per file
+#                (`dockerfuse stats --json`): creates go behind with
+#                passthrough too; a 16 MiB file written through its create
+#                handle reads back right after a cache drop, through a
+#                reopen the kernel serves from the container's file (the
+#                satellite carries no data), and a write through that
+#                reopen reaches the container; the next file created
+#                within 10 s is written by the kernel (its create waited
+#                for the container's descriptor)
 #   descriptors  300 open/close cycles leave nothing open: the client's
 #                descriptor count is unchanged, the satellite holds no open
 #                file afterwards
@@ -24,6 +34,7 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 require_env DOCKERFUSE CONTAINER WORKDIR
+require_tools jq python3
 want='' got='' # set by cap
 
 # This scenario names the transport of each mount itself.
@@ -105,6 +116,61 @@ cap got dx head -c 5 /dfit-local/mm
 assert_eq "the container sees the mmap write" 'mmap!' "$got"
 cap got dx head -c 4 /dfit-local/small
 assert_eq "the container sees the pair's write" PAIR "$got"
+
+# --- creates ----------------------------------------------------------------------------
+log "creates: sent behind with passthrough, files reopened through the kernel"
+waits() { "$DOCKERFUSE" stats "$MNT" --json | jq .waits; }
+op_waits() { "$DOCKERFUSE" stats "$MNT" --json | jq "[.ops[] | select(.op == \"$1\") | .waits] | add // 0"; }
+check "a new directory through the mount" mkdir "$MNT/dfit-local/new"
+before=$(waits) c_before=$(op_waits CREATE) f_before=$(op_waits FLUSH)
+check "200 files created, written and closed" python3 - "$MNT/dfit-local/new" <<'PY'
+import os, sys
+d = sys.argv[1]
+for i in range(200):
+    fd = os.open("%s/f%d" % (d, i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"file %d\n" % i)
+    os.close(fd)
+PY
+after=$(waits) c_after=$(op_waits CREATE) f_after=$(op_waits FLUSH)
+# close(2) waits for the file's create and writes sent behind, so that
+# it can report their error: one FLUSH wait per file, counted as such.
+log "creates: $((after - before)) waits for 200 files (creates: $((c_after - c_before)), closes: $((f_after - f_before)))"
+check "200 creates wait at most 20 times ($((c_after - c_before)))" test "$((c_after - c_before))" -le 20
+check "200 closes wait at most 200 times ($((f_after - f_before)))" test "$((f_after - f_before))" -le 200
+cap got dx sh -c 'cat /dfit-local/new/f0 /dfit-local/new/f199; ls /dfit-local/new | wc -l'
+assert_eq "the container has the files and their data" $'file 0\nfile 199\n200' "$got"
+head -c 16777216 /dev/urandom >"$WORKDIR/created"
+cap want sha256sum <"$WORKDIR/created"
+check "a 16 MiB file written through its create handle" cp "$WORKDIR/created" "$MNT/dfit-local/new/big"
+drop_caches
+t0=$(cpu_ticks "$SAT")
+cap got sha256sum <"$MNT/dfit-local/new/big"
+t1=$(cpu_ticks "$SAT")
+assert_eq "the created file reads back through the mount" "$want" "$got"
+log "satellite CPU for reading the created file back: $((t1 - t0)) ticks"
+check "the reopen is served from the container's file (<= 5 ticks of CPU)" test "$((t1 - t0))" -le 5
+cap got sha256sum <"/proc/$INIT/root/dfit-local/new/big"
+assert_eq "the container's file has the data" "$want" "$got"
+# A file created behind grew large: the next creates wait for the
+# container's descriptor and are passed through.
+t0=$(cpu_ticks "$SAT") before=$(waits)
+check "a second 16 MiB file created right after" cp "$WORKDIR/created" "$MNT/dfit-local/new/big2"
+t1=$(cpu_ticks "$SAT") after=$(waits)
+log "satellite CPU for writing the second file: $((t1 - t0)) ticks, $((after - before)) waits"
+check "the second file's create waited for the container" test "$((after - before))" -ge 1
+check "the second file is written by the kernel (<= 5 ticks of CPU)" test "$((t1 - t0))" -le 5
+cap got sha256sum <"/proc/$INIT/root/dfit-local/new/big2"
+assert_eq "the container's second file has the data" "$want" "$got"
+check "a write through a reopen of a created file" python3 - "$MNT/dfit-local/new/f7" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.pwrite(fd, b"FILE", 0)
+assert os.pread(fd, 7, 0) == b"FILE 7\n", os.pread(fd, 7, 0)
+os.close(fd)
+PY
+cap got dx cat /dfit-local/new/f7
+assert_eq "the container sees the write through the reopen" "FILE 7" "$got"
+rm -f "$WORKDIR/created"
 
 # --- descriptors ----------------------------------------------------------------------
 log "descriptors: 300 open/close cycles"

@@ -212,7 +212,19 @@ pub(crate) struct Core<T: Transport, B = ()> {
     listing: Arc<list_behind::ListBehind>,
     /// Set when the kernel agreed to passthrough.
     passthrough: OnceLock<Arc<crate::kernel::passthrough::Backings<B>>>,
+    /// With passthrough: when (ms after `epoch`, 0: never) a file created
+    /// behind last grew past [`LARGE_CREATED`] through its create's
+    /// handle; creates wait for [`LARGE_WINDOW`] after that.
+    created_large: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
 }
+
+/// Size past which a file written through the handle of a create sent
+/// behind (with passthrough: through write-behind) makes the next
+/// creates wait for the descriptor passthrough serves them from.
+const LARGE_CREATED: u64 = 8 << 20;
+/// How long creates wait after such a file.
+const LARGE_WINDOW: Duration = Duration::from_secs(10);
 
 /// The one way out for the core's requests: wrapped as the caller's when
 /// the mount performs requests per caller, and sent once the writes
@@ -351,6 +363,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             made: Arc::default(),
             listing: Arc::default(),
             passthrough: OnceLock::new(),
+            created_large: Default::default(),
+            epoch: std::time::Instant::now(),
         }
     }
 

@@ -1876,8 +1876,13 @@ impl Held {
 
 fn pipelined() -> (Core<Held>, Held) {
     let held = Held::default();
+    (pipelined_over(held.clone()), held)
+}
+
+/// A core over `t` that sends creates of names known absent behind.
+fn pipelined_over<T: Transport, B: Send + Sync + 'static>(t: T) -> Core<T, B> {
     let c = Core::new(
-        held.clone(),
+        t,
         Options {
             per_caller: false,
             write_behind: true,
@@ -1897,7 +1902,176 @@ fn pipelined() -> (Core<Held>, Held) {
     let stamp = c.coherence().attr_stamp();
     c.coherence().keep_attr(1, root, Source::Attr, stamp);
     assert!(c.coherence().kept_attr(1).is_some());
-    (c, held)
+    c
+}
+
+/// [`Held`], on a channel whose satellite hands out descriptor 7 (a
+/// read-only file) with its opens.
+#[derive(Clone)]
+struct HeldFds(Held, std::path::PathBuf);
+
+impl Transport for HeldFds {
+    fn call(&self, req: &Request<'_>, done: Done) {
+        self.0.call(req, done)
+    }
+    fn post(&self, req: &Request<'_>) {
+        self.0.post(req)
+    }
+    fn take_fd(&self, fd: u32) -> Option<std::os::fd::OwnedFd> {
+        assert_eq!(fd, 7);
+        Some(std::fs::File::open(&self.1).ok()?.into())
+    }
+}
+
+/// The kernel's side of a create with passthrough: registers every
+/// backing file, records (handle, served from a backing file).
+struct CreateRegisters(Slot<(u64, bool)>);
+
+impl OpenReply<(), (Entry, Ttl, Opened)> for CreateRegisters {
+    fn register(&self, _fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn answer(self, r: Result<(Entry, Ttl, Opened), Failure>) {
+        let r = r.map_err(|f| f.errno);
+        *self.0.lock().unwrap() = Some(r.map(|(_, _, o)| (o.fh.0, o.passthrough.is_some())));
+    }
+}
+
+#[test]
+fn with_passthrough_creates_wait_for_a_while_after_a_file_created_behind_grew_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = Held::default();
+    let c: Core<HeldFds> = pipelined_over(HeldFds(held.clone(), dir.path().join("f")));
+    let create = |name: &[u8]| {
+        let got: Slot<(u64, bool)> = Arc::default();
+        c.create(
+            &Who::Mount,
+            NodeId(1),
+            name,
+            0o644,
+            libc::O_WRONLY,
+            CreateRegisters(got.clone()),
+        );
+        got
+    };
+    // Without passthrough a large file changes nothing.
+    let (fh, _) = create(b"a").lock().unwrap().take().unwrap().unwrap();
+    let (cb, _) = capture();
+    c.write(
+        &Who::Mount,
+        NodeId(2),
+        Fh(fh),
+        LARGE_CREATED,
+        b"x",
+        false,
+        cb,
+    );
+    assert!(!c.creates_large());
+    c.enable_passthrough();
+    let (fh, _) = create(b"b").lock().unwrap().take().unwrap().unwrap();
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(3), Fh(fh), 0, b"small", false, cb);
+    assert!(!c.creates_large());
+    let (cb, _) = capture();
+    c.write(
+        &Who::Mount,
+        NodeId(3),
+        Fh(fh),
+        LARGE_CREATED,
+        b"x",
+        false,
+        cb,
+    );
+    assert!(c.creates_large());
+    // The next create waits for the container (and its descriptor): a
+    // plain Create, sent after the writes before it.
+    let waiting = create(b"c");
+    assert!(waiting.lock().unwrap().is_none());
+    let named_c = |create_new: bool| {
+        held.0.lock().unwrap().iter().any(|(r, _)| match r {
+            Request::CreateNew { name, .. } => create_new && &name[..] == b"c",
+            Request::Create { name, .. } => !create_new && &name[..] == b"c",
+            _ => false,
+        })
+    };
+    assert!(!named_c(true));
+    // (the creates before it refused: their writes are dropped)
+    for _ in 0..2 {
+        held.answer(&create_new(), Err(Errno(libc::EROFS)));
+    }
+    assert!(named_c(false));
+}
+
+#[test]
+fn with_passthrough_a_create_goes_behind_unbacked_and_later_opens_are_backed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"data").unwrap();
+    let held = Held::default();
+    let c: Core<HeldFds> = pipelined_over(HeldFds(held.clone(), file));
+    c.enable_passthrough();
+    let got: Slot<(u64, bool)> = Arc::default();
+    c.create(
+        &Who::Mount,
+        NodeId(1),
+        b"f",
+        0o644,
+        libc::O_WRONLY,
+        CreateRegisters(got.clone()),
+    );
+    // Answered before the container made it, without a backing file.
+    let (fh, backed) = got.lock().unwrap().take().unwrap().unwrap();
+    assert!(!backed);
+    assert_eq!(held.kinds(), vec![create_new().tag()]);
+    let node = match &held.0.lock().unwrap()[0].0 {
+        Request::CreateNew { node, .. } => *node,
+        other => panic!("{other:?}"),
+    };
+    let (cb, wrote) = capture();
+    c.write(&Who::Mount, NodeId(node), Fh(fh), 0, b"data", false, cb);
+    assert_eq!(wrote.lock().unwrap().take(), Some(Ok(4)));
+    let open = |flags| {
+        let got: Slot<(u64, bool)> = Arc::default();
+        c.open(&Who::Mount, NodeId(node), flags, Registers(got.clone()));
+        got
+    };
+    // Another open while the created handle is open: after the create
+    // and its writes, and through the page cache like it.
+    let second = open(libc::O_RDONLY);
+    assert_eq!(held.kinds(), vec![create_new().tag()]);
+    let entry = Entry {
+        node,
+        attr: Attr {
+            ino: 9,
+            mode: libc::S_IFREG | 0o644,
+            nlink: 1,
+            ..Default::default()
+        },
+        no_xattrs: true,
+    };
+    held.answer(&create_new(), Ok(Response::Created { entry, fh }));
+    held.answer(&write_req(), Ok(Response::Written(4)));
+    // (a read-only open asks for a small file's contents)
+    let opened = Response::OpenedSmall {
+        fh: 3,
+        fd: Some(7),
+        data: None,
+    };
+    let open_req = Request::OpenSmall {
+        node: 0,
+        flags: Default::default(),
+        max: 0,
+    };
+    held.answer(&open_req, Ok(opened.clone()));
+    assert_eq!(second.lock().unwrap().take(), Some(Ok((3, false))));
+    for h in [fh, 3] {
+        let (cb, _) = capture();
+        c.release(Fh(h), cb);
+    }
+    // Released: the file is served from its backing file again.
+    let third = open(libc::O_RDONLY);
+    held.answer(&open_req, Ok(opened));
+    assert_eq!(third.lock().unwrap().take(), Some(Ok((3, true))));
 }
 
 #[test]

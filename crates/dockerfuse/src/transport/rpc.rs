@@ -59,6 +59,7 @@ enum Chunk {
 
 type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<Chunk>> + Send>>;
 type Outgoing = Pin<Box<dyn AsyncWrite + Send>>;
+type Task = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 struct Pending {
     map: HashMap<u64, (Done, Instant)>,
@@ -196,36 +197,69 @@ impl Rpc {
 
     /// Wires a client to a connected stream socket (the local channel):
     /// like [`Rpc::start_bytes`], and frames are written by the thread
-    /// that sends them whenever the socket takes them at once.
+    /// that sends them whenever the socket takes them at once; replies
+    /// are read, and their callbacks run, on a thread of their own that
+    /// the kernel wakes when the socket has data (no reactor in between:
+    /// on an executor, the thread that polls the reactor is often another
+    /// one, which then wakes the reader's, a second hand-off per reply).
     pub fn start_socket(
         socket: std::os::unix::net::UnixStream,
         stall: Duration,
     ) -> std::io::Result<Started> {
         let fd = std::os::fd::OwnedFd::from(socket.try_clone()?);
-        let stream = smol::Async::new(socket)?;
-        let (reader, writer) = futures_util::AsyncReadExt::split(stream);
+        let reader = std::os::fd::OwnedFd::from(socket.try_clone()?);
+        let writer = smol::Async::new(socket)?;
         let inline = InlineWriter {
             fd,
             queued: Mutex::new(0),
         };
-        Ok(Self::start_with(
-            Self::byte_chunks(reader),
+        let (started, reader) = Self::start_with(
+            Self::socket_chunks(reader),
             Box::pin(writer),
             stall,
             Some(inline),
-        ))
+        );
+        std::thread::Builder::new()
+            .name("rpc-reader".into())
+            .spawn(move || smol::future::block_on(reader))?;
+        Ok(started)
+    }
+
+    /// What a socket delivers, read by blocking the calling thread (the
+    /// descriptor is non-blocking, shared with the writer: wait with
+    /// poll(2), then read). The stream is never pending.
+    fn socket_chunks(fd: std::os::fd::OwnedFd) -> Incoming {
+        let incoming =
+            futures_util::stream::unfold((fd, vec![0u8; 256 * 1024]), |(fd, mut buf)| async move {
+                match recv_blocking(&fd, &mut buf) {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        let chunk = Bytes::copy_from_slice(&buf[..n]);
+                        Some((Ok(Chunk::Out(chunk)), (fd, buf)))
+                    }
+                    Err(e) => Some((Err(e), (fd, buf))),
+                }
+            });
+        Box::pin(incoming)
     }
 
     fn start_chunks(output: Incoming, input: Outgoing, stall: Duration) -> Started {
-        Self::start_with(output, input, stall, None)
+        let (mut started, reader) = Self::start_with(output, input, stall, None);
+        let tasks = std::mem::replace(&mut started.tasks, Box::pin(async {}));
+        started.tasks = Box::pin(async move {
+            futures_util::future::join(reader, tasks).await;
+        });
+        started
     }
 
+    /// The client, and apart from its other tasks the one that reads
+    /// `output`, which ends with the connection.
     fn start_with(
         output: Incoming,
         input: Outgoing,
         stall: Duration,
         inline: Option<InlineWriter>,
-    ) -> Started {
+    ) -> (Started, Task) {
         let (tx, rx) = smol::channel::unbounded();
         let (closed_tx, closed) = smol::channel::bounded(1);
         let (hello_tx, hello) = smol::channel::bounded(1);
@@ -248,11 +282,11 @@ impl Rpc {
         let w = rpc.clone();
         let es = early_stderr.clone();
         let watch = rpc.clone();
+        let reader = Box::pin(async move {
+            let why = read_loop(&r, output, hello_tx, es).await;
+            r.close(why);
+        });
         let tasks = Box::pin(async move {
-            let reader = async move {
-                let why = read_loop(&r, output, hello_tx, es).await;
-                r.close(why);
-            };
             let writer = async move {
                 let written = |n: usize| {
                     if let Some(d) = &w.inner.inline {
@@ -266,15 +300,16 @@ impl Rpc {
                 }
             };
             let watchdog = async move { watch.watchdog(stall).await };
-            futures_util::future::join3(reader, writer, watchdog).await;
+            futures_util::future::join(writer, watchdog).await;
         });
-        Started {
+        let started = Started {
             rpc,
             hello,
             closed,
             early_stderr,
             tasks,
-        }
+        };
+        (started, reader)
     }
 
     /// Routes the satellite's change frames to `handler`.
@@ -456,6 +491,45 @@ impl Transport for Rpc {
         crate::mount::waits::sent(req, false);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let _ = self.send_frame(id, req);
+    }
+}
+
+/// Reads what `fd` (a non-blocking socket) has, waiting for it with
+/// poll(2): how many bytes, 0 at its end.
+fn recv_blocking(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: the pointer and length describe `buf`, which lives
+        // across the call; the descriptor is owned by the caller.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock => {}
+            _ => return Err(e),
+        }
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
     }
 }
 

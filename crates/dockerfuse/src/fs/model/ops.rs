@@ -212,6 +212,55 @@ pub(crate) enum Op {
         group: Option<Group>,
         follow: bool,
     },
+    /// A create (`dir`: a mkdir) that a third party in the container
+    /// races: it acts after the program looked the name up and before the
+    /// create reaches the container (the satellite is held stopped
+    /// meanwhile). A file's create is followed by `then` on its
+    /// descriptor and close(2); then fsync of the parent directory; then
+    /// lstat of the path. The outcome is the first error of those steps
+    /// (where a create refused behind shows, per docs/SEMANTICS.md) and
+    /// what the lstat finds once the host agrees with the container.
+    Raced {
+        path: &'static str,
+        dir: bool,
+        mode: u32,
+        third: Third,
+        then: Vec<Then>,
+    },
+    /// A file's contents rewritten in the container while the program
+    /// lists its parent (the first listing streams the subtree with the
+    /// contents of small files); then the file is read through the mount:
+    /// it must show what the container has within a few seconds.
+    Rewritten {
+        path: &'static str,
+        len: usize,
+        byte: u8,
+    },
+}
+
+/// What the third party of [`Op::Raced`] does in the container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Third {
+    /// Creates the same name first (a directory when `dir`).
+    SameName { dir: bool },
+    /// Removes the parent directory (the one a walk through symlinks
+    /// reaches) with all it holds (`rm -rf`).
+    RemoveParent,
+    /// chmod 0555 of the parent: EACCES for a user without
+    /// CAP_DAC_OVERRIDE; root creates anyway.
+    ChmodParent,
+    /// chattr +i of the parent: EPERM, for root too.
+    FreezeParent,
+}
+
+/// A step on the descriptor of a raced create, accepted on the host
+/// while the create is in flight (write-behind, setattrs behind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Then {
+    Write { offset: u64, len: usize, byte: u8 },
+    Chmod(u32),
+    Truncate(u64),
+    Mtime(i64),
 }
 
 /// A user of a caller's sequence, resolved by [`super::identity::Ids`].
@@ -287,6 +336,56 @@ fn rename_flags() -> impl Strategy<Value = u32> {
 
 fn xattr_flags() -> impl Strategy<Value = i32> {
     select(&[0, libc::XATTR_CREATE, libc::XATTR_REPLACE][..])
+}
+
+fn then() -> impl Strategy<Value = Then> {
+    prop_oneof![
+        3 => (0u64..10_000, 0usize..5_000, any::<u8>())
+            .prop_map(|(offset, len, byte)| Then::Write { offset, len, byte }),
+        1 => select(&[0o600u32, 0o755, 0o4755, 0o000][..]).prop_map(Then::Chmod),
+        1 => (0u64..20_000).prop_map(Then::Truncate),
+        1 => (1_000_000i64..1_000_100).prop_map(Then::Mtime),
+    ]
+}
+
+/// A create raced by a third party in the container: the parent is
+/// removed only under a nested path (the root stays).
+fn raced() -> impl Strategy<Value = Op> {
+    let third = || {
+        prop_oneof![
+            4 => any::<bool>().prop_map(|dir| Third::SameName { dir }),
+            1 => Just(Third::ChmodParent),
+            1 => Just(Third::FreezeParent),
+        ]
+    };
+    let top = (select(&TOP[..]), third());
+    let nested = (
+        select(&NESTED[..]),
+        prop_oneof![1 => Just(Third::RemoveParent), 2 => third()],
+    );
+    (
+        prop_oneof![top, nested],
+        any::<bool>(),
+        proptest::collection::vec(then(), 0..4),
+    )
+        .prop_map(|((path, third), dir, then)| Op::Raced {
+            path,
+            dir,
+            mode: if dir { 0o755 } else { 0o644 },
+            third,
+            then: if dir { Vec::new() } else { then },
+        })
+}
+
+/// One operation of a sequence run as the test's own user: those of
+/// [`op`] and a third party in the container racing the mount.
+pub(crate) fn own_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => op(),
+        2 => raced(),
+        1 => (path(), 0usize..5_000, any::<u8>())
+            .prop_map(|(path, len, byte)| Op::Rewritten { path, len, byte }),
+    ]
 }
 
 /// One operation, weighted towards those that change the tree.
@@ -422,6 +521,14 @@ pub(super) enum Out {
     /// inode, even a path walk through a symlink, may stamp it again
     /// (relatime), and the two sides read at different moments.
     Mtime(Option<(i64, u32)>),
+    /// A raced create: the first error of its steps, and the lstat after.
+    Raced(Option<dockerfuse_proto::Errno>, Box<Outcome>),
+    /// A rewrite in the container during a listing: the listing, then
+    /// what a read finds.
+    Rewritten(Box<Outcome>, Box<Outcome>),
+    /// Something the core did that no local file system does (never
+    /// equal to what the twin reports).
+    Odd(String),
 }
 
 /// What a stat reports that both sides must agree on (inode numbers and

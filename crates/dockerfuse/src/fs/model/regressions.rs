@@ -1,7 +1,7 @@
 //! Named sequences: hand-written ones for renames with flags and hard
 //! links, and shrunk failures of the random model test.
 
-use super::ops::{Group, Op, Time, User};
+use super::ops::{Group, Op, Then, Third, Time, User};
 use super::run::{check, check_as_caller, check_mode, Mode};
 
 const EXCHANGE: u32 = libc::RENAME_EXCHANGE;
@@ -561,4 +561,116 @@ fn an_unlinked_file_open_through_a_handle_keeps_no_attributes_on_the_host() {
             Op::FdStat { slot: 0 },
         ],
     );
+}
+
+fn raced(path: &'static str, dir: bool, third: Third, then: Vec<Then>) -> Op {
+    Op::Raced {
+        path,
+        dir,
+        mode: if dir { 0o755 } else { 0o644 },
+        third,
+        then,
+    }
+}
+
+/// A third party makes the name first: the program's create (answered
+/// on the host) is refused with EEXIST at the close, a setattr on its
+/// descriptor after the refusal fails ESTALE, the directory's fsync
+/// reports EEXIST too, and the name shows the third party's file.
+#[test]
+fn a_third_party_takes_the_name_of_a_create_in_flight() {
+    let same = |dir| Third::SameName { dir };
+    check(&[
+        Op::List { path: "." },
+        raced("a", false, same(false), vec![Then::Truncate(22)]),
+        raced("b", true, same(false), vec![]),
+        raced("c", false, same(true), vec![Then::Chmod(0o600)]),
+        Op::Stat {
+            path: "b",
+            follow: false,
+        },
+        Op::List { path: "." },
+    ]);
+}
+
+/// The parent is removed in the container under a create in flight: a
+/// write sent through after a setattr behind (not queued) reached a
+/// handle the container never opened and failed EBADF instead of the
+/// create's ENOENT.
+#[test]
+fn a_third_party_removes_the_parent_of_a_create_in_flight() {
+    check(&[
+        mkdir("a"),
+        raced(
+            "a/a",
+            false,
+            Third::RemoveParent,
+            vec![
+                Then::Mtime(1_000_035),
+                Then::Write {
+                    offset: 2261,
+                    len: 1568,
+                    byte: 246,
+                },
+            ],
+        ),
+        mkdir("b"),
+        raced("b/a", true, Third::RemoveParent, vec![]),
+        Op::List { path: "." },
+    ]);
+}
+
+/// An immutable parent refuses creates sent behind with EPERM (root
+/// too); chmod 0555 refuses them to a user without CAP_DAC_OVERRIDE.
+#[test]
+fn a_third_party_makes_the_parent_unwritable() {
+    check(&[
+        create("b"),
+        raced("a", false, Third::FreezeParent, vec![]),
+        mkdir("c"),
+        raced("c/a", true, Third::FreezeParent, vec![]),
+        raced("c/b", false, Third::ChmodParent, vec![Then::Chmod(0o000)]),
+        Op::List { path: "c" },
+    ]);
+}
+
+/// Files rewritten in the container while the mount lists (and streams)
+/// their directory show their new contents.
+#[test]
+fn files_rewritten_in_the_container_during_a_stream() {
+    check(&[
+        mkdir("a"),
+        create("a/a"),
+        write("a/a", 1),
+        create("a/b"),
+        Op::Rewritten {
+            path: "a/a",
+            len: 300,
+            byte: 9,
+        },
+        Op::Rewritten {
+            path: "a/b",
+            len: 0,
+            byte: 0,
+        },
+        Op::Read {
+            path: "a/a",
+            offset: 0,
+        },
+    ]);
+}
+
+/// The parent removed under a create in flight is the directory the
+/// program's walk reached through a symlink (the create went there).
+#[test]
+fn a_third_party_removes_the_directory_a_symlink_led_to() {
+    check(&[
+        Op::Symlink {
+            target: "b",
+            path: "c",
+        },
+        mkdir("b"),
+        raced("c/a", false, Third::RemoveParent, vec![]),
+        Op::List { path: "." },
+    ]);
 }

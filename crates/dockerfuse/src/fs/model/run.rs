@@ -125,6 +125,8 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
         .tempdir()
         .expect("a temp dir");
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    // Third parties may leave directories immutable or unwritable.
+    let _thaw = Thaw(tmp.path().to_path_buf());
     std::fs::create_dir(&a).expect("create A");
     std::fs::create_dir(&b).expect("create B");
     let tight = matches!(mode, Mode::Tight);
@@ -151,6 +153,7 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
         (want, got)
     };
     let mut driver = Driver::new(&served.core, !matches!(mode, Mode::Forget), a.clone());
+    driver.satellite = Some(served.pid());
     if tight {
         for _ in 0..TIGHT_FILLER {
             let create = Op::Create {
@@ -215,6 +218,15 @@ pub(crate) fn run(mode: Mode, who: Who, ops: &[Op]) -> Result<(), String> {
         return Err(format!("the tree seen through the core differs:{d}"));
     }
     Ok(())
+}
+
+/// Makes a run's temp dir removable again when dropped.
+struct Thaw(std::path::PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        super::twin::thaw(&self.0);
+    }
 }
 
 /// Whether `Tight` sequences run too (on unless `DOCKERFUSE_MODEL_TIGHT=0`).

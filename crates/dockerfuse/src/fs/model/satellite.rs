@@ -133,6 +133,13 @@ fn spawn(root: &Path, nofile: Option<u64>) -> smol::process::Child {
     })
 }
 
+impl Served {
+    /// The satellite's process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         self.rpc.shutdown();

@@ -10,8 +10,10 @@ use std::time::Duration;
 use dockerfuse_proto::{Attr, Entry, Errno, SetAttr, SetTime, ROOT_NODE};
 
 use super::identity::Ids;
-use super::ops::{pattern, Group, Op, Out, Outcome, Stat, Time, User, PLANTED_LEN, SLOTS};
-use super::twin::{split_names, TwinDir};
+use super::ops::{
+    pattern, Group, Op, Out, Outcome, Stat, Then, Third, Time, User, PLANTED_LEN, SLOTS,
+};
+use super::twin::{parent_of, split_names, TwinDir};
 use crate::fs::{Cb, Core, Failure, Fh, Lookup, NodeId, Who, Xattr};
 use crate::transport::rpc::Rpc;
 
@@ -129,6 +131,40 @@ pub(super) struct Driver<'a> {
     container: TwinDir,
     /// Who the current step is sent for.
     pub(super) who: Who,
+    /// The satellite's process, held stopped while a third party races
+    /// a create ([`Op::Raced`]).
+    pub(super) satellite: Option<u32>,
+}
+
+/// The satellite held stopped (SIGSTOP) until dropped: requests sent
+/// meanwhile reach the container after what is done there now.
+struct Stopped(libc::pid_t);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        let pid = pid as libc::pid_t;
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let stopped = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
+                .unwrap_or(true)
+        };
+        let until = std::time::Instant::now() + CALL_LIMIT;
+        while !stopped() {
+            assert!(std::time::Instant::now() < until, "the satellite stops");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
 }
 
 impl<'a> Driver<'a> {
@@ -143,6 +179,7 @@ impl<'a> Driver<'a> {
             umask: umask(),
             container: TwinDir::new(served),
             who: Who::Mount,
+            satellite: None,
         }
     }
 
@@ -484,6 +521,14 @@ impl<'a> Driver<'a> {
             Op::Stat { path, follow } => self.stat(path, follow),
             Op::List { path } => self.list(path),
             Op::Outside { path, dir } => self.outside(path, dir),
+            Op::Raced {
+                path,
+                dir,
+                mode,
+                third,
+                ref then,
+            } => self.raced(path, dir, mode, third, then),
+            Op::Rewritten { path, len, byte } => self.rewritten(path, len, byte),
         }
     }
 
@@ -838,6 +883,175 @@ impl<'a> Driver<'a> {
         wait(|cb| self.core.settle(cb))?;
         self.container.create_outside(path, dir)?;
         self.stat_when_shown(path)
+    }
+}
+
+impl Driver<'_> {
+    fn raced(&mut self, path: &str, dir: bool, mode: u32, third: Third, then: &[Then]) -> Outcome {
+        let (core, who) = (self.core, self.who.clone());
+        // What the program did before reached the container.
+        wait(|cb| core.settle(cb))?;
+        let (parent, name) = match self.new_name(path) {
+            Ok(found) => found,
+            Err(e) => {
+                let undo = self.container.third_party(path, third);
+                self.container.undo(undo);
+                return Ok(Out::Raced(Some(e), Box::new(self.agreed_stat(path))));
+            }
+        };
+        let mode = mode & !self.umask;
+        let (tx, rx) = mpsc::sync_channel(1);
+        let stopped = Stopped::new(self.satellite.expect("the driver knows the satellite"));
+        if dir {
+            core.mkdir(
+                &who,
+                NodeId(parent),
+                name,
+                mode,
+                Box::new(move |r: Result<(Entry, _), Failure>| {
+                    let _ = tx.send(r.map(|(e, _)| (e, None)).map_err(|f| f.errno));
+                }),
+            );
+        } else {
+            let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
+            core.create(
+                &who,
+                NodeId(parent),
+                name,
+                mode,
+                flags,
+                Box::new(
+                    move |r: Result<(Entry, _, crate::fs::Opened<_>), Failure>| {
+                        let r = r.map_err(|f| f.errno);
+                        let _ = tx.send(r.map(|(e, _, opened)| (e, Some(opened.fh.0))));
+                    },
+                ) as Cb<_>,
+            );
+        }
+        let undo = self.container.third_party(path, third);
+        drop(stopped);
+        let made = rx
+            .recv_timeout(CALL_LIMIT)
+            .expect("the core answers every call");
+        // The errors of the create, of the writes on its descriptor and of
+        // its close (where a create refused behind reports, once), and of
+        // the setattrs on it (ESTALE once the refusal arrived: the node
+        // was never made).
+        let (mut reports, mut setattrs) = (Vec::new(), Vec::new());
+        let mut answered = false;
+        match made {
+            Err(e) => reports.push(e),
+            Ok((e, fh)) => {
+                answered = fh.is_some();
+                let node = self.hold(e).node;
+                if let Some(fh) = fh {
+                    for t in then {
+                        let r = self.then_step(node, fh, *t);
+                        match (t, r) {
+                            (_, Ok(())) => {}
+                            (Then::Write { .. }, Err(e)) => reports.push(e),
+                            (_, Err(e)) => setattrs.push(e),
+                        }
+                    }
+                    let flushed = wait(|cb| core.flush(Fh(fh), cb));
+                    wait(|cb| core.release(Fh(fh), cb))?;
+                    reports.extend(flushed.err());
+                }
+            }
+        }
+        let mut first = reports.first().copied();
+        // fsync of the parent: it reports a create refused behind too
+        // (None: the directory cannot be opened any more).
+        let synced = self.fsync_dir(parent);
+        if answered {
+            // A file's create answered at once and refused behind: its
+            // error is the first the descriptor reports (later writes reach
+            // a handle the container never opened: EBADF), and the
+            // directory's fsync reports it too.
+            let agree = setattrs
+                .iter()
+                .all(|&e| e == Errno::ESTALE && first.is_some())
+                && match (first, synced) {
+                    (_, None) | (None, Some(Ok(()))) => true,
+                    (Some(e), Some(Err(s))) => s == e,
+                    _ => false,
+                };
+            if !agree {
+                return Ok(Out::Odd(format!(
+                    "create of {path} reported {reports:?} (writes, close), {setattrs:?} \
+                     (setattrs), the fsync of its directory {synced:?}"
+                )));
+            }
+        } else if first.is_none() {
+            first = synced.and_then(Result::err);
+        }
+        self.container.undo(undo);
+        Ok(Out::Raced(first, Box::new(self.agreed_stat(path))))
+    }
+
+    /// One step of [`Op::Raced`] on the new file's descriptor.
+    fn then_step(&mut self, node: u64, fh: u64, t: Then) -> Result<(), Errno> {
+        let (core, who) = (self.core, self.who.clone());
+        let attr = match t {
+            Then::Write { offset, len, byte } => {
+                let data = pattern(byte, len);
+                wait(|cb| core.write(&who, NodeId(node), Fh(fh), offset, &data, false, cb))?;
+                return Ok(());
+            }
+            Then::Chmod(mode) => SetAttr {
+                mode: Some(mode),
+                ..Default::default()
+            },
+            Then::Truncate(size) => SetAttr {
+                size: Some(size),
+                ..Default::default()
+            },
+            Then::Mtime(sec) => SetAttr {
+                mtime: set_time(Time::At(sec, 0)),
+                ..Default::default()
+            },
+        };
+        wait(|cb| core.setattr(&who, NodeId(node), Some(Fh(fh)), attr, cb)).map(drop)
+    }
+
+    /// opendir, fsyncdir, releasedir of directory `dir`; None when it
+    /// cannot be opened.
+    fn fsync_dir(&mut self, dir: u64) -> Option<Result<(), Errno>> {
+        let (core, who) = (self.core, self.who.clone());
+        let (Fh(fh), _) = wait(|cb| core.opendir(&who, NodeId(dir), cb)).ok()?;
+        let r = wait(|cb| core.fsyncdir(&who, NodeId(dir), Fh(fh), false, cb));
+        let _ = wait(|cb| core.releasedir(Fh(fh), cb));
+        Some(r)
+    }
+
+    /// lstat of `path` through the core, once it agrees with the
+    /// container's (for at most [`CHANGE_LIMIT`]).
+    fn agreed_stat(&mut self, path: &str) -> Outcome {
+        let until = std::time::Instant::now() + CHANGE_LIMIT;
+        loop {
+            let got = self.stat(path, false);
+            if got == self.container.stat(path, false) || std::time::Instant::now() >= until {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn rewritten(&mut self, path: &'static str, len: usize, byte: u8) -> Outcome {
+        wait(|cb| self.core.settle(cb))?;
+        let container = TwinDir::new(self.container.root().to_path_buf());
+        let writer = std::thread::spawn(move || container.rewrite(path, len, byte));
+        let listed = self.list(parent_of(path));
+        writer.join().expect("the writer thread")?;
+        let until = std::time::Instant::now() + CHANGE_LIMIT;
+        let read = loop {
+            let got = self.read(path, 0);
+            if got == self.container.read(path, 0) || std::time::Instant::now() >= until {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        Ok(Out::Rewritten(Box::new(listed), Box::new(read)))
     }
 }
 

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use dockerfuse_proto::Errno;
 
 use super::identity::Ids;
-use super::ops::{pattern, Group, Op, Out, Outcome, Stat, Time, User, PLANTED_LEN, SLOTS};
+use super::ops::{
+    pattern, Group, Op, Out, Outcome, Stat, Then, Third, Time, User, PLANTED_LEN, SLOTS,
+};
 
 /// A local directory the operations run in, and the descriptors a
 /// sequence keeps open.
@@ -76,6 +78,10 @@ impl TwinDir {
         }
     }
 
+    pub(super) fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     fn c(&self, path: &str) -> CString {
         CString::new(self.root.join(path).as_os_str().as_bytes()).expect("no NUL in paths")
     }
@@ -107,6 +113,151 @@ impl TwinDir {
             self.open_fd(path, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o644)?;
         }
         Ok(())
+    }
+
+    /// What a third party in the container does to `path` or its parent
+    /// while the program's create of `path` is in flight, and how it is
+    /// undone once the create is over (a mode or flag left on would
+    /// refuse later creates sent behind where the steps that would see
+    /// it do not look).
+    pub(super) fn third_party(&self, path: &str, third: Third) -> Undo {
+        let parent = parent_of(path);
+        match third {
+            Third::SameName { dir } => {
+                let _ = self.create_outside(path, dir);
+                Undo::Nothing
+            }
+            Third::RemoveParent => {
+                // The directory the program's walk reached (through
+                // symlinks), never the root.
+                let at = std::fs::canonicalize(self.root.join(parent));
+                let root = std::fs::canonicalize(&self.root);
+                if let (Ok(at), Ok(root)) = (at, root) {
+                    if at != root && at.starts_with(&root) {
+                        remove_tree(&at);
+                    }
+                }
+                Undo::Nothing
+            }
+            Third::ChmodParent => {
+                let Ok(st) = self.stat_raw(parent, true) else {
+                    return Undo::Nothing;
+                };
+                let p = self.c(parent);
+                // SAFETY: p is a valid C string.
+                match check(unsafe { libc::chmod(p.as_ptr(), 0o555) }) {
+                    Ok(_) => Undo::Mode(parent.to_owned(), st.st_mode & 0o7777),
+                    Err(_) => Undo::Nothing,
+                }
+            }
+            Third::FreezeParent => match set_immutable(&self.root.join(parent), true) {
+                Ok(()) => Undo::Thaw(parent.to_owned()),
+                Err(_) => Undo::Nothing,
+            },
+        }
+    }
+
+    /// Undoes what [`TwinDir::third_party`] did.
+    pub(super) fn undo(&self, undo: Undo) {
+        match undo {
+            Undo::Nothing => {}
+            Undo::Mode(path, mode) => {
+                let p = self.c(&path);
+                // SAFETY: p is a valid C string.
+                unsafe { libc::chmod(p.as_ptr(), mode) };
+            }
+            Undo::Thaw(path) => {
+                // chattr moves the ctime without an inotify event (the feed
+                // cannot report it): the third party's chmod to the same
+                // mode after it is one.
+                let _ = set_immutable(&self.root.join(&path), false);
+                if let Ok(st) = self.stat_raw(&path, true) {
+                    let p = self.c(&path);
+                    // SAFETY: p is a valid C string.
+                    unsafe { libc::chmod(p.as_ptr(), st.st_mode & 0o7777) };
+                }
+            }
+        }
+    }
+
+    /// Rewrites the file at `path` (truncated, then `len` bytes from
+    /// `byte` on), as a process in the container would.
+    pub(super) fn rewrite(&self, path: &str, len: usize, byte: u8) -> Result<(), Errno> {
+        let fd = self.open_fd(path, libc::O_WRONLY | libc::O_TRUNC, 0)?;
+        let data = pattern(byte, len);
+        // SAFETY: data is valid for len bytes.
+        check_size(unsafe { libc::write(fd.0, data.as_ptr().cast(), data.len()) }).map(drop)
+    }
+
+    /// Why the kernel would refuse to create `path` before asking the file
+    /// system: its parent is missing or not a directory, or the name is
+    /// taken.
+    fn creatable(&self, path: &str) -> Result<(), Errno> {
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            let st = self.stat_raw(dir, true)?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                return Err(Errno::ENOTDIR);
+            }
+        }
+        match self.stat_raw(path, false) {
+            Ok(_) => Err(Errno::EEXIST),
+            Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The create of [`Op::Raced`] and the steps on its descriptor.
+    fn create_then(&self, path: &str, dir: bool, mode: u32, then: &[Then]) -> Result<(), Errno> {
+        if dir {
+            let p = self.c(path);
+            // SAFETY: p is a valid C string.
+            check(unsafe { libc::mkdir(p.as_ptr(), mode) })?;
+            return Ok(());
+        }
+        let fd = self.open_fd(path, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, mode)?;
+        for t in then {
+            match *t {
+                Then::Write { offset, len, byte } => {
+                    let data = pattern(byte, len);
+                    // SAFETY: data is valid for len bytes.
+                    check_size(unsafe {
+                        libc::pwrite(fd.0, data.as_ptr().cast(), data.len(), offset as i64)
+                    })?;
+                }
+                Then::Chmod(mode) => {
+                    // SAFETY: plain syscall on our descriptor.
+                    check(unsafe { libc::fchmod(fd.0, mode) })?;
+                }
+                Then::Truncate(size) => {
+                    // SAFETY: plain syscall on our descriptor.
+                    check(unsafe { libc::ftruncate(fd.0, size as i64) })?;
+                }
+                Then::Mtime(sec) => {
+                    let times = [timespec(Time::Omit), timespec(Time::At(sec, 0))];
+                    // SAFETY: times holds two timespecs.
+                    check(unsafe { libc::futimens(fd.0, times.as_ptr()) })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn raced(&mut self, path: &str, dir: bool, mode: u32, third: Third, then: &[Then]) -> Outcome {
+        // The program looked the name up before the third party acted.
+        let looked = self.creatable(path);
+        let undo = self.third_party(path, third);
+        let first = looked
+            .and_then(|()| self.create_then(path, dir, mode, then))
+            .err();
+        self.undo(undo);
+        Ok(Out::Raced(first, Box::new(self.stat(path, false))))
+    }
+
+    fn rewritten(&mut self, path: &str, len: usize, byte: u8) -> Outcome {
+        self.rewrite(path, len, byte)?;
+        let listed = self.list(parent_of(path));
+        let read = self.read(path, 0);
+        Ok(Out::Rewritten(Box::new(listed), Box::new(read)))
     }
 
     fn slot(&self, slot: usize) -> Result<libc::c_int, Errno> {
@@ -189,6 +340,14 @@ impl TwinDir {
             Op::Stat { path, follow } => self.stat(path, follow),
             Op::List { path } => self.list(path),
             Op::Outside { path, dir } => self.outside(path, dir),
+            Op::Raced {
+                path,
+                dir,
+                mode,
+                third,
+                ref then,
+            } => self.raced(path, dir, mode, third, then),
+            Op::Rewritten { path, len, byte } => self.rewritten(path, len, byte),
         }
     }
 
@@ -256,7 +415,7 @@ impl TwinDir {
         Ok(Out::Count(n as u64))
     }
 
-    fn read(&mut self, path: &str, offset: u64) -> Outcome {
+    pub(super) fn read(&mut self, path: &str, offset: u64) -> Outcome {
         let fd = self.open_fd(path, libc::O_RDONLY, 0)?;
         let mut buf = vec![0u8; 64 * 1024];
         // SAFETY: buf is valid for its length.
@@ -460,7 +619,7 @@ impl TwinDir {
         Ok(Out::Done)
     }
 
-    fn stat(&mut self, path: &str, follow: bool) -> Outcome {
+    pub(super) fn stat(&mut self, path: &str, follow: bool) -> Outcome {
         let st = self.stat_raw(path, follow)?;
         Ok(Out::Stat(Stat::of(&st)))
     }
@@ -491,4 +650,82 @@ pub(super) fn split_names(buf: &[u8]) -> Vec<Vec<u8>> {
         .collect();
     v.sort();
     v
+}
+
+/// How a third party's change is undone.
+pub(super) enum Undo {
+    Nothing,
+    /// chmod back to this mode.
+    Mode(String, u32),
+    /// chattr -i.
+    Thaw(String),
+}
+
+/// The directory holding `path` ("." at the top).
+pub(super) fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or(".", |(d, _)| d)
+}
+
+/// Removes what it can of the tree at `at` (not following symlinks), in
+/// any order: what an immutable directory holds stays, and so does every
+/// directory above it, on both sides alike.
+fn remove_tree(at: &std::path::Path) {
+    let Ok(meta) = std::fs::symlink_metadata(at) else {
+        return;
+    };
+    if meta.is_dir() {
+        for e in std::fs::read_dir(at).into_iter().flatten().flatten() {
+            remove_tree(&e.path());
+        }
+        let _ = std::fs::remove_dir(at);
+    } else {
+        let _ = std::fs::remove_file(at);
+    }
+}
+
+/// Sets or clears the immutable flag (`chattr +i`) of the directory at
+/// `at` (followed).
+pub(super) fn set_immutable(at: &std::path::Path, on: bool) -> Result<(), Errno> {
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let p = CString::new(at.as_os_str().as_bytes()).expect("no NUL in paths");
+    // SAFETY: p is a valid C string.
+    let fd = Fd(check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY,
+        )
+    })?);
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long.
+    check(unsafe { libc::ioctl(fd.0, libc::FS_IOC_GETFLAGS, &mut flags) })?;
+    let want = if on {
+        flags | FS_IMMUTABLE_FL
+    } else {
+        flags & !FS_IMMUTABLE_FL
+    };
+    if want != flags {
+        // SAFETY: as above.
+        check(unsafe { libc::ioctl(fd.0, libc::FS_IOC_SETFLAGS, &want) })?;
+    }
+    Ok(())
+}
+
+/// Clears the immutable flags and gives the owner back write access to
+/// every directory under `root`, so that the temp dir can go.
+pub(super) fn thaw(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(root) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = set_immutable(root, false);
+    let mode = meta.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode | 0o700));
+    }
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        thaw(&e.path());
+    }
 }

@@ -77,6 +77,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if self.out.transport.handle_gone(fh) {
             return cb(Err(Failure::transport(Errno::EIO)));
         }
+        let end = offset.saturating_add(data.len() as u64);
+        if fh & dockerfuse_proto::HOST_FH_BIT != 0 && end > LARGE_CREATED {
+            self.created_large();
+        }
         let cb = match kill_suidgid {
             true => self.changing(self.expiring(node, cb)),
             false => self.changing(cb),
@@ -148,14 +152,20 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         )
     }
 
-    /// FLUSH needs no round trip: the satellite's flush closes nothing.
-    /// It waits for the handle's writes still behind, and reports their
-    /// error (close(2) returns it).
+    /// FLUSH sends nothing: the satellite's flush closes nothing. It
+    /// waits for the writes still behind (and a create sent behind), and
+    /// reports their error (close(2) returns it). When some are in
+    /// flight, that is a wait like any round trip, and counted as one.
     pub(crate) fn flush(&self, Fh(fh): Fh, cb: Cb<()>) {
         match self.out.behind.clone() {
-            Some(b) => b.clone().after_writes(Box::new(move || {
-                cb(b.take_error(fh).map_or(Ok(()), |e| Err(Failure::behind(e))))
-            })),
+            Some(b) => {
+                if !b.is_idle() {
+                    crate::mount::waits::deferred();
+                }
+                b.clone().after_writes(Box::new(move || {
+                    cb(b.take_error(fh).map_or(Ok(()), |e| Err(Failure::behind(e))))
+                }))
+            }
             None => cb(Ok(())),
         }
     }
@@ -325,10 +335,18 @@ impl<T: Transport> Writer<T> {
             offset,
             data: data.into(),
         };
+        // Sent after the writes and creates behind before it: a handle
+        // whose create was refused meanwhile was never opened in the
+        // container (EBADF there); the program is owed the create's
+        // error, once, as a queued write would report it.
+        let behind = self.out.behind.clone();
         self.out.send(
             &self.who,
             &req,
-            Box::new(move |r| cb(r.and_then(|r| replies::written(r, len)))),
+            Box::new(move |r| match behind.and_then(|b| b.take_error(fh)) {
+                Some(e) => cb(Err(Failure::behind(e))),
+                None => cb(r.and_then(|r| replies::written(r, len))),
+            }),
         );
     }
 }
