@@ -13,7 +13,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: XattrCb,
     ) {
         if self.no_xattrs.known_empty(node) {
-            return cb(Err(Errno::ENODATA));
+            return cb(Err(Errno::ENODATA.into()));
         }
         let name = name.into();
         self.call_xattr(who, Request::GetXattr { node, name, size }, size, cb)
@@ -38,7 +38,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Box::new(move |r| match r {
                 Ok(Response::XattrSize(n)) => cb(Ok(Xattr::Size(n))),
                 Ok(Response::Data(d)) if d.len() <= size as usize => cb(Ok(Xattr::Data(&d))),
-                Ok(Response::Data(_)) => cb(Err(Errno::ERANGE)),
+                Ok(Response::Data(_)) => cb(Err(Errno::ERANGE.into())),
                 Ok(r) => cb(Err(unexpected(r))),
                 Err(e) => cb(Err(e)),
             }),
