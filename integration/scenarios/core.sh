@@ -135,6 +135,9 @@ check "write a file through the mount" run_sh 'printf "from-host\n" >"$H/w1"'
 cap got dx cat "$T/w1"
 assert_eq "the container reads what the host wrote" from-host "$got"
 check "write a file in the container" dsh "printf 'from-container\n' >$T/w2"
+# A name made in the container shows once the change feed reports it, a
+# moment after docker exec returns (SEMANTICS, "Caching").
+check "the name shows through the mount within 5 s" wait_until 5 test -e "$H/w2"
 cap got cat "$H/w2"
 assert_eq "the mount reads what the container wrote" from-container "$got"
 
@@ -245,6 +248,7 @@ check "mkdir, cd into it, getcwd still works a moment later" run_sh '
 check "rm -r the working-directory test" rm -r "$H/cwd"
 check "container: tree gone" ctr_absent "$T/tree"
 check "container: make a tree" dsh "mkdir -p $T/ctree/x/y && touch $T/ctree/x/y/z $T/ctree/x/w && ln -s y $T/ctree/x/l"
+check "the container's tree shows through the mount within 5 s" wait_until 5 test -e "$H/ctree/x/w"
 check "rm -r of a tree the container made" rm -r "$H/ctree"
 check "container: that tree gone" ctr_absent "$T/ctree"
 

@@ -16,6 +16,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
+use super::Failure;
 use dockerfuse_proto::{Errno, Request};
 
 use super::heads::Heads;
@@ -28,7 +29,7 @@ pub(crate) trait OpenReply<B, T>: Send + 'static {
     /// Registers `fd` as a backing file with the kernel.
     fn register(&self, fd: &OwnedFd) -> std::io::Result<B>;
     /// Answers the kernel.
-    fn answer(self, r: Result<T, Errno>);
+    fn answer(self, r: Result<T, Failure>);
 }
 
 /// A plain callback registers nothing (tests, and kernels without
@@ -37,7 +38,7 @@ impl<B, T: 'static> OpenReply<B, T> for Cb<T> {
     fn register(&self, _fd: &OwnedFd) -> std::io::Result<B> {
         Err(std::io::ErrorKind::Unsupported.into())
     }
-    fn answer(self, r: Result<T, Errno>) {
+    fn answer(self, r: Result<T, Failure>) {
         self(r)
     }
 }
@@ -60,7 +61,7 @@ impl<T: Transport, B: Send + Sync + 'static> Serving<T, B> {
         fh: u64,
         fd: Option<OwnedFd>,
         reply: &R,
-    ) -> Result<Option<Arc<B>>, Errno> {
+    ) -> Result<Option<Arc<B>>, Failure> {
         let Some(backings) = &self.backings else {
             return Ok(None);
         };
@@ -81,7 +82,7 @@ impl<T: Transport, B: Send + Sync + 'static> Serving<T, B> {
                         .send(&Who::Mount, &req, Box::new(move |_| b.forget(fh))),
                     None => self.out.send_and_forget(&Who::Mount, &req),
                 }
-                Err(Errno::EIO)
+                Err(Errno::EIO.into())
             }
         }
     }

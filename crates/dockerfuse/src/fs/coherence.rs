@@ -173,11 +173,11 @@ impl Coherence {
             no_xattrs: Arc::new(NoXattrs::over(held.clone())),
             heads: Arc::new(Heads::over(held.clone(), super::heads::MAX_BYTES)),
             listings: DirNames::over(held.clone()),
+            writers: Writers::over(held.clone()),
             held,
             expire_attrs: OnceLock::new(),
             forget_name: OnceLock::new(),
             dir_modes: Mutex::default(),
-            writers: Writers::default(),
             counts: Counts::default(),
         }
     }
@@ -190,6 +190,12 @@ impl Coherence {
     /// The held contents of small files that changes drop.
     pub(crate) fn heads(&self) -> Arc<Heads> {
         self.heads.clone()
+    }
+
+    /// The node ledger, for the views kept outside the core (passthrough's
+    /// backing files).
+    pub(crate) fn ledger(&self) -> Arc<Mutex<Ledger>> {
+        self.held.clone()
     }
 
     /// The handles open for writing (data invalidations go through it).

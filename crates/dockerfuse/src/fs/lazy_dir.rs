@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::Failure;
 use dockerfuse_proto::{Errno, Request};
 
 use super::ids::Fh;
@@ -30,7 +31,7 @@ enum State {
 }
 
 /// Continuation with the satellite's handle of a directory.
-pub(super) type Then = Box<dyn FnOnce(Result<u64, Errno>) + Send>;
+pub(super) type Then = Box<dyn FnOnce(Result<u64, Failure>) + Send>;
 
 #[derive(Default)]
 pub(super) struct LazyDirs {
@@ -58,37 +59,39 @@ impl LazyDirs {
     /// directory in the container first when needed.
     pub(super) fn with_remote<T: Transport>(self: &Arc<Self>, rpc: &Arc<T>, fh: u64, then: Then) {
         let node = match self.lock().get(&fh) {
-            None => return then(Err(Errno::EBADF)),
+            None => return then(Err(Errno::EBADF.into())),
             Some(State::Open(r)) => return then(Ok(*r)),
             Some(State::Unopened(node)) => *node,
         };
         let (me, rpc2) = (self.clone(), rpc.clone());
         rpc.call(
             &Request::OpenDir { node },
-            Box::new(move |r| match r.and_then(replies::fh) {
-                Ok(remote) => {
-                    let use_fh = {
-                        let mut m = me.lock();
-                        match m.get_mut(&fh) {
-                            Some(s @ State::Unopened(_)) => {
-                                *s = State::Open(remote);
-                                Ok(remote)
+            Box::new(
+                move |r| match r.map_err(Failure::transport).and_then(replies::fh) {
+                    Ok(remote) => {
+                        let use_fh = {
+                            let mut m = me.lock();
+                            match m.get_mut(&fh) {
+                                Some(s @ State::Unopened(_)) => {
+                                    *s = State::Open(remote);
+                                    Ok(remote)
+                                }
+                                // Opened twice at once: keep the first.
+                                Some(State::Open(first)) => Err(Some(*first)),
+                                None => Err(None),
                             }
-                            // Opened twice at once: keep the first.
-                            Some(State::Open(first)) => Err(Some(*first)),
-                            None => Err(None),
-                        }
-                    };
-                    match use_fh {
-                        Ok(r) => then(Ok(r)),
-                        Err(first) => {
-                            rpc2.post(&Request::ReleaseDir { fh: remote });
-                            then(first.ok_or(Errno::EBADF))
+                        };
+                        match use_fh {
+                            Ok(r) => then(Ok(r)),
+                            Err(first) => {
+                                rpc2.post(&Request::ReleaseDir { fh: remote });
+                                then(first.ok_or(Errno::EBADF.into()))
+                            }
                         }
                     }
-                }
-                Err(e) => then(Err(e)),
-            }),
+                    Err(e) => then(Err(e)),
+                },
+            ),
         );
     }
 

@@ -20,12 +20,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use dockerfuse_proto::Errno;
+use super::Failure;
 
 use super::ids::Fh;
 
 /// Continuation with the satellite's handle of a file.
-pub(super) type Then = Box<dyn FnOnce(Result<u64, Errno>) + Send>;
+pub(super) type Then = Box<dyn FnOnce(Result<u64, Failure>) + Send>;
 
 enum State {
     /// Not opened in the container yet: the node and the open's flags.
@@ -106,7 +106,7 @@ impl LazyFiles {
         fh: u64,
         node: u64,
         flags: i32,
-        r: Result<u64, Errno>,
+        r: Result<u64, Failure>,
     ) -> Option<u64> {
         let waiting = {
             let mut m = self.lock();
@@ -156,9 +156,10 @@ impl LazyFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dockerfuse_proto::Errno;
     use std::sync::Arc;
 
-    fn noting(seen: &Arc<Mutex<Vec<Result<u64, Errno>>>>) -> Then {
+    fn noting(seen: &Arc<Mutex<Vec<Result<u64, Failure>>>>) -> Then {
         let seen = seen.clone();
         Box::new(move |r| seen.lock().unwrap().push(r))
     }
@@ -189,8 +190,8 @@ mod tests {
         let fh = l.open(5, 0);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let _ = l.with_remote(fh, noting(&seen));
-        assert_eq!(l.opened(fh, 5, 0, Err(Errno::ESTALE)), None);
-        assert_eq!(*seen.lock().unwrap(), vec![Err(Errno::ESTALE)]);
+        assert_eq!(l.opened(fh, 5, 0, Err(Errno::ESTALE.into())), None);
+        assert_eq!(*seen.lock().unwrap(), vec![Err(Errno::ESTALE.into())]);
         let (r, _) = l.with_remote(fh, noting(&seen));
         assert!(matches!(r, Remote::ToOpen { node: 5, .. }));
         // Released while the open is in flight: its handle must be closed.

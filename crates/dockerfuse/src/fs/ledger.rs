@@ -8,7 +8,11 @@
 //! ([`super::dir_names`]) and the small files' contents
 //! ([`super::heads`]) live here too, under the same lock: forgetting a
 //! node, a change event and a loss of events touch this one structure;
-//! `NoXattrs`, `DirNames` and `Heads` are views of it.
+//! `NoXattrs`, `DirNames` and `Heads` are views of it, and so is
+//! `Writers`, the handles that may write ([`super::writers`]), and
+//! `Backings`, passthrough's backing files
+//! ([`crate::kernel::passthrough`]), whose registration is the one call
+//! made with the lock held (an ioctl that sends no request).
 //! [`super::coherence::Coherence`] is the policy over this ledger.
 //!
 //! Kept attributes answer GETATTR without a round trip. They are kept
@@ -19,8 +23,9 @@
 //! change and arriving after it are not kept.
 //!
 //! Lock discipline: the ledger lives behind one `Mutex`, shared by
-//! `Coherence` and the three views (`NoXattrs`, `DirNames`, `Heads`, which
-//! take it for each call and never hold it across one). It is the one
+//! `Coherence` and the five views (`NoXattrs`, `DirNames`, `Heads`,
+//! `Writers`, `Backings`, which take it for each call and never hold it
+//! across one). It is the one
 //! lock of the core's node state: nothing sends a request, runs a
 //! callback or calls a view with it held (the lock is not reentrant:
 //! `Coherence` works on the ledger's fields directly instead).
@@ -98,6 +103,12 @@ pub(crate) struct Ledger {
     pub(crate) heads: super::heads::Inner,
     /// Complete listings of watched directories ([`super::dir_names`]).
     pub(crate) listings: super::dir_names::Inner,
+    /// Handles that may write, and a data invalidation under way
+    /// ([`super::writers`]).
+    pub(crate) writers: super::writers::Inner,
+    /// Passthrough's backing files per node, and the handles open on
+    /// them ([`crate::kernel::passthrough`]).
+    pub(crate) backings: crate::kernel::passthrough::Inner,
 }
 
 impl Ledger {

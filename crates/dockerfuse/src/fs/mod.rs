@@ -55,7 +55,7 @@ mod heads;
 pub(crate) mod ids;
 mod lazy_dir;
 mod lazy_open;
-mod ledger;
+pub(crate) mod ledger;
 mod links;
 mod list_behind;
 mod listing;
@@ -87,6 +87,7 @@ pub(crate) use backing::OpenReply;
 pub(crate) use caller::{Caller, Who};
 pub(crate) use coherence::Source;
 pub(crate) use coherence::{Coherence, Inval, Ttl};
+pub(crate) use failure::Failure;
 pub(crate) use ids::{Fh, NodeId};
 pub(crate) use links::LinkRewrite;
 pub(crate) use listing::{DirItem, PlusItem};
@@ -165,15 +166,19 @@ pub(crate) struct Options {
     pub(crate) symlink_new: bool,
 }
 
+/// Completion of one request sent through the [`Outbox`]: the
+/// transport's, with its failures typed.
+type Sent = Box<dyn for<'a> FnOnce(Result<Response<'a>, Failure>) + Send>;
+
 /// Outcome callback of one operation.
-pub(crate) type Cb<T> = Box<dyn FnOnce(Result<T, Errno>) + Send>;
+pub(crate) type Cb<T> = Box<dyn FnOnce(Result<T, Failure>) + Send>;
 /// Outcome callback of an operation whose data borrows the receive buffer.
-pub(crate) type BytesCb = Box<dyn for<'a> FnOnce(Result<&'a [u8], Errno>) + Send>;
+pub(crate) type BytesCb = Box<dyn for<'a> FnOnce(Result<&'a [u8], Failure>) + Send>;
 /// Outcome callback of a plain readdir.
-pub(crate) type DirCb = Box<dyn for<'a> FnOnce(Result<Vec<DirItem<'a>>, Errno>) + Send>;
+pub(crate) type DirCb = Box<dyn for<'a> FnOnce(Result<Vec<DirItem<'a>>, Failure>) + Send>;
 /// Outcome callback of a readdirplus: returns how many of the items the
 /// kernel took (the rest are forgotten).
-pub(crate) type PlusCb = Box<dyn for<'a> FnOnce(Result<&[PlusItem<'a>], Errno>) -> usize + Send>;
+pub(crate) type PlusCb = Box<dyn for<'a> FnOnce(Result<&[PlusItem<'a>], Failure>) -> usize + Send>;
 
 /// Outcome of getxattr/listxattr.
 pub(crate) enum Xattr<'a> {
@@ -183,7 +188,7 @@ pub(crate) enum Xattr<'a> {
     Size(u32),
 }
 /// Outcome callback of getxattr/listxattr.
-pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Errno>) + Send>;
+pub(crate) type XattrCb = Box<dyn for<'a> FnOnce(Result<Xattr<'a>, Failure>) + Send>;
 
 /// An open file: the satellite's handle and, with passthrough, the
 /// backing file the kernel serves it from (`B`: the kernel's id of it).
@@ -257,9 +262,10 @@ impl<T> Clone for Outbox<T> {
 
 impl<T: Transport> Outbox<T> {
     /// Sends `req` for `who`, after the writes accepted before it. The
-    /// reply is handled in the span of the request that sent it, where a
-    /// failure of the transport is recorded ([`failure`]).
-    fn send(&self, who: &Who, req: &Request<'_>, done: Done) {
+    /// reply is handled in the span of the request that sent it; a
+    /// failure of the transport reaches `done` as such ([`failure`]).
+    fn send(&self, who: &Who, req: &Request<'_>, done: Sent) {
+        let done: Done = Box::new(move |r| done(r.map_err(Failure::transport)));
         let done: Done = match req {
             Request::Read { .. } | Request::OpenSmall { .. } => {
                 let replies = self.replies.clone();
@@ -275,9 +281,6 @@ impl<T: Transport> Outbox<T> {
             true => done,
             false => Box::new(move |r| {
                 let _in = span.enter();
-                if r.is_err() {
-                    failure::record(failure::Cause::Transport);
-                }
                 done(r)
             }),
         };
@@ -338,7 +341,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 };
                 transport.call(
                     &req,
-                    Box::new(move |r| done(r.and_then(|r| replies::written(r, len)))),
+                    Box::new(move |r| {
+                        let r = r.map_err(Failure::transport);
+                        done(
+                            r.and_then(|r| replies::written(r, len))
+                                .map_err(|f| f.errno),
+                        )
+                    }),
                 )
             });
             Arc::new(WriteBehind::new(send))
@@ -372,7 +381,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// The kernel agreed to passthrough: open files with a usable
     /// descriptor are served from it from now on.
     pub(crate) fn enable_passthrough(&self) {
-        let _ = self.passthrough.set(Arc::default());
+        let ledger = self.coherence.ledger();
+        let backings = crate::kernel::passthrough::Backings::over(ledger);
+        let _ = self.passthrough.set(Arc::new(backings));
     }
 
     /// What decides, in an open's reply, how the kernel serves the file.
@@ -403,7 +414,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         &self,
         who: &Who,
         req: Request<'_>,
-        map: fn(Response<'_>) -> Result<R, Errno>,
+        map: fn(Response<'_>) -> Result<R, Failure>,
         cb: Cb<R>,
     ) {
         self.out
@@ -454,7 +465,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             false => coh.name_changed(dir, name),
         };
         forget(&coh, &name);
-        Box::new(move |r: Result<R, Errno>| {
+        Box::new(move |r: Result<R, Failure>| {
             forget(&coh, &name);
             let l = coh.listings();
             match &r {
@@ -463,7 +474,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     l.removed(dir, &name);
                     coh.unnamed(dir, &name);
                 }
-                Err(Errno::EEXIST) if exists => l.created(dir, &name),
+                Err(f) if exists && f.errno == Errno::EEXIST => l.created(dir, &name),
                 Err(_) => l.unsure(dir, &name),
             }
             cb(r)

@@ -22,7 +22,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use dockerfuse_proto::{Errno, HOST_FH_BIT, HOST_NODE_BIT};
+use super::Failure;
+use dockerfuse_proto::{HOST_FH_BIT, HOST_NODE_BIT};
 
 /// Creates in flight at once.
 pub(super) const MAX_PENDING: usize = 4096;
@@ -30,7 +31,7 @@ pub(super) const MAX_PENDING: usize = 4096;
 const MAX_FAILED: usize = 1024;
 
 /// Runs once the node waited for is made (or refused: its error).
-pub(super) type After = Box<dyn FnOnce(Result<(), Errno>) + Send>;
+pub(super) type After = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 
 #[derive(Default)]
 struct Inner {
@@ -43,7 +44,7 @@ struct Inner {
     /// Numbers the removals.
     next_removal: u64,
     /// Directories with a create refused since their last fsync.
-    failed: HashMap<u64, Errno>,
+    failed: HashMap<u64, Failure>,
     /// Size, blocks, link count and block size of the last directory the
     /// container made, the provisional ones of the next.
     empty_dir: Option<(u64, u64, u32, u32)>,
@@ -150,7 +151,7 @@ impl Pending {
 
     /// The create of `node` in `parent` is done: what waited runs with
     /// its outcome; a refusal is kept for `parent`'s fsync.
-    pub(super) fn done(&self, node: u64, parent: u64, r: Result<(), Errno>) {
+    pub(super) fn done(&self, node: u64, parent: u64, r: Result<(), Failure>) {
         let mut g = self.lock();
         let waiters = g.waiting.remove(&node).unwrap_or_default();
         if let Err(e) = r {
@@ -166,7 +167,7 @@ impl Pending {
 
     /// An operation sent behind on a node in `parent` was refused: kept
     /// for `parent`'s fsync.
-    pub(super) fn fail(&self, parent: u64, e: Errno) {
+    pub(super) fn fail(&self, parent: u64, e: Failure) {
         let mut g = self.lock();
         if g.failed.len() < MAX_FAILED || g.failed.contains_key(&parent) {
             g.failed.entry(parent).or_insert(e);
@@ -186,7 +187,7 @@ impl Pending {
     }
 
     /// The error of a create refused in `dir` since its last fsync.
-    pub(super) fn take_failed(&self, dir: u64) -> Option<Errno> {
+    pub(super) fn take_failed(&self, dir: u64) -> Option<Failure> {
         self.lock().failed.remove(&dir)
     }
 }
@@ -194,6 +195,7 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dockerfuse_proto::Errno;
     use std::sync::Arc;
 
     #[test]
@@ -220,9 +222,9 @@ mod tests {
         let s = seen.clone();
         p.after(dir, Box::new(move |r| s.lock().unwrap().push(r)));
         assert!(seen.lock().unwrap().is_empty());
-        p.done(dir, 1, Err(Errno(libc::ENOSPC)));
-        assert_eq!(*seen.lock().unwrap(), vec![Err(Errno(libc::ENOSPC))]);
-        assert_eq!(p.take_failed(1), Some(Errno(libc::ENOSPC)));
+        p.done(dir, 1, Err(Errno(libc::ENOSPC).into()));
+        assert_eq!(*seen.lock().unwrap(), vec![Err(Errno(libc::ENOSPC).into())]);
+        assert_eq!(p.take_failed(1), Some(Errno(libc::ENOSPC).into()));
         assert_eq!(p.take_failed(1), None);
         // Not pending: at once.
         let s = seen.clone();

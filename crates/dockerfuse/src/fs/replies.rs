@@ -3,29 +3,20 @@
 //!
 //! The satellite is not trusted: a reply of the wrong kind becomes EIO,
 //! node id 0 is refused, an errno outside 1..4096 becomes EIO, a count
-//! larger than what was sent is refused.
+//! larger than what was sent is refused (all with [`Failure::bad_reply`]).
 
 use std::borrow::Cow;
 
-use dockerfuse_proto::{Attr, Entry, Errno, Response, StatFs};
+use dockerfuse_proto::{Attr, Entry, Response, StatFs};
 
-/// The errno a response of the wrong kind stands for (recorded as the
-/// request's failure).
-pub(super) fn unexpected(r: Response<'_>) -> Errno {
-    use super::failure::{record, Cause};
-    match r {
-        Response::Error(n) if n > 0 && n < 4096 => {
-            record(Cause::Satellite);
-            Errno(n)
-        }
-        _ => {
-            record(Cause::BadReply);
-            Errno::EIO
-        }
-    }
+use super::Failure;
+
+/// The failure a response of the wrong kind stands for.
+pub(super) fn unexpected(r: Response<'_>) -> Failure {
+    Failure::unexpected(r)
 }
 
-pub(super) fn entry(r: Response<'_>) -> Result<Entry, Errno> {
+pub(super) fn entry(r: Response<'_>) -> Result<Entry, Failure> {
     match r {
         Response::Entry(e) => checked_entry(e),
         r => Err(unexpected(r)),
@@ -33,29 +24,29 @@ pub(super) fn entry(r: Response<'_>) -> Result<Entry, Errno> {
 }
 
 /// An entry whose attributes report its node id as the inode number.
-pub(super) fn checked_entry(mut e: Entry) -> Result<Entry, Errno> {
+pub(super) fn checked_entry(mut e: Entry) -> Result<Entry, Failure> {
     if e.node == 0 {
-        return Err(Errno::EIO);
+        return Err(Failure::bad_reply());
     }
     e.attr.ino = e.node;
     Ok(e)
 }
 
-pub(super) fn attr(r: Response<'_>) -> Result<Attr, Errno> {
+pub(super) fn attr(r: Response<'_>) -> Result<Attr, Failure> {
     match r {
         Response::Attr(a) => Ok(a),
         r => Err(unexpected(r)),
     }
 }
 
-pub(super) fn ok(r: Response<'_>) -> Result<(), Errno> {
+pub(super) fn ok(r: Response<'_>) -> Result<(), Failure> {
     match r {
         Response::Ok => Ok(()),
         r => Err(unexpected(r)),
     }
 }
 
-pub(super) fn fh(r: Response<'_>) -> Result<u64, Errno> {
+pub(super) fn fh(r: Response<'_>) -> Result<u64, Failure> {
     match r {
         Response::Opened { fh } => Ok(fh),
         r => Err(unexpected(r)),
@@ -74,7 +65,7 @@ pub(super) struct OpenReply<'a> {
 
 /// An open file's handle, with its descriptor number and contents when
 /// the reply carries them.
-pub(super) fn opened(r: Response<'_>) -> Result<OpenReply<'_>, Errno> {
+pub(super) fn opened(r: Response<'_>) -> Result<OpenReply<'_>, Failure> {
     let (fh, fd, data) = match r {
         Response::Opened { fh } => (fh, None, None),
         Response::OpenedFd { fh, fd } => (fh, Some(fd), None),
@@ -84,7 +75,7 @@ pub(super) fn opened(r: Response<'_>) -> Result<OpenReply<'_>, Errno> {
     Ok(OpenReply { fh, fd, data })
 }
 
-pub(super) fn created(r: Response<'_>) -> Result<(Entry, u64, Option<u32>), Errno> {
+pub(super) fn created(r: Response<'_>) -> Result<(Entry, u64, Option<u32>), Failure> {
     match r {
         Response::Created { entry, fh } => Ok((checked_entry(entry)?, fh, None)),
         Response::CreatedFd { entry, fh, fd } => Ok((checked_entry(entry)?, fh, Some(fd))),
@@ -92,25 +83,25 @@ pub(super) fn created(r: Response<'_>) -> Result<(Entry, u64, Option<u32>), Errn
     }
 }
 
-pub(super) fn statfs(r: Response<'_>) -> Result<StatFs, Errno> {
+pub(super) fn statfs(r: Response<'_>) -> Result<StatFs, Failure> {
     match r {
         Response::StatFs(s) => Ok(s),
         r => Err(unexpected(r)),
     }
 }
 
-pub(super) fn offset(r: Response<'_>) -> Result<i64, Errno> {
+pub(super) fn offset(r: Response<'_>) -> Result<i64, Failure> {
     match r {
-        Response::Offset(o) => i64::try_from(o).map_err(|_| Errno::EIO),
+        Response::Offset(o) => i64::try_from(o).map_err(|_| Failure::bad_reply()),
         r => Err(unexpected(r)),
     }
 }
 
 /// A count of bytes written, at most `len`.
-pub(super) fn written(r: Response<'_>, len: u64) -> Result<u32, Errno> {
+pub(super) fn written(r: Response<'_>, len: u64) -> Result<u32, Failure> {
     match r {
         Response::Written(n) if u64::from(n) <= len => Ok(n),
-        Response::Written(_) => Err(Errno::EIO),
+        Response::Written(_) => Err(Failure::bad_reply()),
         r => Err(unexpected(r)),
     }
 }

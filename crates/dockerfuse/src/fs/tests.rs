@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use dockerfuse_proto::{DirEntry, Request, Response};
 
+use super::failure::Cause;
 use super::ops::suidgid_cleared;
 use super::*;
 
@@ -72,7 +73,10 @@ type Slot<T> = Arc<Mutex<Option<Result<T, Errno>>>>;
 fn capture<T: Send + 'static>() -> (Cb<T>, Slot<T>) {
     let slot = Arc::new(Mutex::new(None));
     let s = slot.clone();
-    (Box::new(move |r| *s.lock().unwrap() = Some(r)), slot)
+    (
+        Box::new(move |r| *s.lock().unwrap() = Some(r.map_err(|f| f.errno))),
+        slot,
+    )
 }
 
 fn entry(node: u64, no_xattrs: bool) -> Entry {
@@ -168,7 +172,7 @@ fn getxattr_of_a_node_known_to_have_none_needs_no_round_trip() {
         NodeId(9),
         b"security.capability",
         0,
-        Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
+        Box::new(move |r| *g.lock().unwrap() = Some(r.map_err(|f| f.errno).map(|_| ()))),
     );
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ENODATA)));
     // The SELinux label: not supported (`ls -l` stops asking for it).
@@ -178,7 +182,7 @@ fn getxattr_of_a_node_known_to_have_none_needs_no_round_trip() {
         NodeId(9),
         b"security.selinux",
         255,
-        Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
+        Box::new(move |r| *g.lock().unwrap() = Some(r.map_err(|f| f.errno).map(|_| ()))),
     );
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::EOPNOTSUPP)));
     let g = got.clone();
@@ -221,7 +225,7 @@ fn an_xattr_value_larger_than_the_buffer_is_erange() {
         NodeId(3),
         b"user.x",
         4,
-        Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
+        Box::new(move |r| *g.lock().unwrap() = Some(r.map_err(|f| f.errno).map(|_| ()))),
     );
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ERANGE)));
 }
@@ -681,7 +685,7 @@ fn writeback_cache_adjusts_open_flags() {
         &Who::Mount,
         NodeId(5),
         libc::O_WRONLY | libc::O_APPEND,
-        Box::new(move |r: Result<Opened, Errno>| cb(r.map(|o| o.fh.0))) as Cb<Opened>,
+        Box::new(move |r: Result<Opened, Failure>| cb(r.map(|o| o.fh.0))) as Cb<Opened>,
     );
     assert_eq!(got.lock().unwrap().take(), Some(Ok(9)));
     assert_eq!(
@@ -793,7 +797,7 @@ fn readdirplus_fetches_a_whole_directory_and_forgets_what_the_kernel_did_not_tak
             NodeId(node),
             b"system.posix_acl_access",
             0,
-            Box::new(move |r| *g.lock().unwrap() = Some(r.map(|_| ()))),
+            Box::new(move |r| *g.lock().unwrap() = Some(r.map_err(|f| f.errno).map(|_| ()))),
         );
         let r = got.lock().unwrap().take();
         r
@@ -834,8 +838,11 @@ impl OpenReply<(), Opened> for Registers {
     fn register(&self, _fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
         Ok(())
     }
-    fn answer(self, r: Result<Opened, Errno>) {
-        *self.0.lock().unwrap() = Some(r.map(|o| (o.fh.0, o.passthrough.is_some())));
+    fn answer(self, r: Result<Opened, Failure>) {
+        *self.0.lock().unwrap() = Some(
+            r.map_err(|f| f.errno)
+                .map(|o| (o.fh.0, o.passthrough.is_some())),
+        );
     }
 }
 
@@ -980,7 +987,7 @@ fn a_watched_directory_is_opened_in_the_container_only_when_read() {
         Fh(fh),
         0,
         4096,
-        Box::new(move |r| *n2.lock().unwrap() = Some(r.map(|v| v.len()))),
+        Box::new(move |r| *n2.lock().unwrap() = Some(r.map_err(|f| f.errno).map(|v| v.len()))),
     );
     assert_eq!(n.lock().unwrap().take(), Some(Ok(0)));
     let (cb, _) = capture();
@@ -1166,15 +1173,7 @@ fn logged(f: impl FnOnce()) -> String {
 #[test]
 fn a_failure_is_logged_once_in_its_requests_span_with_its_cause() {
     let out = logged(|| {
-        let span = |op: &'static str| {
-            tracing::debug_span!(
-                "request",
-                id = 1,
-                op,
-                node = 1,
-                cause = tracing::field::Empty
-            )
-        };
+        let span = |op: &'static str| tracing::debug_span!("request", id = 1, op, node = 1);
         let log: Cb<()> = Box::new(|r| {
             if let Err(e) = r {
                 failure::log(e)
@@ -1198,6 +1197,74 @@ fn a_failure_is_logged_once_in_its_requests_span_with_its_cause() {
     assert!(lines[0].contains("op=\"rmdir\"") && lines[0].contains("cause=\"satellite\""));
     assert!(lines[0].contains("errno 39"), "{}", lines[0]);
     assert!(lines[1].contains("op=\"write\"") && lines[1].contains("cause=\"bad reply\""));
+}
+
+/// Answers on a thread of its own, as the RPC reader does: with a canned
+/// response, or as a closed connection (`None`: the transport's EIO). The
+/// thread logs through the test's subscriber, as the reader logs through
+/// the process's.
+struct Threaded(Option<Response<'static>>);
+
+impl Transport for Threaded {
+    fn call(&self, _req: &Request<'_>, done: Done) {
+        let r = self.0.clone().ok_or(Errno::EIO);
+        let d = tracing::dispatcher::get_default(|d| d.clone());
+        std::thread::spawn(move || tracing::dispatcher::with_default(&d, || done(r)))
+            .join()
+            .unwrap();
+    }
+    fn post(&self, _req: &Request<'_>) {}
+}
+
+/// A satellite's errno, a reply of the wrong kind and a closed
+/// connection reach the adapter's callback on the reader's thread as
+/// three distinct causes, and its one log line names the request's
+/// operation and node, the errno and the cause.
+#[test]
+fn failures_reach_the_adapter_from_the_reader_thread_with_their_causes() {
+    let cases = [
+        (
+            Some(Response::Error(libc::ENOTEMPTY)),
+            Errno(libc::ENOTEMPTY),
+            Cause::Satellite,
+        ),
+        (Some(Response::Offset(0)), Errno::EIO, Cause::BadReply),
+        (None, Errno::EIO, Cause::Transport),
+    ];
+    let here = std::thread::current().id();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let out = logged(|| {
+        for (i, (answer, _, _)) in cases.iter().enumerate() {
+            let c: Core<Threaded> = Core::new(Threaded(answer.clone()), opts());
+            let g = got.clone();
+            let cb: Cb<()> = Box::new(move |r| {
+                let f = r.expect_err("fails");
+                let _ = crate::kernel::fuse::errno(f);
+                g.lock().unwrap().push((f, std::thread::current().id()));
+            });
+            let span = tracing::debug_span!("request", id = i, op = "rmdir", node = 40 + i);
+            span.in_scope(|| c.rmdir(&Who::Mount, NodeId(40 + i as u64), b"d", cb));
+        }
+    });
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 3);
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (i, (_, errno, cause)) in cases.iter().enumerate() {
+        let (f, thread) = got[i];
+        assert_eq!((f.errno, f.cause), (*errno, *cause));
+        assert_ne!(thread, here, "answered on the reader's thread");
+        let l = lines[i];
+        assert!(
+            l.contains("op=\"rmdir\"") && l.contains(&format!("node={}", 40 + i)),
+            "{l}"
+        );
+        assert!(l.contains(&format!("errno {}", errno.0)), "{l}");
+        assert!(l.contains(&format!("cause=\"{}\"", cause.as_str())), "{l}");
+    }
 }
 
 /// Open flags travel in the protocol's numbering, whatever this kernel's
@@ -1588,7 +1655,7 @@ fn a_lazy_open_the_container_refuses_fails_the_read_and_is_tried_again() {
         Fh(fh),
         0,
         10,
-        Box::new(move |r| *g.lock().unwrap() = Some(r.map(<[u8]>::to_vec))),
+        Box::new(move |r| *g.lock().unwrap() = Some(r.map_err(|f| f.errno).map(<[u8]>::to_vec))),
     );
     assert_eq!(got.lock().unwrap().take(), Some(Err(Errno::ESTALE)));
     assert_eq!(read_bytes(&c, fh, 0, 10), None);
@@ -1670,7 +1737,7 @@ fn a_readdirplus_reply_that_reaches_the_end_spares_the_next_round_trip() {
             offset,
             4096,
             Box::new(move |r| {
-                let n = r.as_ref().map(|v| v.len()).map_err(|e| *e);
+                let n = r.as_ref().map(|v| v.len()).map_err(|f| f.errno);
                 *g.lock().unwrap() = Some(n);
                 n.unwrap_or(0)
             }),
@@ -1876,7 +1943,8 @@ impl OpenReply<(), (Entry, Ttl, Opened)> for CreateRegisters {
     fn register(&self, _fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
         Ok(())
     }
-    fn answer(self, r: Result<(Entry, Ttl, Opened), Errno>) {
+    fn answer(self, r: Result<(Entry, Ttl, Opened), Failure>) {
+        let r = r.map_err(|f| f.errno);
         *self.0.lock().unwrap() = Some(r.map(|(_, _, o)| (o.fh.0, o.passthrough.is_some())));
     }
 }

@@ -20,7 +20,7 @@ use dockerfuse_proto::{Abi, Errno, Request};
 
 use super::caller::Caller;
 use super::replies;
-use super::{wire_flags, Cb, Transport};
+use super::{wire_flags, Cb, Failure, Transport};
 
 /// `req` as the caller's, when there is one.
 fn as_caller(caller: Option<&Caller>, req: Request<'static>) -> Request<'static> {
@@ -55,13 +55,16 @@ pub(super) fn open<T: Transport>(
     let rpc2 = rpc.clone();
     rpc.call(
         &first,
-        Box::new(move |r| match r.and_then(replies::opened) {
-            Ok(o) => cb(Ok((o.fh, o.fd))),
-            Err(Errno::EACCES) if caller.is_some() => {
-                write_then_read(rpc2, caller, node, flags, legacy, cb)
-            }
-            Err(e) => cb(Err(e)),
-        }),
+        Box::new(
+            move |r| match r.map_err(Failure::transport).and_then(replies::opened) {
+                Ok(o) => cb(Ok((o.fh, o.fd))),
+                Err(Failure {
+                    errno: Errno::EACCES,
+                    ..
+                }) if caller.is_some() => write_then_read(rpc2, caller, node, flags, legacy, cb),
+                Err(e) => cb(Err(e)),
+            },
+        ),
     )
 }
 
@@ -85,7 +88,7 @@ fn write_then_read<T: Transport>(
     rpc.call(
         &req,
         Box::new(move |r| {
-            let checked = match r.and_then(replies::opened) {
+            let checked = match r.map_err(Failure::transport).and_then(replies::opened) {
                 Ok(o) => o.fh,
                 Err(e) => return cb(Err(e)),
             };
@@ -98,7 +101,10 @@ fn write_then_read<T: Transport>(
                     flags: wire_flags(legacy, plain),
                 },
                 Box::new(move |r| {
-                    let r = r.and_then(replies::opened).map(|o| (o.fh, o.fd));
+                    let r = r
+                        .map_err(Failure::transport)
+                        .and_then(replies::opened)
+                        .map(|o| (o.fh, o.fd));
                     rpc3.call(&Request::Release { fh: checked }, Box::new(|_| {}));
                     tracing::debug!(
                         node,

@@ -15,15 +15,22 @@
 //! handle gets an attribute-only invalidation instead, and a handle that
 //! may write is only handed to the kernel once no data invalidation of its
 //! node is under way ([`Writers::opened`] defers it, never blocking).
+//!
+//! The state lives in the node [`Ledger`] under its one lock;
+//! [`Writers`] is the view the core and the feed go through (it never
+//! holds the lock while the kernel drops pages or a reply goes out).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::ledger::Ledger;
 
 /// Something to run once a node's pages are dropped.
 pub(crate) type Then = Box<dyn FnOnce() + Send>;
 
+/// The handles that may write, in the ledger.
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Inner {
     /// Handle → node, for the handles that may write.
     handles: HashMap<u64, u64>,
     /// Node → how many of those handles are open on it.
@@ -34,15 +41,36 @@ struct Inner {
     deferred: Vec<(u64, u64, Then)>,
 }
 
-/// The handles of one mount that may write.
+/// The view of the ledger's handles that may write.
 #[derive(Default)]
 pub(crate) struct Writers {
-    inner: Mutex<Inner>,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+/// The ledger, locked, seen as its writers.
+struct Locked<'a>(MutexGuard<'a, Ledger>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0.writers
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0.writers
+    }
 }
 
 impl Writers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// The view of `ledger`'s writers.
+    pub(super) fn over(ledger: Arc<Mutex<Ledger>>) -> Self {
+        Writers { ledger }
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        Locked(self.ledger.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Handle `fh`, which may write, was opened on `node`: records it and

@@ -30,8 +30,8 @@ use fuser::{
 };
 
 use crate::fs::{
-    Attr, Caller, Cb, Core, DirItem, Entry, Errno, Fh, Lookup, NodeId, OpenReply, Opened, SetAttr,
-    SetTime, StatFs, Transport, Ttl, Who, Xattr,
+    Attr, Caller, Cb, Core, DirItem, Entry, Failure, Fh, Lookup, NodeId, OpenReply, Opened,
+    SetAttr, SetTime, StatFs, Transport, Ttl, Who, Xattr,
 };
 use crate::kernel::groups::CallerGroups;
 use crate::mount::waits;
@@ -108,25 +108,19 @@ impl<T: Transport> FuseFs<T> {
     }
 }
 
-/// The kernel's errno for a failed request; logs the failure (once per
-/// request: every answer goes through here) in the request's span.
-fn errno(e: Errno) -> fuser::Errno {
-    crate::fs::failure::log(e);
-    fuser::Errno::from_i32(e.0)
+/// The kernel's errno for a failed request; logs the failure with its
+/// cause (once per request: every answer goes through here) in the
+/// request's span, which names the request's id, operation and node.
+pub(crate) fn errno(f: Failure) -> fuser::Errno {
+    crate::fs::failure::log(f);
+    fuser::Errno::from_i32(f.errno.0)
 }
 
-/// The span of one kernel request: its id, operation and node, and the
-/// cause of a failure when the core learns it ([`crate::fs::failure`]).
+/// The span of one kernel request: its id, operation and node
+/// ([`crate::fs::failure`] logs a failure in it).
 fn request_span(req: &FuseRequest, op: &'static str, node: INodeNo) -> tracing::span::EnteredSpan {
     let id = req.unique().0;
-    tracing::debug_span!(
-        "request",
-        id,
-        op,
-        node = node.0,
-        cause = tracing::field::Empty
-    )
-    .entered()
+    tracing::debug_span!("request", id, op, node = node.0).entered()
 }
 
 fn time(sec: i64, nsec: u32) -> SystemTime {
@@ -209,33 +203,39 @@ trait Answer<T>: Send + 'static {
 }
 
 /// The core callback that answers `reply` with the operation's outcome.
+/// A failure is logged in the request's span, whichever thread answers
+/// and whatever span it runs in (a reply may wait behind other writes).
 fn answer<T: 'static, R: Answer<T>>(reply: R) -> Cb<T> {
+    let span = tracing::Span::current();
     Box::new(move |r| match r {
         Ok(v) => reply.ok(v),
-        Err(e) => reply.fail(errno(e)),
+        Err(e) => reply.fail(span.in_scope(|| errno(e))),
     })
 }
 
 /// [`answer`] for outcomes that borrow the receive buffer (the core's
 /// callback types name their lifetime, one type each).
 fn answer_data(reply: ReplyData) -> crate::fs::BytesCb {
+    let span = tracing::Span::current();
     Box::new(move |r| match r {
         Ok(v) => Answer::ok(reply, v),
-        Err(e) => Answer::fail(reply, errno(e)),
+        Err(e) => Answer::fail(reply, span.in_scope(|| errno(e))),
     })
 }
 
 fn answer_xattr(reply: ReplyXattr) -> crate::fs::XattrCb {
+    let span = tracing::Span::current();
     Box::new(move |r| match r {
         Ok(v) => Answer::ok(reply, v),
-        Err(e) => Answer::fail(reply, errno(e)),
+        Err(e) => Answer::fail(reply, span.in_scope(|| errno(e))),
     })
 }
 
 fn answer_dir(reply: ReplyDirectory) -> crate::fs::DirCb {
+    let span = tracing::Span::current();
     Box::new(move |r| match r {
         Ok(v) => Answer::ok(reply, v),
-        Err(e) => Answer::fail(reply, errno(e)),
+        Err(e) => Answer::fail(reply, span.in_scope(|| errno(e))),
     })
 }
 
@@ -376,7 +376,7 @@ impl OpenReply<BackingId, Opened<BackingId>> for FileOpen {
     fn register(&self, fd: &std::os::fd::OwnedFd) -> std::io::Result<BackingId> {
         self.reply.open_backing(fd)
     }
-    fn answer(self, r: Result<Opened<BackingId>, Errno>) {
+    fn answer(self, r: Result<Opened<BackingId>, Failure>) {
         let noflush = match self.read_only {
             true => FopenFlags::FOPEN_NOFLUSH,
             false => FopenFlags::empty(),
@@ -398,7 +398,7 @@ impl OpenReply<BackingId, (Entry, Ttl, Opened<BackingId>)> for ReplyCreate {
     fn register(&self, fd: &std::os::fd::OwnedFd) -> std::io::Result<BackingId> {
         self.open_backing(fd)
     }
-    fn answer(self, r: Result<(Entry, Ttl, Opened<BackingId>), Errno>) {
+    fn answer(self, r: Result<(Entry, Ttl, Opened<BackingId>), Failure>) {
         let (e, ttl, o) = match r {
             Ok(v) => v,
             Err(e) => return self.error(errno(e)),

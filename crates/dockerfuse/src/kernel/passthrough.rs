@@ -14,12 +14,23 @@
 //! The view here is never behind the kernel's: an open is counted before
 //! its reply goes out, and a release only after the kernel has let go.
 //!
+//! The state lives in the core's node ledger ([`crate::fs::ledger`])
+//! under its one lock; [`Backings`] is the view of it. A registration
+//! (an ioctl on /dev/fuse, which sends the filesystem no request) runs
+//! with the lock held, so that two opens of one inode never both
+//! register; a backing id is closed outside it.
+//!
 //! Generic over the backing id type so the rules are tested without a
-//! kernel; the adapter uses fuser's `BackingId`.
+//! kernel; the adapter uses fuser's `BackingId`. The ledger holds the ids
+//! type-erased (it is not generic), the view gives them back typed.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::fs::ledger::Ledger;
 
 /// How to answer one open.
 pub(crate) enum Mode<B> {
@@ -32,38 +43,66 @@ pub(crate) enum Mode<B> {
     Refuse,
 }
 
-struct Node<B> {
-    backing: Option<Arc<B>>,
+/// A backing id as the ledger holds it.
+type Held = Arc<dyn Any + Send + Sync>;
+
+struct Node {
+    backing: Option<Held>,
     opens: usize,
 }
 
-struct Inner<B> {
-    nodes: HashMap<u64, Node<B>>,
+/// The backing files of one mount, in the ledger.
+#[derive(Default)]
+pub(crate) struct Inner {
+    nodes: HashMap<u64, Node>,
     /// Open handle -> its node.
     handles: HashMap<u64, u64>,
 }
 
-/// The backing files of one mount.
+/// The view of the ledger's backing files; `B` is the kernel's id of one.
 pub(crate) struct Backings<B> {
-    inner: Mutex<Inner<B>>,
+    ledger: Arc<Mutex<Ledger>>,
+    ids: PhantomData<fn() -> B>,
 }
 
 impl<B> Default for Backings<B> {
+    /// Over a ledger of its own (tests).
     fn default() -> Self {
-        Backings {
-            inner: Mutex::new(Inner {
-                nodes: HashMap::new(),
-                handles: HashMap::new(),
-            }),
-        }
+        Backings::over(Arc::default())
+    }
+}
+
+/// The ledger, locked, seen as its backing files.
+struct Locked<'a>(MutexGuard<'a, Ledger>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0.backings
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0.backings
     }
 }
 
 impl<B> Backings<B> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<B>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// The view of `ledger`'s backing files.
+    pub(crate) fn over(ledger: Arc<Mutex<Ledger>>) -> Self {
+        Backings {
+            ledger,
+            ids: PhantomData,
+        }
     }
 
+    fn lock(&self) -> Locked<'_> {
+        Locked(self.ledger.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl<B: Send + Sync + 'static> Backings<B> {
     /// Decides how to answer the open `fh` of `node`; `fd` is the
     /// satellite's descriptor when usable; `register` makes a backing id
     /// of it. `fd` is closed on return in every case.
@@ -77,10 +116,14 @@ impl<B> Backings<B> {
         let mut t = self.lock();
         let mode = match (t.nodes.get_mut(&node), fd) {
             (Some(n), fd) => match (&n.backing, fd) {
-                (Some(b), Some(_)) => {
-                    n.opens += 1;
-                    Mode::Passthrough(b.clone())
-                }
+                // Only this view puts ids in, all of type `B`.
+                (Some(b), Some(_)) => match b.clone().downcast::<B>() {
+                    Ok(b) => {
+                        n.opens += 1;
+                        Mode::Passthrough(b)
+                    }
+                    Err(_) => return Mode::Refuse,
+                },
                 (Some(_), None) => return Mode::Refuse,
                 (None, _) => {
                     n.opens += 1;

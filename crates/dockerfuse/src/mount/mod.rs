@@ -1,7 +1,13 @@
 //! The mount's life and the live mounts.
 //!
-//! * [`lifecycle`] — one mount from the checks to the end: satellite,
-//!   FUSE session, ready, signals, unmount, loss of the container;
+//! * [`lifecycle`] — one mount from the checks to the end: the event
+//!   loop (signals, unmount from outside, loss of the satellite), the
+//!   reconnect loop, and the end; made of
+//!   * [`preflight`] — what is checked before the engine is asked,
+//!   * [`remote`] — the engine side: container, satellite start and
+//!     restart, why it went away,
+//!   * [`session`] — the core, the change feed and the FUSE mount,
+//!   * [`tuning`] — the kernel's readahead and dirty-data knobs;
 //! * [`daemon`] — `-daemonize`, and [`signals`] — SIGINT, SIGTERM, SIGHUP
 //!   as events;
 //! * [`idmap`] — how the container's user ids map to the host's (logged);
@@ -14,7 +20,11 @@ pub(crate) mod daemon;
 pub(crate) mod idmap;
 pub(crate) mod lifecycle;
 pub(crate) mod manage;
+pub(crate) mod preflight;
+pub(crate) mod remote;
+pub(crate) mod session;
 pub(crate) mod signals;
 pub(crate) mod state;
 pub(crate) mod stats;
+pub(crate) mod tuning;
 pub(crate) mod waits;

@@ -14,7 +14,7 @@ use super::ops::{
     pattern, Group, Op, Out, Outcome, Stat, Then, Third, Time, User, PLANTED_LEN, SLOTS,
 };
 use super::twin::{parent_of, split_names, TwinDir};
-use crate::fs::{Cb, Core, Fh, Lookup, NodeId, Who, Xattr};
+use crate::fs::{Cb, Core, Failure, Fh, Lookup, NodeId, Who, Xattr};
 use crate::transport::rpc::Rpc;
 
 /// How many symlinks one path walk may follow (the kernel's MAXSYMLINKS).
@@ -33,8 +33,8 @@ const PAGE_ENTRIES: usize = 25;
 /// Runs one core call and waits for its callback.
 pub(super) fn wait<T: Send + 'static>(start: impl FnOnce(Cb<T>)) -> Result<T, Errno> {
     let (tx, rx) = mpsc::sync_channel(1);
-    start(Box::new(move |r| {
-        let _ = tx.send(r);
+    start(Box::new(move |r: Result<T, Failure>| {
+        let _ = tx.send(r.map_err(|f| f.errno));
     }));
     rx.recv_timeout(CALL_LIMIT)
         .expect("the core answers every call")
@@ -43,7 +43,8 @@ pub(super) fn wait<T: Send + 'static>(start: impl FnOnce(Cb<T>)) -> Result<T, Er
 /// Runs a getxattr/listxattr and copies its outcome out.
 fn wait_xattr(start: impl FnOnce(crate::fs::XattrCb)) -> Outcome {
     let (tx, rx) = mpsc::sync_channel(1);
-    start(Box::new(move |r: Result<Xattr<'_>, Errno>| {
+    start(Box::new(move |r: Result<Xattr<'_>, Failure>| {
+        let r = r.map_err(|f| f.errno);
         let _ = tx.send(r.map(|x| match x {
             Xattr::Size(n) => Err(n),
             Xattr::Data(d) => Ok(d.to_vec()),
@@ -281,7 +282,8 @@ impl<'a> Driver<'a> {
         self.core.readlink(
             &self.who,
             NodeId(node),
-            Box::new(move |r: Result<&[u8], Errno>| {
+            Box::new(move |r: Result<&[u8], Failure>| {
+                let r = r.map_err(|f| f.errno);
                 let _ = tx.send(r.map(<[u8]>::to_vec));
             }),
         );
@@ -358,7 +360,7 @@ impl<'a> Driver<'a> {
                         n
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(e));
+                        let _ = tx.send(Err(e.errno));
                         0
                     }
                 }),
@@ -906,8 +908,8 @@ impl Driver<'_> {
                 NodeId(parent),
                 name,
                 mode,
-                Box::new(move |r| {
-                    let _ = tx.send(r.map(|(e, _)| (e, None)));
+                Box::new(move |r: Result<(Entry, _), Failure>| {
+                    let _ = tx.send(r.map(|(e, _)| (e, None)).map_err(|f| f.errno));
                 }),
             );
         } else {
@@ -918,9 +920,12 @@ impl Driver<'_> {
                 name,
                 mode,
                 flags,
-                Box::new(move |r: Result<(Entry, _, crate::fs::Opened<_>), Errno>| {
-                    let _ = tx.send(r.map(|(e, _, opened)| (e, Some(opened.fh.0))));
-                }) as Cb<_>,
+                Box::new(
+                    move |r: Result<(Entry, _, crate::fs::Opened<_>), Failure>| {
+                        let r = r.map_err(|f| f.errno);
+                        let _ = tx.send(r.map(|(e, _, opened)| (e, Some(opened.fh.0))));
+                    },
+                ) as Cb<_>,
             );
         }
         let undo = self.container.third_party(path, third);
@@ -1058,7 +1063,8 @@ fn read_bytes(core: &Core<Rpc>, who: &Who, fh: u64, offset: u64) -> Outcome {
         Fh(fh),
         offset,
         64 * 1024,
-        Box::new(move |r: Result<&[u8], Errno>| {
+        Box::new(move |r: Result<&[u8], Failure>| {
+            let r = r.map_err(|f| f.errno);
             let _ = tx.send(r.map(<[u8]>::to_vec));
         }),
     );

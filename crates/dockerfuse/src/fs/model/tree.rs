@@ -21,7 +21,7 @@ use dockerfuse_proto::{Errno, ROOT_NODE};
 use super::identity::Ids;
 use super::ops::{explicit, Stat};
 use super::twin::split_names;
-use crate::fs::{Core, Fh, NodeId, Who, Xattr};
+use crate::fs::{Core, Failure, Fh, NodeId, Who, Xattr};
 use crate::transport::rpc::Rpc;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -158,11 +158,11 @@ pub(super) fn on_disk(root: &Path) -> Tree {
 }
 
 fn wait<T: Send + 'static>(
-    start: impl FnOnce(Box<dyn FnOnce(Result<T, Errno>) + Send>),
+    start: impl FnOnce(Box<dyn FnOnce(Result<T, Failure>) + Send>),
 ) -> Result<T, Errno> {
     let (tx, rx) = mpsc::sync_channel(1);
-    start(Box::new(move |r| {
-        let _ = tx.send(r);
+    start(Box::new(move |r: Result<T, Failure>| {
+        let _ = tx.send(r.map_err(|f| f.errno));
     }));
     rx.recv_timeout(std::time::Duration::from_secs(20))
         .expect("the core answers every call")
@@ -170,7 +170,8 @@ fn wait<T: Send + 'static>(
 
 fn bytes(start: impl FnOnce(crate::fs::BytesCb)) -> Result<Vec<u8>, Errno> {
     let (tx, rx) = mpsc::sync_channel(1);
-    start(Box::new(move |r: Result<&[u8], Errno>| {
+    start(Box::new(move |r: Result<&[u8], Failure>| {
+        let r = r.map_err(|f| f.errno);
         let _ = tx.send(r.map(<[u8]>::to_vec));
     }));
     rx.recv_timeout(std::time::Duration::from_secs(20))
@@ -179,7 +180,8 @@ fn bytes(start: impl FnOnce(crate::fs::BytesCb)) -> Result<Vec<u8>, Errno> {
 
 fn xattr(start: impl FnOnce(crate::fs::XattrCb)) -> Result<Vec<u8>, Errno> {
     let (tx, rx) = mpsc::sync_channel(1);
-    start(Box::new(move |r: Result<Xattr<'_>, Errno>| {
+    start(Box::new(move |r: Result<Xattr<'_>, Failure>| {
+        let r = r.map_err(|f| f.errno);
         let _ = tx.send(r.and_then(|x| match x {
             Xattr::Data(d) => Ok(d.to_vec()),
             Xattr::Size(_) => Err(Errno::EIO),
@@ -215,7 +217,8 @@ fn list(core: &Core<Rpc>, dir: u64) -> Result<Vec<Listed>, Errno> {
             Fh(fh),
             offset,
             LISTING_CHUNK,
-            Box::new(move |r: Result<&[crate::fs::PlusItem<'_>], Errno>| {
+            Box::new(move |r: Result<&[crate::fs::PlusItem<'_>], Failure>| {
+                let r = r.map_err(|f| f.errno);
                 let got = r.map(|items| {
                     items
                         .iter()

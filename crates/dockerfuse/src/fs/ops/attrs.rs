@@ -152,17 +152,18 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             behind.clone(),
             self.heads.clone(),
         );
-        let finish = move |seq: u64, r: Result<Response<'_>, Errno>| {
+        let finish = move |seq: u64, r: Result<Response<'_>, Failure>| {
             coh.touched(node);
             heads.clear();
             let r = r.and_then(replies::attr);
             if let Err(e) = r {
                 tracing::debug!(
                     node,
-                    errno = e.0,
+                    errno = e.errno.0,
+                    cause = e.cause.as_str(),
                     "a setattr sent behind was refused: the next write, close or fsync of the file reports it"
                 );
-                b2.fail(made_fh, e);
+                b2.fail(made_fh, e.errno);
                 pending.fail(parent, e);
                 coh.provisional_done(node);
             }
@@ -171,7 +172,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         };
         behind.hold_after(Box::new(move |seq| {
             let _bg = crate::mount::waits::background();
-            transport.call(&req, Box::new(move |r| finish(seq, r)))
+            transport.call(
+                &req,
+                Box::new(move |r| finish(seq, r.map_err(Failure::transport))),
+            )
         }));
         cb(Ok((a, self.coherence.attr_ttl(node, a.mode))));
         None
@@ -203,7 +207,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
 /// `node`, and how long the kernel may keep them.
 /// Made when the request is sent: the ledger keeps the attributes if
 /// nothing changed meanwhile.
-pub(in crate::fs) fn attr_done(node: u64, coh: Arc<Coherence>, cb: Cb<(Attr, Duration)>) -> Done {
+pub(in crate::fs) fn attr_done(node: u64, coh: Arc<Coherence>, cb: Cb<(Attr, Duration)>) -> Sent {
     let stamp = coh.attr_stamp();
     Box::new(move |r| {
         cb(r.and_then(replies::attr).map(|mut a| {

@@ -21,7 +21,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             coh.read_through(fh);
             cb(r)
         });
-        let done = move |cb: BytesCb| -> Done {
+        let done = move |cb: BytesCb| -> Sent {
             Box::new(move |r| match r {
                 Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
                 Ok(r) => cb(Err(unexpected(r))),
@@ -75,8 +75,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: Cb<u32>,
     ) {
         if self.out.transport.handle_gone(fh) {
-            failure::record(failure::Cause::Transport);
-            return cb(Err(Errno::EIO));
+            return cb(Err(Failure::transport(Errno::EIO)));
         }
         let end = offset.saturating_add(data.len() as u64);
         if fh & dockerfuse_proto::HOST_FH_BIT != 0 && end > LARGE_CREATED {
@@ -143,7 +142,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                             fh: None,
                             attr,
                         };
-                        let done = Box::new(move |r: Result<_, Errno>| cb(r.map(|_| ())));
+                        let done = Box::new(move |r: Result<_, Failure>| cb(r.map(|_| ())));
                         out.send(&owner, &req, attr_done(node, coh, done))
                     }
                     None => cb(Ok(())),
@@ -163,8 +162,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 if !b.is_idle() {
                     crate::mount::waits::deferred();
                 }
-                b.clone()
-                    .after_writes(Box::new(move || cb(b.take_error(fh).map_or(Ok(()), Err))))
+                b.clone().after_writes(Box::new(move || {
+                    cb(b.take_error(fh).map_or(Ok(()), |e| Err(Failure::behind(e))))
+                }))
             }
             None => cb(Ok(())),
         }
@@ -225,7 +225,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     pub(crate) fn fsync(&self, who: &Who, Fh(fh): Fh, datasync: bool, cb: Cb<()>) {
         let behind = self.out.behind.clone();
         let cb: Cb<()> = Box::new(move |r| match behind.and_then(|b| b.take_error(fh)) {
-            Some(e) => cb(Err(e)),
+            Some(e) => cb(Err(Failure::behind(e))),
             None => cb(r),
         });
         let req = move |fh| Request::Fsync { fh, datasync };
@@ -325,7 +325,7 @@ impl<T: Transport> Writer<T> {
         if let Some(b) = self.out.behind.as_ref().filter(|_| !self.through) {
             match b.write(fh, offset, data) {
                 Accepted::Queued(n) => return cb(Ok(n)),
-                Accepted::Failed(e) => return cb(Err(e)),
+                Accepted::Failed(e) => return cb(Err(Failure::behind(e))),
                 Accepted::Full => {}
             }
         }
@@ -344,7 +344,7 @@ impl<T: Transport> Writer<T> {
             &self.who,
             &req,
             Box::new(move |r| match behind.and_then(|b| b.take_error(fh)) {
-                Some(e) => cb(Err(e)),
+                Some(e) => cb(Err(Failure::behind(e))),
                 None => cb(r.and_then(|r| replies::written(r, len))),
             }),
         );

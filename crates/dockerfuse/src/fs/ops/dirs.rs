@@ -28,7 +28,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         who: &Who,
         fh: u64,
         req: impl FnOnce(u64) -> Request<'static> + Send + 'static,
-        done: Done,
+        done: Sent,
     ) {
         if !LazyDirs::is_host(fh) {
             return self.out.send(who, &req(fh), done);
@@ -164,7 +164,7 @@ pub(in crate::fs) fn on_dir<T: Transport>(
     who: &Who,
     fh: u64,
     req: impl FnOnce(u64) -> Request<'static> + Send + 'static,
-    done: Done,
+    done: Sent,
 ) {
     if !LazyDirs::is_host(fh) {
         return out.send(who, &req(fh), done);
@@ -239,7 +239,7 @@ impl<T: Transport> PlusPath<T> {
                     }
                 }
             };
-        let done: Done = Box::new(move |r| match r {
+        let done: Sent = Box::new(move |r| match r {
             Ok(r @ (Response::Dir(_) | Response::DirEnd(_))) => {
                 let (v, end) = match r {
                     Response::DirEnd(v) => (v, true),

@@ -34,10 +34,14 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Box::new(move |r| {
                 match &r {
                     Ok(_) if local => coh.listings().found(parent, &absent),
-                    Err(Errno::ENOENT) if stamp.is_some() => {
-                        coh.listings().not_found(parent, &absent, stamp)
-                    }
-                    Err(Errno::ENOENT) => {
+                    Err(Failure {
+                        errno: Errno::ENOENT,
+                        ..
+                    }) if stamp.is_some() => coh.listings().not_found(parent, &absent, stamp),
+                    Err(Failure {
+                        errno: Errno::ENOENT,
+                        ..
+                    }) => {
                         if let Some((listing, transport)) = &list {
                             listing.start(transport, &coh, parent);
                         }
@@ -46,8 +50,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 }
                 cb(match r {
                     Ok((e, ttl)) => Ok(Lookup::Found(e, ttl)),
-                    Err(Errno::ENOENT) => match coh.absent(parent, &absent) {
-                        ttl if ttl.is_zero() => Err(Errno::ENOENT),
+                    Err(
+                        f @ Failure {
+                            errno: Errno::ENOENT,
+                            ..
+                        },
+                    ) => match coh.absent(parent, &absent) {
+                        ttl if ttl.is_zero() => Err(f),
                         ttl => Ok(Lookup::Absent(ttl)),
                     },
                     Err(e) => Err(e),
@@ -314,13 +323,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             self.no_xattrs.clone(),
             name.to_vec(),
         );
-        let finish = move |r: Result<Response<'_>, Errno>| {
+        let finish = move |r: Result<Response<'_>, Failure>| {
             coh.touched(parent);
             let r = r
                 .and_then(replies::entry)
                 .and_then(|e| match e.node == node {
                     true => Ok(e),
-                    false => Err(Errno::EIO),
+                    false => Err(Failure::bad_reply()),
                 });
             match r {
                 Ok(e) => {
@@ -331,7 +340,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     pending.done(node, parent, Ok(()));
                 }
                 Err(e) => {
-                    tracing::debug!(parent, node, errno = e.0, "a node made behind was refused");
+                    tracing::debug!(
+                        parent,
+                        node,
+                        errno = e.errno.0,
+                        cause = e.cause.as_str(),
+                        "a node made behind was refused"
+                    );
                     coh.refused(parent, &owned);
                     pending.done(node, parent, Err(e));
                 }
@@ -343,7 +358,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Box::new(move |r| match r {
                 Ok(()) => {
                     let _bg = crate::mount::waits::background();
-                    transport.call(&req, Box::new(finish))
+                    transport.call(
+                        &req,
+                        Box::new(move |r| finish(r.map_err(Failure::transport))),
+                    )
                 }
                 Err(e) => finish(Err(e)),
             }),
@@ -519,14 +537,15 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             self.pending.clone(),
             behind.clone(),
         );
-        let finish = move |seq: u64, r: Result<Response<'_>, Errno>| {
+        let finish = move |seq: u64, r: Result<Response<'_>, Failure>| {
             coh.touched(parent);
             coh.touched(node);
             if let Err(e) = r.and_then(replies::ok) {
                 tracing::debug!(
                     parent,
                     node,
-                    errno = e.0,
+                    errno = e.errno.0,
+                    cause = e.cause.as_str(),
                     "a removal sent behind was refused: the directory's next fsync reports it"
                 );
                 coh.refused(parent, &owned);
@@ -537,7 +556,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         };
         behind.hold_after(Box::new(move |seq| {
             let _bg = crate::mount::waits::background();
-            transport.call(&req, Box::new(move |r| finish(seq, r)))
+            transport.call(
+                &req,
+                Box::new(move |r| finish(seq, r.map_err(Failure::transport))),
+            )
         }));
         cb(Ok(()));
         None
@@ -598,7 +620,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             self.pending.clone(),
             behind.clone(),
         );
-        let finish = move |seq: u64, r: Result<Response<'_>, Errno>| {
+        let finish = move |seq: u64, r: Result<Response<'_>, Failure>| {
             coh.touched(parent);
             coh.touched(new_parent);
             coh.touched(node);
@@ -607,7 +629,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     parent,
                     new_parent,
                     node,
-                    errno = e.0,
+                    errno = e.errno.0,
+                    cause = e.cause.as_str(),
                     "a rename sent behind was refused: the directories' next fsync reports it"
                 );
                 coh.refused(parent, &old);
@@ -621,7 +644,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         };
         behind.hold_after(Box::new(move |seq| {
             let _bg = crate::mount::waits::background();
-            transport.call(&req, Box::new(move |r| finish(seq, r)))
+            transport.call(
+                &req,
+                Box::new(move |r| finish(seq, r.map_err(Failure::transport))),
+            )
         }));
         cb(Ok(()));
         None

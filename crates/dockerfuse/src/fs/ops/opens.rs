@@ -115,7 +115,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         }
         match self.files.with_remote(fh, then) {
             (Remote::Open(remote), Some(then)) => then(Ok(remote)),
-            (Remote::Unknown, Some(then)) => then(Err(Errno::EBADF)),
+            (Remote::Unknown, Some(then)) => then(Err(Errno::EBADF.into())),
             (Remote::ToOpen { node, flags }, _) => self.open_late(who, fh, node, flags),
             _ => {}
         }
@@ -184,7 +184,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         who: &Who,
         fh: u64,
         req: impl FnOnce(u64) -> Request<'static> + Send + 'static,
-        done: Done,
+        done: Sent,
     ) {
         let (out, owner) = (self.out.clone(), who.clone());
         self.remote_file(
@@ -206,7 +206,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         node: u64,
         fh: impl FnOnce(&X) -> u64,
         reply: R,
-        r: Result<X, Errno>,
+        r: Result<X, Failure>,
     ) {
         match r {
             Ok(o) if writes => {
@@ -344,7 +344,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             return;
         };
         let (behind, serving) = (self.out.behind.clone(), self.serving());
-        let after = self.noting(parent, name, true, Box::new(|_: Result<(), Errno>| {}));
+        let after = self.noting(parent, name, true, Box::new(|_: Result<(), Failure>| {}));
         let direct = flags & libc::O_DIRECT != 0;
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let flags = self.open_flags(flags);
@@ -495,14 +495,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             name.to_vec(),
             coh.clone(),
         );
-        let finish = move |r: Result<Response<'_>, Errno>| {
+        let finish = move |r: Result<Response<'_>, Failure>| {
             c.touched(parent);
             let r = match r {
                 Ok(Response::Created { entry, fh: got }) if entry.node == node && got == fh => {
                     Ok(entry)
                 }
-                Ok(Response::Error(e)) => Err(Errno(e)),
-                Ok(_) => Err(Errno::EIO),
+                Ok(r) => Err(unexpected(r)),
                 Err(e) => Err(e),
             };
             match r {
@@ -517,13 +516,14 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     tracing::debug!(
                         parent,
                         node,
-                        errno = e.0,
+                        errno = e.errno.0,
+                        cause = e.cause.as_str(),
                         "a create sent behind was refused: the next write, close or fsync of the file reports it"
                     );
                     made.forget(node);
                     c.refused(parent, &owned);
                     pending.done(node, parent, Err(e));
-                    behind.unhold(seq, Some(fh), Some(e));
+                    behind.unhold(seq, Some(fh), Some(e.errno));
                 }
             }
         };
@@ -532,7 +532,10 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Box::new(move |r| match r {
                 Ok(()) => {
                     let _bg = crate::mount::waits::background();
-                    transport.call(&req, Box::new(finish))
+                    transport.call(
+                        &req,
+                        Box::new(move |r| finish(r.map_err(Failure::transport))),
+                    )
                 }
                 Err(e) => finish(Err(e)),
             }),

@@ -28,7 +28,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         cb: XattrCb,
     ) {
         if self.no_xattrs.known_empty(node) {
-            return cb(Err(no_such_xattr(name)));
+            return cb(Err(no_such_xattr(name).into()));
         }
         let name = name.into();
         self.call_xattr(who, Request::GetXattr { node, name, size }, size, cb)
@@ -53,7 +53,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             Box::new(move |r| match r {
                 Ok(Response::XattrSize(n)) => cb(Ok(Xattr::Size(n))),
                 Ok(Response::Data(d)) if d.len() <= size as usize => cb(Ok(Xattr::Data(&d))),
-                Ok(Response::Data(_)) => cb(Err(Errno::ERANGE)),
+                Ok(Response::Data(_)) => cb(Err(Errno::ERANGE.into())),
                 Ok(r) => cb(Err(unexpected(r))),
                 Err(e) => cb(Err(e)),
             }),
