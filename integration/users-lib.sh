@@ -98,10 +98,12 @@ user_binary() {
 	cp "$DFIT_USERS_HERE/lib.sh" "$WORKDIR/it/"
 	cp "$DFIT_USERS_HERE"/scenarios/*.sh "$WORKDIR/it/scenarios/"
 	chmod -R a+rX "$WORKDIR/it"
-	# every directory above WORKDIR must be searchable by the users
+	# every directory above WORKDIR must be searchable by the users (by
+	# everyone: rootless podman refuses a container whose storage has a
+	# directory above it without all three x bits, and tries to chmod it)
 	local d=$WORKDIR
 	while [ "$d" != / ]; do
-		chmod o+x "$d" 2>/dev/null || true
+		chmod a+x "$d" 2>/dev/null || true
 		d=$(dirname "$d")
 	done
 }

@@ -41,6 +41,10 @@ export DOCKER_HOST=unix://$SOCK
 # database under the user's home, and a user kept from an earlier run (or
 # declared, as in the NixOS VM) would otherwise be sent to that run's
 # runroot, long removed.
+# Its database under the user's home names an earlier run's directories
+# too: a kept user starts from none.
+U_HOME=$(getent passwd "$U" | cut -d: -f6)
+rm -rf "$U_HOME/.local/share/containers" "$U_HOME/.config/containers"
 export CONTAINERS_STORAGE_CONF=$WORKDIR/storage-$U.conf
 printf '[storage]\ngraphroot = "%s"\nrunroot = "%s"\n' "$USER_RUNTIME/storage" "$USER_RUNTIME/runroot" >"$CONTAINERS_STORAGE_CONF"
 chmod 0644 "$CONTAINERS_STORAGE_CONF"
