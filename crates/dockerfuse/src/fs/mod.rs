@@ -320,6 +320,26 @@ impl<T: Transport> Outbox<T> {
         let _bg = crate::mount::waits::background();
         self.send(who, req, Box::new(|_| {}))
     }
+
+    /// Sends `req`, an operation already answered to the kernel, behind
+    /// everything accepted before it ([`WriteBehind::hold_after`]); no
+    /// kernel request waits for it. `finish` gets the hold's number (to
+    /// `unhold`) and the outcome.
+    fn send_held(
+        &self,
+        behind: &WriteBehind,
+        req: Request<'static>,
+        finish: impl for<'a> FnOnce(u64, Result<Response<'a>, Failure>) + Send + 'static,
+    ) {
+        let transport = self.transport.clone();
+        behind.hold_after(Box::new(move |seq| {
+            let _bg = crate::mount::waits::background();
+            transport.call(
+                &req,
+                Box::new(move |r| finish(seq, r.map_err(Failure::transport))),
+            )
+        }));
+    }
 }
 
 impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {

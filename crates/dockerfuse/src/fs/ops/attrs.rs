@@ -145,8 +145,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             fh,
             attr: attr.clone(),
         };
-        let (transport, made, pending, b2, heads) = (
-            self.out.transport.clone(),
+        let (made, pending, b2, heads) = (
             self.made.clone(),
             self.pending.clone(),
             behind.clone(),
@@ -170,13 +169,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             made.landed(node, r.is_ok());
             b2.unhold(seq, None, None);
         };
-        behind.hold_after(Box::new(move |seq| {
-            let _bg = crate::mount::waits::background();
-            transport.call(
-                &req,
-                Box::new(move |r| finish(seq, r.map_err(Failure::transport))),
-            )
-        }));
+        self.out.send_held(&behind, req, finish);
         cb(Ok((a, self.coherence.attr_ttl(node, a.mode))));
         None
     }

@@ -532,11 +532,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 name: owned.clone().into(),
             },
         };
-        let (transport, pending, b2) = (
-            self.out.transport.clone(),
-            self.pending.clone(),
-            behind.clone(),
-        );
+        let (pending, b2) = (self.pending.clone(), behind.clone());
         let finish = move |seq: u64, r: Result<Response<'_>, Failure>| {
             coh.touched(parent);
             coh.touched(node);
@@ -554,13 +550,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             pending.removed(parent, id);
             b2.unhold(seq, None, None);
         };
-        behind.hold_after(Box::new(move |seq| {
-            let _bg = crate::mount::waits::background();
-            transport.call(
-                &req,
-                Box::new(move |r| finish(seq, r.map_err(Failure::transport))),
-            )
-        }));
+        self.out.send_held(&behind, req, finish);
         cb(Ok(()));
         None
     }
@@ -615,11 +605,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             new_name: new.clone().into(),
             flags,
         };
-        let (transport, pending, b2) = (
-            self.out.transport.clone(),
-            self.pending.clone(),
-            behind.clone(),
-        );
+        let (pending, b2) = (self.pending.clone(), behind.clone());
         let finish = move |seq: u64, r: Result<Response<'_>, Failure>| {
             coh.touched(parent);
             coh.touched(new_parent);
@@ -642,13 +628,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             pending.removed(new_parent, ids.1);
             b2.unhold(seq, None, None);
         };
-        behind.hold_after(Box::new(move |seq| {
-            let _bg = crate::mount::waits::background();
-            transport.call(
-                &req,
-                Box::new(move |r| finish(seq, r.map_err(Failure::transport))),
-            )
-        }));
+        self.out.send_held(&behind, req, finish);
         cb(Ok(()));
         None
     }
