@@ -43,8 +43,10 @@ pub use msg::*;
 /// attributes and small contents in one reply ([`Request::Stream`],
 /// [`Response::Streamed`]), and creates with node ids and handles the
 /// host chose ([`Request::CreateNew`], [`Request::MkdirNew`]); version 9
-/// symlinks with the node id the host chose ([`Request::SymlinkNew`]).
-pub const PROTOCOL_VERSION: u32 = 9;
+/// symlinks with the node id the host chose ([`Request::SymlinkNew`]);
+/// version 10 answers a write through a handle the host chose with the
+/// file's attributes after it ([`Response::WrittenAttr`]).
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Set in every node id the host chooses ([`Request::CreateNew`]): the
 /// satellite numbers its own nodes from 1 up and never reaches it.

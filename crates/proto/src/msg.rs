@@ -473,6 +473,15 @@ pub enum Response<'a> {
         dirs: Vec<StreamedDir<'a>>,
         files: Vec<StreamedFile<'a>>,
     },
+    /// [`Response::Written`] with the file's attributes after the write
+    /// (its fstat): the answer to a write through a handle the host chose
+    /// ([`Request::CreateNew`]), sent to a host of protocol 10 or later.
+    /// The host holds such a file's attributes and takes the container's
+    /// from it (sizes, times, cleared setuid bits).
+    WrittenAttr {
+        n: u32,
+        attr: Attr,
+    },
 }
 
 /// One change the satellite saw in the container, on nodes the kernel
@@ -1158,6 +1167,7 @@ mod tests {
             }],
             end: true,
         });
+        round_trip_resp(Response::WrittenAttr { n: 7, attr });
         round_trip_resp(Response::Streamed {
             dirs: vec![StreamedDir {
                 node: 1,

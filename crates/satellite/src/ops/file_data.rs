@@ -213,6 +213,19 @@ impl Fs {
             done += n;
         }
         self.watch.own_change(fd);
+        // A file the host made behind (its handle is the host's choice):
+        // the host holds its attributes and takes the container's from
+        // here (protocol 10), so that what it answers after the close is
+        // what the file has. The host sets the inode number.
+        if fh & dockerfuse_proto::HOST_FH_BIT != 0 && crate::server::host_protocol() >= 10 {
+            if let Ok(st) = sys::fstat(fd) {
+                let attr = attr_of(&st, 0);
+                return Ok(Response::WrittenAttr {
+                    n: done as u32,
+                    attr,
+                });
+            }
+        }
         Ok(Response::Written(done as u32))
     }
 
