@@ -47,7 +47,7 @@ use dockerfuse_proto::{Change, ROOT_NODE};
 use super::dir_names::DirNames;
 use super::heads::Heads;
 use super::ledger::Ledger;
-pub(crate) use super::ledger::{Source, MAX_NAMES, MAX_UNWATCHED};
+pub(crate) use super::ledger::{Followed, Source, MAX_NAMES, MAX_UNWATCHED};
 use super::writers::Writers;
 use super::xattr_cache::NoXattrs;
 use dockerfuse_proto::Attr;
@@ -286,6 +286,8 @@ impl Coherence {
     /// the short TTL from now.
     pub(crate) fn feed_off(&self) {
         self.feed.store(false, Ordering::SeqCst);
+        // Nothing would say a file made behind changed in the container.
+        self.lock().drop_attrs();
     }
 
     /// The feed is on and the TTLs are ours to choose.
@@ -360,10 +362,86 @@ impl Coherence {
         Some((k.attr, LONG_TTL))
     }
 
-    /// The mount's own operation changes (or changed) `node`'s attributes.
+    /// The mount's own operation changes (or changed) `node`'s attributes
+    /// (a file made behind whose handle is open keeps them: the
+    /// operation changed them on the host).
     pub(crate) fn touched(&self, node: u64) {
         self.local.fetch_add(1, Ordering::SeqCst);
-        self.lock().drop_attr(node);
+        self.lock().touch(node);
+    }
+
+    /// `node` was made behind with `attr` in `parent`, opened as `fh`
+    /// ([`super::made`]): the host holds its attributes from now. False
+    /// when it may not.
+    pub(crate) fn follow(&self, node: u64, mut attr: Attr, parent: u64, fh: u64) -> bool {
+        attr.ino = node;
+        self.lock().follow(node, attr, parent, fh, LONG_TTL)
+    }
+
+    /// `node`'s attributes and what is followed of it, when it is a file
+    /// made behind that the host follows.
+    pub(crate) fn followed(&self, node: u64) -> Option<(Attr, Followed)> {
+        self.lock().followed(node)
+    }
+
+    /// The attributes of `node`, a file made behind, answered on the host.
+    pub(crate) fn followed_attr(&self, node: u64) -> Option<Attr> {
+        let h = self.lock();
+        let (a, f) = h.followed(node)?;
+        // Released: held as long as the feed would report a change.
+        if f.fh.is_none() && !(self.keeping_attrs() && h.watched(node)) {
+            return None;
+        }
+        drop(h);
+        self.counts.attrs_here.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(node, source = ?Source::Made, "attributes answered on the host");
+        Some(a)
+    }
+
+    /// Changes `node`, a file made behind that the host follows.
+    pub(crate) fn follow_change(
+        &self,
+        node: u64,
+        change: impl FnOnce(&mut Attr, &mut Followed),
+    ) -> Option<(Attr, Followed)> {
+        self.lock().follow_change(node, LONG_TTL, change)
+    }
+
+    /// The create's handle of `node`, a file made behind, was released:
+    /// what the host holds stays while the container's word holds every
+    /// write, and the change feed would report a third party's change of
+    /// it; else it goes. Whether it stays.
+    pub(crate) fn follow_released(&self, node: u64, fenced: bool) -> bool {
+        let keep = !fenced && self.keeping_attrs();
+        let mut h = self.lock();
+        let keep = keep && h.watched(node);
+        let kept = keep
+            && h.follow_change(node, LONG_TTL, |a, f| {
+                f.fh = None;
+                if let Some(t) = f.current() {
+                    *a = Attr { ino: a.ino, ..t };
+                }
+            })
+            .is_some_and(|(a, f)| f.current().is_some_and(|t| Attr { ino: a.ino, ..t } == a));
+        if !kept {
+            h.unfollow(node);
+        }
+        kept
+    }
+
+    /// The host stops following `node`; whether it did.
+    pub(crate) fn unfollow(&self, node: u64) -> bool {
+        self.lock().unfollow(node)
+    }
+
+    /// Every node followed.
+    pub(crate) fn followed_nodes(&self) -> Vec<u64> {
+        self.lock().followed_nodes()
+    }
+
+    /// The node handle `fh` was opened on, if the ledger knows it.
+    pub(crate) fn handle_node(&self, fh: u64) -> Option<u64> {
+        self.lock().handle_node(fh)
     }
 
     /// The mount's own operation removes, replaces or moves `name` in
@@ -400,9 +478,12 @@ impl Coherence {
     #[cfg(test)]
     pub(crate) fn ledger_view(&self) -> (std::collections::HashMap<u64, u64>, Vec<(u64, Attr)>) {
         let h = self.lock();
+        // A file made behind whose handle is open has the host's guess.
+        let open = |n: u64| h.followed(n).is_some_and(|(_, f)| f.fh.is_some());
         let kept = h
             .kept_nodes()
             .into_iter()
+            .filter(|&n| !open(n))
             .filter_map(|n| h.kept(n).map(|k| (n, k.attr)))
             .collect::<Vec<_>>();
         for (n, _) in &kept {

@@ -49,6 +49,9 @@ pub(crate) const MAX_NAMES: usize = 200_000;
 pub(crate) const MAX_UNWATCHED: usize = 100_000;
 /// Nodes whose attributes are kept at once (about 150 bytes each).
 pub(crate) const MAX_ATTRS: usize = 200_000;
+/// Files made behind whose attributes the host holds at once
+/// ([`Source::Made`]).
+pub(crate) const MAX_MADE: usize = 16_384;
 
 /// Which reply brought kept attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +62,34 @@ pub(crate) enum Source {
     Listing,
     /// GETATTR or SETATTR.
     Attr,
+    /// The node is a file the mount made behind ([`super::made`]): the
+    /// host holds its attributes, changed by the mount's own operations
+    /// on it, and takes the container's from their replies.
+    Made,
+}
+
+/// What the host follows of a file it made behind ([`Source::Made`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Followed {
+    /// The directory it was made in (a refusal is reported on it).
+    pub(crate) parent: u64,
+    /// The handle its create opened; `None` once released.
+    pub(crate) fh: Option<u64>,
+    /// The container's latest word on the file: its attributes after the
+    /// create, a write or a setattr, from their replies.
+    pub(crate) truth: Option<Attr>,
+    /// Bytes the mount accepted to write to it, and those among them whose
+    /// write the container answered with the attributes after it: when
+    /// equal, `truth` holds every write.
+    pub(crate) accepted: u64,
+    pub(crate) landed: u64,
+}
+
+impl Followed {
+    /// The container's word holds every write accepted so far.
+    pub(crate) fn current(&self) -> Option<Attr> {
+        self.truth.filter(|_| self.landed == self.accepted)
+    }
 }
 
 /// Attributes kept for a node.
@@ -89,6 +120,9 @@ pub(crate) struct Ledger {
     pub(super) degraded: bool,
     /// Attributes kept on the host, answered to GETATTR.
     attrs: HashMap<u64, Kept>,
+    /// The nodes among them made behind ([`Source::Made`]), at most
+    /// [`MAX_MADE`].
+    made: HashMap<u64, Followed>,
     /// Nodes whose attributes are never kept while the kernel holds them
     /// (written through a backing file, which the host does not see).
     bypassed: HashSet<u64>,
@@ -168,9 +202,18 @@ impl Ledger {
         if stamp != self.stamp || !self.knows(node) || self.bypassed.contains(&node) {
             return;
         }
+        // A file made behind: its own replies change what is held.
+        if self.made.contains_key(&node) {
+            return;
+        }
+        self.insert(node, attr, source, ttl);
+    }
+
+    fn insert(&mut self, node: u64, attr: Attr, source: Source, ttl: Duration) {
         if self.attrs.len() >= MAX_ATTRS && !self.attrs.contains_key(&node) {
             // Past the bound, the oldest memory starts over.
             self.attrs.clear();
+            self.made.clear();
         }
         let until = Instant::now() + ttl;
         self.attrs.insert(
@@ -183,6 +226,95 @@ impl Ledger {
         );
     }
 
+    /// Removes what is kept of `node`, and what is followed of it.
+    fn remove(&mut self, node: u64) -> Option<Followed> {
+        self.attrs.remove(&node);
+        self.made.remove(&node)
+    }
+
+    /// `node` was made behind with `attr` (the host's guess of it) by
+    /// handle `fh` in `parent`: the host holds its attributes from now.
+    /// False when it may not (the kernel does not hold the node, or too
+    /// many are followed, none of them released).
+    pub(crate) fn follow(
+        &mut self,
+        node: u64,
+        attr: Attr,
+        parent: u64,
+        fh: u64,
+        ttl: Duration,
+    ) -> bool {
+        if !self.knows(node) || self.bypassed.contains(&node) {
+            return false;
+        }
+        if self.made.len() >= MAX_MADE && !self.made.contains_key(&node) {
+            // The released go first.
+            let done: Vec<u64> = (self.made.iter())
+                .filter(|(_, f)| f.fh.is_none())
+                .map(|(&n, _)| n)
+                .collect();
+            for n in done {
+                self.remove(n);
+            }
+            if self.made.len() >= MAX_MADE {
+                return false;
+            }
+        }
+        self.insert(node, attr, Source::Made, ttl);
+        let followed = Followed {
+            parent,
+            fh: Some(fh),
+            truth: None,
+            accepted: 0,
+            landed: 0,
+        };
+        self.made.insert(node, followed);
+        true
+    }
+
+    /// `node`'s attributes and what is followed of it, when it was made
+    /// behind and is followed.
+    pub(crate) fn followed(&self, node: u64) -> Option<(Attr, Followed)> {
+        let f = *self.made.get(&node)?;
+        Some((self.kept(node)?.attr, f))
+    }
+
+    /// Changes a node followed with `change`; its expiry starts over.
+    /// The new state.
+    pub(crate) fn follow_change(
+        &mut self,
+        node: u64,
+        ttl: Duration,
+        change: impl FnOnce(&mut Attr, &mut Followed),
+    ) -> Option<(Attr, Followed)> {
+        let now = Instant::now();
+        let f = self.made.get_mut(&node)?;
+        let k = self.attrs.get_mut(&node).filter(|k| k.until > now)?;
+        change(&mut k.attr, f);
+        k.until = now + ttl;
+        Some((k.attr, *f))
+    }
+
+    /// The host stops following `node`: its attributes go. Whether it
+    /// followed it.
+    pub(crate) fn unfollow(&mut self, node: u64) -> bool {
+        if !self.made.contains_key(&node) {
+            return false;
+        }
+        self.stamp += 1;
+        self.remove(node).is_some()
+    }
+
+    /// Every node followed.
+    pub(crate) fn followed_nodes(&self) -> Vec<u64> {
+        self.made.keys().copied().collect()
+    }
+
+    /// The node handle `fh` was opened on, if any.
+    pub(crate) fn handle_node(&self, fh: u64) -> Option<u64> {
+        self.handles.get(&fh).copied()
+    }
+
     /// The attributes kept for `node`, if still valid.
     pub(crate) fn kept(&self, node: u64) -> Option<Kept> {
         self.attrs
@@ -191,10 +323,24 @@ impl Ledger {
             .copied()
     }
 
-    /// `node`'s attributes changed (or may have).
+    /// `node`'s attributes changed (or may have), whoever changed them: a
+    /// file made behind is no longer followed.
     pub(crate) fn drop_attr(&mut self, node: u64) {
         self.stamp += 1;
-        self.attrs.remove(&node);
+        self.remove(node);
+    }
+
+    /// The mount's own operation changes `node`'s attributes: what was
+    /// kept of them goes, unless the node is a file made behind whose
+    /// create's handle is open (the operation changed them here).
+    pub(crate) fn touch(&mut self, node: u64) {
+        self.stamp += 1;
+        match self.made.get(&node) {
+            Some(f) if f.fh.is_some() => {}
+            _ => {
+                self.remove(node);
+            }
+        }
     }
 
     /// Changes came from the container: replies in flight may be older.
@@ -206,6 +352,7 @@ impl Ledger {
     pub(crate) fn drop_attrs(&mut self) {
         self.stamp += 1;
         self.attrs.clear();
+        self.made.clear();
     }
 
     /// `name` in `parent` was removed, replaced or moved by the mount: the

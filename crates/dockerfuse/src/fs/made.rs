@@ -1,39 +1,47 @@
-//! Attributes the host holds for files it created behind
-//! ([`super::pending`]): from the create until the handle the create
-//! opened is released, the host knows every change made to such a file
-//! through the mount (its writes, its setattrs), so its attributes are
-//! answered here and a SETATTR is answered at once and sent behind, in
-//! order ([`super::write_behind::WriteBehind::hold_after`]).
+//! Files created behind ([`super::pending`]) whose attributes the host
+//! holds: they live in the node ledger ([`super::ledger::Source::Made`])
+//! and answer GETATTR there. This is the policy over them.
+//!
+//! While the handle the create opened is open, the mount's own
+//! operations on the file (its writes, its setattrs) change them on the
+//! host at once, and a SETATTR is answered at once and sent behind, in
+//! order ([`super::write_behind::WriteBehind::hold_after`]). The replies
+//! to those operations bring the container's word on the file: the
+//! create's entry, each setattr's attributes, and (protocol 10) each
+//! write's attributes after it ([`dockerfuse_proto::Response::WrittenAttr`]).
+//! Once every write accepted has landed and no setattr is in flight —
+//! which FLUSH (every close) waits for — the host's attributes become
+//! the container's ([`Made::flushed`]): sizes, blocks, times on the
+//! container's clock, bits a write cleared. They outlast the release, so
+//! `cp`'s `stat` after `close` is answered on the host, truthfully, with
+//! no round trip.
 //!
 //! What the host cannot follow ends that: another open of the node, a
 //! read of it (atime), a write that clears setuid, an xattr change, a
-//! fallocate or copy into it, a refused create or setattr; a link,
-//! unlink, rename or rmdir anywhere ends it for every node. Writes after
-//! a setattr sent behind wait for it ([`Made::fenced`]). At most
-//! [`MAX_MADE`] files at once.
+//! fallocate or copy into it, a refused create, write or setattr; a link,
+//! unlink, rename or rmdir anywhere ends it for every node; after the
+//! release, any operation of the mount on the node; and anything the
+//! change feed reports of it (the feed does not echo the mount's own
+//! changes: that is a third party's), a lost event, the feed going off,
+//! the kernel forgetting the node. At the release the host keeps the
+//! attributes only when the container's word holds every write (a
+//! satellite before protocol 10 tells nothing of writes) and the feed
+//! watches the node. Writes after a setattr sent behind wait for it
+//! ([`Made::fenced`]). At most [`super::ledger::MAX_MADE`] files at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use dockerfuse_proto::{Attr, SetAttr, SetTime};
 
-/// Files followed at once.
-pub(super) const MAX_MADE: usize = 4096;
+use super::coherence::Coherence;
 
-struct Node {
-    attr: Attr,
-    parent: u64,
-    fh: u64,
-    /// Setattrs sent behind and not yet done.
-    fences: u32,
-    /// No longer followed (kept while fenced).
-    gone: bool,
-}
-
-/// The files of one mount whose attributes the host holds.
-#[derive(Default)]
+/// The files of one mount made behind, whose attributes the host holds
+/// in the ledger.
 pub(super) struct Made {
-    inner: Mutex<HashMap<u64, Node>>,
+    coh: Arc<Coherence>,
+    /// Setattrs sent behind and not done yet, per node.
+    fences: Mutex<HashMap<u64, u32>>,
 }
 
 /// The host's clock now, as (seconds, nanoseconds).
@@ -49,153 +57,209 @@ fn blocks(size: u64) -> u64 {
     size.div_ceil(4096).saturating_mul(8)
 }
 
+/// Applies `set` to `a` as the container would, at `now`.
+fn apply(a: &mut Attr, set: &SetAttr, (secs, nsec): (i64, u32)) {
+    if let Some(m) = set.mode {
+        a.mode = (a.mode & libc::S_IFMT) | (m & 0o7777);
+    }
+    if let Some(u) = set.uid {
+        a.uid = u;
+    }
+    if let Some(g) = set.gid {
+        a.gid = g;
+    }
+    if let Some(s) = set.size {
+        a.size = s;
+        a.blocks = blocks(s);
+        // A truncation moves mtime (unless set here too).
+        (a.mtime, a.mtime_nsec) = (secs, nsec);
+    }
+    let time = |t: SetTime| match t {
+        SetTime::Now => (secs, nsec),
+        SetTime::At { sec, nsec } => (sec, nsec),
+    };
+    if let Some(t) = set.atime {
+        (a.atime, a.atime_nsec) = time(t);
+    }
+    if let Some(t) = set.mtime {
+        (a.mtime, a.mtime_nsec) = time(t);
+    }
+    (a.ctime, a.ctime_nsec) = (secs, nsec);
+}
+
+/// The later of the container's two words on one file: writes in flight
+/// together land in any order, each reply's attributes taken after its
+/// own; every one moves ctime and none shrinks the file, so the one with
+/// the later ctime, then the larger size, saw them all.
+fn later(held: Option<Attr>, got: Attr) -> Attr {
+    match held {
+        Some(h) if (h.ctime, h.ctime_nsec, h.size) > (got.ctime, got.ctime_nsec, got.size) => h,
+        _ => got,
+    }
+}
+
 impl Made {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Node>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn new(coh: Arc<Coherence>) -> Self {
+        Made {
+            coh,
+            fences: Mutex::default(),
+        }
+    }
+
+    fn fences(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u32>> {
+        self.fences.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Regular file `node` was created behind in `parent`, opened as
-    /// `fh`, with `attr`.
+    /// `fh`, with `attr` (the host's guess until the container answers).
     pub(super) fn begin(&self, node: u64, parent: u64, fh: u64, attr: Attr) {
-        let mut g = self.lock();
-        if g.len() >= MAX_MADE {
-            g.retain(|_, n| !n.gone || n.fences > 0);
-            if g.len() >= MAX_MADE {
-                return;
+        self.coh.follow(node, attr, parent, fh);
+    }
+
+    /// `node`'s attributes, when the host holds them as made behind.
+    pub(super) fn attr(&self, node: u64) -> Option<Attr> {
+        self.coh.followed_attr(node)
+    }
+
+    /// The directory `node` was created in, while the host follows its
+    /// create's handle.
+    pub(super) fn parent(&self, node: u64) -> Option<u64> {
+        let (_, f) = self.coh.followed(node)?;
+        f.fh.map(|_| f.parent)
+    }
+
+    /// Applies `set` to `node` while the host follows its create's handle:
+    /// the new attributes, the handle and the directory a refusal is
+    /// reported on. The node is fenced until [`Made::landed`].
+    pub(super) fn set(&self, node: u64, set: &SetAttr) -> Option<(Attr, u64, u64)> {
+        let now = now();
+        let mut open = None;
+        let (a, _) = self.coh.follow_change(node, |a, f| {
+            if let Some(fh) = f.fh {
+                apply(a, set, now);
+                open = Some((fh, f.parent));
+            }
+        })?;
+        let (fh, parent) = open?;
+        *self.fences().entry(node).or_default() += 1;
+        Some((a, fh, parent))
+    }
+
+    /// A setattr of [`Made::set`] is done, with the container's
+    /// attributes after it (its word on the file: writes do not overlap
+    /// it); refused, the host no longer holds the node's attributes.
+    pub(super) fn landed(&self, node: u64, r: Result<Attr, dockerfuse_proto::Errno>) {
+        {
+            let mut g = self.fences();
+            match g.get_mut(&node) {
+                Some(n) if *n > 1 => *n -= 1,
+                _ => {
+                    g.remove(&node);
+                }
             }
         }
-        g.insert(
-            node,
-            Node {
-                attr,
-                parent,
-                fh,
-                fences: 0,
-                gone: false,
-            },
-        );
-    }
-
-    /// `node`'s attributes, when the host holds them.
-    pub(super) fn attr(&self, node: u64) -> Option<Attr> {
-        self.lock().get(&node).filter(|n| !n.gone).map(|n| n.attr)
-    }
-
-    /// The directory `node` was created in, when the host holds its
-    /// attributes.
-    pub(super) fn parent(&self, node: u64) -> Option<u64> {
-        self.lock().get(&node).filter(|n| !n.gone).map(|n| n.parent)
-    }
-
-    /// Applies `set` to `node` when the host holds its attributes: the
-    /// new attributes, the handle and the directory a refusal is reported
-    /// on. The node is fenced until [`Made::landed`].
-    pub(super) fn set(&self, node: u64, set: &SetAttr) -> Option<(Attr, u64, u64)> {
-        let mut g = self.lock();
-        let n = g.get_mut(&node).filter(|n| !n.gone)?;
-        let (secs, nsec) = now();
-        let a = &mut n.attr;
-        if let Some(m) = set.mode {
-            a.mode = (a.mode & libc::S_IFMT) | (m & 0o7777);
-        }
-        if let Some(u) = set.uid {
-            a.uid = u;
-        }
-        if let Some(g) = set.gid {
-            a.gid = g;
-        }
-        if let Some(s) = set.size {
-            a.size = s;
-            a.blocks = blocks(s);
-            // A truncation moves mtime (unless set here too).
-            (a.mtime, a.mtime_nsec) = (secs, nsec);
-        }
-        let time = |t: SetTime| match t {
-            SetTime::Now => (secs, nsec),
-            SetTime::At { sec, nsec } => (sec, nsec),
-        };
-        if let Some(t) = set.atime {
-            (a.atime, a.atime_nsec) = time(t);
-        }
-        if let Some(t) = set.mtime {
-            (a.mtime, a.mtime_nsec) = time(t);
-        }
-        (a.ctime, a.ctime_nsec) = (secs, nsec);
-        n.fences += 1;
-        Some((n.attr, n.fh, n.parent))
-    }
-
-    /// A setattr of [`Made::set`] is done; with `ok` false the host no
-    /// longer holds the node's attributes.
-    pub(super) fn landed(&self, node: u64, ok: bool) {
-        let mut g = self.lock();
-        let Some(n) = g.get_mut(&node) else {
-            return;
-        };
-        n.fences = n.fences.saturating_sub(1);
-        n.gone |= !ok;
-        if n.gone && n.fences == 0 {
-            g.remove(&node);
+        match r {
+            Ok(got) => {
+                self.coh.follow_change(node, |_, f| f.truth = Some(got));
+            }
+            Err(_) => self.forget(node),
         }
     }
 
     /// Whether a setattr of `node` sent behind is not done yet: its
     /// writes wait for it.
     pub(super) fn fenced(&self, node: u64) -> bool {
-        self.lock().get(&node).is_some_and(|n| n.fences > 0)
+        self.fences().contains_key(&node)
     }
 
-    /// A write of `node` ending at `end` was accepted.
-    pub(super) fn wrote(&self, node: u64, end: u64) {
-        let mut g = self.lock();
-        let Some(n) = g.get_mut(&node).filter(|n| !n.gone) else {
+    /// A write of `n` bytes of `node` ending at `end` was accepted.
+    pub(super) fn wrote(&self, node: u64, end: u64, n: u32) {
+        let (secs, nsec) = now();
+        self.coh.follow_change(node, |a, f| {
+            if f.fh.is_none() {
+                return;
+            }
+            if end > a.size {
+                a.size = end;
+                a.blocks = blocks(end);
+            }
+            (a.mtime, a.mtime_nsec) = (secs, nsec);
+            (a.ctime, a.ctime_nsec) = (secs, nsec);
+            f.accepted = f.accepted.saturating_add(n.into());
+        });
+    }
+
+    /// The container wrote `n` bytes through `fh` and had `attr` after.
+    pub(super) fn written(&self, fh: u64, n: u32, attr: Attr) {
+        let Some(node) = self.coh.handle_node(fh) else {
             return;
         };
-        let (secs, nsec) = now();
-        let a = &mut n.attr;
-        if end > a.size {
-            a.size = end;
-            a.blocks = blocks(end);
+        self.coh.follow_change(node, |_, f| {
+            if f.fh == Some(fh) {
+                f.landed = f.landed.saturating_add(n.into());
+                f.truth = Some(later(f.truth, attr));
+            }
+        });
+    }
+
+    /// The container made `node` and had `attr` then.
+    pub(super) fn created(&self, node: u64, attr: Attr) {
+        self.coh
+            .follow_change(node, |_, f| f.truth = Some(later(f.truth, attr)));
+    }
+
+    /// Every write through `fh` accepted before landed (a FLUSH): the
+    /// container's word on the file it created, if it holds them all and
+    /// no setattr is in flight, becomes what the host answers. The node
+    /// if that changed what the host answered.
+    pub(super) fn flushed(&self, fh: u64) -> Option<u64> {
+        let node = self.coh.handle_node(fh)?;
+        if self.fenced(node) {
+            return None;
         }
-        (a.mtime, a.mtime_nsec) = (secs, nsec);
-        (a.ctime, a.ctime_nsec) = (secs, nsec);
+        let mut changed = false;
+        self.coh.follow_change(node, |a, f| {
+            if let Some(t) = f.current().filter(|_| f.fh == Some(fh)) {
+                let t = Attr { ino: a.ino, ..t };
+                changed = *a != t;
+                *a = t;
+            }
+        });
+        changed.then_some(node)
+    }
+
+    /// Handle `fh` is released: the attributes of the file it created
+    /// stay on the host if they are the container's ([`Made::flushed`]);
+    /// else they go. The node, if it was followed (the kernel may hold
+    /// the host's guess: it asks again).
+    pub(super) fn released(&self, fh: u64) -> Option<u64> {
+        let node = self.coh.handle_node(fh)?;
+        let (_, f) = self.coh.followed(node)?;
+        if f.fh != Some(fh) {
+            return None;
+        }
+        self.flushed(fh);
+        self.coh.follow_released(node, self.fenced(node));
+        Some(node)
+    }
+
+    /// Handle `fh` is read (the atime moves): the file it created is no
+    /// longer followed. The node if it was.
+    pub(super) fn read(&self, fh: u64) -> Option<u64> {
+        let node = self.coh.handle_node(fh)?;
+        self.coh.unfollow(node).then_some(node)
     }
 
     /// The host stops following `node`.
     pub(super) fn forget(&self, node: u64) {
-        let mut g = self.lock();
-        if let Some(n) = g.get_mut(&node) {
-            n.gone = true;
-            if n.fences == 0 {
-                g.remove(&node);
-            }
-        }
-    }
-
-    /// Handle `fh` is read or released: the file it created is no longer
-    /// followed. The node if it was, whose attributes the kernel got from
-    /// the host (times on the host's clock).
-    pub(super) fn handle_done(&self, fh: u64) -> Option<u64> {
-        let mut g = self.lock();
-        if g.is_empty() {
-            return None;
-        }
-        let mut was = None;
-        for (&node, n) in g.iter_mut().filter(|(_, n)| n.fh == fh && !n.gone) {
-            n.gone = true;
-            was = Some(node);
-        }
-        g.retain(|_, n| !n.gone || n.fences > 0);
-        was
+        self.coh.unfollow(node);
     }
 
     /// Names moved or went: no node is followed.
     pub(super) fn forget_all(&self) {
-        let mut g = self.lock();
-        for n in g.values_mut() {
-            n.gone = true;
+        for node in self.coh.followed_nodes() {
+            self.coh.unfollow(node);
         }
-        g.retain(|_, n| n.fences > 0);
     }
 }
 
@@ -229,48 +293,6 @@ mod tests {
             nlink: 1,
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn changes_apply_and_fence_until_landed() {
-        let m = Made::default();
-        m.begin(9, 1, 7, file());
-        m.wrote(9, 10);
-        m.wrote(9, 4);
-        assert_eq!(m.attr(9).unwrap().size, 10);
-        let set = SetAttr {
-            mode: Some(0o100600),
-            uid: Some(5),
-            mtime: Some(SetTime::At { sec: 3, nsec: 4 }),
-            ..Default::default()
-        };
-        let (a, fh, parent) = m.set(9, &set).unwrap();
-        assert_eq!(
-            (a.mode, a.uid, a.mtime, a.mtime_nsec),
-            (libc::S_IFREG | 0o600, 5, 3, 4)
-        );
-        assert_eq!((a.size, a.blocks, fh, parent), (10, 8, 7, 1));
-        assert!(m.fenced(9));
-        assert_eq!(m.handle_done(7), Some(9));
-        assert_eq!(m.handle_done(7), None);
-        assert!(m.attr(9).is_none(), "released: not followed");
-        assert!(m.fenced(9), "still fenced");
-        m.landed(9, true);
-        assert!(!m.fenced(9));
-        assert!(m.set(9, &set).is_none());
-    }
-
-    #[test]
-    fn a_refusal_ends_following() {
-        let m = Made::default();
-        m.begin(9, 1, 7, file());
-        m.set(9, &SetAttr::default()).unwrap();
-        m.landed(9, false);
-        assert!(m.attr(9).is_none());
-        assert!(!m.fenced(9));
-        m.begin(10, 1, 8, file());
-        m.forget_all();
-        assert!(m.attr(10).is_none());
     }
 
     #[test]

@@ -349,8 +349,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let no_xattrs = coherence.no_xattrs();
         let heads = coherence.heads();
         let transport = Arc::new(transport);
+        let made = Arc::new(made::Made::new(coherence.clone()));
         let behind = (opts.write_behind && !opts.per_caller && !opts.writeback).then(|| {
-            let transport = transport.clone();
+            let (transport, made) = (transport.clone(), made.clone());
             let send: write_behind::SendBatch = Arc::new(move |fh, offset, data, done| {
                 let len = data.len() as u64;
                 let _bg = crate::mount::waits::background();
@@ -359,10 +360,18 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     offset,
                     data: data.into(),
                 };
+                let made = made.clone();
                 transport.call(
                     &req,
                     Box::new(move |r| {
                         let r = r.map_err(Failure::transport);
+                        // A file made behind: the container's attributes
+                        // after the write.
+                        if let Ok(Response::WrittenAttr { n, attr }) = &r {
+                            if u64::from(*n) <= len {
+                                made.written(fh, *n, *attr);
+                            }
+                        }
                         done(
                             r.and_then(|r| replies::written(r, len))
                                 .map_err(|f| f.errno),
@@ -390,7 +399,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             heads,
             releases: Arc::default(),
             pending: Arc::default(),
-            made: Arc::default(),
+            made,
             listing: Arc::default(),
             passthrough: OnceLock::new(),
             created_large: Default::default(),

@@ -100,8 +100,8 @@ pub(super) fn offset(r: Response<'_>) -> Result<i64, Failure> {
 /// A count of bytes written, at most `len`.
 pub(super) fn written(r: Response<'_>, len: u64) -> Result<u32, Failure> {
     match r {
-        Response::Written(n) if u64::from(n) <= len => Ok(n),
-        Response::Written(_) => Err(Failure::bad_reply()),
+        Response::Written(n) | Response::WrittenAttr { n, .. } if u64::from(n) <= len => Ok(n),
+        Response::Written(_) | Response::WrittenAttr { .. } => Err(Failure::bad_reply()),
         r => Err(unexpected(r)),
     }
 }

@@ -2392,6 +2392,92 @@ fn a_setattr_of_a_file_created_behind_is_answered_at_once_and_sent_after_its_wri
 }
 
 #[test]
+fn a_file_created_behind_shows_the_containers_attributes_after_its_close_with_no_round_trip() {
+    let (c, held) = pipelined();
+    let (f, fh) = created_behind(&c);
+    let node = f.node;
+    let (cb, wrote) = capture();
+    c.write(&Who::Mount, NodeId(node), fh, 0, b"hello", false, cb);
+    assert_eq!(wrote.lock().unwrap().take(), Some(Ok(5)));
+    let mut made = f;
+    (made.attr.ctime, made.attr.mtime) = (100, 100);
+    held.answer(
+        &create_new(),
+        Ok(Response::Created {
+            entry: made,
+            fh: fh.0,
+        }),
+    );
+    // The container's word after the write: its own clock, its blocks.
+    let after = Attr {
+        ino: 0,
+        size: 5,
+        blocks: 1,
+        mtime: 123,
+        mtime_nsec: 4,
+        ctime: 123,
+        ctime_nsec: 5,
+        ..made.attr
+    };
+    // Before the write lands, a stat shows the host's guess.
+    let stat = |c: &Core<Held>| {
+        let (cb, got) = capture();
+        c.getattr(&Who::Mount, NodeId(node), None, cb);
+        let got = got.lock().unwrap().take();
+        got.map(|r| r.unwrap().0)
+    };
+    assert_eq!(stat(&c).map(|a| a.size), Some(5));
+    let (cb, flushed) = capture();
+    c.flush(fh, cb);
+    assert!(flushed.lock().unwrap().is_none(), "waits for the write");
+    let expired = Arc::new(Mutex::new(Vec::new()));
+    let e = expired.clone();
+    c.coherence()
+        .set_expire_attrs(Box::new(move |node| e.lock().unwrap().push(node)));
+    held.answer(
+        &write_req(),
+        Ok(Response::WrittenAttr { n: 5, attr: after }),
+    );
+    assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+    assert_eq!(
+        *expired.lock().unwrap(),
+        vec![node],
+        "the kernel asks again"
+    );
+    let want = Attr { ino: node, ..after };
+    assert_eq!(stat(&c), Some(want), "answered on the host");
+    let (cb, _) = capture();
+    c.release(fh, cb);
+    assert_eq!(stat(&c), Some(want), "past the release");
+    assert!(held
+        .kinds()
+        .iter()
+        .all(|&k| k != Request::GetAttr { node: 0, fh: None }.tag()));
+    // A third party's change, which the feed reports, ends it.
+    c.coherence()
+        .apply(&[dockerfuse_proto::Change::Attr { node }]);
+    assert_eq!(stat(&c), None, "asked of the container");
+}
+
+#[test]
+fn a_file_created_behind_whose_writes_said_nothing_is_asked_of_the_container_after_its_close() {
+    let (c, held) = pipelined();
+    let (f, fh) = created_behind(&c);
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(f.node), fh, 0, b"hello", false, cb);
+    held.answer(&create_new(), Ok(Response::Created { entry: f, fh: fh.0 }));
+    // A satellite before protocol 10.
+    held.answer(&write_req(), Ok(Response::Written(5)));
+    let (cb, _) = capture();
+    c.flush(fh, cb);
+    let (cb, _) = capture();
+    c.release(fh, cb);
+    let (cb, got) = capture();
+    c.getattr(&Who::Mount, NodeId(f.node), None, cb);
+    assert!(got.lock().unwrap().is_none());
+}
+
+#[test]
 fn a_setattr_sent_behind_the_container_refuses_is_reported_at_close_and_by_the_directorys_fsync() {
     let (c, held) = pipelined();
     let (f, fh) = created_behind(&c);

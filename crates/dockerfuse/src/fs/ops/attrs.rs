@@ -166,7 +166,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 pending.fail(parent, e);
                 coh.provisional_done(node);
             }
-            made.landed(node, r.is_ok());
+            made.landed(node, r.map_err(|e| e.errno));
             b2.unhold(seq, None, None);
         };
         self.out.send_held(&behind, req, finish);

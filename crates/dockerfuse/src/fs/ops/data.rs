@@ -10,7 +10,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// here when the open brought the file's contents and they are current.
     pub(crate) fn read(&self, who: &Who, Fh(fh): Fh, offset: u64, size: u32, cb: BytesCb) {
         // The read moves the atime in the container.
-        self.made_done(fh);
+        if let Some(node) = self.made.read(fh) {
+            self.coherence.provisional_done(node);
+        }
         if let Some((data, range)) = self.heads.read(fh, offset, size) {
             return cb(Ok(&data[range]));
         }
@@ -95,7 +97,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 let made = self.made.clone();
                 Box::new(move |r| {
                     if let Ok(n) = r {
-                        made.wrote(node, offset.saturating_add(n.into()));
+                        made.wrote(node, offset.saturating_add(n.into()), n);
                     }
                     cb(r)
                 })
@@ -162,7 +164,12 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                 if !b.is_idle() {
                     crate::mount::waits::deferred();
                 }
+                let (made, coh) = (self.made.clone(), self.coherence.clone());
                 b.clone().after_writes(Box::new(move || {
+                    // A file made behind shows the container's attributes.
+                    if let Some(node) = made.flushed(fh) {
+                        coh.provisional_done(node);
+                    }
                     cb(b.take_error(fh).map_or(Ok(()), |e| Err(Failure::behind(e))))
                 }))
             }
@@ -174,17 +181,13 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// satellite closes the file when the request gets there, after the
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
-    /// Handle `fh` is read or released: a file it created is no longer
-    /// followed on the host ([`made`]), and the kernel, which got its
-    /// times on the host's clock, asks the container next time.
-    pub(in crate::fs) fn made_done(&self, fh: u64) {
-        if let Some(node) = self.made.handle_done(fh) {
+    /// Handle `fh` is released: a file it created keeps the container's
+    /// attributes on the host, or is no longer followed ([`made`]); the
+    /// kernel, which may hold the host's guess, asks again.
+    pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
+        if let Some(node) = self.made.released(fh) {
             self.coherence.provisional_done(node);
         }
-    }
-
-    pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
-        self.made_done(fh);
         self.coherence.released(fh);
         if Fh(fh).is_host() {
             // Opened lazily: closed in the container only if it was opened

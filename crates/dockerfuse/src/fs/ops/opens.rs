@@ -506,6 +506,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             };
             match r {
                 Ok(e) => {
+                    made.created(node, e.attr);
                     c.keep_attr(node, e.attr, Source::Entry, stamp);
                     cache.note(&e, ttl.attr);
                     c.provisional_done(node);
