@@ -162,6 +162,7 @@ fn into_static(r: Response<'_>) -> Response<'static> {
         Response::Entry(e) => Response::Entry(e),
         Response::Attr(a) => Response::Attr(a),
         Response::Written(n) => Response::Written(n),
+        Response::WrittenAttr { n, attr } => Response::WrittenAttr { n, attr },
         Response::Opened { fh } => Response::Opened { fh },
         Response::Created { entry, fh } => Response::Created { entry, fh },
         Response::StatFs(s) => Response::StatFs(s),
@@ -1884,20 +1885,48 @@ fn creates_with_the_hosts_ids_are_checked_and_registered() {
     // The host's times.
     assert_eq!((e.attr.mtime, e.attr.mtime_nsec), (1_000_000, 5));
     assert_eq!((e.attr.atime, e.attr.atime_nsec), (1_000_000, 5));
-    // The handle writes, the node answers.
+    // The handle writes, the node answers; each write brings the file's
+    // attributes after it (protocol 10), as the node has them.
+    let after = match s.call(Request::Write {
+        fh,
+        offset: 0,
+        data: name("hi"),
+    }) {
+        Response::WrittenAttr { n: 2, attr } => attr,
+        o => panic!("{o:?}"),
+    };
+    let now = match s.call(Request::GetAttr { node, fh: None }) {
+        Response::Attr(a) => a,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(now.size, 2);
     assert_eq!(
-        s.call(Request::Write {
-            fh,
-            offset: 0,
-            data: name("hi")
-        }),
-        Response::Written(2)
+        Attr {
+            ino: now.ino,
+            ..after
+        },
+        now
     );
+    // The container's clock, not the host's times the create set.
+    assert!((after.mtime, after.mtime_nsec) > (1_000_000, 5));
     assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"hi");
-    assert!(matches!(
-        s.call(Request::GetAttr { node, fh: None }),
-        Response::Attr(a) if a.size == 2
-    ));
+    // A write clears the setuid bit (unless the writer may keep it): the
+    // reply says what the node has.
+    std::fs::set_permissions(
+        dir.path().join("a"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    let cleared = match s.call(Request::Write {
+        fh,
+        offset: 2,
+        data: name("!"),
+    }) {
+        Response::WrittenAttr { n: 1, attr } => attr,
+        o => panic!("{o:?}"),
+    };
+    let on_disk = std::fs::metadata(dir.path().join("a")).unwrap();
+    assert_eq!((cleared.mode, cleared.size), (on_disk.mode(), 3));
     // A clash of either id is refused and makes nothing.
     assert_eq!(
         s.call(create("b", node, HOST_FH_BIT | 6)),
