@@ -482,6 +482,56 @@ mod tests {
     }
 
     #[test]
+    fn a_file_made_behind_is_held_until_someone_else_changes_it() {
+        let mut l = Ledger::default();
+        assert!(!l.follow(5, attr(0), 1, 7, LONG), "not held");
+        l.looked_up(5);
+        assert!(l.follow(5, attr(0), 1, 7, LONG));
+        // The mount's own changes keep it while its handle is open; a
+        // reply does not replace it.
+        l.touch(5);
+        l.keep(5, attr(9), Source::Attr, l.stamp(), LONG);
+        assert_eq!(
+            l.kept(5).map(|k| (k.attr.size, k.source)),
+            Some((0, Source::Made))
+        );
+        let got = l.follow_change(5, LONG, |a, f| {
+            a.size = 3;
+            f.accepted = 3;
+        });
+        assert_eq!(got.map(|(a, f)| (a.size, f.current())), Some((3, None)));
+        l.follow_change(5, LONG, |_, f| {
+            f.landed = 3;
+            f.truth = Some(attr(3));
+        });
+        assert_eq!(
+            l.followed(5).and_then(|(_, f)| f.current()).map(|a| a.size),
+            Some(3)
+        );
+        // Released: the mount's own change ends it, as anyone's does.
+        l.follow_change(5, LONG, |_, f| f.fh = None);
+        l.touch(5);
+        assert!(l.followed(5).is_none() && l.kept(5).is_none());
+        assert!(l.follow(5, attr(0), 1, 7, LONG));
+        l.drop_attr(5);
+        assert!(l.followed(5).is_none());
+        assert!(l.follow(5, attr(0), 1, 7, LONG));
+        assert!(l.unfollow(5));
+        assert!(!l.unfollow(5));
+        // Bounded: past the bound the released go first, else none is
+        // followed.
+        for n in 0..MAX_MADE as u64 {
+            l.looked_up(100 + n);
+            assert!(l.follow(100 + n, attr(0), 1, n, LONG));
+        }
+        l.looked_up(6);
+        assert!(!l.follow(6, attr(0), 1, 7, LONG));
+        l.follow_change(100, LONG, |_, f| f.fh = None);
+        assert!(l.follow(6, attr(0), 1, 7, LONG));
+        assert!(l.followed(100).is_none());
+    }
+
+    #[test]
     fn kept_attributes_are_bounded() {
         let mut l = Ledger::default();
         for n in 0..MAX_ATTRS as u64 + 1 {

@@ -286,15 +286,6 @@ pub(super) fn trivial_acl(value: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn file() -> Attr {
-        Attr {
-            ino: 9,
-            mode: libc::S_IFREG | 0o644,
-            nlink: 1,
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn a_trivial_acl_is_a_mode() {
         // What GNU cp -a sets on a file of mode 0644.

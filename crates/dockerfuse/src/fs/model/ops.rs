@@ -236,6 +236,19 @@ pub(crate) enum Op {
         len: usize,
         byte: u8,
     },
+    /// What GNU cp does to each file: open(O_CREAT | O_EXCL | O_WRONLY,
+    /// 0644), write of `len` bytes, close; then stat. A file created
+    /// behind answers that stat on the host, with no round trip, and
+    /// with what the container has (the ledger check compares every
+    /// attribute but the atime). With `third`, a third party then
+    /// rewrites the file in the container (`len + 3` bytes): a stat must
+    /// show it within a few seconds.
+    Copied {
+        path: &'static str,
+        len: usize,
+        byte: u8,
+        third: bool,
+    },
 }
 
 /// What the third party of [`Op::Raced`] does in the container.
@@ -385,6 +398,8 @@ pub(crate) fn own_op() -> impl Strategy<Value = Op> {
         2 => raced(),
         1 => (path(), 0usize..5_000, any::<u8>())
             .prop_map(|(path, len, byte)| Op::Rewritten { path, len, byte }),
+        2 => (path(), 0usize..5_000, any::<u8>(), any::<bool>())
+            .prop_map(|(path, len, byte, third)| Op::Copied { path, len, byte, third }),
     ]
 }
 
@@ -526,6 +541,11 @@ pub(super) enum Out {
     /// A rewrite in the container during a listing: the listing, then
     /// what a read finds.
     Rewritten(Box<Outcome>, Box<Outcome>),
+    /// A cp of one file: the bytes written, the stat after the close,
+    /// whether that stat was answered at once when the create went
+    /// behind (always true otherwise), and the stat after a third
+    /// party's rewrite.
+    Copied(u64, Box<Outcome>, bool, Option<Box<Outcome>>),
     /// Something the core did that no local file system does (never
     /// equal to what the twin reports).
     Odd(String),

@@ -737,3 +737,26 @@ fn a_third_party_removes_the_directory_a_symlink_led_to() {
         Op::List { path: "." },
     ]);
 }
+
+fn copied(path: &'static str, len: usize, third: bool) -> Op {
+    Op::Copied {
+        path,
+        len,
+        byte: 7,
+        third,
+    }
+}
+
+/// GNU cp's create, write, close, then stat: answered on the host with
+/// what the container has; a third party's rewrite after it shows.
+#[test]
+fn a_copied_file_is_stated_on_the_host_and_a_third_partys_change_shows() {
+    check(&[
+        Op::List { path: "." },
+        copied("a", 100, false),
+        copied("b", 0, true),
+        mkdir("c"),
+        copied("c/a", 5000, true),
+        copied("a", 1, false),
+    ]);
+}

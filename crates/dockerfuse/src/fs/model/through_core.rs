@@ -529,6 +529,12 @@ impl<'a> Driver<'a> {
                 ref then,
             } => self.raced(path, dir, mode, third, then),
             Op::Rewritten { path, len, byte } => self.rewritten(path, len, byte),
+            Op::Copied {
+                path,
+                len,
+                byte,
+                third,
+            } => self.copied(path, len, byte, third),
         }
     }
 
@@ -1052,6 +1058,70 @@ impl Driver<'_> {
             std::thread::sleep(Duration::from_millis(2));
         };
         Ok(Out::Rewritten(Box::new(listed), Box::new(read)))
+    }
+}
+
+impl Driver<'_> {
+    fn copied(&mut self, path: &'static str, len: usize, byte: u8, third: bool) -> Outcome {
+        let (core, who) = (self.core, self.who.clone());
+        let coh = core.coherence();
+        let changes = || coh.counts.changes.load(std::sync::atomic::Ordering::SeqCst);
+        let before = changes();
+        let (parent, name) = self.new_name(path)?;
+        let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+        let mode = 0o644 & !self.umask;
+        let (e, _, opened) = wait(|cb| core.create(&who, NodeId(parent), name, mode, flags, cb))?;
+        let (node, fh) = (e.node, opened.fh.0);
+        self.hold(e);
+        let data = pattern(byte, len);
+        let wrote = match len {
+            0 => Ok(0),
+            _ => wait(|cb| core.write(&who, NodeId(node), Fh(fh), 0, &data, false, cb)),
+        };
+        let flushed = wait(|cb| core.flush(Fh(fh), cb));
+        wait(|cb| core.release(Fh(fh), cb))?;
+        let n = wrote?;
+        flushed?;
+        // The stat after the close: answered at once on the host when the
+        // create went behind (the host chose the handle).
+        let behind = fh & dockerfuse_proto::HOST_FH_BIT != 0;
+        let (tx, rx) = mpsc::sync_channel(1);
+        core.getattr(
+            &who,
+            NodeId(node),
+            None,
+            Box::new(move |r| {
+                let _ = tx.send(r.map_err(|f| f.errno));
+            }),
+        );
+        let (here, got) = match rx.try_recv() {
+            Ok(r) => (true, r),
+            // Unless the feed reported a change meanwhile: the satellite
+            // may report its own write as one when the event beats its
+            // note of it (a wait, never a wrong answer).
+            Err(_) => (
+                !behind || changes() != before,
+                rx.recv_timeout(CALL_LIMIT).expect("the core answers"),
+            ),
+        };
+        let stat = got.map(|(a, _)| Out::Stat(Stat::of_attr(&a)));
+        let after = third.then(|| Box::new(self.rewritten_shows(path, len + 3, byte)));
+        Ok(Out::Copied(n.into(), Box::new(stat), here, after))
+    }
+
+    /// A third party rewrites `path` in the container: a stat through the
+    /// mount shows it within [`CHANGE_LIMIT`].
+    fn rewritten_shows(&mut self, path: &'static str, len: usize, byte: u8) -> Outcome {
+        self.container.rewrite(path, len, byte)?;
+        let until = std::time::Instant::now() + CHANGE_LIMIT;
+        loop {
+            let got = self.stat(path, false);
+            let want = self.container.stat(path, false);
+            if got == want || std::time::Instant::now() >= until {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 

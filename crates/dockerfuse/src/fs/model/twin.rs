@@ -260,6 +260,21 @@ impl TwinDir {
         Ok(Out::Rewritten(Box::new(listed), Box::new(read)))
     }
 
+    fn copied(&mut self, path: &str, len: usize, byte: u8, third: bool) -> Outcome {
+        let n = {
+            let fd = self.open_fd(path, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o644)?;
+            let data = pattern(byte, len);
+            // SAFETY: data is valid for len bytes.
+            check_size(unsafe { libc::write(fd.0, data.as_ptr().cast(), data.len()) })?
+        };
+        let stat = self.stat(path, false);
+        let after = third.then(|| {
+            let r = self.rewrite(path, len + 3, byte);
+            Box::new(r.and_then(|()| self.stat(path, false)))
+        });
+        Ok(Out::Copied(n as u64, Box::new(stat), true, after))
+    }
+
     fn slot(&self, slot: usize) -> Result<libc::c_int, Errno> {
         self.slots[slot].as_ref().map(|f| f.0).ok_or(Errno::EBADF)
     }
@@ -348,6 +363,12 @@ impl TwinDir {
                 ref then,
             } => self.raced(path, dir, mode, third, then),
             Op::Rewritten { path, len, byte } => self.rewritten(path, len, byte),
+            Op::Copied {
+                path,
+                len,
+                byte,
+                third,
+            } => self.copied(path, len, byte, third),
         }
     }
 
