@@ -2852,3 +2852,57 @@ fn a_write_on_a_handle_of_a_gone_satellite_fails_at_once_even_behind() {
         "nothing is sent on the gone handle: {seen:?}"
     );
 }
+
+/// A small regular file's attributes; `ctime` tells versions apart.
+fn small_file(size: u64, ctime: i64) -> Attr {
+    Attr {
+        mode: libc::S_IFREG | 0o644,
+        size,
+        nlink: 1,
+        ctime,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_read_answered_from_the_contents_a_lazy_open_brought_keeps_the_files_attributes() {
+    for big in [false, true] {
+        let (c, seen) = core_with(
+            move |r| match r {
+                Request::Lookup { .. } => Response::Entry(Entry {
+                    node: 2,
+                    attr: small_file(10, 1),
+                    no_xattrs: false,
+                }),
+                Request::OpenSmall { .. } => Response::OpenedSmall {
+                    fh: 5,
+                    fd: None,
+                    data: (!big).then(|| b"0123456789".as_slice().into()),
+                },
+                Request::Read { .. } => Response::Data(b"0123456789".as_slice().into()),
+                Request::GetAttr { .. } => Response::Attr(small_file(10, 1)),
+                _ => Response::Ok,
+            },
+            lazy_opts(),
+        );
+        c.coherence().feed_on();
+        let (cb, _) = capture();
+        c.lookup(&Who::Mount, NodeId(1), b"f", cb);
+        let fh = open_fh(&c, 2, libc::O_RDONLY);
+        assert!(Fh(fh).is_host());
+        assert_eq!(read_bytes(&c, fh, 0, 4096).unwrap(), b"0123456789");
+        // tar's fstat after the read: the contents came with the open, read
+        // with O_NOATIME, so the attributes kept from the lookup stand; a
+        // read in the container may have moved the atime.
+        let (cb, got) = capture();
+        c.getattr(&Who::Mount, NodeId(2), Some(Fh(fh)), cb);
+        assert!(matches!(got.lock().unwrap().take(), Some(Ok(_))));
+        let asked = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| matches!(r, Request::GetAttr { .. }))
+            .count();
+        assert_eq!(asked, usize::from(big), "big: {big}");
+    }
+}
