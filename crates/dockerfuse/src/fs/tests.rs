@@ -3042,3 +3042,58 @@ fn small_files_a_stream_had_no_room_for_come_with_a_follow_up_stream_of_their_di
         [Request::OpenSmall { node: 169, .. }]
     ));
 }
+
+#[test]
+fn statfs_is_answered_from_a_recent_answer_until_something_changes() {
+    let mut o = lazy_opts();
+    o.stream = true;
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::StatFs { .. } => Response::StatFs(dockerfuse_proto::StatFs {
+                blocks: 9,
+                ..Default::default()
+            }),
+            _ => Response::Ok,
+        },
+        o,
+    );
+    let statfs = |c: &Core<Canned>| {
+        let (cb, got) = capture();
+        c.statfs(&Who::Mount, NodeId(1), cb);
+        let r = got.lock().unwrap().take();
+        r.expect("answered").expect("counts").blocks
+    };
+    let asked = |seen: &Seen| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| matches!(r, Request::StatFs { .. }))
+            .count()
+    };
+    c.coherence().feed_on();
+    assert_eq!((statfs(&c), asked(&seen)), (9, 1));
+    assert_eq!((statfs(&c), asked(&seen)), (9, 1));
+    // A change in the container, or one the mount makes: asked again.
+    c.coherence()
+        .apply(&[dockerfuse_proto::Change::Attr { node: 5 }]);
+    assert_eq!((statfs(&c), asked(&seen)), (9, 2));
+    assert_eq!((statfs(&c), asked(&seen)), (9, 2));
+    c.coherence().touched(5);
+    assert_eq!((statfs(&c), asked(&seen)), (9, 3));
+    // Per caller (the container checks the caller's permission), or with
+    // a TTL of zero: always asked.
+    for o in [
+        opts(),
+        Options {
+            ttl: Duration::ZERO,
+            fixed_ttl: true,
+            ..lazy_opts()
+        },
+    ] {
+        let (c, seen) = core_with(|_| Response::StatFs(Default::default()), o);
+        c.coherence().feed_on();
+        statfs(&c);
+        statfs(&c);
+        assert_eq!(asked(&seen), 2);
+    }
+}
