@@ -28,6 +28,11 @@
 //! contents belong to a regular file named in the reply, at most once,
 //! and are as long as its attributes say. Memory is bounded by [`MAX_ENTRIES`] and
 //! [`MAX_BYTES`]: past them what was kept before goes first.
+//!
+//! Small files the budget left out are asked for with a stream of each
+//! of their directories alone ([`Subtree::cut_short`], [`FollowUp`]),
+//! behind the kernel's walk; their contents join the stream's only while
+//! it is current and the files are as it listed them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,6 +60,8 @@ pub(super) const MAX_BYTES: usize = 16 << 20;
 
 /// Lookup references to forget: `(node, count)`.
 pub(super) type Refs = Vec<(u64, u64)>;
+/// Small files' contents: `(node, bytes)`.
+pub(super) type Contents = Vec<(u64, Arc<[u8]>)>;
 
 /// A streamed listing, whole: the kernel's first chunk starts it.
 pub(super) struct Dir {
@@ -73,7 +80,7 @@ impl Dir {
 pub(super) struct Subtree {
     /// `(directory, listing)`, the one asked for first.
     pub(super) dirs: Vec<(u64, Dir)>,
-    pub(super) files: Vec<(u64, Arc<[u8]>)>,
+    pub(super) files: Contents,
 }
 
 impl Subtree {
@@ -130,7 +137,7 @@ impl FollowUp {
         &self,
         dirs: Vec<StreamedDir<'_>>,
         files: Vec<StreamedFile<'_>>,
-    ) -> (Vec<(u64, Arc<[u8]>)>, Refs) {
+    ) -> (Contents, Refs) {
         let tree = match check(self.dir, ONE_DIR, 0, dirs, files) {
             Ok(t) => t,
             Err(refs) => return (Vec::new(), refs),
