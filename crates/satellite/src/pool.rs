@@ -7,10 +7,12 @@
 //! stalls the others. Frame buffers go back to the reader for reuse.
 //!
 //! The private channel is served in turns instead ([`Pool::serve_in_turns`]):
-//! its workers take turns reading it, and the one that read a frame runs
-//! it and writes the reply while the next one waits for the next frame,
-//! so a request costs no hand-off between threads (the stdin reader's
-//! queue costs one wake-up of a worker per request).
+//! its workers take turns reading it; the one reading runs each quick
+//! request itself (metadata, small I/O on regular files: `Fs::is_quick`)
+//! and goes on reading, and lets the next worker read only when a request
+//! may wait, which it then runs. So a round trip wakes one thread of the
+//! satellite, the one that reads it (the stdin reader's queue costs one
+//! more: a worker's).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -181,42 +183,49 @@ fn spawn_turn<R: Read + Send + 'static>(pool: &Pool, turns: &Arc<Turns<R>>) -> b
     spawned.is_ok()
 }
 
-/// A channel worker's life: wait for its turn, read one frame, let the
-/// next worker read, run the frame and send its reply.
+/// A channel worker's life: wait for its turn, read frames and run them,
+/// until one is not quick (see `Fs::is_quick`): let the next worker read
+/// then, and run that one. So a quick request is read, run and answered
+/// by one thread with no other woken (one wake-up per round trip), while
+/// one that may wait (a FIFO, big I/O, a sync) never stalls the channel.
 fn take_turns<R: Read + Send + 'static>(pool: &Pool, turns: &Arc<Turns<R>>) {
     let mut data = Vec::new();
     let mut scratch = Vec::new();
     loop {
         turns.waiting.fetch_add(1, Ordering::SeqCst);
-        let read = {
-            let mut input = turns.input.lock().unwrap_or_else(|p| p.into_inner());
-            turns.waiting.fetch_sub(1, Ordering::SeqCst);
-            server::read_request(pool, &mut *input)
-        };
-        let job = match read {
-            Ok(Framed::Request(id, frame)) => Job { id, frame },
-            Ok(Framed::Done) => continue,
-            // The host closed its end (or asked to stop): it is gone.
-            Ok(Framed::End) => std::process::exit(0),
-            Err(e) => {
-                eprintln!("dockerfuse-satellite: channel: {e}");
-                std::process::exit(0)
+        let mut input = Some(turns.input.lock().unwrap_or_else(|p| p.into_inner()));
+        turns.waiting.fetch_sub(1, Ordering::SeqCst);
+        while let Some(held) = input.as_mut() {
+            let job = match server::read_request(pool, &mut **held) {
+                Ok(Framed::Request(id, frame)) => Job { id, frame },
+                Ok(Framed::Done) => continue,
+                // The host closed its end (or asked to stop): it is gone.
+                Ok(Framed::End) => std::process::exit(0),
+                Err(e) => {
+                    eprintln!("dockerfuse-satellite: channel: {e}");
+                    std::process::exit(0)
+                }
+            };
+            let req = decode(&job);
+            if !req.as_ref().is_some_and(|r| pool.sh.fs.is_quick(r)) {
+                // The next worker reads while this one runs it.
+                input = None;
+                // Nobody waits to read next: one more worker, so a slow
+                // operation never stalls the channel.
+                if turns.waiting.load(Ordering::SeqCst) == 0
+                    && turns.workers.load(Ordering::SeqCst) < MAX_WORKERS
+                {
+                    spawn_turn(pool, turns);
+                }
             }
-        };
-        // Nobody waits to read next while this one runs: one more worker,
-        // so a slow operation never stalls the channel.
-        if turns.waiting.load(Ordering::SeqCst) == 0
-            && turns.workers.load(Ordering::SeqCst) < MAX_WORKERS
-        {
-            spawn_turn(pool, turns);
-        }
-        run(&pool.sh, &job, &mut data, &mut scratch);
-        if data.capacity() > 2 * MAX_IO as usize {
-            data = Vec::new();
-        }
-        let mut q = pool.sh.queue();
-        if q.spare.len() < 2 * MAX_WORKERS {
-            q.spare.push(job.frame);
+            execute(&pool.sh, job.id, req, &mut data, &mut scratch);
+            if data.capacity() > 2 * MAX_IO as usize {
+                data = Vec::new();
+            }
+            let mut q = pool.sh.queue();
+            if q.spare.len() < 2 * MAX_WORKERS {
+                q.spare.push(job.frame);
+            }
         }
     }
 }
@@ -259,26 +268,45 @@ fn next_job(sh: &Shared) -> Job {
     q.jobs.pop_front().expect("not empty")
 }
 
-/// Decodes and runs one request and sends its response; a forget or a
-/// batch of releases has none.
+/// Decodes and runs one request and sends its response.
 fn run(sh: &Shared, job: &Job, data: &mut Vec<u8>, scratch: &mut Vec<u8>) {
-    let resp = match frame::decode::<Request<'_>>(&job.frame) {
-        Ok(Request::Forget { nodes }) => {
+    execute(sh, job.id, decode(job), data, scratch);
+}
+
+/// The request of a frame; None (said on stderr) when it does not decode.
+fn decode(job: &Job) -> Option<Request<'_>> {
+    match frame::decode::<Request<'_>>(&job.frame) {
+        Ok(req) => Some(req),
+        Err(e) => {
+            eprintln!("dockerfuse-satellite: bad request {}: {e}", job.id);
+            None
+        }
+    }
+}
+
+/// Runs a decoded request (None: one that did not decode, EPROTO) and
+/// sends its response; a forget or a batch of releases has none.
+fn execute(
+    sh: &Shared,
+    id: u64,
+    req: Option<Request<'_>>,
+    data: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) {
+    let resp = match req {
+        Some(Request::Forget { nodes }) => {
             sh.fs.forget(&nodes);
             None
         }
-        Ok(Request::ReleaseMany { fhs }) => {
+        Some(Request::ReleaseMany { fhs }) => {
             sh.fs.release_many(&fhs);
             None
         }
-        Ok(req) => Some(sh.fs.handle(req, data)),
-        Err(e) => {
-            eprintln!("dockerfuse-satellite: bad request {}: {e}", job.id);
-            Some(Response::Error(Errno::EPROTO.0))
-        }
+        Some(req) => Some(sh.fs.handle(req, data)),
+        None => Some(Response::Error(Errno::EPROTO.0)),
     };
     if let Some(resp) = resp {
-        send(&sh.out, job.id, &resp, scratch);
+        send(&sh.out, id, &resp, scratch);
     }
     // Changes held back until this reply left may go now.
     sh.fs.watch.replied();
