@@ -156,7 +156,17 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// waits for the writes still behind (and a create sent behind), and
     /// reports their error (close(2) returns it). When some are in
     /// flight, that is a wait like any round trip, and counted as one.
+    /// With `--close-behind` it reports only an error already back and
+    /// answers at once ([`WriteBehind::close`]), unless too many handles
+    /// are closed with work behind.
     pub(crate) fn flush(&self, Fh(fh): Fh, cb: Cb<()>) {
+        if let Some(b) = self.out.behind.as_ref().filter(|_| self.opts.close_behind) {
+            match b.close(fh) {
+                Closed::Now => return cb(Ok(())),
+                Closed::Failed(e) => return cb(Err(Failure::behind(e))),
+                Closed::Wait => {}
+            }
+        }
         match self.out.behind.clone() {
             Some(b) => {
                 if !b.is_idle() {

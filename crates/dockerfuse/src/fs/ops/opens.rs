@@ -227,6 +227,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: i32,
         reply: R,
     ) {
+        if let Some(e) = self.owed(node) {
+            return reply.answer(Err(Failure::behind(e)));
+        }
         self.made.forget(node);
         let small = self
             .may_open_small(node, flags)
