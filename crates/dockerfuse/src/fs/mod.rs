@@ -588,6 +588,20 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         })
     }
 
+    /// Wraps `cb` of a lookup of `name` in `dir` to report, in place of
+    /// its outcome, the error owed to a file of that name whose create
+    /// was refused after its close returned.
+    fn owing_name<R: 'static>(&self, dir: u64, name: &[u8], cb: Cb<R>) -> Cb<R> {
+        let Some(b) = self.out.behind.clone().filter(|_| self.opts.close_behind) else {
+            return cb;
+        };
+        let name = name.to_vec();
+        Box::new(move |r| match b.take_owed_name(dir, &name) {
+            Some(e) => cb(Err(Failure::behind(e))),
+            None => cb(r),
+        })
+    }
+
     /// Unmount: waits (at most `limit`) for everything answered before
     /// the container did it, and logs what it refused after a close
     /// returned (`--close-behind`) and what was left behind.

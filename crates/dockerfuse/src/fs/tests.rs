@@ -2996,3 +2996,31 @@ fn with_close_behind_an_error_already_back_is_reported_by_close_and_too_many_clo
     }
     assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
 }
+
+#[test]
+fn with_close_behind_a_refused_create_shows_at_the_next_lookup_of_its_name_once() {
+    let (c, held) = closing_behind();
+    let (_, fh) = created_behind(&c);
+    let (cb, flushed) = capture();
+    c.flush(fh, cb);
+    assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+    held.answer(&create_new(), Err(Errno(libc::EACCES)));
+    let lookup = |held: &Held| {
+        let (cb, got) = capture();
+        c.lookup(&Who::Mount, NodeId(1), b"f", cb);
+        let req = Request::Lookup {
+            parent: 0,
+            name: b"".to_vec().into(),
+        };
+        if held.kinds().contains(&req.tag()) {
+            held.answer(&req, Ok(Response::Error(libc::ENOENT)));
+        }
+        let r = got.lock().unwrap().take().expect("answered");
+        r.map(|l| matches!(l, Lookup::Found(..)))
+    };
+    assert_eq!(lookup(&held), Err(Errno(libc::EACCES)));
+    assert!(matches!(
+        lookup(&held),
+        Err(Errno(libc::ENOENT)) | Ok(false)
+    ));
+}

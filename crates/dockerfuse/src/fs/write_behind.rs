@@ -133,6 +133,9 @@ struct Inner {
     closed: usize,
     /// Nodes owed an error refused after their handle's close.
     owed: HashMap<u64, Errno>,
+    /// Names (directory, name) of such nodes whose create was refused:
+    /// the kernel forgets the name, and its next lookup reports it.
+    owed_names: HashMap<(u64, Vec<u8>), u64>,
     /// Writes and creates refused after their handle's close, since the
     /// mount began (for the unmount's log).
     refused_after_close: u64,
@@ -497,6 +500,27 @@ impl WriteBehind {
         if g.owed.is_empty() {
             return None;
         }
+        g.owed.remove(&node)
+    }
+
+    /// The create of `node` as `name` in `dir` was refused: if its
+    /// handle was closed (the node is owed the error), the next lookup
+    /// of the name reports it ([`WriteBehind::take_owed_name`]).
+    pub(super) fn name_refused(&self, dir: u64, name: &[u8], node: u64) {
+        let mut g = self.lock();
+        if g.owed.contains_key(&node) && g.owed_names.len() < MAX_OWED {
+            g.owed_names.insert((dir, name.to_vec()), node);
+        }
+    }
+
+    /// The error owed to the node whose create as `name` in `dir` was
+    /// refused after its close (reported once).
+    pub(super) fn take_owed_name(&self, dir: u64, name: &[u8]) -> Option<Errno> {
+        let mut g = self.lock();
+        if g.owed_names.is_empty() {
+            return None;
+        }
+        let node = g.owed_names.remove(&(dir, name.to_vec()))?;
         g.owed.remove(&node)
     }
 
