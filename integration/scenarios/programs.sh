@@ -244,6 +244,8 @@ if [ "$DF_STATUS" -eq 0 ] && is_fuse_mounted "$MNT"; then
 	check "ls of the directory tar x goes into (--close-behind)" ls "$H"
 	behind_walk "tar x of 300 files and 100 symlinks (--close-behind)" 40 yes \
 		'tar -C "$SRC" -cf - bt | tar -C "$H" --no-same-owner -m -xf -'
+	# (Closed behind: the last files land a moment after tar exits.)
+	wait_until 10 dx sh -c "test \$(find $T/bt -type f | wc -l) -eq 300" || true
 	cap got dx sh -c "find $T/bt -type f | wc -l; find $T/bt -type l | wc -l; cat $T/bt/d3/f7"
 	assert_eq "the container has the files and symlinks tar x made (--close-behind)" $'300\n100\n3 7' "$got"
 	check "ls of a directory cp -r goes into (--close-behind)" run_sh 'mkdir "$H/cpd" && ls "$H/cpd"'
