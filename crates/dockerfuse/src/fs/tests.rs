@@ -3000,11 +3000,14 @@ fn with_close_behind_an_error_already_back_is_reported_by_close_and_too_many_clo
 #[test]
 fn with_close_behind_a_refused_create_shows_at_the_next_lookup_of_its_name_once() {
     let (c, held) = closing_behind();
-    let (_, fh) = created_behind(&c);
+    let (f, fh) = created_behind(&c);
     let (cb, flushed) = capture();
     c.flush(fh, cb);
     assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
     held.answer(&create_new(), Err(Errno(libc::EACCES)));
+    // The kernel drops the name, and forgets the node, before the
+    // program looks again.
+    c.forget(vec![(NodeId(f.node), 1)]);
     let lookup = |held: &Held| {
         let (cb, got) = capture();
         c.lookup(&Who::Mount, NodeId(1), b"f", cb);

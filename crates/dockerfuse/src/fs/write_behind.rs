@@ -524,10 +524,12 @@ impl WriteBehind {
         g.owed.remove(&node)
     }
 
-    /// The kernel forgot `node`: nothing reports its error any more.
+    /// The kernel forgot `node`: nothing reports its error any more,
+    /// but a lookup of its name if its create was refused (the kernel
+    /// forgets such a node as soon as its name is dropped).
     pub(super) fn forget_node(&self, node: u64) {
         let mut g = self.lock();
-        if !g.owed.is_empty() {
+        if g.owed.contains_key(&node) && !g.owed_names.values().any(|&n| n == node) {
             g.owed.remove(&node);
         }
     }
