@@ -3027,3 +3027,26 @@ fn with_close_behind_a_refused_create_shows_at_the_next_lookup_of_its_name_once(
         Err(Errno(libc::ENOENT)) | Ok(false)
     ));
 }
+
+#[test]
+fn with_close_behind_a_stat_after_close_is_answered_on_the_host_until_the_writes_landed() {
+    let (c, held) = closing_behind();
+    let (f, fh) = created_behind(&c);
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(f.node), fh, 0, b"hello", false, cb);
+    let (cb, flushed) = capture();
+    c.flush(fh, cb);
+    assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+    c.release(fh, Box::new(|_| {}));
+    // cp's stat after close: no round trip, the size written.
+    let (cb, got) = capture();
+    c.getattr(&Who::Mount, NodeId(f.node), None, cb);
+    let (a, _) = got.lock().unwrap().take().expect("answered").unwrap();
+    assert_eq!(a.size, 5);
+    assert_eq!(held.kinds(), vec![create_new().tag()]);
+    held.answer(&create_new(), Ok(Response::Created { entry: f, fh: fh.0 }));
+    held.answer(&write_req(), Ok(Response::Written(5)));
+    held.answer(&Request::Release { fh: 0 }, Ok(Response::Ok));
+    // Landed: the host follows the file no more.
+    assert!(c.made.attr(f.node).is_none());
+}
