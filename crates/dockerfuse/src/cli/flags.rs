@@ -117,8 +117,9 @@ pub(crate) struct Cli {
     /// waits and reports their error). A refusal after close returned
     /// shows at the file's next write, open, stat or setattr, at the
     /// directory's fsync (a create), and in the log; fsync the file to
-    /// know it is there (see docs/SEMANTICS.md). No effect with
-    /// `--no-write-behind`.
+    /// know it is there (see docs/SEMANTICS.md). No effect where writes
+    /// are not sent behind (`--no-write-behind`, `--allow-other`,
+    /// `--writeback-cache`).
     #[arg(long, help_heading = MOUNT)]
     pub close_behind: bool,
 
