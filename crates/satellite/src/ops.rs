@@ -73,6 +73,52 @@ impl Fs {
         }
     }
 
+    /// Whether `req` is quick: it waits on nothing outside this process
+    /// but the local filesystem's metadata and page cache (the metadata of
+    /// known nodes, directory pages, small I/O on open regular files),
+    /// so the channel's reader may run it itself, with no hand-off, while
+    /// the next request waits in the socket. Opens of anything but a
+    /// regular file (a FIFO's waits for a writer), other I/O, syncs,
+    /// subtrees and changes are not: they go to another worker.
+    pub(crate) fn is_quick(&self, req: &Request<'_>) -> bool {
+        use Request as R;
+        match req {
+            R::Lookup { .. }
+            | R::GetAttr { .. }
+            | R::ReadLink { .. }
+            | R::Access { .. }
+            | R::GetXattr { .. }
+            | R::ListXattr { .. }
+            | R::StatFs { .. }
+            | R::OpenDir { .. }
+            | R::Release { .. }
+            | R::ReleaseDir { .. }
+            | R::ReleaseMany { .. }
+            | R::Forget { .. } => true,
+            R::ReadDir { size, .. } | R::OpenReadDir { size, .. } => *size <= QUICK_IO,
+            R::Read { fh, size, .. } => *size <= QUICK_IO && self.regular_handle(*fh),
+            R::Write { fh, data, .. } => {
+                data.len() <= QUICK_IO as usize && self.regular_handle(*fh)
+            }
+            R::Lseek { fh, .. } => self.regular_handle(*fh),
+            R::Open { node, .. } | R::OpenSmall { node, .. } => self.regular_node(*node),
+            R::As { req, .. } => self.is_quick(req),
+            _ => false,
+        }
+    }
+
+    /// The open handle `fh` is a regular file.
+    fn regular_handle(&self, fh: u64) -> bool {
+        self.handles
+            .get(fh)
+            .is_ok_and(|h| h.file().is_ok_and(is_regular))
+    }
+
+    /// The node `node` is a regular file.
+    fn regular_node(&self, node: u64) -> bool {
+        self.nodes.get(node).is_ok_and(|n| is_regular(n.raw()))
+    }
+
     /// Runs one request. `buf` is the worker's reusable buffer; data
     /// replies borrow from it.
     pub(crate) fn handle<'b>(&self, req: Request<'_>, buf: &'b mut Vec<u8>) -> Response<'b> {
@@ -159,6 +205,14 @@ impl Fs {
         let _as = self.ident.switch(uid, gid, groups)?;
         self.dispatch(req, buf)
     }
+}
+
+/// Most bytes of I/O a quick request moves (see [`Fs::is_quick`]).
+const QUICK_IO: u32 = 128 * 1024;
+
+/// `fd` (`O_PATH` or not) is a regular file's.
+fn is_regular(fd: std::os::fd::RawFd) -> bool {
+    sys::stat_fd(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
 }
 
 /// Removes files by absolute path (left-overs of failed uploads), quietly:

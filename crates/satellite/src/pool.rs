@@ -7,14 +7,15 @@
 //! stalls the others. Frame buffers go back to the reader for reuse.
 //!
 //! The private channel is served in turns instead ([`Pool::serve_in_turns`]):
-//! its workers take turns reading it, and the one that read a frame runs
-//! it and writes the reply while the next one waits for the next frame,
-//! so a request costs no hand-off between threads (the stdin reader's
-//! queue costs one wake-up of a worker per request).
+//! its workers take turns reading it; the one reading runs each quick
+//! request itself (metadata, small I/O on regular files: `Fs::is_quick`)
+//! and goes on reading, and lets the next worker read only when a request
+//! may wait, which it then runs. So a round trip wakes one thread of the
+//! satellite, the one that reads it (the stdin reader's queue costs one
+//! more: a worker's).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use dockerfuse_proto::frame;
@@ -139,12 +140,51 @@ impl Pool {
 }
 
 /// An input read in turns by the workers that serve it.
+///
+/// One worker at a time holds the turn: it alone reads the input, and
+/// runs each quick request itself. It gives the turn up at a request that
+/// may wait, waking a worker that waits for it (or starting one). A quick
+/// request that waits after all (a lookup on a hung network filesystem)
+/// loses the turn to the watchdog thread after a [`STUCK`] tick or two, so
+/// the channel goes on; the stuck worker waits for a turn again once done.
 struct Turns<R> {
+    /// Locked only by the worker holding the turn (so never contended).
     input: Mutex<R>,
-    /// Workers waiting for their turn to read.
-    waiting: AtomicUsize,
+    state: Mutex<TurnState>,
+    /// Signalled when the turn is free.
+    free: Condvar,
+    /// The watchdog, once started.
+    watchdog: std::sync::OnceLock<std::thread::Thread>,
+}
+
+struct TurnState {
+    /// Nobody holds the turn.
+    free: bool,
+    /// Counts the turns taken: the holder's number tells it whether the
+    /// watchdog took its turn away.
+    turn: u64,
+    /// The quick request being run by the holder, by serial number.
+    running: Option<u64>,
+    serial: u64,
+    /// Workers waiting for the turn.
+    waiting: usize,
     /// Workers serving this input.
-    workers: AtomicUsize,
+    workers: usize,
+    /// The watchdog sleeps until the next quick request (idle channel).
+    watchdog_parked: bool,
+}
+
+/// How long a quick request may run before the watchdog may hand the turn
+/// on (it checks every tick: a request stuck one to two ticks).
+const STUCK: std::time::Duration = std::time::Duration::from_millis(10);
+/// Ticks without a quick request running after which the watchdog sleeps.
+const IDLE_TICKS: u32 = 100;
+
+impl<R> Turns<R> {
+    fn state(&self) -> MutexGuard<'_, TurnState> {
+        // Every change to the state is complete under the lock.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Pool {
@@ -154,9 +194,31 @@ impl Pool {
     pub(crate) fn serve_in_turns<R: Read + Send + 'static>(&self, input: R) -> bool {
         let turns = Arc::new(Turns {
             input: Mutex::new(input),
-            waiting: AtomicUsize::new(0),
-            workers: AtomicUsize::new(0),
+            state: Mutex::new(TurnState {
+                free: true,
+                turn: 0,
+                running: None,
+                serial: 0,
+                waiting: 0,
+                workers: 0,
+                watchdog_parked: false,
+            }),
+            free: Condvar::new(),
+            watchdog: std::sync::OnceLock::new(),
         });
+        let watchdog = {
+            let (pool, turns) = (self.clone(), turns.clone());
+            std::thread::Builder::new()
+                .name("channel-watch".into())
+                .stack_size(64 * 1024)
+                .spawn(move || watch_turns(&pool, &turns))
+        };
+        match watchdog {
+            Ok(t) => {
+                let _ = turns.watchdog.set(t.thread().clone());
+            }
+            Err(_) => return false,
+        }
         let mut started = false;
         for _ in 0..START_WORKERS {
             started |= spawn_turn(self, &turns);
@@ -167,7 +229,7 @@ impl Pool {
 
 fn spawn_turn<R: Read + Send + 'static>(pool: &Pool, turns: &Arc<Turns<R>>) -> bool {
     let (pool, turns) = (pool.clone(), turns.clone());
-    turns.workers.fetch_add(1, Ordering::SeqCst);
+    turns.state().workers += 1;
     let spawned = std::thread::Builder::new()
         .name("channel".into())
         .stack_size(256 * 1024)
@@ -176,47 +238,132 @@ fn spawn_turn<R: Read + Send + 'static>(pool: &Pool, turns: &Arc<Turns<R>>) -> b
             move || take_turns(&pool, &turns)
         });
     if spawned.is_err() {
-        turns.workers.fetch_sub(1, Ordering::SeqCst);
+        turns.state().workers -= 1;
     }
     spawned.is_ok()
 }
 
-/// A channel worker's life: wait for its turn, read one frame, let the
-/// next worker read, run the frame and send its reply.
+/// Frees the turn (its holder runs a request that may wait, or is stuck):
+/// wakes a worker waiting for it, or starts one, so a slow operation never
+/// stalls the channel.
+fn hand_on<R: Read + Send + 'static>(
+    pool: &Pool,
+    turns: &Arc<Turns<R>>,
+    mut st: MutexGuard<'_, TurnState>,
+) {
+    st.free = true;
+    // The holder's number is void: stuck, it sees it lost the turn.
+    st.turn += 1;
+    st.running = None;
+    let spawn = st.waiting == 0 && st.workers < MAX_WORKERS;
+    drop(st);
+    if spawn {
+        spawn_turn(pool, turns);
+    } else {
+        turns.free.notify_one();
+    }
+}
+
+/// A channel worker's life: wait for the turn, read frames and run the
+/// quick ones (see `Fs::is_quick`) until one is not: hand the turn on then,
+/// and run that one. So a quick request is read, run and answered by one
+/// thread with no other woken (one wake-up per round trip), while one
+/// that may wait (a FIFO, big I/O, a sync) never stalls the channel.
 fn take_turns<R: Read + Send + 'static>(pool: &Pool, turns: &Arc<Turns<R>>) {
     let mut data = Vec::new();
     let mut scratch = Vec::new();
     loop {
-        turns.waiting.fetch_add(1, Ordering::SeqCst);
-        let read = {
-            let mut input = turns.input.lock().unwrap_or_else(|p| p.into_inner());
-            turns.waiting.fetch_sub(1, Ordering::SeqCst);
-            server::read_request(pool, &mut *input)
-        };
-        let job = match read {
-            Ok(Framed::Request(id, frame)) => Job { id, frame },
-            Ok(Framed::Done) => continue,
-            // The host closed its end (or asked to stop): it is gone.
-            Ok(Framed::End) => std::process::exit(0),
-            Err(e) => {
-                eprintln!("dockerfuse-satellite: channel: {e}");
-                std::process::exit(0)
+        let mine = {
+            let mut st = turns.state();
+            st.waiting += 1;
+            while !st.free {
+                st = turns.free.wait(st).unwrap_or_else(|p| p.into_inner());
             }
+            st.waiting -= 1;
+            st.free = false;
+            st.turn += 1;
+            st.turn
         };
-        // Nobody waits to read next while this one runs: one more worker,
-        // so a slow operation never stalls the channel.
-        if turns.waiting.load(Ordering::SeqCst) == 0
-            && turns.workers.load(Ordering::SeqCst) < MAX_WORKERS
-        {
-            spawn_turn(pool, turns);
+        loop {
+            let read = {
+                let mut input = turns.input.lock().unwrap_or_else(|p| p.into_inner());
+                server::read_request(pool, &mut *input)
+            };
+            let job = match read {
+                Ok(Framed::Request(id, frame)) => Job { id, frame },
+                Ok(Framed::Done) => continue,
+                // The host closed its end (or asked to stop): it is gone.
+                Ok(Framed::End) => std::process::exit(0),
+                Err(e) => {
+                    eprintln!("dockerfuse-satellite: channel: {e}");
+                    std::process::exit(0)
+                }
+            };
+            let req = decode(&job);
+            let quick = req.as_ref().is_some_and(|r| pool.sh.fs.is_quick(r));
+            let mut st = turns.state();
+            if quick {
+                st.serial += 1;
+                st.running = Some(st.serial);
+                if std::mem::take(&mut st.watchdog_parked) {
+                    if let Some(t) = turns.watchdog.get() {
+                        t.unpark();
+                    }
+                }
+                drop(st);
+            } else {
+                hand_on(pool, turns, st);
+            }
+            execute(&pool.sh, job.id, req, &mut data, &mut scratch);
+            if data.capacity() > 2 * MAX_IO as usize {
+                data = Vec::new();
+            }
+            {
+                let mut q = pool.sh.queue();
+                if q.spare.len() < 2 * MAX_WORKERS {
+                    q.spare.push(job.frame);
+                }
+            }
+            if !quick {
+                break;
+            }
+            let mut st = turns.state();
+            if st.turn != mine {
+                // The watchdog handed the turn on while this one was stuck.
+                break;
+            }
+            st.running = None;
         }
-        run(&pool.sh, &job, &mut data, &mut scratch);
-        if data.capacity() > 2 * MAX_IO as usize {
-            data = Vec::new();
+    }
+}
+
+/// The watchdog of a channel: every [`STUCK`] tick, hands the turn on when
+/// the same quick request still runs as at the last tick; sleeps while no
+/// quick request ran for [`IDLE_TICKS`] ticks, until the next one.
+fn watch_turns<R: Read + Send + 'static>(pool: &Pool, turns: &Arc<Turns<R>>) {
+    let (mut last, mut last_serial, mut idle) = (None, 0, 0);
+    loop {
+        std::thread::sleep(STUCK);
+        let mut st = turns.state();
+        if st.running.is_some() && st.running == last {
+            last = None;
+            hand_on(pool, turns, st);
+            continue;
         }
-        let mut q = pool.sh.queue();
-        if q.spare.len() < 2 * MAX_WORKERS {
-            q.spare.push(job.frame);
+        last = st.running;
+        if st.serial != last_serial || st.running.is_some() {
+            last_serial = st.serial;
+            idle = 0;
+            continue;
+        }
+        idle += 1;
+        if idle >= IDLE_TICKS {
+            st.watchdog_parked = true;
+            drop(st);
+            // Woken by the next quick request (or spuriously: then this
+            // is one more tick).
+            std::thread::park();
+            idle = 0;
         }
     }
 }
@@ -259,26 +406,45 @@ fn next_job(sh: &Shared) -> Job {
     q.jobs.pop_front().expect("not empty")
 }
 
-/// Decodes and runs one request and sends its response; a forget or a
-/// batch of releases has none.
+/// Decodes and runs one request and sends its response.
 fn run(sh: &Shared, job: &Job, data: &mut Vec<u8>, scratch: &mut Vec<u8>) {
-    let resp = match frame::decode::<Request<'_>>(&job.frame) {
-        Ok(Request::Forget { nodes }) => {
+    execute(sh, job.id, decode(job), data, scratch);
+}
+
+/// The request of a frame; None (said on stderr) when it does not decode.
+fn decode(job: &Job) -> Option<Request<'_>> {
+    match frame::decode::<Request<'_>>(&job.frame) {
+        Ok(req) => Some(req),
+        Err(e) => {
+            eprintln!("dockerfuse-satellite: bad request {}: {e}", job.id);
+            None
+        }
+    }
+}
+
+/// Runs a decoded request (None: one that did not decode, EPROTO) and
+/// sends its response; a forget or a batch of releases has none.
+fn execute(
+    sh: &Shared,
+    id: u64,
+    req: Option<Request<'_>>,
+    data: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) {
+    let resp = match req {
+        Some(Request::Forget { nodes }) => {
             sh.fs.forget(&nodes);
             None
         }
-        Ok(Request::ReleaseMany { fhs }) => {
+        Some(Request::ReleaseMany { fhs }) => {
             sh.fs.release_many(&fhs);
             None
         }
-        Ok(req) => Some(sh.fs.handle(req, data)),
-        Err(e) => {
-            eprintln!("dockerfuse-satellite: bad request {}: {e}", job.id);
-            Some(Response::Error(Errno::EPROTO.0))
-        }
+        Some(req) => Some(sh.fs.handle(req, data)),
+        None => Some(Response::Error(Errno::EPROTO.0)),
     };
     if let Some(resp) = resp {
-        send(&sh.out, job.id, &resp, scratch);
+        send(&sh.out, id, &resp, scratch);
     }
     // Changes held back until this reply left may go now.
     sh.fs.watch.replied();

@@ -921,6 +921,85 @@ fn on_the_channel_slow_operations_do_not_stall_others() {
     assert!(s.child.wait().unwrap().success());
 }
 
+/// A quick request (one the channel's reader runs itself) that waits after
+/// all loses the turn to the watchdog: here the open for writing of a
+/// regular file on which this process holds a read lease, which waits
+/// until the lease is given up.
+#[test]
+fn on_the_channel_a_quick_request_that_waits_does_not_stall_others() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leased");
+    std::fs::write(&path, b"x").unwrap();
+    let (mut s, _) = Sat::start(dir.path());
+    let f = s.entry(Request::Lookup {
+        parent: ROOT_NODE,
+        name: name("leased"),
+    });
+    let fd = match s.call(Request::OpenChannel) {
+        Response::Channel { fd } => fd,
+        other => panic!("expected a channel, got {other:?}"),
+    };
+    let sock = take_fd(s.child.id(), fd);
+    assert_eq!(s.call(Request::UseChannel { fds: false }), Response::Ok);
+    let mut sock_in = std::os::unix::net::UnixStream::from(sock);
+    let sock_read = sock_in.try_clone().unwrap();
+    // A stalled channel fails the test instead of hanging it.
+    sock_read
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut sock_out = BufReader::new(sock_read);
+    let mut buf = Vec::new();
+    assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(HELLO_ID));
+    let leased = std::fs::File::open(&path).unwrap();
+    // SAFETY: ignoring SIGIO (the lease break's signal, whose default
+    // ends the process) touches no memory; an owned descriptor.
+    unsafe {
+        libc::signal(libc::SIGIO, libc::SIG_IGN);
+        assert_eq!(
+            libc::fcntl(leased.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut frame = Vec::new();
+    let open = Request::Open {
+        node: f.node,
+        flags: OpenFlags::from_native(libc::O_WRONLY),
+    };
+    encode(100, &open, &mut frame).unwrap();
+    sock_in.write_all(&frame).unwrap();
+    for id in 200..203 {
+        let getattr = Request::GetAttr {
+            node: ROOT_NODE,
+            fh: None,
+        };
+        frame.clear();
+        encode(id, &getattr, &mut frame).unwrap();
+        sock_in.write_all(&frame).unwrap();
+        assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(id));
+        assert!(matches!(
+            decode::<Response<'_>>(&buf).unwrap(),
+            Response::Attr(_)
+        ));
+    }
+    // Given up, the lease lets the open through.
+    // SAFETY: an owned descriptor.
+    assert_eq!(
+        unsafe { libc::fcntl(leased.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) },
+        0
+    );
+    assert_eq!(read_frame(&mut sock_out, &mut buf).unwrap(), Some(100));
+    assert!(matches!(
+        decode::<Response<'_>>(&buf).unwrap(),
+        Response::Opened { .. }
+    ));
+    drop(sock_in);
+    drop(sock_out);
+    assert!(s.child.wait().unwrap().success());
+}
+
 #[test]
 fn garbage_input_does_not_crash_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,9 @@ pub(super) struct Made {
     coh: Arc<Coherence>,
     /// Setattrs sent behind and not done yet, per node.
     fences: Mutex<HashMap<u64, u32>>,
+    /// The node each create's handle made, until its release (its writes
+    /// may land after the kernel released it, with `--close-behind`).
+    handles: Mutex<HashMap<u64, u64>>,
 }
 
 /// The host's clock now, as (seconds, nanoseconds).
@@ -103,6 +106,7 @@ impl Made {
         Made {
             coh,
             fences: Mutex::default(),
+            handles: Mutex::default(),
         }
     }
 
@@ -113,7 +117,18 @@ impl Made {
     /// Regular file `node` was created behind in `parent`, opened as
     /// `fh`, with `attr` (the host's guess until the container answers).
     pub(super) fn begin(&self, node: u64, parent: u64, fh: u64, attr: Attr) {
-        self.coh.follow(node, attr, parent, fh);
+        if self.coh.follow(node, attr, parent, fh) {
+            self.handles().insert(fh, node);
+        }
+    }
+
+    fn handles(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node the create of handle `fh` made, while it is open.
+    fn node_of(&self, fh: u64) -> Option<u64> {
+        self.handles().get(&fh).copied()
     }
 
     /// `node`'s attributes, when the host holds them as made behind.
@@ -191,7 +206,7 @@ impl Made {
 
     /// The container wrote `n` bytes through `fh` and had `attr` after.
     pub(super) fn written(&self, fh: u64, n: u32, attr: Attr) {
-        let Some(node) = self.coh.handle_node(fh) else {
+        let Some(node) = self.node_of(fh) else {
             return;
         };
         self.coh.follow_change(node, |_, f| {
@@ -213,7 +228,7 @@ impl Made {
     /// no setattr is in flight, becomes what the host answers. The node
     /// if that changed what the host answered.
     pub(super) fn flushed(&self, fh: u64) -> Option<u64> {
-        let node = self.coh.handle_node(fh)?;
+        let node = self.node_of(fh)?;
         if self.fenced(node) {
             return None;
         }
@@ -233,12 +248,15 @@ impl Made {
     /// else they go. The node, if it was followed (the kernel may hold
     /// the host's guess: it asks again).
     pub(super) fn released(&self, fh: u64) -> Option<u64> {
-        let node = self.coh.handle_node(fh)?;
-        let (_, f) = self.coh.followed(node)?;
-        if f.fh != Some(fh) {
+        let node = self.node_of(fh)?;
+        let ours = (self.coh.followed(node)).is_some_and(|(_, f)| f.fh == Some(fh));
+        if ours {
+            self.flushed(fh);
+        }
+        self.handles().remove(&fh);
+        if !ours {
             return None;
         }
-        self.flushed(fh);
         self.coh.follow_released(node, self.fenced(node));
         Some(node)
     }
@@ -246,7 +264,7 @@ impl Made {
     /// Handle `fh` is read (the atime moves): the file it created is no
     /// longer followed. The node if it was.
     pub(super) fn read(&self, fh: u64) -> Option<u64> {
-        let node = self.coh.handle_node(fh)?;
+        let node = self.node_of(fh)?;
         self.coh.unfollow(node).then_some(node)
     }
 

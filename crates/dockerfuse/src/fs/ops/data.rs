@@ -161,7 +161,17 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// waits for the writes still behind (and a create sent behind), and
     /// reports their error (close(2) returns it). When some are in
     /// flight, that is a wait like any round trip, and counted as one.
+    /// With `--close-behind` it reports only an error already back and
+    /// answers at once ([`WriteBehind::close`]), unless too many handles
+    /// are closed with work behind.
     pub(crate) fn flush(&self, Fh(fh): Fh, cb: Cb<()>) {
+        if let Some(b) = self.out.behind.as_ref().filter(|_| self.opts.close_behind) {
+            match b.close(fh) {
+                Closed::Now => return cb(Ok(())),
+                Closed::Failed(e) => return cb(Err(Failure::behind(e))),
+                Closed::Wait => {}
+            }
+        }
         match self.out.behind.clone() {
             Some(b) => {
                 if !b.is_idle() {
@@ -184,12 +194,26 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// satellite closes the file when the request gets there, after the
     /// handle's writes, or, for a file whose reads were answered here (it
     /// was opened read-only), with others in a batch ([`releases`]).
-    /// Handle `fh` is released: a file it created keeps the container's
-    /// attributes on the host, or is no longer followed ([`made`]); the
-    /// kernel, which may hold the host's guess, asks again.
-    pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
+    /// Handle `fh` is released (its writes landed, unless closed behind):
+    /// a file it created keeps the container's attributes on the host, or
+    /// is no longer followed ([`made`]); the kernel, which may hold the
+    /// host's guess, asks again.
+    pub(in crate::fs) fn made_done(&self, fh: u64) {
         if let Some(node) = self.made.released(fh) {
             self.coherence.provisional_done(node);
+        }
+    }
+
+    pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
+        // With `--close-behind` the file's create and writes may still be
+        // behind: the host keeps answering its stat (the `stat` cp makes
+        // after close) from the attributes it holds until they landed,
+        // when the release's reply comes.
+        let later = self.opts.close_behind
+            && !Fh(fh).is_host()
+            && self.out.behind.as_ref().is_some_and(|b| !b.is_idle());
+        if !later {
+            self.made_done(fh);
         }
         self.coherence.released(fh);
         if Fh(fh).is_host() {
@@ -209,6 +233,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             pt.release(fh);
         }
         if self.heads.release(fh) {
+            if later {
+                self.made_done(fh);
+            }
             if let Some(b) = &self.out.behind {
                 b.forget(fh);
             }
@@ -219,8 +246,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         match self.out.behind.clone() {
             Some(b) => {
                 let _bg = crate::mount::waits::background();
-                self.out
-                    .send(&Who::Mount, &req, Box::new(move |_| b.forget(fh)))
+                let made = later.then(|| (self.made.clone(), self.coherence.clone()));
+                let done = move |_: Result<Response<'_>, Failure>| {
+                    b.forget(fh);
+                    if let Some((made, coh)) = made {
+                        if let Some(node) = made.released(fh) {
+                            coh.provisional_done(node);
+                        }
+                    }
+                };
+                self.out.send(&Who::Mount, &req, Box::new(done))
             }
             None => self.out.send_and_forget(&Who::Mount, &req),
         }
