@@ -439,11 +439,6 @@ impl Coherence {
         self.lock().followed_nodes()
     }
 
-    /// The node handle `fh` was opened on, if the ledger knows it.
-    pub(crate) fn handle_node(&self, fh: u64) -> Option<u64> {
-        self.lock().handle_node(fh)
-    }
-
     /// The mount's own operation removes, replaces or moves `name` in
     /// `parent` (or did): the parent's and the named node's attributes.
     pub(crate) fn name_changed(&self, parent: u64, name: &[u8]) {

@@ -310,11 +310,6 @@ impl Ledger {
         self.made.keys().copied().collect()
     }
 
-    /// The node handle `fh` was opened on, if any.
-    pub(crate) fn handle_node(&self, fh: u64) -> Option<u64> {
-        self.handles.get(&fh).copied()
-    }
-
     /// The attributes kept for `node`, if still valid.
     pub(crate) fn kept(&self, node: u64) -> Option<Kept> {
         self.attrs
