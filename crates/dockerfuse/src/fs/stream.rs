@@ -29,7 +29,7 @@
 //! and are as long as its attributes say. Memory is bounded by [`MAX_ENTRIES`] and
 //! [`MAX_BYTES`]: past them what was kept before goes first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dockerfuse_proto::{StreamBudget, StreamedDir, StreamedFile, MAX_STREAM_BYTES};
@@ -43,6 +43,8 @@ pub(super) const BUDGET: StreamBudget = StreamBudget {
     depth: 32,
     file_max: 16 * 1024,
 };
+/// Read-ahead streams on their way at once.
+pub(super) const AHEAD: usize = 2;
 /// Entries kept at once, all streams together.
 pub(super) const MAX_ENTRIES: usize = 64 * 1024;
 /// Bytes of contents kept at once.
@@ -69,6 +71,9 @@ pub(super) struct Subtree {
     /// `(directory, listing)`, the one asked for first.
     pub(super) dirs: Vec<(u64, Dir)>,
     pub(super) files: Vec<(u64, Arc<[u8]>)>,
+    /// The directories its listings name without bringing their own, in
+    /// order: where a walk goes next ([`Streams::ahead`]).
+    pub(super) frontier: Vec<u64>,
 }
 
 impl Subtree {
@@ -127,7 +132,7 @@ pub(super) fn check(
     if !ok || dirs.first().is_some_and(|d| d.node != asked) {
         return Err(references);
     }
-    let dirs = dirs
+    let dirs: Vec<(u64, Dir)> = dirs
         .into_iter()
         .map(|d| {
             let items = listing::plus(d.entries, std::time::Duration::ZERO)
@@ -141,7 +146,23 @@ pub(super) fn check(
         .into_iter()
         .map(|f| (f.node, Arc::from(&f.data[..])))
         .collect();
-    Ok(Subtree { dirs, files })
+    let frontier = frontier(&dirs);
+    Ok(Subtree {
+        dirs,
+        files,
+        frontier,
+    })
+}
+
+/// The directories named in `dirs` whose listing is not among them.
+fn frontier(dirs: &[(u64, Dir)]) -> Vec<u64> {
+    let listed: HashSet<u64> = dirs.iter().map(|(n, _)| *n).collect();
+    dirs.iter()
+        .flat_map(|(_, d)| d.items.iter())
+        .filter(|i| i.counted && i.attr.mode & libc::S_IFMT == libc::S_IFDIR)
+        .map(|i| i.node)
+        .filter(|n| !listed.contains(n))
+        .collect()
 }
 
 #[derive(Default)]
@@ -152,6 +173,12 @@ struct Inner {
     files: HashMap<u64, Arc<[u8]>>,
     entries: usize,
     bytes: usize,
+    /// Directories named by what streams brought, not streamed yet.
+    frontier: VecDeque<u64>,
+    /// Directories streamed or being streamed this generation.
+    asked: HashSet<u64>,
+    /// Read-ahead streams on their way.
+    flying: usize,
 }
 
 impl Inner {
@@ -162,6 +189,8 @@ impl Inner {
         self.files.clear();
         self.entries = 0;
         self.bytes = 0;
+        self.frontier.clear();
+        self.asked.clear();
         refs
     }
 
@@ -191,6 +220,9 @@ impl Streams {
     pub(super) fn take_dir(&self, dir: u64, generation: u64) -> (Option<Dir>, Vec<(u64, u64)>) {
         let mut t = self.lock();
         let stale = t.current(generation);
+        if t.asked.len() < MAX_ENTRIES {
+            t.asked.insert(dir);
+        }
         let d = t.dirs.remove(&dir);
         if let Some(d) = &d {
             t.entries -= d.items.len();
@@ -236,7 +268,36 @@ impl Streams {
                 t.bytes -= old.len();
             }
         }
+        let room = MAX_ENTRIES.saturating_sub(t.frontier.len());
+        t.frontier.extend(tree.frontier.into_iter().take(room));
         forget
+    }
+
+    /// The directories to stream ahead of the kernel now: the next ones
+    /// the streams named without bringing, while fewer than [`AHEAD`]
+    /// such streams are on their way and what is kept is under a quarter
+    /// of [`MAX_ENTRIES`]. Each is to be followed by [`Streams::landed`].
+    pub(super) fn ahead(&self, generation: u64) -> (Vec<u64>, Refs) {
+        let mut t = self.lock();
+        let stale = t.current(generation);
+        let mut go = Vec::new();
+        while t.flying < AHEAD && t.entries < MAX_ENTRIES / 4 {
+            let Some(dir) = t.frontier.pop_front() else {
+                break;
+            };
+            if t.dirs.contains_key(&dir) || !t.asked.insert(dir) {
+                continue;
+            }
+            t.flying += 1;
+            go.push(dir);
+        }
+        (go, stale)
+    }
+
+    /// A read-ahead stream is back (kept or not).
+    pub(super) fn landed(&self) {
+        let mut t = self.lock();
+        t.flying = t.flying.saturating_sub(1);
     }
 
     /// Entries and bytes kept.
@@ -387,5 +448,43 @@ mod tests {
         let forget = s.put(1, 1, big(1_000_000));
         assert_eq!(forget.len(), MAX_ENTRIES / 2 + 1, "the older listing");
         assert_eq!(s.size().0, MAX_ENTRIES / 2 + 1);
+    }
+
+    #[test]
+    fn the_directories_named_and_not_brought_are_streamed_ahead_once() {
+        let dirs = vec![
+            StreamedDir {
+                node: 1,
+                entries: vec![
+                    ent("d", 2, libc::S_IFDIR | 0o755, 0),
+                    ent("e", 5, libc::S_IFDIR | 0o755, 0),
+                    ent("f", 3, libc::S_IFREG | 0o644, 2),
+                ],
+            },
+            StreamedDir {
+                node: 2,
+                entries: vec![
+                    ent("g", 6, libc::S_IFDIR | 0o755, 0),
+                    ent("h", 7, libc::S_IFDIR | 0o755, 0),
+                ],
+            },
+        ];
+        let t = check(1, BUDGET, 7, dirs, Vec::new()).ok().unwrap();
+        assert_eq!(t.frontier, vec![5, 6, 7]);
+        let s = Streams::default();
+        s.put(5, 5, t);
+        // One the kernel already read is not streamed again.
+        s.take_dir(6, 5);
+        let (go, stale) = s.ahead(5);
+        assert!(stale.is_empty());
+        assert_eq!(go, vec![5, 7]);
+        assert!(s.ahead(5).0.is_empty(), "{AHEAD} on their way");
+        s.landed();
+        s.landed();
+        assert!(s.ahead(5).0.is_empty(), "each once");
+        // A change drops the frontier with the rest.
+        let (dirs, files) = tree();
+        s.put(5, 5, check(1, BUDGET, 7, dirs, files).ok().unwrap());
+        assert!(s.ahead(6).0.is_empty());
     }
 }

@@ -314,6 +314,7 @@ impl<T: Transport> PlusPath<T> {
         }
         let generation = coh.generation();
         if let Some(d) = kept {
+            self.read_ahead(&who, &coh);
             listed_whole(&coh, fh, dir, &d.items);
             let buf = Buffer {
                 next: 0,
@@ -353,6 +354,7 @@ impl<T: Transport> PlusPath<T> {
                     if !forget.is_empty() {
                         self.out.transport.post(&Request::Forget { nodes: forget });
                     }
+                    self.read_ahead(&who, &coh);
                     if sent == now {
                         listed_whole(&coh, fh, dir, &first.items);
                     }
@@ -373,6 +375,63 @@ impl<T: Transport> PlusPath<T> {
                 }
             }),
         );
+    }
+}
+
+impl<T: Transport> PlusPath<T> {
+    /// Streams, in the background, the next directories the streams so
+    /// far named without bringing ([`stream::Streams::ahead`]): a walk
+    /// finds them kept when it gets there, and the satellite lists them
+    /// while the kernel reads what came before. Each reply is kept as a
+    /// stream's is, and asks for the next ones.
+    fn read_ahead(&self, who: &Who, coh: &Arc<Coherence>) {
+        let (go, stale) = self.streams.ahead(self.out.stream_generation(coh));
+        if !stale.is_empty() {
+            self.out.transport.post(&Request::Forget { nodes: stale });
+        }
+        for dir in go {
+            let sent = self.out.stream_generation(coh);
+            let stamp = coh.attr_stamp();
+            let budget = stream::BUDGET;
+            let (path, who2, coh2) = (self.clone(), who.clone(), coh.clone());
+            let _bg = crate::mount::waits::background();
+            self.out.send(
+                who,
+                &Request::Stream { node: dir, budget },
+                Box::new(move |r| {
+                    path.streams.landed();
+                    let mut forget = Vec::new();
+                    if let Ok(Response::Streamed { dirs, files }) = r {
+                        match stream::check(dir, budget, stamp, dirs, files) {
+                            Ok(tree) => {
+                                let now = path.out.stream_generation(&coh2);
+                                forget = path.streams.put(sent, now, tree);
+                            }
+                            Err(refs) => {
+                                tracing::debug!(dir, "a stream broke the rules: refused");
+                                forget = refs;
+                            }
+                        }
+                    }
+                    if !forget.is_empty() {
+                        path.out.transport.post(&Request::Forget { nodes: forget });
+                    }
+                    path.read_ahead(&who2, &coh2);
+                }),
+            );
+        }
+    }
+}
+
+impl<T> Clone for PlusPath<T> {
+    fn clone(&self) -> Self {
+        PlusPath {
+            out: self.out.clone(),
+            dirs: self.dirs.clone(),
+            streams: self.streams.clone(),
+            per_caller: self.per_caller,
+            open_read_dir: self.open_read_dir,
+        }
     }
 }
 
