@@ -175,11 +175,16 @@ struct Inner {
     bytes: usize,
     /// Directories named by what streams brought, not streamed yet.
     frontier: VecDeque<u64>,
+    /// All those, streamed since or not.
+    named: HashSet<u64>,
     /// Directories streamed or being streamed this generation.
     asked: HashSet<u64>,
-    /// Read-ahead streams on their way.
-    flying: usize,
+    /// Read-ahead streams on their way, with what waits for each.
+    flying: HashMap<u64, Vec<Waiter>>,
 }
+
+/// A kernel read waiting for a read-ahead stream of its directory.
+pub(super) type Waiter = Box<dyn FnOnce() + Send>;
 
 impl Inner {
     /// Drops everything; the references to forget.
@@ -190,6 +195,7 @@ impl Inner {
         self.entries = 0;
         self.bytes = 0;
         self.frontier.clear();
+        self.named.clear();
         self.asked.clear();
         refs
     }
@@ -230,6 +236,11 @@ impl Streams {
         (d, stale)
     }
 
+    /// Whether a stream named `dir` (a walk went where streams went).
+    pub(super) fn named(&self, dir: u64) -> bool {
+        self.lock().named.contains(&dir)
+    }
+
     /// The whole contents of `node` if they came with a stream and are
     /// current; the references of what went stale, to forget.
     pub(super) fn contents(&self, node: u64, generation: u64) -> (Option<Arc<[u8]>>, Refs) {
@@ -268,36 +279,59 @@ impl Streams {
                 t.bytes -= old.len();
             }
         }
-        let room = MAX_ENTRIES.saturating_sub(t.frontier.len());
-        t.frontier.extend(tree.frontier.into_iter().take(room));
+        for dir in tree.frontier {
+            if t.named.len() < MAX_ENTRIES && t.named.insert(dir) {
+                t.frontier.push_back(dir);
+            }
+        }
         forget
     }
 
     /// The directories to stream ahead of the kernel now: the next ones
     /// the streams named without bringing, while fewer than [`AHEAD`]
-    /// such streams are on their way and what is kept is under a quarter
-    /// of [`MAX_ENTRIES`]. Each is to be followed by [`Streams::landed`].
+    /// such streams are on their way, the listings kept are under a
+    /// quarter of [`MAX_ENTRIES`] and the contents leave room for those
+    /// streams under [`MAX_BYTES`]. Each is to be followed by
+    /// [`Streams::landed`].
     pub(super) fn ahead(&self, generation: u64) -> (Vec<u64>, Refs) {
         let mut t = self.lock();
         let stale = t.current(generation);
         let mut go = Vec::new();
-        while t.flying < AHEAD && t.entries < MAX_ENTRIES / 4 {
+        // Contents stay kept once read (a file may be opened again): the
+        // room for one more reply, so that a read-ahead never drops them.
+        while t.flying.len() < AHEAD
+            && t.entries < MAX_ENTRIES / 4
+            && t.bytes + (AHEAD + 1) * MAX_STREAM_BYTES as usize <= MAX_BYTES
+        {
             let Some(dir) = t.frontier.pop_front() else {
                 break;
             };
             if t.dirs.contains_key(&dir) || !t.asked.insert(dir) {
                 continue;
             }
-            t.flying += 1;
+            t.flying.insert(dir, Vec::new());
             go.push(dir);
         }
         (go, stale)
     }
 
-    /// A read-ahead stream is back (kept or not).
-    pub(super) fn landed(&self) {
-        let mut t = self.lock();
-        t.flying = t.flying.saturating_sub(1);
+    /// Runs `w` when the read-ahead stream of `dir` is back, if one is on
+    /// its way (else gives it back): a second stream of the same
+    /// directory would only do its work twice.
+    pub(super) fn wait_for(&self, dir: u64, w: Waiter) -> Result<(), Waiter> {
+        match self.lock().flying.get_mut(&dir) {
+            Some(v) => {
+                v.push(w);
+                Ok(())
+            }
+            None => Err(w),
+        }
+    }
+
+    /// The read-ahead stream of `dir` is back (kept or not): what waited
+    /// for it, to run.
+    pub(super) fn landed(&self, dir: u64) -> Vec<Waiter> {
+        self.lock().flying.remove(&dir).unwrap_or_default()
     }
 
     /// Entries and bytes kept.
@@ -479,8 +513,14 @@ mod tests {
         assert!(stale.is_empty());
         assert_eq!(go, vec![5, 7]);
         assert!(s.ahead(5).0.is_empty(), "{AHEAD} on their way");
-        s.landed();
-        s.landed();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = ran.clone();
+        let w: Waiter = Box::new(move || r.store(true, std::sync::atomic::Ordering::SeqCst));
+        assert!(s.wait_for(7, w).is_ok());
+        assert!(s.landed(5).is_empty());
+        s.landed(7).into_iter().for_each(|w| w());
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(s.wait_for(7, Box::new(|| ())).is_err(), "back already");
         assert!(s.ahead(5).0.is_empty(), "each once");
         // A change drops the frontier with the rest.
         let (dirs, files) = tree();

@@ -2,6 +2,7 @@
 //! subtree stream or the satellite), releasedir and fsyncdir.
 
 use super::super::*;
+use std::sync::Mutex;
 
 impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// Opens a directory; true with the handle when the kernel may keep
@@ -325,6 +326,25 @@ impl<T: Transport> PlusPath<T> {
             };
             return giver.give(buf, cb);
         }
+        // The read-ahead of this directory is on its way: its reply serves.
+        let slot = Arc::new(Mutex::new(Some((giver, cb))));
+        let (path, again, mine) = (self.clone(), who.clone(), slot.clone());
+        let waiter: stream::Waiter = Box::new(move || {
+            let taken = mine.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some((giver, cb)) = taken {
+                path.streamed(again, giver, cb);
+            }
+        });
+        if self.streams.wait_for(dir, waiter).is_ok() {
+            // Answered after a round trip, though not its own: a wait.
+            crate::mount::waits::deferred();
+            return;
+        }
+        let Some((giver, cb)) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        // A walk got ahead of the streams: they go on, with it.
+        let walking = self.streams.named(dir);
         let stamp = coh.attr_stamp();
         let budget = stream::BUDGET;
         let req = Request::Stream { node: dir, budget };
@@ -354,7 +374,9 @@ impl<T: Transport> PlusPath<T> {
                     if !forget.is_empty() {
                         self.out.transport.post(&Request::Forget { nodes: forget });
                     }
-                    self.read_ahead(&who, &coh);
+                    if walking {
+                        self.read_ahead(&who, &coh);
+                    }
                     if sent == now {
                         listed_whole(&coh, fh, dir, &first.items);
                     }
@@ -383,7 +405,9 @@ impl<T: Transport> PlusPath<T> {
     /// far named without bringing ([`stream::Streams::ahead`]): a walk
     /// finds them kept when it gets there, and the satellite lists them
     /// while the kernel reads what came before. Each reply is kept as a
-    /// stream's is, and asks for the next ones.
+    /// stream's is. Called when the kernel reads a directory the streams
+    /// named (a walk is on): a program that lists one directory and
+    /// stops sets nothing off.
     fn read_ahead(&self, who: &Who, coh: &Arc<Coherence>) {
         let (go, stale) = self.streams.ahead(self.out.stream_generation(coh));
         if !stale.is_empty() {
@@ -399,7 +423,6 @@ impl<T: Transport> PlusPath<T> {
                 who,
                 &Request::Stream { node: dir, budget },
                 Box::new(move |r| {
-                    path.streams.landed();
                     let mut forget = Vec::new();
                     if let Ok(Response::Streamed { dirs, files }) = r {
                         match stream::check(dir, budget, stamp, dirs, files) {
@@ -416,6 +439,9 @@ impl<T: Transport> PlusPath<T> {
                     if !forget.is_empty() {
                         path.out.transport.post(&Request::Forget { nodes: forget });
                     }
+                    // Kept (or not) first: what waited finds it.
+                    let waiting = path.streams.landed(dir);
+                    waiting.into_iter().for_each(|w| w());
                     path.read_ahead(&who2, &coh2);
                 }),
             );
