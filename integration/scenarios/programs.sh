@@ -15,7 +15,10 @@
 #     a tree made in the container (500 files in 20 directories) waits for
 #     the container at most 0.02 times per file, `tar c` of another one at
 #     most 0.05 times, as `dockerfuse stats --json` counts them (counts,
-#     not times: they do not depend on the machine's load);
+#     not times: they do not depend on the machine's load); `tar c` of
+#     1,000 files of 1000 bytes in 50 directories (past one stream's byte
+#     budget) at most 0.03 times per file, and `grep -r` of it again and
+#     `du -s` after it not at all;
 #   - warm walks stay in the kernel's caches: the same `ls -lR` again
 #     makes at most 1.3 kernel requests per file reach dockerfuse (the
 #     ACL probe, no SELinux one), the same `tar c` at most 2.3 (OPEN and
@@ -192,6 +195,30 @@ warm_walk "ls -lR of a tree" 650 'ls -lR "$H/lsr" | grep -c "^-" | grep -qx 500'
 # A read-only file's close sends no FLUSH: OPEN and RELEASE (3 per file
 # before).
 warm_walk "tar c of a tree" 1150 'tar -C "$H" -cf - tarc | tar -tvf - | grep -c "^-" | grep -qx 500'
+# A tree larger than one stream's byte budget (1,000 files of 1000 bytes
+# in 50 directories, the remote bench's): the contents the first stream
+# had no room for come with follow-up streams before tar opens those files.
+check "a tree of 1,000 files of 1000 bytes made in the container" dx sh -c "
+	line=\$(printf '%0999d' 0); for d in \$(seq 1 50); do mkdir -p $T/rtree/d\$d
+		for f in \$(seq 1 20); do echo \"\$line\" >$T/rtree/d\$d/f\$f; done; done"
+walk_waits() { # NAME MAX_WAITS COMMAND
+	local before after
+	before=$(waits)
+	check "$1" run_sh "$3"
+	after=$(waits)
+	log "$1: $((after - before)) waits for 1,000 files"
+	check "$1 waits at most $2 times for 1,000 files ($((after - before)))" \
+		test "$((after - before))" -le "$2"
+}
+walk_waits "tar c of a tree past the stream budget (cold)" 30 \
+	'tar -C "$H" -cf - rtree | tar -tvf - | grep -c "^-" | grep -qx 1000'
+# Read once, walked again: the attributes stay on the host (contents came
+# with the stream or an open, read with O_NOATIME), the filesystem's
+# counts are answered from a recent answer.
+check "grep -r of it" run_sh 'test "$(grep -rc 0000 "$H/rtree" | wc -l)" = 1000'
+walk_waits "grep -r of it again" 0 'test "$(grep -rc 0000 "$H/rtree" | wc -l)" = 1000'
+walk_waits "du -s of it after grep -r" 0 'du -s "$H/rtree" >/dev/null'
+
 # Made and removed behind: `tar x` of a tree with symlinks, then `rm -r`
 # of it, are answered on the host (names known absent, then present).
 rm -rf "$SRC/bt" && mkdir -p "$SRC/bt"

@@ -171,11 +171,12 @@ impl Engine {
         } else {
             (client(&ep)?, None)
         };
+        // The version answer is the proof the engine answers: a ping
+        // after it would only cost another round trip.
         let docker = docker
             .negotiate_version()
             .await
             .map_err(|e| unreachable(&ep, &e))?;
-        docker.ping().await.map_err(|e| unreachable(&ep, &e))?;
         Ok(Engine {
             docker,
             host: ep.host,
@@ -305,6 +306,19 @@ impl Engine {
         cmd: Vec<String>,
         user: &str,
     ) -> Result<(String, Output, Input)> {
+        let id = self.create_exec(container, cmd, user).await?;
+        let (output, input) = self.start_attached(&id).await?;
+        Ok((id, output, input))
+    }
+
+    /// Creates (does not start) an exec of `cmd` that will be attached,
+    /// without a TTY; its id. The program need not exist yet.
+    pub(crate) async fn create_exec(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        user: &str,
+    ) -> Result<String> {
         let exec = self
             .docker
             .create_exec(
@@ -321,10 +335,15 @@ impl Engine {
             )
             .await
             .map_err(|e| Error::setup(format!("cannot create exec: {e}")))?;
+        Ok(exec.id)
+    }
+
+    /// Starts an exec made by [`Engine::create_exec`], attached.
+    pub(crate) async fn start_attached(&self, exec_id: &str) -> Result<(Output, Input)> {
         let started = self
             .docker
             .start_exec(
-                &exec.id,
+                exec_id,
                 Some(StartExecOptions {
                     detach: false,
                     tty: false,
@@ -334,7 +353,7 @@ impl Engine {
             .await
             .map_err(|e| Error::setup(format!("cannot start exec: {e}")))?;
         match started {
-            StartExecResults::Attached { output, input } => Ok((exec.id, output, input)),
+            StartExecResults::Attached { output, input } => Ok((output, input)),
             StartExecResults::Detached => Err(Error::setup("exec started detached")),
         }
     }

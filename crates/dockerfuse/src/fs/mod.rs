@@ -65,6 +65,7 @@ mod pending;
 mod prefetch;
 mod releases;
 mod replies;
+mod statfs_cache;
 mod stream;
 mod transport;
 mod write_behind;
@@ -215,6 +216,8 @@ pub(crate) struct Core<T: Transport, B = ()> {
     files: Arc<LazyFiles>,
     prefetched: Arc<Prefetched>,
     streams: Arc<stream::Streams>,
+    /// Recent statfs answers ([`statfs_cache`]).
+    statfs: Arc<statfs_cache::Recent>,
     heads: Arc<Heads>,
     releases: Arc<Releases>,
     pending: Arc<Pending>,
@@ -387,6 +390,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             files: Arc::default(),
             prefetched: Arc::default(),
             streams: Arc::default(),
+            statfs: Arc::default(),
             heads,
             releases: Arc::default(),
             pending: Arc::default(),

@@ -28,11 +28,16 @@
 //! contents belong to a regular file named in the reply, at most once,
 //! and are as long as its attributes say. Memory is bounded by [`MAX_ENTRIES`] and
 //! [`MAX_BYTES`]: past them what was kept before goes first.
+//!
+//! Small files the budget left out are asked for with a stream of each
+//! of their directories alone ([`Subtree::cut_short`], [`FollowUp`]),
+//! behind the kernel's walk; their contents join the stream's only while
+//! it is current and the files are as it listed them.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dockerfuse_proto::{StreamBudget, StreamedDir, StreamedFile, MAX_STREAM_BYTES};
+use dockerfuse_proto::{Attr, StreamBudget, StreamedDir, StreamedFile, MAX_STREAM_BYTES};
 
 use super::listing::{self, PlusItem};
 
@@ -45,6 +50,11 @@ pub(super) const BUDGET: StreamBudget = StreamBudget {
 };
 /// Read-ahead streams on their way at once.
 pub(super) const AHEAD: usize = 2;
+/// What a follow-up stream brings: one directory's listing and its small
+/// files' contents ([`Subtree::cut_short`]).
+pub(super) const ONE_DIR: StreamBudget = StreamBudget { depth: 0, ..BUDGET };
+/// Follow-up streams one stream may start.
+pub(super) const FOLLOW_UPS: usize = 16;
 /// Entries kept at once, all streams together.
 pub(super) const MAX_ENTRIES: usize = 64 * 1024;
 /// Bytes of contents kept at once.
@@ -52,6 +62,8 @@ pub(super) const MAX_BYTES: usize = 16 << 20;
 
 /// Lookup references to forget: `(node, count)`.
 pub(super) type Refs = Vec<(u64, u64)>;
+/// Small files' contents: `(node, bytes)`.
+pub(super) type Contents = Vec<(u64, Arc<[u8]>)>;
 
 /// A streamed listing, whole: the kernel's first chunk starts it.
 pub(super) struct Dir {
@@ -70,7 +82,7 @@ impl Dir {
 pub(super) struct Subtree {
     /// `(directory, listing)`, the one asked for first.
     pub(super) dirs: Vec<(u64, Dir)>,
-    pub(super) files: Vec<(u64, Arc<[u8]>)>,
+    pub(super) files: Contents,
     /// The directories its listings name without bringing their own, in
     /// order: where a walk goes next ([`Streams::ahead`]).
     pub(super) frontier: Vec<u64>,
@@ -80,6 +92,127 @@ impl Subtree {
     /// The lookup references its entries hold.
     pub(super) fn references(&self) -> Vec<(u64, u64)> {
         self.dirs.iter().flat_map(|(_, d)| d.references()).collect()
+    }
+}
+
+/// What a directory's entry costs in a stream reply, as the satellite
+/// counts it (a readdirplus record).
+fn entry_cost(name_len: usize) -> usize {
+    ((24 + name_len + 7) & !7) + 128
+}
+
+/// What a file's contents cost in a stream reply besides their bytes.
+const FILE_COST: usize = 16;
+
+/// The attributes that say a file is as a listing showed it: a change
+/// of its contents moves its ctime (and its size or mtime).
+fn same_file(a: &Attr, b: &Attr) -> bool {
+    (
+        a.ino,
+        a.mode,
+        a.size,
+        a.mtime,
+        a.mtime_nsec,
+        a.ctime,
+        a.ctime_nsec,
+    ) == (
+        b.ino,
+        b.mode,
+        b.size,
+        b.mtime,
+        b.mtime_nsec,
+        b.ctime,
+        b.ctime_nsec,
+    )
+}
+
+/// The small regular files a streamed directory listed, as it listed
+/// them, whose contents a follow-up stream may bring.
+pub(super) struct FollowUp {
+    pub(super) dir: u64,
+    listed: HashMap<u64, Attr>,
+}
+
+impl FollowUp {
+    /// Of what a follow-up stream of the directory brought, the contents
+    /// of the files still as the first stream listed them (their
+    /// contents are then those of the first stream's instant: nothing
+    /// newer is learned from them); nothing when the reply does not check.
+    pub(super) fn keep(
+        &self,
+        dirs: Vec<StreamedDir<'_>>,
+        files: Vec<StreamedFile<'_>>,
+    ) -> (Contents, Refs) {
+        let tree = match check(self.dir, ONE_DIR, 0, dirs, files) {
+            Ok(t) => t,
+            Err(refs) => return (Vec::new(), refs),
+        };
+        let refs = tree.references();
+        let now: HashMap<u64, Attr> = tree
+            .dirs
+            .iter()
+            .take(1)
+            .flat_map(|(_, d)| d.items.iter().filter(|i| i.counted))
+            .map(|i| (i.node, i.attr))
+            .collect();
+        let files = tree
+            .files
+            .into_iter()
+            .filter(|(node, _)| match (self.listed.get(node), now.get(node)) {
+                (Some(was), Some(is)) => same_file(was, is),
+                _ => false,
+            })
+            .collect();
+        (files, refs)
+    }
+}
+
+impl Subtree {
+    /// The directories (in the reply's order, at most `max`) with small
+    /// regular files whose contents did not fit the budget: a stream of
+    /// each alone may bring them before the kernel opens those files.
+    /// Files left out for another reason (the satellite may not read them
+    /// with O_NOATIME, or their size changed) are not asked for again.
+    pub(super) fn cut_short(&self, budget: StreamBudget, max: usize) -> Vec<FollowUp> {
+        let with: HashSet<u64> = self.files.iter().map(|(n, _)| *n).collect();
+        let used: usize = self
+            .dirs
+            .iter()
+            .flat_map(|(_, d)| d.items.iter())
+            .map(|i| entry_cost(i.name.len()))
+            .sum::<usize>()
+            + self
+                .files
+                .iter()
+                .map(|(_, f)| f.len() + FILE_COST)
+                .sum::<usize>();
+        let left = (budget.bytes as usize).saturating_sub(used);
+        let small = |i: &&PlusItem<'_>| {
+            i.counted
+                && i.attr.mode & libc::S_IFMT == libc::S_IFREG
+                && i.attr.size <= u64::from(budget.file_max)
+        };
+        let mut out = Vec::new();
+        for (dir, d) in &self.dirs {
+            if out.len() >= max {
+                break;
+            }
+            let cut = d
+                .items
+                .iter()
+                .filter(small)
+                .any(|i| !with.contains(&i.node) && i.attr.size as usize + FILE_COST > left);
+            if cut {
+                let listed = d
+                    .items
+                    .iter()
+                    .filter(small)
+                    .map(|i| (i.node, i.attr))
+                    .collect();
+                out.push(FollowUp { dir: *dir, listed });
+            }
+        }
+        out
     }
 }
 
@@ -345,7 +478,7 @@ impl Streams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dockerfuse_proto::{Attr, DirEntry, Entry};
+    use dockerfuse_proto::{DirEntry, Entry};
 
     fn ent(name: &str, node: u64, mode: u32, size: u64) -> DirEntry<'static> {
         DirEntry {

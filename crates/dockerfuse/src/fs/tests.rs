@@ -2852,3 +2852,248 @@ fn a_write_on_a_handle_of_a_gone_satellite_fails_at_once_even_behind() {
         "nothing is sent on the gone handle: {seen:?}"
     );
 }
+
+/// A small regular file's attributes; `ctime` tells versions apart.
+fn small_file(size: u64, ctime: i64) -> Attr {
+    Attr {
+        mode: libc::S_IFREG | 0o644,
+        size,
+        nlink: 1,
+        ctime,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_read_answered_from_the_contents_a_lazy_open_brought_keeps_the_files_attributes() {
+    for big in [false, true] {
+        let (c, seen) = core_with(
+            move |r| match r {
+                Request::Lookup { .. } => Response::Entry(Entry {
+                    node: 2,
+                    attr: small_file(10, 1),
+                    no_xattrs: false,
+                }),
+                Request::OpenSmall { .. } => Response::OpenedSmall {
+                    fh: 5,
+                    fd: None,
+                    data: (!big).then(|| b"0123456789".as_slice().into()),
+                },
+                Request::Read { .. } => Response::Data(b"0123456789".as_slice().into()),
+                Request::GetAttr { .. } => Response::Attr(small_file(10, 1)),
+                _ => Response::Ok,
+            },
+            lazy_opts(),
+        );
+        c.coherence().feed_on();
+        let (cb, _) = capture();
+        c.lookup(&Who::Mount, NodeId(1), b"f", cb);
+        let fh = open_fh(&c, 2, libc::O_RDONLY);
+        assert!(Fh(fh).is_host());
+        assert_eq!(read_bytes(&c, fh, 0, 4096).unwrap(), b"0123456789");
+        // tar's fstat after the read: the contents came with the open, read
+        // with O_NOATIME, so the attributes kept from the lookup stand; a
+        // read in the container may have moved the atime.
+        let (cb, got) = capture();
+        c.getattr(&Who::Mount, NodeId(2), Some(Fh(fh)), cb);
+        assert!(matches!(got.lock().unwrap().take(), Some(Ok(_))));
+        let asked = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| matches!(r, Request::GetAttr { .. }))
+            .count();
+        assert_eq!(asked, usize::from(big), "big: {big}");
+    }
+}
+
+#[test]
+fn small_files_a_stream_had_no_room_for_come_with_a_follow_up_stream_of_their_directory() {
+    use super::stream::{BUDGET, ONE_DIR};
+    const SIZE: u64 = BUDGET.file_max as u64;
+    // 70 files of 16 KiB below directory 2: the stream of the root has
+    // room for the contents of 59 of them; a stream of directory 2 alone
+    // brings the others, of which f69 changed since the first stream.
+    let ent = |name: &str, node: u64, attr: Attr| DirEntry {
+        name: name.as_bytes().to_vec().into(),
+        offset: node,
+        kind: attr.mode & libc::S_IFMT,
+        ino: node,
+        entry: Some(Entry {
+            node,
+            attr,
+            no_xattrs: true,
+        }),
+    };
+    let dir2 = move |changed: bool| dockerfuse_proto::StreamedDir {
+        node: 2,
+        entries: (0..70)
+            .map(|i| {
+                let ctime = if changed && i == 69 { 2 } else { 1 };
+                ent(&format!("f{i}"), 100 + i, small_file(SIZE, ctime))
+            })
+            .collect(),
+    };
+    let contents = |nodes: std::ops::Range<u64>| {
+        nodes
+            .map(|node| dockerfuse_proto::StreamedFile {
+                node,
+                data: vec![b'x'; SIZE as usize].into(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let dir_attr = Attr {
+        mode: libc::S_IFDIR | 0o755,
+        nlink: 2,
+        ..Default::default()
+    };
+    let mut o = lazy_opts();
+    o.stream = true;
+    let (c, seen) = core_with(
+        move |r| match r {
+            Request::Stream { node: 1, .. } => Response::Streamed {
+                dirs: vec![
+                    dockerfuse_proto::StreamedDir {
+                        node: 1,
+                        entries: vec![ent("d", 2, dir_attr)],
+                    },
+                    dir2(false),
+                ],
+                files: contents(100..159),
+            },
+            Request::Stream { node: 2, .. } => Response::Streamed {
+                dirs: vec![dir2(true)],
+                files: contents(159..170),
+            },
+            Request::OpenSmall { .. } => Response::OpenedSmall {
+                fh: 5,
+                fd: None,
+                data: Some(vec![b'y'; SIZE as usize].into()),
+            },
+            _ => Response::Ok,
+        },
+        o,
+    );
+    c.coherence().feed_on();
+    let list = |dir: u64| {
+        let (cb, got) = capture();
+        c.opendir(&Who::Mount, NodeId(dir), cb);
+        let Some(Ok((Fh(fh), true))) = got.lock().unwrap().take() else {
+            panic!("expected a cached host handle")
+        };
+        // The kernel's chunks, each from where the last one ended.
+        let (mut offset, mut total) = (0, 0);
+        loop {
+            let n = Arc::new(Mutex::new(None));
+            let n2 = n.clone();
+            c.readdirplus(
+                &Who::Mount,
+                NodeId(dir),
+                Fh(fh),
+                offset,
+                4096,
+                Box::new(move |r| {
+                    let v = r.expect("listed");
+                    *n2.lock().unwrap() = Some((v.len(), v.last().map(|i| i.offset)));
+                    v.len()
+                }),
+            );
+            let got = n.lock().unwrap().take();
+            match got {
+                Some((k, Some(last))) => (offset, total) = (last, total + k),
+                _ => return total,
+            }
+        }
+    };
+    assert_eq!(list(1), 1);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[1],
+            Request::Stream {
+                node: 2,
+                budget: ONE_DIR
+            },
+            "{seen:?}"
+        );
+        // The follow-up's own lookup references go back at once.
+        assert!(matches!(&seen[2], Request::Forget { nodes } if nodes.len() == 70));
+    }
+    // Directory 2's listing from the first stream, all of its files'
+    // contents from one of the streams: no round trip...
+    assert_eq!(list(2), 70);
+    seen.lock().unwrap().clear();
+    for node in 100..169 {
+        let fh = open_fh(&c, node, libc::O_RDONLY);
+        let data = read_bytes(&c, fh, 0, 4096).unwrap();
+        assert!(data == vec![b'x'; 4096], "node {node}");
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    // ... but f69, changed since the first stream listed it: read in the
+    // container.
+    let fh = open_fh(&c, 169, libc::O_RDONLY);
+    assert!(read_bytes(&c, fh, 0, 4096).unwrap() == vec![b'y'; 4096]);
+    assert!(matches!(
+        seen.lock().unwrap()[..],
+        [Request::OpenSmall { node: 169, .. }]
+    ));
+}
+
+#[test]
+fn statfs_is_answered_from_a_recent_answer_until_something_changes() {
+    let mut o = lazy_opts();
+    o.stream = true;
+    let (c, seen) = core_with(
+        |r| match r {
+            Request::StatFs { .. } => Response::StatFs(dockerfuse_proto::StatFs {
+                blocks: 9,
+                ..Default::default()
+            }),
+            _ => Response::Ok,
+        },
+        o,
+    );
+    let statfs = |c: &Core<Canned>| {
+        let (cb, got) = capture();
+        c.statfs(&Who::Mount, NodeId(1), cb);
+        let r = got.lock().unwrap().take();
+        r.expect("answered").expect("counts").blocks
+    };
+    let asked = |seen: &Seen| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| matches!(r, Request::StatFs { .. }))
+            .count()
+    };
+    c.coherence().feed_on();
+    assert_eq!((statfs(&c), asked(&seen)), (9, 1));
+    assert_eq!((statfs(&c), asked(&seen)), (9, 1));
+    // A change in the container, or one the mount makes: asked again.
+    c.coherence()
+        .apply(&[dockerfuse_proto::Change::Attr { node: 5 }]);
+    assert_eq!((statfs(&c), asked(&seen)), (9, 2));
+    assert_eq!((statfs(&c), asked(&seen)), (9, 2));
+    c.coherence().touched(5);
+    assert_eq!((statfs(&c), asked(&seen)), (9, 3));
+    // Per caller (the container checks the caller's permission), or with
+    // a TTL of zero: always asked.
+    for o in [
+        opts(),
+        Options {
+            ttl: Duration::ZERO,
+            fixed_ttl: true,
+            ..lazy_opts()
+        },
+    ] {
+        let (c, seen) = core_with(|_| Response::StatFs(Default::default()), o);
+        c.coherence().feed_on();
+        statfs(&c);
+        statfs(&c);
+        assert_eq!(asked(&seen), 2);
+    }
+}

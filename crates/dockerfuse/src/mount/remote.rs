@@ -35,7 +35,9 @@ pub(super) async fn start_satellite(
 ) -> Result<Remote> {
     let id = target.container.as_str();
     let engine = Engine::connect(flags).await?;
-    let container = engine.inspect(id).await?;
+    // One round trip for both: the container and the engine's own arch.
+    let (container, native) = smol::future::zip(engine.inspect(id), engine.native_arch()).await;
+    let container = container?;
     if !container.running {
         return Err(Error::setup(format!(
             "container {id} is not running (status: {})",
@@ -43,7 +45,6 @@ pub(super) async fn start_satellite(
         ))
         .with_hint(format!("start it first: docker start {id}")));
     }
-    let native = engine.native_arch().await;
     if let Some(note) = container.pid.and_then(crate::mount::idmap::describe) {
         info!("{note}");
     }
@@ -59,7 +60,7 @@ pub(super) async fn start_satellite(
         .with_hint("force one that can run in the container with --satellite-arch")
     })?;
     let launch = launch(cli, target, &engine, &container.id, archs);
-    let running = launch.run().await?;
+    let running = launch.run_with(&container).await?;
     let link = crate::transport::local::connect(&engine, &running, &want(cli, &launch)).await?;
     let name = if container.name.is_empty() {
         id.to_owned()

@@ -248,8 +248,15 @@ struct Tries {
 }
 
 impl Launch<'_> {
+    /// Starts a satellite, after asking the engine about the container.
     pub(crate) async fn run(&self) -> Result<Running> {
         let facts = self.engine.inspect(self.container).await?;
+        self.run_with(&facts).await
+    }
+
+    /// Starts a satellite in the container the engine just described as
+    /// `facts`.
+    pub(crate) async fn run_with(&self, facts: &Container) -> Result<Running> {
         let (places, skipped) = plan(&self.dirs, &facts.tmpfs, self.dirs_are_explicit());
         let owner = self.owner().await;
         let mut tries = Tries {
@@ -264,7 +271,7 @@ impl Launch<'_> {
         if !tries.leftovers.is_empty() {
             self.remove(&tries.leftovers).await;
         }
-        Err(self.failure(&facts, &places, &tries))
+        Err(self.failure(facts, &places, &tries))
     }
 
     /// True when `--satellite-dir` named the directory.
@@ -296,10 +303,23 @@ impl Launch<'_> {
             {
                 continue;
             }
-            let Some(path) = self.put(place, bin, owner, tries).await else {
+            let (Place::Upload(dir) | Place::Shell(dir)) = place;
+            let name = format!(".dockerfuse-satellite-{}-{}", std::process::id(), nonce());
+            let path = format!("{}/{}", dir.trim_end_matches('/'), name);
+            // The exec is created while the file is put in place (an exec
+            // names a program that need not exist until it starts): one
+            // round trip fewer on a remote engine. An exec never started
+            // is dropped by the engine.
+            let (put, exec) = smol::future::zip(
+                self.put(place, &name, &path, bin, owner, tries),
+                self.engine
+                    .create_exec(self.container, self.command(&path), self.user),
+            )
+            .await;
+            if !put {
                 continue;
-            };
-            match self.attempt(arch, &path).await? {
+            }
+            match self.attempt(arch, &path, exec?).await? {
                 Attempt::Up(r) => {
                     self.adopt(&r, &tries.leftovers);
                     info!(arch = %arch, path = %path, how = %place, satellite = %r.hello.version, uid = r.hello.uid, "satellite started");
@@ -328,38 +348,38 @@ impl Launch<'_> {
     async fn put(
         &self,
         place: &Place,
+        name: &str,
+        path: &str,
         bin: &[u8],
         (uid, gid): (u32, u32),
         tries: &mut Tries,
-    ) -> Option<String> {
+    ) -> bool {
         let (Place::Upload(dir) | Place::Shell(dir)) = place;
-        let name = format!(".dockerfuse-satellite-{}-{}", std::process::id(), nonce());
-        let path = format!("{}/{}", dir.trim_end_matches('/'), name);
         let put = match place {
             Place::Upload(_) => {
-                let tar = tarball::single_file(&name, bin, 0o755, uid, gid);
+                let tar = tarball::single_file(name, bin, 0o755, uid, gid);
                 let r = self.engine.upload(self.container, dir, tar).await;
                 r.map_err(|e| e.message)
             }
-            Place::Shell(_) => match self.write_through_shell(dir, &path, bin).await {
+            Place::Shell(_) => match self.write_through_shell(dir, path, bin).await {
                 Ok(()) => Ok(()),
                 Err(Refusal::NoShell(why)) => {
                     tries.shell_missing = true;
                     tries
                         .tried
                         .push(format!("{place}: the container has no shell ({why})"));
-                    return None;
+                    return false;
                 }
                 Err(Refusal::Place(why)) => Err(why),
             },
         };
         match put {
-            Ok(()) => Some(path),
+            Ok(()) => true,
             Err(why) => {
                 debug!(%place, %why, "refused");
                 tries.tried.push(format!("{place}: {why}"));
                 tries.dead.insert(place.clone());
-                None
+                false
             }
         }
     }
@@ -528,9 +548,10 @@ impl Launch<'_> {
         }
     }
 
-    /// Starts the satellite at `path` and waits for its hello.
-    async fn attempt(&self, arch: Arch, path: &str) -> Result<Attempt> {
-        let (exec_id, started) = self.start_exec(path).await?;
+    /// Starts the satellite at `path` (the exec `exec_id` made for it)
+    /// and waits for its hello.
+    async fn attempt(&self, arch: Arch, path: &str, exec_id: String) -> Result<Attempt> {
+        let started = self.start_exec(&exec_id).await?;
         let Started {
             rpc,
             hello,
@@ -563,9 +584,8 @@ impl Launch<'_> {
         }))
     }
 
-    /// Execs the satellite attached and starts its rpc on a thread of its
-    /// own (the tasks are taken out of the returned [`Started`]).
-    async fn start_exec(&self, path: &str) -> Result<(String, Started)> {
+    /// The satellite's command line, started from `path`.
+    fn command(&self, path: &str) -> Vec<String> {
         let mut cmd = vec![
             path.to_owned(),
             "--delete-self".into(),
@@ -575,17 +595,20 @@ impl Launch<'_> {
         if let Some(n) = self.max_watches {
             cmd.extend(["--max-watches".into(), n.to_string()]);
         }
-        let (exec_id, output, input) = self
-            .engine
-            .exec_attached(self.container, cmd, self.user)
-            .await?;
+        cmd
+    }
+
+    /// Starts the satellite's exec attached and its rpc on a thread of its
+    /// own (the tasks are taken out of the returned [`Started`]).
+    async fn start_exec(&self, exec_id: &str) -> Result<Started> {
+        let (output, input) = self.engine.start_attached(exec_id).await?;
         let mut started = Rpc::start(output, input, self.stall);
         let tasks = std::mem::replace(&mut started.tasks, Box::pin(async {}));
         std::thread::Builder::new()
             .name("rpc".into())
             .spawn(move || smol::block_on(async_compat::Compat::new(tasks)))
             .map_err(|e| Error::setup(format!("cannot start the rpc thread: {e}")))?;
-        Ok((exec_id, started))
+        Ok(started)
     }
 
     /// The satellite's hello. Gives up at the timeout, or as soon as the

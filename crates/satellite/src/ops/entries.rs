@@ -6,6 +6,7 @@
 //! lookup.
 
 use std::borrow::Cow;
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, RawFd};
 
 use dockerfuse_proto::{Entry, Errno, Response};
@@ -13,6 +14,7 @@ use dockerfuse_proto::{Entry, Errno, Response};
 use super::attrs::{attr_of, is_symlink, key_of};
 use super::xattrs::has_no_xattrs;
 use super::Fs;
+use crate::nodes::NodeRef;
 use crate::sys::{self, SysResult};
 
 impl Fs {
@@ -75,46 +77,17 @@ impl Fs {
         id: u64,
         time: (i64, u32),
     ) -> SysResult<Response<'static>> {
-        self.nodes.check_new(id)?;
-        let p = self.nodes.get(parent)?;
-        if name.contains(&b'/') || name.is_empty() {
-            return Err(Errno::EINVAL);
-        }
-        let cname = sys::cstr(name)?;
+        let (p, cname) = self.new_name(id, parent, name)?;
         let own = self.watch.own_names(&[(parent, name, libc::IN_CREATE)]);
         sys::mkdirat(p.raw(), &cname, mode)?;
         own.done();
-        let made = (|| {
-            let times = [super::file_data::timespec(time); 2];
-            sys::utimensat(p.raw(), &cname, &times, libc::AT_SYMLINK_NOFOLLOW)?;
-            let fd = sys::openat(
-                p.raw(),
-                &cname,
-                libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY,
-                0,
-            )?;
-            self.watch.own_change(fd.as_raw_fd());
-            let st = sys::stat_fd(fd.as_raw_fd())?;
-            let no_xattrs = has_no_xattrs(fd.as_raw_fd(), &st);
-            self.nodes
-                .add_new(id, key_of(&st), fd, (false, true), Some((parent, name)))?;
-            Ok((st, no_xattrs))
-        })();
-        let (mut st, no_xattrs) = match made {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = sys::unlinkat(p.raw(), &cname, libc::AT_REMOVEDIR);
-                return Err(e);
-            }
-        };
-        if self.note_held(id, libc::S_IFDIR, Some((parent, name))) {
-            st = sys::stat_fd(self.nodes.get(id)?.raw())?;
-        }
-        Ok(Response::Entry(Entry {
-            node: id,
-            attr: attr_of(&st, id),
-            no_xattrs,
-        }))
+        self.adopt_new(New {
+            at: (&p, &cname),
+            entry: (parent, name),
+            id,
+            time,
+            kind: libc::S_IFDIR,
+        })
     }
 
     /// symlink as node `id`, the host's choice (protocol 9): nothing is
@@ -126,39 +99,62 @@ impl Fs {
         id: u64,
         time: (i64, u32),
     ) -> SysResult<Response<'static>> {
+        let (p, cname) = self.new_name(id, parent, name)?;
+        let own = self.watch.own_names(&[(parent, name, libc::IN_CREATE)]);
+        sys::symlinkat(&sys::cstr(target)?, p.raw(), &cname)?;
+        own.done();
+        self.adopt_new(New {
+            at: (&p, &cname),
+            entry: (parent, name),
+            id,
+            time,
+            kind: libc::S_IFLNK,
+        })
+    }
+
+    /// Checks a name to be made as node `id`, the host's choice: the id
+    /// is free and in range, the parent known, the name one component.
+    fn new_name(&self, id: u64, parent: u64, name: &[u8]) -> SysResult<(NodeRef, CString)> {
         self.nodes.check_new(id)?;
         let p = self.nodes.get(parent)?;
         if name.contains(&b'/') || name.is_empty() {
             return Err(Errno::EINVAL);
         }
-        let cname = sys::cstr(name)?;
-        let own = self.watch.own_names(&[(parent, name, libc::IN_CREATE)]);
-        sys::symlinkat(&sys::cstr(target)?, p.raw(), &cname)?;
-        own.done();
+        Ok((p, sys::cstr(name)?))
+    }
+
+    /// Gives a directory or symlink just made the host's times and
+    /// registers it as the host's id; removes it again when that fails,
+    /// so that a refusal makes nothing.
+    fn adopt_new(&self, n: New<'_>) -> SysResult<Response<'static>> {
+        let (p, cname) = n.at;
+        let dir = n.kind == libc::S_IFDIR;
         let made = (|| {
-            let times = [super::file_data::timespec(time); 2];
-            sys::utimensat(p.raw(), &cname, &times, libc::AT_SYMLINK_NOFOLLOW)?;
-            let fd = sys::openat(p.raw(), &cname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            let times = [super::file_data::timespec(n.time); 2];
+            sys::utimensat(p.raw(), cname, &times, libc::AT_SYMLINK_NOFOLLOW)?;
+            let open = libc::O_PATH | libc::O_NOFOLLOW | if dir { libc::O_DIRECTORY } else { 0 };
+            let fd = sys::openat(p.raw(), cname, open, 0)?;
             let st = sys::stat_fd(fd.as_raw_fd())?;
             self.watch.own_change(fd.as_raw_fd());
             let no_xattrs = has_no_xattrs(fd.as_raw_fd(), &st);
             self.nodes
-                .add_new(id, key_of(&st), fd, (true, false), Some((parent, name)))?;
+                .add_new(n.id, key_of(&st), fd, (!dir, dir), Some(n.entry))?;
             Ok((st, no_xattrs))
         })();
         let (mut st, no_xattrs) = match made {
             Ok(m) => m,
             Err(e) => {
-                let _ = sys::unlinkat(p.raw(), &cname, 0);
+                let undo = if dir { libc::AT_REMOVEDIR } else { 0 };
+                let _ = sys::unlinkat(p.raw(), cname, undo);
                 return Err(e);
             }
         };
-        if self.note_held(id, libc::S_IFLNK, Some((parent, name))) {
-            st = sys::stat_fd(self.nodes.get(id)?.raw())?;
+        if self.note_held(n.id, n.kind, Some(n.entry)) {
+            st = sys::stat_fd(self.nodes.get(n.id)?.raw())?;
         }
         Ok(Response::Entry(Entry {
-            node: id,
-            attr: attr_of(&st, id),
+            node: n.id,
+            attr: attr_of(&st, n.id),
             no_xattrs,
         }))
     }
@@ -286,4 +282,17 @@ impl Fs {
             no_xattrs,
         })
     }
+}
+
+/// A directory or symlink just made under the host's id, for
+/// [`Fs::adopt_new`].
+struct New<'a> {
+    /// Its parent's descriptor and its name there.
+    at: (&'a NodeRef, &'a CString),
+    /// Its parent's id and its name, as the host knows them.
+    entry: (u64, &'a [u8]),
+    id: u64,
+    time: (i64, u32),
+    /// `S_IFDIR` or `S_IFLNK`.
+    kind: u32,
 }

@@ -187,8 +187,30 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         self.out.send(who, &req, done);
     }
 
+    /// Answered on the host from a recent answer when nothing changed
+    /// since ([`statfs_cache`]); not per caller (the caller's search
+    /// permission is the container's to check).
     pub(crate) fn statfs(&self, who: &Who, NodeId(node): NodeId, cb: Cb<StatFs>) {
-        self.call(who, Request::StatFs { node }, replies::statfs, cb)
+        let coh = &self.coherence;
+        let generation = coh.stream_generation();
+        if self.opts.per_caller {
+            return self.call(who, Request::StatFs { node }, replies::statfs, cb);
+        }
+        if let Some(s) = self.statfs.get(node, generation) {
+            return cb(Ok(s));
+        }
+        let ttl = match coh.feeding() {
+            true => statfs_cache::KEEP,
+            false => coh.short(),
+        };
+        let recent = self.statfs.clone();
+        let done: Cb<StatFs> = Box::new(move |r| {
+            if let Ok(s) = &r {
+                recent.put(node, generation, *s, ttl);
+            }
+            cb(r)
+        });
+        self.call(who, Request::StatFs { node }, replies::statfs, done)
     }
 
     pub(crate) fn access(&self, who: &Who, NodeId(node): NodeId, mask: i32, cb: Cb<()>) {

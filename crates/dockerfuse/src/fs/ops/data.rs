@@ -14,26 +14,28 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         if let Some((data, range)) = self.heads.read(fh, offset, size) {
             return cb(Ok(&data[range]));
         }
-        // A read in the container may move the file's atime (relatime).
+        // A read in the container may move the file's atime (relatime):
+        // its attributes go as it is sent and again when it is done.
         let coh = self.coherence.clone();
-        coh.read_through(fh);
-        let cb: BytesCb = Box::new(move |r| {
-            coh.read_through(fh);
-            cb(r)
-        });
         let done = move |cb: BytesCb| -> Sent {
-            Box::new(move |r| match r {
-                Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
-                Ok(r) => cb(Err(unexpected(r))),
-                Err(e) => cb(Err(e)),
+            coh.read_through(fh);
+            Box::new(move |r| {
+                coh.read_through(fh);
+                match r {
+                    Ok(Response::Data(d)) => cb(Ok(&d[..d.len().min(size as usize)])),
+                    Ok(r) => cb(Err(unexpected(r))),
+                    Err(e) => cb(Err(e)),
+                }
             })
         };
         if !Fh(fh).is_host() {
+            let done = done(cb);
             return self
                 .out
-                .send(who, &Request::Read { fh, offset, size }, done(cb));
+                .send(who, &Request::Read { fh, offset, size }, done);
         }
-        // Opened lazily: the open may have brought the contents.
+        // Opened lazily: the open may have brought the contents (read with
+        // O_NOATIME: the attributes stay).
         let (out, owner, heads) = (self.out.clone(), who.clone(), self.heads.clone());
         self.remote_file(
             who,
@@ -47,7 +49,8 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                             offset,
                             size,
                         };
-                        out.send(&owner, &req, done(cb))
+                        let done = done(cb);
+                        out.send(&owner, &req, done)
                     }
                 },
                 Err(e) => cb(Err(e)),

@@ -368,8 +368,12 @@ impl<T: Transport> PlusPath<T> {
                         // Not even the directory fits: read it as usual.
                         return self.read(&who, giver, 0, cb);
                     }
-                    let (_, first) = tree.dirs.remove(0);
                     let now = self.out.stream_generation(&coh);
+                    let follow = match sent == now {
+                        true => tree.cut_short(budget, stream::FOLLOW_UPS),
+                        false => Vec::new(),
+                    };
+                    let (_, first) = tree.dirs.remove(0);
                     let forget = self.streams.put(sent, now, tree);
                     if !forget.is_empty() {
                         self.out.transport.post(&Request::Forget { nodes: forget });
@@ -379,6 +383,9 @@ impl<T: Transport> PlusPath<T> {
                     }
                     if sent == now {
                         listed_whole(&coh, fh, dir, &first.items);
+                    }
+                    for f in follow {
+                        self.follow_up(&coh, now, f);
                     }
                     let buf = Buffer {
                         next: 0,
@@ -458,6 +465,43 @@ impl<T> Clone for PlusPath<T> {
             per_caller: self.per_caller,
             open_read_dir: self.open_read_dir,
         }
+    }
+}
+
+impl<T: Transport> PlusPath<T> {
+    /// Asks, behind the kernel's walk, for the contents of the small files
+    /// of a streamed directory that did not fit its stream, while what
+    /// that stream brought is current (`sent`): kept with it when still
+    /// so and the files are as it listed them, before the kernel opens
+    /// them (which would otherwise each wait, and the first one's reply
+    /// drop everything the stream brought).
+    fn follow_up(&self, coh: &Arc<Coherence>, sent: u64, f: stream::FollowUp) {
+        let req = Request::Stream {
+            node: f.dir,
+            budget: stream::ONE_DIR,
+        };
+        let (out, streams, coh) = (self.out.clone(), self.streams.clone(), coh.clone());
+        let _bg = crate::mount::waits::background();
+        self.out.send(
+            &Who::Mount,
+            &req,
+            Box::new(move |r| {
+                let Ok(Response::Streamed { dirs, files }) = r else {
+                    return;
+                };
+                let (files, mut forget) = f.keep(dirs, files);
+                let now = out.stream_generation(&coh);
+                let tree = stream::Subtree {
+                    dirs: Vec::new(),
+                    files,
+                    frontier: Vec::new(),
+                };
+                forget.extend(streams.put(sent, now, tree));
+                if !forget.is_empty() {
+                    out.transport.post(&Request::Forget { nodes: forget });
+                }
+            }),
+        );
     }
 }
 
