@@ -430,6 +430,9 @@ impl<T: Transport> PlusPath<T> {
                 who,
                 &Request::Stream { node: dir, budget },
                 Box::new(move |r| {
+                    // The next ones only after a reply (not after a failed
+                    // transport, which may answer at once: no recursion).
+                    let answered = r.is_ok();
                     let mut forget = Vec::new();
                     if let Ok(Response::Streamed { dirs, files }) = r {
                         match stream::check(dir, budget, stamp, dirs, files) {
@@ -449,7 +452,9 @@ impl<T: Transport> PlusPath<T> {
                     // Kept (or not) first: what waited finds it.
                     let waiting = path.streams.landed(dir);
                     waiting.into_iter().for_each(|w| w());
-                    path.read_ahead(&who2, &coh2);
+                    if answered {
+                        path.read_ahead(&who2, &coh2);
+                    }
                 }),
             );
         }
