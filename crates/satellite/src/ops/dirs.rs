@@ -104,25 +104,28 @@ impl Fs {
                     break 'fill;
                 }
                 used += need;
-                out.push(self.dir_entry(d.node, fd, &e, plus));
+                out.push(self.dir_entry(d.node, fd, &e, plus, true));
             }
         }
         Ok((out, false))
     }
 
     /// The record of name `e` in directory `dir` (open as `fd`); with
-    /// `plus`, looked up (one reference) unless it is `.` or `..`.
+    /// `plus`, looked up (one reference) unless it is `.` or `..`, its
+    /// extended attributes probed if `probe`.
     pub(super) fn dir_entry(
         &self,
         dir: u64,
         fd: RawFd,
         e: &sys::RawDirent<'_>,
         plus: bool,
+        probe: bool,
     ) -> DirEntry<'static> {
         let dot = e.name == b"." || e.name == b"..";
+        let lookup = || self.lookup_probing(dir, fd, e.name, probe);
         let entry = if plus && !dot {
-            match self.lookup_at(dir, fd, e.name) {
-                Err(Errno::EACCES) => self.ident.as_self(|| self.lookup_at(dir, fd, e.name)).ok(),
+            match lookup() {
+                Err(Errno::EACCES) => self.ident.as_self(lookup).ok(),
                 r => r.ok(),
             }
         } else {

@@ -27,6 +27,9 @@ use super::dirs::dirent_size;
 use super::{reopen, Fs};
 use crate::sys::{self, SysResult};
 
+/// d_type of a regular file.
+const DT_REG: u8 = 8;
+
 /// What a file's record costs in the reply besides its bytes.
 const FILE_COST: usize = 16;
 
@@ -75,8 +78,11 @@ impl Fs {
                 Err(e) if dirs.is_empty() => return Err(e),
                 Err(_) => continue,
             };
+            // Regular files' extended attributes are probed later, through
+            // the descriptor their contents are read with when they are
+            // (no walk of /proc/self/fd for each).
             let list: Vec<DirEntry<'static>> = sys::parse_dirents(&raw)
-                .map(|e| self.dir_entry(dir, fd.as_raw_fd(), &e, true))
+                .map(|e| self.dir_entry(dir, fd.as_raw_fd(), &e, true, e.dtype != DT_REG))
                 .collect();
             // A directory goes with its small files' contents (those a
             // walk reading them would open), or not at all: past the
@@ -114,7 +120,7 @@ impl Fs {
             });
         }
         left += reserved;
-        let mut files = self.stream_contents(&dirs, budget.file_max, &mut left, buf);
+        let mut files = self.stream_contents(&mut dirs, budget.file_max, &mut left, buf);
         if !self.watch.quiet_since(mark) && dirs.len() > 1 {
             // Something changed while the subtree was read: only the
             // directory asked for goes, as a readdirplus would give it.
@@ -135,7 +141,8 @@ impl Fs {
     }
 
     /// Reads into `buf` the contents of the small file `e`, named `name` in
-    /// directory `dir`: true when they are as long as its attributes say.
+    /// directory `dir`: when they are as long as its attributes say,
+    /// whether the file has no extended attributes.
     /// Nobody asked for them: without O_NOATIME (refused to a satellite
     /// that neither is root nor owns the file) the file stays out rather
     /// than have its atime moved. Opened by name (no trip through
@@ -148,19 +155,18 @@ impl Fs {
         name: &[u8],
         e: &Entry,
         buf: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Option<bool> {
         let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOATIME | libc::O_NOFOLLOW;
-        let Ok(fd) = sys::cstr(name).and_then(|name| sys::openat(dir.raw(), &name, flags, 0))
-        else {
-            return false;
-        };
+        let fd = sys::cstr(name)
+            .and_then(|name| sys::openat(dir.raw(), &name, flags, 0))
+            .ok()?;
         let fd = fd.as_raw_fd();
         match sys::fstat(fd) {
             Ok(st)
                 if st.st_mode & libc::S_IFMT == libc::S_IFREG
                     && st.st_size as u64 == e.attr.size
                     && Some(key_of(&st)) == self.nodes.key(e.node) => {}
-            _ => return false,
+            _ => return None,
         }
         let size = e.attr.size as usize;
         buf.resize(size + 1, 0);
@@ -171,14 +177,14 @@ impl Fs {
             match sys::pread(fd, &mut buf[got..], got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
-                Err(_) => return false,
+                Err(_) => return None,
             }
             if got == size {
                 break;
             }
         }
         buf.truncate(got);
-        got == size
+        (got == size).then(|| sys::flistxattr(fd, &mut []) == Ok(0))
     }
 
     /// Whether directory `node` is on filesystem `dev`.
@@ -190,44 +196,56 @@ impl Fs {
     /// order, while `left` bytes of budget last.
     fn stream_contents(
         &self,
-        dirs: &[StreamedDir<'_>],
+        dirs: &mut [StreamedDir<'_>],
         file_max: u32,
         left: &mut usize,
         buf: &mut Vec<u8>,
     ) -> Vec<StreamedFile<'static>> {
-        let max = file_max.min(MAX_OPEN_DATA) as usize;
+        let max = file_max.min(MAX_OPEN_DATA) as u64;
         let mut out = Vec::new();
-        if max == 0 {
-            return out;
-        }
         // Hard links name one node more than once: its contents go once.
         let mut seen = std::collections::HashSet::new();
         for d in dirs {
-            let Ok(dir) = self.nodes.get(d.node) else {
-                continue;
-            };
-            for (name, e) in d
-                .entries
-                .iter()
-                .filter_map(|e| Some((&e.name, e.entry?)))
-                .filter(|(_, e)| is_small(e, max as u64))
-            {
-                let cost = e.attr.size as usize + FILE_COST;
-                if cost > *left
-                    || seen.contains(&e.node)
-                    || !self.small_contents(&dir, name, &e, buf)
-                {
+            let dir = self.nodes.get(d.node).ok();
+            for e in d.entries.iter_mut() {
+                let Some(entry) = e.entry.as_mut() else {
                     continue;
+                };
+                if e.kind != libc::S_IFREG {
+                    continue; // probed at its lookup
                 }
-                seen.insert(e.node);
-                *left -= cost;
-                out.push(StreamedFile {
-                    node: e.node,
-                    data: Cow::Owned(buf.clone()),
-                });
+                let cost = entry.attr.size as usize + FILE_COST;
+                let read = match &dir {
+                    Some(dir)
+                        if is_small(entry, max) && cost <= *left && !seen.contains(&entry.node) =>
+                    {
+                        self.small_contents(dir, &e.name, entry, buf)
+                    }
+                    _ => None,
+                };
+                match read {
+                    Some(no_xattrs) => {
+                        entry.no_xattrs = no_xattrs;
+                        seen.insert(entry.node);
+                        *left -= cost;
+                        out.push(StreamedFile {
+                            node: entry.node,
+                            data: Cow::Owned(buf.clone()),
+                        });
+                    }
+                    None => entry.no_xattrs = self.no_xattrs_of(entry.node),
+                }
             }
         }
         out
+    }
+
+    /// The "no xattrs" note of node `node`, as a lookup takes it.
+    fn no_xattrs_of(&self, node: u64) -> bool {
+        match self.nodes.get(node) {
+            Ok(n) if !n.is_symlink => sys::listxattr(&sys::proc_fd_path(n.raw()), &mut []) == Ok(0),
+            _ => false,
+        }
     }
 }
 
