@@ -930,6 +930,41 @@ def w_create(ctx, res, mts):
                 raise BenchError(f"{name}: {got} files created, not {CREATE_COUNT}")
             shutil.rmtree(ctx.direct + rel)
 
+    # The same on mounts with --close-behind (opt-in): close does not wait
+    # for the file's create and writes; the files land behind.
+    wc = Workload("create_close_behind", f"create {CREATE_COUNT} small files (--close-behind)", "s",
+                  "as create, on a mount with --close-behind (close returns before the container has "
+                  "the file; the count is checked once all landed)", per=("file", CREATE_COUNT))
+    res.append(wc)
+    cbs = {t: Mount(ctx, extra=["--close-behind"], transport=t) for t in mts}
+    try:
+        for mt in cbs.values():
+            mt.start()
+        for i, m in rounds(ctx):
+            for name in [df_name(t) for t in cbs] + ["direct"]:
+                n += 1
+                rel = f"/bench/create-cb-{name}-{n}"
+                os.mkdir(ctx.direct + rel)
+                os.sync()
+                if name == "direct":
+                    wc.add(name, "/proc/<pid>/root", py_create(ctx.direct + rel), measured=m)
+                else:
+                    t = name[len("dockerfuse-"):]
+                    mt = cbs[t]
+                    cpu, c = Cpu(ctx, mt).start(), Counting(mt).start()
+                    secs = user_create(mt.path(rel), mt.who) if mt.who else py_create(mt.path(rel))
+                    wc.add(name, df_label(t), secs, cpu=cpu.stop(), measured=m, counts=c.stop())
+                deadline = time.monotonic() + 60
+                while len(os.listdir(ctx.direct + rel)) < CREATE_COUNT and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                got = len(os.listdir(ctx.direct + rel))
+                if got != CREATE_COUNT:
+                    raise BenchError(f"{name} (--close-behind): {got} files created, not {CREATE_COUNT}")
+                shutil.rmtree(ctx.direct + rel)
+    finally:
+        for mt in cbs.values():
+            mt.stop()
+
 
 def rand_offsets(n, seed):
     r = random.Random(seed)
@@ -1288,6 +1323,9 @@ def w_remote(ctx, res):
             target=("time", 0.2, f"≤ 0.2× {ref}"))
     row("create", f"cp of {REMOTE_CREATES} × 4 KiB files in", "s", "cp FILES DIR/ vs docker cp - of their tar",
         per=("file", REMOTE_CREATES), target=("time", 3.0, "≤ 3× docker cp -"))
+    row("create_close_behind", f"cp of {REMOTE_CREATES} × 4 KiB files in (--close-behind)", "s",
+        "the same on a mount with --close-behind (the unmount waits for what is behind)",
+        per=("file", REMOTE_CREATES), target=("time", 3.0, "≤ 3× docker cp -"))
     row("read", "read 16 MiB", "MB/s", "cat of a file the mount never read vs docker exec cat",
         per=("MiB", REMOTE_BULK // MiB), target=("speed", 0.9, "≥ 90% of docker exec cat"))
     row("write", "write 16 MiB", "MB/s", "cat SRC > new file vs docker exec -i sh -c 'cat > f'",
@@ -1334,6 +1372,12 @@ def w_remote(ctx, res):
             os.mkdir(mt.path(f"/bench/rc-df-{i}"))
             df("create", mt, bash(f"cp {shlex.quote(ctx.rsrc)}/* {shlex.quote(mt.path(f'/bench/rc-df-{i}'))}/"))
             mt.stop()
+            mt = Mount(ctx, extra=["--close-behind"], transport="exec", env=env)
+            mt.start()
+            os.mkdir(mt.path(f"/bench/rc-cb-{i}"))
+            df("create_close_behind", mt,
+               bash(f"cp {shlex.quote(ctx.rsrc)}/* {shlex.quote(mt.path(f'/bench/rc-cb-{i}'))}/"))
+            mt.stop()
             for key in ("grep_cold", "grep_warm"):
                 cli(key, ["docker", "exec", C, "grep", "-r", GREP_PATTERN, "/bench/rtree"], "docker exec grep -r")
             cli("read", ["docker", "exec", C, "cat", "/bench/r16"], "docker exec cat", amount=REMOTE_BULK)
@@ -1344,7 +1388,11 @@ def w_remote(ctx, res):
             with open(ctx.rtar, "rb") as f:
                 cli("create", ["docker", "cp", "-", f"{C}:/bench/rc-cli-{i}"], "docker cp - (tar of the files)",
                     stdin=f)
-            for who in ("df", "cli"):
+            os.mkdir(ctx.direct + f"/bench/rc-cli-cb-{i}")
+            with open(ctx.rtar, "rb") as f:
+                cli("create_close_behind", ["docker", "cp", "-", f"{C}:/bench/rc-cli-cb-{i}"],
+                    "docker cp - (tar of the files)", stdin=f)
+            for who in ("df", "cli", "cb", "cli-cb"):
                 got = len(os.listdir(ctx.direct + f"/bench/rc-{who}-{i}"))
                 if got != REMOTE_CREATES:
                     raise BenchError(f"remote create ({who}): {got} files, not {REMOTE_CREATES}")

@@ -11,9 +11,10 @@
       "fsynced NAME" or "closed NAME" to LOG once that returned, and ends
       with "error STEP NAME ERRNO" at the first failure (exit 0), or
       "done" after MAX files (exit 1: the container outlived the run).
-  inflight.py check COPY LOG  COPY is the container's DIR copied out after
-      the container was started again: every file LOG says was fsynced or
-      closed holds all its bytes; every other file holds a prefix of its
+  inflight.py check COPY LOG [KEPT]  COPY is the container's DIR copied out
+      after the container was started again: every file LOG says was
+      fsynced or closed (KEPT "fsynced": only fsynced, as with
+      --close-behind) holds all its bytes; every other file holds a prefix of its
       bytes, holes (zeros) allowed, never a wrong byte, never more. Exit 1
       when not.
 """
@@ -69,11 +70,12 @@ def write(d, log):
     return 1
 
 
-def check(copy, log):
+def check(copy, log, only="closed"):
     kept = set()
+    steps = ("fsynced",) if only == "fsynced" else ("fsynced", "closed")
     for line in open(log):
         w = line.split()
-        if w and w[0] in ("fsynced", "closed"):
+        if w and w[0] in steps:
             kept.add(w[1])
     bad, present, whole = [], 0, 0
     for name in sorted(os.listdir(copy)):
@@ -87,8 +89,8 @@ def check(copy, log):
     missing = [n for n in sorted(kept) if not os.path.exists(os.path.join(copy, n))]
     short = [n for n in sorted(kept) if n not in missing
              and open(os.path.join(copy, n), "rb").read() != data(int(n[1:]))]
-    print("files in the container: %d (%d whole); fsynced or closed: %d, of which missing %d, incomplete %d"
-          % (present, whole, len(kept), len(missing), len(short)))
+    print("files in the container: %d (%d whole); %s: %d, of which missing %d, incomplete %d"
+          % (present, whole, " or ".join(steps), len(kept), len(missing), len(short)))
     for b in bad + ["%s was fsynced or closed but is missing" % n for n in missing] + \
             ["%s was fsynced or closed but is incomplete" % n for n in short]:
         print(b)
@@ -97,4 +99,4 @@ def check(copy, log):
 
 if __name__ == "__main__":
     cmd, a, b = sys.argv[1:4]
-    sys.exit(write(a, b) if cmd == "write" else check(a, b))
+    sys.exit(write(a, b) if cmd == "write" else check(a, b, *sys.argv[4:5]))

@@ -11,6 +11,10 @@ that failed first and its errno ("c1 close EACCES"; "ok" when nothing
 failed), then "dir <first fsync> <second fsync>", then "names" and the
 names of DIR that exist. Exit status 0 when every file failed with
 ERRNO-NAME at some step (never silently), 1 otherwise.
+
+With REFUSED_CLOSE_BEHIND=1 (a mount with --close-behind, whose close
+may return before the container refused), a file whose close succeeded
+is opened again by its name, for writing ("reopen"): that reports the refusal.
 """
 import errno
 import os
@@ -29,6 +33,9 @@ def main():
             ("c3", ["write", "write", "close"]))
     # All three created first: with the names known absent, each is
     # answered on the host and the three are in flight together.
+    reopen = os.environ.get("REFUSED_CLOSE_BEHIND") == "1"
+    if reopen:
+        plan = tuple((f, steps + ["reopen"]) for f, steps in plan)
     fds, failed = {}, {}
     for f, _ in plan:
         try:
@@ -44,6 +51,8 @@ def main():
                     os.write(fds[f], b"x" * 1000)
                 elif step == "fsync":
                     os.fsync(fds[f])
+                elif step == "reopen":
+                    os.close(os.open(os.path.join(d, f), os.O_WRONLY))
                 else:
                     os.close(fds[f])
             except OSError as e:

@@ -18,6 +18,9 @@
 #           fsynced or closed is whole; the others are missing, short or
 #           whole, never holding a wrong byte (docs/SEMANTICS.md, "creates
 #           sent behind").
+#   Part 4: part 3 with --close-behind: every file fsynced is whole, the
+#           others (closed or not) missing, short or whole, never holding
+#           a wrong byte (docs/SEMANTICS.md, "closes sent behind").
 # Environment: DOCKERFUSE, CONTAINER (running; it is stopped and restarted
 # here, so give this scenario its own), WORKDIR; SATELLITE_ARCH optional.
 set -euo pipefail
@@ -120,62 +123,72 @@ out=$(cat "$DF_LOG" "$DF_OUT" 2>/dev/null || true)
 assert_match "the log names the container" "$NAMES_CONTAINER" "$out"
 
 # --- part 3: creates and writes in flight, docker kill ---------------------------------
-log "part 3: creates and writes sent behind, fsynced in part, then docker kill"
-check "docker start" timeout 60 docker start "$CONTAINER"
+# inflight LABEL KEPT FLAGS...: a mount with FLAGS, the program, docker
+# kill; KEPT: "closed" (every file fsynced or closed must be whole) or
+# "fsynced" (only those fsynced: --close-behind).
+inflight() {
+	local label=$1 kept=$2 D FLOG status wrc last rc out t0 t1
+	shift 2
+	log "$label: creates and writes sent behind, fsynced in part, then docker kill"
+	check "docker start ($label)" timeout 60 docker start "$CONTAINER"
+	D=/tmp/dfit-inflight-$$-$kept
+	FLOG=$WORKDIR/inflight-$kept.log
+	: >"$FLOG"
+	on_exit "$(printf 'docker exec %q rm -rf %q >/dev/null 2>&1' "$CONTAINER" "$D")"
+	mount_fg "$MNT" --no-passthrough "$@"
+	if ! wait_mounted "$MNT" "$DF_PID"; then
+		fail "dockerfuse mounts $MNT ($label)"
+		show_file "dockerfuse output" "$DF_OUT"
+		stop_here
+	fi
+	python3 "$HERE/inflight.py" write "$MNT$D" "$FLOG" >"$WORKDIR/inflight.out" 2>&1 &
+	WRITER=$!
+	on_exit "kill $WRITER 2>/dev/null"
+	wait_until 10 grep -q '^fsynced' "$FLOG" || true
+	sleep 0.5
+	check "docker kill with creates and writes in flight ($label)" timeout 60 docker kill "$CONTAINER"
+	t0=$(date +%s%3N)
+	if wait_until 10 pid_gone "$DF_PID"; then
+		pass "dockerfuse exits within 10 s of the kill ($label)"
+	else
+		fail "dockerfuse exits within 10 s of the kill ($label)"
+		kill -TERM "$DF_PID" 2>/dev/null || true
+		wait_until 5 pid_gone "$DF_PID" || kill -KILL "$DF_PID" 2>/dev/null || true
+	fi
+	status=0
+	wait "$DF_PID" || status=$?
+	assert_eq "exit status is 3 (container lost with operations in flight, $label)" 3 "$status"
+	if wait_until 10 pid_gone "$WRITER"; then
+		pass "the program in the mount ends within 10 s of the mount ($label)"
+	else
+		fail "the program in the mount ends within 10 s of the mount (it hangs, $label)"
+		kill -KILL "$WRITER" 2>/dev/null || true
+	fi
+	wrc=0
+	wait "$WRITER" || wrc=$?
+	t1=$(date +%s%3N)
+	log "$label: time kill->program's error: $((t1 - t0)) ms; $(grep -c '^fsynced' "$FLOG") files fsynced, $(grep -c '^closed' "$FLOG") closed"
+	last=$(tail -n 1 "$FLOG")
+	assert_eq "the program ran until an error (exit $wrc, $label)" 0 "$wrc"
+	assert_match "its next operation failed with ENOTCONN or EIO, not success ($label)" '^error [a-z]+ f[0-9]+ (ENOTCONN|EIO)$' "$last"
+	show_file "program output" "$WORKDIR/inflight.out"
+	check "docker start after the kill ($label)" timeout 60 docker start "$CONTAINER"
+	rm -rf "$WORKDIR/inflight-copy"
+	if docker cp "$CONTAINER:$D" "$WORKDIR/inflight-copy" >/dev/null 2>&1; then
+		pass "docker cp of $D out of the container"
+		rc=0
+		out=$(python3 "$HERE/inflight.py" check "$WORKDIR/inflight-copy" "$FLOG" "$kept" 2>&1) || rc=$?
+		log "$label: $(printf '%s\n' "$out" | head -n 1)"
+		check "every $kept file is whole; no file holds a wrong byte ($label)" test "$rc" -eq 0
+		[ "$rc" -eq 0 ] || printf '%s\n' "$out" | head -n 20 | detail
+	else
+		fail "docker cp of $D out of the container"
+	fi
+	docker exec "$CONTAINER" rm -rf "$D" >/dev/null 2>&1 || true
+}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-D=/tmp/dfit-inflight-$$
-FLOG=$WORKDIR/inflight.log
-: >"$FLOG"
-on_exit "$(printf 'docker exec %q rm -rf %q >/dev/null 2>&1' "$CONTAINER" "$D")"
-mount_fg "$MNT" --no-passthrough
-if ! wait_mounted "$MNT" "$DF_PID"; then
-	fail "dockerfuse mounts $MNT (operations in flight)"
-	show_file "dockerfuse output" "$DF_OUT"
-	stop_here
-fi
-python3 "$HERE/inflight.py" write "$MNT$D" "$FLOG" >"$WORKDIR/inflight.out" 2>&1 &
-WRITER=$!
-on_exit "kill $WRITER 2>/dev/null"
-wait_until 10 grep -q '^fsynced' "$FLOG" || true
-sleep 0.5
-check "docker kill with creates and writes in flight" timeout 60 docker kill "$CONTAINER"
-t0=$(date +%s%3N)
-if wait_until 10 pid_gone "$DF_PID"; then
-	pass "dockerfuse exits within 10 s of the kill"
-else
-	fail "dockerfuse exits within 10 s of the kill"
-	kill -TERM "$DF_PID" 2>/dev/null || true
-	wait_until 5 pid_gone "$DF_PID" || kill -KILL "$DF_PID" 2>/dev/null || true
-fi
-status=0
-wait "$DF_PID" || status=$?
-assert_eq "exit status is 3 (container lost with operations in flight)" 3 "$status"
-if wait_until 10 pid_gone "$WRITER"; then
-	pass "the program in the mount ends within 10 s of the mount"
-else
-	fail "the program in the mount ends within 10 s of the mount (it hangs)"
-	kill -KILL "$WRITER" 2>/dev/null || true
-fi
-wrc=0
-wait "$WRITER" || wrc=$?
-t1=$(date +%s%3N)
-log "time kill->program's error: $((t1 - t0)) ms; $(grep -c '^fsynced' "$FLOG") files fsynced, $(grep -c '^closed' "$FLOG") closed"
-last=$(tail -n 1 "$FLOG")
-assert_eq "the program ran until an error (exit $wrc)" 0 "$wrc"
-assert_match "its next operation failed with ENOTCONN or EIO (not success)" '^error [a-z]+ f[0-9]+ (ENOTCONN|EIO)$' "$last"
-show_file "program output" "$WORKDIR/inflight.out"
-check "docker start after the kill" timeout 60 docker start "$CONTAINER"
-rm -rf "$WORKDIR/inflight-copy"
-if docker cp "$CONTAINER:$D" "$WORKDIR/inflight-copy" >/dev/null 2>&1; then
-	pass "docker cp of $D out of the container"
-	rc=0
-	out=$(python3 "$HERE/inflight.py" check "$WORKDIR/inflight-copy" "$FLOG" 2>&1) || rc=$?
-	log "$(printf '%s\n' "$out" | head -n 1)"
-	check "every fsynced or closed file is whole; no file holds a wrong byte" test "$rc" -eq 0
-	[ "$rc" -eq 0 ] || printf '%s\n' "$out" | head -n 20 | detail
-else
-	fail "docker cp of $D out of the container"
-fi
-docker exec "$CONTAINER" rm -rf "$D" >/dev/null 2>&1 || true
+inflight "part 3" closed
+# --- part 4: the same with --close-behind: what is lost is what was not fsynced ----------
+inflight "part 4 (--close-behind)" fsynced --close-behind
 
 finish

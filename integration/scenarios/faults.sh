@@ -19,7 +19,9 @@
 #              the host listed it): cp fails at close and says why; a
 #              program's first failing write, close or fsync gives the
 #              errno, and so does the directory's next fsync; the refused
-#              names do not show, the mount and the container agree
+#              names do not show, the mount and the container agree;
+#              with --close-behind (ENOSPC, EACCES) close returns at once
+#              and the file's next open gives the errno instead
 #   O_DIRECT   pwrite of an mmap buffer, dd oflag=direct and iflag=direct
 #              give what the container has, with each of the default,
 #              --no-passthrough, --writeback-cache, --no-write-behind
@@ -381,6 +383,51 @@ fi
 docker rm -f "$FULL" >/dev/null 2>&1 || true
 
 # --- creates sent behind, refused by the container ----------------------------
+# The same refusals with --close-behind: close returns before the
+# container answers; the next open of each file by its name says why
+# (or its close, fsync or write, if the refusal came back first), so
+# does the directory's next fsync, and the log.
+refused_close_behind() {
+	log "refused, --close-behind: the refusal shows at the next open of the file"
+	CONTAINER=$REF mount_daemon "$MNT" --no-passthrough --close-behind
+	if [ "$DF_STATUS" -ne 0 ]; then
+		fail "mount with --close-behind (exit $DF_STATUS)"
+		show_file "dockerfuse output" "$DF_OUT"
+		return
+	fi
+	check "ls of /few through the mount (--close-behind)" ls "$MNT/few"
+	rc=0
+	out=$(REFUSED_CLOSE_BEHIND=1 python3 "$HERE_FAULTS/../refused.py" "$MNT/few" ENOSPC 2>&1) || rc=$?
+	printf '%s\n' "$out" | detail
+	check "each create into the full tmpfs fails visibly with ENOSPC, --close-behind (exit $rc)" test "$rc" -eq 0
+	assert_match "the directory's next fsync says ENOSPC, the one after succeeds (--close-behind)" 'dir ENOSPC ok' "$out"
+	assert_match "no refused name shows through the mount (--close-behind)" '^names$' "$(printf '%s\n' "$out" | tail -n 1)"
+	# EACCES: the creates and closes are answered while the container
+	# is paused, the directory made unwritable, then the container resumes.
+	check "a directory /acc/e in the container" docker exec "$REF" mkdir -m 755 /acc/e
+	check "ls of /acc/e through the mount (--close-behind)" ls "$MNT/acc/e"
+	docker pause "$REF" >/dev/null
+	rm -f "$WORKDIR/acc.created"
+	REFUSED_CLOSE_BEHIND=1 python3 "$HERE_FAULTS/../refused.py" "$MNT/acc/e" EACCES "$WORKDIR/acc.created" \
+		>"$WORKDIR/acc.out" 2>&1 &
+	prog=$!
+	wait_until 10 test -e "$WORKDIR/acc.created" || true
+	check "the creates were answered while the container is paused (--close-behind)" test -e "$WORKDIR/acc.created"
+	check "a third party makes /acc/e unwritable" chmod 555 "/proc/$ref_pid/root/acc/e"
+	docker unpause "$REF" >/dev/null
+	rc=0
+	wait "$prog" || rc=$?
+	out=$(cat "$WORKDIR/acc.out")
+	printf '%s\n' "$out" | detail
+	check "each create into it fails visibly with EACCES, --close-behind (exit $rc)" test "$rc" -eq 0
+	assert_match "c1's close returned; its next open says EACCES" '^c1 (close|reopen) EACCES$' "$out"
+	assert_match "the directory's next fsync says EACCES, the one after succeeds (--close-behind)" 'dir EACCES ok' "$out"
+	cap got docker exec "$REF" ls -A /acc/e
+	assert_eq "nothing was created in the container (--close-behind)" "" "$got"
+	check "fusermount3 -u (--close-behind)" fusermount3 -u "$MNT"
+	check "dockerfuse exits (--close-behind)" wait_until 20 pid_gone "$DF_PID"
+	check "the log names the refusals after close" grep -q 'refused after close returned' "$DF_LOG"
+}
 log "refused: creates answered at once and refused in the container fail at close"
 REF=dfit-refused-$$
 on_exit "$(printf 'docker rm -f %q >/dev/null 2>&1' "$REF")"
@@ -456,6 +503,7 @@ print(sum(o["requests"] for o in ops), sum(o["waits"] for o in ops))')
 		assert_eq "nothing was created in the container" "" "$got"
 		check "fusermount3 -u (refused creates)" fusermount3 -u "$MNT"
 		check "dockerfuse exits (refused creates)" wait_until 20 pid_gone "$DF_PID"
+		refused_close_behind
 	else
 		fail "mount of the container with the refusing tmpfs (exit $DF_STATUS)"
 		show_file "dockerfuse output" "$DF_OUT"

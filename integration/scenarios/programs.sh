@@ -26,7 +26,8 @@
 #   - names made and removed behind: the name operations of `tar x` of 300
 #     files and 100 symlinks in 10 directories (its creates too on the
 #     exec transport), and all of `rm -r` of them, wait at most 0.1 times
-#     per name.
+#     per name; with --close-behind, `tar x` and `cp -r` of them wait at
+#     most 0.1 times per name, closes included.
 #
 # Environment (required): DOCKERFUSE, CONTAINER, SATELLITE_ARCH, WORKDIR.
 # Needs git, tar, rsync, sqlite3 on the host (integration/setup-engine.sh
@@ -260,4 +261,28 @@ check "the container sees them gone" wait_until 10 dx sh -c "! test -e $T/bt"
 
 check "fusermount3 -u" fusermount3 -u "$MNT"
 check "dockerfuse exits after the unmount" wait_until 20 pid_gone "$DF_PID"
+
+# With --close-behind the closes do not wait either: tar x and cp -r of
+# the tree wait at most 0.1 times per name, closes (FLUSH) included; the
+# unmount waits for what is still behind.
+mount_daemon "$MNT" --close-behind
+if [ "$DF_STATUS" -eq 0 ] && is_fuse_mounted "$MNT"; then
+	pass "dockerfuse --close-behind mounts"
+	check "ls of the directory tar x goes into (--close-behind)" ls "$H"
+	behind_walk "tar x of 300 files and 100 symlinks (--close-behind)" 40 yes \
+		'tar -C "$SRC" -cf - bt | tar -C "$H" --no-same-owner -m -xf -'
+	# (Closed behind: the last files land a moment after tar exits.)
+	wait_until 10 dx sh -c "test \$(find $T/bt -type f | wc -l) -eq 300" || true
+	cap got dx sh -c "find $T/bt -type f | wc -l; find $T/bt -type l | wc -l; cat $T/bt/d3/f7"
+	assert_eq "the container has the files and symlinks tar x made (--close-behind)" $'300\n100\n3 7' "$got"
+	check "ls of a directory cp -r goes into (--close-behind)" run_sh 'mkdir "$H/cpd" && ls "$H/cpd"'
+	behind_walk "cp -r of 300 files and 100 symlinks (--close-behind)" 40 yes 'cp -r "$SRC/bt" "$H/cpd/"'
+	check "fusermount3 -u (--close-behind)" fusermount3 -u "$MNT"
+	check "dockerfuse exits after the unmount (--close-behind)" wait_until 20 pid_gone "$DF_PID"
+	cap got dx sh -c "find $T/cpd/bt -type f | wc -l; cat $T/cpd/bt/d9/f30"
+	assert_eq "after the unmount the container has every file cp -r wrote (--close-behind)" $'300\n9 30' "$got"
+else
+	fail "dockerfuse --close-behind mounts (exit $DF_STATUS)"
+	show_file "dockerfuse output" "$DF_OUT"
+fi
 finish

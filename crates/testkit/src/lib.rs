@@ -67,7 +67,12 @@ impl Satellite {
         let dir = exe.parent().expect("the test binary's directory");
         let path = dir.join(name);
         if std::fs::read(&path).ok().as_deref() != Some(bytes) {
-            let tmp = dir.join(format!("{name}.{}", std::process::id()));
+            // One temporary file per call: test threads of one process
+            // may write the same satellite at once, and a file shared
+            // between them could be renamed into place half written.
+            static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dir.join(format!("{name}.{}.{call}", std::process::id()));
             let mut f = std::fs::File::create(&tmp).expect("write the satellite");
             f.write_all(bytes).expect("write the satellite");
             f.set_permissions(std::fs::Permissions::from_mode(0o755))

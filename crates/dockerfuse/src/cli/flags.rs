@@ -112,6 +112,17 @@ pub(crate) struct Cli {
     #[arg(long, help_heading = MOUNT)]
     pub sync_metadata: bool,
 
+    /// Let close(2) return at once, without waiting for the container to
+    /// take the file's writes and create still behind (default: close
+    /// waits and reports their error). A refusal after close returned
+    /// shows at the file's next write, open, stat or setattr, at the
+    /// directory's fsync (a create), and in the log; fsync the file to
+    /// know it is there (see docs/SEMANTICS.md). No effect where writes
+    /// are not sent behind (`--no-write-behind`, `--allow-other`,
+    /// `--writeback-cache`).
+    #[arg(long, help_heading = MOUNT)]
+    pub close_behind: bool,
+
     /// Ask the container for the attributes of every stat the kernel
     /// cannot answer itself (default: with the change feed on, the
     /// attributes of the nodes it watches are kept on the host until a

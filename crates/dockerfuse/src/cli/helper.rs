@@ -112,6 +112,10 @@ pub(crate) fn apply(cli: &mut Cli) -> Result<(), String> {
                 flag(&value)?;
                 cli.writeback_cache = true
             }
+            "close_behind" => {
+                flag(&value)?;
+                cli.close_behind = true
+            }
             "rewrite_absolute_links" => {
                 flag(&value)?;
                 cli.rewrite_absolute_links = true
@@ -242,10 +246,10 @@ mod tests {
             "-o",
             "satellite_dir=/run,start_timeout=9,op_timeout=7,writeback_cache,rewrite_absolute_links",
             "-o",
-            "reconnect,reconnect_timeout=60,idmap=user",
+            "reconnect,reconnect_timeout=60,idmap=user,close_behind",
         ])
         .unwrap();
-        assert!(c.idmap);
+        assert!(c.idmap && c.close_behind);
         assert!(c.daemonize && c.read_only && c.allow_other);
         assert!(c.writeback_cache && c.rewrite_absolute_links);
         assert_eq!(c.ttl, Some(2.5));

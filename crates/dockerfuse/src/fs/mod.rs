@@ -102,7 +102,7 @@ use pending::Pending;
 use prefetch::{Buffer, Prefetched};
 use releases::Releases;
 use replies::unexpected;
-use write_behind::{Accepted, WriteBehind};
+use write_behind::{Accepted, Closed, WriteBehind};
 use xattr_cache::NoXattrs;
 
 /// open(2) flags of this kernel as a satellite reads them: in the
@@ -165,6 +165,10 @@ pub(crate) struct Options {
     /// The satellite speaks protocol 9: with `pipeline`, a symlink of a
     /// name known absent is answered at once and sent behind too.
     pub(crate) symlink_new: bool,
+    /// `--close-behind`: a FLUSH does not wait for the writes and create
+    /// of its handle still behind; what the container refuses after is
+    /// owed to the node ([`write_behind`]). Needs `write_behind`.
+    pub(crate) close_behind: bool,
 }
 
 /// Completion of one request sent through the [`Outbox`]: the
@@ -512,6 +516,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         for &(node, count) in &nodes {
             self.coherence.forgotten(node, count);
             self.made.forget(node);
+            if let Some(b) = &self.out.behind {
+                b.forget_node(node);
+            }
         }
         if nodes.is_empty() {
             return;
@@ -564,6 +571,75 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             coh.touched(node);
             cb(r)
         })
+    }
+
+    /// The error owed to `node` by a write or create refused after its
+    /// handle's close returned (`--close-behind`), reported once.
+    fn owed(&self, node: u64) -> Option<Errno> {
+        self.out.behind.as_ref()?.take_owed(node)
+    }
+
+    /// Wraps `cb` of an operation on `node` to report, in place of its
+    /// outcome, an error owed to the node once it is done (what was
+    /// behind before it is back by then).
+    fn owing<R: 'static>(&self, node: u64, cb: Cb<R>) -> Cb<R> {
+        let Some(b) = self.out.behind.clone().filter(|_| self.opts.close_behind) else {
+            return cb;
+        };
+        Box::new(move |r| match b.take_owed(node) {
+            Some(e) => cb(Err(Failure::behind(e))),
+            None => cb(r),
+        })
+    }
+
+    /// Wraps `cb` of a lookup of `name` in `dir` to report, in place of
+    /// its outcome, the error owed to a file of that name whose create
+    /// was refused after its close returned.
+    fn owing_name<R: 'static>(&self, dir: u64, name: &[u8], cb: Cb<R>) -> Cb<R> {
+        let Some(b) = self.out.behind.clone().filter(|_| self.opts.close_behind) else {
+            return cb;
+        };
+        let name = name.to_vec();
+        Box::new(move |r| match b.take_owed_name(dir, &name) {
+            Some(e) => cb(Err(Failure::behind(e))),
+            None => cb(r),
+        })
+    }
+
+    /// Unmount: waits (at most `limit`) for everything answered before
+    /// the container did it, and logs what it refused after a close
+    /// returned (`--close-behind`) and what was left behind.
+    pub(crate) fn drain(&self, limit: Duration) {
+        let Some(b) = self.out.behind.clone() else {
+            return;
+        };
+        if !b.is_idle() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            b.after_writes(Box::new(move || {
+                let _ = tx.send(());
+            }));
+            if rx.recv_timeout(limit).is_err() {
+                tracing::warn!(
+                    seconds = limit.as_secs(),
+                    "unmounted with writes or creates still behind: not in the container"
+                );
+            }
+        }
+        let refused = b.refused_after_close();
+        if refused > 0 {
+            tracing::warn!(
+                refused,
+                "writes or creates the container refused after their close returned (--close-behind)"
+            );
+        }
+    }
+
+    /// Registers handle `fh`, opened on `node`, with write-behind.
+    #[cfg(test)]
+    pub(crate) fn write_behind_opened(&self, fh: u64, node: u64) {
+        if let Some(b) = &self.out.behind {
+            b.opened(fh, node, false, false);
+        }
     }
 
     /// Calls `cb` once everything answered before the container did it

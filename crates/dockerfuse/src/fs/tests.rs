@@ -59,6 +59,7 @@ fn opts() -> Options {
         pipeline: false,
         kernel_acls: false,
         symlink_new: true,
+        close_behind: false,
     }
 }
 
@@ -1893,12 +1894,18 @@ fn pipelined() -> (Core<Held>, Held) {
 
 /// A core over `t` that sends creates of names known absent behind.
 fn pipelined_over<T: Transport, B: Send + Sync + 'static>(t: T) -> Core<T, B> {
+    pipelined_with(t, false)
+}
+
+/// [`pipelined_over`], with `--close-behind` or not.
+fn pipelined_with<T: Transport, B: Send + Sync + 'static>(t: T, close_behind: bool) -> Core<T, B> {
     let c = Core::new(
         t,
         Options {
             per_caller: false,
             write_behind: true,
             pipeline: true,
+            close_behind,
             ..opts()
         },
     );
@@ -3096,4 +3103,195 @@ fn statfs_is_answered_from_a_recent_answer_until_something_changes() {
         statfs(&c);
         assert_eq!(asked(&seen), 2);
     }
+}
+
+/// [`pipelined`] with `--close-behind`.
+fn closing_behind() -> (Core<Held>, Held) {
+    let held = Held::default();
+    (pipelined_with(held.clone(), true), held)
+}
+
+/// Answers a getattr of the core, if it asked the container, with `r`.
+fn getattr_now(
+    c: &Core<Held>,
+    held: &Held,
+    node: u64,
+    r: Response<'static>,
+) -> Option<Result<(Attr, Duration), Errno>> {
+    let (cb, got) = capture();
+    c.getattr(&Who::Mount, NodeId(node), None, cb);
+    let get = Request::GetAttr { node: 0, fh: None };
+    if held.kinds().contains(&get.tag()) {
+        held.answer(&get, Ok(r));
+    }
+    let r = got.lock().unwrap().take();
+    r
+}
+
+#[test]
+fn with_close_behind_close_returns_at_once_and_a_refused_create_shows_at_the_next_stat_and_the_directorys_fsync(
+) {
+    let (c, held) = closing_behind();
+    let (f, fh) = created_behind(&c);
+    let (cb, wrote) = capture();
+    c.write(&Who::Mount, NodeId(f.node), fh, 0, b"hi", false, cb);
+    assert_eq!(wrote.lock().unwrap().take(), Some(Ok(2)));
+    // close(2) returns before the container made the file.
+    let (cb, flushed) = capture();
+    c.flush(fh, cb);
+    assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+    assert_eq!(held.kinds(), vec![create_new().tag()]);
+    c.release(fh, Box::new(|_| {}));
+    held.answer(&create_new(), Err(Errno(libc::ENOSPC)));
+    // The writes go nowhere; the release finds no file.
+    let release = Request::Release { fh: 0 };
+    assert_eq!(held.kinds(), vec![release.tag()]);
+    held.answer(&release, Ok(Response::Error(libc::EBADF)));
+    // The file's next stat says why, once.
+    let r = getattr_now(&c, &held, f.node, Response::Error(libc::ENOENT));
+    assert_eq!(r, Some(Err(Errno(libc::ENOSPC))));
+    let r = getattr_now(&c, &held, f.node, Response::Error(libc::ENOENT));
+    assert_eq!(r, Some(Err(Errno(libc::ENOENT))));
+    // So does the directory's fsync.
+    let (cb, synced) = capture();
+    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
+    held.answer(
+        &Request::FsyncDir {
+            fh: 5,
+            datasync: false,
+        },
+        Ok(Response::Ok),
+    );
+    assert_eq!(
+        synced.lock().unwrap().take(),
+        Some(Err(Errno(libc::ENOSPC)))
+    );
+}
+
+#[test]
+fn with_close_behind_a_write_refused_after_close_shows_at_the_files_next_open_or_write() {
+    let (c, held) = closing_behind();
+    let (f, fh) = created_behind(&c);
+    held.answer(&create_new(), Ok(Response::Created { entry: f, fh: fh.0 }));
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(f.node), fh, 0, b"hi", false, cb);
+    let (cb, flushed) = capture();
+    c.flush(fh, cb);
+    assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+    held.answer(&write_req(), Ok(Response::Error(libc::EDQUOT)));
+    // An open of the file reports it, once.
+    let (cb, got) = capture();
+    let reply: Cb<Opened> = Box::new(move |r| cb(r.map(|o| o.fh.0)));
+    c.open(&Who::Mount, NodeId(f.node), libc::O_RDONLY, reply);
+    assert_eq!(got.lock().unwrap().take(), Some(Err(Errno(libc::EDQUOT))));
+    // Or a write through another handle.
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(f.node), fh, 0, b"hi", false, cb);
+    let (cb, flushed) = capture();
+    c.flush(fh, cb);
+    assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+    held.answer(&write_req(), Ok(Response::Error(libc::EIO)));
+    let fh2 = Fh(77);
+    c.write_behind_opened(fh2.0, f.node);
+    let (cb, wrote) = capture();
+    c.write(&Who::Mount, NodeId(f.node), fh2, 0, b"x", false, cb);
+    assert_eq!(wrote.lock().unwrap().take(), Some(Err(Errno(libc::EIO))));
+}
+
+#[test]
+fn with_close_behind_an_error_already_back_is_reported_by_close_and_too_many_closes_behind_wait() {
+    let (c, held) = closing_behind();
+    let (f, fh) = created_behind(&c);
+    held.answer(&create_new(), Ok(Response::Created { entry: f, fh: fh.0 }));
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(f.node), fh, 0, b"hi", false, cb);
+    held.answer(&write_req(), Ok(Response::Error(libc::ENOSPC)));
+    let (cb, flushed) = capture();
+    c.flush(fh, cb);
+    assert_eq!(
+        flushed.lock().unwrap().take(),
+        Some(Err(Errno(libc::ENOSPC)))
+    );
+    // Handles closed with writes behind are bounded: past the bound a
+    // close waits.
+    for i in 0..write_behind::MAX_CLOSED as u64 {
+        c.write_behind_opened(1000 + i, f.node);
+        let (cb, _) = capture();
+        c.write(
+            &Who::Mount,
+            NodeId(f.node),
+            Fh(1000 + i),
+            0,
+            b"x",
+            false,
+            cb,
+        );
+        let (cb, flushed) = capture();
+        c.flush(Fh(1000 + i), cb);
+        assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+    }
+    c.write_behind_opened(5000, f.node);
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(f.node), Fh(5000), 0, b"x", false, cb);
+    let (cb, flushed) = capture();
+    c.flush(Fh(5000), cb);
+    assert!(flushed.lock().unwrap().is_none(), "waits at the bound");
+    while held.kinds().contains(&write_req().tag()) {
+        held.answer(&write_req(), Ok(Response::Written(1)));
+    }
+    assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+}
+
+#[test]
+fn with_close_behind_a_refused_create_shows_at_the_next_lookup_of_its_name_once() {
+    let (c, held) = closing_behind();
+    let (f, fh) = created_behind(&c);
+    let (cb, flushed) = capture();
+    c.flush(fh, cb);
+    assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+    held.answer(&create_new(), Err(Errno(libc::EACCES)));
+    // The kernel drops the name, and forgets the node, before the
+    // program looks again.
+    c.forget(vec![(NodeId(f.node), 1)]);
+    let lookup = |held: &Held| {
+        let (cb, got) = capture();
+        c.lookup(&Who::Mount, NodeId(1), b"f", cb);
+        let req = Request::Lookup {
+            parent: 0,
+            name: b"".to_vec().into(),
+        };
+        if held.kinds().contains(&req.tag()) {
+            held.answer(&req, Ok(Response::Error(libc::ENOENT)));
+        }
+        let r = got.lock().unwrap().take().expect("answered");
+        r.map(|l| matches!(l, Lookup::Found(..)))
+    };
+    assert_eq!(lookup(&held), Err(Errno(libc::EACCES)));
+    assert!(matches!(
+        lookup(&held),
+        Err(Errno(libc::ENOENT)) | Ok(false)
+    ));
+}
+
+#[test]
+fn with_close_behind_a_stat_after_close_is_answered_on_the_host_until_the_writes_landed() {
+    let (c, held) = closing_behind();
+    let (f, fh) = created_behind(&c);
+    let (cb, _) = capture();
+    c.write(&Who::Mount, NodeId(f.node), fh, 0, b"hello", false, cb);
+    let (cb, flushed) = capture();
+    c.flush(fh, cb);
+    assert_eq!(flushed.lock().unwrap().take(), Some(Ok(())));
+    c.release(fh, Box::new(|_| {}));
+    // cp's stat after close: no round trip, the size written.
+    let (cb, got) = capture();
+    c.getattr(&Who::Mount, NodeId(f.node), None, cb);
+    let (a, _) = got.lock().unwrap().take().expect("answered").unwrap();
+    assert_eq!(a.size, 5);
+    assert_eq!(held.kinds(), vec![create_new().tag()]);
+    held.answer(&create_new(), Ok(Response::Created { entry: f, fh: fh.0 }));
+    held.answer(&write_req(), Ok(Response::Written(5)));
+    held.answer(&Request::Release { fh: 0 }, Ok(Response::Ok));
+    // Landed: the host follows the file no more.
+    assert!(c.made.attr(f.node).is_none());
 }

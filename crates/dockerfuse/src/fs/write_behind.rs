@@ -24,6 +24,15 @@
 //! * a handle opened `O_DIRECT` writes through: each write is answered
 //!   when the container has it (after the writes before it), as the
 //!   caller of O_DIRECT expects of a completed write.
+//!
+//! With `--close-behind` a FLUSH does not wait either ([`WriteBehind::close`]):
+//! the handle is marked closed, and an error of its writes or create that
+//! comes back later is owed to its node ([`WriteBehind::take_owed`]: the
+//! next write, open, stat or setattr of the file reports it) and logged.
+//! At most [`MAX_CLOSED`] handles are closed with work behind; past it a
+//! close waits as without the option. At most [`MAX_OWED`] nodes are owed
+//! an error; past it the log (and the directory's fsync, for a create)
+//! are all that report it.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -36,6 +45,10 @@ pub(super) const BATCH: usize = MAX_IO as usize;
 pub(super) const LIMIT: usize = 32 << 20;
 /// Batches of one handle in flight at once (when they do not overlap).
 pub(super) const IN_FLIGHT: usize = 3;
+/// Handles closed with writes or a create still behind (`--close-behind`).
+pub(super) const MAX_CLOSED: usize = 1024;
+/// Nodes owed the error of a write or create refused after their close.
+pub(super) const MAX_OWED: usize = 4096;
 
 /// Something to run once earlier writes are acknowledged.
 pub(super) type Then = Box<dyn FnOnce() + Send>;
@@ -54,6 +67,17 @@ pub(super) enum Accepted {
     /// Too much is held, or the handle writes through (`O_DIRECT`):
     /// send this write the old way, after the others.
     Full,
+}
+
+/// What a FLUSH with `--close-behind` does ([`WriteBehind::close`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Closed {
+    /// Nothing of the handle is behind, or it is marked closed: answer now.
+    Now,
+    /// An earlier batch (or the create) of the handle failed: close reports it.
+    Failed(Errno),
+    /// Too many handles are closed with work behind: wait as without it.
+    Wait,
 }
 
 /// One run of contiguous bytes waiting to be sent, and the sequence
@@ -83,6 +107,17 @@ struct File {
     /// the writes in order, as it would have without the hold).
     settling: bool,
     error: Option<Errno>,
+    /// Closed (FLUSH answered) with work behind: a later error is owed
+    /// to the node, counted in [`Inner::closed`].
+    closed: bool,
+    /// Released by the kernel while work was behind: forgotten once idle.
+    released: bool,
+}
+
+impl File {
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.in_flight.is_empty() && !self.held
+    }
 }
 
 #[derive(Default)]
@@ -94,9 +129,54 @@ struct Inner {
     bytes: usize,
     /// Requests waiting for the writes accepted before them.
     waiting: VecDeque<(u64, Then)>,
+    /// Handles marked closed and not forgotten.
+    closed: usize,
+    /// Nodes owed an error refused after their handle's close.
+    owed: HashMap<u64, Errno>,
+    /// Names (directory, name) of such nodes whose create was refused:
+    /// the kernel forgets the name, and its next lookup reports it.
+    owed_names: HashMap<(u64, Vec<u8>), u64>,
+    /// Writes and creates refused after their handle's close, since the
+    /// mount began (for the unmount's log).
+    refused_after_close: u64,
 }
 
 impl Inner {
+    /// Keeps `e` of handle `fh`: for its next write, flush or fsync, or,
+    /// closed, for its node's next operation.
+    fn keep(&mut self, fh: u64, e: Errno) {
+        let Some(f) = self.files.get_mut(&fh) else {
+            return;
+        };
+        if !f.closed {
+            f.error = f.error.or(Some(e));
+            return;
+        }
+        let node = f.node;
+        self.refused_after_close += 1;
+        tracing::warn!(
+            node,
+            errno = %e,
+            "a write or create sent behind was refused after close returned: the file's next write, open or stat reports it"
+        );
+        if self.owed.len() < MAX_OWED || self.owed.contains_key(&node) {
+            self.owed.entry(node).or_insert(e);
+        }
+    }
+
+    /// Forgets `fh` if it was released and is idle now.
+    fn drop_if_released(&mut self, fh: u64) {
+        if self.files.get(&fh).is_some_and(|f| f.released && f.idle()) {
+            self.remove(fh);
+        }
+    }
+
+    fn remove(&mut self, fh: u64) {
+        if self.files.remove(&fh).is_some_and(|f| f.closed) {
+            self.closed -= 1;
+        }
+    }
+
     /// The waiting requests whose writes are all acknowledged, in order.
     fn ready(&mut self) -> Vec<Then> {
         let first_open = self.open.first().copied().unwrap_or(u64::MAX);
@@ -167,6 +247,19 @@ impl WriteBehind {
         let mut g = self.lock();
         if let Some(e) = g.files.get_mut(&fh).and_then(|f| f.error.take()) {
             return Accepted::Failed(e);
+        }
+        // Written again after a close (a dup of the descriptor): its
+        // errors are the handle's again.
+        if g.files
+            .get_mut(&fh)
+            .is_some_and(|f| std::mem::take(&mut f.closed))
+        {
+            g.closed -= 1;
+        }
+        if let Some(node) = g.files.get(&fh).map(|f| f.node) {
+            if let Some(e) = g.owed.remove(&node) {
+                return Accepted::Failed(e);
+            }
         }
         let direct = g.files.get(&fh).is_some_and(|f| f.direct);
         if direct || g.bytes + data.len() > LIMIT || data.len() > BATCH {
@@ -249,9 +342,6 @@ impl WriteBehind {
                         "a write sent behind failed: the next write, fsync or close of the file reports it"
                     );
                 }
-                if f.error.is_none() {
-                    f.error = error;
-                }
                 match rest {
                     Some(n) => {
                         f.queue.push_front(Run {
@@ -266,6 +356,10 @@ impl WriteBehind {
             }
             None => seqs,
         };
+        if let Some(e) = error {
+            g.keep(fh, e);
+        }
+        g.drop_if_released(fh);
         for s in &settled {
             g.open.remove(s);
         }
@@ -309,15 +403,15 @@ impl WriteBehind {
                     f.held = false;
                     f.settling = true;
                     match error {
-                        Some(e) => {
-                            f.error = f.error.or(Some(e));
-                            std::mem::take(&mut f.queue)
-                        }
+                        Some(_) => std::mem::take(&mut f.queue),
                         None => VecDeque::new(),
                     }
                 }
                 None => VecDeque::new(),
             };
+            if let Some(e) = error {
+                g.keep(fh, e);
+            }
             for run in dropped {
                 g.bytes = g.bytes.saturating_sub(run.data.len());
                 for s in &run.seqs {
@@ -325,6 +419,7 @@ impl WriteBehind {
                 }
             }
             batches.extend(std::iter::from_fn(|| g.next_batch(fh)));
+            g.drop_if_released(fh);
             drop(g);
             for b in batches {
                 self.dispatch(fh, b);
@@ -371,9 +466,77 @@ impl WriteBehind {
     /// Keeps `e` for `fh`'s next write, flush or fsync (unless it has
     /// one already).
     pub(super) fn fail(&self, fh: u64, e: Errno) {
-        if let Some(f) = self.lock().files.get_mut(&fh) {
-            f.error = f.error.or(Some(e));
+        self.lock().keep(fh, e)
+    }
+
+    /// FLUSH with `--close-behind`: reports an error already kept for
+    /// `fh`; else, with writes or a create of it still behind, marks it
+    /// closed (a later error is owed to its node) unless [`MAX_CLOSED`]
+    /// are, and answers at once.
+    pub(super) fn close(&self, fh: u64) -> Closed {
+        let mut g = self.lock();
+        let g = &mut *g;
+        let Some(f) = g.files.get_mut(&fh) else {
+            return Closed::Now;
+        };
+        if let Some(e) = f.error.take() {
+            return Closed::Failed(e);
         }
+        if f.closed || f.idle() {
+            return Closed::Now;
+        }
+        if g.closed >= MAX_CLOSED {
+            return Closed::Wait;
+        }
+        f.closed = true;
+        g.closed += 1;
+        Closed::Now
+    }
+
+    /// The error owed to `node` by a write or create refused after its
+    /// handle was closed (reported once).
+    pub(super) fn take_owed(&self, node: u64) -> Option<Errno> {
+        let mut g = self.lock();
+        if g.owed.is_empty() {
+            return None;
+        }
+        g.owed.remove(&node)
+    }
+
+    /// The create of `node` as `name` in `dir` was refused: if its
+    /// handle was closed (the node is owed the error), the next lookup
+    /// of the name reports it ([`WriteBehind::take_owed_name`]).
+    pub(super) fn name_refused(&self, dir: u64, name: &[u8], node: u64) {
+        let mut g = self.lock();
+        if g.owed.contains_key(&node) && g.owed_names.len() < MAX_OWED {
+            g.owed_names.insert((dir, name.to_vec()), node);
+        }
+    }
+
+    /// The error owed to the node whose create as `name` in `dir` was
+    /// refused after its close (reported once).
+    pub(super) fn take_owed_name(&self, dir: u64, name: &[u8]) -> Option<Errno> {
+        let mut g = self.lock();
+        if g.owed_names.is_empty() {
+            return None;
+        }
+        let node = g.owed_names.remove(&(dir, name.to_vec()))?;
+        g.owed.remove(&node)
+    }
+
+    /// The kernel forgot `node`: nothing reports its error any more,
+    /// but a lookup of its name if its create was refused (the kernel
+    /// forgets such a node as soon as its name is dropped).
+    pub(super) fn forget_node(&self, node: u64) {
+        let mut g = self.lock();
+        if g.owed.contains_key(&node) && !g.owed_names.values().any(|&n| n == node) {
+            g.owed.remove(&node);
+        }
+    }
+
+    /// Writes and creates refused after their handle's close so far.
+    pub(super) fn refused_after_close(&self) -> u64 {
+        self.lock().refused_after_close
     }
 
     /// No write is waiting or in flight (a request may go at once).
@@ -389,12 +552,10 @@ impl WriteBehind {
     /// The handle is released (after its writes landed): forget it.
     pub(super) fn forget(&self, fh: u64) {
         let mut g = self.lock();
-        if g.files
-            .get(&fh)
-            .is_some_and(|f| f.in_flight.is_empty() && f.queue.is_empty())
-        {
-            g.files.remove(&fh);
+        if let Some(f) = g.files.get_mut(&fh) {
+            f.released = true;
         }
+        g.drop_if_released(fh);
     }
 
     #[cfg(test)]

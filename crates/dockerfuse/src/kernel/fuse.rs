@@ -414,6 +414,13 @@ impl OpenReply<BackingId, (Entry, Ttl, Opened<BackingId>)> for ReplyCreate {
 }
 
 impl<T: Transport> Filesystem for FuseFs<T> {
+    /// The session ends (unmounted): what is still behind (with
+    /// `--close-behind`, closed files' writes and creates) goes to the
+    /// container before the mount's process does.
+    fn destroy(&mut self) {
+        self.core.drain(Duration::from_secs(30));
+    }
+
     fn init(&mut self, _req: &FuseRequest, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(dockerfuse_proto::MAX_IO);
         let _ = config.set_max_readahead(dockerfuse_proto::MAX_IO);

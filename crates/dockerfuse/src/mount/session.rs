@@ -86,6 +86,7 @@ pub(super) fn mount_session(
             && remote.running.hello.uid == 0,
         // Symlinks with the host's ids came with protocol 9.
         symlink_new: remote.running.hello.protocol >= 9,
+        close_behind: cli.close_behind,
         // Before protocol 6 open flags travelled in the satellite's own
         // numbers.
         legacy_flags: (remote.running.hello.protocol < 6)

@@ -87,6 +87,7 @@ impl Served {
                 pipeline: !per_caller,
                 kernel_acls: false,
                 symlink_new: true,
+                close_behind: false,
                 legacy_flags: None,
             },
         );

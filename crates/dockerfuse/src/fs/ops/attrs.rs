@@ -11,6 +11,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         fh: Option<Fh>,
         cb: Cb<(Attr, Duration)>,
     ) {
+        let cb = self.owing(node, cb);
         // Kept on the host, unless writes accepted before may change them
         // (they wait for those writes, below).
         if let Some(a) = self.made.attr(node) {
@@ -54,6 +55,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         attr: SetAttr,
         cb: Cb<(Attr, Duration)>,
     ) {
+        let cb = self.owing(node, cb);
         let fh = fh.filter(|f| !f.is_host()).map(|Fh(f)| f);
         self.coherence.forget_dir_mode(node);
         let Some(cb) = self.setattr_behind(node, fh, &attr, cb) else {

@@ -159,7 +159,17 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// waits for the writes still behind (and a create sent behind), and
     /// reports their error (close(2) returns it). When some are in
     /// flight, that is a wait like any round trip, and counted as one.
+    /// With `--close-behind` it reports only an error already back and
+    /// answers at once ([`WriteBehind::close`]), unless too many handles
+    /// are closed with work behind.
     pub(crate) fn flush(&self, Fh(fh): Fh, cb: Cb<()>) {
+        if let Some(b) = self.out.behind.as_ref().filter(|_| self.opts.close_behind) {
+            match b.close(fh) {
+                Closed::Now => return cb(Ok(())),
+                Closed::Failed(e) => return cb(Err(Failure::behind(e))),
+                Closed::Wait => {}
+            }
+        }
         match self.out.behind.clone() {
             Some(b) => {
                 if !b.is_idle() {
@@ -187,7 +197,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     }
 
     pub(crate) fn release(&self, Fh(fh): Fh, cb: Cb<()>) {
-        self.made_done(fh);
+        // With `--close-behind` the file's create and writes may still be
+        // behind: the host keeps answering its stat (the `stat` cp makes
+        // after close) from the attributes it holds until they landed,
+        // when the release's reply comes.
+        let later = self.opts.close_behind
+            && !Fh(fh).is_host()
+            && self.out.behind.as_ref().is_some_and(|b| !b.is_idle());
+        if !later {
+            self.made_done(fh);
+        }
         self.coherence.released(fh);
         if Fh(fh).is_host() {
             // Opened lazily: closed in the container only if it was opened
@@ -206,6 +225,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
             pt.release(fh);
         }
         if self.heads.release(fh) {
+            if later {
+                self.made_done(fh);
+            }
             if let Some(b) = &self.out.behind {
                 b.forget(fh);
             }
@@ -216,8 +238,16 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         match self.out.behind.clone() {
             Some(b) => {
                 let _bg = crate::mount::waits::background();
-                self.out
-                    .send(&Who::Mount, &req, Box::new(move |_| b.forget(fh)))
+                let made = later.then(|| (self.made.clone(), self.coherence.clone()));
+                let done = move |_: Result<Response<'_>, Failure>| {
+                    b.forget(fh);
+                    if let Some((made, coh)) = made {
+                        if let Some(node) = made.handle_done(fh) {
+                            coh.provisional_done(node);
+                        }
+                    }
+                };
+                self.out.send(&Who::Mount, &req, Box::new(done))
             }
             None => self.out.send_and_forget(&Who::Mount, &req),
         }

@@ -10,6 +10,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// Looks `name` up in `parent`; a name a complete listing of the
     /// watched directory does not hold is absent without asking.
     pub(crate) fn lookup(&self, who: &Who, NodeId(parent): NodeId, name: &[u8], cb: Cb<Lookup>) {
+        let cb = self.owing_name(parent, name, cb);
         let coh = self.coherence.clone();
         let local = !self.opts.per_caller;
         if local {

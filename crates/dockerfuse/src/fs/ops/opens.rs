@@ -227,6 +227,9 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         flags: i32,
         reply: R,
     ) {
+        if let Some(e) = self.owed(node) {
+            return reply.answer(Err(Failure::behind(e)));
+        }
         self.made.forget(node);
         let small = self
             .may_open_small(node, flags)
@@ -284,11 +287,24 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
         let max = MAX_OPEN_DATA;
         let req = self.open_request(node, flags, small.is_some());
         let heads = self.heads.clone();
+        let owes = behind.clone().filter(|_| self.opts.close_behind);
         self.out.send(
             who,
             &req,
             Box::new(move |r| {
-                let r = r.and_then(replies::opened).and_then(|o| {
+                let r = r.and_then(replies::opened);
+                // Owed an error refused after a close (sent before this
+                // open, back by now): the open reports it instead.
+                if let Some(e) = owes.and_then(|b| b.take_owed(node)) {
+                    if let Ok(o) = r {
+                        drop(o.fd.and_then(|fd| backing::take(&*transport, fd, flags)));
+                        let _bg = crate::mount::waits::background();
+                        transport.call(&Request::Release { fh: o.fh }, Box::new(|_| {}));
+                    }
+                    after(Ok(()));
+                    return reply.answer(Err(Failure::behind(e)));
+                }
+                let r = r.and_then(|o| {
                     let fh = o.fh;
                     match (o.data, small) {
                         (Some(d), Some((lifetime, ticket))) if d.len() <= max as usize => {
@@ -524,6 +540,7 @@ impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
                     c.refused(parent, &owned);
                     pending.done(node, parent, Err(e));
                     behind.unhold(seq, Some(fh), Some(e.errno));
+                    behind.name_refused(parent, &owned, node);
                 }
             }
         };
