@@ -156,6 +156,11 @@ impl Nodes {
         })
     }
 
+    /// The (st_dev, st_ino) of node `id`, if known.
+    pub(crate) fn key(&self, id: u64) -> Option<(u64, u64)> {
+        self.lock().by_id.get(&id).map(|s| s.key)
+    }
+
     /// Registers one more lookup of the inode `key`, opened as `fd` and
     /// found as `place`; returns its node id. When the inode is already
     /// known, `fd` is dropped (a descriptor-less node learns the new place).
@@ -175,12 +180,14 @@ impl Nodes {
         // A node without a descriptor is the same file only if it was born
         // at the same time: a new file may reuse a deleted one's inode
         // number at once (ext4 does), and must then get a node of its own.
-        let fresh_born = sys::birth_time(fd.as_raw_fd());
+        // Read only when it decides something (a statx per lookup otherwise).
+        let mut born = None;
+        let mut fresh_born = || *born.get_or_insert_with(|| sys::birth_time(fd.as_raw_fd()));
         if let Some(&id) = t.by_key.get(&key) {
             if let Some(slot) = t
                 .by_id
                 .get_mut(&id)
-                .filter(|s| s.node.fd.is_some() || s.node.born == fresh_born)
+                .filter(|s| s.node.fd.is_some() || s.node.born == fresh_born())
             {
                 slot.refs = slot.refs.saturating_add(1);
                 if slot.node.fd.is_none() && parent.is_some() {
@@ -191,15 +198,7 @@ impl Nodes {
         }
         let id = t.next_id;
         t.next_id += 1;
-        self.insert(
-            &mut t,
-            id,
-            key,
-            fd,
-            (is_symlink, is_dir),
-            parent,
-            fresh_born,
-        );
+        self.insert(&mut t, id, key, fd, (is_symlink, is_dir), parent, born);
         id
     }
 
@@ -237,8 +236,7 @@ impl Nodes {
             let node = t.by_id.get(&p)?.node.clone();
             node.fd.is_some().then(|| (node, n.to_vec()))
         });
-        let born = sys::birth_time(fd.as_raw_fd());
-        self.insert(&mut t, id, key, fd, kind, parent, born);
+        self.insert(&mut t, id, key, fd, kind, parent, None);
         Ok(())
     }
 
@@ -252,10 +250,13 @@ impl Nodes {
         fd: OwnedFd,
         (is_symlink, is_dir): (bool, bool),
         parent: Option<(Arc<Node>, Vec<u8>)>,
-        fresh_born: Option<(i64, u32)>,
+        fresh_born: Option<Option<(i64, u32)>>,
     ) {
         let keep_fd = is_dir || parent.is_none() || t.with_fd < self.fd_budget;
-        let born = if keep_fd { None } else { fresh_born };
+        let born = match keep_fd {
+            true => None,
+            false => fresh_born.unwrap_or_else(|| sys::birth_time(fd.as_raw_fd())),
+        };
         let node = Node {
             born,
             fd: keep_fd.then_some(fd),

@@ -334,6 +334,12 @@ pub(crate) fn listxattr(path: &CString, buf: &mut [u8]) -> SysResult<usize> {
     check_size(unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
 }
 
+/// listxattr of an open (not O_PATH) descriptor.
+pub(crate) fn flistxattr(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    check_size(unsafe { libc::flistxattr(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
 pub(crate) fn setxattr(path: &CString, name: &CString, value: &[u8], flags: i32) -> SysResult<()> {
     // SAFETY: `path` and `name` are NUL-terminated strings alive for the
     // call; the kernel reads `value.len()` bytes from `value`.

@@ -31,6 +31,8 @@ use crate::sys::SysResult;
 
 /// How long events are gathered before a batch leaves.
 pub(crate) const WINDOW_MS: i32 = 5;
+/// Looks of [`Watch::quiet_since`] for events still unread, 200 µs apart.
+const QUIET_TRIES: usize = 100;
 /// Changes per frame (well inside MAX_PAYLOAD with 255-byte names).
 const CHANGES_PER_FRAME: usize = 1024;
 /// (directory, name) → child remembered for removals; past this, removals
@@ -109,8 +111,12 @@ pub(crate) struct Watch {
     /// Most watches held at once (`--max-watches`); unset: half the
     /// system's limit, read when the feed starts.
     limit: OnceLock<usize>,
-    /// inotify events read so far (see [`Watch::quiet_since`]).
+    /// inotify events read so far that changed something for the host
+    /// (see [`Watch::quiet_since`]).
     events: std::sync::atomic::AtomicU64,
+    /// Held by the feed's thread from a read of the inotify descriptor
+    /// until the events read are counted.
+    reading: Mutex<()>,
 }
 
 /// The cap when none was given: half of fs.inotify.max_user_watches (the
@@ -241,16 +247,31 @@ impl Watch {
         self.events.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// No inotify event came since `mark`, read or waiting to be read
-    /// (with the feed off: true). A stream whose subtree changed while it
-    /// was read keeps only what the kernel takes at once: the changes of
-    /// the nodes a reply names are sent after it, and the host could see
-    /// the container newer through another reply before they arrive.
+    /// No inotify event that concerns the host came since `mark` (with the
+    /// feed off: true). A stream whose subtree changed while it was read
+    /// keeps only what the kernel takes at once: the changes of the nodes
+    /// a reply names are sent after it, and the host could see the
+    /// container newer through another reply before they arrive. Events
+    /// still unread are waited for (the feed's thread reads them at once);
+    /// those that change nothing, such as the `IN_IGNORED` of a watch the
+    /// satellite removed itself (a node forgotten meanwhile, or the
+    /// stream's own references dropped), do not count.
     pub(crate) fn quiet_since(&self, mark: u64) -> bool {
         let Some(ino) = self.ino.get() else {
             return true;
         };
-        !ino.wait(0) && self.mark() == mark
+        for _ in 0..QUIET_TRIES {
+            let reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+            if self.mark() != mark {
+                return false;
+            }
+            if !ino.wait(0) {
+                return true;
+            }
+            drop(reading);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        false
     }
 
     /// A node got a lookup reference (found as `place`): watch it. True
@@ -372,17 +393,21 @@ impl Watch {
             let until =
                 std::time::Instant::now() + std::time::Duration::from_millis(WINDOW_MS as u64);
             loop {
+                let reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
                 let n = ino.read(&mut buf);
                 if n > 0 {
                     let mut s = self.lock();
                     for ev in inotify::parse(&buf[..n]) {
-                        self.events
-                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        translate(&mut s, &ev, &mut batch);
+                        if translate(&mut s, &ev, &mut batch) {
+                            self.events
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                     }
                     drop(s);
+                    drop(reading);
                     continue;
                 }
+                drop(reading);
                 let left = until.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() || !ino.wait(left.as_millis().max(1) as i32) {
                     break;
@@ -442,14 +467,16 @@ fn own_echo(s: &mut State, dir: u64, name: &[u8], mask: u32) -> bool {
     true
 }
 
-/// One inotify event as changes, given the watches of `s`.
-fn translate(s: &mut State, ev: &RawEvent<'_>, out: &mut Coalescer) {
+/// One inotify event as changes, given the watches of `s`. False when
+/// the event concerns no node the host holds: a watch the satellite
+/// removed itself (its `IN_IGNORED` included).
+fn translate(s: &mut State, ev: &RawEvent<'_>, out: &mut Coalescer) -> bool {
     if ev.mask & libc::IN_Q_OVERFLOW != 0 {
         out.lost();
-        return;
+        return true;
     }
     let Some(&(node, is_dir)) = s.node_of.get(&ev.wd) else {
-        return;
+        return false;
     };
     if ev.mask & libc::IN_IGNORED != 0 {
         // The kernel removed the watch (file deleted, filesystem gone):
@@ -459,14 +486,15 @@ fn translate(s: &mut State, ev: &RawEvent<'_>, out: &mut Coalescer) {
             s.wd_of.remove(&node);
             out.push(Change::Unwatched { node });
             out.push(Change::Attr { node });
+            return true;
         }
-        return;
+        return false;
     }
     match (is_dir, ev.name) {
         (true, Some(name)) => {
             let names = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO;
             if ev.mask & names != 0 && own_echo(s, node, name, ev.mask) {
-                return;
+                return true;
             }
             if ev.mask & libc::IN_DELETE != 0 {
                 if let Some(&child) = s.child_at.get(&(node, name.to_vec())) {
@@ -475,7 +503,7 @@ fn translate(s: &mut State, ev: &RawEvent<'_>, out: &mut Coalescer) {
                         name: name.to_vec().into(),
                         node: child,
                     });
-                    return;
+                    return true;
                 }
             }
             if ev.mask
@@ -502,6 +530,7 @@ fn translate(s: &mut State, ev: &RawEvent<'_>, out: &mut Coalescer) {
             }
         }
     }
+    true
 }
 
 /// Hooks of the file operations into the feed.

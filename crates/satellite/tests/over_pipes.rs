@@ -1838,6 +1838,96 @@ fn a_subtree_streams_breadth_first_within_its_budget() {
     );
 }
 
+/// With the feed on, a subtree past the budget streams the directories
+/// that fit, each with its small files' contents: the one that does not
+/// fit ends the walk, and watches the satellite drops itself (references
+/// forgotten meanwhile) are no change that would cut the reply to the
+/// directory asked for.
+#[test]
+fn a_subtree_past_its_budget_streams_what_fits_with_the_feed_on() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        let d = dir.path().join(format!("d{i}"));
+        std::fs::create_dir(&d).unwrap();
+        for j in 0..10 {
+            std::fs::write(d.join(format!("f{j}")), b"0123456789").unwrap();
+        }
+    }
+    let tagged = (0..4).all(|i| xattr_set(&dir.path().join(format!("d{i}/f1")), "user.k", b"v"));
+    let (mut s, _) = Sat::start(dir.path());
+    assert_eq!(s.call(Request::Watch), Response::Ok);
+    // Every name here costs 160 bytes: the root has 6 with . and .., each
+    // directory 12; a file's contents cost 10 + 16.
+    let by_entries = StreamBudget {
+        entries: 6 + 12 + 12 + 11,
+        ..WIDE
+    };
+    let mut refs = Vec::new();
+    for round in 0..3 {
+        let (dirs, files) = streamed(s.call(Request::Stream {
+            node: ROOT_NODE,
+            budget: by_entries,
+        }));
+        assert_eq!((dirs.len(), files.len()), (3, 20), "round {round}");
+        refs.extend(dirs.iter().flat_map(|d| {
+            d.entries
+                .iter()
+                .filter_map(|e| e.entry.map(|e| (e.node, 1)))
+        }));
+        // Forgotten at once: their watches go while the next one streams.
+        s.send_raw(
+            50_000 + round,
+            &Request::Forget {
+                nodes: std::mem::take(&mut refs),
+            },
+        );
+    }
+    // Files' "no xattrs" notes (probed through the descriptor their
+    // contents were read with, or by node) are a lookup's; one has some.
+    let (dirs, _) = streamed(s.call(Request::Stream {
+        node: ROOT_NODE,
+        budget: by_entries,
+    }));
+    assert_eq!(dirs.len(), 3);
+    for d in &dirs[1..] {
+        for e in d.entries.iter().filter(|e| e.entry.is_some()) {
+            let looked = s.entry(Request::Lookup {
+                parent: d.node,
+                name: e.name.clone(),
+            });
+            assert_eq!(e.entry.unwrap().no_xattrs, looked.no_xattrs, "{:?}", e.name);
+            if tagged && &e.name[..] == b"f1" {
+                assert!(!looked.no_xattrs);
+            }
+        }
+    }
+    // d1's listing fits what is left, not with its contents: it stays out.
+    let (dirs, files) = streamed(s.call(Request::Stream {
+        node: ROOT_NODE,
+        budget: StreamBudget {
+            bytes: 6 * 160 + 12 * 160 + 10 * 26 + 12 * 160 + 100,
+            ..WIDE
+        },
+    }));
+    assert_eq!((dirs.len(), files.len()), (2, 10));
+}
+
+/// Sets a user xattr; false where the filesystem refuses them.
+fn xattr_set(path: &std::path::Path, name: &str, value: &[u8]) -> bool {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings and a buffer of `value.len()` bytes.
+    unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        ) == 0
+    }
+}
+
 /// Names made while a subtree is streamed are in the listing or reported
 /// by the feed: every streamed directory is watched before it is read.
 #[test]

@@ -34,7 +34,7 @@
 //! behind the kernel's walk; their contents join the stream's only while
 //! it is current and the files are as it listed them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dockerfuse_proto::{Attr, StreamBudget, StreamedDir, StreamedFile, MAX_STREAM_BYTES};
@@ -48,6 +48,8 @@ pub(super) const BUDGET: StreamBudget = StreamBudget {
     depth: 32,
     file_max: 16 * 1024,
 };
+/// Read-ahead streams on their way at once.
+pub(super) const AHEAD: usize = 2;
 /// What a follow-up stream brings: one directory's listing and its small
 /// files' contents ([`Subtree::cut_short`]).
 pub(super) const ONE_DIR: StreamBudget = StreamBudget { depth: 0, ..BUDGET };
@@ -81,6 +83,9 @@ pub(super) struct Subtree {
     /// `(directory, listing)`, the one asked for first.
     pub(super) dirs: Vec<(u64, Dir)>,
     pub(super) files: Contents,
+    /// The directories its listings name without bringing their own, in
+    /// order: where a walk goes next ([`Streams::ahead`]).
+    pub(super) frontier: Vec<u64>,
 }
 
 impl Subtree {
@@ -260,7 +265,7 @@ pub(super) fn check(
     if !ok || dirs.first().is_some_and(|d| d.node != asked) {
         return Err(references);
     }
-    let dirs = dirs
+    let dirs: Vec<(u64, Dir)> = dirs
         .into_iter()
         .map(|d| {
             let items = listing::plus(d.entries, std::time::Duration::ZERO)
@@ -274,7 +279,23 @@ pub(super) fn check(
         .into_iter()
         .map(|f| (f.node, Arc::from(&f.data[..])))
         .collect();
-    Ok(Subtree { dirs, files })
+    let frontier = frontier(&dirs);
+    Ok(Subtree {
+        dirs,
+        files,
+        frontier,
+    })
+}
+
+/// The directories named in `dirs` whose listing is not among them.
+fn frontier(dirs: &[(u64, Dir)]) -> Vec<u64> {
+    let listed: HashSet<u64> = dirs.iter().map(|(n, _)| *n).collect();
+    dirs.iter()
+        .flat_map(|(_, d)| d.items.iter())
+        .filter(|i| i.counted && i.attr.mode & libc::S_IFMT == libc::S_IFDIR)
+        .map(|i| i.node)
+        .filter(|n| !listed.contains(n))
+        .collect()
 }
 
 #[derive(Default)]
@@ -285,7 +306,18 @@ struct Inner {
     files: HashMap<u64, Arc<[u8]>>,
     entries: usize,
     bytes: usize,
+    /// Directories named by what streams brought, not streamed yet.
+    frontier: VecDeque<u64>,
+    /// All those, streamed since or not.
+    named: HashSet<u64>,
+    /// Directories streamed or being streamed this generation.
+    asked: HashSet<u64>,
+    /// Read-ahead streams on their way, with what waits for each.
+    flying: HashMap<u64, Vec<Waiter>>,
 }
+
+/// A kernel read waiting for a read-ahead stream of its directory.
+pub(super) type Waiter = Box<dyn FnOnce() + Send>;
 
 impl Inner {
     /// Drops everything; the references to forget.
@@ -295,6 +327,9 @@ impl Inner {
         self.files.clear();
         self.entries = 0;
         self.bytes = 0;
+        self.frontier.clear();
+        self.named.clear();
+        self.asked.clear();
         refs
     }
 
@@ -324,11 +359,19 @@ impl Streams {
     pub(super) fn take_dir(&self, dir: u64, generation: u64) -> (Option<Dir>, Vec<(u64, u64)>) {
         let mut t = self.lock();
         let stale = t.current(generation);
+        if t.asked.len() < MAX_ENTRIES {
+            t.asked.insert(dir);
+        }
         let d = t.dirs.remove(&dir);
         if let Some(d) = &d {
             t.entries -= d.items.len();
         }
         (d, stale)
+    }
+
+    /// Whether a stream named `dir` (a walk went where streams went).
+    pub(super) fn named(&self, dir: u64) -> bool {
+        self.lock().named.contains(&dir)
     }
 
     /// The whole contents of `node` if they came with a stream and are
@@ -369,7 +412,59 @@ impl Streams {
                 t.bytes -= old.len();
             }
         }
+        for dir in tree.frontier {
+            if t.named.len() < MAX_ENTRIES && t.named.insert(dir) {
+                t.frontier.push_back(dir);
+            }
+        }
         forget
+    }
+
+    /// The directories to stream ahead of the kernel now: the next ones
+    /// the streams named without bringing, while fewer than [`AHEAD`]
+    /// such streams are on their way, the listings kept are under a
+    /// quarter of [`MAX_ENTRIES`] and the contents leave room for those
+    /// streams under [`MAX_BYTES`]. Each is to be followed by
+    /// [`Streams::landed`].
+    pub(super) fn ahead(&self, generation: u64) -> (Vec<u64>, Refs) {
+        let mut t = self.lock();
+        let stale = t.current(generation);
+        let mut go = Vec::new();
+        // Contents stay kept once read (a file may be opened again): the
+        // room for one more reply, so that a read-ahead never drops them.
+        while t.flying.len() < AHEAD
+            && t.entries < MAX_ENTRIES / 4
+            && t.bytes + (AHEAD + 1) * MAX_STREAM_BYTES as usize <= MAX_BYTES
+        {
+            let Some(dir) = t.frontier.pop_front() else {
+                break;
+            };
+            if t.dirs.contains_key(&dir) || !t.asked.insert(dir) {
+                continue;
+            }
+            t.flying.insert(dir, Vec::new());
+            go.push(dir);
+        }
+        (go, stale)
+    }
+
+    /// Runs `w` when the read-ahead stream of `dir` is back, if one is on
+    /// its way (else gives it back): a second stream of the same
+    /// directory would only do its work twice.
+    pub(super) fn wait_for(&self, dir: u64, w: Waiter) -> Result<(), Waiter> {
+        match self.lock().flying.get_mut(&dir) {
+            Some(v) => {
+                v.push(w);
+                Ok(())
+            }
+            None => Err(w),
+        }
+    }
+
+    /// The read-ahead stream of `dir` is back (kept or not): what waited
+    /// for it, to run.
+    pub(super) fn landed(&self, dir: u64) -> Vec<Waiter> {
+        self.lock().flying.remove(&dir).unwrap_or_default()
     }
 
     /// Entries and bytes kept.
@@ -520,5 +615,49 @@ mod tests {
         let forget = s.put(1, 1, big(1_000_000));
         assert_eq!(forget.len(), MAX_ENTRIES / 2 + 1, "the older listing");
         assert_eq!(s.size().0, MAX_ENTRIES / 2 + 1);
+    }
+
+    #[test]
+    fn the_directories_named_and_not_brought_are_streamed_ahead_once() {
+        let dirs = vec![
+            StreamedDir {
+                node: 1,
+                entries: vec![
+                    ent("d", 2, libc::S_IFDIR | 0o755, 0),
+                    ent("e", 5, libc::S_IFDIR | 0o755, 0),
+                    ent("f", 3, libc::S_IFREG | 0o644, 2),
+                ],
+            },
+            StreamedDir {
+                node: 2,
+                entries: vec![
+                    ent("g", 6, libc::S_IFDIR | 0o755, 0),
+                    ent("h", 7, libc::S_IFDIR | 0o755, 0),
+                ],
+            },
+        ];
+        let t = check(1, BUDGET, 7, dirs, Vec::new()).ok().unwrap();
+        assert_eq!(t.frontier, vec![5, 6, 7]);
+        let s = Streams::default();
+        s.put(5, 5, t);
+        // One the kernel already read is not streamed again.
+        s.take_dir(6, 5);
+        let (go, stale) = s.ahead(5);
+        assert!(stale.is_empty());
+        assert_eq!(go, vec![5, 7]);
+        assert!(s.ahead(5).0.is_empty(), "{AHEAD} on their way");
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = ran.clone();
+        let w: Waiter = Box::new(move || r.store(true, std::sync::atomic::Ordering::SeqCst));
+        assert!(s.wait_for(7, w).is_ok());
+        assert!(s.landed(5).is_empty());
+        s.landed(7).into_iter().for_each(|w| w());
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(s.wait_for(7, Box::new(|| ())).is_err(), "back already");
+        assert!(s.ahead(5).0.is_empty(), "each once");
+        // A change drops the frontier with the rest.
+        let (dirs, files) = tree();
+        s.put(5, 5, check(1, BUDGET, 7, dirs, files).ok().unwrap());
+        assert!(s.ahead(6).0.is_empty());
     }
 }

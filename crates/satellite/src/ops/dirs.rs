@@ -2,7 +2,7 @@
 //! the release of [`super::file_data`]).
 
 use std::borrow::Cow;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use dockerfuse_proto::{DirEntry, Errno, Response};
 
@@ -104,28 +104,40 @@ impl Fs {
                     break 'fill;
                 }
                 used += need;
-                let dot = e.name == b"." || e.name == b"..";
-                let entry = if plus && !dot {
-                    match self.lookup_at(d.node, fd, e.name) {
-                        Err(Errno::EACCES) => self
-                            .ident
-                            .as_self(|| self.lookup_at(d.node, fd, e.name))
-                            .ok(),
-                        r => r.ok(),
-                    }
-                } else {
-                    None
-                };
-                out.push(DirEntry {
-                    name: Cow::Owned(e.name.to_vec()),
-                    offset: e.next_offset,
-                    kind: (e.dtype as u32) << 12,
-                    ino: e.ino,
-                    entry,
-                });
+                out.push(self.dir_entry(d.node, fd, &e, plus, true));
             }
         }
         Ok((out, false))
+    }
+
+    /// The record of name `e` in directory `dir` (open as `fd`); with
+    /// `plus`, looked up (one reference) unless it is `.` or `..`, its
+    /// extended attributes probed if `probe`.
+    pub(super) fn dir_entry(
+        &self,
+        dir: u64,
+        fd: RawFd,
+        e: &sys::RawDirent<'_>,
+        plus: bool,
+        probe: bool,
+    ) -> DirEntry<'static> {
+        let dot = e.name == b"." || e.name == b"..";
+        let lookup = || self.lookup_probing(dir, fd, e.name, probe);
+        let entry = if plus && !dot {
+            match lookup() {
+                Err(Errno::EACCES) => self.ident.as_self(lookup).ok(),
+                r => r.ok(),
+            }
+        } else {
+            None
+        };
+        DirEntry {
+            name: Cow::Owned(e.name.to_vec()),
+            offset: e.next_offset,
+            kind: (e.dtype as u32) << 12,
+            ino: e.ino,
+            entry,
+        }
     }
 }
 

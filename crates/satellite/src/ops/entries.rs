@@ -257,6 +257,18 @@ impl Fs {
 
     /// Looks `name` up in the directory `dir_fd` of node `dir`.
     pub(super) fn lookup_at(&self, dir: u64, dir_fd: RawFd, name: &[u8]) -> SysResult<Entry> {
+        self.lookup_probing(dir, dir_fd, name, true)
+    }
+
+    /// Same; without `probe`, the "no xattrs" note is left false (the
+    /// caller finds it out otherwise).
+    pub(super) fn lookup_probing(
+        &self,
+        dir: u64,
+        dir_fd: RawFd,
+        name: &[u8],
+        probe: bool,
+    ) -> SysResult<Entry> {
         if name.contains(&b'/') || name.is_empty() {
             return Err(Errno::EINVAL);
         }
@@ -267,7 +279,7 @@ impl Fs {
             0,
         )?;
         let mut st = sys::stat_fd(fd.as_raw_fd())?;
-        let no_xattrs = has_no_xattrs(fd.as_raw_fd(), &st);
+        let no_xattrs = probe && has_no_xattrs(fd.as_raw_fd(), &st);
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let id = self
             .nodes

@@ -2,6 +2,7 @@
 //! subtree stream or the satellite), releasedir and fsyncdir.
 
 use super::super::*;
+use std::sync::Mutex;
 
 impl<T: Transport, B: Send + Sync + 'static> Core<T, B> {
     /// Opens a directory; true with the handle when the kernel may keep
@@ -314,6 +315,7 @@ impl<T: Transport> PlusPath<T> {
         }
         let generation = coh.generation();
         if let Some(d) = kept {
+            self.read_ahead(&who, &coh);
             listed_whole(&coh, fh, dir, &d.items);
             let buf = Buffer {
                 next: 0,
@@ -324,6 +326,25 @@ impl<T: Transport> PlusPath<T> {
             };
             return giver.give(buf, cb);
         }
+        // The read-ahead of this directory is on its way: its reply serves.
+        let slot = Arc::new(Mutex::new(Some((giver, cb))));
+        let (path, again, mine) = (self.clone(), who.clone(), slot.clone());
+        let waiter: stream::Waiter = Box::new(move || {
+            let taken = mine.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some((giver, cb)) = taken {
+                path.streamed(again, giver, cb);
+            }
+        });
+        if self.streams.wait_for(dir, waiter).is_ok() {
+            // Answered after a round trip, though not its own: a wait.
+            crate::mount::waits::deferred();
+            return;
+        }
+        let Some((giver, cb)) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        // A walk got ahead of the streams: they go on, with it.
+        let walking = self.streams.named(dir);
         let stamp = coh.attr_stamp();
         let budget = stream::BUDGET;
         let req = Request::Stream { node: dir, budget };
@@ -357,6 +378,9 @@ impl<T: Transport> PlusPath<T> {
                     if !forget.is_empty() {
                         self.out.transport.post(&Request::Forget { nodes: forget });
                     }
+                    if walking {
+                        self.read_ahead(&who, &coh);
+                    }
                     if sent == now {
                         listed_whole(&coh, fh, dir, &first.items);
                     }
@@ -380,6 +404,72 @@ impl<T: Transport> PlusPath<T> {
                 }
             }),
         );
+    }
+}
+
+impl<T: Transport> PlusPath<T> {
+    /// Streams, in the background, the next directories the streams so
+    /// far named without bringing ([`stream::Streams::ahead`]): a walk
+    /// finds them kept when it gets there, and the satellite lists them
+    /// while the kernel reads what came before. Each reply is kept as a
+    /// stream's is. Called when the kernel reads a directory the streams
+    /// named (a walk is on): a program that lists one directory and
+    /// stops sets nothing off.
+    fn read_ahead(&self, who: &Who, coh: &Arc<Coherence>) {
+        let (go, stale) = self.streams.ahead(self.out.stream_generation(coh));
+        if !stale.is_empty() {
+            self.out.transport.post(&Request::Forget { nodes: stale });
+        }
+        for dir in go {
+            let sent = self.out.stream_generation(coh);
+            let stamp = coh.attr_stamp();
+            let budget = stream::BUDGET;
+            let (path, who2, coh2) = (self.clone(), who.clone(), coh.clone());
+            let _bg = crate::mount::waits::background();
+            self.out.send(
+                who,
+                &Request::Stream { node: dir, budget },
+                Box::new(move |r| {
+                    // The next ones only after a reply (not after a failed
+                    // transport, which may answer at once: no recursion).
+                    let answered = r.is_ok();
+                    let mut forget = Vec::new();
+                    if let Ok(Response::Streamed { dirs, files }) = r {
+                        match stream::check(dir, budget, stamp, dirs, files) {
+                            Ok(tree) => {
+                                let now = path.out.stream_generation(&coh2);
+                                forget = path.streams.put(sent, now, tree);
+                            }
+                            Err(refs) => {
+                                tracing::debug!(dir, "a stream broke the rules: refused");
+                                forget = refs;
+                            }
+                        }
+                    }
+                    if !forget.is_empty() {
+                        path.out.transport.post(&Request::Forget { nodes: forget });
+                    }
+                    // Kept (or not) first: what waited finds it.
+                    let waiting = path.streams.landed(dir);
+                    waiting.into_iter().for_each(|w| w());
+                    if answered {
+                        path.read_ahead(&who2, &coh2);
+                    }
+                }),
+            );
+        }
+    }
+}
+
+impl<T> Clone for PlusPath<T> {
+    fn clone(&self) -> Self {
+        PlusPath {
+            out: self.out.clone(),
+            dirs: self.dirs.clone(),
+            streams: self.streams.clone(),
+            per_caller: self.per_caller,
+            open_read_dir: self.open_read_dir,
+        }
     }
 }
 
@@ -409,6 +499,7 @@ impl<T: Transport> PlusPath<T> {
                 let tree = stream::Subtree {
                     dirs: Vec::new(),
                     files,
+                    frontier: Vec::new(),
                 };
                 forget.extend(streams.put(sent, now, tree));
                 if !forget.is_empty() {
