@@ -760,3 +760,37 @@ fn a_copied_file_is_stated_on_the_host_and_a_third_partys_change_shows() {
         copied("a", 1, false),
     ]);
 }
+
+/// Shrunk from the random test (lazy opens on a satellite short of
+/// descriptors): a file opened read-only (answered on the host), then
+/// removed by a third party; a read through the descriptor must still
+/// read what the file held, as it does directly.
+#[test]
+fn a_file_opened_on_the_host_and_removed_in_the_container_still_reads() {
+    check_mode(
+        Mode::Tight,
+        &[
+            Op::Create {
+                path: "a",
+                mode: 0o644,
+            },
+            Op::Create {
+                path: "a",
+                mode: 0o644,
+            },
+            Op::Open {
+                slot: 1,
+                path: "a",
+                write: false,
+            },
+            Op::Raced {
+                path: "a/a",
+                dir: false,
+                mode: 0o644,
+                third: Third::RemoveParent,
+                then: vec![],
+            },
+            Op::FdRead { slot: 1, offset: 0 },
+        ],
+    );
+}
