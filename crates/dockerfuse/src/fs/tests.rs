@@ -1887,6 +1887,22 @@ impl Held {
     }
 }
 
+/// fsync(2) of directory `node` through its handle `fh`, which the
+/// container answers with success: what the program is told lands in
+/// the returned slot.
+fn fsyncdir_held(c: &Core<Held>, held: &Held, node: u64, fh: u64) -> Slot<()> {
+    let (cb, synced) = capture();
+    c.fsyncdir(&Who::Mount, NodeId(node), Fh(fh), false, cb);
+    held.answer(
+        &Request::FsyncDir {
+            fh,
+            datasync: false,
+        },
+        Ok(Response::Ok),
+    );
+    synced
+}
+
 fn pipelined() -> (Core<Held>, Held) {
     let held = Held::default();
     (pipelined_over(held.clone()), held)
@@ -2185,15 +2201,7 @@ fn a_create_the_container_refuses_is_reported_at_close_and_by_the_directorys_fsy
     );
     // The name is not known absent any more: a lookup asks the container.
     assert!(!c.coherence().listings().absent(1, b"f"));
-    let (cb, synced) = capture();
-    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
-    held.answer(
-        &Request::FsyncDir {
-            fh: 5,
-            datasync: false,
-        },
-        Ok(Response::Ok),
-    );
+    let synced = fsyncdir_held(&c, &held, 1, 5);
     assert_eq!(
         synced.lock().unwrap().take(),
         Some(Err(Errno(libc::ENOSPC)))
@@ -2509,15 +2517,7 @@ fn a_setattr_sent_behind_the_container_refuses_is_reported_at_close_and_by_the_d
     c.setattr(&Who::Mount, NodeId(f.node), None, SetAttr::default(), cb);
     assert!(got.lock().unwrap().is_none());
     held.answer(&set_attr(), Ok(Response::Attr(f.attr)));
-    let (cb, synced) = capture();
-    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
-    held.answer(
-        &Request::FsyncDir {
-            fh: 5,
-            datasync: false,
-        },
-        Ok(Response::Ok),
-    );
+    let synced = fsyncdir_held(&c, &held, 1, 5);
     assert_eq!(synced.lock().unwrap().take(), Some(Err(Errno(libc::EPERM))));
 }
 
@@ -2714,15 +2714,7 @@ fn removals_of_names_known_present_are_answered_at_once_and_sent_in_order() {
     assert!(forgotten.lock().unwrap().contains(&(1, b"d".to_vec())));
     assert_eq!(held.kinds(), vec![mkdir.tag()]);
     held.answer(&mkdir, Err(Errno(libc::EEXIST)));
-    let (cb, synced) = capture();
-    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
-    held.answer(
-        &Request::FsyncDir {
-            fh: 5,
-            datasync: false,
-        },
-        Ok(Response::Ok),
-    );
+    let synced = fsyncdir_held(&c, &held, 1, 5);
     assert_eq!(
         synced.lock().unwrap().take(),
         Some(Err(Errno(libc::ENOTEMPTY)))
@@ -2769,15 +2761,7 @@ fn a_symlink_of_a_name_known_absent_is_answered_at_once_and_made_behind() {
     assert!(got.lock().unwrap().take().unwrap().is_ok());
     held.answer(&symlink, Err(Errno(libc::ENOSPC)));
     assert!(!c.coherence().listings().absent(1, b"m"));
-    let (cb, synced) = capture();
-    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
-    held.answer(
-        &Request::FsyncDir {
-            fh: 5,
-            datasync: false,
-        },
-        Ok(Response::Ok),
-    );
+    let synced = fsyncdir_held(&c, &held, 1, 5);
     assert_eq!(
         synced.lock().unwrap().take(),
         Some(Err(Errno(libc::ENOSPC)))
@@ -2841,15 +2825,7 @@ fn a_rename_of_a_file_known_present_is_answered_at_once_and_sent_in_order() {
         exchanged.lock().unwrap().take(),
         Some(Err(Errno(libc::ENOENT)))
     );
-    let (cb, synced) = capture();
-    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
-    held.answer(
-        &Request::FsyncDir {
-            fh: 5,
-            datasync: false,
-        },
-        Ok(Response::Ok),
-    );
+    let synced = fsyncdir_held(&c, &held, 1, 5);
     assert_eq!(
         synced.lock().unwrap().take(),
         Some(Err(Errno(libc::EACCES)))
@@ -3239,15 +3215,7 @@ fn with_close_behind_close_returns_at_once_and_a_refused_create_shows_at_the_nex
     let r = getattr_now(&c, &held, f.node, Response::Error(libc::ENOENT));
     assert_eq!(r, Some(Err(Errno(libc::ENOENT))));
     // So does the directory's fsync.
-    let (cb, synced) = capture();
-    c.fsyncdir(&Who::Mount, NodeId(1), Fh(5), false, cb);
-    held.answer(
-        &Request::FsyncDir {
-            fh: 5,
-            datasync: false,
-        },
-        Ok(Response::Ok),
-    );
+    let synced = fsyncdir_held(&c, &held, 1, 5);
     assert_eq!(
         synced.lock().unwrap().take(),
         Some(Err(Errno(libc::ENOSPC)))
